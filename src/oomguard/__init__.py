@@ -1,0 +1,1 @@
+"""oomguard: a job runner that survives the out-of-memory killer."""

@@ -1,0 +1,1 @@
+"""The ``oomguard`` command line: one module per command group."""

@@ -1,0 +1,105 @@
+"""Errors raised by oomguard.
+
+Every error oomguard raises on purpose derives from :class:`OomguardError`, and carries
+the data that explains it as attributes. Errors survive pickling (they cross process
+boundaries between workers, the scheduler and Dask), so each defines ``__reduce__``.
+
+::
+
+    OomguardError
+    ├── ConfigError              bad option, config key or value
+    │   └── InvalidSizeError     a memory size that cannot be parsed ("lots", "-1")
+    ├── TaskReferenceError       TASK / AGG names no importable function
+    ├── PayloadError             arguments that are not JSON objects, cannot be pickled,
+    │                            or are too large
+    ├── StoreError               the store cannot be used
+    │   ├── NotAStoreError       the file is not an oomguard store
+    │   ├── SchemaTooNewError    the store was written by a newer oomguard
+    │   └── StoreBusyError       another live scheduler owns the store
+    ├── JobNotFoundError         no job with that id
+    ├── OutputError              the output directory cannot be used
+    ├── IsolationError           memory isolation asked for cannot be had here
+    ├── KernelLogUnavailable     the kernel log cannot be read
+    └── BackpressureError        a submission was refused to protect the scheduler
+                                 (code: queue_full, namespace_quota,
+                                 scheduler_memory_pressure, payload_too_large)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OomguardError(Exception):
+    """Root of every error oomguard raises on purpose."""
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        for key, value in data.items():
+            setattr(self, key, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.data))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[OomguardError], message: str, data: dict[str, Any]) -> OomguardError:
+    err = cls.__new__(cls)
+    OomguardError.__init__(err, message, **data)
+    return err
+
+
+class ConfigError(OomguardError):
+    """An option, config file key or environment variable has a bad value."""
+
+
+class InvalidSizeError(ConfigError):
+    """A memory size could not be parsed."""
+
+
+class TaskReferenceError(OomguardError):
+    """A task reference (``module:function`` or ``file.py:function``) cannot be loaded."""
+
+
+class PayloadError(OomguardError):
+    """Task arguments are malformed, cannot be serialised, or are too large."""
+
+
+class StoreError(OomguardError):
+    """The store cannot be opened or used."""
+
+
+class NotAStoreError(StoreError):
+    """The file exists but is not an oomguard store."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store's schema is newer than this oomguard understands."""
+
+
+class StoreBusyError(StoreError):
+    """Another live scheduler holds the store."""
+
+
+class JobNotFoundError(OomguardError):
+    """No job with the given id exists in the store."""
+
+
+class OutputError(OomguardError):
+    """The output directory cannot be created or written."""
+
+
+class IsolationError(OomguardError):
+    """The memory isolation asked for is not available on this machine."""
+
+
+class KernelLogUnavailable(OomguardError):
+    """The kernel log cannot be read (permissions, missing device, no journal)."""
+
+
+class BackpressureError(OomguardError):
+    """A submission was refused; ``code`` says why and ``retry_after`` when to retry."""

@@ -1,0 +1,86 @@
+"""Memory sizes: ``"2GiB"`` ⇄ bytes.
+
+Binary units (``KiB``, ``MiB``, ``GiB``, ``TiB``, and the short ``K``, ``M``, ``G``, ``T``
+as used by ``ulimit``, Docker and Kubernetes' ``Ki``/``Mi``/``Gi``) are powers of 1024.
+Decimal units (``kB``/``KB``, ``MB``, ``GB``, ``TB``) are powers of 1000. A bare number
+is bytes. ``0`` means zero bytes (callers decide whether zero means "no limit").
+Negative sizes, fractions of a byte and unknown units are rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from oomguard.errors import InvalidSizeError
+
+_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "ki": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+
+_SIZE_RE = re.compile(r"^\s*(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str | int | float) -> int:
+    """Return the number of bytes ``text`` names, or raise :class:`InvalidSizeError`."""
+    if isinstance(text, bool):
+        raise InvalidSizeError(f"invalid memory size {text!r}", value=text)
+    if isinstance(text, (int, float)):
+        if isinstance(text, float) and not math.isfinite(text):
+            raise InvalidSizeError(f"invalid memory size {text!r}", value=text)
+        if text < 0:
+            raise InvalidSizeError(
+                f"invalid memory size {text!r}: sizes cannot be negative", value=text
+            )
+        return int(text)
+    match = _SIZE_RE.match(str(text))
+    if match is None:
+        hint = " (sizes cannot be negative)" if str(text).strip().startswith("-") else ""
+        raise InvalidSizeError(
+            f"invalid memory size {text!r}{hint}: use a number with a unit such as "
+            "512MiB, 2GiB (powers of 1024) or 2GB (powers of 1000)",
+            value=text,
+        )
+    unit = match["unit"].lower()
+    if unit not in _UNITS:
+        raise InvalidSizeError(
+            f"invalid memory size {text!r}: unknown unit {match['unit']!r} "
+            "(use B, KiB, MiB, GiB, TiB, K, M, G, T, KB, MB, GB or TB)",
+            value=text,
+        )
+    value = float(match["num"]) * _UNITS[unit]
+    if value != int(value) and value < 1:
+        raise InvalidSizeError(f"invalid memory size {text!r}: less than one byte", value=text)
+    return int(value)
+
+
+def format_size(n: int | None) -> str:
+    """Format bytes with a binary unit: ``format_size(1536 * 1024**2) == "1.5GiB"``."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            if unit == "B":
+                return f"{int(size)}B"
+            text = f"{size:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{unit}"
+        size /= 1024
+    return f"{n}B"  # pragma: no cover
