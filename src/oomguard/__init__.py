@@ -1,1 +1,48 @@
-"""oomguard: a job runner that survives the out-of-memory killer."""
+"""oomguard: a job runner that survives the out-of-memory killer.
+
+The public API::
+
+    import oomguard
+
+    @oomguard.task(retries=2, memory="512MiB")
+    def simulate(n_agents, replicate): ...
+
+    with oomguard.Runner(store="sweep.sqlite", workers=4) as runner:
+        job = runner.sweep(simulate, params, replicates=3, aggregate=mean, out="results/")
+        job.wait()
+        table = job.results()
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from oomguard.errors import OomguardError
+from oomguard.jobs import FailureClass, TaskState, task
+
+if TYPE_CHECKING:
+    from oomguard.config import RunnerConfig
+    from oomguard.scheduler.runner import Job, Runner
+
+__all__ = [
+    "FailureClass",
+    "Job",
+    "OomguardError",
+    "Runner",
+    "RunnerConfig",
+    "TaskState",
+    "task",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that worker processes importing oomguard.jobs do not pay for pyarrow & co.
+    if name in ("Runner", "Job"):
+        from oomguard.scheduler import runner
+
+        return getattr(runner, name)
+    if name == "RunnerConfig":
+        from oomguard.config import RunnerConfig
+
+        return RunnerConfig
+    raise AttributeError(f"module 'oomguard' has no attribute {name!r}")

@@ -1,0 +1,153 @@
+"""Frozen configuration, from keyword arguments, ``oomguard.toml`` and ``OOMGUARD_*``.
+
+Precedence: explicit values (Python arguments, CLI options) > environment > config file >
+defaults. Unknown keys in the file are rejected, not ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from oomguard.errors import ConfigError
+from oomguard.units import parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ISOLATION_MODES = ("auto", "cgroup", "watchdog")
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Everything the scheduler and its worker pool need to know."""
+
+    store: str = "oomguard.sqlite"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    executor: str = "local"
+    dask_address: str | None = None
+    #: the most any single attempt may use (its worker's kernel limit); None: the budget
+    worker_memory: int | None = None
+    #: memory the scheduler may hand out; None: machine/cgroup limit minus the reserve
+    memory_budget: int | None = None
+    #: memory kept for the scheduler itself when the budget is derived
+    memory_reserve: int = 256 * 1024**2
+    #: estimate for tasks of a memory key never seen (and nothing declared)
+    default_task_memory: int = 512 * 1024**2
+    #: declared estimate for every task of a run (``--task-memory``)
+    task_memory: int | None = None
+    #: parameter whose value keys learned estimates (``--memory-key``)
+    memory_key: str | None = None
+    isolation: str = "auto"
+    worker_oom_score_adj: int = 800
+    max_tasks_per_worker: int = 0
+    #: replace a worker whose RSS after trimming grew by this fraction of its limit
+    recycle_growth_fraction: float = 0.25
+    #: how many parameter groups (replicates + aggregation) may be open at once
+    batch_size: int = 1000
+    #: retries for task errors and timeouts when the task declares none
+    retries: int = 0
+    #: retries after a worker death with no OOM evidence (killed, crashed, lost)
+    death_retries: int = 3
+    retry_backoff: float = 0.5
+    retry_backoff_max: float = 60.0
+    #: in-memory window of tasks taken from the store
+    window: int = 2000
+    lease_ttl: float = 30.0
+    heartbeat_interval: float = 5.0
+    commit_interval: float = 0.05
+    commit_max: int = 2000
+    #: a large task waiting this long gets room reserved for it
+    starvation_wait: float = 10.0
+    #: rows per Parquet part file
+    part_rows: int = 10000
+    part_interval: float = 0.5
+    kernel_log: str = "/dev/kmsg"
+    #: how long to wait for the kernel's "Killed process" line after a SIGKILL
+    kernel_log_wait: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.isolation not in ISOLATION_MODES:
+            raise ConfigError(
+                f"isolation must be one of {', '.join(ISOLATION_MODES)}, not {self.isolation!r}"
+            )
+        if self.executor not in ("local", "dask"):
+            raise ConfigError(f"executor must be local or dask, not {self.executor!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
+        if self.max_tasks_per_worker < 0:
+            raise ConfigError("max tasks per worker must be >= 0 (0: no limit)")
+        if not -1000 <= self.worker_oom_score_adj <= 1000:
+            raise ConfigError("worker oom_score_adj must be between -1000 and 1000")
+        for name in ("worker_memory", "memory_budget", "task_memory"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name.replace('_', ' ')} must be larger than 0")
+
+    def replace(self, **changes: Any) -> RunnerConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_SIZE_FIELDS = {
+    "worker_memory",
+    "memory_budget",
+    "memory_reserve",
+    "default_task_memory",
+    "task_memory",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    types = {f.name: f.type for f in fields(RunnerConfig)}
+    if name in _SIZE_FIELDS:
+        return parse_size(value)
+    kind = str(types[name])
+    try:
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    return value if value is None else str(value)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> RunnerConfig:
+    """Build the config: ``overrides`` > ``OOMGUARD_*`` env > ``oomguard.toml`` > defaults."""
+    env = dict(os.environ if env is None else env)
+    known = {f.name for f in fields(RunnerConfig)}
+    values: dict[str, Any] = {}
+    file = Path(path) if path else Path(env.get("OOMGUARD_CONFIG", "oomguard.toml"))
+    if path or file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {str(file)!r}: {err}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {str(file)!r} is not valid TOML: {err}") from err
+        data = data.get("oomguard", data)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {str(file)!r}: {', '.join(unknown)}")
+        values.update({k: _coerce(k, v) for k, v in data.items()})
+    for name in known:
+        key = "OOMGUARD_" + name.upper()
+        if key in env and env[key] != "":
+            values[name] = _coerce(name, env[key])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config option(s): {', '.join(unknown)}")
+    return RunnerConfig(**values)

@@ -1,0 +1,77 @@
+"""Small task functions shipped with oomguard, used by the demo, benchmarks and the server.
+
+These are the server's default allowed tasks (``--tasks-module oomguard.examples``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+MIB = 1024 * 1024
+_PAGE = 4096
+
+
+def noop(x: Any = None) -> Any:
+    """Return the argument."""
+    return x
+
+
+def sleep(seconds: float = 0.1) -> float:
+    """Sleep, then return the seconds slept."""
+    time.sleep(seconds)
+    return seconds
+
+
+def allocate(mib: float = 1.0, hold: float = 0.0, **_: Any) -> dict[str, Any]:
+    """Allocate ``mib`` MiB, touching every page so it is really resident; hold it
+    ``hold`` seconds; return what was allocated.
+
+    Extra keyword arguments (``replicate`` and other sweep parameters) are accepted
+    and ignored, so it can be used in any sweep.
+    """
+    n = int(mib * MIB)
+    buf = bytearray(n)
+    # Touch one byte per page: bytearray() of zeros may be lazily mapped.
+    for i in range(0, n, _PAGE):
+        buf[i] = 1
+    if hold:
+        time.sleep(hold)
+    return {"allocated_mib": mib, "touched_pages": (n + _PAGE - 1) // _PAGE}
+
+
+def simulate(n_agents: int = 100, steps: int = 10, replicate: int = 0,
+             mib_per_agent: float = 0.0, **_: Any) -> dict[str, Any]:
+    """A toy agent simulation: memory grows with ``n_agents`` (``mib_per_agent`` each)."""
+    import random
+
+    rng = random.Random(n_agents * 1000 + replicate)
+    extra = allocate(n_agents * mib_per_agent) if mib_per_agent else None
+    wealth = [1.0] * n_agents
+    for _ in range(steps):
+        for i in range(n_agents):
+            j = rng.randrange(n_agents)
+            if wealth[i] > 0:
+                wealth[i] -= 0.1
+                wealth[j] += 0.1
+    del extra
+    top = sorted(wealth, reverse=True)[: max(1, n_agents // 10)]
+    return {"top_share": sum(top) / sum(wealth), "max_wealth": max(wealth)}
+
+
+def mean_of(params: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+    """Aggregation: the mean of each numeric result field over the replicates."""
+    out: dict[str, Any] = {"replicates": len(results)}
+    if results and isinstance(results[0], dict):
+        for key in results[0]:
+            values = [r[key] for r in results if isinstance(r.get(key), (int, float))]
+            if values:
+                out[f"mean_{key}"] = sum(values) / len(values)
+    elif results and all(isinstance(r, (int, float)) for r in results):
+        out["mean"] = sum(results) / len(results)
+    return out
+
+
+def fail(message: str = "task failed on purpose") -> None:
+    """Raise an error (for tests and demos of classification)."""
+    raise RuntimeError(message)

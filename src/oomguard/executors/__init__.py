@@ -1,0 +1,1 @@
+"""Where attempts run: ``local`` (the worker pool) or ``dask``."""

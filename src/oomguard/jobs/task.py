@@ -1,0 +1,185 @@
+"""The ``@oomguard.task`` decorator and task references.
+
+A task is named by a *reference*: ``package.module:function`` or
+``path/to/file.py:function``. References are what the store keeps and what workers
+import, so a function defined in a script's ``__main__`` is named by its file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from oomguard.errors import ConfigError, TaskReferenceError
+from oomguard.units import parse_size
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    retries: int = 0
+    timeout: float | None = None
+    memory: int | None = None
+    memory_key: str | None = None
+    lock: str | None = None
+    oom_retries: int = 3
+
+
+class TaskFunction(Generic[P, R]):
+    """A function with oomguard options; calling it calls the function."""
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        self.fn = fn
+        self.options = options
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<oomguard task {reference_of(self.fn)}>"
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    *,
+    retries: int = 0,
+    timeout: float | None = None,
+    memory: str | int | None = None,
+    memory_key: str | None = None,
+    lock: str | None = None,
+    oom_retries: int = 3,
+) -> Any:
+    """Declare a task's options: ``@oomguard.task(retries=2, timeout=60, memory="2GiB")``.
+
+    ``lock`` is a format string over the task's keyword arguments
+    (``lock="email:{user_id}"``): tasks with the same formatted key never run at once.
+    ``memory_key`` names the parameter whose value keys learned memory estimates.
+    """
+    if retries < 0 or oom_retries < 0:
+        raise ConfigError("retries and oom_retries must be >= 0")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError("timeout must be > 0 seconds")
+    options = TaskOptions(
+        retries=retries,
+        timeout=timeout,
+        memory=parse_size(memory) if memory is not None else None,
+        memory_key=memory_key,
+        lock=lock,
+        oom_retries=oom_retries,
+    )
+
+    def wrap(f: Callable[P, R]) -> TaskFunction[P, R]:
+        return TaskFunction(f, options)
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+def options_of(fn: Any) -> TaskOptions:
+    return fn.options if isinstance(fn, TaskFunction) else TaskOptions()
+
+
+def unwrap(fn: Any) -> Callable[..., Any]:
+    return fn.fn if isinstance(fn, TaskFunction) else fn  # type: ignore[no-any-return]
+
+
+def reference_of(fn: Any) -> str:
+    """The reference under which workers can import ``fn``."""
+    if isinstance(fn, str):
+        return fn
+    target = unwrap(fn)
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        raise TaskReferenceError(
+            f"{fn!r} cannot be named by an import path: define it at module level",
+            ref=repr(fn),
+        )
+    if module == "__main__" or module.startswith("_oomguard_file_"):
+        path = getattr(sys.modules.get(module), "__file__", None)
+        if path is None:
+            raise TaskReferenceError(
+                f"{qualname} is defined in an interactive session: put it in a module or file",
+                ref=qualname,
+            )
+        return f"{os.path.abspath(path)}:{qualname}"
+    return f"{module}:{qualname}"
+
+
+def _split(ref: str) -> tuple[str, str]:
+    if ":" not in ref:
+        raise TaskReferenceError(
+            f"invalid task reference {ref!r}: use module:function or path/to/file.py:function",
+            ref=ref,
+        )
+    where, _, name = ref.rpartition(":")
+    if not where or not name:
+        raise TaskReferenceError(f"invalid task reference {ref!r}", ref=ref)
+    return where, name
+
+
+def _import_file(path: str) -> Any:
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise TaskReferenceError(f"no such file {path!r}", ref=path)
+    # A private module name, so the file's `if __name__ == "__main__":` block does not run.
+    name = "_oomguard_file_" + hashlib.sha1(full.encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise TaskReferenceError(f"cannot import {path!r}", ref=path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    directory = str(Path(full).parent)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        del sys.modules[name]
+        raise TaskReferenceError(
+            f"importing {path!r} failed: {type(err).__name__}: {err}", ref=path
+        ) from err
+    return module
+
+
+def load(ref: str) -> Any:
+    """Import the callable named by ``ref`` (a TaskFunction stays wrapped)."""
+    where, name = _split(ref)
+    if where.endswith(".py") or os.sep in where:
+        module = _import_file(where)
+    else:
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except ModuleNotFoundError as err:
+            raise TaskReferenceError(f"no module named {where!r} (in {ref!r})", ref=ref) from err
+        except Exception as err:
+            raise TaskReferenceError(
+                f"importing {where!r} failed: {type(err).__name__}: {err}", ref=ref
+            ) from err
+    obj: Any = module
+    for part in name.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise TaskReferenceError(
+                f"{where!r} has no function {name!r} (in {ref!r})", ref=ref
+            ) from None
+    if not callable(obj):
+        raise TaskReferenceError(f"{ref!r} is not callable", ref=ref)
+    return obj

@@ -1,0 +1,73 @@
+"""Classify a worker's death with the evidence of the kernel and the cgroup.
+
+The rules are DESIGN.md's "Failure classes" table. Counters are read when ``wait4``
+returns and before the worker's cgroup is removed: the kernel counts the kill before it
+sends the signal, so by then they are final.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from oomguard.jobs.model import FailureClass
+
+
+def describe_status(status: int) -> dict[str, Any]:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"SIG{sig}"
+        return {"signal": sig, "signal_name": name, "exit_code": None, "core": os.WCOREDUMP(status)}
+    if os.WIFEXITED(status):
+        return {"signal": None, "signal_name": None, "exit_code": os.WEXITSTATUS(status)}
+    return {"signal": None, "signal_name": None, "exit_code": None}
+
+
+def classify_death(
+    status: int,
+    *,
+    killed_by: tuple[str, dict[str, Any]] | None,
+    counters_before: Any,
+    counters_after: Any,
+    kernel_event: Any,
+) -> tuple[FailureClass, dict[str, Any]]:
+    """The class of a worker's death and the evidence that decided it."""
+    from oomguard.oom.cgroup import classify_counters
+
+    evidence: dict[str, Any] = describe_status(status)
+    if counters_before is not None:
+        evidence["cgroup_before"] = counters_before.to_json()
+    if counters_after is not None:
+        evidence["cgroup_after"] = counters_after.to_json()
+    if kernel_event is not None:
+        evidence["kernel"] = kernel_event.to_json()
+        evidence["kernel_lines"] = list(kernel_event.lines)
+    sigkill = evidence["signal"] == signal.SIGKILL
+    if killed_by is not None:
+        reason, extra = killed_by
+        evidence["killed_by_oomguard"] = reason
+        evidence.update(extra)
+        if reason == "timeout":
+            return FailureClass.TIMEOUT, evidence
+        if reason == "watchdog":
+            return FailureClass.OOM_WATCHDOG, evidence
+        return FailureClass.KILLED, evidence
+    if counters_before is not None and counters_after is not None:
+        verdict = classify_counters(counters_before, counters_after)
+        if verdict == "oom_cgroup":
+            return FailureClass.OOM_CGROUP, evidence
+        if verdict == "oom_ancestor":
+            return FailureClass.OOM_ANCESTOR, evidence
+    if kernel_event is not None and sigkill:
+        if kernel_event.oom_type == "global" or kernel_event.constraint == "CONSTRAINT_NONE":
+            return FailureClass.OOM_SYSTEM, evidence
+        if kernel_event.oom_type == "memcg":
+            # Killed by a memcg limit that is not the worker's own: a parent's (pod, container).
+            return FailureClass.OOM_ANCESTOR, evidence
+    if sigkill:
+        return FailureClass.KILLED, evidence
+    return FailureClass.CRASHED, evidence

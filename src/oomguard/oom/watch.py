@@ -1,0 +1,105 @@
+"""A background reader of the kernel log that keeps the OOM kills it sees.
+
+Started with the scheduler, it reads ``/dev/kmsg`` from the position at start-up (never
+``/proc/kmsg``, which consumes records) and indexes each OOM event by victim pid and by
+the memory cgroup it names, so the classifier can attach the kernel's own lines to an
+attempt. Where the log cannot be read, :attr:`KernelLogWatch.unavailable` says why.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from oomguard.errors import KernelLogUnavailable
+
+
+class KernelLogWatch:
+    def __init__(self, path: str = "/dev/kmsg", keep: int = 2000) -> None:
+        self.path = path
+        self.unavailable: str | None = None
+        self._events: deque[tuple[float, Any]] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._follower: Any = None
+
+    def start(self) -> None:
+        from oomguard.oom.kernlog import KernelLogFollower, OomLogParser
+
+        self._follower = KernelLogFollower(self.path)
+        try:
+            self._follower.open(from_start=False)
+        except KernelLogUnavailable as err:
+            self.unavailable = str(err)
+            return
+        except OSError as err:
+            self.unavailable = f"cannot read {self.path}: {err}"
+            return
+        self._parser = OomLogParser()
+        self._thread = threading.Thread(target=self._run, name="oomguard-kmsg", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fd = getattr(self._follower, "fileno", None)
+        if callable(fd):
+            fd = fd()
+        while not self._stop.is_set():
+            if fd is not None:
+                try:
+                    select.select([fd], [], [], 0.05)
+                except (OSError, ValueError):
+                    time.sleep(0.05)
+            else:
+                time.sleep(0.02)
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            lines = self._follower.read_new()
+        except Exception as err:  # a broken reader must not take the scheduler down
+            self.unavailable = f"kernel log reader failed: {err}"
+            self._stop.set()
+            return
+        if not lines:
+            return
+        now = time.time()
+        with self._lock:
+            for line in lines:
+                for event in self._parser.feed(line):
+                    self._events.append((now, event))
+
+    def find(self, pid: int | None = None, cgroup: str | None = None) -> Any:
+        """The newest OOM event whose victim is ``pid`` or whose task memcg is ``cgroup``."""
+        if self._thread is None:
+            return None
+        with self._lock:
+            candidates = [e for _, e in self._events]
+            partial = self._parser.partial()
+        if partial is not None:
+            candidates.append(partial)
+        for event in reversed(candidates):
+            if pid is not None and event.victim_pid == pid:
+                return event
+            if cgroup and event.task_memcg and _same_cgroup(event.task_memcg, cgroup):
+                return event
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._follower is not None:
+            try:
+                self._follower.close()
+            except OSError:
+                pass
+
+
+def _same_cgroup(kernel_path: str, our_path: str) -> bool:
+    # The kernel prints the path relative to the hierarchy root; ours is a filesystem path.
+    kernel_path = kernel_path.rstrip("/")
+    return bool(kernel_path) and our_path.rstrip("/").endswith(kernel_path)

@@ -1,0 +1,161 @@
+"""The result sink: Parquet part files written as results arrive, exactly once.
+
+``OUT/tasks/part-NNNNN.parquet`` and ``OUT/aggregates/part-NNNNN.parquet``. Which rows
+make a part is committed to the store *before* the file is written (temporary file, then
+rename), so a part lost to a crash is rewritten with the same rows on the next start, and
+no row is ever in two parts.
+
+Row columns: ``task_id``, ``group``, the task's parameters, ``replicate`` (tasks of a sweep
+with replicates), ``attempts``, then the result: a ``dict`` result becomes one column per
+key (``result.KEY`` where a key collides with a parameter); a scalar (``int``, ``float``,
+``str``, ``bool``, ``None``) is a ``result`` column; any other value is stored pickled
+(``pickle.dumps``) in a ``result_pickle`` binary column.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from oomguard.errors import OutputError
+
+_SCALARS = (int, float, str, bool, type(None))
+KIND_DIR = {"task": "tasks", "aggregate": "aggregates"}
+
+
+def check_out_dir(out: str | os.PathLike[str]) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"output directory {str(path)!r} is a file", out=str(path))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output directory {str(path)!r}: {err}") from err
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"output directory {str(path)!r} is not writable", out=str(path))
+    return path
+
+
+def result_row(
+    task_id: int, grp: int, replicate: int | None, params: str | None, attempts: int,
+    value: bytes | None, with_replicate: bool,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"task_id": task_id, "group": grp}
+    p = json.loads(params) if params else {}
+    if isinstance(p, dict):
+        row.update(p)
+    if with_replicate:
+        row["replicate"] = replicate
+    row["attempts"] = attempts
+    result = pickle.loads(value) if value is not None else None
+    if isinstance(result, dict) and all(isinstance(k, str) for k in result):
+        for key, val in result.items():
+            row[f"result.{key}" if key in row else key] = val
+    elif isinstance(result, _SCALARS):
+        row["result"] = result
+    else:
+        row["result_pickle"] = pickle.dumps(result)
+    return row
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> Any:
+    """An Arrow table from row dicts; columns Arrow cannot type are stored pickled."""
+    import pyarrow as pa
+
+    columns: dict[str, list[Any]] = {}
+    for i, row in enumerate(rows):
+        for key, val in row.items():
+            columns.setdefault(key, [None] * i).append(val)
+        for key, col in columns.items():
+            if len(col) < i + 1:
+                col.append(None)
+    arrays = {}
+    for key, col in columns.items():
+        try:
+            arrays[key] = pa.array(col)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            arrays[key] = pa.array([None if v is None else pickle.dumps(v) for v in col],
+                                   type=pa.binary())
+    return pa.table(arrays) if arrays else pa.table({})
+
+
+def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> Any:
+    with_rep = store.db.execute(
+        "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
+        "LIMIT 1", (job_id,)).fetchone() is not None
+    rows = [
+        result_row(tid, grp, rep, params, attempts, value, with_rep)
+        for tid, grp, rep, params, attempts, value in store.result_rows(job_id, kind, part)
+    ]
+    return rows_to_table(rows)
+
+
+def _write_atomic(table: Any, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_part(store: Any, job_id: str, kind: str, n: int, out: str) -> None:
+    table = table_for(store, job_id, kind, part=n)
+    _write_atomic(table, Path(out) / KIND_DIR[kind] / f"part-{n:05d}.parquet")
+    with store.transaction() as db:
+        db.execute("UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
+                   (job_id, kind, n))
+
+
+def write_pending_parts(store: Any, part_rows: int, *, final: bool,
+                        jobs: Iterable[str] | None = None) -> int:
+    """Write the part files that are due; return how many were written."""
+    written = 0
+    for job_id, kind, n, out in store.db.execute(
+        "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
+    ).fetchall():
+        _write_part(store, job_id, kind, n, out)
+        written += 1
+    outs = {}
+    for job_id, spec in store.db.execute("SELECT id, spec FROM jobs").fetchall():
+        out = json.loads(spec).get("out")
+        if out and (jobs is None or job_id in jobs):
+            outs[job_id] = out
+    if not outs:
+        return written
+    pending = store.db.execute(
+        "SELECT job_id, kind, COUNT(*) FROM results WHERE part IS NULL GROUP BY job_id, kind"
+    ).fetchall()
+    for job_id, kind, count in pending:
+        if job_id not in outs:
+            continue
+        finished = store.low_group(job_id) is None
+        while count >= part_rows or (count > 0 and (final or finished)):
+            with store.transaction() as db:
+                row = db.execute(
+                    "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
+                    (job_id, kind)).fetchone()
+                n = int(row[0]) + 1
+                db.execute("INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
+                           (job_id, kind, n, outs[job_id]))
+                db.execute(
+                    "UPDATE results SET part = ? WHERE task_id IN (SELECT task_id FROM results "
+                    "WHERE job_id = ? AND kind = ? AND part IS NULL ORDER BY task_id LIMIT ?)",
+                    (n, job_id, kind, part_rows))
+            _write_part(store, job_id, kind, n, outs[job_id])
+            written += 1
+            count -= min(count, part_rows)
+    return written

@@ -1,0 +1,566 @@
+"""The scheduler loop: store → admission → executor → classify → retry → store.
+
+One thread owns the loop. Tasks come from the store in bounded windows (never a whole job
+in memory). Outcomes are applied in grouped transactions: the attempt's end, its result,
+its task's new state, the release of its lock and dependants commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from oomguard.config import RunnerConfig
+from oomguard.jobs.model import FailureClass
+from oomguard.scheduler.admission import Admission, Estimates, escalate
+from oomguard.store.sqlite import SqliteStore, TaskRow
+from oomguard.units import format_size
+
+log = logging.getLogger("oomguard.scheduler")
+
+
+@dataclass
+class Running:
+    attempt_id: int
+    task: TaskRow
+    n: int
+    key: str | None
+    probe: bool
+    limit: int
+    started: float
+    worker: Any = None
+    deadline: float | None = None
+    claim: dict[str, Any] | None = None  # the not-yet-flushed insert of this attempt
+
+
+@dataclass
+class PendingDeath:
+    running: Running
+    died: Any
+    counters_after: Any
+    deadline: float
+
+
+@dataclass
+class Stats:
+    succeeded: int = 0
+    failed_attempts: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+
+
+def machine_memory() -> int:
+    return int(psutil.virtual_memory().total)
+
+
+def derive_budget(config: RunnerConfig, own_limit: int | None) -> int:
+    if config.memory_budget is not None:
+        return config.memory_budget
+    total = machine_memory()
+    if own_limit is not None:
+        total = min(total, own_limit)
+    return max(total - config.memory_reserve, 64 * 1024 * 1024)
+
+
+class Scheduler:
+    def __init__(self, config: RunnerConfig) -> None:
+        self.config = config
+        self.id = uuid.uuid4().hex
+        self.store = SqliteStore(config.store)
+        self.stats = Stats()
+        self.window: deque[TaskRow] = deque()
+        self.running: dict[int, Running] = {}
+        self.locks: dict[str, int] = {}
+        self.ops: list[tuple[str, Any]] = []
+        self.first_op = 0.0
+        self.deaths: list[PendingDeath] = []
+        self.sinks: dict[str, Any] = {}
+        self.executor: Any = None
+        self.kmsg: Any = None
+        self.isolation: Any = None
+        self.recovery: Any = None
+        self.budget = 0
+        self.admission: Admission
+        self.estimates: Estimates
+        self._active: list[str] = []
+        self._active_at = 0.0
+        self._heartbeat_at = 0.0
+        self._parts_at = 0.0
+        self._cancel_check_at = 0.0
+        self._next_attempt = 0
+        self.started = False
+
+    # -- start and stop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        from oomguard.oom.cgroup import detect_isolation
+        from oomguard.oom.watch import KernelLogWatch
+
+        config = self.config
+        self.recovery = self.store.register_scheduler(self.id, config.lease_ttl)
+        self._next_attempt = self.store.next_attempt_id()
+        self.isolation = detect_isolation(config.isolation)
+        self.budget = derive_budget(config, self.isolation.own_limit_bytes)
+        cap = min(config.worker_memory or self.budget, self.budget)
+        self.admission = Admission(
+            budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
+        )
+        self.estimates = Estimates(default=config.default_task_memory)
+        for key, (b, p, s) in self.store.estimates().items():
+            from oomguard.scheduler.admission import KeyEstimate
+
+            self.estimates.known[key] = KeyEstimate(bytes=b, peak_bytes=p, samples=s)
+        self.kmsg = KernelLogWatch(config.kernel_log)
+        self.kmsg.start()
+        self.executor = self._make_executor()
+        self.executor.start()
+        self.started = True
+        log.info(
+            "scheduler %s: isolation %s (%s); budget %s; %d workers",
+            self.id[:8], self.isolation.mode, self.isolation.reason,
+            format_size(self.budget), config.workers,
+        )
+
+    def _make_executor(self) -> Any:
+        if self.config.executor == "dask":
+            from oomguard.executors.dask import DaskExecutor
+
+            return DaskExecutor(self.config, self.isolation)
+        from oomguard.executors.local import LocalExecutor
+
+        return LocalExecutor(self.config, self.isolation)
+
+    def stop(self) -> None:
+        if not self.started:
+            self.store.close()
+            return
+        try:
+            self.flush()
+            for run in list(self.running.values()):
+                # Stopping is not the task's fault: put it back without using an attempt.
+                self.ops.append(("end_attempt", self._end_params(run, "failed", "lost",
+                                                                 {"reason": "scheduler stopped"},
+                                                                 None)))
+            requeue = [r.task.id for r in self.running.values()] + [t.id for t in self.window]
+            self.flush()
+            if requeue:
+                with self.store.transaction() as db:
+                    db.executemany(
+                        "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN "
+                        "('queued', 'running')",
+                        [(i,) for i in requeue],
+                    )
+                    db.execute("DELETE FROM locks")
+            self._write_parts(final=True)
+            self.store.unregister_scheduler(self.id)
+        finally:
+            if self.executor is not None:
+                self.executor.stop()
+            if self.kmsg is not None:
+                self.kmsg.stop()
+            self.store.close()
+            self.started = False
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: Any, until_idle: bool = False) -> None:
+        """Run until ``stop`` (a threading.Event) is set, or nothing is left to do."""
+        while not stop.is_set():
+            self.step()
+            if until_idle and self.idle():
+                self.flush()
+                self._write_parts(final=True)
+                return
+
+    def idle(self) -> bool:
+        if self.window or self.running or self.deaths or self.ops:
+            return False
+        self._refresh_active(force=True)
+        return not self._active
+
+    def step(self, timeout: float = 0.05) -> None:
+        now = time.time()
+        self._refill(now)
+        self._dispatch(now)
+        wait = timeout if self.running else min(timeout, 0.02)
+        if self.ops:
+            wait = min(wait, max(0.0, self.first_op + self.config.commit_interval - now))
+        events = self.executor.poll(wait)
+        for event in events:
+            self._handle(event)
+        self._finish_deaths()
+        self._check_timeouts()
+        now = time.time()
+        if self.ops and (
+            len(self.ops) >= self.config.commit_max
+            or now - self.first_op >= self.config.commit_interval
+            or not self.running
+        ):
+            self.flush()
+        if now - self._heartbeat_at >= self.config.heartbeat_interval:
+            self.store.heartbeat(self.id)
+            self._heartbeat_at = now
+            self._check_cancelled()
+        if now - self._parts_at >= self.config.part_interval:
+            self._write_parts(final=False)
+            self._parts_at = now
+
+    # -- taking tasks -----------------------------------------------------------------
+
+    def _refresh_active(self, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._active_at > 0.25:
+            self._active = self.store.active_jobs()
+            self._active_at = now
+
+    def _refill(self, now: float) -> None:
+        if len(self.window) >= self.config.window // 2:
+            return
+        self._refresh_active()
+        want = self.config.window - len(self.window)
+        for job_id in self._active:
+            if want <= 0:
+                break
+            low = self.store.low_group(job_id)
+            if low is None:
+                continue
+            rows = self.store.take_ready(job_id, want, low + self.config.batch_size)
+            self.window.extend(rows)
+            want -= len(rows)
+
+    def _memory_key(self, task: TaskRow) -> str | None:
+        return task.memory_key or task.fn
+
+    def _dispatch(self, now: float) -> None:
+        if not self.window:
+            return
+        slots = self.executor.free_slots()
+        if slots <= 0:
+            return
+        batch_max = max(1, min(64, len(self.window) // (2 * max(1, self.config.workers))))
+        skipped: list[TaskRow] = []
+        assignments: list[list[Running]] = []
+        while self.window and slots > 0:
+            task = self.window.popleft()
+            if task.lock_key and task.lock_key in self.locks:
+                skipped.append(task)
+                continue
+            run = self._admit(task, now)
+            if run is None:
+                skipped.append(task)
+                # A task that does not fit blocks the ones behind it only when it starves.
+                if len(skipped) > 256:
+                    break
+                continue
+            group = [run]
+            # Batch short tasks of the same key for one worker (each still runs alone).
+            if batch_max > 1 and task.timeout is None and not task.lock_key and run.probe is False:
+                while self.window and len(group) < batch_max:
+                    nxt = self.window[0]
+                    if (nxt.timeout is not None or nxt.lock_key or nxt.kind != task.kind
+                            or self._memory_key(nxt) != run.key or nxt.memory != task.memory):
+                        break
+                    self.window.popleft()
+                    group.append(self._claim(nxt, run.key, False, run.limit, now, admit=False))
+            assignments.append(group)
+            slots -= 1
+        self.window.extendleft(reversed(skipped))
+        for group in assignments:
+            self.executor.submit(group, self)
+
+    def _admit(self, task: TaskRow, now: float) -> Running | None:
+        key = self._memory_key(task)
+        if task.memory is not None:
+            estimate, learned = task.memory, True
+        else:
+            estimate, learned = self.estimates.get(key)
+        limit = self.admission.limit_for(estimate)
+        if not self.admission.try_admit(task.id, limit, key, learned):
+            return None
+        return self._claim(task, key, not learned, limit, now, admit=True)
+
+    def _claim(
+        self, task: TaskRow, key: str | None, probe: bool, limit: int, now: float, admit: bool
+    ) -> Running:
+        attempt_id = self._next_attempt
+        self._next_attempt += 1
+        n = task.attempts + 1
+        task.attempts = n
+        run = Running(attempt_id, task, n, key, probe, limit if admit else 0, now)
+        if admit:
+            self.admission.start(attempt_id, limit, key, not probe)
+        if task.timeout:
+            run.deadline = time.monotonic() + task.timeout
+        if task.lock_key:
+            self.locks[task.lock_key] = attempt_id
+        claim = {
+            "id": attempt_id,
+            "task_id": task.id,
+            "n": n,
+            "scheduler_id": self.id,
+            "worker": None,
+            "pid": None,
+            "state": "running",
+            "started_at": now,
+            "ended_at": None,
+            "failure_class": None,
+            "admitted_bytes": limit if admit else 0,
+            "limit_bytes": limit,
+            "peak_bytes": None,
+            "evidence": None,
+        }
+        run.claim = claim
+        self._op("insert_attempt", claim)
+        self._op("task_running", {"n": n, "now": now, "task_id": task.id})
+        if task.lock_key:
+            self._op("acquire_lock", {"key": task.lock_key, "attempt_id": attempt_id,
+                                      "task_id": task.id})
+        self.running[attempt_id] = run
+        return run
+
+    def _op(self, name: str, params: Any) -> None:
+        if not self.ops:
+            self.first_op = time.time()
+        self.ops.append((name, params))
+
+    def flush(self) -> None:
+        if not self.ops:
+            return
+        ops, self.ops = self.ops, []
+        for run in self.running.values():
+            run.claim = None  # inserted by this flush: later changes are updates
+        self.stats.duplicates += self.store.apply(ops)
+        dirty = self.estimates.take_dirty()
+        if dirty:
+            self.store.put_estimates(dirty)
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        kind = event[0]
+        if kind == "outcome":
+            _, attempt_id, ok, payload, fc, message, evidence, peak, worker = event
+            run = self.running.get(attempt_id)
+            if run is None:
+                self.stats.duplicates += 1
+                return
+            if worker is not None:
+                evidence = dict(evidence or {}, worker=worker)
+            if ok:
+                self._succeeded(run, payload, peak, evidence)
+            else:
+                self._failed(run, FailureClass(fc), message, evidence, peak)
+        elif kind == "died":
+            _, run_attempt, death, counters_after = event
+            run = self.running.get(run_attempt)
+            if run is None:
+                return
+            wait = self.config.kernel_log_wait if self.kmsg.unavailable is None else 0.0
+            self.deaths.append(PendingDeath(run, death, counters_after, time.monotonic() + wait))
+        elif kind == "requeue":
+            # Sent to a worker that died before starting it: not an attempt of the task.
+            run = self.running.pop(event[1], None)
+            if run is not None:
+                self._release(run)
+                if run.claim is not None:
+                    self.ops = [op for op in self.ops if op[1] is not run.claim]
+                    run.task.attempts -= 1
+                    self.window.appendleft(run.task)
+                else:
+                    self._op("end_attempt", self._end_params(
+                        run, "failed", "lost", {"reason": "worker died before it started"}, None))
+                    self.window.appendleft(run.task)
+
+    def _end_params(
+        self, run: Running, state: str, fc: str | None, evidence: dict[str, Any] | None,
+        peak: int | None,
+    ) -> dict[str, Any]:
+        return {
+            "id": run.attempt_id,
+            "state": state,
+            "ended_at": time.time(),
+            "failure_class": fc,
+            "peak_bytes": peak,
+            "evidence": json.dumps(evidence) if evidence else None,
+            "pid": run.worker.pid if run.worker is not None else None,
+        }
+
+    def _end(self, run: Running, state: str, fc: str | None,
+             evidence: dict[str, Any] | None, peak: int | None) -> None:
+        params = self._end_params(run, state, fc, evidence, peak)
+        if run.claim is not None:
+            run.claim.update(params)
+            run.claim["worker"] = run.worker.name if run.worker is not None else None
+            run.claim = None
+        else:
+            self._op("end_attempt", params)
+        self._release(run)
+
+    def _release(self, run: Running) -> None:
+        self.running.pop(run.attempt_id, None)
+        self.admission.end(run.attempt_id, run.key, run.probe)
+        if run.task.lock_key and self.locks.get(run.task.lock_key) == run.attempt_id:
+            del self.locks[run.task.lock_key]
+            self._op("release_lock", {"attempt_id": run.attempt_id})
+
+    def _succeeded(self, run: Running, payload: bytes | None, peak: int | None,
+                   evidence: dict[str, Any] | None) -> None:
+        self._end(run, "succeeded", None, None, peak)
+        if run.task.memory is None or run.probe:
+            self.estimates.learn(run.key, peak)
+        elif peak:
+            self.estimates.learn(run.key, peak)
+        task = run.task
+        self._op("result", {
+            "task_id": task.id, "job_id": task.job_id, "attempt_id": run.attempt_id,
+            "value": payload, "kind": task.kind, "grp": task.grp, "now": time.time(),
+            "n": run.n,
+        })
+        self.stats.succeeded += 1
+
+    def _failed(self, run: Running, fc: FailureClass, message: str | None,
+                evidence: dict[str, Any], peak: int | None) -> None:
+        self.stats.failed_attempts[fc.value] = self.stats.failed_attempts.get(fc.value, 0) + 1
+        if message:
+            evidence = dict(evidence, message=message)
+        evidence.setdefault("limit_bytes", run.limit)
+        if peak is not None:
+            evidence.setdefault("peak_bytes", peak)
+        self._end(run, "failed", fc.value, evidence, peak)
+        task = run.task
+        now = time.time()
+        retry_at: float | None = None
+        final_class = fc
+        error = message or fc.value
+        if fc.is_oom:
+            task.oom_attempts += 1
+            given = run.limit
+            cap = self.admission.cap
+            reached = peak or given
+            if given >= cap or task.oom_attempts > task.oom_retries:
+                final_class = FailureClass.NEEDS_MORE_MEMORY
+                error = (
+                    f"needs more memory than oomguard can give: killed ({fc.value}) with a "
+                    f"limit of {format_size(given)} after reaching {format_size(reached)}; "
+                    f"the most one task may get here is {format_size(cap)} "
+                    f"(--worker-memory / --memory-budget); {task.oom_attempts} OOM kill(s)"
+                )
+            else:
+                new = escalate(given, peak, task.memory or 0)
+                task.memory = min(new, cap) if new > cap else new
+                if task.memory >= cap:
+                    task.memory = cap  # at the top: alone, with all that one task may get
+                self.estimates.raise_to(run.key, task.memory, peak)
+                retry_at = now
+        elif fc == FailureClass.LOST:
+            retry_at = now
+        else:
+            death = fc in (FailureClass.KILLED, FailureClass.CRASHED)
+            allowed = max(task.retries, self.config.death_retries) if death else task.retries
+            errors = run.n - task.oom_attempts
+            if errors <= allowed:
+                delay = min(self.config.retry_backoff * 2 ** (errors - 1),
+                            self.config.retry_backoff_max)
+                retry_at = now + delay
+        if retry_at is not None:
+            self._op("task_retry", {
+                "task_id": task.id, "n": run.n, "oom_attempts": task.oom_attempts,
+                "memory": task.memory, "not_before": retry_at, "failure_class": fc.value,
+                "error": error, "now": now,
+            })
+        else:
+            self._op("task_failed", {
+                "task_id": task.id, "n": run.n, "oom_attempts": task.oom_attempts,
+                "failure_class": final_class.value, "error": error, "now": now,
+            })
+            if task.kind == "task":
+                self._op("fail_dependent", {
+                    "job_id": task.job_id, "grp": task.grp, "now": now,
+                    "error": f"replicate task {task.id} failed ({final_class.value})",
+                })
+        self._op("insert_event", {
+            "ts": now, "job_id": task.job_id, "task_id": task.id, "kind": "attempt_failed",
+            "data": json.dumps({"attempt_id": run.attempt_id, "class": fc.value,
+                                "retry": retry_at is not None, "final": final_class.value
+                                if retry_at is None else None}),
+        })
+
+    def _finish_deaths(self) -> None:
+        if not self.deaths:
+            return
+        from oomguard.oom.classify import classify_death
+
+        now = time.monotonic()
+        keep = []
+        for pending in self.deaths:
+            died = pending.died
+            worker = died.worker
+            event = None
+            if self.kmsg is not None and self.kmsg.unavailable is None:
+                cg = str(worker.cgroup.path) if getattr(worker, "cgroup", None) else None
+                event = self.kmsg.find(pid=worker.pid, cgroup=cg)
+            sigkill = os.WIFSIGNALED(died.status) and os.WTERMSIG(died.status) == 9
+            ours = worker.killed_by is not None and worker.killed_by[0] in ("timeout", "cancel")
+            if event is None and sigkill and not ours and now < pending.deadline:
+                keep.append(pending)
+                continue
+            fc, evidence = classify_death(
+                died.status,
+                killed_by=worker.killed_by,
+                counters_before=worker.counters_before,
+                counters_after=pending.counters_after,
+                kernel_event=event,
+            )
+            evidence["worker"] = worker.name
+            evidence["pid"] = worker.pid
+            evidence["pid_start_time"] = worker.start_time
+            if worker.cgroup is not None:
+                evidence["cgroup"] = str(worker.cgroup.path)
+            if event is None and sigkill and self.kmsg is not None:
+                evidence["kernel_log"] = self.kmsg.unavailable or "no OOM report for this pid"
+            if died.rusage is not None:
+                evidence["maxrss_bytes"] = died.rusage.ru_maxrss * 1024
+            peak = None
+            after = pending.counters_after
+            if after is not None and after.peak_bytes is not None:
+                peak = after.peak_bytes
+            elif worker.peak_sample:
+                peak = worker.peak_sample
+            if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
+                self._end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
+                continue
+            self._failed(pending.running, fc, None, evidence, peak)
+            self.executor.release(worker)
+        self.deaths = keep
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        for run in list(self.running.values()):
+            if run.deadline is not None and now > run.deadline and run.worker is not None:
+                run.deadline = None
+                self.executor.kill(run, "timeout", {"timeout_s": run.task.timeout})
+
+    def _check_cancelled(self) -> None:
+        ids = [r.task.id for r in self.running.values()] + [t.id for t in self.window]
+        cancelled = self.store.cancelled_among(ids)
+        if not cancelled:
+            return
+        self.window = deque(t for t in self.window if t.id not in cancelled)
+        for run in list(self.running.values()):
+            if run.task.id in cancelled:
+                self.executor.kill(run, "cancel", {})
+
+    # -- results ----------------------------------------------------------------------
+
+    def _write_parts(self, final: bool) -> None:
+        from oomguard.results.parquet import write_pending_parts
+
+        self.flush()
+        write_pending_parts(self.store, self.config.part_rows, final=final)

@@ -1,0 +1,381 @@
+"""The Python API: :class:`Runner` and :class:`Job`.
+
+A ``Runner`` owns a scheduler thread (store → admission → workers) and a store connection
+of its own for submissions and queries; the store is the only thing the two share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import pickle
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from oomguard.config import RunnerConfig, load_config
+from oomguard.errors import JobNotFoundError, OomguardError, PayloadError, TaskReferenceError
+from oomguard.jobs.task import load, options_of, reference_of
+from oomguard.results.parquet import check_out_dir, table_for
+from oomguard.store.sqlite import BLOB_THRESHOLD, SqliteStore
+from oomguard.units import parse_size
+
+CHUNK = 5000
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def _memory(value: str | int | None) -> int | None:
+    return None if value is None else parse_size(value)
+
+
+class Runner:
+    """Runs jobs on a store: ``with Runner(store="x.sqlite", workers=4) as r: ...``."""
+
+    def __init__(
+        self,
+        store: str | None = None,
+        workers: int | None = None,
+        memory_budget: str | int | None = None,
+        executor: str | None = None,
+        *,
+        config: RunnerConfig | None = None,
+        **options: Any,
+    ) -> None:
+        sizes = ("worker_memory", "task_memory", "default_task_memory", "memory_reserve")
+        for name in sizes:
+            if name in options:
+                options[name] = _memory(options[name])
+        base = config or load_config(env={})
+        self.config = base.replace(
+            store=store, workers=workers, memory_budget=_memory(memory_budget),
+            executor=executor, **options,
+        )
+        self.store = SqliteStore(self.config.store)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.scheduler: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def __enter__(self) -> Runner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the scheduler thread (idempotent); raises if it cannot start."""
+        if self._thread is not None:
+            self._raise_if_failed()
+            return
+        from oomguard.scheduler.loop import Scheduler
+
+        self.scheduler = Scheduler(self.config)
+        self._thread = threading.Thread(target=self._run, name="oomguard-scheduler", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        self._raise_if_failed()
+
+    def _run(self) -> None:
+        try:
+            self.scheduler.start()
+            self._ready.set()
+            self.scheduler.run(self._stop)
+        except BaseException as err:
+            self._error = err
+        finally:
+            self._ready.set()
+            try:
+                self.scheduler.stop()
+            except BaseException as err:
+                self._error = self._error or err
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def close(self) -> None:
+        """Stop the scheduler and its workers; unfinished tasks stay in the store."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        self.store.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def sweep(
+        self,
+        fn: Callable[..., Any] | str,
+        params: Iterable[dict[str, Any]],
+        replicates: int | None = None,
+        aggregate: Callable[..., Any] | str | None = None,
+        batch_size: int | None = None,
+        out: str | None = None,
+        name: str | None = None,
+        namespace: str = "default",
+    ) -> Job:
+        """Submit ``fn(**p)`` for each ``p`` in ``params`` (streamed, never materialised).
+
+        With ``replicates=R`` each parameter set runs R times as ``fn(**p, replicate=i)``;
+        with ``aggregate``, ``aggregate(p, [results by replicate])`` runs once all R
+        succeeded. Results are written under ``out`` as Parquet parts as they finish.
+        Submitting a sweep with the same ``name`` (and function) again resumes it.
+        """
+        ref = reference_of(fn)
+        agg_ref = reference_of(aggregate) if aggregate is not None else None
+        task_fn = load(ref) if isinstance(fn, str) else fn
+        agg_fn = (load(agg_ref) if isinstance(aggregate, str) else aggregate) if agg_ref else None
+        if replicates is not None and replicates < 1:
+            raise PayloadError(f"replicates must be at least 1, not {replicates}")
+        if agg_ref and not replicates:
+            replicates = 1
+        if batch_size is not None and batch_size < 1:
+            raise PayloadError(f"batch size must be at least 1, not {batch_size}")
+        if out is not None:
+            out = str(check_out_dir(out).resolve())
+        fingerprint = None
+        if name is not None:
+            fingerprint = hashlib.sha256(
+                json.dumps([ref, agg_ref, replicates, name, out]).encode()
+            ).hexdigest()
+        job_id = self.store.find_job(fingerprint) if fingerprint else None
+        done = 0
+        if job_id is not None:
+            done, state = self.store.job_groups(job_id)
+            if state != "open":
+                self.start()
+                return Job(self, job_id)
+        else:
+            job_id = uuid.uuid4().hex[:12]
+            spec = {"replicates": replicates, "out": out, "batch_size": batch_size}
+            self.store.create_job(job_id, name=name or ref, fn=ref, agg=agg_ref, spec=spec,
+                                  fingerprint=fingerprint, namespace=namespace)
+        self.start()
+        opts = options_of(task_fn)
+        agg_opts = options_of(agg_fn) if agg_fn is not None else None
+        it = iter(params)
+        if done:
+            it = itertools.islice(it, done, None)
+        index = done
+        for chunk in _chunks(it, CHUNK):
+            rows = []
+            for p in chunk:
+                rows.extend(self._group_rows(job_id, index, ref, p, opts, replicates,
+                                             agg_ref, agg_opts))
+                index += 1
+            self.store.add_tasks(rows, job_id=job_id, groups=index)
+            self._raise_if_failed()
+        self.store.set_job_groups(job_id, index, sealed=True)
+        return Job(self, job_id)
+
+    def _group_rows(self, job_id: str, grp: int, ref: str, params: Any, opts: Any,
+                    replicates: int | None, agg_ref: str | None, agg_opts: Any,
+                    ) -> list[dict[str, Any]]:
+        if not isinstance(params, dict):
+            raise PayloadError(
+                f"parameter set {grp} is not a dict of keyword arguments: {params!r:.80}",
+                index=grp)
+        try:
+            text = json.dumps(params, allow_nan=True)
+        except (TypeError, ValueError) as err:
+            raise PayloadError(f"parameter set {grp} is not JSON-serialisable: {err}",
+                               index=grp) from err
+        common = self._task_fields(ref, params, opts)
+        rows = []
+        for r in range(replicates or 1):
+            rows.append(dict(common, job_id=job_id, grp=grp, kind="task",
+                             replicate=r if replicates else None, params=text, state="ready"))
+        if agg_ref:
+            rows.append(dict(self._task_fields(agg_ref, params, agg_opts), job_id=job_id,
+                             grp=grp, kind="aggregate", params=text, state="pending",
+                             deps=replicates or 1))
+        return rows
+
+    def _task_fields(self, ref: str, params: dict[str, Any], opts: Any) -> dict[str, Any]:
+        config = self.config
+        key_param = opts.memory_key or config.memory_key
+        memory_key = None
+        if key_param is not None:
+            memory_key = f"{ref}|{key_param}={json.dumps(params.get(key_param))}"
+        lock_key = None
+        if opts.lock:
+            try:
+                lock_key = opts.lock.format(**params)
+            except (KeyError, IndexError, ValueError) as err:
+                raise PayloadError(f"lock {opts.lock!r} cannot be formatted from {params!r:.80}: "
+                                   f"{err}") from err
+        return {
+            "fn": ref,
+            "retries": opts.retries if opts.retries else config.retries,
+            "oom_retries": opts.oom_retries,
+            "timeout": opts.timeout,
+            "memory": opts.memory or config.task_memory,
+            "memory_key": memory_key,
+            "lock_key": lock_key,
+        }
+
+    def submit(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+        """Submit one call ``fn(*args, **kwargs)`` as a job of one task."""
+        ref = reference_of(fn)
+        task_fn = load(ref) if isinstance(fn, str) else fn
+        try:
+            payload = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:
+            raise PayloadError(f"the arguments cannot be pickled: {type(err).__name__}: {err}"
+                               ) from err
+        job_id = uuid.uuid4().hex[:12]
+        self.store.create_job(job_id, name=ref, fn=ref, agg=None, spec={})
+        self.start()
+        row = dict(self._task_fields(ref, kwargs, options_of(task_fn)), job_id=job_id, grp=0,
+                   kind="task", state="ready")
+        if len(payload) > BLOB_THRESHOLD:
+            row["payload_ref"] = self.store.put_blob(payload)
+        else:
+            row["payload"] = payload
+        self.store.add_tasks([row], job_id=job_id, groups=1)
+        self.store.set_job_groups(job_id, 1, sealed=True)
+        return Job(self, job_id)
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self.store.resolve_job(job_id))
+
+
+def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+    while True:
+        chunk = list(itertools.islice(it, n))
+        if not chunk:
+            return
+        yield chunk
+
+
+def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
+    job = store.job(job_id)
+    counts = store.counts(job_id)
+    total = sum(counts.values())
+    finished = sum(counts[s] for s in FINISHED)
+    return {
+        "job_id": job_id,
+        "name": job["name"],
+        "namespace": job["namespace"],
+        "fn": job["fn"],
+        "aggregate": job["agg"],
+        "state": _job_state(job["state"], counts, total),
+        "groups": job["groups"],
+        "tasks": total,
+        "finished": finished,
+        "counts": counts,
+        "failures_by_class": store.failures_by_class(job_id),
+        "out": job["spec"].get("out"),
+    }
+
+
+def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
+    if stored == "cancelled":
+        return "cancelled"
+    open_ = sum(counts[s] for s in ("pending", "ready", "queued", "running"))
+    if stored == "open" or open_:
+        return "running" if counts["running"] or counts["succeeded"] or counts["failed"] \
+            else "waiting"
+    return "failed" if counts["failed"] else "succeeded"
+
+
+class Job:
+    """A handle on a job in the store."""
+
+    def __init__(self, runner: Runner, job_id: str) -> None:
+        self.runner = runner
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"<oomguard Job {self.id}>"
+
+    def status(self) -> dict[str, Any]:
+        """Counts by state, failures by class, and where the results go."""
+        return job_status(self.runner.store, self.id)
+
+    def done(self) -> bool:
+        groups, state = self.runner.store.job_groups(self.id)
+        return state != "open" and self.runner.store.low_group(self.id) is None
+
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+        """Block until every task finished (a progress bar on a terminal); return status()."""
+        if progress is None:
+            progress = sys.stderr.isatty()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(self.runner.store.counts(self.id).values()), unit="task",
+                       desc=f"job {self.id}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = 0.0
+        try:
+            while True:
+                self.runner._raise_if_failed()
+                if not self.runner.alive and not self.done():
+                    raise OomguardError("the scheduler stopped before the job finished")
+                if self.done():
+                    break
+                if bar is not None and time.monotonic() - last > 1.0:
+                    counts = self.runner.store.counts(self.id)
+                    bar.total = sum(counts.values())
+                    bar.n = sum(counts[s] for s in FINISHED)
+                    bar.set_postfix(failed=counts["failed"], running=counts["running"])
+                    bar.refresh()
+                    last = time.monotonic()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+                time.sleep(0.05)
+        finally:
+            if bar is not None:
+                counts = self.runner.store.counts(self.id)
+                bar.total = sum(counts.values())
+                bar.n = sum(counts[s] for s in FINISHED)
+                bar.refresh()
+                bar.close()
+        # Let the scheduler write the job's last Parquet parts.
+        sched = self.runner.scheduler
+        if sched is not None and self.runner.alive:
+            self._wait_parts()
+        return self.status()
+
+    def _wait_parts(self) -> None:
+        store = self.runner.store
+        job = store.job(self.id)
+        if not job["spec"].get("out"):
+            return
+        for _ in range(600):
+            row = store.db.execute(
+                "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
+                "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
+                (self.id, self.id)).fetchone()
+            if not row[0]:
+                return
+            self.runner._raise_if_failed()
+            time.sleep(0.05)
+
+    def results(self, kind: str = "task") -> Any:
+        """The job's results as a pyarrow Table (``kind="aggregate"`` for aggregations)."""
+        if kind not in ("task", "aggregate"):
+            raise JobNotFoundError(f"kind must be task or aggregate, not {kind!r}")
+        return table_for(self.runner.store, self.id, kind)
+
+    def failures(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Tasks that failed for good, with each attempt's class and evidence."""
+        return self.runner.store.failed_tasks(self.id, limit)
+
+
+__all__ = ["Job", "Runner", "TaskReferenceError", "job_status"]

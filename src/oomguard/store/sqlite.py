@@ -1,0 +1,807 @@
+"""The SQLite store (WAL mode).
+
+The schema lives in ``sql/migrations/NNNN_*.sql`` and the named queries of the hot path in
+``sql/queries.sql``. One connection per ``SqliteStore``; use one store object per thread.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL`` keeps every committed
+transaction across a crash of the process (the case oomguard is built for: SIGKILL by the
+OOM killer); only a power loss can drop the last transactions. ``OOMGUARD_SQLITE_SYNC=FULL``
+fsyncs every commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from oomguard.errors import (
+    JobNotFoundError,
+    NotAStoreError,
+    SchemaTooNewError,
+    StoreBusyError,
+    StoreError,
+)
+
+APPLICATION = "oomguard"
+#: payloads and results larger than this go to files beside the store
+BLOB_THRESHOLD = 1024 * 1024
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("oomguard.store") / "sql" / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.match(r"^(\d{4})_.*\.sql$", entry.name)
+        if match:
+            found.append((int(match[1]), entry.read_text()))
+    return sorted(found)
+
+
+def _queries() -> dict[str, str]:
+    text = (resources.files("oomguard.store") / "sql" / "queries.sql").read_text()
+    queries: dict[str, str] = {}
+    name = None
+    body: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"^-- name: (\w+)", line)
+        if match:
+            if name:
+                queries[name] = "\n".join(body).strip()
+            name, body = match[1], []
+        elif name and not line.startswith("--"):
+            body.append(line)
+    if name:
+        queries[name] = "\n".join(body).strip()
+    return queries
+
+
+MIGRATIONS = _migrations()
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+Q = _queries()
+
+TASK_COLUMNS = (
+    "id, job_id, grp, kind, replicate, fn, params, payload, payload_ref, attempts, "
+    "oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key"
+)
+
+
+@dataclass
+class TaskRow:
+    """A task as the scheduler needs it to dispatch an attempt."""
+
+    id: int
+    job_id: str
+    grp: int
+    kind: str
+    replicate: int | None
+    fn: str
+    params: str | None
+    payload: bytes | None
+    payload_ref: str | None
+    attempts: int
+    oom_attempts: int
+    retries: int
+    oom_retries: int
+    timeout: float | None
+    memory: int | None
+    memory_key: str | None
+    lock_key: str | None
+
+
+@dataclass
+class Recovery:
+    """What opening the store as scheduler found left over from a dead scheduler."""
+
+    lost_attempts: int
+    requeued_tasks: int
+    released_locks: int
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return None
+
+
+class SqliteStore:
+    """oomguard's durable state in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
+        if not self.path.exists() and not create:
+            raise StoreError(f"no store at {str(self.path)!r}", path=str(path))
+        if not self.path.parent.exists():
+            raise StoreError(
+                f"cannot create store {str(self.path)!r}: directory does not exist",
+                path=str(path),
+            )
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self.db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            if existed:
+                self._check_existing()
+            self.db.execute("PRAGMA journal_mode = WAL")
+            sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
+            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                sync = "NORMAL"
+            self.db.execute(f"PRAGMA synchronous = {sync}")
+            self.db.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.DatabaseError as err:
+            raise NotAStoreError(
+                f"{str(self.path)!r} is not an oomguard store ({err})", path=str(path)
+            ) from err
+        self._migrate()
+        self.blob_dir = self.path.with_name(self.path.name + ".blobs")
+
+    # -- schema -----------------------------------------------------------------------
+
+    def _check_existing(self) -> None:
+        tables = {
+            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if not tables:
+            return
+        if "meta" not in tables:
+            raise NotAStoreError(
+                f"{str(self.path)!r} is an SQLite file but not an oomguard store",
+                path=str(self.path),
+            )
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise NotAStoreError(
+                f"{str(self.path)!r} is an SQLite file but not an oomguard store",
+                path=str(self.path),
+            )
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"store {str(self.path)!r} has schema version {version}, newer than this "
+                f"oomguard understands ({SCHEMA_VERSION}): upgrade oomguard",
+                path=str(self.path),
+                version=version,
+            )
+
+    def _migrate(self) -> None:
+        with self.transaction():
+            tables = {
+                r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            current = 0
+            if "meta" in tables:
+                row = self.db.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+                current = int(row[0]) if row else 0
+            for version, sql in MIGRATIONS:
+                if version > current:
+                    for statement in _split_sql(sql):
+                        self.db.execute(statement)
+                    current = version
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('application', ?)",
+                (APPLICATION,),
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(current),),
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions -----------------------------------------------------------------
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: object, *exc: object) -> None:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+
+    def transaction(self) -> SqliteStore._Tx:
+        """``with store.transaction() as db:`` — one IMMEDIATE transaction."""
+        return SqliteStore._Tx(self.db)
+
+    # -- blobs ------------------------------------------------------------------------
+
+    def put_blob(self, data: bytes) -> str:
+        """Write ``data`` to a file beside the store, named by its hash; return the name."""
+        name = hashlib.sha256(data).hexdigest()
+        self.blob_dir.mkdir(exist_ok=True)
+        final = self.blob_dir / name
+        if not final.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        return name
+
+    def get_blob(self, name: str) -> bytes:
+        return (self.blob_dir / name).read_bytes()
+
+    # -- schedulers and leases ----------------------------------------------------------
+
+    def register_scheduler(self, scheduler_id: str, lease_ttl: float) -> Recovery:
+        """Become the store's scheduler; end what a dead scheduler left running.
+
+        A scheduler is alive while it heartbeats within ``lease_ttl`` seconds; on this
+        host a scheduler whose process (pid and start time) is gone is dead at once.
+        """
+        now = time.time()
+        me = psutil.Process()
+        host = socket.gethostname()
+        with self.transaction() as db:
+            for sid, s_host, pid, start_time, heartbeat in db.execute(
+                "SELECT id, hostname, pid, start_time, heartbeat FROM schedulers "
+                "WHERE stopped_at IS NULL AND id != ?",
+                (scheduler_id,),
+            ).fetchall():
+                alive = heartbeat > now - lease_ttl
+                if alive and s_host == host:
+                    started = _process_start_time(pid)
+                    alive = started is not None and abs(started - start_time) < 1.0
+                if alive:
+                    raise StoreBusyError(
+                        f"store {str(self.path)!r} is in use by a live scheduler "
+                        f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
+                        pid=pid,
+                        host=s_host,
+                    )
+                db.execute("UPDATE schedulers SET stopped_at = ? WHERE id = ?", (now, sid))
+            db.execute(
+                "INSERT OR REPLACE INTO schedulers (id, hostname, pid, start_time, started_at, "
+                "heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
+                (scheduler_id, host, me.pid, me.create_time(), now, now),
+            )
+            return self._recover(db, scheduler_id, now)
+
+    def _recover(self, db: sqlite3.Connection, scheduler_id: str, now: float) -> Recovery:
+        lost = db.execute(
+            "SELECT a.id, a.task_id, t.job_id FROM attempts a JOIN tasks t ON t.id = a.task_id "
+            "WHERE a.state = 'running' AND a.scheduler_id != ?",
+            (scheduler_id,),
+        ).fetchall()
+        evidence = json.dumps({"reason": "lease expired: the scheduler that ran it died"})
+        for attempt_id, task_id, job_id in lost:
+            db.execute(
+                "UPDATE attempts SET state = 'failed', failure_class = 'lost', ended_at = ?, "
+                "evidence = ? WHERE id = ?",
+                (now, evidence, attempt_id),
+            )
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": task_id,
+                    "kind": "attempt_lost",
+                    "data": json.dumps({"attempt_id": attempt_id}),
+                },
+            )
+        released = db.execute(
+            "DELETE FROM locks WHERE attempt_id IN (SELECT id FROM attempts WHERE state != "
+            "'running' OR scheduler_id != ?)",
+            (scheduler_id,),
+        ).rowcount
+        # A lost attempt is not the task's fault: it is retried without using a retry.
+        requeued = db.execute(
+            "UPDATE tasks SET state = 'ready', updated_at = ? WHERE state IN ('queued', 'running')",
+            (now,),
+        ).rowcount
+        return Recovery(lost_attempts=len(lost), requeued_tasks=requeued, released_locks=released)
+
+    def heartbeat(self, scheduler_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE schedulers SET heartbeat = ? WHERE id = ?", (time.time(), scheduler_id)
+            )
+
+    def unregister_scheduler(self, scheduler_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE schedulers SET stopped_at = ? WHERE id = ?", (time.time(), scheduler_id)
+            )
+
+    def next_attempt_id(self) -> int:
+        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
+        return int(row[0]) + 1
+
+    # -- jobs and tasks ---------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        *,
+        name: str,
+        fn: str,
+        agg: str | None,
+        spec: dict[str, Any],
+        fingerprint: str | None = None,
+        namespace: str = "default",
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, name, namespace, fn, agg, spec, fingerprint, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, name, namespace, fn, agg, json.dumps(spec), fingerprint, time.time()),
+            )
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": time.time(),
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_created",
+                    "data": json.dumps({"name": name}),
+                },
+            )
+
+    def find_job(self, fingerprint: str) -> str | None:
+        row = self.db.execute("SELECT id FROM jobs WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        return str(row[0]) if row else None
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT id, name, namespace, fn, agg, spec, state, created_at, total_groups "
+            "FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r} in store {str(self.path)!r}", job_id=job_id)
+        keys = ("id", "name", "namespace", "fn", "agg", "spec", "state", "created_at", "groups")
+        job = dict(zip(keys, row))
+        job["spec"] = json.loads(job["spec"])
+        return job
+
+    def jobs(self) -> list[dict[str, Any]]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM jobs ORDER BY created_at")]
+        return [self.job(i) for i in ids]
+
+    def resolve_job(self, prefix: str | None) -> str:
+        """A job id from a unique prefix, or the newest job when ``prefix`` is None."""
+        if prefix is None:
+            row = self.db.execute("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+            if row is None:
+                raise JobNotFoundError(f"store {str(self.path)!r} has no jobs", job_id=None)
+            return str(row[0])
+        rows = self.db.execute(
+            "SELECT id FROM jobs WHERE id = ? OR id LIKE ? ORDER BY id", (prefix, prefix + "%")
+        ).fetchall()
+        exact = [r[0] for r in rows if r[0] == prefix]
+        if exact:
+            return str(exact[0])
+        if len(rows) == 1:
+            return str(rows[0][0])
+        if not rows:
+            raise JobNotFoundError(f"no job {prefix!r} in store {str(self.path)!r}", job_id=prefix)
+        raise JobNotFoundError(f"job id prefix {prefix!r} is ambiguous", job_id=prefix)
+
+    def add_tasks(
+        self, rows: Sequence[dict[str, Any]], *, job_id: str | None = None,
+        groups: int | None = None,
+    ) -> None:
+        """Insert tasks (dicts with the tasks table's columns) in one transaction.
+
+        With ``job_id`` and ``groups``, the job's count of inserted groups is updated in the
+        same transaction, so an interrupted submission resumes where it stopped.
+        """
+        now = time.time()
+        columns = (
+            "job_id",
+            "grp",
+            "kind",
+            "replicate",
+            "fn",
+            "params",
+            "payload",
+            "payload_ref",
+            "state",
+            "deps",
+            "retries",
+            "oom_retries",
+            "timeout",
+            "memory",
+            "memory_key",
+            "lock_key",
+        )
+        sql = (
+            f"INSERT INTO tasks ({', '.join(columns)}, updated_at) "
+            f"VALUES ({', '.join('?' for _ in columns)}, ?)"
+        )
+        with self.transaction() as db:
+            if rows:
+                defaults = {"deps": 0, "retries": 0, "oom_retries": 3}
+                db.executemany(
+                    sql,
+                    [tuple(r.get(c, defaults.get(c)) for c in columns) + (now,) for r in rows],
+                )
+            if job_id is not None and groups is not None:
+                db.execute("UPDATE jobs SET total_groups = ? WHERE id = ?", (groups, job_id))
+
+    def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET total_groups = ?, state = CASE WHEN state = 'cancelled' "
+                "THEN state WHEN ? THEN 'sealed' ELSE state END WHERE id = ?",
+                (groups, sealed, job_id),
+            )
+
+    def job_groups(self, job_id: str) -> tuple[int, str]:
+        row = self.db.execute(
+            "SELECT total_groups, state FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job {job_id!r}", job_id=job_id)
+        return int(row[0]), str(row[1])
+
+    def active_jobs(self) -> list[str]:
+        """Jobs with tasks that are not finished, oldest first."""
+        rows = self.db.execute(
+            "SELECT j.id FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
+            "AND t.state IN ('pending', 'ready', 'queued', 'running')) ORDER BY j.created_at"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def low_group(self, job_id: str) -> int | None:
+        row = self.db.execute(
+            "SELECT MIN(grp) FROM tasks WHERE job_id = ? AND state IN "
+            "('pending', 'ready', 'queued', 'running')",
+            (job_id,),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
+        """Move up to ``limit`` ready tasks into the scheduler's window (state ``queued``)."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                Q["take_ready"],
+                {"job_id": job_id, "now": now, "grp_limit": grp_limit, "limit": limit},
+            ).fetchall()
+            db.executemany(
+                "UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?",
+                [(now, r[0]) for r in rows],
+            )
+        return [TaskRow(*r) for r in rows]
+
+    def next_not_before(self, job_id: str) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE job_id = ? AND state = 'ready'", (job_id,)
+        ).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def group_inputs(self, job_id: str, grp: int) -> tuple[str | None, list[bytes]]:
+        """The params of a group and its replicates' pickled results, by replicate."""
+        params_row = self.db.execute(
+            "SELECT params FROM tasks WHERE job_id = ? AND grp = ? AND kind = 'task' LIMIT 1",
+            (job_id, grp),
+        ).fetchone()
+        values = []
+        for value, ref in self.db.execute(
+            "SELECT r.value, r.value_ref FROM results r JOIN tasks t ON t.id = r.task_id "
+            "WHERE t.job_id = ? AND t.grp = ? AND t.kind = 'task' ORDER BY t.replicate",
+            (job_id, grp),
+        ):
+            values.append(self.get_blob(ref) if ref else value)
+        return (params_row[0] if params_row else None), values
+
+    def apply(self, ops: Iterable[tuple[str, Any]]) -> int:
+        """Run ``(query_name, params)`` operations in one transaction.
+
+        Consecutive operations on the same query run as one ``executemany``. A result
+        already stored for its task is discarded (exactly-once results); the number of
+        discarded duplicates is returned.
+        """
+        duplicates = 0
+        with self.transaction() as db:
+            batch: list[Any] = []
+            current: str | None = None
+
+            def flush() -> None:
+                if current is not None and batch:
+                    db.executemany(Q[current], batch)
+
+            for name, params in ops:
+                if name == "result":
+                    flush()
+                    batch, current = [], None
+                    duplicates += self._store_result(db, params)
+                    continue
+                if name != current:
+                    flush()
+                    batch, current = [], name
+                batch.append(params)
+            flush()
+            if duplicates:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES ('duplicate_results', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (duplicates,),
+                )
+        return duplicates
+
+    def _store_result(self, db: sqlite3.Connection, params: dict[str, Any]) -> int:
+        value = params["value"]
+        params = dict(params)
+        params["value_ref"] = None
+        if value is not None and len(value) > BLOB_THRESHOLD:
+            params["value_ref"] = self.put_blob(value)
+            params["value"] = None
+        grp = params.pop("grp")
+        now = params.pop("now")
+        n = params.pop("n")
+        inserted = db.execute(Q["insert_result"], params).rowcount
+        if not inserted:
+            return 1
+        db.execute(
+            Q["task_succeeded"], {"task_id": params["task_id"], "n": n, "now": now}
+        )
+        if params["kind"] == "task":
+            db.execute(Q["release_dependent"], {"job_id": params["job_id"], "grp": grp, "now": now})
+        return 0
+
+    # -- estimates --------------------------------------------------------------------
+
+    def estimates(self) -> dict[str, tuple[int, int, int]]:
+        return {
+            str(k): (int(b), int(p), int(s))
+            for k, b, p, s in self.db.execute(
+                "SELECT memory_key, bytes, peak_bytes, samples FROM estimates"
+            )
+        }
+
+    def put_estimates(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO estimates (memory_key, bytes, peak_bytes, samples, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(memory_key) DO UPDATE SET "
+                "bytes = excluded.bytes, peak_bytes = excluded.peak_bytes, "
+                "samples = excluded.samples, updated_at = excluded.updated_at",
+                [(k, b, p, s, now) for k, b, p, s in rows],
+            )
+
+    # -- queries for users ------------------------------------------------------------
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        counts = {
+            "pending": 0,
+            "ready": 0,
+            "queued": 0,
+            "running": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "cancelled": 0,
+        }
+        for state, n in self.db.execute(
+            "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,)
+        ):
+            counts[state] = int(n)
+        return counts
+
+    def failures_by_class(self, job_id: str) -> dict[str, int]:
+        """Failed attempts of the job by failure class (every attempt, retried or not)."""
+        return {
+            str(c): int(n)
+            for c, n in self.db.execute(
+                "SELECT a.failure_class, COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
+                "WHERE t.job_id = ? AND a.failure_class IS NOT NULL GROUP BY a.failure_class",
+                (job_id,),
+            )
+        }
+
+    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Tasks that failed for good, each with its attempts and their evidence."""
+        sql = (
+            "SELECT id, grp, kind, replicate, fn, params, failure_class, error, attempts "
+            "FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
+        )
+        args: tuple[Any, ...] = (job_id,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        out = []
+        for tid, grp, kind, rep, fn, params, fc, error, attempts in self.db.execute(
+            sql, args
+        ).fetchall():
+            out.append(
+                {
+                    "task_id": tid,
+                    "group": grp,
+                    "kind": kind,
+                    "replicate": rep,
+                    "fn": fn,
+                    "params": json.loads(params) if params else None,
+                    "failure_class": fc,
+                    "error": error,
+                    "attempts": self.attempts(tid),
+                    "attempt_count": attempts,
+                }
+            )
+        return out
+
+    def attempts(self, task_id: int) -> list[dict[str, Any]]:
+        keys = (
+            "attempt_id",
+            "n",
+            "worker",
+            "pid",
+            "state",
+            "started_at",
+            "ended_at",
+            "failure_class",
+            "admitted_bytes",
+            "limit_bytes",
+            "peak_bytes",
+            "evidence",
+        )
+        rows = self.db.execute(
+            f"SELECT id, {', '.join(keys[1:])} FROM attempts WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        ).fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row))
+            item["evidence"] = json.loads(item["evidence"]) if item["evidence"] else None
+            out.append(item)
+        return out
+
+    def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]:
+        keys = ("attempt_id", "task_id", "started_at", "ended_at", "admitted_bytes",
+                "limit_bytes", "peak_bytes", "failure_class", "state", "memory_key")
+        for row in self.db.execute(
+            "SELECT a.id, a.task_id, a.started_at, a.ended_at, a.admitted_bytes, a.limit_bytes, "
+            "a.peak_bytes, a.failure_class, a.state, t.memory_key FROM attempts a "
+            "JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? ORDER BY a.id",
+            (job_id,),
+        ):
+            yield dict(zip(keys, row))
+
+    def result_rows(
+        self, job_id: str, kind: str = "task", part: int | None = None
+    ) -> Iterator[tuple[int, int, int | None, str | None, int, bytes]]:
+        """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
+        sql = (
+            "SELECT t.id, t.grp, t.replicate, t.params, t.attempts, r.value, r.value_ref "
+            "FROM results r JOIN tasks t ON t.id = r.task_id "
+            "WHERE r.job_id = ? AND r.kind = ?"
+        )
+        args: list[Any] = [job_id, kind]
+        if part is not None:
+            sql += " AND r.part = ?"
+            args.append(part)
+        sql += " ORDER BY t.id"
+        for tid, grp, rep, params, attempts, value, ref in self.db.execute(sql, args):
+            yield tid, grp, rep, params, attempts, (self.get_blob(ref) if ref else value)
+
+    def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, ts, task_id, kind, data FROM events WHERE job_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (job_id, limit),
+        ).fetchall()
+        return [
+            {"id": i, "ts": ts, "task_id": t, "kind": k, "data": json.loads(d) if d else None}
+            for i, ts, t, k, d in reversed(rows)
+        ]
+
+    def counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add_counter(self, name: str, delta: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, delta),
+            )
+
+    # -- user actions -----------------------------------------------------------------
+
+    def retry_failed(self, job_id: str) -> int:
+        """Make the job's failed tasks ready again with fresh retry counts."""
+        now = time.time()
+        with self.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
+                "failure_class = NULL, error = NULL, updated_at = ? "
+                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
+                (now, job_id),
+            ).rowcount
+            # Aggregations that failed because a replicate did wait for it again.
+            n += db.execute(
+                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
+                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
+                (now, job_id),
+            ).rowcount
+            db.execute(
+                Q["insert_event"],
+                {"ts": now, "job_id": job_id, "task_id": None, "kind": "retry_failed",
+                 "data": json.dumps({"tasks": n})},
+            )
+        return n
+
+    def cancel(self, job_id: str) -> int:
+        """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
+        now = time.time()
+        with self.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
+                "state IN ('pending', 'ready', 'queued', 'running')",
+                (now, job_id),
+            ).rowcount
+            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+            db.execute(
+                Q["insert_event"],
+                {"ts": now, "job_id": job_id, "task_id": None, "kind": "job_cancelled",
+                 "data": json.dumps({"tasks": n})},
+            )
+        return n
+
+    def task_state(self, task_id: int) -> str | None:
+        row = self.db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def cancelled_among(self, task_ids: Sequence[int]) -> set[int]:
+        if not task_ids:
+            return set()
+        marks = ",".join("?" for _ in task_ids)
+        return {
+            int(r[0])
+            for r in self.db.execute(
+                f"SELECT id FROM tasks WHERE state = 'cancelled' AND id IN ({marks})",
+                tuple(task_ids),
+            )
+        }
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Statements of a script; ``sqlite3.complete_statement`` knows comments and strings."""
+    statements = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        current.append(line)
+        text = "\n".join(current)
+        if sqlite3.complete_statement(text):
+            if text.strip():
+                statements.append(text.strip())
+            current = []
+    rest = "\n".join(current).strip()
+    if rest and not all(x.strip().startswith("--") or not x.strip() for x in current):
+        statements.append(rest)
+    return statements

@@ -1,0 +1,212 @@
+"""The worker process: runs one attempt at a time, reports each outcome to the pool.
+
+Started by the pool as ``python -m oomguard.worker.child`` with the pipe fds and its
+settings in argv (JSON). The first thing it does is tie its life to the scheduler's
+(``PR_SET_PDEATHSIG``), raise its own ``oom_score_adj`` and move itself into its cgroup,
+all before it runs any task.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+_libc: Any = None
+
+
+def _load_libc() -> Any:
+    global _libc  # process-local cache in the worker, not shared state
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name, use_errno=True) if name else False
+    return _libc
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    libc = _load_libc()
+    if libc:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The parent may have died before prctl: then we were re-parented already.
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def malloc_trim() -> bool:
+    libc = _load_libc()
+    trim = getattr(libc, "malloc_trim", None) if libc else None
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", "rb") as fh:
+        return int(fh.read().split()[1]) * _PAGE
+
+
+class _Cgroup:
+    """The worker's view of its own cgroup: peak per attempt and the OOM kill counter."""
+
+    def __init__(self, path: str, version: int) -> None:
+        from oomguard.oom.cgroup import MemoryCgroup
+
+        self.cg = MemoryCgroup(__import__("pathlib").Path(path), version)
+        self.can_reset = True
+
+    def start(self) -> int | None:
+        self.can_reset = self.cg.reset_peak()
+        return self.cg.counters().oom_kill
+
+    def end(self) -> tuple[int | None, int | None]:
+        c = self.cg.counters()
+        return (c.peak_bytes if self.can_reset else None), c.oom_kill
+
+
+def _run_one(item: dict[str, Any]) -> tuple[bool, Any, str | None, str | None, str | None]:
+    """Call the task: (ok, value, failure_class, message, traceback)."""
+    from oomguard.jobs.task import load, unwrap
+
+    try:
+        fn = unwrap(load(item["fn"]))
+        kind = item["form"]
+        if kind == "json":
+            kwargs = json.loads(item["params"]) if item["params"] else {}
+            if item.get("replicate") is not None:
+                kwargs["replicate"] = item["replicate"]
+            value = fn(**kwargs)
+        elif kind == "agg":
+            params = json.loads(item["params"]) if item["params"] else {}
+            results = [pickle.loads(v) for v in item["results"]]
+            value = fn(params, results)
+        else:
+            args, kwargs = pickle.loads(item["payload"])
+            value = fn(*args, **kwargs)
+    except MemoryError:
+        return False, None, "memory_error", "MemoryError", traceback.format_exc(limit=20)
+    except BaseException as err:  # a task may raise anything, SystemExit included
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        tb = traceback.format_exc(limit=50)
+        fc = "memory_error" if _looks_like_allocation_error(err) else "error"
+        return False, None, fc, f"{type(err).__name__}: {err}", tb
+    return True, value, None, None, None
+
+
+def _looks_like_allocation_error(err: BaseException) -> bool:
+    # numpy raises numpy.core._exceptions._ArrayMemoryError (a MemoryError subclass, caught
+    # above); other libraries raise their own: match on the names they use.
+    name = type(err).__name__.lower()
+    text = str(err).lower()
+    return "outofmemory" in name or "out of memory" in text or "cannot allocate memory" in text
+
+
+def main(argv: list[str]) -> None:
+    cfg = json.loads(argv[0])
+    _die_with_parent(cfg["parent_pid"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the scheduler, which stops us
+    try:
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write(str(cfg["oom_score_adj"]))
+    except OSError:
+        pass  # reported by the pool's start-up check
+    cgroup = None
+    if cfg.get("cgroup"):
+        with open(os.path.join(cfg["cgroup"], "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+        cgroup = _Cgroup(cfg["cgroup"], cfg["cgroup_version"])
+    conn_in = Connection(cfg["fd_in"], writable=False)
+    conn_out = Connection(cfg["fd_out"], readable=False)
+    # Import task machinery now so its memory is part of the baseline.
+    import oomguard.jobs.task  # noqa: F401
+
+    gc.collect()
+    malloc_trim()
+    baseline = rss_bytes()
+    growth_limit = cfg.get("recycle_growth_bytes")
+    max_tasks = cfg.get("max_tasks") or 0
+    done = 0
+    conn_out.send_bytes(pickle.dumps(("ready", os.getpid(), baseline)))
+    while True:
+        try:
+            batch = pickle.loads(conn_in.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if batch is None:
+            return
+        memory_error = False
+        for item in batch:
+            oom_before = cgroup.start() if cgroup else None
+            rss_before = rss_bytes()
+            maxrss_before = _maxrss()
+            t0 = time.time()
+            ok, value, fc, message, tb = _run_one(item)
+            elapsed = time.time() - t0
+            peak = None
+            oom_after = None
+            if cgroup:
+                peak, oom_after = cgroup.end()
+            if peak is None:
+                maxrss = _maxrss()
+                peak = maxrss if maxrss > maxrss_before else max(rss_before, rss_bytes())
+            payload: bytes | None = None
+            if ok:
+                try:
+                    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as err:
+                    ok, fc = False, "error"
+                    message = f"the result cannot be pickled: {type(err).__name__}: {err}"
+            evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
+            if tb:
+                evidence["traceback"] = tb
+            if oom_before is not None and oom_after is not None and oom_after > oom_before:
+                # A process the task started was OOM-killed in our cgroup while we survived.
+                ok, fc = False, "oom_cgroup"
+                message = message or "a process started by the task was OOM-killed"
+                evidence["cgroup_oom_kill"] = [oom_before, oom_after]
+                evidence["survivor"] = True
+            done += 1
+            recycle = None
+            if fc == "memory_error":
+                recycle = "memory_error"
+                memory_error = True
+            del value
+            conn_out.send_bytes(
+                pickle.dumps(("outcome", item["attempt_id"], ok, payload, fc, message, evidence,
+                              peak, recycle))
+            )
+        # Against fragmentation: give freed memory back, then decide whether to retire.
+        gc.collect()
+        malloc_trim()
+        rss = rss_bytes()
+        reason = None
+        if memory_error:
+            reason = "memory_error"
+        elif growth_limit and rss - baseline > growth_limit:
+            reason = "rss_growth"
+        elif max_tasks and done >= max_tasks:
+            reason = "max_tasks"
+        conn_out.send_bytes(pickle.dumps(("idle", rss, reason)))
+
+
+def _maxrss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

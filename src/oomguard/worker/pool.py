@@ -1,0 +1,334 @@
+"""The local worker pool: long-lived worker processes fed over pipes.
+
+The pool watches each child with ``os.wait4`` (keeping its exit status and rusage) and
+one worker's death never stops the pool: :meth:`WorkerPool.poll` reports the death with
+the attempts it had, and the scheduler replaces the worker. In watchdog mode the pool
+samples each busy worker's RSS, its descendants included, every ``watchdog_interval``
+seconds and kills the worker's process group at its limit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import psutil
+
+from oomguard.errors import IsolationError
+
+
+@dataclass
+class Worker:
+    name: str
+    proc: subprocess.Popen[bytes]
+    pid: int
+    start_time: float
+    conn_in: Connection  # outcomes from the worker
+    conn_out: Connection  # batches to the worker
+    cgroup: Any = None  # oomguard.oom.cgroup.MemoryCgroup or None
+    limit_bytes: int | None = None
+    baseline_rss: int = 0
+    #: attempt ids sent and not yet reported, in the order the worker runs them
+    inflight: deque[int] = field(default_factory=deque)
+    busy: bool = False
+    tasks_done: int = 0
+    #: set when the pool killed it on purpose: ("watchdog"|"timeout"|"cancel"|"stop", evidence)
+    killed_by: tuple[str, dict[str, Any]] | None = None
+    peak_sample: int = 0
+    counters_before: Any = None
+    retire: str | None = None
+    dead: bool = False
+
+
+@dataclass
+class Died:
+    worker: Worker
+    status: int
+    rusage: Any
+    inflight: list[int]
+
+
+@dataclass
+class PoolConfig:
+    workers: int
+    isolation: Any  # IsolationPlan
+    oom_score_adj: int = 800
+    max_tasks_per_worker: int = 0
+    recycle_growth_fraction: float = 0.25
+    worker_memory: int | None = None
+    watchdog_interval: float = 0.1
+
+
+class WorkerPool:
+    def __init__(self, config: PoolConfig) -> None:
+        self.config = config
+        self.workers: dict[str, Worker] = {}
+        self._names = itertools.count(1)
+        self._last_watchdog = 0.0
+        self.cgroups: Any = None
+        self.watchdog = config.isolation.mode == "watchdog"
+        if not self.watchdog:
+            from oomguard.oom.cgroup import WorkerCgroups
+
+            self.cgroups = WorkerCgroups.create(config.isolation)
+        self.recycles: dict[str, int] = {}
+
+    @property
+    def mode(self) -> str:
+        return str(self.config.isolation.mode)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.config.workers):
+            self.spawn()
+
+    def spawn(self) -> Worker:
+        name = f"w{next(self._names)}"
+        limit = self.config.worker_memory
+        cgroup = self.cgroups.new_worker(name, limit) if self.cgroups else None
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        growth = None
+        if limit and self.config.recycle_growth_fraction > 0:
+            growth = int(limit * self.config.recycle_growth_fraction)
+        cfg = {
+            "parent_pid": os.getpid(),
+            "fd_in": to_child_r,
+            "fd_out": from_child_w,
+            "oom_score_adj": self.config.oom_score_adj,
+            "cgroup": str(cgroup.path) if cgroup else None,
+            "cgroup_version": cgroup.version if cgroup else None,
+            "recycle_growth_bytes": growth,
+            "max_tasks": self.config.max_tasks_per_worker,
+        }
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "oomguard.worker.child", json.dumps(cfg)],
+                pass_fds=(to_child_r, from_child_w),
+                close_fds=True,
+                # Its own process group, so a kill reaches whatever the task started.
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        conn_in = Connection(from_child_r, writable=False)
+        conn_out = Connection(to_child_w, readable=False)
+        try:
+            start_time = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            start_time = 0.0
+        worker = Worker(name, proc, proc.pid, start_time, conn_in, conn_out, cgroup, limit)
+        # Wait for "ready": the worker is in its cgroup with its oom_score_adj set.
+        if not conn_in.poll(60):
+            self._kill(worker)
+            raise IsolationError(f"worker {name} did not start within 60 s")
+        try:
+            msg = pickle.loads(conn_in.recv_bytes())
+        except (EOFError, OSError) as err:
+            self._reap(worker, block=True)
+            raise IsolationError(
+                f"worker {name} died while starting (status {worker.proc.returncode}); "
+                "run `oomguard doctor`"
+            ) from err
+        worker.baseline_rss = int(msg[2])
+        self.workers[name] = worker
+        return worker
+
+    def set_limit(self, worker: Worker, limit: int | None) -> None:
+        """Set the kernel (or watchdog) limit the worker's next attempt runs under."""
+        if worker.limit_bytes == limit:
+            return
+        if worker.cgroup is not None:
+            worker.cgroup.set_limit(limit)
+        worker.limit_bytes = limit
+
+    def send(self, worker: Worker, items: list[dict[str, Any]]) -> None:
+        if worker.cgroup is not None:
+            worker.counters_before = worker.cgroup.counters()
+        worker.inflight.extend(item["attempt_id"] for item in items)
+        worker.busy = True
+        worker.peak_sample = 0
+        try:
+            worker.conn_out.send_bytes(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, OSError):
+            pass  # it died: poll() reports it with these attempts
+
+    def idle_workers(self) -> list[Worker]:
+        return [w for w in self.workers.values() if not w.busy and not w.dead]
+
+    def kill(self, worker: Worker, reason: str, evidence: dict[str, Any] | None = None) -> None:
+        if worker.killed_by is None:
+            worker.killed_by = (reason, evidence or {})
+        self._kill(worker)
+
+    def _kill(self, worker: Worker) -> None:
+        if worker.cgroup is not None:
+            try:
+                worker.cgroup.kill_all()
+            except OSError:
+                pass
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self, worker: Worker, block: bool) -> tuple[int, Any] | None:
+        try:
+            pid, status, rusage = os.wait4(worker.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return (0, None)
+        if pid == 0:
+            return None
+        # Tell Popen the child is gone so it does not try (or warn) later.
+        worker.proc.returncode = os.waitstatus_to_exitcode(status)
+        return status, rusage
+
+    def _close(self, worker: Worker) -> None:
+        worker.dead = True
+        for conn in (worker.conn_in, worker.conn_out):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def retire(self, worker: Worker, reason: str) -> None:
+        """Stop an idle worker (recycling) and count it by reason."""
+        self.recycles[reason] = self.recycles.get(reason, 0) + 1
+        try:
+            worker.conn_out.send_bytes(pickle.dumps(None))
+        except OSError:
+            pass
+        # A worker exits quickly on None; wait briefly, then make sure.
+        deadline = time.time() + 2.0
+        result = None
+        while result is None and time.time() < deadline:
+            result = self._reap(worker, block=False)
+            if result is None:
+                time.sleep(0.002)
+        if result is None:
+            self._kill(worker)
+            self._reap(worker, block=True)
+        self._close(worker)
+        self._drop(worker)
+
+    def _drop(self, worker: Worker) -> None:
+        self.workers.pop(worker.name, None)
+        if worker.cgroup is not None:
+            try:
+                worker.cgroup.remove()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        for worker in list(self.workers.values()):
+            self.kill(worker, "stop")
+        for worker in list(self.workers.values()):
+            self._reap(worker, block=True)
+            self._close(worker)
+            self._drop(worker)
+        if self.cgroups is not None:
+            self.cgroups.remove_all()
+
+    # -- events -----------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> tuple[list[tuple[Worker, tuple[Any, ...]]], list[Died]]:
+        """Wait up to ``timeout`` for messages; return them and the workers that died."""
+        conns = {w.conn_in: w for w in self.workers.values() if not w.dead}
+        if self.watchdog and any(w.busy for w in self.workers.values()):
+            timeout = min(timeout, self.config.watchdog_interval)
+        ready = wait(list(conns), timeout=max(0.0, timeout)) if conns else []
+        if not conns:
+            time.sleep(max(0.0, timeout))
+        messages: list[tuple[Worker, tuple[Any, ...]]] = []
+        died: list[Died] = []
+        for conn in ready:
+            worker = conns[conn]  # type: ignore[index]
+            while True:
+                try:
+                    data = worker.conn_in.recv_bytes()
+                except (EOFError, OSError):
+                    died.append(self._died(worker))
+                    break
+                msg = pickle.loads(data)
+                if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
+                    worker.inflight.popleft()
+                elif msg[0] == "outcome":
+                    try:
+                        worker.inflight.remove(msg[1])
+                    except ValueError:
+                        pass
+                messages.append((worker, msg))
+                if msg[0] == "idle":
+                    worker.busy = False
+                if not worker.conn_in.poll(0):
+                    break
+        if self.watchdog:
+            self._watchdog()
+        return messages, died
+
+    def _died(self, worker: Worker) -> Died:
+        result = self._reap(worker, block=True)
+        status, rusage = result if result else (0, None)
+        self._close(worker)
+        inflight = list(worker.inflight)
+        self.workers.pop(worker.name, None)
+        return Died(worker, status, rusage, inflight)
+
+    def release_cgroup(self, worker: Worker) -> None:
+        """Remove a dead worker's cgroup, after its counters were read."""
+        self._drop(worker)
+
+    def _watchdog(self) -> None:
+        now = time.monotonic()
+        if now - self._last_watchdog < self.config.watchdog_interval:
+            return
+        self._last_watchdog = now
+        for worker in list(self.workers.values()):
+            if not worker.busy or worker.dead:
+                continue
+            rss = tree_rss(worker.pid)
+            worker.peak_sample = max(worker.peak_sample, rss)
+            if worker.limit_bytes and rss > worker.limit_bytes:
+                self.kill(
+                    worker,
+                    "watchdog",
+                    {"rss_bytes": rss, "limit_bytes": worker.limit_bytes,
+                     "sampled_every_s": self.config.watchdog_interval},
+                )
+
+    def sample_peaks(self) -> None:
+        """Sample busy workers' RSS (for peak memory where the cgroup cannot say)."""
+        for worker in self.workers.values():
+            if worker.busy and not worker.dead:
+                worker.peak_sample = max(worker.peak_sample, tree_rss(worker.pid))
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of a process and all its descendants, in bytes (0 if it is gone)."""
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return int(total)
+    except psutil.Error:
+        return 0
