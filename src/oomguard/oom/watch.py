@@ -78,9 +78,8 @@ class KernelLogWatch:
             return None
         with self._lock:
             candidates = [e for _, e in self._events]
-            partial = self._parser.partial()
-        if partial is not None:
-            candidates.append(partial)
+            # Events not handed out yet: the parser holds one until the next report starts.
+            candidates.extend(self._parser.pending())
         for event in reversed(candidates):
             if pid is not None and event.victim_pid == pid:
                 return event

@@ -389,7 +389,8 @@ class Scheduler:
             "failure_class": fc,
             "peak_bytes": peak,
             "evidence": json.dumps(evidence) if evidence else None,
-            "pid": run.worker.pid if run.worker is not None else None,
+            "pid": getattr(run.worker, "pid", None),
+            "worker": getattr(run.worker, "name", None),
         }
 
     def _end(self, run: Running, state: str, fc: str | None,
@@ -397,7 +398,6 @@ class Scheduler:
         params = self._end_params(run, state, fc, evidence, peak)
         if run.claim is not None:
             run.claim.update(params)
-            run.claim["worker"] = run.worker.name if run.worker is not None else None
             run.claim = None
         else:
             self._op("end_attempt", params)

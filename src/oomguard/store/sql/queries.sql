@@ -18,7 +18,8 @@ VALUES (:id, :task_id, :n, :scheduler_id, :worker, :pid, :state, :started_at, :e
 
 -- name: end_attempt
 UPDATE attempts SET state = :state, ended_at = :ended_at, failure_class = :failure_class,
-                    peak_bytes = :peak_bytes, evidence = :evidence, pid = :pid
+                    peak_bytes = :peak_bytes, evidence = :evidence, pid = :pid,
+                    worker = COALESCE(:worker, worker)
 WHERE id = :id;
 
 -- name: task_running

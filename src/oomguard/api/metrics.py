@@ -1,0 +1,123 @@
+"""Prometheus metrics of the server, one registry per app (never the global one).
+
+Names as in DESIGN.md. Gauges that describe the store or the scheduler are read when
+``/metrics`` is scraped, from a :class:`MetricsSource`; store queries are cached briefly so
+frequent scrapes of a large store stay cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+TASK_STATES = ("pending", "ready", "queued", "running", "succeeded", "failed", "cancelled")
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsSource(Protocol):
+    """What the server exposes to its metrics (each call may be made from any thread)."""
+
+    def task_counts(self) -> dict[str, int]: ...
+
+    def failure_counts(self) -> dict[tuple[str, str], int]: ...
+
+    def scheduler_rss(self) -> int: ...
+
+    def scheduler_memory_limit(self) -> int: ...
+
+    def memory_budget(self) -> int | None: ...
+
+    def memory_admitted(self) -> int | None: ...
+
+    def worker_rss(self) -> dict[str, int]: ...
+
+    def worker_recycles(self) -> dict[str, int]: ...
+
+
+class _StateCollector(Collector):
+    def __init__(self, source: MetricsSource) -> None:
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        src = self.source
+        tasks = GaugeMetricFamily("oomguard_tasks", "Tasks in the store by state", labels=["state"])
+        counts = src.task_counts()
+        for state in TASK_STATES:
+            tasks.add_metric([state], counts.get(state, 0))
+        yield tasks
+        failures = CounterMetricFamily(
+            "oomguard_attempt_failures",
+            "Failed attempts by failure class and task function",
+            labels=["class", "function"],
+        )
+        for (cls, fn), n in sorted(src.failure_counts().items()):
+            failures.add_metric([cls, fn], n)
+        yield failures
+        yield GaugeMetricFamily(
+            "oomguard_scheduler_rss_bytes", "Resident memory of the scheduler/server process",
+            value=src.scheduler_rss(),
+        )
+        yield GaugeMetricFamily(
+            "oomguard_scheduler_memory_limit_bytes",
+            "The scheduler's own memory limit (--scheduler-memory-limit)",
+            value=src.scheduler_memory_limit(),
+        )
+        budget = src.memory_budget()
+        if budget is not None:
+            yield GaugeMetricFamily(
+                "oomguard_memory_budget_bytes", "Memory the scheduler may hand out to tasks",
+                value=budget,
+            )
+        admitted = src.memory_admitted()
+        if admitted is not None:
+            yield GaugeMetricFamily(
+                "oomguard_memory_admitted_bytes", "Memory admitted to running attempts",
+                value=admitted,
+            )
+        workers = GaugeMetricFamily(
+            "oomguard_worker_rss_bytes", "Resident memory of each worker (with children)",
+            labels=["worker"],
+        )
+        for name, rss in sorted(src.worker_rss().items()):
+            workers.add_metric([name], rss)
+        yield workers
+        recycles = CounterMetricFamily(
+            "oomguard_worker_recycles", "Workers replaced, by reason", labels=["reason"]
+        )
+        for reason, n in sorted(src.worker_recycles().items()):
+            recycles.add_metric([reason], n)
+        yield recycles
+
+
+class ServerMetrics:
+    """The registry of one app and the counters the app increments itself."""
+
+    def __init__(self, source: MetricsSource) -> None:
+        self.registry = CollectorRegistry()
+        self.rejected = Counter(
+            "oomguard_submissions_rejected",
+            "Submissions refused by the server, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ("queue_full", "namespace_quota", "scheduler_memory_pressure",
+                       "payload_too_large"):
+            self.rejected.labels(reason)
+        self.accepted = Counter(
+            "oomguard_submitted_tasks", "Tasks accepted over HTTP", ["namespace"],
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(source))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+__all__ = ["CONTENT_TYPE", "MetricsSource", "ServerMetrics"]

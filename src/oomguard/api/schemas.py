@@ -1,0 +1,174 @@
+"""Request and response bodies of the HTTP API (pydantic models; unknown fields refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$"
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+MAX_COUNT = 10_000_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitRequest(_Strict):
+    """A submission: one task, ``count`` identical tasks, or an explicit list.
+
+    * one task: ``{"task": "oomguard.examples:noop", "args": {"x": 1}}``
+    * a batch of ``count`` parameter groups, each called with ``args``
+    * a batch from a list: ``"tasks": [{...}, ...]``, each item's keys merged over ``args``
+
+    ``fanout``: tasks per parameter group (replicates); with ``fanout > 1`` each task is
+    called ``fn(**args, replicate=i)``, so the function must accept ``replicate``.
+    ``batch_size``: rows per insert transaction while the batch is stored (the scheduler
+    starts on the first rows while the rest are written).
+    The job holds ``groups × fanout`` tasks and is accepted whole or refused whole.
+    """
+
+    task: str = Field(
+        pattern=TASK_PATTERN,
+        max_length=300,
+        description="module:function, from one of the server's allowed task modules",
+        examples=["oomguard.examples:noop"],
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments (JSON) of every task"
+    )
+    namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
+    name: str | None = Field(default=None, max_length=200)
+    count: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="number of parameter groups"
+    )
+    tasks: list[dict[str, Any]] | None = Field(
+        default=None, min_length=1, description="one parameter group per item"
+    )
+    fanout: int = Field(default=1, ge=1, le=10_000, description="tasks per parameter group")
+    batch_size: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="rows per insert transaction"
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SubmitRequest:
+        if self.count is not None and self.tasks is not None:
+            raise ValueError("give either count or tasks, not both")
+        return self
+
+    @property
+    def groups(self) -> int:
+        if self.tasks is not None:
+            return len(self.tasks)
+        return self.count if self.count is not None else 1
+
+    @property
+    def total(self) -> int:
+        return self.groups * self.fanout
+
+
+class SubmitResponse(_Strict):
+    job_id: str
+    tasks: int
+    groups: int
+    namespace: str
+    status_url: str
+
+
+class JobStatus(_Strict):
+    job_id: str
+    name: str
+    namespace: str
+    fn: str
+    aggregate: str | None
+    state: str
+    groups: int
+    tasks: int
+    finished: int
+    counts: dict[str, int]
+    failures_by_class: dict[str, int]
+    out: str | None = None
+
+
+class JobSummary(_Strict):
+    job_id: str
+    name: str
+    namespace: str
+    fn: str
+    state: str
+    created_at: float
+
+
+class JobList(_Strict):
+    jobs: list[JobSummary]
+
+
+class TaskInfo(_Strict):
+    task_id: int
+    group: int
+    kind: str
+    replicate: int | None
+    fn: str
+    state: str
+    attempts: int
+    failure_class: str | None
+    error: str | None
+    params: dict[str, Any] | None
+
+
+class TaskList(_Strict):
+    job_id: str
+    tasks: list[TaskInfo]
+
+
+class CancelResponse(_Strict):
+    job_id: str
+    cancelled: int
+
+
+class HeapSite(_Strict):
+    site: str
+    size_bytes: int
+    count: int
+
+
+class HeapReport(_Strict):
+    traced_current_bytes: int
+    traced_peak_bytes: int
+    rss_bytes: int
+    top: list[HeapSite]
+
+
+class Health(_Strict):
+    status: str
+    scheduler_alive: bool
+    pending_tasks: int
+    memory_pressure: bool
+
+
+class ErrorDetail(_Strict):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(_Strict):
+    error: ErrorDetail
+
+
+__all__ = [
+    "CancelResponse",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "HeapReport",
+    "HeapSite",
+    "JobList",
+    "JobStatus",
+    "JobSummary",
+    "SubmitRequest",
+    "SubmitResponse",
+    "TaskInfo",
+    "TaskList",
+]

@@ -1,0 +1,270 @@
+"""What oomguard runs inside a Dask cluster: the task wrapper and two plugins.
+
+* :func:`run_call` is the function every attempt is submitted as. It runs the call item
+  with the local worker's own ``_run_one`` (same classification of ``MemoryError`` and
+  exceptions), pickles the value (the scheduler stores bytes), then collects garbage and
+  ``malloc_trim(0)``\\s so freed memory goes back to the OS, and reports the worker's
+  resident memory after trimming, so the executor can recycle workers that keep growing.
+* :class:`WorkerEvidencePlugin` runs in each Dask worker process: it raises the process's
+  own ``oom_score_adj`` (raising needs no privilege), so the kernel picks a worker, never
+  the nanny or the node's daemons, and records the baseline memory after start-up.
+* :class:`NannyEvidencePlugin` runs in each nanny, the parent that outlives its worker
+  process: it samples the worker's ``(pid, start_time)``, resident memory and cgroup
+  counters, tails the kernel log where it is readable, and when the worker process dies
+  publishes a death record (exit code, last/peak RSS, counters before and after, whether
+  the nanny itself terminated it for its memory limit, the kernel's OOM lines for the pid)
+  as the scheduler event :data:`DEATH_TOPIC`, which the executor reads to classify the
+  death of the attempt that was running there.
+
+This module is imported on the workers: it needs only oomguard and distributed there.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import time
+from collections.abc import Callable
+from typing import Any
+
+from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
+
+PLUGIN_NAME = "oomguard-evidence"
+#: scheduler event topic of the nanny plugin's death records
+DEATH_TOPIC = "oomguard-worker-death"
+#: scheduler event topic the nanny uses when it restarts a worker over its memory limit
+NANNY_MEMORY_TOPIC = "worker-restart-memory"
+SAMPLE_INTERVAL_S = 0.1
+#: after a SIGKILL with no OOM line yet, how long to wait for the kernel's line
+KERNEL_LOG_WAIT_S = 2.0
+
+
+def _rss(pid: int | str = "self") -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _counters(pid: int) -> dict[str, Any] | None:
+    """The memory cgroup counters of ``pid``'s cgroup, where they can be read."""
+    from oomguard.oom.cgroupinfo import locate_memory_cgroup
+
+    try:
+        version, directory, _, _ = locate_memory_cgroup(pid=pid)
+    except (OSError, ValueError):
+        return None
+    if version is None or directory is None:
+        return None
+    return _counters_at(str(directory), version)
+
+
+def _counters_at(path: str, version: int) -> dict[str, Any] | None:
+    from pathlib import Path
+
+    from oomguard.oom.cgroup import MemoryCgroup
+
+    try:
+        counters = MemoryCgroup(Path(path), version).counters().to_json()
+    except (OSError, ValueError):
+        return None
+    return dict(counters, path=path, version=version)
+
+
+def _trim() -> None:
+    from oomguard.worker.child import malloc_trim
+
+    gc.collect()
+    malloc_trim()
+
+
+def run_call(item: dict[str, Any]) -> dict[str, Any]:
+    """Run one call item on this Dask worker; return its outcome as plain data."""
+    import resource
+
+    from oomguard.worker.child import _run_one
+
+    rss_before = _rss() or 0
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.time()
+    ok, value, fc, message, tb = _run_one(item)
+    elapsed = time.time() - t0
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = maxrss if maxrss > maxrss_before else max(rss_before, _rss() or 0)
+    payload: bytes | None = None
+    if ok:
+        try:
+            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:
+            ok, fc = False, "error"
+            message = f"the result cannot be pickled: {type(err).__name__}: {err}"
+    del value
+    evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
+    if tb:
+        evidence["traceback"] = tb
+    # Against fragmentation: give what the task freed back before the next one starts.
+    _trim()
+    address, baseline = _worker_identity()
+    return {
+        "ok": ok,
+        "payload": payload,
+        "failure_class": fc,
+        "message": message,
+        "evidence": evidence,
+        "peak": peak,
+        "worker": address,
+        "pid": os.getpid(),
+        "rss_after": _rss(),
+        "baseline": baseline,
+    }
+
+
+def _worker_identity() -> tuple[str | None, int | None]:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None, None
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    return str(worker.address), getattr(plugin, "baseline", None)
+
+
+class WorkerEvidencePlugin(WorkerPlugin):  # type: ignore[misc]
+    """Dask worker plugin: raises ``oom_score_adj``, records the worker's baseline RSS."""
+
+    idempotent = False
+    name = PLUGIN_NAME
+
+    def __init__(self, oom_score_adj: int = 800) -> None:
+        self.oom_score_adj = oom_score_adj
+        self.baseline: int | None = None
+        self.oom_score_adj_error: str | None = None
+
+    def setup(self, worker: Any) -> None:
+        try:
+            with open("/proc/self/oom_score_adj") as fh:
+                current = int(fh.read().strip())
+            # Raising needs no privilege; lowering does, and is never what we want here.
+            if self.oom_score_adj > current:
+                with open("/proc/self/oom_score_adj", "w") as fh:
+                    fh.write(str(self.oom_score_adj))
+        except (OSError, ValueError) as err:
+            self.oom_score_adj_error = str(err)
+        import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local pool)
+
+        _trim()
+        self.baseline = _rss()
+
+    def teardown(self, worker: Any) -> None:
+        return None
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        return None
+
+
+class NannyEvidencePlugin(NannyPlugin):  # type: ignore[misc]
+    """Dask nanny plugin: watches the worker process and reports how it died."""
+
+    idempotent = False
+    name = PLUGIN_NAME
+
+    def __init__(self, kernel_log: str = "/dev/kmsg") -> None:
+        self.kernel_log = kernel_log
+        self._nanny: Any = None
+        self._kmsg: Any = None
+        self._callback: Any = None
+        self._proc: Any = None
+        self._current: dict[str, Any] = {}
+        self._pending: list[tuple[float, dict[str, Any]]] = []
+
+    def setup(self, nanny: Any) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        from oomguard.oom.watch import KernelLogWatch
+
+        self._nanny = nanny
+        self._kmsg = KernelLogWatch(self.kernel_log)
+        self._kmsg.start()
+        self._callback = PeriodicCallback(self._guarded(self.sample), SAMPLE_INTERVAL_S * 1000)
+        self._callback.start()
+
+    def teardown(self, nanny: Any) -> None:
+        if self._callback is not None:
+            self._callback.stop()
+        if self._kmsg is not None:
+            self._kmsg.stop()
+
+    def _guarded(self, fn: Callable[[], None]) -> Callable[[], None]:
+        def call() -> None:
+            try:
+                fn()
+            except Exception:  # evidence gathering must never take the nanny down
+                import logging
+
+                logging.getLogger("oomguard.dask").exception("oomguard nanny plugin")
+
+        return call
+
+    def sample(self) -> None:
+        """One tick: notice a dead worker process, sample the live one, publish deaths."""
+        nanny = self._nanny
+        wp = getattr(nanny, "process", None)
+        proc = getattr(wp, "process", None)
+        if self._proc is not None and (proc is not self._proc or not self._proc.is_alive()):
+            if not self._proc.is_alive():
+                self._died(self._proc)
+                self._proc = None
+        if proc is not None and proc is not self._proc and proc.is_alive() and proc.pid:
+            from oomguard.oom.cgroupinfo import process_start_time
+
+            self._proc = proc
+            self._current = {
+                "pid": proc.pid,
+                "start_time": process_start_time(proc.pid),
+                "worker": getattr(nanny, "worker_address", None),
+                "counters_before": _counters(proc.pid),
+                "rss": None,
+                "peak_rss": 0,
+            }
+        if self._proc is not None and self._proc.is_alive():
+            rss = _rss(self._proc.pid)
+            if rss is not None:
+                self._current["rss"] = rss
+                self._current["peak_rss"] = max(self._current["peak_rss"], rss)
+        self._publish()
+
+    def _died(self, proc: Any) -> None:
+        record = dict(self._current)
+        pid = record.get("pid", proc.pid)
+        record["exitcode"] = proc.exitcode
+        before = record.get("counters_before")
+        # Read at once: the kill was counted before the signal was sent.
+        record["counters_after"] = (
+            _counters_at(before["path"], before["version"]) if before else None
+        )
+        mm = getattr(self._nanny, "memory_manager", None)
+        record["memory_limit"] = getattr(mm, "memory_limit", None)
+        record["nanny_terminated"] = getattr(mm, "_last_terminated_pid", None) == pid
+        record["kernel_log"] = self._kmsg.unavailable if self._kmsg is not None else None
+        self._pending.append((time.monotonic() + KERNEL_LOG_WAIT_S, record))
+
+    def _publish(self) -> None:
+        keep = []
+        for deadline, record in self._pending:
+            event = self._kmsg.find(pid=record.get("pid")) if self._kmsg is not None else None
+            if event is not None:
+                record["kernel"] = event.to_json()
+                record["kernel_lines"] = list(event.lines)
+            elif (
+                record.get("exitcode") == -9
+                and not record["nanny_terminated"]
+                and record["kernel_log"] is None
+                and time.monotonic() < deadline
+            ):
+                keep.append((deadline, record))  # the "Killed process" line can lag
+                continue
+            self._nanny.log_event(DEATH_TOPIC, record)
+        self._pending = keep

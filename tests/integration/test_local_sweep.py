@@ -1,0 +1,132 @@
+"""The local pool end to end: real SQLite, real worker processes, real kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import oomguard
+from oomguard.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -> None:
+    markers = tmp_path / "m"
+    markers.mkdir()
+    out = tmp_path / "out"
+    params = ({"x": i, "marker_dir": str(markers)} for i in range(200))
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
+        job = runner.sweep("fixtures.tasks:counted", params, replicates=3,
+                           aggregate="fixtures.tasks:total", out=str(out))
+        status = job.wait(timeout=180, progress=False)
+        assert status["counts"]["succeeded"] == 800
+        assert status["state"] == "succeeded"
+        assert job.results().num_rows == 600
+        assert job.failures() == []
+    tasks = pq.ParquetDataset(out / "tasks").read().to_pylist()
+    aggs = pq.ParquetDataset(out / "aggregates").read().to_pylist()
+    assert len(tasks) == 600 and len(aggs) == 200
+    assert sorted((r["x"], r["replicate"]) for r in tasks) == [
+        (x, rep) for x in range(200) for rep in range(3)
+    ]
+    assert all(r["y"] == 2 * r["x"] and r["attempts"] == 1 for r in tasks)
+    by_x = {r["x"]: r for r in aggs}
+    assert sorted(by_x) == list(range(200))
+    assert all(by_x[x]["sum_y"] == 6 * x and by_x[x]["n"] == 3 for x in by_x)
+    assert len(list(markers.iterdir())) == 600  # every replicate ran exactly once
+
+
+def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    params = [{"x": i, "pid_dir": str(pids), "seconds": 30.0 if i == 0 else 0.0}
+              for i in range(6)]
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
+        job = runner.sweep("fixtures.tasks:pid_then_sleep", params)
+        pid = int(_wait_for(lambda: (pids / "0.pid").exists() and (pids / "0.pid").read_text()))
+        os.kill(pid, signal.SIGKILL)
+        status = job.wait(timeout=60, progress=False)
+        assert status["counts"]["succeeded"] == 6
+        assert status["failures_by_class"] == {"killed": 1}
+        attempts = runner.store.attempts(1)
+        assert [a["failure_class"] for a in attempts] == ["killed", None]
+        assert attempts[0]["pid"] == pid
+        assert attempts[0]["evidence"]["signal_name"] == "SIGKILL"
+        assert len(runner.scheduler.executor.pool.workers) == 2
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    params = [{"account": "a", "x": i, "log_dir": str(logs), "seconds": 20.0 if i == 0 else 0.2}
+              for i in range(3)]
+    params.append({"account": "b", "x": 3, "log_dir": str(logs), "seconds": 0.2})
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
+        job = runner.sweep("fixtures.tasks:locked", params)
+        pid = int(_wait_for(lambda: (logs / "0.pid").exists() and (logs / "0.pid").read_text()))
+        time.sleep(0.5)
+        # While 0 holds account:a, no other task of account a has started.
+        started = [p.name.split("-")[0] for p in logs.iterdir() if not p.name.endswith(".pid")]
+        assert "1" not in started and "2" not in started
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        status = job.wait(timeout=60, progress=False)
+        assert status["counts"]["succeeded"] == 4
+        assert status["failures_by_class"] == {"killed": 1}
+        with runner.store.transaction() as db:
+            assert db.execute("SELECT COUNT(*) FROM locks").fetchone()[0] == 0
+    spans = []
+    for path in logs.iterdir():
+        if path.name.endswith(".pid") or not path.name.startswith(("0-", "1-", "2-")):
+            continue
+        lines = path.read_text().split("\n")
+        start = float(lines[0].split()[0])
+        end = float(lines[1].split()[0]) if len(lines) > 1 and lines[1] else killed_at
+        spans.append((start, end))
+    spans.sort()
+    assert len(spans) == 4  # 0 twice (killed, retried), 1, 2
+    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+        assert s2 >= e1 - 0.01, "two tasks with the same lock ran at once"
+
+
+def test_store_rejects_files_that_are_not_stores(tmp_path: Path) -> None:
+    bogus = tmp_path / "not-a-store"
+    bogus.write_text("hello, this is not sqlite" * 100)
+    with pytest.raises(oomguard.errors.NotAStoreError):
+        SqliteStore(bogus)
+    assert bogus.read_text().startswith("hello")
+
+
+def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text("\n".join(json.dumps({"message": f"boom {i}"}) for i in range(3)) + "\n")
+    store = str(tmp_path / "s.sqlite")
+    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
+              "--workers", "1", "--json")
+    assert res.returncode == 1, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["counts"]["failed"] == 3
+    assert summary["failures_by_class"] == {"error": 3}
+    res = cli("status", "--store", store, "--json")
+    info = json.loads(res.stdout)
+    tb = info["failures"][0]["attempts"][0]["evidence"]["traceback"]
+    assert "RuntimeError: boom" in tb

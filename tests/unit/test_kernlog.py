@@ -1,0 +1,274 @@
+"""Kernel OOM report parsing: the corpus of real reports, and each format rule."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from oomguard.errors import KernelLogUnavailable
+from oomguard.oom import kernlog_sources
+from oomguard.oom.kernlog import (
+    JSON_KEYS,
+    KernelLogFollower,
+    OomEvent,
+    OomLogParser,
+    iter_source_lines,
+    normalize_line,
+    parse_lines,
+    parse_text,
+)
+
+CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports"
+CASES = sorted(p.name[: -len(".log")] for p in CORPUS.glob("*.log"))
+
+
+def test_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 15
+    for name in CASES:
+        assert (CORPUS / f"{name}.expected.jsonl").exists(), name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus(name: str) -> None:
+    text = (CORPUS / f"{name}.log").read_text(encoding="utf-8")
+    expected = [
+        json.loads(line)
+        for line in (CORPUS / f"{name}.expected.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    got = [e.to_json() for e in parse_text(text)]
+    assert got == expected
+
+
+def test_to_json_has_exactly_the_documented_keys() -> None:
+    event = parse_text(
+        "[ 1.5] Out of memory: Killed process 7 (a) total-vm:1kB, anon-rss:2kB, "
+        "file-rss:3kB, shmem-rss:4kB, UID:5 pgtables:6kB oom_score_adj:-7"
+    )[0]
+    data = event.to_json()
+    assert tuple(data) == JSON_KEYS
+    assert "lines" not in data
+    assert data["oom_score_adj"] == -7 and data["uid"] == 5 and data["pgtables_kb"] == 6
+    assert event.rss_kb == 9
+    json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "stamp"),
+    [
+        ("[  190.933863] python invoked", "python invoked", 190.933863),
+        ("4,344,190933863,-;python invoked", "python invoked", 190.933863),
+        ("[Mon Nov 23 18:09:24 2026] python invoked", "python invoked", None),
+        ("Nov 23 18:09:24 host kernel: [   12.5] x y", "x y", 12.5),
+        ("Nov  3 18:09:24 host kernel: x y", "x y", None),
+        ("2024-05-01T10:00:00.123456+00:00 host kernel: x", "x", None),
+        ("[  190.933863] [ T3128] python invoked", "python invoked", 190.933863),
+        ("<4>[   5.000001] x", "x", 5.000001),
+        ("kern  :err   : [    1.000000] x", "x", 1.0),
+        ("6,1,5,-;tab\\x09here", "tab\there", 0.000005),
+    ],
+)
+def test_normalize_line_forms(line: str, text: str, stamp: float | None) -> None:
+    assert normalize_line(line) == (text, stamp)
+
+
+def test_kmsg_dictionary_lines_are_ignored() -> None:
+    assert normalize_line(" SUBSYSTEM=pci") is None
+    assert normalize_line(" DEVICE=+pci:0000:00:01.0") is None
+
+
+def test_journal_json_string_and_byte_list() -> None:
+    text = "Out of memory: Killed process 9 (x y) total-vm:1kB, anon-rss:1kB, file-rss:1kB"
+    as_bytes = {"MESSAGE": list(text.encode()), "_SOURCE_MONOTONIC_TIMESTAMP": "2500000"}
+    as_str = {"MESSAGE": text}
+    events = parse_lines([json.dumps(as_bytes), json.dumps(as_str)])
+    assert [e.victim_comm for e in events] == ["x y", "x y"]
+    assert events[0].timestamp == 2.5 and events[1].timestamp is None
+    assert events[0].lines == (text,)
+    assert normalize_line('{"no": "message"}') is None
+    assert normalize_line("{not json") is None
+
+
+def test_oom_type_rules() -> None:
+    def oom_type(text: str) -> str | None:
+        return parse_text(text)[0].oom_type
+
+    assert oom_type("Memory cgroup out of memory: Killed process 1 (a)") == "memcg"
+    assert oom_type("Out of memory: Killed process 1 (a)") == "global"
+    assert oom_type("Killed process 1 (a) total-vm:1kB") is None
+    assert oom_type("oom-kill:constraint=CONSTRAINT_MEMCG,task=a,pid=1,uid=0") == "memcg"
+    assert oom_type("oom-kill:constraint=CONSTRAINT_NONE,task=a,pid=1,uid=0") == "global"
+    assert oom_type("oom-kill:constraint=CONSTRAINT_CPUSET,global_oom,task=a,pid=1") == "global"
+    assert oom_type("Task in /a killed as a result of limit of /") == "memcg"
+
+
+def test_comm_with_spaces_and_parentheses() -> None:
+    (event,) = parse_text(
+        "Out of memory: Kill process 5 (my (odd) name) score 10 or sacrifice child\n"
+        "Killed process 6 (a) b (c)) total-vm:10kB, anon-rss:5kB, file-rss:1kB\n"
+        "oom_reaper: reaped process 6 (a) b (c)), now anon-rss:0kB, file-rss:0kB\n"
+    )
+    assert (event.selected_pid, event.score) == (5, 10)
+    assert (event.victim_pid, event.victim_comm, event.total_vm_kb) == (6, "a) b (c)", 10)
+    assert event.reaped
+
+
+def test_kill_sharing_memory_line_is_not_a_selection() -> None:
+    events = parse_text("Kill process 5 (x) sharing same memory\n")
+    assert events == []
+
+
+def test_cut_lines_keep_what_they_have() -> None:
+    (event,) = parse_text("Memory cgroup out of memory: Killed process 12 (pyth")
+    assert (event.victim_pid, event.victim_comm, event.oom_type) == (12, None, "memcg")
+    (event,) = parse_text("oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_al")
+    assert event.constraint == "CONSTRAINT_MEMCG" and event.victim_pid is None
+
+
+def test_old_invoker_with_oom_adj_and_cpu_line() -> None:
+    (event,) = parse_text(
+        "bash invoked oom-killer: gfp_mask=0x201da, order=0, oom_adj=0, oom_score_adj=0\n"
+        "Pid: 77, comm: bash Not tainted 2.6.32 #1\n"
+        "Out of memory: Kill process 80 (java) score 900 or sacrifice child\n"
+        "Killed process 80 (java) vsz:100kB, anon-rss:50kB, file-rss:1kB\n"
+    )
+    assert (event.invoker_comm, event.invoker_pid, event.victim_pid) == ("bash", 77, 80)
+    assert event.total_vm_kb is None and event.anon_rss_kb == 50
+
+
+def test_reaper_reaches_earlier_event_after_other_lines() -> None:
+    events = parse_text(
+        "[1.0] a invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0\n"
+        "[1.1] Out of memory: Killed process 10 (a) total-vm:1kB\n"
+        "[1.2] some other kernel message\n"
+        "[1.3] b invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0\n"
+        "[1.4] oom_reaper: reaped process 10 (a), now anon-rss:0kB\n"
+        "[1.5] Out of memory: Killed process 11 (b) total-vm:1kB\n"
+    )
+    assert [(e.victim_pid, e.reaped, e.timestamp) for e in events] == [
+        (10, True, 1.0),
+        (11, False, 1.3),
+    ]
+    assert events[0].lines[-1].endswith("reaped process 10 (a), now anon-rss:0kB")
+
+
+def test_reaper_for_unknown_pid_is_ignored() -> None:
+    assert parse_text("oom_reaper: reaped process 99 (x), now anon-rss:0kB") == []
+
+
+def test_feed_hands_out_events_as_the_next_report_reaches_its_kill() -> None:
+    parser = OomLogParser()
+    assert parser.feed("Out of memory: Killed process 1 (a) total-vm:1kB") == []
+    partial = parser.partial()
+    assert partial is not None and partial.victim_pid == 1
+    assert parser.feed("x invoked oom-killer: gfp_mask=0x0, order=0") == []
+    assert [e.victim_pid for e in parser.pending()] == [1, None]
+    done = parser.feed("Out of memory: Killed process 2 (b) total-vm:1kB")
+    assert [e.victim_pid for e in done] == [1]
+    assert [e.victim_pid for e in parser.flush()] == [2]
+    assert parser.partial() is None and parser.flush() == []
+
+
+def test_v1_task_in_line_and_memcg_kill() -> None:
+    (event,) = parse_text(
+        "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0\n"
+        "CPU: 1 PID: 9949 Comm: java Tainted: P OE 3.10.0-327.13.1.el7.x86_64 #1\n"
+        "Task in /docker/abc killed as a result of limit of /docker\n"
+        "memory: usage 65536kB, limit 65536kB, failcnt 19\n"
+        "Memory cgroup out of memory: Kill process 9949 (java) score 1000 or sacrifice child\n"
+        "Killed process 9949 (java) total-vm:100kB, anon-rss:60kB, file-rss:0kB\n"
+    )
+    assert (event.task_memcg, event.oom_memcg, event.oom_type) == (
+        "/docker/abc",
+        "/docker",
+        "memcg",
+    )
+    assert event.invoker_pid == 9949 and event.score == 1000
+    assert any("limit 65536kB" in line for line in event.lines)
+
+
+def test_never_raises_on_garbage() -> None:
+    for junk in ["", "\x00\xff", "(", ")", "Killed process", "oom-kill:", "{", "1,2,3;"]:
+        parse_text(junk)
+        parse_lines([junk, junk + "\n"])
+
+
+def test_follower_reads_kmsg_records_from_a_file(tmp_path: Path) -> None:
+    log = tmp_path / "kmsg"
+    log.write_text(
+        "6,1,1000000,-;hello\n SUBSYSTEM=x\n"
+        "3,2,2500000,-;Out of memory: Killed process 3 (a\\x20b) total-vm:1kB\n"
+    )
+    follower = KernelLogFollower(log)
+    follower.open(from_start=True)
+    try:
+        lines = follower.read_new()
+        assert lines == [
+            "[    1.000000] hello",
+            "[    2.500000] Out of memory: Killed process 3 (a b) total-vm:1kB",
+        ]
+        assert follower.read_new() == []
+    finally:
+        follower.close()
+    (event,) = parse_lines(lines)
+    assert (event.victim_comm, event.timestamp) == ("a b", 2.5)
+
+
+def test_follower_reports_why_it_cannot_open(tmp_path: Path) -> None:
+    follower = KernelLogFollower(tmp_path / "missing")
+    with pytest.raises(KernelLogUnavailable, match="no such file"):
+        follower.open()
+    reason = kernlog_sources._reason(OSError(errno.EPERM, os.strerror(errno.EPERM)), "/dev/kmsg")
+    assert "dmesg_restrict" in reason and "CAP_SYSLOG" in reason
+
+
+@pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable")
+def test_follower_on_real_kmsg_does_not_block() -> None:
+    with KernelLogFollower() as follower:
+        assert isinstance(follower.read_new(), list)  # only records written since open
+    follower = KernelLogFollower()
+    follower.open(from_start=True)
+    try:
+        assert all(isinstance(line, str) for line in follower.read_new())
+    finally:
+        follower.close()
+
+
+def test_iter_source_lines_file_and_errors(tmp_path: Path) -> None:
+    log = tmp_path / "k.log"
+    log.write_text("[  10.0] old\n[ 500.0] new\nno stamp\n")
+    assert [line.strip() for line in iter_source_lines(str(log), None, False)] == [
+        "[  10.0] old",
+        "[ 500.0] new",
+        "no stamp",
+    ]
+    kept = [line.strip() for line in iter_source_lines(str(log), 400.0, False)]
+    assert kept == ["[ 500.0] new", "no stamp"]
+    with pytest.raises(KernelLogUnavailable, match="cannot read"):
+        list(iter_source_lines(str(tmp_path / "nope"), None, False))
+
+
+def test_auto_source_explains_every_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(name: str, follow: bool) -> object:
+        raise KernelLogUnavailable(f"{name} broken")
+
+    real = kernlog_sources._open_source
+
+    def fake(source: str, follow: bool) -> object:
+        if source == "auto":
+            return real(source, follow)
+        return fail(source, follow)
+
+    monkeypatch.setattr(kernlog_sources, "_open_source", fake)
+    with pytest.raises(KernelLogUnavailable, match=r"kmsg broken.*dmesg broken.*journal broken"):
+        list(kernlog_sources.iter_source_lines("auto", None, False))
+
+
+def test_event_is_frozen() -> None:
+    event = OomEvent(victim_pid=1)
+    with pytest.raises(AttributeError):
+        event.victim_pid = 2  # type: ignore[misc]
