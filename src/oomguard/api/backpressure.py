@@ -93,7 +93,7 @@ class PendingCounter:
 
 @dataclass
 class MemoryPressure:
-    """On above ``high`` × limit, off again only below ``low`` × limit (hysteresis)."""
+    """On above ``high`` * limit, off again only below ``low`` * limit (hysteresis)."""
 
     limit_bytes: int
     high: float = 0.80

@@ -25,6 +25,8 @@ class MetricsSource(Protocol):
 
     def failure_counts(self) -> dict[tuple[str, str], int]: ...
 
+    def failed_tasks(self) -> dict[tuple[str, str], int]: ...
+
     def scheduler_rss(self) -> int: ...
 
     def scheduler_memory_limit(self) -> int: ...
@@ -60,8 +62,17 @@ class _StateCollector(Collector):
         for (cls, fn), n in sorted(src.failure_counts().items()):
             failures.add_metric([cls, fn], n)
         yield failures
+        failed = GaugeMetricFamily(
+            "oomguard_failed_tasks",
+            "Tasks failed for good by final class (needs_more_memory, ...) and function",
+            labels=["class", "function"],
+        )
+        for (cls, fn), n in sorted(src.failed_tasks().items()):
+            failed.add_metric([cls, fn], n)
+        yield failed
         yield GaugeMetricFamily(
-            "oomguard_scheduler_rss_bytes", "Resident memory of the scheduler/server process",
+            "oomguard_scheduler_rss_bytes",
+            "Resident memory of the scheduler/server process",
             value=src.scheduler_rss(),
         )
         yield GaugeMetricFamily(
@@ -72,17 +83,20 @@ class _StateCollector(Collector):
         budget = src.memory_budget()
         if budget is not None:
             yield GaugeMetricFamily(
-                "oomguard_memory_budget_bytes", "Memory the scheduler may hand out to tasks",
+                "oomguard_memory_budget_bytes",
+                "Memory the scheduler may hand out to tasks",
                 value=budget,
             )
         admitted = src.memory_admitted()
         if admitted is not None:
             yield GaugeMetricFamily(
-                "oomguard_memory_admitted_bytes", "Memory admitted to running attempts",
+                "oomguard_memory_admitted_bytes",
+                "Memory admitted to running attempts",
                 value=admitted,
             )
         workers = GaugeMetricFamily(
-            "oomguard_worker_rss_bytes", "Resident memory of each worker (with children)",
+            "oomguard_worker_rss_bytes",
+            "Resident memory of each worker (with children)",
             labels=["worker"],
         )
         for name, rss in sorted(src.worker_rss().items()):
@@ -107,11 +121,17 @@ class ServerMetrics:
             ["reason"],
             registry=self.registry,
         )
-        for reason in ("queue_full", "namespace_quota", "scheduler_memory_pressure",
-                       "payload_too_large"):
+        for reason in (
+            "queue_full",
+            "namespace_quota",
+            "scheduler_memory_pressure",
+            "payload_too_large",
+        ):
             self.rejected.labels(reason)
         self.accepted = Counter(
-            "oomguard_submitted_tasks", "Tasks accepted over HTTP", ["namespace"],
+            "oomguard_submitted_tasks",
+            "Tasks accepted over HTTP",
+            ["namespace"],
             registry=self.registry,
         )
         self.registry.register(_StateCollector(source))

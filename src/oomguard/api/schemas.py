@@ -26,7 +26,7 @@ class SubmitRequest(_Strict):
     called ``fn(**args, replicate=i)``, so the function must accept ``replicate``.
     ``batch_size``: rows per insert transaction while the batch is stored (the scheduler
     starts on the first rows while the rest are written).
-    The job holds ``groups × fanout`` tasks and is accepted whole or refused whole.
+    The job holds ``groups * fanout`` tasks and is accepted whole or refused whole.
     """
 
     task: str = Field(

@@ -80,12 +80,51 @@ def _trim() -> None:
     malloc_trim()
 
 
+#: started keys the Dask scheduler remembers (oldest forgotten first)
+STARTED_KEEP = 100_000
+
+
+def _first_start(dask_scheduler: Any, key: str) -> bool:
+    """On the Dask scheduler: True the first time ``key`` starts, False ever after."""
+    from collections import OrderedDict
+
+    started = getattr(dask_scheduler, "_oomguard_started", None)
+    if started is None:
+        started = dask_scheduler._oomguard_started = OrderedDict()
+    if key in started:
+        return False
+    started[key] = True
+    while len(started) > STARTED_KEEP:
+        started.popitem(last=False)
+    return True
+
+
+def was_started(dask_scheduler: Any, key: str) -> bool:
+    """On the Dask scheduler: whether ``key`` ever started running on a worker."""
+    return key in (getattr(dask_scheduler, "_oomguard_started", None) or {})
+
+
+def _already_started() -> bool:
+    """Whether this attempt's key ran before: Dask recomputes a finished key whose worker
+    died before oomguard gathered it; the attempt must not run twice behind its back."""
+    try:
+        from distributed import get_client, get_worker
+
+        key = str(get_worker().get_current_task())
+        first: bool = get_client().run_on_scheduler(_first_start, key=key)  # type: ignore[no-untyped-call]
+        return not first
+    except (ImportError, ValueError):
+        return False  # not on a Dask worker (called directly): nothing to guard
+
+
 def run_call(item: dict[str, Any]) -> dict[str, Any]:
     """Run one call item on this Dask worker; return its outcome as plain data."""
     import resource
 
     from oomguard.worker.child import _run_one
 
+    if _already_started():
+        return {"duplicate": True, "worker": _worker_identity()[0], "pid": os.getpid()}
     rss_before = _rss() or 0
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.time()
@@ -132,7 +171,7 @@ def _worker_identity() -> tuple[str | None, int | None]:
     return str(worker.address), getattr(plugin, "baseline", None)
 
 
-class WorkerEvidencePlugin(WorkerPlugin):  # type: ignore[misc]
+class WorkerEvidencePlugin(WorkerPlugin):
     """Dask worker plugin: raises ``oom_score_adj``, records the worker's baseline RSS."""
 
     idempotent = False
@@ -165,7 +204,7 @@ class WorkerEvidencePlugin(WorkerPlugin):  # type: ignore[misc]
         return None
 
 
-class NannyEvidencePlugin(NannyPlugin):  # type: ignore[misc]
+class NannyEvidencePlugin(NannyPlugin):
     """Dask nanny plugin: watches the worker process and reports how it died."""
 
     idempotent = False
@@ -213,10 +252,10 @@ class NannyEvidencePlugin(NannyPlugin):  # type: ignore[misc]
         nanny = self._nanny
         wp = getattr(nanny, "process", None)
         proc = getattr(wp, "process", None)
-        if self._proc is not None and (proc is not self._proc or not self._proc.is_alive()):
-            if not self._proc.is_alive():
-                self._died(self._proc)
-                self._proc = None
+        old = self._proc
+        if old is not None and not old.is_alive():
+            self._died(old)
+            self._proc = None
         if proc is not None and proc is not self._proc and proc.is_alive() and proc.pid:
             from oomguard.oom.cgroupinfo import process_start_time
 
@@ -231,7 +270,7 @@ class NannyEvidencePlugin(NannyPlugin):  # type: ignore[misc]
             }
         if self._proc is not None and self._proc.is_alive():
             rss = _rss(self._proc.pid)
-            if rss is not None:
+            if rss:  # 0: a process being torn down
                 self._current["rss"] = rss
                 self._current["peak_rss"] = max(self._current["peak_rss"], rss)
         self._publish()

@@ -95,6 +95,8 @@ class Scheduler:
         self._parts_at = 0.0
         self._cancel_check_at = 0.0
         self._next_attempt = 0
+        #: memory keys that had an OOM kill: their tasks are not batched
+        self.oom_keys: set[str | None] = set()
         self.started = False
 
     # -- start and stop ---------------------------------------------------------------
@@ -261,7 +263,8 @@ class Scheduler:
                 continue
             group = [run]
             # Batch short tasks of the same key for one worker (each still runs alone).
-            if batch_max > 1 and task.timeout is None and not task.lock_key and run.probe is False:
+            if (batch_max > 1 and task.timeout is None and not task.lock_key and not run.probe
+                    and run.key not in self.oom_keys):
                 while self.window and len(group) < batch_max:
                     nxt = self.window[0]
                     if (nxt.timeout is not None or nxt.lock_key or nxt.kind != task.kind
@@ -294,6 +297,7 @@ class Scheduler:
         n = task.attempts + 1
         task.attempts = n
         run = Running(attempt_id, task, n, key, probe, limit if admit else 0, now)
+        self.admission.forget(task.id)
         if admit:
             self.admission.start(attempt_id, limit, key, not probe)
         if task.timeout:
@@ -369,14 +373,19 @@ class Scheduler:
             run = self.running.pop(event[1], None)
             if run is not None:
                 self._release(run)
+                run.task.attempts -= 1
                 if run.claim is not None:
-                    self.ops = [op for op in self.ops if op[1] is not run.claim]
-                    run.task.attempts -= 1
-                    self.window.appendleft(run.task)
+                    self.ops = [op for op in self.ops if op[1] is not run.claim
+                                and not (op[0] == "task_running"
+                                         and op[1]["task_id"] == run.task.id
+                                         and op[1]["n"] == run.n)]
                 else:
                     self._op("end_attempt", self._end_params(
-                        run, "failed", "lost", {"reason": "worker died before it started"}, None))
-                    self.window.appendleft(run.task)
+                        run, "skipped", None, {"reason": "its worker died before starting it"},
+                        None))
+                    self._op("task_requeued", {"task_id": run.task.id, "n": run.task.attempts,
+                                               "now": time.time()})
+                self.window.appendleft(run.task)
 
     def _end_params(
         self, run: Running, state: str, fc: str | None, evidence: dict[str, Any] | None,
@@ -440,6 +449,7 @@ class Scheduler:
         final_class = fc
         error = message or fc.value
         if fc.is_oom:
+            self.oom_keys.add(run.key)
             task.oom_attempts += 1
             given = run.limit
             cap = self.admission.cap
@@ -553,6 +563,8 @@ class Scheduler:
         if not cancelled:
             return
         self.window = deque(t for t in self.window if t.id not in cancelled)
+        for task_id in cancelled:
+            self.admission.forget(task_id)
         for run in list(self.running.values()):
             if run.task.id in cancelled:
                 self.executor.kill(run, "cancel", {})

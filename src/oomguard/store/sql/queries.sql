@@ -64,3 +64,6 @@ DELETE FROM locks WHERE attempt_id = :attempt_id;
 
 -- name: acquire_lock
 INSERT INTO locks (key, attempt_id, task_id) VALUES (:key, :attempt_id, :task_id);
+
+-- name: task_requeued
+UPDATE tasks SET state = 'queued', attempts = :n, updated_at = :now WHERE id = :task_id;

@@ -1,0 +1,7 @@
+"""The HTTP API of ``oomguard serve``: app factory, schemas, metrics, backpressure, client."""
+
+from __future__ import annotations
+
+from oomguard.api.app import ServerSettings, ServerState, create_app
+
+__all__ = ["ServerSettings", "ServerState", "create_app"]

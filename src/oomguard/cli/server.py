@@ -1,0 +1,437 @@
+"""``oomguard serve``, the HTTP clients ``submit``, ``submit-batch``, ``profile heap``, and
+:func:`remote_status` (``oomguard status --server URL``)."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from oomguard.cli.exit_codes import ExitCode
+from oomguard.errors import ConfigError, OomguardError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_LISTEN = "127.0.0.1:8765"
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": f"OOMGUARD_{name}", "show_envvar": True}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) → (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--listen {value!r} is not HOST:PORT")
+    host = host.strip("[]")
+    if not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen {value!r}: port out of range")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exit_code_for_client(err: OomguardError) -> ExitCode:
+    from oomguard.api.client import ApiError, ServerConnectionError
+
+    if isinstance(err, ServerConnectionError):
+        return ExitCode.CONNECTION
+    if isinstance(err, ApiError):
+        status = int(getattr(err, "status", 0))
+        if status == 404:
+            return ExitCode.NOT_FOUND
+        if status in (400, 413, 415, 422):
+            return ExitCode.PAYLOAD
+        if status == 429:
+            return ExitCode.BACKPRESSURE
+        if status in (401, 403):
+            return ExitCode.USAGE
+        return ExitCode.UNAVAILABLE
+    return ExitCode.USAGE
+
+
+def _client_errors(fn: F) -> F:
+    """Connection and HTTP errors become a message and an exit code (never a traceback)."""
+    from oomguard.api.client import ApiError, ServerConnectionError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ApiError, ServerConnectionError) as err:
+            click.echo(f"oomguard: error: {err}", err=True)
+            raise SystemExit(int(exit_code_for_client(err))) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _args(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not valid JSON: {err}", param_hint="--args") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object of keyword arguments", param_hint="--args")
+    return value
+
+
+def _client(server: str, token_file: str | None, retries: int = 8) -> Any:
+    from oomguard.api.client import ApiClient, load_token
+
+    return ApiClient(server, load_token(token_file), retries=retries)
+
+
+server_option = click.option(
+    "--server",
+    required=True,
+    metavar="URL",
+    help="URL of an oomguard serve server",
+    **_env("SERVER"),
+)
+token_option = click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="file holding the server's bearer token",
+    **_env("TOKEN_FILE"),
+)
+retries_option = click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="retries of a submission refused with 429 (exponential backoff, Retry-After)",
+    **_env("RETRIES"),
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON", **_env("JSON"))
+
+
+@click.command()
+@click.option(
+    "--store",
+    default="oomguard.sqlite",
+    show_default=True,
+    **_env("STORE"),
+    help="the SQLite store file",
+)
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    **_env("LISTEN"),
+    help="HOST:PORT to serve on; an address other than loopback needs --token-file",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    **_env("WORKERS"),
+    help="worker processes [default: CPU count]",
+)
+@click.option(
+    "--tasks-module",
+    "tasks_modules",
+    multiple=True,
+    **_env("TASKS_MODULE"),
+    help="module whose functions may be submitted (repeat) [default: oomguard.examples]",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    **_env("TOKEN_FILE"),
+    help="file holding the bearer token every request must send",
+)
+@click.option(
+    "--max-pending-tasks",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    **_env("MAX_PENDING_TASKS"),
+    help="accepted-but-unfinished tasks over which submissions get 429 queue_full",
+)
+@click.option(
+    "--scheduler-memory-limit",
+    default=None,
+    metavar="SIZE",
+    **_env("SCHEDULER_MEMORY_LIMIT"),
+    help="the server's own memory limit [default: half the container limit, or 1GiB]",
+)
+@click.option(
+    "--namespace-quota",
+    "namespace_quotas",
+    multiple=True,
+    metavar="NS=N",
+    **_env("NAMESPACE_QUOTA"),
+    help="pending-task quota of a namespace (repeat)",
+)
+@click.option(
+    "--heap-profiling",
+    is_flag=True,
+    **_env("HEAP_PROFILING"),
+    help="trace allocations and serve /v1/debug/heap",
+)
+def serve(
+    store: str,
+    listen: str,
+    workers: int | None,
+    tasks_modules: tuple[str, ...],
+    token_file: str | None,
+    max_pending_tasks: int,
+    scheduler_memory_limit: str | None,
+    namespace_quotas: tuple[str, ...],
+    heap_profiling: bool,
+) -> None:
+    """Run the scheduler, its workers and the HTTP API in one process."""
+    import uvicorn
+
+    from oomguard.api.app import (
+        ServerSettings,
+        ServerState,
+        container_memory_limit,
+        create_app,
+        read_token,
+        resolve_scheduler_memory_limit,
+    )
+    from oomguard.api.backpressure import parse_quotas
+    from oomguard.units import format_size, parse_size
+
+    host, port = parse_listen(listen)
+    token = read_token(token_file) if token_file else None
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve on {host} without --token-file: only loopback addresses "
+            "may be served without a bearer token"
+        )
+    try:
+        quotas = parse_quotas(namespace_quotas)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    limit = resolve_scheduler_memory_limit(
+        parse_size(scheduler_memory_limit) if scheduler_memory_limit else None,
+        container_memory_limit(),
+    )
+    settings = ServerSettings(
+        store=store,
+        workers=workers,
+        task_modules=tasks_modules or ("oomguard.examples",),
+        token=token,
+        max_pending_tasks=max_pending_tasks,
+        namespace_quotas=quotas,
+        scheduler_memory_limit=limit,
+        heap_profiling=heap_profiling,
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ConfigError(f"cannot listen on {listen}: {err.strerror or err}") from None
+    state = ServerState(settings)
+    try:
+        state.start()
+        app = create_app(state)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        click.echo(
+            f"oomguard: serving on http://{shown}:{bound} (store {store}, "
+            f"{state.runner.config.workers} workers, scheduler memory limit "
+            f"{format_size(limit)}, max pending {max_pending_tasks})",
+            err=True,
+        )
+        sys.stderr.flush()
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+        state.close()
+
+
+def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(
+            f"job {result['job_id']}: {result['tasks']} task(s) accepted "
+            f"(namespace {result['namespace']})"
+        )
+
+
+@click.command()
+@click.argument("task")
+@server_option
+@click.option(
+    "--args",
+    "args_json",
+    default=None,
+    metavar="JSON",
+    **_env("ARGS"),
+    help="keyword arguments as a JSON object",
+)
+@click.option("--namespace", default="default", show_default=True, **_env("NAMESPACE"))
+@token_option
+@retries_option
+@json_option
+@_client_errors
+def submit(
+    task: str,
+    server: str,
+    args_json: str | None,
+    namespace: str,
+    token_file: str | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Submit one TASK (module:function) with JSON arguments to a server."""
+    body = {"task": task, "args": _args(args_json), "namespace": namespace}
+    with _client(server, token_file, retries) as client:
+        _print_submitted(client.post("/v1/jobs", body), as_json)
+
+
+@click.command("submit-batch")
+@click.argument("task")
+@server_option
+@click.option(
+    "--count", type=click.IntRange(min=1), required=True, **_env("COUNT"), help="parameter groups"
+)
+@click.option(
+    "--fanout",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    **_env("FANOUT"),
+    help="tasks per group, called with replicate=0..F-1",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    **_env("BATCH_SIZE"),
+    help="rows per insert transaction on the server",
+)
+@click.option(
+    "--args",
+    "args_json",
+    default=None,
+    metavar="JSON",
+    **_env("ARGS"),
+    help="keyword arguments of every task, as a JSON object",
+)
+@click.option("--namespace", default="default", show_default=True, **_env("NAMESPACE"))
+@token_option
+@retries_option
+@json_option
+@_client_errors
+def submit_batch(
+    task: str,
+    server: str,
+    count: int,
+    fanout: int,
+    batch_size: int | None,
+    args_json: str | None,
+    namespace: str,
+    token_file: str | None,
+    retries: int,
+    as_json: bool,
+) -> None:
+    """Submit COUNT x FANOUT tasks of TASK as one job (accepted whole or refused whole)."""
+    body: dict[str, Any] = {
+        "task": task,
+        "args": _args(args_json),
+        "namespace": namespace,
+        "count": count,
+        "fanout": fanout,
+    }
+    if batch_size is not None:
+        body["batch_size"] = batch_size
+    with _client(server, token_file, retries) as client:
+        _print_submitted(client.post("/v1/jobs", body), as_json)
+
+
+@click.group()
+def profile() -> None:
+    """Profile a running server."""
+
+
+@profile.command("heap")
+@server_option
+@token_option
+@click.option(
+    "--limit", type=click.IntRange(1, 500), default=25, show_default=True, **_env("LIMIT")
+)
+@json_option
+@_client_errors
+def profile_heap(server: str, token_file: str | None, limit: int, as_json: bool) -> None:
+    """Top allocation sites of a server started with --heap-profiling."""
+    from oomguard.units import format_size
+
+    with _client(server, token_file) as client:
+        report = client.get("/v1/debug/heap", limit=limit)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(
+        f"rss {format_size(report['rss_bytes'])}, traced "
+        f"{format_size(report['traced_current_bytes'])} (peak "
+        f"{format_size(report['traced_peak_bytes'])})"
+    )
+    for site in report["top"]:
+        click.echo(f"{format_size(site['size_bytes']):>10}  {site['count']:>8}  {site['site']}")
+
+
+def remote_status(url: str, job: str | None, token_file: str | None, as_json: bool) -> int:
+    """``oomguard status --server URL [JOB]``: print a job's status; return the exit code.
+
+    Without JOB, the newest job. ``TASKS_FAILED`` when the job finished with failures.
+    """
+    from oomguard.api.client import ApiError, ServerConnectionError
+
+    try:
+        with _client(url, token_file) as client:
+            if job is None:
+                jobs = client.get("/v1/jobs", limit=1)["jobs"]
+                if not jobs:
+                    click.echo("oomguard: error: the server has no jobs", err=True)
+                    return int(ExitCode.NOT_FOUND)
+                job = str(jobs[0]["job_id"])
+            status = client.get(f"/v1/jobs/{job}")
+    except (ApiError, ServerConnectionError) as err:
+        click.echo(f"oomguard: error: {err}", err=True)
+        return int(exit_code_for_client(err))
+    if as_json:
+        click.echo(json.dumps(status))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in status["counts"].items() if v)
+        click.echo(
+            f"job {status['job_id']} ({status['name']}, namespace "
+            f"{status['namespace']}): {status['state']}, {status['finished']}/"
+            f"{status['tasks']} finished" + (f" [{counts}]" if counts else "")
+        )
+        for cls, n in sorted(status["failures_by_class"].items()):
+            click.echo(f"  failed attempts {cls}: {n}")
+    return int(ExitCode.TASKS_FAILED if status["state"] == "failed" else ExitCode.OK)
+
+
+def register(cli: click.Group) -> None:
+    for command in (serve, submit, submit_batch, profile):
+        cli.add_command(command)
+
+
+__all__ = ["register", "remote_status"]

@@ -1,0 +1,661 @@
+"""The Dask executor: attempts run on an existing Dask distributed cluster.
+
+The same promises as the local pool, on Dask:
+
+* **Bounded in-flight window.** At most ``2 * (total worker threads)`` attempts are Dask
+  futures at any time (:meth:`DaskExecutor.free_slots`); the rest of the job stays in the
+  store. Each future is gathered as soon as it finishes and released at once, so results
+  never pile up in distributed memory and a worker's death loses at most the attempts it
+  was running: every finished result is already in oomguard's store.
+* **Memory-aware placement.** Each attempt asks for ``resources={"MEMORY": limit}`` (its
+  admission limit, capped at the largest worker's MEMORY so it can be placed at all);
+  workers advertise ``--resources MEMORY=<their memory limit in bytes>``. A cluster whose
+  workers have no MEMORY resource still runs jobs, without the request (logged once).
+* **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``; with the
+  scheduler's ``distributed.scheduler.allowed-failures`` at 0 a worker death makes the
+  attempt's future fail with ``KilledWorker``, which is treated as the death of the worker
+  running it and classified from the evidence of :mod:`oomguard.executors.dask_plugin`
+  (:func:`classify_dask_death`), then reported as a failed outcome so the scheduler's
+  retry and OOM-escalation rules apply unchanged.
+* **Recycling.** The task wrapper collects garbage and trims malloc after every task and
+  reports the worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory
+  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is restarted through
+  its nanny, counted in :attr:`DaskExecutor.recycles` by reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from oomguard.config import RunnerConfig
+from oomguard.errors import ConfigError
+from oomguard.executors.base import call_item
+from oomguard.jobs.model import FailureClass
+
+log = logging.getLogger("oomguard.executor.dask")
+
+MISSING = "the dask executor needs dask[distributed]: pip install 'oomguard[dask]'"
+#: a worker is "near its memory limit" at death above this fraction of it
+NEAR_LIMIT = 0.9
+#: how long to wait for the nanny's death record after a worker died
+EVIDENCE_WAIT_S = 1.5
+WORKERS_REFRESH_S = 1.0
+
+
+@dataclass
+class DaskWorkerRef:
+    """Where an attempt ran, for the attempt's row (``name`` is the worker's address)."""
+
+    name: str | None = None
+    pid: int | None = None
+
+
+@dataclass
+class Flight:
+    run: Any
+    future: Any
+    limit: int
+    sent: float
+
+
+@dataclass
+class PendingDeath:
+    run: Any
+    address: str
+    pid: int | None
+    deadline: float
+    limit: int
+
+
+@dataclass
+class Counters:
+    submitted: int = 0
+    gathered: int = 0
+    worker_deaths: int = 0
+    requeued: int = 0
+    lost_before_gather: int = 0
+    max_in_flight: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as err:
+        raise ConfigError(MISSING) from err
+    return distributed
+
+
+def classify_dask_death(
+    *,
+    pid: int | None,
+    address: str,
+    record: dict[str, Any] | None,
+    nanny_restart: dict[str, Any] | None,
+    memory_limit: int | None,
+) -> tuple[FailureClass, dict[str, Any], int | None]:
+    """The class of a Dask worker's death, the evidence that decided it, and its peak.
+
+    ``record`` is the nanny plugin's death record, ``nanny_restart`` the nanny's own
+    ``worker-restart-memory`` event for the pid; either may be missing (no nanny, plugin
+    not registered, evidence late). Kernel evidence comes first: a kernel OOM kill names
+    the pid in its ``Killed process`` line (``oom_system`` when global, ``oom_cgroup`` when
+    a memory cgroup's limit), or the worker's cgroup ``oom_kill`` counter rose while it
+    died by SIGKILL. Then the nanny's memory-limit restart, or RSS near the limit at death:
+    ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
+    """
+    from oomguard.oom.classify import describe_status
+
+    rec = record or {}
+    evidence: dict[str, Any] = {"executor": "dask", "worker": address, "pid": pid}
+    exitcode = rec.get("exitcode")
+    if exitcode is not None:
+        # multiprocessing's exitcode: -N for "killed by signal N", as a wait status.
+        status = (-exitcode) & 0x7F if exitcode < 0 else (exitcode & 0xFF) << 8
+        evidence.update(describe_status(status))
+        evidence["exitcode"] = exitcode
+    for key in (
+        "start_time",
+        "rss",
+        "peak_rss",
+        "memory_limit",
+        "counters_before",
+        "counters_after",
+        "kernel",
+        "kernel_lines",
+        "kernel_log",
+        "nanny_terminated",
+    ):
+        if rec.get(key) is not None:
+            evidence["pid_start_time" if key == "start_time" else key] = rec[key]
+    if record is None:
+        evidence["nanny_record"] = "none received: no nanny, or the plugin is not registered"
+    limit = rec.get("memory_limit") or memory_limit
+    if limit:
+        evidence["worker_memory_limit"] = limit
+    peak = rec.get("peak_rss") or (nanny_restart or {}).get("rss") or None
+    sigkill = exitcode == -9
+    kernel = rec.get("kernel")
+    if kernel:
+        if kernel.get("oom_type") == "global" or kernel.get("constraint") == "CONSTRAINT_NONE":
+            return FailureClass.OOM_SYSTEM, evidence, peak
+        return FailureClass.OOM_CGROUP, evidence, peak
+    before, after = rec.get("counters_before") or {}, rec.get("counters_after") or {}
+    if sigkill and (after.get("oom_kill") or 0) > (before.get("oom_kill") or 0):
+        return FailureClass.OOM_CGROUP, evidence, peak
+    if nanny_restart is not None or rec.get("nanny_terminated"):
+        evidence["killed_by"] = "dask nanny (worker memory limit)"
+        if nanny_restart is not None:
+            evidence["nanny_rss"] = nanny_restart.get("rss")
+        return FailureClass.OOM_WATCHDOG, evidence, peak
+    last = rec.get("rss")
+    if limit and last and last >= NEAR_LIMIT * limit:
+        evidence["killed_by"] = "near the worker memory limit at death"
+        return FailureClass.OOM_WATCHDOG, evidence, peak
+    if exitcode is None or sigkill:
+        return FailureClass.KILLED, evidence, peak
+    return FailureClass.CRASHED, evidence, peak
+
+
+class DaskExecutor:
+    """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
+
+    def __init__(self, config: RunnerConfig, isolation: Any) -> None:
+        _import_distributed()
+        if not config.dask_address:
+            raise ConfigError(
+                "the dask executor needs the scheduler's address: --dask-address tcp://HOST:8786"
+            )
+        self.config = config
+        self.isolation = isolation
+        self.client: Any = None
+        self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
+        self.inflight: dict[int, Flight] = {}
+        self.backlog: deque[tuple[Any, int]] = deque()
+        self.done: queue.Queue[Any] = queue.Queue()
+        self.deaths: list[PendingDeath] = []
+        self.recycles: dict[str, int] = {}
+        self.counters = Counters()
+        self.workers: dict[str, dict[str, Any]] = {}
+        self.has_memory = False
+        self._store: Any = None
+        self._workers_at = 0.0
+        self._warned_no_memory = False
+        self._started = 0.0
+        self._restarting: set[str] = set()
+        self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._tasks_on: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- start and stop ---------------------------------------------------------------
+
+    def start(self) -> None:
+        distributed = _import_distributed()
+        from oomguard.executors.dask_plugin import (
+            PLUGIN_NAME,
+            NannyEvidencePlugin,
+            WorkerEvidencePlugin,
+        )
+
+        try:
+            self.client = distributed.Client(
+                self.config.dask_address, timeout="10s", set_as_default=False
+            )
+        except (OSError, TimeoutError) as err:
+            raise ConfigError(
+                f"cannot connect to the Dask scheduler at {self.config.dask_address}: {err}"
+            ) from err
+        self._started = time.time()
+        self.client.register_plugin(
+            WorkerEvidencePlugin(self.config.worker_oom_score_adj), name=PLUGIN_NAME
+        )
+        self.client.register_plugin(NannyEvidencePlugin(self.config.kernel_log), name=PLUGIN_NAME)
+        self._check_scheduler()
+        self._refresh_workers(force=True)
+
+    def _check_scheduler(self) -> None:
+        def settings(dask_scheduler: Any) -> dict[str, Any]:
+            import dask
+
+            return {
+                "allowed_failures": dask_scheduler.allowed_failures,
+                "worker_saturation": dask.config.get("distributed.scheduler.worker-saturation"),
+            }
+
+        try:
+            got = self.client.run_on_scheduler(settings)
+        except Exception as err:  # a scheduler that refuses run_on_scheduler still works
+            log.info("cannot read the Dask scheduler's settings: %s", err)
+            return
+        if got.get("allowed_failures"):
+            log.warning(
+                "the Dask scheduler has allowed-failures=%s: Dask reruns attempts whose "
+                "worker died before oomguard sees the death; start it with "
+                "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0",
+                got["allowed_failures"],
+            )
+        if got.get("worker_saturation") not in (1, 1.0):
+            log.info(
+                "the Dask scheduler has worker-saturation=%s (oomguard's clusters use 1.0)",
+                got.get("worker_saturation"),
+            )
+
+    def stop(self) -> None:
+        if self.client is None:
+            return
+        futures = [f.future for f in self.inflight.values()]
+        self.inflight.clear()
+        self.backlog.clear()
+        try:
+            if futures:
+                self.client.cancel(futures)
+        finally:
+            self.client.close()
+            self.client = None
+
+    # -- capacity ---------------------------------------------------------------------
+
+    def _refresh_workers(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._workers_at < WORKERS_REFRESH_S:
+            return
+        self._workers_at = now
+        info = self.client.scheduler_info(n_workers=-1)
+        self.workers = dict(info.get("workers", {}))
+        self.has_memory = bool(self.workers) and all(
+            "MEMORY" in (w.get("resources") or {}) for w in self.workers.values()
+        )
+        if self.workers and not self.has_memory and not self._warned_no_memory:
+            self._warned_no_memory = True
+            log.warning(
+                "the Dask workers have no MEMORY resource: attempts are placed without "
+                "memory requests (start workers with --resources MEMORY=<bytes>)"
+            )
+
+    @property
+    def window(self) -> int:
+        threads = sum(int(w.get("nthreads") or 1) for w in self.workers.values())
+        return max(1, 2 * threads)
+
+    def _largest_memory(self) -> int:
+        return max(
+            (int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values()),
+            default=0,
+        )
+
+    def free_slots(self) -> int:
+        if self.client is None:
+            return 0
+        self._refresh_workers()
+        if self.backlog:
+            return 0
+        return max(0, self.window - len(self.inflight))
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(self, group: list[Any], scheduler: Any) -> None:
+        self._store = scheduler.store
+        # A group shares its first attempt's admission (the others were claimed with 0).
+        limit = max(run.limit for run in group) or group[0].limit
+        for run in group:
+            run.worker = DaskWorkerRef()
+            self.backlog.append((run, limit))
+        self._send()
+
+    def _send(self) -> None:
+        from oomguard.executors.dask_plugin import run_call
+
+        window = self.window
+        while self.backlog and len(self.inflight) < window:
+            run, limit = self.backlog.popleft()
+            item = call_item(run, self._store)
+            resources = None
+            if self.has_memory and limit:
+                resources = {"MEMORY": min(limit, self._largest_memory())}
+            with warnings.catch_warnings():
+                # Aggregations carry their replicates' results: not a mistake here.
+                warnings.filterwarnings("ignore", message="Sending large graph")
+                future = self.client.submit(
+                    run_call,
+                    item,
+                    key=f"{self.prefix}-{run.attempt_id}",
+                    resources=resources,
+                    retries=0,
+                    pure=False,
+                )
+            self.inflight[run.attempt_id] = Flight(run, future, limit, time.time())
+            future.add_done_callback(self.done.put)
+            self.counters.submitted += 1
+        self.counters.max_in_flight = max(self.counters.max_in_flight, len(self.inflight))
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> list[tuple[Any, ...]]:
+        if self.client is None:
+            time.sleep(timeout)
+            return []
+        self._send()
+        done: list[Any] = []
+        try:
+            done.append(self.done.get(timeout=timeout))
+            while True:
+                done.append(self.done.get_nowait())
+        except queue.Empty:
+            pass
+        events: list[tuple[Any, ...]] = []
+        finished: list[Flight] = []
+        for future in done:
+            if isinstance(future, _Ended):
+                events.append(future.event)
+                continue
+            flight = self._flight_of(future)
+            if flight is None:
+                continue  # already ended (killed by us, or stopped)
+            if future.status == "finished":
+                finished.append(flight)
+            else:
+                events.extend(self._failed_future(flight))
+        events.extend(self._gathered(finished))
+        events.extend(self._resolve_deaths())
+        self._send()
+        return events
+
+    def _flight_of(self, future: Any) -> Flight | None:
+        try:
+            attempt_id = int(str(future.key).rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return None
+        flight = self.inflight.get(attempt_id)
+        return flight if flight is not None and flight.future is future else None
+
+    def _gathered(self, finished: list[Flight]) -> list[tuple[Any, ...]]:
+        if not finished:
+            return []
+        futures = [f.future for f in finished]
+        try:
+            values = self.client.gather(futures)
+        except Exception:
+            values = []
+            for future in futures:
+                try:
+                    values.append(future.result(timeout=60))
+                except Exception as err:
+                    values.append(err)
+        events: list[tuple[Any, ...]] = []
+        for flight, value in zip(finished, values, strict=False):
+            self.inflight.pop(flight.run.attempt_id, None)
+            flight.future.release()  # nothing stays in distributed memory
+            if isinstance(value, BaseException):
+                events.extend(self._ended_by_error(flight, value))
+                continue
+            self.counters.gathered += 1
+            events.append(self._outcome(flight, value))
+        return events
+
+    def _outcome(self, flight: Flight, out: dict[str, Any]) -> tuple[Any, ...]:
+        run = flight.run
+        address = out.get("worker")
+        run.worker = DaskWorkerRef(address, out.get("pid"))
+        if out.get("duplicate"):
+            # It had finished, but its worker died before we gathered the result and
+            # Dask ran it again: the wrapper refused to, so it counts as one attempt
+            # killed with its worker, and oomguard retries it under a new attempt.
+            self.counters.lost_before_gather += 1
+            evidence = {
+                "executor": "dask",
+                "reason": "the result was lost with its worker before it was gathered",
+                "rerun_on": address,
+            }
+            return (
+                "outcome",
+                run.attempt_id,
+                False,
+                None,
+                FailureClass.KILLED.value,
+                "the Dask worker holding its result died before it was gathered",
+                evidence,
+                None,
+                address,
+            )
+        evidence = dict(out.get("evidence") or {}, executor="dask")
+        if self._killed.pop(run.attempt_id, None) is not None:
+            pass  # finished before our kill reached it: the outcome stands
+        if address:
+            self._after_task(address, out)
+        return (
+            "outcome",
+            run.attempt_id,
+            out["ok"],
+            out.get("payload"),
+            out.get("failure_class"),
+            out.get("message"),
+            evidence,
+            out.get("peak"),
+            address,
+        )
+
+    def _failed_future(self, flight: Flight) -> list[tuple[Any, ...]]:
+        future = flight.future
+        self.inflight.pop(flight.run.attempt_id, None)
+        if future.status == "cancelled":
+            future.release()
+            return [("requeue", flight.run.attempt_id)]
+        try:
+            err = future.exception(timeout=5)
+        except Exception as fetch_err:
+            err = fetch_err
+        future.release()
+        return self._ended_by_error(flight, err)
+
+    def _ended_by_error(self, flight: Flight, err: BaseException) -> list[tuple[Any, ...]]:
+        from distributed.scheduler import KilledWorker
+
+        run = flight.run
+        if isinstance(err, KilledWorker):
+            last = err.last_worker
+            address = str(getattr(last, "address", ""))
+            pid = getattr(last, "pid", None)
+            run.worker = DaskWorkerRef(address, pid)
+            self.counters.worker_deaths += 1
+            if address in self._restarting or not self._started_on_worker(flight):
+                # We restarted it, or the attempt was only waiting in the dead worker's
+                # queue: not the task's fault, and not an attempt of it.
+                self.counters.requeued += 1
+                return [("requeue", run.attempt_id)]
+            self.deaths.append(
+                PendingDeath(
+                    run,
+                    address,
+                    pid,
+                    time.monotonic() + EVIDENCE_WAIT_S + self.config.kernel_log_wait,
+                    flight.limit,
+                )
+            )
+            return []
+        from oomguard.worker.child import _looks_like_allocation_error
+
+        fc = (
+            "memory_error"
+            if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
+            else "error"
+        )
+        message = f"{type(err).__name__}: {err}"
+        return [
+            (
+                "outcome",
+                run.attempt_id,
+                False,
+                None,
+                fc,
+                message,
+                {"executor": "dask", "dask_error": message},
+                None,
+                None,
+            )
+        ]
+
+    def _started_on_worker(self, flight: Flight) -> bool:
+        from oomguard.executors.dask_plugin import was_started
+
+        try:
+            return bool(self.client.run_on_scheduler(was_started, key=str(flight.future.key)))
+        except Exception:
+            return True  # cannot tell: count it as the attempt that died
+
+    def _resolve_deaths(self) -> list[tuple[Any, ...]]:
+        if not self.deaths:
+            return []
+        records = self._events("oomguard-worker-death")
+        restarts = self._events("worker-restart-memory")
+        now = time.monotonic()
+        events: list[tuple[Any, ...]] = []
+        keep = []
+        for death in self.deaths:
+            record = _match(records, death)
+            restart = _match(restarts, death)
+            if record is None and now < death.deadline:
+                keep.append(death)
+                continue
+            limit = self.workers.get(death.address, {}).get("memory_limit")
+            fc, evidence, peak = classify_dask_death(
+                pid=death.pid,
+                address=death.address,
+                record=record,
+                nanny_restart=restart,
+                memory_limit=limit,
+            )
+            evidence.setdefault("limit_bytes", death.limit)
+            with self._lock:
+                self.counters.by_reason[fc.value] = self.counters.by_reason.get(fc.value, 0) + 1
+            events.append(
+                (
+                    "outcome",
+                    death.run.attempt_id,
+                    False,
+                    None,
+                    fc.value,
+                    f"the Dask worker running it died ({fc.value})",
+                    evidence,
+                    peak,
+                    death.address,
+                )
+            )
+        self.deaths = keep
+        return events
+
+    def _events(self, topic: str) -> list[dict[str, Any]]:
+        try:
+            got = self.client.get_events(topic)
+        except Exception:
+            return []
+        return [msg for ts, msg in got if ts >= self._started - 1 and isinstance(msg, dict)]
+
+    # -- recycling --------------------------------------------------------------------
+
+    def _after_task(self, address: str, out: dict[str, Any]) -> None:
+        n = self._tasks_on[address] = self._tasks_on.get(address, 0) + 1
+        reason = None
+        limit = self.workers.get(address, {}).get("memory_limit")
+        rss, baseline = out.get("rss_after"), out.get("baseline")
+        if out.get("failure_class") == "memory_error":
+            reason = "memory_error"
+        elif (
+            limit
+            and rss is not None
+            and baseline is not None
+            and (rss - baseline > self.config.recycle_growth_fraction * limit)
+        ):
+            reason = "rss_growth"
+        elif self.config.max_tasks_per_worker and n >= self.config.max_tasks_per_worker:
+            reason = "max_tasks"
+        if reason is not None:
+            self._recycle(address, reason)
+
+    def _recycle(self, address: str, reason: str) -> None:
+        if address in self._restarting:
+            return
+        self._restarting.add(address)
+        self._tasks_on.pop(address, None)
+        self.recycles[reason] = self.recycles.get(reason, 0) + 1
+        log.info("restarting Dask worker %s (%s)", address, reason)
+        client = self.client
+
+        def restart() -> None:
+            try:
+                client.restart_workers([address], raise_for_error=False)
+            except Exception as err:
+                log.warning("cannot restart Dask worker %s: %s", address, err)
+
+        # Off the scheduler thread: a restart takes seconds, the loop must keep going.
+        threading.Thread(target=restart, name="oomguard-dask-restart", daemon=True).start()
+
+    # -- killing ----------------------------------------------------------------------
+
+    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
+        """End an attempt (timeout, cancel): forget its future, restart its worker."""
+        flight = self.inflight.pop(run.attempt_id, None)
+        if flight is None:
+            return
+        address = self._processing_on(flight.future.key)
+        self.client.cancel([flight.future])
+        if address:
+            self._recycle(address, reason)
+        fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
+        evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
+        self.done.put(
+            _Ended(
+                (
+                    "outcome",
+                    run.attempt_id,
+                    False,
+                    None,
+                    fc.value,
+                    f"killed by oomguard ({reason})",
+                    evidence,
+                    None,
+                    address,
+                )
+            )
+        )
+
+    def _processing_on(self, key: str) -> str | None:
+        def where(dask_scheduler: Any, key: str) -> str | None:
+            ts = dask_scheduler.tasks.get(key)
+            ws = getattr(ts, "processing_on", None)
+            return None if ws is None else str(ws.address)
+
+        try:
+            got = self.client.run_on_scheduler(where, key=key)
+        except Exception:
+            return None
+        return None if got is None else str(got)
+
+    def release(self, worker: Any) -> None:
+        return None
+
+
+@dataclass
+class _Ended:
+    """An event to hand out at the next poll (queued beside finished futures)."""
+
+    event: tuple[Any, ...]
+    status: str = "ended"
+    key: str = ""
+
+
+def _match(messages: list[dict[str, Any]], death: PendingDeath) -> dict[str, Any] | None:
+    for msg in reversed(messages):
+        if death.pid is not None and msg.get("pid") == death.pid:
+            return dict(msg)
+    return None
+
+
+__all__ = ["DaskExecutor", "DaskWorkerRef", "classify_dask_death"]

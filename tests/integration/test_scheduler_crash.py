@@ -1,0 +1,82 @@
+"""The scheduler SIGKILLed at random points and restarted finishes the job exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import OOMGUARD
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _stored_tasks(store: Path) -> set[int]:
+    if not store.exists():
+        return set()
+    db = sqlite3.connect(store)
+    try:
+        return {r[0] for r in db.execute("SELECT task_id FROM results")}
+    except sqlite3.OperationalError:
+        return set()
+    finally:
+        db.close()
+
+
+def test_scheduler_killed_repeatedly_resumes_without_recomputing(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    params = tmp_path / "p.jsonl"
+    n = 150
+    params.write_text("".join(
+        json.dumps({"x": i, "marker_dir": str(markers), "seconds": 0.02}) + "\n"
+        for i in range(n)))
+    store = tmp_path / "s.sqlite"
+    out = tmp_path / "out"
+    cmd = [*OOMGUARD, "run", "fixtures.tasks:counted", "--params", str(params), "--store",
+           str(store), "--out", str(out), "--workers", "2", "--json"]
+    rng = random.Random(7)
+    kills: list[tuple[float, set[int]]] = []
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.8, 2.0))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        killed_at = time.time()
+        kills.append((killed_at, _stored_tasks(store)))
+        # Workers never outlive their scheduler.
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"workers survived their scheduler: {alive}"
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert final.returncode == 0, final.stderr
+    summary = json.loads(final.stdout)
+    assert summary["counts"]["succeeded"] == n
+    assert any(k[1] for k in kills), "no result was stored before any kill: kill later"
+    # Executions per x (task id is x + 1: one task per params line, inserted in order).
+    runs: dict[int, list[float]] = {}
+    for marker in markers.iterdir():
+        x = int(marker.name.split("-")[0])
+        runs.setdefault(x, []).append(marker.stat().st_mtime)
+    assert sorted(runs) == list(range(n))
+    for killed_at, stored in kills:
+        for task_id in stored:
+            later = [t for t in runs[task_id - 1] if t > killed_at]
+            assert not later, f"task {task_id} was stored before a kill and ran again"
+    rows = pq.ParquetDataset(out / "tasks").read().to_pylist()
+    assert sorted(r["x"] for r in rows) == list(range(n)), "each result exactly once on disk"
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == n
+    lost = db.execute("SELECT COUNT(*) FROM attempts WHERE failure_class = 'lost'").fetchone()[0]
+    db.close()
+    assert lost >= 1
+    assert not os.path.exists(str(store) + "-journal")
