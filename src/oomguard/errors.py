@@ -20,9 +20,10 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     ├── OutputError              the output directory cannot be used
     ├── IsolationError           memory isolation asked for cannot be had here
     ├── KernelLogUnavailable     the kernel log cannot be read
-    └── BackpressureError        a submission was refused to protect the scheduler
-                                 (code: queue_full, namespace_quota,
-                                 scheduler_memory_pressure, payload_too_large)
+    ├── BackpressureError        a submission was refused to protect the scheduler
+    │                            (code: queue_full, namespace_quota,
+    │                            scheduler_memory_pressure, payload_too_large)
+    └── ServerConnectionError    an oomguard server could not be reached
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ class KernelLogUnavailable(OomguardError):
 
 class BackpressureError(OomguardError):
     """A submission was refused; ``code`` says why and ``retry_after`` when to retry."""
+
+
+class ServerConnectionError(OomguardError):
+    """An oomguard server could not be reached (refused, unresolvable, timed out)."""

@@ -40,15 +40,16 @@ def allocate(mib: float = 1.0, hold: float = 0.0, **_: Any) -> dict[str, Any]:
     return {"allocated_mib": mib, "touched_pages": (n + _PAGE - 1) // _PAGE}
 
 
-def simulate(n_agents: int = 100, steps: int = 10, replicate: int = 0,
-             mib_per_agent: float = 0.0, **_: Any) -> dict[str, Any]:
+def simulate(
+    n_agents: int = 100, steps: int = 10, replicate: int = 0, mib_per_agent: float = 0.0, **_: Any
+) -> dict[str, Any]:
     """A toy agent simulation: memory grows with ``n_agents`` (``mib_per_agent`` each)."""
     import random
 
     rng = random.Random(n_agents * 1000 + replicate)
     extra = allocate(n_agents * mib_per_agent) if mib_per_agent else None
     wealth = [1.0] * n_agents
-    for _ in range(steps):
+    for _step in range(steps):
         for i in range(n_agents):
             j = rng.randrange(n_agents)
             if wealth[i] > 0:

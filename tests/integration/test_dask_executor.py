@@ -213,7 +213,7 @@ def test_task_over_the_worker_memory_is_classified_and_ends_needing_more_memory(
         assert failure["failure_class"] == "needs_more_memory"
         classes = [a["failure_class"] for a in failure["attempts"]]
         oom = {"oom_watchdog", "oom_cgroup", "oom_system"}
-        assert len(classes) >= 2 and set(classes) <= oom, classes
+        assert len(classes) >= 1 and set(classes) <= oom, classes  # cap = largest worker MEMORY
         evidence = failure["attempts"][0]["evidence"]
         assert evidence["executor"] == "dask" and evidence["pid"]
         assert evidence["worker_memory_limit"] == WORKER_MEMORY

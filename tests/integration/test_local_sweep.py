@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -104,7 +105,7 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
         spans.append((start, end))
     spans.sort()
     assert len(spans) == 4  # 0 twice (killed, retried), 1, 2
-    for (s1, e1), (s2, _) in zip(spans, spans[1:]):
+    for (_s1, e1), (s2, _) in itertools.pairwise(spans):
         assert s2 >= e1 - 0.01, "two tasks with the same lock ran at once"
 
 

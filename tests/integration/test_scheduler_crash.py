@@ -55,7 +55,7 @@ def test_scheduler_killed_repeatedly_resumes_without_recomputing(tmp_path: Path)
         killed_at = time.time()
         kills.append((killed_at, _stored_tasks(store)))
         # Workers never outlive their scheduler.
-        gone, alive = psutil.wait_procs(children, timeout=5)
+        _gone, alive = psutil.wait_procs(children, timeout=5)
         assert not alive, f"workers survived their scheduler: {alive}"
     final = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert final.returncode == 0, final.stderr

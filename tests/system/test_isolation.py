@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_fragmentation_growth_is_bounded_by_recycling(tmp_path: Path) -> None:
         assert runner.scheduler.executor.recycles.get("rss_growth", 0) >= 1
         kept = [r["result"] for r in job.results().to_pylist()]
     # A fresh worker starts from nothing: the kept count fell back at least once.
-    assert any(b < a for a, b in zip(kept, kept[1:]))
+    assert any(b < a for a, b in itertools.pairwise(kept))
     assert max(kept) * 160 < 128 * 1024**2
 
 

@@ -237,8 +237,7 @@ class ServerState:
     def _set_window(self, size: int) -> None:
         sched = self.runner.scheduler
         if sched is not None:
-            # RunnerConfig is frozen: swap in a copy (an attribute store is atomic).
-            sched.config = sched.config.replace(window=size)
+            sched.set_window(size)
 
     # -- metrics source ---------------------------------------------------------------
 
@@ -460,11 +459,11 @@ class ServerState:
             if isinstance(groups, tuple):
                 args, text = groups
                 if common is None:
-                    common = self.runner._task_fields(req.task, args, opts)
+                    common = self.runner.task_fields(req.task, args, opts)
                 fields = common
             else:
                 args, text = groups[g]
-                fields = self.runner._task_fields(req.task, args, opts)
+                fields = self.runner.task_fields(req.task, args, opts)
             for r in range(req.fanout):
                 rows.append(
                     dict(

@@ -16,11 +16,7 @@ from typing import Any
 
 import httpx
 
-from oomguard.errors import BackpressureError, ConfigError, OomguardError
-
-
-class ServerConnectionError(OomguardError):
-    """The server could not be reached (refused, unresolvable, timed out)."""
+from oomguard.errors import BackpressureError, ConfigError, OomguardError, ServerConnectionError
 
 
 class ApiError(OomguardError):

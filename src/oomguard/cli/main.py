@@ -25,6 +25,7 @@ _EXIT_FOR: list[tuple[type[errors.OomguardError], ExitCode]] = [
     (errors.IsolationError, ExitCode.ISOLATION),
     (errors.KernelLogUnavailable, ExitCode.UNAVAILABLE),
     (errors.BackpressureError, ExitCode.BACKPRESSURE),
+    (errors.ServerConnectionError, ExitCode.CONNECTION),
 ]
 
 

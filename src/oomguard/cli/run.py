@@ -25,8 +25,13 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 
 def store_option(f: Any) -> Any:
-    return click.option("--store", default="oomguard.sqlite", envvar="OOMGUARD_STORE",
-                        show_envvar=True, help=STORE_HELP)(f)
+    return click.option(
+        "--store",
+        default="oomguard.sqlite",
+        envvar="OOMGUARD_STORE",
+        show_envvar=True,
+        help=STORE_HELP,
+    )(f)
 
 
 def _params_file(path: str) -> tuple[str, int]:
@@ -45,12 +50,16 @@ def _params_file(path: str) -> tuple[str, int]:
             try:
                 value = json.loads(raw)
             except ValueError as err:
+                reason = getattr(err, "msg", str(err))
                 raise PayloadError(
-                    f"{path}:{lineno}: not valid JSON ({err.msg})", line=lineno) from err
+                    f"{path}:{lineno}: not valid JSON ({reason})", line=lineno
+                ) from err
             if not isinstance(value, dict):
                 raise PayloadError(
                     f"{path}:{lineno}: expected a JSON object of keyword arguments, "
-                    f"got {type(value).__name__}", line=lineno)
+                    f"got {type(value).__name__}",
+                    line=lineno,
+                )
             count += 1
     return digest.hexdigest(), count
 
@@ -64,53 +73,153 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 
 @click.command()
 @click.argument("task")
-@click.option("--params", "params_file", required=True, envvar="OOMGUARD_PARAMS",
-              show_envvar=True, help="JSON Lines file: one object of keyword arguments a line.")
-@click.option("--replicates", type=click.IntRange(min=1), default=None,
-              envvar="OOMGUARD_REPLICATES", show_envvar=True,
-              help="Run each parameter set R times, as fn(**params, replicate=i).")
-@click.option("--aggregate", "aggregate", default=None, envvar="OOMGUARD_AGGREGATE",
-              show_envvar=True, help="AGG (module:function or file.py:function) called as "
-              "agg(params, results) once a parameter set's replicates succeeded.")
+@click.option(
+    "--params",
+    "params_file",
+    required=True,
+    envvar="OOMGUARD_PARAMS",
+    show_envvar=True,
+    help="JSON Lines file: one object of keyword arguments a line.",
+)
+@click.option(
+    "--replicates",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="OOMGUARD_REPLICATES",
+    show_envvar=True,
+    help="Run each parameter set R times, as fn(**params, replicate=i).",
+)
+@click.option(
+    "--aggregate",
+    "aggregate",
+    default=None,
+    envvar="OOMGUARD_AGGREGATE",
+    show_envvar=True,
+    help="AGG (module:function or file.py:function) called as "
+    "agg(params, results) once a parameter set's replicates succeeded.",
+)
 @store_option
-@click.option("--out", default=None, envvar="OOMGUARD_OUT", show_envvar=True,
-              help="Directory for Parquet results (OUT/tasks, OUT/aggregates).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="OOMGUARD_WORKERS",
-              show_envvar=True, help="Worker processes [default: CPU count].")
-@click.option("--worker-memory", callback=_size, default=None, envvar="OOMGUARD_WORKER_MEMORY",
-              show_envvar=True, help="The most any one attempt may use (its worker's kernel "
-              "limit), e.g. 2GiB.")
-@click.option("--isolation", type=click.Choice(["auto", "cgroup", "watchdog"]), default=None,
-              envvar="OOMGUARD_ISOLATION", show_envvar=True,
-              help="auto: a memory cgroup per worker where possible, else an RSS watchdog.")
-@click.option("--worker-oom-score-adj", type=click.IntRange(-1000, 1000), default=None,
-              envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ", show_envvar=True,
-              help="oom_score_adj of workers, so the kernel kills them first [default: 800].")
-@click.option("--max-tasks-per-worker", type=click.IntRange(min=0), default=None,
-              envvar="OOMGUARD_MAX_TASKS_PER_WORKER", show_envvar=True,
-              help="Replace a worker after N tasks (0: never).")
-@click.option("--memory-budget", callback=_size, default=None, envvar="OOMGUARD_MEMORY_BUDGET",
-              show_envvar=True, help="Memory the scheduler may hand out [default: machine or "
-              "container limit minus a reserve].")
-@click.option("--task-memory", callback=_size, default=None, envvar="OOMGUARD_TASK_MEMORY",
-              show_envvar=True, help="Declared memory estimate for every task of the run.")
-@click.option("--memory-key", default=None, envvar="OOMGUARD_MEMORY_KEY", show_envvar=True,
-              help="Parameter whose value keys learned memory estimates, e.g. n_agents.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              envvar="OOMGUARD_BATCH_SIZE", show_envvar=True,
-              help="Most parameter groups (replicates + aggregation) open at once.")
-@click.option("--retries", type=click.IntRange(min=0), default=None, envvar="OOMGUARD_RETRIES",
-              show_envvar=True, help="Retries after a task error or timeout.")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
-              envvar="OOMGUARD_EXECUTOR", show_envvar=True, help="Where attempts run.")
-@click.option("--dask-address", default=None, envvar="OOMGUARD_DASK_ADDRESS", show_envvar=True,
-              help="tcp://host:port of a Dask scheduler (with --executor dask).")
-@click.option("--dask-local", type=click.IntRange(min=1), default=None,
-              envvar="OOMGUARD_DASK_LOCAL", show_envvar=True,
-              help="Start a local Dask cluster of N workers to try the dask executor.")
+@click.option(
+    "--out",
+    default=None,
+    envvar="OOMGUARD_OUT",
+    show_envvar=True,
+    help="Directory for Parquet results (OUT/tasks, OUT/aggregates).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="OOMGUARD_WORKERS",
+    show_envvar=True,
+    help="Worker processes [default: CPU count].",
+)
+@click.option(
+    "--worker-memory",
+    callback=_size,
+    default=None,
+    envvar="OOMGUARD_WORKER_MEMORY",
+    show_envvar=True,
+    help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["auto", "cgroup", "watchdog"]),
+    default=None,
+    envvar="OOMGUARD_ISOLATION",
+    show_envvar=True,
+    help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
+)
+@click.option(
+    "--worker-oom-score-adj",
+    type=click.IntRange(-1000, 1000),
+    default=None,
+    envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ",
+    show_envvar=True,
+    help="oom_score_adj of workers, so the kernel kills them first [default: 800].",
+)
+@click.option(
+    "--max-tasks-per-worker",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="OOMGUARD_MAX_TASKS_PER_WORKER",
+    show_envvar=True,
+    help="Replace a worker after N tasks (0: never).",
+)
+@click.option(
+    "--memory-budget",
+    callback=_size,
+    default=None,
+    envvar="OOMGUARD_MEMORY_BUDGET",
+    show_envvar=True,
+    help="Memory the scheduler may hand out [default: machine or container limit minus a reserve].",
+)
+@click.option(
+    "--task-memory",
+    callback=_size,
+    default=None,
+    envvar="OOMGUARD_TASK_MEMORY",
+    show_envvar=True,
+    help="Declared memory estimate for every task of the run.",
+)
+@click.option(
+    "--memory-key",
+    default=None,
+    envvar="OOMGUARD_MEMORY_KEY",
+    show_envvar=True,
+    help="Parameter whose value keys learned memory estimates, e.g. n_agents.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="OOMGUARD_BATCH_SIZE",
+    show_envvar=True,
+    help="Most parameter groups (replicates + aggregation) open at once.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="OOMGUARD_RETRIES",
+    show_envvar=True,
+    help="Retries after a task error or timeout.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default=None,
+    envvar="OOMGUARD_EXECUTOR",
+    show_envvar=True,
+    help="Where attempts run.",
+)
+@click.option(
+    "--dask-address",
+    default=None,
+    envvar="OOMGUARD_DASK_ADDRESS",
+    show_envvar=True,
+    help="tcp://host:port of a Dask scheduler (with --executor dask).",
+)
+@click.option(
+    "--dask-local",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="OOMGUARD_DASK_LOCAL",
+    show_envvar=True,
+    help="Start a local Dask cluster of N workers to try the dask executor.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
-def run(task: str, params_file: str, replicates: int | None, aggregate: str | None, store: str,
-        out: str | None, as_json: bool, dask_local: int | None, **options: Any) -> None:
+def run(
+    task: str,
+    params_file: str,
+    replicates: int | None,
+    aggregate: str | None,
+    store: str,
+    out: str | None,
+    as_json: bool,
+    dask_local: int | None,
+    **options: Any,
+) -> None:
     """Run TASK (module:function or path/to/file.py:function) for every line of --params.
 
     Running the same command again against the same store resumes the job: finished
@@ -125,7 +234,7 @@ def run(task: str, params_file: str, replicates: int | None, aggregate: str | No
         load(aggregate)
     if out is not None:
         check_out_dir(out)
-    digest, count = _params_file(params_file)
+    digest, _count = _params_file(params_file)
     closer = None
     if dask_local:
         from oomguard.cli.dask_options import local_cluster
@@ -141,27 +250,42 @@ def run(task: str, params_file: str, replicates: int | None, aggregate: str | No
             if not as_json:
                 click.echo(
                     f"oomguard: isolation {sched.isolation.mode} ({sched.isolation.reason}); "
-                    f"budget {format_size(sched.budget)}; {config.workers} workers", err=True)
+                    f"budget {format_size(sched.budget)}; {config.workers} workers",
+                    err=True,
+                )
                 for warning in sched.isolation.warnings:
                     click.echo(f"oomguard: warning: {warning}", err=True)
                 if sched.recovery and sched.recovery.lost_attempts:
-                    click.echo(f"oomguard: resumed: {sched.recovery.lost_attempts} attempt(s) of a "
-                               "dead scheduler ended as lost and retried", err=True)
-            job = runner.sweep(task, _iter_params(params_file), replicates=replicates,
-                               aggregate=aggregate, out=out, name=f"params:{digest}",
-                               batch_size=options.get("batch_size"))
+                    click.echo(
+                        f"oomguard: resumed: {sched.recovery.lost_attempts} attempt(s) of a "
+                        "dead scheduler ended as lost and retried",
+                        err=True,
+                    )
+            job = runner.sweep(
+                task,
+                _iter_params(params_file),
+                replicates=replicates,
+                aggregate=aggregate,
+                out=out,
+                name=f"params:{digest}",
+                batch_size=options.get("batch_size"),
+            )
             status = job.wait(progress=not as_json and sys.stderr.isatty())
     finally:
         if closer is not None:
             closer()
     if as_json:
-        click.echo(json.dumps({
-            "job_id": status["job_id"],
-            "counts": status["counts"],
-            "failures_by_class": status["failures_by_class"],
-            "out": status["out"],
-            "state": status["state"],
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "job_id": status["job_id"],
+                    "counts": status["counts"],
+                    "failures_by_class": status["failures_by_class"],
+                    "out": status["out"],
+                    "state": status["state"],
+                }
+            )
+        )
     else:
         _print_status(status)
     if status["counts"]["failed"]:
@@ -180,8 +304,10 @@ def _print_status(status: dict[str, Any]) -> None:
     click.echo(f"job {status['job_id']} ({status['name']}): {status['state']}")
     click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
     if status["failures_by_class"]:
-        click.echo("  failed attempts by class: " + ", ".join(
-            f"{k} {v}" for k, v in sorted(status["failures_by_class"].items())))
+        click.echo(
+            "  failed attempts by class: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(status["failures_by_class"].items()))
+        )
     if status.get("out"):
         click.echo(f"  results: {status['out']}")
 
@@ -198,15 +324,36 @@ def _open_store(store: str) -> Any:
 @click.command()
 @click.argument("job", required=False)
 @store_option
-@click.option("--server", default=None, envvar="OOMGUARD_SERVER", show_envvar=True,
-              help="Ask an `oomguard serve` at this URL instead of a store file.")
-@click.option("--token-file", default=None, envvar="OOMGUARD_TOKEN_FILE", show_envvar=True,
-              help="Bearer token for --server.")
-@click.option("--failures", "show_failures", type=click.IntRange(min=0), default=5,
-              help="Show up to N failed tasks with their evidence.")
+@click.option(
+    "--server",
+    default=None,
+    envvar="OOMGUARD_SERVER",
+    show_envvar=True,
+    help="Ask an `oomguard serve` at this URL instead of a store file.",
+)
+@click.option(
+    "--token-file",
+    default=None,
+    envvar="OOMGUARD_TOKEN_FILE",
+    show_envvar=True,
+    help="Bearer token for --server.",
+)
+@click.option(
+    "--failures",
+    "show_failures",
+    type=click.IntRange(min=0),
+    default=5,
+    help="Show up to N failed tasks with their evidence.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(job: str | None, store: str, server: str | None, token_file: str | None,
-           show_failures: int, as_json: bool) -> None:
+def status(
+    job: str | None,
+    store: str,
+    server: str | None,
+    token_file: str | None,
+    show_failures: int,
+    as_json: bool,
+) -> None:
     """Show a job's counts by state, failures by class and evidence (newest job by default)."""
     if server:
         from oomguard.cli.server import remote_status
@@ -221,16 +368,19 @@ def status(job: str | None, store: str, server: str | None, token_file: str | No
         estimates = st.estimates()
         if as_json:
             info["failures"] = failures
-            info["estimates"] = {k: {"bytes": b, "peak_bytes": p, "samples": s}
-                                 for k, (b, p, s) in estimates.items()}
+            info["estimates"] = {
+                k: {"bytes": b, "peak_bytes": p, "samples": s} for k, (b, p, s) in estimates.items()
+            }
             click.echo(json.dumps(info, default=str))
             return
         _print_status(info)
         for f in failures:
             last = f["attempts"][-1] if f["attempts"] else {}
             ev = last.get("evidence") or {}
-            click.echo(f"  task {f['task_id']} {f['fn']} {json.dumps(f['params'])[:60]}: "
-                       f"{f['failure_class']} after {f['attempt_count']} attempt(s)")
+            click.echo(
+                f"  task {f['task_id']} {f['fn']} {json.dumps(f['params'])[:60]}: "
+                f"{f['failure_class']} after {f['attempt_count']} attempt(s)"
+            )
             if f["error"]:
                 click.echo(f"    {f['error'][:300]}")
             for line in (ev.get("kernel_lines") or [])[-2:]:

@@ -291,6 +291,17 @@ class DaskExecutor:
             default=0,
         )
 
+    def max_task_memory(self) -> int | None:
+        """The most one attempt can get on this cluster: the largest worker's MEMORY."""
+        self._refresh_workers(force=True)
+        largest = self._largest_memory()
+        return largest or None
+
+    def memory_budget(self) -> int | None:
+        """The cluster's memory: the sum of its workers' MEMORY resources."""
+        total = sum(int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values())
+        return total or None
+
     def free_slots(self) -> int:
         if self.client is None:
             return 0

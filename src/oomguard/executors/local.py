@@ -69,8 +69,9 @@ class LocalExecutor:
                 worker.tasks_done += 1
                 if peak is None and worker.peak_sample:
                     peak = worker.peak_sample
-                events.append(("outcome", attempt_id, ok, payload, fc, message, evidence, peak,
-                               worker.name))
+                events.append(
+                    ("outcome", attempt_id, ok, payload, fc, message, evidence, peak, worker.name)
+                )
             elif msg[0] == "idle" and msg[2]:
                 self.pool.retire(worker, msg[2])
                 self._replace()

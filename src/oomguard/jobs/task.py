@@ -92,7 +92,8 @@ def options_of(fn: Any) -> TaskOptions:
 
 
 def unwrap(fn: Any) -> Callable[..., Any]:
-    return fn.fn if isinstance(fn, TaskFunction) else fn  # type: ignore[no-any-return]
+    target: Callable[..., Any] = fn.fn if isinstance(fn, TaskFunction) else fn
+    return target
 
 
 def reference_of(fn: Any) -> str:

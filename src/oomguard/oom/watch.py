@@ -8,6 +8,7 @@ attempt. Where the log cannot be read, :attr:`KernelLogWatch.unavailable` says w
 
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -92,10 +93,8 @@ class KernelLogWatch:
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self._follower is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._follower.close()
-            except OSError:
-                pass
 
 
 def _same_cgroup(kernel_path: str, our_path: str) -> bool:

@@ -42,8 +42,13 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
 
 
 def result_row(
-    task_id: int, grp: int, replicate: int | None, params: str | None, attempts: int,
-    value: bytes | None, with_replicate: bool,
+    task_id: int,
+    grp: int,
+    replicate: int | None,
+    params: str | None,
+    attempts: int,
+    value: bytes | None,
+    with_replicate: bool,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"task_id": task_id, "group": grp}
     p = json.loads(params) if params else {}
@@ -71,7 +76,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
     for i, row in enumerate(rows):
         for key, val in row.items():
             columns.setdefault(key, [None] * i).append(val)
-        for key, col in columns.items():
+        for col in columns.values():
             if len(col) < i + 1:
                 col.append(None)
     arrays = {}
@@ -79,15 +84,21 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
         try:
             arrays[key] = pa.array(col)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            arrays[key] = pa.array([None if v is None else pickle.dumps(v) for v in col],
-                                   type=pa.binary())
+            arrays[key] = pa.array(
+                [None if v is None else pickle.dumps(v) for v in col], type=pa.binary()
+            )
     return pa.table(arrays) if arrays else pa.table({})
 
 
 def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> Any:
-    with_rep = store.db.execute(
-        "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
-        "LIMIT 1", (job_id,)).fetchone() is not None
+    with_rep = (
+        store.db.execute(
+            "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
+            "LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        is not None
+    )
     rows = [
         result_row(tid, grp, rep, params, attempts, value, with_rep)
         for tid, grp, rep, params, attempts, value in store.result_rows(job_id, kind, part)
@@ -116,12 +127,15 @@ def _write_part(store: Any, job_id: str, kind: str, n: int, out: str) -> None:
     table = table_for(store, job_id, kind, part=n)
     _write_atomic(table, Path(out) / KIND_DIR[kind] / f"part-{n:05d}.parquet")
     with store.transaction() as db:
-        db.execute("UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
-                   (job_id, kind, n))
+        db.execute(
+            "UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
+            (job_id, kind, n),
+        )
 
 
-def write_pending_parts(store: Any, part_rows: int, *, final: bool,
-                        jobs: Iterable[str] | None = None) -> int:
+def write_pending_parts(
+    store: Any, part_rows: int, *, final: bool, jobs: Iterable[str] | None = None
+) -> int:
     """Write the part files that are due; return how many were written."""
     written = 0
     for job_id, kind, n, out in store.db.execute(
@@ -147,14 +161,18 @@ def write_pending_parts(store: Any, part_rows: int, *, final: bool,
             with store.transaction() as db:
                 row = db.execute(
                     "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
-                    (job_id, kind)).fetchone()
+                    (job_id, kind),
+                ).fetchone()
                 n = int(row[0]) + 1
-                db.execute("INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
-                           (job_id, kind, n, outs[job_id]))
+                db.execute(
+                    "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
+                    (job_id, kind, n, outs[job_id]),
+                )
                 db.execute(
                     "UPDATE results SET part = ? WHERE task_id IN (SELECT task_id FROM results "
                     "WHERE job_id = ? AND kind = ? AND part IS NULL ORDER BY task_id LIMIT ?)",
-                    (n, job_id, kind, part_rows))
+                    (n, job_id, kind, part_rows),
+                )
             _write_part(store, job_id, kind, n, outs[job_id])
             written += 1
             count -= min(count, part_rows)

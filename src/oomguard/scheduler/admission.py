@@ -123,9 +123,7 @@ class Admission:
                 oldest = task_id
         return oldest
 
-    def try_admit(
-        self, task_id: int, limit: int, key: str | None, learned: bool
-    ) -> bool:
+    def try_admit(self, task_id: int, limit: int, key: str | None, learned: bool) -> bool:
         """Admit the attempt when its limit fits and no starving task comes first."""
         if key is not None and not learned and self.probing.get(key, 0) > 0:
             return False  # one probe per unknown key at a time

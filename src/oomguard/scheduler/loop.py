@@ -95,6 +95,9 @@ class Scheduler:
         self._parts_at = 0.0
         self._cancel_check_at = 0.0
         self._next_attempt = 0
+        self._refill_after = 0.0
+        self.window_size = config.window
+        self._batch_sizes: dict[str, int] = {}
         #: memory keys that had an OOM kill: their tasks are not batched
         self.oom_keys: set[str | None] = set()
         self.started = False
@@ -109,8 +112,19 @@ class Scheduler:
         self.recovery = self.store.register_scheduler(self.id, config.lease_ttl)
         self._next_attempt = self.store.next_attempt_id()
         self.isolation = detect_isolation(config.isolation)
-        self.budget = derive_budget(config, self.isolation.own_limit_bytes)
+        self.executor = self._make_executor()
+        self.executor.start()
+        own_limit = self.isolation.own_limit_bytes
+        # A remote executor (Dask) knows the memory of its workers better than this machine.
+        remote_budget = getattr(self.executor, "memory_budget", lambda: None)()
+        if remote_budget is not None and config.memory_budget is None:
+            self.budget = remote_budget
+        else:
+            self.budget = derive_budget(config, own_limit)
         cap = min(config.worker_memory or self.budget, self.budget)
+        remote_cap = getattr(self.executor, "max_task_memory", lambda: None)()
+        if remote_cap is not None:
+            cap = min(cap, remote_cap)
         self.admission = Admission(
             budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
         )
@@ -121,13 +135,14 @@ class Scheduler:
             self.estimates.known[key] = KeyEstimate(bytes=b, peak_bytes=p, samples=s)
         self.kmsg = KernelLogWatch(config.kernel_log)
         self.kmsg.start()
-        self.executor = self._make_executor()
-        self.executor.start()
         self.started = True
         log.info(
             "scheduler %s: isolation %s (%s); budget %s; %d workers",
-            self.id[:8], self.isolation.mode, self.isolation.reason,
-            format_size(self.budget), config.workers,
+            self.id[:8],
+            self.isolation.mode,
+            self.isolation.reason,
+            format_size(self.budget),
+            config.workers,
         )
 
     def _make_executor(self) -> Any:
@@ -141,15 +156,24 @@ class Scheduler:
 
     def stop(self) -> None:
         if not self.started:
+            if self.executor is not None:
+                self.executor.stop()
+            if self.kmsg is not None:
+                self.kmsg.stop()
             self.store.close()
             return
         try:
             self.flush()
             for run in list(self.running.values()):
                 # Stopping is not the task's fault: put it back without using an attempt.
-                self.ops.append(("end_attempt", self._end_params(run, "failed", "lost",
-                                                                 {"reason": "scheduler stopped"},
-                                                                 None)))
+                self.ops.append(
+                    (
+                        "end_attempt",
+                        self._end_params(
+                            run, "failed", "lost", {"reason": "scheduler stopped"}, None
+                        ),
+                    )
+                )
             requeue = [r.task.id for r in self.running.values()] + [t.id for t in self.window]
             self.flush()
             if requeue:
@@ -214,6 +238,10 @@ class Scheduler:
             self._write_parts(final=False)
             self._parts_at = now
 
+    def set_window(self, size: int) -> None:
+        """Change how many tasks the scheduler keeps in memory (thread-safe: one store)."""
+        self.window_size = max(1, size)
+
     # -- taking tasks -----------------------------------------------------------------
 
     def _refresh_active(self, force: bool = False) -> None:
@@ -223,19 +251,30 @@ class Scheduler:
             self._active_at = now
 
     def _refill(self, now: float) -> None:
-        if len(self.window) >= self.config.window // 2:
+        if len(self.window) >= self.window_size // 2 or now < self._refill_after:
             return
         self._refresh_active()
-        want = self.config.window - len(self.window)
+        want = self.window_size - len(self.window)
         for job_id in self._active:
             if want <= 0:
                 break
             low = self.store.low_group(job_id)
             if low is None:
                 continue
-            rows = self.store.take_ready(job_id, want, low + self.config.batch_size)
+            rows = self.store.take_ready(job_id, want, low + self._batch_size(job_id))
             self.window.extend(rows)
             want -= len(rows)
+        # Nothing more was ready: look again a little later, not at every step.
+        self._refill_after = now + 0.02 if want > 0 else 0.0
+
+    def _batch_size(self, job_id: str) -> int:
+        """Open parameter groups allowed for a job: its own batch_size, else the config's."""
+        size = self._batch_sizes.get(job_id)
+        if size is None:
+            spec = self.store.job(job_id)["spec"]
+            size = int(spec.get("batch_size") or self.config.batch_size)
+            self._batch_sizes[job_id] = size
+        return size
 
     def _memory_key(self, task: TaskRow) -> str | None:
         return task.memory_key or task.fn
@@ -263,12 +302,22 @@ class Scheduler:
                 continue
             group = [run]
             # Batch short tasks of the same key for one worker (each still runs alone).
-            if (batch_max > 1 and task.timeout is None and not task.lock_key and not run.probe
-                    and run.key not in self.oom_keys):
+            if (
+                batch_max > 1
+                and task.timeout is None
+                and not task.lock_key
+                and not run.probe
+                and run.key not in self.oom_keys
+            ):
                 while self.window and len(group) < batch_max:
                     nxt = self.window[0]
-                    if (nxt.timeout is not None or nxt.lock_key or nxt.kind != task.kind
-                            or self._memory_key(nxt) != run.key or nxt.memory != task.memory):
+                    if (
+                        nxt.timeout is not None
+                        or nxt.lock_key
+                        or nxt.kind != task.kind
+                        or self._memory_key(nxt) != run.key
+                        or nxt.memory != task.memory
+                    ):
                         break
                     self.window.popleft()
                     group.append(self._claim(nxt, run.key, False, run.limit, now, admit=False))
@@ -324,8 +373,9 @@ class Scheduler:
         self._op("insert_attempt", claim)
         self._op("task_running", {"n": n, "now": now, "task_id": task.id})
         if task.lock_key:
-            self._op("acquire_lock", {"key": task.lock_key, "attempt_id": attempt_id,
-                                      "task_id": task.id})
+            self._op(
+                "acquire_lock", {"key": task.lock_key, "attempt_id": attempt_id, "task_id": task.id}
+            )
         self.running[attempt_id] = run
         return run
 
@@ -375,20 +425,39 @@ class Scheduler:
                 self._release(run)
                 run.task.attempts -= 1
                 if run.claim is not None:
-                    self.ops = [op for op in self.ops if op[1] is not run.claim
-                                and not (op[0] == "task_running"
-                                         and op[1]["task_id"] == run.task.id
-                                         and op[1]["n"] == run.n)]
+                    self.ops = [
+                        op
+                        for op in self.ops
+                        if op[1] is not run.claim
+                        and not (
+                            op[0] == "task_running"
+                            and op[1]["task_id"] == run.task.id
+                            and op[1]["n"] == run.n
+                        )
+                    ]
                 else:
-                    self._op("end_attempt", self._end_params(
-                        run, "skipped", None, {"reason": "its worker died before starting it"},
-                        None))
-                    self._op("task_requeued", {"task_id": run.task.id, "n": run.task.attempts,
-                                               "now": time.time()})
+                    self._op(
+                        "end_attempt",
+                        self._end_params(
+                            run,
+                            "skipped",
+                            None,
+                            {"reason": "its worker died before starting it"},
+                            None,
+                        ),
+                    )
+                    self._op(
+                        "task_requeued",
+                        {"task_id": run.task.id, "n": run.task.attempts, "now": time.time()},
+                    )
                 self.window.appendleft(run.task)
 
     def _end_params(
-        self, run: Running, state: str, fc: str | None, evidence: dict[str, Any] | None,
+        self,
+        run: Running,
+        state: str,
+        fc: str | None,
+        evidence: dict[str, Any] | None,
         peak: int | None,
     ) -> dict[str, Any]:
         return {
@@ -402,8 +471,14 @@ class Scheduler:
             "worker": getattr(run.worker, "name", None),
         }
 
-    def _end(self, run: Running, state: str, fc: str | None,
-             evidence: dict[str, Any] | None, peak: int | None) -> None:
+    def _end(
+        self,
+        run: Running,
+        state: str,
+        fc: str | None,
+        evidence: dict[str, Any] | None,
+        peak: int | None,
+    ) -> None:
         params = self._end_params(run, state, fc, evidence, peak)
         if run.claim is not None:
             run.claim.update(params)
@@ -419,23 +494,36 @@ class Scheduler:
             del self.locks[run.task.lock_key]
             self._op("release_lock", {"attempt_id": run.attempt_id})
 
-    def _succeeded(self, run: Running, payload: bytes | None, peak: int | None,
-                   evidence: dict[str, Any] | None) -> None:
+    def _succeeded(
+        self, run: Running, payload: bytes | None, peak: int | None, evidence: dict[str, Any] | None
+    ) -> None:
         self._end(run, "succeeded", None, None, peak)
-        if run.task.memory is None or run.probe:
-            self.estimates.learn(run.key, peak)
-        elif peak:
+        if run.task.memory is None or run.probe or peak:
             self.estimates.learn(run.key, peak)
         task = run.task
-        self._op("result", {
-            "task_id": task.id, "job_id": task.job_id, "attempt_id": run.attempt_id,
-            "value": payload, "kind": task.kind, "grp": task.grp, "now": time.time(),
-            "n": run.n,
-        })
+        self._op(
+            "result",
+            {
+                "task_id": task.id,
+                "job_id": task.job_id,
+                "attempt_id": run.attempt_id,
+                "value": payload,
+                "kind": task.kind,
+                "grp": task.grp,
+                "now": time.time(),
+                "n": run.n,
+            },
+        )
         self.stats.succeeded += 1
 
-    def _failed(self, run: Running, fc: FailureClass, message: str | None,
-                evidence: dict[str, Any], peak: int | None) -> None:
+    def _failed(
+        self,
+        run: Running,
+        fc: FailureClass,
+        message: str | None,
+        evidence: dict[str, Any],
+        peak: int | None,
+    ) -> None:
         self.stats.failed_attempts[fc.value] = self.stats.failed_attempts.get(fc.value, 0) + 1
         if message:
             evidence = dict(evidence, message=message)
@@ -476,31 +564,63 @@ class Scheduler:
             allowed = max(task.retries, self.config.death_retries) if death else task.retries
             errors = run.n - task.oom_attempts
             if errors <= allowed:
-                delay = min(self.config.retry_backoff * 2 ** (errors - 1),
-                            self.config.retry_backoff_max)
+                delay = min(
+                    self.config.retry_backoff * 2 ** (errors - 1), self.config.retry_backoff_max
+                )
                 retry_at = now + delay
         if retry_at is not None:
-            self._op("task_retry", {
-                "task_id": task.id, "n": run.n, "oom_attempts": task.oom_attempts,
-                "memory": task.memory, "not_before": retry_at, "failure_class": fc.value,
-                "error": error, "now": now,
-            })
+            self._op(
+                "task_retry",
+                {
+                    "task_id": task.id,
+                    "n": run.n,
+                    "oom_attempts": task.oom_attempts,
+                    "memory": task.memory,
+                    "not_before": retry_at,
+                    "failure_class": fc.value,
+                    "error": error,
+                    "now": now,
+                },
+            )
         else:
-            self._op("task_failed", {
-                "task_id": task.id, "n": run.n, "oom_attempts": task.oom_attempts,
-                "failure_class": final_class.value, "error": error, "now": now,
-            })
+            self._op(
+                "task_failed",
+                {
+                    "task_id": task.id,
+                    "n": run.n,
+                    "oom_attempts": task.oom_attempts,
+                    "failure_class": final_class.value,
+                    "error": error,
+                    "now": now,
+                },
+            )
             if task.kind == "task":
-                self._op("fail_dependent", {
-                    "job_id": task.job_id, "grp": task.grp, "now": now,
-                    "error": f"replicate task {task.id} failed ({final_class.value})",
-                })
-        self._op("insert_event", {
-            "ts": now, "job_id": task.job_id, "task_id": task.id, "kind": "attempt_failed",
-            "data": json.dumps({"attempt_id": run.attempt_id, "class": fc.value,
-                                "retry": retry_at is not None, "final": final_class.value
-                                if retry_at is None else None}),
-        })
+                self._op(
+                    "fail_dependent",
+                    {
+                        "job_id": task.job_id,
+                        "grp": task.grp,
+                        "now": now,
+                        "error": f"replicate task {task.id} failed ({final_class.value})",
+                    },
+                )
+        self._op(
+            "insert_event",
+            {
+                "ts": now,
+                "job_id": task.job_id,
+                "task_id": task.id,
+                "kind": "attempt_failed",
+                "data": json.dumps(
+                    {
+                        "attempt_id": run.attempt_id,
+                        "class": fc.value,
+                        "retry": retry_at is not None,
+                        "final": final_class.value if retry_at is None else None,
+                    }
+                ),
+            },
+        )
 
     def _finish_deaths(self) -> None:
         if not self.deaths:

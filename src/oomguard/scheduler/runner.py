@@ -51,8 +51,11 @@ class Runner:
                 options[name] = _memory(options[name])
         base = config or load_config(env={})
         self.config = base.replace(
-            store=store, workers=workers, memory_budget=_memory(memory_budget),
-            executor=executor, **options,
+            store=store,
+            workers=workers,
+            memory_budget=_memory(memory_budget),
+            executor=executor,
+            **options,
         )
         self.store = SqliteStore(self.config.store)
         self._thread: threading.Thread | None = None
@@ -161,8 +164,15 @@ class Runner:
         else:
             job_id = uuid.uuid4().hex[:12]
             spec = {"replicates": replicates, "out": out, "batch_size": batch_size}
-            self.store.create_job(job_id, name=name or ref, fn=ref, agg=agg_ref, spec=spec,
-                                  fingerprint=fingerprint, namespace=namespace)
+            self.store.create_job(
+                job_id,
+                name=name or ref,
+                fn=ref,
+                agg=agg_ref,
+                spec=spec,
+                fingerprint=fingerprint,
+                namespace=namespace,
+            )
         self.start()
         opts = options_of(task_fn)
         agg_opts = options_of(agg_fn) if agg_fn is not None else None
@@ -173,38 +183,66 @@ class Runner:
         for chunk in _chunks(it, CHUNK):
             rows = []
             for p in chunk:
-                rows.extend(self._group_rows(job_id, index, ref, p, opts, replicates,
-                                             agg_ref, agg_opts))
+                rows.extend(
+                    self._group_rows(job_id, index, ref, p, opts, replicates, agg_ref, agg_opts)
+                )
                 index += 1
             self.store.add_tasks(rows, job_id=job_id, groups=index)
             self._raise_if_failed()
         self.store.set_job_groups(job_id, index, sealed=True)
         return Job(self, job_id)
 
-    def _group_rows(self, job_id: str, grp: int, ref: str, params: Any, opts: Any,
-                    replicates: int | None, agg_ref: str | None, agg_opts: Any,
-                    ) -> list[dict[str, Any]]:
+    def _group_rows(
+        self,
+        job_id: str,
+        grp: int,
+        ref: str,
+        params: Any,
+        opts: Any,
+        replicates: int | None,
+        agg_ref: str | None,
+        agg_opts: Any,
+    ) -> list[dict[str, Any]]:
         if not isinstance(params, dict):
             raise PayloadError(
-                f"parameter set {grp} is not a dict of keyword arguments: {params!r:.80}",
-                index=grp)
+                f"parameter set {grp} is not a dict of keyword arguments: {params!r:.80}", index=grp
+            )
         try:
             text = json.dumps(params, allow_nan=True)
         except (TypeError, ValueError) as err:
-            raise PayloadError(f"parameter set {grp} is not JSON-serialisable: {err}",
-                               index=grp) from err
-        common = self._task_fields(ref, params, opts)
+            raise PayloadError(
+                f"parameter set {grp} is not JSON-serialisable: {err}", index=grp
+            ) from err
+        common = self.task_fields(ref, params, opts)
         rows = []
         for r in range(replicates or 1):
-            rows.append(dict(common, job_id=job_id, grp=grp, kind="task",
-                             replicate=r if replicates else None, params=text, state="ready"))
+            rows.append(
+                dict(
+                    common,
+                    job_id=job_id,
+                    grp=grp,
+                    kind="task",
+                    replicate=r if replicates else None,
+                    params=text,
+                    state="ready",
+                )
+            )
         if agg_ref:
-            rows.append(dict(self._task_fields(agg_ref, params, agg_opts), job_id=job_id,
-                             grp=grp, kind="aggregate", params=text, state="pending",
-                             deps=replicates or 1))
+            rows.append(
+                dict(
+                    self.task_fields(agg_ref, params, agg_opts),
+                    job_id=job_id,
+                    grp=grp,
+                    kind="aggregate",
+                    params=text,
+                    state="pending",
+                    deps=replicates or 1,
+                )
+            )
         return rows
 
-    def _task_fields(self, ref: str, params: dict[str, Any], opts: Any) -> dict[str, Any]:
+    def task_fields(self, ref: str, params: dict[str, Any], opts: Any) -> dict[str, Any]:
+        """The tasks-table columns that a task's options decide (retries, memory, lock)."""
         config = self.config
         key_param = opts.memory_key or config.memory_key
         memory_key = None
@@ -215,8 +253,9 @@ class Runner:
             try:
                 lock_key = opts.lock.format(**params)
             except (KeyError, IndexError, ValueError) as err:
-                raise PayloadError(f"lock {opts.lock!r} cannot be formatted from {params!r:.80}: "
-                                   f"{err}") from err
+                raise PayloadError(
+                    f"lock {opts.lock!r} cannot be formatted from {params!r:.80}: {err}"
+                ) from err
         return {
             "fn": ref,
             "retries": opts.retries if opts.retries else config.retries,
@@ -234,13 +273,19 @@ class Runner:
         try:
             payload = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:
-            raise PayloadError(f"the arguments cannot be pickled: {type(err).__name__}: {err}"
-                               ) from err
+            raise PayloadError(
+                f"the arguments cannot be pickled: {type(err).__name__}: {err}"
+            ) from err
         job_id = uuid.uuid4().hex[:12]
         self.store.create_job(job_id, name=ref, fn=ref, agg=None, spec={})
         self.start()
-        row = dict(self._task_fields(ref, kwargs, options_of(task_fn)), job_id=job_id, grp=0,
-                   kind="task", state="ready")
+        row = dict(
+            self.task_fields(ref, kwargs, options_of(task_fn)),
+            job_id=job_id,
+            grp=0,
+            kind="task",
+            state="ready",
+        )
         if len(payload) > BLOB_THRESHOLD:
             row["payload_ref"] = self.store.put_blob(payload)
         else:
@@ -287,8 +332,9 @@ def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
         return "cancelled"
     open_ = sum(counts[s] for s in ("pending", "ready", "queued", "running"))
     if stored == "open" or open_:
-        return "running" if counts["running"] or counts["succeeded"] or counts["failed"] \
-            else "waiting"
+        return (
+            "running" if counts["running"] or counts["succeeded"] or counts["failed"] else "waiting"
+        )
     return "failed" if counts["failed"] else "succeeded"
 
 
@@ -307,7 +353,7 @@ class Job:
         return job_status(self.runner.store, self.id)
 
     def done(self) -> bool:
-        groups, state = self.runner.store.job_groups(self.id)
+        _groups, state = self.runner.store.job_groups(self.id)
         return state != "open" and self.runner.store.low_group(self.id) is None
 
     def wait(self, timeout: float | None = None, progress: bool | None = None) -> dict[str, Any]:
@@ -318,8 +364,11 @@ class Job:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=sum(self.runner.store.counts(self.id).values()), unit="task",
-                       desc=f"job {self.id}")
+            bar = tqdm(
+                total=sum(self.runner.store.counts(self.id).values()),
+                unit="task",
+                desc=f"job {self.id}",
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         last = 0.0
         try:
@@ -361,7 +410,8 @@ class Job:
             row = store.db.execute(
                 "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
                 "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
-                (self.id, self.id)).fetchone()
+                (self.id, self.id),
+            ).fetchone()
             if not row[0]:
                 return
             self.runner._raise_if_failed()

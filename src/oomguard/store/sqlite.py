@@ -371,7 +371,9 @@ class SqliteStore:
             )
 
     def find_job(self, fingerprint: str) -> str | None:
-        row = self.db.execute("SELECT id FROM jobs WHERE fingerprint = ?", (fingerprint,)).fetchone()
+        row = self.db.execute(
+            "SELECT id FROM jobs WHERE fingerprint = ?", (fingerprint,)
+        ).fetchone()
         return str(row[0]) if row else None
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -383,7 +385,7 @@ class SqliteStore:
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r} in store {str(self.path)!r}", job_id=job_id)
         keys = ("id", "name", "namespace", "fn", "agg", "spec", "state", "created_at", "groups")
-        job = dict(zip(keys, row))
+        job = dict(zip(keys, row, strict=False))
         job["spec"] = json.loads(job["spec"])
         return job
 
@@ -411,7 +413,10 @@ class SqliteStore:
         raise JobNotFoundError(f"job id prefix {prefix!r} is ambiguous", job_id=prefix)
 
     def add_tasks(
-        self, rows: Sequence[dict[str, Any]], *, job_id: str | None = None,
+        self,
+        rows: Sequence[dict[str, Any]],
+        *,
+        job_id: str | None = None,
         groups: int | None = None,
     ) -> None:
         """Insert tasks (dicts with the tasks table's columns) in one transaction.
@@ -447,7 +452,7 @@ class SqliteStore:
                 defaults = {"deps": 0, "retries": 0, "oom_retries": 3}
                 db.executemany(
                     sql,
-                    [tuple(r.get(c, defaults.get(c)) for c in columns) + (now,) for r in rows],
+                    [(*tuple(r.get(c, defaults.get(c)) for c in columns), now) for r in rows],
                 )
             if job_id is not None and groups is not None:
                 db.execute("UPDATE jobs SET total_groups = ? WHERE id = ?", (groups, job_id))
@@ -567,9 +572,7 @@ class SqliteStore:
         inserted = db.execute(Q["insert_result"], params).rowcount
         if not inserted:
             return 1
-        db.execute(
-            Q["task_succeeded"], {"task_id": params["task_id"], "n": n, "now": now}
-        )
+        db.execute(Q["task_succeeded"], {"task_id": params["task_id"], "n": n, "now": now})
         if params["kind"] == "task":
             db.execute(Q["release_dependent"], {"job_id": params["job_id"], "grp": grp, "now": now})
         return 0
@@ -675,21 +678,31 @@ class SqliteStore:
         ).fetchall()
         out = []
         for row in rows:
-            item = dict(zip(keys, row))
+            item = dict(zip(keys, row, strict=False))
             item["evidence"] = json.loads(item["evidence"]) if item["evidence"] else None
             out.append(item)
         return out
 
     def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]:
-        keys = ("attempt_id", "task_id", "started_at", "ended_at", "admitted_bytes",
-                "limit_bytes", "peak_bytes", "failure_class", "state", "memory_key")
+        keys = (
+            "attempt_id",
+            "task_id",
+            "started_at",
+            "ended_at",
+            "admitted_bytes",
+            "limit_bytes",
+            "peak_bytes",
+            "failure_class",
+            "state",
+            "memory_key",
+        )
         for row in self.db.execute(
             "SELECT a.id, a.task_id, a.started_at, a.ended_at, a.admitted_bytes, a.limit_bytes, "
             "a.peak_bytes, a.failure_class, a.state, t.memory_key FROM attempts a "
             "JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? ORDER BY a.id",
             (job_id,),
         ):
-            yield dict(zip(keys, row))
+            yield dict(zip(keys, row, strict=False))
 
     def result_rows(
         self, job_id: str, kind: str = "task", part: int | None = None
@@ -751,8 +764,13 @@ class SqliteStore:
             ).rowcount
             db.execute(
                 Q["insert_event"],
-                {"ts": now, "job_id": job_id, "task_id": None, "kind": "retry_failed",
-                 "data": json.dumps({"tasks": n})},
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "retry_failed",
+                    "data": json.dumps({"tasks": n}),
+                },
             )
         return n
 
@@ -768,8 +786,13 @@ class SqliteStore:
             db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
             db.execute(
                 Q["insert_event"],
-                {"ts": now, "job_id": job_id, "task_id": None, "kind": "job_cancelled",
-                 "data": json.dumps({"tasks": n})},
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_cancelled",
+                    "data": json.dumps({"tasks": n}),
+                },
             )
         return n
 

@@ -148,8 +148,12 @@ def main(argv: list[str]) -> None:
         if batch is None:
             return
         memory_error = False
-        for item in batch:
-            oom_before = cgroup.start() if cgroup else None
+        # Batches are only made of short tasks of one memory key: for those, the cgroup is
+        # read once per batch (peak = the batch's peak) instead of around every task.
+        per_item = len(batch) == 1
+        batch_oom = cgroup.start() if cgroup and not per_item else None
+        for index, item in enumerate(batch):
+            oom_before = cgroup.start() if cgroup and per_item else batch_oom
             rss_before = rss_bytes()
             maxrss_before = _maxrss()
             t0 = time.time()
@@ -157,7 +161,7 @@ def main(argv: list[str]) -> None:
             elapsed = time.time() - t0
             peak = None
             oom_after = None
-            if cgroup:
+            if cgroup and (per_item or index == len(batch) - 1 or not ok):
                 peak, oom_after = cgroup.end()
             if peak is None:
                 maxrss = _maxrss()
@@ -185,8 +189,19 @@ def main(argv: list[str]) -> None:
                 memory_error = True
             del value
             conn_out.send_bytes(
-                pickle.dumps(("outcome", item["attempt_id"], ok, payload, fc, message, evidence,
-                              peak, recycle))
+                pickle.dumps(
+                    (
+                        "outcome",
+                        item["attempt_id"],
+                        ok,
+                        payload,
+                        fc,
+                        message,
+                        evidence,
+                        peak,
+                        recycle,
+                    )
+                )
             )
         # Against fragmentation: give freed memory back, then decide whether to retire.
         gc.collect()

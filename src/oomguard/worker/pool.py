@@ -9,6 +9,7 @@ seconds and kills the worker's process group at its limit.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -161,10 +162,9 @@ class WorkerPool:
         worker.inflight.extend(item["attempt_id"] for item in items)
         worker.busy = True
         worker.peak_sample = 0
-        try:
+        # If it died, poll() reports the death with these attempts.
+        with contextlib.suppress(OSError):
             worker.conn_out.send_bytes(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
-        except (BrokenPipeError, OSError):
-            pass  # it died: poll() reports it with these attempts
 
     def idle_workers(self) -> list[Worker]:
         return [w for w in self.workers.values() if not w.busy and not w.dead]
@@ -176,17 +176,13 @@ class WorkerPool:
 
     def _kill(self, worker: Worker) -> None:
         if worker.cgroup is not None:
-            try:
+            with contextlib.suppress(OSError):
                 worker.cgroup.kill_all()
-            except OSError:
-                pass
         try:
             os.killpg(worker.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _reap(self, worker: Worker, block: bool) -> tuple[int, Any] | None:
         try:
@@ -202,18 +198,14 @@ class WorkerPool:
     def _close(self, worker: Worker) -> None:
         worker.dead = True
         for conn in (worker.conn_in, worker.conn_out):
-            try:
+            with contextlib.suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def retire(self, worker: Worker, reason: str) -> None:
         """Stop an idle worker (recycling) and count it by reason."""
         self.recycles[reason] = self.recycles.get(reason, 0) + 1
-        try:
+        with contextlib.suppress(OSError):
             worker.conn_out.send_bytes(pickle.dumps(None))
-        except OSError:
-            pass
         # A worker exits quickly on None; wait briefly, then make sure.
         deadline = time.time() + 2.0
         result = None
@@ -230,10 +222,8 @@ class WorkerPool:
     def _drop(self, worker: Worker) -> None:
         self.workers.pop(worker.name, None)
         if worker.cgroup is not None:
-            try:
+            with contextlib.suppress(OSError):
                 worker.cgroup.remove()
-            except OSError:
-                pass
 
     def stop(self) -> None:
         for worker in list(self.workers.values()):
@@ -269,10 +259,8 @@ class WorkerPool:
                 if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
                     worker.inflight.popleft()
                 elif msg[0] == "outcome":
-                    try:
+                    with contextlib.suppress(ValueError):
                         worker.inflight.remove(msg[1])
-                    except ValueError:
-                        pass
                 messages.append((worker, msg))
                 if msg[0] == "idle":
                     worker.busy = False
@@ -308,8 +296,11 @@ class WorkerPool:
                 self.kill(
                     worker,
                     "watchdog",
-                    {"rss_bytes": rss, "limit_bytes": worker.limit_bytes,
-                     "sampled_every_s": self.config.watchdog_interval},
+                    {
+                        "rss_bytes": rss,
+                        "limit_bytes": worker.limit_bytes,
+                        "sampled_every_s": self.config.watchdog_interval,
+                    },
                 )
 
     def sample_peaks(self) -> None:

@@ -4,7 +4,7 @@ SELECT id, job_id, grp, kind, replicate, fn, params, payload, payload_ref, attem
        oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key
 FROM tasks
 WHERE job_id = :job_id AND state = 'ready' AND not_before <= :now AND grp < :grp_limit
-ORDER BY id
+ORDER BY grp, id
 LIMIT :limit;
 
 -- name: mark_queued

@@ -55,7 +55,7 @@ CREATE TABLE tasks (
     updated_at   REAL NOT NULL
 );
 CREATE INDEX tasks_job_grp ON tasks(job_id, grp);
-CREATE INDEX tasks_ready ON tasks(job_id, id) WHERE state = 'ready';
+CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready';
 CREATE INDEX tasks_open ON tasks(job_id, grp) WHERE state IN ('pending', 'ready', 'queued', 'running');
 CREATE INDEX tasks_job_state ON tasks(job_id, state);
 

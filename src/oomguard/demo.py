@@ -1,0 +1,111 @@
+"""The bundled example sweep: ``python -m oomguard.demo`` (``make demo``).
+
+An agent-based simulation sweep where memory grows with ``n_agents``: most parameter
+sets are small and run packed side by side; the largest outgrow their first estimate,
+are killed by the kernel in their own memory cgroup (or by the watchdog where the machine
+has no cgroups), are shown with the kernel's own line, and are retried with more memory
+until they succeed. Results land in Parquet under ``demo-out/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import oomguard
+from oomguard.units import format_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo-out", help="output directory")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep an earlier demo's store")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and not args.keep:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = [20, 40, 80, 900]
+    params = [
+        {"n_agents": n, "steps": 3, "mib_per_agent": 1.0, "seed": i}
+        for i in range(6)
+        for n in sizes
+    ]
+    with oomguard.Runner(
+        store=str(out / "demo.sqlite"), workers=args.workers, memory_key="n_agents"
+    ) as runner:
+        sched = runner.scheduler
+        print(f"isolation: {sched.isolation.mode} ({sched.isolation.reason})")
+        print(f"memory budget: {format_size(sched.budget)}; workers: {runner.config.workers}")
+        print(
+            f"sweep: {len(params)} parameter sets x 2 replicates + aggregations; "
+            f"memory grows with n_agents ({', '.join(map(str, sizes))} MiB)"
+        )
+        job = runner.sweep(
+            "oomguard.examples:simulate",
+            params,
+            replicates=2,
+            aggregate="oomguard.examples:mean_of",
+            out=str(out / "results"),
+            name="demo",
+        )
+        status = job.wait()
+        attempts = list(runner.store.all_attempts(job.id))
+        kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
+        print()
+        print(f"{len(kills)} attempt(s) were OOM-killed and retried with more memory:")
+        for a in kills:
+            (ev,) = [
+                x["evidence"]
+                for x in runner.store.attempts(a["task_id"])
+                if x["attempt_id"] == a["attempt_id"]
+            ]
+            kernel = [line for line in ev.get("kernel_lines", []) if "Killed process" in line]
+            print(
+                f"  task {a['task_id']} ({a['memory_key'].split('|')[-1]}): "
+                f"{a['failure_class']} at a limit of {format_size(a['limit_bytes'])}"
+            )
+            if kernel:
+                print(f"    kernel: {kernel[-1].strip()[:160]}")
+            elif ev.get("killed_by_oomguard"):
+                print(f"    watchdog: RSS {format_size(ev.get('rss_bytes'))} over the limit")
+            retried = [
+                x for x in runner.store.attempts(a["task_id"]) if x["attempt_id"] > a["attempt_id"]
+            ]
+            if retried:
+                last = retried[-1]
+                print(
+                    f"    retried with a limit of {format_size(last['limit_bytes'])}: "
+                    f"{last['state']} (peak {format_size(last['peak_bytes'])})"
+                )
+        print()
+        print("learned estimates:")
+        for key, (est, peak, samples) in sorted(runner.store.estimates().items()):
+            fn, _, which = key.partition("|")
+            label = f"{fn.rsplit(':', 1)[-1]} {which}"
+            print(
+                f"  {label:>22}: {format_size(est)} (peak {format_size(peak)}, {samples} samples)"
+            )
+        print()
+        print(
+            json.dumps(
+                {
+                    "job_id": job.id,
+                    "counts": status["counts"],
+                    "failures_by_class": status["failures_by_class"],
+                    "out": status["out"],
+                }
+            )
+        )
+        print(
+            f"results: {out / 'results'}/tasks and /aggregates (Parquet); "
+            f"store: {out / 'demo.sqlite'}"
+        )
+    return 0 if status["counts"]["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
