@@ -308,6 +308,11 @@ def _print_status(status: dict[str, Any]) -> None:
             "  failed attempts by class: "
             + ", ".join(f"{k} {v}" for k, v in sorted(status["failures_by_class"].items()))
         )
+    if status.get("memory_budget_bytes"):
+        click.echo(
+            f"  memory budget: {format_size(status['memory_budget_bytes'])} "
+            f"(isolation: {status.get('isolation')})"
+        )
     if status.get("out"):
         click.echo(f"  results: {status['out']}")
 

@@ -19,6 +19,7 @@ from typing import Any
 import psutil
 
 from oomguard.config import RunnerConfig
+from oomguard.errors import ConfigError
 from oomguard.jobs.model import FailureClass
 from oomguard.scheduler.admission import Admission, Estimates, escalate
 from oomguard.store.sqlite import SqliteStore, TaskRow
@@ -69,6 +70,25 @@ def derive_budget(config: RunnerConfig, own_limit: int | None) -> int:
     return max(total - config.memory_reserve, 64 * 1024 * 1024)
 
 
+def check_limits(config: RunnerConfig, own_limit: int | None) -> None:
+    """A worker memory or budget above the machine or the container is an error."""
+    machine = machine_memory()
+    where, limit = "this machine's memory", machine
+    if own_limit is not None and own_limit < machine:
+        where, limit = "the memory limit of oomguard's own cgroup (container)", own_limit
+    for option, value in (
+        ("--worker-memory", config.worker_memory),
+        ("--memory-budget", config.memory_budget),
+    ):
+        if value is not None and value > limit:
+            raise ConfigError(
+                f"{option} {format_size(value)} is larger than {where} ({format_size(limit)})",
+                option=option,
+                value=value,
+                limit_bytes=limit,
+            )
+
+
 class Scheduler:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
@@ -112,6 +132,8 @@ class Scheduler:
         self.recovery = self.store.register_scheduler(self.id, config.lease_ttl)
         self._next_attempt = self.store.next_attempt_id()
         self.isolation = detect_isolation(config.isolation)
+        if config.executor == "local":
+            check_limits(config, self.isolation.own_limit_bytes)
         self.executor = self._make_executor()
         self.executor.start()
         own_limit = self.isolation.own_limit_bytes
@@ -125,6 +147,8 @@ class Scheduler:
         remote_cap = getattr(self.executor, "max_task_memory", lambda: None)()
         if remote_cap is not None:
             cap = min(cap, remote_cap)
+        self.store.set_meta("memory_budget", str(self.budget))
+        self.store.set_meta("isolation", self.isolation.mode)
         self.admission = Admission(
             budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
         )

@@ -324,6 +324,9 @@ def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
         "counts": counts,
         "failures_by_class": store.failures_by_class(job_id),
         "out": job["spec"].get("out"),
+        # As the last scheduler on this store saw them.
+        "memory_budget_bytes": int(budget) if (budget := store.meta("memory_budget")) else None,
+        "isolation": store.meta("isolation"),
     }
 
 

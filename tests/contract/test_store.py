@@ -1,0 +1,158 @@
+"""The store contract, run against every store implementation."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
+from oomguard.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+
+
+@pytest.fixture(params=["sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    s = SqliteStore(tmp_path / "s.sqlite")
+    yield s
+    s.close()
+
+
+def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
+    store.create_job("j1", name="t", fn="m:f", agg="m:g" if agg else None, spec={})
+    rows = []
+    for g in range(n):
+        for r in range(groups_of):
+            rows.append({"job_id": "j1", "grp": g, "kind": "task", "replicate": r, "fn": "m:f",
+                         "params": json.dumps({"x": g}), "state": "ready"})
+        if agg:
+            rows.append({"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g",
+                         "params": json.dumps({"x": g}), "state": "pending",
+                         "deps": groups_of})
+    store.add_tasks(rows, job_id="j1", groups=n)
+    store.set_job_groups("j1", n, sealed=True)
+    return "j1"
+
+
+def _claim(store, task, attempt_id: int, sid: str = "s1") -> None:
+    store.apply([
+        ("insert_attempt", {"id": attempt_id, "task_id": task.id, "n": 1, "scheduler_id": sid,
+                            "worker": "w1", "pid": 1, "state": "running",
+                            "started_at": time.time(), "ended_at": None,
+                            "failure_class": None, "admitted_bytes": 0, "limit_bytes": 0,
+                            "peak_bytes": None, "evidence": None}),
+        ("task_running", {"n": 1, "now": time.time(), "task_id": task.id}),
+    ])
+
+
+def _result(task, attempt_id: int, value: bytes = b"v") -> tuple[str, dict]:
+    return ("result", {"task_id": task.id, "job_id": task.job_id, "attempt_id": attempt_id,
+                       "value": value, "kind": task.kind, "grp": task.grp,
+                       "now": time.time(), "n": 1})
+
+
+def test_migrations_add_up_to_the_schema(store) -> None:
+    assert SCHEMA_VERSION == MIGRATIONS[-1][0]
+    tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "tasks", "attempts", "results", "events", "locks", "estimates",
+            "parts", "schedulers", "meta"} <= tables
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_take_ready_respects_window_and_open_groups(store) -> None:
+    _job(store, n=10, groups_of=2)
+    rows = store.take_ready("j1", limit=100, grp_limit=3)
+    assert sorted({r.grp for r in rows}) == [0, 1, 2]
+    assert len(rows) == 6
+    assert store.counts("j1")["queued"] == 6
+    assert store.take_ready("j1", limit=100, grp_limit=3) == []
+
+
+def test_result_is_stored_exactly_once(store) -> None:
+    _job(store, n=1, groups_of=2, agg=True)
+    t0, t1 = store.take_ready("j1", 10, 10)
+    _claim(store, t0, 1)
+    assert store.apply([_result(t0, 1)]) == 0
+    assert store.apply([_result(t0, 1, b"late duplicate")]) == 1
+    assert store.counter("duplicate_results") == 1
+    (row,) = [r for r in store.result_rows("j1") if r[0] == t0.id]
+    assert row[-1] == b"v"
+    # The aggregation is released once, when its last replicate succeeds.
+    assert store.counts("j1")["pending"] == 1
+    _claim(store, t1, 2)
+    store.apply([_result(t1, 2)])
+    assert store.counts("j1")["ready"] == 1 and store.counts("j1")["pending"] == 0
+
+
+def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Path) -> None:
+    _job(store, n=2)
+    t0, _ = store.take_ready("j1", 10, 10)
+    # A scheduler process that has exited: its pid is gone.
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(proc.stdout)
+    store.db.execute("INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
+                     (__import__("socket").gethostname(), dead_pid, time.time()))
+    _claim(store, t0, 1, sid="old")
+    store.apply([("acquire_lock", {"key": "k", "attempt_id": 1, "task_id": t0.id})])
+    recovery = store.register_scheduler("new", lease_ttl=30)
+    assert recovery.lost_attempts == 1
+    assert recovery.released_locks == 1
+    assert store.counts("j1")["ready"] == 2
+    (attempt,) = store.attempts(t0.id)
+    assert attempt["failure_class"] == "lost"
+
+
+def test_live_scheduler_keeps_the_store(store) -> None:
+    store.register_scheduler("a", lease_ttl=30)
+    other = SqliteStore(store.path)
+    with pytest.raises(StoreBusyError):
+        other.register_scheduler("b", lease_ttl=30)
+    other.close()
+
+
+def test_not_a_store_and_newer_schema_are_refused(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.sqlite"
+    db = sqlite3.connect(foreign)
+    db.execute("CREATE TABLE users (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(NotAStoreError):
+        SqliteStore(foreign)
+    newer = tmp_path / "newer.sqlite"
+    SqliteStore(newer).close()
+    db = sqlite3.connect(newer)
+    db.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(SchemaTooNewError):
+        SqliteStore(newer)
+    db = sqlite3.connect(newer)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "999"
+    db.close()
+
+
+def test_retry_failed_and_cancel(store) -> None:
+    _job(store, n=3)
+    rows = store.take_ready("j1", 10, 10)
+    store.apply([("task_failed", {"task_id": rows[0].id, "n": 1, "oom_attempts": 0,
+                                  "failure_class": "error", "error": "x", "now": 0})])
+    assert store.counts("j1")["failed"] == 1
+    assert store.retry_failed("j1") == 1
+    assert store.counts("j1")["ready"] == 1
+    assert store.cancel("j1") == 3
+    assert store.counts("j1")["cancelled"] == 3
+
+
+def test_large_results_go_to_blob_files(store) -> None:
+    _job(store, n=1)
+    (t0,) = store.take_ready("j1", 10, 10)
+    big = b"x" * (2 * 1024 * 1024)
+    _claim(store, t0, 1)
+    store.apply([_result(t0, 1, big)])
+    assert store.db.execute("SELECT value_ref FROM results").fetchone()[0]
+    assert next(store.result_rows("j1"))[-1] == big

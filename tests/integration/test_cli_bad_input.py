@@ -1,0 +1,124 @@
+"""Bad input: a one-line error, a documented exit code, and nothing stored changes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from oomguard.cli.exit_codes import ExitCode
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Path:
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"x": 1}\n{"x": 2}\n')
+    return p
+
+
+@pytest.fixture
+def store(tmp_path: Path, cli, params: Path) -> Path:
+    s = tmp_path / "s.sqlite"
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(s),
+              "--workers", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    return s
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _check(res, code: ExitCode, words: str) -> None:
+    assert res.returncode == int(code), (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("task,words", [
+    ("no_such_module_xyz:f", "no module named 'no_such_module_xyz'"),
+    ("oomguard.examples:nope", "has no function 'nope'"),
+    ("just-a-name", "invalid task reference"),
+    ("/nonexistent/file.py:f", "no such file"),
+])
+def test_unknown_task(cli, params: Path, store: Path, task: str, words: str) -> None:
+    before = _digest(store)
+    res = cli("run", task, "--params", str(params), "--store", str(store))
+    _check(res, ExitCode.NOT_FOUND, words)
+    assert _digest(store) == before
+
+
+@pytest.mark.parametrize("line,words", [
+    ("[1, 2]", "expected a JSON object"),
+    ("{not json", "not valid JSON"),
+    ('"text"', "expected a JSON object"),
+])
+def test_bad_params_line(cli, tmp_path: Path, store: Path, line: str, words: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"x": 1}\n' + line + "\n")
+    before = _digest(store)
+    res = cli("run", "oomguard.examples:noop", "--params", str(bad), "--store", str(store))
+    _check(res, ExitCode.PAYLOAD, f"{bad}:2")
+    assert words in res.stderr
+    assert _digest(store) == before
+
+
+def test_missing_params_file(cli, tmp_path: Path) -> None:
+    res = cli("run", "oomguard.examples:noop", "--params", str(tmp_path / "none.jsonl"),
+              "--store", str(tmp_path / "s.sqlite"))
+    _check(res, ExitCode.PAYLOAD, "cannot read params file")
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_store_that_is_not_a_store(cli, tmp_path: Path, params: Path) -> None:
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("my precious notes\n" * 50)
+    before = _digest(bogus)
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(bogus))
+    _check(res, ExitCode.STORE, "not an oomguard store")
+    assert _digest(bogus) == before
+
+
+def test_out_dir_that_is_a_file(cli, tmp_path: Path, params: Path) -> None:
+    out = tmp_path / "out"
+    out.write_text("x")
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
+              str(tmp_path / "s.sqlite"), "--out", str(out))
+    _check(res, ExitCode.OUTPUT, "is a file")
+
+
+@pytest.mark.parametrize("size", ["lots", "-1", "12 parsecs"])
+def test_bad_size(cli, tmp_path: Path, params: Path, size: str) -> None:
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
+              str(tmp_path / "s.sqlite"), "--worker-memory", size)
+    _check(res, ExitCode.USAGE, "invalid memory size")
+
+
+def test_worker_memory_larger_than_the_machine(cli, tmp_path: Path, params: Path) -> None:
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
+              str(tmp_path / "s.sqlite"), "--worker-memory", "100TiB")
+    _check(res, ExitCode.USAGE, "larger than")
+
+
+def test_unknown_job(cli, store: Path) -> None:
+    res = cli("status", "ffffffff", "--store", str(store))
+    _check(res, ExitCode.NOT_FOUND, "no job 'ffffffff'")
+
+
+def test_rerun_resumes_instead_of_running_again(cli, params: Path, store: Path) -> None:
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(store),
+              "--json")
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["counts"]["succeeded"] == 2
+    info = json.loads(cli("status", "--store", str(store), "--json").stdout)
+    assert info["tasks"] == 2
+    import sqlite3
+
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    db.close()
