@@ -56,7 +56,7 @@ def _result(task, attempt_id: int, value: bytes = b"v") -> tuple[str, dict]:
 
 
 def test_migrations_add_up_to_the_schema(store) -> None:
-    assert SCHEMA_VERSION == MIGRATIONS[-1][0]
+    assert MIGRATIONS[-1][0] == SCHEMA_VERSION
     tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"jobs", "tasks", "attempts", "results", "events", "locks", "estimates",
             "parts", "schedulers", "meta"} <= tables

@@ -89,6 +89,8 @@ class JobStatus(_Strict):
     counts: dict[str, int]
     failures_by_class: dict[str, int]
     out: str | None = None
+    memory_budget_bytes: int | None = None
+    isolation: str | None = None
 
 
 class JobSummary(_Strict):

@@ -661,7 +661,13 @@ class Scheduler:
                 cg = str(worker.cgroup.path) if getattr(worker, "cgroup", None) else None
                 event = self.kmsg.find(pid=worker.pid, cgroup=cg)
             sigkill = os.WIFSIGNALED(died.status) and os.WTERMSIG(died.status) == 9
-            ours = worker.killed_by is not None and worker.killed_by[0] in ("timeout", "cancel")
+            # No kernel report follows a kill oomguard made itself: do not wait for one.
+            ours = worker.killed_by is not None and worker.killed_by[0] in (
+                "timeout",
+                "cancel",
+                "watchdog",
+                "stop",
+            )
             if event is None and sigkill and not ours and now < pending.deadline:
                 keep.append(pending)
                 continue

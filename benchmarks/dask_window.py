@@ -1,0 +1,257 @@
+"""oomguard on Dask vs plain Dask (``client.map`` + ``gather``): a sweep with replicates and
+aggregations, each result ~1 MiB, on the same LocalCluster configuration, one worker
+SIGKILLed mid-run.
+
+Measures, for each: wall time, the peak resident memory of the Dask worker processes
+(sampled every 0.1 s with psutil), and how many task executions were recomputations
+(executions are counted with marker files written by the task itself).
+
+    .venv/bin/python benchmarks/dask_window.py --params 200
+    .venv/bin/python benchmarks/dask_window.py            # 2,000 x 5 (needs ~10 GiB for
+                                                            # plain Dask's held results)
+
+Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+MIB = 1024 * 1024
+
+
+def sim(
+    i: int, marker_dir: str, result_mib: float = 1.0, seconds: float = 0.0, replicate: int = 0
+) -> dict[str, Any]:
+    """A replicate: one marker file per execution, a ~``result_mib`` MiB result."""
+    Path(marker_dir, f"{i}-{replicate}-{uuid.uuid4().hex}").touch()
+    if seconds:
+        time.sleep(seconds)
+    return {"i": i, "replicate": replicate, "blob": os.urandom(int(result_mib * MIB))}
+
+
+def agg(params: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The aggregation of one parameter set's replicates (small)."""
+    return {"n": len(results), "bytes": sum(len(r["blob"]) for r in results)}
+
+
+def agg_plain(i: int, *results: dict[str, Any]) -> dict[str, Any]:
+    return agg({"i": i}, list(results))
+
+
+class Sampler:
+    """Peak summed RSS of the cluster's worker processes (pids refreshed as they change)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.peak = 0
+        self.pids: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def refresh(self) -> None:
+        with contextlib.suppress(Exception):  # a worker restarting: keep the last pids
+            self.pids = [int(p) for p in self.client.run(os.getpid).values()]
+
+    def _run(self) -> None:
+        last = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - last > 1.0:
+                self.refresh()
+                last = time.monotonic()
+            total = 0
+            for pid in self.pids:
+                with contextlib.suppress(psutil.Error):
+                    total += psutil.Process(pid).memory_info().rss
+            self.peak = max(self.peak, total)
+            time.sleep(0.1)
+
+    def __enter__(self) -> Sampler:
+        self.refresh()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def killer(markers: Path, at: int, sampler: Sampler, done: list[int]) -> Callable[[], None]:
+    def run() -> None:
+        while len(done) == 0:
+            if sum(1 for _ in os.scandir(markers)) >= at:
+                sampler.refresh()
+                if sampler.pids:
+                    os.kill(sampler.pids[0], signal.SIGKILL)
+                    done.append(sampler.pids[0])
+                return
+            time.sleep(0.05)
+
+    return run
+
+
+def cluster(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
+    from oomguard.cli.dask_options import local_cluster
+
+    return local_cluster(args.workers, args.memory_limit)
+
+
+def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from distributed import Client
+
+    markers = work / "plain-markers"
+    markers.mkdir()
+    address, close = cluster(args)
+    try:
+        with Client(address, set_as_default=False) as client, Sampler(client) as sampler:
+            killed: list[int] = []
+            n_tasks = args.params * args.replicates
+            threading.Thread(
+                target=killer(markers, int(n_tasks * args.kill_at), sampler, killed), daemon=True
+            ).start()
+            t0 = time.monotonic()
+            sims = {}
+            aggs = []
+            for i in range(args.params):
+                reps = [
+                    client.submit(
+                        sim, i, str(markers), args.result_mib, args.seconds, replicate=r, pure=False
+                    )
+                    for r in range(args.replicates)
+                ]
+                sims[i] = reps
+                aggs.append(client.submit(agg_plain, i, *reps, pure=False))
+            # The story's pattern: every future held until the whole job is gathered.
+            results = client.gather([f for reps in sims.values() for f in reps], errors="skip")
+            agg_results = client.gather(aggs, errors="skip")
+            wall = time.monotonic() - t0
+            ok = sum(1 for r in results if isinstance(r, dict))
+            del results
+            executions = sum(1 for _ in os.scandir(markers))
+            return {
+                "wall_s": round(wall, 2),
+                "peak_worker_rss_mib": sampler.peak // MIB,
+                "executions": executions,
+                "recomputed": executions - n_tasks,
+                "tasks_ok": ok,
+                "aggregations_ok": len(agg_results),
+                "killed_pid": killed,
+            }
+    finally:
+        close()
+
+
+def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from distributed import Client
+
+    import oomguard
+
+    markers = work / "og-markers"
+    markers.mkdir()
+    address, close = cluster(args)
+    try:
+        with Client(address, set_as_default=False) as client, Sampler(client) as sampler:
+            killed: list[int] = []
+            n_tasks = args.params * args.replicates
+            threading.Thread(
+                target=killer(markers, int(n_tasks * args.kill_at), sampler, killed), daemon=True
+            ).start()
+            t0 = time.monotonic()
+            params = (
+                {
+                    "i": i,
+                    "marker_dir": str(markers),
+                    "result_mib": args.result_mib,
+                    "seconds": args.seconds,
+                }
+                for i in range(args.params)
+            )
+            with oomguard.Runner(
+                store=str(work / "og.sqlite"),
+                workers=args.workers,
+                executor="dask",
+                dask_address=address,
+            ) as runner:
+                job = runner.sweep(
+                    sim, params, replicates=args.replicates, aggregate=agg, out=str(work / "out")
+                )
+                status = job.wait(progress=False)
+                ex = runner.scheduler.executor
+                counters = ex.counters
+                wall = time.monotonic() - t0
+            executions = sum(1 for _ in os.scandir(markers))
+            return {
+                "wall_s": round(wall, 2),
+                "peak_worker_rss_mib": sampler.peak // MIB,
+                "executions": executions,
+                "recomputed": executions - n_tasks,
+                "tasks_ok": status["counts"]["succeeded"] - args.params,
+                "aggregations_ok": args.params if status["state"] == "succeeded" else None,
+                "failed_attempts": status["failures_by_class"],
+                "max_in_flight": counters.max_in_flight,
+                "recycles": ex.recycles,
+                "killed_pid": killed,
+            }
+    finally:
+        close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", type=int, default=2000)
+    ap.add_argument("--replicates", type=int, default=5)
+    ap.add_argument("--result-mib", type=float, default=1.0)
+    ap.add_argument("--seconds", type=float, default=0.0, help="sleep in each replicate")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory-limit", default="4GiB", help="per Dask worker")
+    ap.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.5,
+        help="SIGKILL one worker when this fraction of replicates has run",
+    )
+    ap.add_argument("--only", choices=("plain", "oomguard"), default=None)
+    args = ap.parse_args(argv)
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="oomguard-dask-bench-") as tmp:
+        work = Path(tmp)
+        if args.only in (None, "plain"):
+            rows["plain_dask"] = run_plain(args, work)
+        if args.only in (None, "oomguard"):
+            rows["oomguard_dask"] = run_oomguard(args, work)
+    cols = ("wall_s", "peak_worker_rss_mib", "executions", "recomputed", "tasks_ok")
+    print(f"{'':16}" + "".join(f"{c:>22}" for c in cols))
+    for name, row in rows.items():
+        print(f"{name:16}" + "".join(f"{row.get(c)!s:>22}" for c in cols))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dask_window",
+                "params": args.params,
+                "replicates": args.replicates,
+                "result_mib": args.result_mib,
+                "workers": args.workers,
+                "memory_limit": args.memory_limit,
+                "results": rows,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

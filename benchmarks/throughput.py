@@ -1,0 +1,180 @@
+"""Throughput of tiny tasks: oomguard beside ProcessPoolExecutor, loky, Dask and Ray.
+
+Question: how many no-op tasks per second does oomguard run end to end (submitted into a
+durable SQLite store, run on 2 worker processes, every result committed), compared with the
+usual process pools doing one submit per task and then gathering every result?
+
+Command (about 2-3 minutes on 2 cores):
+
+    .venv/bin/python benchmarks/throughput.py --n 10000 100000
+
+Each peer runs the same function (``oomguard.examples:noop``, returns its argument) with the
+same number of worker processes. Pools are started and warmed (every worker ran a task)
+before the clock starts; the clock stops when every result is back (peers) or when the job
+is finished in the store (oomguard, ``job.wait()``). Dask is capped at ``--dask-max`` tasks
+(default 10,000) since its per-task overhead makes larger runs slow; Ray runs only when it is
+importable. oomguard's store lives in a fresh temporary directory for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from _common import emit, quiet_dask_logs, table
+
+from oomguard.examples import noop
+
+FN = "oomguard.examples:noop"
+
+
+def run_oomguard(n: int, workers: int) -> dict[str, Any]:
+    import oomguard
+
+    tmp = tempfile.mkdtemp(prefix="oomguard-bench-")
+    try:
+        with oomguard.Runner(store=os.path.join(tmp, "store.sqlite"), workers=workers) as r:
+            r.start()
+            t0 = time.perf_counter()
+            job = r.sweep(FN, ({"x": i} for i in range(n)), name=f"throughput-{n}")
+            t_sub = time.perf_counter() - t0
+            status = job.wait(progress=False)
+            elapsed = time.perf_counter() - t0
+        ok = status["counts"]["succeeded"]
+        return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _gather_pool(pool: Any, n: int) -> tuple[float, float, int]:
+    # Warm: make sure every worker process exists and imported the function.
+    for f in [pool.submit(noop, -1) for _ in range(8)]:
+        f.result()
+    t0 = time.perf_counter()
+    futures = [pool.submit(noop, i) for i in range(n)]
+    t_sub = time.perf_counter() - t0
+    ok = 0
+    for i, f in enumerate(futures):
+        ok += f.result() == i
+    return time.perf_counter() - t0, t_sub, ok
+
+
+def run_processpool(n: int, workers: int) -> dict[str, Any]:
+    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        elapsed, t_sub, ok = _gather_pool(pool, n)
+    return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
+
+
+def run_loky(n: int, workers: int) -> dict[str, Any]:
+    from loky import get_reusable_executor
+
+    pool = get_reusable_executor(max_workers=workers)
+    try:
+        elapsed, t_sub, ok = _gather_pool(pool, n)
+    finally:
+        pool.shutdown(wait=True)
+    return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
+
+
+def run_dask(n: int, workers: int) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    quiet_dask_logs()
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.gather([client.submit(noop, -1 - k, pure=False) for k in range(8)])
+        t0 = time.perf_counter()
+        futures = [client.submit(noop, i, pure=False) for i in range(n)]
+        t_sub = time.perf_counter() - t0
+        results = client.gather(futures)
+        elapsed = time.perf_counter() - t0
+    ok = sum(r == i for i, r in enumerate(results))
+    return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
+
+
+def run_ray(n: int, workers: int) -> dict[str, Any]:
+    import ray
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(noop)
+        ray.get([remote.remote(-1) for _ in range(8)])
+        t0 = time.perf_counter()
+        refs = [remote.remote(i) for i in range(n)]
+        t_sub = time.perf_counter() - t0
+        results = ray.get(refs)
+        elapsed = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    ok = sum(r == i for i, r in enumerate(results))
+    return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
+
+
+PEERS = {
+    "oomguard": run_oomguard,
+    "processpool": run_processpool,
+    "loky": run_loky,
+    "dask": run_dask,
+    "ray": run_ray,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, nargs="+", default=[10000, 100000],
+                   help="task counts to run (default: 10000 100000)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dask-max", type=int, default=10000,
+                   help="run Dask only for N up to this (default 10000; it is slow)")
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    args = p.parse_args(argv)
+
+    notes: list[str] = []
+    peers = list(args.peers)
+    if "ray" in peers:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            peers.remove("ray")
+            notes.append("ray is not installed: skipped (pip install ray to include it)")
+    notes.append(f"ProcessPoolExecutor start method: "
+                 f"{__import__('multiprocessing').get_start_method()}")
+
+    results: dict[str, dict[str, Any]] = {}
+    rows = []
+    for n in args.n:
+        per: dict[str, Any] = {}
+        for peer in peers:
+            if peer == "dask" and n > args.dask_max:
+                per[peer] = {"skipped": f"n > --dask-max {args.dask_max}"}
+                continue
+            print(f"... {peer} n={n}", file=sys.stderr, flush=True)
+            r = PEERS[peer](n, args.workers)
+            r["tasks_per_s"] = n / r["seconds"]
+            per[peer] = r
+        og = per.get("oomguard", {}).get("tasks_per_s")
+        for peer, r in per.items():
+            if "skipped" in r:
+                rows.append([n, peer, None, None, None, None, r["skipped"]])
+                continue
+            ratio = og / r["tasks_per_s"] if og and peer != "oomguard" else None
+            r["oomguard_ratio"] = ratio
+            rows.append([n, peer, r["seconds"], r["tasks_per_s"], r["succeeded"],
+                         ratio, ""])
+        results[str(n)] = per
+
+    print(table(["n", "runner", "seconds", "tasks/s", "succeeded", "oomguard/peer", "note"],
+                rows))
+    emit("throughput", args, results, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
