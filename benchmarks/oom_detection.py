@@ -232,11 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("watchdog latency is approximate: attempt duration minus the time to "
                      f"allocate {args.worker_memory} here ({cross:.3f} s); it includes "
                      "dispatch and the worker's start of the task")
-        from oomguard.config import RunnerConfig
-
-        notes.append("watchdog: the stored attempt also waits for a kernel 'Killed process' "
-                     "line that never comes for a kill by oomguard itself (kernel_log_wait = "
-                     f"{RunnerConfig().kernel_log_wait:g} s by default)")
+        notes.append("watchdog: a kill oomguard made itself is classified at once (no wait "
+                     "for a kernel 'Killed process' line, which never comes for it)")
 
     print(table(
         ["mode", "attempts", "classes", "kernel lines", "median s", "p90 s", "max s",
