@@ -131,3 +131,42 @@ def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli) -> None:
     info = json.loads(res.stdout)
     tb = info["failures"][0]["attempts"][0]["evidence"]["traceback"]
     assert "RuntimeError: boom" in tb
+
+
+def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text(json.dumps({"message": "always"}) + "\n" + json.dumps({"x": 5}) + "\n")
+    store = str(tmp_path / "s.sqlite")
+    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
+              "--workers", "1", "--json")
+    assert res.returncode == 1
+    job = json.loads(res.stdout)["job_id"]
+    res = cli("retry", job, "--failed", "--store", store)
+    assert res.returncode == 0 and "2 task(s) ready" in res.stdout
+    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
+              "--workers", "1", "--json")
+    assert res.returncode == 1
+    info = json.loads(cli("status", job, "--store", store, "--json").stdout)
+    assert info["counts"]["failed"] == 2
+    assert info["failures_by_class"] == {"error": 4}  # each task ran twice
+
+
+def test_cancel_stops_running_and_queued_tasks(tmp_path: Path) -> None:
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
+        job = runner.sweep("oomguard.examples:sleep", [{"seconds": 30.0} for _ in range(4)])
+        _wait_for(lambda: runner.store.counts(job.id)["running"] >= 1)
+        other = SqliteStore(tmp_path / "s.sqlite")
+        assert other.cancel(job.id) == 4
+        other.close()
+        status = job.wait(timeout=30, progress=False)
+        assert status["counts"]["cancelled"] == 4
+        assert status["state"] == "cancelled"
+
+
+def test_unpicklable_argument_is_refused_and_nothing_stored(tmp_path: Path) -> None:
+    import threading
+
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
+        with pytest.raises(oomguard.errors.PayloadError, match="cannot be pickled"):
+            runner.submit("oomguard.examples:noop", threading.Lock())
+        assert runner.store.jobs() == []

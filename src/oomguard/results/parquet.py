@@ -144,18 +144,25 @@ def write_pending_parts(
         _write_part(store, job_id, kind, n, out)
         written += 1
     outs = {}
-    for job_id, spec in store.db.execute("SELECT id, spec FROM jobs").fetchall():
+    if jobs is None:
+        rows = store.db.execute("SELECT id, spec FROM jobs").fetchall()
+    else:
+        rows = [(j, json.dumps(store.job(j)["spec"])) for j in jobs]
+    for job_id, spec in rows:
         out = json.loads(spec).get("out")
-        if out and (jobs is None or job_id in jobs):
+        if out:
             outs[job_id] = out
-    if not outs:
-        return written
-    pending = store.db.execute(
-        "SELECT job_id, kind, COUNT(*) FROM results WHERE part IS NULL GROUP BY job_id, kind"
-    ).fetchall()
+    pending: list[tuple[str, str, int]] = []
+    for job_id in outs:
+        pending.extend(
+            (job_id, kind, count)
+            for kind, count in store.db.execute(
+                "SELECT kind, COUNT(*) FROM results WHERE job_id = ? AND part IS NULL "
+                "GROUP BY kind",
+                (job_id,),
+            )
+        )
     for job_id, kind, count in pending:
-        if job_id not in outs:
-            continue
         finished = store.low_group(job_id) is None
         while count >= part_rows or (count > 0 and (final or finished)):
             with store.transaction() as db:

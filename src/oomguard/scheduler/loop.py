@@ -116,6 +116,7 @@ class Scheduler:
         self._cancel_check_at = 0.0
         self._next_attempt = 0
         self._refill_after = 0.0
+        self._result_jobs: set[str] = set()
         self.window_size = config.window
         self._batch_sizes: dict[str, int] = {}
         #: memory keys that had an OOM kill: their tasks are not batched
@@ -257,6 +258,8 @@ class Scheduler:
         if now - self._heartbeat_at >= self.config.heartbeat_interval:
             self.store.heartbeat(self.id)
             self._heartbeat_at = now
+        if now - self._cancel_check_at >= 1.0:
+            self._cancel_check_at = now
             self._check_cancelled()
         if now - self._parts_at >= self.config.part_interval:
             self._write_parts(final=False)
@@ -539,6 +542,7 @@ class Scheduler:
             },
         )
         self.stats.succeeded += 1
+        self._result_jobs.add(task.job_id)
 
     def _failed(
         self,
@@ -695,6 +699,7 @@ class Scheduler:
                 peak = worker.peak_sample
             if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
                 self._end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
+                self.executor.release(worker)
                 continue
             self._failed(pending.running, fc, None, evidence, peak)
             self.executor.release(worker)
@@ -725,4 +730,9 @@ class Scheduler:
         from oomguard.results.parquet import write_pending_parts
 
         self.flush()
-        write_pending_parts(self.store, self.config.part_rows, final=final)
+        # Only jobs that may have new results: active ones, and those that just finished.
+        jobs = None if final else set(self._active) | self._result_jobs
+        self._result_jobs = set()
+        if jobs is not None and not jobs:
+            return
+        write_pending_parts(self.store, self.config.part_rows, final=final, jobs=jobs)

@@ -88,6 +88,8 @@ CREATE TABLE results (
     part        INTEGER                    -- Parquet part that holds the row (NULL: not yet exported)
 );
 CREATE INDEX results_job_part ON results(job_id, kind, part);
+-- Only rows not yet in a Parquet part: what the sink looks for, every half second.
+CREATE INDEX results_unexported ON results(job_id, kind) WHERE part IS NULL;
 
 -- Parquet parts: the assignment of rows to a part commits before the file is written,
 -- so a part lost to a crash is rewritten with the same rows (exactly once on disk).
