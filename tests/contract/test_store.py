@@ -156,3 +156,20 @@ def test_large_results_go_to_blob_files(store) -> None:
     store.apply([_result(t0, 1, big)])
     assert store.db.execute("SELECT value_ref FROM results").fetchone()[0]
     assert next(store.result_rows("j1"))[-1] == big
+
+
+def test_large_params_go_to_blob_files_and_come_back(store) -> None:
+    store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
+    big = {"blob": "y" * (200 * 1024)}
+    store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
+                          **store.params_row(big))], job_id="j2", groups=1)
+    assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
+    (task,) = store.take_ready("j2", 10, 10)
+    assert json.loads(task.params) == big
+    assert json.loads(store.group_inputs("j2", 0)[0]) == big
+
+
+def test_estimates_persist(store) -> None:
+    store.put_estimates([("f|n=1", 100, 80, 3)])
+    store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
+    assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}

@@ -213,7 +213,7 @@ class Runner:
             raise PayloadError(
                 f"parameter set {grp} is not JSON-serialisable: {err}", index=grp
             ) from err
-        common = self.task_fields(ref, params, opts)
+        common = dict(self.task_fields(ref, params, opts), **self.store.params_row(text))
         rows = []
         for r in range(replicates or 1):
             rows.append(
@@ -223,7 +223,6 @@ class Runner:
                     grp=grp,
                     kind="task",
                     replicate=r if replicates else None,
-                    params=text,
                     state="ready",
                 )
             )
@@ -234,7 +233,8 @@ class Runner:
                     job_id=job_id,
                     grp=grp,
                     kind="aggregate",
-                    params=text,
+                    params=common["params"],
+                    params_ref=common["params_ref"],
                     state="pending",
                     deps=replicates or 1,
                 )

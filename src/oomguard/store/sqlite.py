@@ -38,6 +38,8 @@ from oomguard.errors import (
 APPLICATION = "oomguard"
 #: payloads and results larger than this go to files beside the store
 BLOB_THRESHOLD = 1024 * 1024
+#: params JSON larger than this is kept in a blob file, not in the task row
+PARAMS_INLINE_MAX = 64 * 1024
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -73,7 +75,7 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 Q = _queries()
 
 TASK_COLUMNS = (
-    "id, job_id, grp, kind, replicate, fn, params, payload, payload_ref, attempts, "
+    "id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts, "
     "oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key"
 )
 
@@ -89,6 +91,7 @@ class TaskRow:
     replicate: int | None
     fn: str
     params: str | None
+    params_ref: str | None
     payload: bytes | None
     payload_ref: str | None
     attempts: int
@@ -252,6 +255,17 @@ class SqliteStore:
 
     def get_blob(self, name: str) -> bytes:
         return (self.blob_dir / name).read_bytes()
+
+    def params_of(self, params: str | None, params_ref: str | None) -> str | None:
+        """A task's params JSON, read from its blob file when it was too large for the row."""
+        return self.get_blob(params_ref).decode() if params_ref else params
+
+    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
+        """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
+        text = params if isinstance(params, str) else json.dumps(params)
+        if len(text) > PARAMS_INLINE_MAX:
+            return {"params": None, "params_ref": self.put_blob(text.encode())}
+        return {"params": text, "params_ref": None}
 
     # -- schedulers and leases ----------------------------------------------------------
 
@@ -432,6 +446,7 @@ class SqliteStore:
             "replicate",
             "fn",
             "params",
+            "params_ref",
             "payload",
             "payload_ref",
             "state",
@@ -501,7 +516,11 @@ class SqliteStore:
                 "UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?",
                 [(now, r[0]) for r in rows],
             )
-        return [TaskRow(*r) for r in rows]
+        tasks = [TaskRow(*r) for r in rows]
+        for task in tasks:
+            if task.params_ref is not None:
+                task.params = self.params_of(None, task.params_ref)
+        return tasks
 
     def next_not_before(self, job_id: str) -> float | None:
         row = self.db.execute(
@@ -512,7 +531,8 @@ class SqliteStore:
     def group_inputs(self, job_id: str, grp: int) -> tuple[str | None, list[bytes]]:
         """The params of a group and its replicates' pickled results, by replicate."""
         params_row = self.db.execute(
-            "SELECT params FROM tasks WHERE job_id = ? AND grp = ? AND kind = 'task' LIMIT 1",
+            "SELECT params, params_ref FROM tasks WHERE job_id = ? AND grp = ? AND kind = 'task' "
+            "LIMIT 1",
             (job_id, grp),
         ).fetchone()
         values = []
@@ -522,7 +542,7 @@ class SqliteStore:
             (job_id, grp),
         ):
             values.append(self.get_blob(ref) if ref else value)
-        return (params_row[0] if params_row else None), values
+        return (self.params_of(*params_row) if params_row else None), values
 
     def apply(self, ops: Iterable[tuple[str, Any]]) -> int:
         """Run ``(query_name, params)`` operations in one transaction.
@@ -630,17 +650,18 @@ class SqliteStore:
     def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Tasks that failed for good, each with its attempts and their evidence."""
         sql = (
-            "SELECT id, grp, kind, replicate, fn, params, failure_class, error, attempts "
-            "FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
+            "SELECT id, grp, kind, replicate, fn, params, params_ref, failure_class, error, "
+            "attempts FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
         )
         args: tuple[Any, ...] = (job_id,)
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
         out = []
-        for tid, grp, kind, rep, fn, params, fc, error, attempts in self.db.execute(
+        for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
             sql, args
         ).fetchall():
+            params = self.params_of(params, params_ref)
             out.append(
                 {
                     "task_id": tid,
@@ -709,7 +730,8 @@ class SqliteStore:
     ) -> Iterator[tuple[int, int, int | None, str | None, int, bytes]]:
         """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
         sql = (
-            "SELECT t.id, t.grp, t.replicate, t.params, t.attempts, r.value, r.value_ref "
+            "SELECT t.id, t.grp, t.replicate, t.params, t.params_ref, t.attempts, r.value, "
+            "r.value_ref "
             "FROM results r JOIN tasks t ON t.id = r.task_id "
             "WHERE r.job_id = ? AND r.kind = ?"
         )
@@ -718,8 +740,15 @@ class SqliteStore:
             sql += " AND r.part = ?"
             args.append(part)
         sql += " ORDER BY t.id"
-        for tid, grp, rep, params, attempts, value, ref in self.db.execute(sql, args):
-            yield tid, grp, rep, params, attempts, (self.get_blob(ref) if ref else value)
+        for tid, grp, rep, params, pref, attempts, value, ref in self.db.execute(sql, args):
+            yield (
+                tid,
+                grp,
+                rep,
+                self.params_of(params, pref),
+                attempts,
+                self.get_blob(ref) if ref else value,
+            )
 
     def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -1,6 +1,6 @@
 -- name: take_ready
 -- Tasks of one job that may run now, in group order, within the open-group window.
-SELECT id, job_id, grp, kind, replicate, fn, params, payload, payload_ref, attempts,
+SELECT id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts,
        oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key
 FROM tasks
 WHERE job_id = :job_id AND state = 'ready' AND not_before <= :now AND grp < :grp_limit

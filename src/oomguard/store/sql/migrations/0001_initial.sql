@@ -37,6 +37,7 @@ CREATE TABLE tasks (
     replicate    INTEGER,                   -- replicate index, NULL without replicates
     fn           TEXT NOT NULL,
     params       TEXT,                      -- JSON object of keyword arguments
+    params_ref   TEXT,                      -- file beside the store holding large params JSON
     payload      BLOB,                      -- pickled (args, kwargs) from the local Python API
     payload_ref  TEXT,                      -- file beside the store holding a large payload
     state        TEXT NOT NULL,             -- pending, ready, queued, running, succeeded, failed, cancelled
