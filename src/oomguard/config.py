@@ -53,6 +53,8 @@ class RunnerConfig:
     batch_size: int = 1000
     #: retries for task errors and timeouts when the task declares none
     retries: int = 0
+    #: seconds a task may run when it declares no timeout (None: no limit)
+    task_timeout: float | None = None
     #: retries after a worker death with no OOM evidence (killed, crashed, lost)
     death_retries: int = 3
     retry_backoff: float = 0.5
@@ -87,6 +89,8 @@ class RunnerConfig:
             raise ConfigError("max tasks per worker must be >= 0 (0: no limit)")
         if not -1000 <= self.worker_oom_score_adj <= 1000:
             raise ConfigError("worker oom_score_adj must be between -1000 and 1000")
+        if self.task_timeout is not None and self.task_timeout <= 0:
+            raise ConfigError("the task timeout must be more than 0 seconds")
         for name in ("worker_memory", "memory_budget", "task_memory"):
             value = getattr(self, name)
             if value is not None and value <= 0:

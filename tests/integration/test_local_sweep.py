@@ -170,3 +170,20 @@ def test_unpicklable_argument_is_refused_and_nothing_stored(tmp_path: Path) -> N
         with pytest.raises(oomguard.errors.PayloadError, match="cannot be pickled"):
             runner.submit("oomguard.examples:noop", threading.Lock())
         assert runner.store.jobs() == []
+
+
+def test_timeout_kills_the_attempt_and_says_so(tmp_path: Path, cli) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text(json.dumps({"seconds": 30}) + "\n" + json.dumps({"seconds": 0}) + "\n")
+    store = str(tmp_path / "s.sqlite")
+    started = time.monotonic()
+    res = cli("run", "oomguard.examples:sleep", "--params", str(params), "--store", store,
+              "--workers", "2", "--timeout", "0.5", "--json")
+    assert time.monotonic() - started < 25
+    assert res.returncode == 1, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["failures_by_class"] == {"timeout": 1}
+    info = json.loads(cli("status", "--store", store, "--json").stdout)
+    (failure,) = info["failures"]
+    assert failure["failure_class"] == "timeout"
+    assert failure["attempts"][0]["evidence"]["timeout_s"] == 0.5

@@ -186,6 +186,15 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     help="Retries after a task error or timeout.",
 )
 @click.option(
+    "--timeout",
+    "task_timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    envvar="OOMGUARD_TASK_TIMEOUT",
+    show_envvar=True,
+    help="Seconds a task may run (tasks that declare their own timeout keep it).",
+)
+@click.option(
     "--executor",
     type=click.Choice(["local", "dask"]),
     default=None,

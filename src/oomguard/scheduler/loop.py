@@ -21,7 +21,8 @@ import psutil
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.jobs.model import FailureClass
-from oomguard.scheduler.admission import Admission, Estimates, escalate
+from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.retries import RetryPolicy, decide
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.units import format_size
 
@@ -121,6 +122,11 @@ class Scheduler:
         self._batch_sizes: dict[str, int] = {}
         #: memory keys that had an OOM kill: their tasks are not batched
         self.oom_keys: set[str | None] = set()
+        self.retry_policy = RetryPolicy(
+            death_retries=config.death_retries,
+            backoff=config.retry_backoff,
+            backoff_max=config.retry_backoff_max,
+        )
         self.started = False
 
     # -- start and stop ---------------------------------------------------------------
@@ -561,41 +567,27 @@ class Scheduler:
         self._end(run, "failed", fc.value, evidence, peak)
         task = run.task
         now = time.time()
-        retry_at: float | None = None
-        final_class = fc
-        error = message or fc.value
         if fc.is_oom:
             self.oom_keys.add(run.key)
             task.oom_attempts += 1
-            given = run.limit
-            cap = self.admission.cap
-            reached = peak or given
-            if given >= cap or task.oom_attempts > task.oom_retries:
-                final_class = FailureClass.NEEDS_MORE_MEMORY
-                error = (
-                    f"needs more memory than oomguard can give: killed ({fc.value}) with a "
-                    f"limit of {format_size(given)} after reaching {format_size(reached)}; "
-                    f"the most one task may get here is {format_size(cap)} "
-                    f"(--worker-memory / --memory-budget); {task.oom_attempts} OOM kill(s)"
-                )
-            else:
-                new = escalate(given, peak, task.memory or 0)
-                task.memory = min(new, cap) if new > cap else new
-                if task.memory >= cap:
-                    task.memory = cap  # at the top: alone, with all that one task may get
-                self.estimates.raise_to(run.key, task.memory, peak)
-                retry_at = now
-        elif fc == FailureClass.LOST:
-            retry_at = now
-        else:
-            death = fc in (FailureClass.KILLED, FailureClass.CRASHED)
-            allowed = max(task.retries, self.config.death_retries) if death else task.retries
-            errors = run.n - task.oom_attempts
-            if errors <= allowed:
-                delay = min(
-                    self.config.retry_backoff * 2 ** (errors - 1), self.config.retry_backoff_max
-                )
-                retry_at = now + delay
+        decision = decide(
+            fc,
+            policy=self.retry_policy,
+            now=now,
+            attempt=run.n,
+            oom_attempts=task.oom_attempts,
+            retries=task.retries,
+            oom_retries=task.oom_retries,
+            limit=run.limit,
+            peak=peak,
+            memory=task.memory,
+            cap=self.admission.cap,
+            message=message,
+        )
+        if decision.memory is not None:
+            task.memory = decision.memory
+            self.estimates.raise_to(run.key, task.memory, peak)
+        retry_at, final_class, error = decision.retry_at, decision.final_class, decision.message
         if retry_at is not None:
             self._op(
                 "task_retry",

@@ -260,7 +260,7 @@ class Runner:
             "fn": ref,
             "retries": opts.retries if opts.retries else config.retries,
             "oom_retries": opts.oom_retries,
-            "timeout": opts.timeout,
+            "timeout": opts.timeout or config.task_timeout,
             "memory": opts.memory or config.task_memory,
             "memory_key": memory_key,
             "lock_key": lock_key,

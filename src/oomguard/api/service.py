@@ -1,0 +1,324 @@
+"""The server's state: settings, the runner, and the threads that keep backpressure current.
+
+A :class:`ServerState` owns the :class:`~oomguard.scheduler.runner.Runner`, one store
+connection per thread, the pending-task counter (polled from the store) and the scheduler's
+memory watch (sampled RSS, which shrinks the scheduler's window under pressure). It is also
+the :class:`~oomguard.api.metrics.MetricsSource` of ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from oomguard.api.backpressure import Backpressure, MemoryPressure
+from oomguard.api.metrics import ServerMetrics
+from oomguard.errors import ConfigError
+from oomguard.scheduler.runner import Runner
+from oomguard.store.sqlite import SqliteStore
+
+OPEN_STATES = "('pending', 'ready', 'queued', 'running')"
+GIB = 1024**3
+
+
+def container_memory_limit() -> int | None:
+    """The memory limit of the cgroup this process runs in (None: unlimited/unknown)."""
+    from oomguard.oom.cgroupinfo import locate_memory_cgroup, memory_limit_of
+
+    version, directory, top, _ = locate_memory_cgroup()
+    if version is None or directory is None or top is None:
+        return None
+    return memory_limit_of(directory, top, version)
+
+
+def resolve_scheduler_memory_limit(configured: int | None, container: int | None) -> int:
+    """The scheduler's own limit: configured, or half the container's, or 1 GiB."""
+    if configured is not None:
+        if configured <= 0:
+            raise ConfigError("--scheduler-memory-limit must be larger than 0")
+        if container is not None and configured > container:
+            raise ConfigError(
+                f"--scheduler-memory-limit {configured} bytes is above the container's "
+                f"memory limit ({container} bytes)"
+            )
+        return configured
+    return container // 2 if container is not None else GIB
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``oomguard serve`` configures (built by the CLI, passed down)."""
+
+    store: str
+    workers: int | None = None
+    task_modules: tuple[str, ...] = ("oomguard.examples",)
+    token: str | None = None
+    max_pending_tasks: int | None = 100_000
+    namespace_quotas: dict[str, int] = field(default_factory=dict)
+    scheduler_memory_limit: int = GIB
+    heap_profiling: bool = False
+    #: arguments of one task (JSON) larger than this are refused
+    max_task_bytes: int = 1024 * 1024
+    #: request bodies larger than this are refused before they are read
+    max_request_bytes: int = 64 * 1024 * 1024
+    default_batch_size: int = 5000
+    pending_poll_interval: float = 0.5
+    rss_sample_interval: float = 0.2
+    runner_options: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stores:
+    """One SqliteStore per thread (sqlite connections are per thread), closed together."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[SqliteStore] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> SqliteStore:
+        store: SqliteStore | None = getattr(self._local, "store", None)
+        if store is None:
+            store = SqliteStore(self.path)
+            self._local.store = store
+            with self._lock:
+                self._all.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._all:
+                with suppress(sqlite3.Error):
+                    store.close()
+            self._all.clear()
+
+
+class ServerState:
+    """The runner, the backpressure state and the threads that keep it current."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.runner = Runner(
+            store=settings.store, workers=settings.workers, **settings.runner_options
+        )
+        self.stores = _Stores(self.runner.config.store)
+        self.backpressure = Backpressure(
+            max_pending=settings.max_pending_tasks,
+            namespace_quotas=dict(settings.namespace_quotas),
+            pressure=MemoryPressure(settings.scheduler_memory_limit),
+        )
+        self.metrics = ServerMetrics(self)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._namespaces: dict[str, str] = {}
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._failures: dict[tuple[str, str], int] = {}
+        self._failures_seen = 0
+        self._failures_lock = threading.Lock()
+        self._full_window = self.runner.config.window
+        self._me = psutil.Process()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.settings.heap_profiling and not tracemalloc.is_tracing():
+            tracemalloc.start(10)
+        self.runner.start()
+        self.poll_pending()
+        self.sample_rss()
+        for name, target in (("pending", self._pending_loop), ("rss", self._rss_loop)):
+            thread = threading.Thread(target=target, name=f"oomguard-api-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        self.stores.close()
+        self.runner.close()
+
+    def _pending_loop(self) -> None:
+        while not self._stop.wait(self.settings.pending_poll_interval):
+            try:
+                self.poll_pending()
+            except sqlite3.Error:
+                continue  # a busy store: the counter stays as it was until the next poll
+
+    def _rss_loop(self) -> None:
+        while not self._stop.wait(self.settings.rss_sample_interval):
+            self.sample_rss()
+
+    # -- pending tasks and memory -----------------------------------------------------
+
+    def poll_pending(self) -> None:
+        """Count the store's open tasks by namespace (uses the partial index tasks_open)."""
+        store = self.stores.get()
+        counter = self.backpressure.pending
+        counter.begin_sync()
+        rows = store.db.execute(
+            f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_STATES} GROUP BY job_id"
+        ).fetchall()
+        by_ns: dict[str, int] = {}
+        for job_id, n in rows:
+            ns = self._namespaces.get(job_id)
+            if ns is None:
+                row = store.db.execute(
+                    "SELECT namespace FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                ns = str(row[0]) if row else "default"
+                self._namespaces[job_id] = ns
+            by_ns[ns] = by_ns.get(ns, 0) + int(n)
+        counter.sync(by_ns)
+
+    def sample_rss(self) -> None:
+        pressure = self.backpressure.pressure
+        assert pressure is not None
+        try:
+            rss = int(self._me.memory_info().rss)
+        except psutil.Error:
+            return
+        was = pressure.active
+        if pressure.update(rss) != was:
+            # Under pressure the scheduler keeps fewer tasks in memory (refilled from
+            # the store later); restored once the pressure is gone.
+            window = max(4 * self.runner.config.workers, self._full_window // 8)
+            self._set_window(window if pressure.active else self._full_window)
+
+    def _set_window(self, size: int) -> None:
+        sched = self.runner.scheduler
+        if sched is not None:
+            sched.set_window(size)
+
+    # -- metrics source ---------------------------------------------------------------
+
+    def _cached(self, key: str, ttl: float, compute: Any) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        value = compute()
+        self._cache[key] = (now, value)
+        return value
+
+    def task_counts(self) -> dict[str, int]:
+        def compute() -> dict[str, int]:
+            db = self.stores.get().db
+            return {
+                str(s): int(n)
+                for s, n in db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+            }
+
+        result: dict[str, int] = self._cached("tasks", 1.0, compute)
+        return result
+
+    def failed_tasks(self) -> dict[tuple[str, str], int]:
+        def compute() -> dict[tuple[str, str], int]:
+            db = self.stores.get().db
+            return {
+                (str(c), str(f)): int(n)
+                for c, f, n in db.execute(
+                    "SELECT COALESCE(failure_class, 'unknown'), fn, COUNT(*) FROM tasks "
+                    "WHERE state = 'failed' GROUP BY 1, 2"
+                )
+            }
+
+        result: dict[tuple[str, str], int] = self._cached("failed", 5.0, compute)
+        return result
+
+    def failure_counts(self) -> dict[tuple[str, str], int]:
+        """Failed attempts by (class, function), read incrementally: attempts are ended in
+        id order up to the oldest running one, so each is counted once."""
+        db = self.stores.get().db
+        with self._failures_lock:
+            row = db.execute(
+                "SELECT (SELECT MIN(id) FROM attempts WHERE state = 'running'), "
+                "(SELECT MAX(id) FROM attempts)"
+            ).fetchone()
+            upper = (row[0] - 1) if row[0] is not None else (row[1] or 0)
+            if upper > self._failures_seen:
+                for cls, fn, n in db.execute(
+                    "SELECT a.failure_class, t.fn, COUNT(*) FROM attempts a JOIN tasks t "
+                    "ON t.id = a.task_id WHERE a.id > ? AND a.id <= ? AND "
+                    "a.failure_class IS NOT NULL GROUP BY a.failure_class, t.fn",
+                    (self._failures_seen, upper),
+                ):
+                    key = (str(cls), str(fn))
+                    self._failures[key] = self._failures.get(key, 0) + int(n)
+                self._failures_seen = upper
+            return dict(self._failures)
+
+    def scheduler_rss(self) -> int:
+        pressure = self.backpressure.pressure
+        return pressure.last_rss if pressure is not None else 0
+
+    def scheduler_memory_limit(self) -> int:
+        return self.settings.scheduler_memory_limit
+
+    def memory_budget(self) -> int | None:
+        sched = self.runner.scheduler
+        return int(sched.budget) if sched is not None and sched.started else None
+
+    def memory_admitted(self) -> int | None:
+        sched = self.runner.scheduler
+        if sched is None or not sched.started:
+            return None
+        for _ in range(3):
+            try:  # the scheduler thread changes the dict while we read it
+                return int(sum(list(sched.admission.admitted.values())))
+            except RuntimeError:
+                continue
+        return None
+
+    def _pool(self) -> Any:
+        sched = self.runner.scheduler
+        executor = getattr(sched, "executor", None)
+        return getattr(executor, "pool", None)
+
+    def worker_rss(self) -> dict[str, int]:
+        from oomguard.worker.pool import tree_rss
+
+        pool = self._pool()
+        if pool is None:
+            return {}
+        return {w.name: tree_rss(w.pid) for w in list(pool.workers.values())}
+
+    def worker_recycles(self) -> dict[str, int]:
+        pool = self._pool()
+        return dict(pool.recycles) if pool is not None else {}
+
+    # -- submissions ------------------------------------------------------------------
+
+    def remember_job(self, job_id: str, namespace: str) -> None:
+        """Note a new job's namespace, so that :meth:`poll_pending` need not read it back."""
+        self._namespaces[job_id] = namespace
+
+
+@contextmanager
+def serving_state(settings: ServerSettings) -> Iterator[ServerState]:
+    """A started ServerState, closed on exit (for tests and the CLI)."""
+    state = ServerState(settings)
+    state.start()
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+
+__all__ = [
+    "ServerSettings",
+    "ServerState",
+    "container_memory_limit",
+    "resolve_scheduler_memory_limit",
+    "serving_state",
+]

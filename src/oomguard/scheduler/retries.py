@@ -1,0 +1,83 @@
+"""The retry policy: what happens to a task after a failed attempt. Pure logic.
+
+* OOM classes (and ``memory_error``) are retried at once with a larger estimate: at least
+  double the limit the attempt had and above its peak, up to the most one task may get
+  (``cap``). Killed *at* the cap, or past ``oom_retries`` OOM kills, the task fails for good
+  as ``needs_more_memory`` with the numbers.
+* ``lost`` (the scheduler died) is retried at once: not the task's fault.
+* ``killed`` / ``crashed`` (a worker death with no OOM evidence) are retried up to
+  ``max(retries, death_retries)`` times; ``error`` / ``timeout`` up to ``retries`` times;
+  both with exponential backoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oomguard.jobs.model import FailureClass
+from oomguard.scheduler.admission import escalate
+from oomguard.units import format_size
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    death_retries: int = 3
+    backoff: float = 0.5
+    backoff_max: float = 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    #: when to run the task again (wall time), or None: it failed for good
+    retry_at: float | None
+    #: the task's class when it failed for good
+    final_class: FailureClass
+    #: the task's memory estimate for its next attempt (None: unchanged)
+    memory: int | None
+    message: str
+
+
+def decide(
+    fc: FailureClass,
+    *,
+    policy: RetryPolicy,
+    now: float,
+    attempt: int,
+    oom_attempts: int,
+    retries: int,
+    oom_retries: int,
+    limit: int,
+    peak: int | None,
+    memory: int | None,
+    cap: int,
+    message: str | None = None,
+) -> Decision:
+    """Decide after attempt number ``attempt`` failed with ``fc``.
+
+    ``oom_attempts`` counts this attempt when it is an OOM class.
+    """
+    text = message or fc.value
+    if fc.is_oom:
+        if limit >= cap or oom_attempts > oom_retries:
+            reached = peak or limit
+            return Decision(
+                None,
+                FailureClass.NEEDS_MORE_MEMORY,
+                None,
+                f"needs more memory than oomguard can give: killed ({fc.value}) with a limit of "
+                f"{format_size(limit)} after reaching {format_size(reached)}; the most one task "
+                f"may get here is {format_size(cap)} (--worker-memory / --memory-budget); "
+                f"{oom_attempts} OOM kill(s)",
+            )
+        # At the top it runs alone, with all that one task may get.
+        new = min(escalate(limit, peak, memory or 0), cap)
+        return Decision(now, fc, new, text)
+    if fc == FailureClass.LOST:
+        return Decision(now, fc, None, text)
+    death = fc in (FailureClass.KILLED, FailureClass.CRASHED)
+    allowed = max(retries, policy.death_retries) if death else retries
+    errors = attempt - oom_attempts
+    if errors <= allowed:
+        delay = min(policy.backoff * 2 ** (errors - 1), policy.backoff_max)
+        return Decision(now + delay, fc, None, text)
+    return Decision(None, fc, None, text)
