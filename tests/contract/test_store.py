@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
-from oomguard.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION
+from oomguard.store.sqlite import SqliteStore
 
 
 @pytest.fixture(params=["sqlite"])

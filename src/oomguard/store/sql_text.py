@@ -1,0 +1,57 @@
+"""The SQL of the store: numbered migrations and named queries, read from ``sql/``."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from importlib import resources
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("oomguard.store") / "sql" / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = re.match(r"^(\d{4})_.*\.sql$", entry.name)
+        if match:
+            found.append((int(match[1]), entry.read_text()))
+    return sorted(found)
+
+
+def _queries() -> dict[str, str]:
+    text = (resources.files("oomguard.store") / "sql" / "queries.sql").read_text()
+    queries: dict[str, str] = {}
+    name = None
+    body: list[str] = []
+    for line in text.splitlines():
+        match = re.match(r"^-- name: (\w+)", line)
+        if match:
+            if name:
+                queries[name] = "\n".join(body).strip()
+            name, body = match[1], []
+        elif name and not line.startswith("--"):
+            body.append(line)
+    if name:
+        queries[name] = "\n".join(body).strip()
+    return queries
+
+
+MIGRATIONS = _migrations()
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+Q = _queries()
+
+
+def split_sql(sql: str) -> list[str]:
+    """Statements of a script; ``sqlite3.complete_statement`` knows comments and strings."""
+    statements = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        current.append(line)
+        text = "\n".join(current)
+        if sqlite3.complete_statement(text):
+            if text.strip():
+                statements.append(text.strip())
+            current = []
+    rest = "\n".join(current).strip()
+    if rest and not all(x.strip().startswith("--") or not x.strip() for x in current):
+        statements.append(rest)
+    return statements

@@ -1,0 +1,247 @@
+"""What users read from the store and what they do to it: counts, failures with their
+evidence, attempts, results, events, counters; retry and cancel.
+
+A mixin of :class:`~oomguard.store.sqlite.SqliteStore`, kept apart from the scheduler's
+hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from oomguard.store.sql_text import Q
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class StoreViews:
+    db: sqlite3.Connection
+    path: Path
+
+    if TYPE_CHECKING:
+
+        def get_blob(self, name: str) -> bytes: ...
+
+        def params_of(self, params: str | None, params_ref: str | None) -> str | None: ...
+
+        def transaction(self) -> Any: ...
+
+    # -- queries for users ------------------------------------------------------------
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        counts = {
+            "pending": 0,
+            "ready": 0,
+            "queued": 0,
+            "running": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "cancelled": 0,
+        }
+        for state, n in self.db.execute(
+            "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,)
+        ):
+            counts[state] = int(n)
+        return counts
+
+    def failures_by_class(self, job_id: str) -> dict[str, int]:
+        """Failed attempts of the job by failure class (every attempt, retried or not)."""
+        return {
+            str(c): int(n)
+            for c, n in self.db.execute(
+                "SELECT a.failure_class, COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
+                "WHERE t.job_id = ? AND a.failure_class IS NOT NULL GROUP BY a.failure_class",
+                (job_id,),
+            )
+        }
+
+    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Tasks that failed for good, each with its attempts and their evidence."""
+        sql = (
+            "SELECT id, grp, kind, replicate, fn, params, params_ref, failure_class, error, "
+            "attempts FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
+        )
+        args: tuple[Any, ...] = (job_id,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        out = []
+        for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
+            sql, args
+        ).fetchall():
+            params = self.params_of(params, params_ref)
+            out.append(
+                {
+                    "task_id": tid,
+                    "group": grp,
+                    "kind": kind,
+                    "replicate": rep,
+                    "fn": fn,
+                    "params": json.loads(params) if params else None,
+                    "failure_class": fc,
+                    "error": error,
+                    "attempts": self.attempts(tid),
+                    "attempt_count": attempts,
+                }
+            )
+        return out
+
+    def attempts(self, task_id: int) -> list[dict[str, Any]]:
+        keys = (
+            "attempt_id",
+            "n",
+            "worker",
+            "pid",
+            "state",
+            "started_at",
+            "ended_at",
+            "failure_class",
+            "admitted_bytes",
+            "limit_bytes",
+            "peak_bytes",
+            "evidence",
+        )
+        rows = self.db.execute(
+            f"SELECT id, {', '.join(keys[1:])} FROM attempts WHERE task_id = ? ORDER BY id",
+            (task_id,),
+        ).fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=False))
+            item["evidence"] = json.loads(item["evidence"]) if item["evidence"] else None
+            out.append(item)
+        return out
+
+    def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]:
+        keys = (
+            "attempt_id",
+            "task_id",
+            "started_at",
+            "ended_at",
+            "admitted_bytes",
+            "limit_bytes",
+            "peak_bytes",
+            "failure_class",
+            "state",
+            "memory_key",
+        )
+        for row in self.db.execute(
+            "SELECT a.id, a.task_id, a.started_at, a.ended_at, a.admitted_bytes, a.limit_bytes, "
+            "a.peak_bytes, a.failure_class, a.state, t.memory_key FROM attempts a "
+            "JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? ORDER BY a.id",
+            (job_id,),
+        ):
+            yield dict(zip(keys, row, strict=False))
+
+    def result_rows(
+        self, job_id: str, kind: str = "task", part: int | None = None
+    ) -> Iterator[tuple[int, int, int | None, str | None, int, bytes]]:
+        """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
+        sql = (
+            "SELECT t.id, t.grp, t.replicate, t.params, t.params_ref, t.attempts, r.value, "
+            "r.value_ref "
+            "FROM results r JOIN tasks t ON t.id = r.task_id "
+            "WHERE r.job_id = ? AND r.kind = ?"
+        )
+        args: list[Any] = [job_id, kind]
+        if part is not None:
+            sql += " AND r.part = ?"
+            args.append(part)
+        sql += " ORDER BY t.id"
+        for tid, grp, rep, params, pref, attempts, value, ref in self.db.execute(sql, args):
+            yield (
+                tid,
+                grp,
+                rep,
+                self.params_of(params, pref),
+                attempts,
+                self.get_blob(ref) if ref else value,
+            )
+
+    def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, ts, task_id, kind, data FROM events WHERE job_id = ? "
+            "ORDER BY id DESC LIMIT ?",
+            (job_id, limit),
+        ).fetchall()
+        return [
+            {"id": i, "ts": ts, "task_id": t, "kind": k, "data": json.loads(d) if d else None}
+            for i, ts, t, k, d in reversed(rows)
+        ]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def counter(self, name: str) -> int:
+        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add_counter(self, name: str, delta: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, delta),
+            )
+
+    # -- user actions -----------------------------------------------------------------
+
+    def retry_failed(self, job_id: str) -> int:
+        """Make the job's failed tasks ready again with fresh retry counts."""
+        now = time.time()
+        with self.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
+                "failure_class = NULL, error = NULL, updated_at = ? "
+                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
+                (now, job_id),
+            ).rowcount
+            # Aggregations that failed because a replicate did wait for it again.
+            n += db.execute(
+                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
+                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
+                (now, job_id),
+            ).rowcount
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "retry_failed",
+                    "data": json.dumps({"tasks": n}),
+                },
+            )
+        return int(n)
+
+    def cancel(self, job_id: str) -> int:
+        """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
+        now = time.time()
+        with self.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
+                "state IN ('pending', 'ready', 'queued', 'running')",
+                (now, job_id),
+            ).rowcount
+            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_cancelled",
+                    "data": json.dumps({"tasks": n}),
+                },
+            )
+        return int(n)
