@@ -71,3 +71,52 @@ def classify_death(
     if sigkill:
         return FailureClass.KILLED, evidence
     return FailureClass.CRASHED, evidence
+
+
+#: kills oomguard makes itself: no kernel OOM report follows them
+OWN_KILLS = ("timeout", "cancel", "watchdog", "stop")
+
+
+def explain_death(
+    died: Any, counters_after: Any, kmsg: Any, *, waited_enough: bool
+) -> tuple[FailureClass, dict[str, Any], int | None] | None:
+    """Class, evidence and peak memory of a worker's death, or None to wait for the kernel.
+
+    ``died`` has ``.worker`` (``pid``, ``start_time``, ``name``, ``cgroup``, ``killed_by``,
+    ``counters_before``, ``peak_sample``), ``.status`` and ``.rusage``; ``kmsg`` is the
+    :class:`~oomguard.oom.watch.KernelLogWatch`. A SIGKILL that oomguard did not send may be
+    the OOM killer's, whose ``Killed process`` line can lag the signal: until
+    ``waited_enough``, a death with no kernel report yet returns None.
+    """
+    worker = died.worker
+    event = None
+    readable = kmsg is not None and kmsg.unavailable is None
+    if readable:
+        cgroup = str(worker.cgroup.path) if getattr(worker, "cgroup", None) else None
+        event = kmsg.find(pid=worker.pid, cgroup=cgroup)
+    sigkill = os.WIFSIGNALED(died.status) and os.WTERMSIG(died.status) == signal.SIGKILL
+    ours = worker.killed_by is not None and worker.killed_by[0] in OWN_KILLS
+    if event is None and sigkill and not ours and readable and not waited_enough:
+        return None
+    fc, evidence = classify_death(
+        died.status,
+        killed_by=worker.killed_by,
+        counters_before=worker.counters_before,
+        counters_after=counters_after,
+        kernel_event=event,
+    )
+    evidence["worker"] = worker.name
+    evidence["pid"] = worker.pid
+    evidence["pid_start_time"] = worker.start_time
+    if worker.cgroup is not None:
+        evidence["cgroup"] = str(worker.cgroup.path)
+    if event is None and sigkill and not ours and kmsg is not None:
+        evidence["kernel_log"] = kmsg.unavailable or "no OOM report for this pid"
+    if died.rusage is not None:
+        evidence["maxrss_bytes"] = died.rusage.ru_maxrss * 1024
+    peak = None
+    if counters_after is not None and counters_after.peak_bytes is not None:
+        peak = counters_after.peak_bytes
+    elif worker.peak_sample:
+        peak = worker.peak_sample
+    return fc, evidence, peak

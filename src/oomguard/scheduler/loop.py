@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
-
 from oomguard.config import RunnerConfig
-from oomguard.errors import ConfigError
 from oomguard.jobs.model import FailureClass
+from oomguard.oom.classify import explain_death
 from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.retries import RetryPolicy, decide
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.units import format_size
@@ -56,38 +54,6 @@ class Stats:
     succeeded: int = 0
     failed_attempts: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-
-
-def machine_memory() -> int:
-    return int(psutil.virtual_memory().total)
-
-
-def derive_budget(config: RunnerConfig, own_limit: int | None) -> int:
-    if config.memory_budget is not None:
-        return config.memory_budget
-    total = machine_memory()
-    if own_limit is not None:
-        total = min(total, own_limit)
-    return max(total - config.memory_reserve, 64 * 1024 * 1024)
-
-
-def check_limits(config: RunnerConfig, own_limit: int | None) -> None:
-    """A worker memory or budget above the machine or the container is an error."""
-    machine = machine_memory()
-    where, limit = "this machine's memory", machine
-    if own_limit is not None and own_limit < machine:
-        where, limit = "the memory limit of oomguard's own cgroup (container)", own_limit
-    for option, value in (
-        ("--worker-memory", config.worker_memory),
-        ("--memory-budget", config.memory_budget),
-    ):
-        if value is not None and value > limit:
-            raise ConfigError(
-                f"{option} {format_size(value)} is larger than {where} ({format_size(limit)})",
-                option=option,
-                value=value,
-                limit_bytes=limit,
-            )
 
 
 class Scheduler:
@@ -645,50 +611,18 @@ class Scheduler:
     def _finish_deaths(self) -> None:
         if not self.deaths:
             return
-        from oomguard.oom.classify import classify_death
-
         now = time.monotonic()
         keep = []
         for pending in self.deaths:
             died = pending.died
             worker = died.worker
-            event = None
-            if self.kmsg is not None and self.kmsg.unavailable is None:
-                cg = str(worker.cgroup.path) if getattr(worker, "cgroup", None) else None
-                event = self.kmsg.find(pid=worker.pid, cgroup=cg)
-            sigkill = os.WIFSIGNALED(died.status) and os.WTERMSIG(died.status) == 9
-            # No kernel report follows a kill oomguard made itself: do not wait for one.
-            ours = worker.killed_by is not None and worker.killed_by[0] in (
-                "timeout",
-                "cancel",
-                "watchdog",
-                "stop",
+            explained = explain_death(
+                died, pending.counters_after, self.kmsg, waited_enough=now >= pending.deadline
             )
-            if event is None and sigkill and not ours and now < pending.deadline:
-                keep.append(pending)
+            if explained is None:
+                keep.append(pending)  # the kernel's report may still come
                 continue
-            fc, evidence = classify_death(
-                died.status,
-                killed_by=worker.killed_by,
-                counters_before=worker.counters_before,
-                counters_after=pending.counters_after,
-                kernel_event=event,
-            )
-            evidence["worker"] = worker.name
-            evidence["pid"] = worker.pid
-            evidence["pid_start_time"] = worker.start_time
-            if worker.cgroup is not None:
-                evidence["cgroup"] = str(worker.cgroup.path)
-            if event is None and sigkill and self.kmsg is not None:
-                evidence["kernel_log"] = self.kmsg.unavailable or "no OOM report for this pid"
-            if died.rusage is not None:
-                evidence["maxrss_bytes"] = died.rusage.ru_maxrss * 1024
-            peak = None
-            after = pending.counters_after
-            if after is not None and after.peak_bytes is not None:
-                peak = after.peak_bytes
-            elif worker.peak_sample:
-                peak = worker.peak_sample
+            fc, evidence, peak = explained
             if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
                 self._end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
                 self.executor.release(worker)
