@@ -1,4 +1,5 @@
-"""`oomguard serve` as a real process on 127.0.0.1, and the CLI clients in subprocesses."""
+"""`oomguard serve` as a real process on 127.0.0.1, and the CLI clients in subprocesses;
+the app in process where a test reads the store behind it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from oomguard.api.app import ServerSettings, ServerState, create_app, serving_state
 from oomguard.cli.bench import free_port, spawned_server
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.server import remote_status
+from oomguard.store.sqlite import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"
 
@@ -152,6 +156,88 @@ def test_bad_input_stores_nothing(server: str, body: bytes, status: int) -> None
     assert r.status_code == status, r.text
     assert set(r.json()["error"]) >= {"code", "message"}
     assert job_count(server) == before
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, ServerState]]:
+    """The app served by uvicorn in a thread of this process, with its state (and store)."""
+    import uvicorn
+
+    store = tmp_path_factory.mktemp("in-process") / "s.sqlite"
+    with serving_state(ServerSettings(store=str(store), workers=1)) as state:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(state), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+        http = uvicorn.Server(config)
+        thread = threading.Thread(target=http.run, name="test-uvicorn")
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not http.started:
+                assert thread.is_alive() and time.monotonic() < deadline
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}", state
+        finally:
+            http.should_exit = True
+            thread.join(30)
+
+
+def stored_counts(state: ServerState) -> tuple[int, int, int]:
+    """(jobs, tasks, blob files) in the store behind the app."""
+    store = state.stores.get()
+    jobs = store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    tasks = store.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+    blobs = len(list(store.blob_dir.iterdir())) if store.blob_dir.exists() else 0
+    return jobs, tasks, blobs
+
+
+def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) -> None:
+    url, state = in_process
+    big = "b" * (200 * 1024)
+    other = "c" * (100 * 1024)
+    r = httpx.post(
+        f"{url}/v1/jobs", json={"task": NOOP, "tasks": [{"x": big}, {"x": "small"}, {"x": other}]}
+    )
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    status = wait_done(url, job_id)
+    assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 3
+    store = state.stores.get()
+    rows = store.db.execute(
+        "SELECT params IS NULL, params_ref IS NOT NULL FROM tasks WHERE job_id = ? ORDER BY id",
+        (job_id,),
+    ).fetchall()
+    assert rows == [(1, 1), (0, 0), (1, 1)]  # only args over PARAMS_INLINE_MAX go to a blob
+    assert len(big) > PARAMS_INLINE_MAX
+    results = [pickle.loads(value) for *_, value in store.result_rows(job_id)]
+    assert results == [big, "small", other]
+    tasks = httpx.get(f"{url}/v1/jobs/{job_id}/tasks").json()["tasks"]
+    assert [t["params"] for t in tasks] == [{"x": big}, {"x": "small"}, {"x": other}]
+    # The same args for every group: one blob, shared by the rows.
+    r = httpx.post(f"{url}/v1/jobs", json={"task": NOOP, "args": {"x": big}, "count": 2})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    assert wait_done(url, job_id)["counts"]["succeeded"] == 2
+    refs = store.db.execute("SELECT params_ref FROM tasks WHERE job_id = ?", (job_id,)).fetchall()
+    assert len(refs) == 2 and refs[0] == refs[1] and refs[0][0] is not None
+    assert [pickle.loads(value) for *_, value in store.result_rows(job_id)] == [big, big]
+
+
+@pytest.mark.parametrize("form", ["args", "tasks"])
+def test_args_over_one_mib_refused_and_nothing_stored(
+    in_process: tuple[str, ServerState], form: str
+) -> None:
+    url, state = in_process
+    huge = {"x": "h" * (1024 * 1024 + 1)}
+    body: dict[str, Any] = {"task": NOOP, "args": huge}
+    if form == "tasks":  # the blob of the first task must not be written either
+        body = {"task": NOOP, "tasks": [{"x": "a" * (100 * 1024)}, huge]}
+    before = stored_counts(state)
+    r = httpx.post(f"{url}/v1/jobs", json=body)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"] == "payload_too_large"
+    assert stored_counts(state) == before
 
 
 def test_unknown_job_and_route(server: str) -> None:

@@ -1,4 +1,5 @@
-"""The HTTP API of ``oomguard serve``: app factory, schemas, metrics, backpressure, client."""
+"""The HTTP API of ``oomguard serve``: app factory, service state, submissions, routes, metrics,
+backpressure, client."""
 
 from __future__ import annotations
 

@@ -314,7 +314,6 @@ def serving_state(settings: ServerSettings) -> Iterator[ServerState]:
         state.close()
 
 
-
 __all__ = [
     "ServerSettings",
     "ServerState",

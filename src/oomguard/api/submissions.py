@@ -57,8 +57,7 @@ def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
             p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
         ):
             raise PayloadError(
-                f"fanout {fanout} calls {ref}(..., replicate=i), but it "
-                "takes no replicate argument"
+                f"fanout {fanout} calls {ref}(..., replicate=i), but it takes no replicate argument"
             )
     return load(ref)
 

@@ -1,0 +1,170 @@
+"""The API's routes: jobs (``/v1/jobs``), ``/metrics``, ``/healthz`` and the heap report.
+
+Route functions' names and docstrings are the OpenAPI schema's operation ids and
+descriptions: renaming one changes the schema.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from typing import Any
+
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from oomguard.api.metrics import CONTENT_TYPE
+from oomguard.api.schemas import (
+    CancelResponse,
+    Health,
+    HeapReport,
+    HeapSite,
+    JobList,
+    JobStatus,
+    JobSummary,
+    SubmitRequest,
+    SubmitResponse,
+    TaskInfo,
+    TaskList,
+)
+from oomguard.api.service import ServerState
+from oomguard.api.submissions import submit as submit_job
+from oomguard.errors import JobNotFoundError
+from oomguard.scheduler.runner import job_status
+from oomguard.store.sqlite import SqliteStore
+
+
+def add_routes(app: FastAPI, state: ServerState) -> None:
+    """Add every route of the API to ``app``, served from ``state``."""
+
+    @app.post("/v1/jobs", status_code=201, response_model=SubmitResponse)
+    def submit(body: SubmitRequest) -> SubmitResponse:
+        """Submit one task or a batch (accepted whole or refused whole)."""
+        return submit_job(state, body)
+
+    @app.get("/v1/jobs", response_model=JobList)
+    def list_jobs(limit: int = Query(20, ge=1, le=1000)) -> JobList:
+        """The newest jobs first."""
+        rows = (
+            state.stores.get()
+            .db.execute(
+                "SELECT id, name, namespace, fn, state, created_at FROM jobs "
+                "ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
+        return JobList(
+            jobs=[
+                JobSummary(
+                    job_id=r[0], name=r[1], namespace=r[2], fn=r[3], state=r[4], created_at=r[5]
+                )
+                for r in rows
+            ]
+        )
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobStatus)
+    def get_job(job_id: str) -> JobStatus:
+        store = state.stores.get()
+        return JobStatus(**job_status(store, _resolve(store, job_id)))
+
+    @app.get("/v1/jobs/{job_id}/tasks", response_model=TaskList)
+    def get_tasks(
+        job_id: str,
+        state_: str | None = Query(None, alias="state", pattern=r"^[a-z]{1,20}$"),
+        class_: str | None = Query(None, alias="class", pattern=r"^[a-z_]{1,40}$"),
+        limit: int = Query(100, ge=1, le=10_000),
+    ) -> TaskList:
+        """The job's tasks, filtered by state and failure class."""
+        store = state.stores.get()
+        job_id = _resolve(store, job_id)
+        sql = (
+            "SELECT id, grp, kind, replicate, fn, state, attempts, failure_class, error, "
+            "params, params_ref FROM tasks WHERE job_id = ?"
+        )
+        args: list[Any] = [job_id]
+        if state_ is not None:
+            sql += " AND state = ?"
+            args.append(state_)
+        if class_ is not None:
+            sql += " AND failure_class = ?"
+            args.append(class_)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        tasks = []
+        for tid, grp, kind, rep, fn, st, att, fc, error, params, ref in store.db.execute(
+            sql, args
+        ).fetchall():
+            params = store.params_of(params, ref)
+            tasks.append(
+                TaskInfo(
+                    task_id=tid,
+                    group=grp,
+                    kind=kind,
+                    replicate=rep,
+                    fn=fn,
+                    state=st,
+                    attempts=att,
+                    failure_class=fc,
+                    error=error,
+                    params=json.loads(params) if params else None,
+                )
+            )
+        return TaskList(job_id=job_id, tasks=tasks)
+
+    @app.post("/v1/jobs/{job_id}/cancel", response_model=CancelResponse)
+    def cancel(job_id: str) -> CancelResponse:
+        store = state.stores.get()
+        job_id = _resolve(store, job_id)
+        return CancelResponse(job_id=job_id, cancelled=store.cancel(job_id))
+
+    @app.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        pressure = state.backpressure.pressure
+        return Health(
+            status="ok" if state.runner.alive else "scheduler_stopped",
+            scheduler_alive=state.runner.alive,
+            pending_tasks=state.backpressure.pending.total(),
+            memory_pressure=bool(pressure and pressure.active),
+        )
+
+    @app.get("/v1/debug/heap", response_model=HeapReport)
+    def heap(limit: int = Query(25, ge=1, le=500)) -> HeapReport:
+        """Top allocation sites (tracemalloc); 404 unless the server runs --heap-profiling."""
+        if not state.settings.heap_profiling or not tracemalloc.is_tracing():
+            raise StarletteHTTPException(404, "heap profiling is off: serve --heap-profiling")
+        snapshot = tracemalloc.take_snapshot()
+        stats = snapshot.statistics("lineno")[:limit]
+        current, peak = tracemalloc.get_traced_memory()
+        top = [
+            HeapSite(
+                site=f"{s.traceback[0].filename}:{s.traceback[0].lineno}",
+                size_bytes=s.size,
+                count=s.count,
+            )
+            for s in stats
+        ]
+        return HeapReport(
+            traced_current_bytes=current,
+            traced_peak_bytes=peak,
+            rss_bytes=state.scheduler_rss(),
+            top=top,
+        )
+
+
+def _resolve(store: SqliteStore, job_id: str) -> str:
+    if not job_id or len(job_id) > 64:
+        raise JobNotFoundError(f"no job {job_id[:64]!r}", job_id=job_id[:64])
+    # The prefix lookup uses LIKE: a job id never holds wildcards.
+    if any(c in job_id for c in "%_"):
+        raise JobNotFoundError(f"no job {job_id!r}", job_id=job_id)
+    return store.resolve_job(job_id)
+
+
+__all__ = ["add_routes"]
