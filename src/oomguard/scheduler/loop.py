@@ -167,7 +167,7 @@ class Scheduler:
                     (
                         "end_attempt",
                         self._end_params(
-                            run, "failed", "lost", {"reason": "scheduler stopped"}, None
+                            run, "interrupted", None, {"reason": "the scheduler was stopped"}, None
                         ),
                     )
                 )

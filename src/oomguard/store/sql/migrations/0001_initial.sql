@@ -67,7 +67,7 @@ CREATE TABLE attempts (
     scheduler_id TEXT NOT NULL,             -- the lease: valid while that scheduler heartbeats
     worker       TEXT,
     pid          INTEGER,
-    state        TEXT NOT NULL,             -- running, succeeded, failed, lost
+    state        TEXT NOT NULL,             -- running, succeeded, failed, skipped (never started), interrupted (scheduler stopped)
     started_at   REAL NOT NULL,
     ended_at     REAL,
     failure_class TEXT,
