@@ -80,3 +80,32 @@ def test_scheduler_killed_repeatedly_resumes_without_recomputing(tmp_path: Path)
     db.close()
     assert lost >= 1
     assert not os.path.exists(str(store) + "-journal")
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text("".join(json.dumps({"seconds": 0.5}) + "\n" for _ in range(12)))
+    store = tmp_path / "s.sqlite"
+    cmd = [*OOMGUARD, "run", "oomguard.examples:sleep", "--params", str(params), "--store",
+           str(store), "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _stored_tasks(store) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+    db = sqlite3.connect(store)
+    states = dict(db.execute("SELECT state, COUNT(*) FROM attempts GROUP BY state").fetchall())
+    assert db.execute("SELECT COUNT(*) FROM locks").fetchone()[0] == 0
+    db.close()
+    assert "failed" not in states  # a stop is not a failure of the tasks
+    final = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    summary = json.loads(final.stdout)
+    assert summary["counts"]["succeeded"] == 12
+    assert summary["failures_by_class"] == {}
