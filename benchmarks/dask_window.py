@@ -203,6 +203,7 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "aggregations_ok": args.params if status["state"] == "succeeded" else None,
                 "failed_attempts": status["failures_by_class"],
                 "max_in_flight": counters.max_in_flight,
+                "max_futures_in_flight": counters.max_futures_in_flight,
                 "recycles": ex.recycles,
                 "killed_pid": killed,
             }

@@ -70,6 +70,8 @@ class RunnerConfig:
     #: rows per Parquet part file
     part_rows: int = 10000
     part_interval: float = 0.5
+    #: Dask: tasks in flight per Dask worker thread (each up to 8 short attempts)
+    dask_window_per_thread: int = 4
     kernel_log: str = "/dev/kmsg"
     #: how long to wait for the kernel's "Killed process" line after a SIGKILL
     kernel_log_wait: float = 2.0

@@ -4,13 +4,8 @@ memory-limit restarts, a real SIGKILL of a worker process."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import oomguard
+from fixtures.dask_cluster import dask_cluster, wait_for, wait_workers, worker_pids
+from oomguard.executors.dask import GROUP_MAX_ITEMS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
 
@@ -32,124 +29,11 @@ MIB = 1024 * 1024
 WORKER_MEMORY = 512 * MIB
 
 
-def _dask_cli() -> list[str]:
-    exe = Path(sys.executable).parent / "dask"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("dask")
-    if found is None:
-        pytest.skip("the dask command line (dask[distributed]) is not installed")
-    return [found]
-
-
-def _wait_for(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    # The nannies and worker processes are in the session we started for it.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``dask scheduler`` + ``dask worker --nworkers 2 --memory-limit 512MiB``."""
-    base = tmp_path_factory.mktemp("dask")
-    dask = _dask_cli()
-    env = dict(
-        os.environ,
-        # oomguard does its own retries: Dask must not rerun attempts behind its back.
-        DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES="0",
-        DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION="1.0",
-    )
-    sched_file = base / "scheduler.json"
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    try:
-        log = (base / "scheduler.log").open("wb")
-        logs.append(log)
-        procs.append(
-            subprocess.Popen(
-                [
-                    *dask,
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--no-dashboard",
-                    "--scheduler-file",
-                    str(sched_file),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        _wait_for(lambda: sched_file.exists() and sched_file.stat().st_size > 0)
-        log = (base / "worker.log").open("wb")
-        logs.append(log)
-        procs.append(
-            subprocess.Popen(
-                [
-                    *dask,
-                    "worker",
-                    "--scheduler-file",
-                    str(sched_file),
-                    "--nworkers",
-                    "2",
-                    "--nthreads",
-                    "1",
-                    "--memory-limit",
-                    "512MiB",
-                    "--resources",
-                    f"MEMORY={WORKER_MEMORY}",
-                    "--no-dashboard",
-                    "--host",
-                    "127.0.0.1",
-                    "--local-directory",
-                    str(base / "workers"),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        with distributed.Client(
-            scheduler_file=str(sched_file), timeout="20s", set_as_default=False
-        ) as client:
-            client.wait_for_workers(2, timeout=60)
-            address = client.scheduler.address
+    with dask_cluster(tmp_path_factory.mktemp("dask"), memory_limit=WORKER_MEMORY) as address:
         yield address
-    finally:
-        for proc in reversed(procs):
-            _reap(proc)
-        for log in logs:
-            log.close()
-
-
-def _worker_pids(address: str) -> dict[str, int]:
-    with distributed.Client(address, timeout="20s", set_as_default=False) as client:
-        return {addr: int(pid) for addr, pid in client.run(os.getpid).items()}
-
-
-def _wait_workers(address: str, n: int = 2) -> None:
-    with distributed.Client(address, timeout="20s", set_as_default=False) as client:
-        client.wait_for_workers(n, timeout=60)
 
 
 def _rows(directory: Path) -> list[dict[str, Any]]:
@@ -184,8 +68,11 @@ def test_sweep_on_dask_writes_the_same_rows_as_the_local_pool(cluster: str, tmp_
             assert status["counts"]["succeeded"] == 120
             if executor == "dask":
                 executor_obj = runner.scheduler.executor
-                # The window, never the job: 2 x 2 worker threads.
-                assert executor_obj.counters.max_in_flight <= 4
+                # The window, never the job: a few Dask tasks per worker thread, each of
+                # a bounded group of attempts.
+                window = executor_obj.window
+                assert executor_obj.counters.max_futures_in_flight <= window
+                assert executor_obj.counters.max_in_flight <= window * GROUP_MAX_ITEMS
                 assert executor_obj.has_memory
                 assert not executor_obj.inflight
         outs[executor] = out
@@ -217,13 +104,13 @@ def test_task_over_the_worker_memory_is_classified_and_ends_needing_more_memory(
         evidence = failure["attempts"][0]["evidence"]
         assert evidence["executor"] == "dask" and evidence["pid"]
         assert evidence["worker_memory_limit"] == WORKER_MEMORY
-    _wait_workers(cluster)
+    wait_workers(cluster)
 
 
 def test_worker_sigkilled_mid_job_loses_nothing_and_recomputes_nothing(
     cluster: str, tmp_path: Path
 ) -> None:
-    _wait_workers(cluster)
+    wait_workers(cluster)
     markers = tmp_path / "m"
     markers.mkdir()
     params = [{"x": i, "marker_dir": str(markers), "seconds": 0.05} for i in range(40)]
@@ -237,8 +124,8 @@ def test_worker_sigkilled_mid_job_loses_nothing_and_recomputes_nothing(
             aggregate="fixtures.tasks:total",
             out=str(tmp_path / "out"),
         )
-        _wait_for(lambda: job.status()["counts"]["succeeded"] >= 20, timeout=60)
-        victim = sorted(_worker_pids(cluster).values())[0]
+        wait_for(lambda: job.status()["counts"]["succeeded"] >= 20, timeout=60)
+        victim = sorted(worker_pids(cluster).values())[0]
         os.kill(victim, signal.SIGKILL)
         status = job.wait(timeout=60, progress=False)
         assert status["state"] == "succeeded", status
@@ -257,4 +144,4 @@ def test_worker_sigkilled_mid_job_loses_nothing_and_recomputes_nothing(
     assert sum(r["attempts"] for r in tasks) <= 80 + killed
     aggs = pq.ParquetDataset(tmp_path / "out" / "aggregates").read().to_pylist()
     assert sorted(r["sum_y"] for r in aggs) == sorted(4 * x for x in range(40))
-    _wait_workers(cluster)
+    wait_workers(cluster)

@@ -2,11 +2,19 @@
 
 The same promises as the local pool, on Dask:
 
-* **Bounded in-flight window.** At most ``2 * (total worker threads)`` attempts are Dask
-  futures at any time (:meth:`DaskExecutor.free_slots`); the rest of the job stays in the
-  store. Each future is gathered as soon as it finishes and released at once, so results
-  never pile up in distributed memory and a worker's death loses at most the attempts it
-  was running: every finished result is already in oomguard's store.
+* **Bounded in-flight window.** A scheduler group of short attempts is sent as Dask tasks
+  of at most :data:`GROUP_MAX_ITEMS` attempts each (run one after another in the worker,
+  each with its own outcome), and at most ``WINDOW_PER_THREAD * (total worker threads)``
+  such Dask futures exist at any time (:meth:`DaskExecutor.free_slots`); the rest of the
+  job stays in the store. Each future is gathered as soon as it finishes and released at
+  once, so results never pile up in distributed memory and a worker's death loses at most
+  the group it was running: every other finished result is already in oomguard's store.
+* **Nothing finished runs again.** Each Dask task asks the Dask scheduler once, before its
+  first attempt, whether its key ever started (Dask silently recomputes a finished key
+  whose worker died before it was gathered); a rerun is refused and its attempts are
+  reported killed, to be retried as new attempts. Before each attempt the worker notes
+  its position in the group in a file the nanny reads when the worker dies, so after a
+  death the attempts that ran are told apart from those that never began (requeued).
 * **Memory-aware placement.** Each attempt asks for ``resources={"MEMORY": limit}`` (its
   admission limit, capped at the largest worker's MEMORY so it can be placed at all);
   workers advertise ``--resources MEMORY=<their memory limit in bytes>``. A cluster whose
@@ -48,6 +56,15 @@ NEAR_LIMIT = 0.9
 #: how long to wait for the nanny's death record after a worker died
 EVIDENCE_WAIT_S = 1.5
 WORKERS_REFRESH_S = 1.0
+#: Dask futures in flight per worker thread (``config.dask_window_per_thread`` where set):
+#: one running and a few queued behind it, so a thread neither waits for a gather round
+#: trip nor idles while the scheduler loop is busy writing results
+WINDOW_PER_THREAD = 4
+#: attempts in one Dask task: a scheduler group is cut into tasks of at most this many
+#: (their results wait in the worker's memory until the last of them finishes)
+GROUP_MAX_ITEMS = 8
+#: and of at most this many bytes of inputs (aggregations carry their replicates' results)
+GROUP_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -60,15 +77,26 @@ class DaskWorkerRef:
 
 @dataclass
 class Flight:
-    run: Any
+    """One Dask task: a group of attempts run one after another on one worker."""
+
+    runs: list[Any]
     future: Any
     limit: int
     sent: float
+    #: attempts of the group already ended by :meth:`DaskExecutor.kill`
+    dropped: set[int] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return str(self.future.key)
+
+    def live(self) -> list[Any]:
+        return [run for run in self.runs if run.attempt_id not in self.dropped]
 
 
 @dataclass
 class PendingDeath:
-    run: Any
+    flight: Flight
     address: str
     pid: int | None
     deadline: float
@@ -82,7 +110,10 @@ class Counters:
     worker_deaths: int = 0
     requeued: int = 0
     lost_before_gather: int = 0
+    #: the most attempts in flight at once (at most window x GROUP_MAX_ITEMS)
     max_in_flight: int = 0
+    #: the most Dask futures in flight at once (at most the window)
+    max_futures_in_flight: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -178,8 +209,13 @@ class DaskExecutor:
         self.isolation = isolation
         self.client: Any = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
-        self.inflight: dict[int, Flight] = {}
-        self.backlog: deque[tuple[Any, int]] = deque()
+        #: Dask key -> its group of attempts
+        self.inflight: dict[str, Flight] = {}
+        self.by_attempt: dict[int, Flight] = {}
+        self.backlog: deque[tuple[list[Any], list[dict[str, Any]], int]] = deque()
+        self.window_per_thread = int(
+            getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
+        )
         self.done: queue.Queue[Any] = queue.Queue()
         self.deaths: list[PendingDeath] = []
         self.recycles: dict[str, int] = {}
@@ -253,6 +289,7 @@ class DaskExecutor:
             return
         futures = [f.future for f in self.inflight.values()]
         self.inflight.clear()
+        self.by_attempt.clear()
         self.backlog.clear()
         try:
             if futures:
@@ -283,7 +320,7 @@ class DaskExecutor:
     @property
     def window(self) -> int:
         threads = sum(int(w.get("nthreads") or 1) for w in self.workers.values())
-        return max(1, 2 * threads)
+        return max(1, self.window_per_thread * threads)
 
     def _largest_memory(self) -> int:
         return max(
@@ -316,18 +353,28 @@ class DaskExecutor:
         self._store = scheduler.store
         # A group shares its first attempt's admission (the others were claimed with 0).
         limit = max(run.limit for run in group) or group[0].limit
+        runs: list[Any] = []
+        items: list[dict[str, Any]] = []
+        size = 0
         for run in group:
             run.worker = DaskWorkerRef()
-            self.backlog.append((run, limit))
+            item = call_item(run, scheduler.store)
+            item_size = _item_bytes(item)
+            if runs and (len(runs) >= GROUP_MAX_ITEMS or size + item_size > GROUP_MAX_BYTES):
+                self.backlog.append((runs, items, limit))
+                runs, items, size = [], [], 0
+            runs.append(run)
+            items.append(item)
+            size += item_size
+        self.backlog.append((runs, items, limit))
         self._send()
 
     def _send(self) -> None:
-        from oomguard.executors.dask_plugin import run_call
+        from oomguard.executors.dask_plugin import run_calls
 
         window = self.window
         while self.backlog and len(self.inflight) < window:
-            run, limit = self.backlog.popleft()
-            item = call_item(run, self._store)
+            runs, items, limit = self.backlog.popleft()
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}
@@ -335,17 +382,23 @@ class DaskExecutor:
                 # Aggregations carry their replicates' results: not a mistake here.
                 warnings.filterwarnings("ignore", message="Sending large graph")
                 future = self.client.submit(
-                    run_call,
-                    item,
-                    key=f"{self.prefix}-{run.attempt_id}",
+                    run_calls,
+                    items,
+                    key=f"{self.prefix}-{runs[0].attempt_id}",
                     resources=resources,
                     retries=0,
                     pure=False,
                 )
-            self.inflight[run.attempt_id] = Flight(run, future, limit, time.time())
+            flight = Flight(runs, future, limit, time.time())
+            self.inflight[flight.key] = flight
+            for run in runs:
+                self.by_attempt[run.attempt_id] = flight
             future.add_done_callback(self.done.put)
-            self.counters.submitted += 1
-        self.counters.max_in_flight = max(self.counters.max_in_flight, len(self.inflight))
+            self.counters.submitted += len(runs)
+        self.counters.max_in_flight = max(self.counters.max_in_flight, len(self.by_attempt))
+        self.counters.max_futures_in_flight = max(
+            self.counters.max_futures_in_flight, len(self.inflight)
+        )
 
     # -- outcomes ---------------------------------------------------------------------
 
@@ -380,12 +433,14 @@ class DaskExecutor:
         return events
 
     def _flight_of(self, future: Any) -> Flight | None:
-        try:
-            attempt_id = int(str(future.key).rsplit("-", 1)[1])
-        except (IndexError, ValueError):
-            return None
-        flight = self.inflight.get(attempt_id)
+        flight = self.inflight.get(str(future.key))
         return flight if flight is not None and flight.future is future else None
+
+    def _forget(self, flight: Flight) -> None:
+        self.inflight.pop(flight.key, None)
+        for run in flight.runs:
+            if self.by_attempt.get(run.attempt_id) is flight:
+                del self.by_attempt[run.attempt_id]
 
     def _gathered(self, finished: list[Flight]) -> list[tuple[Any, ...]]:
         if not finished:
@@ -402,63 +457,70 @@ class DaskExecutor:
                     values.append(err)
         events: list[tuple[Any, ...]] = []
         for flight, value in zip(finished, values, strict=False):
-            self.inflight.pop(flight.run.attempt_id, None)
+            self._forget(flight)
             flight.future.release()  # nothing stays in distributed memory
             if isinstance(value, BaseException):
                 events.extend(self._ended_by_error(flight, value))
                 continue
-            self.counters.gathered += 1
-            events.append(self._outcome(flight, value))
+            events.extend(self._outcomes(flight, value))
         return events
 
-    def _outcome(self, flight: Flight, out: dict[str, Any]) -> tuple[Any, ...]:
-        run = flight.run
+    def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[tuple[Any, ...]]:
         address = out.get("worker")
-        run.worker = DaskWorkerRef(address, out.get("pid"))
+        for run in flight.runs:
+            run.worker = DaskWorkerRef(address, out.get("pid"))
         if out.get("duplicate"):
-            # It had finished, but its worker died before we gathered the result and
-            # Dask ran it again: the wrapper refused to, so it counts as one attempt
-            # killed with its worker, and oomguard retries it under a new attempt.
-            self.counters.lost_before_gather += 1
+            # It had finished, but its worker died before we gathered the results and Dask
+            # ran it again: the wrapper refused to, so each attempt counts as killed with
+            # its worker, and oomguard retries them under new attempts.
+            live = flight.live()
+            self.counters.lost_before_gather += len(live)
             evidence = {
                 "executor": "dask",
                 "reason": "the result was lost with its worker before it was gathered",
                 "rerun_on": address,
             }
-            return (
-                "outcome",
-                run.attempt_id,
-                False,
-                None,
-                FailureClass.KILLED.value,
-                "the Dask worker holding its result died before it was gathered",
-                evidence,
-                None,
-                address,
+            return [
+                _failure(
+                    run,
+                    FailureClass.KILLED.value,
+                    "the Dask worker holding its result died before it was gathered",
+                    evidence,
+                    None,
+                    address,
+                )
+                for run in live
+            ]
+        events: list[tuple[Any, ...]] = []
+        for item in out["outcomes"]:
+            attempt_id = item["attempt_id"]
+            if attempt_id in flight.dropped:
+                continue  # ended by kill() while its group went on: the outcome is moot
+            self.counters.gathered += 1
+            evidence = dict(item.get("evidence") or {}, executor="dask")
+            events.append(
+                (
+                    "outcome",
+                    attempt_id,
+                    item["ok"],
+                    item.get("payload"),
+                    item.get("failure_class"),
+                    item.get("message"),
+                    evidence,
+                    item.get("peak"),
+                    address,
+                )
             )
-        evidence = dict(out.get("evidence") or {}, executor="dask")
-        if self._killed.pop(run.attempt_id, None) is not None:
-            pass  # finished before our kill reached it: the outcome stands
         if address:
-            self._after_task(address, out)
-        return (
-            "outcome",
-            run.attempt_id,
-            out["ok"],
-            out.get("payload"),
-            out.get("failure_class"),
-            out.get("message"),
-            evidence,
-            out.get("peak"),
-            address,
-        )
+            self._after_group(address, out)
+        return events
 
     def _failed_future(self, flight: Flight) -> list[tuple[Any, ...]]:
         future = flight.future
-        self.inflight.pop(flight.run.attempt_id, None)
+        self._forget(flight)
         if future.status == "cancelled":
             future.release()
-            return [("requeue", flight.run.attempt_id)]
+            return [("requeue", run.attempt_id) for run in flight.live()]
         try:
             err = future.exception(timeout=5)
         except Exception as fetch_err:
@@ -469,21 +531,22 @@ class DaskExecutor:
     def _ended_by_error(self, flight: Flight, err: BaseException) -> list[tuple[Any, ...]]:
         from distributed.scheduler import KilledWorker
 
-        run = flight.run
         if isinstance(err, KilledWorker):
             last = err.last_worker
             address = str(getattr(last, "address", ""))
             pid = getattr(last, "pid", None)
-            run.worker = DaskWorkerRef(address, pid)
+            for run in flight.runs:
+                run.worker = DaskWorkerRef(address, pid)
             self.counters.worker_deaths += 1
             if address in self._restarting or not self._started_on_worker(flight):
-                # We restarted it, or the attempt was only waiting in the dead worker's
-                # queue: not the task's fault, and not an attempt of it.
-                self.counters.requeued += 1
-                return [("requeue", run.attempt_id)]
+                # We restarted it, or the group was only waiting in the dead worker's
+                # queue: not the tasks' fault, and not an attempt of them.
+                live = flight.live()
+                self.counters.requeued += len(live)
+                return [("requeue", run.attempt_id) for run in live]
             self.deaths.append(
                 PendingDeath(
-                    run,
+                    flight,
                     address,
                     pid,
                     time.monotonic() + EVIDENCE_WAIT_S + self.config.kernel_log_wait,
@@ -499,25 +562,14 @@ class DaskExecutor:
             else "error"
         )
         message = f"{type(err).__name__}: {err}"
-        return [
-            (
-                "outcome",
-                run.attempt_id,
-                False,
-                None,
-                fc,
-                message,
-                {"executor": "dask", "dask_error": message},
-                None,
-                None,
-            )
-        ]
+        evidence = {"executor": "dask", "dask_error": message}
+        return [_failure(run, fc, message, evidence, None, None) for run in flight.live()]
 
     def _started_on_worker(self, flight: Flight) -> bool:
         from oomguard.executors.dask_plugin import was_started
 
         try:
-            return bool(self.client.run_on_scheduler(was_started, key=str(flight.future.key)))
+            return bool(self.client.run_on_scheduler(was_started, key=flight.key))
         except Exception:
             return True  # cannot tell: count it as the attempt that died
 
@@ -546,20 +598,61 @@ class DaskExecutor:
             evidence.setdefault("limit_bytes", death.limit)
             with self._lock:
                 self.counters.by_reason[fc.value] = self.counters.by_reason.get(fc.value, 0) + 1
-            events.append(
-                (
-                    "outcome",
-                    death.run.attempt_id,
-                    False,
-                    None,
-                    fc.value,
-                    f"the Dask worker running it died ({fc.value})",
-                    evidence,
-                    peak,
-                    death.address,
-                )
-            )
+            events.extend(self._group_death(death, record, fc, evidence, peak))
         self.deaths = keep
+        return events
+
+    def _group_death(
+        self,
+        death: PendingDeath,
+        record: dict[str, Any] | None,
+        fc: FailureClass,
+        evidence: dict[str, Any],
+        peak: int | None,
+    ) -> list[tuple[Any, ...]]:
+        """The outcomes of a group whose worker died while running it.
+
+        The worker noted the position of each attempt before starting it (the nanny hands
+        the note on in its death record): the attempts before it ran and their results
+        died with the worker (``killed``), the one at it gets the death's class, those
+        after it never began (requeued, not an attempt). Without the note, every attempt
+        of the group may have run: each gets the death's class.
+        """
+        runs = death.flight.runs
+        progress = (record or {}).get("progress") or {}
+        index: int | None = None
+        if progress.get("key") == death.flight.key and len(runs) > 1:
+            index = min(int(progress.get("index", 0)), len(runs) - 1)
+        elif len(runs) == 1:
+            index = 0
+        message = f"the Dask worker running it died ({fc.value})"
+        events: list[tuple[Any, ...]] = []
+        for i, run in enumerate(runs):
+            if run.attempt_id in death.flight.dropped:
+                continue
+            if index is None:
+                ev = dict(evidence, group_size=len(runs), group_position="unknown")
+                events.append(_failure(run, fc.value, message, ev, peak, death.address))
+            elif i < index:
+                ev = dict(
+                    evidence,
+                    reason="finished, but its result died with its worker before it was sent",
+                )
+                events.append(
+                    _failure(
+                        run,
+                        FailureClass.KILLED.value,
+                        "its result was lost with its Dask worker",
+                        ev,
+                        None,
+                        death.address,
+                    )
+                )
+            elif i == index:
+                events.append(_failure(run, fc.value, message, evidence, peak, death.address))
+            else:
+                self.counters.requeued += 1
+                events.append(("requeue", run.attempt_id))
         return events
 
     def _events(self, topic: str) -> list[dict[str, Any]]:
@@ -571,12 +664,13 @@ class DaskExecutor:
 
     # -- recycling --------------------------------------------------------------------
 
-    def _after_task(self, address: str, out: dict[str, Any]) -> None:
-        n = self._tasks_on[address] = self._tasks_on.get(address, 0) + 1
+    def _after_group(self, address: str, out: dict[str, Any]) -> None:
+        outcomes = out.get("outcomes") or []
+        n = self._tasks_on[address] = self._tasks_on.get(address, 0) + len(outcomes)
         reason = None
         limit = self.workers.get(address, {}).get("memory_limit")
         rss, baseline = out.get("rss_after"), out.get("baseline")
-        if out.get("failure_class") == "memory_error":
+        if any(o.get("failure_class") == "memory_error" for o in outcomes):
             reason = "memory_error"
         elif (
             limit
@@ -611,29 +705,28 @@ class DaskExecutor:
     # -- killing ----------------------------------------------------------------------
 
     def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
-        """End an attempt (timeout, cancel): forget its future, restart its worker."""
-        flight = self.inflight.pop(run.attempt_id, None)
+        """End an attempt (timeout, cancel): forget its future, restart its worker.
+
+        An attempt in a group with other live attempts is only dropped: the group goes on
+        and its outcome is discarded (the scheduler never groups attempts with a timeout;
+        a cancel ends the others of the group soon after).
+        """
+        flight = self.by_attempt.pop(run.attempt_id, None)
         if flight is None:
             return
-        address = self._processing_on(flight.future.key)
-        self.client.cancel([flight.future])
-        if address:
-            self._recycle(address, reason)
+        flight.dropped.add(run.attempt_id)
+        address = None
+        if not flight.live():
+            self.inflight.pop(flight.key, None)
+            address = self._processing_on(flight.key)
+            self.client.cancel([flight.future])
+            if address:
+                self._recycle(address, reason)
         fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
         evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
         self.done.put(
             _Ended(
-                (
-                    "outcome",
-                    run.attempt_id,
-                    False,
-                    None,
-                    fc.value,
-                    f"killed by oomguard ({reason})",
-                    evidence,
-                    None,
-                    address,
-                )
+                _failure(run, fc.value, f"killed by oomguard ({reason})", evidence, None, address)
             )
         )
 
@@ -660,6 +753,23 @@ class _Ended:
     event: tuple[Any, ...]
     status: str = "ended"
     key: str = ""
+
+
+def _failure(
+    run: Any,
+    fc: str,
+    message: str,
+    evidence: dict[str, Any],
+    peak: int | None,
+    address: str | None,
+) -> tuple[Any, ...]:
+    return ("outcome", run.attempt_id, False, None, fc, message, evidence, peak, address)
+
+
+def _item_bytes(item: dict[str, Any]) -> int:
+    """The rough size of a call item's inputs (what it sends to the worker)."""
+    size = len(item.get("payload") or b"") + len(item.get("params") or "")
+    return size + sum(len(r) for r in item.get("results") or ())
 
 
 def _match(messages: list[dict[str, Any]], death: PendingDeath) -> dict[str, Any] | None:

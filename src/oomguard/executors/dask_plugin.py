@@ -1,10 +1,11 @@
 """What oomguard runs inside a Dask cluster: the task wrapper and two plugins.
 
-* :func:`run_call` is the function every attempt is submitted as. It runs the call item
-  with the local worker's own ``_run_one`` (same classification of ``MemoryError`` and
-  exceptions), pickles the value (the scheduler stores bytes), then collects garbage and
-  ``malloc_trim(0)``\\s so freed memory goes back to the OS, and reports the worker's
-  resident memory after trimming, so the executor can recycle workers that keep growing.
+* :func:`run_calls` is the function every group of attempts is submitted as (one Dask
+  task per group). It runs each call item with the local worker's own ``_run_one`` (same
+  classification of ``MemoryError`` and exceptions), pickles each value (the scheduler
+  stores bytes), then collects garbage and ``malloc_trim(0)``\\s so freed memory goes back
+  to the OS, and reports the worker's resident memory after trimming, so the executor can
+  recycle workers that keep growing.
 * :class:`WorkerEvidencePlugin` runs in each Dask worker process: it raises the process's
   own ``oom_score_adj`` (raising needs no privilege), so the kernel picks a worker, never
   the nanny or the node's daemons, and records the baseline memory after start-up.
@@ -21,6 +22,7 @@ This module is imported on the workers: it needs only oomguard and distributed t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import pickle
@@ -105,8 +107,11 @@ def was_started(dask_scheduler: Any, key: str) -> bool:
 
 
 def _already_started() -> bool:
-    """Whether this attempt's key ran before: Dask recomputes a finished key whose worker
-    died before oomguard gathered it; the attempt must not run twice behind its back."""
+    """Whether this Dask task's key ran before: Dask recomputes a finished key whose worker
+    died before oomguard gathered it; its attempts must not run twice behind its back.
+
+    One round trip to the Dask scheduler per Dask task, which is a whole group of attempts.
+    """
     try:
         from distributed import get_client, get_worker
 
@@ -117,14 +122,62 @@ def _already_started() -> bool:
         return False  # not on a Dask worker (called directly): nothing to guard
 
 
-def run_call(item: dict[str, Any]) -> dict[str, Any]:
-    """Run one call item on this Dask worker; return its outcome as plain data."""
+def progress_path(pid: int) -> str:
+    """Where the worker process ``pid`` notes which attempt of its group it has started.
+
+    A plain file, not a message: it survives the SIGKILL of the worker (the page cache is
+    the kernel's), and the nanny, on the same host, reads it when the worker dies.
+    """
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"oomguard-dask-{pid}.progress")
+
+
+def read_progress(pid: int, remove: bool = True) -> dict[str, Any] | None:
+    """``{"key": <Dask key>, "index": <attempt started last>}`` of a worker process."""
+    path = progress_path(pid)
+    try:
+        with open(path, "rb") as fh:
+            key, index = fh.read().split()[:2]
+        if remove:
+            os.unlink(path)
+        return {"key": key.decode(), "index": int(index)}
+    except (OSError, ValueError):
+        return None
+
+
+class _Progress:
+    """Notes the group key and index of the attempt about to start (one pwrite each)."""
+
+    WIDTH = 256
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        try:
+            self.fd = os.open(progress_path(os.getpid()), os.O_WRONLY | os.O_CREAT, 0o600)
+        except OSError:
+            self.fd = None
+
+    def note(self, key: str, index: int) -> None:
+        if self.fd is None:
+            return
+        line = f"{key} {index}\n".encode().ljust(self.WIDTH)
+        with contextlib.suppress(OSError):
+            os.pwrite(self.fd, line, 0)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            with contextlib.suppress(OSError):
+                os.unlink(progress_path(os.getpid()))
+
+
+def _run_item(item: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     from oomguard.worker.child import _run_one
 
-    if _already_started():
-        return {"duplicate": True, "worker": _worker_identity()[0], "pid": os.getpid()}
     rss_before = _rss() or 0
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     t0 = time.time()
@@ -143,21 +196,62 @@ def run_call(item: dict[str, Any]) -> dict[str, Any]:
     evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
     if tb:
         evidence["traceback"] = tb
-    # Against fragmentation: give what the task freed back before the next one starts.
-    _trim()
-    address, baseline = _worker_identity()
     return {
+        "attempt_id": item["attempt_id"],
         "ok": ok,
         "payload": payload,
         "failure_class": fc,
         "message": message,
         "evidence": evidence,
         "peak": peak,
+    }
+
+
+def run_calls(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run a group of call items one after another on this Dask worker.
+
+    Each item keeps its own outcome; like the local pool's batches, garbage is collected
+    and malloc trimmed once after the group, and the worker's RSS reported then. Before
+    each item the worker notes its position (:func:`read_progress`), so when the worker
+    dies mid-group the executor can tell the attempts that ran from those that never began.
+    """
+    address, baseline = _worker_identity()
+    if _already_started():
+        return {"duplicate": True, "worker": address, "pid": os.getpid()}
+    key, progress = _current_key(), _worker_progress()
+    outcomes = []
+    for index, item in enumerate(items):
+        if progress is not None and key is not None:
+            progress.note(key, index)
+        outcomes.append(_run_item(item))
+    # Against fragmentation: give what the tasks freed back before the next group starts.
+    _trim()
+    return {
+        "outcomes": outcomes,
         "worker": address,
         "pid": os.getpid(),
         "rss_after": _rss(),
         "baseline": baseline,
     }
+
+
+def _current_key() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().get_current_task())
+    except (ImportError, ValueError):
+        return None
+
+
+def _worker_progress() -> _Progress | None:
+    try:
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(PLUGIN_NAME)
+    except (ImportError, ValueError):
+        return None
+    return getattr(plugin, "progress", None)
 
 
 def _worker_identity() -> tuple[str | None, int | None]:
@@ -181,6 +275,7 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.oom_score_adj = oom_score_adj
         self.baseline: int | None = None
         self.oom_score_adj_error: str | None = None
+        self.progress: _Progress | None = None
 
     def setup(self, worker: Any) -> None:
         try:
@@ -194,11 +289,13 @@ class WorkerEvidencePlugin(WorkerPlugin):
             self.oom_score_adj_error = str(err)
         import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local pool)
 
+        self.progress = _Progress()
         _trim()
         self.baseline = _rss()
 
     def teardown(self, worker: Any) -> None:
-        return None
+        if self.progress is not None:
+            self.progress.close()
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         return None
@@ -288,6 +385,7 @@ class NannyEvidencePlugin(NannyPlugin):
         record["memory_limit"] = getattr(mm, "memory_limit", None)
         record["nanny_terminated"] = getattr(mm, "_last_terminated_pid", None) == pid
         record["kernel_log"] = self._kmsg.unavailable if self._kmsg is not None else None
+        record["progress"] = read_progress(pid) if pid else None
         self._pending.append((time.monotonic() + KERNEL_LOG_WAIT_S, record))
 
     def _publish(self) -> None:
