@@ -277,6 +277,7 @@ def run(
                 aggregate=aggregate,
                 out=out,
                 name=f"params:{digest}",
+                title=f"{task} --params {params_file}",
                 batch_size=options.get("batch_size"),
             )
             status = job.wait(progress=not as_json and sys.stderr.isatty())

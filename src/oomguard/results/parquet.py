@@ -91,7 +91,8 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> Any:
-    with_rep = (
+    # Replicate indices belong to task rows; an aggregation row stands for all of them.
+    with_rep = kind == "task" and (
         store.db.execute(
             "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
             "LIMIT 1",

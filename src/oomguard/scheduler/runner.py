@@ -128,6 +128,7 @@ class Runner:
         batch_size: int | None = None,
         out: str | None = None,
         name: str | None = None,
+        title: str | None = None,
         namespace: str = "default",
     ) -> Job:
         """Submit ``fn(**p)`` for each ``p`` in ``params`` (streamed, never materialised).
@@ -135,7 +136,8 @@ class Runner:
         With ``replicates=R`` each parameter set runs R times as ``fn(**p, replicate=i)``;
         with ``aggregate``, ``aggregate(p, [results by replicate])`` runs once all R
         succeeded. Results are written under ``out`` as Parquet parts as they finish.
-        Submitting a sweep with the same ``name`` (and function) again resumes it.
+        Submitting a sweep with the same ``name`` (and function) again resumes it;
+        ``title`` is only what ``status`` shows (default: the name).
         """
         ref = reference_of(fn)
         agg_ref = reference_of(aggregate) if aggregate is not None else None
@@ -166,7 +168,7 @@ class Runner:
             spec = {"replicates": replicates, "out": out, "batch_size": batch_size}
             self.store.create_job(
                 job_id,
-                name=name or ref,
+                name=title or name or ref,
                 fn=ref,
                 agg=agg_ref,
                 spec=spec,
