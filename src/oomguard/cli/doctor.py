@@ -35,7 +35,14 @@ def _render(report: DoctorReport) -> str:
 
 
 @click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="OOMGUARD_JSON",
+    show_envvar=True,
+    help="Print one JSON object.",
+)
 @click.option(
     "--memory-budget",
     envvar="OOMGUARD_MEMORY_BUDGET",

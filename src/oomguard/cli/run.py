@@ -217,7 +217,14 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Start a local Dask cluster of N workers to try the dask executor.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="OOMGUARD_JSON",
+    show_envvar=True,
+    help="Print one JSON object at the end.",
+)
 def run(
     task: str,
     params_file: str,
@@ -358,9 +365,13 @@ def _open_store(store: str) -> Any:
     "show_failures",
     type=click.IntRange(min=0),
     default=5,
+    envvar="OOMGUARD_STATUS_FAILURES",
+    show_envvar=True,
     help="Show up to N failed tasks with their evidence.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, envvar="OOMGUARD_JSON", show_envvar=True, help="Print JSON."
+)
 def status(
     job: str | None,
     store: str,
@@ -405,9 +416,30 @@ def status(
 @click.command()
 @click.argument("job", required=False)
 @store_option
-@click.option("--aggregates", is_flag=True, help="The aggregations' results.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl")
-@click.option("--output", "-o", default="-", help="File to write (- for stdout).")
+@click.option(
+    "--aggregates",
+    is_flag=True,
+    envvar="OOMGUARD_AGGREGATES",
+    show_envvar=True,
+    help="The aggregations' results.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "parquet"]),
+    default="jsonl",
+    envvar="OOMGUARD_RESULTS_FORMAT",
+    show_envvar=True,
+    help="Output format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    default="-",
+    envvar="OOMGUARD_RESULTS_OUTPUT",
+    show_envvar=True,
+    help="File to write (- for stdout).",
+)
 def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str) -> None:
     """Print or save a job's stored results."""
     from oomguard.results.parquet import table_for
@@ -440,7 +472,14 @@ def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str
 @click.command()
 @click.argument("job")
 @store_option
-@click.option("--failed", is_flag=True, required=True, help="Retry the job's failed tasks.")
+@click.option(
+    "--failed",
+    is_flag=True,
+    required=True,
+    envvar="OOMGUARD_RETRY_FAILED",
+    show_envvar=True,
+    help="Retry the job's failed tasks.",
+)
 def retry(job: str, store: str, failed: bool) -> None:
     """Make a job's failed tasks ready again; `oomguard run` (or a server) runs them."""
     with _open_store(store) as st:
