@@ -41,7 +41,8 @@ def _rows(directory: Path) -> list[dict[str, Any]]:
     for row in rows:
         row.pop("attempts")
     return sorted(
-        rows, key=lambda r: (r["group"], r["replicate"] if r["replicate"] is not None else -1)
+        rows,
+        key=lambda r: (r["group"], r.get("replicate") if r.get("replicate") is not None else -1),
     )
 
 
