@@ -6,6 +6,8 @@ by :mod:`oomguard.oom.cgroup` and :mod:`oomguard.oom.cgroupinfo`.
 
 from __future__ import annotations
 
+from oomguard.oom.cgroup_v2 import parse_flat_keyed
+
 #: v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (9223372036854771712 with
 #: 4 KiB pages, a different number with 16/64 KiB pages). Anything at or above 2**62
 #: bytes (4 EiB) cannot be a limit somebody set on purpose, so it reads as unlimited.
@@ -27,13 +29,5 @@ def parse_oom_control(text: str) -> dict[str, int]:
     (the number of processes of *this* cgroup the OOM killer killed). A missing key is
     simply absent from the result; callers must not read a missing ``oom_kill`` as 0.
     """
-    result: dict[str, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 2:
-            continue
-        try:
-            result[parts[0]] = int(parts[1])
-        except ValueError:
-            continue
-    return result
+    # The same "key value" lines as v2's flat keyed files.
+    return parse_flat_keyed(text)
