@@ -109,3 +109,27 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     summary = json.loads(final.stdout)
     assert summary["counts"]["succeeded"] == 12
     assert summary["failures_by_class"] == {}
+
+
+def test_parts_left_unwritten_by_a_killed_scheduler_are_written_on_restart(
+    tmp_path: Path,
+) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(5)))
+    store, out = tmp_path / "s.sqlite", tmp_path / "out"
+    cmd = [*OOMGUARD, "run", "oomguard.examples:noop", "--params", str(params), "--store",
+           str(store), "--out", str(out), "--json"]
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    # As if killed after the job's last result was stored, before its Parquet part.
+    db = sqlite3.connect(store)
+    db.execute("UPDATE results SET part = NULL")
+    db.execute("DELETE FROM parts")
+    db.commit()
+    db.close()
+    for part in (out / "tasks").iterdir():
+        part.unlink()
+    started = time.monotonic()
+    assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
+    assert time.monotonic() - started < 20  # not the 30 s wait for parts that never come
+    rows = pq.ParquetDataset(out / "tasks").read().to_pylist()
+    assert sorted(r["x"] for r in rows) == list(range(5))

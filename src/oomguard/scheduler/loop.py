@@ -80,6 +80,7 @@ class Scheduler:
         self._active_at = 0.0
         self._heartbeat_at = 0.0
         self._parts_at = 0.0
+        self._parts_swept = False
         self._cancel_check_at = 0.0
         self._next_attempt = 0
         self._refill_after = 0.0
@@ -657,7 +658,11 @@ class Scheduler:
 
         self.flush()
         # Only jobs that may have new results: active ones, and those that just finished.
-        jobs = None if final else set(self._active) | self._result_jobs
+        # The first time, every job: a scheduler killed after the last result of a job was
+        # stored but before its Parquet parts were written left them for us to write.
+        everywhere = final or not self._parts_swept
+        jobs = None if everywhere else set(self._active) | self._result_jobs
+        self._parts_swept = True
         self._result_jobs = set()
         if jobs is not None and not jobs:
             return
