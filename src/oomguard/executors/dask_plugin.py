@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import pickle
 import time
 from collections.abc import Callable
 from typing import Any
@@ -174,24 +173,16 @@ class _Progress:
 
 
 def _run_item(item: dict[str, Any]) -> dict[str, Any]:
-    import resource
 
-    from oomguard.worker.child import _run_one
+    from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
 
     rss_before = _rss() or 0
-    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    maxrss_before = maxrss_bytes()
     t0 = time.time()
     ok, value, fc, message, tb = _run_one(item)
     elapsed = time.time() - t0
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak = maxrss if maxrss > maxrss_before else max(rss_before, _rss() or 0)
-    payload: bytes | None = None
-    if ok:
-        try:
-            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as err:
-            ok, fc = False, "error"
-            message = f"the result cannot be pickled: {type(err).__name__}: {err}"
+    peak = process_peak(maxrss_before, rss_before)
+    ok, payload, fc, message = pickle_result(ok, value, fc, message)
     del value
     evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
     if tb:

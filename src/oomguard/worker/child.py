@@ -106,6 +106,25 @@ def _run_one(item: dict[str, Any]) -> tuple[bool, Any, str | None, str | None, s
     return True, value, None, None, None
 
 
+def process_peak(maxrss_before: int, rss_before: int) -> int:
+    """The attempt's peak where no cgroup says: the process high-water mark if the attempt
+    raised it, else the larger of RSS before and after (a lower bound)."""
+    maxrss = maxrss_bytes()
+    return maxrss if maxrss > maxrss_before else max(rss_before, rss_bytes())
+
+
+def pickle_result(
+    ok: bool, value: Any, fc: str | None, message: str | None
+) -> tuple[bool, bytes | None, str | None, str | None]:
+    """``(ok, payload, failure_class, message)``: a result that cannot be pickled is an error."""
+    if not ok:
+        return ok, None, fc, message
+    try:
+        return True, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), fc, message
+    except Exception as err:
+        return False, None, "error", f"the result cannot be pickled: {type(err).__name__}: {err}"
+
+
 def _looks_like_allocation_error(err: BaseException) -> bool:
     # numpy raises numpy.core._exceptions._ArrayMemoryError (a MemoryError subclass, caught
     # above); other libraries raise their own: match on the names they use.
@@ -155,7 +174,7 @@ def main(argv: list[str]) -> None:
         for index, item in enumerate(batch):
             oom_before = cgroup.start() if cgroup and per_item else batch_oom
             rss_before = rss_bytes()
-            maxrss_before = _maxrss()
+            maxrss_before = maxrss_bytes()
             t0 = time.time()
             ok, value, fc, message, tb = _run_one(item)
             elapsed = time.time() - t0
@@ -164,15 +183,8 @@ def main(argv: list[str]) -> None:
             if cgroup and (per_item or index == len(batch) - 1 or not ok):
                 peak, oom_after = cgroup.end()
             if peak is None:
-                maxrss = _maxrss()
-                peak = maxrss if maxrss > maxrss_before else max(rss_before, rss_bytes())
-            payload: bytes | None = None
-            if ok:
-                try:
-                    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                except Exception as err:
-                    ok, fc = False, "error"
-                    message = f"the result cannot be pickled: {type(err).__name__}: {err}"
+                peak = process_peak(maxrss_before, rss_before)
+            ok, payload, fc, message = pickle_result(ok, value, fc, message)
             evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
             if tb:
                 evidence["traceback"] = tb
@@ -217,7 +229,7 @@ def main(argv: list[str]) -> None:
         conn_out.send_bytes(pickle.dumps(("idle", rss, reason)))
 
 
-def _maxrss() -> int:
+def maxrss_bytes() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
