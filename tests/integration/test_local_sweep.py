@@ -13,19 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import oomguard
+from fixtures.polling import wait_for
 from oomguard.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def _wait_for(predicate, timeout: float = 30.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -> None:
@@ -61,7 +52,7 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
               for i in range(6)]
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
         job = runner.sweep("fixtures.tasks:pid_then_sleep", params)
-        pid = int(_wait_for(lambda: (pids / "0.pid").exists() and (pids / "0.pid").read_text()))
+        pid = int(wait_for(lambda: (pids / "0.pid").exists() and (pids / "0.pid").read_text()))
         os.kill(pid, signal.SIGKILL)
         status = job.wait(timeout=60, progress=False)
         assert status["counts"]["succeeded"] == 6
@@ -83,7 +74,7 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     params.append({"account": "b", "x": 3, "log_dir": str(logs), "seconds": 0.2})
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
         job = runner.sweep("fixtures.tasks:locked", params)
-        pid = int(_wait_for(lambda: (logs / "0.pid").exists() and (logs / "0.pid").read_text()))
+        pid = int(wait_for(lambda: (logs / "0.pid").exists() and (logs / "0.pid").read_text()))
         time.sleep(0.5)
         # While 0 holds account:a, no other task of account a has started.
         started = [p.name.split("-")[0] for p in logs.iterdir() if not p.name.endswith(".pid")]
@@ -154,7 +145,7 @@ def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli) -> None:
 def test_cancel_stops_running_and_queued_tasks(tmp_path: Path) -> None:
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 30.0} for _ in range(4)])
-        _wait_for(lambda: runner.store.counts(job.id)["running"] >= 1)
+        wait_for(lambda: runner.store.counts(job.id)["running"] >= 1)
         other = SqliteStore(tmp_path / "s.sqlite")
         assert other.cancel(job.id) == 4
         other.close()
