@@ -178,3 +178,15 @@ def test_timeout_kills_the_attempt_and_says_so(tmp_path: Path, cli) -> None:
     (failure,) = info["failures"]
     assert failure["failure_class"] == "timeout"
     assert failure["attempts"][0]["evidence"]["timeout_s"] == 0.5
+
+
+def test_wait_says_when_results_are_not_yet_written_to_parquet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
+        # A scheduler that never gets round to its Parquet parts (a stuck disk, say).
+        monkeypatch.setattr(runner.scheduler, "_write_parts", lambda final: None)
+        job = runner.sweep("oomguard.examples:noop", [{"x": 1}, {"x": 2}], out=tmp_path / "o")
+        with pytest.raises(TimeoutError, match="2 results were not yet written to"):
+            job.wait(timeout=3, progress=False)
+        assert job.status()["counts"]["succeeded"] == 2

@@ -403,23 +403,30 @@ class Job:
         # Let the scheduler write the job's last Parquet parts.
         sched = self.runner.scheduler
         if sched is not None and self.runner.alive:
-            self._wait_parts()
+            self._wait_parts(deadline)
         return self.status()
 
-    def _wait_parts(self) -> None:
+    def _wait_parts(self, deadline: float | None) -> None:
+        """Wait until every stored result of the job is in a renamed Parquet part.
+
+        The scheduler writes parts on its loop, so a live scheduler gets there; a
+        scheduler that stops first, or a deadline that passes, is said aloud.
+        """
         store = self.runner.store
-        job = store.job(self.id)
-        if not job["spec"].get("out"):
+        out = store.job(self.id)["spec"].get("out")
+        if not out:
             return
-        for _ in range(600):
-            row = store.db.execute(
-                "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
-                "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
-                (self.id, self.id),
-            ).fetchone()
-            if not row[0]:
-                return
+        while (left := store.unwritten_parts(self.id)) > 0:
             self.runner._raise_if_failed()
+            if not self.runner.alive and (left := store.unwritten_parts(self.id)) > 0:
+                raise OomguardError(
+                    f"job {self.id} finished but the scheduler stopped with {left} results not "
+                    f"yet written to {out}; the next scheduler on this store writes them"
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"job {self.id} finished but {left} results were not yet written to {out}"
+                )
             time.sleep(0.05)
 
     def results(self, kind: str = "task") -> Any:

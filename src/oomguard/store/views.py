@@ -174,6 +174,15 @@ class StoreViews:
             for i, ts, t, k, d in reversed(rows)
         ]
 
+    def unwritten_parts(self, job_id: str) -> int:
+        """Stored results of the job not yet in a Parquet part, plus parts not yet renamed."""
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
+            "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
+            (job_id, job_id),
+        ).fetchone()
+        return int(row[0])
+
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
