@@ -1,4 +1,4 @@
-"""Memory sizes: ``"2GiB"`` ⇄ bytes.
+"""Memory sizes (``"2GiB"`` ⇄ bytes) and durations (``"1h30m"`` → seconds).
 
 Binary units (``KiB``, ``MiB``, ``GiB``, ``TiB``, and the short ``K``, ``M``, ``G``, ``T``
 as used by ``ulimit``, Docker and Kubernetes' ``Ki``/``Mi``/``Gi``) are powers of 1024.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from oomguard.errors import InvalidSizeError
+from oomguard.errors import ConfigError, InvalidSizeError
 
 _UNITS: dict[str, int] = {
     "": 1,
@@ -84,3 +84,25 @@ def format_size(n: int | None) -> str:
             return f"{text}{unit}"
         size /= 1024
     return f"{n}B"  # pragma: no cover
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
+_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``10m``, ``2h``, ``1d`` or ``1h30m``."""
+    compact = text.strip().lower()
+    pos, total = 0, 0.0
+    while pos < len(compact):
+        m = _DURATION_RE.match(compact, pos)
+        if m is None or m.end() == pos:
+            break
+        total += float(m.group(1)) * _UNIT_S[m.group(2)]
+        pos = m.end()
+    if not compact or pos != len(compact):
+        raise ConfigError(
+            f"invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 10m, 2h)",
+            value=text,
+        )
+    return total

@@ -27,11 +27,8 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.options import env, json_option
 from oomguard.errors import BackpressureError, OomguardError
-
-
-def _env(name: str) -> dict[str, Any]:
-    return {"envvar": f"OOMGUARD_{name}", "show_envvar": True}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -230,17 +227,17 @@ def run_bench(
     "--server",
     default=None,
     metavar="URL",
-    **_env("SERVER"),
+    **env("SERVER"),
     help="server to load [default: start one on a free loopback port]",
 )
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None, **_env("TOKEN_FILE"))
-@click.option("--task", default="oomguard.examples:noop", show_default=True, **_env("TASK"))
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None, **env("TOKEN_FILE"))
+@click.option("--task", default="oomguard.examples:noop", show_default=True, **env("TASK"))
 @click.option(
     "--tasks",
     type=click.IntRange(min=1),
     default=100_000,
     show_default=True,
-    **_env("TASKS"),
+    **env("TASKS"),
     help="tasks to submit",
 )
 @click.option(
@@ -248,7 +245,7 @@ def run_bench(
     type=click.FloatRange(min=1),
     default=10_000,
     show_default=True,
-    **_env("RATE"),
+    **env("RATE"),
     help="target tasks per second",
 )
 @click.option(
@@ -256,23 +253,23 @@ def run_bench(
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    **_env("BATCH"),
+    **env("BATCH"),
     help="tasks per request",
 )
-@click.option("--namespace", default="default", show_default=True, **_env("NAMESPACE"))
+@click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
 @click.option(
     "--timeout",
     type=click.FloatRange(min=1),
     default=900,
     show_default=True,
-    **_env("BENCH_TIMEOUT"),
+    **env("BENCH_TIMEOUT"),
     help="seconds after which the bench stops by itself",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    **_env("WORKERS"),
+    **env("WORKERS"),
     help="workers of the started server",
 )
 @click.option(
@@ -280,17 +277,17 @@ def run_bench(
     type=click.IntRange(min=1),
     default=100_000,
     show_default=True,
-    **_env("MAX_PENDING_TASKS"),
+    **env("MAX_PENDING_TASKS"),
     help="of the started server",
 )
 @click.option(
     "--scheduler-memory-limit",
     default=None,
     metavar="SIZE",
-    **_env("SCHEDULER_MEMORY_LIMIT"),
+    **env("SCHEDULER_MEMORY_LIMIT"),
     help="of the started server",
 )
-@click.option("--json", "as_json", is_flag=True, **_env("JSON"), help="print one JSON object")
+@json_option("Print one JSON object.")
 def bench(
     server: str | None,
     token_file: str | None,

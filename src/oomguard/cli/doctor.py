@@ -7,6 +7,7 @@ import json
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.options import json_option
 from oomguard.oom.doctor import DoctorReport, run_doctor
 from oomguard.units import format_size, parse_size
 
@@ -35,14 +36,7 @@ def _render(report: DoctorReport) -> str:
 
 
 @click.command("doctor")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="OOMGUARD_JSON",
-    show_envvar=True,
-    help="Print one JSON object.",
-)
+@json_option("Print one JSON object.")
 @click.option(
     "--memory-budget",
     envvar="OOMGUARD_MEMORY_BUDGET",

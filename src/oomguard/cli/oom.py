@@ -8,36 +8,16 @@ message and an exit code by :mod:`oomguard.cli.main`.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
 import click
 
-from oomguard.errors import ConfigError, KernelLogUnavailable
+from oomguard.cli.options import json_option
+from oomguard.errors import KernelLogUnavailable
 from oomguard.oom.kernlog import OomEvent, OomLogParser, iter_source_lines
 from oomguard.oom.proctree import build_tree, walk_tree
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
-_UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration such as ``90s``, ``10m``, ``2h``, ``1d`` or ``1h30m``."""
-    compact = text.strip().lower()
-    pos, total = 0, 0.0
-    while pos < len(compact):
-        m = _DURATION_RE.match(compact, pos)
-        if m is None or m.end() == pos:
-            break
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if not compact or pos != len(compact):
-        raise ConfigError(
-            f"invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 10m, 2h)",
-            value=text,
-        )
-    return total
+from oomguard.units import parse_duration
 
 
 def read_uptime(proc_root: str | Path = "/proc") -> float:
@@ -117,14 +97,7 @@ def oom_group() -> None:
     show_envvar=True,
     help="Keep reading and print kills as they happen.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="OOMGUARD_OOM_JSON",
-    show_envvar=True,
-    help="Print JSON Lines, one object per kill.",
-)
+@json_option("Print JSON Lines, one object per kill.", name="OOM_JSON")
 def events_cmd(source: str, since: str | None, follow: bool, as_json: bool) -> None:
     """List the kills of the kernel's OOM killer, one per line."""
     cutoff: float | None = None
@@ -156,14 +129,7 @@ def _bytes(value: int | None) -> str:
     show_envvar=True,
     help="Also show each process's command line.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="OOMGUARD_OOM_JSON",
-    show_envvar=True,
-    help="Print a JSON array of processes.",
-)
+@json_option("Print a JSON array of processes.", name="OOM_JSON")
 @click.option(
     "--proc-root",
     default="/proc",

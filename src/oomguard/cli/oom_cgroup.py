@@ -8,6 +8,7 @@ import json
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.options import json_option
 from oomguard.oom.cgroupinfo import CgroupInfo, CgroupLevel, inspect_cgroup
 from oomguard.units import format_size
 
@@ -62,14 +63,7 @@ def _render(info: CgroupInfo) -> str:
 
 @click.command("cgroup")
 @click.argument("target", required=False, metavar="[PID|PATH]")
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="OOMGUARD_JSON",
-    show_envvar=True,
-    help="Print one JSON object.",
-)
+@json_option("Print one JSON object.")
 def cgroup_cmd(target: str | None, as_json: bool) -> None:
     """Show a memory cgroup (default: this process's) and each ancestor: limit, usage,
     peak, OOM counters, memory.oom.group, swap limit, pressure, and which limit will be

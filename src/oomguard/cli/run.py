@@ -13,25 +13,10 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.options import json_option, size, store_option
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
-from oomguard.units import format_size, parse_size
-
-STORE_HELP = "SQLite store file (created if missing)."
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    return None if value is None else parse_size(value)
-
-
-def store_option(f: Any) -> Any:
-    return click.option(
-        "--store",
-        default="oomguard.sqlite",
-        envvar="OOMGUARD_STORE",
-        show_envvar=True,
-        help=STORE_HELP,
-    )(f)
+from oomguard.units import format_size
 
 
 def _params_file(path: str) -> tuple[str, int]:
@@ -116,7 +101,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @click.option(
     "--worker-memory",
-    callback=_size,
+    callback=size,
     default=None,
     envvar="OOMGUARD_WORKER_MEMORY",
     show_envvar=True,
@@ -148,7 +133,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @click.option(
     "--memory-budget",
-    callback=_size,
+    callback=size,
     default=None,
     envvar="OOMGUARD_MEMORY_BUDGET",
     show_envvar=True,
@@ -156,7 +141,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @click.option(
     "--task-memory",
-    callback=_size,
+    callback=size,
     default=None,
     envvar="OOMGUARD_TASK_MEMORY",
     show_envvar=True,
@@ -217,14 +202,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Start a local Dask cluster of N workers to try the dask executor.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="OOMGUARD_JSON",
-    show_envvar=True,
-    help="Print one JSON object at the end.",
-)
+@json_option("Print one JSON object at the end.")
 def run(
     task: str,
     params_file: str,
@@ -334,7 +312,7 @@ def _print_status(status: dict[str, Any]) -> None:
         click.echo(f"  results: {status['out']}")
 
 
-def _open_store(store: str) -> Any:
+def open_store(store: str) -> Any:
     from oomguard.errors import StoreError
     from oomguard.store.sqlite import SqliteStore
 
@@ -369,9 +347,7 @@ def _open_store(store: str) -> Any:
     show_envvar=True,
     help="Show up to N failed tasks with their evidence.",
 )
-@click.option(
-    "--json", "as_json", is_flag=True, envvar="OOMGUARD_JSON", show_envvar=True, help="Print JSON."
-)
+@json_option("Print JSON.")
 def status(
     job: str | None,
     store: str,
@@ -387,7 +363,7 @@ def status(
         sys.exit(remote_status(server, job, token_file, as_json))
     from oomguard.scheduler.runner import job_status
 
-    with _open_store(store) as st:
+    with open_store(store) as st:
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
         failures = st.failed_tasks(job_id, limit=show_failures)
@@ -444,7 +420,7 @@ def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str
     """Print or save a job's stored results."""
     from oomguard.results.parquet import table_for
 
-    with _open_store(store) as st:
+    with open_store(store) as st:
         job_id = st.resolve_job(job)
         table = table_for(st, job_id, "aggregate" if aggregates else "task")
     if fmt == "parquet":
@@ -482,7 +458,7 @@ def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str
 )
 def retry(job: str, store: str, failed: bool) -> None:
     """Make a job's failed tasks ready again; `oomguard run` (or a server) runs them."""
-    with _open_store(store) as st:
+    with open_store(store) as st:
         job_id = st.resolve_job(job)
         n = st.retry_failed(job_id)
     click.echo(f"job {job_id}: {n} task(s) ready to run again")
@@ -493,7 +469,7 @@ def retry(job: str, store: str, failed: bool) -> None:
 @store_option
 def cancel(job: str, store: str) -> None:
     """Cancel a job's unfinished tasks (running attempts are stopped by their scheduler)."""
-    with _open_store(store) as st:
+    with open_store(store) as st:
         job_id = st.resolve_job(job)
         n = st.cancel(job_id)
     click.echo(f"job {job_id}: {n} task(s) cancelled")

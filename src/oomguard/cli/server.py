@@ -14,14 +14,11 @@ from typing import Any, TypeVar
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.options import env, json_option
 from oomguard.errors import ConfigError, OomguardError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_LISTEN = "127.0.0.1:8765"
-
-
-def _env(name: str) -> dict[str, Any]:
-    return {"envvar": f"OOMGUARD_{name}", "show_envvar": True}
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -101,14 +98,14 @@ server_option = click.option(
     required=True,
     metavar="URL",
     help="URL of an oomguard serve server",
-    **_env("SERVER"),
+    **env("SERVER"),
 )
 token_option = click.option(
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,
     help="file holding the server's bearer token",
-    **_env("TOKEN_FILE"),
+    **env("TOKEN_FILE"),
 )
 retries_option = click.option(
     "--retries",
@@ -116,9 +113,8 @@ retries_option = click.option(
     default=8,
     show_default=True,
     help="retries of a submission refused with 429 (exponential backoff, Retry-After)",
-    **_env("RETRIES"),
+    **env("RETRIES"),
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="print JSON", **_env("JSON"))
 
 
 @click.command()
@@ -126,35 +122,35 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON",
     "--store",
     default="oomguard.sqlite",
     show_default=True,
-    **_env("STORE"),
+    **env("STORE"),
     help="the SQLite store file",
 )
 @click.option(
     "--listen",
     default=DEFAULT_LISTEN,
     show_default=True,
-    **_env("LISTEN"),
+    **env("LISTEN"),
     help="HOST:PORT to serve on; an address other than loopback needs --token-file",
 )
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    **_env("WORKERS"),
+    **env("WORKERS"),
     help="worker processes [default: CPU count]",
 )
 @click.option(
     "--tasks-module",
     "tasks_modules",
     multiple=True,
-    **_env("TASKS_MODULE"),
+    **env("TASKS_MODULE"),
     help="module whose functions may be submitted (repeat) [default: oomguard.examples]",
 )
 @click.option(
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,
-    **_env("TOKEN_FILE"),
+    **env("TOKEN_FILE"),
     help="file holding the bearer token every request must send",
 )
 @click.option(
@@ -162,14 +158,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON",
     type=click.IntRange(min=1),
     default=100_000,
     show_default=True,
-    **_env("MAX_PENDING_TASKS"),
+    **env("MAX_PENDING_TASKS"),
     help="accepted-but-unfinished tasks over which submissions get 429 queue_full",
 )
 @click.option(
     "--scheduler-memory-limit",
     default=None,
     metavar="SIZE",
-    **_env("SCHEDULER_MEMORY_LIMIT"),
+    **env("SCHEDULER_MEMORY_LIMIT"),
     help="the server's own memory limit [default: half the container limit, or 1GiB]",
 )
 @click.option(
@@ -177,13 +173,13 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON",
     "namespace_quotas",
     multiple=True,
     metavar="NS=N",
-    **_env("NAMESPACE_QUOTA"),
+    **env("NAMESPACE_QUOTA"),
     help="pending-task quota of a namespace (repeat)",
 )
 @click.option(
     "--heap-profiling",
     is_flag=True,
-    **_env("HEAP_PROFILING"),
+    **env("HEAP_PROFILING"),
     help="trace allocations and serve /v1/debug/heap",
 )
 def serve(
@@ -282,13 +278,13 @@ def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
     "args_json",
     default=None,
     metavar="JSON",
-    **_env("ARGS"),
+    **env("ARGS"),
     help="keyword arguments as a JSON object",
 )
-@click.option("--namespace", default="default", show_default=True, **_env("NAMESPACE"))
+@click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
 @token_option
 @retries_option
-@json_option
+@json_option()
 @_client_errors
 def submit(
     task: str,
@@ -309,21 +305,21 @@ def submit(
 @click.argument("task")
 @server_option
 @click.option(
-    "--count", type=click.IntRange(min=1), required=True, **_env("COUNT"), help="parameter groups"
+    "--count", type=click.IntRange(min=1), required=True, **env("COUNT"), help="parameter groups"
 )
 @click.option(
     "--fanout",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    **_env("FANOUT"),
+    **env("FANOUT"),
     help="tasks per group, called with replicate=0..F-1",
 )
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
     default=None,
-    **_env("BATCH_SIZE"),
+    **env("BATCH_SIZE"),
     help="rows per insert transaction on the server",
 )
 @click.option(
@@ -331,13 +327,13 @@ def submit(
     "args_json",
     default=None,
     metavar="JSON",
-    **_env("ARGS"),
+    **env("ARGS"),
     help="keyword arguments of every task, as a JSON object",
 )
-@click.option("--namespace", default="default", show_default=True, **_env("NAMESPACE"))
+@click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
 @token_option
 @retries_option
-@json_option
+@json_option()
 @_client_errors
 def submit_batch(
     task: str,
@@ -373,10 +369,8 @@ def profile() -> None:
 @profile.command("heap")
 @server_option
 @token_option
-@click.option(
-    "--limit", type=click.IntRange(1, 500), default=25, show_default=True, **_env("LIMIT")
-)
-@json_option
+@click.option("--limit", type=click.IntRange(1, 500), default=25, show_default=True, **env("LIMIT"))
+@json_option()
 @_client_errors
 def profile_heap(server: str, token_file: str | None, limit: int, as_json: bool) -> None:
     """Top allocation sites of a server started with --heap-profiling."""
