@@ -17,6 +17,7 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     │   ├── SchemaTooNewError    the store was written by a newer oomguard
     │   └── StoreBusyError       another live scheduler owns the store
     ├── JobNotFoundError         no job with that id
+    ├── JobActiveError           the job still has work in flight (forget refuses)
     ├── OutputError              the output directory cannot be used
     ├── IsolationError           memory isolation asked for cannot be had here
     ├── KernelLogUnavailable     the kernel log cannot be read
@@ -88,6 +89,10 @@ class StoreBusyError(StoreError):
 
 class JobNotFoundError(OomguardError):
     """No job with the given id exists in the store."""
+
+
+class JobActiveError(OomguardError):
+    """The job still has unfinished tasks, running attempts or unwritten results."""
 
 
 class OutputError(OomguardError):

@@ -22,7 +22,7 @@ from oomguard.api.app import ServerSettings, ServerState, create_app, serving_st
 from oomguard.cli.bench import free_port, spawned_server
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.server import remote_status
-from oomguard.store.sqlite import PARAMS_INLINE_MAX
+from oomguard.store.blobs import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"
 

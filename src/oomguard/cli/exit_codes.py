@@ -29,4 +29,6 @@ class ExitCode(enum.IntEnum):
     CONNECTION = 10
     #: `oomguard doctor` found problems that must be fixed
     DOCTOR_FAILED = 11
+    #: the job still has work in flight (`oomguard forget` refuses)
+    JOB_ACTIVE = 12
     INTERRUPTED = 130

@@ -19,6 +19,7 @@ _EXIT_FOR: list[tuple[type[errors.OomguardError], ExitCode]] = [
     (errors.ConfigError, ExitCode.USAGE),
     (errors.TaskReferenceError, ExitCode.NOT_FOUND),
     (errors.JobNotFoundError, ExitCode.NOT_FOUND),
+    (errors.JobActiveError, ExitCode.JOB_ACTIVE),
     (errors.PayloadError, ExitCode.PAYLOAD),
     (errors.StoreError, ExitCode.STORE),
     (errors.OutputError, ExitCode.OUTPUT),
@@ -69,7 +70,7 @@ def _register() -> None:
     # stays free of CLI code.
     import importlib
 
-    for name in ("run", "oom", "doctor", "server", "bench"):
+    for name in ("run", "upkeep", "oom", "doctor", "server", "bench"):
         try:
             module = importlib.import_module(f"oomguard.cli.{name}")
         except ModuleNotFoundError as err:

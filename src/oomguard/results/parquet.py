@@ -148,7 +148,12 @@ def write_pending_parts(
     if jobs is None:
         rows = store.db.execute("SELECT id, spec FROM jobs").fetchall()
     else:
-        rows = [(j, json.dumps(store.job(j)["spec"])) for j in jobs]
+        # Only those jobs; one forgotten meanwhile is simply not there.
+        rows = [
+            row
+            for j in jobs
+            for row in store.db.execute("SELECT id, spec FROM jobs WHERE id = ?", (j,))
+        ]
     for job_id, spec in rows:
         out = json.loads(spec).get("out")
         if out:

@@ -21,7 +21,8 @@ from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import JobNotFoundError, OomguardError, PayloadError, TaskReferenceError
 from oomguard.jobs.task import load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
-from oomguard.store.sqlite import BLOB_THRESHOLD, SqliteStore
+from oomguard.store.blobs import BLOB_THRESHOLD
+from oomguard.store.sqlite import SqliteStore
 from oomguard.units import parse_size
 
 CHUNK = 5000

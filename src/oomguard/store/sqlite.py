@@ -11,12 +11,10 @@ fsyncs every commit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,14 +30,11 @@ from oomguard.errors import (
     StoreBusyError,
     StoreError,
 )
+from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION, Q, split_sql
 from oomguard.store.views import StoreViews
 
 APPLICATION = "oomguard"
-#: payloads and results larger than this go to files beside the store
-BLOB_THRESHOLD = 1024 * 1024
-#: params JSON larger than this is kept in a blob file, not in the task row
-PARAMS_INLINE_MAX = 64 * 1024
 
 
 TASK_COLUMNS = (
@@ -88,7 +83,7 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
-class SqliteStore(StoreViews):
+class SqliteStore(BlobFiles, StoreViews):
     """oomguard's durable state in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -204,36 +199,6 @@ class SqliteStore(StoreViews):
     def transaction(self) -> SqliteStore._Tx:
         """``with store.transaction() as db:`` — one IMMEDIATE transaction."""
         return SqliteStore._Tx(self.db)
-
-    # -- blobs ------------------------------------------------------------------------
-
-    def put_blob(self, data: bytes) -> str:
-        """Write ``data`` to a file beside the store, named by its hash; return the name."""
-        name = hashlib.sha256(data).hexdigest()
-        self.blob_dir.mkdir(exist_ok=True)
-        final = self.blob_dir / name
-        if not final.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        return name
-
-    def get_blob(self, name: str) -> bytes:
-        return (self.blob_dir / name).read_bytes()
-
-    def params_of(self, params: str | None, params_ref: str | None) -> str | None:
-        """A task's params JSON, read from its blob file when it was too large for the row."""
-        return self.get_blob(params_ref).decode() if params_ref else params
-
-    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
-        """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
-        text = params if isinstance(params, str) else json.dumps(params)
-        if len(text) > PARAMS_INLINE_MAX:
-            return {"params": None, "params_ref": self.put_blob(text.encode())}
-        return {"params": text, "params_ref": None}
 
     # -- schedulers and leases ----------------------------------------------------------
 

@@ -13,10 +13,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from oomguard.errors import JobActiveError
 from oomguard.store.sql_text import Q
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+#: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
+FORGET_CHUNK = 20_000
 
 
 class StoreViews:
@@ -254,3 +258,71 @@ class StoreViews:
                 },
             )
         return int(n)
+
+    def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:
+        """Delete a finished job's rows: tasks, attempts, results, parts, events.
+
+        Refused while the job has unfinished tasks or running attempts, and (unless
+        ``force``) while some of its results are not yet in its Parquet output. The
+        Parquet files are the user's and stay. Rows go in chunks so a live scheduler on
+        the store is never blocked long; the job row goes last, so a forget that is
+        interrupted is finished by running it again. Blob files the job used are freed by
+        :meth:`collect_garbage`.
+        """
+        row = self.db.execute(
+            "SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN "
+            "('pending', 'ready', 'queued', 'running')), "
+            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
+            "WHERE t.job_id = ? AND a.state = 'running')",
+            (job_id, job_id),
+        ).fetchone()
+        unfinished, running = int(row[0]), int(row[1])
+        if unfinished or running:
+            raise JobActiveError(
+                f"job {job_id} has {unfinished} unfinished task(s) and {running} running "
+                f"attempt(s); cancel it first (oomguard cancel {job_id}) and let its scheduler "
+                "stop them",
+                job_id=job_id,
+            )
+        unwritten = self.unwritten_parts(job_id)
+        if unwritten and not force:
+            raise JobActiveError(
+                f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
+                "start a scheduler on this store to write them, or pass --force to drop them",
+                job_id=job_id,
+            )
+        counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
+        while True:
+            with self.transaction() as db:
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM tasks WHERE job_id = ? LIMIT ?", (job_id, FORGET_CHUNK)
+                    )
+                ]
+                if not ids:
+                    break
+                marks = ",".join("?" * len(ids))
+                for table, column in (("attempts", "task_id"), ("results", "task_id")):
+                    counts[table] += db.execute(
+                        f"DELETE FROM {table} WHERE {column} IN ({marks})", ids
+                    ).rowcount
+                db.execute(f"DELETE FROM locks WHERE task_id IN ({marks})", ids)
+                counts["tasks"] += db.execute(
+                    f"DELETE FROM tasks WHERE id IN ({marks})", ids
+                ).rowcount
+        with self.transaction() as db:
+            counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
+            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": time.time(),
+                    "job_id": None,
+                    "task_id": None,
+                    "kind": "job_forgotten",
+                    "data": json.dumps({"job_id": job_id, **counts}),
+                },
+            )
+        return counts

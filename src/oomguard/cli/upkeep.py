@@ -1,0 +1,86 @@
+"""``oomguard forget | gc``: keep a long-lived store small.
+
+``forget`` deletes a finished job's rows; ``gc`` deletes the blob files beside the store
+that no row refers to any more. Both are safe while a scheduler runs on the store.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from oomguard.cli.options import json_option, store_option
+from oomguard.cli.run import open_store
+from oomguard.units import format_size, parse_duration
+
+
+@click.command()
+@click.argument("job")
+@store_option
+@click.option(
+    "--force",
+    is_flag=True,
+    envvar="OOMGUARD_FORGET_FORCE",
+    show_envvar=True,
+    help="Forget even results not yet written to the job's Parquet output.",
+)
+@json_option()
+def forget(job: str, store: str, force: bool, as_json: bool) -> None:
+    """Delete a finished job from the store (its Parquet output stays).
+
+    Refused while the job has unfinished tasks or running attempts: cancel it first.
+    Running `oomguard gc` afterwards frees the blob files only that job used.
+    """
+    with open_store(store) as st:
+        job_id = st.resolve_job(job)
+        counts = st.forget_job(job_id, force=force)
+    if as_json:
+        click.echo(json.dumps({"job_id": job_id, **counts}))
+        return
+    click.echo(
+        f"job {job_id} forgotten: {counts['tasks']} task(s), {counts['attempts']} attempt(s), "
+        f"{counts['results']} result(s), {counts['events']} event(s) deleted"
+    )
+
+
+@click.command()
+@store_option
+@click.option(
+    "--min-age",
+    default="1h",
+    envvar="OOMGUARD_GC_MIN_AGE",
+    show_envvar=True,
+    help="Keep unreferenced blob files younger than this (a scheduler may be about to use "
+    "them), e.g. 10m, 1h, 2d.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    envvar="OOMGUARD_GC_DRY_RUN",
+    show_envvar=True,
+    help="Only report what would be deleted.",
+)
+@json_option()
+def gc(store: str, min_age: str, dry_run: bool, as_json: bool) -> None:
+    """Delete blob files beside the store that no task or result refers to any more."""
+    seconds = parse_duration(min_age)
+    with open_store(store) as st:
+        report = st.collect_garbage(min_age=seconds, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{report.blobs} blob file(s): {report.referenced} in use, {report.young} younger than "
+        f"{min_age}, {verb} {report.removed} ({format_size(report.removed_bytes)}); "
+        f"{report.temporary_removed} leftover temporary file(s) {verb}"
+    )
+
+
+def register(cli: click.Group) -> None:
+    for command in (forget, gc):
+        cli.add_command(command)
+
+
+__all__ = ["register"]

@@ -1,0 +1,162 @@
+"""Files beside the store (``STORE.blobs/``) for large payloads, params and results.
+
+Blobs are named by the SHA-256 of their content, so equal payloads share one file. A row
+refers to a blob by name (``tasks.params_ref``, ``tasks.payload_ref``,
+``results.value_ref``); a blob no row refers to is garbage once it is old enough.
+
+Collection is safe beside a live scheduler, which writes a blob *before* the transaction
+that refers to it commits:
+
+- :meth:`BlobFiles.put_blob` refreshes the mtime of a blob it reuses, so a blob that is
+  about to be referred to again is young;
+- :meth:`BlobFiles.collect_garbage` first renames a candidate aside, then looks at it again:
+  it is deleted only if, after the rename, it is still old and still unreferenced. A
+  ``put_blob`` that raced with the rename either refreshed the mtime before it (the blob is
+  kept) or found no file after it and wrote a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+#: payloads and results larger than this go to files beside the store
+BLOB_THRESHOLD = 1024 * 1024
+#: params JSON larger than this is kept in a blob file, not in the task row
+PARAMS_INLINE_MAX = 64 * 1024
+#: the columns that refer to blobs by name
+_REFERENCES = (
+    "SELECT params_ref FROM tasks WHERE params_ref IS NOT NULL "
+    "UNION SELECT payload_ref FROM tasks WHERE payload_ref IS NOT NULL "
+    "UNION SELECT value_ref FROM results WHERE value_ref IS NOT NULL"
+)
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".gc-"
+
+
+@dataclass(frozen=True)
+class GarbageReport:
+    """What :meth:`BlobFiles.collect_garbage` found and did."""
+
+    blobs: int  # blob files looked at
+    referenced: int  # kept: a row refers to them
+    young: int  # kept: unreferenced but younger than min_age (may be about to be used)
+    removed: int  # unreferenced, old: deleted (or would be, with dry_run)
+    removed_bytes: int
+    temporary_removed: int  # half-written files left by a killed process
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BlobFiles:
+    """A mixin of :class:`~oomguard.store.sqlite.SqliteStore`: its blob files."""
+
+    db: sqlite3.Connection
+    blob_dir: Path
+
+    def put_blob(self, data: bytes) -> str:
+        """Write ``data`` to a file beside the store, named by its hash; return the name."""
+        name = hashlib.sha256(data).hexdigest()
+        self.blob_dir.mkdir(exist_ok=True)
+        final = self.blob_dir / name
+        try:
+            os.utime(final)  # reused: young again, so garbage collection leaves it alone
+            return name
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=_TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return name
+
+    def get_blob(self, name: str) -> bytes:
+        return (self.blob_dir / name).read_bytes()
+
+    def params_of(self, params: str | None, params_ref: str | None) -> str | None:
+        """A task's params JSON, read from its blob file when it was too large for the row."""
+        return self.get_blob(params_ref).decode() if params_ref else params
+
+    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
+        """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
+        text = params if isinstance(params, str) else json.dumps(params)
+        if len(text) > PARAMS_INLINE_MAX:
+            return {"params": None, "params_ref": self.put_blob(text.encode())}
+        return {"params": text, "params_ref": None}
+
+    def _referenced(self, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM tasks WHERE params_ref = ? OR payload_ref = ? "
+            "UNION ALL SELECT 1 FROM results WHERE value_ref = ? LIMIT 1",
+            (name, name, name),
+        ).fetchone()
+        return row is not None
+
+    def collect_garbage(self, min_age: float = 3600.0, dry_run: bool = False) -> GarbageReport:
+        """Delete blob files no row refers to that are older than ``min_age`` seconds.
+
+        Also deletes temporary files older than ``min_age`` (a process killed while writing
+        a blob leaves one). Safe while a scheduler runs on the store; see the module doc.
+        """
+        blobs = referenced = young = removed = removed_bytes = temporary = 0
+        if not self.blob_dir.is_dir():
+            return GarbageReport(0, 0, 0, 0, 0, 0, dry_run)
+        cutoff = time.time() - min_age
+        refs = {r[0] for r in self.db.execute(_REFERENCES)}
+        for entry in os.scandir(self.blob_dir):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if entry.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
+                if st.st_mtime < cutoff:
+                    temporary += 1
+                    if not dry_run:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
+                continue
+            blobs += 1
+            if entry.name in refs:
+                referenced += 1
+            elif st.st_mtime >= cutoff:
+                young += 1
+            elif dry_run or self._remove_if_garbage(Path(entry.path), cutoff):
+                removed += 1
+                removed_bytes += st.st_size
+            else:
+                referenced += 1
+        return GarbageReport(blobs, referenced, young, removed, removed_bytes, temporary, dry_run)
+
+    def _remove_if_garbage(self, path: Path, cutoff: float) -> bool:
+        aside = path.with_name(_TRASH_PREFIX + path.name)
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False
+        try:
+            still_old = aside.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            return False
+        if still_old and not self._referenced(path.name):
+            aside.unlink()
+            return True
+        # Used again meanwhile: put it back (a fresh copy written meanwhile is identical).
+        os.replace(aside, path)
+        return False
