@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fixtures.polling import wait_for
 from oomguard.api.app import ServerSettings, ServerState, create_app, serving_state
 from oomguard.cli.bench import free_port, spawned_server
 from oomguard.cli.exit_codes import ExitCode
@@ -116,9 +117,19 @@ def test_cancel(server: str) -> None:
         json={"task": "oomguard.examples:sleep", "args": {"seconds": 0.5}, "count": 50},
     )
     job_id = r.json()["job_id"]
+    refused = httpx.delete(f"{server}/v1/jobs/{job_id}")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "job_active"
     cancelled = httpx.post(f"{server}/v1/jobs/{job_id}/cancel").json()
     assert cancelled["cancelled"] > 0
     assert wait_done(server, job_id)["state"] == "cancelled"
+    # Once its scheduler stopped the running attempts, the job can be forgotten.
+    forgotten = wait_for(
+        lambda: (d := httpx.delete(f"{server}/v1/jobs/{job_id}")).status_code == 200 and d,
+        timeout=30,
+    )
+    assert forgotten.json()["tasks"] == 50
+    assert httpx.get(f"{server}/v1/jobs/{job_id}").status_code == 404
 
 
 @pytest.mark.parametrize("ctype", ["application/octet-stream", "application/python-pickle"])

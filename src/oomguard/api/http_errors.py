@@ -17,6 +17,7 @@ from oomguard.api.metrics import ServerMetrics
 from oomguard.api.schemas import ErrorBody
 from oomguard.errors import (
     BackpressureError,
+    JobActiveError,
     JobNotFoundError,
     OomguardError,
     PayloadError,
@@ -29,6 +30,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     400: ERRORS,
     401: ERRORS,
     404: ERRORS,
+    409: ERRORS,
     413: ERRORS,
     415: ERRORS,
     422: ERRORS,
@@ -63,6 +65,10 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(JobNotFoundError)
     async def _not_found(request: Request, err: JobNotFoundError) -> JSONResponse:
         return error_response(404, "job_not_found", err.message)
+
+    @app.exception_handler(JobActiveError)
+    async def _active(request: Request, err: JobActiveError) -> JSONResponse:
+        return error_response(409, "job_active", err.message)
 
     @app.exception_handler(TaskReferenceError)
     async def _bad_task(request: Request, err: TaskReferenceError) -> JSONResponse:

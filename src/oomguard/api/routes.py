@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
     CancelResponse,
+    ForgetResponse,
     Health,
     HeapReport,
     HeapSite,
@@ -118,6 +119,13 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         store = state.stores.get()
         job_id = _resolve(store, job_id)
         return CancelResponse(job_id=job_id, cancelled=store.cancel(job_id))
+
+    @app.delete("/v1/jobs/{job_id}", response_model=ForgetResponse)
+    def forget(job_id: str, force: bool = Query(False)) -> ForgetResponse:
+        """Delete a finished job's rows (409 ``job_active`` while it has work in flight)."""
+        store = state.stores.get()
+        job_id = _resolve(store, job_id)
+        return ForgetResponse(job_id=job_id, **store.forget_job(job_id, force=force))
 
     @app.get("/metrics", response_class=Response)
     def metrics() -> Response:

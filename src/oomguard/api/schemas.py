@@ -129,6 +129,14 @@ class CancelResponse(_Strict):
     cancelled: int
 
 
+class ForgetResponse(_Strict):
+    job_id: str
+    tasks: int
+    attempts: int
+    results: int
+    events: int
+
+
 class HeapSite(_Strict):
     site: str
     size_bytes: int

@@ -35,6 +35,8 @@ class StoreViews:
 
         def transaction(self) -> Any: ...
 
+        def job(self, job_id: str) -> dict[str, Any]: ...
+
     # -- queries for users ------------------------------------------------------------
 
     def counts(self, job_id: str) -> dict[str, int]:
@@ -179,7 +181,12 @@ class StoreViews:
         ]
 
     def unwritten_parts(self, job_id: str) -> int:
-        """Stored results of the job not yet in a Parquet part, plus parts not yet renamed."""
+        """Stored results of the job not yet in a Parquet part, plus parts not yet renamed.
+
+        Zero for a job without Parquet output.
+        """
+        if not self.job(job_id)["spec"].get("out"):
+            return 0
         row = self.db.execute(
             "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
             "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
