@@ -67,8 +67,12 @@ class RunnerConfig:
     commit_max: int = 2000
     #: a large task waiting this long gets room reserved for it
     starvation_wait: float = 10.0
-    #: rows per Parquet part file
+    #: a Parquet part holds at most this many rows ...
     part_rows: int = 10000
+    #: ... and about this many bytes of results (it is built in memory before it is written)
+    part_bytes: int = 64 * 1024**2
+    #: a stored result waits at most about this long for its Parquet part (seconds)
+    part_max_delay: float = 10.0
     part_interval: float = 0.5
     #: Dask: tasks in flight per Dask worker thread (each up to 8 short attempts)
     dask_window_per_thread: int = 4
@@ -108,6 +112,7 @@ _SIZE_FIELDS = {
     "memory_reserve",
     "default_task_memory",
     "task_memory",
+    "part_bytes",
 }
 
 

@@ -18,7 +18,9 @@ import json
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,10 +136,42 @@ def _write_part(store: Any, job_id: str, kind: str, n: int, out: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PartPolicy:
+    """When rows of stored results make a Parquet part.
+
+    A part is cut when ``rows`` results or about ``bytes`` of them are waiting (a part is
+    built in memory before it is written, so bytes bound the scheduler's memory whatever
+    the size of a result), when the oldest has waited ``max_delay`` seconds, when the job
+    has finished, and at the final pass.
+    """
+
+    rows: int = 10_000
+    bytes: int = 64 * 1024**2
+    max_delay: float = 10.0
+
+    @classmethod
+    def of(cls, config: Any) -> PartPolicy:
+        return cls(config.part_rows, config.part_bytes, config.part_max_delay)
+
+
+#: the size of a result row stored before schema 2, which did not record it
+_SIZE = "COALESCE(size, LENGTH(value), 0)"
+
+
 def write_pending_parts(
-    store: Any, part_rows: int, *, final: bool, jobs: Iterable[str] | None = None
+    store: Any,
+    policy: PartPolicy,
+    *,
+    final: bool,
+    jobs: Iterable[str] | None = None,
+    waiting: dict[tuple[str, str], float] | None = None,
 ) -> int:
-    """Write the part files that are due; return how many were written."""
+    """Write the part files that are due; return how many were written.
+
+    ``waiting`` remembers, between calls, since when rows of a job and kind have waited
+    (for ``policy.max_delay``); without it, rows never wait on time alone.
+    """
     written = 0
     for job_id, kind, n, out in store.db.execute(
         "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
@@ -158,35 +192,61 @@ def write_pending_parts(
         out = json.loads(spec).get("out")
         if out:
             outs[job_id] = out
-    pending: list[tuple[str, str, int]] = []
+    pending: list[tuple[str, str, int, int]] = []
     for job_id in outs:
         pending.extend(
-            (job_id, kind, count)
-            for kind, count in store.db.execute(
-                "SELECT kind, COUNT(*) FROM results WHERE job_id = ? AND part IS NULL "
-                "GROUP BY kind",
+            (job_id, kind, int(count), int(size))
+            for kind, count, size in store.db.execute(
+                f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
+                "WHERE job_id = ? AND part IS NULL GROUP BY kind",
                 (job_id,),
             )
         )
-    for job_id, kind, count in pending:
+    now = time.monotonic()
+    for job_id, kind, count, size in pending:
+        since = now if waiting is None else waiting.setdefault((job_id, kind), now)
+        overdue = waiting is not None and now - since >= policy.max_delay
         finished = store.low_group(job_id) is None
-        while count >= part_rows or (count > 0 and (final or finished)):
-            with store.transaction() as db:
-                row = db.execute(
-                    "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
-                    (job_id, kind),
-                ).fetchone()
-                n = int(row[0]) + 1
-                db.execute(
-                    "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
-                    (job_id, kind, n, outs[job_id]),
-                )
-                db.execute(
-                    "UPDATE results SET part = ? WHERE task_id IN (SELECT task_id FROM results "
-                    "WHERE job_id = ? AND kind = ? AND part IS NULL ORDER BY task_id LIMIT ?)",
-                    (n, job_id, kind, part_rows),
-                )
+        while count > 0 and (
+            count >= policy.rows or size >= policy.bytes or overdue or final or finished
+        ):
+            n, rows_in, bytes_in = _assign_part(store, policy, job_id, kind, outs[job_id])
             _write_part(store, job_id, kind, n, outs[job_id])
             written += 1
-            count -= min(count, part_rows)
+            count -= rows_in
+            size -= bytes_in
+            overdue = False  # what is left is younger than what was just written
+            if waiting is not None:
+                waiting[(job_id, kind)] = now
+        if waiting is not None and count <= 0:
+            waiting.pop((job_id, kind), None)
     return written
+
+
+def _assign_part(
+    store: Any, policy: PartPolicy, job_id: str, kind: str, out: str
+) -> tuple[int, int, int]:
+    """Commit the next part's rows (oldest first, up to the row and byte bounds, at least
+    one); return ``(part number, rows, bytes)``."""
+    with store.transaction() as db:
+        row = db.execute(
+            "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
+            (job_id, kind),
+        ).fetchone()
+        n = int(row[0]) + 1
+        chosen: list[int] = []
+        total = 0
+        for task_id, size in db.execute(
+            f"SELECT task_id, {_SIZE} FROM results WHERE job_id = ? AND kind = ? "
+            "AND part IS NULL ORDER BY task_id LIMIT ?",
+            (job_id, kind, policy.rows),
+        ):
+            if chosen and total + size > policy.bytes:
+                break
+            chosen.append(task_id)
+            total += size
+        db.execute(
+            "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)", (job_id, kind, n, out)
+        )
+        db.executemany("UPDATE results SET part = ? WHERE task_id = ?", [(n, t) for t in chosen])
+    return n, len(chosen), total

@@ -18,6 +18,8 @@ from typing import Any
 from oomguard.config import RunnerConfig
 from oomguard.jobs.model import FailureClass
 from oomguard.oom.classify import explain_death
+from oomguard.results.parquet import PartPolicy, write_pending_parts
+from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.retries import RetryPolicy, decide
@@ -71,6 +73,7 @@ class Scheduler:
         self.sinks: dict[str, Any] = {}
         self.executor: Any = None
         self.kmsg: Any = None
+        self.sink: PartSink | None = None
         self.isolation: Any = None
         self.recovery: Any = None
         self.budget = 0
@@ -133,6 +136,8 @@ class Scheduler:
             self.estimates.known[key] = KeyEstimate(bytes=b, peak_bytes=p, samples=s)
         self.kmsg = KernelLogWatch(config.kernel_log)
         self.kmsg.start()
+        self.sink = PartSink(self.store.path, PartPolicy.of(config))
+        self.sink.start()
         self.started = True
         log.info(
             "scheduler %s: isolation %s (%s); budget %s; %d workers",
@@ -158,6 +163,8 @@ class Scheduler:
                 self.executor.stop()
             if self.kmsg is not None:
                 self.kmsg.stop()
+            if self.sink is not None:
+                self.sink.stop()
             self.store.close()
             return
         try:
@@ -189,6 +196,8 @@ class Scheduler:
                 self.executor.stop()
             if self.kmsg is not None:
                 self.kmsg.stop()
+            if self.sink is not None:
+                self.sink.stop()
             self.store.close()
             self.started = False
 
@@ -654,9 +663,12 @@ class Scheduler:
     # -- results ----------------------------------------------------------------------
 
     def _write_parts(self, final: bool) -> None:
-        from oomguard.results.parquet import write_pending_parts
-
+        """Have the Parquet parts that are due written: on the sink's thread as the job
+        runs; at ``final`` (stopping, or idle) here, after the sink has caught up."""
         self.flush()
+        sink = self.sink
+        if sink is not None and sink.error is not None:
+            raise sink.error
         # Only jobs that may have new results: active ones, and those that just finished.
         # The first time, every job: a scheduler killed after the last result of a job was
         # stored but before its Parquet parts were written left them for us to write.
@@ -664,6 +676,9 @@ class Scheduler:
         jobs = None if everywhere else set(self._active) | self._result_jobs
         self._parts_swept = True
         self._result_jobs = set()
-        if jobs is not None and not jobs:
-            return
-        write_pending_parts(self.store, self.config.part_rows, final=final, jobs=jobs)
+        if final or sink is None:
+            if sink is not None and not sink.drain() and sink.error is not None:
+                raise sink.error
+            write_pending_parts(self.store, PartPolicy.of(self.config), final=final, jobs=jobs)
+        elif jobs is None or jobs:
+            sink.request(jobs)

@@ -46,7 +46,13 @@ class Runner:
         config: RunnerConfig | None = None,
         **options: Any,
     ) -> None:
-        sizes = ("worker_memory", "task_memory", "default_task_memory", "memory_reserve")
+        sizes = (
+            "worker_memory",
+            "task_memory",
+            "default_task_memory",
+            "memory_reserve",
+            "part_bytes",
+        )
         for name in sizes:
             if name in options:
                 options[name] = _memory(options[name])

@@ -516,6 +516,7 @@ class SqliteStore(BlobFiles, StoreViews):
         value = params["value"]
         params = dict(params)
         params["value_ref"] = None
+        params["size"] = None if value is None else len(value)
         if value is not None and len(value) > BLOB_THRESHOLD:
             params["value_ref"] = self.put_blob(value)
             params["value"] = None

@@ -31,8 +31,8 @@ UPDATE tasks SET state = 'succeeded', attempts = :n, failure_class = NULL, error
 WHERE id = :task_id AND state IN ('running', 'queued', 'ready');
 
 -- name: insert_result
-INSERT OR IGNORE INTO results (task_id, job_id, attempt_id, value, value_ref, kind)
-VALUES (:task_id, :job_id, :attempt_id, :value, :value_ref, :kind);
+INSERT OR IGNORE INTO results (task_id, job_id, attempt_id, value, value_ref, kind, size)
+VALUES (:task_id, :job_id, :attempt_id, :value, :value_ref, :kind, :size);
 
 -- name: release_dependent
 UPDATE tasks SET deps = deps - 1,

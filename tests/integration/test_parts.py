@@ -1,0 +1,76 @@
+"""Parquet parts are cut by rows, by bytes and by time, and each row lands in one part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import oomguard
+from fixtures.polling import wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _parts(out: Path) -> list[Path]:
+    return sorted((out / "tasks").glob("part-*.parquet"))
+
+
+def test_parts_are_bounded_by_bytes_not_only_rows(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # 1.5 MiB results, 4 MiB parts: two results a part, however many rows a part may hold.
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, part_bytes="4MiB") as r:
+        job = r.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in range(7)], out=out)
+        job.wait(timeout=120, progress=False)
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in _parts(out)]
+    assert sum(sizes) == 7
+    assert max(sizes) == 2
+    seeds = sorted(pq.read_table(out / "tasks").column("seed").to_pylist())
+    assert seeds == list(range(7))  # each row once
+
+
+def test_a_result_waits_at_most_part_max_delay_for_its_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, part_max_delay=0.5) as r:
+        job = r.sweep(
+            "fixtures.tasks:sleep_then", [{"x": 1, "seconds": 0.0}, {"x": 2, "seconds": 30.0}],
+            out=out,
+        )
+        # The quick task's row is in a part while the slow one still runs: the job is not
+        # finished and far from part_rows, so only the delay can have cut that part.
+        wait_for(lambda: _parts(out), timeout=5)
+        assert job.status()["counts"]["running"] == 1
+        assert pq.read_table(_parts(out)[0]).column("x").to_pylist() == [1]
+        r.store.cancel(job.id)
+
+
+def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -> None:
+    """A store written before results recorded their size still gets its parts written."""
+    import sqlite3
+
+    from oomguard.store.sqlite import SqliteStore
+
+    path = tmp_path / "old.sqlite"
+    out = tmp_path / "out"
+    with oomguard.Runner(store=str(path), workers=1) as r:
+        job = r.sweep("fixtures.tasks:sleep_then", [{"x": 1}, {"x": 2}], out=out)
+        job.wait(timeout=60, progress=False)
+    # Turn it back into schema 1, with its results not yet exported.
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE results DROP COLUMN size")
+    db.execute("UPDATE results SET part = NULL")
+    db.execute("DELETE FROM parts")
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    for p in _parts(out):
+        p.unlink()
+
+    with SqliteStore(path) as st:
+        assert st.meta("schema_version") == "2"
+        columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
+        assert "size" in columns
+    with oomguard.Runner(store=str(path), workers=1) as r:
+        r.job(job.id).wait(timeout=60, progress=False)
+    assert sorted(pq.read_table(out / "tasks").column("x").to_pylist()) == [1, 2]
