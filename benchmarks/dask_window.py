@@ -3,8 +3,10 @@ aggregations, each result ~1 MiB, on the same LocalCluster configuration, one wo
 SIGKILLed mid-run.
 
 Measures, for each: wall time, the peak resident memory of the Dask worker processes
-(sampled every 0.1 s with psutil), and how many task executions were recomputations
-(executions are counted with marker files written by the task itself).
+(sampled every 0.1 s with psutil), the peak RSS growth of the benchmark process itself
+(the Dask client holding gathered results, or oomguard's scheduler), and how many task
+executions were recomputations (executions are counted with marker files written by the
+task itself).
 
     .venv/bin/python benchmarks/dask_window.py --params 200
     .venv/bin/python benchmarks/dask_window.py            # 2,000 x 5 (needs ~10 GiB for
@@ -54,11 +56,15 @@ def agg_plain(i: int, *results: dict[str, Any]) -> dict[str, Any]:
 
 
 class Sampler:
-    """Peak summed RSS of the cluster's worker processes (pids refreshed as they change)."""
+    """Peak summed RSS of the cluster's worker processes (pids refreshed as they change),
+    and the peak growth of this process: the Dask client, or oomguard's scheduler."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.peak = 0
+        self.me = psutil.Process()
+        self.own_base = self.me.memory_info().rss
+        self.own_peak = 0
         self.pids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -78,6 +84,7 @@ class Sampler:
                 with contextlib.suppress(psutil.Error):
                     total += psutil.Process(pid).memory_info().rss
             self.peak = max(self.peak, total)
+            self.own_peak = max(self.own_peak, self.me.memory_info().rss - self.own_base)
             time.sleep(0.1)
 
     def __enter__(self) -> Sampler:
@@ -145,6 +152,7 @@ def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             return {
                 "wall_s": round(wall, 2),
                 "peak_worker_rss_mib": sampler.peak // MIB,
+                "client_rss_growth_mib": sampler.own_peak // MIB,
                 "executions": executions,
                 "recomputed": executions - n_tasks,
                 "tasks_ok": ok,
@@ -197,6 +205,7 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             return {
                 "wall_s": round(wall, 2),
                 "peak_worker_rss_mib": sampler.peak // MIB,
+                "client_rss_growth_mib": sampler.own_peak // MIB,
                 "executions": executions,
                 "recomputed": executions - n_tasks,
                 "tasks_ok": status["counts"]["succeeded"] - args.params,
@@ -234,7 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             rows["plain_dask"] = run_plain(args, work)
         if args.only in (None, "oomguard"):
             rows["oomguard_dask"] = run_oomguard(args, work)
-    cols = ("wall_s", "peak_worker_rss_mib", "executions", "recomputed", "tasks_ok")
+    cols = (
+        "wall_s",
+        "peak_worker_rss_mib",
+        "client_rss_growth_mib",
+        "executions",
+        "recomputed",
+        "tasks_ok",
+    )
     print(f"{'':16}" + "".join(f"{c:>22}" for c in cols))
     for name, row in rows.items():
         print(f"{name:16}" + "".join(f"{row.get(c)!s:>22}" for c in cols))
