@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,15 @@ CASES = sorted(p.name[: -len(".log")] for p in CORPUS.glob("*.log"))
 
 
 def test_corpus_is_big_enough() -> None:
-    assert len(CASES) >= 15
+    assert len(CASES) >= 45
     for name in CASES:
         assert (CORPUS / f"{name}.expected.jsonl").exists(), name
+
+
+def test_corpus_sources_name_real_cases() -> None:
+    listed = re.findall(r"^\| `([^`]+)` \|", (CORPUS / "SOURCES.md").read_text(), re.M)
+    assert len(listed) >= 30
+    assert sorted(set(listed) - set(CASES)) == []
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -70,6 +77,41 @@ def test_to_json_has_exactly_the_documented_keys() -> None:
         ("<4>[   5.000001] x", "x", 5.000001),
         ("kern  :err   : [    1.000000] x", "x", 1.0),
         ("6,1,5,-;tab\\x09here", "tab\there", 0.000005),
+        # journalctl -o short-precise, short-iso, short-full, short-unix, short-monotonic
+        ("May 15 23:09:27.123456 host kernel: x", "x", None),
+        ("2023-05-15T23:09:27+0000 host kernel: x", "x", None),
+        ("Mon 2023-05-15 23:09:27 UTC host kernel: x", "x", None),
+        ("1684192167.123456 host kernel: x", "x", None),
+        ("[  514.682838] host kernel: x", "x", 514.682838),
+        # syslog with a localised month, tabs, a facility, quoted or indented in a paste
+        ("апр 28 01:23:30 PC kernel: x", "x", None),
+        ("Jan\t5 02:12:02 host kernel:\t[ 12.5] x", "x", 12.5),
+        ("Jun 10 12:00:00 host kern.warn kernel: x", "x", None),
+        ("> Mar  9 18:14:14 h kernel: [295692.212094] x", "x", 295692.212094),
+        ("    Aug  1 14:20:36 h kernel: [  601.273226] x", "x", 601.273226),
+        ("<6>1 2024-05-01T10:00:00.1+00:00 host kernel - - - [  12.5] x", "x", 12.5),
+        # dmesg -d, -H / -e, --time-format=delta, a stamp whose "[" was cut off
+        ("[  123.456789 <    0.000123>] x", "x", 123.456789),
+        ("[Dec  7 00:05] x", "x", None),
+        ("[  +0.000123] x", "x", None),
+        ("[<    0.000123>] x", "x", None),
+        ("[Wed Sep 8 18:01:32 2021] x", "x", None),
+        ("41066.536886] x", "x", 41066.536886),
+        ("2024-04-29T14:55:41,678661+02:00 CPU: 3 PID: 5", "CPU: 3 PID: 5", None),
+        ("[ 2052.051856][ T1668] x", "x", 2052.051856),
+        # a hypervisor log wrapping the guest's kernel log; journalctl -o verbose
+        ("2023-12-04T10:49:30.127Z In(05) vcpu-5 - Guest: <6>[ 9.5] x", "x", 9.5),
+        ("    MESSAGE=x", "x", None),
+        # grep -H / -n over log files, a byte-order mark, dmesg --color=always
+        ("/var/log/kern.log:Jan  5 02:12:02 host kernel: [ 1.5] x", "x", 1.5),
+        ("dmesg.txt:12:[    1.500000] x", "x", 1.5),
+        ("\ufeff[    1.500000] x", "x", 1.5),
+        ("565 [Sat Sep 11 12:24:42 2021] x", "x", None),
+        ("4123 total pagecache pages", "4123 total pagecache pages", None),
+        # OpenWrt logread
+        ("Mon Jan  5 02:12:02 2023 kern.warn kernel: [ 1.5] x", "x", 1.5),
+        ("\x1b[32m[    1.500000] \x1b[0m\x1b[33mx\x1b[0m", "x", 1.5),
+        ("\x1e" + '{"MESSAGE": "x", "_SOURCE_MONOTONIC_TIMESTAMP": "5"}', "x", 0.000005),
     ],
 )
 def test_normalize_line_forms(line: str, text: str, stamp: float | None) -> None:
@@ -272,3 +314,157 @@ def test_event_is_frozen() -> None:
     event = OomEvent(victim_pid=1)
     with pytest.raises(AttributeError):
         event.victim_pid = 2  # type: ignore[misc]
+
+
+def test_other_programs_lines_are_not_kernel_text() -> None:
+    # systemd's own "Killing process" and journal records of other transports
+    assert normalize_line("Mar 17 22:36:50 host systemd[1]: x.scope: Killing process 1 (a)") is None
+    assert normalize_line('{"MESSAGE": "Killed process 1 (a)", "_TRANSPORT": "syslog"}') is None
+    assert normalize_line("Mon Jan  5 02:12:02 2023 daemon.info dnsmasq[1]: x") is None
+    assert parse_text("Dec 11 10:48:08 host dockerd: Killed process 1 (a) total-vm:1kB") == []
+    logcat = "10-24 14:24:18.022   710   710 I lowmemorykiller: Kill 'a.b' (6673), uid 10565"
+    assert parse_text(logcat) == []
+
+
+def test_very_old_kill_lines() -> None:
+    (event,) = parse_text(
+        "Out of Memory: Kill process 2583 (httpd) score 12345 and children.\n"
+        "Out of memory: Killed process 2583, UID 48, (httpd).\n"
+    )
+    assert (event.selected_pid, event.score, event.victim_comm, event.uid) == (
+        2583,
+        12345,
+        "httpd",
+        48,
+    )
+    assert event.oom_type == "global"
+
+
+def test_no_kill_is_no_event() -> None:
+    text = (
+        "[ 1.0] Out of memory and no killable processes...\n"
+        "[ 1.1] Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled\n"
+        "[ 1.2] CPU: 3 PID: 724 Comm: systemd-userdbd Tainted: G  W  OE  5.10.35 #1\n"
+        "[ 1.3] Tasks state (memory values in pages):\n"
+        "[ 1.4] [  19331]  1000 19331   226026    29603  1314816        0  999 npm start\n"
+    )
+    assert parse_text(text) == []
+
+
+def test_unable_to_reap_is_not_reaped() -> None:
+    (event,) = parse_text(
+        "Out of memory: Killed process 9 (java) total-vm:1kB\n"
+        "oom_reaper: unable to reap pid:9 (java)\n"
+    )
+    assert not event.reaped
+
+
+def test_cut_invoker_line_still_names_the_invoker() -> None:
+    (event,) = parse_text("[5.0] python3 invoked oom-killer")
+    assert (event.invoker_comm, event.timestamp) == ("python3", 5.0)
+
+
+def test_kmsg_utf8_comm() -> None:
+    record = "3,9,1000,-;Out of memory: Killed process 7 (\\xe6\\xb5\\x8b) total-vm:1kB\r\n"
+    (event,) = parse_lines([record])
+    assert event.victim_comm == "\u6d4b" and event.timestamp == 0.001
+
+
+def test_follower_decodes_utf8_escapes(tmp_path: Path) -> None:
+    log = tmp_path / "kmsg"
+    log.write_text("3,2,2500000,-;Killed process 3 (\\xe6\\xb5\\x8b\\x5cx41) total-vm:1kB\n")
+    follower = KernelLogFollower(log)
+    follower.open(from_start=True)
+    try:
+        assert follower.read_new() == ["[    2.500000] Killed process 3 (\u6d4b\\x41) total-vm:1kB"]
+    finally:
+        follower.close()
+
+
+def test_summary_split_over_lines_without_commas() -> None:
+    (event,) = parse_text(
+        "6,727,35945901675,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),\n"
+        "cpuset=cri-containerd-f6.scope,mems_allowed=0,\n"
+        "oom_memcg=/kubepods.slice/a.slice,\n"
+        "task_memcg=/kubepods.slice/a.slice/f6.scope,\n"
+        "task=python,pid=988370,uid=0\n"
+        "\n"
+        "3,728,35945901683,-;Memory cgroup out of memory: Killed process 988370 (python) "
+        "total-vm:9783776kB, anon-rss:95724kB, file-rss:3268kB, shmem-rss:0kB\n"
+    )
+    assert (event.oom_memcg, event.task_memcg) == (
+        "/kubepods.slice/a.slice",
+        "/kubepods.slice/a.slice/f6.scope",
+    )
+    assert (event.victim_pid, event.uid, event.timestamp) == (988370, 0, 35945.901675)
+
+
+WRAPPED = (
+    "[13629.669931] Task in /docker/3215ee406f572d12ac48be036a0e122af6e85 killed as a result "
+    "of limit of /docke\n"
+    "r/3215ee406f572d12ac48be036a0e122af6e85\n"
+    "[13629.669956] memory: usage 4194304kB, limit 4194304kB, failcnt 23483\n"
+)
+
+
+def test_line_wrapped_by_a_terminal_is_joined() -> None:
+    (event,) = parse_text(WRAPPED)
+    assert event.oom_memcg == "/docker/3215ee406f572d12ac48be036a0e122af6e85"
+    assert event.task_memcg == event.oom_memcg and event.timestamp == 13629.669931
+
+
+def test_indented_and_message_lines_are_not_wrapped_tails() -> None:
+    events = parse_text(
+        "[ 1.000000] Out of memory: Killed process 10 (a) total-vm:1kB, anon-rss:1kB, "
+        "file-rss:1kB\n"
+        "                 active_file:0 inactive_file:64 isolated_file:0\n"
+        "b invoked oom-killer: gfp_mask=0x0, order=0, oom_score_adj=0\n"
+    )
+    assert [(e.victim_pid, e.invoker_comm) for e in events] == [(10, None), (None, "b")]
+
+
+def test_a_line_read_late_is_pending_already() -> None:
+    parser = OomLogParser()
+    line = (
+        "[ 7063.247407] Memory cgroup out of memory: Killed process 63214 (uwsgi) "
+        "total-vm:3149468kB, anon-rss:164992kB, file-rss:52176kB, shmem-rss:92kB"
+    )
+    assert parser.feed(line) == []
+    assert [e.victim_pid for e in parser.pending()] == [63214]
+    partial = parser.partial()
+    assert partial is not None and partial.anon_rss_kb == 164992
+    assert [e.victim_pid for e in parser.flush()] == [63214]
+    assert parser.flush() == []
+
+
+def test_long_and_hostile_lines_do_not_raise() -> None:
+    junk = [
+        "x" * 1_000_000,
+        "task=" * 20_000 + ",pid=1",
+        "[" * 50_000,
+        " " * 100_000 + "Killed process 1 (",
+        "oom-kill:constraint=" + ",task_memcg=" * 10_000,
+        "Jan  5 " + "a " * 50_000 + "kernel: x",
+    ]
+    for line in junk:
+        parse_lines([line, line + "\r\n"])
+
+
+def test_journal_json_pretty_records() -> None:
+    lines = [
+        "{",
+        '\t"_TRANSPORT" : "kernel",',
+        '\t"_SOURCE_MONOTONIC_TIMESTAMP" : "7063247407",',
+        '\t"MESSAGE" : "Memory cgroup out of memory: Killed process 63214 (uwsgi) total-vm:1kB"',
+        "}",
+        "{",
+        '\t"_TRANSPORT" : "kernel",',
+        '\t"MESSAGE" : "oom_reaper: reaped process 63214 (uwsgi), now anon-rss:0kB"',
+        "}",
+    ]
+    (event,) = parse_lines(lines)
+    assert (event.victim_pid, event.oom_type, event.reaped) == (63214, "memcg", True)
+    assert event.timestamp == 7063.247407
+    # a lone "{" that opens no record swallows nothing
+    (event,) = parse_lines(["{", "Out of memory: Killed process 5 (y)", "}"])
+    assert (event.victim_pid, event.oom_type) == (5, "global")

@@ -20,17 +20,43 @@ read in (``/dev/kmsg`` records, ``dmesg`` with or without stamps, syslog, ``jour
 is untrusted (a process name may hold spaces and parentheses) and logs are often cut.
 
 The reading side (``/dev/kmsg``, ``dmesg``, ``journalctl``, files) lives in
-:mod:`oomguard.oom.kernlog_sources`; its public names are re-exported here.
+:mod:`oomguard.oom.kernlog_sources`, the line forms and the kernel's message formats in
+:mod:`oomguard.oom.kernlog_formats`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from oomguard.oom.kernlog_formats import (
+    ADJ_RE,
+    CPU_PID_RE,
+    EVIDENCE_PREFIXES,
+    GROUP_RE,
+    INVOKED,
+    INVOKER_RE,
+    KB_FIELDS,
+    KILL_RE,
+    KILL_TAIL_RE,
+    KILLED_RE,
+    REAPER_RE,
+    SUMMARY_FRAGMENT_RE,
+    SUMMARY_PIECE_RE,
+    SUMMARY_RE,
+    TASK_IN_RE,
+    UID_RE,
+    LineAssembler,
+    LineForm,
+    normalize_line,
+    parse_summary,
+    split_comm,
+    to_int,
+    type_for_message,
+)
 from oomguard.oom.kernlog_sources import KernelLogFollower, iter_source_lines
 
 __all__ = [
@@ -114,188 +140,10 @@ class OomEvent:
         return {key: getattr(self, key) for key in JSON_KEYS}
 
 
-# ---------------------------------------------------------------------------------------
-# Line forms: strip the prefixes the different log readers add, keep the timestamp.
-
-_KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),([^;]*);(.*)$", re.DOTALL)
-_KMSG_DICT_RE = re.compile(r"^ [A-Z_][A-Z0-9_]*=")
-_KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
-_PRIO_RE = re.compile(r"^<\d{1,3}>")
-_STAMP_RE = re.compile(r"^\[\s*(\d+)\.(\d+)\]\s?")
-_HUMAN_STAMP_RE = re.compile(r"^\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?")
-_CALLER_RE = re.compile(r"^\[\s*[TC]\d+\]\s?")
-_SYSLOG_RE = re.compile(
-    r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"  # "Nov  3 18:09:24"
-    r"(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*)"  # RFC 3339 / journalctl -o short-iso
-    r"(?: \S+)? kernel: ?"
-)
-_ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[,.]\d+[+-]\d\d:?\d\d\s")
-_FACILITY_RE = re.compile(r"^[a-z]+\s*:[a-z]+\s*: ")  # dmesg -x: "kern  :err   : "
-
-
-def _unescape_kmsg(text: str) -> str:
-    # /dev/kmsg escapes non-printable bytes (and backslashes) as \xNN.
-    if "\\x" not in text:
-        return text
-    return _KMSG_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), text)
-
-
-def _journal_message(line: str) -> tuple[str, float | None] | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    message = record.get("MESSAGE")
-    if isinstance(message, list):
-        # journald stores messages that are not valid UTF-8 as a list of byte values.
-        try:
-            message = bytes(b for b in message if isinstance(b, int) and 0 <= b < 256)
-            message = message.decode("utf-8", "replace")
-        except (TypeError, ValueError):
-            return None
-    if not isinstance(message, str):
-        return None
-    stamp: float | None = None
-    raw = record.get("_SOURCE_MONOTONIC_TIMESTAMP")
-    if isinstance(raw, (str, int)) and not isinstance(raw, bool):
-        try:
-            stamp = int(raw) / 1_000_000
-        except ValueError:
-            stamp = None
-    return message, stamp
-
-
-def normalize_line(line: str) -> tuple[str, float | None] | None:
-    """Strip a log line down to the kernel's text, with its time since boot if given.
-
-    Returns ``None`` for lines that carry no kernel text (``/dev/kmsg`` dictionary
-    continuation lines, journal records without a message).
-    """
-    line = line.rstrip("\r\n")
-    stamp: float | None = None
-    if line.startswith("{"):
-        found = _journal_message(line)
-        if found is None:
-            return None
-        line, stamp = found
-        line = line.rstrip("\r\n")
-    elif _KMSG_DICT_RE.match(line):
-        return None
-    else:
-        m = _KMSG_RE.match(line)
-        if m is not None:
-            return _unescape_kmsg(m.group(5)), int(m.group(3)) / 1_000_000
-    line = _PRIO_RE.sub("", line, count=1)
-    m2 = _SYSLOG_RE.match(line) or _ISO_RE.match(line)
-    if m2 is not None:
-        line = line[m2.end() :]
-    line = _FACILITY_RE.sub("", line, count=1)
-    m3 = _STAMP_RE.match(line)
-    if m3 is not None:
-        stamp = float(f"{m3.group(1)}.{m3.group(2)}")
-        line = line[m3.end() :]
-    else:
-        line = _HUMAN_STAMP_RE.sub("", line, count=1)
-    line = _CALLER_RE.sub("", line, count=1)
-    return line, stamp
-
-
-# ---------------------------------------------------------------------------------------
-# The kernel's messages. Process names (comm) may contain anything, so they are cut at
-# the last ")" (see _split_comm) rather than matched by the regexes.
-
-_INVOKER_RE = re.compile(r"^(?P<comm>.*?) invoked oom-killer:")
-_CPU_PID_RE = re.compile(r"\bPID: (\d+) Comm: |\bPid: (\d+), comm: ")
-_KILL_RE = re.compile(
-    r"(?:(?P<msg>Memory cgroup out of memory|Out of memory)(?: \([^)]*\))?: )?"
-    r"[Kk]ill process (?P<pid>\d+) \((?P<rest>.*)$"
-)
-_KILL_TAIL_RE = re.compile(r"^ score (-?\d+) or (?:sacrifice child|a child)")
-_KILLED_RE = re.compile(
-    r"(?:(?P<msg>Memory cgroup out of memory|Out of memory)(?: \([^)]*\))?: )?"
-    r"Killed process (?P<pid>\d+)(?:, UID (?P<uid1>\d+),)? \((?P<rest>.*)$"
-)
-_REAPER_RE = re.compile(r"oom_reaper: reaped process (\d+)")
-_TASK_IN_RE = re.compile(r"^Task in (?P<task>.*?) killed as a result of limit of (?P<oom>.*)$")
-_GROUP_RE = re.compile(r"^Tasks in (?P<cg>.*) are going to be killed due to memory\.oom\.group")
-_SUMMARY_RE = re.compile(r"oom-kill:(?=constraint=)")
-_SUMMARY_FRAGMENT_RE = re.compile(r"^,(?:oom_memcg=|global_oom|task_memcg=|task=)")
-
-_KB_FIELDS = {
-    "total_vm_kb": re.compile(r"total-vm:(\d+)kB"),
-    "anon_rss_kb": re.compile(r"anon-rss:(\d+)kB"),
-    "file_rss_kb": re.compile(r"file-rss:(\d+)kB"),
-    "shmem_rss_kb": re.compile(r"shmem-rss:(\d+)kB"),
-    "pgtables_kb": re.compile(r"pgtables:(\d+)kB"),
-}
-_UID_RE = re.compile(r"UID[: ](\d+)")
-_ADJ_RE = re.compile(r"oom_score_adj:(-?\d+)")
-
-# What may follow the ")" closing a comm in the lines above; used to pick the right ")"
-# when the name itself contains one.
-_AFTER_COMM_RE = re.compile(r"\)(?=$| score | total-vm:|, UID |, total-vm|, now | vsz:)")
-
 #: Most lines kept per event in ``OomEvent.lines`` (a report's task list can be huge).
 MAX_EVENT_LINES = 64
 #: Most closed events kept waiting for a late ``oom_reaper`` line.
 MAX_HELD_EVENTS = 64
-
-_EVIDENCE_PREFIXES = ("memory: usage", "memory+swap: usage", "swap: usage", "kmem: usage")
-
-
-def _split_comm(rest: str) -> tuple[str | None, str]:
-    """Split ``comm) tail`` at the ``)`` that closes the process name."""
-    matches = list(_AFTER_COMM_RE.finditer(rest))
-    end = matches[-1].start() if matches else rest.rfind(")")
-    if end < 0:
-        return None, ""  # cut inside the name
-    return rest[:end], rest[end + 1 :]
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def _parse_summary(body: str) -> dict[str, object]:
-    """Parse the fields of an ``oom-kill:`` summary line (or a continuation of it).
-
-    Values may contain commas (``mems_allowed=0-1,3``, cgroup names), so each value runs
-    up to the next known key rather than to the next comma.
-    """
-    fields: dict[str, object] = {}
-    m = re.search(r"constraint=(CONSTRAINT_[A-Z_]+)", body)
-    if m:
-        fields["constraint"] = m.group(1)
-    if re.search(r"(?:^|,)global_oom(?:,|$)", body):
-        fields["global_oom"] = True
-    m = re.search(r"(?:^|,)oom_memcg=(.*?)(?=,task_memcg=|,task=|,global_oom|$)", body)
-    if m:
-        fields["oom_memcg"] = m.group(1)
-    m = re.search(r"(?:^|,)task_memcg=(.*?)(?=,task=|$)", body)
-    if m:
-        fields["task_memcg"] = m.group(1)
-    m = re.search(r"(?:^|,)task=(.*),pid=(\d+)(?:,uid=(\d+))?", body)
-    if m:
-        fields["task"] = m.group(1)
-        fields["pid"] = int(m.group(2))
-        if m.group(3) is not None:
-            fields["uid"] = int(m.group(3))
-    return fields
-
-
-def _type_for_message(msg: str | None) -> str | None:
-    if msg == "Memory cgroup out of memory":
-        return "memcg"
-    if msg == "Out of memory":
-        return "global"
-    return None
 
 
 class _Builder:
@@ -377,33 +225,42 @@ class OomLogParser:
     ``oom_reaper`` line printed while the next report is being written still reaches it.
     :meth:`flush` hands out everything left at the end of the input, :meth:`partial`
     shows the event being assembled. ``feed`` and ``flush`` never raise.
+
+    A long stamped line is read one line late (see
+    :class:`~oomguard.oom.kernlog_formats.LineAssembler`): logs copied from a terminal or
+    a web page arrive with long lines wrapped, and a bare line that follows is its tail.
     """
 
     def __init__(self) -> None:
         self._current: _Builder | None = None
         self._held: list[_Builder] = []
+        self._lines = LineAssembler()
 
     # -- public ---------------------------------------------------------------------------
 
     def feed(self, line: str) -> list[OomEvent]:
         """Take one log line; return the events this line completed (often none)."""
         try:
-            return self._feed(line)
+            out: list[OomEvent] = []
+            for piece in line.rstrip("\r\n").split("\n"):
+                for form, raw in self._lines.push(piece):
+                    out.extend(self._feed_form(form, raw))
+            return out
         except Exception:  # pragma: no cover - defensive: untrusted text must not raise
             return []
 
     def partial(self) -> OomEvent | None:
         """The event being assembled now, if any."""
-        if self._current is None or self._current.is_empty():
-            return None
-        return self._current.build()
+        current = self._settled()[1]._current
+        return None if current is None or current.is_empty() else current.build()
 
     def pending(self) -> list[OomEvent]:
         """Every event not handed out yet, oldest first (held ones and the partial one)."""
-        out = [b.build() for b in self._held]
-        current = self.partial()
-        if current is not None:
-            out.append(current)
+        released, settled = self._settled()
+        out = released + [b.build() for b in settled._held]
+        current = settled._current
+        if current is not None and not current.is_empty():
+            out.append(current.build())
         return out
 
     def flush(self) -> list[OomEvent]:
@@ -411,21 +268,27 @@ class OomLogParser:
         out = self.pending()
         self._current = None
         self._held = []
+        self._lines.reset()
         return out
 
     # -- internals --------------------------------------------------------------------------
 
-    def _feed(self, line: str) -> list[OomEvent]:
+    def _settled(self) -> tuple[list[OomEvent], OomLogParser]:
+        """The state with the line held back taken in, without changing this parser."""
+        held = self._lines.held()
+        if not held:
+            return [], self
+        clone = copy.deepcopy(self)
+        try:
+            return [e for form, raw in held for e in clone._feed_form(form, raw)], clone
+        except Exception:  # pragma: no cover - defensive: untrusted text must not raise
+            return [], self
+
+    def _feed_form(self, form: LineForm, raw: str) -> list[OomEvent]:
         out: list[OomEvent] = []
-        for piece in line.rstrip("\r\n").split("\n"):
-            normalized = normalize_line(piece)
-            if normalized is None:
-                continue
-            text, stamp = normalized
+        for part in form.text.split("\n"):
             # A journal record: keep its message as the event's line, not the JSON.
-            raw = piece.rstrip("\r") if not piece.startswith("{") else None
-            for part in text.split("\n"):
-                out.extend(self._feed_text(part, stamp, part if raw is None else raw))
+            out.extend(self._feed_text(part, form.stamp, part if form.kind == "journal" else raw))
         return out
 
     def _start(self, stamp: float | None) -> _Builder:
@@ -434,11 +297,6 @@ class OomLogParser:
             self._held.append(self._current)
         self._current = _Builder(stamp)
         return self._current
-
-    def _release_held(self) -> list[OomEvent]:
-        out = [b.build() for b in self._held]
-        self._held = []
-        return out
 
     def _overflow(self) -> list[OomEvent]:
         if len(self._held) <= MAX_HELD_EVENTS:
@@ -458,40 +316,40 @@ class OomLogParser:
             return []
         out: list[OomEvent] = []
 
-        if "invoked oom-killer:" in text:
-            m = _INVOKER_RE.search(stripped)
+        if INVOKED in text:
+            m = INVOKER_RE.search(stripped)
             b = self._start(stamp)
             b.set("invoker_comm", m.group("comm") if m else None)
             b.add_line(raw, stamp)
             return self._overflow()
 
-        m = _REAPER_RE.search(text)
+        m = REAPER_RE.search(text)
         if m is not None:
             self._reaped(int(m.group(1)), raw, stamp)
             return []
 
-        m = _KILLED_RE.search(text)
+        m = KILLED_RE.search(text)
         if m is not None:
             return self._killed(m, raw, stamp)
 
-        m = _KILL_RE.search(text)
+        m = KILL_RE.search(text)
         if m is not None:
-            _comm, tail = _split_comm(m.group("rest"))
-            tail_m = _KILL_TAIL_RE.match(tail)
+            _comm, tail = split_comm(m.group("rest"))
+            tail_m = KILL_TAIL_RE.match(tail)
             if tail_m is None:
                 return []  # e.g. "Kill process N (x) sharing same memory"
             b = self._cur(stamp)
             if b.killed_seen or b.get("selected_pid") is not None:
                 b = self._start(stamp)
             b.set("selected_pid", int(m.group("pid")))
-            b.set("score", _int(tail_m.group(1)))
-            b.set("oom_type", _type_for_message(m.group("msg")), override=False)
+            b.set("score", to_int(tail_m.group(1)))
+            b.set("oom_type", type_for_message(m.group("msg")), override=False)
             b.add_line(raw, stamp)
             return out
 
-        m = _SUMMARY_RE.search(text)
+        m = SUMMARY_RE.search(text)
         if m is not None:
-            fields = _parse_summary(text[m.end() :])
+            fields = parse_summary(text[m.end() :])
             b = self._cur(stamp)
             if (
                 b.killed_seen
@@ -503,24 +361,36 @@ class OomLogParser:
             b.add_line(raw, stamp)
             return out
 
-        if _SUMMARY_FRAGMENT_RE.match(stripped) and self._current is not None:
+        b0 = self._current
+        if b0 is not None and (
+            SUMMARY_FRAGMENT_RE.match(stripped)
+            or (
+                SUMMARY_PIECE_RE.match(stripped)
+                and b0.get("constraint") is not None
+                and not b0.killed_seen
+                and b0.get("victim_pid") is None
+            )
+        ):
             # A piece of the summary line that /dev/kmsg split off (pr_cont interleaving).
-            self._apply_summary(self._current, _parse_summary(stripped))
-            self._current.add_line(raw, stamp)
+            self._apply_summary(b0, parse_summary(stripped))
+            b0.add_line(raw, stamp)
             return out
 
-        m = _TASK_IN_RE.match(stripped)
+        m = TASK_IN_RE.match(stripped)
         if m is not None:
             b = self._cur(stamp)
             if b.killed_seen or b.get("selected_pid") is not None or b.get("task_memcg"):
                 b = self._start(stamp)
             b.set("task_memcg", m.group("task"))
-            b.set("oom_memcg", m.group("oom"))
-            b.set("oom_type", "memcg", override=False)
+            if m.group("oom") == "host":  # Alibaba Cloud Linux names a global OOM so
+                b.set("oom_type", "global", override=False)
+            else:
+                b.set("oom_memcg", m.group("oom"))
+                b.set("oom_type", "memcg", override=False)
             b.add_line(raw, stamp)
             return out
 
-        m = _GROUP_RE.match(stripped)
+        m = GROUP_RE.match(stripped)
         if m is not None:
             b = self._cur(stamp)
             b.set("oom_group", True)
@@ -528,16 +398,15 @@ class OomLogParser:
             b.add_line(raw, stamp)
             return out
 
-        b0 = self._current
         if b0 is None or b0.killed_seen:
             return out
-        m = _CPU_PID_RE.search(text)
+        m = CPU_PID_RE.search(text)
         if m is not None:
             if b0.get("invoker_comm") is not None and b0.get("invoker_pid") is None:
-                b0.set("invoker_pid", _int(m.group(1) or m.group(2)))
+                b0.set("invoker_pid", to_int(m.group(1) or m.group(2)))
                 b0.add_line(raw, stamp)
             return out
-        if stripped.startswith(_EVIDENCE_PREFIXES):
+        if stripped.startswith(EVIDENCE_PREFIXES):
             b0.add_line(raw, stamp)  # the limit that was hit: worth keeping as evidence
         return out
 
@@ -557,7 +426,7 @@ class OomLogParser:
 
     def _killed(self, m: re.Match[str], raw: str, stamp: float | None) -> list[OomEvent]:
         pid = int(m.group("pid"))
-        comm, tail = _split_comm(m.group("rest"))
+        comm, tail = split_comm(m.group("rest"))
         b = self._cur(stamp)
         out: list[OomEvent] = []
         if b.killed_seen:
@@ -585,15 +454,14 @@ class OomLogParser:
             b.fields.pop("task_memcg", None)
         b.set("victim_pid", pid)
         b.set("victim_comm", comm)
-        b.set("oom_type", _type_for_message(m.group("msg")), override=False)
-        for key, regex in _KB_FIELDS.items():
+        b.set("oom_type", type_for_message(m.group("msg")), override=False)
+        for key, regex in KB_FIELDS.items():
             found = regex.search(tail)
             if found:
                 b.set(key, int(found.group(1)))
-        uid = m.group("uid1")
-        found = _UID_RE.search(tail)
-        b.set("uid", _int(uid) if uid is not None else (_int(found.group(1)) if found else None))
-        found = _ADJ_RE.search(tail)
+        found = UID_RE.search(tail)
+        b.set("uid", to_int(m.group("uid1") or (found.group(1) if found else None)))
+        found = ADJ_RE.search(tail)
         if found:
             b.set("oom_score_adj", int(found.group(1)))
         b.add_line(raw, stamp)

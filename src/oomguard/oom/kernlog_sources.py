@@ -26,7 +26,7 @@ __all__ = ["KernelLogFollower", "iter_source_lines"]
 
 #: Bytes read per /dev/kmsg record: one read() returns one whole record or fails EINVAL.
 _KMSG_READ_SIZE = 16384
-_KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_KMSG_ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 #: How long --follow waits for a new line before yielding an idle tick ("").
 FOLLOW_TICK_S = 1.0
 
@@ -129,12 +129,16 @@ class KernelLogFollower:
 
 def _kmsg_record_lines(record: bytes) -> list[str]:
     """Turn one ``prio,seq,usec,flags;text`` record into ``[  s.us] text`` lines."""
-    text = record.decode("utf-8", "replace")
-    head, sep, message = text.partition(";")
+    head_b, sep, body = record.partition(b";")
     if not sep:
+        text = record.decode("utf-8", "replace")
         return [text.rstrip("\n")] if text.strip() and not text.startswith(" ") else []
-    message = message.split("\n", 1)[0]  # what follows are " KEY=VALUE" dictionary lines
-    message = _KMSG_ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), message)
+    head = head_b.decode("ascii", "replace")
+    body = body.split(b"\n", 1)[0]  # what follows are " KEY=VALUE" dictionary lines
+    # The kernel escapes every byte outside printable ASCII as \xNN, so a UTF-8 name
+    # (a comm in Chinese) comes as several escapes: undo them as bytes, then decode.
+    raw = _KMSG_ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), body)
+    message = raw.decode("utf-8", "replace")
     fields = head.split(",")
     try:
         usec = int(fields[2])
