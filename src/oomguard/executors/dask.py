@@ -473,24 +473,7 @@ class DaskExecutor:
             # It had finished, but its worker died before we gathered the results and Dask
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
-            live = flight.live()
-            self.counters.lost_before_gather += len(live)
-            evidence = {
-                "executor": "dask",
-                "reason": "the result was lost with its worker before it was gathered",
-                "rerun_on": address,
-            }
-            return [
-                _failure(
-                    run,
-                    FailureClass.KILLED.value,
-                    "the Dask worker holding its result died before it was gathered",
-                    evidence,
-                    None,
-                    address,
-                )
-                for run in live
-            ]
+            return self._results_lost(flight, address, {"rerun_on": address})
         events: list[tuple[Any, ...]] = []
         for item in out["outcomes"]:
             attempt_id = item["attempt_id"]
@@ -515,17 +498,48 @@ class DaskExecutor:
             self._after_group(address, out)
         return events
 
+    def _results_lost(
+        self, flight: Flight, address: str | None, evidence: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The group ran, but its results died with their worker before they were
+        gathered: each attempt counts as killed with its worker and is retried."""
+        live = flight.live()
+        self.counters.lost_before_gather += len(live)
+        evidence = {
+            "executor": "dask",
+            "reason": "the result was lost with its worker before it was gathered",
+            **evidence,
+        }
+        return [
+            _failure(
+                run,
+                FailureClass.KILLED.value,
+                "the Dask worker holding its result died before it was gathered",
+                evidence,
+                None,
+                address,
+            )
+            for run in live
+        ]
+
     def _failed_future(self, flight: Flight) -> list[tuple[Any, ...]]:
         future = flight.future
+        status = str(future.status)
         self._forget(flight)
-        if future.status == "cancelled":
+        if status == "cancelled":
             future.release()
             return [("requeue", run.attempt_id) for run in flight.live()]
-        try:
-            err = future.exception(timeout=5)
-        except Exception as fetch_err:
-            err = fetch_err
+        err: BaseException | None = None
+        if status == "error":
+            try:
+                err = future.exception(timeout=5)
+            except Exception as fetch_err:
+                err = fetch_err
         future.release()
+        if err is None:
+            # Neither finished nor erred: "lost", the worker holding the finished result
+            # died and Dask would run it again. Not an error of the task.
+            return self._results_lost(flight, None, {"dask_future_status": status})
         return self._ended_by_error(flight, err)
 
     def _ended_by_error(self, flight: Flight, err: BaseException) -> list[tuple[Any, ...]]:
