@@ -15,7 +15,7 @@ At 2,000 x 5 plain Dask's workers must hold ~10 GiB of results: with 2 x 4 GiB w
 their nannies restart them and they recompute, over and over; ``--plain-timeout`` (600 s)
 bounds that and the row says ``timed_out``.
 
-Prints a table and one JSON line.
+Prints a table and one final ``JSON: {...}`` line.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _common import emit, quiet_dask_logs, table
 
 MIB = 1024 * 1024
 
@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         help="give plain Dask this long (s) before reporting it did not finish",
     )
     args = ap.parse_args(argv)
+    quiet_dask_logs()
     rows = {}
     with tempfile.TemporaryDirectory(prefix="oomguard-dask-bench-") as tmp:
         work = Path(tmp)
@@ -267,29 +268,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "oomguard"):
             rows["oomguard_dask"] = run_oomguard(args, work)
     cols = (
+        "timed_out",
         "wall_s",
         "peak_worker_rss_mib",
         "client_rss_growth_mib",
         "executions",
         "recomputed",
         "tasks_ok",
+        "aggregations_ok",
     )
-    print(f"{'':16}" + "".join(f"{c:>22}" for c in cols))
-    for name, row in rows.items():
-        print(f"{name:16}" + "".join(f"{row.get(c)!s:>22}" for c in cols))
-    print(
-        json.dumps(
-            {
-                "benchmark": "dask_window",
-                "params": args.params,
-                "replicates": args.replicates,
-                "result_mib": args.result_mib,
-                "workers": args.workers,
-                "memory_limit": args.memory_limit,
-                "results": rows,
-            }
-        )
-    )
+    print(table(["", *cols], [[name, *(row.get(c) for c in cols)] for name, row in rows.items()]))
+    emit("dask_window", args, rows)
     return 0
 
 
