@@ -40,21 +40,33 @@ import time
 import uuid
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.executors.base import call_item
+from oomguard.executors.dask_client import (
+    check_scheduler,
+    connect,
+    import_distributed,
+    processing_on,
+    register_plugins,
+    scheduler_events,
+    started_on_worker,
+)
+from oomguard.executors.dask_deaths import (
+    EVIDENCE_WAIT_S,
+    PendingDeath,
+    classify_dask_death,
+    group_death_events,
+    match_event,
+)
+from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
+from oomguard.executors.dask_recycling import Recycler
 from oomguard.jobs.model import FailureClass
 
 log = logging.getLogger("oomguard.executor.dask")
 
-MISSING = "the dask executor needs dask[distributed]: pip install 'oomguard[dask]'"
-#: a worker is "near its memory limit" at death above this fraction of it
-NEAR_LIMIT = 0.9
-#: how long to wait for the nanny's death record after a worker died
-EVIDENCE_WAIT_S = 1.5
 WORKERS_REFRESH_S = 1.0
 #: Dask futures in flight per worker thread (``config.dask_window_per_thread`` where set):
 #: one running and a few queued behind it, so a thread neither waits for a gather round
@@ -67,140 +79,11 @@ GROUP_MAX_ITEMS = 8
 GROUP_MAX_BYTES = 64 * 1024 * 1024
 
 
-@dataclass
-class DaskWorkerRef:
-    """Where an attempt ran, for the attempt's row (``name`` is the worker's address)."""
-
-    name: str | None = None
-    pid: int | None = None
-
-
-@dataclass
-class Flight:
-    """One Dask task: a group of attempts run one after another on one worker."""
-
-    runs: list[Any]
-    future: Any
-    limit: int
-    sent: float
-    #: attempts of the group already ended by :meth:`DaskExecutor.kill`
-    dropped: set[int] = field(default_factory=set)
-
-    @property
-    def key(self) -> str:
-        return str(self.future.key)
-
-    def live(self) -> list[Any]:
-        return [run for run in self.runs if run.attempt_id not in self.dropped]
-
-
-@dataclass
-class PendingDeath:
-    flight: Flight
-    address: str
-    pid: int | None
-    deadline: float
-    limit: int
-
-
-@dataclass
-class Counters:
-    submitted: int = 0
-    gathered: int = 0
-    worker_deaths: int = 0
-    requeued: int = 0
-    lost_before_gather: int = 0
-    #: the most attempts in flight at once (at most window x GROUP_MAX_ITEMS)
-    max_in_flight: int = 0
-    #: the most Dask futures in flight at once (at most the window)
-    max_futures_in_flight: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-
-
-def _import_distributed() -> Any:
-    try:
-        import distributed
-    except ImportError as err:
-        raise ConfigError(MISSING) from err
-    return distributed
-
-
-def classify_dask_death(
-    *,
-    pid: int | None,
-    address: str,
-    record: dict[str, Any] | None,
-    nanny_restart: dict[str, Any] | None,
-    memory_limit: int | None,
-) -> tuple[FailureClass, dict[str, Any], int | None]:
-    """The class of a Dask worker's death, the evidence that decided it, and its peak.
-
-    ``record`` is the nanny plugin's death record, ``nanny_restart`` the nanny's own
-    ``worker-restart-memory`` event for the pid; either may be missing (no nanny, plugin
-    not registered, evidence late). Kernel evidence comes first: a kernel OOM kill names
-    the pid in its ``Killed process`` line (``oom_system`` when global, ``oom_cgroup`` when
-    a memory cgroup's limit), or the worker's cgroup ``oom_kill`` counter rose while it
-    died by SIGKILL. Then the nanny's memory-limit restart, or RSS near the limit at death:
-    ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
-    """
-    from oomguard.oom.classify import describe_status
-
-    rec = record or {}
-    evidence: dict[str, Any] = {"executor": "dask", "worker": address, "pid": pid}
-    exitcode = rec.get("exitcode")
-    if exitcode is not None:
-        # multiprocessing's exitcode: -N for "killed by signal N", as a wait status.
-        status = (-exitcode) & 0x7F if exitcode < 0 else (exitcode & 0xFF) << 8
-        evidence.update(describe_status(status))
-        evidence["exitcode"] = exitcode
-    for key in (
-        "start_time",
-        "rss",
-        "peak_rss",
-        "memory_limit",
-        "counters_before",
-        "counters_after",
-        "kernel",
-        "kernel_lines",
-        "kernel_log",
-        "nanny_terminated",
-    ):
-        if rec.get(key) is not None:
-            evidence["pid_start_time" if key == "start_time" else key] = rec[key]
-    if record is None:
-        evidence["nanny_record"] = "none received: no nanny, or the plugin is not registered"
-    limit = rec.get("memory_limit") or memory_limit
-    if limit:
-        evidence["worker_memory_limit"] = limit
-    peak = rec.get("peak_rss") or (nanny_restart or {}).get("rss") or None
-    sigkill = exitcode == -9
-    kernel = rec.get("kernel")
-    if kernel:
-        if kernel.get("oom_type") == "global" or kernel.get("constraint") == "CONSTRAINT_NONE":
-            return FailureClass.OOM_SYSTEM, evidence, peak
-        return FailureClass.OOM_CGROUP, evidence, peak
-    before, after = rec.get("counters_before") or {}, rec.get("counters_after") or {}
-    if sigkill and (after.get("oom_kill") or 0) > (before.get("oom_kill") or 0):
-        return FailureClass.OOM_CGROUP, evidence, peak
-    if nanny_restart is not None or rec.get("nanny_terminated"):
-        evidence["killed_by"] = "dask nanny (worker memory limit)"
-        if nanny_restart is not None:
-            evidence["nanny_rss"] = nanny_restart.get("rss")
-        return FailureClass.OOM_WATCHDOG, evidence, peak
-    last = rec.get("rss")
-    if limit and last and last >= NEAR_LIMIT * limit:
-        evidence["killed_by"] = "near the worker memory limit at death"
-        return FailureClass.OOM_WATCHDOG, evidence, peak
-    if exitcode is None or sigkill:
-        return FailureClass.KILLED, evidence, peak
-    return FailureClass.CRASHED, evidence, peak
-
-
 class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
     def __init__(self, config: RunnerConfig, isolation: Any) -> None:
-        _import_distributed()
+        import_distributed()
         if not config.dask_address:
             raise ConfigError(
                 "the dask executor needs the scheduler's address: --dask-address tcp://HOST:8786"
@@ -218,7 +101,7 @@ class DaskExecutor:
         )
         self.done: queue.Queue[Any] = queue.Queue()
         self.deaths: list[PendingDeath] = []
-        self.recycles: dict[str, int] = {}
+        self.recycler = Recycler(config)
         self.counters = Counters()
         self.workers: dict[str, dict[str, Any]] = {}
         self.has_memory = False
@@ -226,63 +109,17 @@ class DaskExecutor:
         self._workers_at = 0.0
         self._warned_no_memory = False
         self._started = 0.0
-        self._restarting: set[str] = set()
         self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
-        self._tasks_on: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        distributed = _import_distributed()
-        from oomguard.executors.dask_plugin import (
-            PLUGIN_NAME,
-            NannyEvidencePlugin,
-            WorkerEvidencePlugin,
-        )
-
-        try:
-            self.client = distributed.Client(
-                self.config.dask_address, timeout="10s", set_as_default=False
-            )
-        except (OSError, TimeoutError) as err:
-            raise ConfigError(
-                f"cannot connect to the Dask scheduler at {self.config.dask_address}: {err}"
-            ) from err
+        self.client = connect(self.config)
         self._started = time.time()
-        self.client.register_plugin(
-            WorkerEvidencePlugin(self.config.worker_oom_score_adj), name=PLUGIN_NAME
-        )
-        self.client.register_plugin(NannyEvidencePlugin(self.config.kernel_log), name=PLUGIN_NAME)
-        self._check_scheduler()
+        register_plugins(self.client, self.config)
+        check_scheduler(self.client)
         self._refresh_workers(force=True)
-
-    def _check_scheduler(self) -> None:
-        def settings(dask_scheduler: Any) -> dict[str, Any]:
-            import dask
-
-            return {
-                "allowed_failures": dask_scheduler.allowed_failures,
-                "worker_saturation": dask.config.get("distributed.scheduler.worker-saturation"),
-            }
-
-        try:
-            got = self.client.run_on_scheduler(settings)
-        except Exception as err:  # a scheduler that refuses run_on_scheduler still works
-            log.info("cannot read the Dask scheduler's settings: %s", err)
-            return
-        if got.get("allowed_failures"):
-            log.warning(
-                "the Dask scheduler has allowed-failures=%s: Dask reruns attempts whose "
-                "worker died before oomguard sees the death; start it with "
-                "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0",
-                got["allowed_failures"],
-            )
-        if got.get("worker_saturation") not in (1, 1.0):
-            log.info(
-                "the Dask scheduler has worker-saturation=%s (oomguard's clusters use 1.0)",
-                got.get("worker_saturation"),
-            )
 
     def stop(self) -> None:
         if self.client is None:
@@ -297,6 +134,11 @@ class DaskExecutor:
         finally:
             self.client.close()
             self.client = None
+
+    @property
+    def recycles(self) -> dict[str, int]:
+        """Workers restarted, by reason."""
+        return self.recycler.recycles
 
     # -- capacity ---------------------------------------------------------------------
 
@@ -417,7 +259,7 @@ class DaskExecutor:
         events: list[tuple[Any, ...]] = []
         finished: list[Flight] = []
         for future in done:
-            if isinstance(future, _Ended):
+            if isinstance(future, Ended):
                 events.append(future.event)
                 continue
             flight = self._flight_of(future)
@@ -495,7 +337,8 @@ class DaskExecutor:
                 )
             )
         if address:
-            self._after_group(address, out)
+            limit = self.workers.get(address, {}).get("memory_limit")
+            self.recycler.after_group(self.client, address, out, limit)
         return events
 
     def _results_lost(
@@ -511,7 +354,7 @@ class DaskExecutor:
             **evidence,
         }
         return [
-            _failure(
+            failure_event(
                 run,
                 FailureClass.KILLED.value,
                 "the Dask worker holding its result died before it was gathered",
@@ -552,7 +395,9 @@ class DaskExecutor:
             for run in flight.runs:
                 run.worker = DaskWorkerRef(address, pid)
             self.counters.worker_deaths += 1
-            if address in self._restarting or not self._started_on_worker(flight):
+            if address in self.recycler.restarting or not started_on_worker(
+                self.client, flight.key
+            ):
                 # We restarted it, or the group was only waiting in the dead worker's
                 # queue: not the tasks' fault, and not an attempt of them.
                 live = flight.live()
@@ -577,27 +422,20 @@ class DaskExecutor:
         )
         message = f"{type(err).__name__}: {err}"
         evidence = {"executor": "dask", "dask_error": message}
-        return [_failure(run, fc, message, evidence, None, None) for run in flight.live()]
-
-    def _started_on_worker(self, flight: Flight) -> bool:
-        from oomguard.executors.dask_plugin import was_started
-
-        try:
-            return bool(self.client.run_on_scheduler(was_started, key=flight.key))
-        except Exception:
-            return True  # cannot tell: count it as the attempt that died
+        return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
 
     def _resolve_deaths(self) -> list[tuple[Any, ...]]:
         if not self.deaths:
             return []
-        records = self._events("oomguard-worker-death")
-        restarts = self._events("worker-restart-memory")
+        since = self._started - 1
+        records = scheduler_events(self.client, "oomguard-worker-death", since)
+        restarts = scheduler_events(self.client, "worker-restart-memory", since)
         now = time.monotonic()
         events: list[tuple[Any, ...]] = []
         keep = []
         for death in self.deaths:
-            record = _match(records, death)
-            restart = _match(restarts, death)
+            record = match_event(records, death)
+            restart = match_event(restarts, death)
             if record is None and now < death.deadline:
                 keep.append(death)
                 continue
@@ -612,109 +450,9 @@ class DaskExecutor:
             evidence.setdefault("limit_bytes", death.limit)
             with self._lock:
                 self.counters.by_reason[fc.value] = self.counters.by_reason.get(fc.value, 0) + 1
-            events.extend(self._group_death(death, record, fc, evidence, peak))
+            events.extend(group_death_events(death, record, fc, evidence, peak, self.counters))
         self.deaths = keep
         return events
-
-    def _group_death(
-        self,
-        death: PendingDeath,
-        record: dict[str, Any] | None,
-        fc: FailureClass,
-        evidence: dict[str, Any],
-        peak: int | None,
-    ) -> list[tuple[Any, ...]]:
-        """The outcomes of a group whose worker died while running it.
-
-        The worker noted the position of each attempt before starting it (the nanny hands
-        the note on in its death record): the attempts before it ran and their results
-        died with the worker (``killed``), the one at it gets the death's class, those
-        after it never began (requeued, not an attempt). Without the note, every attempt
-        of the group may have run: each gets the death's class.
-        """
-        runs = death.flight.runs
-        progress = (record or {}).get("progress") or {}
-        index: int | None = None
-        if progress.get("key") == death.flight.key and len(runs) > 1:
-            index = min(int(progress.get("index", 0)), len(runs) - 1)
-        elif len(runs) == 1:
-            index = 0
-        message = f"the Dask worker running it died ({fc.value})"
-        events: list[tuple[Any, ...]] = []
-        for i, run in enumerate(runs):
-            if run.attempt_id in death.flight.dropped:
-                continue
-            if index is None:
-                ev = dict(evidence, group_size=len(runs), group_position="unknown")
-                events.append(_failure(run, fc.value, message, ev, peak, death.address))
-            elif i < index:
-                ev = dict(
-                    evidence,
-                    reason="finished, but its result died with its worker before it was sent",
-                )
-                events.append(
-                    _failure(
-                        run,
-                        FailureClass.KILLED.value,
-                        "its result was lost with its Dask worker",
-                        ev,
-                        None,
-                        death.address,
-                    )
-                )
-            elif i == index:
-                events.append(_failure(run, fc.value, message, evidence, peak, death.address))
-            else:
-                self.counters.requeued += 1
-                events.append(("requeue", run.attempt_id))
-        return events
-
-    def _events(self, topic: str) -> list[dict[str, Any]]:
-        try:
-            got = self.client.get_events(topic)
-        except Exception:
-            return []
-        return [msg for ts, msg in got if ts >= self._started - 1 and isinstance(msg, dict)]
-
-    # -- recycling --------------------------------------------------------------------
-
-    def _after_group(self, address: str, out: dict[str, Any]) -> None:
-        outcomes = out.get("outcomes") or []
-        n = self._tasks_on[address] = self._tasks_on.get(address, 0) + len(outcomes)
-        reason = None
-        limit = self.workers.get(address, {}).get("memory_limit")
-        rss, baseline = out.get("rss_after"), out.get("baseline")
-        if any(o.get("failure_class") == "memory_error" for o in outcomes):
-            reason = "memory_error"
-        elif (
-            limit
-            and rss is not None
-            and baseline is not None
-            and (rss - baseline > self.config.recycle_growth_fraction * limit)
-        ):
-            reason = "rss_growth"
-        elif self.config.max_tasks_per_worker and n >= self.config.max_tasks_per_worker:
-            reason = "max_tasks"
-        if reason is not None:
-            self._recycle(address, reason)
-
-    def _recycle(self, address: str, reason: str) -> None:
-        if address in self._restarting:
-            return
-        self._restarting.add(address)
-        self._tasks_on.pop(address, None)
-        self.recycles[reason] = self.recycles.get(reason, 0) + 1
-        log.info("restarting Dask worker %s (%s)", address, reason)
-        client = self.client
-
-        def restart() -> None:
-            try:
-                client.restart_workers([address], raise_for_error=False)
-            except Exception as err:
-                log.warning("cannot restart Dask worker %s: %s", address, err)
-
-        # Off the scheduler thread: a restart takes seconds, the loop must keep going.
-        threading.Thread(target=restart, name="oomguard-dask-restart", daemon=True).start()
 
     # -- killing ----------------------------------------------------------------------
 
@@ -732,65 +470,28 @@ class DaskExecutor:
         address = None
         if not flight.live():
             self.inflight.pop(flight.key, None)
-            address = self._processing_on(flight.key)
+            address = processing_on(self.client, flight.key)
             self.client.cancel([flight.future])
             if address:
-                self._recycle(address, reason)
+                self.recycler.recycle(self.client, address, reason)
         fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
         evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
         self.done.put(
-            _Ended(
-                _failure(run, fc.value, f"killed by oomguard ({reason})", evidence, None, address)
+            Ended(
+                failure_event(
+                    run, fc.value, f"killed by oomguard ({reason})", evidence, None, address
+                )
             )
         )
 
-    def _processing_on(self, key: str) -> str | None:
-        def where(dask_scheduler: Any, key: str) -> str | None:
-            ts = dask_scheduler.tasks.get(key)
-            ws = getattr(ts, "processing_on", None)
-            return None if ws is None else str(ws.address)
-
-        try:
-            got = self.client.run_on_scheduler(where, key=key)
-        except Exception:
-            return None
-        return None if got is None else str(got)
-
     def release(self, worker: Any) -> None:
         return None
-
-
-@dataclass
-class _Ended:
-    """An event to hand out at the next poll (queued beside finished futures)."""
-
-    event: tuple[Any, ...]
-    status: str = "ended"
-    key: str = ""
-
-
-def _failure(
-    run: Any,
-    fc: str,
-    message: str,
-    evidence: dict[str, Any],
-    peak: int | None,
-    address: str | None,
-) -> tuple[Any, ...]:
-    return ("outcome", run.attempt_id, False, None, fc, message, evidence, peak, address)
 
 
 def _item_bytes(item: dict[str, Any]) -> int:
     """The rough size of a call item's inputs (what it sends to the worker)."""
     size = len(item.get("payload") or b"") + len(item.get("params") or "")
     return size + sum(len(r) for r in item.get("results") or ())
-
-
-def _match(messages: list[dict[str, Any]], death: PendingDeath) -> dict[str, Any] | None:
-    for msg in reversed(messages):
-        if death.pid is not None and msg.get("pid") == death.pid:
-            return dict(msg)
-    return None
 
 
 __all__ = ["DaskExecutor", "DaskWorkerRef", "classify_dask_death"]

@@ -1,0 +1,74 @@
+"""What the Dask executor keeps about the work it has sent to the cluster.
+
+A :class:`Flight` is one Dask task: a group of attempts run one after another on one
+worker. :class:`DaskWorkerRef` is where an attempt ran, :class:`Counters` what the executor
+has seen so far, and :func:`failure_event` / :class:`Ended` the events a flight's attempts
+end in when they do not end with the worker's own outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DaskWorkerRef:
+    """Where an attempt ran, for the attempt's row (``name`` is the worker's address)."""
+
+    name: str | None = None
+    pid: int | None = None
+
+
+@dataclass
+class Flight:
+    """One Dask task: a group of attempts run one after another on one worker."""
+
+    runs: list[Any]
+    future: Any
+    limit: int
+    sent: float
+    #: attempts of the group already ended by :meth:`DaskExecutor.kill`
+    dropped: set[int] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        return str(self.future.key)
+
+    def live(self) -> list[Any]:
+        return [run for run in self.runs if run.attempt_id not in self.dropped]
+
+
+@dataclass
+class Counters:
+    submitted: int = 0
+    gathered: int = 0
+    worker_deaths: int = 0
+    requeued: int = 0
+    lost_before_gather: int = 0
+    #: the most attempts in flight at once (at most window x GROUP_MAX_ITEMS)
+    max_in_flight: int = 0
+    #: the most Dask futures in flight at once (at most the window)
+    max_futures_in_flight: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Ended:
+    """An event to hand out at the next poll (queued beside finished futures)."""
+
+    event: tuple[Any, ...]
+    status: str = "ended"
+    key: str = ""
+
+
+def failure_event(
+    run: Any,
+    fc: str,
+    message: str,
+    evidence: dict[str, Any],
+    peak: int | None,
+    address: str | None,
+) -> tuple[Any, ...]:
+    """The ``outcome`` event of ``run`` failed with class ``fc``."""
+    return ("outcome", run.attempt_id, False, None, fc, message, evidence, peak, address)
