@@ -21,7 +21,9 @@ from fixtures.fake_cgroup import (
 )
 from oomguard.errors import IsolationError
 from oomguard.oom import cgroup, cgroup_v1
-from oomguard.oom.cgroup import MemoryCgroup, classify_counters, detect_isolation
+from oomguard.oom.cgroup import MemoryCgroup, classify_counters
+from oomguard.oom.cgroup_detect import detect_isolation
+from oomguard.oom.cgroup_workers import WorkerCgroups
 
 MiB = 1024**2
 
@@ -154,7 +156,7 @@ def test_detect_v1_via_mountinfo_at_unusual_place_with_bind_root(
     assert plan.own_cgroup == own
     assert plan.own_limit_bytes == MiB
     assert plan.own_oom_group is None
-    workers = cgroup.WorkerCgroups.create(plan, proc_root=proc)
+    workers = WorkerCgroups.create(plan, proc_root=proc)
     w = workers.new_worker("worker-1", 64 * MiB)
     assert (w.path / "memory.limit_in_bytes").read_text() == str(64 * MiB)
     assert not (w.path / "memory.oom.group").exists()

@@ -19,13 +19,9 @@ from fixtures.fake_cgroup import (
 )
 from oomguard.errors import IsolationError
 from oomguard.oom import cgroup
-from oomguard.oom.cgroup import (
-    CgroupCounters,
-    MemoryCgroup,
-    WorkerCgroups,
-    classify_counters,
-    detect_isolation,
-)
+from oomguard.oom.cgroup import CgroupCounters, MemoryCgroup, classify_counters
+from oomguard.oom.cgroup_detect import detect_isolation
+from oomguard.oom.cgroup_workers import WorkerCgroups, remove_leftovers
 
 OWN = "/kubepods/pod1/ctr"
 GiB = 1024**3
@@ -192,7 +188,7 @@ def test_leftovers_of_dead_runs_are_removed(
     reused = write_files(own / "oomguard-4242-8", V2_FILES)  # pid 4242 now started at 7
     alive = write_files(own / "oomguard-4242-7", V2_FILES)
     other = write_files(own / "something-else", V2_FILES)
-    removed = cgroup.remove_leftovers(own, 2, proc_root=proc)
+    removed = remove_leftovers(own, 2, proc_root=proc)
     assert sorted(removed) == sorted([dead, reused])
     assert alive.exists() and other.exists()
 

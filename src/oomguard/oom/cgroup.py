@@ -1,13 +1,15 @@
-"""Memory cgroups for workers: detection, per-worker cgroups, counters (v1 and v2).
+"""One memory cgroup (v1 or v2): its limit, counters and processes; the cgroupfs calls.
 
-oomguard only ever creates cgroups *below the cgroup it runs in*, in a subtree named
-``<own>/oomguard-<pid>-<start_time>/worker-N``, and removes them when done. A crashed
-run's subtree is recognised by the ``(pid, start_time)`` in its name (pids are reused,
-the pair is not) and cleaned up by the next run.
+:class:`MemoryCgroup` is a memory cgroup oomguard manages (a worker's), and
+:class:`CgroupCounters` a snapshot of its counters (:func:`classify_counters` says from two
+of them whether its process was OOM-killed). Every module that creates or removes cgroups
+(:mod:`oomguard.oom.cgroup_detect` probes with one, :mod:`oomguard.oom.cgroup_workers`
+builds the workers' subtree) does it through this module's ``_mkdir``, ``_rmdir`` and
+``_write``, which the fake-tree tests replace.
 
-Every reader takes ``proc_root`` and ``cgroup_root`` so tests point it at fake trees.
-``cgroup_root`` stands for ``/sys/fs/cgroup``: cgroup mounts found in mountinfo below
-``/sys/fs/cgroup`` are looked up below ``cgroup_root`` instead.
+Detection (:func:`~oomguard.oom.cgroup_detect.detect_isolation`) and the worker subtree
+(:class:`~oomguard.oom.cgroup_workers.WorkerCgroups`) build on this module and live beside
+it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
-import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -24,23 +24,7 @@ from pathlib import Path
 
 from oomguard.errors import IsolationError
 from oomguard.oom import cgroup_v1, cgroup_v2
-from oomguard.oom.cgroupinfo import (
-    DEFAULT_CGROUP_ROOT,
-    locate_memory_cgroup,
-    memory_limit_of,
-    process_start_time,
-    read_int,
-    read_max,
-    read_pids,
-    read_text,
-    read_v1_limit,
-)
-
-#: The leaf a v2 scheduler moves itself into so its own cgroup has no processes and may
-#: enable the memory controller for its children (the "no internal processes" rule).
-SCHEDULER_LEAF = "oomguard-scheduler"
-
-_RUN_DIR_RE = re.compile(r"^oomguard-(?:probe-)?(?P<pid>[0-9]+)-(?P<start>[0-9]+)(?:-[0-9a-f]+)?$")
+from oomguard.oom.cgroupinfo import read_int, read_max, read_pids, read_text, read_v1_limit
 
 # Indirections the fake-tree tests replace: on cgroupfs, mkdir makes the kernel create
 # the control files and rmdir removes a directory that still lists them.
@@ -103,172 +87,6 @@ def _write(path: Path, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
-
-
-def _alive(pid: int, start: int, proc_root: Path) -> bool:
-    return process_start_time(pid, proc_root) == start
-
-
-# ----------------------------------------------------------------------- detection
-
-
-@dataclass(frozen=True)
-class IsolationPlan:
-    """How workers will be isolated on this machine, and why."""
-
-    mode: str  # "cgroup-v2" | "cgroup-v1" | "watchdog"
-    reason: str
-    own_cgroup: Path | None
-    own_limit_bytes: int | None
-    own_oom_group: bool | None
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, object]:
-        """The plan as a JSON-ready dict."""
-        return {
-            "mode": self.mode,
-            "reason": self.reason,
-            "own_cgroup": str(self.own_cgroup) if self.own_cgroup is not None else None,
-            "own_limit_bytes": self.own_limit_bytes,
-            "own_oom_group": self.own_oom_group,
-            "warnings": list(self.warnings),
-        }
-
-
-OOM_GROUP_WARNING = (
-    "a worker OOM will kill the whole container (Kubernetes >= 1.28 sets "
-    "memory.oom.group=1) because oomguard cannot create worker cgroups here: delegate a "
-    "writable cgroup v2 subtree to the container, or set the kubelet's "
-    "--singleProcessOOMKill=true (Kubernetes >= 1.32), or keep the memory budget well "
-    "below the container limit so the watchdog stops workers first"
-)
-OOM_GROUP_ANCESTOR_WARNING = (
-    "memory.oom.group=1 on oomguard's own cgroup: worker limits keep ordinary OOMs inside "
-    "each worker, but if the container limit itself is hit the kernel kills the whole "
-    "container, scheduler included; keep the memory budget below the container limit"
-)
-
-
-def _probe_writable(directory: Path, proc_root: Path) -> str | None:
-    """mkdir + rmdir a probe cgroup below ``directory``; ``None`` if that works, else why."""
-    me = os.getpid()
-    start = process_start_time(me, proc_root) or 0
-    probe = directory / f"oomguard-probe-{me}-{start}-{secrets.token_hex(4)}"
-    try:
-        _mkdir(probe)
-    except OSError as err:
-        return f"cannot create cgroups below {directory}: {err.strerror or err}"
-    try:
-        _rmdir(probe)
-    except OSError as err:
-        return f"created {probe} but cannot remove it: {err.strerror or err}"
-    return None
-
-
-def _watchdog(
-    reason: str,
-    directory: Path | None,
-    limit: int | None,
-    oom_group: bool | None,
-    warnings: list[str],
-) -> IsolationPlan:
-    if oom_group:
-        warnings.append(OOM_GROUP_WARNING)
-    return IsolationPlan("watchdog", reason, directory, limit, oom_group, tuple(warnings))
-
-
-def detect_isolation(
-    mode: str = "auto",
-    *,
-    proc_root: Path = Path("/proc"),
-    cgroup_root: Path = DEFAULT_CGROUP_ROOT,
-    pid: int | None = None,
-) -> IsolationPlan:
-    """Decide how workers will be isolated: cgroup v2, cgroup v1 or the RSS watchdog.
-
-    ``mode="auto"`` picks the first that works; ``"cgroup"`` raises
-    :class:`~oomguard.errors.IsolationError` when neither cgroup version works;
-    ``"watchdog"`` never touches cgroups (but still reports the own cgroup). Writability
-    is probed for real by creating and removing a cgroup below the own one.
-    """
-    if mode not in ("auto", "cgroup", "watchdog"):
-        raise IsolationError(
-            f"unknown isolation mode {mode!r} (use auto, cgroup or watchdog)", mode=mode
-        )
-    me = pid if pid is not None else os.getpid()
-    version, directory, top, found = locate_memory_cgroup(proc_root, cgroup_root, me)
-    warnings: list[str] = []
-    limit: int | None = None
-    oom_group: bool | None = None
-    if version is not None and directory is not None and top is not None:
-        limit = memory_limit_of(directory, top, version)
-        if version == 2:
-            value = read_int(directory / "memory.oom.group")
-            oom_group = None if value is None else value == 1
-    if mode == "watchdog":
-        return _watchdog("watchdog mode was asked for", directory, limit, oom_group, warnings)
-    if version is None or directory is None:
-        return _fail(mode, f"no memory cgroup: {found}", None, None, None, warnings)
-    problem = _probe_writable(directory, proc_root)
-    if problem is not None:
-        return _fail(
-            mode, f"no writable memory cgroup: {problem}", directory, limit, oom_group, warnings
-        )
-    if version == 1:
-        return IsolationPlan(
-            "cgroup-v1",
-            f"cgroup v1 memory hierarchy is writable at {directory}: each worker gets its own "
-            "memory cgroup below it",
-            directory,
-            limit,
-            None,
-            (),
-        )
-    # v2: children only get the memory controller if the own cgroup enables it in
-    # cgroup.subtree_control, which it may only do while it has no processes itself.
-    subtree = cgroup_v2.parse_controllers(read_text(directory / "cgroup.subtree_control") or "")
-    procs = read_pids(directory / "cgroup.procs")
-    is_root = directory == top
-    others = [p for p in procs if p != me]
-    if "memory" not in subtree and procs and not is_root:
-        if others:
-            shown = ", ".join(str(p) for p in others[:5]) + (" ..." if len(others) > 5 else "")
-            return _fail(
-                mode,
-                f"cgroup v2 at {directory} holds processes that are not oomguard's "
-                f"({shown}), so the memory controller cannot be enabled for worker cgroups "
-                "(no internal processes rule); run oomguard in its own delegated cgroup "
-                "(systemd-run --user --scope -p Delegate=yes ...)",
-                directory,
-                limit,
-                oom_group,
-                warnings,
-            )
-        reason = (
-            f"cgroup v2 memory controller is delegated at {directory}: oomguard moves itself "
-            f"to {SCHEDULER_LEAF}/ and gives each worker its own memory cgroup"
-        )
-    else:
-        reason = (
-            f"cgroup v2 memory controller is delegated at {directory}: each worker gets its "
-            "own memory cgroup below it"
-        )
-    if oom_group:
-        warnings.append(OOM_GROUP_ANCESTOR_WARNING)
-    return IsolationPlan("cgroup-v2", reason, directory, limit, oom_group, tuple(warnings))
-
-
-def _fail(
-    mode: str,
-    reason: str,
-    directory: Path | None,
-    limit: int | None,
-    oom_group: bool | None,
-    warnings: list[str],
-) -> IsolationPlan:
-    if mode == "cgroup":
-        raise IsolationError(reason, cgroup=str(directory) if directory else None)
-    return _watchdog(reason, directory, limit, oom_group, warnings)
 
 
 # ------------------------------------------------------------------ one memory cgroup
@@ -484,162 +302,3 @@ class MemoryCgroup:
                     ) from err
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-
-
-# ------------------------------------------------------------------ the worker subtree
-
-
-class WorkerCgroups:
-    """The subtree of oomguard worker cgroups below the own cgroup.
-
-    Layout: ``<own>/oomguard-<pid>-<start_time>/worker-N``.
-    """
-
-    def __init__(
-        self, plan: IsolationPlan, run_dir: Path, version: int, proc_root: Path = Path("/proc")
-    ) -> None:
-        self.plan = plan
-        self.run_dir = run_dir
-        self.version = version
-        self._proc_root = proc_root
-        self._workers: dict[str, MemoryCgroup] = {}
-
-    @classmethod
-    def create(
-        cls, plan: IsolationPlan, *, proc_root: Path = Path("/proc"), pid: int | None = None
-    ) -> WorkerCgroups:
-        """Create this run's subtree below ``plan.own_cgroup``.
-
-        First removes what crashed earlier runs left (``oomguard-<pid>-<start>`` whose
-        process is gone), killing the processes still in them. On v2, where the own
-        cgroup does not yet enable the memory controller for its children, oomguard's
-        own process (only ours; anything else is refused) moves into
-        ``<own>/oomguard-scheduler`` first, as delegated cgroups expect.
-        """
-        if plan.mode not in ("cgroup-v1", "cgroup-v2") or plan.own_cgroup is None:
-            raise IsolationError(
-                f"worker cgroups need a cgroup isolation plan, not {plan.mode!r}: {plan.reason}",
-                mode=plan.mode,
-            )
-        version = 2 if plan.mode == "cgroup-v2" else 1
-        own = plan.own_cgroup
-        me = pid if pid is not None else os.getpid()
-        start = process_start_time(me, proc_root)
-        if start is None:
-            raise IsolationError(f"cannot read the start time of process {me}", pid=me)
-        remove_leftovers(own, version, proc_root=proc_root)
-        run_dir = own / f"oomguard-{me}-{start}"
-        try:
-            if version == 2:
-                _enable_memory_v2(own, me)
-            with contextlib.suppress(FileExistsError):
-                _mkdir(run_dir)
-            if version == 2:
-                _write(run_dir / "cgroup.subtree_control", "+memory")
-        except OSError as err:
-            raise IsolationError(
-                f"cannot create worker cgroups below {own}: {err.strerror or err}",
-                cgroup=str(own),
-            ) from err
-        return cls(plan, run_dir, version, proc_root)
-
-    def new_worker(self, name: str, limit_bytes: int | None) -> MemoryCgroup:
-        """Create (or reuse) the worker cgroup ``name`` with the given memory limit.
-
-        On v2 ``memory.oom.group`` is set to 1, so the OOM killer takes a worker and all
-        its children together instead of leaving half a worker behind.
-        """
-        if not name or "/" in name or name in (".", "..") or "\n" in name:
-            raise IsolationError(f"invalid worker cgroup name {name!r}", name=name)
-        cgroup = MemoryCgroup(self.run_dir / name, self.version)
-        try:
-            with contextlib.suppress(FileExistsError):
-                _mkdir(cgroup.path)
-            if self.version == 2:
-                _write(cgroup.path / "memory.oom.group", "1")
-        except OSError as err:
-            raise IsolationError(
-                f"cannot create worker cgroup {cgroup.path}: {err.strerror or err}",
-                cgroup=str(cgroup.path),
-            ) from err
-        cgroup.set_limit(limit_bytes)
-        self._workers[name] = cgroup
-        return cgroup
-
-    def remove_all(self) -> None:
-        """Kill what is left in the worker cgroups and remove them and the run's subtree.
-
-        Tries everything, then raises the first :class:`IsolationError` if something
-        could not be removed.
-        """
-        first: IsolationError | None = None
-        for cgroup in [*self._workers.values(), *_subdirs(self.run_dir, self.version)]:
-            try:
-                cgroup.kill_all()
-                cgroup.remove()
-            except IsolationError as err:
-                first = first or err
-        self._workers.clear()
-        try:
-            MemoryCgroup(self.run_dir, self.version).remove()
-        except IsolationError as err:
-            first = first or err
-        if first is not None:
-            raise first
-
-
-def _subdirs(directory: Path, version: int) -> list[MemoryCgroup]:
-    try:
-        return [MemoryCgroup(p, version) for p in sorted(directory.iterdir()) if p.is_dir()]
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _enable_memory_v2(own: Path, me: int) -> None:
-    subtree = cgroup_v2.parse_controllers(read_text(own / "cgroup.subtree_control") or "")
-    if "memory" in subtree:
-        return
-    procs = read_pids(own / "cgroup.procs")
-    others = [p for p in procs if p != me]
-    if others:
-        raise IsolationError(
-            f"cannot enable the memory controller below {own}: it holds processes that "
-            f"are not oomguard's ({', '.join(map(str, others[:5]))})",
-            cgroup=str(own),
-        )
-    if me in procs:
-        leaf = own / SCHEDULER_LEAF
-        with contextlib.suppress(FileExistsError):
-            _mkdir(leaf)
-        _write(leaf / "cgroup.procs", str(me))
-    _write(own / "cgroup.subtree_control", "+memory")
-
-
-def remove_leftovers(own: Path, version: int, *, proc_root: Path = Path("/proc")) -> list[Path]:
-    """Remove ``oomguard-<pid>-<start>`` subtrees whose process no longer exists.
-
-    Processes still in them (orphaned workers of a crashed run) are killed first.
-    Returns the directories removed; ones that cannot be removed are left alone.
-    """
-    removed: list[Path] = []
-    try:
-        entries = sorted(own.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _RUN_DIR_RE.match(entry.name)
-        if match is None or not entry.is_dir():
-            continue
-        if _alive(int(match["pid"]), int(match["start"]), proc_root):
-            continue
-        try:
-            for child in _subdirs(entry, version):
-                child.kill_all()
-                child.remove()
-            run = MemoryCgroup(entry, version)
-            run.kill_all()
-            run.remove()
-        except IsolationError:
-            continue
-        removed.append(entry)
-    return removed

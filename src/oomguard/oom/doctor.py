@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oomguard.oom import cgroup_v2
-from oomguard.oom.cgroup import IsolationPlan, detect_isolation
+from oomguard.oom.cgroup_detect import IsolationPlan, detect_isolation
 from oomguard.oom.cgroupinfo import DEFAULT_CGROUP_ROOT, meminfo, read_int, read_text
 from oomguard.units import format_size
 

@@ -72,7 +72,7 @@ class Scheduler(AttemptOutcomes):
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        from oomguard.oom.cgroup import detect_isolation
+        from oomguard.oom.cgroup_detect import detect_isolation
         from oomguard.oom.watch import KernelLogWatch
 
         config = self.config

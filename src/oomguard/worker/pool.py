@@ -79,7 +79,7 @@ class WorkerPool:
         self.cgroups: Any = None
         self.watchdog = config.isolation.mode == "watchdog"
         if not self.watchdog:
-            from oomguard.oom.cgroup import WorkerCgroups
+            from oomguard.oom.cgroup_workers import WorkerCgroups
 
             self.cgroups = WorkerCgroups.create(config.isolation)
         self.recycles: dict[str, int] = {}
