@@ -70,7 +70,7 @@ class RunnerConfig:
     #: a Parquet part holds at most this many rows ...
     part_rows: int = 10000
     #: ... and about this many bytes of results (it is built in memory before it is written)
-    part_bytes: int = 64 * 1024**2
+    part_bytes: int = 32 * 1024**2
     #: a stored result waits at most about this long for its Parquet part (seconds)
     part_max_delay: float = 10.0
     part_interval: float = 0.5

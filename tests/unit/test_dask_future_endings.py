@@ -62,3 +62,43 @@ def test_a_future_that_raised_is_an_error_with_the_exception() -> None:
 def test_a_cancelled_future_requeues_its_attempts() -> None:
     events, _ = _ended("cancelled")
     assert events == [("requeue", 1), ("requeue", 2)]
+
+
+class RecordingClient:
+    """Takes submissions and never finishes them: what is in flight stays in flight."""
+
+    def __init__(self) -> None:
+        self.submitted: list[list[dict[str, Any]]] = []
+
+    def submit(self, fn: Any, items: list[dict[str, Any]], key: str, **kwargs: Any) -> Any:
+        self.submitted.append(items)
+        future = EndedFuture("pending")
+        future.key = key
+        future.add_done_callback = lambda callback: None  # type: ignore[attr-defined]
+        return future
+
+
+def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import oomguard.executors.dask as dask_executor
+
+    reads: list[int] = []
+
+    def call_item(run: Any, store: Any) -> dict[str, Any]:
+        reads.append(run.attempt_id)  # an aggregation's inputs: 5 MiB of results
+        return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
+
+    monkeypatch.setattr(dask_executor, "call_item", call_item)
+    ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
+    ex.client = RecordingClient()
+    ex.workers = {"tcp://w1": {"nthreads": 1}}  # a window of 4 Dask tasks
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(64)]
+    ex.submit(runs, SimpleNamespace(store=None))
+    # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
+    # and nothing read for the rest but the one that did not fit the last group.
+    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [
+        [0, 1, 2], [3, 4, 5], [6, 7], [8, 9, 10],
+    ]
+    assert reads == list(range(12))  # each read once: 11 waits with its item
+    assert sum(len(runs) for runs, _, _ in ex.backlog) == 64 - 11

@@ -76,7 +76,7 @@ WINDOW_PER_THREAD = 4
 #: (their results wait in the worker's memory until the last of them finishes)
 GROUP_MAX_ITEMS = 8
 #: and of at most this many bytes of inputs (aggregations carry their replicates' results)
-GROUP_MAX_BYTES = 64 * 1024 * 1024
+GROUP_MAX_BYTES = 16 * 1024 * 1024
 
 
 class DaskExecutor:
@@ -95,7 +95,8 @@ class DaskExecutor:
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
-        self.backlog: deque[tuple[list[Any], list[dict[str, Any]], int]] = deque()
+        #: groups of attempts waiting to be sent: (runs, limit, the first one's item if read)
+        self.backlog: deque[tuple[list[Any], int, dict[str, Any] | None]] = deque()
         self.window_per_thread = int(
             getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
         )
@@ -195,28 +196,39 @@ class DaskExecutor:
         self._store = scheduler.store
         # A group shares its first attempt's admission (the others were claimed with 0).
         limit = max(run.limit for run in group) or group[0].limit
-        runs: list[Any] = []
-        items: list[dict[str, Any]] = []
-        size = 0
         for run in group:
             run.worker = DaskWorkerRef()
-            item = call_item(run, scheduler.store)
+        # Inputs are read from the store only when a group is sent (_send): a wave of
+        # aggregations made ready at once must not all hold their inputs in memory here.
+        for start in range(0, len(group), GROUP_MAX_ITEMS):
+            self.backlog.append((group[start : start + GROUP_MAX_ITEMS], limit, None))
+        self._send()
+
+    def _items(
+        self, runs: list[Any], limit: int, first: dict[str, Any] | None
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Call items for the first of ``runs`` up to :data:`GROUP_MAX_BYTES` of inputs (at
+        least one; ``first`` is the first one's, when already read). The runs left over go
+        back to the front of the backlog with the item that did not fit."""
+        items: list[dict[str, Any]] = []
+        size = 0
+        for i, run in enumerate(runs):
+            item = first if i == 0 and first is not None else call_item(run, self._store)
             item_size = _item_bytes(item)
-            if runs and (len(runs) >= GROUP_MAX_ITEMS or size + item_size > GROUP_MAX_BYTES):
-                self.backlog.append((runs, items, limit))
-                runs, items, size = [], [], 0
-            runs.append(run)
+            if items and size + item_size > GROUP_MAX_BYTES:
+                self.backlog.appendleft((runs[i:], limit, item))
+                return runs[:i], items
             items.append(item)
             size += item_size
-        self.backlog.append((runs, items, limit))
-        self._send()
+        return runs, items
 
     def _send(self) -> None:
         from oomguard.executors.dask_plugin import run_calls
 
         window = self.window
         while self.backlog and len(self.inflight) < window:
-            runs, items, limit = self.backlog.popleft()
+            runs, limit, first = self.backlog.popleft()
+            runs, items = self._items(runs, limit, first)
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}

@@ -147,7 +147,7 @@ class PartPolicy:
     """
 
     rows: int = 10_000
-    bytes: int = 64 * 1024**2
+    bytes: int = 32 * 1024**2
     max_delay: float = 10.0
 
     @classmethod
