@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.options import env, json_option
+from oomguard.cli.options import env, json_option, started_server_options, token_option
 from oomguard.errors import BackpressureError, OomguardError
 
 
@@ -230,7 +230,7 @@ def run_bench(
     **env("SERVER"),
     help="server to load [default: start one on a free loopback port]",
 )
-@click.option("--token-file", type=click.Path(dir_okay=False), default=None, **env("TOKEN_FILE"))
+@token_option()
 @click.option("--task", default="oomguard.examples:noop", show_default=True, **env("TASK"))
 @click.option(
     "--tasks",
@@ -265,28 +265,7 @@ def run_bench(
     **env("BENCH_TIMEOUT"),
     help="seconds after which the bench stops by itself",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    **env("WORKERS"),
-    help="workers of the started server",
-)
-@click.option(
-    "--max-pending-tasks",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    **env("MAX_PENDING_TASKS"),
-    help="of the started server",
-)
-@click.option(
-    "--scheduler-memory-limit",
-    default=None,
-    metavar="SIZE",
-    **env("SCHEDULER_MEMORY_LIMIT"),
-    help="of the started server",
-)
+@started_server_options
 @json_option("Print one JSON object.")
 def bench(
     server: str | None,

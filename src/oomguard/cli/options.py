@@ -35,3 +35,59 @@ def store_option(f: F) -> F:
 def json_option(help: str = "Print JSON.", name: str = "JSON") -> Callable[[F], F]:
     """``--json`` (into the parameter ``as_json``), with the envvar ``OOMGUARD_<name>``."""
     return click.option("--json", "as_json", is_flag=True, help=help, **env(name))
+
+
+def token_option(help: str = "file holding the server's bearer token") -> Callable[[F], F]:
+    """``--token-file``: the bearer token a server requires (or, for ``serve``, checks)."""
+    return click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=help,
+        **env("TOKEN_FILE"),
+    )
+
+
+def _server_options(workers_help: str, pending_help: str, memory_help: str) -> Callable[[F], F]:
+    """``--workers``, ``--max-pending-tasks``, ``--scheduler-memory-limit`` of a server
+    (``serve`` runs one; ``bench`` starts one)."""
+
+    def decorate(f: F) -> F:
+        f = click.option(
+            "--scheduler-memory-limit",
+            default=None,
+            metavar="SIZE",
+            help=memory_help,
+            **env("SCHEDULER_MEMORY_LIMIT"),
+        )(f)
+        f = click.option(
+            "--max-pending-tasks",
+            type=click.IntRange(min=1),
+            default=100_000,
+            show_default=True,
+            help=pending_help,
+            **env("MAX_PENDING_TASKS"),
+        )(f)
+        return click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help=workers_help,
+            **env("WORKERS"),
+        )(f)
+
+    return decorate
+
+
+#: for ``oomguard serve``
+server_options = _server_options(
+    "worker processes [default: CPU count]",
+    "accepted-but-unfinished tasks over which submissions get 429 queue_full",
+    "the server's own memory limit [default: half the container limit, or 1GiB]",
+)
+#: for ``oomguard bench``, passed on to the server it starts
+started_server_options = _server_options(
+    "workers of the started server",
+    "--max-pending-tasks of the started server",
+    "--scheduler-memory-limit of the started server",
+)

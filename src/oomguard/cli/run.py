@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.options import json_option, size, store_option
+from oomguard.cli.options import json_option, size, store_option, token_option
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -331,13 +331,7 @@ def open_store(store: str) -> Any:
     show_envvar=True,
     help="Ask an `oomguard serve` at this URL instead of a store file.",
 )
-@click.option(
-    "--token-file",
-    default=None,
-    envvar="OOMGUARD_TOKEN_FILE",
-    show_envvar=True,
-    help="Bearer token for --server.",
-)
+@token_option("file holding the bearer token of --server")
 @click.option(
     "--failures",
     "show_failures",

@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.options import env, json_option
+from oomguard.cli.options import (
+    env,
+    json_option,
+    server_options,
+    store_option,
+    token_option,
+)
 from oomguard.errors import ConfigError, OomguardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,13 +106,6 @@ server_option = click.option(
     help="URL of an oomguard serve server",
     **env("SERVER"),
 )
-token_option = click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="file holding the server's bearer token",
-    **env("TOKEN_FILE"),
-)
 retries_option = click.option(
     "--retries",
     type=click.IntRange(min=0),
@@ -118,13 +117,7 @@ retries_option = click.option(
 
 
 @click.command()
-@click.option(
-    "--store",
-    default="oomguard.sqlite",
-    show_default=True,
-    **env("STORE"),
-    help="the SQLite store file",
-)
+@store_option
 @click.option(
     "--listen",
     default=DEFAULT_LISTEN,
@@ -132,13 +125,7 @@ retries_option = click.option(
     **env("LISTEN"),
     help="HOST:PORT to serve on; an address other than loopback needs --token-file",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    **env("WORKERS"),
-    help="worker processes [default: CPU count]",
-)
+@server_options
 @click.option(
     "--tasks-module",
     "tasks_modules",
@@ -146,28 +133,7 @@ retries_option = click.option(
     **env("TASKS_MODULE"),
     help="module whose functions may be submitted (repeat) [default: oomguard.examples]",
 )
-@click.option(
-    "--token-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    **env("TOKEN_FILE"),
-    help="file holding the bearer token every request must send",
-)
-@click.option(
-    "--max-pending-tasks",
-    type=click.IntRange(min=1),
-    default=100_000,
-    show_default=True,
-    **env("MAX_PENDING_TASKS"),
-    help="accepted-but-unfinished tasks over which submissions get 429 queue_full",
-)
-@click.option(
-    "--scheduler-memory-limit",
-    default=None,
-    metavar="SIZE",
-    **env("SCHEDULER_MEMORY_LIMIT"),
-    help="the server's own memory limit [default: half the container limit, or 1GiB]",
-)
+@token_option("file holding the bearer token every request must send")
 @click.option(
     "--namespace-quota",
     "namespace_quotas",
@@ -282,7 +248,7 @@ def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
     help="keyword arguments as a JSON object",
 )
 @click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
-@token_option
+@token_option()
 @retries_option
 @json_option()
 @_client_errors
@@ -331,7 +297,7 @@ def submit(
     help="keyword arguments of every task, as a JSON object",
 )
 @click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
-@token_option
+@token_option()
 @retries_option
 @json_option()
 @_client_errors
@@ -368,7 +334,7 @@ def profile() -> None:
 
 @profile.command("heap")
 @server_option
-@token_option
+@token_option()
 @click.option("--limit", type=click.IntRange(1, 500), default=25, show_default=True, **env("LIMIT"))
 @json_option()
 @_client_errors
