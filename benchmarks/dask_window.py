@@ -121,125 +121,128 @@ def cluster(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
     return local_cluster(args.workers, args.memory_limit)
 
 
+class Trial:
+    """One side of the comparison: a fresh LocalCluster, its client, the RSS sampler, the
+    marker directory that counts executions, and the thread that kills one worker."""
+
+    def __init__(self, args: argparse.Namespace, markers: Path) -> None:
+        self.args = args
+        self.markers = markers
+        self.n_tasks = args.params * args.replicates
+        self.killed: list[int] = []
+
+    def __enter__(self) -> Trial:
+        from distributed import Client
+
+        self.markers.mkdir()
+        self.address, self._close = cluster(self.args)
+        try:
+            self.client = Client(self.address, set_as_default=False)
+            self.sampler = Sampler(self.client).__enter__()
+        except BaseException:
+            self._close()
+            raise
+        at = int(self.n_tasks * self.args.kill_at)
+        threading.Thread(
+            target=killer(self.markers, at, self.sampler, self.killed), daemon=True
+        ).start()
+        self.t0 = time.monotonic()
+        return self
+
+    def row(self, **fields: Any) -> dict[str, Any]:
+        """The measurements every side reports, then ``fields``."""
+        executions = sum(1 for _ in os.scandir(self.markers))
+        return {
+            "wall_s": round(time.monotonic() - self.t0, 2),
+            "peak_worker_rss_mib": self.sampler.peak // MIB,
+            "client_rss_growth_mib": self.sampler.own_peak // MIB,
+            "executions": executions,
+            "recomputed": executions - self.n_tasks,
+            **fields,
+            "killed_pid": self.killed,
+        }
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.sampler.__exit__()
+            self.client.close()
+        finally:
+            self._close()
+
+
 def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from distributed import Client
+    with Trial(args, work / "plain-markers") as trial:
+        client = trial.client
+        sims = {}
+        aggs = []
+        for i in range(args.params):
+            reps = [
+                client.submit(
+                    sim, i, str(trial.markers), args.result_mib, args.seconds, replicate=r,
+                    pure=False,
+                )
+                for r in range(args.replicates)
+            ]
+            sims[i] = reps
+            aggs.append(client.submit(agg_plain, i, *reps, pure=False))
+        # The story's pattern: every future held until the whole job is gathered.
+        futures = [f for reps in sims.values() for f in reps]
+        # Workers that cannot hold every result are restarted by their nannies and
+        # recompute, over and over: give up after --plain-timeout and report that.
+        # Gathering ~10 GiB into the client can start the same loop again: the whole
+        # wait-and-gather gets the deadline (a thread; the cluster's close ends it).
+        got: dict[str, Any] = {}
 
-    markers = work / "plain-markers"
-    markers.mkdir()
-    address, close = cluster(args)
-    try:
-        with Client(address, set_as_default=False) as client, Sampler(client) as sampler:
-            killed: list[int] = []
-            n_tasks = args.params * args.replicates
-            threading.Thread(
-                target=killer(markers, int(n_tasks * args.kill_at), sampler, killed), daemon=True
-            ).start()
-            t0 = time.monotonic()
-            sims = {}
-            aggs = []
-            for i in range(args.params):
-                reps = [
-                    client.submit(
-                        sim, i, str(markers), args.result_mib, args.seconds, replicate=r, pure=False
-                    )
-                    for r in range(args.replicates)
-                ]
-                sims[i] = reps
-                aggs.append(client.submit(agg_plain, i, *reps, pure=False))
-            # The story's pattern: every future held until the whole job is gathered.
-            futures = [f for reps in sims.values() for f in reps]
-            # Workers that cannot hold every result are restarted by their nannies and
-            # recompute, over and over: give up after --plain-timeout and report that.
-            # Gathering ~10 GiB into the client can start the same loop again: the whole
-            # wait-and-gather gets the deadline (a thread; the cluster's close ends it).
-            got: dict[str, Any] = {}
+        def gather() -> None:
+            results = client.gather(futures, errors="skip")
+            got["aggs_ok"] = len(client.gather(aggs, errors="skip"))
+            got["ok"] = sum(1 for r in results if isinstance(r, dict))
 
-            def gather() -> None:
-                results = client.gather(futures, errors="skip")
-                got["aggs_ok"] = len(client.gather(aggs, errors="skip"))
-                got["ok"] = sum(1 for r in results if isinstance(r, dict))
-
-            gatherer = threading.Thread(target=gather, daemon=True)
-            gatherer.start()
-            gatherer.join(args.plain_timeout)
-            timed_out = "ok" not in got
-            if timed_out:
-                ok = sum(1 for f in futures if f.status == "finished")
-                aggs_ok = sum(1 for f in aggs if f.status == "finished")
-            else:
-                ok, aggs_ok = got["ok"], got["aggs_ok"]
-            wall = time.monotonic() - t0
-            executions = sum(1 for _ in os.scandir(markers))
-            return {
-                "timed_out": timed_out,
-                "wall_s": round(wall, 2),
-                "peak_worker_rss_mib": sampler.peak // MIB,
-                "client_rss_growth_mib": sampler.own_peak // MIB,
-                "executions": executions,
-                "recomputed": executions - n_tasks,
-                "tasks_ok": ok,
-                "aggregations_ok": aggs_ok,
-                "killed_pid": killed,
-            }
-    finally:
-        close()
+        gatherer = threading.Thread(target=gather, daemon=True)
+        gatherer.start()
+        gatherer.join(args.plain_timeout)
+        timed_out = "ok" not in got
+        if timed_out:
+            ok = sum(1 for f in futures if f.status == "finished")
+            aggs_ok = sum(1 for f in aggs if f.status == "finished")
+        else:
+            ok, aggs_ok = got["ok"], got["aggs_ok"]
+        return {"timed_out": timed_out, **trial.row(tasks_ok=ok, aggregations_ok=aggs_ok)}
 
 
 def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from distributed import Client
-
     import oomguard
 
-    markers = work / "og-markers"
-    markers.mkdir()
-    address, close = cluster(args)
-    try:
-        with Client(address, set_as_default=False) as client, Sampler(client) as sampler:
-            killed: list[int] = []
-            n_tasks = args.params * args.replicates
-            threading.Thread(
-                target=killer(markers, int(n_tasks * args.kill_at), sampler, killed), daemon=True
-            ).start()
-            t0 = time.monotonic()
-            params = (
-                {
-                    "i": i,
-                    "marker_dir": str(markers),
-                    "result_mib": args.result_mib,
-                    "seconds": args.seconds,
-                }
-                for i in range(args.params)
-            )
-            with oomguard.Runner(
-                store=str(work / "og.sqlite"),
-                workers=args.workers,
-                executor="dask",
-                dask_address=address,
-            ) as runner:
-                job = runner.sweep(
-                    sim, params, replicates=args.replicates, aggregate=agg, out=str(work / "out")
-                )
-                status = job.wait(progress=False)
-                ex = runner.scheduler.executor
-                counters = ex.counters
-                wall = time.monotonic() - t0
-            executions = sum(1 for _ in os.scandir(markers))
-            return {
-                "wall_s": round(wall, 2),
-                "peak_worker_rss_mib": sampler.peak // MIB,
-                "client_rss_growth_mib": sampler.own_peak // MIB,
-                "executions": executions,
-                "recomputed": executions - n_tasks,
-                "tasks_ok": status["counts"]["succeeded"] - args.params,
-                "aggregations_ok": args.params if status["state"] == "succeeded" else None,
-                "failed_attempts": status["failures_by_class"],
-                "max_in_flight": counters.max_in_flight,
-                "max_futures_in_flight": counters.max_futures_in_flight,
-                "recycles": ex.recycles,
-                "killed_pid": killed,
+    with Trial(args, work / "og-markers") as trial:
+        params = (
+            {
+                "i": i,
+                "marker_dir": str(trial.markers),
+                "result_mib": args.result_mib,
+                "seconds": args.seconds,
             }
-    finally:
-        close()
+            for i in range(args.params)
+        )
+        with oomguard.Runner(
+            store=str(work / "og.sqlite"),
+            workers=args.workers,
+            executor="dask",
+            dask_address=trial.address,
+        ) as runner:
+            job = runner.sweep(
+                sim, params, replicates=args.replicates, aggregate=agg, out=str(work / "out")
+            )
+            status = job.wait(progress=False)
+            ex = runner.scheduler.executor
+            row = trial.row(
+                tasks_ok=status["counts"]["succeeded"] - args.params,
+                aggregations_ok=args.params if status["state"] == "succeeded" else None,
+                failed_attempts=status["failures_by_class"],
+                max_in_flight=ex.counters.max_in_flight,
+                max_futures_in_flight=ex.counters.max_futures_in_flight,
+                recycles=ex.recycles,
+            )
+        return row
 
 
 def main(argv: list[str] | None = None) -> int:
