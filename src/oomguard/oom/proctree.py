@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from oomguard.oom.cgroupinfo import read_int
+
 __all__ = ["ProcInfo", "build_tree", "likely_victims", "read_process", "walk_tree"]
 
 #: oom_score_adj that exempts a process from the OOM killer.
@@ -69,13 +71,6 @@ class ProcInfo:
         }
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
 def parse_stat(text: str) -> tuple[str, int, int, int]:
     """Return ``(comm, ppid, flags, start_time)`` from a ``/proc/PID/stat`` line.
 
@@ -129,8 +124,8 @@ def read_process(pid: int, proc_root: str | Path = "/proc") -> ProcInfo | None:
         ppid=ppid,
         start_time=start_time,
         comm=comm,
-        oom_score=_read_int(base / "oom_score"),
-        oom_score_adj=_read_int(base / "oom_score_adj"),
+        oom_score=read_int(base / "oom_score"),
+        oom_score_adj=read_int(base / "oom_score_adj"),
         rss_bytes=rss_bytes,
         memcg=memcg,
         cmdline=cmdline,
