@@ -57,6 +57,8 @@ class RunnerConfig:
     task_timeout: float | None = None
     #: retries after a worker death with no OOM evidence (killed, crashed, lost)
     death_retries: int = 3
+    #: attempts of a task that may end 'lost' before it fails as lost
+    lost_retries: int = 5
     retry_backoff: float = 0.5
     retry_backoff_max: float = 60.0
     #: in-memory window of tasks taken from the store
@@ -95,6 +97,8 @@ class RunnerConfig:
             raise ConfigError("max tasks per worker must be >= 0 (0: no limit)")
         if not -1000 <= self.worker_oom_score_adj <= 1000:
             raise ConfigError("worker oom_score_adj must be between -1000 and 1000")
+        if self.lost_retries < 0:
+            raise ConfigError(f"lost retries must be at least 0, not {self.lost_retries}")
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigError("the task timeout must be more than 0 seconds")
         for name in ("worker_memory", "memory_budget", "task_memory"):

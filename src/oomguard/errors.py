@@ -15,11 +15,15 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     ├── StoreError               the store cannot be used
     │   ├── NotAStoreError       the file is not an oomguard store
     │   ├── SchemaTooNewError    the store was written by a newer oomguard
-    │   └── StoreBusyError       another live scheduler owns the store
+    │   ├── StoreBusyError       another live scheduler owns the store
+    │   └── BlobMissingError     a blob file a row refers to is gone (deleted by hand)
+    ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
+    │                            attempt fails as ``error``, the loop goes on
     ├── JobNotFoundError         no job with that id
     ├── JobActiveError           the job still has work in flight (forget refuses)
     ├── OutputError              the output directory cannot be used
     ├── IsolationError           memory isolation asked for cannot be had here
+    │   └── WorkerSpawnError     worker processes cannot be started (EMFILE, ENOMEM, ...)
     ├── KernelLogUnavailable     the kernel log cannot be read
     ├── BackpressureError        a submission was refused to protect the scheduler
     │                            (code: queue_full, namespace_quota,
@@ -87,6 +91,14 @@ class StoreBusyError(StoreError):
     """Another live scheduler holds the store."""
 
 
+class BlobMissingError(StoreError):
+    """A blob file that a row refers to is missing (``name``, ``path``)."""
+
+
+class TaskInputError(OomguardError):
+    """A task's inputs (params, payload, its replicates' results) cannot be read."""
+
+
 class JobNotFoundError(OomguardError):
     """No job with the given id exists in the store."""
 
@@ -101,6 +113,10 @@ class OutputError(OomguardError):
 
 class IsolationError(OomguardError):
     """The memory isolation asked for is not available on this machine."""
+
+
+class WorkerSpawnError(IsolationError):
+    """Worker processes could not be started, several times in a row (``tries``)."""
 
 
 class KernelLogUnavailable(OomguardError):

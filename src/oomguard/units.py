@@ -106,3 +106,16 @@ def parse_duration(text: str) -> float:
             value=text,
         )
     return total
+
+
+def safe_text(text: str) -> str:
+    """``text`` as it can be encoded in UTF-8: lone surrogates become ``\\udXXX`` escapes.
+
+    Text from tasks (error messages, results) may hold lone surrogates (decoded with
+    ``surrogateescape``, or built by hand); SQLite and Parquet store UTF-8 only.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -15,6 +15,7 @@ key (``result.KEY`` where a key collides with a parameter); a scalar (``int``, `
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import tempfile
@@ -24,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from oomguard.errors import OutputError
+from oomguard.errors import BlobMissingError, OutputError
+from oomguard.units import safe_text
+
+log = logging.getLogger("oomguard.results")
 
 _SCALARS = (int, float, str, bool, type(None))
 KIND_DIR = {"task": "tasks", "aggregate": "aggregates"}
@@ -47,27 +51,47 @@ def result_row(
     task_id: int,
     grp: int,
     replicate: int | None,
-    params: str | None,
+    params: str | BlobMissingError | None,
     attempts: int,
-    value: bytes | None,
+    value: bytes | BlobMissingError | None,
     with_replicate: bool,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"task_id": task_id, "group": grp}
-    p = json.loads(params) if params else {}
-    if isinstance(p, dict):
-        row.update(p)
+    if isinstance(params, BlobMissingError):
+        row["params_error"] = str(params)
+    else:
+        p = json.loads(params) if params else {}
+        if isinstance(p, dict):
+            row.update(p)
     if with_replicate:
         row["replicate"] = replicate
     row["attempts"] = attempts
-    result = pickle.loads(value) if value is not None else None
+    if isinstance(value, BlobMissingError):
+        row["result_error"] = str(value)
+        return row
+    try:
+        result = pickle.loads(value) if value is not None else None
+    except Exception as err:
+        # Its class cannot be imported here (a task file's own class, say): the row keeps
+        # the pickled bytes as they were stored, for a reader that can import it.
+        row["result_pickle"] = value
+        row["result_error"] = f"result cannot be unpickled here: {type(err).__name__}: {err}"
+        return row
     if isinstance(result, dict) and all(isinstance(k, str) for k in result):
         for key, val in result.items():
-            row[f"result.{key}" if key in row else key] = val
+            row[f"result.{key}" if key in row else key] = _utf8(val)
     elif isinstance(result, _SCALARS):
-        row["result"] = result
+        row["result"] = _utf8(result)
     else:
         row["result_pickle"] = pickle.dumps(result)
     return row
+
+
+def _utf8(value: Any) -> Any:
+    """A string Parquet can hold: lone surrogates (which UTF-8 cannot encode) escaped."""
+    if isinstance(value, str):
+        return safe_text(value)
+    return value
 
 
 def rows_to_table(rows: list[dict[str, Any]]) -> Any:
@@ -85,7 +109,13 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
     for key, col in columns.items():
         try:
             arrays[key] = pa.array(col)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            pa.ArrowNotImplementedError,
+            OverflowError,
+            UnicodeEncodeError,
+        ):
             arrays[key] = pa.array(
                 [None if v is None else pickle.dumps(v) for v in col], type=pa.binary()
             )
@@ -166,18 +196,29 @@ def write_pending_parts(
     final: bool,
     jobs: Iterable[str] | None = None,
     waiting: dict[tuple[str, str], float] | None = None,
+    errors: dict[str, str] | None = None,
 ) -> int:
     """Write the part files that are due; return how many were written.
 
     ``waiting`` remembers, between calls, since when rows of a job and kind have waited
     (for ``policy.max_delay``); without it, rows never wait on time alone.
+
+    A job whose part cannot be written (a full disk, an output directory made read-only)
+    is logged and said in ``errors`` (job id → message, cleared when it succeeds); the
+    other jobs' parts are still written. Its rows stay assigned or unassigned in the
+    store, so a later pass, or the next scheduler, writes them.
     """
     written = 0
+    failed: set[str] = set()
     for job_id, kind, n, out in store.db.execute(
         "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
     ).fetchall():
-        _write_part(store, job_id, kind, n, out)
-        written += 1
+        try:
+            _write_part(store, job_id, kind, n, out)
+            written += 1
+        except Exception as err:
+            failed.add(job_id)
+            _part_failed(errors, job_id, out, err)
     outs = {}
     if jobs is None:
         rows = store.db.execute("SELECT id, spec FROM jobs").fetchall()
@@ -190,28 +231,54 @@ def write_pending_parts(
         ]
     for job_id, spec in rows:
         out = json.loads(spec).get("out")
-        if out:
+        if out and job_id not in failed:
             outs[job_id] = out
-    pending: list[tuple[str, str, int, int]] = []
-    for job_id in outs:
-        pending.extend(
-            (job_id, kind, int(count), int(size))
-            for kind, count, size in store.db.execute(
-                f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
-                "WHERE job_id = ? AND part IS NULL GROUP BY kind",
-                (job_id,),
-            )
-        )
     now = time.monotonic()
-    for job_id, kind, count, size in pending:
+    for job_id, out in outs.items():
+        try:
+            written += _write_job_parts(store, policy, job_id, out, final, waiting, now)
+        except Exception as err:
+            _part_failed(errors, job_id, out, err)
+        else:
+            if errors is not None:
+                errors.pop(job_id, None)
+    return written
+
+
+def _part_failed(errors: dict[str, str] | None, job_id: str, out: str, err: Exception) -> None:
+    message = f"cannot write a Parquet part to {out!r}: {type(err).__name__}: {err}"
+    log.error("job %s: %s", job_id, message)
+    if errors is not None:
+        errors[job_id] = message
+
+
+def _write_job_parts(
+    store: Any,
+    policy: PartPolicy,
+    job_id: str,
+    out: str,
+    final: bool,
+    waiting: dict[tuple[str, str], float] | None,
+    now: float,
+) -> int:
+    written = 0
+    pending = [
+        (kind, int(count), int(size))
+        for kind, count, size in store.db.execute(
+            f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
+            "WHERE job_id = ? AND part IS NULL GROUP BY kind",
+            (job_id,),
+        )
+    ]
+    for kind, count, size in pending:
         since = now if waiting is None else waiting.setdefault((job_id, kind), now)
         overdue = waiting is not None and now - since >= policy.max_delay
         finished = store.low_group(job_id) is None
         while count > 0 and (
             count >= policy.rows or size >= policy.bytes or overdue or final or finished
         ):
-            n, rows_in, bytes_in = _assign_part(store, policy, job_id, kind, outs[job_id])
-            _write_part(store, job_id, kind, n, outs[job_id])
+            n, rows_in, bytes_in = _assign_part(store, policy, job_id, kind, out)
+            _write_part(store, job_id, kind, n, out)
             written += 1
             count -= rows_in
             size -= bytes_in

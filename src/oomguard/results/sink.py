@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,15 +25,25 @@ from oomguard.results.parquet import PartPolicy, write_pending_parts
 log = logging.getLogger("oomguard.results")
 
 
+#: a job whose part could not be written is tried again after this many seconds
+RETRY_AFTER = 5.0
+
+
 class PartSink:
-    """A thread that writes the Parquet parts of the jobs it is told about."""
+    """A thread that writes the Parquet parts of the jobs it is told about.
+
+    It never stops on a part it cannot write: the job's error is kept in :attr:`errors`
+    (where ``Job.wait`` finds it) and the job is tried again after :data:`RETRY_AFTER`.
+    """
 
     def __init__(self, store_path: str | Path, policy: PartPolicy) -> None:
         self.store_path = Path(store_path)
         self.policy = policy
         #: since when rows of (job, kind) have waited for a part
         self.waiting: dict[tuple[str, str], float] = {}
-        #: the error that stopped the thread; the loop re-raises it
+        #: job id → why its last part could not be written (cleared once one is)
+        self.errors: dict[str, str] = {}
+        #: an error of a whole pass (the store could not be read), logged and retried
         self.error: BaseException | None = None
         self.written = 0
         self._cond = threading.Condition()
@@ -40,11 +51,20 @@ class PartSink:
         self._requested = False
         self._busy = False
         self._stopping = False
+        self._retry_at: dict[str, float] = {}
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="oomguard-parts", daemon=True)
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def has_waiting(self) -> bool:
+        """Rows wait on time (``max_delay``) or a failed job waits for its retry."""
+        return bool(self.waiting or self._retry_at)
 
     def request(self, jobs: Iterable[str] | None) -> None:
         """Ask for a pass over ``jobs`` (``None``: every job); requests merge."""
@@ -57,19 +77,14 @@ class PartSink:
             self._cond.notify_all()
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every request so far has been written; False on timeout or error."""
+        """Wait until every request so far has been written; False on timeout, or when
+        the thread is gone."""
         with self._cond:
             return (
                 self._cond.wait_for(
-                    lambda: (
-                        self.error is not None
-                        or self._thread is None
-                        or not self._thread.is_alive()
-                        or not (self._requested or self._busy)
-                    ),
-                    timeout,
+                    lambda: not self.alive or not (self._requested or self._busy), timeout
                 )
-                and self.error is None
+                and self.alive
             )
 
     def stop(self) -> None:
@@ -84,9 +99,13 @@ class PartSink:
     def _run(self) -> None:
         from oomguard.store.sqlite import SqliteStore
 
-        store = None
         try:
             store = SqliteStore(self.store_path, create=False)
+        except BaseException as err:
+            log.error("the Parquet part writer cannot open the store: %s", err)
+            self.error = err
+            return
+        try:
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: self._requested or self._stopping)
@@ -96,18 +115,37 @@ class PartSink:
                     self._requested = False
                     self._busy = True
                 try:
-                    self.written += write_pending_parts(
-                        store, self.policy, final=False, jobs=jobs, waiting=self.waiting
-                    )
+                    self._pass(store, jobs)
                 finally:
                     with self._cond:
                         self._busy = False
                         self._cond.notify_all()
-        except BaseException as err:  # surfaced by the loop, which owns the error path
-            log.error("writing Parquet parts failed: %s", err)
-            with self._cond:
-                self.error = err
-                self._cond.notify_all()
         finally:
-            if store is not None:
-                store.close()
+            store.close()
+
+    def _pass(self, store: object, jobs: set[str] | None) -> None:
+        now = time.monotonic()
+        if jobs is not None:
+            # Rows waiting on time are looked at again without a new request.
+            jobs = jobs | {job for job, _ in self.waiting}
+            due = {job for job, at in self._retry_at.items() if at <= now}
+            jobs = (jobs - set(self._retry_at)) | due
+        try:
+            self.written += write_pending_parts(
+                store,
+                self.policy,
+                final=False,
+                jobs=jobs,
+                waiting=self.waiting,
+                errors=self.errors,
+            )
+            self.error = None
+        except Exception as err:  # the store itself failed: say so, try again later
+            log.error("writing Parquet parts failed: %s", err)
+            self.error = err
+        for job in list(self._retry_at):
+            if job not in self.errors:
+                del self._retry_at[job]
+        for job in self.errors:
+            if jobs is None or job in jobs:
+                self._retry_at[job] = now + RETRY_AFTER

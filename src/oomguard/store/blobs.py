@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from oomguard.errors import BlobMissingError
+
 #: payloads and results larger than this go to files beside the store
 BLOB_THRESHOLD = 1024 * 1024
 #: params JSON larger than this is kept in a blob file, not in the task row
@@ -88,7 +90,14 @@ class BlobFiles:
         return name
 
     def get_blob(self, name: str) -> bytes:
-        return (self.blob_dir / name).read_bytes()
+        """A blob's bytes; :class:`BlobMissingError` when its file is gone."""
+        path = self.blob_dir / name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise BlobMissingError(
+                f"blob {name} is missing (no file {str(path)!r})", name=name, path=str(path)
+            ) from None
 
     def params_of(self, params: str | None, params_ref: str | None) -> str | None:
         """A task's params JSON, read from its blob file when it was too large for the row."""

@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 
 from oomguard.errors import (
+    BlobMissingError,
     JobNotFoundError,
     NotAStoreError,
     SchemaTooNewError,
@@ -33,6 +34,7 @@ from oomguard.errors import (
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION, Q, split_sql
 from oomguard.store.views import StoreViews
+from oomguard.units import safe_text
 
 APPLICATION = "oomguard"
 
@@ -65,6 +67,8 @@ class TaskRow:
     memory: int | None
     memory_key: str | None
     lock_key: str | None
+    #: why the task's inputs cannot be read (a missing blob): it fails without running
+    input_error: str | None = None
 
 
 @dataclass
@@ -74,6 +78,15 @@ class Recovery:
     lost_attempts: int
     requeued_tasks: int
     released_locks: int
+    #: tasks lost more often than ``lost_retries``: failed as ``lost``
+    failed_lost: int = 0
+
+
+def _safe_params(params: Any) -> Any:
+    """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
+    if isinstance(params, dict):
+        return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
+    return params
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -202,11 +215,15 @@ class SqliteStore(BlobFiles, StoreViews):
 
     # -- schedulers and leases ----------------------------------------------------------
 
-    def register_scheduler(self, scheduler_id: str, lease_ttl: float) -> Recovery:
+    def register_scheduler(
+        self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5
+    ) -> Recovery:
         """Become the store's scheduler; end what a dead scheduler left running.
 
         A scheduler is alive while it heartbeats within ``lease_ttl`` seconds; on this
         host a scheduler whose process (pid and start time) is gone is dead at once.
+        A task whose attempts were lost more than ``lost_retries`` times fails as
+        ``lost``: a task that kills the scheduler itself cannot make it crash-loop.
         """
         now = time.time()
         me = psutil.Process()
@@ -234,9 +251,11 @@ class SqliteStore(BlobFiles, StoreViews):
                 "heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
                 (scheduler_id, host, me.pid, me.create_time(), now, now),
             )
-            return self._recover(db, scheduler_id, now)
+            return self._recover(db, scheduler_id, now, lost_retries)
 
-    def _recover(self, db: sqlite3.Connection, scheduler_id: str, now: float) -> Recovery:
+    def _recover(
+        self, db: sqlite3.Connection, scheduler_id: str, now: float, lost_retries: int
+    ) -> Recovery:
         lost = db.execute(
             "SELECT a.id, a.task_id, t.job_id FROM attempts a JOIN tasks t ON t.id = a.task_id "
             "WHERE a.state = 'running' AND a.scheduler_id != ?",
@@ -259,6 +278,9 @@ class SqliteStore(BlobFiles, StoreViews):
                     "data": json.dumps({"attempt_id": attempt_id}),
                 },
             )
+        failed = 0
+        for task_id in sorted({task_id for _, task_id, _ in lost}):
+            failed += self._fail_if_lost_too_often(db, task_id, now, lost_retries)
         released = db.execute(
             "DELETE FROM locks WHERE attempt_id IN (SELECT id FROM attempts WHERE state != "
             "'running' OR scheduler_id != ?)",
@@ -269,7 +291,57 @@ class SqliteStore(BlobFiles, StoreViews):
             "UPDATE tasks SET state = 'ready', updated_at = ? WHERE state IN ('queued', 'running')",
             (now,),
         ).rowcount
-        return Recovery(lost_attempts=len(lost), requeued_tasks=requeued, released_locks=released)
+        return Recovery(
+            lost_attempts=len(lost),
+            requeued_tasks=requeued,
+            released_locks=released,
+            failed_lost=failed,
+        )
+
+    def _fail_if_lost_too_often(
+        self, db: sqlite3.Connection, task_id: int, now: float, lost_retries: int
+    ) -> int:
+        (times,) = db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND failure_class = 'lost'",
+            (task_id,),
+        ).fetchone()
+        if times <= lost_retries:
+            return 0
+        error = (
+            f"lost {times} times: each attempt was still running when its scheduler died "
+            f"(at most {lost_retries} retries after a lost attempt; a task that kills its "
+            "scheduler, or a host that keeps dying, fails here instead of crash-looping)"
+        )
+        row = db.execute(
+            "UPDATE tasks SET state = 'failed', failure_class = 'lost', error = ?, "
+            "updated_at = ? WHERE id = ? AND state IN ('queued', 'running', 'ready') "
+            "RETURNING job_id, grp, kind",
+            (error, now, task_id),
+        ).fetchone()
+        if row is None:
+            return 0
+        job_id, grp, kind = row
+        if kind == "task":
+            db.execute(
+                Q["fail_dependent"],
+                {
+                    "job_id": job_id,
+                    "grp": grp,
+                    "now": now,
+                    "error": f"replicate task {task_id} failed (lost)",
+                },
+            )
+        db.execute(
+            Q["insert_event"],
+            {
+                "ts": now,
+                "job_id": job_id,
+                "task_id": task_id,
+                "kind": "attempt_failed",
+                "data": json.dumps({"class": "lost", "retry": False, "final": "lost"}),
+            },
+        )
+        return 1
 
     def heartbeat(self, scheduler_id: str) -> None:
         with self.transaction() as db:
@@ -452,7 +524,10 @@ class SqliteStore(BlobFiles, StoreViews):
         tasks = [TaskRow(*r) for r in rows]
         for task in tasks:
             if task.params_ref is not None:
-                task.params = self.params_of(None, task.params_ref)
+                try:
+                    task.params = self.params_of(None, task.params_ref)
+                except BlobMissingError as err:
+                    task.input_error = f"input {err}"
         return tasks
 
     def next_not_before(self, job_id: str) -> float | None:
@@ -484,6 +559,14 @@ class SqliteStore(BlobFiles, StoreViews):
         already stored for its task is discarded (exactly-once results); the number of
         discarded duplicates is returned.
         """
+        ops = list(ops)
+        try:
+            return self._apply(ops)
+        except UnicodeEncodeError:
+            # Text from a task (an error message, say) with lone surrogates: stored escaped.
+            return self._apply([(name, _safe_params(params)) for name, params in ops])
+
+    def _apply(self, ops: list[tuple[str, Any]]) -> int:
         duplicates = 0
         with self.transaction() as db:
             batch: list[Any] = []
@@ -551,6 +634,13 @@ class SqliteStore(BlobFiles, StoreViews):
                 "samples = excluded.samples, updated_at = excluded.updated_at",
                 [(k, b, p, s, now) for k, b, p, s in rows],
             )
+
+    def task_place(self, task_id: int) -> tuple[str, int, str] | None:
+        """``(job_id, group, kind)`` of a task, or None if there is no such task."""
+        row = self.db.execute(
+            "SELECT job_id, grp, kind FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
     def task_state(self, task_id: int) -> str | None:
         row = self.db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from oomguard.errors import JobActiveError
+from oomguard.errors import BlobMissingError, JobActiveError
 from oomguard.store.sql_text import Q
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ class StoreViews:
         for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
             sql, args
         ).fetchall():
-            params = self.params_of(params, params_ref)
+            params = _or_missing(self.params_of, params, params_ref)
+            if isinstance(params, BlobMissingError):
+                params = json.dumps({"params_missing": str(params)})
             out.append(
                 {
                     "task_id": tid,
@@ -146,8 +148,13 @@ class StoreViews:
 
     def result_rows(
         self, job_id: str, kind: str = "task", part: int | None = None
-    ) -> Iterator[tuple[int, int, int | None, str | None, int, bytes]]:
-        """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
+    ) -> Iterator[
+        tuple[int, int, int | None, str | BlobMissingError | None, int, bytes | BlobMissingError]
+    ]:
+        """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results.
+
+        ``params`` or ``value`` is the :class:`BlobMissingError` when its blob file is gone.
+        """
         sql = (
             "SELECT t.id, t.grp, t.replicate, t.params, t.params_ref, t.attempts, r.value, "
             "r.value_ref "
@@ -160,13 +167,15 @@ class StoreViews:
             args.append(part)
         sql += " ORDER BY t.id"
         for tid, grp, rep, params, pref, attempts, value, ref in self.db.execute(sql, args):
+            # A blob deleted by hand costs its row its params or value, said in the row;
+            # it never stops the Parquet writer (and with it the scheduler).
             yield (
                 tid,
                 grp,
                 rep,
-                self.params_of(params, pref),
+                _or_missing(self.params_of, params, pref),
                 attempts,
-                self.get_blob(ref) if ref else value,
+                _or_missing(self.get_blob, ref) if ref else value,
             )
 
     def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -333,3 +342,14 @@ class StoreViews:
                 },
             )
         return counts
+
+
+T = TypeVar("T")
+
+
+def _or_missing(read: Callable[..., T], *args: Any) -> T | BlobMissingError:
+    """What ``read(*args)`` returns, or the :class:`BlobMissingError` it raised."""
+    try:
+        return read(*args)
+    except BlobMissingError as err:
+        return err
