@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from oomguard.config import RunnerConfig
+from oomguard.errors import TaskInputError
 from oomguard.executors.dask import DaskExecutor, Flight
 
 
@@ -81,24 +82,42 @@ class RecordingClient:
 def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import oomguard.executors.dask as dask_executor
-
     reads: list[int] = []
 
-    def call_item(run: Any, store: Any) -> dict[str, Any]:
+    def read_item(run: Any) -> dict[str, Any]:
         reads.append(run.attempt_id)  # an aggregation's inputs: 5 MiB of results
         return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
 
-    monkeypatch.setattr(dask_executor, "call_item", call_item)
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
     ex.workers = {"tcp://w1": {"nthreads": 1}}  # a window of 4 Dask tasks
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(64)]
-    ex.submit(runs, SimpleNamespace(store=None))
+    ex.submit(runs, read_item)
     # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
     # and nothing read for the rest but the one that did not fit the last group.
     assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [
-        [0, 1, 2], [3, 4, 5], [6, 7], [8, 9, 10],
+        [0, 1, 2],
+        [3, 4, 5],
+        [6, 7],
+        [8, 9, 10],
     ]
     assert reads == list(range(12))  # each read once: 11 waits with its item
     assert sum(len(runs) for runs, _, _ in ex.backlog) == 64 - 11
+
+
+def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:
+    def read_item(run: Any) -> dict[str, Any]:
+        if run.attempt_id == 1:
+            raise TaskInputError("input blob abc is missing (no file 'x.blobs/abc')")
+        return {"attempt_id": run.attempt_id, "form": "json", "params": "{}"}
+
+    ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
+    ex.client = RecordingClient()
+    ex.workers = {"tcp://w1": {"nthreads": 1}}
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(3)]
+    ex.submit(runs, read_item)
+    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[0, 2]]
+    (ended,) = [ex.done.get_nowait()]
+    _, attempt_id, ok, _, fc, message, evidence, *_ = ended.event
+    assert (attempt_id, ok, fc) == (1, False, "error")
+    assert "input blob abc is missing" in message and evidence["input_error"]

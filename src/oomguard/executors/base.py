@@ -7,11 +7,21 @@
   ``death`` has ``.worker`` (with ``pid``, ``start_time``, ``cgroup``, ``killed_by``,
   ``counters_before``, ``peak_sample``), ``.status`` (as from ``wait4``) and ``.rusage``.
 * ``("requeue", attempt_id)``: sent to a worker that died before it started it.
+
+Executors never see the scheduler: :meth:`Executor.submit` gets the attempts and an
+:data:`ItemReader` that builds each attempt's call item from the store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
+
+from oomguard.errors import BlobMissingError, TaskInputError
+
+#: builds the call item of one attempt (:func:`call_item` over the store); raises
+#: :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read
+ItemReader = Callable[[Any], dict[str, Any]]
 
 
 class Executor(Protocol):
@@ -21,7 +31,10 @@ class Executor(Protocol):
 
     def free_slots(self) -> int: ...
 
-    def submit(self, group: list[Any], scheduler: Any) -> None: ...
+    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+        """Run ``group``'s attempts (one worker, in order). Items are built with
+        ``read_item``; an attempt whose inputs cannot be read ends with an ``error``
+        outcome at a later :meth:`poll`, and the others of the group still run."""
 
     def poll(self, timeout: float) -> list[tuple[Any, ...]]: ...
 
@@ -31,15 +44,39 @@ class Executor(Protocol):
 
 
 def call_item(run: Any, store: Any) -> dict[str, Any]:
-    """What a worker needs to run one attempt of ``run.task``."""
+    """What a worker needs to run one attempt of ``run.task``.
+
+    :class:`~oomguard.errors.TaskInputError` when the inputs cannot be read (a blob file
+    deleted by hand, or by ``gc`` forced past its floor)."""
     task = run.task
+    if task.input_error is not None:
+        raise TaskInputError(task.input_error, task_id=task.id)
     item: dict[str, Any] = {"attempt_id": run.attempt_id, "fn": task.fn}
-    if task.kind == "aggregate":
-        params, results = store.group_inputs(task.job_id, task.grp)
-        item.update(form="agg", params=params, results=results)
-    elif task.payload is not None or task.payload_ref is not None:
-        payload = task.payload if task.payload is not None else store.get_blob(task.payload_ref)
-        item.update(form="pickle", payload=payload)
-    else:
-        item.update(form="json", params=task.params, replicate=task.replicate)
+    try:
+        if task.kind == "aggregate":
+            params, results = store.group_inputs(task.job_id, task.grp)
+            item.update(form="agg", params=params, results=results)
+        elif task.payload is not None or task.payload_ref is not None:
+            payload = task.payload if task.payload is not None else store.get_blob(task.payload_ref)
+            item.update(form="pickle", payload=payload)
+        else:
+            item.update(form="json", params=task.params, replicate=task.replicate)
+    except BlobMissingError as err:
+        raise TaskInputError(f"input {err}", task_id=task.id) from err
     return item
+
+
+def input_error_event(run: Any, err: TaskInputError) -> tuple[Any, ...]:
+    """The ``error`` outcome of an attempt whose inputs cannot be read (it never ran)."""
+    message = f"error: {err}"
+    return (
+        "outcome",
+        run.attempt_id,
+        False,
+        None,
+        "error",
+        message,
+        {"input_error": str(err)},
+        None,
+        None,
+    )

@@ -43,8 +43,8 @@ from collections import deque
 from typing import Any
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import ConfigError
-from oomguard.executors.base import call_item
+from oomguard.errors import ConfigError, TaskInputError
+from oomguard.executors.base import ItemReader, input_error_event
 from oomguard.executors.dask_client import (
     check_scheduler,
     connect,
@@ -106,7 +106,7 @@ class DaskExecutor:
         self.counters = Counters()
         self.workers: dict[str, dict[str, Any]] = {}
         self.has_memory = False
-        self._store: Any = None
+        self._read_item: ItemReader | None = None
         self._workers_at = 0.0
         self._warned_no_memory = False
         self._started = 0.0
@@ -192,8 +192,8 @@ class DaskExecutor:
 
     # -- submitting -------------------------------------------------------------------
 
-    def submit(self, group: list[Any], scheduler: Any) -> None:
-        self._store = scheduler.store
+    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+        self._read_item = read_item
         # A group shares its first attempt's admission (the others were claimed with 0).
         limit = max(run.limit for run in group) or group[0].limit
         for run in group:
@@ -211,16 +211,26 @@ class DaskExecutor:
         least one; ``first`` is the first one's, when already read). The runs left over go
         back to the front of the backlog with the item that did not fit."""
         items: list[dict[str, Any]] = []
+        sent: list[Any] = []
         size = 0
         for i, run in enumerate(runs):
-            item = first if i == 0 and first is not None else call_item(run, self._store)
+            if i == 0 and first is not None:
+                item = first
+            else:
+                assert self._read_item is not None  # set by submit, before any _send
+                try:
+                    item = self._read_item(run)
+                except TaskInputError as err:
+                    self.done.put(Ended(input_error_event(run, err)))
+                    continue
             item_size = _item_bytes(item)
             if items and size + item_size > GROUP_MAX_BYTES:
                 self.backlog.appendleft((runs[i:], limit, item))
-                return runs[:i], items
+                return sent, items
             items.append(item)
+            sent.append(run)
             size += item_size
-        return runs, items
+        return sent, items
 
     def _send(self) -> None:
         from oomguard.executors.dask_plugin import run_calls
@@ -229,6 +239,8 @@ class DaskExecutor:
         while self.backlog and len(self.inflight) < window:
             runs, limit, first = self.backlog.popleft()
             runs, items = self._items(runs, limit, first)
+            if not runs:
+                continue  # none of them could be read: each ended with an error outcome
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import OomguardError
-from oomguard.executors.base import call_item
+from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
+from oomguard.executors.base import ItemReader, input_error_event
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
 
 log = logging.getLogger("oomguard.executor")
+
+#: first wait after a worker failed to start; doubled each time, up to SPAWN_BACKOFF_MAX
+SPAWN_BACKOFF = 0.5
+SPAWN_BACKOFF_MAX = 30.0
+#: failures in a row, with no worker left, after which the scheduler stops
+SPAWN_TRIES = 5
 
 
 class LocalExecutor:
@@ -27,6 +34,10 @@ class LocalExecutor:
             )
         )
         self.by_attempt: dict[int, Any] = {}
+        #: events to hand out at the next poll (attempts whose inputs could not be read)
+        self._events: list[tuple[Any, ...]] = []
+        self._spawn_failures = 0
+        self._spawn_after = 0.0
 
     @property
     def recycles(self) -> dict[str, int]:
@@ -41,7 +52,18 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return len(self.pool.idle_workers())
 
-    def submit(self, group: list[Any], scheduler: Any) -> None:
+    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+        items = []
+        runs = []
+        for run in group:
+            try:
+                items.append(read_item(run))
+            except TaskInputError as err:
+                self._events.append(input_error_event(run, err))
+                continue
+            runs.append(run)
+        if not runs:
+            return
         worker = self.pool.idle_workers()[0]
         limit = max(run.limit for run in group) or group[0].limit
         try:
@@ -50,18 +72,25 @@ class LocalExecutor:
             # Its memory is above the new limit (v1 refuses): replace it with a fresh one.
             log.info("worker %s: %s; recycling it", worker.name, err)
             self.pool.retire(worker, "limit_change")
-            worker = self.pool.spawn()
-            self.pool.set_limit(worker, limit)
-        items = []
-        for run in group:
+            try:
+                worker = self.pool.spawn()
+                self.pool.set_limit(worker, limit)
+            except Exception as spawn_err:
+                # Not the tasks' fault: they go back to the queue without using an attempt.
+                self._events.extend(("requeue", run.attempt_id) for run in runs)
+                self._spawn_failed(spawn_err)
+                return
+        for run in runs:
             run.worker = worker
             self.by_attempt[run.attempt_id] = run
-            items.append(call_item(run, scheduler.store))
         self.pool.send(worker, items)
 
     def poll(self, timeout: float) -> list[tuple[Any, ...]]:
+        events, self._events = self._events, []
+        if events:
+            timeout = 0.0
+        self._replace()
         messages, died = self.pool.poll(timeout)
-        events: list[tuple[Any, ...]] = []
         for worker, msg in messages:
             if msg[0] == "outcome":
                 _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
@@ -94,8 +123,40 @@ class LocalExecutor:
         return events
 
     def _replace(self) -> None:
+        """Bring the pool back to its size; a worker that cannot be started is tried again
+        with backoff, and when none is left after :data:`SPAWN_TRIES` tries in a row the
+        scheduler stops with the reason (:class:`WorkerSpawnError`)."""
         while len(self.pool.workers) < self.config.workers:
-            self.pool.spawn()
+            if time.monotonic() < self._spawn_after:
+                return
+            try:
+                self.pool.spawn()
+            except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
+                self._spawn_failed(err)
+                return
+            self._spawn_failures = 0
+
+    def _spawn_failed(self, err: Exception) -> None:
+        self._spawn_failures += 1
+        n = self._spawn_failures
+        delay = min(SPAWN_BACKOFF * 2 ** (n - 1), SPAWN_BACKOFF_MAX)
+        self._spawn_after = time.monotonic() + delay
+        log.warning(
+            "cannot start a worker (%d in a row, %d of %d running): %s; trying again in %.1f s",
+            n,
+            len(self.pool.workers),
+            self.config.workers,
+            err,
+            delay,
+        )
+        if n >= SPAWN_TRIES and not self.pool.workers:
+            raise WorkerSpawnError(
+                f"no worker could be started ({n} tries in a row over "
+                f"{sum(min(SPAWN_BACKOFF * 2**i, SPAWN_BACKOFF_MAX) for i in range(n - 1)):.0f} "
+                f"s): {type(err).__name__}: {err}; `oomguard doctor` checks what workers need "
+                "(a writable memory cgroup, file descriptors, memory)",
+                tries=n,
+            ) from err
 
     def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
         worker: Worker | None = run.worker

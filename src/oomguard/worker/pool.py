@@ -27,6 +27,9 @@ import psutil
 
 from oomguard.errors import IsolationError
 
+#: seconds a new worker has to report that it is ready (in its cgroup, oom_score_adj set)
+READY_TIMEOUT = 60.0
+
 
 @dataclass
 class Worker:
@@ -98,8 +101,23 @@ class WorkerPool:
         name = f"w{next(self._names)}"
         limit = self.config.worker_memory
         cgroup = self.cgroups.new_worker(name, limit) if self.cgroups else None
+        try:
+            return self._start(name, limit, cgroup)
+        except BaseException:
+            # Not started (EMFILE, ENOMEM, never ready): its cgroup must not stay behind.
+            if cgroup is not None:
+                with contextlib.suppress(OSError):
+                    cgroup.remove()
+            raise
+
+    def _start(self, name: str, limit: int | None, cgroup: Any) -> Worker:
         to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
+        try:
+            from_child_r, from_child_w = os.pipe()
+        except BaseException:
+            os.close(to_child_r)
+            os.close(to_child_w)
+            raise
         growth = None
         if limit and self.config.recycle_growth_fraction > 0:
             growth = int(limit * self.config.recycle_growth_fraction)
@@ -122,6 +140,10 @@ class WorkerPool:
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
@@ -133,13 +155,16 @@ class WorkerPool:
             start_time = 0.0
         worker = Worker(name, proc, proc.pid, start_time, conn_in, conn_out, cgroup, limit)
         # Wait for "ready": the worker is in its cgroup with its oom_score_adj set.
-        if not conn_in.poll(60):
+        if not conn_in.poll(READY_TIMEOUT):
             self._kill(worker)
-            raise IsolationError(f"worker {name} did not start within 60 s")
+            self._reap(worker, block=True)
+            self._close(worker)
+            raise IsolationError(f"worker {name} did not start within {READY_TIMEOUT:.0f} s")
         try:
             msg = pickle.loads(conn_in.recv_bytes())
         except (EOFError, OSError) as err:
             self._reap(worker, block=True)
+            self._close(worker)
             raise IsolationError(
                 f"worker {name} died while starting (status {worker.proc.returncode}); "
                 "run `oomguard doctor`"
