@@ -8,12 +8,14 @@ its task's new state, the release of its lock and dependants commit together.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 import uuid
 from collections import deque
 from typing import Any
 
 from oomguard.config import RunnerConfig
+from oomguard.executors.base import call_item
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates
@@ -24,6 +26,9 @@ from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.units import format_size
 
 log = logging.getLogger("oomguard.scheduler")
+
+#: how long the final pass waits for the part thread to finish what it is writing
+PART_DRAIN_TIMEOUT = 120.0
 
 
 class Scheduler(AttemptOutcomes):
@@ -57,7 +62,10 @@ class Scheduler(AttemptOutcomes):
         self._cancel_check_at = 0.0
         self._next_attempt = 0
         self._refill_after = 0.0
-        self._result_jobs: set[str] = set()
+        #: jobs whose Parquet parts may be due: new results, or the job just finished
+        self._parts_due: set[str] = set()
+        #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
+        self._parts_asked: deque[str] = deque()
         self.window_size = config.window
         self._batch_sizes: dict[str, int] = {}
         #: memory keys that had an OOM kill: their tasks are not batched
@@ -76,7 +84,9 @@ class Scheduler(AttemptOutcomes):
         from oomguard.oom.watch import KernelLogWatch
 
         config = self.config
-        self.recovery = self.store.register_scheduler(self.id, config.lease_ttl)
+        self.recovery = self.store.register_scheduler(
+            self.id, config.lease_ttl, config.lost_retries
+        )
         self._next_attempt = self.store.next_attempt_id()
         self.isolation = detect_isolation(config.isolation)
         if config.executor == "local":
@@ -197,7 +207,11 @@ class Scheduler(AttemptOutcomes):
             wait = min(wait, max(0.0, self.first_op + self.config.commit_interval - now))
         events = self.executor.poll(wait)
         for event in events:
-            self._handle(event)
+            try:
+                self._handle(event)
+            except Exception as err:
+                # One attempt that cannot be recorded never stops the loop.
+                self._unhandled(event, err)
         self._finish_deaths()
         self._check_timeouts()
         now = time.time()
@@ -226,8 +240,12 @@ class Scheduler(AttemptOutcomes):
     def _refresh_active(self, force: bool = False) -> None:
         now = time.time()
         if force or now - self._active_at > 0.25:
+            before = self._active
             self._active = self.store.active_jobs()
             self._active_at = now
+            # A job that finished by any path (its last outcome a failure, cancelled,
+            # lost) has its last parts due now, not only when a result arrives.
+            self._parts_due.update(set(before) - set(self._active))
 
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:
@@ -303,8 +321,15 @@ class Scheduler(AttemptOutcomes):
             assignments.append(group)
             slots -= 1
         self.window.extendleft(reversed(skipped))
+        if assignments:
+            # Claims are durable before any of them runs: an attempt that kills its
+            # scheduler (or the host) at once is still found, and counted, as lost.
+            self.flush()
         for group in assignments:
-            self.executor.submit(group, self)
+            self.executor.submit(group, self._read_item)
+
+    def _read_item(self, run: Running) -> dict[str, Any]:
+        return call_item(run, self.store)
 
     def _admit(self, task: TaskRow, now: float) -> Running | None:
         key = self._memory_key(task)
@@ -364,7 +389,17 @@ class Scheduler(AttemptOutcomes):
         ops, self.ops = self.ops, []
         for run in self.running.values():
             run.claim = None  # inserted by this flush: later changes are updates
-        self.stats.duplicates += self.store.apply(ops)
+        try:
+            self.stats.duplicates += self.store.apply(ops)
+        except sqlite3.OperationalError:
+            raise  # the store itself fails (disk, lock): nothing one task did
+        except Exception as err:
+            # Something one task brought (a value SQLite refuses, a result blob that
+            # cannot be written): apply task by task, failing only the tasks that break.
+            log.warning(
+                "a grouped commit failed (%s: %s); recording task by task", type(err).__name__, err
+            )
+            self.stats.duplicates += self._apply_by_task(ops)
         dirty = self.estimates.take_dirty()
         if dirty:
             self.store.put_estimates(dirty)
@@ -395,18 +430,33 @@ class Scheduler(AttemptOutcomes):
         runs; at ``final`` (stopping, or idle) here, after the sink has caught up."""
         self.flush()
         sink = self.sink
-        if sink is not None and sink.error is not None:
-            raise sink.error
-        # Only jobs that may have new results: active ones, and those that just finished.
+        while self._parts_asked:
+            self._parts_due.add(self._parts_asked.popleft())
+        # Only jobs that may have new results: active ones, those with new results or that
+        # just finished, those a waiter asked for, and those whose rows wait on time.
         # The first time, every job: a scheduler killed after the last result of a job was
         # stored but before its Parquet parts were written left them for us to write.
         everywhere = final or not self._parts_swept
-        jobs = None if everywhere else set(self._active) | self._result_jobs
+        jobs = None if everywhere else set(self._active) | self._parts_due
         self._parts_swept = True
-        self._result_jobs = set()
+        self._parts_due = set()
         if final or sink is None:
-            if sink is not None and not sink.drain() and sink.error is not None:
-                raise sink.error
-            write_pending_parts(self.store, PartPolicy.of(self.config), final=final, jobs=jobs)
-        elif jobs is None or jobs:
+            if sink is not None:
+                sink.drain(timeout=PART_DRAIN_TIMEOUT)
+            write_pending_parts(
+                self.store,
+                PartPolicy.of(self.config),
+                final=final,
+                jobs=jobs,
+                errors=sink.errors if sink is not None else None,
+            )
+        elif jobs is None or jobs or sink.has_waiting():
             sink.request(jobs)
+
+    def request_parts(self, job_id: str) -> None:
+        """Have ``job_id``'s due parts written at the next pass (thread-safe)."""
+        self._parts_asked.append(job_id)
+
+    def parts_error(self, job_id: str) -> str | None:
+        """Why the last try to write ``job_id``'s Parquet parts failed (thread-safe)."""
+        return None if self.sink is None else self.sink.errors.get(job_id)

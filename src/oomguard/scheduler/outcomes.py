@@ -9,8 +9,12 @@ kernel's report, so an OOM kill is classified with its evidence, not as a bare S
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sqlite3
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +24,9 @@ from oomguard.jobs.model import FailureClass
 from oomguard.oom.classify import explain_death
 from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.retries import RetryPolicy, decide
-from oomguard.store.sqlite import TaskRow
+from oomguard.store.sqlite import SqliteStore, TaskRow
+
+log = logging.getLogger("oomguard.scheduler")
 
 
 @dataclass
@@ -69,7 +75,8 @@ class AttemptOutcomes:
     estimates: Estimates
     oom_keys: set[str | None]
     retry_policy: RetryPolicy
-    _result_jobs: set[str]
+    _parts_due: set[str]
+    store: SqliteStore
 
     def _op(self, name: str, params: Any) -> None:
         if not self.ops:
@@ -94,6 +101,9 @@ class AttemptOutcomes:
             _, run_attempt, death, counters_after = event
             run = self.running.get(run_attempt)
             if run is None:
+                # Its attempt already ended (killed after its outcome was discarded):
+                # nothing to record, but the worker's cgroup must still go.
+                self.executor.release(death.worker)
                 return
             wait = self.config.kernel_log_wait if self.kmsg.unavailable is None else 0.0
             self.deaths.append(PendingDeath(run, death, counters_after, time.monotonic() + wait))
@@ -141,6 +151,7 @@ class AttemptOutcomes:
     ) -> dict[str, Any]:
         return {
             "id": run.attempt_id,
+            "task_id": run.task.id,
             "state": state,
             "ended_at": time.time(),
             "failure_class": fc,
@@ -171,7 +182,7 @@ class AttemptOutcomes:
         self.admission.end(run.attempt_id, run.key, run.probe)
         if run.task.lock_key and self.locks.get(run.task.lock_key) == run.attempt_id:
             del self.locks[run.task.lock_key]
-            self._op("release_lock", {"attempt_id": run.attempt_id})
+            self._op("release_lock", {"attempt_id": run.attempt_id, "task_id": run.task.id})
 
     def _succeeded(
         self, run: Running, payload: bytes | None, peak: int | None, evidence: dict[str, Any] | None
@@ -194,7 +205,7 @@ class AttemptOutcomes:
             },
         )
         self.stats.succeeded += 1
-        self._result_jobs.add(task.job_id)
+        self._parts_due.add(task.job_id)
 
     def _failed(
         self,
@@ -268,8 +279,10 @@ class AttemptOutcomes:
                         "grp": task.grp,
                         "now": now,
                         "error": f"replicate task {task.id} failed ({final_class.value})",
+                        "task_id": task.id,
                     },
                 )
+            self._parts_due.add(task.job_id)
         self._op(
             "insert_event",
             {
@@ -294,19 +307,154 @@ class AttemptOutcomes:
         now = time.monotonic()
         keep = []
         for pending in self.deaths:
-            died = pending.died
-            worker = died.worker
-            explained = explain_death(
-                died, pending.counters_after, self.kmsg, waited_enough=now >= pending.deadline
-            )
-            if explained is None:
-                keep.append(pending)  # the kernel's report may still come
-                continue
-            fc, evidence, peak = explained
-            if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
-                self._end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
-                self.executor.release(worker)
-                continue
-            self._failed(pending.running, fc, None, evidence, peak)
-            self.executor.release(worker)
+            try:
+                if not self._finish_death(pending, now):
+                    keep.append(pending)  # the kernel's report may still come
+            except Exception as err:
+                self._unhandled(("died", pending.running.attempt_id, pending.died, None), err)
         self.deaths = keep
+
+    def _finish_death(self, pending: PendingDeath, now: float) -> bool:
+        died = pending.died
+        worker = died.worker
+        explained = explain_death(
+            died, pending.counters_after, self.kmsg, waited_enough=now >= pending.deadline
+        )
+        if explained is None:
+            return False
+        fc, evidence, peak = explained
+        if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
+            self._end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
+        else:
+            self._failed(pending.running, fc, None, evidence, peak)
+        self.executor.release(worker)
+        return True
+
+    # -- when recording itself fails ---------------------------------------------------
+
+    def _unhandled(self, event: tuple[Any, ...], err: Exception) -> None:
+        """An executor event that could not be recorded (a bug, or something one task
+        brought): its attempt fails as ``error`` saying so, and the loop goes on."""
+        log.error("could not record %s of attempt %s", event[0], event[1], exc_info=err)
+        if event[0] == "died":
+            with contextlib.suppress(Exception):
+                self.executor.release(event[2].worker)
+        run = self.running.get(event[1])
+        if run is None:
+            return
+        message = f"error: oomguard could not record this attempt: {type(err).__name__}: {err}"
+        self._failed(run, FailureClass.ERROR, message, {"internal_error": _trace(err)}, None)
+
+    def _apply_by_task(self, ops: list[tuple[str, Any]]) -> int:
+        """Apply ``ops`` one task at a time; a task whose writes fail is failed as
+        ``error`` with the reason, and its attempts ended, in a transaction of its own."""
+        by_task: dict[Any, list[tuple[str, Any]]] = {}
+        for op in ops:
+            by_task.setdefault(op[1].get("task_id"), []).append(op)
+        duplicates = 0
+        for task_id, group in by_task.items():
+            try:
+                duplicates += self.store.apply(group)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as err:
+                if task_id is None:
+                    raise
+                log.error("task %s: its outcome could not be stored", task_id, exc_info=err)
+                self.store.apply(self._unrecordable(task_id, group, err))
+        return duplicates
+
+    def _unrecordable(
+        self, task_id: int, group: list[tuple[str, Any]], err: Exception
+    ) -> list[tuple[str, Any]]:
+        """Writes that fail ``task_id`` because its own writes (``group``) failed."""
+        what = "result" if any(name == "result" for name, _ in group) else "outcome"
+        message = f"error: {what} could not be stored: {type(err).__name__}: {err}"
+        evidence = json.dumps({"message": message, "internal_error": _trace(err)})
+        now = time.time()
+        fix: list[tuple[str, Any]] = []
+        attempts: list[int] = []
+        for name, params in group:
+            if name == "insert_attempt":
+                claim = dict(params, state="failed", ended_at=now, failure_class="error")
+                fix.append((name, dict(claim, evidence=evidence)))
+                attempts.append(params["id"])
+            elif name == "end_attempt":
+                attempts.append(params["id"])
+        for attempt_id in attempts:
+            fix.append(
+                (
+                    "end_attempt",
+                    {
+                        "id": attempt_id,
+                        "task_id": task_id,
+                        "state": "failed",
+                        "ended_at": now,
+                        "failure_class": "error",
+                        "peak_bytes": None,
+                        "evidence": evidence,
+                        "pid": None,
+                        "worker": None,
+                    },
+                )
+            )
+            fix.append(("release_lock", {"attempt_id": attempt_id, "task_id": task_id}))
+            run = self.running.get(attempt_id)
+            if run is not None:
+                # Still running, with nothing of it recorded: stop it; its outcome will
+                # find no attempt to end and is discarded.
+                self._release(run)
+                self.executor.kill(run, "cancel", {})
+        task_fields: dict[str, Any] = next(
+            (p for name, p in group if name in ("task_failed", "task_retry", "task_running")),
+            {},
+        )
+        n = int(task_fields.get("n") or 0) or len(attempts)
+        fix.append(
+            (
+                "task_failed",
+                {
+                    "task_id": task_id,
+                    "n": n,
+                    "oom_attempts": int(task_fields.get("oom_attempts") or 0),
+                    "failure_class": "error",
+                    "error": message,
+                    "now": now,
+                },
+            )
+        )
+        place = self.store.task_place(task_id)
+        if place is not None:
+            job_id, grp, kind = place
+            if kind == "task":
+                fix.append(
+                    (
+                        "fail_dependent",
+                        {
+                            "job_id": job_id,
+                            "grp": grp,
+                            "now": now,
+                            "error": f"replicate task {task_id} failed (error)",
+                            "task_id": task_id,
+                        },
+                    )
+                )
+            fix.append(
+                (
+                    "insert_event",
+                    {
+                        "ts": now,
+                        "job_id": job_id,
+                        "task_id": task_id,
+                        "kind": "attempt_failed",
+                        "data": json.dumps({"class": "error", "retry": False, "final": "error"}),
+                    },
+                )
+            )
+            self._parts_due.add(job_id)
+        return fix
+
+
+def _trace(err: BaseException) -> list[str]:
+    """The last lines of ``err``'s traceback, for the attempt's evidence."""
+    return "".join(traceback.format_exception(err)).splitlines()[-12:]

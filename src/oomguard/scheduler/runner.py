@@ -18,7 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from oomguard.config import RunnerConfig, load_config
-from oomguard.errors import JobNotFoundError, OomguardError, PayloadError, TaskReferenceError
+from oomguard.errors import (
+    JobNotFoundError,
+    OomguardError,
+    OutputError,
+    PayloadError,
+    TaskReferenceError,
+)
 from oomguard.jobs.task import load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.store.blobs import BLOB_THRESHOLD
@@ -26,6 +32,8 @@ from oomguard.store.sqlite import SqliteStore
 from oomguard.units import parse_size
 
 CHUNK = 5000
+#: Job.wait gives up on Parquet parts when none was written for this long while some were due
+PARTS_STALL = 300.0
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
@@ -416,23 +424,46 @@ class Job:
     def _wait_parts(self, deadline: float | None) -> None:
         """Wait until every stored result of the job is in a renamed Parquet part.
 
-        The scheduler writes parts on its loop, so a live scheduler gets there; a
-        scheduler that stops first, or a deadline that passes, is said aloud.
+        The wait asks the scheduler for the job's parts and ends on each event that can
+        end it: the parts are written; the part writer failed for this job (its error is
+        raised); the scheduler stopped; the caller's deadline passed; or no part was
+        written for :data:`PARTS_STALL` seconds while some were due. Each says what it
+        waited for.
         """
         store = self.runner.store
         out = store.job(self.id)["spec"].get("out")
         if not out:
             return
+        sched = self.runner.scheduler
+        last_left, progress_at = None, time.monotonic()
         while (left := store.unwritten_parts(self.id)) > 0:
             self.runner._raise_if_failed()
+            now = time.monotonic()
+            if left != last_left:
+                last_left, progress_at = left, now
+                sched.request_parts(self.id)
+            if (error := sched.parts_error(self.id)) is not None:
+                raise OutputError(
+                    f"job {self.id} finished but {left} results could not be written to "
+                    f"{out}: {error}; they are kept in the store, and `oomguard run` again "
+                    "(or any scheduler on this store) writes them",
+                    out=out,
+                    unwritten=left,
+                )
             if not self.runner.alive and (left := store.unwritten_parts(self.id)) > 0:
                 raise OomguardError(
                     f"job {self.id} finished but the scheduler stopped with {left} results not "
                     f"yet written to {out}; the next scheduler on this store writes them"
                 )
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and now > deadline:
                 raise TimeoutError(
                     f"job {self.id} finished but {left} results were not yet written to {out}"
+                )
+            if now - progress_at > PARTS_STALL:
+                raise OomguardError(
+                    f"job {self.id} finished but no Parquet part was written to {out} for "
+                    f"{PARTS_STALL:.0f} s ({left} results waiting); the results are in the "
+                    "store: `oomguard results` reads them"
                 )
             time.sleep(0.05)
 
