@@ -14,6 +14,7 @@ import pytest
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
 from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION
 from oomguard.store.sqlite import SqliteStore
+from oomguard.store.writes import AttemptRow, PendingWrites
 
 
 @pytest.fixture(params=["sqlite"])
@@ -40,20 +41,19 @@ def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
 
 
 def _claim(store, task, attempt_id: int, sid: str = "s1") -> None:
-    store.apply([
-        ("insert_attempt", {"id": attempt_id, "task_id": task.id, "n": 1, "scheduler_id": sid,
-                            "worker": "w1", "pid": 1, "state": "running",
-                            "started_at": time.time(), "ended_at": None,
-                            "failure_class": None, "admitted_bytes": 0, "limit_bytes": 0,
-                            "peak_bytes": None, "evidence": None}),
-        ("task_running", {"n": 1, "now": time.time(), "task_id": task.id}),
-    ])
+    writes = PendingWrites()
+    writes.insert_attempt(AttemptRow(id=attempt_id, task_id=task.id, n=1, scheduler_id=sid,
+                                     started_at=time.time(), admitted_bytes=0, limit_bytes=0,
+                                     worker="w1", pid=1))
+    writes.task_running(task.id, 1, time.time(), attempt_id)
+    store.apply(writes.take())
 
 
-def _result(task, attempt_id: int, value: bytes = b"v") -> tuple[str, dict]:
-    return ("result", {"task_id": task.id, "job_id": task.job_id, "attempt_id": attempt_id,
-                       "value": value, "kind": task.kind, "grp": task.grp,
-                       "now": time.time(), "n": 1})
+def _result(store, task, attempt_id: int, value: bytes = b"v") -> int:
+    writes = PendingWrites()
+    writes.result(task.id, job_id=task.job_id, attempt_id=attempt_id, value=value,
+                  kind=task.kind, grp=task.grp, n=1, now=time.time())
+    return store.apply(writes.take())
 
 
 def test_migrations_add_up_to_the_schema(store) -> None:
@@ -77,15 +77,15 @@ def test_result_is_stored_exactly_once(store) -> None:
     _job(store, n=1, groups_of=2, agg=True)
     t0, t1 = store.take_ready("j1", 10, 10)
     _claim(store, t0, 1)
-    assert store.apply([_result(t0, 1)]) == 0
-    assert store.apply([_result(t0, 1, b"late duplicate")]) == 1
+    assert _result(store, t0, 1) == 0
+    assert _result(store, t0, 1, b"late duplicate") == 1
     assert store.counter("duplicate_results") == 1
     (row,) = [r for r in store.result_rows("j1") if r[0] == t0.id]
     assert row[-1] == b"v"
     # The aggregation is released once, when its last replicate succeeds.
     assert store.counts("j1")["pending"] == 1
     _claim(store, t1, 2)
-    store.apply([_result(t1, 2)])
+    _result(store, t1, 2)
     assert store.counts("j1")["ready"] == 1 and store.counts("j1")["pending"] == 0
 
 
@@ -99,7 +99,9 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Pa
     store.db.execute("INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
                      (__import__("socket").gethostname(), dead_pid, time.time()))
     _claim(store, t0, 1, sid="old")
-    store.apply([("acquire_lock", {"key": "k", "attempt_id": 1, "task_id": t0.id})])
+    writes = PendingWrites()
+    writes.acquire_lock("k", 1, t0.id)
+    store.apply(writes.take())
     recovery = store.register_scheduler("new", lease_ttl=30)
     assert recovery.lost_attempts == 1
     assert recovery.released_locks == 1
@@ -140,8 +142,9 @@ def test_not_a_store_and_newer_schema_are_refused(tmp_path: Path) -> None:
 def test_retry_failed_and_cancel(store) -> None:
     _job(store, n=3)
     rows = store.take_ready("j1", 10, 10)
-    store.apply([("task_failed", {"task_id": rows[0].id, "n": 1, "oom_attempts": 0,
-                                  "failure_class": "error", "error": "x", "now": 0})])
+    writes = PendingWrites()
+    writes.task_failed(rows[0].id, n=1, oom_attempts=0, failure_class="error", error="x", now=0)
+    store.apply(writes.take())
     assert store.counts("j1")["failed"] == 1
     assert store.retry_failed("j1") == 1
     assert store.counts("j1")["ready"] == 1
@@ -154,7 +157,7 @@ def test_large_results_go_to_blob_files(store) -> None:
     (t0,) = store.take_ready("j1", 10, 10)
     big = b"x" * (2 * 1024 * 1024)
     _claim(store, t0, 1)
-    store.apply([_result(t0, 1, big)])
+    _result(store, t0, 1, big)
     assert store.db.execute("SELECT value_ref FROM results").fetchone()[0]
     assert next(store.result_rows("j1"))[-1] == big
 

@@ -13,6 +13,7 @@ pytest.importorskip("distributed")
 from oomguard.config import RunnerConfig
 from oomguard.errors import TaskInputError
 from oomguard.executors.dask import DaskExecutor, Flight
+from oomguard.executors.events import AttemptEnded, Requeued
 
 
 class EndedFuture:
@@ -46,23 +47,23 @@ def test_a_future_lost_with_its_worker_is_killed_not_an_error() -> None:
     # Dask marks a finished key "lost" when the worker holding its result dies: the
     # attempts ran, their results are gone; that is a worker death, not the task's error.
     events, ex = _ended("lost")
-    assert [(e[0], e[1], e[2], e[4]) for e in events] == [
-        ("outcome", 1, False, "killed"),
-        ("outcome", 2, False, "killed"),
+    assert [(type(e), e.attempt_id, e.ok, e.failure_class) for e in events] == [
+        (AttemptEnded, 1, False, "killed"),
+        (AttemptEnded, 2, False, "killed"),
     ]
-    assert events[0][6]["dask_future_status"] == "lost"
+    assert events[0].evidence["dask_future_status"] == "lost"
     assert ex.counters.lost_before_gather == 2
 
 
 def test_a_future_that_raised_is_an_error_with_the_exception() -> None:
     events, _ = _ended("error", ValueError("bad input"))
-    assert {e[4] for e in events} == {"error"}
-    assert events[0][5] == "ValueError: bad input"
+    assert {e.failure_class for e in events} == {"error"}
+    assert events[0].message == "ValueError: bad input"
 
 
 def test_a_cancelled_future_requeues_its_attempts() -> None:
     events, _ = _ended("cancelled")
-    assert events == [("requeue", 1), ("requeue", 2)]
+    assert events == [Requeued(1), Requeued(2)]
 
 
 class RecordingClient:
@@ -117,7 +118,8 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(3)]
     ex.submit(runs, read_item)
     assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[0, 2]]
-    (ended,) = [ex.done.get_nowait()]
-    _, attempt_id, ok, _, fc, message, evidence, *_ = ended.event
-    assert (attempt_id, ok, fc) == (1, False, "error")
-    assert "input blob abc is missing" in message and evidence["input_error"]
+    event = ex.done.get_nowait().event
+    assert isinstance(event, AttemptEnded)
+    assert (event.attempt_id, event.ok, event.failure_class) == (1, False, "error")
+    assert event.message and "input blob abc is missing" in event.message
+    assert event.evidence["input_error"]

@@ -1,12 +1,8 @@
 """The executor protocol the scheduler drives.
 
-``poll`` returns events, tuples whose first item names them:
-
-* ``("outcome", attempt_id, ok, pickled_value, failure_class, message, evidence, peak, worker)``
-* ``("died", attempt_id, death, counters_after)``: the worker running the attempt died;
-  ``death`` has ``.worker`` (with ``pid``, ``start_time``, ``cgroup``, ``killed_by``,
-  ``counters_before``, ``peak_sample``), ``.status`` (as from ``wait4``) and ``.rusage``.
-* ``("requeue", attempt_id)``: sent to a worker that died before it started it.
+``poll`` returns :mod:`~oomguard.executors.events`: an attempt ended (with its outcome), a
+local worker died running it (the scheduler classifies the death), or it was requeued
+(it never started).
 
 Executors never see the scheduler: :meth:`Executor.submit` gets the attempts and an
 :data:`ItemReader` that builds each attempt's call item from the store.
@@ -18,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from oomguard.errors import BlobMissingError, TaskInputError
+from oomguard.executors.events import AttemptEnded, Event, failed
 
 #: builds the call item of one attempt (:func:`call_item` over the store); raises
 #: :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read
@@ -36,11 +33,28 @@ class Executor(Protocol):
         ``read_item``; an attempt whose inputs cannot be read ends with an ``error``
         outcome at a later :meth:`poll`, and the others of the group still run."""
 
-    def poll(self, timeout: float) -> list[tuple[Any, ...]]: ...
+    def poll(self, timeout: float) -> list[Event]: ...
 
-    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None: ...
+    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
+        """End ``run``'s attempt now (``timeout``, ``cancel``); its ending comes as an
+        event at a later :meth:`poll`."""
 
-    def release(self, worker: Any) -> None: ...
+    def release(self, worker: Any) -> None:
+        """A dead worker's evidence was read: its cgroup may go."""
+
+    @property
+    def recycles(self) -> dict[str, int]:
+        """Workers recycled, by reason."""
+
+    def worker_pids(self) -> dict[str, int]:
+        """The pids of the workers on this machine, by name (empty for a cluster)."""
+
+    def memory_budget(self) -> int | None:
+        """The memory of a remote cluster's workers, when it knows better than this
+        machine (None: derive the budget here)."""
+
+    def max_task_memory(self) -> int | None:
+        """The most one attempt can get on a remote cluster (None: no other limit)."""
 
 
 def call_item(run: Any, store: Any) -> dict[str, Any]:
@@ -66,17 +80,6 @@ def call_item(run: Any, store: Any) -> dict[str, Any]:
     return item
 
 
-def input_error_event(run: Any, err: TaskInputError) -> tuple[Any, ...]:
+def input_error_event(run: Any, err: TaskInputError) -> AttemptEnded:
     """The ``error`` outcome of an attempt whose inputs cannot be read (it never ran)."""
-    message = f"error: {err}"
-    return (
-        "outcome",
-        run.attempt_id,
-        False,
-        None,
-        "error",
-        message,
-        {"input_error": str(err)},
-        None,
-        None,
-    )
+    return failed(run.attempt_id, "error", f"error: {err}", {"input_error": str(err)})

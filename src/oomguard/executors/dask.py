@@ -63,6 +63,7 @@ from oomguard.executors.dask_deaths import (
 )
 from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
 from oomguard.executors.dask_recycling import Recycler
+from oomguard.executors.events import AttemptEnded, Event, Requeued
 from oomguard.jobs.model import FailureClass
 
 log = logging.getLogger("oomguard.executor.dask")
@@ -171,6 +172,9 @@ class DaskExecutor:
             default=0,
         )
 
+    def worker_pids(self) -> dict[str, int]:
+        return {}
+
     def max_task_memory(self) -> int | None:
         """The most one attempt can get on this cluster: the largest worker's MEMORY."""
         self._refresh_workers(force=True)
@@ -268,7 +272,7 @@ class DaskExecutor:
 
     # -- outcomes ---------------------------------------------------------------------
 
-    def poll(self, timeout: float) -> list[tuple[Any, ...]]:
+    def poll(self, timeout: float) -> list[Event]:
         if self.client is None:
             time.sleep(timeout)
             return []
@@ -280,7 +284,7 @@ class DaskExecutor:
                 done.append(self.done.get_nowait())
         except queue.Empty:
             pass
-        events: list[tuple[Any, ...]] = []
+        events: list[Event] = []
         finished: list[Flight] = []
         for future in done:
             if isinstance(future, Ended):
@@ -308,7 +312,7 @@ class DaskExecutor:
             if self.by_attempt.get(run.attempt_id) is flight:
                 del self.by_attempt[run.attempt_id]
 
-    def _gathered(self, finished: list[Flight]) -> list[tuple[Any, ...]]:
+    def _gathered(self, finished: list[Flight]) -> list[Event]:
         if not finished:
             return []
         futures = [f.future for f in finished]
@@ -321,7 +325,7 @@ class DaskExecutor:
                     values.append(future.result(timeout=60))
                 except Exception as err:
                     values.append(err)
-        events: list[tuple[Any, ...]] = []
+        events: list[Event] = []
         for flight, value in zip(finished, values, strict=False):
             self._forget(flight)
             flight.future.release()  # nothing stays in distributed memory
@@ -331,7 +335,7 @@ class DaskExecutor:
             events.extend(self._outcomes(flight, value))
         return events
 
-    def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[tuple[Any, ...]]:
+    def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
         address = out.get("worker")
         for run in flight.runs:
             run.worker = DaskWorkerRef(address, out.get("pid"))
@@ -340,7 +344,7 @@ class DaskExecutor:
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        events: list[tuple[Any, ...]] = []
+        events: list[Event] = []
         for item in out["outcomes"]:
             attempt_id = item["attempt_id"]
             if attempt_id in flight.dropped:
@@ -348,10 +352,9 @@ class DaskExecutor:
             self.counters.gathered += 1
             evidence = dict(item.get("evidence") or {}, executor="dask")
             events.append(
-                (
-                    "outcome",
+                AttemptEnded(
                     attempt_id,
-                    item["ok"],
+                    bool(item["ok"]),
                     item.get("payload"),
                     item.get("failure_class"),
                     item.get("message"),
@@ -367,7 +370,7 @@ class DaskExecutor:
 
     def _results_lost(
         self, flight: Flight, address: str | None, evidence: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Event]:
         """The group ran, but its results died with their worker before they were
         gathered: each attempt counts as killed with its worker and is retried."""
         live = flight.live()
@@ -389,13 +392,13 @@ class DaskExecutor:
             for run in live
         ]
 
-    def _failed_future(self, flight: Flight) -> list[tuple[Any, ...]]:
+    def _failed_future(self, flight: Flight) -> list[Event]:
         future = flight.future
         status = str(future.status)
         self._forget(flight)
         if status == "cancelled":
             future.release()
-            return [("requeue", run.attempt_id) for run in flight.live()]
+            return [Requeued(run.attempt_id) for run in flight.live()]
         err: BaseException | None = None
         if status == "error":
             try:
@@ -409,7 +412,7 @@ class DaskExecutor:
             return self._results_lost(flight, None, {"dask_future_status": status})
         return self._ended_by_error(flight, err)
 
-    def _ended_by_error(self, flight: Flight, err: BaseException) -> list[tuple[Any, ...]]:
+    def _ended_by_error(self, flight: Flight, err: BaseException) -> list[Event]:
         from distributed.scheduler import KilledWorker
 
         if isinstance(err, KilledWorker):
@@ -426,7 +429,7 @@ class DaskExecutor:
                 # queue: not the tasks' fault, and not an attempt of them.
                 live = flight.live()
                 self.counters.requeued += len(live)
-                return [("requeue", run.attempt_id) for run in live]
+                return [Requeued(run.attempt_id) for run in live]
             self.deaths.append(
                 PendingDeath(
                     flight,
@@ -448,14 +451,14 @@ class DaskExecutor:
         evidence = {"executor": "dask", "dask_error": message}
         return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
 
-    def _resolve_deaths(self) -> list[tuple[Any, ...]]:
+    def _resolve_deaths(self) -> list[Event]:
         if not self.deaths:
             return []
         since = self._started - 1
         records = scheduler_events(self.client, "oomguard-worker-death", since)
         restarts = scheduler_events(self.client, "worker-restart-memory", since)
         now = time.monotonic()
-        events: list[tuple[Any, ...]] = []
+        events: list[Event] = []
         keep = []
         for death in self.deaths:
             record = match_event(records, death)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oomguard.executors.dask_flights import Counters, Flight, failure_event
+from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
 #: a worker is "near its memory limit" at death above this fraction of it
@@ -117,7 +118,7 @@ def group_death_events(
     evidence: dict[str, Any],
     peak: int | None,
     counters: Counters,
-) -> list[tuple[Any, ...]]:
+) -> list[Event]:
     """The outcomes of a group whose worker died while running it.
 
     The worker noted the position of each attempt before starting it (the nanny hands
@@ -135,7 +136,7 @@ def group_death_events(
     elif len(runs) == 1:
         index = 0
     message = f"the Dask worker running it died ({fc.value})"
-    events: list[tuple[Any, ...]] = []
+    events: list[Event] = []
     for i, run in enumerate(runs):
         if run.attempt_id in death.flight.dropped:
             continue
@@ -161,5 +162,5 @@ def group_death_events(
             events.append(failure_event(run, fc.value, message, evidence, peak, death.address))
         else:
             counters.requeued += 1
-            events.append(("requeue", run.attempt_id))
+            events.append(Requeued(run.attempt_id))
     return events

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from oomguard.executors.events import AttemptEnded, Event, failed
+
 
 @dataclass
 class DaskWorkerRef:
@@ -57,7 +59,7 @@ class Counters:
 class Ended:
     """An event to hand out at the next poll (queued beside finished futures)."""
 
-    event: tuple[Any, ...]
+    event: Event
     status: str = "ended"
     key: str = ""
 
@@ -69,6 +71,6 @@ def failure_event(
     evidence: dict[str, Any],
     peak: int | None,
     address: str | None,
-) -> tuple[Any, ...]:
-    """The ``outcome`` event of ``run`` failed with class ``fc``."""
-    return ("outcome", run.attempt_id, False, None, fc, message, evidence, peak, address)
+) -> AttemptEnded:
+    """The outcome of ``run`` failed with class ``fc`` on the worker at ``address``."""
+    return failed(run.attempt_id, fc, message, evidence, peak, address)

@@ -9,6 +9,7 @@ from typing import Any
 from oomguard.config import RunnerConfig
 from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
 from oomguard.executors.base import ItemReader, input_error_event
+from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
 
 log = logging.getLogger("oomguard.executor")
@@ -35,13 +36,22 @@ class LocalExecutor:
         )
         self.by_attempt: dict[int, Any] = {}
         #: events to hand out at the next poll (attempts whose inputs could not be read)
-        self._events: list[tuple[Any, ...]] = []
+        self._events: list[Event] = []
         self._spawn_failures = 0
         self._spawn_after = 0.0
 
     @property
     def recycles(self) -> dict[str, int]:
         return self.pool.recycles
+
+    def worker_pids(self) -> dict[str, int]:
+        return {w.name: w.pid for w in list(self.pool.workers.values())}
+
+    def memory_budget(self) -> int | None:
+        return None
+
+    def max_task_memory(self) -> int | None:
+        return None
 
     def start(self) -> None:
         self.pool.start()
@@ -77,7 +87,7 @@ class LocalExecutor:
                 self.pool.set_limit(worker, limit)
             except Exception as spawn_err:
                 # Not the tasks' fault: they go back to the queue without using an attempt.
-                self._events.extend(("requeue", run.attempt_id) for run in runs)
+                self._events.extend(Requeued(run.attempt_id) for run in runs)
                 self._spawn_failed(spawn_err)
                 return
         for run in runs:
@@ -85,7 +95,7 @@ class LocalExecutor:
             self.by_attempt[run.attempt_id] = run
         self.pool.send(worker, items)
 
-    def poll(self, timeout: float) -> list[tuple[Any, ...]]:
+    def poll(self, timeout: float) -> list[Event]:
         events, self._events = self._events, []
         if events:
             timeout = 0.0
@@ -99,7 +109,9 @@ class LocalExecutor:
                 if peak is None and worker.peak_sample:
                     peak = worker.peak_sample
                 events.append(
-                    ("outcome", attempt_id, ok, payload, fc, message, evidence, peak, worker.name)
+                    AttemptEnded(
+                        attempt_id, ok, payload, fc, message, evidence or {}, peak, worker.name
+                    )
                 )
             elif msg[0] == "idle" and msg[2]:
                 self.pool.retire(worker, msg[2])
@@ -114,9 +126,9 @@ class LocalExecutor:
             for i, attempt_id in enumerate(death.inflight):
                 self.by_attempt.pop(attempt_id, None)
                 if i == 0:
-                    events.append(("died", attempt_id, death, counters_after))
+                    events.append(WorkerDied(attempt_id, death, counters_after))
                 else:
-                    events.append(("requeue", attempt_id))
+                    events.append(Requeued(attempt_id))
             if not death.inflight:
                 self.release(death.worker)
             self._replace()

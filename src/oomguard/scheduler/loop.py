@@ -1,81 +1,82 @@
-"""The scheduler loop: store → admission → executor → classify → retry → store.
+"""The scheduler loop: store → admission → executor → recorder → store.
 
 One thread owns the loop. Tasks come from the store in bounded windows (never a whole job
-in memory). Outcomes are applied in grouped transactions: the attempt's end, its result,
-its task's new state, the release of its lock and dependants commit together.
+in memory); the loop admits them by memory and dispatches them to the executor. How each
+attempt begins and ends is the :class:`~oomguard.scheduler.recorder.AttemptRecorder`'s:
+its writes are committed here in grouped transactions (the attempt's end, its result, its
+task's new state, the release of its lock and dependants commit together). Other threads
+read the scheduler only through :meth:`Scheduler.view` and the thread-safe
+:meth:`Scheduler.request_parts` / :meth:`Scheduler.set_window`. See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import call_item
+from oomguard.executors.base import Executor, call_item
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
-from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.admission import Admission, Estimates, KeyEstimate
 from oomguard.scheduler.budget import check_limits, derive_budget
-from oomguard.scheduler.outcomes import AttemptOutcomes, PendingDeath, Running, Stats
-from oomguard.scheduler.retries import RetryPolicy
-from oomguard.store.sqlite import SqliteStore, TaskRow
+from oomguard.scheduler.recorder import AttemptRecorder, Running
+from oomguard.scheduler.view import SchedulerView
+from oomguard.store.sqlite import Recovery, SqliteStore, TaskRow
+from oomguard.store.writes import PendingWrites
 from oomguard.units import format_size
+
+if TYPE_CHECKING:
+    from oomguard.oom.cgroup_detect import IsolationPlan
+    from oomguard.oom.watch import KernelLogWatch
 
 log = logging.getLogger("oomguard.scheduler")
 
 #: how long the final pass waits for the part thread to finish what it is writing
 PART_DRAIN_TIMEOUT = 120.0
+#: how often the read-only view for other threads is refreshed (seconds)
+VIEW_INTERVAL = 0.25
 
 
-class Scheduler(AttemptOutcomes):
-    """Takes tasks from the store, admits them by memory, runs them on an executor and
-    records how every attempt ended (:class:`~oomguard.scheduler.outcomes.AttemptOutcomes`)."""
+class Scheduler:
+    """Takes tasks from the store, admits them by memory, runs them on an executor; the
+    :attr:`recorder` records how every attempt ended."""
 
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
         self.id = uuid.uuid4().hex
         self.store = SqliteStore(config.store)
-        self.stats = Stats()
+        self.writes = PendingWrites()
         self.window: deque[TaskRow] = deque()
-        self.running: dict[int, Running] = {}
-        self.locks: dict[str, int] = {}
-        self.ops: list[tuple[str, Any]] = []
-        self.first_op = 0.0
-        self.deaths: list[PendingDeath] = []
-        self.executor: Any = None
-        self.kmsg: Any = None
+        self.window_size = config.window
+        self.executor: Executor | None = None
+        self.kmsg: KernelLogWatch | None = None
         self.sink: PartSink | None = None
-        self.isolation: Any = None
-        self.recovery: Any = None
+        self.isolation: IsolationPlan | None = None
+        self.recovery: Recovery | None = None
         self.budget = 0
         self.admission: Admission
         self.estimates: Estimates
+        self.recorder: AttemptRecorder
+        self.started = False
+        self._view = SchedulerView()
+        self._view_at = 0.0
         self._active: list[str] = []
         self._active_at = 0.0
         self._heartbeat_at = 0.0
         self._parts_at = 0.0
         self._parts_swept = False
         self._cancel_check_at = 0.0
-        self._next_attempt = 0
         self._refill_after = 0.0
-        #: jobs whose Parquet parts may be due: new results, or the job just finished
-        self._parts_due: set[str] = set()
+        self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
-        self.window_size = config.window
-        self._batch_sizes: dict[str, int] = {}
-        #: memory keys that had an OOM kill: their tasks are not batched
-        self.oom_keys: set[str | None] = set()
-        self.retry_policy = RetryPolicy(
-            death_retries=config.death_retries,
-            backoff=config.retry_backoff,
-            backoff_max=config.retry_backoff_max,
-        )
-        self.started = False
+        self._lock = threading.Lock()
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -87,21 +88,20 @@ class Scheduler(AttemptOutcomes):
         self.recovery = self.store.register_scheduler(
             self.id, config.lease_ttl, config.lost_retries
         )
-        self._next_attempt = self.store.next_attempt_id()
         self.isolation = detect_isolation(config.isolation)
         if config.executor == "local":
             check_limits(config, self.isolation.own_limit_bytes)
-        self.executor = self._make_executor()
-        self.executor.start()
+        executor = self.executor = self._make_executor(self.isolation)
+        executor.start()
         own_limit = self.isolation.own_limit_bytes
         # A remote executor (Dask) knows the memory of its workers better than this machine.
-        remote_budget = getattr(self.executor, "memory_budget", lambda: None)()
+        remote_budget = executor.memory_budget()
         if remote_budget is not None and config.memory_budget is None:
             self.budget = remote_budget
         else:
             self.budget = derive_budget(config, own_limit)
         cap = min(config.worker_memory or self.budget, self.budget)
-        remote_cap = getattr(self.executor, "max_task_memory", lambda: None)()
+        remote_cap = executor.max_task_memory()
         if remote_cap is not None:
             cap = min(cap, remote_cap)
         self.store.set_meta("memory_budget", str(self.budget))
@@ -111,14 +111,25 @@ class Scheduler(AttemptOutcomes):
         )
         self.estimates = Estimates(default=config.default_task_memory)
         for key, (b, p, s) in self.store.estimates().items():
-            from oomguard.scheduler.admission import KeyEstimate
-
             self.estimates.known[key] = KeyEstimate(bytes=b, peak_bytes=p, samples=s)
         self.kmsg = KernelLogWatch(config.kernel_log)
         self.kmsg.start()
+        self.recorder = AttemptRecorder(
+            config=config,
+            scheduler_id=self.id,
+            store=self.store,
+            writes=self.writes,
+            admission=self.admission,
+            estimates=self.estimates,
+            executor=executor,
+            kmsg=self.kmsg,
+            requeue=self.window.appendleft,
+            next_attempt=self.store.next_attempt_id(),
+        )
         self.sink = PartSink(self.store.path, PartPolicy.of(config))
         self.sink.start()
         self.started = True
+        self._publish_view(force=True)
         log.info(
             "scheduler %s: isolation %s (%s); budget %s; %d workers",
             self.id[:8],
@@ -128,49 +139,22 @@ class Scheduler(AttemptOutcomes):
             config.workers,
         )
 
-    def _make_executor(self) -> Any:
+    def _make_executor(self, isolation: IsolationPlan) -> Executor:
         if self.config.executor == "dask":
             from oomguard.executors.dask import DaskExecutor
 
-            return DaskExecutor(self.config, self.isolation)
+            return DaskExecutor(self.config, isolation)
         from oomguard.executors.local import LocalExecutor
 
-        return LocalExecutor(self.config, self.isolation)
+        return LocalExecutor(self.config, isolation)
 
     def stop(self) -> None:
-        if not self.started:
-            if self.executor is not None:
-                self.executor.stop()
-            if self.kmsg is not None:
-                self.kmsg.stop()
-            if self.sink is not None:
-                self.sink.stop()
-            self.store.close()
-            return
+        """Stop: running attempts end ``interrupted`` and their tasks (and the window's)
+        go back to ready; the last Parquet parts are written; workers and their cgroups,
+        the kernel-log and part threads, and the store are closed."""
         try:
-            self.flush()
-            for run in list(self.running.values()):
-                # Stopping is not the task's fault: put it back without using an attempt.
-                self.ops.append(
-                    (
-                        "end_attempt",
-                        self._end_params(
-                            run, "interrupted", None, {"reason": "the scheduler was stopped"}, None
-                        ),
-                    )
-                )
-            requeue = [r.task.id for r in self.running.values()] + [t.id for t in self.window]
-            self.flush()
-            if requeue:
-                with self.store.transaction() as db:
-                    db.executemany(
-                        "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN "
-                        "('queued', 'running')",
-                        [(i,) for i in requeue],
-                    )
-                    db.execute("DELETE FROM locks")
-            self._write_parts(final=True)
-            self.store.unregister_scheduler(self.id)
+            if self.started:
+                self._stop_attempts()
         finally:
             if self.executor is not None:
                 self.executor.stop()
@@ -180,11 +164,23 @@ class Scheduler(AttemptOutcomes):
                 self.sink.stop()
             self.store.close()
             self.started = False
+            self._view = SchedulerView()
+
+    def _stop_attempts(self) -> None:
+        self.flush()
+        running = list(self.recorder.running.values())
+        for run in running:
+            # Stopping is not the task's fault: put it back without using an attempt.
+            self.recorder.interrupt(run)
+        self.flush()
+        self.store.requeue_tasks([r.task.id for r in running] + [t.id for t in self.window])
+        self._write_parts(final=True)
+        self.store.unregister_scheduler(self.id)
 
     # -- the loop ---------------------------------------------------------------------
 
-    def run(self, stop: Any, until_idle: bool = False) -> None:
-        """Run until ``stop`` (a threading.Event) is set, or nothing is left to do."""
+    def run(self, stop: threading.Event, until_idle: bool = False) -> None:
+        """Run until ``stop`` is set, or nothing is left to do."""
         while not stop.is_set():
             self.step()
             if until_idle and self.idle():
@@ -193,32 +189,30 @@ class Scheduler(AttemptOutcomes):
                 return
 
     def idle(self) -> bool:
-        if self.window or self.running or self.deaths or self.ops:
+        recorder = self.recorder
+        if self.window or recorder.running or recorder.deaths or self.writes:
             return False
         self._refresh_active(force=True)
         return not self._active
 
     def step(self, timeout: float = 0.05) -> None:
+        assert self.executor is not None, "start() first"
+        recorder = self.recorder
         now = time.time()
         self._refill(now)
         self._dispatch(now)
-        wait = timeout if self.running else min(timeout, 0.02)
-        if self.ops:
-            wait = min(wait, max(0.0, self.first_op + self.config.commit_interval - now))
-        events = self.executor.poll(wait)
-        for event in events:
-            try:
-                self._handle(event)
-            except Exception as err:
-                # One attempt that cannot be recorded never stops the loop.
-                self._unhandled(event, err)
-        self._finish_deaths()
+        wait = timeout if recorder.running else min(timeout, 0.02)
+        if self.writes:
+            wait = min(wait, max(0.0, self.writes.first_at + self.config.commit_interval - now))
+        for event in self.executor.poll(wait):
+            recorder.handle(event)  # one attempt that cannot be recorded never stops the loop
+        recorder.finish_deaths()
         self._check_timeouts()
         now = time.time()
-        if self.ops and (
-            len(self.ops) >= self.config.commit_max
-            or now - self.first_op >= self.config.commit_interval
-            or not self.running
+        if self.writes and (
+            len(self.writes) >= self.config.commit_max
+            or now - self.writes.first_at >= self.config.commit_interval
+            or not recorder.running
         ):
             self.flush()
         if now - self._heartbeat_at >= self.config.heartbeat_interval:
@@ -230,10 +224,43 @@ class Scheduler(AttemptOutcomes):
         if now - self._parts_at >= self.config.part_interval:
             self._write_parts(final=False)
             self._parts_at = now
+        self._publish_view()
+
+    # -- what other threads may call -----------------------------------------------------
 
     def set_window(self, size: int) -> None:
-        """Change how many tasks the scheduler keeps in memory (thread-safe: one store)."""
+        """Change how many tasks the scheduler keeps in memory (thread-safe)."""
         self.window_size = max(1, size)
+
+    def view(self) -> SchedulerView:
+        """A consistent snapshot for other threads (refreshed every ``VIEW_INTERVAL``)."""
+        return self._view
+
+    def request_parts(self, job_id: str) -> None:
+        """Have ``job_id``'s due parts written at the next pass (thread-safe)."""
+        self._parts_asked.append(job_id)
+
+    def parts_error(self, job_id: str) -> str | None:
+        """Why the last try to write ``job_id``'s Parquet parts failed (thread-safe)."""
+        return None if self.sink is None else self.sink.errors.get(job_id)
+
+    def _publish_view(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._view_at < VIEW_INTERVAL:
+            return
+        self._view_at = now
+        assert self.executor is not None and self.isolation is not None
+        self._view = SchedulerView(
+            started=self.started,
+            budget=self.budget,
+            admitted=self.admission.total,
+            running=len(self.recorder.running),
+            window=len(self.window),
+            isolation=self.isolation.mode,
+            workers=self.executor.worker_pids(),
+            recycles=dict(self.executor.recycles),
+            duplicates=self.recorder.stats.duplicates,
+        )
 
     # -- taking tasks -----------------------------------------------------------------
 
@@ -243,9 +270,12 @@ class Scheduler(AttemptOutcomes):
             before = self._active
             self._active = self.store.active_jobs()
             self._active_at = now
+            finished = set(before) - set(self._active)
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
-            self._parts_due.update(set(before) - set(self._active))
+            self.recorder.parts_due.update(finished)
+            for job_id in finished:
+                self._batch_sizes.pop(job_id, None)
 
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:
@@ -277,17 +307,19 @@ class Scheduler(AttemptOutcomes):
         return task.memory_key or task.fn
 
     def _dispatch(self, now: float) -> None:
+        assert self.executor is not None
         if not self.window:
             return
         slots = self.executor.free_slots()
         if slots <= 0:
             return
+        recorder = self.recorder
         batch_max = max(1, min(64, len(self.window) // (2 * max(1, self.config.workers))))
         skipped: list[TaskRow] = []
         assignments: list[list[Running]] = []
         while self.window and slots > 0:
             task = self.window.popleft()
-            if task.lock_key and task.lock_key in self.locks:
+            if task.lock_key and task.lock_key in recorder.locks:
                 skipped.append(task)
                 continue
             run = self._admit(task, now)
@@ -304,7 +336,7 @@ class Scheduler(AttemptOutcomes):
                 and task.timeout is None
                 and not task.lock_key
                 and not run.probe
-                and run.key not in self.oom_keys
+                and run.key not in recorder.oom_keys
             ):
                 while self.window and len(group) < batch_max:
                     nxt = self.window[0]
@@ -317,7 +349,7 @@ class Scheduler(AttemptOutcomes):
                     ):
                         break
                     self.window.popleft()
-                    group.append(self._claim(nxt, run.key, False, run.limit, now, admit=False))
+                    group.append(recorder.begin(nxt, run.key, False, run.limit, now, False))
             assignments.append(group)
             slots -= 1
         self.window.extendleft(reversed(skipped))
@@ -328,7 +360,7 @@ class Scheduler(AttemptOutcomes):
         for group in assignments:
             self.executor.submit(group, self._read_item)
 
-    def _read_item(self, run: Running) -> dict[str, Any]:
+    def _read_item(self, run: Running) -> dict[str, object]:
         return call_item(run, self.store)
 
     def _admit(self, task: TaskRow, now: float) -> Running | None:
@@ -340,86 +372,51 @@ class Scheduler(AttemptOutcomes):
         limit = self.admission.limit_for(estimate)
         if not self.admission.try_admit(task.id, limit, key, learned):
             return None
-        return self._claim(task, key, not learned, limit, now, admit=True)
-
-    def _claim(
-        self, task: TaskRow, key: str | None, probe: bool, limit: int, now: float, admit: bool
-    ) -> Running:
-        attempt_id = self._next_attempt
-        self._next_attempt += 1
-        n = task.attempts + 1
-        task.attempts = n
-        run = Running(attempt_id, task, n, key, probe, limit if admit else 0, now)
-        self.admission.forget(task.id)
-        if admit:
-            self.admission.start(attempt_id, limit, key, not probe)
-        if task.timeout:
-            run.deadline = time.monotonic() + task.timeout
-        if task.lock_key:
-            self.locks[task.lock_key] = attempt_id
-        claim = {
-            "id": attempt_id,
-            "task_id": task.id,
-            "n": n,
-            "scheduler_id": self.id,
-            "worker": None,
-            "pid": None,
-            "state": "running",
-            "started_at": now,
-            "ended_at": None,
-            "failure_class": None,
-            "admitted_bytes": limit if admit else 0,
-            "limit_bytes": limit,
-            "peak_bytes": None,
-            "evidence": None,
-        }
-        run.claim = claim
-        self._op("insert_attempt", claim)
-        self._op("task_running", {"n": n, "now": now, "task_id": task.id})
-        if task.lock_key:
-            self._op(
-                "acquire_lock", {"key": task.lock_key, "attempt_id": attempt_id, "task_id": task.id}
-            )
-        self.running[attempt_id] = run
-        return run
+        return self.recorder.begin(task, key, not learned, limit, now, admit=True)
 
     def flush(self) -> None:
-        if not self.ops:
+        """Commit the queued writes (grouped); a group that fails is applied task by task,
+        failing only the tasks whose own writes break."""
+        if not self.writes:
             return
-        ops, self.ops = self.ops, []
-        for run in self.running.values():
-            run.claim = None  # inserted by this flush: later changes are updates
+        writes = self.writes.take()
+        self.recorder.committed()
         try:
-            self.stats.duplicates += self.store.apply(ops)
+            self.recorder.stats.duplicates += self.store.apply(writes)
         except sqlite3.OperationalError:
             raise  # the store itself fails (disk, lock): nothing one task did
         except Exception as err:
             # Something one task brought (a value SQLite refuses, a result blob that
-            # cannot be written): apply task by task, failing only the tasks that break.
+            # cannot be written): fail only the tasks whose writes break.
             log.warning(
-                "a grouped commit failed (%s: %s); recording task by task", type(err).__name__, err
+                "a grouped commit failed (%s: %s); recording task by task",
+                type(err).__name__,
+                err,
             )
-            self.stats.duplicates += self._apply_by_task(ops)
+            self.recorder.stats.duplicates += self.recorder.apply_by_task(writes)
         dirty = self.estimates.take_dirty()
         if dirty:
             self.store.put_estimates(dirty)
 
     def _check_timeouts(self) -> None:
+        assert self.executor is not None
         now = time.monotonic()
-        for run in list(self.running.values()):
+        for run in list(self.recorder.running.values()):
             if run.deadline is not None and now > run.deadline and run.worker is not None:
                 run.deadline = None
                 self.executor.kill(run, "timeout", {"timeout_s": run.task.timeout})
 
     def _check_cancelled(self) -> None:
-        ids = [r.task.id for r in self.running.values()] + [t.id for t in self.window]
+        assert self.executor is not None
+        running = self.recorder.running
+        ids = [r.task.id for r in running.values()] + [t.id for t in self.window]
         cancelled = self.store.cancelled_among(ids)
         if not cancelled:
             return
         self.window = deque(t for t in self.window if t.id not in cancelled)
         for task_id in cancelled:
             self.admission.forget(task_id)
-        for run in list(self.running.values()):
+        for run in list(running.values()):
             if run.task.id in cancelled:
                 self.executor.kill(run, "cancel", {})
 
@@ -430,16 +427,17 @@ class Scheduler(AttemptOutcomes):
         runs; at ``final`` (stopping, or idle) here, after the sink has caught up."""
         self.flush()
         sink = self.sink
+        due = self.recorder.parts_due
         while self._parts_asked:
-            self._parts_due.add(self._parts_asked.popleft())
+            due.add(self._parts_asked.popleft())
         # Only jobs that may have new results: active ones, those with new results or that
         # just finished, those a waiter asked for, and those whose rows wait on time.
         # The first time, every job: a scheduler killed after the last result of a job was
         # stored but before its Parquet parts were written left them for us to write.
         everywhere = final or not self._parts_swept
-        jobs = None if everywhere else set(self._active) | self._parts_due
+        jobs = None if everywhere else set(self._active) | due
         self._parts_swept = True
-        self._parts_due = set()
+        due.clear()
         if final or sink is None:
             if sink is not None:
                 sink.drain(timeout=PART_DRAIN_TIMEOUT)
@@ -452,11 +450,3 @@ class Scheduler(AttemptOutcomes):
             )
         elif jobs is None or jobs or sink.has_waiting():
             sink.request(jobs)
-
-    def request_parts(self, job_id: str) -> None:
-        """Have ``job_id``'s due parts written at the next pass (thread-safe)."""
-        self._parts_asked.append(job_id)
-
-    def parts_error(self, job_id: str) -> str | None:
-        """Why the last try to write ``job_id``'s Parquet parts failed (thread-safe)."""
-        return None if self.sink is None else self.sink.errors.get(job_id)

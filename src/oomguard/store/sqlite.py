@@ -34,6 +34,7 @@ from oomguard.errors import (
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION, Q, split_sql
 from oomguard.store.views import StoreViews
+from oomguard.store.writes import Write
 from oomguard.units import safe_text
 
 APPLICATION = "oomguard"
@@ -82,11 +83,9 @@ class Recovery:
     failed_lost: int = 0
 
 
-def _safe_params(params: Any) -> Any:
+def _safe_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
-    if isinstance(params, dict):
-        return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
-    return params
+    return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -343,6 +342,15 @@ class SqliteStore(BlobFiles, StoreViews):
         )
         return 1
 
+    def requeue_tasks(self, task_ids: Sequence[int]) -> None:
+        """A stopping scheduler hands its tasks back: ready again, its locks released."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN ('queued', 'running')",
+                [(i,) for i in task_ids],
+            )
+            db.execute("DELETE FROM locks")
+
     def heartbeat(self, scheduler_id: str) -> None:
         with self.transaction() as db:
             db.execute(
@@ -552,24 +560,25 @@ class SqliteStore(BlobFiles, StoreViews):
             values.append(self.get_blob(ref) if ref else value)
         return (self.params_of(*params_row) if params_row else None), values
 
-    def apply(self, ops: Iterable[tuple[str, Any]]) -> int:
-        """Run ``(query_name, params)`` operations in one transaction.
+    def apply(self, writes: Iterable[Write]) -> int:
+        """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`) in one
+        transaction.
 
-        Consecutive operations on the same query run as one ``executemany``. A result
+        Consecutive writes of the same query run as one ``executemany``. A result
         already stored for its task is discarded (exactly-once results); the number of
-        discarded duplicates is returned.
+        discarded duplicates is returned. Text that UTF-8 cannot encode (lone surrogates
+        in a task's error message) is stored escaped.
         """
-        ops = list(ops)
+        ops = [(w.query, w.parameters()) for w in writes]
         try:
             return self._apply(ops)
         except UnicodeEncodeError:
-            # Text from a task (an error message, say) with lone surrogates: stored escaped.
             return self._apply([(name, _safe_params(params)) for name, params in ops])
 
-    def _apply(self, ops: list[tuple[str, Any]]) -> int:
+    def _apply(self, ops: list[tuple[str, dict[str, Any]]]) -> int:
         duplicates = 0
         with self.transaction() as db:
-            batch: list[Any] = []
+            batch: list[dict[str, Any]] = []
             current: str | None = None
 
             def flush() -> None:

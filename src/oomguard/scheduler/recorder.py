@@ -1,0 +1,515 @@
+"""How attempts begin and end: claims, outcomes, worker deaths and their kernel evidence,
+retries, estimates and locks.
+
+:class:`AttemptRecorder` is composed into the scheduler loop
+(:class:`~oomguard.scheduler.loop.Scheduler`), which owns windowing, admission and
+dispatch. Every beginning and ending is queued as typed store writes
+(:class:`~oomguard.store.writes.PendingWrites`) that the loop commits in grouped
+transactions: the attempt's end, its result or the task's retry/failure, the release of its
+lock and the event commit together. A worker death waits here up to ``kernel_log_wait`` for
+the kernel's report, so an OOM kill is classified with its evidence, not as a bare SIGKILL.
+
+When recording itself fails (a bug, or something one task brought), the attempt fails as
+``error`` saying so and the loop goes on (:meth:`AttemptRecorder.unhandled`,
+:meth:`AttemptRecorder.apply_by_task`). See docs/ARCHITECTURE.md, "The failure path".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from oomguard.config import RunnerConfig
+from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
+from oomguard.jobs.model import FailureClass
+from oomguard.oom.classify import explain_death
+from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.retries import RetryPolicy, decide
+from oomguard.store.writes import AttemptRow, PendingWrites, Write
+
+if TYPE_CHECKING:
+    from oomguard.executors.base import Executor
+    from oomguard.oom.watch import KernelLogWatch
+    from oomguard.store.sqlite import SqliteStore, TaskRow
+    from oomguard.worker.pool import Died
+
+log = logging.getLogger("oomguard.scheduler")
+
+
+class WorkerRef(Protocol):
+    """Where an attempt runs: a local worker or a Dask worker."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+@dataclass
+class Running:
+    """An attempt in flight."""
+
+    attempt_id: int
+    task: TaskRow
+    n: int
+    key: str | None
+    probe: bool
+    limit: int
+    started: float
+    worker: WorkerRef | None = None
+    deadline: float | None = None
+    #: the not-yet-committed insert of this attempt (updated in place if it ends first)
+    claim: AttemptRow | None = None
+
+
+@dataclass
+class PendingDeath:
+    running: Running
+    died: Died
+    counters_after: Any
+    deadline: float
+
+
+@dataclass
+class Stats:
+    succeeded: int = 0
+    failed_attempts: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+
+
+class AttemptRecorder:
+    """Begins and ends attempts, and decides what happens to their tasks."""
+
+    def __init__(
+        self,
+        *,
+        config: RunnerConfig,
+        scheduler_id: str,
+        store: SqliteStore,
+        writes: PendingWrites,
+        admission: Admission,
+        estimates: Estimates,
+        executor: Executor,
+        kmsg: KernelLogWatch | None,
+        requeue: Callable[[TaskRow], None],
+        next_attempt: int,
+    ) -> None:
+        self.config = config
+        self.scheduler_id = scheduler_id
+        self.store = store
+        self.writes = writes
+        self.admission = admission
+        self.estimates = estimates
+        self.executor = executor
+        self.kmsg = kmsg
+        self._requeue = requeue
+        self._next_attempt = next_attempt
+        self.retry_policy = RetryPolicy(
+            death_retries=config.death_retries,
+            backoff=config.retry_backoff,
+            backoff_max=config.retry_backoff_max,
+        )
+        self.stats = Stats()
+        self.running: dict[int, Running] = {}
+        #: lock key → the attempt holding it
+        self.locks: dict[str, int] = {}
+        self.deaths: list[PendingDeath] = []
+        #: memory keys that had an OOM kill: their tasks are not batched
+        self.oom_keys: set[str | None] = set()
+        #: jobs whose Parquet parts may be due (a result arrived, a task failed for good)
+        self.parts_due: set[str] = set()
+
+    # -- beginning ----------------------------------------------------------------------
+
+    def begin(
+        self, task: TaskRow, key: str | None, probe: bool, limit: int, now: float, admit: bool
+    ) -> Running:
+        """Claim an attempt of ``task`` (queued as writes; committed before it is sent)."""
+        attempt_id = self._next_attempt
+        self._next_attempt += 1
+        n = task.attempts + 1
+        task.attempts = n
+        run = Running(attempt_id, task, n, key, probe, limit if admit else 0, now)
+        self.admission.forget(task.id)
+        if admit:
+            self.admission.start(attempt_id, limit, key, not probe)
+        if task.timeout:
+            run.deadline = time.monotonic() + task.timeout
+        if task.lock_key:
+            self.locks[task.lock_key] = attempt_id
+        run.claim = AttemptRow(
+            id=attempt_id,
+            task_id=task.id,
+            n=n,
+            scheduler_id=self.scheduler_id,
+            started_at=now,
+            admitted_bytes=limit if admit else 0,
+            limit_bytes=limit,
+        )
+        self.writes.insert_attempt(run.claim)
+        self.writes.task_running(task.id, n, now, attempt_id)
+        if task.lock_key:
+            self.writes.acquire_lock(task.lock_key, attempt_id, task.id)
+        self.running[attempt_id] = run
+        return run
+
+    def committed(self) -> None:
+        """The queued writes were committed: later changes to attempts are updates."""
+        for run in self.running.values():
+            run.claim = None
+
+    # -- events from the executor ---------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Record one executor event; a failure to do so fails only its attempt."""
+        try:
+            self._handle(event)
+        except Exception as err:
+            self.unhandled(event, err)
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, AttemptEnded):
+            run = self.running.get(event.attempt_id)
+            if run is None:
+                self.stats.duplicates += 1
+                return
+            evidence = dict(event.evidence)
+            if event.worker is not None:
+                evidence["worker"] = event.worker
+            if event.ok:
+                self._succeeded(run, event.payload, event.peak_bytes)
+            else:
+                fc = FailureClass(event.failure_class or FailureClass.ERROR.value)
+                self.failed(run, fc, event.message, evidence, event.peak_bytes)
+        elif isinstance(event, WorkerDied):
+            run = self.running.get(event.attempt_id)
+            if run is None:
+                # Its attempt already ended (killed after its outcome was discarded):
+                # nothing to record, but the worker's cgroup must still go.
+                self.executor.release(event.death.worker)
+                return
+            readable = self.kmsg is not None and self.kmsg.unavailable is None
+            wait = self.config.kernel_log_wait if readable else 0.0
+            self.deaths.append(
+                PendingDeath(run, event.death, event.counters_after, time.monotonic() + wait)
+            )
+        elif isinstance(event, Requeued):
+            self._requeued(event)
+
+    def _requeued(self, event: Requeued) -> None:
+        # It never started: not an attempt of the task.
+        run = self.running.pop(event.attempt_id, None)
+        if run is None:
+            return
+        self._release(run)
+        run.task.attempts -= 1
+        if run.claim is not None:
+            self.writes.discard_attempt(run.attempt_id)
+        else:
+            self._end_write(run, "skipped", None, {"reason": event.reason}, None)
+            self.writes.task_requeued(run.task.id, run.task.attempts, time.time())
+        self._requeue(run.task)
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _end_write(
+        self,
+        run: Running,
+        state: str,
+        fc: str | None,
+        evidence: dict[str, Any] | None,
+        peak: int | None,
+    ) -> None:
+        ended_at = time.time()
+        text = json.dumps(evidence) if evidence else None
+        pid = run.worker.pid if run.worker is not None else None
+        worker = run.worker.name if run.worker is not None else None
+        if run.claim is not None:
+            claim = run.claim
+            claim.state, claim.ended_at, claim.failure_class = state, ended_at, fc
+            claim.peak_bytes, claim.evidence, claim.pid = peak, text, pid
+            claim.worker = worker or claim.worker
+            run.claim = None
+            return
+        self.writes.end_attempt(
+            run.attempt_id,
+            run.task.id,
+            state=state,
+            failure_class=fc,
+            evidence=text,
+            peak_bytes=peak,
+            pid=pid,
+            worker=worker,
+            ended_at=ended_at,
+        )
+
+    def end(
+        self,
+        run: Running,
+        state: str,
+        fc: str | None,
+        evidence: dict[str, Any] | None,
+        peak: int | None,
+    ) -> None:
+        """End ``run``'s attempt (its task's state is someone else's to write)."""
+        self._end_write(run, state, fc, evidence, peak)
+        self._release(run)
+
+    def _release(self, run: Running) -> None:
+        self.running.pop(run.attempt_id, None)
+        self.admission.end(run.attempt_id, run.key, run.probe)
+        if run.task.lock_key and self.locks.get(run.task.lock_key) == run.attempt_id:
+            del self.locks[run.task.lock_key]
+            self.writes.release_lock(run.attempt_id, run.task.id)
+
+    def interrupt(self, run: Running) -> None:
+        """The scheduler stops: ``run`` ends ``interrupted`` (not the task's fault)."""
+        self.end(run, "interrupted", None, {"reason": "the scheduler was stopped"}, None)
+
+    def _succeeded(self, run: Running, payload: bytes | None, peak: int | None) -> None:
+        self.end(run, "succeeded", None, None, peak)
+        if run.task.memory is None or run.probe or peak:
+            self.estimates.learn(run.key, peak)
+        task = run.task
+        self.writes.result(
+            task.id,
+            job_id=task.job_id,
+            attempt_id=run.attempt_id,
+            value=payload,
+            kind=task.kind,
+            grp=task.grp,
+            n=run.n,
+            now=time.time(),
+        )
+        self.stats.succeeded += 1
+        self.parts_due.add(task.job_id)
+
+    def failed(
+        self,
+        run: Running,
+        fc: FailureClass,
+        message: str | None,
+        evidence: dict[str, Any],
+        peak: int | None,
+    ) -> None:
+        """End ``run`` as failed with ``fc``; retry its task or fail it for good."""
+        self.stats.failed_attempts[fc.value] = self.stats.failed_attempts.get(fc.value, 0) + 1
+        if message:
+            evidence = dict(evidence, message=message)
+        evidence.setdefault("limit_bytes", run.limit)
+        if peak is not None:
+            evidence.setdefault("peak_bytes", peak)
+        self.end(run, "failed", fc.value, evidence, peak)
+        task = run.task
+        now = time.time()
+        if fc.is_oom:
+            self.oom_keys.add(run.key)
+            task.oom_attempts += 1
+        decision = decide(
+            fc,
+            policy=self.retry_policy,
+            now=now,
+            attempt=run.n,
+            oom_attempts=task.oom_attempts,
+            retries=task.retries,
+            oom_retries=task.oom_retries,
+            limit=run.limit,
+            peak=peak,
+            memory=task.memory,
+            cap=self.admission.cap,
+            message=message,
+        )
+        if decision.memory is not None:
+            task.memory = decision.memory
+            self.estimates.raise_to(run.key, task.memory, peak)
+        retry_at, final_class = decision.retry_at, decision.final_class
+        if retry_at is not None:
+            self.writes.task_retry(
+                task.id,
+                n=run.n,
+                oom_attempts=task.oom_attempts,
+                memory=task.memory,
+                not_before=retry_at,
+                failure_class=fc.value,
+                error=decision.message,
+                now=now,
+            )
+        else:
+            self._fail_task(task, run.n, final_class.value, decision.message, now)
+        self.writes.event(
+            task.job_id,
+            task.id,
+            "attempt_failed",
+            json.dumps(
+                {
+                    "attempt_id": run.attempt_id,
+                    "class": fc.value,
+                    "retry": retry_at is not None,
+                    "final": final_class.value if retry_at is None else None,
+                }
+            ),
+        )
+
+    def _fail_task(
+        self, task: TaskRow, n: int, failure_class: str, error: str | None, now: float
+    ) -> None:
+        self.writes.task_failed(
+            task.id,
+            n=n,
+            oom_attempts=task.oom_attempts,
+            failure_class=failure_class,
+            error=error,
+            now=now,
+        )
+        if task.kind == "task":
+            self.writes.fail_dependent(
+                task.id,
+                task.job_id,
+                task.grp,
+                f"replicate task {task.id} failed ({failure_class})",
+                now,
+            )
+        self.parts_due.add(task.job_id)
+
+    # -- deaths ---------------------------------------------------------------------------
+
+    def finish_deaths(self) -> None:
+        """Classify the deaths whose kernel evidence is in (or waited for long enough)."""
+        if not self.deaths:
+            return
+        now = time.monotonic()
+        keep = []
+        for pending in self.deaths:
+            try:
+                if not self._finish_death(pending, now):
+                    keep.append(pending)  # the kernel's report may still come
+            except Exception as err:
+                self.unhandled(WorkerDied(pending.running.attempt_id, pending.died, None), err)
+        self.deaths = keep
+
+    def _finish_death(self, pending: PendingDeath, now: float) -> bool:
+        died = pending.died
+        worker = died.worker
+        explained = explain_death(
+            died, pending.counters_after, self.kmsg, waited_enough=now >= pending.deadline
+        )
+        if explained is None:
+            return False
+        fc, evidence, peak = explained
+        if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
+            self.end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
+        else:
+            self.failed(pending.running, fc, None, evidence, peak)
+        self.executor.release(worker)
+        return True
+
+    # -- when recording itself fails ------------------------------------------------------
+
+    def unhandled(self, event: Event, err: Exception) -> None:
+        """An executor event that could not be recorded (a bug, or something one task
+        brought): its attempt fails as ``error`` saying so, and the loop goes on."""
+        log.error(
+            "could not record %s of attempt %s",
+            type(event).__name__,
+            event.attempt_id,
+            exc_info=err,
+        )
+        if isinstance(event, WorkerDied):
+            with contextlib.suppress(Exception):
+                self.executor.release(event.death.worker)
+        run = self.running.get(event.attempt_id)
+        if run is None:
+            return
+        message = f"error: oomguard could not record this attempt: {type(err).__name__}: {err}"
+        self.failed(run, FailureClass.ERROR, message, {"internal_error": _trace(err)}, None)
+
+    def apply_by_task(self, writes: list[Write]) -> int:
+        """Commit ``writes`` one task at a time; a task whose writes fail is failed as
+        ``error`` with the reason, its attempts ended, in a transaction of its own."""
+        by_task: dict[int | None, list[Write]] = {}
+        for write in writes:
+            by_task.setdefault(write.task_id, []).append(write)
+        duplicates = 0
+        for task_id, group in by_task.items():
+            try:
+                duplicates += self.store.apply(group)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as err:
+                if task_id is None:
+                    raise
+                log.error("task %s: its outcome could not be stored", task_id, exc_info=err)
+                self.store.apply(self._unrecordable(task_id, group, err))
+        return duplicates
+
+    def _unrecordable(self, task_id: int, group: list[Write], err: Exception) -> list[Write]:
+        """Writes that fail ``task_id`` because its own writes (``group``) failed."""
+        what = "result" if any(w.query == "result" for w in group) else "outcome"
+        message = f"error: {what} could not be stored: {type(err).__name__}: {err}"
+        evidence = json.dumps({"message": message, "internal_error": _trace(err)})
+        now = time.time()
+        fix = PendingWrites()
+        attempts: list[int] = []
+        n = oom_attempts = 0
+        for write in group:
+            if isinstance(write.params, AttemptRow):
+                row = AttemptRow(**write.parameters())
+                row.state, row.ended_at, row.failure_class = "failed", now, "error"
+                row.evidence = evidence
+                fix.insert_attempt(row)
+            if write.attempt_id is not None and write.attempt_id not in attempts:
+                attempts.append(write.attempt_id)
+            params = write.parameters()
+            n = max(n, int(params.get("n") or 0))
+            oom_attempts = max(oom_attempts, int(params.get("oom_attempts") or 0))
+        for attempt_id in attempts:
+            fix.end_attempt(
+                attempt_id,
+                task_id,
+                state="failed",
+                failure_class="error",
+                evidence=evidence,
+                peak_bytes=None,
+                pid=None,
+                worker=None,
+                ended_at=now,
+            )
+            fix.release_lock(attempt_id, task_id)
+            run = self.running.get(attempt_id)
+            if run is not None:
+                # Still running, with nothing of it recorded: stop it; its outcome will
+                # find no attempt to end and is discarded.
+                self._release(run)
+                self.executor.kill(run, "cancel", {})
+        fix.task_failed(
+            task_id,
+            n=n or len(attempts),
+            oom_attempts=oom_attempts,
+            failure_class="error",
+            error=message,
+            now=now,
+        )
+        place = self.store.task_place(task_id)
+        if place is not None:
+            job_id, grp, kind = place
+            if kind == "task":
+                fix.fail_dependent(
+                    task_id, job_id, grp, f"replicate task {task_id} failed (error)", now
+                )
+            data = {"class": "error", "retry": False, "final": "error"}
+            fix.event(job_id, task_id, "attempt_failed", json.dumps(data))
+            self.parts_due.add(job_id)
+        return fix.take()
+
+
+def _trace(err: BaseException) -> list[str]:
+    """The last lines of ``err``'s traceback, for the attempt's evidence."""
+    return "".join(traceback.format_exception(err)).splitlines()[-12:]

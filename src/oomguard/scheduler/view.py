@@ -1,0 +1,33 @@
+"""What other threads (the HTTP API, the CLI) may read of a running scheduler.
+
+The loop publishes a new frozen :class:`SchedulerView` every quarter second; readers take
+the current one (an attribute read is atomic) and never touch the loop's live objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SchedulerView:
+    """A snapshot of the scheduler, as the loop last published it."""
+
+    started: bool = False
+    #: the memory budget admission hands out (bytes)
+    budget: int = 0
+    #: memory admitted to attempts in flight (bytes)
+    admitted: int = 0
+    running: int = 0
+    #: tasks taken from the store into memory, not yet dispatched
+    window: int = 0
+    isolation: str | None = None
+    #: worker name → pid (the local pool's workers; empty on Dask)
+    workers: dict[str, int] = field(default_factory=dict)
+    #: worker recycles by reason
+    recycles: dict[str, int] = field(default_factory=dict)
+    #: late duplicate outcomes discarded
+    duplicates: int = 0
+
+
+__all__ = ["SchedulerView"]

@@ -1,0 +1,160 @@
+"""The attempt recorder alone: a real store and admission, a stand-in executor."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oomguard.config import RunnerConfig
+from oomguard.executors.events import AttemptEnded, Requeued
+from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.store.sqlite import SqliteStore, TaskRow
+from oomguard.store.writes import AttemptRow
+
+MIB = 1024 * 1024
+
+
+class StandInExecutor:
+    """Records what the recorder asks of an executor."""
+
+    def __init__(self) -> None:
+        self.killed: list[tuple[int, str]] = []
+        self.released: list[Any] = []
+
+    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
+        self.killed.append((run.attempt_id, reason))
+
+    def release(self, worker: Any) -> None:
+        self.released.append(worker)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "s.sqlite")
+    s.create_job("j1", name="t", fn="m:f", agg="m:g", spec={})
+    rows = [{"job_id": "j1", "grp": g, "kind": "task", "replicate": 0, "fn": "m:f",
+             "params": json.dumps({"x": g}), "state": "ready"} for g in range(3)]
+    rows += [{"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g", "params": "{}",
+              "state": "pending", "deps": 1} for g in range(3)]
+    s.add_tasks(rows, job_id="j1", groups=3)
+    s.set_job_groups("j1", 3, sealed=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def recorder(store: SqliteStore):
+    from oomguard.store.writes import PendingWrites
+
+    requeued: list[TaskRow] = []
+    rec = AttemptRecorder(
+        config=RunnerConfig(store=str(store.path)),
+        scheduler_id="s1",
+        store=store,
+        writes=PendingWrites(),
+        admission=Admission(budget=1024 * MIB, cap=512 * MIB),
+        estimates=Estimates(default=64 * MIB),
+        executor=StandInExecutor(),  # type: ignore[arg-type]
+        kmsg=None,
+        requeue=requeued.append,
+        next_attempt=1,
+    )
+    rec.requeued = requeued  # type: ignore[attr-defined]
+    return rec
+
+
+def _begin(recorder: AttemptRecorder, store: SqliteStore, n: int = 1) -> list[Any]:
+    tasks = store.take_ready("j1", n, 10)
+    return [recorder.begin(t, "k", False, 64 * MIB, time.time(), admit=True) for t in tasks]
+
+
+def _commit(recorder: AttemptRecorder, store: SqliteStore) -> None:
+    writes = recorder.writes.take()
+    recorder.committed()
+    store.apply(writes)
+
+
+def test_an_attempt_that_ends_before_its_claim_is_committed_is_inserted_ended(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    (run,) = _begin(recorder, store)
+    recorder.handle(AttemptEnded(run.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB,
+                                 worker="w1"))
+    claims = [w.params for w in recorder.writes if w.query == "insert_attempt"]
+    assert len(claims) == 1 and isinstance(claims[0], AttemptRow)
+    assert claims[0].state == "succeeded" and claims[0].peak_bytes == 3 * MIB
+    assert [w.query for w in recorder.writes if w.query == "end_attempt"] == []
+    _commit(recorder, store)
+    assert store.counts("j1")["succeeded"] == 1
+    # Its aggregation was released: 2 tasks and 1 aggregation ready, 2 pending.
+    assert (store.counts("j1")["ready"], store.counts("j1")["pending"]) == (3, 2)
+    assert recorder.parts_due == {"j1"} and not recorder.running
+    assert recorder.admission.total == 0
+
+
+def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    (run,) = _begin(recorder, store)
+    _commit(recorder, store)
+    recorder.handle(AttemptEnded(run.attempt_id, False, None, "error", "ValueError: x", {}))
+    _commit(recorder, store)
+    (failed, agg) = store.failed_tasks("j1")
+    assert failed["failure_class"] == "error" and failed["error"]
+    assert agg["failure_class"] == "upstream_failed"
+    assert recorder.parts_due == {"j1"}
+
+
+def test_an_attempt_requeued_before_its_claim_is_committed_leaves_no_trace(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    (run,) = _begin(recorder, store)
+    recorder.handle(Requeued(run.attempt_id))
+    assert list(recorder.writes) == []
+    assert recorder.requeued == [run.task] and run.task.attempts == 0  # type: ignore[attr-defined]
+    assert not recorder.running and recorder.admission.total == 0
+
+
+def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    a, b = _begin(recorder, store, 2)
+    _commit(recorder, store)
+    # A failure class oomguard does not know: recording it raises.
+    recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))
+    recorder.handle(AttemptEnded(b.attempt_id, True, b"\x80\x04N."))
+    _commit(recorder, store)
+    (failure,) = [f for f in store.failed_tasks("j1") if f["kind"] == "task"]
+    assert failure["failure_class"] == "error"
+    assert "oomguard could not record this attempt: ValueError" in failure["error"]
+    assert store.counts("j1")["succeeded"] == 1
+
+
+def test_a_commit_group_that_fails_is_applied_task_by_task(
+    recorder: AttemptRecorder, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = _begin(recorder, store, 3)
+    _commit(recorder, store)
+
+    def no_space(data: bytes) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "put_blob", no_space)
+    big = b"x" * (2 * MIB)  # over the blob threshold: written to a file, which fails
+    recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01."))
+    recorder.handle(AttemptEnded(b.attempt_id, True, big))
+    recorder.handle(AttemptEnded(c.attempt_id, True, b"\x80\x04K\x03."))
+    writes = recorder.writes.take()
+    with pytest.raises(OSError):
+        store.apply(writes)
+    recorder.apply_by_task(writes)
+    counts = store.counts("j1")
+    assert counts["succeeded"] == 2 and counts["failed"] == 2  # b and its aggregation
+    failure = next(f for f in store.failed_tasks("j1") if f["task_id"] == b.task.id)
+    assert failure["error"].startswith("error: result could not be stored: OSError")
+    assert failure["attempts"][-1]["failure_class"] == "error"
