@@ -1,4 +1,9 @@
-"""The store contract, run against every store implementation."""
+"""The store's contract: what the scheduler, the API and the CLI rely on.
+
+There is one store implementation (SQLite, :class:`~oomguard.store.sqlite.SqliteStore`);
+these tests pin its behaviour on real files. A second implementation would be added to the
+``store`` fixture's params and run through the same tests.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
 
-@pytest.fixture(params=["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path):
+@pytest.fixture
+def store(tmp_path: Path):
     s = SqliteStore(tmp_path / "s.sqlite")
     yield s
     s.close()
@@ -56,12 +61,55 @@ def _result(store, task, attempt_id: int, value: bytes = b"v") -> int:
     return store.apply(writes.take())
 
 
-def test_migrations_add_up_to_the_schema(store) -> None:
-    assert MIGRATIONS[-1][0] == SCHEMA_VERSION
-    tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+def _schema(db: sqlite3.Connection) -> dict[str, object]:
+    """Tables with their columns, indexes (with their columns and WHERE) and keys."""
+    shape: dict[str, object] = {}
+    for kind, name, sql in db.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
+    ):
+        if kind == "table":
+            shape[name] = (
+                [tuple(c[1:]) for c in db.execute(f"PRAGMA table_xinfo({name})")],
+                sorted(tuple(k[2:5]) for k in db.execute(f"PRAGMA foreign_key_list({name})")),
+            )
+        elif kind == "index":
+            where = sql.partition(" WHERE ")[2] if sql else ""
+            shape[name] = ([tuple(c) for c in db.execute(f"PRAGMA index_info({name})")], where)
+    return shape
+
+
+def test_migrations_add_up_to_the_schema(tmp_path: Path) -> None:
+    fresh = SqliteStore(tmp_path / "fresh.sqlite")  # made from sql/schema.sql
+    migrated = sqlite3.connect(tmp_path / "migrated.sqlite")
+    for _version, sql in MIGRATIONS:
+        migrated.executescript(sql)
+    assert _schema(migrated) == _schema(fresh.db)
     assert {"jobs", "tasks", "attempts", "results", "events", "locks", "estimates",
-            "parts", "schedulers", "meta"} <= tables
-    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            "parts", "schedulers", "meta"} <= set(_schema(fresh.db))
+    assert fresh.meta("schema_version") == str(SCHEMA_VERSION)
+    assert fresh.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    fresh.close()
+    migrated.close()
+
+
+def test_a_store_of_every_older_version_migrates_to_the_fresh_schema(tmp_path: Path) -> None:
+    fresh = SqliteStore(tmp_path / "fresh.sqlite")
+    for version, _sql in MIGRATIONS[:-1]:
+        path = tmp_path / f"v{version}.sqlite"
+        db = sqlite3.connect(path)
+        for _v, sql in MIGRATIONS[:version]:
+            db.executescript(sql)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('application', 'oomguard')")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
+        db.execute("INSERT INTO jobs (id, name, fn, spec, created_at) "
+                   "VALUES ('old', 'n', 'm:f', '{}', 0)")
+        db.commit()
+        db.close()
+        with SqliteStore(path) as store:
+            assert _schema(store.db) == _schema(fresh.db)
+            assert store.meta("schema_version") == str(SCHEMA_VERSION)
+            assert store.job("old")["name"] == "n"  # its rows are kept
+    fresh.close()
 
 
 def test_take_ready_respects_window_and_open_groups(store) -> None:

@@ -53,12 +53,12 @@ def test_job_wait_returns_when_a_job_ends_on_an_error(tmp_path: Path) -> None:
                            [{"seconds": 1.0}], out=str(out / "bad"))
         status = job.wait(timeout=60, progress=False)
         assert status["state"] == "failed"
-        # A job whose results all arrived before its last (failed) task ended.
+        # A job whose results all arrived before its last task failed.
         mixed = runner.sweep("fixtures.tasks:echo",
-                             [{"value": 1}, {"value": 2}], out=str(out / "mixed"))
-        mixed.wait(timeout=60, progress=False)
-        last = runner.submit("fixtures.tasks:fail_after", 1.0)
-        last.wait(timeout=60, progress=False)
+                             [{"value": 1}, {"value": 2}, {"seconds": 1.5, "fail": True}],
+                             out=str(out / "mixed"))
+        status = mixed.wait(timeout=60, progress=False)
+        assert status["counts"]["succeeded"] == 2 and status["counts"]["failed"] == 1
     assert sorted(r["result"] for r in _parquet_rows(out / "ok")) == [0, 1, 2]
     assert sorted(r["result"] for r in _parquet_rows(out / "mixed")) == [1, 2]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
 
 
 class TaskState(str, enum.Enum):
@@ -18,11 +16,26 @@ class TaskState(str, enum.Enum):
 
     @property
     def finished(self) -> bool:
-        return self in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+        return self.value in FINISHED_STATES
+
+
+#: states of a task that may still run (a job with such a task is active)
+OPEN_STATES = (
+    TaskState.PENDING.value,
+    TaskState.READY.value,
+    TaskState.QUEUED.value,
+    TaskState.RUNNING.value,
+)
+#: states a task ends in
+FINISHED_STATES = (
+    TaskState.SUCCEEDED.value,
+    TaskState.FAILED.value,
+    TaskState.CANCELLED.value,
+)
 
 
 class FailureClass(str, enum.Enum):
-    """Why an attempt failed. See DESIGN.md, "Failure classes"."""
+    """Why an attempt failed. See docs/ARCHITECTURE.md, "Failure classes"."""
 
     OOM_CGROUP = "oom_cgroup"
     OOM_ANCESTOR = "oom_ancestor"
@@ -53,18 +66,3 @@ _OOM_CLASSES = frozenset(
         FailureClass.MEMORY_ERROR,
     }
 )
-
-
-@dataclass
-class Outcome:
-    """What an attempt ended with: a result or a failure with its class and evidence."""
-
-    attempt_id: int
-    ok: bool
-    value: bytes | None = None  # pickled result
-    failure_class: FailureClass | None = None
-    message: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-    peak_bytes: int | None = None
-    #: the worker asks to be replaced after this attempt (MemoryError, RSS growth)
-    recycle: str | None = None

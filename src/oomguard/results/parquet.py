@@ -124,14 +124,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
 
 def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> Any:
     # Replicate indices belong to task rows; an aggregation row stands for all of them.
-    with_rep = kind == "task" and (
-        store.db.execute(
-            "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
-            "LIMIT 1",
-            (job_id,),
-        ).fetchone()
-        is not None
-    )
+    with_rep = kind == "task" and store.parts.has_replicates(job_id)
     rows = [
         result_row(tid, grp, rep, params, attempts, value, with_rep)
         for tid, grp, rep, params, attempts, value in store.result_rows(job_id, kind, part)
@@ -159,11 +152,7 @@ def _write_atomic(table: Any, path: Path) -> None:
 def _write_part(store: Any, job_id: str, kind: str, n: int, out: str) -> None:
     table = table_for(store, job_id, kind, part=n)
     _write_atomic(table, Path(out) / KIND_DIR[kind] / f"part-{n:05d}.parquet")
-    with store.transaction() as db:
-        db.execute(
-            "UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
-            (job_id, kind, n),
-        )
+    store.parts.written(job_id, kind, n)
 
 
 @dataclass(frozen=True)
@@ -183,10 +172,6 @@ class PartPolicy:
     @classmethod
     def of(cls, config: Any) -> PartPolicy:
         return cls(config.part_rows, config.part_bytes, config.part_max_delay)
-
-
-#: the size of a result row stored before schema 2, which did not record it
-_SIZE = "COALESCE(size, LENGTH(value), 0)"
 
 
 def write_pending_parts(
@@ -210,29 +195,14 @@ def write_pending_parts(
     """
     written = 0
     failed: set[str] = set()
-    for job_id, kind, n, out in store.db.execute(
-        "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
-    ).fetchall():
+    for job_id, kind, n, out in store.parts.unwritten():
         try:
             _write_part(store, job_id, kind, n, out)
             written += 1
         except Exception as err:
             failed.add(job_id)
             _part_failed(errors, job_id, out, err)
-    outs = {}
-    if jobs is None:
-        rows = store.db.execute("SELECT id, spec FROM jobs").fetchall()
-    else:
-        # Only those jobs; one forgotten meanwhile is simply not there.
-        rows = [
-            row
-            for j in jobs
-            for row in store.db.execute("SELECT id, spec FROM jobs WHERE id = ?", (j,))
-        ]
-    for job_id, spec in rows:
-        out = json.loads(spec).get("out")
-        if out and job_id not in failed:
-            outs[job_id] = out
+    outs = {j: out for j, out in store.parts.outputs(jobs).items() if j not in failed}
     now = time.monotonic()
     for job_id, out in outs.items():
         try:
@@ -262,22 +232,15 @@ def _write_job_parts(
     now: float,
 ) -> int:
     written = 0
-    pending = [
-        (kind, int(count), int(size))
-        for kind, count, size in store.db.execute(
-            f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
-            "WHERE job_id = ? AND part IS NULL GROUP BY kind",
-            (job_id,),
-        )
-    ]
-    for kind, count, size in pending:
+    for pending in store.parts.pending(job_id):
+        kind, count, size = pending.kind, pending.count, pending.bytes
         since = now if waiting is None else waiting.setdefault((job_id, kind), now)
         overdue = waiting is not None and now - since >= policy.max_delay
         finished = store.low_group(job_id) is None
         while count > 0 and (
             count >= policy.rows or size >= policy.bytes or overdue or final or finished
         ):
-            n, rows_in, bytes_in = _assign_part(store, policy, job_id, kind, out)
+            n, rows_in, bytes_in = store.parts.assign(job_id, kind, out, policy.rows, policy.bytes)
             _write_part(store, job_id, kind, n, out)
             written += 1
             count -= rows_in
@@ -288,32 +251,3 @@ def _write_job_parts(
         if waiting is not None and count <= 0:
             waiting.pop((job_id, kind), None)
     return written
-
-
-def _assign_part(
-    store: Any, policy: PartPolicy, job_id: str, kind: str, out: str
-) -> tuple[int, int, int]:
-    """Commit the next part's rows (oldest first, up to the row and byte bounds, at least
-    one); return ``(part number, rows, bytes)``."""
-    with store.transaction() as db:
-        row = db.execute(
-            "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
-            (job_id, kind),
-        ).fetchone()
-        n = int(row[0]) + 1
-        chosen: list[int] = []
-        total = 0
-        for task_id, size in db.execute(
-            f"SELECT task_id, {_SIZE} FROM results WHERE job_id = ? AND kind = ? "
-            "AND part IS NULL ORDER BY task_id LIMIT ?",
-            (job_id, kind, policy.rows),
-        ):
-            if chosen and total + size > policy.bytes:
-                break
-            chosen.append(task_id)
-            total += size
-        db.execute(
-            "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)", (job_id, kind, n, out)
-        )
-        db.executemany("UPDATE results SET part = ? WHERE task_id = ?", [(n, t) for t in chosen])
-    return n, len(chosen), total

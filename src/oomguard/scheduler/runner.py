@@ -25,6 +25,7 @@ from oomguard.errors import (
     PayloadError,
     TaskReferenceError,
 )
+from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.jobs.task import load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.store.blobs import BLOB_THRESHOLD
@@ -34,7 +35,6 @@ from oomguard.units import parse_size
 CHUNK = 5000
 #: Job.wait gives up on Parquet parts when none was written for this long while some were due
 PARTS_STALL = 300.0
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def _memory(value: str | int | None) -> int | None:
@@ -327,7 +327,7 @@ def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
     job = store.job(job_id)
     counts = store.counts(job_id)
     total = sum(counts.values())
-    finished = sum(counts[s] for s in FINISHED)
+    finished = sum(counts[s] for s in FINISHED_STATES)
     return {
         "job_id": job_id,
         "name": job["name"],
@@ -350,7 +350,7 @@ def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
 def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
     if stored == "cancelled":
         return "cancelled"
-    open_ = sum(counts[s] for s in ("pending", "ready", "queued", "running"))
+    open_ = sum(counts[s] for s in OPEN_STATES)
     if stored == "open" or open_:
         return (
             "running" if counts["running"] or counts["succeeded"] or counts["failed"] else "waiting"
@@ -401,7 +401,7 @@ class Job:
                 if bar is not None and time.monotonic() - last > 1.0:
                     counts = self.runner.store.counts(self.id)
                     bar.total = sum(counts.values())
-                    bar.n = sum(counts[s] for s in FINISHED)
+                    bar.n = sum(counts[s] for s in FINISHED_STATES)
                     bar.set_postfix(failed=counts["failed"], running=counts["running"])
                     bar.refresh()
                     last = time.monotonic()
@@ -412,7 +412,7 @@ class Job:
             if bar is not None:
                 counts = self.runner.store.counts(self.id)
                 bar.total = sum(counts.values())
-                bar.n = sum(counts[s] for s in FINISHED)
+                bar.n = sum(counts[s] for s in FINISHED_STATES)
                 bar.refresh()
                 bar.close()
         # Let the scheduler write the job's last Parquet parts.

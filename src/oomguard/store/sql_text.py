@@ -6,6 +6,8 @@ import re
 import sqlite3
 from importlib import resources
 
+from oomguard.jobs.model import OPEN_STATES
+
 
 def _migrations() -> list[tuple[int, str]]:
     folder = resources.files("oomguard.store") / "sql" / "migrations"
@@ -36,8 +38,12 @@ def _queries() -> dict[str, str]:
 
 
 MIGRATIONS = _migrations()
+#: the whole schema at SCHEMA_VERSION, for a new store
+SCHEMA = (resources.files("oomguard.store") / "sql" / "schema.sql").read_text()
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 Q = _queries()
+#: ``('pending', 'ready', 'queued', 'running')``: the task states that may still run
+OPEN_SQL = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"
 
 
 def split_sql(sql: str) -> list[str]:

@@ -32,7 +32,15 @@ from oomguard.errors import (
     StoreError,
 )
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
-from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION, Q, split_sql
+from oomguard.store.parts import PartBook
+from oomguard.store.sql_text import (
+    MIGRATIONS,
+    OPEN_SQL,
+    SCHEMA,
+    SCHEMA_VERSION,
+    Q,
+    split_sql,
+)
 from oomguard.store.views import StoreViews
 from oomguard.store.writes import Write
 from oomguard.units import safe_text
@@ -129,6 +137,8 @@ class SqliteStore(BlobFiles, StoreViews):
             ) from err
         self._migrate()
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
+        #: which stored results are in which Parquet part
+        self.parts = PartBook(self)
 
     # -- schema -----------------------------------------------------------------------
 
@@ -169,6 +179,10 @@ class SqliteStore(BlobFiles, StoreViews):
                     "SELECT value FROM meta WHERE key = 'schema_version'"
                 ).fetchone()
                 current = int(row[0]) if row else 0
+            if not tables:
+                for statement in split_sql(SCHEMA):
+                    self.db.execute(statement)
+                current = SCHEMA_VERSION
             for version, sql in MIGRATIONS:
                 if version > current:
                     for statement in split_sql(sql):
@@ -505,14 +519,13 @@ class SqliteStore(BlobFiles, StoreViews):
         """Jobs with tasks that are not finished, oldest first."""
         rows = self.db.execute(
             "SELECT j.id FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
-            "AND t.state IN ('pending', 'ready', 'queued', 'running')) ORDER BY j.created_at"
+            f"AND t.state IN {OPEN_SQL}) ORDER BY j.created_at"
         ).fetchall()
         return [str(r[0]) for r in rows]
 
     def low_group(self, job_id: str) -> int | None:
         row = self.db.execute(
-            "SELECT MIN(grp) FROM tasks WHERE job_id = ? AND state IN "
-            "('pending', 'ready', 'queued', 'running')",
+            f"SELECT MIN(grp) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}",
             (job_id,),
         ).fetchone()
         return None if row[0] is None else int(row[0])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.errors import BlobMissingError, JobActiveError
-from oomguard.store.sql_text import Q
+from oomguard.store.sql_text import OPEN_SQL, Q
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -259,7 +259,7 @@ class StoreViews:
         with self.transaction() as db:
             n = db.execute(
                 "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
-                "state IN ('pending', 'ready', 'queued', 'running')",
+                f"state IN {OPEN_SQL}",
                 (now, job_id),
             ).rowcount
             db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
@@ -286,8 +286,7 @@ class StoreViews:
         :meth:`collect_garbage`.
         """
         row = self.db.execute(
-            "SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN "
-            "('pending', 'ready', 'queued', 'running')), "
+            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
             "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
             "WHERE t.job_id = ? AND a.state = 'running')",
             (job_id, job_id),

@@ -1,0 +1,130 @@
+"""The store's book of Parquet parts: which stored results are in which part file.
+
+Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.parts``; the writer
+(:mod:`oomguard.results.parquet`) asks it, and never writes SQL itself. A part's rows are
+assigned in a transaction *before* its file is written, and the part is marked written
+once the file is renamed into place: a part lost to a crash is rewritten with the same
+rows, and no row is ever in two parts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
+
+#: the size of a result row stored before schema 2, which did not record it
+_SIZE = "COALESCE(size, LENGTH(value), 0)"
+
+
+@dataclass(frozen=True)
+class PendingResults:
+    """Results of one job and kind not yet in a part."""
+
+    job_id: str
+    kind: str
+    count: int
+    bytes: int
+
+
+class PartBook:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._store.db
+
+    def unwritten(self) -> list[tuple[str, str, int, str]]:
+        """``(job_id, kind, n, out)`` of parts assigned but not yet written."""
+        return [
+            (str(j), str(k), int(n), str(o))
+            for j, k, n, o in self._db.execute(
+                "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
+            )
+        ]
+
+    def outputs(self, jobs: Iterable[str] | None) -> dict[str, str]:
+        """Output directory by job, for ``jobs`` (None: every job) that have one; a job
+        forgotten meanwhile is simply not there."""
+        if jobs is None:
+            rows = self._db.execute("SELECT id, spec FROM jobs").fetchall()
+        else:
+            rows = [
+                row
+                for j in jobs
+                for row in self._db.execute("SELECT id, spec FROM jobs WHERE id = ?", (j,))
+            ]
+        outs = {}
+        for job_id, spec in rows:
+            out = json.loads(spec).get("out")
+            if out:
+                outs[str(job_id)] = str(out)
+        return outs
+
+    def pending(self, job_id: str) -> list[PendingResults]:
+        """The job's stored results not yet in a part, by kind."""
+        return [
+            PendingResults(job_id, str(kind), int(count), int(size))
+            for kind, count, size in self._db.execute(
+                f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
+                "WHERE job_id = ? AND part IS NULL GROUP BY kind",
+                (job_id,),
+            )
+        ]
+
+    def assign(
+        self, job_id: str, kind: str, out: str, max_rows: int, max_bytes: int
+    ) -> tuple[int, int, int]:
+        """Commit the next part's rows (oldest first, up to the row and byte bounds, at
+        least one); return ``(part number, rows, bytes)``."""
+        with self._store.transaction() as db:
+            row = db.execute(
+                "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
+                (job_id, kind),
+            ).fetchone()
+            n = int(row[0]) + 1
+            chosen: list[int] = []
+            total = 0
+            for task_id, size in db.execute(
+                f"SELECT task_id, {_SIZE} FROM results WHERE job_id = ? AND kind = ? "
+                "AND part IS NULL ORDER BY task_id LIMIT ?",
+                (job_id, kind, max_rows),
+            ):
+                if chosen and total + size > max_bytes:
+                    break
+                chosen.append(task_id)
+                total += size
+            db.execute(
+                "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
+                (job_id, kind, n, out),
+            )
+            db.executemany(
+                "UPDATE results SET part = ? WHERE task_id = ?", [(n, t) for t in chosen]
+            )
+        return n, len(chosen), total
+
+    def written(self, job_id: str, kind: str, n: int) -> None:
+        """Part ``n``'s file was renamed into place."""
+        with self._store.transaction() as db:
+            db.execute(
+                "UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
+                (job_id, kind, n),
+            )
+
+    def has_replicates(self, job_id: str) -> bool:
+        """Whether the job's tasks are numbered replicates (the rows get the column)."""
+        row = self._db.execute(
+            "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
+            "LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        return row is not None
+
+
+__all__ = ["PartBook", "PendingResults"]

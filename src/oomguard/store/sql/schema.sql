@@ -1,0 +1,136 @@
+-- The oomguard store's schema as it is now (version 2): what a new store is made from.
+-- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
+-- the migrations add up to this file). Change both together: a new migration, and here.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- One row per scheduler process that has owned the store; the live one heartbeats.
+CREATE TABLE schedulers (
+    id          TEXT PRIMARY KEY,
+    hostname    TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    start_time  REAL NOT NULL,   -- process start time: a pid alone is reused
+    started_at  REAL NOT NULL,
+    heartbeat   REAL NOT NULL,
+    stopped_at  REAL
+);
+
+CREATE TABLE jobs (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    namespace   TEXT NOT NULL DEFAULT 'default',
+    fn          TEXT NOT NULL,       -- task reference module:function or file.py:function
+    agg         TEXT,                -- aggregation reference, if any
+    spec        TEXT NOT NULL,       -- JSON: options the job was submitted with
+    fingerprint TEXT,                -- identifies a sweep so running it again resumes it
+    state       TEXT NOT NULL DEFAULT 'open',   -- open (accepting), sealed (all tasks in), cancelled
+    created_at  REAL NOT NULL,
+    total_groups INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX jobs_fingerprint ON jobs(fingerprint) WHERE fingerprint IS NOT NULL;
+
+CREATE TABLE tasks (
+    id           INTEGER PRIMARY KEY,
+    job_id       TEXT NOT NULL REFERENCES jobs(id),
+    grp          INTEGER NOT NULL,          -- parameter group (the index of the params line)
+    kind         TEXT NOT NULL,             -- 'task' or 'aggregate'
+    replicate    INTEGER,                   -- replicate index, NULL without replicates
+    fn           TEXT NOT NULL,
+    params       TEXT,                      -- JSON object of keyword arguments
+    params_ref   TEXT,                      -- file beside the store holding large params JSON
+    payload      BLOB,                      -- pickled (args, kwargs) from the local Python API
+    payload_ref  TEXT,                      -- file beside the store holding a large payload
+    state        TEXT NOT NULL,             -- pending, ready, queued, running, succeeded, failed, cancelled
+    deps         INTEGER NOT NULL DEFAULT 0, -- replicates still to succeed (aggregates)
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    oom_attempts INTEGER NOT NULL DEFAULT 0,
+    retries      INTEGER NOT NULL DEFAULT 0,
+    oom_retries  INTEGER NOT NULL DEFAULT 3,
+    timeout      REAL,
+    memory       INTEGER,                   -- declared estimate (bytes)
+    memory_key   TEXT,
+    lock_key     TEXT,
+    not_before   REAL NOT NULL DEFAULT 0,   -- retry backoff
+    failure_class TEXT,
+    error        TEXT,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX tasks_job_grp ON tasks(job_id, grp);
+CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready';
+CREATE INDEX tasks_open ON tasks(job_id, grp) WHERE state IN ('pending', 'ready', 'queued', 'running');
+CREATE INDEX tasks_job_state ON tasks(job_id, state);
+
+CREATE TABLE attempts (
+    id           INTEGER PRIMARY KEY,
+    task_id      INTEGER NOT NULL REFERENCES tasks(id),
+    n            INTEGER NOT NULL,          -- 1-based attempt number of the task
+    scheduler_id TEXT NOT NULL,             -- the lease: valid while that scheduler heartbeats
+    worker       TEXT,
+    pid          INTEGER,
+    state        TEXT NOT NULL,             -- running, succeeded, failed, skipped (never started), interrupted (scheduler stopped)
+    started_at   REAL NOT NULL,
+    ended_at     REAL,
+    failure_class TEXT,
+    admitted_bytes INTEGER,                 -- memory estimate admitted for this attempt
+    limit_bytes  INTEGER,                   -- the kernel/watchdog limit it ran under
+    peak_bytes   INTEGER,
+    evidence     TEXT                       -- JSON: exit status, counters, kernel lines, traceback
+);
+CREATE INDEX attempts_task ON attempts(task_id);
+CREATE INDEX attempts_running ON attempts(scheduler_id) WHERE state = 'running';
+
+CREATE TABLE results (
+    task_id     INTEGER PRIMARY KEY REFERENCES tasks(id),
+    job_id      TEXT NOT NULL,
+    attempt_id  INTEGER NOT NULL,
+    value       BLOB,                      -- pickled result
+    value_ref   TEXT,                      -- file beside the store holding a large result
+    kind        TEXT NOT NULL DEFAULT 'task',
+    part        INTEGER,                   -- Parquet part that holds the row (NULL: not yet exported)
+    size        INTEGER                    -- bytes of the pickled value; NULL in v1 rows
+);
+CREATE INDEX results_job_part ON results(job_id, kind, part);
+-- Only rows not yet in a Parquet part: what the sink looks for, every half second.
+CREATE INDEX results_unexported ON results(job_id, kind) WHERE part IS NULL;
+
+-- Parquet parts: the assignment of rows to a part commits before the file is written,
+-- so a part lost to a crash is rewritten with the same rows (exactly once on disk).
+CREATE TABLE parts (
+    job_id  TEXT NOT NULL,
+    kind    TEXT NOT NULL,                 -- 'tasks' or 'aggregates'
+    n       INTEGER NOT NULL,
+    out     TEXT NOT NULL,
+    written INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, kind, n)
+);
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    ts      REAL NOT NULL,
+    job_id  TEXT,
+    task_id INTEGER,
+    kind    TEXT NOT NULL,
+    data    TEXT
+);
+CREATE INDEX events_job ON events(job_id, id);
+
+CREATE TABLE locks (
+    key        TEXT PRIMARY KEY,
+    attempt_id INTEGER NOT NULL,
+    task_id    INTEGER NOT NULL
+);
+
+CREATE TABLE estimates (
+    memory_key TEXT PRIMARY KEY,
+    bytes      INTEGER NOT NULL,            -- learned estimate (peak with margin)
+    peak_bytes INTEGER NOT NULL,            -- largest peak seen
+    samples    INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
