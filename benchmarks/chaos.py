@@ -36,11 +36,11 @@ from typing import Any
 from chaos_check import Findings, check_run, clean_up, run_plan
 from chaos_plan import Plan, make_plan
 
-# -- one seed, many seeds ---------------------------------------------------------------
-
 
 @dataclass
 class Outcome:
+    """A seed's plan, how its run ended, and what it broke."""
+
     plan: Plan
     rc: int | None
     seconds: float
@@ -55,8 +55,9 @@ class Outcome:
 
 
 def run_seed(seed: int, *, timeout: float = 90.0, dask_every: int = 0, dask: bool | None = None,
-             keep: bool = False, base: str | None = None) -> Outcome:
-    """Make, run and check the job of ``seed``; remove its directory unless ``keep``."""
+             keep_failed: bool = False, base: str | None = None) -> Outcome:
+    """Make, run and check the job of ``seed`` in a new directory below ``base``; remove
+    the directory unless the run broke a check and ``keep_failed``."""
     plan = make_plan(seed, dask_every=dask_every, dask=dask)
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-", dir=base))
     ran = run_plan(plan, workdir, timeout)
@@ -64,11 +65,11 @@ def run_seed(seed: int, *, timeout: float = 90.0, dask_every: int = 0, dask: boo
         findings = check_run(plan, ran)
     finally:
         clean_up(ran)
-    outcome = Outcome(plan, ran.rc, ran.seconds, findings, str(workdir) if keep else None,
-                      ran.stderr[-3000:], ran.store_at_hang)
+    keep = keep_failed and bool(findings.problems())
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    return outcome
+    return Outcome(plan, ran.rc, ran.seconds, findings, str(workdir) if keep else None,
+                   ran.stderr[-3000:], ran.store_at_hang)
 
 
 def _dask_available() -> bool:
@@ -99,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for seed in range(args.start, args.start + args.seeds):
         o = run_seed(seed, timeout=args.timeout_per_run, dask_every=args.dask_every,
-                     keep=True)
-        if o.workdir and (o.ok or not args.keep):
-            shutil.rmtree(o.workdir, ignore_errors=True)
-            o.workdir = None
+                     keep_failed=args.keep)
         outcomes.append(o)
         kinds = " ".join(f"{k}x{n}" for k, n in sorted(o.plan.kinds.items()))
         verdict = "ok" if o.ok else "; ".join(o.findings.problems())
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if o.findings.hang:
             print(f"           threads at the hang: {'; '.join(o.findings.stuck_at) or '-'}")
             print(f"           store at the hang: {json.dumps(o.store_at_hang)}")
-        if not o.ok and o.workdir:
+        if o.workdir:
             print(f"           kept: {o.workdir}")
     totals = summarize(outcomes)
     print()
