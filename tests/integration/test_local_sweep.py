@@ -72,11 +72,15 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     params = [{"account": "a", "x": i, "log_dir": str(logs), "seconds": 20.0 if i == 0 else 0.2}
               for i in range(3)]
     params.append({"account": "b", "x": 3, "log_dir": str(logs), "seconds": 0.2})
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
+    # A declared estimate: no probe attempt, so task 3 runs beside the lock holder.
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2,
+                         task_memory="64MiB") as runner:
         job = runner.sweep("fixtures.tasks:locked", params)
         pid = int(wait_for(lambda: (logs / "0.pid").exists() and (logs / "0.pid").read_text()))
-        time.sleep(0.5)
-        # While 0 holds account:a, no other task of account a has started.
+        # Task 3 (account b) runs to its end on the other worker meanwhile ...
+        wait_for(lambda: any(p.name.startswith("3-") and "end" in p.read_text()
+                             for p in logs.iterdir()))
+        # ... while 0 holds account:a, no other task of account a has started.
         started = [p.name.split("-")[0] for p in logs.iterdir() if not p.name.endswith(".pid")]
         assert "1" not in started and "2" not in started
         killed_at = time.time()

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import OOMGUARD
+from fixtures.polling import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,7 +49,9 @@ def test_scheduler_killed_repeatedly_resumes_without_recomputing(tmp_path: Path)
     kills: list[tuple[float, set[int]]] = []
     for _ in range(4):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.8, 2.0))
+        # Kill it mid-run: once a few more tasks have run (an event, not a sleep).
+        target = len(list(markers.iterdir())) + rng.randint(5, 25)
+        wait_for(lambda target=target: len(list(markers.iterdir())) >= target, timeout=120)
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
