@@ -57,6 +57,8 @@ class RunnerConfig:
     task_timeout: float | None = None
     #: retries after a worker death with no OOM evidence (killed, crashed, lost)
     death_retries: int = 3
+    #: attempts of a task that may end 'lost' before it fails as lost
+    lost_retries: int = 5
     retry_backoff: float = 0.5
     retry_backoff_max: float = 60.0
     #: in-memory window of tasks taken from the store
