@@ -13,7 +13,13 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.options import json_option, size, store_option, token_option
+from oomguard.cli.options import (
+    json_option,
+    lost_retries_option,
+    size,
+    store_option,
+    token_option,
+)
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -170,6 +176,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Retries after a task error or timeout.",
 )
+@lost_retries_option
 @click.option(
     "--timeout",
     "task_timeout",

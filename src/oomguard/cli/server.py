@@ -17,6 +17,7 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
     env,
     json_option,
+    lost_retries_option,
     server_options,
     store_option,
     token_option,
@@ -148,6 +149,7 @@ retries_option = click.option(
     **env("HEAP_PROFILING"),
     help="trace allocations and serve /v1/debug/heap",
 )
+@lost_retries_option
 def serve(
     store: str,
     listen: str,
@@ -158,6 +160,7 @@ def serve(
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
     heap_profiling: bool,
+    lost_retries: int | None,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process."""
     import uvicorn
@@ -197,6 +200,7 @@ def serve(
         namespace_quotas=quotas,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
+        runner_options={} if lost_retries is None else {"lost_retries": lost_retries},
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
