@@ -31,4 +31,8 @@ class ExitCode(enum.IntEnum):
     DOCTOR_FAILED = 11
     #: the job still has work in flight (`oomguard forget` refuses)
     JOB_ACTIVE = 12
+    #: stopped by Ctrl-C (SIGINT); running attempts were ended as interrupted
     INTERRUPTED = 130
+    #: `run` stopped by SIGTERM; running attempts were ended as interrupted (`serve` exits
+    #: 0 on SIGTERM: a clean shutdown)
+    TERMINATED = 143

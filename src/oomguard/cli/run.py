@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
+from oomguard.cli.process import Terminated, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -243,7 +243,7 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
-    _install_sigterm()
+    stop_on_sigterm()
     status: dict[str, Any]
     try:
         with Runner(config=config) as runner:
@@ -273,6 +273,9 @@ def run(
                 batch_size=options.get("batch_size"),
             )
             status = job.wait(progress=not as_json and sys.stderr.isatty())
+    except Terminated:
+        click.echo("oomguard: terminated", err=True)
+        sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
             closer()
@@ -292,13 +295,6 @@ def run(
         _print_status(status)
     if status["counts"]["failed"]:
         sys.exit(int(ExitCode.TASKS_FAILED))
-
-
-def _install_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _print_status(status: dict[str, Any]) -> None:

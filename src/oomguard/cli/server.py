@@ -22,6 +22,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
+from oomguard.cli.process import Terminated, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -162,7 +163,11 @@ def serve(
     heap_profiling: bool,
     lost_retries: int | None,
 ) -> None:
-    """Run the scheduler, its workers and the HTTP API in one process."""
+    """Run the scheduler, its workers and the HTTP API in one process.
+
+    SIGTERM stops it cleanly (exit 0): running attempts end as interrupted and are run
+    again by the next server.
+    """
     import uvicorn
 
     from oomguard.api.app import (
@@ -210,9 +215,14 @@ def serve(
     except OSError as err:
         sock.close()
         raise ConfigError(f"cannot listen on {listen}: {err.strerror or err}") from None
-    state = ServerState(settings)
+    stop_on_sigterm()
+    state: ServerState | None = None
+    terminated = False
     try:
+        state = ServerState(settings)
         state.start()
+        # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
+        # the signal that stopped it: cleanup must not wait for code after run().
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
@@ -223,11 +233,16 @@ def serve(
             err=True,
         )
         sys.stderr.flush()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         uvicorn.Server(config).run(sockets=[sock])
+    except Terminated:
+        terminated = True
     finally:
         sock.close()
-        state.close()
+        if state is not None:
+            state.close()
+    if terminated:
+        click.echo("oomguard: stopped (SIGTERM)", err=True)
 
 
 def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
