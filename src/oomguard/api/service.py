@@ -155,6 +155,11 @@ class ServerState:
             self.stores.close()
             self.runner.close()
 
+    @property
+    def scheduler_stopped(self) -> bool:
+        """The scheduler takes no more tasks: its loop died, or the server is stopping."""
+        return self.runner.died is not None or not self.runner.alive
+
     def _pending_loop(self) -> None:
         while not self._stop.wait(self.settings.pending_poll_interval):
             try:

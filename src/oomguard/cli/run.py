@@ -19,7 +19,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -243,8 +243,9 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
+    log_to_stderr()
     stop_on_sigterm()
-    status: dict[str, Any]
+    status: dict[str, Any] = {}
     try:
         with Runner(config=config) as runner:
             sched = runner.scheduler
@@ -262,23 +263,38 @@ def run(
                         "dead scheduler ended as lost and retried",
                         err=True,
                     )
-            job = runner.sweep(
-                task,
-                _iter_params(params_file),
-                replicates=replicates,
-                aggregate=aggregate,
-                out=out,
-                name=f"params:{digest}",
-                title=f"{task} --params {params_file}",
-                batch_size=options.get("batch_size"),
-            )
-            status = job.wait(progress=not as_json and sys.stderr.isatty())
+            try:
+                job = runner.sweep(
+                    task,
+                    _iter_params(params_file),
+                    replicates=replicates,
+                    aggregate=aggregate,
+                    out=out,
+                    name=f"params:{digest}",
+                    title=f"{task} --params {params_file}",
+                    batch_size=options.get("batch_size"),
+                )
+                status = job.wait(progress=not as_json and sys.stderr.isatty())
+            except Exception:
+                # The loop's own error, or the job's "scheduler stopped": said below,
+                # once the runner has stopped its workers.
+                if runner.died is None:
+                    raise
     except Terminated:
         click.echo("oomguard: terminated", err=True)
         sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
             closer()
+    if runner.died is not None:
+        died = runner.died
+        click.echo(
+            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+            "traceback above) and stopped its workers; run the same command again to resume "
+            "the job",
+            err=True,
+        )
+        sys.exit(int(ExitCode.SCHEDULER_DIED))
     if as_json:
         click.echo(
             json.dumps(

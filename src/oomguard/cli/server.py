@@ -8,6 +8,8 @@ import ipaddress
 import json
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,7 +24,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,7 +168,8 @@ def serve(
     """Run the scheduler, its workers and the HTTP API in one process.
 
     SIGTERM stops it cleanly (exit 0): running attempts end as interrupted and are run
-    again by the next server.
+    again by the next server. If the scheduler loop dies, /healthz and submissions answer
+    503 scheduler_stopped and the server exits 13, for its supervisor to restart it.
     """
     import uvicorn
 
@@ -215,6 +218,7 @@ def serve(
     except OSError as err:
         sock.close()
         raise ConfigError(f"cannot listen on {listen}: {err.strerror or err}") from None
+    log_to_stderr()
     stop_on_sigterm()
     state: ServerState | None = None
     terminated = False
@@ -234,15 +238,40 @@ def serve(
         )
         sys.stderr.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        threading.Thread(
+            target=_exit_when_scheduler_dies,
+            args=(state, server),
+            name="oomguard-serve-watch",
+            daemon=True,
+        ).start()
+        server.run(sockets=[sock])
     except Terminated:
         terminated = True
     finally:
         sock.close()
         if state is not None:
             state.close()
+    died = state.runner.died if state is not None else None
+    if died is not None:
+        click.echo(
+            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+            "traceback above); the server stopped its workers and exits for its "
+            "supervisor to restart it",
+            err=True,
+        )
+        sys.exit(int(ExitCode.SCHEDULER_DIED))
     if terminated:
         click.echo("oomguard: stopped (SIGTERM)", err=True)
+
+
+def _exit_when_scheduler_dies(state: Any, server: Any) -> None:
+    """Shut uvicorn down once the scheduler loop died (until then submissions get 503)."""
+    while not server.should_exit:
+        if state.runner.died is not None:
+            server.should_exit = True
+            return
+        time.sleep(0.1)
 
 
 def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
