@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,6 +26,9 @@ from oomguard.cli.options import (
 )
 from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
+
+if TYPE_CHECKING:
+    from oomguard.api.service import ServerState
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_LISTEN = "127.0.0.1:8765"
@@ -265,7 +268,7 @@ def serve(
         click.echo("oomguard: stopped (SIGTERM)", err=True)
 
 
-def _exit_when_scheduler_dies(state: Any, server: Any) -> None:
+def _exit_when_scheduler_dies(state: ServerState, server: Any) -> None:
     """Shut uvicorn down once the scheduler loop died (until then submissions get 503)."""
     while not server.should_exit:
         if state.runner.died is not None:
