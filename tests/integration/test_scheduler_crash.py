@@ -98,8 +98,8 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 143, err  # ExitCode.TERMINATED
+    assert "terminated" in err and "Traceback" not in err
     _, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
     db = sqlite3.connect(store)

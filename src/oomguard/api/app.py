@@ -12,7 +12,10 @@ middleware) and :mod:`~oomguard.api.http_errors`.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -31,8 +34,19 @@ from oomguard.errors import ConfigError
 
 
 def create_app(state: ServerState) -> FastAPI:
-    """The FastAPI app over a started :class:`ServerState`."""
-    app = FastAPI(title="oomguard", version="1", responses=RESPONSES)
+    """The FastAPI app over a started :class:`ServerState`.
+
+    Served with a lifespan, the app closes the state when the server shuts down (the
+    scheduler ends its running attempts as interrupted and stops its workers), before
+    uvicorn re-raises the signal that stopped it.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await asyncio.to_thread(state.close)
+
+    app = FastAPI(title="oomguard", version="1", responses=RESPONSES, lifespan=lifespan)
     app.state.oomguard = state
     add_error_handlers(app, state.metrics)
     add_routes(app, state)

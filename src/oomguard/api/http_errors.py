@@ -57,6 +57,8 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         metrics.rejected.labels(code).inc()
         if code == "payload_too_large":
             return error_response(413, code, err.message)
+        if code == "scheduler_stopped":
+            return error_response(503, code, err.message)
         retry = getattr(err, "retry_after", None) or 1.0
         return error_response(
             429, code, err.message, headers={"Retry-After": str(max(1, round(retry)))}

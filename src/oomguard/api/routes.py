@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
     CancelResponse,
+    ErrorBody,
     ForgetResponse,
     Health,
     HeapReport,
@@ -39,9 +40,15 @@ from oomguard.store.sqlite import SqliteStore
 def add_routes(app: FastAPI, state: ServerState) -> None:
     """Add every route of the API to ``app``, served from ``state``."""
 
-    @app.post("/v1/jobs", status_code=201, response_model=SubmitResponse)
+    @app.post(
+        "/v1/jobs",
+        status_code=201,
+        response_model=SubmitResponse,
+        responses={503: {"model": ErrorBody}},
+    )
     def submit(body: SubmitRequest) -> SubmitResponse:
-        """Submit one task or a batch (accepted whole or refused whole)."""
+        """Submit one task or a batch (accepted whole or refused whole; 503
+        ``scheduler_stopped`` once the scheduler loop died)."""
         return submit_job(state, body)
 
     @app.get("/v1/jobs", response_model=JobList)
@@ -132,12 +139,17 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         """Prometheus metrics."""
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", response_model=Health)
-    def healthz() -> Health:
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz(response: Response) -> Health:
+        """200 ``ok``; 503 ``scheduler_stopped`` once the scheduler loop died (the server
+        then exits) or while the server stops."""
         pressure = state.backpressure.pressure
+        stopped = state.scheduler_stopped
+        if stopped:
+            response.status_code = 503
         return Health(
-            status="ok" if state.runner.alive else "scheduler_stopped",
-            scheduler_alive=state.runner.alive,
+            status="scheduler_stopped" if stopped else "ok",
+            scheduler_alive=not stopped,
             pending_tasks=state.backpressure.pending.total(),
             memory_pressure=bool(pressure and pressure.active),
         )

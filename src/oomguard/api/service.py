@@ -125,6 +125,8 @@ class ServerState:
         self._failures_lock = threading.Lock()
         self._full_window = self.runner.config.window
         self._me = psutil.Process()
+        self._closed = False
+        self._close_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -140,12 +142,23 @@ class ServerState:
             self._threads.append(thread)
 
     def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
-        self.stores.close()
-        self.runner.close()
+        """Stop the threads and the scheduler (which stops its workers); once is enough,
+        and a second caller waits for the first to finish."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            for thread in self._threads:
+                thread.join()
+            self._threads.clear()
+            self.stores.close()
+            self.runner.close()
+
+    @property
+    def scheduler_stopped(self) -> bool:
+        """The scheduler takes no more tasks: its loop died, or the server is stopping."""
+        return self.runner.died is not None or not self.runner.alive
 
     def _pending_loop(self) -> None:
         while not self._stop.wait(self.settings.pending_poll_interval):

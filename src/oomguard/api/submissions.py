@@ -64,6 +64,14 @@ def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
 
 def submit(state: ServerState, req: SubmitRequest) -> SubmitResponse:
     """Write the job and its tasks, within the backpressure limits; refused whole."""
+    if state.scheduler_stopped:
+        # Accepted work would wait for a scheduler that is not coming back in this
+        # process: refuse it (503) while the server exits for its supervisor to restart.
+        raise BackpressureError(
+            "the scheduler has stopped: this server takes no submissions until it is restarted",
+            code="scheduler_stopped",
+            retry_after=None,
+        )
     settings = state.settings
     fn = check_task(settings.task_modules, req.task, req.fanout)
     signature = inspect.signature(unwrap(fn))

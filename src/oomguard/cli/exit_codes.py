@@ -31,4 +31,11 @@ class ExitCode(enum.IntEnum):
     DOCTOR_FAILED = 11
     #: the job still has work in flight (`oomguard forget` refuses)
     JOB_ACTIVE = 12
+    #: the scheduler loop died of a bug (its traceback is on stderr): `run` stops, `serve`
+    #: exits so that its supervisor restarts it; the next scheduler resumes the work
+    SCHEDULER_DIED = 13
+    #: stopped by Ctrl-C (SIGINT); running attempts were ended as interrupted
     INTERRUPTED = 130
+    #: `run` stopped by SIGTERM; running attempts were ended as interrupted (`serve` exits
+    #: 0 on SIGTERM: a clean shutdown)
+    TERMINATED = 143

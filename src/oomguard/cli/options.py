@@ -48,6 +48,18 @@ def token_option(help: str = "file holding the server's bearer token") -> Callab
     )
 
 
+def lost_retries_option(f: F) -> F:
+    """``--lost-retries`` of the scheduler a command runs (``run``, ``serve``)."""
+    return click.option(
+        "--lost-retries",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Attempts of a task that may end lost (their scheduler or host died) before "
+        "it fails as lost [default: 5].",
+        **env("LOST_RETRIES"),
+    )(f)
+
+
 def _server_options(workers_help: str, pending_help: str, memory_help: str) -> Callable[[F], F]:
     """``--workers``, ``--max-pending-tasks``, ``--scheduler-memory-limit`` of a server
     (``serve`` runs one; ``bench`` starts one)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,14 @@ from typing import Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.options import json_option, size, store_option, token_option
+from oomguard.cli.options import (
+    json_option,
+    lost_retries_option,
+    size,
+    store_option,
+    token_option,
+)
+from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -170,6 +176,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Retries after a task error or timeout.",
 )
+@lost_retries_option
 @click.option(
     "--timeout",
     "task_timeout",
@@ -236,8 +243,9 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
-    _install_sigterm()
-    status: dict[str, Any]
+    log_to_stderr()
+    stop_on_sigterm()
+    status: dict[str, Any] = {}
     try:
         with Runner(config=config) as runner:
             sched = runner.scheduler
@@ -255,20 +263,38 @@ def run(
                         "dead scheduler ended as lost and retried",
                         err=True,
                     )
-            job = runner.sweep(
-                task,
-                _iter_params(params_file),
-                replicates=replicates,
-                aggregate=aggregate,
-                out=out,
-                name=f"params:{digest}",
-                title=f"{task} --params {params_file}",
-                batch_size=options.get("batch_size"),
-            )
-            status = job.wait(progress=not as_json and sys.stderr.isatty())
+            try:
+                job = runner.sweep(
+                    task,
+                    _iter_params(params_file),
+                    replicates=replicates,
+                    aggregate=aggregate,
+                    out=out,
+                    name=f"params:{digest}",
+                    title=f"{task} --params {params_file}",
+                    batch_size=options.get("batch_size"),
+                )
+                status = job.wait(progress=not as_json and sys.stderr.isatty())
+            except Exception:
+                # The loop's own error, or the job's "scheduler stopped": said below,
+                # once the runner has stopped its workers.
+                if runner.died is None:
+                    raise
+    except Terminated:
+        click.echo("oomguard: terminated", err=True)
+        sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
             closer()
+    if runner.died is not None:
+        died = runner.died
+        click.echo(
+            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+            "traceback above) and stopped its workers; run the same command again to resume "
+            "the job",
+            err=True,
+        )
+        sys.exit(int(ExitCode.SCHEDULER_DIED))
     if as_json:
         click.echo(
             json.dumps(
@@ -285,13 +311,6 @@ def run(
         _print_status(status)
     if status["counts"]["failed"]:
         sys.exit(int(ExitCode.TASKS_FAILED))
-
-
-def _install_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _print_status(status: dict[str, Any]) -> None:

@@ -8,8 +8,10 @@ import ipaddress
 import json
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -17,11 +19,16 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
     env,
     json_option,
+    lost_retries_option,
     server_options,
     store_option,
     token_option,
 )
+from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
+
+if TYPE_CHECKING:
+    from oomguard.api.service import ServerState
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_LISTEN = "127.0.0.1:8765"
@@ -148,6 +155,7 @@ retries_option = click.option(
     **env("HEAP_PROFILING"),
     help="trace allocations and serve /v1/debug/heap",
 )
+@lost_retries_option
 def serve(
     store: str,
     listen: str,
@@ -158,8 +166,14 @@ def serve(
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
     heap_profiling: bool,
+    lost_retries: int | None,
 ) -> None:
-    """Run the scheduler, its workers and the HTTP API in one process."""
+    """Run the scheduler, its workers and the HTTP API in one process.
+
+    SIGTERM stops it cleanly (exit 0): running attempts end as interrupted and are run
+    again by the next server. If the scheduler loop dies, /healthz and submissions answer
+    503 scheduler_stopped and the server exits 13, for its supervisor to restart it.
+    """
     import uvicorn
 
     from oomguard.api.app import (
@@ -197,6 +211,7 @@ def serve(
         namespace_quotas=quotas,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
+        runner_options={} if lost_retries is None else {"lost_retries": lost_retries},
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -206,9 +221,15 @@ def serve(
     except OSError as err:
         sock.close()
         raise ConfigError(f"cannot listen on {listen}: {err.strerror or err}") from None
-    state = ServerState(settings)
+    log_to_stderr()
+    stop_on_sigterm()
+    state: ServerState | None = None
+    terminated = False
     try:
+        state = ServerState(settings)
         state.start()
+        # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
+        # the signal that stopped it: cleanup must not wait for code after run().
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
@@ -219,11 +240,41 @@ def serve(
             err=True,
         )
         sys.stderr.flush()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-        uvicorn.Server(config).run(sockets=[sock])
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        server = uvicorn.Server(config)
+        threading.Thread(
+            target=_exit_when_scheduler_dies,
+            args=(state, server),
+            name="oomguard-serve-watch",
+            daemon=True,
+        ).start()
+        server.run(sockets=[sock])
+    except Terminated:
+        terminated = True
     finally:
         sock.close()
-        state.close()
+        if state is not None:
+            state.close()
+    died = state.runner.died if state is not None else None
+    if died is not None:
+        click.echo(
+            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+            "traceback above); the server stopped its workers and exits for its "
+            "supervisor to restart it",
+            err=True,
+        )
+        sys.exit(int(ExitCode.SCHEDULER_DIED))
+    if terminated:
+        click.echo("oomguard: stopped (SIGTERM)", err=True)
+
+
+def _exit_when_scheduler_dies(state: ServerState, server: Any) -> None:
+    """Shut uvicorn down once the scheduler loop died (until then submissions get 503)."""
+    while not server.should_exit:
+        if state.runner.died is not None:
+            server.should_exit = True
+            return
+        time.sleep(0.1)
 
 
 def _print_submitted(result: dict[str, Any], as_json: bool) -> None:

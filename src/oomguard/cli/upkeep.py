@@ -14,6 +14,10 @@ from oomguard.cli.options import json_option, store_option
 from oomguard.cli.run import open_store
 from oomguard.units import format_size, parse_duration
 
+#: ``gc --min-age`` below this needs ``--force``: a blob is written before the row that
+#: refers to it commits, so a young unreferenced blob may be about to be used
+MIN_AGE_FLOOR = 600.0
+
 
 @click.command()
 @click.argument("job")
@@ -52,7 +56,15 @@ def forget(job: str, store: str, force: bool, as_json: bool) -> None:
     envvar="OOMGUARD_GC_MIN_AGE",
     show_envvar=True,
     help="Keep unreferenced blob files younger than this (a scheduler may be about to use "
-    "them), e.g. 10m, 1h, 2d.",
+    "them), e.g. 10m, 1h, 2d; at least 10m unless --force.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    envvar="OOMGUARD_GC_FORCE",
+    show_envvar=True,
+    help="Allow --min-age below 10m: safe only while no scheduler, server or submitter "
+    "uses the store.",
 )
 @click.option(
     "--dry-run",
@@ -62,9 +74,16 @@ def forget(job: str, store: str, force: bool, as_json: bool) -> None:
     help="Only report what would be deleted.",
 )
 @json_option()
-def gc(store: str, min_age: str, dry_run: bool, as_json: bool) -> None:
+def gc(store: str, min_age: str, force: bool, dry_run: bool, as_json: bool) -> None:
     """Delete blob files beside the store that no task or result refers to any more."""
     seconds = parse_duration(min_age)
+    if seconds < MIN_AGE_FLOOR and not force:
+        raise click.BadParameter(
+            f"{min_age!r} is below the 10m floor: a blob that young may belong to a "
+            "submission or result being written right now. Add --force to go lower, only "
+            "while nothing else uses the store.",
+            param_hint="'--min-age'",
+        )
     with open_store(store) as st:
         report = st.collect_garbage(min_age=seconds, dry_run=dry_run)
     if as_json:

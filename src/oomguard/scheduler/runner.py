@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import pickle
 import sys
 import threading
@@ -31,6 +32,8 @@ from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.sqlite import SqliteStore
 from oomguard.units import parse_size
+
+log = logging.getLogger("oomguard.scheduler")
 
 CHUNK = 5000
 #: Job.wait gives up on Parquet parts when none was written for this long while some were due
@@ -77,6 +80,8 @@ class Runner:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        #: what the scheduler loop died of after it started (None while it lives or stops)
+        self.died: BaseException | None = None
         self.scheduler: Any = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -107,6 +112,12 @@ class Runner:
             self._ready.set()
             self.scheduler.run(self._stop)
         except BaseException as err:
+            if self._ready.is_set():  # it started: not a start-up error
+                self.died = err
+                if isinstance(err, OomguardError):  # it stopped on purpose, with the reason
+                    log.error("the scheduler stopped: %s; stopping its workers", err)
+                else:  # a bug of the loop
+                    log.error("the scheduler loop died; stopping its workers", exc_info=err)
             self._error = err
         finally:
             self._ready.set()

@@ -1,0 +1,63 @@
+"""How the long-running commands (``run``, ``serve``) behave as processes.
+
+Their log goes to stderr (a scheduler loop that dies logs its traceback there), and
+SIGTERM stops them as cleanly as Ctrl-C does: the scheduler ends its running attempts as
+``interrupted``, stops its workers and removes their cgroups before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from types import FrameType
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: stop cleanly.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    out swallows it.
+    """
+
+
+def stop_on_sigterm() -> None:
+    """From now on the first SIGTERM raises :class:`Terminated` in the main thread.
+
+    Later ones are ignored (by a Python handler, not ``SIG_IGN``, which children would
+    inherit): they must not cut short the cleanup the first one started; a supervisor
+    that loses patience sends SIGKILL.
+    """
+
+    def ignore(signum: int, frame: FrameType | None) -> None:
+        pass
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, ignore)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def log_to_stderr() -> None:
+    """oomguard's warnings and errors, tracebacks included, on stderr (once per process)."""
+    logger = logging.getLogger("oomguard")
+    if any(isinstance(h, _Stderr) for h in logger.handlers):
+        return
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+
+
+__all__ = ["Terminated", "log_to_stderr", "stop_on_sigterm"]
