@@ -152,31 +152,20 @@ def _rows(
 ) -> Iterator[tuple[list[dict[str, Any]], int]]:
     """Rows in chunks of about ``batch``, with the number of groups written so far."""
     opts = options_of(fn)
+    build = state.runner.rows
     common: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
+    replicates = req.fanout if req.fanout > 1 else None
     for g in range(req.groups):
         if isinstance(groups, tuple):
             if common is None:
-                args, text = groups
                 # One args for every group: its fields and its blob (if any) are made once.
-                common = dict(
-                    state.runner.task_fields(req.task, args, opts), **store.params_row(text)
-                )
+                common = build.common(store, req.task, groups[0], groups[1], opts)
             fields = common
         else:
             args, text = groups[g]
-            fields = dict(state.runner.task_fields(req.task, args, opts), **store.params_row(text))
-        for r in range(req.fanout):
-            rows.append(
-                dict(
-                    fields,
-                    job_id=job_id,
-                    grp=g,
-                    kind="task",
-                    replicate=r if req.fanout > 1 else None,
-                    state="ready",
-                )
-            )
+            fields = build.common(store, req.task, args, text, opts)
+        rows.extend(build.group(job_id, g, fields, replicates))
         if len(rows) >= batch:
             yield rows, g + 1
             rows = []

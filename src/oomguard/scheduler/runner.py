@@ -27,8 +27,9 @@ from oomguard.errors import (
     TaskReferenceError,
 )
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
-from oomguard.jobs.task import load, options_of, reference_of
+from oomguard.jobs.task import TaskOptions, load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
+from oomguard.scheduler.rows import TaskRows
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.sqlite import SqliteStore
 from oomguard.units import parse_size
@@ -76,6 +77,8 @@ class Runner:
             **options,
         )
         self.store = SqliteStore(self.config.store)
+        #: how task rows are built, for every way of submitting
+        self.rows = TaskRows(self.config)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -226,10 +229,10 @@ class Runner:
         grp: int,
         ref: str,
         params: Any,
-        opts: Any,
+        opts: TaskOptions,
         replicates: int | None,
         agg_ref: str | None,
-        agg_opts: Any,
+        agg_opts: TaskOptions | None,
     ) -> list[dict[str, Any]]:
         if not isinstance(params, dict):
             raise PayloadError(
@@ -241,58 +244,11 @@ class Runner:
             raise PayloadError(
                 f"parameter set {grp} is not JSON-serialisable: {err}", index=grp
             ) from err
-        common = dict(self.task_fields(ref, params, opts), **self.store.params_row(text))
-        rows = []
-        for r in range(replicates or 1):
-            rows.append(
-                dict(
-                    common,
-                    job_id=job_id,
-                    grp=grp,
-                    kind="task",
-                    replicate=r if replicates else None,
-                    state="ready",
-                )
-            )
-        if agg_ref:
-            rows.append(
-                dict(
-                    self.task_fields(agg_ref, params, agg_opts),
-                    job_id=job_id,
-                    grp=grp,
-                    kind="aggregate",
-                    params=common["params"],
-                    params_ref=common["params_ref"],
-                    state="pending",
-                    deps=replicates or 1,
-                )
-            )
-        return rows
-
-    def task_fields(self, ref: str, params: dict[str, Any], opts: Any) -> dict[str, Any]:
-        """The tasks-table columns that a task's options decide (retries, memory, lock)."""
-        config = self.config
-        key_param = opts.memory_key or config.memory_key
-        memory_key = None
-        if key_param is not None:
-            memory_key = f"{ref}|{key_param}={json.dumps(params.get(key_param))}"
-        lock_key = None
-        if opts.lock:
-            try:
-                lock_key = opts.lock.format(**params)
-            except (KeyError, IndexError, ValueError) as err:
-                raise PayloadError(
-                    f"lock {opts.lock!r} cannot be formatted from {params!r:.80}: {err}"
-                ) from err
-        return {
-            "fn": ref,
-            "retries": opts.retries if opts.retries else config.retries,
-            "oom_retries": opts.oom_retries,
-            "timeout": opts.timeout or config.task_timeout,
-            "memory": opts.memory or config.task_memory,
-            "memory_key": memory_key,
-            "lock_key": lock_key,
-        }
+        common = self.rows.common(self.store, ref, params, text, opts)
+        aggregate = None
+        if agg_ref is not None and agg_opts is not None:
+            aggregate = self.rows.fields(agg_ref, params, agg_opts)
+        return self.rows.group(job_id, grp, common, replicates, aggregate)
 
     def submit(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Submit one call ``fn(*args, **kwargs)`` as a job of one task."""
@@ -307,12 +263,8 @@ class Runner:
         job_id = uuid.uuid4().hex[:12]
         self.store.create_job(job_id, name=ref, fn=ref, agg=None, spec={})
         self.start()
-        row = dict(
-            self.task_fields(ref, kwargs, options_of(task_fn)),
-            job_id=job_id,
-            grp=0,
-            kind="task",
-            state="ready",
+        (row,) = self.rows.group(
+            job_id, 0, self.rows.fields(ref, kwargs, options_of(task_fn)), None
         )
         if len(payload) > BLOB_THRESHOLD:
             row["payload_ref"] = self.store.put_blob(payload)
