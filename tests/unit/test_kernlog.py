@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import KernelLogUnavailable
-from oomguard.oom import kernlog_sources
-from oomguard.oom.kernlog import (
+from oomguard.kernlog import sources
+from oomguard.kernlog.parser import (
     JSON_KEYS,
     KernelLogFollower,
     OomEvent,
@@ -264,7 +264,7 @@ def test_follower_reports_why_it_cannot_open(tmp_path: Path) -> None:
     follower = KernelLogFollower(tmp_path / "missing")
     with pytest.raises(KernelLogUnavailable, match="no such file"):
         follower.open()
-    reason = kernlog_sources._reason(OSError(errno.EPERM, os.strerror(errno.EPERM)), "/dev/kmsg")
+    reason = sources._reason(OSError(errno.EPERM, os.strerror(errno.EPERM)), "/dev/kmsg")
     assert "dmesg_restrict" in reason and "CAP_SYSLOG" in reason
 
 
@@ -298,16 +298,16 @@ def test_auto_source_explains_every_failure(monkeypatch: pytest.MonkeyPatch) -> 
     def fail(name: str, follow: bool) -> object:
         raise KernelLogUnavailable(f"{name} broken")
 
-    real = kernlog_sources._open_source
+    real = sources._open_source
 
     def fake(source: str, follow: bool) -> object:
         if source == "auto":
             return real(source, follow)
         return fail(source, follow)
 
-    monkeypatch.setattr(kernlog_sources, "_open_source", fake)
+    monkeypatch.setattr(sources, "_open_source", fake)
     with pytest.raises(KernelLogUnavailable, match=r"kmsg broken.*dmesg broken.*journal broken"):
-        list(kernlog_sources.iter_source_lines("auto", None, False))
+        list(sources.iter_source_lines("auto", None, False))
 
 
 def test_event_is_frozen() -> None:

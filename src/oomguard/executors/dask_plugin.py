@@ -51,7 +51,7 @@ def _rss(pid: int | str = "self") -> int | None:
 
 def _counters(pid: int) -> dict[str, Any] | None:
     """The memory cgroup counters of ``pid``'s cgroup, where they can be read."""
-    from oomguard.oom.cgroupinfo import locate_memory_cgroup
+    from oomguard.cgroups.info import locate_memory_cgroup
 
     try:
         version, directory, _, _ = locate_memory_cgroup(pid=pid)
@@ -65,7 +65,7 @@ def _counters(pid: int) -> dict[str, Any] | None:
 def _counters_at(path: str, version: int) -> dict[str, Any] | None:
     from pathlib import Path
 
-    from oomguard.oom.cgroup import MemoryCgroup
+    from oomguard.cgroups.cgroup import MemoryCgroup
 
     try:
         counters = MemoryCgroup(Path(path), version).counters().to_json()
@@ -310,7 +310,7 @@ class NannyEvidencePlugin(NannyPlugin):
     def setup(self, nanny: Any) -> None:
         from tornado.ioloop import PeriodicCallback
 
-        from oomguard.oom.watch import KernelLogWatch
+        from oomguard.kernlog.watch import KernelLogWatch
 
         self._nanny = nanny
         self._kmsg = KernelLogWatch(self.kernel_log)
@@ -345,7 +345,7 @@ class NannyEvidencePlugin(NannyPlugin):
             self._died(old)
             self._proc = None
         if proc is not None and proc is not self._proc and proc.is_alive() and proc.pid:
-            from oomguard.oom.cgroupinfo import process_start_time
+            from oomguard.cgroups.info import process_start_time
 
             self._proc = proc
             self._current = {

@@ -80,8 +80,8 @@ class Scheduler(AttemptOutcomes):
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        from oomguard.oom.cgroup_detect import detect_isolation
-        from oomguard.oom.watch import KernelLogWatch
+        from oomguard.cgroups.detect import detect_isolation
+        from oomguard.kernlog.watch import KernelLogWatch
 
         config = self.config
         self.recovery = self.store.register_scheduler(

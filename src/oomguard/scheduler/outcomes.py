@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oomguard.config import RunnerConfig
+from oomguard.diagnosis.classify import explain_death
 from oomguard.jobs.model import FailureClass
-from oomguard.oom.classify import explain_death
 from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.retries import RetryPolicy, decide
 from oomguard.store.sqlite import SqliteStore, TaskRow

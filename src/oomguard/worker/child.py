@@ -62,7 +62,7 @@ class _Cgroup:
     """The worker's view of its own cgroup: peak per attempt and the OOM kill counter."""
 
     def __init__(self, path: str, version: int) -> None:
-        from oomguard.oom.cgroup import MemoryCgroup
+        from oomguard.cgroups.cgroup import MemoryCgroup
 
         self.cg = MemoryCgroup(__import__("pathlib").Path(path), version)
         self.can_reset = True

@@ -1,12 +1,12 @@
 """Parsers for cgroup v1 memory controller files.
 
 Pure functions over file contents (Documentation/admin-guide/cgroup-v1/memory.rst), shared
-by :mod:`oomguard.oom.cgroup` and :mod:`oomguard.oom.cgroupinfo`.
+by :mod:`oomguard.cgroups.cgroup` and :mod:`oomguard.cgroups.info`.
 """
 
 from __future__ import annotations
 
-from oomguard.oom.cgroup_v2 import parse_flat_keyed
+from oomguard.cgroups.v2 import parse_flat_keyed
 
 #: v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (9223372036854771712 with
 #: 4 KiB pages, a different number with 16/64 KiB pages). Anything at or above 2**62

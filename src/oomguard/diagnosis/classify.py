@@ -36,7 +36,7 @@ def classify_death(
     kernel_event: Any,
 ) -> tuple[FailureClass, dict[str, Any]]:
     """The class of a worker's death and the evidence that decided it."""
-    from oomguard.oom.cgroup import classify_counters
+    from oomguard.cgroups.cgroup import classify_counters
 
     evidence: dict[str, Any] = describe_status(status)
     if counters_before is not None:
@@ -84,7 +84,7 @@ def explain_death(
 
     ``died`` has ``.worker`` (``pid``, ``start_time``, ``name``, ``cgroup``, ``killed_by``,
     ``counters_before``, ``peak_sample``), ``.status`` and ``.rusage``; ``kmsg`` is the
-    :class:`~oomguard.oom.watch.KernelLogWatch`. A SIGKILL that oomguard did not send may be
+    :class:`~oomguard.kernlog.watch.KernelLogWatch`. A SIGKILL that oomguard did not send may be
     the OOM killer's, whose ``Killed process`` line can lag the signal: until
     ``waited_enough``, a death with no kernel report yet returns None.
     """

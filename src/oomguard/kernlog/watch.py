@@ -29,7 +29,7 @@ class KernelLogWatch:
         self._follower: Any = None
 
     def start(self) -> None:
-        from oomguard.oom.kernlog import KernelLogFollower, OomLogParser
+        from oomguard.kernlog.parser import KernelLogFollower, OomLogParser
 
         self._follower = KernelLogFollower(self.path)
         try:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oomguard.oom import cgroup_v2
-from oomguard.oom.cgroup_detect import IsolationPlan, detect_isolation
-from oomguard.oom.cgroupinfo import DEFAULT_CGROUP_ROOT, meminfo, read_int, read_text
+from oomguard.cgroups import v2
+from oomguard.cgroups.detect import IsolationPlan, detect_isolation
+from oomguard.cgroups.info import DEFAULT_CGROUP_ROOT, meminfo, read_int, read_text
 from oomguard.units import format_size
 
 #: CAP_SYS_RESOURCE, the capability needed to lower an oom_score_adj.
@@ -269,7 +269,7 @@ def _psi(proc_root: Path) -> Finding:
             "/proc/pressure/memory is missing: memory pressure cannot be measured",
             "boot a kernel with CONFIG_PSI=y (and psi=1 where it is off by default)",
         )
-    some = cgroup_v2.parse_pressure(text).get("some", {}).get("avg10")
+    some = v2.parse_pressure(text).get("some", {}).get("avg10")
     return Finding("psi", "ok", f"memory pressure available (some avg10={some})")
 
 

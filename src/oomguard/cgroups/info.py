@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from oomguard.oom import cgroup_v1, cgroup_v2
+from oomguard.cgroups import v1, v2
 
 DEFAULT_CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -52,7 +52,7 @@ def read_max(path: Path) -> int | None:
     if text is None:
         return None
     try:
-        return cgroup_v2.parse_max(text)
+        return v2.parse_max(text)
     except ValueError:
         return None
 
@@ -63,7 +63,7 @@ def read_v1_limit(path: Path) -> int | None:
     if text is None:
         return None
     try:
-        return cgroup_v1.parse_limit(text)
+        return v1.parse_limit(text)
     except ValueError:
         return None
 
@@ -108,7 +108,7 @@ class CgroupMount:
 def parse_proc_cgroup(text: str) -> tuple[str | None, dict[str, str]]:
     """Parse ``/proc/<pid>/cgroup``: the v2 path (``0::/path``) and v1 paths by controller."""
     v2_path: str | None = None
-    v1: dict[str, str] = {}
+    v1_paths: dict[str, str] = {}
     for line in text.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
@@ -119,8 +119,8 @@ def parse_proc_cgroup(text: str) -> tuple[str | None, dict[str, str]]:
             continue
         for name in controllers.split(","):
             if name:
-                v1[name] = path
-    return v2_path, v1
+                v1_paths[name] = path
+    return v2_path, v1_paths
 
 
 def _unescape_mount(text: str) -> str:
@@ -248,7 +248,7 @@ def locate_memory_cgroup(
             if directory is None:
                 continue
             ctrl = read_text(directory / "cgroup.controllers")
-            if ctrl is not None and "memory" in cgroup_v2.parse_controllers(ctrl):
+            if ctrl is not None and "memory" in v2.parse_controllers(ctrl):
                 return 2, directory, mount.mount_point, f"cgroup v2 at {directory}"
             reasons.append(f"cgroup v2 memory controller not available in {directory}")
     if "memory" in v1_paths:
@@ -384,7 +384,7 @@ def _read_level(directory: Path, top: Path, mount_root: str, version: int) -> Cg
     path = f"{base}/{rel}" if rel != "." else (base or "/")
     if version == 2:
         events_text = read_text(directory / "memory.events")
-        events = cgroup_v2.parse_flat_keyed(events_text or "")
+        events = v2.parse_flat_keyed(events_text or "")
         pressure_text = read_text(directory / "memory.pressure")
         oom_group = read_int(directory / "memory.oom.group")
         return CgroupLevel(
@@ -396,10 +396,10 @@ def _read_level(directory: Path, top: Path, mount_root: str, version: int) -> Cg
             swap_limit_bytes=read_max(directory / "memory.swap.max"),
             high_bytes=read_max(directory / "memory.high"),
             oom_group=None if oom_group is None else oom_group == 1,
-            events={k: v for k, v in events.items() if k in cgroup_v2.EVENT_KEYS},
-            pressure=cgroup_v2.parse_pressure(pressure_text) if pressure_text else None,
+            events={k: v for k, v in events.items() if k in v2.EVENT_KEYS},
+            pressure=v2.parse_pressure(pressure_text) if pressure_text else None,
         )
-    control = cgroup_v1.parse_oom_control(read_text(directory / "memory.oom_control") or "")
+    control = v1.parse_oom_control(read_text(directory / "memory.oom_control") or "")
     limit = read_v1_limit(directory / "memory.limit_in_bytes")
     memsw = read_v1_limit(directory / "memory.memsw.limit_in_bytes")
     swap: int | None = None

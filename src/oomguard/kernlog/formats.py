@@ -1,4 +1,4 @@
-"""The text formats behind :mod:`oomguard.oom.kernlog`: how log readers frame a kernel
+"""The text formats behind :mod:`oomguard.kernlog.parser`: how log readers frame a kernel
 line, and how the kernel words an OOM report.
 
 Two halves. :func:`split_line` strips what a log reader put in front of the kernel's

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from oomguard.oom.cgroupinfo import read_int
+from oomguard.cgroups.info import read_int
 
 __all__ = ["ProcInfo", "build_tree", "likely_victims", "read_process", "walk_tree"]
 

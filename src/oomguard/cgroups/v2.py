@@ -1,7 +1,7 @@
 """Parsers for cgroup v2 memory interface files.
 
-Pure functions over file contents, so the reader in :mod:`oomguard.oom.cgroup` and the
-inspector in :mod:`oomguard.oom.cgroupinfo` share one interpretation of the kernel's
+Pure functions over file contents, so the reader in :mod:`oomguard.cgroups.cgroup` and the
+inspector in :mod:`oomguard.cgroups.info` share one interpretation of the kernel's
 formats (Documentation/admin-guide/cgroup-v2.rst).
 """
 

@@ -20,8 +20,8 @@ read in (``/dev/kmsg`` records, ``dmesg`` with or without stamps, syslog, ``jour
 is untrusted (a process name may hold spaces and parentheses) and logs are often cut.
 
 The reading side (``/dev/kmsg``, ``dmesg``, ``journalctl``, files) lives in
-:mod:`oomguard.oom.kernlog_sources`, the line forms and the kernel's message formats in
-:mod:`oomguard.oom.kernlog_formats`; their public names are re-exported here.
+:mod:`oomguard.kernlog.sources`, the line forms and the kernel's message formats in
+:mod:`oomguard.kernlog.formats`; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from oomguard.oom.kernlog_formats import (
+from oomguard.kernlog.formats import (
     ADJ_RE,
     CPU_PID_RE,
     EVIDENCE_PREFIXES,
@@ -57,7 +57,7 @@ from oomguard.oom.kernlog_formats import (
     to_int,
     type_for_message,
 )
-from oomguard.oom.kernlog_sources import KernelLogFollower, iter_source_lines
+from oomguard.kernlog.sources import KernelLogFollower, iter_source_lines
 
 __all__ = [
     "KernelLogFollower",
@@ -227,7 +227,7 @@ class OomLogParser:
     shows the event being assembled. ``feed`` and ``flush`` never raise.
 
     A long stamped line is read one line late (see
-    :class:`~oomguard.oom.kernlog_formats.LineAssembler`): logs copied from a terminal or
+    :class:`~oomguard.kernlog.formats.LineAssembler`): logs copied from a terminal or
     a web page arrive with long lines wrapped, and a bare line that follows is its tail.
     """
 

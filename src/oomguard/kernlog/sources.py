@@ -1,6 +1,6 @@
 """Read the kernel log: ``/dev/kmsg``, ``dmesg``, ``journalctl -k``, a file or stdin.
 
-Every reader yields text lines in a form :mod:`oomguard.oom.kernlog` parses. OS errors
+Every reader yields text lines in a form :mod:`oomguard.kernlog.parser` parses. OS errors
 are translated here, at the boundary, into :class:`~oomguard.errors.KernelLogUnavailable`
 carrying the reason. ``/proc/kmsg`` is never read: reading it consumes the messages.
 """
