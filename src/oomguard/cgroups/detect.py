@@ -20,16 +20,10 @@ from pathlib import Path
 
 from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _rmdir
 from oomguard.cgroups import v2
-from oomguard.cgroups.info import (
-    DEFAULT_CGROUP_ROOT,
-    locate_memory_cgroup,
-    memory_limit_of,
-    process_start_time,
-    read_int,
-    read_pids,
-    read_text,
-)
+from oomguard.cgroups.cgroup import read_pids
+from oomguard.cgroups.locate import DEFAULT_CGROUP_ROOT, locate_memory_cgroup, memory_limit_of
 from oomguard.errors import IsolationError
+from oomguard.procfs import process_start_time, read_int, read_text
 
 #: The leaf a v2 scheduler moves itself into so its own cgroup has no processes and may
 #: enable the memory controller for its children (the "no internal processes" rule).

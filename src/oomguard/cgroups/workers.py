@@ -15,10 +15,10 @@ from pathlib import Path
 
 from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _write
 from oomguard.cgroups import v2
-from oomguard.cgroups.cgroup import MemoryCgroup
+from oomguard.cgroups.cgroup import MemoryCgroup, read_pids
 from oomguard.cgroups.detect import SCHEDULER_LEAF, IsolationPlan
-from oomguard.cgroups.info import process_start_time, read_pids, read_text
 from oomguard.errors import IsolationError
+from oomguard.procfs import process_start_time, read_text
 
 _RUN_DIR_RE = re.compile(r"^oomguard-(?:probe-)?(?P<pid>[0-9]+)-(?P<start>[0-9]+)(?:-[0-9a-f]+)?$")
 
