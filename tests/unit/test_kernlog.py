@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import KernelLogUnavailable
-from oomguard.kernlog import sources
-from oomguard.kernlog.parser import (
+from oomguard.kernlog import (
     JSON_KEYS,
     KernelLogFollower,
     OomEvent,
     OomLogParser,
     iter_source_lines,
+    kmsg,
     normalize_line,
     parse_lines,
     parse_text,
+    sources,
 )
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports"
@@ -237,6 +238,34 @@ def test_never_raises_on_garbage() -> None:
     for junk in ["", "\x00\xff", "(", ")", "Killed process", "oom-kill:", "{", "1,2,3;"]:
         parse_text(junk)
         parse_lines([junk, junk + "\n"])
+
+
+def test_one_kmsg_decoder_for_the_device_and_saved_records(tmp_path: Path) -> None:
+    # The kernel escapes every byte outside printable ASCII (devkmsg_read ->
+    # msg_print_ext_body): a UTF-8 comm comes as escapes, a newline as \x0a.
+    record = (
+        "3,9,2500000,-;Out of memory: Killed process 3 (\\xe4\\xb8\\xad\\x20b) "
+        "total-vm:1kB\\x0aanon-rss:2kB\n SUBSYSTEM=x"
+    )
+    decoded = kmsg.parse_record(record.encode())
+    assert decoded is not None and decoded.seq == 9 and decoded.stamp == 2.5
+    assert decoded.text == "Out of memory: Killed process 3 (\u4e2d b) total-vm:1kB\nanon-rss:2kB"
+    assert kmsg.parse_record(record) == decoded  # the same record, read as text
+    assert kmsg.parse_record(" SUBSYSTEM=x") is None and kmsg.is_dictionary_line(" SUBSYSTEM=x")
+    assert kmsg.unescape("no escapes") == "no escapes"
+    assert kmsg.unescape("cut \\xe4\\xb8") == "cut \ufffd"
+    device = tmp_path / "kmsg"
+    device.write_text(record.split("\n")[0] + "\n")
+    follower = KernelLogFollower(device)
+    follower.open(from_start=True)
+    try:
+        from_device = follower.read_new()
+    finally:
+        follower.close()
+    (saved,) = parse_lines([record.split("\n")[0]])
+    (read,) = parse_lines(from_device)
+    assert saved.victim_comm == read.victim_comm == "\u4e2d b"
+    assert saved.to_json() == read.to_json() and saved.timestamp == 2.5
 
 
 def test_follower_reads_kmsg_records_from_a_file(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import click
 from oomguard.cli.options import json_option
 from oomguard.diagnosis.proctree import build_tree, walk_tree
 from oomguard.errors import KernelLogUnavailable
-from oomguard.kernlog.parser import OomEvent, OomLogParser, iter_source_lines
+from oomguard.kernlog import OomEvent, OomLogParser, iter_source_lines
 from oomguard.units import parse_duration
 
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from oomguard.kernlog import kmsg
+
 __all__ = ["LineAssembler", "LineForm", "normalize_line", "split_line"]
 
 # ---------------------------------------------------------------------------------------
@@ -35,9 +37,6 @@ class LineForm:
     kind: LineKind
 
 
-_KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),([^;]*);(.*)$", re.DOTALL)
-_KMSG_DICT_RE = re.compile(r"^ [A-Z_][A-Z0-9_]*=")
-_KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 # Markdown / e-mail quoting and indentation of pasted logs, a byte-order mark.
 _QUOTE_RE = re.compile(r"^[\s\ufeff]*(?:>\s?)*\s*")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # dmesg --color=always
@@ -85,20 +84,6 @@ _HUMAN_STAMP_RE = re.compile(
 _CALLER_RE = re.compile(r"^\[\s*[TC]\d+\]\s?")
 
 
-def _unescape_kmsg(text: str) -> str:
-    """Undo /dev/kmsg's ``\\xNN`` escapes; the bytes may be UTF-8 (a comm in Chinese)."""
-    if "\\x" not in text:
-        return text
-    parts = _KMSG_ESCAPE_RE.split(text)
-    out = bytearray()
-    for i, part in enumerate(parts):
-        if i % 2:
-            out.append(int(part, 16))
-        else:
-            out += part.encode("utf-8", "replace")
-    return out.decode("utf-8", "replace")
-
-
 def _journal_message(line: str) -> tuple[str, float | None] | None:
     try:
         record = json.loads(line)
@@ -144,11 +129,11 @@ def split_line(line: str) -> LineForm | None:
         inner = _strip_prefixes(found[0]) or LineForm(found[0], None, "bare")
         stamp = found[1] if found[1] is not None else inner.stamp
         return LineForm(inner.text, stamp, "journal")
-    if _KMSG_DICT_RE.match(line):
+    if kmsg.is_dictionary_line(line):
         return None
-    m = _KMSG_RE.match(line)
-    if m is not None:
-        return LineForm(_unescape_kmsg(m.group(5)), int(m.group(3)) / 1_000_000, "kmsg")
+    record = kmsg.parse_record(line)
+    if record is not None:
+        return LineForm(record.text, record.stamp, "kmsg")
     return _strip_prefixes(line)
 
 
