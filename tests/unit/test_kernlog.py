@@ -234,10 +234,32 @@ def test_v1_task_in_line_and_memcg_kill() -> None:
     assert any("limit 65536kB" in line for line in event.lines)
 
 
+def _parse_checked(lines: list[str]) -> list[OomEvent]:
+    """parse_lines, failing the test when the parser skipped a line it failed on."""
+    parser = OomLogParser()
+    events = [e for line in lines for e in parser.feed(line)]
+    parser.partial()
+    parser.pending()
+    events += parser.flush()
+    assert parser.errors == 0, repr(parser.last_error)
+    return events
+
+
+def test_a_line_the_parser_fails_on_is_counted_not_raised() -> None:
+    parser = OomLogParser()
+    parser.feed(None)  # type: ignore[arg-type]  # not text: a bug of the caller's
+    assert parser.errors == 1 and isinstance(parser.last_error, AttributeError)
+    assert parser.feed("Out of memory: Killed process 5 (x) total-vm:1kB") == []
+    assert [e.victim_pid for e in parser.flush()] == [5]
+
+
 def test_never_raises_on_garbage() -> None:
     for junk in ["", "\x00\xff", "(", ")", "Killed process", "oom-kill:", "{", "1,2,3;"]:
-        parse_text(junk)
-        parse_lines([junk, junk + "\n"])
+        assert _parse_checked([junk]) == []
+        assert _parse_checked([junk, junk + "\n"]) == []
+    # Cut where a name may still follow: the kill is known, the name is not.
+    (event,) = _parse_checked(["Killed process 12 ("])
+    assert (event.victim_pid, event.victim_comm) == (12, None)
 
 
 def test_one_kmsg_decoder_for_the_device_and_saved_records(tmp_path: Path) -> None:
@@ -475,8 +497,11 @@ def test_long_and_hostile_lines_do_not_raise() -> None:
         "oom-kill:constraint=" + ",task_memcg=" * 10_000,
         "Jan  5 " + "a " * 50_000 + "kernel: x",
     ]
-    for line in junk:
-        parse_lines([line, line + "\r\n"])
+    events = {line[:12]: _parse_checked([line, line + "\r\n"]) for line in junk}
+    assert [e.victim_pid for e in events[" " * 12]] == [1, 1]  # two kills, names cut off
+    (summary,) = events["oom-kill:con"]  # a summary made of its keys alone: no fields
+    assert (summary.constraint, summary.victim_pid) == (None, None)
+    assert all(not found for key, found in events.items() if key.strip() and key != "oom-kill:con")
 
 
 def test_journal_json_pretty_records() -> None:

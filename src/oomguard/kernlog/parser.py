@@ -71,7 +71,9 @@ class OomLogParser:
     out (by :meth:`feed`) once the next event has named its victim, so that an
     ``oom_reaper`` line printed while the next report is being written still reaches it.
     :meth:`flush` hands out everything left at the end of the input, :meth:`partial`
-    shows the event being assembled. ``feed`` and ``flush`` never raise.
+    shows the event being assembled. ``feed`` and ``flush`` never raise: a line the
+    parser fails on is skipped and counted in :attr:`errors` (the last exception kept in
+    :attr:`last_error`), so a bug shows in tests and reports instead of stopping a reader.
 
     A long stamped line is read one line late (see
     :class:`~oomguard.kernlog.formats.LineAssembler`): logs copied from a terminal or
@@ -82,6 +84,9 @@ class OomLogParser:
         self._current: EventBuilder | None = None
         self._held: list[EventBuilder] = []
         self._lines = LineAssembler()
+        #: Lines the parser failed on (skipped); 0 unless the parser has a bug.
+        self.errors = 0
+        self.last_error: Exception | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -93,7 +98,8 @@ class OomLogParser:
                 for form, raw in self._lines.push(piece):
                     out.extend(self._feed_form(form, raw))
             return out
-        except Exception:  # pragma: no cover - defensive: untrusted text must not raise
+        except Exception as err:  # untrusted text must not stop the reader
+            self._failed(err)
             return []
 
     def partial(self) -> OomEvent | None:
@@ -128,8 +134,13 @@ class OomLogParser:
         clone = copy.deepcopy(self)
         try:
             return [e for form, raw in held for e in clone._feed_form(form, raw)], clone
-        except Exception:  # pragma: no cover - defensive: untrusted text must not raise
+        except Exception as err:  # untrusted text must not stop the reader
+            self._failed(err)
             return [], self
+
+    def _failed(self, err: Exception) -> None:
+        self.errors += 1
+        self.last_error = err
 
     def _feed_form(self, form: LineForm, raw: str) -> list[OomEvent]:
         out: list[OomEvent] = []
