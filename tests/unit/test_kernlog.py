@@ -216,6 +216,116 @@ def test_feed_hands_out_events_as_the_next_report_reaches_its_kill() -> None:
     assert parser.partial() is None and parser.flush() == []
 
 
+def kprintf(fmt: str, *args: object) -> str:
+    """A line as the kernel's printk would write it from the C format string ``fmt``."""
+    py = re.sub(
+        r"%(-?\d*)(?:hh|h|ll|l)?([duxs])",
+        lambda m: "%" + m.group(1) + ("d" if m.group(2) in "ud" else m.group(2)),
+        fmt,
+    )
+    return py % args
+
+
+# The format strings of mm/oom_kill.c, copied from the kernel versions named.
+# Linux 3.10 dump_tasks() and oom_kill_process():
+TASKS_3_10 = "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"
+ROW_3_10 = "[%5d] %5d %5d %8lu %8lu %7lu %8lu         %5hd %s"
+KILL_3_10 = "%s: Kill process %d (%s) score %d or sacrifice child"
+KILLED_3_10 = "Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB, file-rss:%lukB"
+# Linux 4.19 dump_tasks() and __oom_kill_process(); mem_cgroup_print_oom_group().
+TASKS_4_19 = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
+ROW_4_19 = "[%7d] %5d %5d %8lu %8lu %8ld %8lu         %5hd %s"
+KILLED_4_19 = (
+    "Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB, file-rss:%lukB, shmem-rss:%lukB"
+)
+
+
+def test_victim_oom_score_adj_from_the_task_table_of_a_3_10_report() -> None:
+    # 3.x kill lines carry no oom_score_adj: only the victim's task table row says it.
+    # The selected parent (adj 0) sacrifices its child (adj 800); the invoker has 0.
+    lines = [
+        "python invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0",
+        "CPU: 1 PID: 4100 Comm: python Not tainted 3.10.0-1160.el7.x86_64 #1",
+        "Task in /oomguard-1-2/worker-0 killed as a result of limit of /oomguard-1-2/worker-0",
+        "memory: usage 262144kB, limit 262144kB, failcnt 7",
+        TASKS_3_10,
+        kprintf(ROW_3_10, 1, 0, 1, 48000, 1200, 30, 0, 0, "systemd"),
+        kprintf(ROW_3_10, 4100, 1000, 4100, 60000, 30000, 80, 0, 0, "python"),
+        kprintf(ROW_3_10, 4101, 1000, 4101, 70000, 65000, 150, 0, 800, "tmux: srv (x)"),
+        kprintf(KILL_3_10, "Memory cgroup out of memory", 4100, "python", 1000),
+        kprintf(KILLED_3_10, 4101, "tmux: srv (x)", 280000, 259000, 1000),
+    ]
+    stamped = [f"[{512 + i / 1000:12.6f}] {line}" for i, line in enumerate(lines)]
+    for form in (lines, stamped):
+        (event,) = _parse_checked(form)
+        assert (event.selected_pid, event.victim_pid, event.victim_comm) == (
+            4100,
+            4101,
+            "tmux: srv (x)",
+        )
+        assert (event.oom_score_adj, event.oom_type, event.score) == (800, "memcg", 1000)
+
+
+def test_the_task_table_is_read_by_its_header_not_by_position() -> None:
+    # 2.6.36 until 2012 ("mm, oom: replace some information in tasklist dump") printed
+    # cpu and oom_adj before oom_score_adj; newer kernels add rss_anon/rss_file/rss_shmem.
+    old = [
+        "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name",
+        kprintf(
+            "[%5d] %5d %5d %8lu %8lu %3u     %3d         %5d %s",
+            *(7, 0, 7, 10, 5, 1, 15, 1000, "a"),
+        ),
+        "Out of memory: Kill process 7 (a) score 999 or sacrifice child",
+        "Killed process 7 (a) total-vm:40kB, anon-rss:20kB, file-rss:0kB",
+    ]
+    new = [
+        "Tasks state (memory values in pages):",
+        "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes "
+        "swapents oom_score_adj name",
+        kprintf(
+            "[%7d] %5d %5d %8lu %8lu %8lu %8lu %9lu %8ld %8lu         %5hd %s",
+            *(8, 0, 8, 10, 5, 4, 1, 0, 4096, 0, -17, "b"),
+        ),
+        "Out of memory: Killed process 8 (b) total-vm:40kB, anon-rss:16kB, file-rss:4kB",
+    ]
+    # A table whose header has no oom_score_adj column (2.6.32) or was cut says nothing.
+    cut = [
+        "[ pid ]   uid  tgid total_vm      rss cpu oom_adj name",
+        "[    9]     0     9       10        5   1     -17 c",
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes sw...",
+        "[    9]     0     9       10        5     4096        0         -17 c",
+        "Out of memory: Killed process 9 (c) total-vm:40kB, anon-rss:16kB, file-rss:4kB",
+    ]
+    assert [e.oom_score_adj for e in _parse_checked(old)] == [1000]
+    assert [e.oom_score_adj for e in _parse_checked(new)] == [-17]
+    assert [e.oom_score_adj for e in _parse_checked(cut)] == [None]
+
+
+def test_memory_oom_group_members_get_their_own_oom_score_adj_from_the_table() -> None:
+    lines = [
+        "stress invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, "
+        "oom_score_adj=0",
+        "Tasks state (memory values in pages):",
+        TASKS_4_19,
+        kprintf(ROW_4_19, 2001, 0, 2001, 9000, 8000, 65536, 0, 900, "stress"),
+        kprintf(ROW_4_19, 2002, 0, 2002, 5000, 4000, 49152, 0, 500, "stress worker"),
+        kprintf(KILL_3_10, "Memory cgroup out of memory", 2001, "stress", 1900),
+        kprintf(KILLED_4_19, 2001, "stress", 36000, 32000, 0, 0),
+        "Tasks in /job are going to be killed due to memory.oom.group set",
+        kprintf(KILLED_4_19, 2002, "stress worker", 20000, 16000, 0, 0),
+        # The next report has a table without the old victims: nothing leaks into it.
+        "b invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, "
+        "oom_score_adj=0",
+        kprintf(KILLED_4_19, 2002, "stress worker", 20000, 16000, 0, 0),
+    ]
+    events = _parse_checked(lines)
+    assert [(e.victim_pid, e.oom_score_adj, e.oom_group) for e in events] == [
+        (2001, 900, True),
+        (2002, 500, True),
+        (2002, None, False),
+    ]
+
+
 def test_v1_task_in_line_and_memcg_kill() -> None:
     (event,) = parse_text(
         "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0\n"

@@ -90,6 +90,8 @@ def event_from_json(data: dict[str, object]) -> OomEvent:
 
 #: Most lines kept per event in ``OomEvent.lines`` (a report's task list can be huge).
 MAX_EVENT_LINES = 64
+#: Most task table rows remembered per report (the victim's row gives its oom_score_adj).
+MAX_TASK_ROWS = 65536
 
 
 class EventBuilder:
@@ -103,6 +105,25 @@ class EventBuilder:
         self.group_member = False  # killed as a member of a memory.oom.group
         self.group_active = False  # the "Tasks in ... oom.group" line was seen
         self.group_pids: set[int] = set()
+        # The report's task table: its columns, and oom_score_adj by pid and by tgid
+        # (one value per process; the kill line may name any thread of it).
+        self.table_columns: tuple[str, ...] | None = None
+        self.table: dict[int, int] | None = None
+
+    def start_table(self, columns: tuple[str, ...]) -> None:
+        self.table_columns = columns
+        self.table = {}
+
+    def add_task_row(self, pid: int, tgid: int | None, adj: int) -> None:
+        if self.table is None or len(self.table) >= MAX_TASK_ROWS:
+            return
+        self.table[pid] = adj
+        if tgid is not None:
+            self.table.setdefault(tgid, adj)
+
+    def table_adj(self, pid: int) -> int | None:
+        """The oom_score_adj the task table gives ``pid``, if it lists it."""
+        return None if self.table is None else self.table.get(pid)
 
     def get(self, key: str) -> object:
         return self.fields.get(key)

@@ -324,6 +324,54 @@ def split_comm(rest: str) -> tuple[str | None, str]:
     return rest[:end], rest[end + 1 :]
 
 
+# The task table dump_tasks() prints before the kill (vm.oom_dump_tasks=1, the default),
+# one row per process: the only place 3.x and 4.x kernels print the victim's
+# oom_score_adj (their "Killed process" line has none; later ones end in oom_score_adj:%hd).
+# Its columns changed between versions, so a row is read by the header above it:
+#   2.6.36 on  "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name"
+#              "[%5d] %5d %5d %8lu %8lu %3u     %3d         %5d %s"
+#   3.10       "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"
+#              "[%5d] %5d %5d %8lu %8lu %7lu %8lu         %5hd %s"
+#              (since "mm, oom: replace some information in tasklist dump", 2012)
+#   4.19       "Tasks state (memory values in pages):", then
+#              "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
+#              "[%7d] %5d %5d %8lu %8lu %8ld %8lu         %5hd %s"
+#   6.x        "... rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name"
+#              "[%7d] %5d %5d %8lu %8lu %8lu %8lu %9lu %8ld %8lu         %5hd %s"
+# Kernels in between and vendor kernels have other columns; the name is always last and
+# may hold spaces. 2.6.32's table has oom_adj only (another scale): it is not read.
+TASK_HEADER_RE = re.compile(r"^\[\s*pid\s*\]\s+(?P<cols>.*)$")
+TASK_ROW_RE = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
+
+
+def parse_task_header(text: str) -> tuple[str, ...] | None:
+    """The columns after ``pid`` of a task table header that ends ``oom_score_adj name``."""
+    m = TASK_HEADER_RE.match(text)
+    if m is None:
+        return None
+    columns = tuple(m.group("cols").split())
+    if not columns or columns[-1] != "name" or "oom_score_adj" not in columns:
+        return None  # no oom_score_adj column (2.6.32), or a header cut short
+    return columns
+
+
+def parse_task_row(text: str, columns: tuple[str, ...]) -> tuple[int, int | None, int] | None:
+    """``(pid, tgid, oom_score_adj)`` of one task table row, read by its header's columns."""
+    m = TASK_ROW_RE.match(text)
+    if m is None:
+        return None
+    values = m.group("rest").split(None, len(columns) - 1)
+    if len(values) == len(columns) - 1:
+        values.append("")  # an empty process name
+    if len(values) != len(columns):
+        return None
+    adj = to_int(values[columns.index("oom_score_adj")])
+    if adj is None or not -1000 <= adj <= 1000:
+        return None
+    tgid = to_int(values[columns.index("tgid")]) if "tgid" in columns else None
+    return int(m.group("pid")), tgid, adj
+
+
 def to_int(text: str | None) -> int | None:
     """``int(text)``, or ``None`` for ``None`` or anything that is not a number."""
     if text is None:

@@ -7,6 +7,8 @@ matter, in the order a report prints them::
     python invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
     CPU: 1 PID: 3128 Comm: python Not tainted 6.1.0 #1
     Task in /a killed as a result of limit of /a                     (v1, < 4.19)
+    [ pid ]   uid  tgid total_vm      rss ... oom_score_adj name     (the task table)
+    [ 3128]     0  3128    25000    16000 ...           800 python
     oom-kill:constraint=CONSTRAINT_MEMCG,...,task=python,pid=3128,uid=0    (>= 4.19)
     Memory cgroup out of memory: Kill process 3128 (python) score 990 or sacrifice child
     Memory cgroup out of memory: Killed process 3128 (python) total-vm:...   (>= 5.3)
@@ -52,6 +54,8 @@ from oomguard.kernlog.formats import (
     LineAssembler,
     LineForm,
     parse_summary,
+    parse_task_header,
+    parse_task_row,
     split_comm,
     to_int,
     type_for_message,
@@ -151,8 +155,10 @@ class OomLogParser:
 
     def _start(self, stamp: float | None) -> EventBuilder:
         """Close the current event (if it holds anything) and open a new one."""
-        if self._current is not None and not self._current.is_empty():
-            self._held.append(self._current)
+        if self._current is not None:
+            self._current.table = None  # read at its kill already; can be large
+            if not self._current.is_empty():
+                self._held.append(self._current)
         self._current = EventBuilder(stamp)
         return self._current
 
@@ -180,6 +186,9 @@ class OomLogParser:
             b.set("invoker_comm", m.group("comm") if m else None)
             b.add_line(raw, stamp)
             return self._overflow()
+
+        if self._table_line(stripped, stamp):
+            return out
 
         m = REAPER_RE.search(text)
         if m is not None:
@@ -268,6 +277,23 @@ class OomLogParser:
             b0.add_line(raw, stamp)  # the limit that was hit: worth keeping as evidence
         return out
 
+    def _table_line(self, text: str, stamp: float | None) -> bool:
+        """Take a line of the task table (its header or a row); False for other lines."""
+        current = self._current
+        if current is not None and current.table_columns is not None and not current.killed_seen:
+            row = parse_task_row(text, current.table_columns)
+            if row is not None:
+                current.add_task_row(*row)
+                return True
+        columns = parse_task_header(text)
+        if columns is None:
+            return False
+        b = self._cur(stamp)
+        if b.killed_seen or b.table_columns is not None:
+            b = self._start(stamp)
+        b.start_table(columns)
+        return True
+
     @staticmethod
     def _apply_summary(b: EventBuilder, fields: dict[str, object]) -> None:
         b.set("constraint", fields.get("constraint"))
@@ -291,8 +317,9 @@ class OomLogParser:
             if b.group_active or b.group_member:
                 if pid in b.group_pids:
                     return []  # the group kill names the victim again
-                parent = b
+                parent, table = b, b.table
                 b = self._start(stamp)
+                b.table = table  # the members are rows of the same task table
                 b.group_member = True
                 b.group_active = True
                 b.group_pids = parent.group_pids
@@ -320,8 +347,8 @@ class OomLogParser:
         found = UID_RE.search(tail)
         b.set("uid", to_int(m.group("uid1") or (found.group(1) if found else None)))
         found = ADJ_RE.search(tail)
-        if found:
-            b.set("oom_score_adj", int(found.group(1)))
+        # Kernels before oom_score_adj:%hd on this line print it in the task table only.
+        b.set("oom_score_adj", int(found.group(1)) if found else b.table_adj(pid))
         b.add_line(raw, stamp)
         if not b.group_member:
             # A new report has reached its kill: earlier reports are finished.
