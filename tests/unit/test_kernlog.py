@@ -326,6 +326,51 @@ def test_memory_oom_group_members_get_their_own_oom_score_adj_from_the_table() -
     ]
 
 
+@pytest.mark.parametrize(
+    ("lines", "oom_type", "selected"),
+    [
+        # 3.10 and 4.19 print the memcg message only on the "Kill process" line; a pasted
+        # log cut or wrapped it, and the "Killed process" line that follows has none.
+        (
+            [
+                "Memory cgroup out of memory: Kill process 2001 (stress) score 1900 or sacrifice",
+                " child",
+            ],
+            "memcg",
+            2001,
+        ),
+        (["Memory cgroup out of memory: Kill process 2001 (stre"], "memcg", 2001),
+        (
+            [
+                "Memory cgroup out of memory: Kill",
+                "process 2001 (stress) score 1900 or sacrifice child",
+            ],
+            "memcg",
+            None,
+        ),
+        (["Memory cgroup out of memory:"], "memcg", None),
+        (["Out of memory: Kill process 2001 (stress) score 1900 or sacri"], "global", 2001),
+    ],
+)
+def test_oom_type_from_a_cut_kill_line_without_a_constraint_line(
+    lines: list[str], oom_type: str, selected: int | None
+) -> None:
+    killed = kprintf(KILLED_4_19, 2001, "stress", 36000, 32000, 0, 0)
+    (event,) = _parse_checked([*lines, killed])
+    assert (event.oom_type, event.selected_pid, event.victim_pid) == (oom_type, selected, 2001)
+    assert event.constraint is None
+
+
+def test_a_kill_of_a_process_sharing_the_memory_is_not_a_report() -> None:
+    # 3.10 oom_kill_process(): other users of the victim's mm get "Kill process %d (%s)
+    # sharing same memory", with no message: no new event, no type.
+    lines = [
+        kprintf(KILLED_3_10, 4101, "a", 1, 1, 1),
+        kprintf("Kill process %d (%s) sharing same memory", 4102, "b"),
+    ]
+    assert [(e.victim_pid, e.oom_type) for e in _parse_checked(lines)] == [(4101, None)]
+
+
 def test_v1_task_in_line_and_memcg_kill() -> None:
     (event,) = parse_text(
         "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0\n"

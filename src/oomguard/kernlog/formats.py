@@ -285,6 +285,13 @@ _MESSAGE = r"(?:(?P<msg>Memory cgroup out of memory|Out of [Mm]emory)(?: \([^)]*
 KILL_RE = re.compile(_MESSAGE + r"[Kk]ill process (?P<pid>\d+) \((?P<rest>.*)$")
 # 3.x-5.0 "or sacrifice child", 2.6.3x "or a child", 2.6.1x "and children".
 KILL_TAIL_RE = re.compile(r"^ score (-?\d+) (?:or sacrifice child|or a child|and children)")
+KILL_SCORE_RE = re.compile(r"^ score (-?\d+)(?: |$)")
+# The message of a kill line cut before its pid (a pasted log wrapped after "Kill"):
+# still says which kind of OOM it was.
+MESSAGE_ONLY_RE = re.compile(
+    r"^(?P<msg>Memory cgroup out of memory|Out of [Mm]emory)(?: \([^)]*\))?:"
+    r"(?: (?P<rest>[A-Za-z ]*))?$"
+)
 KILLED_RE = re.compile(
     _MESSAGE + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid1>\d+),)? \((?P<rest>.*)$"
 )
@@ -322,6 +329,12 @@ def split_comm(rest: str) -> tuple[str | None, str]:
     if end < 0:
         return None, ""  # cut inside the name
     return rest[:end], rest[end + 1 :]
+
+
+def is_cut_kill(rest: str | None) -> bool:
+    """Whether ``rest`` (what follows a kill message's ``": "``) is a kill line cut short."""
+    rest = (rest or "").rstrip()
+    return any(word.startswith(rest) for word in ("Kill process", "kill process", "Killed process"))
 
 
 # The task table dump_tasks() prints before the kill (vm.oom_dump_tasks=1, the default),

@@ -43,8 +43,10 @@ from oomguard.kernlog.formats import (
     INVOKER_RE,
     KB_FIELDS,
     KILL_RE,
+    KILL_SCORE_RE,
     KILL_TAIL_RE,
     KILLED_RE,
+    MESSAGE_ONLY_RE,
     REAPER_RE,
     SUMMARY_FRAGMENT_RE,
     SUMMARY_PIECE_RE,
@@ -53,6 +55,7 @@ from oomguard.kernlog.formats import (
     UID_RE,
     LineAssembler,
     LineForm,
+    is_cut_kill,
     parse_summary,
     parse_task_header,
     parse_task_row,
@@ -202,14 +205,25 @@ class OomLogParser:
         m = KILL_RE.search(text)
         if m is not None:
             _comm, tail = split_comm(m.group("rest"))
-            tail_m = KILL_TAIL_RE.match(tail)
-            if tail_m is None:
+            if KILL_TAIL_RE.match(tail) is None and m.group("msg") is None:
                 return []  # e.g. "Kill process N (x) sharing same memory"
+            # With the message, a line cut short still names the selected task and the
+            # kind of OOM (headers and lines cut in pasted logs).
+            score = KILL_SCORE_RE.match(tail)
             b = self._cur(stamp)
             if b.killed_seen or b.get("selected_pid") is not None:
                 b = self._start(stamp)
             b.set("selected_pid", int(m.group("pid")))
-            b.set("score", to_int(tail_m.group(1)))
+            b.set("score", to_int(score.group(1)) if score else None)
+            b.set("oom_type", type_for_message(m.group("msg")), override=False)
+            b.add_line(raw, stamp)
+            return out
+
+        m = MESSAGE_ONLY_RE.match(stripped)
+        if m is not None and is_cut_kill(m.group("rest")):
+            b = self._cur(stamp)
+            if b.killed_seen or b.get("selected_pid") is not None:
+                b = self._start(stamp)
             b.set("oom_type", type_for_message(m.group("msg")), override=False)
             b.add_line(raw, stamp)
             return out
