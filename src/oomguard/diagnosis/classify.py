@@ -1,8 +1,8 @@
 """Classify a worker's death with the evidence of the kernel and the cgroup.
 
-The rules are DESIGN.md's "Failure classes" table. Counters are read when ``wait4``
-returns and before the worker's cgroup is removed: the kernel counts the kill before it
-sends the signal, so by then they are final.
+The rules are the "Failure classes" table of ``docs/ARCHITECTURE.md``. Counters are read
+when ``wait4`` returns and before the worker's cgroup is removed: the kernel counts the
+kill before it sends the signal, so by then they are final.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def classify_death(
         return FailureClass.KILLED, evidence
     if counters_before is not None and counters_after is not None:
         verdict = classify_counters(counters_before, counters_after)
+        if verdict == "oom_cgroup" and counters_after.oom is None and _ancestor_limit(kernel_event):
+            # v1 counts oom_kill on the victim's own cgroup whichever limit was hit; the
+            # kernel's line says whose limit it was (v2's "oom" counter says it already).
+            verdict = "oom_ancestor"
         if verdict == "oom_cgroup":
             return FailureClass.OOM_CGROUP, evidence
         if verdict == "oom_ancestor":
@@ -71,6 +75,13 @@ def classify_death(
     if sigkill:
         return FailureClass.KILLED, evidence
     return FailureClass.CRASHED, evidence
+
+
+def _ancestor_limit(event: Any) -> bool:
+    """Whether a kernel event names a limit hit in another cgroup than the victim's."""
+    if event is None or not event.oom_memcg or not event.task_memcg:
+        return False
+    return bool(event.oom_memcg.rstrip("/") != event.task_memcg.rstrip("/"))
 
 
 #: kills oomguard makes itself: no kernel OOM report follows them
