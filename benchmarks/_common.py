@@ -25,11 +25,13 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     from importlib import metadata
 
+    from oomguard.procfs import machine_memory_bytes
+
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
+        "memory_bytes": machine_memory_bytes(),  # what oomguard's budget starts from
     }
     for name in ("oomguard", "loky", "dask", "distributed", "ray"):
         try:

@@ -22,7 +22,7 @@ def cgroup_unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root to create memory cgroups"
     try:
-        from oomguard.oom.cgroup_detect import detect_isolation
+        from oomguard.cgroups.detect import detect_isolation
 
         plan = detect_isolation("auto")
     except Exception as err:  # pragma: no cover - depends on the machine

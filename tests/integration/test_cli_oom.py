@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.oom.kernlog import JSON_KEYS, KernelLogFollower, OomEvent, OomLogParser
+from oomguard.kernlog import JSON_KEYS, KernelLogFollower, OomEvent, OomLogParser
 
 OOMGUARD = Path(sys.executable).with_name("oomguard")
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports"

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from oomguard.oom.cgroup import classify_counters
-from oomguard.oom.cgroup_detect import IsolationPlan, detect_isolation
-from oomguard.oom.cgroup_workers import WorkerCgroups
+from oomguard.cgroups.cgroup import classify_counters
+from oomguard.cgroups.detect import IsolationPlan, detect_isolation
+from oomguard.cgroups.workers import WorkerCgroups
 
 pytestmark = pytest.mark.system
 

@@ -19,28 +19,28 @@ from fixtures.fake_cgroup import (
     v2_mountinfo,
     write_files,
 )
+from oomguard.cgroups import cgroup, v1
+from oomguard.cgroups.cgroup import MemoryCgroup, classify_counters
+from oomguard.cgroups.detect import detect_isolation
+from oomguard.cgroups.workers import WorkerCgroups
 from oomguard.errors import IsolationError
-from oomguard.oom import cgroup, cgroup_v1
-from oomguard.oom.cgroup import MemoryCgroup, classify_counters
-from oomguard.oom.cgroup_detect import detect_isolation
-from oomguard.oom.cgroup_workers import WorkerCgroups
 
 MiB = 1024**2
 
 
 def test_oom_control_with_and_without_oom_kill() -> None:
-    assert cgroup_v1.parse_oom_control("oom_kill_disable 0\nunder_oom 1\noom_kill 3\n") == {
+    assert v1.parse_oom_control("oom_kill_disable 0\nunder_oom 1\noom_kill 3\n") == {
         "oom_kill_disable": 0,
         "under_oom": 1,
         "oom_kill": 3,
     }
-    assert "oom_kill" not in cgroup_v1.parse_oom_control("oom_kill_disable 0\nunder_oom 0\n")
+    assert "oom_kill" not in v1.parse_oom_control("oom_kill_disable 0\nunder_oom 0\n")
 
 
 def test_unlimited_value_reads_as_none() -> None:
-    assert cgroup_v1.parse_limit(str(V1_UNLIMITED)) is None
-    assert cgroup_v1.parse_limit("9223372036854710272\n") is None  # 64 KiB pages
-    assert cgroup_v1.parse_limit("67108864\n") == 64 * MiB
+    assert v1.parse_limit(str(V1_UNLIMITED)) is None
+    assert v1.parse_limit("9223372036854710272\n") is None  # 64 KiB pages
+    assert v1.parse_limit("67108864\n") == 64 * MiB
 
 
 def test_counters_on_old_kernel_without_oom_kill(tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ from fixtures.fake_cgroup import (
     v2_mountinfo,
     write_files,
 )
+from oomguard.cgroups import cgroup
+from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup, classify_counters
+from oomguard.cgroups.detect import detect_isolation
+from oomguard.cgroups.workers import WorkerCgroups, remove_leftovers
 from oomguard.errors import IsolationError
-from oomguard.oom import cgroup
-from oomguard.oom.cgroup import CgroupCounters, MemoryCgroup, classify_counters
-from oomguard.oom.cgroup_detect import detect_isolation
-from oomguard.oom.cgroup_workers import WorkerCgroups, remove_leftovers
 
 OWN = "/kubepods/pod1/ctr"
 GiB = 1024**3

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.fake_cgroup import V1_FILES, V2_FILES, make_proc, v2_mountinfo, write_files
-from oomguard.oom.cgroupinfo import inspect_cgroup
+from oomguard.cgroups.info import inspect_cgroup
 
 MiB = 1024**2
 

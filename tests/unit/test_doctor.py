@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures.fake_cgroup import V2_FILES, install_fake_kernel, make_proc, write_files
-from oomguard.oom import cgroup
-from oomguard.oom.doctor import DoctorReport, run_doctor
+from oomguard.cgroups import cgroup
+from oomguard.diagnosis.doctor import DoctorReport, run_doctor
 
 GiB = 1024**3
 

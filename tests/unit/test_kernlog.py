@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import KernelLogUnavailable
-from oomguard.oom import kernlog_sources
-from oomguard.oom.kernlog import (
+from oomguard.kernlog import (
     JSON_KEYS,
     KernelLogFollower,
     OomEvent,
     OomLogParser,
     iter_source_lines,
+    kmsg,
     normalize_line,
     parse_lines,
     parse_text,
+    sources,
 )
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports"
@@ -215,6 +216,161 @@ def test_feed_hands_out_events_as_the_next_report_reaches_its_kill() -> None:
     assert parser.partial() is None and parser.flush() == []
 
 
+def kprintf(fmt: str, *args: object) -> str:
+    """A line as the kernel's printk would write it from the C format string ``fmt``."""
+    py = re.sub(
+        r"%(-?\d*)(?:hh|h|ll|l)?([duxs])",
+        lambda m: "%" + m.group(1) + ("d" if m.group(2) in "ud" else m.group(2)),
+        fmt,
+    )
+    return py % args
+
+
+# The format strings of mm/oom_kill.c, copied from the kernel versions named.
+# Linux 3.10 dump_tasks() and oom_kill_process():
+TASKS_3_10 = "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"
+ROW_3_10 = "[%5d] %5d %5d %8lu %8lu %7lu %8lu         %5hd %s"
+KILL_3_10 = "%s: Kill process %d (%s) score %d or sacrifice child"
+KILLED_3_10 = "Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB, file-rss:%lukB"
+# Linux 4.19 dump_tasks() and __oom_kill_process(); mem_cgroup_print_oom_group().
+TASKS_4_19 = "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
+ROW_4_19 = "[%7d] %5d %5d %8lu %8lu %8ld %8lu         %5hd %s"
+KILLED_4_19 = (
+    "Killed process %d (%s) total-vm:%lukB, anon-rss:%lukB, file-rss:%lukB, shmem-rss:%lukB"
+)
+
+
+def test_victim_oom_score_adj_from_the_task_table_of_a_3_10_report() -> None:
+    # 3.x kill lines carry no oom_score_adj: only the victim's task table row says it.
+    # The selected parent (adj 0) sacrifices its child (adj 800); the invoker has 0.
+    lines = [
+        "python invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0",
+        "CPU: 1 PID: 4100 Comm: python Not tainted 3.10.0-1160.el7.x86_64 #1",
+        "Task in /oomguard-1-2/worker-0 killed as a result of limit of /oomguard-1-2/worker-0",
+        "memory: usage 262144kB, limit 262144kB, failcnt 7",
+        TASKS_3_10,
+        kprintf(ROW_3_10, 1, 0, 1, 48000, 1200, 30, 0, 0, "systemd"),
+        kprintf(ROW_3_10, 4100, 1000, 4100, 60000, 30000, 80, 0, 0, "python"),
+        kprintf(ROW_3_10, 4101, 1000, 4101, 70000, 65000, 150, 0, 800, "tmux: srv (x)"),
+        kprintf(KILL_3_10, "Memory cgroup out of memory", 4100, "python", 1000),
+        kprintf(KILLED_3_10, 4101, "tmux: srv (x)", 280000, 259000, 1000),
+    ]
+    stamped = [f"[{512 + i / 1000:12.6f}] {line}" for i, line in enumerate(lines)]
+    for form in (lines, stamped):
+        (event,) = _parse_checked(form)
+        assert (event.selected_pid, event.victim_pid, event.victim_comm) == (
+            4100,
+            4101,
+            "tmux: srv (x)",
+        )
+        assert (event.oom_score_adj, event.oom_type, event.score) == (800, "memcg", 1000)
+
+
+def test_the_task_table_is_read_by_its_header_not_by_position() -> None:
+    # 2.6.36 until 2012 ("mm, oom: replace some information in tasklist dump") printed
+    # cpu and oom_adj before oom_score_adj; newer kernels add rss_anon/rss_file/rss_shmem.
+    old = [
+        "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name",
+        kprintf(
+            "[%5d] %5d %5d %8lu %8lu %3u     %3d         %5d %s",
+            *(7, 0, 7, 10, 5, 1, 15, 1000, "a"),
+        ),
+        "Out of memory: Kill process 7 (a) score 999 or sacrifice child",
+        "Killed process 7 (a) total-vm:40kB, anon-rss:20kB, file-rss:0kB",
+    ]
+    new = [
+        "Tasks state (memory values in pages):",
+        "[  pid  ]   uid  tgid total_vm      rss rss_anon rss_file rss_shmem pgtables_bytes "
+        "swapents oom_score_adj name",
+        kprintf(
+            "[%7d] %5d %5d %8lu %8lu %8lu %8lu %9lu %8ld %8lu         %5hd %s",
+            *(8, 0, 8, 10, 5, 4, 1, 0, 4096, 0, -17, "b"),
+        ),
+        "Out of memory: Killed process 8 (b) total-vm:40kB, anon-rss:16kB, file-rss:4kB",
+    ]
+    # A table whose header has no oom_score_adj column (2.6.32) or was cut says nothing.
+    cut = [
+        "[ pid ]   uid  tgid total_vm      rss cpu oom_adj name",
+        "[    9]     0     9       10        5   1     -17 c",
+        "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes sw...",
+        "[    9]     0     9       10        5     4096        0         -17 c",
+        "Out of memory: Killed process 9 (c) total-vm:40kB, anon-rss:16kB, file-rss:4kB",
+    ]
+    assert [e.oom_score_adj for e in _parse_checked(old)] == [1000]
+    assert [e.oom_score_adj for e in _parse_checked(new)] == [-17]
+    assert [e.oom_score_adj for e in _parse_checked(cut)] == [None]
+
+
+def test_memory_oom_group_members_get_their_own_oom_score_adj_from_the_table() -> None:
+    lines = [
+        "stress invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, "
+        "oom_score_adj=0",
+        "Tasks state (memory values in pages):",
+        TASKS_4_19,
+        kprintf(ROW_4_19, 2001, 0, 2001, 9000, 8000, 65536, 0, 900, "stress"),
+        kprintf(ROW_4_19, 2002, 0, 2002, 5000, 4000, 49152, 0, 500, "stress worker"),
+        kprintf(KILL_3_10, "Memory cgroup out of memory", 2001, "stress", 1900),
+        kprintf(KILLED_4_19, 2001, "stress", 36000, 32000, 0, 0),
+        "Tasks in /job are going to be killed due to memory.oom.group set",
+        kprintf(KILLED_4_19, 2002, "stress worker", 20000, 16000, 0, 0),
+        # The next report has a table without the old victims: nothing leaks into it.
+        "b invoked oom-killer: gfp_mask=0x6000c0(GFP_KERNEL), nodemask=(null), order=0, "
+        "oom_score_adj=0",
+        kprintf(KILLED_4_19, 2002, "stress worker", 20000, 16000, 0, 0),
+    ]
+    events = _parse_checked(lines)
+    assert [(e.victim_pid, e.oom_score_adj, e.oom_group) for e in events] == [
+        (2001, 900, True),
+        (2002, 500, True),
+        (2002, None, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "oom_type", "selected"),
+    [
+        # 3.10 and 4.19 print the memcg message only on the "Kill process" line; a pasted
+        # log cut or wrapped it, and the "Killed process" line that follows has none.
+        (
+            [
+                "Memory cgroup out of memory: Kill process 2001 (stress) score 1900 or sacrifice",
+                " child",
+            ],
+            "memcg",
+            2001,
+        ),
+        (["Memory cgroup out of memory: Kill process 2001 (stre"], "memcg", 2001),
+        (
+            [
+                "Memory cgroup out of memory: Kill",
+                "process 2001 (stress) score 1900 or sacrifice child",
+            ],
+            "memcg",
+            None,
+        ),
+        (["Memory cgroup out of memory:"], "memcg", None),
+        (["Out of memory: Kill process 2001 (stress) score 1900 or sacri"], "global", 2001),
+    ],
+)
+def test_oom_type_from_a_cut_kill_line_without_a_constraint_line(
+    lines: list[str], oom_type: str, selected: int | None
+) -> None:
+    killed = kprintf(KILLED_4_19, 2001, "stress", 36000, 32000, 0, 0)
+    (event,) = _parse_checked([*lines, killed])
+    assert (event.oom_type, event.selected_pid, event.victim_pid) == (oom_type, selected, 2001)
+    assert event.constraint is None
+
+
+def test_a_kill_of_a_process_sharing_the_memory_is_not_a_report() -> None:
+    # 3.10 oom_kill_process(): other users of the victim's mm get "Kill process %d (%s)
+    # sharing same memory", with no message: no new event, no type.
+    lines = [
+        kprintf(KILLED_3_10, 4101, "a", 1, 1, 1),
+        kprintf("Kill process %d (%s) sharing same memory", 4102, "b"),
+    ]
+    assert [(e.victim_pid, e.oom_type) for e in _parse_checked(lines)] == [(4101, None)]
+
+
 def test_v1_task_in_line_and_memcg_kill() -> None:
     (event,) = parse_text(
         "java invoked oom-killer: gfp_mask=0xd0, order=0, oom_score_adj=0\n"
@@ -233,10 +389,60 @@ def test_v1_task_in_line_and_memcg_kill() -> None:
     assert any("limit 65536kB" in line for line in event.lines)
 
 
+def _parse_checked(lines: list[str]) -> list[OomEvent]:
+    """parse_lines, failing the test when the parser skipped a line it failed on."""
+    parser = OomLogParser()
+    events = [e for line in lines for e in parser.feed(line)]
+    parser.partial()
+    parser.pending()
+    events += parser.flush()
+    assert parser.errors == 0, repr(parser.last_error)
+    return events
+
+
+def test_a_line_the_parser_fails_on_is_counted_not_raised() -> None:
+    parser = OomLogParser()
+    parser.feed(None)  # type: ignore[arg-type]  # not text: a bug of the caller's
+    assert parser.errors == 1 and isinstance(parser.last_error, AttributeError)
+    assert parser.feed("Out of memory: Killed process 5 (x) total-vm:1kB") == []
+    assert [e.victim_pid for e in parser.flush()] == [5]
+
+
 def test_never_raises_on_garbage() -> None:
     for junk in ["", "\x00\xff", "(", ")", "Killed process", "oom-kill:", "{", "1,2,3;"]:
-        parse_text(junk)
-        parse_lines([junk, junk + "\n"])
+        assert _parse_checked([junk]) == []
+        assert _parse_checked([junk, junk + "\n"]) == []
+    # Cut where a name may still follow: the kill is known, the name is not.
+    (event,) = _parse_checked(["Killed process 12 ("])
+    assert (event.victim_pid, event.victim_comm) == (12, None)
+
+
+def test_one_kmsg_decoder_for_the_device_and_saved_records(tmp_path: Path) -> None:
+    # The kernel escapes every byte outside printable ASCII (devkmsg_read ->
+    # msg_print_ext_body): a UTF-8 comm comes as escapes, a newline as \x0a.
+    record = (
+        "3,9,2500000,-;Out of memory: Killed process 3 (\\xe4\\xb8\\xad\\x20b) "
+        "total-vm:1kB\\x0aanon-rss:2kB\n SUBSYSTEM=x"
+    )
+    decoded = kmsg.parse_record(record.encode())
+    assert decoded is not None and decoded.seq == 9 and decoded.stamp == 2.5
+    assert decoded.text == "Out of memory: Killed process 3 (\u4e2d b) total-vm:1kB\nanon-rss:2kB"
+    assert kmsg.parse_record(record) == decoded  # the same record, read as text
+    assert kmsg.parse_record(" SUBSYSTEM=x") is None and kmsg.is_dictionary_line(" SUBSYSTEM=x")
+    assert kmsg.unescape("no escapes") == "no escapes"
+    assert kmsg.unescape("cut \\xe4\\xb8") == "cut \ufffd"
+    device = tmp_path / "kmsg"
+    device.write_text(record.split("\n")[0] + "\n")
+    follower = KernelLogFollower(device)
+    follower.open(from_start=True)
+    try:
+        from_device = follower.read_new()
+    finally:
+        follower.close()
+    (saved,) = parse_lines([record.split("\n")[0]])
+    (read,) = parse_lines(from_device)
+    assert saved.victim_comm == read.victim_comm == "\u4e2d b"
+    assert saved.to_json() == read.to_json() and saved.timestamp == 2.5
 
 
 def test_follower_reads_kmsg_records_from_a_file(tmp_path: Path) -> None:
@@ -264,7 +470,7 @@ def test_follower_reports_why_it_cannot_open(tmp_path: Path) -> None:
     follower = KernelLogFollower(tmp_path / "missing")
     with pytest.raises(KernelLogUnavailable, match="no such file"):
         follower.open()
-    reason = kernlog_sources._reason(OSError(errno.EPERM, os.strerror(errno.EPERM)), "/dev/kmsg")
+    reason = sources._reason(OSError(errno.EPERM, os.strerror(errno.EPERM)), "/dev/kmsg")
     assert "dmesg_restrict" in reason and "CAP_SYSLOG" in reason
 
 
@@ -298,16 +504,16 @@ def test_auto_source_explains_every_failure(monkeypatch: pytest.MonkeyPatch) -> 
     def fail(name: str, follow: bool) -> object:
         raise KernelLogUnavailable(f"{name} broken")
 
-    real = kernlog_sources._open_source
+    real = sources._open_source
 
     def fake(source: str, follow: bool) -> object:
         if source == "auto":
             return real(source, follow)
         return fail(source, follow)
 
-    monkeypatch.setattr(kernlog_sources, "_open_source", fake)
+    monkeypatch.setattr(sources, "_open_source", fake)
     with pytest.raises(KernelLogUnavailable, match=r"kmsg broken.*dmesg broken.*journal broken"):
-        list(kernlog_sources.iter_source_lines("auto", None, False))
+        list(sources.iter_source_lines("auto", None, False))
 
 
 def test_event_is_frozen() -> None:
@@ -446,8 +652,11 @@ def test_long_and_hostile_lines_do_not_raise() -> None:
         "oom-kill:constraint=" + ",task_memcg=" * 10_000,
         "Jan  5 " + "a " * 50_000 + "kernel: x",
     ]
-    for line in junk:
-        parse_lines([line, line + "\r\n"])
+    events = {line[:12]: _parse_checked([line, line + "\r\n"]) for line in junk}
+    assert [e.victim_pid for e in events[" " * 12]] == [1, 1]  # two kills, names cut off
+    (summary,) = events["oom-kill:con"]  # a summary made of its keys alone: no fields
+    assert (summary.constraint, summary.victim_pid) == (None, None)
+    assert all(not found for key, found in events.items() if key.strip() and key != "oom-kill:con")
 
 
 def test_journal_json_pretty_records() -> None:

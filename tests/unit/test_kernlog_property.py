@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oomguard.oom.kernlog import OomEvent, OomLogParser, parse_lines
+from oomguard.kernlog import OomEvent, OomLogParser, parse_lines
 
 CORPUS = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports"
 REPORT_LINES = [

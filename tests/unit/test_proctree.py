@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.oom import proctree
-from oomguard.oom.proctree import build_tree, parse_memcg, parse_stat, read_process, walk_tree
+from oomguard.diagnosis import proctree
+from oomguard.diagnosis.proctree import build_tree, parse_memcg, parse_stat, read_process, walk_tree
 
 
 def _stat(pid: int, comm: str, ppid: int, start: int, flags: int = 0) -> str:

@@ -31,7 +31,7 @@ GIB = 1024**3
 
 def container_memory_limit() -> int | None:
     """The memory limit of the cgroup this process runs in (None: unlimited/unknown)."""
-    from oomguard.oom.cgroupinfo import locate_memory_cgroup, memory_limit_of
+    from oomguard.cgroups.locate import locate_memory_cgroup, memory_limit_of
 
     version, directory, top, _ = locate_memory_cgroup()
     if version is None or directory is None or top is None:

@@ -8,7 +8,7 @@ import click
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import json_option
-from oomguard.oom.doctor import DoctorReport, run_doctor
+from oomguard.diagnosis.doctor import DoctorReport, run_doctor
 from oomguard.units import format_size, parse_size
 
 _MARK = {"ok": "ok", "warn": "WARN", "error": "ERROR"}

@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from oomguard.cli.options import json_option
+from oomguard.diagnosis.proctree import build_tree, walk_tree
 from oomguard.errors import KernelLogUnavailable
-from oomguard.oom.kernlog import OomEvent, OomLogParser, iter_source_lines
-from oomguard.oom.proctree import build_tree, walk_tree
+from oomguard.kernlog import OomEvent, OomLogParser, iter_source_lines
 from oomguard.units import parse_duration
 
 

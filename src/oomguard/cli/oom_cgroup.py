@@ -7,9 +7,9 @@ import json
 
 import click
 
+from oomguard.cgroups.info import CgroupInfo, CgroupLevel, inspect_cgroup
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import json_option
-from oomguard.oom.cgroupinfo import CgroupInfo, CgroupLevel, inspect_cgroup
 from oomguard.units import format_size
 
 

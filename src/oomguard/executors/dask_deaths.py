@@ -50,7 +50,7 @@ def classify_dask_death(
     died by SIGKILL. Then the nanny's memory-limit restart, or RSS near the limit at death:
     ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
     """
-    from oomguard.oom.classify import describe_status
+    from oomguard.diagnosis.classify import describe_status
 
     rec = record or {}
     evidence: dict[str, Any] = {"executor": "dask", "worker": address, "pid": pid}

@@ -31,6 +31,8 @@ from typing import Any
 
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
+from oomguard import procfs
+
 PLUGIN_NAME = "oomguard-evidence"
 #: scheduler event topic of the nanny plugin's death records
 DEATH_TOPIC = "oomguard-worker-death"
@@ -42,16 +44,12 @@ KERNEL_LOG_WAIT_S = 2.0
 
 
 def _rss(pid: int | str = "self") -> int | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+    return procfs.rss_bytes(pid)
 
 
 def _counters(pid: int) -> dict[str, Any] | None:
     """The memory cgroup counters of ``pid``'s cgroup, where they can be read."""
-    from oomguard.oom.cgroupinfo import locate_memory_cgroup
+    from oomguard.cgroups.locate import locate_memory_cgroup
 
     try:
         version, directory, _, _ = locate_memory_cgroup(pid=pid)
@@ -65,7 +63,7 @@ def _counters(pid: int) -> dict[str, Any] | None:
 def _counters_at(path: str, version: int) -> dict[str, Any] | None:
     from pathlib import Path
 
-    from oomguard.oom.cgroup import MemoryCgroup
+    from oomguard.cgroups.cgroup import MemoryCgroup
 
     try:
         counters = MemoryCgroup(Path(path), version).counters().to_json()
@@ -310,7 +308,7 @@ class NannyEvidencePlugin(NannyPlugin):
     def setup(self, nanny: Any) -> None:
         from tornado.ioloop import PeriodicCallback
 
-        from oomguard.oom.watch import KernelLogWatch
+        from oomguard.kernlog.watch import KernelLogWatch
 
         self._nanny = nanny
         self._kmsg = KernelLogWatch(self.kernel_log)
@@ -345,7 +343,7 @@ class NannyEvidencePlugin(NannyPlugin):
             self._died(old)
             self._proc = None
         if proc is not None and proc is not self._proc and proc.is_alive() and proc.pid:
-            from oomguard.oom.cgroupinfo import process_start_time
+            from oomguard.procfs import process_start_time
 
             self._proc = proc
             self._current = {

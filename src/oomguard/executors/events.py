@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oomguard.oom.cgroup import CgroupCounters
+    from oomguard.cgroups.cgroup import CgroupCounters
     from oomguard.worker.pool import Died
 
 

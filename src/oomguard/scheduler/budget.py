@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import psutil
-
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
+from oomguard.procfs import machine_memory_bytes
 from oomguard.units import format_size
 
 
 def machine_memory() -> int:
-    return int(psutil.virtual_memory().total)
+    """This machine's memory in bytes, as ``oomguard doctor`` and ``oom cgroup`` report it."""
+    total = machine_memory_bytes()
+    if total is None:
+        raise ConfigError("cannot read MemTotal from /proc/meminfo: oomguard needs Linux's /proc")
+    return total
 
 
 def derive_budget(config: RunnerConfig, own_limit: int | None) -> int:

@@ -32,8 +32,8 @@ from oomguard.store.writes import PendingWrites
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
-    from oomguard.oom.cgroup_detect import IsolationPlan
-    from oomguard.oom.watch import KernelLogWatch
+    from oomguard.cgroups.detect import IsolationPlan
+    from oomguard.kernlog.watch import KernelLogWatch
 
 log = logging.getLogger("oomguard.scheduler")
 
@@ -81,8 +81,8 @@ class Scheduler:
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        from oomguard.oom.cgroup_detect import detect_isolation
-        from oomguard.oom.watch import KernelLogWatch
+        from oomguard.cgroups.detect import detect_isolation
+        from oomguard.kernlog.watch import KernelLogWatch
 
         config = self.config
         self.recovery = self.store.register_scheduler(

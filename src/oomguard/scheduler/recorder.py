@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from oomguard.config import RunnerConfig
+from oomguard.diagnosis.classify import explain_death
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
-from oomguard.oom.classify import explain_death
 from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.retries import RetryPolicy, decide
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
 if TYPE_CHECKING:
     from oomguard.executors.base import Executor
-    from oomguard.oom.watch import KernelLogWatch
+    from oomguard.kernlog.watch import KernelLogWatch
     from oomguard.store.sqlite import SqliteStore, TaskRow
     from oomguard.worker.pool import Died
 

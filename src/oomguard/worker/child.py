@@ -21,8 +21,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from oomguard import procfs
+
 PR_SET_PDEATHSIG = 1
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 _libc: Any = None
 
@@ -54,15 +55,14 @@ def malloc_trim() -> bool:
 
 
 def rss_bytes() -> int:
-    with open("/proc/self/statm", "rb") as fh:
-        return int(fh.read().split()[1]) * _PAGE
+    return procfs.rss_bytes() or 0
 
 
 class _Cgroup:
     """The worker's view of its own cgroup: peak per attempt and the OOM kill counter."""
 
     def __init__(self, path: str, version: int) -> None:
-        from oomguard.oom.cgroup import MemoryCgroup
+        from oomguard.cgroups.cgroup import MemoryCgroup
 
         self.cg = MemoryCgroup(__import__("pathlib").Path(path), version)
         self.can_reset = True

@@ -39,7 +39,7 @@ class Worker:
     start_time: float
     conn_in: Connection  # outcomes from the worker
     conn_out: Connection  # batches to the worker
-    cgroup: Any = None  # oomguard.oom.cgroup.MemoryCgroup or None
+    cgroup: Any = None  # oomguard.cgroups.cgroup.MemoryCgroup or None
     limit_bytes: int | None = None
     baseline_rss: int = 0
     #: attempt ids sent and not yet reported, in the order the worker runs them
@@ -82,7 +82,7 @@ class WorkerPool:
         self.cgroups: Any = None
         self.watchdog = config.isolation.mode == "watchdog"
         if not self.watchdog:
-            from oomguard.oom.cgroup_workers import WorkerCgroups
+            from oomguard.cgroups.workers import WorkerCgroups
 
             self.cgroups = WorkerCgroups.create(config.isolation)
         self.recycles: dict[str, int] = {}

@@ -1,8 +1,8 @@
 """Classify a worker's death with the evidence of the kernel and the cgroup.
 
-The rules are DESIGN.md's "Failure classes" table. Counters are read when ``wait4``
-returns and before the worker's cgroup is removed: the kernel counts the kill before it
-sends the signal, so by then they are final.
+The rules are the "Failure classes" table of ``docs/ARCHITECTURE.md``. Counters are read
+when ``wait4`` returns and before the worker's cgroup is removed: the kernel counts the
+kill before it sends the signal, so by then they are final.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def classify_death(
     kernel_event: Any,
 ) -> tuple[FailureClass, dict[str, Any]]:
     """The class of a worker's death and the evidence that decided it."""
-    from oomguard.oom.cgroup import classify_counters
+    from oomguard.cgroups.cgroup import classify_counters
 
     evidence: dict[str, Any] = describe_status(status)
     if counters_before is not None:
@@ -58,6 +58,10 @@ def classify_death(
         return FailureClass.KILLED, evidence
     if counters_before is not None and counters_after is not None:
         verdict = classify_counters(counters_before, counters_after)
+        if verdict == "oom_cgroup" and counters_after.oom is None and _ancestor_limit(kernel_event):
+            # v1 counts oom_kill on the victim's own cgroup whichever limit was hit; the
+            # kernel's line says whose limit it was (v2's "oom" counter says it already).
+            verdict = "oom_ancestor"
         if verdict == "oom_cgroup":
             return FailureClass.OOM_CGROUP, evidence
         if verdict == "oom_ancestor":
@@ -73,6 +77,13 @@ def classify_death(
     return FailureClass.CRASHED, evidence
 
 
+def _ancestor_limit(event: Any) -> bool:
+    """Whether a kernel event names a limit hit in another cgroup than the victim's."""
+    if event is None or not event.oom_memcg or not event.task_memcg:
+        return False
+    return bool(event.oom_memcg.rstrip("/") != event.task_memcg.rstrip("/"))
+
+
 #: kills oomguard makes itself: no kernel OOM report follows them
 OWN_KILLS = ("timeout", "cancel", "watchdog", "stop")
 
@@ -84,7 +95,7 @@ def explain_death(
 
     ``died`` has ``.worker`` (``pid``, ``start_time``, ``name``, ``cgroup``, ``killed_by``,
     ``counters_before``, ``peak_sample``), ``.status`` and ``.rusage``; ``kmsg`` is the
-    :class:`~oomguard.oom.watch.KernelLogWatch`. A SIGKILL that oomguard did not send may be
+    :class:`~oomguard.kernlog.watch.KernelLogWatch`. A SIGKILL that oomguard did not send may be
     the OOM killer's, whose ``Killed process`` line can lag the signal: until
     ``waited_enough``, a death with no kernel report yet returns None.
     """

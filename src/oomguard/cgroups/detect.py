@@ -3,7 +3,7 @@
 :func:`detect_isolation` finds the memory cgroup oomguard runs in, reads its limit and
 ``memory.oom.group``, and probes for real whether cgroups can be created below it (it
 creates and removes one); the answer is an :class:`IsolationPlan`, with the reason and the
-warnings a user should see. :class:`~oomguard.oom.cgroup_workers.WorkerCgroups` builds the
+warnings a user should see. :class:`~oomguard.cgroups.workers.WorkerCgroups` builds the
 workers' cgroups from a cgroup plan.
 
 Every reader takes ``proc_root`` and ``cgroup_root`` so tests point it at fake trees.
@@ -18,18 +18,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _rmdir
+from oomguard.cgroups import v2
+from oomguard.cgroups.cgroup import read_pids
+from oomguard.cgroups.locate import DEFAULT_CGROUP_ROOT, locate_memory_cgroup, memory_limit_of
 from oomguard.errors import IsolationError
-from oomguard.oom import cgroup as cgroupfs  # tests replace its _mkdir, _rmdir
-from oomguard.oom import cgroup_v2
-from oomguard.oom.cgroupinfo import (
-    DEFAULT_CGROUP_ROOT,
-    locate_memory_cgroup,
-    memory_limit_of,
-    process_start_time,
-    read_int,
-    read_pids,
-    read_text,
-)
+from oomguard.procfs import process_start_time, read_int, read_text
 
 #: The leaf a v2 scheduler moves itself into so its own cgroup has no processes and may
 #: enable the memory controller for its children (the "no internal processes" rule).
@@ -150,7 +144,7 @@ def detect_isolation(
         )
     # v2: children only get the memory controller if the own cgroup enables it in
     # cgroup.subtree_control, which it may only do while it has no processes itself.
-    subtree = cgroup_v2.parse_controllers(read_text(directory / "cgroup.subtree_control") or "")
+    subtree = v2.parse_controllers(read_text(directory / "cgroup.subtree_control") or "")
     procs = read_pids(directory / "cgroup.procs")
     is_root = directory == top
     others = [p for p in procs if p != me]

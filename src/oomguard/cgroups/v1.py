@@ -1,12 +1,16 @@
-"""Parsers for cgroup v1 memory controller files.
+"""The cgroup v1 memory controller files: their parsers, and the reader of limits.
 
-Pure functions over file contents (Documentation/admin-guide/cgroup-v1/memory.rst), shared
-by :mod:`oomguard.oom.cgroup` and :mod:`oomguard.oom.cgroupinfo`.
+Pure functions over file contents (Documentation/admin-guide/cgroup-v1/memory.rst), and
+:func:`read_limit`, shared by :mod:`oomguard.cgroups.cgroup`, :mod:`oomguard.cgroups.locate`
+and :mod:`oomguard.cgroups.info`.
 """
 
 from __future__ import annotations
 
-from oomguard.oom.cgroup_v2 import parse_flat_keyed
+from pathlib import Path
+
+from oomguard.cgroups.v2 import parse_flat_keyed
+from oomguard.procfs import read_text
 
 #: v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes (9223372036854771712 with
 #: 4 KiB pages, a different number with 16/64 KiB pages). Anything at or above 2**62
@@ -20,6 +24,17 @@ def parse_limit(text: str) -> int | None:
     if value < 0 or value >= UNLIMITED_THRESHOLD:
         return None
     return value
+
+
+def read_limit(path: Path) -> int | None:
+    """A ``*limit_in_bytes`` file; the huge "unlimited" value, absent or unparsable -> None."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return parse_limit(text)
+    except ValueError:
+        return None
 
 
 def parse_oom_control(text: str) -> dict[str, int]:

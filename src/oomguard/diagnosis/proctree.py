@@ -1,35 +1,38 @@
 """The process tree as the OOM killer sees it, read from ``/proc``.
 
 Every reader takes ``proc_root`` (psutil's ``get_procfs_path`` idea) so that tests can
-point it at a fake ``/proc`` in a temporary directory. A process is identified by
-``(pid, start_time)``: pids are reused, start times (field 22 of ``/proc/PID/stat``, in
-clock ticks since boot) tell two holders of one pid apart.
+point it at a fake ``/proc`` in a temporary directory; the files themselves are read by
+:mod:`oomguard.procfs`. A process is identified by ``(pid, start_time)``: pids are
+reused, start times (field 22 of ``/proc/PID/stat``, in clock ticks since boot) tell two
+holders of one pid apart.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from oomguard.oom.cgroupinfo import read_int
+from oomguard import procfs
+from oomguard.cgroups.locate import parse_proc_cgroup
+from oomguard.procfs import parse_stat
 
-__all__ = ["ProcInfo", "build_tree", "likely_victims", "read_process", "walk_tree"]
+__all__ = [
+    "ProcInfo",
+    "build_tree",
+    "likely_victims",
+    "parse_memcg",
+    "parse_stat",
+    "read_process",
+    "walk_tree",
+]
 
 #: oom_score_adj that exempts a process from the OOM killer.
 OOM_SCORE_ADJ_MIN = -1000
 #: How many likely victims to mark.
 LIKELY_VICTIMS = 3
 _PF_KTHREAD = 0x00200000  # task flag (stat field 9) of kernel threads
-
-
-def _page_size() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 4096
 
 
 @dataclass(frozen=True)
@@ -71,64 +74,31 @@ class ProcInfo:
         }
 
 
-def parse_stat(text: str) -> tuple[str, int, int, int]:
-    """Return ``(comm, ppid, flags, start_time)`` from a ``/proc/PID/stat`` line.
-
-    The name sits in parentheses and may itself contain spaces and parentheses, so the
-    fields are split after the *last* ``)``.
-    """
-    open_ = text.index("(")
-    close = text.rindex(")")
-    comm = text[open_ + 1 : close]
-    rest = text[close + 2 :].split()
-    # rest[0] is field 3 (state): field N is rest[N - 3].
-    return comm, int(rest[1]), int(rest[6]), int(rest[19])
-
-
 def parse_memcg(text: str) -> str | None:
     """The memory cgroup path from ``/proc/PID/cgroup``: the v1 ``memory`` line, else v2."""
-    unified: str | None = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if "memory" in controllers.split(","):
-            return path
-        if controllers == "" and parts[0] == "0":
-            unified = path
-    return unified
+    unified, v1_paths = parse_proc_cgroup(text)
+    return v1_paths.get("memory", unified)
 
 
 def read_process(pid: int, proc_root: str | Path = "/proc") -> ProcInfo | None:
     """Read one process; ``None`` when it vanished (or is unreadable) meanwhile."""
     base = Path(proc_root) / str(pid)
-    try:
-        comm, ppid, flags, start_time = parse_stat((base / "stat").read_text())
-    except (OSError, ValueError, IndexError):
+    stat = procfs.read_stat(pid, proc_root)
+    if stat is None:
         return None  # gone while we looked, or not a process directory
-    rss_bytes: int | None = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        rss_bytes = int((base / "statm").read_text().split()[1]) * _page_size()
-    memcg: str | None = None
-    with contextlib.suppress(OSError):
-        memcg = parse_memcg((base / "cgroup").read_text())
-    cmdline: tuple[str, ...] = ()
-    try:
-        raw = (base / "cmdline").read_bytes()
-        cmdline = tuple(a.decode("utf-8", "replace") for a in raw.split(b"\0") if a)
-    except OSError:
-        pass
+    comm, ppid, flags, start_time = stat
+    cgroup_text = procfs.read_text(base / "cgroup")
+    memcg = None if cgroup_text is None else parse_memcg(cgroup_text)
     return ProcInfo(
         pid=pid,
         ppid=ppid,
         start_time=start_time,
         comm=comm,
-        oom_score=read_int(base / "oom_score"),
-        oom_score_adj=read_int(base / "oom_score_adj"),
-        rss_bytes=rss_bytes,
+        oom_score=procfs.oom_score(pid, proc_root),
+        oom_score_adj=procfs.oom_score_adj(pid, proc_root),
+        rss_bytes=procfs.rss_bytes(pid, proc_root),
         memcg=memcg,
-        cmdline=cmdline,
+        cmdline=procfs.cmdline(pid, proc_root),
         kernel_thread=bool(flags & _PF_KTHREAD),
     )
 

@@ -7,6 +7,8 @@ matter, in the order a report prints them::
     python invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0
     CPU: 1 PID: 3128 Comm: python Not tainted 6.1.0 #1
     Task in /a killed as a result of limit of /a                     (v1, < 4.19)
+    [ pid ]   uid  tgid total_vm      rss ... oom_score_adj name     (the task table)
+    [ 3128]     0  3128    25000    16000 ...           800 python
     oom-kill:constraint=CONSTRAINT_MEMCG,...,task=python,pid=3128,uid=0    (>= 4.19)
     Memory cgroup out of memory: Kill process 3128 (python) score 990 or sacrifice child
     Memory cgroup out of memory: Killed process 3128 (python) total-vm:...   (>= 5.3)
@@ -20,19 +22,19 @@ read in (``/dev/kmsg`` records, ``dmesg`` with or without stamps, syslog, ``jour
 is untrusted (a process name may hold spaces and parentheses) and logs are often cut.
 
 The reading side (``/dev/kmsg``, ``dmesg``, ``journalctl``, files) lives in
-:mod:`oomguard.oom.kernlog_sources`, the line forms and the kernel's message formats in
-:mod:`oomguard.oom.kernlog_formats`; their public names are re-exported here.
+:mod:`oomguard.kernlog.sources`, the line forms and the kernel's message formats in
+:mod:`oomguard.kernlog.formats`, the event in :mod:`oomguard.kernlog.event`; the package
+re-exports the public names of all of them.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from oomguard.oom.kernlog_formats import (
+from oomguard.kernlog.event import EventBuilder, OomEvent
+from oomguard.kernlog.formats import (
     ADJ_RE,
     CPU_PID_RE,
     EVIDENCE_PREFIXES,
@@ -41,8 +43,10 @@ from oomguard.oom.kernlog_formats import (
     INVOKER_RE,
     KB_FIELDS,
     KILL_RE,
+    KILL_SCORE_RE,
     KILL_TAIL_RE,
     KILLED_RE,
+    MESSAGE_ONLY_RE,
     REAPER_RE,
     SUMMARY_FRAGMENT_RE,
     SUMMARY_PIECE_RE,
@@ -51,169 +55,19 @@ from oomguard.oom.kernlog_formats import (
     UID_RE,
     LineAssembler,
     LineForm,
-    normalize_line,
+    is_cut_kill,
     parse_summary,
+    parse_task_header,
+    parse_task_row,
     split_comm,
     to_int,
     type_for_message,
 )
-from oomguard.oom.kernlog_sources import KernelLogFollower, iter_source_lines
 
-__all__ = [
-    "KernelLogFollower",
-    "OomEvent",
-    "OomLogParser",
-    "iter_source_lines",
-    "normalize_line",
-    "parse_lines",
-    "parse_text",
-]
+__all__ = ["OomLogParser", "parse_lines", "parse_text"]
 
-#: Keys of :meth:`OomEvent.to_json`, in order (every field but ``lines``).
-JSON_KEYS: tuple[str, ...] = (
-    "oom_type",
-    "constraint",
-    "invoker_comm",
-    "invoker_pid",
-    "selected_pid",
-    "score",
-    "victim_pid",
-    "victim_comm",
-    "oom_memcg",
-    "task_memcg",
-    "total_vm_kb",
-    "anon_rss_kb",
-    "file_rss_kb",
-    "shmem_rss_kb",
-    "uid",
-    "pgtables_kb",
-    "oom_score_adj",
-    "reaped",
-    "oom_group",
-    "timestamp",
-)
-
-
-@dataclass(frozen=True)
-class OomEvent:
-    """One kill by the kernel's OOM killer, as far as the log tells it.
-
-    ``victim_*`` and the memory figures describe the process that was killed (the
-    ``Killed process`` line); ``selected_pid``/``score`` the process the older kernels'
-    ``Kill process ... or sacrifice child`` line chose, which can be the victim's parent;
-    ``invoker_*`` the task whose allocation ran the OOM killer. ``None`` means the log
-    does not say.
-    """
-
-    oom_type: str | None = None
-    constraint: str | None = None
-    invoker_comm: str | None = None
-    invoker_pid: int | None = None
-    selected_pid: int | None = None
-    score: int | None = None
-    victim_pid: int | None = None
-    victim_comm: str | None = None
-    oom_memcg: str | None = None
-    task_memcg: str | None = None
-    total_vm_kb: int | None = None
-    anon_rss_kb: int | None = None
-    file_rss_kb: int | None = None
-    shmem_rss_kb: int | None = None
-    uid: int | None = None
-    pgtables_kb: int | None = None
-    oom_score_adj: int | None = None
-    reaped: bool = False
-    oom_group: bool = False
-    timestamp: float | None = None
-    lines: tuple[str, ...] = ()
-
-    @property
-    def rss_kb(self) -> int | None:
-        """Resident memory of the victim when killed (anon + file + shmem), if known."""
-        parts = [self.anon_rss_kb, self.file_rss_kb, self.shmem_rss_kb]
-        if all(p is None for p in parts):
-            return None
-        return sum(p for p in parts if p is not None)
-
-    def to_json(self) -> dict[str, object]:
-        """The event as a JSON-ready dict: every field but ``lines``, ``None`` as null."""
-        return {key: getattr(self, key) for key in JSON_KEYS}
-
-
-#: Most lines kept per event in ``OomEvent.lines`` (a report's task list can be huge).
-MAX_EVENT_LINES = 64
 #: Most closed events kept waiting for a late ``oom_reaper`` line.
 MAX_HELD_EVENTS = 64
-
-
-class _Builder:
-    """A mutable event under construction."""
-
-    def __init__(self, timestamp: float | None) -> None:
-        self.fields: dict[str, object] = {}
-        self.timestamp = timestamp
-        self.lines: list[str] = []
-        self.killed_seen = False  # a "Killed process" line confirmed the victim
-        self.group_member = False  # killed as a member of a memory.oom.group
-        self.group_active = False  # the "Tasks in ... oom.group" line was seen
-        self.group_pids: set[int] = set()
-
-    def get(self, key: str) -> object:
-        return self.fields.get(key)
-
-    def set(self, key: str, value: object, *, override: bool = True) -> None:
-        if value is None:
-            return
-        if override or self.fields.get(key) is None:
-            self.fields[key] = value
-
-    def is_empty(self) -> bool:
-        return not self.fields and not self.killed_seen
-
-    def add_line(self, raw: str, stamp: float | None) -> None:
-        if self.timestamp is None and stamp is not None:
-            self.timestamp = stamp
-        if len(self.lines) < MAX_EVENT_LINES:
-            self.lines.append(raw)
-
-    def _int(self, key: str) -> int | None:
-        value = self.fields.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    def _str(self, key: str) -> str | None:
-        value = self.fields.get(key)
-        return value if isinstance(value, str) else None
-
-    def build(self) -> OomEvent:
-        oom_type = self._str("oom_type")
-        constraint = self._str("constraint")
-        if constraint == "CONSTRAINT_MEMCG":
-            oom_type = "memcg"
-        elif oom_type is None and (constraint == "CONSTRAINT_NONE" or self.get("global_oom")):
-            oom_type = "global"
-        return OomEvent(
-            oom_type=oom_type,
-            constraint=constraint,
-            invoker_comm=self._str("invoker_comm"),
-            invoker_pid=self._int("invoker_pid"),
-            selected_pid=self._int("selected_pid"),
-            score=self._int("score"),
-            victim_pid=self._int("victim_pid"),
-            victim_comm=self._str("victim_comm"),
-            oom_memcg=self._str("oom_memcg"),
-            task_memcg=self._str("task_memcg"),
-            total_vm_kb=self._int("total_vm_kb"),
-            anon_rss_kb=self._int("anon_rss_kb"),
-            file_rss_kb=self._int("file_rss_kb"),
-            shmem_rss_kb=self._int("shmem_rss_kb"),
-            uid=self._int("uid"),
-            pgtables_kb=self._int("pgtables_kb"),
-            oom_score_adj=self._int("oom_score_adj"),
-            reaped=bool(self.get("reaped")),
-            oom_group=bool(self.get("oom_group")),
-            timestamp=self.timestamp,
-            lines=tuple(self.lines),
-        )
 
 
 class OomLogParser:
@@ -224,17 +78,22 @@ class OomLogParser:
     out (by :meth:`feed`) once the next event has named its victim, so that an
     ``oom_reaper`` line printed while the next report is being written still reaches it.
     :meth:`flush` hands out everything left at the end of the input, :meth:`partial`
-    shows the event being assembled. ``feed`` and ``flush`` never raise.
+    shows the event being assembled. ``feed`` and ``flush`` never raise: a line the
+    parser fails on is skipped and counted in :attr:`errors` (the last exception kept in
+    :attr:`last_error`), so a bug shows in tests and reports instead of stopping a reader.
 
     A long stamped line is read one line late (see
-    :class:`~oomguard.oom.kernlog_formats.LineAssembler`): logs copied from a terminal or
+    :class:`~oomguard.kernlog.formats.LineAssembler`): logs copied from a terminal or
     a web page arrive with long lines wrapped, and a bare line that follows is its tail.
     """
 
     def __init__(self) -> None:
-        self._current: _Builder | None = None
-        self._held: list[_Builder] = []
+        self._current: EventBuilder | None = None
+        self._held: list[EventBuilder] = []
         self._lines = LineAssembler()
+        #: Lines the parser failed on (skipped); 0 unless the parser has a bug.
+        self.errors = 0
+        self.last_error: Exception | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -246,7 +105,8 @@ class OomLogParser:
                 for form, raw in self._lines.push(piece):
                     out.extend(self._feed_form(form, raw))
             return out
-        except Exception:  # pragma: no cover - defensive: untrusted text must not raise
+        except Exception as err:  # untrusted text must not stop the reader
+            self._failed(err)
             return []
 
     def partial(self) -> OomEvent | None:
@@ -281,8 +141,13 @@ class OomLogParser:
         clone = copy.deepcopy(self)
         try:
             return [e for form, raw in held for e in clone._feed_form(form, raw)], clone
-        except Exception:  # pragma: no cover - defensive: untrusted text must not raise
+        except Exception as err:  # untrusted text must not stop the reader
+            self._failed(err)
             return [], self
+
+    def _failed(self, err: Exception) -> None:
+        self.errors += 1
+        self.last_error = err
 
     def _feed_form(self, form: LineForm, raw: str) -> list[OomEvent]:
         out: list[OomEvent] = []
@@ -291,11 +156,13 @@ class OomLogParser:
             out.extend(self._feed_text(part, form.stamp, part if form.kind == "journal" else raw))
         return out
 
-    def _start(self, stamp: float | None) -> _Builder:
+    def _start(self, stamp: float | None) -> EventBuilder:
         """Close the current event (if it holds anything) and open a new one."""
-        if self._current is not None and not self._current.is_empty():
-            self._held.append(self._current)
-        self._current = _Builder(stamp)
+        if self._current is not None:
+            self._current.table = None  # read at its kill already; can be large
+            if not self._current.is_empty():
+                self._held.append(self._current)
+        self._current = EventBuilder(stamp)
         return self._current
 
     def _overflow(self) -> list[OomEvent]:
@@ -305,9 +172,9 @@ class OomLogParser:
         self._held = self._held[-MAX_HELD_EVENTS:]
         return [b.build() for b in extra]
 
-    def _cur(self, stamp: float | None) -> _Builder:
+    def _cur(self, stamp: float | None) -> EventBuilder:
         if self._current is None:
-            self._current = _Builder(stamp)
+            self._current = EventBuilder(stamp)
         return self._current
 
     def _feed_text(self, text: str, stamp: float | None, raw: str) -> list[OomEvent]:
@@ -323,6 +190,9 @@ class OomLogParser:
             b.add_line(raw, stamp)
             return self._overflow()
 
+        if self._table_line(stripped, stamp):
+            return out
+
         m = REAPER_RE.search(text)
         if m is not None:
             self._reaped(int(m.group(1)), raw, stamp)
@@ -335,14 +205,25 @@ class OomLogParser:
         m = KILL_RE.search(text)
         if m is not None:
             _comm, tail = split_comm(m.group("rest"))
-            tail_m = KILL_TAIL_RE.match(tail)
-            if tail_m is None:
+            if KILL_TAIL_RE.match(tail) is None and m.group("msg") is None:
                 return []  # e.g. "Kill process N (x) sharing same memory"
+            # With the message, a line cut short still names the selected task and the
+            # kind of OOM (headers and lines cut in pasted logs).
+            score = KILL_SCORE_RE.match(tail)
             b = self._cur(stamp)
             if b.killed_seen or b.get("selected_pid") is not None:
                 b = self._start(stamp)
             b.set("selected_pid", int(m.group("pid")))
-            b.set("score", to_int(tail_m.group(1)))
+            b.set("score", to_int(score.group(1)) if score else None)
+            b.set("oom_type", type_for_message(m.group("msg")), override=False)
+            b.add_line(raw, stamp)
+            return out
+
+        m = MESSAGE_ONLY_RE.match(stripped)
+        if m is not None and is_cut_kill(m.group("rest")):
+            b = self._cur(stamp)
+            if b.killed_seen or b.get("selected_pid") is not None:
+                b = self._start(stamp)
             b.set("oom_type", type_for_message(m.group("msg")), override=False)
             b.add_line(raw, stamp)
             return out
@@ -410,8 +291,25 @@ class OomLogParser:
             b0.add_line(raw, stamp)  # the limit that was hit: worth keeping as evidence
         return out
 
+    def _table_line(self, text: str, stamp: float | None) -> bool:
+        """Take a line of the task table (its header or a row); False for other lines."""
+        current = self._current
+        if current is not None and current.table_columns is not None and not current.killed_seen:
+            row = parse_task_row(text, current.table_columns)
+            if row is not None:
+                current.add_task_row(*row)
+                return True
+        columns = parse_task_header(text)
+        if columns is None:
+            return False
+        b = self._cur(stamp)
+        if b.killed_seen or b.table_columns is not None:
+            b = self._start(stamp)
+        b.start_table(columns)
+        return True
+
     @staticmethod
-    def _apply_summary(b: _Builder, fields: dict[str, object]) -> None:
+    def _apply_summary(b: EventBuilder, fields: dict[str, object]) -> None:
         b.set("constraint", fields.get("constraint"))
         if fields.get("global_oom"):
             b.set("global_oom", True)
@@ -433,8 +331,9 @@ class OomLogParser:
             if b.group_active or b.group_member:
                 if pid in b.group_pids:
                     return []  # the group kill names the victim again
-                parent = b
+                parent, table = b, b.table
                 b = self._start(stamp)
+                b.table = table  # the members are rows of the same task table
                 b.group_member = True
                 b.group_active = True
                 b.group_pids = parent.group_pids
@@ -462,8 +361,8 @@ class OomLogParser:
         found = UID_RE.search(tail)
         b.set("uid", to_int(m.group("uid1") or (found.group(1) if found else None)))
         found = ADJ_RE.search(tail)
-        if found:
-            b.set("oom_score_adj", int(found.group(1)))
+        # Kernels before oom_score_adj:%hd on this line print it in the task table only.
+        b.set("oom_score_adj", int(found.group(1)) if found else b.table_adj(pid))
         b.add_line(raw, stamp)
         if not b.group_member:
             # A new report has reached its kill: earlier reports are finished.
@@ -494,9 +393,3 @@ def parse_lines(lines: Iterable[str]) -> list[OomEvent]:
 def parse_text(text: str) -> list[OomEvent]:
     """Parse every OOM event in a block of log text."""
     return parse_lines(text.splitlines())
-
-
-def event_from_json(data: dict[str, object]) -> OomEvent:
-    """Rebuild an event from :meth:`OomEvent.to_json` output (``lines`` left empty)."""
-    names = {f.name for f in dataclasses.fields(OomEvent)} - {"lines"}
-    return OomEvent(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]

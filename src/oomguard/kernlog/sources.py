@@ -1,6 +1,6 @@
 """Read the kernel log: ``/dev/kmsg``, ``dmesg``, ``journalctl -k``, a file or stdin.
 
-Every reader yields text lines in a form :mod:`oomguard.oom.kernlog` parses. OS errors
+Every reader yields text lines in a form :mod:`oomguard.kernlog.parser` parses. OS errors
 are translated here, at the boundary, into :class:`~oomguard.errors.KernelLogUnavailable`
 carrying the reason. ``/proc/kmsg`` is never read: reading it consumes the messages.
 """
@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from oomguard.errors import KernelLogUnavailable
+from oomguard.kernlog import kmsg
 
 __all__ = ["KernelLogFollower", "iter_source_lines"]
 
 #: Bytes read per /dev/kmsg record: one read() returns one whole record or fails EINVAL.
 _KMSG_READ_SIZE = 16384
-_KMSG_ESCAPE_RE = re.compile(rb"\\x([0-9a-fA-F]{2})")
 #: How long --follow waits for a new line before yielding an idle tick ("").
 FOLLOW_TICK_S = 1.0
 
@@ -129,23 +129,13 @@ class KernelLogFollower:
 
 def _kmsg_record_lines(record: bytes) -> list[str]:
     """Turn one ``prio,seq,usec,flags;text`` record into ``[  s.us] text`` lines."""
-    head_b, sep, body = record.partition(b";")
-    if not sep:
+    parsed = kmsg.parse_record(record)
+    if parsed is None:  # not a record: a dictionary line, or a file that is not kmsg's
         text = record.decode("utf-8", "replace")
         return [text.rstrip("\n")] if text.strip() and not text.startswith(" ") else []
-    head = head_b.decode("ascii", "replace")
-    body = body.split(b"\n", 1)[0]  # what follows are " KEY=VALUE" dictionary lines
-    # The kernel escapes every byte outside printable ASCII as \xNN, so a UTF-8 name
-    # (a comm in Chinese) comes as several escapes: undo them as bytes, then decode.
-    raw = _KMSG_ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), body)
-    message = raw.decode("utf-8", "replace")
-    fields = head.split(",")
-    try:
-        usec = int(fields[2])
-    except (IndexError, ValueError):
-        return [line for line in message.split("\n") if line]
+    usec = parsed.usec
     stamp = f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] "
-    return [stamp + line for line in message.split("\n")]
+    return [stamp + line for line in parsed.text.split("\n")]
 
 
 # ---------------------------------------------------------------------------------------

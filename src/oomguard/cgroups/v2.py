@@ -1,11 +1,16 @@
-"""Parsers for cgroup v2 memory interface files.
+"""The cgroup v2 memory interface files: their parsers, and the reader of ``max`` values.
 
-Pure functions over file contents, so the reader in :mod:`oomguard.oom.cgroup` and the
-inspector in :mod:`oomguard.oom.cgroupinfo` share one interpretation of the kernel's
-formats (Documentation/admin-guide/cgroup-v2.rst).
+Pure functions over file contents (and :func:`read_max`, which reads one file), so
+:mod:`oomguard.cgroups.cgroup`, :mod:`oomguard.cgroups.locate` and the inspector in
+:mod:`oomguard.cgroups.info` share one interpretation of the kernel's formats
+(Documentation/admin-guide/cgroup-v2.rst).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from oomguard.procfs import read_text
 
 #: memory.events keys oomguard reports; all are hierarchical (they count events in the
 #: cgroup *and its descendants*), unlike memory.events.local.
@@ -18,6 +23,17 @@ def parse_max(text: str) -> int | None:
     if value == "max":
         return None
     return int(value)
+
+
+def read_max(path: Path) -> int | None:
+    """A ``memory.max``-style file; ``"max"``, absent or unparsable -> ``None``."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return parse_max(text)
+    except ValueError:
+        return None
 
 
 def parse_flat_keyed(text: str) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The text formats behind :mod:`oomguard.oom.kernlog`: how log readers frame a kernel
+"""The text formats behind :mod:`oomguard.kernlog.parser`: how log readers frame a kernel
 line, and how the kernel words an OOM report.
 
 Two halves. :func:`split_line` strips what a log reader put in front of the kernel's
@@ -15,6 +15,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from oomguard.kernlog import kmsg
 
 __all__ = ["LineAssembler", "LineForm", "normalize_line", "split_line"]
 
@@ -35,9 +37,6 @@ class LineForm:
     kind: LineKind
 
 
-_KMSG_RE = re.compile(r"^(\d+),(\d+),(\d+),([^;]*);(.*)$", re.DOTALL)
-_KMSG_DICT_RE = re.compile(r"^ [A-Z_][A-Z0-9_]*=")
-_KMSG_ESCAPE_RE = re.compile(r"\\x([0-9a-fA-F]{2})")
 # Markdown / e-mail quoting and indentation of pasted logs, a byte-order mark.
 _QUOTE_RE = re.compile(r"^[\s\ufeff]*(?:>\s?)*\s*")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # dmesg --color=always
@@ -85,20 +84,6 @@ _HUMAN_STAMP_RE = re.compile(
 _CALLER_RE = re.compile(r"^\[\s*[TC]\d+\]\s?")
 
 
-def _unescape_kmsg(text: str) -> str:
-    """Undo /dev/kmsg's ``\\xNN`` escapes; the bytes may be UTF-8 (a comm in Chinese)."""
-    if "\\x" not in text:
-        return text
-    parts = _KMSG_ESCAPE_RE.split(text)
-    out = bytearray()
-    for i, part in enumerate(parts):
-        if i % 2:
-            out.append(int(part, 16))
-        else:
-            out += part.encode("utf-8", "replace")
-    return out.decode("utf-8", "replace")
-
-
 def _journal_message(line: str) -> tuple[str, float | None] | None:
     try:
         record = json.loads(line)
@@ -144,11 +129,11 @@ def split_line(line: str) -> LineForm | None:
         inner = _strip_prefixes(found[0]) or LineForm(found[0], None, "bare")
         stamp = found[1] if found[1] is not None else inner.stamp
         return LineForm(inner.text, stamp, "journal")
-    if _KMSG_DICT_RE.match(line):
+    if kmsg.is_dictionary_line(line):
         return None
-    m = _KMSG_RE.match(line)
-    if m is not None:
-        return LineForm(_unescape_kmsg(m.group(5)), int(m.group(3)) / 1_000_000, "kmsg")
+    record = kmsg.parse_record(line)
+    if record is not None:
+        return LineForm(record.text, record.stamp, "kmsg")
     return _strip_prefixes(line)
 
 
@@ -300,6 +285,13 @@ _MESSAGE = r"(?:(?P<msg>Memory cgroup out of memory|Out of [Mm]emory)(?: \([^)]*
 KILL_RE = re.compile(_MESSAGE + r"[Kk]ill process (?P<pid>\d+) \((?P<rest>.*)$")
 # 3.x-5.0 "or sacrifice child", 2.6.3x "or a child", 2.6.1x "and children".
 KILL_TAIL_RE = re.compile(r"^ score (-?\d+) (?:or sacrifice child|or a child|and children)")
+KILL_SCORE_RE = re.compile(r"^ score (-?\d+)(?: |$)")
+# The message of a kill line cut before its pid (a pasted log wrapped after "Kill"):
+# still says which kind of OOM it was.
+MESSAGE_ONLY_RE = re.compile(
+    r"^(?P<msg>Memory cgroup out of memory|Out of [Mm]emory)(?: \([^)]*\))?:"
+    r"(?: (?P<rest>[A-Za-z ]*))?$"
+)
 KILLED_RE = re.compile(
     _MESSAGE + r"Killed process (?P<pid>\d+)(?:, UID (?P<uid1>\d+),)? \((?P<rest>.*)$"
 )
@@ -337,6 +329,60 @@ def split_comm(rest: str) -> tuple[str | None, str]:
     if end < 0:
         return None, ""  # cut inside the name
     return rest[:end], rest[end + 1 :]
+
+
+def is_cut_kill(rest: str | None) -> bool:
+    """Whether ``rest`` (what follows a kill message's ``": "``) is a kill line cut short."""
+    rest = (rest or "").rstrip()
+    return any(word.startswith(rest) for word in ("Kill process", "kill process", "Killed process"))
+
+
+# The task table dump_tasks() prints before the kill (vm.oom_dump_tasks=1, the default),
+# one row per process: the only place 3.x and 4.x kernels print the victim's
+# oom_score_adj (their "Killed process" line has none; later ones end in oom_score_adj:%hd).
+# Its columns changed between versions, so a row is read by the header above it:
+#   2.6.36 on  "[ pid ]   uid  tgid total_vm      rss cpu oom_adj oom_score_adj name"
+#              "[%5d] %5d %5d %8lu %8lu %3u     %3d         %5d %s"
+#   3.10       "[ pid ]   uid  tgid total_vm      rss nr_ptes swapents oom_score_adj name"
+#              "[%5d] %5d %5d %8lu %8lu %7lu %8lu         %5hd %s"
+#              (since "mm, oom: replace some information in tasklist dump", 2012)
+#   4.19       "Tasks state (memory values in pages):", then
+#              "[  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name"
+#              "[%7d] %5d %5d %8lu %8lu %8ld %8lu         %5hd %s"
+#   6.x        "... rss rss_anon rss_file rss_shmem pgtables_bytes swapents oom_score_adj name"
+#              "[%7d] %5d %5d %8lu %8lu %8lu %8lu %9lu %8ld %8lu         %5hd %s"
+# Kernels in between and vendor kernels have other columns; the name is always last and
+# may hold spaces. 2.6.32's table has oom_adj only (another scale): it is not read.
+TASK_HEADER_RE = re.compile(r"^\[\s*pid\s*\]\s+(?P<cols>.*)$")
+TASK_ROW_RE = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
+
+
+def parse_task_header(text: str) -> tuple[str, ...] | None:
+    """The columns after ``pid`` of a task table header that ends ``oom_score_adj name``."""
+    m = TASK_HEADER_RE.match(text)
+    if m is None:
+        return None
+    columns = tuple(m.group("cols").split())
+    if not columns or columns[-1] != "name" or "oom_score_adj" not in columns:
+        return None  # no oom_score_adj column (2.6.32), or a header cut short
+    return columns
+
+
+def parse_task_row(text: str, columns: tuple[str, ...]) -> tuple[int, int | None, int] | None:
+    """``(pid, tgid, oom_score_adj)`` of one task table row, read by its header's columns."""
+    m = TASK_ROW_RE.match(text)
+    if m is None:
+        return None
+    values = m.group("rest").split(None, len(columns) - 1)
+    if len(values) == len(columns) - 1:
+        values.append("")  # an empty process name
+    if len(values) != len(columns):
+        return None
+    adj = to_int(values[columns.index("oom_score_adj")])
+    if adj is None or not -1000 <= adj <= 1000:
+        return None
+    tgid = to_int(values[columns.index("tgid")]) if "tgid" in columns else None
+    return int(m.group("pid")), tgid, adj
 
 
 def to_int(text: str | None) -> int | None:

@@ -29,7 +29,8 @@ class KernelLogWatch:
         self._follower: Any = None
 
     def start(self) -> None:
-        from oomguard.oom.kernlog import KernelLogFollower, OomLogParser
+        from oomguard.kernlog.parser import OomLogParser
+        from oomguard.kernlog.sources import KernelLogFollower
 
         self._follower = KernelLogFollower(self.path)
         try:

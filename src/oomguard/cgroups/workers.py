@@ -13,12 +13,12 @@ import os
 import re
 from pathlib import Path
 
+from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _write
+from oomguard.cgroups import v2
+from oomguard.cgroups.cgroup import MemoryCgroup, read_pids
+from oomguard.cgroups.detect import SCHEDULER_LEAF, IsolationPlan
 from oomguard.errors import IsolationError
-from oomguard.oom import cgroup as cgroupfs  # tests replace its _mkdir, _write
-from oomguard.oom import cgroup_v2
-from oomguard.oom.cgroup import MemoryCgroup
-from oomguard.oom.cgroup_detect import SCHEDULER_LEAF, IsolationPlan
-from oomguard.oom.cgroupinfo import process_start_time, read_pids, read_text
+from oomguard.procfs import process_start_time, read_text
 
 _RUN_DIR_RE = re.compile(r"^oomguard-(?:probe-)?(?P<pid>[0-9]+)-(?P<start>[0-9]+)(?:-[0-9a-f]+)?$")
 
@@ -134,7 +134,7 @@ def _subdirs(directory: Path, version: int) -> list[MemoryCgroup]:
 
 
 def _enable_memory_v2(own: Path, me: int) -> None:
-    subtree = cgroup_v2.parse_controllers(read_text(own / "cgroup.subtree_control") or "")
+    subtree = v2.parse_controllers(read_text(own / "cgroup.subtree_control") or "")
     if "memory" in subtree:
         return
     procs = read_pids(own / "cgroup.procs")

@@ -3,12 +3,12 @@
 :class:`MemoryCgroup` is a memory cgroup oomguard manages (a worker's), and
 :class:`CgroupCounters` a snapshot of its counters (:func:`classify_counters` says from two
 of them whether its process was OOM-killed). Every module that creates or removes cgroups
-(:mod:`oomguard.oom.cgroup_detect` probes with one, :mod:`oomguard.oom.cgroup_workers`
+(:mod:`oomguard.cgroups.detect` probes with one, :mod:`oomguard.cgroups.workers`
 builds the workers' subtree) does it through this module's ``_mkdir``, ``_rmdir`` and
 ``_write``, which the fake-tree tests replace.
 
-Detection (:func:`~oomguard.oom.cgroup_detect.detect_isolation`) and the worker subtree
-(:class:`~oomguard.oom.cgroup_workers.WorkerCgroups`) build on this module and live beside
+Detection (:func:`~oomguard.cgroups.detect.detect_isolation`) and the worker subtree
+(:class:`~oomguard.cgroups.workers.WorkerCgroups`) build on this module and live beside
 it.
 """
 
@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from oomguard.cgroups import v1, v2
 from oomguard.errors import IsolationError
-from oomguard.oom import cgroup_v1, cgroup_v2
-from oomguard.oom.cgroupinfo import read_int, read_max, read_pids, read_text, read_v1_limit
+from oomguard.procfs import read_int, read_text
 
 # Indirections the fake-tree tests replace: on cgroupfs, mkdir makes the kernel create
 # the control files and rmdir removes a directory that still lists them.
@@ -77,6 +77,14 @@ def classify_counters(before: CgroupCounters, after: CgroupCounters) -> str | No
     if before.oom is None or after.oom is None:
         return "oom_cgroup"  # v1: no "oom" counter
     return "oom_cgroup" if _rose(before.oom, after.oom) else "oom_ancestor"
+
+
+def read_pids(path: Path) -> list[int]:
+    """The pids listed in a ``cgroup.procs`` file (empty when it is gone)."""
+    text = read_text(path)
+    if text is None:
+        return []
+    return [int(word) for word in text.split() if word.isdigit()]
 
 
 def _write(path: Path, value: str) -> None:
@@ -145,7 +153,7 @@ class MemoryCgroup:
     def _set_limit_v1(self, limit_bytes: int | None) -> None:
         value = "-1" if limit_bytes is None else str(limit_bytes)
         memsw = self.path / "memory.memsw.limit_in_bytes"
-        current = read_v1_limit(self.path / "memory.limit_in_bytes")
+        current = v1.read_limit(self.path / "memory.limit_in_bytes")
         growing = limit_bytes is None or (current is not None and limit_bytes >= current)
         order = [memsw, self.path / "memory.limit_in_bytes"]
         if not growing:
@@ -173,21 +181,21 @@ class MemoryCgroup:
     def counters(self) -> CgroupCounters:
         """Read the counters now (read them when ``waitpid`` returns, before removing)."""
         if self.version == 2:
-            events = cgroup_v2.parse_flat_keyed(read_text(self.path / "memory.events") or "")
+            events = v2.parse_flat_keyed(read_text(self.path / "memory.events") or "")
             return CgroupCounters(
                 oom=events.get("oom"),
                 oom_kill=events.get("oom_kill"),
                 usage_bytes=read_int(self.path / "memory.current"),
                 peak_bytes=self._read_peak_v2(),
-                limit_bytes=read_max(self.path / "memory.max"),
+                limit_bytes=v2.read_max(self.path / "memory.max"),
             )
-        control = cgroup_v1.parse_oom_control(read_text(self.path / "memory.oom_control") or "")
+        control = v1.parse_oom_control(read_text(self.path / "memory.oom_control") or "")
         return CgroupCounters(
             oom=None,
             oom_kill=control.get("oom_kill"),
             usage_bytes=read_int(self.path / "memory.usage_in_bytes"),
             peak_bytes=read_int(self.path / "memory.max_usage_in_bytes"),
-            limit_bytes=read_v1_limit(self.path / "memory.limit_in_bytes"),
+            limit_bytes=v1.read_limit(self.path / "memory.limit_in_bytes"),
         )
 
     def _read_peak_v2(self) -> int | None:

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from oomguard.oom import cgroup_v2
-from oomguard.oom.cgroup_detect import IsolationPlan, detect_isolation
-from oomguard.oom.cgroupinfo import DEFAULT_CGROUP_ROOT, meminfo, read_int, read_text
+from oomguard.cgroups import v2
+from oomguard.cgroups.detect import IsolationPlan, detect_isolation
+from oomguard.cgroups.locate import DEFAULT_CGROUP_ROOT
+from oomguard.procfs import cap_eff, machine_memory_bytes, meminfo, read_int, read_text
 from oomguard.units import format_size
 
 #: CAP_SYS_RESOURCE, the capability needed to lower an oom_score_adj.
@@ -112,17 +113,17 @@ def run_doctor(
     """Run every check and return the report (nothing is changed on the machine)."""
     plan = detect_isolation("auto", proc_root=proc_root, cgroup_root=cgroup_root, pid=pid)
     info = meminfo(proc_root)
-    who = str(pid) if pid is not None else "self"
+    who: int | str = pid if pid is not None else "self"
     findings = [
         _isolation(plan),
         _oom_group(plan),
         _kernel_log(proc_root, kmsg_probe, which),
         _score_adj_raise(score_adj_probe),
-        _score_adj_lower(proc_root / who / "status"),
+        _score_adj_lower(cap_eff(who, proc_root), proc_root / str(who) / "status"),
         _overcommit(proc_root),
         _swap(info, plan),
         _psi(proc_root),
-        *_memory(plan, info.get("MemTotal"), memory_budget, worker_memory),
+        *_memory(plan, machine_memory_bytes(proc_root), memory_budget, worker_memory),
     ]
     return DoctorReport(plan, tuple(findings))
 
@@ -195,17 +196,10 @@ def _score_adj_raise(probe: Callable[[], tuple[bool, str]]) -> Finding:
     )
 
 
-def _score_adj_lower(status_path: Path) -> Finding:
-    cap_eff: int | None = None
-    for line in (read_text(status_path) or "").splitlines():
-        if line.startswith("CapEff:"):
-            try:
-                cap_eff = int(line.split()[1], 16)
-            except (IndexError, ValueError):
-                cap_eff = None
-    if cap_eff is None:
+def _score_adj_lower(caps: int | None, status_path: Path) -> Finding:
+    if caps is None:
         return Finding("oom_score_adj_lower", "warn", f"cannot read CapEff from {status_path}")
-    if cap_eff >> CAP_SYS_RESOURCE & 1:
+    if caps >> CAP_SYS_RESOURCE & 1:
         return Finding(
             "oom_score_adj_lower", "ok", "CAP_SYS_RESOURCE held: the scheduler can protect itself"
         )
@@ -269,7 +263,7 @@ def _psi(proc_root: Path) -> Finding:
             "/proc/pressure/memory is missing: memory pressure cannot be measured",
             "boot a kernel with CONFIG_PSI=y (and psi=1 where it is off by default)",
         )
-    some = cgroup_v2.parse_pressure(text).get("some", {}).get("avg10")
+    some = v2.parse_pressure(text).get("some", {}).get("avg10")
     return Finding("psi", "ok", f"memory pressure available (some avg10={some})")
 
 

@@ -1,0 +1,50 @@
+"""The lowest layers import nothing above them (cli, api -> scheduler -> executors ->
+worker -> diagnosis -> cgroups, kernlog -> procfs)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import oomguard
+
+SRC = Path(oomguard.__file__).resolve().parent
+UPPER = ("cli", "api", "scheduler", "executors", "worker", "results")
+# What each low package may not import, besides every upper layer.
+FORBIDDEN = {
+    "procfs.py": ("cgroups", "kernlog", "diagnosis"),
+    "cgroups": ("kernlog", "diagnosis"),
+    "kernlog": ("cgroups", "diagnosis"),
+    "diagnosis": (),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n.startswith("oomguard.")}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_low_layers_import_nothing_above_them(package: str) -> None:
+    files = [SRC / package] if package.endswith(".py") else sorted((SRC / package).glob("*.py"))
+    assert files
+    banned = tuple(f"oomguard.{name}" for name in (*UPPER, *FORBIDDEN[package]))
+    wrong = {
+        f"{path.name}: {name}"
+        for path in files
+        for name in _imports(path)
+        if name in banned or name.startswith(tuple(b + "." for b in banned))
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_the_oom_package_is_gone() -> None:
+    assert not (SRC / "oom").exists()
