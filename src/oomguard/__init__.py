@@ -22,7 +22,7 @@ from oomguard.jobs import FailureClass, TaskState, task
 
 if TYPE_CHECKING:
     from oomguard.config import RunnerConfig
-    from oomguard.scheduler.runner import Job, Runner
+    from oomguard.runner import Job, Runner
 
 __all__ = [
     "FailureClass",
@@ -38,7 +38,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy, so that worker processes importing oomguard.jobs do not pay for pyarrow & co.
     if name in ("Runner", "Job"):
-        from oomguard.scheduler import runner
+        from oomguard import runner
 
         return getattr(runner, name)
     if name == "RunnerConfig":

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     with oomguard.Runner(
         store=str(out / "demo.sqlite"), workers=args.workers, memory_key="n_agents"
     ) as runner:
-        sched = runner.scheduler
-        print(f"isolation: {sched.isolation.mode} ({sched.isolation.reason})")
-        print(f"memory budget: {format_size(sched.budget)}; workers: {runner.config.workers}")
+        view = runner.view()
+        print(f"isolation: {view.isolation} ({view.isolation_reason})")
+        print(f"memory budget: {format_size(view.budget)}; workers: {runner.config.workers}")
         print(
             f"sweep: {len(params)} parameter sets x 2 replicates + aggregations; "
             f"memory grows with n_agents ({', '.join(map(str, sizes))} MiB)"

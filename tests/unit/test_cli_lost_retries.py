@@ -60,7 +60,7 @@ def run_config(monkeypatch: pytest.MonkeyPatch) -> list[RunnerConfig]:
             seen.append(config)
             raise _Seen("seen")
 
-    monkeypatch.setattr("oomguard.scheduler.runner.Runner", Runner)
+    monkeypatch.setattr("oomguard.runner.Runner", Runner)
     return seen
 
 

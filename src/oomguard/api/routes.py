@@ -6,9 +6,7 @@ descriptions: renaming one changes the schema.
 
 from __future__ import annotations
 
-import json
 import tracemalloc
-from typing import Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
@@ -33,7 +31,7 @@ from oomguard.api.schemas import (
 from oomguard.api.service import ServerState
 from oomguard.api.submissions import submit as submit_job
 from oomguard.errors import JobNotFoundError
-from oomguard.scheduler.runner import job_status
+from oomguard.runner import job_status
 from oomguard.store.sqlite import SqliteStore
 
 
@@ -54,23 +52,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/jobs", response_model=JobList)
     def list_jobs(limit: int = Query(20, ge=1, le=1000)) -> JobList:
         """The newest jobs first."""
-        rows = (
-            state.stores.get()
-            .db.execute(
-                "SELECT id, name, namespace, fn, state, created_at FROM jobs "
-                "ORDER BY created_at DESC LIMIT ?",
-                (limit,),
-            )
-            .fetchall()
-        )
-        return JobList(
-            jobs=[
-                JobSummary(
-                    job_id=r[0], name=r[1], namespace=r[2], fn=r[3], state=r[4], created_at=r[5]
-                )
-                for r in rows
-            ]
-        )
+        rows = state.stores.get().recent_jobs(limit)
+        return JobList(jobs=[JobSummary(**row) for row in rows])
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus)
     def get_job(job_id: str) -> JobStatus:
@@ -87,38 +70,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         """The job's tasks, filtered by state and failure class."""
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        sql = (
-            "SELECT id, grp, kind, replicate, fn, state, attempts, failure_class, error, "
-            "params, params_ref FROM tasks WHERE job_id = ?"
-        )
-        args: list[Any] = [job_id]
-        if state_ is not None:
-            sql += " AND state = ?"
-            args.append(state_)
-        if class_ is not None:
-            sql += " AND failure_class = ?"
-            args.append(class_)
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
-        tasks = []
-        for tid, grp, kind, rep, fn, st, att, fc, error, params, ref in store.db.execute(
-            sql, args
-        ).fetchall():
-            params = store.params_of(params, ref)
-            tasks.append(
-                TaskInfo(
-                    task_id=tid,
-                    group=grp,
-                    kind=kind,
-                    replicate=rep,
-                    fn=fn,
-                    state=st,
-                    attempts=att,
-                    failure_class=fc,
-                    error=error,
-                    params=json.loads(params) if params else None,
-                )
-            )
+        rows = store.task_list(job_id, state=state_, failure_class=class_, limit=limit)
+        tasks = [TaskInfo(**row) for row in rows]
         return TaskList(job_id=job_id, tasks=tasks)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=CancelResponse)

@@ -1,6 +1,6 @@
 """The server's state: settings, the runner, and the threads that keep backpressure current.
 
-A :class:`ServerState` owns the :class:`~oomguard.scheduler.runner.Runner`, one store
+A :class:`ServerState` owns the :class:`~oomguard.runner.Runner`, one store
 connection per thread, the pending-task counter (polled from the store) and the scheduler's
 memory watch (sampled RSS, which shrinks the scheduler's window under pressure). It is also
 the :class:`~oomguard.api.metrics.MetricsSource` of ``/metrics``.
@@ -22,10 +22,9 @@ import psutil
 from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.errors import ConfigError
-from oomguard.scheduler.runner import Runner
+from oomguard.runner import Runner
 from oomguard.store.sqlite import SqliteStore
 
-OPEN_STATES = "('pending', 'ready', 'queued', 'running')"
 GIB = 1024**3
 
 
@@ -178,19 +177,13 @@ class ServerState:
         store = self.stores.get()
         counter = self.backpressure.pending
         counter.begin_sync()
-        rows = store.db.execute(
-            f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_STATES} GROUP BY job_id"
-        ).fetchall()
         by_ns: dict[str, int] = {}
-        for job_id, n in rows:
+        for job_id, n in store.open_tasks_by_job().items():
             ns = self._namespaces.get(job_id)
             if ns is None:
-                row = store.db.execute(
-                    "SELECT namespace FROM jobs WHERE id = ?", (job_id,)
-                ).fetchone()
-                ns = str(row[0]) if row else "default"
+                ns = store.job_namespace(job_id) or "default"
                 self._namespaces[job_id] = ns
-            by_ns[ns] = by_ns.get(ns, 0) + int(n)
+            by_ns[ns] = by_ns.get(ns, 0) + n
         counter.sync(by_ns)
 
     def sample_rss(self) -> None:
@@ -208,9 +201,7 @@ class ServerState:
             self._set_window(window if pressure.active else self._full_window)
 
     def _set_window(self, size: int) -> None:
-        sched = self.runner.scheduler
-        if sched is not None:
-            sched.set_window(size)
+        self.runner.set_window(size)
 
     # -- metrics source ---------------------------------------------------------------
 
@@ -225,25 +216,14 @@ class ServerState:
 
     def task_counts(self) -> dict[str, int]:
         def compute() -> dict[str, int]:
-            db = self.stores.get().db
-            return {
-                str(s): int(n)
-                for s, n in db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
-            }
+            return self.stores.get().task_states()
 
         result: dict[str, int] = self._cached("tasks", 1.0, compute)
         return result
 
     def failed_tasks(self) -> dict[tuple[str, str], int]:
         def compute() -> dict[tuple[str, str], int]:
-            db = self.stores.get().db
-            return {
-                (str(c), str(f)): int(n)
-                for c, f, n in db.execute(
-                    "SELECT COALESCE(failure_class, 'unknown'), fn, COUNT(*) FROM tasks "
-                    "WHERE state = 'failed' GROUP BY 1, 2"
-                )
-            }
+            return self.stores.get().failed_tasks_by_class()
 
         result: dict[tuple[str, str], int] = self._cached("failed", 5.0, compute)
         return result
@@ -251,22 +231,13 @@ class ServerState:
     def failure_counts(self) -> dict[tuple[str, str], int]:
         """Failed attempts by (class, function), read incrementally: attempts are ended in
         id order up to the oldest running one, so each is counted once."""
-        db = self.stores.get().db
+        store = self.stores.get()
         with self._failures_lock:
-            row = db.execute(
-                "SELECT (SELECT MIN(id) FROM attempts WHERE state = 'running'), "
-                "(SELECT MAX(id) FROM attempts)"
-            ).fetchone()
-            upper = (row[0] - 1) if row[0] is not None else (row[1] or 0)
+            upper = store.ended_attempts_upper()
             if upper > self._failures_seen:
-                for cls, fn, n in db.execute(
-                    "SELECT a.failure_class, t.fn, COUNT(*) FROM attempts a JOIN tasks t "
-                    "ON t.id = a.task_id WHERE a.id > ? AND a.id <= ? AND "
-                    "a.failure_class IS NOT NULL GROUP BY a.failure_class, t.fn",
-                    (self._failures_seen, upper),
-                ):
-                    key = (str(cls), str(fn))
-                    self._failures[key] = self._failures.get(key, 0) + int(n)
+                new = store.attempt_failures_between(self._failures_seen, upper)
+                for key, n in new.items():
+                    self._failures[key] = self._failures.get(key, 0) + n
                 self._failures_seen = upper
             return dict(self._failures)
 
@@ -278,36 +249,20 @@ class ServerState:
         return self.settings.scheduler_memory_limit
 
     def memory_budget(self) -> int | None:
-        sched = self.runner.scheduler
-        return int(sched.budget) if sched is not None and sched.started else None
+        view = self.runner.view()
+        return view.budget if view.started else None
 
     def memory_admitted(self) -> int | None:
-        sched = self.runner.scheduler
-        if sched is None or not sched.started:
-            return None
-        for _ in range(3):
-            try:  # the scheduler thread changes the dict while we read it
-                return int(sum(list(sched.admission.admitted.values())))
-            except RuntimeError:
-                continue
-        return None
-
-    def _pool(self) -> Any:
-        sched = self.runner.scheduler
-        executor = getattr(sched, "executor", None)
-        return getattr(executor, "pool", None)
+        view = self.runner.view()
+        return view.admitted if view.started else None
 
     def worker_rss(self) -> dict[str, int]:
         from oomguard.worker.pool import tree_rss
 
-        pool = self._pool()
-        if pool is None:
-            return {}
-        return {w.name: tree_rss(w.pid) for w in list(pool.workers.values())}
+        return {name: tree_rss(pid) for name, pid in self.runner.view().workers.items()}
 
     def worker_recycles(self) -> dict[str, int]:
-        pool = self._pool()
-        return dict(pool.recycles) if pool is not None else {}
+        return dict(self.runner.view().recycles)
 
     # -- submissions ------------------------------------------------------------------
 

@@ -228,7 +228,7 @@ def run(
     """
     from oomguard.jobs.task import load
     from oomguard.results.parquet import check_out_dir
-    from oomguard.scheduler.runner import Runner
+    from oomguard.runner import Runner
 
     load(task)
     if aggregate:
@@ -248,18 +248,18 @@ def run(
     status: dict[str, Any] = {}
     try:
         with Runner(config=config) as runner:
-            sched = runner.scheduler
+            view = runner.view()
             if not as_json:
                 click.echo(
-                    f"oomguard: isolation {sched.isolation.mode} ({sched.isolation.reason}); "
-                    f"budget {format_size(sched.budget)}; {config.workers} workers",
+                    f"oomguard: isolation {view.isolation} ({view.isolation_reason}); "
+                    f"budget {format_size(view.budget)}; {config.workers} workers",
                     err=True,
                 )
-                for warning in sched.isolation.warnings:
+                for warning in view.warnings:
                     click.echo(f"oomguard: warning: {warning}", err=True)
-                if sched.recovery and sched.recovery.lost_attempts:
+                if view.lost_attempts_recovered:
                     click.echo(
-                        f"oomguard: resumed: {sched.recovery.lost_attempts} attempt(s) of a "
+                        f"oomguard: resumed: {view.lost_attempts_recovered} attempt(s) of a "
                         "dead scheduler ended as lost and retried",
                         err=True,
                     )
@@ -374,7 +374,7 @@ def status(
         from oomguard.cli.server import remote_status
 
         sys.exit(remote_status(server, job, token_file, as_json))
-    from oomguard.scheduler.runner import job_status
+    from oomguard.runner import job_status
 
     with open_store(store) as st:
         job_id = st.resolve_job(job)

@@ -22,6 +22,11 @@ class SchedulerView:
     #: tasks taken from the store into memory, not yet dispatched
     window: int = 0
     isolation: str | None = None
+    #: why that isolation mode, and what the operator should know about it
+    isolation_reason: str = ""
+    warnings: tuple[str, ...] = ()
+    #: attempts of a dead scheduler this one found running at start, ended as lost
+    lost_attempts_recovered: int = 0
     #: worker name → pid (the local pool's workers; empty on Dask)
     workers: dict[str, int] = field(default_factory=dict)
     #: worker recycles by reason

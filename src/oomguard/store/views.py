@@ -55,6 +55,121 @@ class StoreViews:
             counts[state] = int(n)
         return counts
 
+    def recent_jobs(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs: id, name, namespace, fn, state, created_at."""
+        keys = ("job_id", "name", "namespace", "fn", "state", "created_at")
+        return [
+            dict(zip(keys, row, strict=True))
+            for row in self.db.execute(
+                "SELECT id, name, namespace, fn, state, created_at FROM jobs "
+                "ORDER BY created_at DESC LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def task_list(
+        self,
+        job_id: str,
+        *,
+        state: str | None = None,
+        failure_class: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The job's tasks in id order, filtered by state and failure class, with their
+        params (``{"params_missing": ...}`` where the params blob is gone)."""
+        sql = (
+            "SELECT id, grp, kind, replicate, fn, state, attempts, failure_class, error, "
+            "params, params_ref FROM tasks WHERE job_id = ?"
+        )
+        args: list[Any] = [job_id]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state)
+        if failure_class is not None:
+            sql += " AND failure_class = ?"
+            args.append(failure_class)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        tasks = []
+        for tid, grp, kind, rep, fn, st, att, fc, error, params, ref in self.db.execute(
+            sql, args
+        ).fetchall():
+            text = _or_missing(self.params_of, params, ref)
+            tasks.append(
+                {
+                    "task_id": tid,
+                    "group": grp,
+                    "kind": kind,
+                    "replicate": rep,
+                    "fn": fn,
+                    "state": st,
+                    "attempts": att,
+                    "failure_class": fc,
+                    "error": error,
+                    "params": (
+                        {"params_missing": str(text)}
+                        if isinstance(text, BlobMissingError)
+                        else json.loads(text)
+                        if text
+                        else None
+                    ),
+                }
+            )
+        return tasks
+
+    # -- counts over the whole store (metrics) -------------------------------------------
+
+    def open_tasks_by_job(self) -> dict[str, int]:
+        """Unfinished tasks by job (uses the partial index ``tasks_open``)."""
+        return {
+            str(job_id): int(n)
+            for job_id, n in self.db.execute(
+                f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_SQL} GROUP BY job_id"
+            )
+        }
+
+    def job_namespace(self, job_id: str) -> str | None:
+        row = self.db.execute("SELECT namespace FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def task_states(self) -> dict[str, int]:
+        """Tasks of every job by state."""
+        return {
+            str(s): int(n)
+            for s, n in self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        }
+
+    def failed_tasks_by_class(self) -> dict[tuple[str, str], int]:
+        """Tasks failed for good, by (final class, function)."""
+        return {
+            (str(c), str(f)): int(n)
+            for c, f, n in self.db.execute(
+                "SELECT COALESCE(failure_class, 'unknown'), fn, COUNT(*) FROM tasks "
+                "WHERE state = 'failed' GROUP BY 1, 2"
+            )
+        }
+
+    def ended_attempts_upper(self) -> int:
+        """Attempts are ended in id order up to the oldest running one: every attempt with
+        an id up to the returned one has ended."""
+        row = self.db.execute(
+            "SELECT (SELECT MIN(id) FROM attempts WHERE state = 'running'), "
+            "(SELECT MAX(id) FROM attempts)"
+        ).fetchone()
+        return int(row[0] - 1) if row[0] is not None else int(row[1] or 0)
+
+    def attempt_failures_between(self, low: int, high: int) -> dict[tuple[str, str], int]:
+        """Failed attempts with ``low < id <= high`` by (class, function)."""
+        return {
+            (str(cls), str(fn)): int(n)
+            for cls, fn, n in self.db.execute(
+                "SELECT a.failure_class, t.fn, COUNT(*) FROM attempts a JOIN tasks t "
+                "ON t.id = a.task_id WHERE a.id > ? AND a.id <= ? AND "
+                "a.failure_class IS NOT NULL GROUP BY a.failure_class, t.fn",
+                (low, high),
+            )
+        }
+
     def failures_by_class(self, job_id: str) -> dict[str, int]:
         """Failed attempts of the job by failure class (every attempt, retried or not)."""
         return {

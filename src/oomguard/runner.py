@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
@@ -30,11 +30,15 @@ from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.jobs.task import TaskOptions, load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.scheduler.rows import TaskRows
+from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.sqlite import SqliteStore
 from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
+
+if TYPE_CHECKING:
+    from oomguard.scheduler.loop import Scheduler
 
 CHUNK = 5000
 #: Job.wait gives up on Parquet parts when none was written for this long while some were due
@@ -85,7 +89,7 @@ class Runner:
         self._error: BaseException | None = None
         #: what the scheduler loop died of after it started (None while it lives or stops)
         self.died: BaseException | None = None
-        self.scheduler: Any = None
+        self.scheduler: Scheduler | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -103,17 +107,19 @@ class Runner:
             return
         from oomguard.scheduler.loop import Scheduler
 
-        self.scheduler = Scheduler(self.config)
-        self._thread = threading.Thread(target=self._run, name="oomguard-scheduler", daemon=True)
+        sched = self.scheduler = Scheduler(self.config)
+        self._thread = threading.Thread(
+            target=self._run, args=(sched,), name="oomguard-scheduler", daemon=True
+        )
         self._thread.start()
         self._ready.wait()
         self._raise_if_failed()
 
-    def _run(self) -> None:
+    def _run(self, sched: Scheduler) -> None:
         try:
-            self.scheduler.start()
+            sched.start()
             self._ready.set()
-            self.scheduler.run(self._stop)
+            sched.run(self._stop)
         except BaseException as err:
             if self._ready.is_set():  # it started: not a start-up error
                 self.died = err
@@ -125,7 +131,7 @@ class Runner:
         finally:
             self._ready.set()
             try:
-                self.scheduler.stop()
+                sched.stop()
             except BaseException as err:
                 self._error = self._error or err
 
@@ -141,6 +147,17 @@ class Runner:
             self._thread.join()
             self._thread = None
         self.store.close()
+
+    def view(self) -> SchedulerView:
+        """What the scheduler last published (budget, admitted memory, workers, ...);
+        an empty view before it started and after it stopped. Safe from any thread."""
+        sched = self.scheduler
+        return sched.view() if sched is not None else SchedulerView()
+
+    def set_window(self, size: int) -> None:
+        """How many tasks the scheduler keeps in memory (thread-safe)."""
+        if self.scheduler is not None:
+            self.scheduler.set_window(size)
 
     @property
     def alive(self) -> bool:
@@ -398,6 +415,8 @@ class Job:
         if not out:
             return
         sched = self.runner.scheduler
+        if sched is None:
+            return
         last_left, progress_at = None, time.monotonic()
         while (left := store.unwritten_parts(self.id)) > 0:
             self.runner._raise_if_failed()
