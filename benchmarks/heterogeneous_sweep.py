@@ -72,7 +72,7 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, budget: str, timeou
                 timed_out = True
             wall = time.perf_counter() - t0
             status = job.status()
-            attempts = list(r.store.all_attempts(job.id))
+            attempts = list(r.store.queries.all_attempts(job.id))
             sched = r.scheduler
             high_water = sched.admission.high_water
             budget_bytes = sched.admission.budget

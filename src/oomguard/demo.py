@@ -53,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
             name="demo",
         )
         status = job.wait()
-        attempts = list(runner.store.all_attempts(job.id))
+        attempts = list(runner.store.queries.all_attempts(job.id))
         kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
         print()
         print(f"{len(kills)} attempt(s) were OOM-killed and retried with more memory:")
         for a in kills:
             (ev,) = [
                 x["evidence"]
-                for x in runner.store.attempts(a["task_id"])
+                for x in runner.store.queries.attempts(a["task_id"])
                 if x["attempt_id"] == a["attempt_id"]
             ]
             kernel = [line for line in ev.get("kernel_lines", []) if "Killed process" in line]
@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             elif ev.get("killed_by_oomguard"):
                 print(f"    watchdog: RSS {format_size(ev.get('rss_bytes'))} over the limit")
             retried = [
-                x for x in runner.store.attempts(a["task_id"]) if x["attempt_id"] > a["attempt_id"]
+                x
+                for x in runner.store.queries.attempts(a["task_id"])
+                if x["attempt_id"] > a["attempt_id"]
             ]
             if retried:
                 last = retried[-1]

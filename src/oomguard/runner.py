@@ -284,7 +284,7 @@ class Runner:
             job_id, 0, self.rows.fields(ref, kwargs, options_of(task_fn)), None
         )
         if len(payload) > BLOB_THRESHOLD:
-            row["payload_ref"] = self.store.put_blob(payload)
+            row["payload_ref"] = self.store.blobs.put(payload)
         else:
             row["payload"] = payload
         self.store.add_tasks([row], job_id=job_id, groups=1)
@@ -305,7 +305,7 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
 
 def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
     job = store.job(job_id)
-    counts = store.counts(job_id)
+    counts = store.queries.counts(job_id)
     total = sum(counts.values())
     finished = sum(counts[s] for s in FINISHED_STATES)
     return {
@@ -319,11 +319,13 @@ def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
         "tasks": total,
         "finished": finished,
         "counts": counts,
-        "failures_by_class": store.failures_by_class(job_id),
+        "failures_by_class": store.queries.failures_by_class(job_id),
         "out": job["spec"].get("out"),
         # As the last scheduler on this store saw them.
-        "memory_budget_bytes": int(budget) if (budget := store.meta("memory_budget")) else None,
-        "isolation": store.meta("isolation"),
+        "memory_budget_bytes": int(budget)
+        if (budget := store.queries.meta("memory_budget"))
+        else None,
+        "isolation": store.queries.meta("isolation"),
     }
 
 
@@ -365,7 +367,7 @@ class Job:
             from tqdm import tqdm
 
             bar = tqdm(
-                total=sum(self.runner.store.counts(self.id).values()),
+                total=sum(self.runner.store.queries.counts(self.id).values()),
                 unit="task",
                 desc=f"job {self.id}",
             )
@@ -379,7 +381,7 @@ class Job:
                 if self.done():
                     break
                 if bar is not None and time.monotonic() - last > 1.0:
-                    counts = self.runner.store.counts(self.id)
+                    counts = self.runner.store.queries.counts(self.id)
                     bar.total = sum(counts.values())
                     bar.n = sum(counts[s] for s in FINISHED_STATES)
                     bar.set_postfix(failed=counts["failed"], running=counts["running"])
@@ -390,7 +392,7 @@ class Job:
                 time.sleep(0.05)
         finally:
             if bar is not None:
-                counts = self.runner.store.counts(self.id)
+                counts = self.runner.store.queries.counts(self.id)
                 bar.total = sum(counts.values())
                 bar.n = sum(counts[s] for s in FINISHED_STATES)
                 bar.refresh()
@@ -418,7 +420,7 @@ class Job:
         if sched is None:
             return
         last_left, progress_at = None, time.monotonic()
-        while (left := store.unwritten_parts(self.id)) > 0:
+        while (left := store.queries.unwritten_parts(self.id)) > 0:
             self.runner._raise_if_failed()
             now = time.monotonic()
             if left != last_left:
@@ -432,7 +434,7 @@ class Job:
                     out=out,
                     unwritten=left,
                 )
-            if not self.runner.alive and (left := store.unwritten_parts(self.id)) > 0:
+            if not self.runner.alive and (left := store.queries.unwritten_parts(self.id)) > 0:
                 raise OomguardError(
                     f"job {self.id} finished but the scheduler stopped with {left} results not "
                     f"yet written to {out}; the next scheduler on this store writes them"
@@ -457,7 +459,7 @@ class Job:
 
     def failures(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Tasks that failed for good, with each attempt's class and evidence."""
-        return self.runner.store.failed_tasks(self.id, limit)
+        return self.runner.store.queries.failed_tasks(self.id, limit)
 
 
 __all__ = ["Job", "Runner", "TaskReferenceError", "job_status"]

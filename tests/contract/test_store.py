@@ -86,7 +86,7 @@ def test_migrations_add_up_to_the_schema(tmp_path: Path) -> None:
     assert _schema(migrated) == _schema(fresh.db)
     assert {"jobs", "tasks", "attempts", "results", "events", "locks", "estimates",
             "parts", "schedulers", "meta"} <= set(_schema(fresh.db))
-    assert fresh.meta("schema_version") == str(SCHEMA_VERSION)
+    assert fresh.queries.meta("schema_version") == str(SCHEMA_VERSION)
     assert fresh.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     fresh.close()
     migrated.close()
@@ -107,7 +107,7 @@ def test_a_store_of_every_older_version_migrates_to_the_fresh_schema(tmp_path: P
         db.close()
         with SqliteStore(path) as store:
             assert _schema(store.db) == _schema(fresh.db)
-            assert store.meta("schema_version") == str(SCHEMA_VERSION)
+            assert store.queries.meta("schema_version") == str(SCHEMA_VERSION)
             assert store.job("old")["name"] == "n"  # its rows are kept
     fresh.close()
 
@@ -117,7 +117,7 @@ def test_take_ready_respects_window_and_open_groups(store) -> None:
     rows = store.take_ready("j1", limit=100, grp_limit=3)
     assert sorted({r.grp for r in rows}) == [0, 1, 2]
     assert len(rows) == 6
-    assert store.counts("j1")["queued"] == 6
+    assert store.queries.counts("j1")["queued"] == 6
     assert store.take_ready("j1", limit=100, grp_limit=3) == []
 
 
@@ -127,14 +127,14 @@ def test_result_is_stored_exactly_once(store) -> None:
     _claim(store, t0, 1)
     assert _result(store, t0, 1) == 0
     assert _result(store, t0, 1, b"late duplicate") == 1
-    assert store.counter("duplicate_results") == 1
-    (row,) = [r for r in store.result_rows("j1") if r[0] == t0.id]
+    assert store.queries.counter("duplicate_results") == 1
+    (row,) = [r for r in store.queries.result_rows("j1") if r[0] == t0.id]
     assert row[-1] == b"v"
     # The aggregation is released once, when its last replicate succeeds.
-    assert store.counts("j1")["pending"] == 1
+    assert store.queries.counts("j1")["pending"] == 1
     _claim(store, t1, 2)
     _result(store, t1, 2)
-    assert store.counts("j1")["ready"] == 1 and store.counts("j1")["pending"] == 0
+    assert store.queries.counts("j1")["ready"] == 1 and store.queries.counts("j1")["pending"] == 0
 
 
 def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Path) -> None:
@@ -150,19 +150,19 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Pa
     writes = PendingWrites()
     writes.acquire_lock("k", 1, t0.id)
     store.apply(writes.take())
-    recovery = store.register_scheduler("new", lease_ttl=30)
+    recovery = store.leases.register("new", lease_ttl=30)
     assert recovery.lost_attempts == 1
     assert recovery.released_locks == 1
-    assert store.counts("j1")["ready"] == 2
-    (attempt,) = store.attempts(t0.id)
+    assert store.queries.counts("j1")["ready"] == 2
+    (attempt,) = store.queries.attempts(t0.id)
     assert attempt["failure_class"] == "lost"
 
 
 def test_live_scheduler_keeps_the_store(store) -> None:
-    store.register_scheduler("a", lease_ttl=30)
+    store.leases.register("a", lease_ttl=30)
     other = SqliteStore(store.path)
     with pytest.raises(StoreBusyError):
-        other.register_scheduler("b", lease_ttl=30)
+        other.leases.register("b", lease_ttl=30)
     other.close()
 
 
@@ -193,11 +193,11 @@ def test_retry_failed_and_cancel(store) -> None:
     writes = PendingWrites()
     writes.task_failed(rows[0].id, n=1, oom_attempts=0, failure_class="error", error="x", now=0)
     store.apply(writes.take())
-    assert store.counts("j1")["failed"] == 1
-    assert store.retry_failed("j1") == 1
-    assert store.counts("j1")["ready"] == 1
-    assert store.cancel("j1") == 3
-    assert store.counts("j1")["cancelled"] == 3
+    assert store.queries.counts("j1")["failed"] == 1
+    assert store.admin.retry_failed("j1") == 1
+    assert store.queries.counts("j1")["ready"] == 1
+    assert store.admin.cancel("j1") == 3
+    assert store.queries.counts("j1")["cancelled"] == 3
 
 
 def test_large_results_go_to_blob_files(store) -> None:
@@ -207,14 +207,14 @@ def test_large_results_go_to_blob_files(store) -> None:
     _claim(store, t0, 1)
     _result(store, t0, 1, big)
     assert store.db.execute("SELECT value_ref FROM results").fetchone()[0]
-    assert next(store.result_rows("j1"))[-1] == big
+    assert next(store.queries.result_rows("j1"))[-1] == big
 
 
 def test_large_params_go_to_blob_files_and_come_back(store) -> None:
     store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
     big = {"blob": "y" * (200 * 1024)}
     store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
-                          **store.params_row(big))], job_id="j2", groups=1)
+                          **store.blobs.params_row(big))], job_id="j2", groups=1)
     assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
     (task,) = store.take_ready("j2", 10, 10)
     assert json.loads(task.params) == big

@@ -18,7 +18,7 @@ from oomguard.store.sqlite import SqliteStore
 def blob(tmp_path: Path) -> Path:
     """An unreferenced blob file five minutes old, beside the store ``tmp_path/s.sqlite``."""
     with SqliteStore(tmp_path / "s.sqlite") as st:
-        path = st.blob_dir / st.put_blob(b"x" * 10)
+        path = st.blob_dir / st.blobs.put(b"x" * 10)
     then = time.time() - 300
     os.utime(path, (then, then))
     return path

@@ -57,7 +57,7 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
         status = job.wait(timeout=60, progress=False)
         assert status["counts"]["succeeded"] == 6
         assert status["failures_by_class"] == {"killed": 1}
-        attempts = runner.store.attempts(1)
+        attempts = runner.store.queries.attempts(1)
         assert [a["failure_class"] for a in attempts] == ["killed", None]
         assert attempts[0]["pid"] == pid
         assert attempts[0]["evidence"]["signal_name"] == "SIGKILL"
@@ -149,9 +149,9 @@ def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli) -> None:
 def test_cancel_stops_running_and_queued_tasks(tmp_path: Path) -> None:
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 30.0} for _ in range(4)])
-        wait_for(lambda: runner.store.counts(job.id)["running"] >= 1)
+        wait_for(lambda: runner.store.queries.counts(job.id)["running"] >= 1)
         other = SqliteStore(tmp_path / "s.sqlite")
-        assert other.cancel(job.id) == 4
+        assert other.admin.cancel(job.id) == 4
         other.close()
         status = job.wait(timeout=30, progress=False)
         assert status["counts"]["cancelled"] == 4

@@ -42,7 +42,7 @@ def test_a_result_waits_at_most_part_max_delay_for_its_part(tmp_path: Path) -> N
         wait_for(lambda: _parts(out), timeout=5)
         assert job.status()["counts"]["running"] == 1
         assert pq.read_table(_parts(out)[0]).column("x").to_pylist() == [1]
-        r.store.cancel(job.id)
+        r.store.admin.cancel(job.id)
 
 
 def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         p.unlink()
 
     with SqliteStore(path) as st:
-        assert st.meta("schema_version") == "2"
+        assert st.queries.meta("schema_version") == "2"
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
     with oomguard.Runner(store=str(path), workers=1) as r:

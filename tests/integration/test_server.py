@@ -221,7 +221,7 @@ def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) 
     ).fetchall()
     assert rows == [(1, 1), (0, 0), (1, 1)]  # only args over PARAMS_INLINE_MAX go to a blob
     assert len(big) > PARAMS_INLINE_MAX
-    results = [pickle.loads(value) for *_, value in store.result_rows(job_id)]
+    results = [pickle.loads(value) for *_, value in store.queries.result_rows(job_id)]
     assert results == [big, "small", other]
     tasks = httpx.get(f"{url}/v1/jobs/{job_id}/tasks").json()["tasks"]
     assert [t["params"] for t in tasks] == [{"x": big}, {"x": "small"}, {"x": other}]
@@ -232,7 +232,7 @@ def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) 
     assert wait_done(url, job_id)["counts"]["succeeded"] == 2
     refs = store.db.execute("SELECT params_ref FROM tasks WHERE job_id = ?", (job_id,)).fetchall()
     assert len(refs) == 2 and refs[0] == refs[1] and refs[0][0] is not None
-    assert [pickle.loads(value) for *_, value in store.result_rows(job_id)] == [big, big]
+    assert [pickle.loads(value) for *_, value in store.queries.result_rows(job_id)] == [big, big]
 
 
 @pytest.mark.parametrize("form", ["args", "tasks"])

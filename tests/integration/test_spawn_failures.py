@@ -72,7 +72,7 @@ def test_the_scheduler_stops_with_the_reason_when_no_worker_can_start(
     finally:
         runner.close()
     with SqliteStore(tmp_path / "s.db") as store:
-        counts = store.counts(job.id)
+        counts = store.queries.counts(job.id)
         stopped = store.db.execute("SELECT stopped_at FROM schedulers").fetchall()
     # The first task ran on the worker that did start; the others wait for a scheduler.
     assert counts["succeeded"] == 1 and counts["ready"] == 2

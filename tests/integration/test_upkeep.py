@@ -63,7 +63,7 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     assert 2 * one < report["removed_bytes"] < 2 * (one + 64)
     # The job that was kept still reads every result, the shared one included.
     with SqliteStore(store, create=False) as st:
-        values = sorted(pickle.loads(v)[0] for *_, v in st.result_rows(keep.id, "task"))
+        values = sorted(pickle.loads(v)[0] for *_, v in st.queries.result_rows(keep.id, "task"))
     assert values == [1, 4]
 
 
@@ -78,7 +78,7 @@ def test_forget_refuses_a_job_with_work_in_flight(tmp_path: Path, cli) -> None:
         assert refused.returncode == ExitCode.JOB_ACTIVE
         assert "cancel it first" in refused.stderr
         assert sum(job.status()["counts"].values()) == 2  # nothing deleted
-        runner.store.cancel(job.id)
+        runner.store.admin.cancel(job.id)
         deadline = time.monotonic() + 30
         while job.status()["counts"]["running"] and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -89,20 +89,20 @@ def test_forget_refuses_a_job_with_work_in_flight(tmp_path: Path, cli) -> None:
 
 def test_gc_keeps_a_blob_that_is_reused_and_clears_leftover_temporaries(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.sqlite") as st:
-        name = st.put_blob(b"x" * 10)
+        name = st.blobs.put(b"x" * 10)
         leftover = st.blob_dir / ".tmp-killed-writer"
         leftover.write_bytes(b"half")
         _age(st.blob_dir, 7200)
         # A scheduler about to refer to the same content again: the reuse makes it young.
-        assert st.put_blob(b"x" * 10) == name
-        report = st.collect_garbage(min_age=3600)
+        assert st.blobs.put(b"x" * 10) == name
+        report = st.blobs.collect_garbage(min_age=3600)
         assert (report.young, report.removed, report.temporary_removed) == (1, 0, 1)
         assert (st.blob_dir / name).exists() and not leftover.exists()
         _age(st.blob_dir, 7200)
-        assert st.collect_garbage(min_age=3600).removed == 1
+        assert st.blobs.collect_garbage(min_age=3600).removed == 1
         assert not (st.blob_dir / name).exists()
         # Gone from disk, so the next writer of that content writes it afresh.
-        assert st.put_blob(b"x" * 10) == name
+        assert st.blobs.put(b"x" * 10) == name
         assert (st.blob_dir / name).read_bytes() == b"x" * 10
 
 

@@ -34,7 +34,7 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
         job = runner.sweep("oomguard.examples:allocate", params)
         status = job.wait(timeout=240, progress=False)
         assert status["counts"]["succeeded"] == 60, job.failures()
-        attempts = list(runner.store.all_attempts(job.id))
+        attempts = list(runner.store.queries.all_attempts(job.id))
         assert runner.scheduler.admission.high_water <= 2 * GIB
     big = [a for a in attempts if a["memory_key"].endswith("mib=1200")]
     oom_big = [a for a in big if (a["failure_class"] or "").startswith("oom_")]

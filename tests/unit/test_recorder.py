@@ -90,9 +90,9 @@ def test_an_attempt_that_ends_before_its_claim_is_committed_is_inserted_ended(
     assert claims[0].state == "succeeded" and claims[0].peak_bytes == 3 * MIB
     assert [w.query for w in recorder.writes if w.query == "end_attempt"] == []
     _commit(recorder, store)
-    assert store.counts("j1")["succeeded"] == 1
+    assert store.queries.counts("j1")["succeeded"] == 1
     # Its aggregation was released: 2 tasks and 1 aggregation ready, 2 pending.
-    assert (store.counts("j1")["ready"], store.counts("j1")["pending"]) == (3, 2)
+    assert (store.queries.counts("j1")["ready"], store.queries.counts("j1")["pending"]) == (3, 2)
     assert recorder.parts_due == {"j1"} and not recorder.running
     assert recorder.admission.total == 0
 
@@ -104,7 +104,7 @@ def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
     _commit(recorder, store)
     recorder.handle(AttemptEnded(run.attempt_id, False, None, "error", "ValueError: x", {}))
     _commit(recorder, store)
-    (failed, agg) = store.failed_tasks("j1")
+    (failed, agg) = store.queries.failed_tasks("j1")
     assert failed["failure_class"] == "error" and failed["error"]
     assert agg["failure_class"] == "upstream_failed"
     assert recorder.parts_due == {"j1"}
@@ -129,10 +129,10 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
     recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))
     recorder.handle(AttemptEnded(b.attempt_id, True, b"\x80\x04N."))
     _commit(recorder, store)
-    (failure,) = [f for f in store.failed_tasks("j1") if f["kind"] == "task"]
+    (failure,) = [f for f in store.queries.failed_tasks("j1") if f["kind"] == "task"]
     assert failure["failure_class"] == "error"
     assert "oomguard could not record this attempt: ValueError" in failure["error"]
-    assert store.counts("j1")["succeeded"] == 1
+    assert store.queries.counts("j1")["succeeded"] == 1
 
 
 def test_a_commit_group_that_fails_is_applied_task_by_task(
@@ -144,7 +144,7 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     def no_space(data: bytes) -> str:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store, "put_blob", no_space)
+    monkeypatch.setattr(store.blobs, "put", no_space)
     big = b"x" * (2 * MIB)  # over the blob threshold: written to a file, which fails
     recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01."))
     recorder.handle(AttemptEnded(b.attempt_id, True, big))
@@ -153,8 +153,8 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     with pytest.raises(OSError):
         store.apply(writes)
     recorder.apply_by_task(writes)
-    counts = store.counts("j1")
+    counts = store.queries.counts("j1")
     assert counts["succeeded"] == 2 and counts["failed"] == 2  # b and its aggregation
-    failure = next(f for f in store.failed_tasks("j1") if f["task_id"] == b.task.id)
+    failure = next(f for f in store.queries.failed_tasks("j1") if f["task_id"] == b.task.id)
     assert failure["error"].startswith("error: result could not be stored: OSError")
     assert failure["attempts"][-1]["failure_class"] == "error"

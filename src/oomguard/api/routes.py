@@ -52,7 +52,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/jobs", response_model=JobList)
     def list_jobs(limit: int = Query(20, ge=1, le=1000)) -> JobList:
         """The newest jobs first."""
-        rows = state.stores.get().recent_jobs(limit)
+        rows = state.stores.get().queries.recent_jobs(limit)
         return JobList(jobs=[JobSummary(**row) for row in rows])
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus)
@@ -70,7 +70,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         """The job's tasks, filtered by state and failure class."""
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        rows = store.task_list(job_id, state=state_, failure_class=class_, limit=limit)
+        rows = store.queries.task_list(job_id, state=state_, failure_class=class_, limit=limit)
         tasks = [TaskInfo(**row) for row in rows]
         return TaskList(job_id=job_id, tasks=tasks)
 
@@ -78,14 +78,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     def cancel(job_id: str) -> CancelResponse:
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        return CancelResponse(job_id=job_id, cancelled=store.cancel(job_id))
+        return CancelResponse(job_id=job_id, cancelled=store.admin.cancel(job_id))
 
     @app.delete("/v1/jobs/{job_id}", response_model=ForgetResponse)
     def forget(job_id: str, force: bool = Query(False)) -> ForgetResponse:
         """Delete a finished job's rows (409 ``job_active`` while it has work in flight)."""
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        return ForgetResponse(job_id=job_id, **store.forget_job(job_id, force=force))
+        return ForgetResponse(job_id=job_id, **store.admin.forget_job(job_id, force=force))
 
     @app.get("/metrics", response_class=Response)
     def metrics() -> Response:

@@ -178,10 +178,10 @@ class ServerState:
         counter = self.backpressure.pending
         counter.begin_sync()
         by_ns: dict[str, int] = {}
-        for job_id, n in store.open_tasks_by_job().items():
+        for job_id, n in store.queries.open_tasks_by_job().items():
             ns = self._namespaces.get(job_id)
             if ns is None:
-                ns = store.job_namespace(job_id) or "default"
+                ns = store.queries.job_namespace(job_id) or "default"
                 self._namespaces[job_id] = ns
             by_ns[ns] = by_ns.get(ns, 0) + n
         counter.sync(by_ns)
@@ -216,14 +216,14 @@ class ServerState:
 
     def task_counts(self) -> dict[str, int]:
         def compute() -> dict[str, int]:
-            return self.stores.get().task_states()
+            return self.stores.get().queries.task_states()
 
         result: dict[str, int] = self._cached("tasks", 1.0, compute)
         return result
 
     def failed_tasks(self) -> dict[tuple[str, str], int]:
         def compute() -> dict[tuple[str, str], int]:
-            return self.stores.get().failed_tasks_by_class()
+            return self.stores.get().queries.failed_tasks_by_class()
 
         result: dict[tuple[str, str], int] = self._cached("failed", 5.0, compute)
         return result
@@ -233,9 +233,9 @@ class ServerState:
         id order up to the oldest running one, so each is counted once."""
         store = self.stores.get()
         with self._failures_lock:
-            upper = store.ended_attempts_upper()
+            upper = store.queries.ended_attempts_upper()
             if upper > self._failures_seen:
-                new = store.attempt_failures_between(self._failures_seen, upper)
+                new = store.queries.attempt_failures_between(self._failures_seen, upper)
                 for key, n in new.items():
                     self._failures[key] = self._failures.get(key, 0) + n
                 self._failures_seen = upper

@@ -99,7 +99,7 @@ def submit(state: ServerState, req: SubmitRequest) -> SubmitResponse:
         except BaseException:
             # Not accepted: what was written is cancelled, never run half a batch.
             try:
-                store.cancel(job_id)
+                store.admin.cancel(job_id)
             finally:
                 raise
     state.metrics.accepted.labels(ns).inc(total)

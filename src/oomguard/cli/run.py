@@ -379,7 +379,7 @@ def status(
     with open_store(store) as st:
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
-        failures = st.failed_tasks(job_id, limit=show_failures)
+        failures = st.queries.failed_tasks(job_id, limit=show_failures)
         estimates = st.estimates()
         if as_json:
             info["failures"] = failures
@@ -473,7 +473,7 @@ def retry(job: str, store: str, failed: bool) -> None:
     """Make a job's failed tasks ready again; `oomguard run` (or a server) runs them."""
     with open_store(store) as st:
         job_id = st.resolve_job(job)
-        n = st.retry_failed(job_id)
+        n = st.admin.retry_failed(job_id)
     click.echo(f"job {job_id}: {n} task(s) ready to run again")
 
 
@@ -484,7 +484,7 @@ def cancel(job: str, store: str) -> None:
     """Cancel a job's unfinished tasks (running attempts are stopped by their scheduler)."""
     with open_store(store) as st:
         job_id = st.resolve_job(job)
-        n = st.cancel(job_id)
+        n = st.admin.cancel(job_id)
     click.echo(f"job {job_id}: {n} task(s) cancelled")
 
 

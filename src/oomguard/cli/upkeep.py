@@ -38,7 +38,7 @@ def forget(job: str, store: str, force: bool, as_json: bool) -> None:
     """
     with open_store(store) as st:
         job_id = st.resolve_job(job)
-        counts = st.forget_job(job_id, force=force)
+        counts = st.admin.forget_job(job_id, force=force)
     if as_json:
         click.echo(json.dumps({"job_id": job_id, **counts}))
         return
@@ -85,7 +85,7 @@ def gc(store: str, min_age: str, force: bool, dry_run: bool, as_json: bool) -> N
             param_hint="'--min-age'",
         )
     with open_store(store) as st:
-        report = st.collect_garbage(min_age=seconds, dry_run=dry_run)
+        report = st.blobs.collect_garbage(min_age=seconds, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return

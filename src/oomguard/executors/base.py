@@ -71,7 +71,9 @@ def call_item(run: Any, store: Any) -> dict[str, Any]:
             params, results = store.group_inputs(task.job_id, task.grp)
             item.update(form="agg", params=params, results=results)
         elif task.payload is not None or task.payload_ref is not None:
-            payload = task.payload if task.payload is not None else store.get_blob(task.payload_ref)
+            payload = (
+                task.payload if task.payload is not None else store.blobs.get(task.payload_ref)
+            )
             item.update(form="pickle", payload=payload)
         else:
             item.update(form="json", params=task.params, replicate=task.replicate)

@@ -127,7 +127,7 @@ def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> An
     with_rep = kind == "task" and store.parts.has_replicates(job_id)
     rows = [
         result_row(tid, grp, rep, params, attempts, value, with_rep)
-        for tid, grp, rep, params, attempts, value in store.result_rows(job_id, kind, part)
+        for tid, grp, rep, params, attempts, value in store.queries.result_rows(job_id, kind, part)
     ]
     return rows_to_table(rows)
 

@@ -27,7 +27,8 @@ from oomguard.scheduler.admission import Admission, Estimates, KeyEstimate
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
 from oomguard.scheduler.view import SchedulerView
-from oomguard.store.sqlite import Recovery, SqliteStore, TaskRow
+from oomguard.store.leases import Recovery
+from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import PendingWrites
 from oomguard.units import format_size
 
@@ -85,9 +86,7 @@ class Scheduler:
         from oomguard.kernlog.watch import KernelLogWatch
 
         config = self.config
-        self.recovery = self.store.register_scheduler(
-            self.id, config.lease_ttl, config.lost_retries
-        )
+        self.recovery = self.store.leases.register(self.id, config.lease_ttl, config.lost_retries)
         self.isolation = detect_isolation(config.isolation)
         if config.executor == "local":
             check_limits(config, self.isolation.own_limit_bytes)
@@ -104,8 +103,8 @@ class Scheduler:
         remote_cap = executor.max_task_memory()
         if remote_cap is not None:
             cap = min(cap, remote_cap)
-        self.store.set_meta("memory_budget", str(self.budget))
-        self.store.set_meta("isolation", self.isolation.mode)
+        self.store.admin.set_meta("memory_budget", str(self.budget))
+        self.store.admin.set_meta("isolation", self.isolation.mode)
         self.admission = Admission(
             budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
         )
@@ -173,9 +172,9 @@ class Scheduler:
             # Stopping is not the task's fault: put it back without using an attempt.
             self.recorder.interrupt(run)
         self.flush()
-        self.store.requeue_tasks([r.task.id for r in running] + [t.id for t in self.window])
+        self.store.leases.requeue_tasks([r.task.id for r in running] + [t.id for t in self.window])
         self._write_parts(final=True)
-        self.store.unregister_scheduler(self.id)
+        self.store.leases.unregister(self.id)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -216,7 +215,7 @@ class Scheduler:
         ):
             self.flush()
         if now - self._heartbeat_at >= self.config.heartbeat_interval:
-            self.store.heartbeat(self.id)
+            self.store.leases.heartbeat(self.id)
             self._heartbeat_at = now
         if now - self._cancel_check_at >= 1.0:
             self._cancel_check_at = now

@@ -21,7 +21,6 @@ import json
 import logging
 import sqlite3
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +31,7 @@ from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.retries import RetryPolicy, decide
+from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ class AttemptRecorder:
         run = self.running.pop(event.attempt_id, None)
         if run is None:
             return
-        self._release(run)
+        self.release(run)
         run.task.attempts -= 1
         if run.claim is not None:
             self.writes.discard_attempt(run.attempt_id)
@@ -261,9 +261,10 @@ class AttemptRecorder:
     ) -> None:
         """End ``run``'s attempt (its task's state is someone else's to write)."""
         self._end_write(run, state, fc, evidence, peak)
-        self._release(run)
+        self.release(run)
 
-    def _release(self, run: Running) -> None:
+    def release(self, run: Running) -> None:
+        """Forget ``run``: its memory goes back to the budget, its lock is released."""
         self.running.pop(run.attempt_id, None)
         self.admission.end(run.attempt_id, run.key, run.probe)
         if run.task.lock_key and self.locks.get(run.task.lock_key) == run.attempt_id:
@@ -429,7 +430,7 @@ class AttemptRecorder:
         if run is None:
             return
         message = f"error: oomguard could not record this attempt: {type(err).__name__}: {err}"
-        self.failed(run, FailureClass.ERROR, message, {"internal_error": _trace(err)}, None)
+        self.failed(run, FailureClass.ERROR, message, {"internal_error": trace(err)}, None)
 
     def apply_by_task(self, writes: list[Write]) -> int:
         """Commit ``writes`` one task at a time; a task whose writes fail is failed as
@@ -447,69 +448,5 @@ class AttemptRecorder:
                 if task_id is None:
                     raise
                 log.error("task %s: its outcome could not be stored", task_id, exc_info=err)
-                self.store.apply(self._unrecordable(task_id, group, err))
+                self.store.apply(unrecordable(self, task_id, group, err))
         return duplicates
-
-    def _unrecordable(self, task_id: int, group: list[Write], err: Exception) -> list[Write]:
-        """Writes that fail ``task_id`` because its own writes (``group``) failed."""
-        what = "result" if any(w.query == "result" for w in group) else "outcome"
-        message = f"error: {what} could not be stored: {type(err).__name__}: {err}"
-        evidence = json.dumps({"message": message, "internal_error": _trace(err)})
-        now = time.time()
-        fix = PendingWrites()
-        attempts: list[int] = []
-        n = oom_attempts = 0
-        for write in group:
-            if isinstance(write.params, AttemptRow):
-                row = AttemptRow(**write.parameters())
-                row.state, row.ended_at, row.failure_class = "failed", now, "error"
-                row.evidence = evidence
-                fix.insert_attempt(row)
-            if write.attempt_id is not None and write.attempt_id not in attempts:
-                attempts.append(write.attempt_id)
-            params = write.parameters()
-            n = max(n, int(params.get("n") or 0))
-            oom_attempts = max(oom_attempts, int(params.get("oom_attempts") or 0))
-        for attempt_id in attempts:
-            fix.end_attempt(
-                attempt_id,
-                task_id,
-                state="failed",
-                failure_class="error",
-                evidence=evidence,
-                peak_bytes=None,
-                pid=None,
-                worker=None,
-                ended_at=now,
-            )
-            fix.release_lock(attempt_id, task_id)
-            run = self.running.get(attempt_id)
-            if run is not None:
-                # Still running, with nothing of it recorded: stop it; its outcome will
-                # find no attempt to end and is discarded.
-                self._release(run)
-                self.executor.kill(run, "cancel", {})
-        fix.task_failed(
-            task_id,
-            n=n or len(attempts),
-            oom_attempts=oom_attempts,
-            failure_class="error",
-            error=message,
-            now=now,
-        )
-        place = self.store.task_place(task_id)
-        if place is not None:
-            job_id, grp, kind = place
-            if kind == "task":
-                fix.fail_dependent(
-                    task_id, job_id, grp, f"replicate task {task_id} failed (error)", now
-                )
-            data = {"class": "error", "retry": False, "final": "error"}
-            fix.event(job_id, task_id, "attempt_failed", json.dumps(data))
-            self.parts_due.add(job_id)
-        return fix.take()
-
-
-def _trace(err: BaseException) -> list[str]:
-    """The last lines of ``err``'s traceback, for the attempt's evidence."""
-    return "".join(traceback.format_exception(err)).splitlines()[-12:]

@@ -55,7 +55,7 @@ class TaskRows:
     ) -> dict[str, Any]:
         """The columns a group's tasks share: their options' and their parameters' (kept
         in a blob file beside ``store`` when large)."""
-        return dict(self.fields(ref, params, opts), **store.params_row(text))
+        return dict(self.fields(ref, params, opts), **store.blobs.params_row(text))
 
     def group(
         self,

@@ -7,11 +7,11 @@ refers to a blob by name (``tasks.params_ref``, ``tasks.payload_ref``,
 Collection is safe beside a live scheduler, which writes a blob *before* the transaction
 that refers to it commits:
 
-- :meth:`BlobFiles.put_blob` refreshes the mtime of a blob it reuses, so a blob that is
+- :meth:`BlobFiles.put` refreshes the mtime of a blob it reuses, so a blob that is
   about to be referred to again is young;
 - :meth:`BlobFiles.collect_garbage` first renames a candidate aside, then looks at it again:
   it is deleted only if, after the rename, it is still old and still unreferenced. A
-  ``put_blob`` that raced with the rename either refreshed the mtime before it (the blob is
+  ``put`` that raced with the rename either refreshed the mtime before it (the blob is
   kept) or found no file after it and wrote a fresh one.
 """
 
@@ -26,9 +26,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import BlobMissingError
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
 
 #: payloads and results larger than this go to files beside the store
 BLOB_THRESHOLD = 1024 * 1024
@@ -61,12 +64,18 @@ class GarbageReport:
 
 
 class BlobFiles:
-    """A mixin of :class:`~oomguard.store.sqlite.SqliteStore`: its blob files."""
+    """The blob files of a store (``STORE.blobs/``); composed into
+    :class:`~oomguard.store.sqlite.SqliteStore` as ``store.blobs``."""
 
-    db: sqlite3.Connection
-    blob_dir: Path
+    def __init__(self, store: SqliteStore, blob_dir: Path) -> None:
+        self._store = store
+        self.blob_dir = blob_dir
 
-    def put_blob(self, data: bytes) -> str:
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._store.db
+
+    def put(self, data: bytes) -> str:
         """Write ``data`` to a file beside the store, named by its hash; return the name."""
         name = hashlib.sha256(data).hexdigest()
         self.blob_dir.mkdir(exist_ok=True)
@@ -89,7 +98,7 @@ class BlobFiles:
             raise
         return name
 
-    def get_blob(self, name: str) -> bytes:
+    def get(self, name: str) -> bytes:
         """A blob's bytes; :class:`BlobMissingError` when its file is gone."""
         path = self.blob_dir / name
         try:
@@ -101,13 +110,13 @@ class BlobFiles:
 
     def params_of(self, params: str | None, params_ref: str | None) -> str | None:
         """A task's params JSON, read from its blob file when it was too large for the row."""
-        return self.get_blob(params_ref).decode() if params_ref else params
+        return self.get(params_ref).decode() if params_ref else params
 
     def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
         """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
         text = params if isinstance(params, str) else json.dumps(params)
         if len(text) > PARAMS_INLINE_MAX:
-            return {"params": None, "params_ref": self.put_blob(text.encode())}
+            return {"params": None, "params_ref": self.put(text.encode())}
         return {"params": text, "params_ref": None}
 
     def _referenced(self, name: str) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -21,32 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from oomguard.errors import (
     BlobMissingError,
     JobNotFoundError,
     NotAStoreError,
-    SchemaTooNewError,
-    StoreBusyError,
     StoreError,
 )
+from oomguard.store.admin import Admin
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
+from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
+from oomguard.store.schema import check_existing, migrate
 from oomguard.store.sql_text import (
-    MIGRATIONS,
     OPEN_SQL,
-    SCHEMA,
-    SCHEMA_VERSION,
     Q,
-    split_sql,
 )
-from oomguard.store.views import StoreViews
+from oomguard.store.views import Queries
 from oomguard.store.writes import Write
 from oomguard.units import safe_text
-
-APPLICATION = "oomguard"
-
 
 TASK_COLUMNS = (
     "id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts, "
@@ -80,30 +71,12 @@ class TaskRow:
     input_error: str | None = None
 
 
-@dataclass
-class Recovery:
-    """What opening the store as scheduler found left over from a dead scheduler."""
-
-    lost_attempts: int
-    requeued_tasks: int
-    released_locks: int
-    #: tasks lost more often than ``lost_retries``: failed as ``lost``
-    failed_lost: int = 0
-
-
 def _safe_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
     return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
-def _process_start_time(pid: int) -> float | None:
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-        return None
-
-
-class SqliteStore(BlobFiles, StoreViews):
+class SqliteStore:
     """oomguard's durable state in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
@@ -124,7 +97,7 @@ class SqliteStore(BlobFiles, StoreViews):
             )
             self.db.execute("PRAGMA busy_timeout = 30000")
             if existed:
-                self._check_existing()
+                check_existing(self.db, self.path)
             self.db.execute("PRAGMA journal_mode = WAL")
             sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
             if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -135,67 +108,19 @@ class SqliteStore(BlobFiles, StoreViews):
             raise NotAStoreError(
                 f"{str(self.path)!r} is not an oomguard store ({err})", path=str(path)
             ) from err
-        self._migrate()
+        with self.transaction():
+            migrate(self.db)
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
+        #: large payloads, params and results, in files beside the store
+        self.blobs = BlobFiles(self, self.blob_dir)
         #: which stored results are in which Parquet part
         self.parts = PartBook(self)
-
-    # -- schema -----------------------------------------------------------------------
-
-    def _check_existing(self) -> None:
-        tables = {
-            r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        if not tables:
-            return
-        if "meta" not in tables:
-            raise NotAStoreError(
-                f"{str(self.path)!r} is an SQLite file but not an oomguard store",
-                path=str(self.path),
-            )
-        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("application") != APPLICATION:
-            raise NotAStoreError(
-                f"{str(self.path)!r} is an SQLite file but not an oomguard store",
-                path=str(self.path),
-            )
-        version = int(meta.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(
-                f"store {str(self.path)!r} has schema version {version}, newer than this "
-                f"oomguard understands ({SCHEMA_VERSION}): upgrade oomguard",
-                path=str(self.path),
-                version=version,
-            )
-
-    def _migrate(self) -> None:
-        with self.transaction():
-            tables = {
-                r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            current = 0
-            if "meta" in tables:
-                row = self.db.execute(
-                    "SELECT value FROM meta WHERE key = 'schema_version'"
-                ).fetchone()
-                current = int(row[0]) if row else 0
-            if not tables:
-                for statement in split_sql(SCHEMA):
-                    self.db.execute(statement)
-                current = SCHEMA_VERSION
-            for version, sql in MIGRATIONS:
-                if version > current:
-                    for statement in split_sql(sql):
-                        self.db.execute(statement)
-                    current = version
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('application', ?)",
-                (APPLICATION,),
-            )
-            self.db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(current),),
-            )
+        #: schedulers, their leases, and the recovery of what a dead one left
+        self.leases = Leases(self)
+        #: what users read: counts, failures, attempts, results, listings
+        self.queries = Queries(self)
+        #: what users do: retry, cancel, forget, meta keys
+        self.admin = Admin(self)
 
     def close(self) -> None:
         self.db.close()
@@ -225,157 +150,6 @@ class SqliteStore(BlobFiles, StoreViews):
     def transaction(self) -> SqliteStore._Tx:
         """``with store.transaction() as db:`` — one IMMEDIATE transaction."""
         return SqliteStore._Tx(self.db)
-
-    # -- schedulers and leases ----------------------------------------------------------
-
-    def register_scheduler(
-        self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5
-    ) -> Recovery:
-        """Become the store's scheduler; end what a dead scheduler left running.
-
-        A scheduler is alive while it heartbeats within ``lease_ttl`` seconds; on this
-        host a scheduler whose process (pid and start time) is gone is dead at once.
-        A task whose attempts were lost more than ``lost_retries`` times fails as
-        ``lost``: a task that kills the scheduler itself cannot make it crash-loop.
-        """
-        now = time.time()
-        me = psutil.Process()
-        host = socket.gethostname()
-        with self.transaction() as db:
-            for sid, s_host, pid, start_time, heartbeat in db.execute(
-                "SELECT id, hostname, pid, start_time, heartbeat FROM schedulers "
-                "WHERE stopped_at IS NULL AND id != ?",
-                (scheduler_id,),
-            ).fetchall():
-                alive = heartbeat > now - lease_ttl
-                if alive and s_host == host:
-                    started = _process_start_time(pid)
-                    alive = started is not None and abs(started - start_time) < 1.0
-                if alive:
-                    raise StoreBusyError(
-                        f"store {str(self.path)!r} is in use by a live scheduler "
-                        f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
-                        pid=pid,
-                        host=s_host,
-                    )
-                db.execute("UPDATE schedulers SET stopped_at = ? WHERE id = ?", (now, sid))
-            db.execute(
-                "INSERT OR REPLACE INTO schedulers (id, hostname, pid, start_time, started_at, "
-                "heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
-                (scheduler_id, host, me.pid, me.create_time(), now, now),
-            )
-            return self._recover(db, scheduler_id, now, lost_retries)
-
-    def _recover(
-        self, db: sqlite3.Connection, scheduler_id: str, now: float, lost_retries: int
-    ) -> Recovery:
-        lost = db.execute(
-            "SELECT a.id, a.task_id, t.job_id FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE a.state = 'running' AND a.scheduler_id != ?",
-            (scheduler_id,),
-        ).fetchall()
-        evidence = json.dumps({"reason": "lease expired: the scheduler that ran it died"})
-        for attempt_id, task_id, job_id in lost:
-            db.execute(
-                "UPDATE attempts SET state = 'failed', failure_class = 'lost', ended_at = ?, "
-                "evidence = ? WHERE id = ?",
-                (now, evidence, attempt_id),
-            )
-            db.execute(
-                Q["insert_event"],
-                {
-                    "ts": now,
-                    "job_id": job_id,
-                    "task_id": task_id,
-                    "kind": "attempt_lost",
-                    "data": json.dumps({"attempt_id": attempt_id}),
-                },
-            )
-        failed = 0
-        for task_id in sorted({task_id for _, task_id, _ in lost}):
-            failed += self._fail_if_lost_too_often(db, task_id, now, lost_retries)
-        released = db.execute(
-            "DELETE FROM locks WHERE attempt_id IN (SELECT id FROM attempts WHERE state != "
-            "'running' OR scheduler_id != ?)",
-            (scheduler_id,),
-        ).rowcount
-        # A lost attempt is not the task's fault: it is retried without using a retry.
-        requeued = db.execute(
-            "UPDATE tasks SET state = 'ready', updated_at = ? WHERE state IN ('queued', 'running')",
-            (now,),
-        ).rowcount
-        return Recovery(
-            lost_attempts=len(lost),
-            requeued_tasks=requeued,
-            released_locks=released,
-            failed_lost=failed,
-        )
-
-    def _fail_if_lost_too_often(
-        self, db: sqlite3.Connection, task_id: int, now: float, lost_retries: int
-    ) -> int:
-        (times,) = db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND failure_class = 'lost'",
-            (task_id,),
-        ).fetchone()
-        if times <= lost_retries:
-            return 0
-        error = (
-            f"lost {times} times: each attempt was still running when its scheduler died "
-            f"(at most {lost_retries} retries after a lost attempt; a task that kills its "
-            "scheduler, or a host that keeps dying, fails here instead of crash-looping)"
-        )
-        row = db.execute(
-            "UPDATE tasks SET state = 'failed', failure_class = 'lost', error = ?, "
-            "updated_at = ? WHERE id = ? AND state IN ('queued', 'running', 'ready') "
-            "RETURNING job_id, grp, kind",
-            (error, now, task_id),
-        ).fetchone()
-        if row is None:
-            return 0
-        job_id, grp, kind = row
-        if kind == "task":
-            db.execute(
-                Q["fail_dependent"],
-                {
-                    "job_id": job_id,
-                    "grp": grp,
-                    "now": now,
-                    "error": f"replicate task {task_id} failed (lost)",
-                },
-            )
-        db.execute(
-            Q["insert_event"],
-            {
-                "ts": now,
-                "job_id": job_id,
-                "task_id": task_id,
-                "kind": "attempt_failed",
-                "data": json.dumps({"class": "lost", "retry": False, "final": "lost"}),
-            },
-        )
-        return 1
-
-    def requeue_tasks(self, task_ids: Sequence[int]) -> None:
-        """A stopping scheduler hands its tasks back: ready again, its locks released."""
-        with self.transaction() as db:
-            db.executemany(
-                "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN ('queued', 'running')",
-                [(i,) for i in task_ids],
-            )
-            db.execute("DELETE FROM locks")
-
-    def heartbeat(self, scheduler_id: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE schedulers SET heartbeat = ? WHERE id = ?", (time.time(), scheduler_id)
-            )
-
-    def unregister_scheduler(self, scheduler_id: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE schedulers SET stopped_at = ? WHERE id = ?", (time.time(), scheduler_id)
-            )
 
     def next_attempt_id(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
@@ -546,7 +320,7 @@ class SqliteStore(BlobFiles, StoreViews):
         for task in tasks:
             if task.params_ref is not None:
                 try:
-                    task.params = self.params_of(None, task.params_ref)
+                    task.params = self.blobs.params_of(None, task.params_ref)
                 except BlobMissingError as err:
                     task.input_error = f"input {err}"
         return tasks
@@ -570,8 +344,8 @@ class SqliteStore(BlobFiles, StoreViews):
             "WHERE t.job_id = ? AND t.grp = ? AND t.kind = 'task' ORDER BY t.replicate",
             (job_id, grp),
         ):
-            values.append(self.get_blob(ref) if ref else value)
-        return (self.params_of(*params_row) if params_row else None), values
+            values.append(self.blobs.get(ref) if ref else value)
+        return (self.blobs.params_of(*params_row) if params_row else None), values
 
     def apply(self, writes: Iterable[Write]) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`) in one
@@ -623,7 +397,7 @@ class SqliteStore(BlobFiles, StoreViews):
         params["value_ref"] = None
         params["size"] = None if value is None else len(value)
         if value is not None and len(value) > BLOB_THRESHOLD:
-            params["value_ref"] = self.put_blob(value)
+            params["value_ref"] = self.blobs.put(value)
             params["value"] = None
         grp = params.pop("grp")
         now = params.pop("now")

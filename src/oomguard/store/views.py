@@ -1,41 +1,37 @@
-"""What users read from the store and what they do to it: counts, failures with their
-evidence, attempts, results, events, counters; retry and cancel.
+"""What users read from the store: counts, failures with their evidence, attempts,
+results, events, counters, listings.
 
-A mixin of :class:`~oomguard.store.sqlite.SqliteStore`, kept apart from the scheduler's
-hot path.
+Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.queries``, kept apart
+from the scheduler's hot path.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from oomguard.errors import BlobMissingError, JobActiveError
-from oomguard.store.sql_text import OPEN_SQL, Q
+from oomguard.errors import BlobMissingError
+from oomguard.store.sql_text import OPEN_SQL
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from oomguard.store.sqlite import SqliteStore
 
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
 
 
-class StoreViews:
-    db: sqlite3.Connection
-    path: Path
+class Queries:
+    """What users read from the store: counts, failures with their evidence, attempts,
+    results, events, listings and the counts ``/metrics`` reports."""
 
-    if TYPE_CHECKING:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
 
-        def get_blob(self, name: str) -> bytes: ...
-
-        def params_of(self, params: str | None, params_ref: str | None) -> str | None: ...
-
-        def transaction(self) -> Any: ...
-
-        def job(self, job_id: str) -> dict[str, Any]: ...
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._store.db
 
     # -- queries for users ------------------------------------------------------------
 
@@ -94,7 +90,7 @@ class StoreViews:
         for tid, grp, kind, rep, fn, st, att, fc, error, params, ref in self.db.execute(
             sql, args
         ).fetchall():
-            text = _or_missing(self.params_of, params, ref)
+            text = _or_missing(self._store.blobs.params_of, params, ref)
             tasks.append(
                 {
                     "task_id": tid,
@@ -195,7 +191,7 @@ class StoreViews:
         for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
             sql, args
         ).fetchall():
-            params = _or_missing(self.params_of, params, params_ref)
+            params = _or_missing(self._store.blobs.params_of, params, params_ref)
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
             out.append(
@@ -288,9 +284,9 @@ class StoreViews:
                 tid,
                 grp,
                 rep,
-                _or_missing(self.params_of, params, pref),
+                _or_missing(self._store.blobs.params_of, params, pref),
                 attempts,
-                _or_missing(self.get_blob, ref) if ref else value,
+                _or_missing(self._store.blobs.get, ref) if ref else value,
             )
 
     def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -309,7 +305,7 @@ class StoreViews:
 
         Zero for a job without Parquet output.
         """
-        if not self.job(job_id)["spec"].get("out"):
+        if not self._store.job(job_id)["spec"].get("out"):
             return 0
         row = self.db.execute(
             "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
@@ -318,10 +314,6 @@ class StoreViews:
         ).fetchone()
         return int(row[0])
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -329,133 +321,6 @@ class StoreViews:
     def counter(self, name: str) -> int:
         row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else 0
-
-    def add_counter(self, name: str, delta: int) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, delta),
-            )
-
-    # -- user actions -----------------------------------------------------------------
-
-    def retry_failed(self, job_id: str) -> int:
-        """Make the job's failed tasks ready again with fresh retry counts."""
-        now = time.time()
-        with self.transaction() as db:
-            n = db.execute(
-                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
-                "failure_class = NULL, error = NULL, updated_at = ? "
-                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
-                (now, job_id),
-            ).rowcount
-            # Aggregations that failed because a replicate did wait for it again.
-            n += db.execute(
-                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
-                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
-                (now, job_id),
-            ).rowcount
-            db.execute(
-                Q["insert_event"],
-                {
-                    "ts": now,
-                    "job_id": job_id,
-                    "task_id": None,
-                    "kind": "retry_failed",
-                    "data": json.dumps({"tasks": n}),
-                },
-            )
-        return int(n)
-
-    def cancel(self, job_id: str) -> int:
-        """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
-        now = time.time()
-        with self.transaction() as db:
-            n = db.execute(
-                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
-                f"state IN {OPEN_SQL}",
-                (now, job_id),
-            ).rowcount
-            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
-            db.execute(
-                Q["insert_event"],
-                {
-                    "ts": now,
-                    "job_id": job_id,
-                    "task_id": None,
-                    "kind": "job_cancelled",
-                    "data": json.dumps({"tasks": n}),
-                },
-            )
-        return int(n)
-
-    def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:
-        """Delete a finished job's rows: tasks, attempts, results, parts, events.
-
-        Refused while the job has unfinished tasks or running attempts, and (unless
-        ``force``) while some of its results are not yet in its Parquet output. The
-        Parquet files are the user's and stay. Rows go in chunks so a live scheduler on
-        the store is never blocked long; the job row goes last, so a forget that is
-        interrupted is finished by running it again. Blob files the job used are freed by
-        :meth:`collect_garbage`.
-        """
-        row = self.db.execute(
-            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
-            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ? AND a.state = 'running')",
-            (job_id, job_id),
-        ).fetchone()
-        unfinished, running = int(row[0]), int(row[1])
-        if unfinished or running:
-            raise JobActiveError(
-                f"job {job_id} has {unfinished} unfinished task(s) and {running} running "
-                f"attempt(s); cancel it first (oomguard cancel {job_id}) and let its scheduler "
-                "stop them",
-                job_id=job_id,
-            )
-        unwritten = self.unwritten_parts(job_id)
-        if unwritten and not force:
-            raise JobActiveError(
-                f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
-                "start a scheduler on this store to write them, or pass --force to drop them",
-                job_id=job_id,
-            )
-        counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
-        while True:
-            with self.transaction() as db:
-                ids = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM tasks WHERE job_id = ? LIMIT ?", (job_id, FORGET_CHUNK)
-                    )
-                ]
-                if not ids:
-                    break
-                marks = ",".join("?" * len(ids))
-                for table, column in (("attempts", "task_id"), ("results", "task_id")):
-                    counts[table] += db.execute(
-                        f"DELETE FROM {table} WHERE {column} IN ({marks})", ids
-                    ).rowcount
-                db.execute(f"DELETE FROM locks WHERE task_id IN ({marks})", ids)
-                counts["tasks"] += db.execute(
-                    f"DELETE FROM tasks WHERE id IN ({marks})", ids
-                ).rowcount
-        with self.transaction() as db:
-            counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
-            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            db.execute(
-                Q["insert_event"],
-                {
-                    "ts": time.time(),
-                    "job_id": None,
-                    "task_id": None,
-                    "kind": "job_forgotten",
-                    "data": json.dumps({"job_id": job_id, **counts}),
-                },
-            )
-        return counts
 
 
 T = TypeVar("T")

@@ -1,0 +1,154 @@
+"""What users do to a store: retry failed tasks, cancel, forget a finished job, meta keys
+and counters.
+
+Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.admin``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from oomguard.errors import JobActiveError
+from oomguard.store.sql_text import OPEN_SQL, Q
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
+
+#: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
+FORGET_CHUNK = 20_000
+
+
+class Admin:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._store.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def add_counter(self, name: str, delta: int) -> None:
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, delta),
+            )
+
+    def retry_failed(self, job_id: str) -> int:
+        """Make the job's failed tasks ready again with fresh retry counts."""
+        now = time.time()
+        with self._store.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
+                "failure_class = NULL, error = NULL, updated_at = ? "
+                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
+                (now, job_id),
+            ).rowcount
+            # Aggregations that failed because a replicate did wait for it again.
+            n += db.execute(
+                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
+                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
+                (now, job_id),
+            ).rowcount
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "retry_failed",
+                    "data": json.dumps({"tasks": n}),
+                },
+            )
+        return int(n)
+
+    def cancel(self, job_id: str) -> int:
+        """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
+        now = time.time()
+        with self._store.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
+                f"state IN {OPEN_SQL}",
+                (now, job_id),
+            ).rowcount
+            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_cancelled",
+                    "data": json.dumps({"tasks": n}),
+                },
+            )
+        return int(n)
+
+    def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:
+        """Delete a finished job's rows: tasks, attempts, results, parts, events.
+
+        Refused while the job has unfinished tasks or running attempts, and (unless
+        ``force``) while some of its results are not yet in its Parquet output. The
+        Parquet files are the user's and stay. Rows go in chunks so a live scheduler on
+        the store is never blocked long; the job row goes last, so a forget that is
+        interrupted is finished by running it again. Blob files the job used are freed by
+        :meth:`~oomguard.store.blobs.BlobFiles.collect_garbage`.
+        """
+        row = self._store.db.execute(
+            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
+            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
+            "WHERE t.job_id = ? AND a.state = 'running')",
+            (job_id, job_id),
+        ).fetchone()
+        unfinished, running = int(row[0]), int(row[1])
+        if unfinished or running:
+            raise JobActiveError(
+                f"job {job_id} has {unfinished} unfinished task(s) and {running} running "
+                f"attempt(s); cancel it first (oomguard cancel {job_id}) and let its scheduler "
+                "stop them",
+                job_id=job_id,
+            )
+        unwritten = self._store.queries.unwritten_parts(job_id)
+        if unwritten and not force:
+            raise JobActiveError(
+                f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
+                "start a scheduler on this store to write them, or pass --force to drop them",
+                job_id=job_id,
+            )
+        counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
+        while True:
+            with self._store.transaction() as db:
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM tasks WHERE job_id = ? LIMIT ?", (job_id, FORGET_CHUNK)
+                    )
+                ]
+                if not ids:
+                    break
+                marks = ",".join("?" * len(ids))
+                for table, column in (("attempts", "task_id"), ("results", "task_id")):
+                    counts[table] += db.execute(
+                        f"DELETE FROM {table} WHERE {column} IN ({marks})", ids
+                    ).rowcount
+                db.execute(f"DELETE FROM locks WHERE task_id IN ({marks})", ids)
+                counts["tasks"] += db.execute(
+                    f"DELETE FROM tasks WHERE id IN ({marks})", ids
+                ).rowcount
+        with self._store.transaction() as db:
+            counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
+            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": time.time(),
+                    "job_id": None,
+                    "task_id": None,
+                    "kind": "job_forgotten",
+                    "data": json.dumps({"job_id": job_id, **counts}),
+                },
+            )
+        return counts
