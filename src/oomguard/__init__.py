@@ -15,12 +15,12 @@ The public API::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from oomguard.errors import OomguardError
 from oomguard.jobs import FailureClass, TaskState, task
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from oomguard.config import RunnerConfig
     from oomguard.runner import Job, Runner
 
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     # Lazy, so that worker processes importing oomguard.jobs do not pay for pyarrow & co.
     if name in ("Runner", "Job"):
         from oomguard import runner

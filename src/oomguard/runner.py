@@ -38,6 +38,8 @@ from oomguard.units import parse_size
 log = logging.getLogger("oomguard.scheduler")
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from oomguard.scheduler.loop import Scheduler
 
 CHUNK = 5000
@@ -245,7 +247,7 @@ class Runner:
         job_id: str,
         grp: int,
         ref: str,
-        params: Any,
+        params: object,
         opts: TaskOptions,
         replicates: int | None,
         agg_ref: str | None,
@@ -451,7 +453,7 @@ class Job:
                 )
             time.sleep(0.05)
 
-    def results(self, kind: str = "task") -> Any:
+    def results(self, kind: str = "task") -> pa.Table:
         """The job's results as a pyarrow Table (``kind="aggregate"`` for aggregations)."""
         if kind not in ("task", "aggregate"):
             raise JobNotFoundError(f"kind must be task or aggregate, not {kind!r}")

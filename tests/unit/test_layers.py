@@ -48,3 +48,46 @@ def test_low_layers_import_nothing_above_them(package: str) -> None:
 
 def test_the_oom_package_is_gone() -> None:
     assert not (SRC / "oom").exists()
+
+
+#: every layer from the top down; a layer imports only layers below it (and the shared ones)
+LAYERS = (
+    ("cli",),
+    ("api",),
+    ("runner",),
+    ("scheduler",),
+    ("executors",),
+    ("worker",),
+    ("diagnosis",),
+    ("cgroups", "kernlog"),
+    ("procfs",),
+)
+#: what every layer may use; these import none of LAYERS
+SHARED = ("jobs", "store", "results", "config", "errors", "units")
+
+
+def _layer_of(path: Path) -> str:
+    return path.relative_to(SRC).parts[0].removesuffix(".py")
+
+
+def test_every_layer_imports_only_layers_below_it() -> None:
+    rank = {name: i for i, names in enumerate(LAYERS) for name in names}
+    wrong = []
+    for path in sorted(SRC.rglob("*.py")):
+        layer = _layer_of(path)
+        if layer in ("__init__", "__main__", "demo", "examples"):
+            continue
+        for name in _imports(path):
+            target = name.split(".")[1]
+            if target == layer or target not in rank:
+                continue
+            if layer in SHARED or (layer in rank and rank[target] <= rank[layer]):
+                wrong.append(f"{path.relative_to(SRC)} imports {name}")
+    assert not wrong, wrong
+
+
+def test_every_module_is_in_a_known_layer() -> None:
+    known = {n for names in LAYERS for n in names} | set(SHARED)
+    known |= {"__init__", "__main__", "demo", "examples", "py"}
+    layers = {_layer_of(p) for p in SRC.rglob("*.py")}
+    assert layers <= known, sorted(layers - known)

@@ -12,10 +12,10 @@ import sqlite3
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psutil
 
@@ -50,6 +50,9 @@ def resolve_scheduler_memory_limit(configured: int | None, container: int | None
             )
         return configured
     return container // 2 if container is not None else GIB
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -205,11 +208,11 @@ class ServerState:
 
     # -- metrics source ---------------------------------------------------------------
 
-    def _cached(self, key: str, ttl: float, compute: Any) -> Any:
+    def _cached(self, key: str, ttl: float, compute: Callable[[], T]) -> T:
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < ttl:
-            return hit[1]
+            return cast(T, hit[1])
         value = compute()
         self._cache[key] = (now, value)
         return value

@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +23,9 @@ from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
 
 
 def _params_file(path: str) -> tuple[str, int]:
@@ -331,7 +334,7 @@ def _print_status(status: dict[str, Any]) -> None:
         click.echo(f"  results: {status['out']}")
 
 
-def open_store(store: str) -> Any:
+def open_store(store: str) -> SqliteStore:
     from oomguard.errors import StoreError
     from oomguard.store.sqlite import SqliteStore
 

@@ -8,10 +8,46 @@ kill before it sends the signal, so by then they are final.
 from __future__ import annotations
 
 import os
+import resource
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oomguard.jobs.model import FailureClass
+
+if TYPE_CHECKING:
+    from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
+    from oomguard.kernlog.event import OomEvent
+    from oomguard.kernlog.watch import KernelLogWatch
+
+
+class DeadWorker(Protocol):
+    """The worker whose death is classified (the pool's ``Worker``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def start_time(self) -> float: ...
+    @property
+    def cgroup(self) -> MemoryCgroup | None: ...
+    @property
+    def killed_by(self) -> tuple[str, dict[str, Any]] | None: ...
+    @property
+    def counters_before(self) -> CgroupCounters | None: ...
+    @property
+    def peak_sample(self) -> int: ...
+
+
+class Death(Protocol):
+    """A worker's death as the pool saw it with ``os.wait4`` (the pool's ``Died``)."""
+
+    @property
+    def worker(self) -> DeadWorker: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def rusage(self) -> resource.struct_rusage | None: ...
 
 
 def describe_status(status: int) -> dict[str, Any]:
@@ -31,9 +67,9 @@ def classify_death(
     status: int,
     *,
     killed_by: tuple[str, dict[str, Any]] | None,
-    counters_before: Any,
-    counters_after: Any,
-    kernel_event: Any,
+    counters_before: CgroupCounters | None,
+    counters_after: CgroupCounters | None,
+    kernel_event: OomEvent | None,
 ) -> tuple[FailureClass, dict[str, Any]]:
     """The class of a worker's death and the evidence that decided it."""
     from oomguard.cgroups.cgroup import classify_counters
@@ -77,7 +113,7 @@ def classify_death(
     return FailureClass.CRASHED, evidence
 
 
-def _ancestor_limit(event: Any) -> bool:
+def _ancestor_limit(event: OomEvent | None) -> bool:
     """Whether a kernel event names a limit hit in another cgroup than the victim's."""
     if event is None or not event.oom_memcg or not event.task_memcg:
         return False
@@ -89,7 +125,11 @@ OWN_KILLS = ("timeout", "cancel", "watchdog", "stop")
 
 
 def explain_death(
-    died: Any, counters_after: Any, kmsg: Any, *, waited_enough: bool
+    died: Death,
+    counters_after: CgroupCounters | None,
+    kmsg: KernelLogWatch | None,
+    *,
+    waited_enough: bool,
 ) -> tuple[FailureClass, dict[str, Any], int | None] | None:
     """Class, evidence and peak memory of a worker's death, or None to wait for the kernel.
 
@@ -102,8 +142,8 @@ def explain_death(
     worker = died.worker
     event = None
     readable = kmsg is not None and kmsg.unavailable is None
-    if readable:
-        cgroup = str(worker.cgroup.path) if getattr(worker, "cgroup", None) else None
+    if kmsg is not None and readable:
+        cgroup = str(worker.cgroup.path) if worker.cgroup is not None else None
         event = kmsg.find(pid=worker.pid, cgroup=cgroup)
     sigkill = os.WIFSIGNALED(died.status) and os.WTERMSIG(died.status) == signal.SIGKILL
     ours = worker.killed_by is not None and worker.killed_by[0] in OWN_KILLS

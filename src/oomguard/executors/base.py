@@ -10,15 +10,40 @@ Executors never see the scheduler: :meth:`Executor.submit` gets the attempts and
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oomguard.errors import BlobMissingError, TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
 
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore, TaskRow
+
+
+class WorkerRef(Protocol):
+    """Where an attempt runs: a local worker, or a Dask worker's address."""
+
+    @property
+    def name(self) -> str | None: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+class Attempt(Protocol):
+    """What an executor needs of an attempt (the scheduler's ``Running``)."""
+
+    attempt_id: int
+    task: TaskRow
+    #: the memory limit admission gave it (0 for the later attempts of a group)
+    limit: int
+    #: set by the executor once it knows where the attempt runs
+    worker: WorkerRef | None
+
+
 #: builds the call item of one attempt (:func:`call_item` over the store); raises
 #: :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read
-ItemReader = Callable[[Any], dict[str, Any]]
+ItemReader = Callable[[Attempt], dict[str, Any]]
 
 
 class Executor(Protocol):
@@ -28,18 +53,18 @@ class Executor(Protocol):
 
     def free_slots(self) -> int: ...
 
-    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+    def submit(self, group: Sequence[Attempt], read_item: ItemReader) -> None:
         """Run ``group``'s attempts (one worker, in order). Items are built with
         ``read_item``; an attempt whose inputs cannot be read ends with an ``error``
         outcome at a later :meth:`poll`, and the others of the group still run."""
 
     def poll(self, timeout: float) -> list[Event]: ...
 
-    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
         """End ``run``'s attempt now (``timeout``, ``cancel``); its ending comes as an
         event at a later :meth:`poll`."""
 
-    def release(self, worker: Any) -> None:
+    def release(self, worker: WorkerRef) -> None:
         """A dead worker's evidence was read: its cgroup may go."""
 
     @property
@@ -57,7 +82,7 @@ class Executor(Protocol):
         """The most one attempt can get on a remote cluster (None: no other limit)."""
 
 
-def call_item(run: Any, store: Any) -> dict[str, Any]:
+def call_item(run: Attempt, store: SqliteStore) -> dict[str, Any]:
     """What a worker needs to run one attempt of ``run.task``.
 
     :class:`~oomguard.errors.TaskInputError` when the inputs cannot be read (a blob file
@@ -71,9 +96,11 @@ def call_item(run: Any, store: Any) -> dict[str, Any]:
             params, results = store.group_inputs(task.job_id, task.grp)
             item.update(form="agg", params=params, results=results)
         elif task.payload is not None or task.payload_ref is not None:
-            payload = (
-                task.payload if task.payload is not None else store.blobs.get(task.payload_ref)
-            )
+            if task.payload is not None:
+                payload = task.payload
+            else:
+                assert task.payload_ref is not None
+                payload = store.blobs.get(task.payload_ref)
             item.update(form="pickle", payload=payload)
         else:
             item.update(form="json", params=task.params, replicate=task.replicate)
@@ -82,6 +109,6 @@ def call_item(run: Any, store: Any) -> dict[str, Any]:
     return item
 
 
-def input_error_event(run: Any, err: TaskInputError) -> AttemptEnded:
+def input_error_event(run: Attempt, err: TaskInputError) -> AttemptEnded:
     """The ``error`` outcome of an attempt whose inputs cannot be read (it never ran)."""
     return failed(run.attempt_id, "error", f"error: {err}", {"input_error": str(err)})

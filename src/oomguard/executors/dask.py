@@ -40,11 +40,12 @@ import time
 import uuid
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError, TaskInputError
-from oomguard.executors.base import ItemReader, input_error_event
+from oomguard.executors.base import Attempt, ItemReader, WorkerRef, input_error_event
 from oomguard.executors.dask_client import (
     check_scheduler,
     connect,
@@ -97,7 +98,7 @@ class DaskExecutor:
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
         #: groups of attempts waiting to be sent: (runs, limit, the first one's item if read)
-        self.backlog: deque[tuple[list[Any], int, dict[str, Any] | None]] = deque()
+        self.backlog: deque[tuple[Sequence[Attempt], int, dict[str, Any] | None]] = deque()
         self.window_per_thread = int(
             getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
         )
@@ -196,7 +197,7 @@ class DaskExecutor:
 
     # -- submitting -------------------------------------------------------------------
 
-    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+    def submit(self, group: Sequence[Attempt], read_item: ItemReader) -> None:
         self._read_item = read_item
         # A group shares its first attempt's admission (the others were claimed with 0).
         limit = max(run.limit for run in group) or group[0].limit
@@ -209,13 +210,13 @@ class DaskExecutor:
         self._send()
 
     def _items(
-        self, runs: list[Any], limit: int, first: dict[str, Any] | None
+        self, runs: Sequence[Attempt], limit: int, first: dict[str, Any] | None
     ) -> tuple[list[Any], list[dict[str, Any]]]:
         """Call items for the first of ``runs`` up to :data:`GROUP_MAX_BYTES` of inputs (at
         least one; ``first`` is the first one's, when already read). The runs left over go
         back to the front of the backlog with the item that did not fit."""
         items: list[dict[str, Any]] = []
-        sent: list[Any] = []
+        sent: list[Attempt] = []
         size = 0
         for i, run in enumerate(runs):
             if i == 0 and first is not None:
@@ -483,7 +484,7 @@ class DaskExecutor:
 
     # -- killing ----------------------------------------------------------------------
 
-    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
         """End an attempt (timeout, cancel): forget its future, restart its worker.
 
         An attempt in a group with other live attempts is only dropped: the group goes on
@@ -511,7 +512,7 @@ class DaskExecutor:
             )
         )
 
-    def release(self, worker: Any) -> None:
+    def release(self, worker: WorkerRef) -> None:
         return None
 
 

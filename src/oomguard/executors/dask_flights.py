@@ -8,9 +8,11 @@ end in when they do not end with the worker's own outcome.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from oomguard.executors.base import Attempt
 from oomguard.executors.events import AttemptEnded, Event, failed
 
 
@@ -26,7 +28,7 @@ class DaskWorkerRef:
 class Flight:
     """One Dask task: a group of attempts run one after another on one worker."""
 
-    runs: list[Any]
+    runs: Sequence[Attempt]
     future: Any
     limit: int
     sent: float

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
-from oomguard.executors.base import ItemReader, input_error_event
+from oomguard.executors.base import Attempt, ItemReader, WorkerRef, input_error_event
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
+
+if TYPE_CHECKING:
+    from oomguard.cgroups.detect import IsolationPlan
 
 log = logging.getLogger("oomguard.executor")
 
@@ -22,7 +26,7 @@ SPAWN_TRIES = 5
 
 
 class LocalExecutor:
-    def __init__(self, config: RunnerConfig, isolation: Any) -> None:
+    def __init__(self, config: RunnerConfig, isolation: IsolationPlan) -> None:
         self.config = config
         self.pool = WorkerPool(
             PoolConfig(
@@ -62,7 +66,7 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return len(self.pool.idle_workers())
 
-    def submit(self, group: list[Any], read_item: ItemReader) -> None:
+    def submit(self, group: Sequence[Attempt], read_item: ItemReader) -> None:
         items = []
         runs = []
         for run in group:
@@ -170,10 +174,11 @@ class LocalExecutor:
                 tries=n,
             ) from err
 
-    def kill(self, run: Any, reason: str, evidence: dict[str, Any]) -> None:
-        worker: Worker | None = run.worker
-        if worker is not None and not worker.dead:
+    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
+        worker = run.worker
+        if isinstance(worker, Worker) and not worker.dead:
             self.pool.kill(worker, reason, evidence)
 
-    def release(self, worker: Any) -> None:
-        self.pool.release_cgroup(worker)
+    def release(self, worker: WorkerRef) -> None:
+        if isinstance(worker, Worker):
+            self.pool.release_cgroup(worker)

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from oomguard.errors import ConfigError, TaskReferenceError
@@ -87,12 +88,13 @@ def task(
     return wrap
 
 
-def options_of(fn: Any) -> TaskOptions:
+def options_of(fn: object) -> TaskOptions:
     return fn.options if isinstance(fn, TaskFunction) else TaskOptions()
 
 
-def unwrap(fn: Any) -> Callable[..., Any]:
-    target: Callable[..., Any] = fn.fn if isinstance(fn, TaskFunction) else fn
+def unwrap(fn: object) -> Callable[..., object]:
+    target = fn.fn if isinstance(fn, TaskFunction) else fn
+    assert callable(target)
     return target
 
 
@@ -131,7 +133,7 @@ def _split(ref: str) -> tuple[str, str]:
     return where, name
 
 
-def _import_file(path: str) -> Any:
+def _import_file(path: str) -> ModuleType:
     full = os.path.abspath(path)
     if not os.path.isfile(full):
         raise TaskReferenceError(f"no such file {path!r}", ref=path)
@@ -157,7 +159,7 @@ def _import_file(path: str) -> Any:
     return module
 
 
-def load(ref: str) -> Any:
+def load(ref: str) -> Callable[..., Any]:
     """Import the callable named by ``ref`` (a TaskFunction stays wrapped)."""
     where, name = _split(ref)
     if where.endswith(".py") or os.sep in where:
@@ -173,7 +175,7 @@ def load(ref: str) -> Any:
             raise TaskReferenceError(
                 f"importing {where!r} failed: {type(err).__name__}: {err}", ref=ref
             ) from err
-    obj: Any = module
+    obj: object = module
     for part in name.split("."):
         try:
             obj = getattr(obj, part)

@@ -13,20 +13,24 @@ import select
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import KernelLogUnavailable
+
+if TYPE_CHECKING:
+    from oomguard.kernlog.event import OomEvent
+    from oomguard.kernlog.sources import KernelLogFollower
 
 
 class KernelLogWatch:
     def __init__(self, path: str = "/dev/kmsg", keep: int = 2000) -> None:
         self.path = path
         self.unavailable: str | None = None
-        self._events: deque[tuple[float, Any]] = deque(maxlen=keep)
+        self._events: deque[tuple[float, OomEvent]] = deque(maxlen=keep)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._follower: Any = None
+        self._follower: KernelLogFollower | None = None
 
     def start(self) -> None:
         from oomguard.kernlog.parser import OomLogParser
@@ -60,6 +64,8 @@ class KernelLogWatch:
             self._drain()
 
     def _drain(self) -> None:
+        if self._follower is None:
+            return
         try:
             lines = self._follower.read_new()
         except Exception as err:  # a broken reader must not take the scheduler down
@@ -74,7 +80,7 @@ class KernelLogWatch:
                 for event in self._parser.feed(line):
                     self._events.append((now, event))
 
-    def find(self, pid: int | None = None, cgroup: str | None = None) -> Any:
+    def find(self, pid: int | None = None, cgroup: str | None = None) -> OomEvent | None:
         """The newest OOM event whose victim is ``pid`` or whose task memcg is ``cgroup``."""
         if self._thread is None:
             return None

@@ -23,10 +23,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import BlobMissingError, OutputError
 from oomguard.units import safe_text
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from oomguard.config import RunnerConfig
+    from oomguard.store.sqlite import SqliteStore
 
 log = logging.getLogger("oomguard.results")
 
@@ -87,14 +93,14 @@ def result_row(
     return row
 
 
-def _utf8(value: Any) -> Any:
+def _utf8(value: object) -> object:
     """A string Parquet can hold: lone surrogates (which UTF-8 cannot encode) escaped."""
     if isinstance(value, str):
         return safe_text(value)
     return value
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> Any:
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     """An Arrow table from row dicts; columns Arrow cannot type are stored pickled."""
     import pyarrow as pa
 
@@ -122,7 +128,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> Any:
     return pa.table(arrays) if arrays else pa.table({})
 
 
-def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> Any:
+def table_for(store: SqliteStore, job_id: str, kind: str, part: int | None = None) -> pa.Table:
     # Replicate indices belong to task rows; an aggregation row stands for all of them.
     with_rep = kind == "task" and store.parts.has_replicates(job_id)
     rows = [
@@ -132,7 +138,7 @@ def table_for(store: Any, job_id: str, kind: str, part: int | None = None) -> An
     return rows_to_table(rows)
 
 
-def _write_atomic(table: Any, path: Path) -> None:
+def _write_atomic(table: pa.Table, path: Path) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,7 @@ def _write_atomic(table: Any, path: Path) -> None:
         raise
 
 
-def _write_part(store: Any, job_id: str, kind: str, n: int, out: str) -> None:
+def _write_part(store: SqliteStore, job_id: str, kind: str, n: int, out: str) -> None:
     table = table_for(store, job_id, kind, part=n)
     _write_atomic(table, Path(out) / KIND_DIR[kind] / f"part-{n:05d}.parquet")
     store.parts.written(job_id, kind, n)
@@ -170,12 +176,12 @@ class PartPolicy:
     max_delay: float = 10.0
 
     @classmethod
-    def of(cls, config: Any) -> PartPolicy:
+    def of(cls, config: RunnerConfig) -> PartPolicy:
         return cls(config.part_rows, config.part_bytes, config.part_max_delay)
 
 
 def write_pending_parts(
-    store: Any,
+    store: SqliteStore,
     policy: PartPolicy,
     *,
     final: bool,
@@ -223,7 +229,7 @@ def _part_failed(errors: dict[str, str] | None, job_id: str, out: str, err: Exce
 
 
 def _write_job_parts(
-    store: Any,
+    store: SqliteStore,
     policy: PartPolicy,
     job_id: str,
     out: str,

@@ -19,8 +19,12 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from oomguard.results.parquet import PartPolicy, write_pending_parts
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
 
 log = logging.getLogger("oomguard.results")
 
@@ -123,7 +127,7 @@ class PartSink:
         finally:
             store.close()
 
-    def _pass(self, store: object, jobs: set[str] | None) -> None:
+    def _pass(self, store: SqliteStore, jobs: set[str] | None) -> None:
         now = time.monotonic()
         if jobs is not None:
             # Rows waiting on time are looked at again without a new request.

@@ -17,10 +17,10 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import Executor, call_item
+from oomguard.executors.base import Attempt, Executor, call_item
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates, KeyEstimate
@@ -362,7 +362,7 @@ class Scheduler:
         for group in assignments:
             self.executor.submit(group, self._read_item)
 
-    def _read_item(self, run: Running) -> dict[str, object]:
+    def _read_item(self, run: Attempt) -> dict[str, Any]:
         return call_item(run, self.store)
 
     def _admit(self, task: TaskRow, now: float) -> Running | None:

@@ -23,10 +23,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
+from oomguard.executors.base import WorkerRef
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.scheduler.admission import Admission, Estimates
@@ -35,22 +36,13 @@ from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
 if TYPE_CHECKING:
+    from oomguard.cgroups.cgroup import CgroupCounters
     from oomguard.executors.base import Executor
     from oomguard.kernlog.watch import KernelLogWatch
     from oomguard.store.sqlite import SqliteStore, TaskRow
     from oomguard.worker.pool import Died
 
 log = logging.getLogger("oomguard.scheduler")
-
-
-class WorkerRef(Protocol):
-    """Where an attempt runs: a local worker or a Dask worker."""
-
-    @property
-    def name(self) -> str | None: ...
-
-    @property
-    def pid(self) -> int | None: ...
 
 
 @dataclass
@@ -74,7 +66,7 @@ class Running:
 class PendingDeath:
     running: Running
     died: Died
-    counters_after: Any
+    counters_after: CgroupCounters | None
     deadline: float
 
 

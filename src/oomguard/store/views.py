@@ -326,7 +326,7 @@ class Queries:
 T = TypeVar("T")
 
 
-def _or_missing(read: Callable[..., T], *args: Any) -> T | BlobMissingError:
+def _or_missing(read: Callable[..., T], *args: object) -> T | BlobMissingError:
     """What ``read(*args)`` returns, or the :class:`BlobMissingError` it raised."""
     try:
         return read(*args)

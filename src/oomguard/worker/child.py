@@ -25,15 +25,15 @@ from oomguard import procfs
 
 PR_SET_PDEATHSIG = 1
 
-_libc: Any = None
+_libc: ctypes.CDLL | bool | None = None
 
 
-def _load_libc() -> Any:
+def _load_libc() -> ctypes.CDLL | None:
     global _libc  # process-local cache in the worker, not shared state
     if _libc is None:
         name = ctypes.util.find_library("c")
         _libc = ctypes.CDLL(name, use_errno=True) if name else False
-    return _libc
+    return _libc if isinstance(_libc, ctypes.CDLL) else None
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import pickle
+import resource
 import signal
 import subprocess
 import sys
@@ -21,11 +22,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from oomguard.errors import IsolationError
+
+if TYPE_CHECKING:
+    from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
+    from oomguard.cgroups.detect import IsolationPlan
+    from oomguard.cgroups.workers import WorkerCgroups
 
 #: seconds a new worker has to report that it is ready (in its cgroup, oom_score_adj set)
 READY_TIMEOUT = 60.0
@@ -39,7 +45,7 @@ class Worker:
     start_time: float
     conn_in: Connection  # outcomes from the worker
     conn_out: Connection  # batches to the worker
-    cgroup: Any = None  # oomguard.cgroups.cgroup.MemoryCgroup or None
+    cgroup: MemoryCgroup | None = None
     limit_bytes: int | None = None
     baseline_rss: int = 0
     #: attempt ids sent and not yet reported, in the order the worker runs them
@@ -49,7 +55,7 @@ class Worker:
     #: set when the pool killed it on purpose: ("watchdog"|"timeout"|"cancel"|"stop", evidence)
     killed_by: tuple[str, dict[str, Any]] | None = None
     peak_sample: int = 0
-    counters_before: Any = None
+    counters_before: CgroupCounters | None = None
     retire: str | None = None
     dead: bool = False
 
@@ -58,14 +64,14 @@ class Worker:
 class Died:
     worker: Worker
     status: int
-    rusage: Any
+    rusage: resource.struct_rusage | None
     inflight: list[int]
 
 
 @dataclass
 class PoolConfig:
     workers: int
-    isolation: Any  # IsolationPlan
+    isolation: IsolationPlan
     oom_score_adj: int = 800
     max_tasks_per_worker: int = 0
     recycle_growth_fraction: float = 0.25
@@ -79,7 +85,7 @@ class WorkerPool:
         self.workers: dict[str, Worker] = {}
         self._names = itertools.count(1)
         self._last_watchdog = 0.0
-        self.cgroups: Any = None
+        self.cgroups: WorkerCgroups | None = None
         self.watchdog = config.isolation.mode == "watchdog"
         if not self.watchdog:
             from oomguard.cgroups.workers import WorkerCgroups
@@ -110,7 +116,7 @@ class WorkerPool:
                     cgroup.remove()
             raise
 
-    def _start(self, name: str, limit: int | None, cgroup: Any) -> Worker:
+    def _start(self, name: str, limit: int | None, cgroup: MemoryCgroup | None) -> Worker:
         to_child_r, to_child_w = os.pipe()
         try:
             from_child_r, from_child_w = os.pipe()
