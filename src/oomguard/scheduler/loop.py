@@ -40,6 +40,11 @@ log = logging.getLogger("oomguard.scheduler")
 
 #: how long the final pass waits for the part thread to finish what it is writing
 PART_DRAIN_TIMEOUT = 120.0
+#: a batch (attempts sent to a worker in one message) holds about this much work
+BATCH_SECONDS = 0.05
+#: the most attempts in one batch, and how many while a key's durations are unknown
+BATCH_MAX = 512
+BATCH_UNKNOWN = 8
 #: how often the read-only view for other threads is refreshed (seconds)
 VIEW_INTERVAL = 0.25
 
@@ -316,7 +321,8 @@ class Scheduler:
         if slots <= 0:
             return
         recorder = self.recorder
-        batch_max = max(1, min(64, len(self.window) // (2 * max(1, self.config.workers))))
+        # Never more than half a fair share of the window, so every worker gets some.
+        share = max(1, len(self.window) // (2 * max(1, self.config.workers)))
         skipped: list[TaskRow] = []
         assignments: list[list[Running]] = []
         while self.window and slots > 0:
@@ -333,6 +339,7 @@ class Scheduler:
                 continue
             group = [run]
             # Batch short tasks of the same key for one worker (each still runs alone).
+            batch_max = min(share, self._batch_cap(run.key))
             if (
                 batch_max > 1
                 and task.timeout is None
@@ -361,6 +368,15 @@ class Scheduler:
             self.flush()
         for group in assignments:
             self.executor.submit(group, self._read_item)
+
+    def _batch_cap(self, key: str | None) -> int:
+        """How many attempts of ``key`` go to a worker in one message: about
+        ``BATCH_SECONDS`` of work, from how long its attempts ran so far; a few while that
+        is unknown. Tasks of a second or more are never batched."""
+        seconds = self.recorder.durations.get(key)
+        if seconds is None:
+            return BATCH_UNKNOWN
+        return max(1, min(BATCH_MAX, int(BATCH_SECONDS / max(seconds, 1e-6))))
 
     def _read_item(self, run: Attempt) -> dict[str, Any]:
         return call_item(run, self.store)

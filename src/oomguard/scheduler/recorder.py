@@ -118,6 +118,8 @@ class AttemptRecorder:
         self.oom_keys: set[str | None] = set()
         #: jobs whose Parquet parts may be due (a result arrived, a task failed for good)
         self.parts_due: set[str] = set()
+        #: how long attempts of each memory key run (seconds, moving average)
+        self.durations: dict[str | None, float] = {}
 
     # -- beginning ----------------------------------------------------------------------
 
@@ -174,6 +176,12 @@ class AttemptRecorder:
                 self.stats.duplicates += 1
                 return
             evidence = dict(event.evidence)
+            elapsed = evidence.get("elapsed_s")
+            if isinstance(elapsed, (int, float)):
+                seen = self.durations.get(run.key)
+                self.durations[run.key] = (
+                    float(elapsed) if seen is None else 0.8 * seen + 0.2 * float(elapsed)
+                )
             if event.worker is not None:
                 evidence["worker"] = event.worker
             if event.ok:

@@ -71,6 +71,26 @@ class TaskRow:
     input_error: str | None = None
 
 
+#: the order in which a commit group's writes run, by query. For any one task, its writes
+#: in one group only ever come in this order (an attempt that ends before its claim is
+#: committed is inserted ended; a retried task is taken again only once its retry is
+#: committed; a requeued one may be claimed again at once), so running each query's writes
+#: together keeps every task's history. Lock writes share a phase and keep their order.
+_PHASES = {
+    "end_attempt": 0,
+    "task_requeued": 1,
+    "insert_attempt": 2,
+    "task_running": 3,
+    "acquire_lock": 4,
+    "release_lock": 4,
+    "task_retry": 5,
+    "task_failed": 6,
+    "fail_dependent": 7,
+    "result": 8,
+    "insert_event": 9,
+}
+
+
 def _safe_params(params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
     return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
@@ -363,26 +383,26 @@ class SqliteStore:
             return self._apply([(name, _safe_params(params)) for name, params in ops])
 
     def _apply(self, ops: list[tuple[str, dict[str, Any]]]) -> int:
+        # One executemany per query and phase, not one statement per write: the writes are
+        # run phase by phase (see _PHASES), each query's rows together.
+        phases: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        for name, params in ops:
+            phases.setdefault(_PHASES[name], []).append((name, params))
         duplicates = 0
         with self.transaction() as db:
-            batch: list[dict[str, Any]] = []
-            current: str | None = None
-
-            def flush() -> None:
-                if current is not None and batch:
-                    db.executemany(Q[current], batch)
-
-            for name, params in ops:
-                if name == "result":
-                    flush()
-                    batch, current = [], None
-                    duplicates += self._store_result(db, params)
+            for phase in sorted(phases):
+                writes = phases[phase]
+                if writes[0][0] == "result":
+                    duplicates += self._store_results(db, [params for _, params in writes])
                     continue
-                if name != current:
-                    flush()
-                    batch, current = [], name
-                batch.append(params)
-            flush()
+                start = 0
+                while start < len(writes):
+                    name = writes[start][0]
+                    end = start
+                    while end < len(writes) and writes[end][0] == name:
+                        end += 1
+                    db.executemany(Q[name], [params for _, params in writes[start:end]])
+                    start = end
             if duplicates:
                 db.execute(
                     "INSERT INTO counters (name, value) VALUES ('duplicate_results', ?) "
@@ -391,24 +411,36 @@ class SqliteStore:
                 )
         return duplicates
 
-    def _store_result(self, db: sqlite3.Connection, params: dict[str, Any]) -> int:
-        value = params["value"]
-        params = dict(params)
-        params["value_ref"] = None
-        params["size"] = None if value is None else len(value)
-        if value is not None and len(value) > BLOB_THRESHOLD:
-            params["value_ref"] = self.blobs.put(value)
-            params["value"] = None
-        grp = params.pop("grp")
-        now = params.pop("now")
-        n = params.pop("n")
-        inserted = db.execute(Q["insert_result"], params).rowcount
-        if not inserted:
-            return 1
-        db.execute(Q["task_succeeded"], {"task_id": params["task_id"], "n": n, "now": now})
-        if params["kind"] == "task":
-            db.execute(Q["release_dependent"], {"job_id": params["job_id"], "grp": grp, "now": now})
-        return 0
+    def _store_results(self, db: sqlite3.Connection, results: list[dict[str, Any]]) -> int:
+        """Store results once per task (a late duplicate is discarded and counted), succeed
+        their tasks and release their dependants; return the number of duplicates."""
+        ids = [params["task_id"] for params in results]
+        stored: set[int] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            stored.update(
+                r[0]
+                for r in db.execute(
+                    f"SELECT task_id FROM results WHERE task_id IN ({marks})", chunk
+                )
+            )
+        fresh: list[dict[str, Any]] = []
+        for params in results:
+            if params["task_id"] in stored:
+                continue
+            stored.add(params["task_id"])
+            value = params["value"]
+            row = dict(params, value_ref=None, size=None if value is None else len(value))
+            if value is not None and len(value) > BLOB_THRESHOLD:
+                row["value_ref"] = self.blobs.put(value)
+                row["value"] = None
+            fresh.append(row)
+        if fresh:
+            db.executemany(Q["insert_result"], fresh)
+            db.executemany(Q["task_succeeded"], fresh)
+            db.executemany(Q["release_dependent"], [r for r in fresh if r["kind"] == "task"])
+        return len(results) - len(fresh)
 
     # -- estimates --------------------------------------------------------------------
 
