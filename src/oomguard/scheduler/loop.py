@@ -82,7 +82,6 @@ class Scheduler:
         self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
-        self._lock = threading.Lock()
 
     # -- start and stop ---------------------------------------------------------------
 
