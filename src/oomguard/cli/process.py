@@ -50,14 +50,22 @@ class _Stderr(logging.Handler):
             self.handleError(record)
 
 
-def log_to_stderr() -> None:
-    """oomguard's warnings and errors, tracebacks included, on stderr (once per process)."""
+def log_to_stderr(log_format: str = "plain") -> None:
+    """oomguard's warnings and errors, tracebacks included, on stderr (one handler per
+    process; a second call changes its format). ``json``: one JSON object a line, from
+    INFO up (see :mod:`oomguard.notify.jsonlog`)."""
     logger = logging.getLogger("oomguard")
-    if any(isinstance(h, _Stderr) for h in logger.handlers):
-        return
-    handler = _Stderr()
-    handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
+    handler = next((h for h in logger.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        logger.addHandler(handler)
+    if log_format == "json":
+        from oomguard.notify.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+        logger.setLevel(logging.INFO)
+    else:
+        handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
 
 
 __all__ = ["Terminated", "log_to_stderr", "stop_on_sigterm"]

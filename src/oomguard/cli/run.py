@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
     json_option,
     lost_retries_option,
+    notify_options,
     size,
     store_option,
     token_option,
@@ -209,6 +211,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Start a local Dask cluster of N workers to try the dask executor.",
 )
+@notify_options
 @json_option("Print one JSON object at the end.")
 def run(
     task: str,
@@ -243,13 +246,15 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
-    log_to_stderr()
+    log_to_stderr(config.log_format)
+    # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.
+    plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
     status: dict[str, Any] = {}
     try:
         with Runner(config=config) as runner:
             sched = runner.scheduler
-            if not as_json:
+            if plain:
                 click.echo(
                     f"oomguard: isolation {sched.isolation.mode} ({sched.isolation.reason}); "
                     f"budget {format_size(sched.budget)}; {config.workers} workers",
@@ -263,6 +268,9 @@ def run(
                         "dead scheduler ended as lost and retried",
                         err=True,
                     )
+            elif config.log_format == "json":
+                for warning in sched.isolation.warnings:
+                    logging.getLogger("oomguard").warning("%s", warning)
             try:
                 job = runner.sweep(
                     task,
@@ -274,7 +282,7 @@ def run(
                     title=f"{task} --params {params_file}",
                     batch_size=options.get("batch_size"),
                 )
-                status = job.wait(progress=not as_json and sys.stderr.isatty())
+                status = job.wait(progress=plain and sys.stderr.isatty())
             except Exception:
                 # The loop's own error, or the job's "scheduler stopped": said below,
                 # once the runner has stopped its workers.

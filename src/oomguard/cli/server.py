@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import socket
 import sys
 import threading
@@ -20,6 +21,7 @@ from oomguard.cli.options import (
     env,
     json_option,
     lost_retries_option,
+    notify_options,
     server_options,
     store_option,
     token_option,
@@ -156,6 +158,7 @@ retries_option = click.option(
     help="trace allocations and serve /v1/debug/heap",
 )
 @lost_retries_option
+@notify_options
 def serve(
     store: str,
     listen: str,
@@ -167,6 +170,7 @@ def serve(
     namespace_quotas: tuple[str, ...],
     heap_profiling: bool,
     lost_retries: int | None,
+    **notify: Any,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
 
@@ -211,7 +215,9 @@ def serve(
         namespace_quotas=quotas,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
-        runner_options={} if lost_retries is None else {"lost_retries": lost_retries},
+        runner_options={
+            k: v for k, v in {"lost_retries": lost_retries, **notify}.items() if v is not None
+        },
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -227,18 +233,22 @@ def serve(
     terminated = False
     try:
         state = ServerState(settings)
+        log_to_stderr(state.runner.config.log_format)  # the CLI's, else oomguard.toml's
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        click.echo(
-            f"oomguard: serving on http://{shown}:{bound} (store {store}, "
+        serving = (
+            f"serving on http://{shown}:{bound} (store {store}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
-            f"{format_size(limit)}, max pending {max_pending_tasks})",
-            err=True,
+            f"{format_size(limit)}, max pending {max_pending_tasks})"
         )
+        if state.runner.config.log_format == "json":
+            logging.getLogger("oomguard").info("%s", serving)
+        else:
+            click.echo(f"oomguard: {serving}", err=True)
         sys.stderr.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         server = uvicorn.Server(config)
