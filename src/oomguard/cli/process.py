@@ -68,4 +68,15 @@ def log_to_stderr(log_format: str = "plain") -> None:
         handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
 
 
-__all__ = ["Terminated", "log_to_stderr", "stop_on_sigterm"]
+def say(text: str, log_format: str, level: int = logging.INFO) -> None:
+    """A line for the operator on stderr: ``oomguard: TEXT`` (``oomguard: error: TEXT`` at
+    ERROR), or with JSON logs a log record, so that every line on stderr is JSON."""
+    if log_format == "json":
+        logging.getLogger("oomguard").log(level, "%s", text)
+        return
+    prefix = "error: " if level >= logging.ERROR else ""
+    sys.stderr.write(f"oomguard: {prefix}{text}\n")
+    sys.stderr.flush()
+
+
+__all__ = ["Terminated", "log_to_stderr", "say", "stop_on_sigterm"]

@@ -21,7 +21,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -289,18 +289,19 @@ def run(
                 if runner.died is None:
                     raise
     except Terminated:
-        click.echo("oomguard: terminated", err=True)
+        say("terminated", config.log_format)
         sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
             closer()
     if runner.died is not None:
         died = runner.died
-        click.echo(
-            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+        say(
+            f"the scheduler loop died ({type(died).__name__}: {died}; "
             "traceback above) and stopped its workers; run the same command again to resume "
             "the job",
-            err=True,
+            config.log_format,
+            logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
     if as_json:

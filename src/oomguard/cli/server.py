@@ -26,7 +26,7 @@ from oomguard.cli.options import (
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
 
 if TYPE_CHECKING:
@@ -245,10 +245,7 @@ def serve(
             f"{state.runner.config.workers} workers, scheduler memory limit "
             f"{format_size(limit)}, max pending {max_pending_tasks})"
         )
-        if state.runner.config.log_format == "json":
-            logging.getLogger("oomguard").info("%s", serving)
-        else:
-            click.echo(f"oomguard: {serving}", err=True)
+        say(serving, state.runner.config.log_format)
         sys.stderr.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         server = uvicorn.Server(config)
@@ -266,16 +263,18 @@ def serve(
         if state is not None:
             state.close()
     died = state.runner.died if state is not None else None
+    log_format = state.runner.config.log_format if state is not None else "plain"
     if died is not None:
-        click.echo(
-            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+        say(
+            f"the scheduler loop died ({type(died).__name__}: {died}; "
             "traceback above); the server stopped its workers and exits for its "
             "supervisor to restart it",
-            err=True,
+            log_format,
+            logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
     if terminated:
-        click.echo("oomguard: stopped (SIGTERM)", err=True)
+        say("stopped (SIGTERM)", log_format)
 
 
 def _exit_when_scheduler_dies(state: ServerState, server: Any) -> None:

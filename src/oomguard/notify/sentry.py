@@ -37,13 +37,16 @@ EXTRA = "pip install 'oomguard[sentry]'"
 def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
     """The Sentry event (a JSON-ready dict) for a failed attempt."""
     group = notice.group_class or "unknown"
-    body = [summary(notice)]
+    # The first line is the issue's title: the same for every event of the issue.
+    title = f"{notice.function}: {group}"
+    first = (notice.message or "").strip().splitlines()[:1]
+    if first and first[0] != group:
+        title += f": {first[0]}"
+    body = [title, "", summary(notice)]
     if notice.kernel_lines:
         body += ["", "kernel:", *notice.kernel_lines]
     if notice.traceback:
         body += ["", notice.traceback.rstrip()]
-    if notice.message and notice.message not in body[0]:
-        body += ["", notice.message]
     context: dict[str, Any] = {
         "job_id": notice.job_id,
         "task_id": notice.task_id,
