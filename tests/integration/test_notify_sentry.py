@@ -64,3 +64,21 @@ def test_a_retried_error_is_a_warning_and_its_last_attempt_an_error(tmp_path: Pa
         ("warning", 1), ("error", 2)
     ]
     assert events[0]["fingerprint"] == events[1]["fingerprint"]
+
+
+def test_a_burst_larger_than_the_sdk_queue_arrives_whole() -> None:
+    """The backlog waits in oomguard's outbox (bounded, counted), not in the SDK's own
+    queue, which would drop what does not fit."""
+    from oomguard.notify import AttemptNotice
+    from oomguard.notify.sentry import SDK_QUEUE, SentryNotifier
+
+    n = 2 * SDK_QUEUE + 100
+    with SentryRelay() as relay:
+        notifier = SentryNotifier(relay.dsn, queue_size=n)
+        for i in range(n):
+            notifier.notify(AttemptNotice.of(
+                job_id="j", task_id=i, attempt_id=i, attempt=1, function="m:f",
+                outcome="retrying", failure_class="timeout", message="ran past 1 s"))
+        notifier.close(60)
+        events = relay.events()
+    assert sorted(e["contexts"]["oomguard"]["task_id"] for e in events) == list(range(n))

@@ -271,6 +271,22 @@ def test_outbox_drops_and_counts_past_its_bound() -> None:
     assert (stats.delivered, stats.dropped, stats.waiting) == (10, 990, 0)
 
 
+def test_outbox_is_bounded_in_bytes_too() -> None:
+    box: Outbox[str] = Outbox("bytes", lambda item: True, size=1000, weigh=len, max_bytes=100)
+    # Not started: nothing is taken off the queue.
+    assert box.put("x" * 500)  # an empty queue takes one item whatever its size
+    assert not box.put("y")
+    box = Outbox("bytes", lambda item: True, size=1000, weigh=len, max_bytes=100)
+    assert [box.put("z" * 30) for _ in range(5)] == [True, True, True, False, False]
+    assert box.stats().dropped == 2
+
+
+def test_a_notice_weighs_its_text() -> None:
+    notice = oom_notice()
+    assert notice.weight >= len(KILLED) + len(notice.message or "")
+    assert oom_notice().weight < 4096
+
+
 def test_outbox_close_gives_up_at_its_deadline() -> None:
     def deliver(item: int) -> bool:
         return not box.wait(60)  # a receiver that never answers: wait to be abandoned

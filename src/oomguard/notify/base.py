@@ -23,6 +23,10 @@ log = logging.getLogger("oomguard.notify")
 
 T = TypeVar("T")
 
+#: the most bytes of notices (their text: messages, tracebacks, kernel lines) one outbox
+#: holds, whatever its count bound: a dead receiver costs at most this much
+QUEUE_BYTES = 16 * 1024 * 1024
+
 
 class Notifier(Protocol):
     """Where notices go. ``notify`` is called on the scheduler loop's thread: it must not
@@ -53,17 +57,29 @@ class Outbox(Generic[T]):
     """A queue of at most ``size`` items drained in order by one thread calling
     ``deliver(item)``.
 
-    ``put`` never blocks: past ``size`` the item is dropped and counted. ``deliver`` may
+    ``put`` never blocks: past ``size`` items, or ``max_bytes`` as ``weigh`` counts them,
+    the item is dropped and counted. ``deliver`` may
     take its time (retries with backoff); it should wait with :meth:`wait` so that
     :meth:`close` can cut it short at its deadline. ``deliver`` returns True when the item
     was delivered, False when it gave up on it.
     """
 
-    def __init__(self, name: str, deliver: Callable[[T], bool], size: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        deliver: Callable[[T], bool],
+        size: int,
+        *,
+        weigh: Callable[[T], int] | None = None,
+        max_bytes: int = QUEUE_BYTES,
+    ) -> None:
         self.name = name
         self.size = max(1, size)
+        self.max_bytes = max_bytes
+        self._weigh = weigh
         self._deliver = deliver
         self._items: deque[T] = deque()
+        self._bytes = 0
         self._cond = threading.Condition()
         self._closing = False
         #: set at the close deadline: deliveries in progress give up
@@ -78,22 +94,29 @@ class Outbox(Generic[T]):
 
     def put(self, item: T) -> bool:
         """Queue ``item``; False (dropped and counted) when the queue is full or closed."""
+        weight = self._weigh(item) if self._weigh is not None else 0
         with self._cond:
-            if self._closing or len(self._items) >= self.size:
+            full = len(self._items) >= self.size or (
+                self._items and self._bytes + weight > self.max_bytes
+            )
+            if self._closing or full:
                 self._dropped += 1
                 warn = not self._warned
                 self._warned = True
             else:
                 self._items.append(item)
+                self._bytes += weight
                 self._queued += 1
                 self._cond.notify()
                 return True
         if warn:
             log.warning(
-                "%s: %d notification(s) waiting (the most kept); newer ones are dropped "
-                "and counted until it catches up",
+                "%s: %d notification(s) waiting (the most kept: %d, %d bytes); newer ones "
+                "are dropped and counted until it catches up",
                 self.name,
+                len(self._items),
                 self.size,
+                self.max_bytes,
             )
         return False
 
@@ -116,6 +139,8 @@ class Outbox(Generic[T]):
                 ok = False
             with self._cond:
                 self._items.popleft()
+                if self._weigh is not None:
+                    self._bytes -= self._weigh(item)
                 if ok:
                     self._delivered += 1
                 else:

@@ -34,7 +34,11 @@ def build_notifier(config: RunnerConfig) -> Notifier | None:
     if config.sentry_dsn:
         from oomguard.notify.sentry import SentryNotifier
 
-        notifiers.append(SentryNotifier(config.sentry_dsn, queue_size=config.notify_queue))
+        notifiers.append(
+            SentryNotifier(
+                config.sentry_dsn, queue_size=config.notify_queue, timeout=config.notify_timeout
+            )
+        )
     if config.notify_url:
         from oomguard.notify.webhook import WebhookNotifier
 

@@ -22,7 +22,14 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from oomguard.notify.base import Outbox
-from oomguard.notify.notice import AttemptNotice, JobNotice, Notice, notice_fields, rfc3339
+from oomguard.notify.notice import (
+    AttemptNotice,
+    JobNotice,
+    Notice,
+    notice_fields,
+    rfc3339,
+    weigh,
+)
 
 LEVELS = {
     "succeeded": "info",
@@ -58,7 +65,7 @@ class JsonLogNotifier:
     ) -> None:
         # The stream is looked up at each line: tests (and daemons) swap sys.stderr.
         self._stream = stream or (lambda: sys.stderr)
-        self.outbox: Outbox[Notice] = Outbox("json log", self._write, queue_size)
+        self.outbox: Outbox[Notice] = Outbox("json log", self._write, queue_size, weigh=weigh)
         self.outbox.start()
 
     def notify(self, notice: Notice) -> None:

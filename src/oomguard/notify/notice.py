@@ -44,6 +44,8 @@ EVIDENCE_KEYS = (
     "survivor",
 )
 MAX_EVIDENCE_TEXT = 300
+#: about the bytes of a notice besides its text
+NOTICE_OVERHEAD = 1024
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,16 @@ class AttemptNotice:
     def final(self) -> bool:
         """The task failed for good with this attempt."""
         return self.outcome == "failed"
+
+    @property
+    def weight(self) -> int:
+        """About the bytes this notice holds (for the queues' byte bound)."""
+        return (
+            NOTICE_OVERHEAD
+            + len(self.message or "")
+            + len(self.traceback or "")
+            + sum(len(line) for line in self.kernel_lines)
+        )
 
     @property
     def group_class(self) -> str | None:
@@ -165,8 +177,17 @@ class JobNotice:
     def finished(self) -> bool:
         return self.state != "running"
 
+    @property
+    def weight(self) -> int:
+        return NOTICE_OVERHEAD + 64 * (len(self.counts) + len(self.failures_by_class))
+
 
 Notice = AttemptNotice | JobNotice
+
+
+def weigh(notice: Notice) -> int:
+    """:attr:`AttemptNotice.weight` or :attr:`JobNotice.weight`."""
+    return notice.weight
 
 
 def kernel_excerpt(lines: Any) -> tuple[str, ...]:

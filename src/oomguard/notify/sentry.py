@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import ConfigError
 from oomguard.notify.base import Outbox
-from oomguard.notify.notice import AttemptNotice, Notice, summary
+from oomguard.notify.notice import AttemptNotice, Notice, summary, weigh
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("oomguard.notify")
 
 EXTRA = "pip install 'oomguard[sentry]'"
+#: the most events the SDK's transport holds unsent (the SDK drops what comes beyond)
+SDK_QUEUE = 250
+#: after handing this many events to the SDK, wait for its transport to send them: the
+#: backlog stays in the outbox (bounded, counted), not in the SDK's queue (which drops)
+FLUSH_EVERY = 100
 
 
 def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
@@ -100,7 +105,8 @@ def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
             auto_enabling_integrations=False,
             integrations=[],
             max_breadcrumbs=0,
-            transport_queue_size=queue_size,
+            # Its transport's own queue (events it has not sent yet) is bounded too.
+            transport_queue_size=min(queue_size, SDK_QUEUE),
         )
     except BadDsn as err:
         raise ConfigError(f"--sentry-dsn is not a valid Sentry DSN: {err}") from None
@@ -109,9 +115,13 @@ def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
 class SentryNotifier:
     """Sends an event per failed attempt to the Sentry project of ``dsn``."""
 
-    def __init__(self, dsn: str, *, queue_size: int = 1000) -> None:
+    def __init__(self, dsn: str, *, queue_size: int = 1000, timeout: float = 5.0) -> None:
         self.client = _client(dsn, queue_size)
-        self.outbox: Outbox[AttemptNotice] = Outbox("sentry", self._deliver, queue_size)
+        self.timeout = timeout
+        self._handed = 0
+        self.outbox: Outbox[AttemptNotice] = Outbox(
+            "sentry", self._deliver, queue_size, weigh=weigh
+        )
         self.outbox.start()
 
     def notify(self, notice: Notice) -> None:
@@ -119,9 +129,12 @@ class SentryNotifier:
             self.outbox.put(notice)
 
     def _deliver(self, notice: AttemptNotice) -> bool:
-        # Queued on the SDK's transport, which sends (and retries, and rate-limits) from
-        # its own thread.
-        return self.client.capture_event(sentry_event(notice)) is not None  # type: ignore[arg-type]
+        # Queued on the SDK's transport, which sends (and rate-limits) from its own thread.
+        sent = self.client.capture_event(sentry_event(notice)) is not None  # type: ignore[arg-type]
+        self._handed += 1
+        if self._handed % FLUSH_EVERY == 0:
+            self.client.flush(timeout=self.timeout)
+        return sent
 
     def close(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -95,7 +95,9 @@ class _Receiver:
     def __init__(self, url: str, owner: WebhookNotifier) -> None:
         self.url = url
         self.owner = owner
-        self.outbox: Outbox[_Delivery] = Outbox(f"webhook {url}", self._deliver, owner.queue_size)
+        self.outbox: Outbox[_Delivery] = Outbox(
+            f"webhook {url}", self._deliver, owner.queue_size, weigh=_weigh
+        )
         self.client = httpx.Client(
             timeout=owner.timeout,
             headers={"User-Agent": "oomguard", "Content-Type": "application/json"},
@@ -154,6 +156,10 @@ class _Receiver:
                 time.monotonic() - self.down_since,
             )
             self.down_since = None
+
+
+def _weigh(item: _Delivery) -> int:
+    return item.notice.weight
 
 
 def _retry_after(response: httpx.Response) -> float:
