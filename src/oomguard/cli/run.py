@@ -230,6 +230,7 @@ def run(
     tasks are not run again.
     """
     from oomguard.jobs.task import load
+    from oomguard.notify.build import check_notifications
     from oomguard.results.parquet import check_out_dir
     from oomguard.scheduler.runner import Runner
 
@@ -246,6 +247,7 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
+    check_notifications(config)  # a bad DSN or secret file: said before the store is opened
     log_to_stderr(config.log_format)
     # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.
     plain = not as_json and config.log_format == "plain"

@@ -189,6 +189,7 @@ def serve(
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
+    from oomguard.notify.build import check_notifications
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -233,7 +234,8 @@ def serve(
     terminated = False
     try:
         state = ServerState(settings)
-        log_to_stderr(state.runner.config.log_format)  # the CLI's, else oomguard.toml's
+        check_notifications(state.runner.config)  # the CLI's settings, else oomguard.toml's
+        log_to_stderr(state.runner.config.log_format)
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().

@@ -23,6 +23,18 @@ def read_secret(path: str) -> bytes:
     return secret
 
 
+def check_notifications(config: RunnerConfig) -> None:
+    """Raise :class:`~oomguard.errors.ConfigError` for notification settings that cannot
+    work (the ``sentry`` extra missing, an invalid DSN, a secret file that cannot be read),
+    before anything is started or opened."""
+    if config.notify_secret_file:
+        read_secret(config.notify_secret_file)
+    if config.sentry_dsn:
+        from oomguard.notify.sentry import check_dsn
+
+        check_dsn(config.sentry_dsn)
+
+
 def build_notifier(config: RunnerConfig) -> Notifier | None:
     """Sentry, webhooks and JSON log lines, as ``config`` says; None for none of them.
 

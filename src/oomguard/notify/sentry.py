@@ -90,6 +90,18 @@ def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
     }
 
 
+def check_dsn(dsn: str) -> None:
+    """Raise ConfigError if the SDK is missing or ``dsn`` is not a DSN."""
+    try:
+        from sentry_sdk.utils import BadDsn, Dsn
+    except ImportError:
+        raise ConfigError(f"--sentry-dsn needs the Sentry SDK: {EXTRA}") from None
+    try:
+        Dsn(dsn)
+    except BadDsn as err:
+        raise ConfigError(f"--sentry-dsn is not a valid Sentry DSN: {err}") from None
+
+
 def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
     try:
         import sentry_sdk
