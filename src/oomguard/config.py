@@ -22,6 +22,9 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 ISOLATION_MODES = ("auto", "cgroup", "watchdog")
+LOG_FORMATS = ("plain", "json")
+#: what ``notify_on`` may hold (see oomguard.notify.webhook)
+NOTIFY_ON = ("failed", "final", "job")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,21 @@ class RunnerConfig:
     kernel_log: str = "/dev/kmsg"
     #: how long to wait for the kernel's "Killed process" line after a SIGKILL
     kernel_log_wait: float = 2.0
+    #: Sentry DSN: every failed attempt becomes a Sentry event (``oomguard[sentry]``)
+    sentry_dsn: str | None = None
+    #: webhook URLs: a signed JSON POST per notification
+    notify_url: tuple[str, ...] = ()
+    #: what the webhooks get: ``failed`` (every failed attempt), ``final`` (tasks that
+    #: failed for good), ``job`` (jobs that finished)
+    notify_on: tuple[str, ...] = ("final", "job")
+    #: file holding the HMAC-SHA256 key that signs webhook bodies
+    notify_secret_file: str | None = None
+    #: notifications waiting per receiver; past it newer ones are dropped and counted
+    notify_queue: int = 1000
+    #: seconds one webhook POST may take
+    notify_timeout: float = 5.0
+    #: ``json``: a JSON line per attempt end and job state change on stderr
+    log_format: str = "plain"
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -101,10 +119,34 @@ class RunnerConfig:
             raise ConfigError(f"lost retries must be at least 0, not {self.lost_retries}")
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigError("the task timeout must be more than 0 seconds")
+        self._check_notifications()
         for name in ("worker_memory", "memory_budget", "task_memory"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name.replace('_', ' ')} must be larger than 0")
+
+    def _check_notifications(self) -> None:
+        # Lists may come as one string (env, a single URL) or a list (TOML, Python).
+        for name in _LIST_FIELDS:
+            object.__setattr__(self, name, _as_tuple(name, getattr(self, name)))
+        if self.sentry_dsn == "":
+            object.__setattr__(self, "sentry_dsn", None)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
+        wrong = [v for v in self.notify_on if v not in NOTIFY_ON]
+        if wrong:
+            raise ConfigError(
+                f"notify on must be some of {', '.join(NOTIFY_ON)}, not {', '.join(wrong)}"
+            )
+        for url in self.notify_url:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"notify url {url!r} is not an http:// or https:// URL")
+        if self.notify_queue < 1:
+            raise ConfigError(f"notify queue must be at least 1, not {self.notify_queue}")
+        if self.notify_timeout <= 0:
+            raise ConfigError("the notify timeout must be more than 0 seconds")
 
     def replace(self, **changes: Any) -> RunnerConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -120,10 +162,28 @@ _SIZE_FIELDS = {
 }
 
 
+_LIST_FIELDS = ("notify_url", "notify_on")
+
+
+def _as_tuple(name: str, value: Any) -> tuple[str, ...]:
+    """A list field from a string (split on whitespace; for ``notify_on`` on commas too)
+    or a sequence."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.replace(",", " ") if name == "notify_on" else value
+        return tuple(text.split())
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+
+
 def _coerce(name: str, value: Any) -> Any:
     types = {f.name: f.type for f in fields(RunnerConfig)}
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _LIST_FIELDS:
+        return _as_tuple(name, value)
     kind = str(types[name])
     try:
         if kind.startswith("int"):

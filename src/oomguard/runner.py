@@ -26,7 +26,7 @@ from oomguard.errors import (
     PayloadError,
     TaskReferenceError,
 )
-from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
+from oomguard.jobs.model import FINISHED_STATES
 from oomguard.jobs.task import TaskOptions, load, options_of, reference_of
 from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.scheduler.rows import TaskRows
@@ -306,40 +306,8 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
 
 
 def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
-    job = store.job(job_id)
-    counts = store.queries.counts(job_id)
-    total = sum(counts.values())
-    finished = sum(counts[s] for s in FINISHED_STATES)
-    return {
-        "job_id": job_id,
-        "name": job["name"],
-        "namespace": job["namespace"],
-        "fn": job["fn"],
-        "aggregate": job["agg"],
-        "state": _job_state(job["state"], counts, total),
-        "groups": job["groups"],
-        "tasks": total,
-        "finished": finished,
-        "counts": counts,
-        "failures_by_class": store.queries.failures_by_class(job_id),
-        "out": job["spec"].get("out"),
-        # As the last scheduler on this store saw them.
-        "memory_budget_bytes": int(budget)
-        if (budget := store.queries.meta("memory_budget"))
-        else None,
-        "isolation": store.queries.meta("isolation"),
-    }
-
-
-def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
-    if stored == "cancelled":
-        return "cancelled"
-    open_ = sum(counts[s] for s in OPEN_STATES)
-    if stored == "open" or open_:
-        return (
-            "running" if counts["running"] or counts["succeeded"] or counts["failed"] else "waiting"
-        )
-    return "failed" if counts["failed"] else "succeeded"
+    """A job's state, counts by state, failures by class and where its results go."""
+    return store.queries.job_status(job_id)
 
 
 class Job:

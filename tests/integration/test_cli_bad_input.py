@@ -122,3 +122,18 @@ def test_rerun_resumes_instead_of_running_again(cli, params: Path, store: Path) 
     assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 2
     assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
     db.close()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--notify-url", "ftp://example"], "is not an http:// or https:// URL"),
+    (["--notify-url", "http://127.0.0.1:9/x", "--notify-secret-file", "/nonexistent/key"],
+     "cannot read --notify-secret-file"),
+    (["--sentry-dsn", "not-a-dsn"], "is not a valid Sentry DSN"),
+])
+def test_bad_notification_settings(cli, params: Path, store: Path, args: list[str],
+                                   words: str) -> None:
+    before = _digest(store)
+    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(store),
+              *args)
+    _check(res, ExitCode.USAGE, words)
+    assert _digest(store) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -158,3 +159,52 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     failure = next(f for f in store.queries.failed_tasks("j1") if f["task_id"] == b.task.id)
     assert failure["error"].startswith("error: result could not be stored: OSError")
     assert failure["attempts"][-1]["failure_class"] == "error"
+
+
+def test_every_ending_is_told_to_the_notifier(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    from oomguard.notify import AttemptNotice, MemoryNotifier
+
+    notifier = MemoryNotifier()
+    recorder.notify = notifier.notify
+    a, b, c = _begin(recorder, store, 3)
+    b.task.retries = 1
+    a.worker = SimpleNamespace(name="w1", pid=123)  # as the executor sets it
+    _commit(recorder, store)
+    recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB,
+                                 worker="w1"))
+    tb = "Traceback (most recent call last):\nValueError: x\n"
+    recorder.handle(AttemptEnded(b.attempt_id, False, None, "error", "ValueError: x",
+                                 {"traceback": tb}, worker="w2"))
+    recorder.handle(AttemptEnded(c.attempt_id, False, None, "error", "ValueError: y", {}))
+    _commit(recorder, store)
+    recorder.interrupt(_begin(recorder, store, 1)[0])  # a's aggregation, now ready
+    notices = notifier.notices
+    assert all(isinstance(n, AttemptNotice) for n in notices)
+    ok, retried, final, stopped = notices  # type: ignore[misc]
+    assert (ok.outcome, ok.peak_bytes, ok.worker, ok.function) == ("succeeded", 3 * MIB, "w1",
+                                                                    "m:f")
+    assert (retried.outcome, retried.failure_class, retried.final_class) == ("retrying", "error",
+                                                                              None)
+    assert retried.retry_at is not None and retried.traceback == tb
+    assert (retried.task_id, retried.job_id, retried.attempt, retried.memory_key) == (
+        b.task.id, "j1", 1, "k")
+    assert retried.limit_bytes == 64 * MIB and retried.message == "ValueError: x"
+    assert retried.worker == "w2"  # from the event when the executor set none
+    assert (final.outcome, final.final_class, final.final) == ("failed", "error", True)
+    assert stopped.outcome == "interrupted"
+
+
+def test_a_notifier_that_raises_never_fails_an_attempt(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    def broken(notice: object) -> None:
+        raise RuntimeError("notifier bug")
+
+    recorder.notify = broken
+    (run,) = _begin(recorder, store)
+    _commit(recorder, store)
+    recorder.handle(AttemptEnded(run.attempt_id, True, b"\x80\x04K\x01."))
+    _commit(recorder, store)
+    assert store.queries.counts("j1")["succeeded"] == 1

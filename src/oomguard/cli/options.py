@@ -103,3 +103,55 @@ started_server_options = _server_options(
     "--max-pending-tasks of the started server",
     "--scheduler-memory-limit of the started server",
 )
+
+
+def _none_if_empty(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    # An option not given must not override oomguard.toml with an empty list.
+    return value or None
+
+
+def notify_options(f: F) -> F:
+    """Where failures are reported (``run``, ``serve``): ``--sentry-dsn``,
+    ``--notify-url``, ``--notify-on``, ``--notify-secret-file``, ``--log-format``."""
+    f = click.option(
+        "--log-format",
+        type=click.Choice(["plain", "json"]),
+        default=None,
+        help="json: a JSON line on stderr per attempt end and job state change, and for "
+        "every log record (for Loki, ELK, journald) [default: plain].",
+        **env("LOG_FORMAT"),
+    )(f)
+    f = click.option(
+        "--notify-secret-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File holding the key that signs webhook bodies (HMAC-SHA256, header "
+        "X-Oomguard-Signature).",
+        **env("NOTIFY_SECRET_FILE"),
+    )(f)
+    f = click.option(
+        "--notify-on",
+        type=click.Choice(["failed", "final", "job"]),
+        multiple=True,
+        callback=_none_if_empty,
+        help="What webhooks get (repeat): failed (every failed attempt), final (tasks "
+        "that failed for good), job (jobs that finished) [default: final, job].",
+        **env("NOTIFY_ON"),
+    )(f)
+    f = click.option(
+        "--notify-url",
+        multiple=True,
+        callback=_none_if_empty,
+        metavar="URL",
+        help="POST a signed JSON body per notification to URL (repeat for more).",
+        **env("NOTIFY_URL"),
+    )(f)
+    return click.option(
+        "--sentry-dsn",
+        default=None,
+        metavar="DSN",
+        help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]').",
+        **env("SENTRY_DSN"),
+    )(f)

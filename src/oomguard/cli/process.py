@@ -50,14 +50,33 @@ class _Stderr(logging.Handler):
             self.handleError(record)
 
 
-def log_to_stderr() -> None:
-    """oomguard's warnings and errors, tracebacks included, on stderr (once per process)."""
+def log_to_stderr(log_format: str = "plain") -> None:
+    """oomguard's warnings and errors, tracebacks included, on stderr (one handler per
+    process; a second call changes its format). ``json``: one JSON object a line, from
+    INFO up (see :mod:`oomguard.notify.jsonlog`)."""
     logger = logging.getLogger("oomguard")
-    if any(isinstance(h, _Stderr) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _Stderr)), None)
+    if handler is None:
+        handler = _Stderr()
+        logger.addHandler(handler)
+    if log_format == "json":
+        from oomguard.notify.jsonlog import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+        logger.setLevel(logging.INFO)
+    else:
+        handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
+
+
+def say(text: str, log_format: str, level: int = logging.INFO) -> None:
+    """A line for the operator on stderr: ``oomguard: TEXT`` (``oomguard: error: TEXT`` at
+    ERROR), or with JSON logs a log record, so that every line on stderr is JSON."""
+    if log_format == "json":
+        logging.getLogger("oomguard").log(level, "%s", text)
         return
-    handler = _Stderr()
-    handler.setFormatter(logging.Formatter("oomguard: %(levelname)s: %(message)s"))
-    logger.addHandler(handler)
+    prefix = "error: " if level >= logging.ERROR else ""
+    sys.stderr.write(f"oomguard: {prefix}{text}\n")
+    sys.stderr.flush()
 
 
-__all__ = ["Terminated", "log_to_stderr", "stop_on_sigterm"]
+__all__ = ["Terminated", "log_to_stderr", "say", "stop_on_sigterm"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +16,12 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
     json_option,
     lost_retries_option,
+    notify_options,
     size,
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.config import load_config
 from oomguard.errors import PayloadError
 from oomguard.units import format_size
@@ -212,6 +214,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Start a local Dask cluster of N workers to try the dask executor.",
 )
+@notify_options
 @json_option("Print one JSON object at the end.")
 def run(
     task: str,
@@ -230,6 +233,7 @@ def run(
     tasks are not run again.
     """
     from oomguard.jobs.task import load
+    from oomguard.notify.build import check_notifications
     from oomguard.results.parquet import check_out_dir
     from oomguard.runner import Runner
 
@@ -246,13 +250,16 @@ def run(
         address, closer = local_cluster(dask_local, None)
         options["executor"], options["dask_address"] = "dask", address
     config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
-    log_to_stderr()
+    check_notifications(config)  # a bad DSN or secret file: said before the store is opened
+    log_to_stderr(config.log_format)
+    # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.
+    plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
     status: dict[str, Any] = {}
     try:
         with Runner(config=config) as runner:
             view = runner.view()
-            if not as_json:
+            if plain:
                 click.echo(
                     f"oomguard: isolation {view.isolation} ({view.isolation_reason}); "
                     f"budget {format_size(view.budget)}; {config.workers} workers",
@@ -266,6 +273,9 @@ def run(
                         "dead scheduler ended as lost and retried",
                         err=True,
                     )
+            elif config.log_format == "json":
+                for warning in view.warnings:
+                    logging.getLogger("oomguard").warning("%s", warning)
             try:
                 job = runner.sweep(
                     task,
@@ -277,25 +287,26 @@ def run(
                     title=f"{task} --params {params_file}",
                     batch_size=options.get("batch_size"),
                 )
-                status = job.wait(progress=not as_json and sys.stderr.isatty())
+                status = job.wait(progress=plain and sys.stderr.isatty())
             except Exception:
                 # The loop's own error, or the job's "scheduler stopped": said below,
                 # once the runner has stopped its workers.
                 if runner.died is None:
                     raise
     except Terminated:
-        click.echo("oomguard: terminated", err=True)
+        say("terminated", config.log_format)
         sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
             closer()
     if runner.died is not None:
         died = runner.died
-        click.echo(
-            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+        say(
+            f"the scheduler loop died ({type(died).__name__}: {died}; "
             "traceback above) and stopped its workers; run the same command again to resume "
             "the job",
-            err=True,
+            config.log_format,
+            logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
     if as_json:

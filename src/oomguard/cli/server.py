@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import logging
 import socket
 import sys
 import threading
@@ -20,11 +21,12 @@ from oomguard.cli.options import (
     env,
     json_option,
     lost_retries_option,
+    notify_options,
     server_options,
     store_option,
     token_option,
 )
-from oomguard.cli.process import Terminated, log_to_stderr, stop_on_sigterm
+from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
 
 if TYPE_CHECKING:
@@ -156,6 +158,7 @@ retries_option = click.option(
     help="trace allocations and serve /v1/debug/heap",
 )
 @lost_retries_option
+@notify_options
 def serve(
     store: str,
     listen: str,
@@ -167,6 +170,7 @@ def serve(
     namespace_quotas: tuple[str, ...],
     heap_profiling: bool,
     lost_retries: int | None,
+    **notify: Any,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
 
@@ -185,6 +189,7 @@ def serve(
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
+    from oomguard.notify.build import check_notifications
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -211,7 +216,9 @@ def serve(
         namespace_quotas=quotas,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
-        runner_options={} if lost_retries is None else {"lost_retries": lost_retries},
+        runner_options={
+            k: v for k, v in {"lost_retries": lost_retries, **notify}.items() if v is not None
+        },
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -227,18 +234,20 @@ def serve(
     terminated = False
     try:
         state = ServerState(settings)
+        check_notifications(state.runner.config)  # the CLI's settings, else oomguard.toml's
+        log_to_stderr(state.runner.config.log_format)
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        click.echo(
-            f"oomguard: serving on http://{shown}:{bound} (store {store}, "
+        serving = (
+            f"serving on http://{shown}:{bound} (store {store}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
-            f"{format_size(limit)}, max pending {max_pending_tasks})",
-            err=True,
+            f"{format_size(limit)}, max pending {max_pending_tasks})"
         )
+        say(serving, state.runner.config.log_format)
         sys.stderr.flush()
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         server = uvicorn.Server(config)
@@ -256,16 +265,18 @@ def serve(
         if state is not None:
             state.close()
     died = state.runner.died if state is not None else None
+    log_format = state.runner.config.log_format if state is not None else "plain"
     if died is not None:
-        click.echo(
-            f"oomguard: error: the scheduler loop died ({type(died).__name__}: {died}; "
+        say(
+            f"the scheduler loop died ({type(died).__name__}: {died}; "
             "traceback above); the server stopped its workers and exits for its "
             "supervisor to restart it",
-            err=True,
+            log_format,
+            logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
     if terminated:
-        click.echo("oomguard: stopped (SIGTERM)", err=True)
+        say("stopped (SIGTERM)", log_format)
 
 
 def _exit_when_scheduler_dies(state: ServerState, server: Any) -> None:

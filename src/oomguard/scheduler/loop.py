@@ -20,6 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
+from oomguard.errors import OomguardError
 from oomguard.executors.base import Attempt, Executor, call_item
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
@@ -35,6 +36,7 @@ from oomguard.units import format_size
 if TYPE_CHECKING:
     from oomguard.cgroups.detect import IsolationPlan
     from oomguard.kernlog.watch import KernelLogWatch
+    from oomguard.notify.base import Notifier
 
 log = logging.getLogger("oomguard.scheduler")
 
@@ -47,6 +49,8 @@ BATCH_MAX = 512
 BATCH_UNKNOWN = 8
 #: how often the read-only view for other threads is refreshed (seconds)
 VIEW_INTERVAL = 0.25
+#: how long stopping waits for queued notifications to be delivered
+NOTIFY_DRAIN_TIMEOUT = 10.0
 
 
 class Scheduler:
@@ -63,6 +67,8 @@ class Scheduler:
         self.executor: Executor | None = None
         self.kmsg: KernelLogWatch | None = None
         self.sink: PartSink | None = None
+        #: Sentry, webhooks, JSON logs (None: none configured)
+        self.notifier: Notifier | None = None
         self.isolation: IsolationPlan | None = None
         self.recovery: Recovery | None = None
         self.budget = 0
@@ -88,8 +94,10 @@ class Scheduler:
     def start(self) -> None:
         from oomguard.cgroups.detect import detect_isolation
         from oomguard.kernlog.watch import KernelLogWatch
+        from oomguard.notify.build import build_notifier
 
         config = self.config
+        self.notifier = build_notifier(config)  # a bad DSN or secret file stops us here
         self.recovery = self.store.leases.register(self.id, config.lease_ttl, config.lost_retries)
         self.isolation = detect_isolation(config.isolation)
         if config.executor == "local":
@@ -128,6 +136,7 @@ class Scheduler:
             kmsg=self.kmsg,
             requeue=self.window.appendleft,
             next_attempt=self.store.next_attempt_id(),
+            notify=self.notifier.notify if self.notifier is not None else None,
         )
         self.sink = PartSink(self.store.path, PartPolicy.of(config))
         self.sink.start()
@@ -158,6 +167,8 @@ class Scheduler:
         try:
             if self.started:
                 self._stop_attempts()
+                if self.notifier is not None:
+                    self._refresh_active(force=True)  # tell the jobs that just finished
         finally:
             if self.executor is not None:
                 self.executor.stop()
@@ -165,6 +176,8 @@ class Scheduler:
                 self.kmsg.stop()
             if self.sink is not None:
                 self.sink.stop()
+            if self.notifier is not None:
+                self.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
             self.store.close()
             self.started = False
             self._view = SchedulerView()
@@ -282,6 +295,33 @@ class Scheduler:
             self.recorder.parts_due.update(finished)
             for job_id in finished:
                 self._batch_sizes.pop(job_id, None)
+            if self.notifier is not None:
+                self._notify_jobs(before)
+
+    def _notify_jobs(self, before: list[str]) -> None:
+        """Tell the notifier of jobs that became active or finished since ``before``."""
+        from oomguard.notify.notice import JobNotice
+
+        assert self.notifier is not None
+        was, now = set(before), set(self._active)
+        for job_id in [j for j in self._active if j not in was] + sorted(was - now):
+            try:
+                s = self.store.queries.job_status(job_id)
+                state = "running" if job_id in now else s["state"]
+                notice = JobNotice(
+                    job_id=job_id,
+                    name=s["name"],
+                    namespace=s["namespace"],
+                    function=s["fn"],
+                    state=state,
+                    tasks=s["tasks"],
+                    counts=s["counts"],
+                    failures_by_class=s["failures_by_class"],
+                )
+            except OomguardError:  # a job forgotten meanwhile: nothing to tell
+                log.debug("no notice for job %s", job_id, exc_info=True)
+                continue
+            self.notifier.notify(notice)
 
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:

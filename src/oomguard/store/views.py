@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.errors import BlobMissingError
+from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.sql_text import OPEN_SQL
 
 if TYPE_CHECKING:
@@ -164,6 +165,30 @@ class Queries:
                 "a.failure_class IS NOT NULL GROUP BY a.failure_class, t.fn",
                 (low, high),
             )
+        }
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """A job's state, counts by state, failures by class and where its results go."""
+        job = self._store.job(job_id)
+        counts = self.counts(job_id)
+        total = sum(counts.values())
+        finished = sum(counts[s] for s in FINISHED_STATES)
+        return {
+            "job_id": job_id,
+            "name": job["name"],
+            "namespace": job["namespace"],
+            "fn": job["fn"],
+            "aggregate": job["agg"],
+            "state": _job_state(job["state"], counts, total),
+            "groups": job["groups"],
+            "tasks": total,
+            "finished": finished,
+            "counts": counts,
+            "failures_by_class": self.failures_by_class(job_id),
+            "out": job["spec"].get("out"),
+            # As the last scheduler on this store saw them.
+            "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
+            "isolation": self.meta("isolation"),
         }
 
     def failures_by_class(self, job_id: str) -> dict[str, int]:
@@ -332,3 +357,14 @@ def _or_missing(read: Callable[..., T], *args: object) -> T | BlobMissingError:
         return read(*args)
     except BlobMissingError as err:
         return err
+
+
+def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
+    if stored == "cancelled":
+        return "cancelled"
+    open_ = sum(counts[s] for s in OPEN_STATES)
+    if stored == "open" or open_:
+        return (
+            "running" if counts["running"] or counts["succeeded"] or counts["failed"] else "waiting"
+        )
+    return "failed" if counts["failed"] else "succeeded"

@@ -1,0 +1,140 @@
+"""Webhooks against a receiver on 127.0.0.1: signatures verify; a receiver that is down,
+then comes back, gets every notification in order; one that never comes back costs a
+bounded amount of memory; ``oomguard serve`` posts too."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tracemalloc
+from pathlib import Path
+
+import httpx
+import pytest
+
+import oomguard
+from fixtures.cli_process import exit_code, reap, start
+from fixtures.polling import wait_for
+from fixtures.receivers import Recorder, closed_port
+from oomguard.cli.bench import free_port
+from oomguard.notify import AttemptNotice
+from oomguard.notify.webhook import WebhookNotifier, verify
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def failure(i: int, message: str = "boom") -> AttemptNotice:
+    return AttemptNotice.of(
+        job_id="j", task_id=i, attempt_id=i, attempt=1, function="m:f", outcome="failed",
+        failure_class="error", final_class="error", message=message, limit_bytes=1 << 26,
+    )
+
+
+def test_every_post_is_signed_and_verifies(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    with Recorder() as hook:
+        with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
+                             notify_url=[hook.url], notify_on=["failed", "job"],
+                             notify_secret_file=str(secret)) as runner:
+            job = runner.sweep("oomguard.examples:fail", [{"message": f"m{i}"} for i in range(3)]
+                               + [{"message": "x", "unused": 1}])
+            job.wait(timeout=120, progress=False)
+        posts = hook.received()
+    assert [p.json()["event"] for p in posts] == ["task_failed"] * 4 + ["job_finished"]
+    for post in posts:
+        assert verify(b"s3cret", post.body, post.headers["X-Oomguard-Signature"])
+        assert not verify(b"wrong", post.body, post.headers["X-Oomguard-Signature"])
+        body = post.json()
+        assert post.headers["X-Oomguard-Event"] == body["event"]
+        assert post.headers["X-Oomguard-Delivery"] == body["id"]
+        assert body["text"].startswith("oomguard: ")
+    assert [p.json()["seq"] for p in posts] == [1, 2, 3, 4, 5]
+    first = posts[0].json()
+    assert first["function"] == "oomguard.examples:fail" and first["attempt"] == 1
+    assert "RuntimeError" in first["traceback"] and first["outcome"] == "failed"
+    assert posts[-1].json()["counts"]["failed"] == 4
+
+
+def test_a_receiver_that_is_down_then_back_gets_every_event_in_order() -> None:
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    notifier = WebhookNotifier([url], on=["failed"], secret=b"k", backoff=0.02, backoff_max=0.2)
+    (receiver,) = notifier.receivers
+    try:
+        for i in range(1, 51):
+            notifier.notify(failure(i))
+        # Refused connections: it retries the first, the others wait behind it.
+        wait_for(lambda: receiver.down_since is not None, timeout=10)
+        assert receiver.outbox.stats().delivered == 0
+        with Recorder(port=port, status=503) as hook:  # up, but failing: still retried
+            wait_for(lambda: receiver.outbox.stats().waiting == 50, timeout=10)
+            hook.status = 200
+            for i in range(51, 61):  # more while it catches up
+                notifier.notify(failure(i))
+            wait_for(lambda: len(hook.received()) == 60, timeout=30)
+            posts = hook.received()
+    finally:
+        notifier.close(5)
+    bodies = [p.json() for p in posts]
+    assert [b["seq"] for b in bodies] == list(range(1, 61))
+    assert [b["task_id"] for b in bodies] == list(range(1, 61))
+    assert all(verify(b"k", p.body, p.headers["X-Oomguard-Signature"]) for p in posts)
+    stats = notifier.stats()[url]
+    assert (stats.delivered, stats.dropped, stats.failed) == (60, 0, 0)
+
+
+def test_a_receiver_that_never_comes_back_costs_bounded_memory() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/hook"
+    notifier = WebhookNotifier([url], on=["failed"], queue_size=100, backoff=0.05,
+                               backoff_max=0.5)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            notifier.notify(failure(i, message="x" * 1500 + str(i)))  # each notice ~2 KB
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        notifier.close(0.5)
+    stats = notifier.stats()[url]
+    # 100 kept (the first: they wait for the receiver), the other 19,900 dropped, counted.
+    assert stats.queued == 100 and stats.dropped == 19_900
+    assert stats.delivered == 0 and stats.failed + stats.waiting == 100
+    # 20,000 notices of ~2 KB went through (~40 MB); what is held is the queue's bound.
+    assert held < 2 * 1024 * 1024, held
+
+
+def test_serve_posts_final_failures_and_logs_json(tmp_path: Path) -> None:
+    store = tmp_path / "s.sqlite"
+    port = free_port()
+    with Recorder() as hook:
+        started = start(["serve", "--store", str(store), "--listen", f"127.0.0.1:{port}",
+                         "--workers", "1", "--notify-url", hook.url, "--notify-on", "final",
+                         "--log-format", "json"], tmp_path)
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def healthy() -> bool:
+                assert started.proc.poll() is None, started.output()
+                try:
+                    return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(healthy, timeout=60, interval=0.1)
+            r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:fail",
+                                                   "args": {"message": "served"}})
+            assert r.status_code == 201, r.text
+            (post,) = wait_for(hook.received, timeout=60)
+            os.kill(started.pid, signal.SIGTERM)
+            assert exit_code(started, timeout=60) == 0, started.output()
+        finally:
+            reap(started)
+    body = post.json()
+    assert body["event"] == "task_failed" and body["message"] == "RuntimeError: served"
+    lines = [json.loads(line) for line in started.output().splitlines() if line.strip()]
+    events = [line["event"] for line in lines]
+    assert "attempt_ended" in events and "job_state" in events
+    assert all({"ts", "level", "logger", "event"} <= set(line) for line in lines)
