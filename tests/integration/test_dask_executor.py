@@ -16,7 +16,7 @@ import pytest
 
 import oomguard
 from fixtures.dask_cluster import dask_cluster, wait_for, wait_workers, worker_pids
-from oomguard.executors.dask import GROUP_MAX_ITEMS
+from oomguard.executors.dask_backlog import GROUP_MAX_ITEMS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
 

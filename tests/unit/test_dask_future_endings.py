@@ -103,7 +103,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
         [8, 9, 10],
     ]
     assert reads == list(range(12))  # each read once: 11 waits with its item
-    assert sum(len(runs) for runs, _, _ in ex.backlog) == 64 - 11
+    assert ex.backlog.attempts == 64 - 11
 
 
 def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:
