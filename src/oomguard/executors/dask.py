@@ -28,8 +28,10 @@ The same promises as the local pool, on Dask:
   retry and OOM-escalation rules apply unchanged.
 * **Recycling.** The task wrapper collects garbage and trims malloc after every task and
   reports the worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory
-  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is restarted through
-  its nanny, counted in :attr:`DaskExecutor.recycles` by reason.
+  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained
+  and restarted through its nanny (:mod:`oomguard.executors.dask_recycling`), counted in
+  :attr:`DaskExecutor.recycles` by reason. An attempt that dies with a worker oomguard
+  restarted is requeued, never counted as killed.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ from oomguard.executors.dask_deaths import (
     match_event,
 )
 from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
-from oomguard.executors.dask_recycling import Recycler
+from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
 from oomguard.executors.events import AttemptEnded, Event, Requeued
 from oomguard.jobs.model import FailureClass
 
@@ -74,6 +76,8 @@ WORKERS_REFRESH_S = 1.0
 #: one running and a few queued behind it, so a thread neither waits for a gather round
 #: trip nor idles while the scheduler loop is busy writing results
 WINDOW_PER_THREAD = 4
+#: why an attempt that died with a worker oomguard restarted is requeued
+RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was gathered"
 
 
 class DaskExecutor:
@@ -99,7 +103,7 @@ class DaskExecutor:
             getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
         )
         self.deaths: list[PendingDeath] = []
-        self.recycler = Recycler(config)
+        self.recycler = Recycler(config, self.prefix)
         self.counters = Counters()
         self.workers: dict[str, dict[str, Any]] = {}
         self.has_memory = False
@@ -121,6 +125,8 @@ class DaskExecutor:
     def stop(self) -> None:
         if self.client is None:
             return
+        # Restarts under way end first: they ask the scheduler through this client.
+        self.recycler.stop(RESTART_TIMEOUT_S)
         futures = [f.future for f in self.inflight.values()]
         self.inflight.clear()
         self.by_attempt.clear()
@@ -334,7 +340,10 @@ class DaskExecutor:
         self, flight: Flight, address: str | None, evidence: dict[str, Any]
     ) -> list[Event]:
         """The group ran, but its results died with their worker before they were
-        gathered: each attempt counts as killed with its worker and is retried."""
+        gathered: each attempt counts as killed with its worker and is retried (requeued,
+        when oomguard restarted that worker)."""
+        if self.recycler.took(flight.key):
+            return self._requeued(flight, RECYCLED)
         live = flight.live()
         self.counters.lost_before_gather += len(live)
         evidence = {
@@ -384,14 +393,12 @@ class DaskExecutor:
             for run in flight.runs:
                 run.worker = DaskWorkerRef(address, pid)
             self.counters.worker_deaths += 1
-            if address in self.recycler.restarting or not started_on_worker(
-                self.client, flight.key
-            ):
-                # We restarted it, or the group was only waiting in the dead worker's
-                # queue: not the tasks' fault, and not an attempt of them.
-                live = flight.live()
-                self.counters.requeued += len(live)
-                return [Requeued(run.attempt_id) for run in live]
+            if self.recycler.took(flight.key, address):
+                return self._requeued(flight, RECYCLED)
+            if not started_on_worker(self.client, flight.key):
+                # It was only waiting in the dead worker's queue: not the tasks' fault,
+                # and not an attempt of them.
+                return self._requeued(flight)
             self.deaths.append(
                 PendingDeath(
                     flight,
@@ -412,6 +419,13 @@ class DaskExecutor:
         message = f"{type(err).__name__}: {err}"
         evidence = {"executor": "dask", "dask_error": message}
         return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+
+    def _requeued(self, flight: Flight, reason: str | None = None) -> list[Event]:
+        live = flight.live()
+        self.counters.requeued += len(live)
+        if reason is None:
+            return [Requeued(run.attempt_id) for run in live]
+        return [Requeued(run.attempt_id, reason) for run in live]
 
     def _resolve_deaths(self) -> list[Event]:
         if not self.deaths:
