@@ -16,7 +16,7 @@ import pytest
 
 import oomguard
 from fixtures.dask_cluster import dask_cluster, wait_for, wait_workers, worker_pids
-from oomguard.executors.dask import GROUP_MAX_ITEMS
+from oomguard.executors.dask_backlog import GROUP_MAX_ITEMS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
 
@@ -146,3 +146,60 @@ def test_worker_sigkilled_mid_job_loses_nothing_and_recomputes_nothing(
     aggs = pq.ParquetDataset(tmp_path / "out" / "aggregates").read().to_pylist()
     assert sorted(r["sum_y"] for r in aggs) == sorted(4 * x for x in range(40))
     wait_workers(cluster)
+
+
+RECYCLE_CASES = {
+    # The first group's first task raises MemoryError and its second returns 96 MiB:
+    # while the scheduler loop writes that result to its blob file, the worker runs the
+    # groups behind it. Their results must be gathered before the worker is restarted.
+    "finished_behind_it": [{"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0}]
+    + [{"x": i} for i in range(2, 60)],
+    # Groups of 0.1 s tasks: when the worker is recycled, one runs (it finishes and is
+    # gathered first) and the others wait there, never started (they are requeued).
+    "queued_behind_it": [{"x": 0, "fail": True}] + [{"x": i, "seconds": 0.1} for i in range(1, 40)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(RECYCLE_CASES))
+def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
+    case: str, tmp_path: Path
+) -> None:
+    # One single-thread worker; the tasks of one function queue there in groups, one
+    # behind the other. oomguard recycles the worker after the MemoryError: what ran
+    # behind it is gathered first, what waited there is handed back unstarted, and no
+    # attempt is lost with the worker and counted as killed.
+    from oomguard.executors.dask import RECYCLED
+
+    params = RECYCLE_CASES[case]
+    base = tmp_path / "cluster"
+    base.mkdir()
+    with (
+        dask_cluster(base, nworkers=1, memory_limit=2048 * MIB) as address,
+        oomguard.Runner(
+            store=str(tmp_path / "s.sqlite"),
+            workers=1,
+            executor="dask",
+            dask_address=address,
+            dask_window_per_thread=16,
+        ) as runner,
+    ):
+        job = runner.sweep("fixtures.tasks:quick_or_memory_error", params)
+        status = job.wait(timeout=120, progress=False)
+        recycles = dict(runner.scheduler.executor.recycles)
+        attempts = list(runner.store.queries.all_attempts(job.id))
+        skipped = [runner.store.queries.attempts(a["task_id"]) for a in attempts if a["state"] == "skipped"]
+    assert status["counts"]["succeeded"] == len(params) - 1, status
+    assert status["counts"]["failed"] == 1, status
+    # Every failed attempt is the MemoryError task's own; the others ended with their
+    # outcome, or were handed back unstarted ("skipped", no class, not an attempt).
+    assert set(status["failures_by_class"]) == {"memory_error"}, status["failures_by_class"]
+    assert {(a["state"], a["failure_class"]) for a in attempts} <= {
+        ("succeeded", None),
+        ("skipped", None),
+        ("failed", "memory_error"),
+    }
+    reasons = {a["evidence"]["reason"] for task in skipped for a in task if a["state"] == "skipped"}
+    assert reasons <= {RECYCLED}, reasons
+    if case == "queued_behind_it":
+        assert reasons == {RECYCLED}
+    assert recycles.get("memory_error", 0) >= 1, recycles

@@ -17,10 +17,15 @@ ADDRESS = "tcp://127.0.0.1:40001"
 WORKER_CG = "/kubepods/pod1/worker"
 
 
-def counters(oom_kill: int) -> dict[str, Any]:
-    """The nanny's counters: CgroupCounters.to_json() plus where they were read."""
-    c = CgroupCounters(oom_kill, oom_kill, 100 * MiB, 400 * MiB, LIMIT).to_json()
-    return dict(c, path="/sys/fs/cgroup" + WORKER_CG, version=2)
+def counters(oom_kill: int, oom: int | None = None, *, v1: bool = False) -> dict[str, Any]:
+    """The nanny's counters: CgroupCounters.to_json() plus where they were read. ``oom``
+    rises with ``oom_kill`` unless given; v1 has no ``oom`` counter."""
+    if v1:
+        oom = None
+    elif oom is None:
+        oom = oom_kill
+    c = CgroupCounters(oom, oom_kill, 100 * MiB, 400 * MiB, LIMIT).to_json()
+    return dict(c, path="/sys/fs/cgroup" + WORKER_CG, version=1 if v1 else 2)
 
 
 def kernel(**fields: Any) -> dict[str, Any]:
@@ -75,7 +80,37 @@ ROWS: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, FailureClass
         None,
         FailureClass.OOM_CGROUP,
     ),
+    (
+        "kernel: a parent's memcg (pod limit)",
+        record(
+            kernel=kernel(oom_type="memcg", oom_memcg="/kubepods/pod1", task_memcg=WORKER_CG),
+            counters_after=counters(1),
+        ),
+        None,
+        FailureClass.OOM_ANCESTOR,
+    ),
+    (
+        "kernel: memcg, the same cgroup written with a trailing slash",
+        record(kernel=kernel(oom_type="memcg", oom_memcg=WORKER_CG + "/", task_memcg=WORKER_CG)),
+        None,
+        FailureClass.OOM_CGROUP,
+    ),
     ("counter rose, SIGKILL", record(counters_after=counters(1)), None, FailureClass.OOM_CGROUP),
+    (
+        "v2: oom_kill rose, oom did not (a parent's limit)",
+        record(counters_after=counters(1, oom=0)),
+        None,
+        FailureClass.OOM_ANCESTOR,
+    ),
+    (
+        "v1: oom_kill rose (no oom counter)",
+        record(
+            counters_before=counters(0, v1=True),
+            counters_after=counters(1, v1=True),
+        ),
+        None,
+        FailureClass.OOM_CGROUP,
+    ),
     (
         "counter rose, but died of SIGSEGV",
         record(counters_after=counters(1), exitcode=-11),
@@ -155,17 +190,13 @@ def test_every_dask_death_class_has_a_row() -> None:
     assert {expected for *_, expected in ROWS} == {
         FailureClass.OOM_SYSTEM,
         FailureClass.OOM_CGROUP,
+        FailureClass.OOM_ANCESTOR,
         FailureClass.OOM_WATCHDOG,
         FailureClass.KILLED,
         FailureClass.CRASHED,
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dask_deaths.classify_dask_death classes every memcg kill as oom_cgroup; "
-    "classify_death (local workers) says oom_ancestor when oom_memcg is not task_memcg",
-)
 def test_a_parents_memcg_limit_is_oom_ancestor_as_for_local_workers() -> None:
     rec = record(
         kernel=kernel(oom_type="memcg", oom_memcg="/kubepods/pod1", task_memcg=WORKER_CG),
@@ -175,3 +206,49 @@ def test_a_parents_memcg_limit_is_oom_ancestor_as_for_local_workers() -> None:
         pid=4242, address=ADDRESS, record=rec, nanny_restart=None, memory_limit=LIMIT
     )
     assert fc is FailureClass.OOM_ANCESTOR
+
+
+AGREE: list[tuple[str, dict[str, Any] | None, tuple[int | None, int], tuple[int | None, int]]] = [
+    # (row, kernel event fields, counters before (oom, oom_kill), after)
+    ("own memcg, v2", {"oom_memcg": WORKER_CG, "task_memcg": WORKER_CG}, (0, 0), (1, 1)),
+    (
+        "parent memcg, v1",
+        {"oom_memcg": "/kubepods/pod1", "task_memcg": WORKER_CG},
+        (None, 0),
+        (None, 1),
+    ),
+    ("no kernel line, v2 parent", None, (0, 0), (0, 1)),
+    ("no kernel line, v1", None, (None, 0), (None, 1)),
+]
+
+
+@pytest.mark.parametrize(("row", "fields", "before", "after"), AGREE, ids=[r[0] for r in AGREE])
+def test_a_sigkill_with_oom_evidence_gets_the_class_local_workers_get(
+    row: str,
+    fields: dict[str, Any] | None,
+    before: tuple[int | None, int],
+    after: tuple[int | None, int],
+) -> None:
+    import signal
+
+    from oomguard.diagnosis.classify import classify_death
+
+    event = None if fields is None else OomEvent(victim_pid=4242, oom_type="memcg", **fields)
+    c_before = CgroupCounters(*before, 100 * MiB, 400 * MiB, LIMIT)
+    c_after = CgroupCounters(*after, 100 * MiB, 400 * MiB, LIMIT)
+    local, _ = classify_death(
+        signal.SIGKILL,  # the wait status of a process killed by SIGKILL
+        killed_by=None,
+        counters_before=c_before,
+        counters_after=c_after,
+        kernel_event=event,
+    )
+    rec = record(
+        kernel=None if event is None else event.to_json(),
+        counters_before=dict(c_before.to_json(), path="/sys/fs/cgroup" + WORKER_CG, version=2),
+        counters_after=dict(c_after.to_json(), path="/sys/fs/cgroup" + WORKER_CG, version=2),
+    )
+    dask, _, _ = classify_dask_death(
+        pid=4242, address=ADDRESS, record=rec, nanny_restart=None, memory_limit=LIMIT
+    )
+    assert dask is local, row

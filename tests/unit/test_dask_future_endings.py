@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import TaskInputError
-from oomguard.executors.dask import DaskExecutor, Flight
+from oomguard.executors.dask import RECYCLED, DaskExecutor, Flight
 from oomguard.executors.events import AttemptEnded, Requeued
 
 
@@ -32,9 +32,15 @@ class EndedFuture:
         self.released = True
 
 
-def _ended(status: str, exception: BaseException | None = None) -> tuple[list[Any], Any]:
+def _ended(
+    status: str, exception: BaseException | None = None, recycled_on: str | None = None
+) -> tuple[list[Any], Any]:
+    """End a flight of attempts 1 and 2 with a future of ``status``; ``recycled_on``: the
+    address of a worker oomguard restarted while the flight's key was on it."""
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     future = EndedFuture(status, exception)
+    if recycled_on is not None:
+        ex.recycler._doom(recycled_on, [future.key])
     runs = [SimpleNamespace(attempt_id=i, worker=None) for i in (1, 2)]
     flight = Flight(runs, future, limit=0, sent=0.0)
     ex.inflight[flight.key] = flight
@@ -53,6 +59,33 @@ def test_a_future_lost_with_its_worker_is_killed_not_an_error() -> None:
     ]
     assert events[0].evidence["dask_future_status"] == "lost"
     assert ex.counters.lost_before_gather == 2
+
+
+def test_results_lost_with_a_worker_oomguard_restarted_are_requeued_not_killed() -> None:
+    events, ex = _ended("lost", recycled_on="tcp://127.0.0.1:40001")
+    assert events == [Requeued(1, RECYCLED), Requeued(2, RECYCLED)]
+    assert ex.counters.lost_before_gather == 0 and ex.counters.requeued == 2
+
+
+def test_a_killed_worker_oomguard_restarted_requeues_its_attempts() -> None:
+    from distributed.scheduler import KilledWorker
+
+    worker = SimpleNamespace(address="tcp://127.0.0.1:40001", pid=4242)
+    err = KilledWorker("oomguard-test-1", worker, 0)
+    events, ex = _ended("error", err, recycled_on=worker.address)
+    assert events == [Requeued(1, RECYCLED), Requeued(2, RECYCLED)]
+    assert not ex.deaths  # not a death to classify
+
+
+def test_a_killed_worker_elsewhere_is_a_death_even_if_its_key_was_on_a_recycled_one() -> None:
+    from distributed.scheduler import KilledWorker
+
+    # Moved off the recycled worker (stolen) before it went, then died on another one.
+    worker = SimpleNamespace(address="tcp://127.0.0.1:40002", pid=4242)
+    err = KilledWorker("oomguard-test-1", worker, 0)
+    events, ex = _ended("error", err, recycled_on="tcp://127.0.0.1:40001")
+    assert events == []  # waits for the nanny's evidence, then classified
+    assert [d.address for d in ex.deaths] == [worker.address]
 
 
 def test_a_future_that_raised_is_an_error_with_the_exception() -> None:
@@ -103,7 +136,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
         [8, 9, 10],
     ]
     assert reads == list(range(12))  # each read once: 11 waits with its item
-    assert sum(len(runs) for runs, _, _ in ex.backlog) == 64 - 11
+    assert ex.backlog.attempts == 64 - 11
 
 
 def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:

@@ -3,12 +3,13 @@
 The same promises as the local pool, on Dask:
 
 * **Bounded in-flight window.** A scheduler group of short attempts is sent as Dask tasks
-  of at most :data:`GROUP_MAX_ITEMS` attempts each (run one after another in the worker,
-  each with its own outcome), and at most ``WINDOW_PER_THREAD * (total worker threads)``
-  such Dask futures exist at any time (:meth:`DaskExecutor.free_slots`); the rest of the
-  job stays in the store. Each future is gathered as soon as it finishes and released at
-  once, so results never pile up in distributed memory and a worker's death loses at most
-  the group it was running: every other finished result is already in oomguard's store.
+  of a few attempts each (:mod:`oomguard.executors.dask_backlog`; run one after another
+  in the worker, each with its own outcome), and at most ``WINDOW_PER_THREAD * (total
+  worker threads)`` such Dask futures exist at any time (:meth:`DaskExecutor.free_slots`);
+  the rest of the job stays in the store. Each future is gathered as soon as it finishes
+  and released at once, so results never pile up in distributed memory and a worker's
+  death loses at most the group it was running: every other finished result is already
+  in oomguard's store.
 * **Nothing finished runs again.** Each Dask task asks the Dask scheduler once, before its
   first attempt, whether its key ever started (Dask silently recomputes a finished key
   whose worker died before it was gathered); a rerun is refused and its attempts are
@@ -27,8 +28,10 @@ The same promises as the local pool, on Dask:
   retry and OOM-escalation rules apply unchanged.
 * **Recycling.** The task wrapper collects garbage and trims malloc after every task and
   reports the worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory
-  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is restarted through
-  its nanny, counted in :attr:`DaskExecutor.recycles` by reason.
+  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained
+  and restarted through its nanny (:mod:`oomguard.executors.dask_recycling`), counted in
+  :attr:`DaskExecutor.recycles` by reason. An attempt that dies with a worker oomguard
+  restarted is requeued, never counted as killed.
 """
 
 from __future__ import annotations
@@ -39,13 +42,13 @@ import threading
 import time
 import uuid
 import warnings
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import ConfigError, TaskInputError
-from oomguard.executors.base import Attempt, ItemReader, WorkerRef, input_error_event
+from oomguard.errors import ConfigError
+from oomguard.executors.base import Attempt, ItemReader, WorkerRef
+from oomguard.executors.dask_backlog import Backlog
 from oomguard.executors.dask_client import (
     check_scheduler,
     connect,
@@ -63,7 +66,7 @@ from oomguard.executors.dask_deaths import (
     match_event,
 )
 from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
-from oomguard.executors.dask_recycling import Recycler
+from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
 from oomguard.executors.events import AttemptEnded, Event, Requeued
 from oomguard.jobs.model import FailureClass
 
@@ -74,11 +77,8 @@ WORKERS_REFRESH_S = 1.0
 #: one running and a few queued behind it, so a thread neither waits for a gather round
 #: trip nor idles while the scheduler loop is busy writing results
 WINDOW_PER_THREAD = 4
-#: attempts in one Dask task: a scheduler group is cut into tasks of at most this many
-#: (their results wait in the worker's memory until the last of them finishes)
-GROUP_MAX_ITEMS = 8
-#: and of at most this many bytes of inputs (aggregations carry their replicates' results)
-GROUP_MAX_BYTES = 16 * 1024 * 1024
+#: why an attempt that died with a worker oomguard restarted is requeued
+RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was gathered"
 
 
 class DaskExecutor:
@@ -97,18 +97,17 @@ class DaskExecutor:
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
-        #: groups of attempts waiting to be sent: (runs, limit, the first one's item if read)
-        self.backlog: deque[tuple[Sequence[Attempt], int, dict[str, Any] | None]] = deque()
+        self.done: queue.Queue[Any] = queue.Queue()
+        #: groups of attempts waiting to be sent
+        self.backlog = Backlog(lambda event: self.done.put(Ended(event)))
         self.window_per_thread = int(
             getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
         )
-        self.done: queue.Queue[Any] = queue.Queue()
         self.deaths: list[PendingDeath] = []
-        self.recycler = Recycler(config)
+        self.recycler = Recycler(config, self.prefix)
         self.counters = Counters()
         self.workers: dict[str, dict[str, Any]] = {}
         self.has_memory = False
-        self._read_item: ItemReader | None = None
         self._workers_at = 0.0
         self._warned_no_memory = False
         self._started = 0.0
@@ -127,6 +126,8 @@ class DaskExecutor:
     def stop(self) -> None:
         if self.client is None:
             return
+        # Restarts under way end first: they ask the scheduler through this client.
+        self.recycler.stop(RESTART_TIMEOUT_S)
         futures = [f.future for f in self.inflight.values()]
         self.inflight.clear()
         self.by_attempt.clear()
@@ -198,52 +199,19 @@ class DaskExecutor:
     # -- submitting -------------------------------------------------------------------
 
     def submit(self, group: Sequence[Attempt], read_item: ItemReader) -> None:
-        self._read_item = read_item
         # A group shares its first attempt's admission (the others were claimed with 0).
         limit = max(run.limit for run in group) or group[0].limit
         for run in group:
             run.worker = DaskWorkerRef()
-        # Inputs are read from the store only when a group is sent (_send): a wave of
-        # aggregations made ready at once must not all hold their inputs in memory here.
-        for start in range(0, len(group), GROUP_MAX_ITEMS):
-            self.backlog.append((group[start : start + GROUP_MAX_ITEMS], limit, None))
+        self.backlog.add(group, limit, read_item)
         self._send()
-
-    def _items(
-        self, runs: Sequence[Attempt], limit: int, first: dict[str, Any] | None
-    ) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Call items for the first of ``runs`` up to :data:`GROUP_MAX_BYTES` of inputs (at
-        least one; ``first`` is the first one's, when already read). The runs left over go
-        back to the front of the backlog with the item that did not fit."""
-        items: list[dict[str, Any]] = []
-        sent: list[Attempt] = []
-        size = 0
-        for i, run in enumerate(runs):
-            if i == 0 and first is not None:
-                item = first
-            else:
-                assert self._read_item is not None  # set by submit, before any _send
-                try:
-                    item = self._read_item(run)
-                except TaskInputError as err:
-                    self.done.put(Ended(input_error_event(run, err)))
-                    continue
-            item_size = _item_bytes(item)
-            if items and size + item_size > GROUP_MAX_BYTES:
-                self.backlog.appendleft((runs[i:], limit, item))
-                return sent, items
-            items.append(item)
-            sent.append(run)
-            size += item_size
-        return sent, items
 
     def _send(self) -> None:
         from oomguard.executors.dask_plugin import run_calls
 
         window = self.window
         while self.backlog and len(self.inflight) < window:
-            runs, limit, first = self.backlog.popleft()
-            runs, items = self._items(runs, limit, first)
+            runs, items, limit = self.backlog.take()
             if not runs:
                 continue  # none of them could be read: each ended with an error outcome
             resources = None
@@ -373,7 +341,10 @@ class DaskExecutor:
         self, flight: Flight, address: str | None, evidence: dict[str, Any]
     ) -> list[Event]:
         """The group ran, but its results died with their worker before they were
-        gathered: each attempt counts as killed with its worker and is retried."""
+        gathered: each attempt counts as killed with its worker and is retried (requeued,
+        when oomguard restarted that worker)."""
+        if self.recycler.took(flight.key):
+            return self._requeued(flight, RECYCLED)
         live = flight.live()
         self.counters.lost_before_gather += len(live)
         evidence = {
@@ -423,14 +394,12 @@ class DaskExecutor:
             for run in flight.runs:
                 run.worker = DaskWorkerRef(address, pid)
             self.counters.worker_deaths += 1
-            if address in self.recycler.restarting or not started_on_worker(
-                self.client, flight.key
-            ):
-                # We restarted it, or the group was only waiting in the dead worker's
-                # queue: not the tasks' fault, and not an attempt of them.
-                live = flight.live()
-                self.counters.requeued += len(live)
-                return [Requeued(run.attempt_id) for run in live]
+            if self.recycler.took(flight.key, address):
+                return self._requeued(flight, RECYCLED)
+            if not started_on_worker(self.client, flight.key):
+                # It was only waiting in the dead worker's queue: not the tasks' fault,
+                # and not an attempt of them.
+                return self._requeued(flight)
             self.deaths.append(
                 PendingDeath(
                     flight,
@@ -451,6 +420,13 @@ class DaskExecutor:
         message = f"{type(err).__name__}: {err}"
         evidence = {"executor": "dask", "dask_error": message}
         return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+
+    def _requeued(self, flight: Flight, reason: str | None = None) -> list[Event]:
+        live = flight.live()
+        self.counters.requeued += len(live)
+        if reason is None:
+            return [Requeued(run.attempt_id) for run in live]
+        return [Requeued(run.attempt_id, reason) for run in live]
 
     def _resolve_deaths(self) -> list[Event]:
         if not self.deaths:
@@ -514,12 +490,6 @@ class DaskExecutor:
 
     def release(self, worker: WorkerRef) -> None:
         return None
-
-
-def _item_bytes(item: dict[str, Any]) -> int:
-    """The rough size of a call item's inputs (what it sends to the worker)."""
-    size = len(item.get("payload") or b"") + len(item.get("params") or "")
-    return size + sum(len(r) for r in item.get("results") or ())
 
 
 __all__ = ["DaskExecutor", "DaskWorkerRef", "classify_dask_death"]

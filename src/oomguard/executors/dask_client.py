@@ -3,7 +3,10 @@
 Each function but :func:`connect` takes the executor's ``distributed.Client``: registering
 oomguard's plugins, checking the scheduler's settings, asking it whether a key ever
 started and where a key is running, reading its event topics (the evidence of worker
-deaths), and restarting a worker off the caller's thread. ``distributed`` is an optional
+deaths), and recycling a worker: cordoning it (:func:`cordon`), asking what of oomguard's
+it still runs or holds (:func:`held_on`), restarting it through its nanny
+(:func:`restart_worker`). Each question to the scheduler is answered within
+:data:`SCHEDULER_CALL_S` or raises :class:`TimeoutError`. ``distributed`` is an optional
 extra: :func:`import_distributed` imports it when the executor is built and names the
 extra to install when it is missing.
 """
@@ -11,7 +14,7 @@ extra to install when it is missing.
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from typing import Any
 
 from oomguard.config import RunnerConfig
@@ -20,6 +23,15 @@ from oomguard.errors import ConfigError
 log = logging.getLogger("oomguard.executor.dask")
 
 MISSING = "the dask executor needs dask[distributed]: pip install 'oomguard[dask]'"
+#: the longest oomguard waits for the Dask scheduler to answer one question
+SCHEDULER_CALL_S = 30.0
+
+
+def _on_scheduler(client: Any, function: Any, extra_s: float = 0.0, **kwargs: Any) -> Any:
+    """``function(dask_scheduler=..., **kwargs)`` run on the Dask scheduler, its answer
+    awaited at most :data:`SCHEDULER_CALL_S` (plus ``extra_s``)."""
+    # callback_timeout is Client.sync's own deadline; the other keywords go to function.
+    return client.run_on_scheduler(function, callback_timeout=SCHEDULER_CALL_S + extra_s, **kwargs)
 
 
 def import_distributed() -> Any:
@@ -66,7 +78,7 @@ def check_scheduler(client: Any) -> None:
         }
 
     try:
-        got = client.run_on_scheduler(settings)
+        got = _on_scheduler(client, settings)
     except Exception as err:  # a scheduler that refuses run_on_scheduler still works
         log.info("cannot read the Dask scheduler's settings: %s", err)
         return
@@ -89,7 +101,7 @@ def started_on_worker(client: Any, key: str) -> bool:
     from oomguard.executors.dask_plugin import was_started
 
     try:
-        return bool(client.run_on_scheduler(was_started, key=key))
+        return bool(_on_scheduler(client, was_started, key=key))
     except Exception:
         return True  # cannot tell: count it as the attempt that died
 
@@ -103,7 +115,7 @@ def processing_on(client: Any, key: str) -> str | None:
         return None if ws is None else str(ws.address)
 
     try:
-        got = client.run_on_scheduler(where, key=key)
+        got = _on_scheduler(client, where, key=key)
     except Exception:
         return None
     return None if got is None else str(got)
@@ -118,14 +130,102 @@ def scheduler_events(client: Any, topic: str, since: float) -> list[dict[str, An
     return [msg for ts, msg in got if ts >= since and isinstance(msg, dict)]
 
 
-def restart_in_background(client: Any, address: str) -> None:
-    """Restart the worker at ``address`` through its nanny, on a thread of its own."""
+def cordon(client: Any, address: str) -> bool:
+    """Stop the Dask scheduler from giving the worker at ``address`` anything more to run.
 
-    def restart() -> None:
-        try:
-            client.restart_workers([address], raise_for_error=False)
-        except Exception as err:
-            log.warning("cannot restart Dask worker %s: %s", address, err)
+    What ``Scheduler.retire_workers`` does first: the worker's status becomes
+    ``closing_gracefully`` on the scheduler at once (it leaves the scheduler's running
+    workers: no task is assigned to it, none is stolen by it) and then on the worker
+    itself, which from then on starts none of the tasks queued there; those it is running
+    go on. False: the scheduler knows no such worker (it is gone already).
+    """
 
-    # Off the scheduler thread: a restart takes seconds, the loop must keep going.
-    threading.Thread(target=restart, name="oomguard-dask-restart", daemon=True).start()
+    def on_scheduler(dask_scheduler: Any, address: str) -> bool:
+        from distributed.core import Status
+
+        return _set_status(dask_scheduler, address, Status.closing_gracefully, "cordon")
+
+    return bool(_on_scheduler(client, on_scheduler, address=address))
+
+
+def uncordon(client: Any, address: str) -> bool:
+    """Undo :func:`cordon`: the worker at ``address`` runs tasks again."""
+
+    def on_scheduler(dask_scheduler: Any, address: str) -> bool:
+        from distributed.core import Status
+
+        return _set_status(dask_scheduler, address, Status.running, "uncordon")
+
+    return bool(_on_scheduler(client, on_scheduler, address=address))
+
+
+def _set_status(dask_scheduler: Any, address: str, status: Any, why: str) -> bool:
+    """On the Dask scheduler: set a worker's status there, then tell the worker."""
+    ws = dask_scheduler.workers.get(address)
+    if ws is None:
+        return False
+    stimulus_id = f"oomguard-{why}-{time.time()}"
+    dask_scheduler.handle_worker_status_change(status, ws, stimulus_id)
+    comm = dask_scheduler.stream_comms.get(address)
+    if comm is not None:
+        comm.send({"op": "worker-status-change", "status": status.name, "stimulus_id": stimulus_id})
+    return True
+
+
+def held_on(client: Any, address: str, prefix: str) -> tuple[list[str], list[str]] | None:
+    """The Dask tasks whose keys start with ``prefix`` that the worker at ``address`` has.
+
+    ``(busy, queued)``: *busy* ones started there and still run, or finished there and
+    wait to be gathered (their results live in that worker's memory); *queued* ones are
+    assigned to it and never started. None: the scheduler knows no such worker.
+    """
+
+    def on_scheduler(
+        dask_scheduler: Any, address: str, prefix: str
+    ) -> tuple[list[str], list[str]] | None:
+        from oomguard.executors.dask_plugin import was_started
+
+        ws = dask_scheduler.workers.get(address)
+        if ws is None:
+            return None
+        busy: list[str] = []
+        queued: list[str] = []
+        for ts in ws.processing:
+            key = str(ts.key)
+            if key.startswith(prefix):
+                (busy if was_started(dask_scheduler, key) else queued).append(key)
+        busy += [str(ts.key) for ts in ws.has_what if str(ts.key).startswith(prefix)]
+        return busy, queued
+
+    got = _on_scheduler(client, on_scheduler, address=address, prefix=prefix)
+    return None if got is None else (list(got[0]), list(got[1]))
+
+
+def restart_worker(client: Any, address: str, prefix: str, timeout: float) -> list[str]:
+    """Restart the worker at ``address`` through its nanny (a worker without a nanny is
+    closed), waiting at most ``timeout`` seconds for its process to end and not for the
+    new one to join; the keys starting with ``prefix`` it had when it was told to go.
+    """
+
+    async def on_scheduler(
+        dask_scheduler: Any, address: str, prefix: str, timeout: float
+    ) -> tuple[list[str], dict[str, Any]]:
+        ws = dask_scheduler.workers.get(address)
+        if ws is None:
+            return [], {address: "gone already"}
+        keys = [str(ts.key) for ts in (*ws.processing, *ws.has_what)]
+        got = await dask_scheduler.restart_workers(
+            [address],
+            timeout=timeout,
+            wait_for_workers=False,
+            on_error="return",
+            stimulus_id=f"oomguard-recycle-{time.time()}",
+        )
+        return [key for key in keys if key.startswith(prefix)], dict(got)
+
+    keys, got = _on_scheduler(
+        client, on_scheduler, extra_s=timeout, address=address, prefix=prefix, timeout=timeout
+    )
+    if got.get(address) != "OK":
+        log.warning("restarting Dask worker %s: %s", address, got.get(address))
+    return list(keys)

@@ -45,10 +45,13 @@ def classify_dask_death(
     ``record`` is the nanny plugin's death record, ``nanny_restart`` the nanny's own
     ``worker-restart-memory`` event for the pid; either may be missing (no nanny, plugin
     not registered, evidence late). Kernel evidence comes first: a kernel OOM kill names
-    the pid in its ``Killed process`` line (``oom_system`` when global, ``oom_cgroup`` when
-    a memory cgroup's limit), or the worker's cgroup ``oom_kill`` counter rose while it
-    died by SIGKILL. Then the nanny's memory-limit restart, or RSS near the limit at death:
-    ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
+    the pid in its ``Killed process`` line (``oom_system`` when global; when a memory
+    cgroup's limit, ``oom_cgroup`` if it is the worker's own cgroup and ``oom_ancestor`` if
+    the line's ``oom_memcg`` is not its ``task_memcg``), or the worker's cgroup ``oom_kill``
+    counter rose while it died by SIGKILL (``oom_ancestor`` where v2's ``oom`` did not rise
+    with it). These are the rules of :func:`~oomguard.diagnosis.classify.classify_death`
+    for local workers. Then the nanny's memory-limit restart, or RSS near the limit at
+    death: ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
     """
     from oomguard.diagnosis.classify import describe_status
 
@@ -85,10 +88,17 @@ def classify_dask_death(
     if kernel:
         if kernel.get("oom_type") == "global" or kernel.get("constraint") == "CONSTRAINT_NONE":
             return FailureClass.OOM_SYSTEM, evidence, peak
+        if _parent_limit(kernel):
+            return FailureClass.OOM_ANCESTOR, evidence, peak
         return FailureClass.OOM_CGROUP, evidence, peak
     before, after = rec.get("counters_before") or {}, rec.get("counters_after") or {}
-    if sigkill and (after.get("oom_kill") or 0) > (before.get("oom_kill") or 0):
-        return FailureClass.OOM_CGROUP, evidence, peak
+    if sigkill and _rose(before, after, "oom_kill"):
+        # v2's memory.events is hierarchical: oom_kill also rises when a parent's limit
+        # was hit, "oom" only for limits at or below the worker's cgroup. v1 has no "oom".
+        v1 = before.get("oom") is None or after.get("oom") is None
+        if v1 or _rose(before, after, "oom"):
+            return FailureClass.OOM_CGROUP, evidence, peak
+        return FailureClass.OOM_ANCESTOR, evidence, peak
     if nanny_restart is not None or rec.get("nanny_terminated"):
         evidence["killed_by"] = "dask nanny (worker memory limit)"
         if nanny_restart is not None:
@@ -101,6 +111,19 @@ def classify_dask_death(
     if exitcode is None or sigkill:
         return FailureClass.KILLED, evidence, peak
     return FailureClass.CRASHED, evidence, peak
+
+
+def _parent_limit(kernel: dict[str, Any]) -> bool:
+    """Whether a kernel OOM report names a limit hit in another memory cgroup than the
+    victim's own (a pod's or a container's): ``oom_memcg`` is not ``task_memcg``."""
+    oom_memcg, task_memcg = kernel.get("oom_memcg"), kernel.get("task_memcg")
+    if not oom_memcg or not task_memcg:
+        return False
+    return str(oom_memcg).rstrip("/") != str(task_memcg).rstrip("/")
+
+
+def _rose(before: dict[str, Any], after: dict[str, Any], counter: str) -> bool:
+    return (after.get(counter) or 0) > (before.get(counter) or 0)
 
 
 def match_event(messages: list[dict[str, Any]], death: PendingDeath) -> dict[str, Any] | None:
