@@ -187,7 +187,8 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
         status = job.wait(timeout=120, progress=False)
         recycles = dict(runner.scheduler.executor.recycles)
         attempts = list(runner.store.queries.all_attempts(job.id))
-        skipped = [runner.store.queries.attempts(a["task_id"]) for a in attempts if a["state"] == "skipped"]
+        skipped = [runner.store.queries.attempts(a["task_id"])
+                   for a in attempts if a["state"] == "skipped"]
     assert status["counts"]["succeeded"] == len(params) - 1, status
     assert status["counts"]["failed"] == 1, status
     # Every failed attempt is the MemoryError task's own; the others ended with their
