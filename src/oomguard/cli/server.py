@@ -30,6 +30,9 @@ from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.errors import ConfigError, OomguardError
 
 if TYPE_CHECKING:
+    import uvicorn
+
+    from oomguard.api.client import ApiClient
     from oomguard.api.service import ServerState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -102,7 +105,7 @@ def _args(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _client(server: str, token_file: str | None, retries: int = 8) -> Any:
+def _client(server: str, token_file: str | None, retries: int = 8) -> ApiClient:
     from oomguard.api.client import ApiClient, load_token
 
     return ApiClient(server, load_token(token_file), retries=retries)
@@ -279,7 +282,7 @@ def serve(
         say("stopped (SIGTERM)", log_format)
 
 
-def _exit_when_scheduler_dies(state: ServerState, server: Any) -> None:
+def _exit_when_scheduler_dies(state: ServerState, server: uvicorn.Server) -> None:
     """Shut uvicorn down once the scheduler loop died (until then submissions get 503)."""
     while not server.should_exit:
         if state.runner.died is not None:

@@ -43,7 +43,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
@@ -70,6 +70,11 @@ from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
 from oomguard.executors.events import AttemptEnded, Event, Requeued
 from oomguard.jobs.model import FailureClass
 
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from oomguard.cgroups.detect import IsolationPlan
+
 log = logging.getLogger("oomguard.executor.dask")
 
 WORKERS_REFRESH_S = 1.0
@@ -84,7 +89,7 @@ RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was
 class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
-    def __init__(self, config: RunnerConfig, isolation: Any) -> None:
+    def __init__(self, config: RunnerConfig, isolation: IsolationPlan | None) -> None:
         import_distributed()
         if not config.dask_address:
             raise ConfigError(
@@ -92,7 +97,7 @@ class DaskExecutor:
             )
         self.config = config
         self.isolation = isolation
-        self.client: Any = None
+        self.client: Client | None = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
@@ -115,6 +120,12 @@ class DaskExecutor:
         self._lock = threading.Lock()
 
     # -- start and stop ---------------------------------------------------------------
+
+    @property
+    def _client(self) -> Client:
+        """The client, once started."""
+        assert self.client is not None, "start() first"
+        return self.client
 
     def start(self) -> None:
         self.client = connect(self.config)
@@ -151,7 +162,7 @@ class DaskExecutor:
         if not force and now - self._workers_at < WORKERS_REFRESH_S:
             return
         self._workers_at = now
-        info = self.client.scheduler_info(n_workers=-1)
+        info = self._client.scheduler_info(n_workers=-1)
         self.workers = dict(info.get("workers", {}))
         self.has_memory = bool(self.workers) and all(
             "MEMORY" in (w.get("resources") or {}) for w in self.workers.values()
@@ -220,7 +231,7 @@ class DaskExecutor:
             with warnings.catch_warnings():
                 # Aggregations carry their replicates' results: not a mistake here.
                 warnings.filterwarnings("ignore", message="Sending large graph")
-                future = self.client.submit(
+                future = self._client.submit(
                     run_calls,
                     items,
                     key=f"{self.prefix}-{runs[0].attempt_id}",
@@ -271,7 +282,7 @@ class DaskExecutor:
         self._send()
         return events
 
-    def _flight_of(self, future: Any) -> Flight | None:
+    def _flight_of(self, future: Future[Any]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
         return flight if flight is not None and flight.future is future else None
 
@@ -286,7 +297,7 @@ class DaskExecutor:
             return []
         futures = [f.future for f in finished]
         try:
-            values = self.client.gather(futures)
+            values = self._client.gather(futures)
         except Exception:
             values = []
             for future in futures:
@@ -334,7 +345,7 @@ class DaskExecutor:
             )
         if address:
             limit = self.workers.get(address, {}).get("memory_limit")
-            self.recycler.after_group(self.client, address, out, limit)
+            self.recycler.after_group(self._client, address, out, limit)
         return events
 
     def _results_lost(
@@ -396,7 +407,7 @@ class DaskExecutor:
             self.counters.worker_deaths += 1
             if self.recycler.took(flight.key, address):
                 return self._requeued(flight, RECYCLED)
-            if not started_on_worker(self.client, flight.key):
+            if not started_on_worker(self._client, flight.key):
                 # It was only waiting in the dead worker's queue: not the tasks' fault,
                 # and not an attempt of them.
                 return self._requeued(flight)
@@ -432,8 +443,8 @@ class DaskExecutor:
         if not self.deaths:
             return []
         since = self._started - 1
-        records = scheduler_events(self.client, "oomguard-worker-death", since)
-        restarts = scheduler_events(self.client, "worker-restart-memory", since)
+        records = scheduler_events(self._client, "oomguard-worker-death", since)
+        restarts = scheduler_events(self._client, "worker-restart-memory", since)
         now = time.monotonic()
         events: list[Event] = []
         keep = []
@@ -474,10 +485,10 @@ class DaskExecutor:
         address = None
         if not flight.live():
             self.inflight.pop(flight.key, None)
-            address = processing_on(self.client, flight.key)
-            self.client.cancel([flight.future])
+            address = processing_on(self._client, flight.key)
+            self._client.cancel([flight.future])
             if address:
-                self.recycler.recycle(self.client, address, reason)
+                self.recycler.recycle(self._client, address, reason)
         fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
         evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
         self.done.put(

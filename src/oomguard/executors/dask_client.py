@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from distributed import Client, Scheduler
+    from distributed.core import Status
 
 log = logging.getLogger("oomguard.executor.dask")
 
@@ -27,14 +32,16 @@ MISSING = "the dask executor needs dask[distributed]: pip install 'oomguard[dask
 SCHEDULER_CALL_S = 30.0
 
 
-def _on_scheduler(client: Any, function: Any, extra_s: float = 0.0, **kwargs: Any) -> Any:
+def _on_scheduler(client: Client, function: Any, extra_s: float = 0.0, **kwargs: Any) -> Any:
     """``function(dask_scheduler=..., **kwargs)`` run on the Dask scheduler, its answer
     awaited at most :data:`SCHEDULER_CALL_S` (plus ``extra_s``)."""
     # callback_timeout is Client.sync's own deadline; the other keywords go to function.
-    return client.run_on_scheduler(function, callback_timeout=SCHEDULER_CALL_S + extra_s, **kwargs)
+    return client.run_on_scheduler(  # type: ignore[no-untyped-call]
+        function, callback_timeout=SCHEDULER_CALL_S + extra_s, **kwargs
+    )
 
 
-def import_distributed() -> Any:
+def import_distributed() -> ModuleType:
     """The ``distributed`` module, or :class:`ConfigError` naming the extra to install."""
     try:
         import distributed
@@ -43,18 +50,21 @@ def import_distributed() -> Any:
     return distributed
 
 
-def connect(config: RunnerConfig) -> Any:
+def connect(config: RunnerConfig) -> Client:
     """A client of the scheduler at ``config.dask_address``; :class:`ConfigError` if down."""
     distributed = import_distributed()
     try:
-        return distributed.Client(config.dask_address, timeout="10s", set_as_default=False)
+        client: Client = distributed.Client(
+            config.dask_address, timeout="10s", set_as_default=False
+        )
+        return client
     except (OSError, TimeoutError) as err:
         raise ConfigError(
             f"cannot connect to the Dask scheduler at {config.dask_address}: {err}"
         ) from err
 
 
-def register_plugins(client: Any, config: RunnerConfig) -> None:
+def register_plugins(client: Client, config: RunnerConfig) -> None:
     """Register oomguard's worker and nanny plugins, the evidence of worker deaths."""
     from oomguard.executors.dask_plugin import (
         PLUGIN_NAME,
@@ -66,10 +76,10 @@ def register_plugins(client: Any, config: RunnerConfig) -> None:
     client.register_plugin(NannyEvidencePlugin(config.kernel_log), name=PLUGIN_NAME)
 
 
-def check_scheduler(client: Any) -> None:
+def check_scheduler(client: Client) -> None:
     """Warn about scheduler settings that break oomguard's promises (allowed-failures)."""
 
-    def settings(dask_scheduler: Any) -> dict[str, Any]:
+    def settings(dask_scheduler: Scheduler) -> dict[str, Any]:
         import dask
 
         return {
@@ -96,7 +106,7 @@ def check_scheduler(client: Any) -> None:
         )
 
 
-def started_on_worker(client: Any, key: str) -> bool:
+def started_on_worker(client: Client, key: str) -> bool:
     """Whether the task ``key`` ever started on a worker (``True`` when it cannot tell)."""
     from oomguard.executors.dask_plugin import was_started
 
@@ -106,10 +116,10 @@ def started_on_worker(client: Any, key: str) -> bool:
         return True  # cannot tell: count it as the attempt that died
 
 
-def processing_on(client: Any, key: str) -> str | None:
+def processing_on(client: Client, key: str) -> str | None:
     """The address of the worker running the task ``key`` now, if the scheduler knows."""
 
-    def where(dask_scheduler: Any, key: str) -> str | None:
+    def where(dask_scheduler: Scheduler, key: str) -> str | None:
         ts = dask_scheduler.tasks.get(key)
         ws = getattr(ts, "processing_on", None)
         return None if ws is None else str(ws.address)
@@ -121,7 +131,7 @@ def processing_on(client: Any, key: str) -> str | None:
     return None if got is None else str(got)
 
 
-def scheduler_events(client: Any, topic: str, since: float) -> list[dict[str, Any]]:
+def scheduler_events(client: Client, topic: str, since: float) -> list[dict[str, Any]]:
     """The scheduler's events on ``topic`` from ``since`` on (none when it cannot say)."""
     try:
         got = client.get_events(topic)
@@ -130,7 +140,7 @@ def scheduler_events(client: Any, topic: str, since: float) -> list[dict[str, An
     return [msg for ts, msg in got if ts >= since and isinstance(msg, dict)]
 
 
-def cordon(client: Any, address: str) -> bool:
+def cordon(client: Client, address: str) -> bool:
     """Stop the Dask scheduler from giving the worker at ``address`` anything more to run.
 
     What ``Scheduler.retire_workers`` does first: the worker's status becomes
@@ -140,7 +150,7 @@ def cordon(client: Any, address: str) -> bool:
     go on. False: the scheduler knows no such worker (it is gone already).
     """
 
-    def on_scheduler(dask_scheduler: Any, address: str) -> bool:
+    def on_scheduler(dask_scheduler: Scheduler, address: str) -> bool:
         from distributed.core import Status
 
         return _set_status(dask_scheduler, address, Status.closing_gracefully, "cordon")
@@ -148,10 +158,10 @@ def cordon(client: Any, address: str) -> bool:
     return bool(_on_scheduler(client, on_scheduler, address=address))
 
 
-def uncordon(client: Any, address: str) -> bool:
+def uncordon(client: Client, address: str) -> bool:
     """Undo :func:`cordon`: the worker at ``address`` runs tasks again."""
 
-    def on_scheduler(dask_scheduler: Any, address: str) -> bool:
+    def on_scheduler(dask_scheduler: Scheduler, address: str) -> bool:
         from distributed.core import Status
 
         return _set_status(dask_scheduler, address, Status.running, "uncordon")
@@ -159,7 +169,7 @@ def uncordon(client: Any, address: str) -> bool:
     return bool(_on_scheduler(client, on_scheduler, address=address))
 
 
-def _set_status(dask_scheduler: Any, address: str, status: Any, why: str) -> bool:
+def _set_status(dask_scheduler: Scheduler, address: str, status: Status, why: str) -> bool:
     """On the Dask scheduler: set a worker's status there, then tell the worker."""
     ws = dask_scheduler.workers.get(address)
     if ws is None:
@@ -172,7 +182,7 @@ def _set_status(dask_scheduler: Any, address: str, status: Any, why: str) -> boo
     return True
 
 
-def held_on(client: Any, address: str, prefix: str) -> tuple[list[str], list[str]] | None:
+def held_on(client: Client, address: str, prefix: str) -> tuple[list[str], list[str]] | None:
     """The Dask tasks whose keys start with ``prefix`` that the worker at ``address`` has.
 
     ``(busy, queued)``: *busy* ones started there and still run, or finished there and
@@ -181,7 +191,7 @@ def held_on(client: Any, address: str, prefix: str) -> tuple[list[str], list[str
     """
 
     def on_scheduler(
-        dask_scheduler: Any, address: str, prefix: str
+        dask_scheduler: Scheduler, address: str, prefix: str
     ) -> tuple[list[str], list[str]] | None:
         from oomguard.executors.dask_plugin import was_started
 
@@ -201,14 +211,14 @@ def held_on(client: Any, address: str, prefix: str) -> tuple[list[str], list[str
     return None if got is None else (list(got[0]), list(got[1]))
 
 
-def restart_worker(client: Any, address: str, prefix: str, timeout: float) -> list[str]:
+def restart_worker(client: Client, address: str, prefix: str, timeout: float) -> list[str]:
     """Restart the worker at ``address`` through its nanny (a worker without a nanny is
     closed), waiting at most ``timeout`` seconds for its process to end and not for the
     new one to join; the keys starting with ``prefix`` it had when it was told to go.
     """
 
     async def on_scheduler(
-        dask_scheduler: Any, address: str, prefix: str, timeout: float
+        dask_scheduler: Scheduler, address: str, prefix: str, timeout: float
     ) -> tuple[list[str], dict[str, Any]]:
         ws = dask_scheduler.workers.get(address)
         if ws is None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.executors.base import Attempt
 from oomguard.executors.events import AttemptEnded, Event, failed
+
+if TYPE_CHECKING:
+    from distributed import Future
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Flight:
     """One Dask task: a group of attempts run one after another on one worker."""
 
     runs: Sequence[Attempt]
-    future: Any
+    future: Future[Any]
     limit: int
     sent: float
     #: attempts of the group already ended by :meth:`DaskExecutor.kill`
@@ -67,7 +70,7 @@ class Ended:
 
 
 def failure_event(
-    run: Any,
+    run: Attempt,
     fc: str,
     message: str,
     evidence: dict[str, Any],

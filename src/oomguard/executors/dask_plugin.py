@@ -27,11 +27,17 @@ import gc
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
 from oomguard import procfs
+
+if TYPE_CHECKING:
+    from distributed import Nanny, Scheduler, Worker
+    from tornado.ioloop import PeriodicCallback
+
+    from oomguard.kernlog.watch import KernelLogWatch
 
 PLUGIN_NAME = "oomguard-evidence"
 #: scheduler event topic of the nanny plugin's death records
@@ -83,13 +89,15 @@ def _trim() -> None:
 STARTED_KEEP = 100_000
 
 
-def _first_start(dask_scheduler: Any, key: str) -> bool:
+def _first_start(dask_scheduler: Scheduler, key: str) -> bool:
     """On the Dask scheduler: True the first time ``key`` starts, False ever after."""
     from collections import OrderedDict
 
-    started = getattr(dask_scheduler, "_oomguard_started", None)
+    # Kept on the scheduler object itself, so it lives exactly as long as the scheduler.
+    state = vars(dask_scheduler)
+    started: OrderedDict[str, bool] | None = state.get("_oomguard_started")
     if started is None:
-        started = dask_scheduler._oomguard_started = OrderedDict()
+        started = state["_oomguard_started"] = OrderedDict()
     if key in started:
         return False
     started[key] = True
@@ -98,7 +106,7 @@ def _first_start(dask_scheduler: Any, key: str) -> bool:
     return True
 
 
-def was_started(dask_scheduler: Any, key: str) -> bool:
+def was_started(dask_scheduler: Scheduler, key: str) -> bool:
     """On the Dask scheduler: whether ``key`` ever started running on a worker."""
     return key in (getattr(dask_scheduler, "_oomguard_started", None) or {})
 
@@ -113,7 +121,7 @@ def _already_started() -> bool:
         from distributed import get_client, get_worker
 
         key = str(get_worker().get_current_task())
-        first: bool = get_client().run_on_scheduler(_first_start, key=key)  # type: ignore[no-untyped-call]
+        first: bool = get_client().run_on_scheduler(_first_start, key=key)
         return not first
     except (ImportError, ValueError):
         return False  # not on a Dask worker (called directly): nothing to guard
@@ -266,7 +274,7 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.oom_score_adj_error: str | None = None
         self.progress: _Progress | None = None
 
-    def setup(self, worker: Any) -> None:
+    def setup(self, worker: Worker) -> None:
         try:
             with open("/proc/self/oom_score_adj") as fh:
                 current = int(fh.read().strip())
@@ -282,7 +290,7 @@ class WorkerEvidencePlugin(WorkerPlugin):
         _trim()
         self.baseline = _rss()
 
-    def teardown(self, worker: Any) -> None:
+    def teardown(self, worker: Worker) -> None:
         if self.progress is not None:
             self.progress.close()
 
@@ -298,14 +306,14 @@ class NannyEvidencePlugin(NannyPlugin):
 
     def __init__(self, kernel_log: str = "/dev/kmsg") -> None:
         self.kernel_log = kernel_log
-        self._nanny: Any = None
-        self._kmsg: Any = None
-        self._callback: Any = None
+        self._nanny: Nanny | None = None
+        self._kmsg: KernelLogWatch | None = None
+        self._callback: PeriodicCallback | None = None
         self._proc: Any = None
         self._current: dict[str, Any] = {}
         self._pending: list[tuple[float, dict[str, Any]]] = []
 
-    def setup(self, nanny: Any) -> None:
+    def setup(self, nanny: Nanny) -> None:
         from tornado.ioloop import PeriodicCallback
 
         from oomguard.kernlog.watch import KernelLogWatch
@@ -316,7 +324,7 @@ class NannyEvidencePlugin(NannyPlugin):
         self._callback = PeriodicCallback(self._guarded(self.sample), SAMPLE_INTERVAL_S * 1000)
         self._callback.start()
 
-    def teardown(self, nanny: Any) -> None:
+    def teardown(self, nanny: Nanny) -> None:
         if self._callback is not None:
             self._callback.stop()
         if self._kmsg is not None:
@@ -392,5 +400,6 @@ class NannyEvidencePlugin(NannyPlugin):
             ):
                 keep.append((deadline, record))  # the "Killed process" line can lag
                 continue
-            self._nanny.log_event(DEATH_TOPIC, record)
+            if self._nanny is not None:
+                self._nanny.log_event(DEATH_TOPIC, record)
         self._pending = keep

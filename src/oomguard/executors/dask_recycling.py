@@ -26,10 +26,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.executors.dask_client import cordon, held_on, restart_worker, uncordon
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger("oomguard.executor.dask")
 
@@ -67,7 +70,7 @@ class Recycler:
         self._lock = threading.Lock()
 
     def after_group(
-        self, client: Any, address: str, out: dict[str, Any], limit: int | None
+        self, client: Client, address: str, out: dict[str, Any], limit: int | None
     ) -> None:
         """Count the group ``out`` ran on ``address`` and recycle the worker if it is due.
 
@@ -91,7 +94,7 @@ class Recycler:
         if reason is not None:
             self.recycle(client, address, reason)
 
-    def recycle(self, client: Any, address: str, reason: str) -> None:
+    def recycle(self, client: Client, address: str, reason: str) -> None:
         """Recycle the worker at ``address`` (once, while a recycle of it is under way)."""
         with self._lock:
             if address in self.restarting or self._stop.is_set():
@@ -131,7 +134,7 @@ class Recycler:
 
     # -- on the recycling thread ----------------------------------------------------------
 
-    def _recycle(self, client: Any, address: str) -> None:
+    def _recycle(self, client: Client, address: str) -> None:
         cordoned = False
         try:
             cordoned = cordon(client, address)
@@ -152,7 +155,7 @@ class Recycler:
                 self._killing.discard(address)
                 self.restarting.discard(address)
 
-    def _drain(self, client: Any, address: str) -> list[str] | None:
+    def _drain(self, client: Client, address: str) -> list[str] | None:
         """Wait until the cordoned worker runs nothing of ours and holds no result we have
         not gathered (the scheduler loop gathers them), at most :data:`DRAIN_TIMEOUT_S`
         or until :meth:`stop`; the keys it still has then, busy or queued. None: the
@@ -183,7 +186,7 @@ class Recycler:
             while len(self._doomed) > DOOMED_KEEP:
                 self._doomed.popitem(last=False)
 
-    def _uncordon(self, client: Any, address: str) -> None:
+    def _uncordon(self, client: Client, address: str) -> None:
         # Not restarted: back to work rather than idle, cordoned, for good.
         try:
             uncordon(client, address)

@@ -98,7 +98,7 @@ def unwrap(fn: object) -> Callable[..., object]:
     return target
 
 
-def reference_of(fn: Any) -> str:
+def reference_of(fn: object) -> str:
     """The reference under which workers can import ``fn``."""
     if isinstance(fn, str):
         return fn

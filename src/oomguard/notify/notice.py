@@ -190,7 +190,7 @@ def weigh(notice: Notice) -> int:
     return notice.weight
 
 
-def kernel_excerpt(lines: Any) -> tuple[str, ...]:
+def kernel_excerpt(lines: object) -> tuple[str, ...]:
     """At most :data:`MAX_KERNEL_LINES` lines, each cut to :data:`MAX_KERNEL_LINE`
     characters; a longer report keeps its start and its end (the ``Killed process`` line)."""
     if not isinstance(lines, (list, tuple)):
@@ -271,7 +271,7 @@ def rfc3339(at: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def _text(value: Any, limit: int) -> str | None:
+def _text(value: object, limit: int) -> str | None:
     if value is None:
         return None
     text = str(value)

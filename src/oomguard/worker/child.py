@@ -114,7 +114,7 @@ def process_peak(maxrss_before: int, rss_before: int) -> int:
 
 
 def pickle_result(
-    ok: bool, value: Any, fc: str | None, message: str | None
+    ok: bool, value: object, fc: str | None, message: str | None
 ) -> tuple[bool, bytes | None, str | None, str | None]:
     """``(ok, payload, failure_class, message)``: a result that cannot be pickled is an error."""
     if not ok:
