@@ -7,19 +7,18 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.jobs import print_status
 from oomguard.cli.options import (
     json_option,
     lost_retries_option,
     notify_options,
     size,
     store_option,
-    token_option,
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.config import load_config
@@ -27,7 +26,7 @@ from oomguard.errors import PayloadError
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    pass
 
 
 def _params_file(path: str) -> tuple[str, int]:
@@ -322,189 +321,13 @@ def run(
             )
         )
     else:
-        _print_status(status)
+        print_status(status)
     if status["counts"]["failed"]:
         sys.exit(int(ExitCode.TASKS_FAILED))
 
 
-def _print_status(status: dict[str, Any]) -> None:
-    c = status["counts"]
-    click.echo(f"job {status['job_id']} ({status['name']}): {status['state']}")
-    click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
-    if status["failures_by_class"]:
-        click.echo(
-            "  failed attempts by class: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(status["failures_by_class"].items()))
-        )
-    if status.get("memory_budget_bytes"):
-        click.echo(
-            f"  memory budget: {format_size(status['memory_budget_bytes'])} "
-            f"(isolation: {status.get('isolation')})"
-        )
-    if status.get("out"):
-        click.echo(f"  results: {status['out']}")
-
-
-def open_store(store: str) -> SqliteStore:
-    from oomguard.errors import StoreError
-    from oomguard.store.sqlite import SqliteStore
-
-    if not Path(store).exists():
-        raise StoreError(f"no store at {store!r}", path=store)
-    return SqliteStore(store, create=False)
-
-
-@click.command()
-@click.argument("job", required=False)
-@store_option
-@click.option(
-    "--server",
-    default=None,
-    envvar="OOMGUARD_SERVER",
-    show_envvar=True,
-    help="Ask an `oomguard serve` at this URL instead of a store file.",
-)
-@token_option("file holding the bearer token of --server")
-@click.option(
-    "--failures",
-    "show_failures",
-    type=click.IntRange(min=0),
-    default=5,
-    envvar="OOMGUARD_STATUS_FAILURES",
-    show_envvar=True,
-    help="Show up to N failed tasks with their evidence.",
-)
-@json_option("Print JSON.")
-def status(
-    job: str | None,
-    store: str,
-    server: str | None,
-    token_file: str | None,
-    show_failures: int,
-    as_json: bool,
-) -> None:
-    """Show a job's counts by state, failures by class and evidence (newest job by default)."""
-    if server:
-        from oomguard.cli.server import remote_status
-
-        sys.exit(remote_status(server, job, token_file, as_json))
-    from oomguard.runner import job_status
-
-    with open_store(store) as st:
-        job_id = st.resolve_job(job)
-        info = job_status(st, job_id)
-        failures = st.queries.failed_tasks(job_id, limit=show_failures)
-        estimates = st.estimates()
-        if as_json:
-            info["failures"] = failures
-            info["estimates"] = {
-                k: {"bytes": b, "peak_bytes": p, "samples": s} for k, (b, p, s) in estimates.items()
-            }
-            click.echo(json.dumps(info, default=str))
-            return
-        _print_status(info)
-        for f in failures:
-            last = f["attempts"][-1] if f["attempts"] else {}
-            ev = last.get("evidence") or {}
-            click.echo(
-                f"  task {f['task_id']} {f['fn']} {json.dumps(f['params'])[:60]}: "
-                f"{f['failure_class']} after {f['attempt_count']} attempt(s)"
-            )
-            if f["error"]:
-                click.echo(f"    {f['error'][:300]}")
-            for line in (ev.get("kernel_lines") or [])[-2:]:
-                click.echo(f"    kernel: {line[:200]}")
-
-
-@click.command()
-@click.argument("job", required=False)
-@store_option
-@click.option(
-    "--aggregates",
-    is_flag=True,
-    envvar="OOMGUARD_AGGREGATES",
-    show_envvar=True,
-    help="The aggregations' results.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "csv", "parquet"]),
-    default="jsonl",
-    envvar="OOMGUARD_RESULTS_FORMAT",
-    show_envvar=True,
-    help="Output format.",
-)
-@click.option(
-    "--output",
-    "-o",
-    default="-",
-    envvar="OOMGUARD_RESULTS_OUTPUT",
-    show_envvar=True,
-    help="File to write (- for stdout).",
-)
-def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str) -> None:
-    """Print or save a job's stored results."""
-    from oomguard.results.parquet import table_for
-
-    with open_store(store) as st:
-        job_id = st.resolve_job(job)
-        table = table_for(st, job_id, "aggregate" if aggregates else "task")
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        if output == "-":
-            raise click.UsageError("--format parquet needs --output FILE")
-        pq.write_table(table, output)
-        return
-    if fmt == "csv":
-        import pyarrow.csv as pcsv
-
-        sink = sys.stdout.buffer if output == "-" else output
-        pcsv.write_csv(table, sink)
-        return
-    fh = sys.stdout if output == "-" else open(output, "w")  # noqa: SIM115
-    try:
-        for row in table.to_pylist():
-            fh.write(json.dumps(row, default=repr) + "\n")
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
-
-
-@click.command()
-@click.argument("job")
-@store_option
-@click.option(
-    "--failed",
-    is_flag=True,
-    required=True,
-    envvar="OOMGUARD_RETRY_FAILED",
-    show_envvar=True,
-    help="Retry the job's failed tasks.",
-)
-def retry(job: str, store: str, failed: bool) -> None:
-    """Make a job's failed tasks ready again; `oomguard run` (or a server) runs them."""
-    with open_store(store) as st:
-        job_id = st.resolve_job(job)
-        n = st.admin.retry_failed(job_id)
-    click.echo(f"job {job_id}: {n} task(s) ready to run again")
-
-
-@click.command()
-@click.argument("job")
-@store_option
-def cancel(job: str, store: str) -> None:
-    """Cancel a job's unfinished tasks (running attempts are stopped by their scheduler)."""
-    with open_store(store) as st:
-        job_id = st.resolve_job(job)
-        n = st.admin.cancel(job_id)
-    click.echo(f"job {job_id}: {n} task(s) cancelled")
-
-
 def register(cli: click.Group) -> None:
-    for command in (run, status, results, retry, cancel):
-        cli.add_command(command)
+    cli.add_command(run)
 
 
 __all__ = ["register"]

@@ -10,8 +10,8 @@ import json
 
 import click
 
+from oomguard.cli.jobs import open_store
 from oomguard.cli.options import json_option, store_option
-from oomguard.cli.run import open_store
 from oomguard.units import format_size, parse_duration
 
 #: ``gc --min-age`` below this needs ``--force``: a blob is written before the row that

@@ -62,8 +62,7 @@ from oomguard.executors.dask_deaths import (
     EVIDENCE_WAIT_S,
     PendingDeath,
     classify_dask_death,
-    group_death_events,
-    match_event,
+    resolve_deaths,
 )
 from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
 from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
@@ -407,7 +406,7 @@ class DaskExecutor:
             self.counters.worker_deaths += 1
             if self.recycler.took(flight.key, address):
                 return self._requeued(flight, RECYCLED)
-            if not started_on_worker(self._client, flight.key):
+            if not started_on_worker(self.client, flight.key):
                 # It was only waiting in the dead worker's queue: not the tasks' fault,
                 # and not an attempt of them.
                 return self._requeued(flight)
@@ -445,28 +444,10 @@ class DaskExecutor:
         since = self._started - 1
         records = scheduler_events(self._client, "oomguard-worker-death", since)
         restarts = scheduler_events(self._client, "worker-restart-memory", since)
-        now = time.monotonic()
-        events: list[Event] = []
-        keep = []
-        for death in self.deaths:
-            record = match_event(records, death)
-            restart = match_event(restarts, death)
-            if record is None and now < death.deadline:
-                keep.append(death)
-                continue
-            limit = self.workers.get(death.address, {}).get("memory_limit")
-            fc, evidence, peak = classify_dask_death(
-                pid=death.pid,
-                address=death.address,
-                record=record,
-                nanny_restart=restart,
-                memory_limit=limit,
+        with self._lock:
+            self.deaths, events = resolve_deaths(
+                self.deaths, records, restarts, self.workers, self.counters
             )
-            evidence.setdefault("limit_bytes", death.limit)
-            with self._lock:
-                self.counters.by_reason[fc.value] = self.counters.by_reason.get(fc.value, 0) + 1
-            events.extend(group_death_events(death, record, fc, evidence, peak, self.counters))
-        self.deaths = keep
         return events
 
     # -- killing ----------------------------------------------------------------------

@@ -106,8 +106,10 @@ def check_scheduler(client: Client) -> None:
         )
 
 
-def started_on_worker(client: Client, key: str) -> bool:
+def started_on_worker(client: Client | None, key: str) -> bool:
     """Whether the task ``key`` ever started on a worker (``True`` when it cannot tell)."""
+    if client is None:
+        return True
     from oomguard.executors.dask_plugin import was_started
 
     try:

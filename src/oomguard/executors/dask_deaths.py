@@ -10,6 +10,7 @@ restart event, matched to the death by pid (:func:`match_event`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,3 +188,35 @@ def group_death_events(
             counters.requeued += 1
             events.append(Requeued(run.attempt_id))
     return events
+
+
+def resolve_deaths(
+    deaths: list[PendingDeath],
+    records: list[dict[str, Any]],
+    restarts: list[dict[str, Any]],
+    workers: dict[str, dict[str, Any]],
+    counters: Counters,
+) -> tuple[list[PendingDeath], list[Event]]:
+    """Classify the deaths whose nanny record came (or that waited long enough): return
+    the deaths still waiting, and the events of the attempts of the others."""
+    now = time.monotonic()
+    events: list[Event] = []
+    keep = []
+    for death in deaths:
+        record = match_event(records, death)
+        restart = match_event(restarts, death)
+        if record is None and now < death.deadline:
+            keep.append(death)
+            continue
+        limit = workers.get(death.address, {}).get("memory_limit")
+        fc, evidence, peak = classify_dask_death(
+            pid=death.pid,
+            address=death.address,
+            record=record,
+            nanny_restart=restart,
+            memory_limit=limit,
+        )
+        evidence.setdefault("limit_bytes", death.limit)
+        counters.by_reason[fc.value] = counters.by_reason.get(fc.value, 0) + 1
+        events.extend(group_death_events(death, record, fc, evidence, peak, counters))
+    return keep, events

@@ -11,11 +11,19 @@ limits below): a full queue of notices costs a known amount of memory.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from oomguard.errors import OomguardError
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
+
+log = logging.getLogger("oomguard.notify")
 
 #: outcomes of an attempt
 OUTCOMES = ("succeeded", "retrying", "failed", "interrupted", "cancelled")
@@ -293,3 +301,25 @@ def _scalars(evidence: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = _text(value, MAX_EVIDENCE_TEXT)
     return out
+
+
+def job_notices(store: SqliteStore, before: list[str], active: list[str]) -> Iterator[JobNotice]:
+    """Notices of the jobs that became active (``running``) or finished (their final state)
+    between two looks at the active jobs, ``before`` and ``active``."""
+    was, now = set(before), set(active)
+    for job_id in [j for j in active if j not in was] + sorted(was - now):
+        try:
+            s = store.queries.job_status(job_id)
+        except OomguardError:  # a job forgotten meanwhile: nothing to tell
+            log.debug("no notice for job %s", job_id, exc_info=True)
+            continue
+        yield JobNotice(
+            job_id=job_id,
+            name=s["name"],
+            namespace=s["namespace"],
+            function=s["fn"],
+            state="running" if job_id in now else s["state"],
+            tasks=s["tasks"],
+            counts=s["counts"],
+            failures_by_class=s["failures_by_class"],
+        )

@@ -20,8 +20,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import OomguardError
 from oomguard.executors.base import Attempt, Executor, call_item
+from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates, KeyEstimate
@@ -296,32 +296,8 @@ class Scheduler:
             for job_id in finished:
                 self._batch_sizes.pop(job_id, None)
             if self.notifier is not None:
-                self._notify_jobs(before)
-
-    def _notify_jobs(self, before: list[str]) -> None:
-        """Tell the notifier of jobs that became active or finished since ``before``."""
-        from oomguard.notify.notice import JobNotice
-
-        assert self.notifier is not None
-        was, now = set(before), set(self._active)
-        for job_id in [j for j in self._active if j not in was] + sorted(was - now):
-            try:
-                s = self.store.queries.job_status(job_id)
-                state = "running" if job_id in now else s["state"]
-                notice = JobNotice(
-                    job_id=job_id,
-                    name=s["name"],
-                    namespace=s["namespace"],
-                    function=s["fn"],
-                    state=state,
-                    tasks=s["tasks"],
-                    counts=s["counts"],
-                    failures_by_class=s["failures_by_class"],
-                )
-            except OomguardError:  # a job forgotten meanwhile: nothing to tell
-                log.debug("no notice for job %s", job_id, exc_info=True)
-                continue
-            self.notifier.notify(notice)
+                for notice in job_notices(self.store, before, self._active):
+                    self.notifier.notify(notice)
 
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:
