@@ -1,8 +1,8 @@
 """Prometheus metrics of the server, one registry per app (never the global one).
 
-Names as in docs/ARCHITECTURE.md and the README. Gauges that describe the store or the scheduler are read when
-``/metrics`` is scraped, from a :class:`MetricsSource`; store queries are cached briefly so
-frequent scrapes of a large store stay cheap.
+Names as in the README ("Server mode"). Gauges that describe the store or the scheduler are
+read when ``/metrics`` is scraped, from a :class:`MetricsSource`; store queries are cached
+briefly so frequent scrapes of a large store stay cheap.
 """
 
 from __future__ import annotations
