@@ -96,6 +96,16 @@ ROWS: list[tuple[str, dict[str, Any], FailureClass]] = [
     ("a global OOM names the pid", dict(status=SIGKILL, event=GLOBAL), FailureClass.OOM_SYSTEM),
     ("3.x: no constraint line", dict(status=SIGKILL, event=GLOBAL_3_X), FailureClass.OOM_SYSTEM),
     (
+        "global OOM, v1 oom_kill rose (the kernel counts it in the victim's memcg)",
+        dict(status=SIGKILL, before=v1(0), after=v1(1), event=GLOBAL),
+        FailureClass.OOM_SYSTEM,
+    ),
+    (
+        "global OOM, v2 only oom_kill rose",
+        dict(status=SIGKILL, before=v2(0, 0), after=v2(0, 1), event=GLOBAL),
+        FailureClass.OOM_SYSTEM,
+    ),
+    (
         "global OOM, counters unchanged",
         dict(status=SIGKILL, before=v2(0, 0), after=v2(0, 0), event=GLOBAL),
         FailureClass.OOM_SYSTEM,

@@ -92,6 +92,10 @@ def classify_death(
         if reason == "watchdog":
             return FailureClass.OOM_WATCHDOG, evidence
         return FailureClass.KILLED, evidence
+    if kernel_event is not None and sigkill and _global(kernel_event):
+        # The kernel counts every OOM kill in the victim's own memcg (v1 oom_kill; v2
+        # oom_kill without oom), a global one too: its report says it was the machine's.
+        return FailureClass.OOM_SYSTEM, evidence
     if counters_before is not None and counters_after is not None:
         verdict = classify_counters(counters_before, counters_after)
         if verdict == "oom_cgroup" and counters_after.oom is None and _ancestor_limit(kernel_event):
@@ -103,14 +107,17 @@ def classify_death(
         if verdict == "oom_ancestor":
             return FailureClass.OOM_ANCESTOR, evidence
     if kernel_event is not None and sigkill:
-        if kernel_event.oom_type == "global" or kernel_event.constraint == "CONSTRAINT_NONE":
-            return FailureClass.OOM_SYSTEM, evidence
         if kernel_event.oom_type == "memcg":
             # Killed by a memcg limit that is not the worker's own: a parent's (pod, container).
             return FailureClass.OOM_ANCESTOR, evidence
     if sigkill:
         return FailureClass.KILLED, evidence
     return FailureClass.CRASHED, evidence
+
+
+def _global(event: OomEvent) -> bool:
+    """Whether a kernel report is of the machine running out (not a memcg limit)."""
+    return event.oom_type == "global" or event.constraint == "CONSTRAINT_NONE"
 
 
 def _ancestor_limit(event: OomEvent | None) -> bool:
