@@ -198,6 +198,14 @@ class MemoryCgroup:
             limit_bytes=v1.read_limit(self.path / "memory.limit_in_bytes"),
         )
 
+    def oom_kills(self) -> int | None:
+        """The ``oom_kill`` counter alone (one small file): cheap enough for every task."""
+        if self.version == 2:
+            return v2.parse_flat_keyed(read_text(self.path / "memory.events") or "").get("oom_kill")
+        return v1.parse_oom_control(read_text(self.path / "memory.oom_control") or "").get(
+            "oom_kill"
+        )
+
     def _read_peak_v2(self) -> int | None:
         if self._peak_fd is not None:
             try:

@@ -106,10 +106,9 @@ def classify_death(
             return FailureClass.OOM_CGROUP, evidence
         if verdict == "oom_ancestor":
             return FailureClass.OOM_ANCESTOR, evidence
-    if kernel_event is not None and sigkill:
-        if kernel_event.oom_type == "memcg":
-            # Killed by a memcg limit that is not the worker's own: a parent's (pod, container).
-            return FailureClass.OOM_ANCESTOR, evidence
+    if kernel_event is not None and sigkill and kernel_event.oom_type == "memcg":
+        # Killed by a memcg limit that is not the worker's own: a parent's (pod, container).
+        return FailureClass.OOM_ANCESTOR, evidence
     if sigkill:
         return FailureClass.KILLED, evidence
     return FailureClass.CRASHED, evidence

@@ -75,6 +75,9 @@ class _Cgroup:
         c = self.cg.counters()
         return (c.peak_bytes if self.can_reset else None), c.oom_kill
 
+    def oom_kills(self) -> int | None:
+        return self.cg.oom_kills()
+
 
 def _run_one(item: dict[str, Any]) -> tuple[bool, Any, str | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback)."""
@@ -167,12 +170,15 @@ def main(argv: list[str]) -> None:
         if batch is None:
             return
         memory_error = False
-        # Batches are only made of short tasks of one memory key: for those, the cgroup is
-        # read once per batch (peak = the batch's peak) instead of around every task.
+        # Batches are only made of short tasks of one memory key: for those, the peak is
+        # read once per batch (peak = the batch's peak) instead of around every task. The
+        # OOM kill counter is read after every task all the same (one small file): a
+        # process killed in our cgroup belongs to the task that started it, not to the
+        # last task of the batch.
         per_item = len(batch) == 1
-        batch_oom = cgroup.start() if cgroup and not per_item else None
+        oom_seen = cgroup.start() if cgroup and not per_item else None
         for index, item in enumerate(batch):
-            oom_before = cgroup.start() if cgroup and per_item else batch_oom
+            oom_before = cgroup.start() if cgroup and per_item else oom_seen
             rss_before = rss_bytes()
             maxrss_before = maxrss_bytes()
             t0 = time.time()
@@ -182,6 +188,10 @@ def main(argv: list[str]) -> None:
             oom_after = None
             if cgroup and (per_item or index == len(batch) - 1 or not ok):
                 peak, oom_after = cgroup.end()
+            elif cgroup:
+                oom_after = cgroup.oom_kills()
+            if not per_item and oom_after is not None:
+                oom_seen = oom_after
             if peak is None:
                 peak = process_peak(maxrss_before, rss_before)
             ok, payload, fc, message = pickle_result(ok, value, fc, message)
