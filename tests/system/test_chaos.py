@@ -43,6 +43,12 @@ SEEDS = {
     30: (False, {"cgroup", "out", "aggregate", "large", "error", "lose_blobs"}),
     # Dask (--dask-local 2), --out, --aggregate: errors, unpicklable and large results.
     511: (True, {"dask", "out", "aggregate", "error", "unpicklable", "large"}),
+    # Dask: a MemoryError recycles its worker while other tasks are queued on it (they
+    # were killed with it before the worker was cordoned first).
+    19: (True, {"dask", "no-out", "memory_error", "succeed"}),
+    # cgroup: short tasks batched to one worker, one of them has its child OOM-killed (it
+    # was blamed on the last task of the batch).
+    170: (False, {"cgroup", "no-out", "oom_child", "succeed"}),
 }
 
 
