@@ -26,6 +26,8 @@ from oomguard.cli.server import remote_status
 from oomguard.store.blobs import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"
+#: requests that change state need a JSON body or this header (see api.guard)
+CLIENT = {"X-Oomguard-Client": "test"}
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +119,18 @@ def test_cancel(server: str) -> None:
         json={"task": "oomguard.examples:sleep", "args": {"seconds": 0.5}, "count": 50},
     )
     job_id = r.json()["job_id"]
-    refused = httpx.delete(f"{server}/v1/jobs/{job_id}")
+    refused = httpx.delete(f"{server}/v1/jobs/{job_id}", headers=CLIENT)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "job_active"
-    cancelled = httpx.post(f"{server}/v1/jobs/{job_id}/cancel").json()
+    cancelled = httpx.post(f"{server}/v1/jobs/{job_id}/cancel", headers=CLIENT).json()
     assert cancelled["cancelled"] > 0
     assert wait_done(server, job_id)["state"] == "cancelled"
     # Once its scheduler stopped the running attempts, the job can be forgotten.
     forgotten = wait_for(
-        lambda: (d := httpx.delete(f"{server}/v1/jobs/{job_id}")).status_code == 200 and d,
+        lambda: (
+            (d := httpx.delete(f"{server}/v1/jobs/{job_id}", headers=CLIENT)).status_code == 200
+            and d
+        ),
         timeout=30,
     )
     assert forgotten.json()["tasks"] == 50
@@ -256,7 +261,7 @@ def test_unknown_job_and_route(server: str) -> None:
         r = httpx.get(server + path)
         assert r.status_code == 404
         assert r.json()["error"]["code"] in ("job_not_found", "not_found")
-    assert httpx.post(f"{server}/v1/jobs/doesnotexist/cancel").status_code == 404
+    assert httpx.post(f"{server}/v1/jobs/doesnotexist/cancel", headers=CLIENT).status_code == 404
     assert httpx.get(f"{server}/v1/debug/heap").status_code == 404  # not --heap-profiling
 
 

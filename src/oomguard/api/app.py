@@ -50,8 +50,12 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.oomguard = state
     add_error_handlers(app, state.metrics)
     add_routes(app, state)
+    settings = state.settings
     app.add_middleware(
-        Guard, token=state.settings.token, max_bytes=state.settings.max_request_bytes
+        Guard,
+        token=settings.token,
+        max_bytes=settings.max_request_bytes,
+        allowed_hosts=settings.allowed_hosts,
     )
     return app
 

@@ -49,7 +49,11 @@ class ApiClient:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The header a browser page of another site cannot send without a preflight: the
+        # server requires it (or a JSON body) on requests that change state.
+        headers = {"X-Oomguard-Client": "oomguard"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.retries = retries
         self.backoff = backoff

@@ -29,6 +29,7 @@ ERRORS = {"model": ErrorBody}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: ERRORS,
     401: ERRORS,
+    403: ERRORS,
     404: ERRORS,
     409: ERRORS,
     413: ERRORS,

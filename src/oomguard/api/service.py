@@ -70,7 +70,9 @@ class ServerSettings:
     #: arguments of one task (JSON) larger than this are refused
     max_task_bytes: int = 1024 * 1024
     #: request bodies larger than this are refused before they are read
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 8 * 1024 * 1024
+    #: host names a request's Host header may name; None: any (see api.guard.Guard)
+    allowed_hosts: tuple[str, ...] | None = None
     default_batch_size: int = 5000
     pending_poll_interval: float = 0.5
     rss_sample_interval: float = 0.2

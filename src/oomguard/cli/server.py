@@ -142,6 +142,15 @@ retries_option = click.option(
 )
 @token_option("file holding the bearer token every request must send")
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    **env("ALLOWED_HOST"),
+    help="a host name requests may name in their Host header, besides the listen address "
+    "(and localhost on loopback) (repeat)",
+)
+@click.option(
     "--namespace-quota",
     "namespace_quotas",
     multiple=True,
@@ -162,6 +171,7 @@ def serve(
     workers: int | None,
     tasks_modules: tuple[str, ...],
     token_file: str | None,
+    allowed_hosts: tuple[str, ...],
     max_pending_tasks: int,
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
@@ -185,6 +195,7 @@ def serve(
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
+    from oomguard.api.guard import server_names
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -207,6 +218,7 @@ def serve(
         workers=workers,
         task_modules=tasks_modules or ("oomguard.examples",),
         token=token,
+        allowed_hosts=server_names(host, allowed_hosts),
         max_pending_tasks=max_pending_tasks,
         namespace_quotas=quotas,
         scheduler_memory_limit=limit,
