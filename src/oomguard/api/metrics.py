@@ -126,6 +126,7 @@ class ServerMetrics:
             "namespace_quota",
             "scheduler_memory_pressure",
             "payload_too_large",
+            "batch_too_large",
         ):
             self.rejected.labels(reason)
         self.accepted = Counter(

@@ -71,6 +71,8 @@ class ServerSettings:
     max_task_bytes: int = 1024 * 1024
     #: request bodies larger than this are refused before they are read
     max_request_bytes: int = 8 * 1024 * 1024
+    #: JSON values (arguments included) a submission's body may hold: refused unparsed
+    max_request_values: int = 500_000
     #: host names a request's Host header may name; None: any (see api.guard.Guard)
     allowed_hosts: tuple[str, ...] | None = None
     default_batch_size: int = 5000
