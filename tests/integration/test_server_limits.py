@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,57 @@ def test_submissions_are_read_off_the_event_loop(
         bad = client.post("/v1/jobs", json={"task": NOOP, "tasks": [1] * 1000})
         assert bad.status_code == 422
     assert on_loop == [False, False]
+
+
+def wait_finished(served: Served, job_id: str) -> None:
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{served.url}/v1/jobs/{job_id}").json()["state"] in ("waiting", "running"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_listing_large_arguments_stays_small(server: Served) -> None:
+    # 40 tasks sharing one 1 MiB argument (one blob file): a listing of all of them read and
+    # parsed it once per row (163 MB -> 1,243 MB).
+    big = {"task": NOOP, "args": {"x": "b" * (MIB - 100)}, "count": 40}
+    r = httpx.post(f"{server.url}/v1/jobs", json=big, timeout=60)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    wait_finished(server, job_id)
+    tasks_url = f"{server.url}/v1/jobs/{job_id}/tasks"
+    for params in ("none", "full"):
+        r, grew = growth(
+            server, lambda p=params: httpx.get(tasks_url, params={"limit": 40, "params": p})
+        )
+        assert r.status_code == 200, r.text[:300]
+        listed = r.json()
+        assert len(listed["tasks"]) == 40
+        assert all(t["params"] is None for t in listed["tasks"])
+        assert all(t["params_truncated"] == (params == "full") for t in listed["tasks"])
+        assert len(r.content) < 64 * 1024
+        assert grew < 16 * MIB, f"the server grew by {grew / MIB:.0f} MiB"
+    assert httpx.get(tasks_url, params={"limit": 10_000}).status_code == 422
+
+
+def test_listing_is_cut_at_its_size_and_pages(server: Served) -> None:
+    # 100 tasks with 60 KiB of arguments each (kept in their rows): 6 MB of arguments.
+    tasks = [{"x": f"{i:03d}" + "c" * (60 * 1024)} for i in range(100)]
+    r = httpx.post(f"{server.url}/v1/jobs", json={"task": NOOP, "tasks": tasks}, timeout=60)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    seen: list[str] = []
+    after = None
+    while True:
+        query: dict[str, Any] = {"limit": 1000, "params": "full"}
+        if after is not None:
+            query["after"] = after
+        r = httpx.get(f"{server.url}/v1/jobs/{job_id}/tasks", params=query)
+        assert r.status_code == 200
+        assert len(r.content) < 5 * MIB
+        page = r.json()
+        seen += [t["params"]["x"][:3] for t in page["tasks"]]
+        if not page["truncated"]:
+            break
+        assert page["next_after"] == page["tasks"][-1]["task_id"]
+        after = page["next_after"]
+    assert seen == [f"{i:03d}" for i in range(100)]

@@ -7,13 +7,14 @@ descriptions: renaming one changes the schema.
 from __future__ import annotations
 
 import tracemalloc
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oomguard.api.listing import task_list
 from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
     CancelResponse,
@@ -27,7 +28,6 @@ from oomguard.api.schemas import (
     JobSummary,
     SubmitRequest,
     SubmitResponse,
-    TaskInfo,
     TaskList,
 )
 from oomguard.api.service import ServerState
@@ -36,6 +36,8 @@ from oomguard.errors import JobNotFoundError
 from oomguard.runner import job_status
 from oomguard.store.sqlite import SqliteStore
 
+#: the most items a listing may ask for
+MAX_LIMIT = 1000
 #: the body of ``POST /v1/jobs`` in the OpenAPI schema (the route reads it itself)
 SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -64,7 +66,7 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         return await run_in_threadpool(submit_job, state, body)
 
     @app.get("/v1/jobs", response_model=JobList)
-    def list_jobs(limit: int = Query(20, ge=1, le=1000)) -> JobList:
+    def list_jobs(limit: int = Query(20, ge=1, le=MAX_LIMIT)) -> JobList:
         """The newest jobs first."""
         rows = state.stores.get().queries.recent_jobs(limit)
         return JobList(jobs=[JobSummary(**row) for row in rows])
@@ -79,14 +81,25 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         job_id: str,
         state_: str | None = Query(None, alias="state", pattern=r"^[a-z]{1,20}$"),
         class_: str | None = Query(None, alias="class", pattern=r"^[a-z_]{1,40}$"),
-        limit: int = Query(100, ge=1, le=10_000),
+        limit: int = Query(100, ge=1, le=MAX_LIMIT),
+        after: int | None = Query(None, ge=0, le=2**62, description="tasks after this id"),
+        params: Literal["none", "full"] = Query(
+            "none", description="full: each task's arguments, where small enough to list"
+        ),
     ) -> TaskList:
-        """The job's tasks, filtered by state and failure class."""
+        """The job's tasks in id order, filtered by state and failure class; at most
+        ``limit`` and about 4 MiB of JSON (then ``truncated``, with ``next_after``)."""
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        rows = store.queries.task_list(job_id, state=state_, failure_class=class_, limit=limit)
-        tasks = [TaskInfo(**row) for row in rows]
-        return TaskList(job_id=job_id, tasks=tasks)
+        rows = store.queries.task_list(
+            job_id,
+            state=state_,
+            failure_class=class_,
+            limit=limit,
+            after=after,
+            params=params == "full",
+        )
+        return task_list(job_id, rows, state.settings.max_response_bytes)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=CancelResponse)
     def cancel(job_id: str) -> CancelResponse:

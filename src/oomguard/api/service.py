@@ -73,6 +73,8 @@ class ServerSettings:
     max_request_bytes: int = 8 * 1024 * 1024
     #: JSON values (arguments included) a submission's body may hold: refused unparsed
     max_request_values: int = 500_000
+    #: about the most bytes a task listing answers (then ``truncated``)
+    max_response_bytes: int = 4 * 1024 * 1024
     #: host names a request's Host header may name; None: any (see api.guard.Guard)
     allowed_hosts: tuple[str, ...] | None = None
     default_batch_size: int = 5000
