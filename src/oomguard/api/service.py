@@ -65,6 +65,8 @@ class ServerSettings:
     token: str | None = None
     max_pending_tasks: int | None = 100_000
     namespace_quotas: dict[str, int] = field(default_factory=dict)
+    #: namespaces without a quota that may have pending tasks at once (None: any number)
+    max_namespaces: int | None = 100
     scheduler_memory_limit: int = GIB
     heap_profiling: bool = False
     #: arguments of one task (JSON) larger than this are refused
@@ -122,6 +124,7 @@ class ServerState:
             max_pending=settings.max_pending_tasks,
             namespace_quotas=dict(settings.namespace_quotas),
             pressure=MemoryPressure(settings.scheduler_memory_limit),
+            max_namespaces=settings.max_namespaces,
         )
         self.metrics = ServerMetrics(self)
         self._stop = threading.Event()
@@ -182,18 +185,22 @@ class ServerState:
     # -- pending tasks and memory -----------------------------------------------------
 
     def poll_pending(self) -> None:
-        """Count the store's open tasks by namespace (uses the partial index tasks_open)."""
+        """Count the store's open tasks by job (uses the partial index tasks_open)."""
         store = self.stores.get()
         counter = self.backpressure.pending
-        counter.begin_sync()
-        by_ns: dict[str, int] = {}
+        mark = counter.begin_sync()
+        known = self._namespaces
+        by_job: dict[str, tuple[str, int]] = {}
         for job_id, n in store.queries.open_tasks_by_job().items():
-            ns = self._namespaces.get(job_id)
+            ns = known.get(job_id)
             if ns is None:
                 ns = store.queries.job_namespace(job_id) or "default"
-                self._namespaces[job_id] = ns
-            by_ns[ns] = by_ns.get(ns, 0) + n
-        counter.sync(by_ns)
+            by_job[job_id] = (ns, n)
+        # Jobs with no open task are forgotten (a job submitted meanwhile is read back).
+        self._namespaces = {job_id: ns for job_id, (ns, _) in by_job.items()}
+        counter.sync(mark, by_job)
+        keep = counter.namespaces() | set(self.settings.namespace_quotas)
+        self.metrics.prune_namespaces(keep, self.settings.max_namespaces)
 
     def sample_rss(self) -> None:
         pressure = self.backpressure.pressure

@@ -89,7 +89,7 @@ def submit(state: ServerState, body: bytes) -> SubmitResponse:
     store = state.stores.get()
     job_id = uuid.uuid4().hex[:12]
     batch = req.batch_size or settings.default_batch_size
-    with state.backpressure.reserve(ns, total):
+    with state.backpressure.reserve(ns, total, job_id):
         groups = _group_params(req, inspect.signature(unwrap(fn)), settings.max_task_bytes)
         store.create_job(
             job_id,
@@ -111,7 +111,7 @@ def submit(state: ServerState, body: bytes) -> SubmitResponse:
                 store.admin.cancel(job_id)
             finally:
                 raise
-    state.metrics.accepted.labels(ns).inc(total)
+    state.metrics.count_accepted(ns, total)
     return SubmitResponse(
         job_id=job_id,
         tasks=total,

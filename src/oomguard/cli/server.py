@@ -159,6 +159,15 @@ retries_option = click.option(
     help="pending-task quota of a namespace (repeat)",
 )
 @click.option(
+    "--max-namespaces",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    **env("MAX_NAMESPACES"),
+    help="namespaces without a quota that may have pending tasks at once (more get 429 "
+    "too_many_namespaces)",
+)
+@click.option(
     "--heap-profiling",
     is_flag=True,
     **env("HEAP_PROFILING"),
@@ -175,6 +184,7 @@ def serve(
     max_pending_tasks: int,
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
+    max_namespaces: int,
     heap_profiling: bool,
     lost_retries: int | None,
 ) -> None:
@@ -221,6 +231,7 @@ def serve(
         allowed_hosts=server_names(host, allowed_hosts),
         max_pending_tasks=max_pending_tasks,
         namespace_quotas=quotas,
+        max_namespaces=max_namespaces,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
         runner_options={} if lost_retries is None else {"lost_retries": lost_retries},
