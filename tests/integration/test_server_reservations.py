@@ -115,3 +115,25 @@ def test_metrics_do_not_grow_with_namespaces(few_namespaces: Served) -> None:
     # At most 3 namespaces without a quota counted, whatever clients chose (and "team").
     wait_for(lambda: len(set(labelled()) - {"team"}) <= 3, timeout=10, interval=0.1)
     assert len(httpx.get(f"{url}/metrics").content) < 16 * 1024
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_per_job_state_forgotten_when_jobs_finish(tmp_path: Path) -> None:
+    """The server's job -> namespace map holds only jobs with open tasks (it held every job
+    ever submitted)."""
+    from starlette.testclient import TestClient
+
+    from oomguard.api.app import ServerSettings, create_app, serving_state
+
+    settings = ServerSettings(store=str(tmp_path / "s.sqlite"), workers=1)
+    with serving_state(settings) as state, TestClient(create_app(state)) as client:
+        jobs = []
+        for i in range(20):
+            r = client.post("/v1/jobs", json={"task": NOOP, "args": {"x": i}})
+            assert r.status_code == 201, r.text
+            jobs.append(r.json()["job_id"])
+        store = state.stores.get()
+        wait_for(lambda: all(store.queries.counts(j)["succeeded"] for j in jobs), timeout=60)
+        state.poll_pending()
+        assert state._namespaces == {}
+        assert state.backpressure.pending.total() == 0
