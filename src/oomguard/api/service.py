@@ -116,9 +116,10 @@ class ServerState:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.runner = Runner(
-            store=settings.store, workers=settings.workers, **settings.runner_options
-        )
+        # Workers of a server run in "/" and import only what is installed (or on
+        # PYTHONPATH), never from the directory the server was started in.
+        options = {"task_dir": "", **settings.runner_options}
+        self.runner = Runner(store=settings.store, workers=settings.workers, **options)
         self.stores = _Stores(self.runner.config.store)
         self.backpressure = Backpressure(
             max_pending=settings.max_pending_tasks,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -233,9 +234,11 @@ def run(
     from oomguard.results.parquet import check_out_dir
     from oomguard.runner import Runner
 
-    load(task)
+    # Module references are looked up in this directory too (after everything installed),
+    # here and in the workers (RunnerConfig.task_dir, the current directory by default).
+    load(task, os.getcwd())
     if aggregate:
-        load(aggregate)
+        load(aggregate, os.getcwd())
     if out is not None:
         check_out_dir(out)
     digest, _count = _params_file(params_file)
