@@ -168,6 +168,23 @@ retries_option = click.option(
     "too_many_namespaces)",
 )
 @click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1, max=300),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    **env("READ_TIMEOUT"),
+    help="a client has this long to send a request's headers, and then its body",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    **env("MAX_CONNECTIONS"),
+    help="open connections past which requests get 503",
+)
+@click.option(
     "--heap-profiling",
     is_flag=True,
     **env("HEAP_PROFILING"),
@@ -185,6 +202,8 @@ def serve(
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
     max_namespaces: int,
+    read_timeout: float,
+    max_connections: int,
     heap_profiling: bool,
     lost_retries: int | None,
 ) -> None:
@@ -206,6 +225,7 @@ def serve(
     )
     from oomguard.api.backpressure import parse_quotas
     from oomguard.api.guard import server_names
+    from oomguard.api.http_server import Listening, uvicorn_config
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -263,8 +283,8 @@ def serve(
             err=True,
         )
         sys.stderr.flush()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+        listening = Listening(read_timeout=read_timeout, max_connections=max_connections)
+        server = uvicorn.Server(uvicorn_config(app, listening))
         threading.Thread(
             target=_exit_when_scheduler_dies,
             args=(state, server),
