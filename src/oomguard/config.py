@@ -99,8 +99,13 @@ class RunnerConfig:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
         if self.max_tasks_per_worker < 0:
             raise ConfigError("max tasks per worker must be >= 0 (0: no limit)")
-        if not -1000 <= self.worker_oom_score_adj <= 1000:
-            raise ConfigError("worker oom_score_adj must be between -1000 and 1000")
+        if not 0 <= self.worker_oom_score_adj <= 1000:
+            # Workers may only raise theirs (no privilege needed): a negative value would
+            # protect a worker and make the kernel kill the scheduler or a daemon first.
+            raise ConfigError(
+                f"worker oom_score_adj must be between 0 and 1000, not "
+                f"{self.worker_oom_score_adj}: workers are to be killed first, not spared"
+            )
         if self.task_dir and not os.path.isabs(self.task_dir):
             raise ConfigError(f"task_dir must be an absolute path, not {self.task_dir!r}")
         if self.lost_retries < 0:

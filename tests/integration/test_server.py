@@ -302,6 +302,7 @@ def token_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     token = "s3cret-token-for-tests-0123456789"
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
+    token_file.chmod(0o600)  # a token file others may read is refused
     port = free_port("127.0.0.2")
     proc = subprocess.Popen(
         [

@@ -16,12 +16,12 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from oomguard.api.guard import Guard
 from oomguard.api.http_errors import RESPONSES, add_error_handlers
+from oomguard.api.private_files import read_private
 from oomguard.api.routes import add_routes
 from oomguard.api.service import (
     ServerSettings,
@@ -61,11 +61,9 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def read_token(path: str | os.PathLike[str]) -> str:
-    """The bearer token in the file at ``path`` (at least 16 characters)."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"cannot read token file {str(path)!r}: {err.strerror or err}") from err
+    """The bearer token in the file at ``path`` (at least 16 characters; the file must be
+    private to its owner, :func:`~oomguard.api.private_files.read_private`)."""
+    token = read_private(path, "token file")
     if len(token) < 16:
         raise ConfigError(f"token file {str(path)!r} holds less than 16 characters")
     return token

@@ -11,12 +11,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from oomguard.errors import BackpressureError, ConfigError, OomguardError, ServerConnectionError
+from oomguard.api.private_files import read_private
+from oomguard.errors import BackpressureError, OomguardError, ServerConnectionError
 
 
 class ApiError(OomguardError):
@@ -24,12 +24,10 @@ class ApiError(OomguardError):
 
 
 def load_token(token_file: str | None) -> str | None:
+    """The token in ``token_file`` (which must be private to its owner), or None."""
     if token_file is None:
         return None
-    try:
-        return Path(token_file).read_text().strip() or None
-    except OSError as err:
-        raise ConfigError(f"cannot read token file {token_file!r}: {err.strerror or err}") from err
+    return read_private(token_file, "token file") or None
 
 
 class ApiClient:

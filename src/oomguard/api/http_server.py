@@ -1,4 +1,4 @@
-"""How ``oomguard serve`` listens: uvicorn with read deadlines and a connection limit.
+"""How ``oomguard serve`` listens: uvicorn with read deadlines, a connection limit, TLS.
 
 uvicorn closes a connection idle *between* requests (``timeout_keep_alive``) but has no
 deadline for reading a request: a client that sends half its headers, or a byte of them
@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from oomguard.api.private_files import check_private
+from oomguard.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,9 @@ class Listening:
     max_connections: int = 128
     #: seconds an idle keep-alive connection stays open between requests
     keep_alive: int = 5
+    #: PEM certificate (chain) and private key: serve HTTPS
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 class Deadlines(H11Protocol):
@@ -83,6 +90,19 @@ class Deadlines(H11Protocol):
             self.transport.close()
 
 
+def check_tls(cert: str, key: str) -> None:
+    """Refuse (:class:`~oomguard.errors.ConfigError`) a key file others may read, and a
+    certificate and key that do not load together, before anything starts."""
+    check_private(key, "TLS key file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or err
+        raise ConfigError(
+            f"cannot use --tls-cert {cert!r} with --tls-key {key!r}: {reason}"
+        ) from err
+
+
 def protocol(read_timeout: float) -> type[Deadlines]:
     """:class:`Deadlines` with ``read_timeout`` (uvicorn makes one protocol per connection)."""
     return type("Deadlines", (Deadlines,), {"read_timeout": read_timeout})
@@ -98,7 +118,9 @@ def uvicorn_config(app: Any, listening: Listening) -> uvicorn.Config:
         http=protocol(listening.read_timeout),
         limit_concurrency=listening.max_connections,
         timeout_keep_alive=listening.keep_alive,
+        ssl_certfile=listening.tls_cert,
+        ssl_keyfile=listening.tls_key,
     )
 
 
-__all__ = ["Deadlines", "Listening", "protocol", "uvicorn_config"]
+__all__ = ["Deadlines", "Listening", "check_tls", "protocol", "uvicorn_config"]

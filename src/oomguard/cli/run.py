@@ -127,7 +127,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @click.option(
     "--worker-oom-score-adj",
-    type=click.IntRange(-1000, 1000),
+    type=click.IntRange(0, 1000),
     default=None,
     envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ",
     show_envvar=True,

@@ -185,6 +185,20 @@ retries_option = click.option(
     help="open connections past which requests get 503",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    **env("TLS_CERT"),
+    help="PEM certificate (chain): serve HTTPS (with --tls-key)",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    **env("TLS_KEY"),
+    help="PEM private key of --tls-cert (must be private to its owner: mode 600)",
+)
+@click.option(
     "--heap-profiling",
     is_flag=True,
     **env("HEAP_PROFILING"),
@@ -204,6 +218,8 @@ def serve(
     max_namespaces: int,
     read_timeout: float,
     max_connections: int,
+    tls_cert: str | None,
+    tls_key: str | None,
     heap_profiling: bool,
     lost_retries: int | None,
 ) -> None:
@@ -225,7 +241,7 @@ def serve(
     )
     from oomguard.api.backpressure import parse_quotas
     from oomguard.api.guard import server_names
-    from oomguard.api.http_server import Listening, uvicorn_config
+    from oomguard.api.http_server import Listening, check_tls, uvicorn_config
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -235,6 +251,10 @@ def serve(
             f"refusing to serve on {host} without --token-file: only loopback addresses "
             "may be served without a bearer token"
         )
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_key is not None:
+        check_tls(tls_cert, tls_key)
     try:
         quotas = parse_quotas(namespace_quotas)
     except ValueError as err:
@@ -276,14 +296,20 @@ def serve(
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
+        scheme = "https" if tls_cert else "http"
         click.echo(
-            f"oomguard: serving on http://{shown}:{bound} (store {store}, "
+            f"oomguard: serving on {scheme}://{shown}:{bound} (store {store}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
             f"{format_size(limit)}, max pending {max_pending_tasks})",
             err=True,
         )
         sys.stderr.flush()
-        listening = Listening(read_timeout=read_timeout, max_connections=max_connections)
+        listening = Listening(
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
         server = uvicorn.Server(uvicorn_config(app, listening))
         threading.Thread(
             target=_exit_when_scheduler_dies,

@@ -11,6 +11,7 @@ fsyncs every commit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -111,6 +112,11 @@ class SqliteStore:
                 path=str(path),
             )
         existed = self.path.exists() and self.path.stat().st_size > 0
+        if not self.path.exists():
+            # Private to its owner (SQLite gives its -wal and -shm files the same mode):
+            # it holds every task's arguments and results, pickles among them.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             self.db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
