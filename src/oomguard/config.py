@@ -81,6 +81,10 @@ class RunnerConfig:
     part_interval: float = 0.5
     #: Dask: tasks in flight per Dask worker thread (each up to 8 short attempts)
     dask_window_per_thread: int = 4
+    #: the caller's directory: workers run tasks in it and import task modules from it,
+    #: after everything installed. "" for none: workers run in "/" and import only from the
+    #: installed packages and PYTHONPATH (what ``oomguard serve`` does)
+    task_dir: str = field(default_factory=os.getcwd)
     kernel_log: str = "/dev/kmsg"
     #: how long to wait for the kernel's "Killed process" line after a SIGKILL
     kernel_log_wait: float = 2.0
@@ -113,8 +117,15 @@ class RunnerConfig:
             raise ConfigError(f"batch size must be at least 1, not {self.batch_size}")
         if self.max_tasks_per_worker < 0:
             raise ConfigError("max tasks per worker must be >= 0 (0: no limit)")
-        if not -1000 <= self.worker_oom_score_adj <= 1000:
-            raise ConfigError("worker oom_score_adj must be between -1000 and 1000")
+        if not 0 <= self.worker_oom_score_adj <= 1000:
+            # Workers may only raise theirs (no privilege needed): a negative value would
+            # protect a worker and make the kernel kill the scheduler or a daemon first.
+            raise ConfigError(
+                f"worker oom_score_adj must be between 0 and 1000, not "
+                f"{self.worker_oom_score_adj}: workers are to be killed first, not spared"
+            )
+        if self.task_dir and not os.path.isabs(self.task_dir):
+            raise ConfigError(f"task_dir must be an absolute path, not {self.task_dir!r}")
         if self.lost_retries < 0:
             raise ConfigError(f"lost retries must be at least 0, not {self.lost_retries}")
         if self.task_timeout is not None and self.task_timeout <= 0:

@@ -189,8 +189,12 @@ class Runner:
         """
         ref = reference_of(fn)
         agg_ref = reference_of(aggregate) if aggregate is not None else None
-        task_fn = load(ref) if isinstance(fn, str) else fn
-        agg_fn = (load(agg_ref) if isinstance(aggregate, str) else aggregate) if agg_ref else None
+        task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
+        agg_fn = (
+            (load(agg_ref, self.config.task_dir) if isinstance(aggregate, str) else aggregate)
+            if agg_ref
+            else None
+        )
         if replicates is not None and replicates < 1:
             raise PayloadError(f"replicates must be at least 1, not {replicates}")
         if agg_ref and not replicates:
@@ -272,7 +276,7 @@ class Runner:
     def submit(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
         """Submit one call ``fn(*args, **kwargs)`` as a job of one task."""
         ref = reference_of(fn)
-        task_fn = load(ref) if isinstance(fn, str) else fn
+        task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
         try:
             payload = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as err:

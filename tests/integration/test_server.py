@@ -26,6 +26,8 @@ from oomguard.cli.server import remote_status
 from oomguard.store.blobs import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"
+#: requests that change state need a JSON body or this header (see api.guard)
+CLIENT = {"X-Oomguard-Client": "test"}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,9 @@ def test_cli_submit_and_status(server: str, capsys: pytest.CaptureFixture[str]) 
     status = wait_done(server, job["job_id"])
     assert status["counts"]["succeeded"] == 1
     tasks = httpx.get(f"{server}/v1/jobs/{job['job_id']}/tasks").json()["tasks"]
+    assert tasks[0]["params"] is None  # arguments are listed only when asked for
+    url = f"{server}/v1/jobs/{job['job_id']}/tasks"
+    tasks = httpx.get(url, params={"params": "full"}).json()["tasks"]
     assert tasks[0]["params"] == {"x": 3}
     assert remote_status(server, job["job_id"], None, True) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "succeeded"
@@ -117,15 +122,18 @@ def test_cancel(server: str) -> None:
         json={"task": "oomguard.examples:sleep", "args": {"seconds": 0.5}, "count": 50},
     )
     job_id = r.json()["job_id"]
-    refused = httpx.delete(f"{server}/v1/jobs/{job_id}")
+    refused = httpx.delete(f"{server}/v1/jobs/{job_id}", headers=CLIENT)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "job_active"
-    cancelled = httpx.post(f"{server}/v1/jobs/{job_id}/cancel").json()
+    cancelled = httpx.post(f"{server}/v1/jobs/{job_id}/cancel", headers=CLIENT).json()
     assert cancelled["cancelled"] > 0
     assert wait_done(server, job_id)["state"] == "cancelled"
     # Once its scheduler stopped the running attempts, the job can be forgotten.
     forgotten = wait_for(
-        lambda: (d := httpx.delete(f"{server}/v1/jobs/{job_id}")).status_code == 200 and d,
+        lambda: (
+            (d := httpx.delete(f"{server}/v1/jobs/{job_id}", headers=CLIENT)).status_code == 200
+            and d
+        ),
         timeout=30,
     )
     assert forgotten.json()["tasks"] == 50
@@ -223,8 +231,11 @@ def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) 
     assert len(big) > PARAMS_INLINE_MAX
     results = [pickle.loads(value) for *_, value in store.queries.result_rows(job_id)]
     assert results == [big, "small", other]
-    tasks = httpx.get(f"{url}/v1/jobs/{job_id}/tasks").json()["tasks"]
-    assert [t["params"] for t in tasks] == [{"x": big}, {"x": "small"}, {"x": other}]
+    listed = httpx.get(f"{url}/v1/jobs/{job_id}/tasks", params={"params": "full"})
+    tasks = listed.json()["tasks"]
+    # arguments kept in a blob file are too large to list (and never read for a listing)
+    assert [t["params"] for t in tasks] == [None, {"x": "small"}, None]
+    assert [t["params_truncated"] for t in tasks] == [True, False, True]
     # The same args for every group: one blob, shared by the rows.
     r = httpx.post(f"{url}/v1/jobs", json={"task": NOOP, "args": {"x": big}, "count": 2})
     assert r.status_code == 201, r.text
@@ -256,7 +267,7 @@ def test_unknown_job_and_route(server: str) -> None:
         r = httpx.get(server + path)
         assert r.status_code == 404
         assert r.json()["error"]["code"] in ("job_not_found", "not_found")
-    assert httpx.post(f"{server}/v1/jobs/doesnotexist/cancel").status_code == 404
+    assert httpx.post(f"{server}/v1/jobs/doesnotexist/cancel", headers=CLIENT).status_code == 404
     assert httpx.get(f"{server}/v1/debug/heap").status_code == 404  # not --heap-profiling
 
 
@@ -291,6 +302,7 @@ def token_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     token = "s3cret-token-for-tests-0123456789"
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
+    token_file.chmod(0o600)  # a token file others may read is refused
     port = free_port("127.0.0.2")
     proc = subprocess.Popen(
         [

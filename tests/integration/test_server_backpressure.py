@@ -94,10 +94,8 @@ def test_namespace_quota(quota_server: str) -> None:
     assert other.status_code == 201
 
 
-def test_cli_retries_then_fails_with_backpressure(quota_server: str) -> None:
-    url = quota_server
-    start = time.monotonic()
-    done = subprocess.run(
+def submit_batch(url: str, count: int, retries: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -107,16 +105,30 @@ def test_cli_retries_then_fails_with_backpressure(quota_server: str) -> None:
             "--server",
             url,
             "--count",
-            "101",
+            str(count),
             "--namespace",
             "small",
             "--retries",
-            "2",
+            str(retries),
         ],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_batch_over_the_quota_is_refused_for_good(quota_server: str) -> None:
+    done = submit_batch(quota_server, 101, retries=2)
+    assert done.returncode == ExitCode.PAYLOAD  # 413: never retried, it would never fit
+    assert "batch_too_large" in done.stderr and "split the batch" in done.stderr
+
+
+def test_cli_retries_then_fails_with_backpressure(quota_server: str) -> None:
+    url = quota_server
+    slow = {"task": "oomguard.examples:sleep", "args": {"seconds": 0.2}, "namespace": "small"}
+    httpx.post(f"{url}/v1/jobs", json=dict(slow, count=100))  # full now (201 or 429)
+    start = time.monotonic()
+    done = submit_batch(url, 100, retries=2)
     assert done.returncode == ExitCode.BACKPRESSURE
     assert "namespace_quota" in done.stderr and "3 attempt(s)" in done.stderr
     assert time.monotonic() - start >= 2  # it waited Retry-After (1 s) twice

@@ -16,12 +16,12 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 
 from oomguard.api.guard import Guard
 from oomguard.api.http_errors import RESPONSES, add_error_handlers
+from oomguard.api.private_files import read_private
 from oomguard.api.routes import add_routes
 from oomguard.api.service import (
     ServerSettings,
@@ -50,18 +50,20 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.oomguard = state
     add_error_handlers(app, state.metrics)
     add_routes(app, state)
+    settings = state.settings
     app.add_middleware(
-        Guard, token=state.settings.token, max_bytes=state.settings.max_request_bytes
+        Guard,
+        token=settings.token,
+        max_bytes=settings.max_request_bytes,
+        allowed_hosts=settings.allowed_hosts,
     )
     return app
 
 
 def read_token(path: str | os.PathLike[str]) -> str:
-    """The bearer token in the file at ``path`` (at least 16 characters)."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as err:
-        raise ConfigError(f"cannot read token file {str(path)!r}: {err.strerror or err}") from err
+    """The bearer token in the file at ``path`` (at least 16 characters; the file must be
+    private to its owner, :func:`~oomguard.api.private_files.read_private`)."""
+    token = read_private(path, "token file")
     if len(token) < 16:
         raise ConfigError(f"token file {str(path)!r} holds less than 16 characters")
     return token

@@ -3,12 +3,14 @@
 Pure logic with no I/O, so it is unit-tested without processes:
 
 * :class:`PendingCounter` keeps the number of *pending* tasks (accepted, not finished) for
-  the whole server and per namespace. It is initialised and corrected from the store by a
-  cheap periodic count (:meth:`PendingCounter.sync`) and raised on every accept, so a
-  request never scans the store.
+  the whole server and per namespace: the store's count at the last periodic sync
+  (:meth:`PendingCounter.sync`, a cheap query) plus the reservations made since, counted
+  apart so that a sync never drops one still being written. A request never scans the
+  store.
 * :class:`MemoryPressure` turns RSS samples of the server process into an on/off pressure
   signal with hysteresis (on above the high-water mark, off again below the low one).
-* :class:`Backpressure` combines both into one decision per submission:
+* :class:`Backpressure` combines both, the namespace quotas and the number of namespaces
+  into one decision per submission:
   :meth:`Backpressure.reserve` either reserves room for a whole batch or raises
   :class:`~oomguard.errors.BackpressureError` with a ``code`` and ``retry_after``.
 """
@@ -28,66 +30,111 @@ RETRY_AFTER = {
     "queue_full": 1.0,
     "namespace_quota": 1.0,
     "scheduler_memory_pressure": 2.0,
+    "too_many_namespaces": 1.0,
 }
 
 
 class PendingCounter:
     """Accepted-but-unfinished tasks, total and per namespace (thread-safe).
 
-    The count is ``base`` (open tasks the store held at the last sync) plus what was
-    accepted since that sync started. Tasks committed while a sync runs may be counted
-    twice until the next sync: an over-estimate, which errs on the side of refusing.
+    Counted in two parts, so that a sync never drops a reservation whose tasks are still
+    being written (the store shows them only in part, or not yet):
+
+    * the **base**: the store's open tasks at the last sync, of the jobs that were written
+      whole before that sync began;
+    * the **reservations**, by job: those being written (:meth:`hold` until
+      :meth:`written` or :meth:`release`), and those written since the last sync began,
+      each counted whole.
+
+    A sync (:meth:`begin_sync`, count the store, :meth:`sync`) skips in the store's count
+    every job it holds a reservation for, and keeps those reservations. Tasks that finish
+    meanwhile are counted until the next sync: an over-estimate, which errs on the side of
+    refusing.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._base_total = 0
         self._base_ns: dict[str, int] = {}
-        self._accepted_total = 0
-        self._accepted_ns: dict[str, int] = {}
-        # accepted counts when the current sync began (the store reflects at least those)
-        self._mark_total = 0
-        self._mark_ns: dict[str, int] = {}
+        #: job -> (namespace, tasks, generation written in; None while being written)
+        self._held: dict[str, tuple[str, int, int | None]] = {}
+        self._held_total = 0
+        self._held_ns: dict[str, int] = {}
+        self._generation = 0
 
     @property
     def lock(self) -> threading.Lock:
         return self._lock
 
     def total(self) -> int:
-        return self._base_total + self._accepted_total
+        return self._base_total + self._held_total
 
     def namespace(self, ns: str) -> int:
-        return self._base_ns.get(ns, 0) + self._accepted_ns.get(ns, 0)
+        return self._base_ns.get(ns, 0) + self._held_ns.get(ns, 0)
 
-    def add(self, ns: str, n: int) -> None:
-        """Count ``n`` tasks accepted (or, with ``n < 0``, given back). Hold :attr:`lock`."""
-        self._accepted_total += n
-        self._accepted_ns[ns] = self._accepted_ns.get(ns, 0) + n
-
-    def begin_sync(self) -> None:
-        """Call just before counting the store's open tasks."""
+    def namespaces(self) -> set[str]:
+        """The namespaces with pending tasks."""
         with self._lock:
-            self._mark_total = self._accepted_total
-            self._mark_ns = dict(self._accepted_ns)
+            return self.active()
 
-    def sync(self, open_by_namespace: Mapping[str, int]) -> None:
-        """Replace the base with the store's count of open tasks taken since :meth:`begin_sync`."""
+    def active(self) -> set[str]:
+        """The namespaces with pending tasks. Hold :attr:`lock`."""
+        return {ns for ns, n in self._base_ns.items() if n} | {
+            ns for ns, n in self._held_ns.items() if n
+        }
+
+    def hold(self, job: str, ns: str, n: int) -> None:
+        """Reserve ``n`` tasks of ``job`` in ``ns`` while they are written. Hold :attr:`lock`."""
+        self._held[job] = (ns, n, None)
+        self._add(ns, n)
+
+    def written(self, job: str) -> None:
+        """``job``'s tasks are all in the store: a sync begun from now on counts them."""
         with self._lock:
-            self._base_ns = {ns: n for ns, n in open_by_namespace.items() if n}
-            self._base_total = sum(self._base_ns.values())
-            self._accepted_total -= self._mark_total
-            for ns, n in self._mark_ns.items():
-                left = self._accepted_ns.get(ns, 0) - n
-                if left:
-                    self._accepted_ns[ns] = left
-                else:
-                    self._accepted_ns.pop(ns, None)
-            self._mark_total = 0
-            self._mark_ns = {}
+            held = self._held.get(job)
+            if held is not None:
+                self._held[job] = (held[0], held[1], self._generation)
+
+    def release(self, job: str) -> None:
+        """Give ``job``'s reservation back (its tasks were not accepted)."""
+        with self._lock:
+            held = self._held.pop(job, None)
+            if held is not None:
+                self._add(held[0], -held[1])
+
+    def _add(self, ns: str, n: int) -> None:
+        self._held_total += n
+        left = self._held_ns.get(ns, 0) + n
+        if left:
+            self._held_ns[ns] = left
+        else:
+            self._held_ns.pop(ns, None)
+
+    def begin_sync(self) -> int:
+        """Call just before counting the store's open tasks; pass the mark to :meth:`sync`."""
+        with self._lock:
+            self._generation += 1
+            return self._generation
+
+    def sync(self, mark: int, open_by_job: Mapping[str, tuple[str, int]]) -> None:
+        """Replace the base with the store's open tasks by job (``job -> (namespace, n)``),
+        counted after :meth:`begin_sync` returned ``mark``."""
+        with self._lock:
+            # Written whole before the count began: the count has them; drop the reservation.
+            for job, (ns, n, generation) in list(self._held.items()):
+                if generation is not None and generation < mark:
+                    del self._held[job]
+                    self._add(ns, -n)
+            base: dict[str, int] = {}
+            for job, (ns, n) in open_by_job.items():
+                if n and job not in self._held:
+                    base[ns] = base.get(ns, 0) + n
+            self._base_ns = base
+            self._base_total = sum(base.values())
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            names = set(self._base_ns) | set(self._accepted_ns)
+            names = set(self._base_ns) | set(self._held_ns)
             return {ns: self.namespace(ns) for ns in sorted(names)}
 
 
@@ -134,6 +181,8 @@ class Backpressure:
     namespace_quotas: dict[str, int] = field(default_factory=dict)
     pressure: MemoryPressure | None = None
     pending: PendingCounter = field(default_factory=PendingCounter)
+    #: namespaces without a quota that may have pending tasks at once (None: any number)
+    max_namespaces: int | None = None
 
     def check_memory(self) -> None:
         if self.pressure is not None and self.pressure.active:
@@ -146,11 +195,12 @@ class Backpressure:
             )
 
     @contextmanager
-    def reserve(self, namespace: str, n: int) -> Iterator[None]:
-        """Reserve room for ``n`` tasks in ``namespace`` for the ``with`` block.
+    def reserve(self, namespace: str, n: int, job: str) -> Iterator[None]:
+        """Reserve room for ``n`` tasks of ``job`` in ``namespace`` for the ``with`` block.
 
         Raises :class:`BackpressureError` when the batch does not fit whole. When the
-        block raises, the reservation is given back (the tasks were not stored).
+        block raises, the reservation is given back (the tasks were not stored); when it
+        ends, the tasks are counted as written.
         """
         self.check_memory()
         counter = self.pending
@@ -174,13 +224,24 @@ class Backpressure:
                     pending=counter.namespace(namespace),
                     limit=quota,
                 )
-            counter.add(namespace, n)
+            if quota is None and self.max_namespaces is not None:
+                others = counter.active() - set(self.namespace_quotas)
+                if namespace not in others and len(others) >= self.max_namespaces:
+                    raise BackpressureError(
+                        f"{len(others)} namespaces have pending tasks, the most "
+                        f"--max-namespaces ({self.max_namespaces}) allows: retry {namespace!r} "
+                        "once one of them has none",
+                        code="too_many_namespaces",
+                        retry_after=RETRY_AFTER["too_many_namespaces"],
+                        limit=self.max_namespaces,
+                    )
+            counter.hold(job, namespace, n)
         try:
             yield
         except BaseException:
-            with counter.lock:
-                counter.add(namespace, -n)
+            counter.release(job)
             raise
+        counter.written(job)
 
 
 def parse_quotas(items: tuple[str, ...] | list[str]) -> dict[str, int]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from oomguard.errors import BackpressureError, ConfigError, OomguardError, ServerConnectionError
+from oomguard.api.private_files import read_private
+from oomguard.errors import BackpressureError, OomguardError, ServerConnectionError
 
 
 class ApiError(OomguardError):
@@ -24,12 +24,10 @@ class ApiError(OomguardError):
 
 
 def load_token(token_file: str | None) -> str | None:
+    """The token in ``token_file`` (which must be private to its owner), or None."""
     if token_file is None:
         return None
-    try:
-        return Path(token_file).read_text().strip() or None
-    except OSError as err:
-        raise ConfigError(f"cannot read token file {token_file!r}: {err.strerror or err}") from err
+    return read_private(token_file, "token file") or None
 
 
 class ApiClient:
@@ -49,7 +47,11 @@ class ApiClient:
         if not url.startswith(("http://", "https://")):
             url = "http://" + url
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The header a browser page of another site cannot send without a preflight: the
+        # server requires it (or a JSON body) on requests that change state.
+        headers = {"X-Oomguard-Client": "oomguard"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
         self.retries = retries
         self.backoff = backoff

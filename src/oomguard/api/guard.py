@@ -1,13 +1,24 @@
-"""ASGI middleware in front of every route: bearer token, no pickle bodies, body size limit.
+"""ASGI middleware in front of every route: who may ask, and how much they may send.
 
-It runs before FastAPI reads a body, so a refused request is never parsed: pickle content
-types get 415 unread, and a body over the limit is cut off as it arrives (413).
+It runs before FastAPI reads a body, so a refused request is never parsed:
+
+* **bearer token** (when the server has one), on every path but ``/healthz``;
+* **Host**: one of the names the server answers to (its listen address, ``localhost`` on
+  loopback, ``--allowed-host``), so a DNS-rebinding page cannot reach the API by name;
+* **Origin**: when a browser sends one, it must be the server's own (same host and port);
+* **requests that change state** (POST, PUT, PATCH, DELETE) must say
+  ``Content-Type: application/json`` or carry ``X-Oomguard-Client``: a page of another
+  site can send neither without a CORS preflight, which this server never grants;
+* **no pickle**: pickle content types get 415 unread;
+* **body size**: over the limit, refused from ``Content-Length``, or cut off as it arrives.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection, Mapping
 from contextlib import suppress
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,15 +31,66 @@ PICKLE_TYPES = (
     "application/pickle",
     "application/x-python-pickle",
 )
+#: methods that change state: they need a JSON content type or :data:`CLIENT_HEADER`
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: a header a browser cannot add to a cross-site request without a preflight
+CLIENT_HEADER = "x-oomguard-client"
+
+
+def host_name(value: str) -> str:
+    """The host of a ``Host`` header or netloc, lower case, without port or brackets."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value[1:]
+    if value.count(":") > 1:
+        return value  # a bare IPv6 address (a Host header brackets it)
+    name, sep, port = value.rpartition(":")
+    return name if sep and port.isdigit() else value
+
+
+def server_names(listen_host: str, extra: Collection[str] = ()) -> tuple[str, ...] | None:
+    """The names a request's Host may give for a server listening on ``listen_host``.
+
+    Its own address, ``localhost`` when that is a loopback address, and ``extra``
+    (``--allowed-host``). None (any Host) for a wildcard address (``0.0.0.0``, ``::``)
+    with no ``extra``: such a server needs a bearer token, which a rebinding page lacks.
+    """
+    import ipaddress
+
+    host = host_name(listen_host)
+    names = {host_name(name) for name in extra if name.strip()}
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        return tuple(sorted(names)) if names else None
+    names.add(host)
+    if host == "localhost" or (address is not None and address.is_loopback):
+        names.update(("localhost", "127.0.0.1", "::1") if host == "localhost" else ("localhost",))
+    return tuple(sorted(names))
 
 
 class Guard:
-    """ASGI middleware: bearer token, refusal of pickle bodies, request size limit."""
+    """ASGI middleware: token, Host, Origin, state-changing requests, pickle, body size.
 
-    def __init__(self, app: ASGIApp, token: str | None, max_bytes: int) -> None:
+    ``allowed_hosts``: the host names (no ports) a request's ``Host`` may name; None: any
+    (an app built in process, or a wildcard listen address behind a token).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None,
+        max_bytes: int,
+        allowed_hosts: Collection[str] | None = None,
+    ) -> None:
         self.app = app
         self.token = token
         self.max_bytes = max_bytes
+        self.allowed_hosts = (
+            None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,42 +99,10 @@ class Guard:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        if self.token is not None and scope["path"] != "/healthz":
-            given = headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(
-                value.strip().encode(), self.token.encode()
-            ):
-                await error_response(
-                    401,
-                    "unauthorized",
-                    "a bearer token is required",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )(scope, receive, send)
-                return
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if scope["method"] in ("POST", "PUT", "PATCH") and ctype:
-            if ctype in PICKLE_TYPES or "pickle" in ctype:
-                await error_response(
-                    415,
-                    "unsupported_media_type",
-                    "pickled payloads are never accepted: send JSON arguments",
-                )(scope, receive, send)
-                return
-            if ctype != "application/json" and not ctype.endswith("+json"):
-                await error_response(
-                    415,
-                    "unsupported_media_type",
-                    f"content type {ctype!r} is not supported: send application/json",
-                )(scope, receive, send)
-                return
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await error_response(
-                413,
-                "payload_too_large",
-                f"request body of {length} bytes is over the {self.max_bytes} limit",
-            )(scope, receive, send)
+        refusal = self._refusal(scope, headers)
+        if refusal is not None:
+            status, code, message, extra = refusal
+            await error_response(status, code, message, headers=extra)(scope, receive, send)
             return
         seen = 0
         too_large = False
@@ -98,9 +128,82 @@ class Guard:
                 413, "payload_too_large", f"request body is over the {self.max_bytes} byte limit"
             )(scope, receive, send)
 
+    def _refusal(
+        self, scope: Scope, headers: Mapping[str, str]
+    ) -> tuple[int, str, str, dict[str, str] | None] | None:
+        """(status, code, message, headers) of the refusal, or None: the request may pass."""
+        host = headers.get("host", "")
+        if self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
+            return (
+                403,
+                "host_not_allowed",
+                f"Host {host[:100]!r} is not a name of this server (serve --allowed-host)",
+                None,
+            )
+        origin = headers.get("origin")
+        if origin is not None and not self._same_origin(origin, host):
+            return (
+                403,
+                "origin_not_allowed",
+                f"requests from {origin[:100]!r} are not allowed: only the server's own origin",
+                None,
+            )
+        if self.token is not None and scope["path"] != "/healthz":
+            given = headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(
+                value.strip().encode(), self.token.encode()
+            ):
+                return (
+                    401,
+                    "unauthorized",
+                    "a bearer token is required",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype in PICKLE_TYPES or "pickle" in ctype:
+            return (
+                415,
+                "unsupported_media_type",
+                "pickled payloads are never accepted: send JSON arguments",
+                None,
+            )
+        json_type = ctype == "application/json" or ctype.endswith("+json")
+        client = CLIENT_HEADER in headers and not ctype
+        if scope["method"] in CHANGING and not json_type and not client:
+            return (
+                415,
+                "unsupported_media_type",
+                f"content type {ctype[:100]!r} is not supported: send application/json"
+                if ctype
+                else "a request that changes state needs Content-Type: application/json "
+                "(or an X-Oomguard-Client header)",
+                None,
+            )
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return (
+                413,
+                "payload_too_large",
+                f"request body of {length[:20]} bytes is over the {self.max_bytes} limit",
+                None,
+            )
+        return None
+
+    @staticmethod
+    def _same_origin(origin: str, host: str) -> bool:
+        # "null" (a sandboxed page, a file) and anything unparsable are foreign.
+        try:
+            parts = urlsplit(origin.strip())
+        except ValueError:
+            return False
+        if parts.scheme not in ("http", "https") or not parts.netloc or not host:
+            return False
+        return parts.netloc.lower() == host.strip().lower()
+
 
 class _TooLarge(Exception):
     pass
 
 
-__all__ = ["PICKLE_TYPES", "Guard"]
+__all__ = ["CHANGING", "CLIENT_HEADER", "PICKLE_TYPES", "Guard", "host_name", "server_names"]

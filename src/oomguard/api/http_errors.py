@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oomguard.api.intake import shown_errors
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.schemas import ErrorBody
 from oomguard.errors import (
@@ -29,6 +30,7 @@ ERRORS = {"model": ErrorBody}
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: ERRORS,
     401: ERRORS,
+    403: ERRORS,
     404: ERRORS,
     409: ERRORS,
     413: ERRORS,
@@ -55,7 +57,7 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     async def _backpressure(request: Request, err: BackpressureError) -> JSONResponse:
         code = str(getattr(err, "code", "queue_full"))
         metrics.rejected.labels(code).inc()
-        if code == "payload_too_large":
+        if code in ("payload_too_large", "batch_too_large"):
             return error_response(413, code, err.message)
         if code == "scheduler_stopped":
             return error_response(503, code, err.message)
@@ -83,21 +85,18 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "loc": list(e.get("loc", ())),
-                "msg": str(e.get("msg", "")),
-                "type": str(e.get("type", "")),
-            }
-            for e in err.errors()
-        ]
+        # Never echoed whole: a body can make millions of errors, and a field name is as
+        # long as the body.
+        found = err.errors()
+        errors = shown_errors(found)
+        more = " (more errors not shown)" if len(found) > len(errors) else ""
         if any(e["type"] == "json_invalid" for e in errors):
             return error_response(
                 400, "malformed_json", "the request body is not valid JSON", errors
             )
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}", errors)
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}{more}", errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -7,6 +7,7 @@ briefly so frequent scrapes of a large store stay cheap.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -126,6 +127,8 @@ class ServerMetrics:
             "namespace_quota",
             "scheduler_memory_pressure",
             "payload_too_large",
+            "batch_too_large",
+            "too_many_namespaces",
         ):
             self.rejected.labels(reason)
         self.accepted = Counter(
@@ -134,7 +137,28 @@ class ServerMetrics:
             ["namespace"],
             registry=self.registry,
         )
+        self._labelled: set[str] = set()
+        self._labels_lock = threading.Lock()
         self.registry.register(_StateCollector(source))
+
+    def count_accepted(self, namespace: str, n: int) -> None:
+        """Count ``n`` tasks accepted into ``namespace``."""
+        with self._labels_lock:
+            self._labelled.add(namespace)
+            self.accepted.labels(namespace).inc(n)
+
+    def prune_namespaces(self, keep: set[str], most: int | None) -> None:
+        """Once more than ``most`` namespaces are counted, drop the counters of those not in
+        ``keep`` (with no pending task): clients choose namespaces, and each would stay in
+        every scrape for ever. A dropped counter starts again from 0 (a counter reset)."""
+        if most is None:
+            return
+        with self._labels_lock:
+            if len(self._labelled) <= most:
+                return
+            for ns in self._labelled - keep:
+                self.accepted.remove(ns)
+            self._labelled &= keep
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

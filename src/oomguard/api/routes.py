@@ -7,11 +7,14 @@ descriptions: renaming one changes the schema.
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any, Literal
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oomguard.api.listing import task_list
 from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
     CancelResponse,
@@ -25,7 +28,6 @@ from oomguard.api.schemas import (
     JobSummary,
     SubmitRequest,
     SubmitResponse,
-    TaskInfo,
     TaskList,
 )
 from oomguard.api.service import ServerState
@@ -33,6 +35,16 @@ from oomguard.api.submissions import submit as submit_job
 from oomguard.errors import JobNotFoundError
 from oomguard.runner import job_status
 from oomguard.store.sqlite import SqliteStore
+
+#: the most items a listing may ask for
+MAX_LIMIT = 1000
+#: the body of ``POST /v1/jobs`` in the OpenAPI schema (the route reads it itself)
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
+    }
+}
 
 
 def add_routes(app: FastAPI, state: ServerState) -> None:
@@ -43,14 +55,18 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         status_code=201,
         response_model=SubmitResponse,
         responses={503: {"model": ErrorBody}},
+        openapi_extra=SUBMIT_BODY,
     )
-    def submit(body: SubmitRequest) -> SubmitResponse:
+    async def submit(request: Request) -> SubmitResponse:
         """Submit one task or a batch (accepted whole or refused whole; 503
         ``scheduler_stopped`` once the scheduler loop died)."""
-        return submit_job(state, body)
+        # The body is read here (the guard bounds it) and parsed and validated on a worker
+        # thread: a large one never holds up the event loop.
+        body = await request.body()
+        return await run_in_threadpool(submit_job, state, body)
 
     @app.get("/v1/jobs", response_model=JobList)
-    def list_jobs(limit: int = Query(20, ge=1, le=1000)) -> JobList:
+    def list_jobs(limit: int = Query(20, ge=1, le=MAX_LIMIT)) -> JobList:
         """The newest jobs first."""
         rows = state.stores.get().queries.recent_jobs(limit)
         return JobList(jobs=[JobSummary(**row) for row in rows])
@@ -65,14 +81,25 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         job_id: str,
         state_: str | None = Query(None, alias="state", pattern=r"^[a-z]{1,20}$"),
         class_: str | None = Query(None, alias="class", pattern=r"^[a-z_]{1,40}$"),
-        limit: int = Query(100, ge=1, le=10_000),
+        limit: int = Query(100, ge=1, le=MAX_LIMIT),
+        after: int | None = Query(None, ge=0, le=2**62, description="tasks after this id"),
+        params: Literal["none", "full"] = Query(
+            "none", description="full: each task's arguments, where small enough to list"
+        ),
     ) -> TaskList:
-        """The job's tasks, filtered by state and failure class."""
+        """The job's tasks in id order, filtered by state and failure class; at most
+        ``limit`` and about 4 MiB of JSON (then ``truncated``, with ``next_after``)."""
         store = state.stores.get()
         job_id = _resolve(store, job_id)
-        rows = store.queries.task_list(job_id, state=state_, failure_class=class_, limit=limit)
-        tasks = [TaskInfo(**row) for row in rows]
-        return TaskList(job_id=job_id, tasks=tasks)
+        rows = store.queries.task_list(
+            job_id,
+            state=state_,
+            failure_class=class_,
+            limit=limit,
+            after=after,
+            params=params == "full",
+        )
+        return task_list(job_id, rows, state.settings.max_response_bytes)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=CancelResponse)
     def cancel(job_id: str) -> CancelResponse:
@@ -132,12 +159,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
 
 
 def _resolve(store: SqliteStore, job_id: str) -> str:
+    # Whole ids only: a prefix would let a guess of one character reach some job.
     if not job_id or len(job_id) > 64:
         raise JobNotFoundError(f"no job {job_id[:64]!r}", job_id=job_id[:64])
-    # The prefix lookup uses LIKE: a job id never holds wildcards.
-    if any(c in job_id for c in "%_"):
-        raise JobNotFoundError(f"no job {job_id!r}", job_id=job_id)
-    return store.resolve_job(job_id)
+    return store.resolve_job(job_id, whole=True)
 
 
 __all__ = ["add_routes"]

@@ -116,12 +116,19 @@ class TaskInfo(_Strict):
     attempts: int
     failure_class: str | None
     error: str | None
+    #: the task's arguments, with ``?params=full`` (None otherwise)
     params: dict[str, Any] | None
+    #: asked for, but not listed: too large (kept in a blob file) or not listable JSON
+    params_truncated: bool = False
 
 
 class TaskList(_Strict):
     job_id: str
     tasks: list[TaskInfo]
+    #: the answer reached its size: more tasks may follow ``next_after``
+    truncated: bool = False
+    #: ask again with ``after=`` this task id for the next tasks
+    next_after: int | None = None
 
 
 class CancelResponse(_Strict):

@@ -65,12 +65,20 @@ class ServerSettings:
     token: str | None = None
     max_pending_tasks: int | None = 100_000
     namespace_quotas: dict[str, int] = field(default_factory=dict)
+    #: namespaces without a quota that may have pending tasks at once (None: any number)
+    max_namespaces: int | None = 100
     scheduler_memory_limit: int = GIB
     heap_profiling: bool = False
     #: arguments of one task (JSON) larger than this are refused
     max_task_bytes: int = 1024 * 1024
     #: request bodies larger than this are refused before they are read
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 8 * 1024 * 1024
+    #: JSON values (arguments included) a submission's body may hold: refused unparsed
+    max_request_values: int = 500_000
+    #: about the most bytes a task listing answers (then ``truncated``)
+    max_response_bytes: int = 4 * 1024 * 1024
+    #: host names a request's Host header may name; None: any (see api.guard.Guard)
+    allowed_hosts: tuple[str, ...] | None = None
     default_batch_size: int = 5000
     pending_poll_interval: float = 0.5
     rss_sample_interval: float = 0.2
@@ -108,14 +116,16 @@ class ServerState:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.runner = Runner(
-            store=settings.store, workers=settings.workers, **settings.runner_options
-        )
+        # Workers of a server run in "/" and import only what is installed (or on
+        # PYTHONPATH), never from the directory the server was started in.
+        options = {"task_dir": "", **settings.runner_options}
+        self.runner = Runner(store=settings.store, workers=settings.workers, **options)
         self.stores = _Stores(self.runner.config.store)
         self.backpressure = Backpressure(
             max_pending=settings.max_pending_tasks,
             namespace_quotas=dict(settings.namespace_quotas),
             pressure=MemoryPressure(settings.scheduler_memory_limit),
+            max_namespaces=settings.max_namespaces,
         )
         self.metrics = ServerMetrics(self)
         self._stop = threading.Event()
@@ -176,18 +186,22 @@ class ServerState:
     # -- pending tasks and memory -----------------------------------------------------
 
     def poll_pending(self) -> None:
-        """Count the store's open tasks by namespace (uses the partial index tasks_open)."""
+        """Count the store's open tasks by job (uses the partial index tasks_open)."""
         store = self.stores.get()
         counter = self.backpressure.pending
-        counter.begin_sync()
-        by_ns: dict[str, int] = {}
+        mark = counter.begin_sync()
+        known = self._namespaces
+        by_job: dict[str, tuple[str, int]] = {}
         for job_id, n in store.queries.open_tasks_by_job().items():
-            ns = self._namespaces.get(job_id)
+            ns = known.get(job_id)
             if ns is None:
                 ns = store.queries.job_namespace(job_id) or "default"
-                self._namespaces[job_id] = ns
-            by_ns[ns] = by_ns.get(ns, 0) + n
-        counter.sync(by_ns)
+            by_job[job_id] = (ns, n)
+        # Jobs with no open task are forgotten (a job submitted meanwhile is read back).
+        self._namespaces = {job_id: ns for job_id, (ns, _) in by_job.items()}
+        counter.sync(mark, by_job)
+        keep = counter.namespaces() | set(self.settings.namespace_quotas)
+        self.metrics.prune_namespaces(keep, self.settings.max_namespaces)
 
     def sample_rss(self) -> None:
         pressure = self.backpressure.pressure

@@ -3,7 +3,8 @@
 Tasks are ``module:function`` references from the allowed task modules, called as
 ``fn(**args)``. Each task's arguments are JSON, at most ``max_task_bytes``; large ones are
 kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
-submission is accepted whole or refused whole.
+submission is accepted whole or refused whole, and refused as early as it can be: its body
+before it is parsed (:mod:`~oomguard.api.intake`), its size before any argument is built.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from oomguard.api.intake import read_submission, too_many_tasks
 from oomguard.api.schemas import SubmitRequest, SubmitResponse
 from oomguard.errors import BackpressureError, PayloadError, TaskReferenceError
 from oomguard.jobs.task import load, options_of, unwrap
 from oomguard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from oomguard.api.service import ServerState
+    from oomguard.api.service import ServerSettings, ServerState
 
 #: one group's arguments and their JSON text
 GroupArgs = tuple[dict[str, Any], str]
@@ -62,26 +64,33 @@ def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
     return load(ref)
 
 
-def submit(state: ServerState, req: SubmitRequest) -> SubmitResponse:
-    """Write the job and its tasks, within the backpressure limits; refused whole."""
+def submit(state: ServerState, body: bytes) -> SubmitResponse:
+    """Read ``body``, then write the job and its tasks within the backpressure limits;
+    refused whole. Runs on a worker thread.
+
+    Cheapest checks first: the body's size and shape (:func:`read_submission`), the batch
+    against the server's limits, the task, the reservation (queue, quota, memory), and only
+    then each task's arguments are built (serialised, sized, bound to the signature).
+    """
     if state.scheduler_stopped:
         # Accepted work would wait for a scheduler that is not coming back in this
-        # process: refuse it (503) while the server exits for its supervisor to restart.
+        # process: refuse it (503) while the server exits for its supervisor to restart it.
         raise BackpressureError(
             "the scheduler has stopped: this server takes no submissions until it is restarted",
             code="scheduler_stopped",
             retry_after=None,
         )
     settings = state.settings
-    fn = check_task(settings.task_modules, req.task, req.fanout)
-    signature = inspect.signature(unwrap(fn))
-    groups = _group_params(req, signature, settings.max_task_bytes)
+    req = read_submission(body, settings.max_request_values, settings.max_pending_tasks)
     total = req.total
     ns = req.namespace
+    _check_batch(settings, ns, total)
+    fn = check_task(settings.task_modules, req.task, req.fanout)
     store = state.stores.get()
     job_id = uuid.uuid4().hex[:12]
     batch = req.batch_size or settings.default_batch_size
-    with state.backpressure.reserve(ns, total):
+    with state.backpressure.reserve(ns, total, job_id):
+        groups = _group_params(req, inspect.signature(unwrap(fn)), settings.max_task_bytes)
         store.create_job(
             job_id,
             name=req.name or req.task,
@@ -102,7 +111,7 @@ def submit(state: ServerState, req: SubmitRequest) -> SubmitResponse:
                 store.admin.cancel(job_id)
             finally:
                 raise
-    state.metrics.accepted.labels(ns).inc(total)
+    state.metrics.count_accepted(ns, total)
     return SubmitResponse(
         job_id=job_id,
         tasks=total,
@@ -110,6 +119,16 @@ def submit(state: ServerState, req: SubmitRequest) -> SubmitResponse:
         namespace=ns,
         status_url=f"/v1/jobs/{job_id}",
     )
+
+
+def _check_batch(settings: ServerSettings, namespace: str, total: int) -> None:
+    """A batch larger than the server (or its namespace) may ever hold is refused for good
+    (413 ``batch_too_large``): retrying it later would not help."""
+    if settings.max_pending_tasks is not None and total > settings.max_pending_tasks:
+        raise too_many_tasks(total, "--max-pending-tasks", settings.max_pending_tasks)
+    quota = settings.namespace_quotas.get(namespace)
+    if quota is not None and total > quota:
+        raise too_many_tasks(total, f"the quota of namespace {namespace!r}", quota)
 
 
 def _group_params(

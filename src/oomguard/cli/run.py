@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -127,7 +128,7 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @click.option(
     "--worker-oom-score-adj",
-    type=click.IntRange(-1000, 1000),
+    type=click.IntRange(0, 1000),
     default=None,
     envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ",
     show_envvar=True,
@@ -236,9 +237,11 @@ def run(
     from oomguard.results.parquet import check_out_dir
     from oomguard.runner import Runner
 
-    load(task)
+    # Module references are looked up in this directory too (after everything installed),
+    # here and in the workers (RunnerConfig.task_dir, the current directory by default).
+    load(task, os.getcwd())
     if aggregate:
-        load(aggregate)
+        load(aggregate, os.getcwd())
     if out is not None:
         check_out_dir(out)
     digest, _count = _params_file(params_file)

@@ -147,12 +147,61 @@ retries_option = click.option(
 )
 @token_option("file holding the bearer token every request must send")
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    **env("ALLOWED_HOST"),
+    help="a host name requests may name in their Host header, besides the listen address "
+    "(and localhost on loopback) (repeat)",
+)
+@click.option(
     "--namespace-quota",
     "namespace_quotas",
     multiple=True,
     metavar="NS=N",
     **env("NAMESPACE_QUOTA"),
     help="pending-task quota of a namespace (repeat)",
+)
+@click.option(
+    "--max-namespaces",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    **env("MAX_NAMESPACES"),
+    help="namespaces without a quota that may have pending tasks at once (more get 429 "
+    "too_many_namespaces)",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1, max=300),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    **env("READ_TIMEOUT"),
+    help="a client has this long to send a request's headers, and then its body",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=2),
+    default=128,
+    show_default=True,
+    **env("MAX_CONNECTIONS"),
+    help="open connections past which requests get 503",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    **env("TLS_CERT"),
+    help="PEM certificate (chain): serve HTTPS (with --tls-key)",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    **env("TLS_KEY"),
+    help="PEM private key of --tls-cert (must be private to its owner: mode 600)",
 )
 @click.option(
     "--heap-profiling",
@@ -168,9 +217,15 @@ def serve(
     workers: int | None,
     tasks_modules: tuple[str, ...],
     token_file: str | None,
+    allowed_hosts: tuple[str, ...],
     max_pending_tasks: int,
     scheduler_memory_limit: str | None,
     namespace_quotas: tuple[str, ...],
+    max_namespaces: int,
+    read_timeout: float,
+    max_connections: int,
+    tls_cert: str | None,
+    tls_key: str | None,
     heap_profiling: bool,
     lost_retries: int | None,
     **notify: Any,
@@ -192,6 +247,8 @@ def serve(
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
+    from oomguard.api.guard import server_names
+    from oomguard.api.http_server import Listening, check_tls, uvicorn_config
     from oomguard.notify.build import check_notifications
     from oomguard.units import format_size, parse_size
 
@@ -202,6 +259,10 @@ def serve(
             f"refusing to serve on {host} without --token-file: only loopback addresses "
             "may be served without a bearer token"
         )
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_key is not None:
+        check_tls(tls_cert, tls_key)
     try:
         quotas = parse_quotas(namespace_quotas)
     except ValueError as err:
@@ -215,8 +276,10 @@ def serve(
         workers=workers,
         task_modules=tasks_modules or ("oomguard.examples",),
         token=token,
+        allowed_hosts=server_names(host, allowed_hosts),
         max_pending_tasks=max_pending_tasks,
         namespace_quotas=quotas,
+        max_namespaces=max_namespaces,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
         runner_options={
@@ -245,15 +308,21 @@ def serve(
         app = create_app(state)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
+        scheme = "https" if tls_cert else "http"
         serving = (
-            f"serving on http://{shown}:{bound} (store {store}, "
+            f"serving on {scheme}://{shown}:{bound} (store {store}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
             f"{format_size(limit)}, max pending {max_pending_tasks})"
         )
         say(serving, state.runner.config.log_format)
         sys.stderr.flush()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        server = uvicorn.Server(config)
+        listening = Listening(
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+        server = uvicorn.Server(uvicorn_config(app, listening))
         threading.Thread(
             target=_exit_when_scheduler_dies,
             args=(state, server),

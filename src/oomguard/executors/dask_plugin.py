@@ -185,7 +185,9 @@ def _run_item(item: dict[str, Any]) -> dict[str, Any]:
     rss_before = _rss() or 0
     maxrss_before = maxrss_bytes()
     t0 = time.time()
-    ok, value, fc, message, tb = _run_one(item)
+    # A Dask worker imports task modules from the directory it was started in (after
+    # everything installed), as a local worker does from its caller's.
+    ok, value, fc, message, tb = _run_one(item, os.getcwd())
     elapsed = time.time() - t0
     peak = process_peak(maxrss_before, rss_before)
     ok, payload, fc, message = pickle_result(ok, value, fc, message)

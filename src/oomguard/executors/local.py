@@ -36,6 +36,7 @@ class LocalExecutor:
                 max_tasks_per_worker=config.max_tasks_per_worker,
                 recycle_growth_fraction=config.recycle_growth_fraction,
                 worker_memory=config.worker_memory,
+                task_dir=config.task_dir,
             )
         )
         self.by_attempt: dict[int, Any] = {}

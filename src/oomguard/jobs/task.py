@@ -15,7 +15,6 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -146,9 +145,8 @@ def _import_file(path: str) -> ModuleType:
         raise TaskReferenceError(f"cannot import {path!r}", ref=path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    directory = str(Path(full).parent)
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
+    # Loaded by its path only: its directory is not put on sys.path, where a file beside
+    # it (a planted pyarrow.py) would shadow what this process imports later.
     try:
         spec.loader.exec_module(module)
     except Exception as err:
@@ -159,14 +157,20 @@ def _import_file(path: str) -> ModuleType:
     return module
 
 
-def load(ref: str) -> Callable[..., Any]:
-    """Import the callable named by ``ref`` (a TaskFunction stays wrapped)."""
+def load(ref: str, task_dir: str | None = None) -> Callable[..., Any]:
+    """Import the callable named by ``ref`` (a TaskFunction stays wrapped).
+
+    A module is imported from ``sys.path``, and then from ``task_dir`` (the caller's
+    directory, :attr:`~oomguard.config.RunnerConfig.task_dir`), which is searched *after*
+    everything installed: a file there never shadows an installed module. A file
+    reference is loaded from its path alone.
+    """
     where, name = _split(ref)
     if where.endswith(".py") or os.sep in where:
         module = _import_file(where)
     else:
-        if os.getcwd() not in sys.path and "" not in sys.path:
-            sys.path.insert(0, os.getcwd())
+        if task_dir and task_dir not in sys.path:
+            sys.path.append(task_dir)
         try:
             module = importlib.import_module(where)
         except ModuleNotFoundError as err:

@@ -53,6 +53,19 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: a row's own columns: a task parameter of one of these names is written as ``param.NAME``
+RESERVED_COLUMNS = (
+    "task_id",
+    "group",
+    "replicate",
+    "attempts",
+    "params_error",
+    "result",
+    "result_pickle",
+    "result_error",
+)
+
+
 def result_row(
     task_id: int,
     grp: int,
@@ -68,7 +81,8 @@ def result_row(
     else:
         p = json.loads(params) if params else {}
         if isinstance(p, dict):
-            row.update(p)
+            # A parameter never overwrites the row's identity (task_id, group, ...).
+            row.update({f"param.{k}" if k in RESERVED_COLUMNS else k: v for k, v in p.items()})
     if with_replicate:
         row["replicate"] = replicate
     row["attempts"] = attempts

@@ -1,5 +1,8 @@
 """Files beside the store (``STORE.blobs/``) for large payloads, params and results.
 
+The directory is made private (0700; each file 0600) and one that another user owns, or
+may write to, is refused: blobs are unpickled.
+
 Blobs are named by the SHA-256 of their content, so equal payloads share one file. A row
 refers to a blob by name (``tasks.params_ref``, ``tasks.payload_ref``,
 ``results.value_ref``); a blob no row refers to is garbage once it is old enough.
@@ -22,13 +25,14 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oomguard.errors import BlobMissingError
+from oomguard.errors import BlobMissingError, StoreError
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
@@ -70,6 +74,44 @@ class BlobFiles:
     def __init__(self, store: SqliteStore, blob_dir: Path) -> None:
         self._store = store
         self.blob_dir = blob_dir
+        #: the directory was found (or made) private to this user
+        self._checked = False
+        self.check_dir()
+
+    def check_dir(self) -> None:
+        """Refuse (:class:`~oomguard.errors.StoreError`) a blob directory another user
+        owns or may write to: blobs are unpickled, so a planted file would run as this
+        user. Checked when the store is opened and again before the first blob is used
+        (the directory may be made meanwhile, in a shared place)."""
+        if self._checked:
+            return
+        try:
+            st = os.stat(self.blob_dir)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return  # not a directory: writing a blob fails, and says so
+        if st.st_uid != os.geteuid():
+            raise StoreError(
+                f"blob directory {str(self.blob_dir)!r} belongs to uid {st.st_uid}, not to "
+                f"this user (uid {os.geteuid()}): refusing to use blobs someone else could "
+                "have written",
+                path=str(self.blob_dir),
+            )
+        if stat.S_IMODE(st.st_mode) & 0o022:
+            raise StoreError(
+                f"blob directory {str(self.blob_dir)!r} may be written by its group or others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing to use it; chmod 700 it",
+                path=str(self.blob_dir),
+            )
+        self._checked = True
+
+    def _ready(self) -> None:
+        """The blob directory, made private (0700) if missing, and checked."""
+        if not self._checked:
+            with contextlib.suppress(FileExistsError):
+                self.blob_dir.mkdir(mode=0o700)
+            self.check_dir()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -78,7 +120,7 @@ class BlobFiles:
     def put(self, data: bytes) -> str:
         """Write ``data`` to a file beside the store, named by its hash; return the name."""
         name = hashlib.sha256(data).hexdigest()
-        self.blob_dir.mkdir(exist_ok=True)
+        self._ready()
         final = self.blob_dir / name
         try:
             os.utime(final)  # reused: young again, so garbage collection leaves it alone
@@ -100,6 +142,7 @@ class BlobFiles:
 
     def get(self, name: str) -> bytes:
         """A blob's bytes; :class:`BlobMissingError` when its file is gone."""
+        self.check_dir()
         path = self.blob_dir / name
         try:
             return path.read_bytes()

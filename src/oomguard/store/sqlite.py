@@ -11,6 +11,7 @@ fsyncs every commit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -111,6 +112,11 @@ class SqliteStore:
                 path=str(path),
             )
         existed = self.path.exists() and self.path.stat().st_size > 0
+        if not self.path.exists():
+            # Private to its owner (SQLite gives its -wal and -shm files the same mode):
+            # it holds every task's arguments and results, pickles among them.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
             self.db = sqlite3.connect(
                 self.path, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -228,8 +234,18 @@ class SqliteStore:
         ids = [r[0] for r in self.db.execute("SELECT id FROM jobs ORDER BY created_at")]
         return [self.job(i) for i in ids]
 
-    def resolve_job(self, prefix: str | None) -> str:
-        """A job id from a unique prefix, or the newest job when ``prefix`` is None."""
+    def resolve_job(self, prefix: str | None, *, whole: bool = False) -> str:
+        """A job id from a unique prefix, or the newest job when ``prefix`` is None.
+
+        ``whole``: only a whole id (the HTTP API: a client names a job it was given).
+        """
+        if whole:
+            if prefix is None:
+                raise JobNotFoundError("no job id given", job_id=None)
+            row = self.db.execute("SELECT id FROM jobs WHERE id = ?", (prefix,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job {prefix!r}", job_id=prefix)
+            return str(row[0])
         if prefix is None:
             row = self.db.execute("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
             if row is None:
@@ -239,7 +255,7 @@ class SqliteStore:
             "SELECT id FROM jobs WHERE id = ? OR id LIKE ? ORDER BY id", (prefix, prefix + "%")
         ).fetchall()
         exact = [r[0] for r in rows if r[0] == prefix]
-        if exact:
+        if whole:
             return str(exact[0])
         if len(rows) == 1:
             return str(rows[0][0])

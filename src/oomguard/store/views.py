@@ -71,14 +71,22 @@ class Queries:
         state: str | None = None,
         failure_class: str | None = None,
         limit: int = 100,
+        after: int | None = None,
+        params: bool = False,
     ) -> list[dict[str, Any]]:
-        """The job's tasks in id order, filtered by state and failure class, with their
-        params (``{"params_missing": ...}`` where the params blob is gone)."""
+        """The job's tasks in id order after task ``after``, filtered by state and failure
+        class. With ``params``, each row's ``params`` is its JSON text where the row holds
+        it; ``params_in_blob`` says they are in a blob file, which is never read here (rows
+        of a batch share one blob: a listing would read and parse it once per row)."""
         sql = (
             "SELECT id, grp, kind, replicate, fn, state, attempts, failure_class, error, "
-            "params, params_ref FROM tasks WHERE job_id = ?"
+            + ("params, params_ref IS NOT NULL" if params else "NULL, 0")
+            + " FROM tasks WHERE job_id = ?"
         )
         args: list[Any] = [job_id]
+        if after is not None:
+            sql += " AND id > ?"
+            args.append(after)
         if state is not None:
             sql += " AND state = ?"
             args.append(state)
@@ -87,32 +95,23 @@ class Queries:
             args.append(failure_class)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        tasks = []
-        for tid, grp, kind, rep, fn, st, att, fc, error, params, ref in self.db.execute(
-            sql, args
-        ).fetchall():
-            text = _or_missing(self._store.blobs.params_of, params, ref)
-            tasks.append(
-                {
-                    "task_id": tid,
-                    "group": grp,
-                    "kind": kind,
-                    "replicate": rep,
-                    "fn": fn,
-                    "state": st,
-                    "attempts": att,
-                    "failure_class": fc,
-                    "error": error,
-                    "params": (
-                        {"params_missing": str(text)}
-                        if isinstance(text, BlobMissingError)
-                        else json.loads(text)
-                        if text
-                        else None
-                    ),
-                }
-            )
-        return tasks
+        keys = (
+            "task_id",
+            "group",
+            "kind",
+            "replicate",
+            "fn",
+            "state",
+            "attempts",
+            "failure_class",
+            "error",
+            "params",
+            "params_in_blob",
+        )
+        return [
+            dict(zip(keys, (*row[:-1], bool(row[-1])), strict=True))
+            for row in self.db.execute(sql, args).fetchall()
+        ]
 
     # -- counts over the whole store (metrics) -------------------------------------------
 

@@ -1,9 +1,10 @@
 """The worker process: runs one attempt at a time, reports each outcome to the pool.
 
-Started by the pool as ``python -m oomguard.worker.child`` with the pipe fds and its
-settings in argv (JSON). The first thing it does is tie its life to the scheduler's
-(``PR_SET_PDEATHSIG``), raise its own ``oom_score_adj`` and move itself into its cgroup,
-all before it runs any task.
+Started by the pool as ``python -P -m oomguard.worker.child`` in ``/`` with the pipe fds
+and its settings in argv (JSON); see :func:`oomguard.worker.pool.worker_command`. The
+first thing it does is tie its life to the scheduler's (``PR_SET_PDEATHSIG``), raise its
+own ``oom_score_adj`` and move itself into its cgroup, all before it runs any task; then
+it moves to the caller's directory (``task_dir``), if any.
 """
 
 from __future__ import annotations
@@ -79,12 +80,14 @@ class _Cgroup:
         return self.cg.oom_kills()
 
 
-def _run_one(item: dict[str, Any]) -> tuple[bool, Any, str | None, str | None, str | None]:
+def _run_one(
+    item: dict[str, Any], task_dir: str | None = None
+) -> tuple[bool, Any, str | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback)."""
     from oomguard.jobs.task import load, unwrap
 
     try:
-        fn = unwrap(load(item["fn"]))
+        fn = unwrap(load(item["fn"], task_dir))
         kind = item["form"]
         if kind == "json":
             kwargs = json.loads(item["params"]) if item["params"] else {}
@@ -155,6 +158,11 @@ def main(argv: list[str]) -> None:
     # Import task machinery now so its memory is part of the baseline.
     import oomguard.jobs.task  # noqa: F401
 
+    # Started in "/" (see worker.pool.worker_command); tasks run in the caller's directory.
+    task_dir = cfg.get("task_dir") or None
+    if task_dir:
+        os.chdir(task_dir)
+
     gc.collect()
     malloc_trim()
     baseline = rss_bytes()
@@ -182,7 +190,7 @@ def main(argv: list[str]) -> None:
             rss_before = rss_bytes()
             maxrss_before = maxrss_bytes()
             t0 = time.time()
-            ok, value, fc, message, tb = _run_one(item)
+            ok, value, fc, message, tb = _run_one(item, task_dir)
             elapsed = time.time() - t0
             peak = None
             oom_after = None

@@ -37,6 +37,24 @@ if TYPE_CHECKING:
 READY_TIMEOUT = 60.0
 
 
+#: where a worker starts: never the caller's directory (see :func:`worker_command`)
+WORKER_CWD = "/"
+
+
+def worker_command() -> list[str]:
+    """How a worker process is started: isolated from the caller's directory.
+
+    ``python -m`` puts the current directory first on ``sys.path``, so a planted
+    ``oomguard/`` there would run in every worker (as root, under ``serve``). A worker
+    starts in :data:`WORKER_CWD` with ``-P`` (Python >= 3.11: no such first entry at all),
+    and moves to its ``task_dir`` only once oomguard is imported; ``task_dir`` is then
+    searched after everything installed. Not ``-I``: that would also ignore
+    ``PYTHONPATH``, through which users (and the tests) make task modules importable.
+    """
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", "oomguard.worker.child"]
+
+
 @dataclass
 class Worker:
     name: str
@@ -77,6 +95,9 @@ class PoolConfig:
     recycle_growth_fraction: float = 0.25
     worker_memory: int | None = None
     watchdog_interval: float = 0.1
+    #: the directory tasks run in and import modules from, after everything installed
+    #: ("": none; see :func:`worker_command`)
+    task_dir: str = ""
 
 
 class WorkerPool:
@@ -136,10 +157,12 @@ class WorkerPool:
             "cgroup_version": cgroup.version if cgroup else None,
             "recycle_growth_bytes": growth,
             "max_tasks": self.config.max_tasks_per_worker,
+            "task_dir": self.config.task_dir,
         }
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "oomguard.worker.child", json.dumps(cfg)],
+                [*worker_command(), json.dumps(cfg)],
+                cwd=WORKER_CWD,
                 pass_fds=(to_child_r, from_child_w),
                 close_fds=True,
                 # Its own process group, so a kill reaches whatever the task started.
