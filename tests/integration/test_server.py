@@ -21,8 +21,8 @@ import pytest
 from fixtures.polling import wait_for
 from oomguard.api.app import ServerSettings, ServerState, create_app, serving_state
 from oomguard.cli.bench import free_port, spawned_server
+from oomguard.cli.client import remote_status
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.server import remote_status
 from oomguard.store.blobs import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"

@@ -283,7 +283,7 @@ def bench(
 ) -> None:
     """Load a server with TASKS tasks at RATE tasks/s and report what it did."""
     from oomguard.api.client import ApiError, ServerConnectionError, load_token
-    from oomguard.cli.server import exit_code_for_client
+    from oomguard.cli.client import exit_code_for_client
     from oomguard.units import format_size
 
     token = load_token(token_file)

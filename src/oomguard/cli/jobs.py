@@ -75,7 +75,7 @@ def status(
 ) -> None:
     """Show a job's counts by state, failures by class and evidence (newest job by default)."""
     if server:
-        from oomguard.cli.server import remote_status
+        from oomguard.cli.client import remote_status
 
         sys.exit(remote_status(server, job, token_file, as_json))
     from oomguard.runner import job_status

@@ -37,8 +37,7 @@ from oomguard.store.sql_text import (
     Q,
 )
 from oomguard.store.views import Queries
-from oomguard.store.writes import Write
-from oomguard.units import safe_text
+from oomguard.store.writes import PHASES, Write, safe_params
 
 TASK_COLUMNS = (
     "id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts, "
@@ -70,31 +69,6 @@ class TaskRow:
     lock_key: str | None
     #: why the task's inputs cannot be read (a missing blob): it fails without running
     input_error: str | None = None
-
-
-#: the order in which a commit group's writes run, by query. For any one task, its writes
-#: in one group only ever come in this order (an attempt that ends before its claim is
-#: committed is inserted ended; a retried task is taken again only once its retry is
-#: committed; a requeued one may be claimed again at once), so running each query's writes
-#: together keeps every task's history. Lock writes share a phase and keep their order.
-_PHASES = {
-    "end_attempt": 0,
-    "task_requeued": 1,
-    "insert_attempt": 2,
-    "task_running": 3,
-    "acquire_lock": 4,
-    "release_lock": 4,
-    "task_retry": 5,
-    "task_failed": 6,
-    "fail_dependent": 7,
-    "result": 8,
-    "insert_event": 9,
-}
-
-
-def _safe_params(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
-    return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 class SqliteStore:
@@ -396,14 +370,14 @@ class SqliteStore:
         try:
             return self._apply(ops)
         except UnicodeEncodeError:
-            return self._apply([(name, _safe_params(params)) for name, params in ops])
+            return self._apply([(name, safe_params(params)) for name, params in ops])
 
     def _apply(self, ops: list[tuple[str, dict[str, Any]]]) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
-        # run phase by phase (see _PHASES), each query's rows together.
+        # run phase by phase (see writes.PHASES), each query's rows together.
         phases: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         for name, params in ops:
-            phases.setdefault(_PHASES[name], []).append((name, params))
+            phases.setdefault(PHASES[name], []).append((name, params))
         duplicates = 0
         with self.transaction() as db:
             for phase in sorted(phases):

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from oomguard.units import safe_text
+
 
 @dataclass
 class AttemptRow:
@@ -50,6 +52,31 @@ class Write:
         if isinstance(self.params, AttemptRow):
             return dict(vars(self.params))  # flat: cheaper than dataclasses.asdict
         return self.params
+
+
+#: the order in which a commit group's writes run, by query. For any one task, its writes
+#: in one group only ever come in this order (an attempt that ends before its claim is
+#: committed is inserted ended; a retried task is taken again only once its retry is
+#: committed; a requeued one may be claimed again at once), so running each query's writes
+#: together keeps every task's history. Lock writes share a phase and keep their order.
+PHASES = {
+    "end_attempt": 0,
+    "task_requeued": 1,
+    "insert_attempt": 2,
+    "task_running": 3,
+    "acquire_lock": 4,
+    "release_lock": 4,
+    "task_retry": 5,
+    "task_failed": 6,
+    "fail_dependent": 7,
+    "result": 8,
+    "insert_event": 9,
+}
+
+
+def safe_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
+    return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
 
 
 class PendingWrites:
@@ -222,4 +249,4 @@ class PendingWrites:
         self._add("insert_event", task_id, params)
 
 
-__all__ = ["AttemptRow", "PendingWrites", "Write"]
+__all__ = ["PHASES", "AttemptRow", "PendingWrites", "Write", "safe_params"]
