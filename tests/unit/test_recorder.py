@@ -78,6 +78,7 @@ def _commit(recorder: AttemptRecorder, store: SqliteStore) -> None:
     writes = recorder.writes.take()
     recorder.committed()
     store.apply(writes)
+    recorder.notices.release()
 
 
 def test_an_attempt_that_ends_before_its_claim_is_committed_is_inserted_ended(
@@ -167,7 +168,7 @@ def test_every_ending_is_told_to_the_notifier(
     from oomguard.notify import AttemptNotice, MemoryNotifier
 
     notifier = MemoryNotifier()
-    recorder.notify = notifier.notify
+    recorder.notices.notify = notifier.notify
     a, b, c = _begin(recorder, store, 3)
     b.task.retries = 1
     a.worker = SimpleNamespace(name="w1", pid=123)  # as the executor sets it
@@ -180,6 +181,8 @@ def test_every_ending_is_told_to_the_notifier(
     recorder.handle(AttemptEnded(c.attempt_id, False, None, "error", "ValueError: y", {}))
     _commit(recorder, store)
     recorder.interrupt(_begin(recorder, store, 1)[0])  # a's aggregation, now ready
+    assert len(notifier.notices) == 3  # the interruption waits for its commit
+    _commit(recorder, store)
     notices = notifier.notices
     assert all(isinstance(n, AttemptNotice) for n in notices)
     ok, retried, final, stopped = notices  # type: ignore[misc]
@@ -202,9 +205,35 @@ def test_a_notifier_that_raises_never_fails_an_attempt(
     def broken(notice: object) -> None:
         raise RuntimeError("notifier bug")
 
-    recorder.notify = broken
+    recorder.notices.notify = broken
     (run,) = _begin(recorder, store)
     _commit(recorder, store)
     recorder.handle(AttemptEnded(run.attempt_id, True, b"\x80\x04K\x01."))
     _commit(recorder, store)
     assert store.queries.counts("j1")["succeeded"] == 1
+
+
+def test_notices_wait_for_their_commit_and_skip_what_was_not_stored(
+    recorder: AttemptRecorder, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oomguard.notify import MemoryNotifier
+
+    notifier = MemoryNotifier()
+    recorder.notices.notify = notifier.notify
+    a, b = _begin(recorder, store, 2)
+    _commit(recorder, store)
+
+    def no_space(data: bytes) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.blobs, "put", no_space)
+    recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01."))
+    recorder.handle(AttemptEnded(b.attempt_id, True, b"x" * (2 * MIB)))
+    assert notifier.notices == []  # nothing is told before the commit
+    writes = recorder.writes.take()
+    with pytest.raises(OSError):
+        store.apply(writes)
+    recorder.apply_by_task(writes)
+    recorder.notices.release()
+    # b's result could not be stored: the store says it failed, so no "succeeded" for it.
+    assert [(n.task_id, n.outcome) for n in notifier.notices] == [(a.task.id, "succeeded")]

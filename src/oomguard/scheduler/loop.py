@@ -427,6 +427,8 @@ class Scheduler:
                 err,
             )
             self.recorder.stats.duplicates += self.recorder.apply_by_task(writes)
+        # Only what the store now holds is told (Sentry, webhooks, JSON logs).
+        self.recorder.notices.release()
         dirty = self.estimates.take_dirty()
         if dirty:
             self.store.put_estimates(dirty)

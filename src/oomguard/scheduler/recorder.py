@@ -32,7 +32,8 @@ from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates
-from oomguard.scheduler.retries import Decision, RetryPolicy, decide
+from oomguard.scheduler.notices import HeldNotices
+from oomguard.scheduler.retries import RetryPolicy, decide
 from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
@@ -107,7 +108,8 @@ class AttemptRecorder:
         self._requeue = requeue
         self._next_attempt = next_attempt
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
-        self.notify = notify
+        #: notices of endings, sent once the commit that records them is done
+        self.notices = HeldNotices(notify)
         self.retry_policy = RetryPolicy(
             death_retries=config.death_retries,
             backoff=config.retry_backoff,
@@ -278,7 +280,7 @@ class AttemptRecorder:
     def interrupt(self, run: Running) -> None:
         """The scheduler stops: ``run`` ends ``interrupted`` (not the task's fault)."""
         self.end(run, "interrupted", None, {"reason": "the scheduler was stopped"}, None)
-        self._tell(run, "interrupted")
+        self.notices.tell(run, "interrupted")
 
     def _succeeded(self, run: Running, payload: bytes | None, peak: int | None) -> None:
         self.end(run, "succeeded", None, None, peak)
@@ -297,7 +299,7 @@ class AttemptRecorder:
         )
         self.stats.succeeded += 1
         self.parts_due.add(task.job_id)
-        self._tell(run, "succeeded", peak=peak)
+        self.notices.tell(run, "succeeded", peak=peak)
 
     def failed(
         self,
@@ -365,7 +367,7 @@ class AttemptRecorder:
             ),
         )
         outcome = "retrying" if retry_at is not None else "failed"
-        self._tell(run, outcome, fc.value, evidence, peak, decision)
+        self.notices.tell(run, outcome, fc.value, evidence, peak, decision)
 
     def _fail_task(
         self, task: TaskRow, n: int, failure_class: str, error: str | None, now: float
@@ -415,49 +417,15 @@ class AttemptRecorder:
         fc, evidence, peak = explained
         if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
             self.end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
-            self._tell(pending.running, "cancelled", FailureClass.KILLED.value, evidence, peak)
+            self.notices.tell(
+                pending.running, "cancelled", FailureClass.KILLED.value, evidence, peak
+            )
         else:
             self.failed(pending.running, fc, None, evidence, peak)
         self.executor.release(worker)
         return True
 
     # -- notifications: every ending, told to the notifier ---------------------------------
-
-    def _tell(
-        self,
-        run: Running,
-        outcome: str,
-        fc: str | None = None,
-        evidence: dict[str, Any] | None = None,
-        peak: int | None = None,
-        decision: Decision | None = None,
-    ) -> None:
-        """Tell ``notify`` how ``run`` ended; it only queues, and never fails the attempt."""
-        if self.notify is None:
-            return
-        try:
-            final = decision is not None and decision.retry_at is None
-            self.notify(
-                AttemptNotice.of(
-                    job_id=run.task.job_id,
-                    task_id=run.task.id,
-                    attempt_id=run.attempt_id,
-                    attempt=run.n,
-                    function=run.task.fn,
-                    outcome=outcome,
-                    failure_class=fc,
-                    final_class=decision.final_class.value if decision and final else None,
-                    message=decision.message if decision else None,
-                    memory_key=run.key,
-                    limit_bytes=run.limit or None,
-                    peak_bytes=peak,
-                    worker=run.worker.name if run.worker is not None else None,
-                    retry_at=decision.retry_at if decision else None,
-                    evidence=evidence,
-                )
-            )
-        except Exception:
-            log.exception("could not notify the end of attempt %s", run.attempt_id)
 
     # -- when recording itself fails ------------------------------------------------------
 
@@ -496,4 +464,5 @@ class AttemptRecorder:
                     raise
                 log.error("task %s: its outcome could not be stored", task_id, exc_info=err)
                 self.store.apply(unrecordable(self, task_id, group, err))
+                self.notices.unrecorded.add(task_id)
         return duplicates
