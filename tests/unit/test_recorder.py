@@ -76,7 +76,7 @@ def _begin(recorder: AttemptRecorder, store: SqliteStore, n: int = 1) -> list[An
 
 def _commit(recorder: AttemptRecorder, store: SqliteStore) -> None:
     writes = recorder.writes.take()
-    recorder.committed()
+    recorder.writes_taken()
     store.apply(writes)
     recorder.notices.release()
 

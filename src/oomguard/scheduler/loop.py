@@ -413,7 +413,7 @@ class Scheduler:
         if not self.writes:
             return
         writes = self.writes.take()
-        self.recorder.committed()
+        self.recorder.writes_taken()
         try:
             self.recorder.stats.duplicates += self.store.apply(writes)
         except sqlite3.OperationalError:

@@ -161,8 +161,9 @@ class AttemptRecorder:
         self.running[attempt_id] = run
         return run
 
-    def committed(self) -> None:
-        """The queued writes were committed: later changes to attempts are updates."""
+    def writes_taken(self) -> None:
+        """The queued writes were taken to be committed (claims included): later changes
+        to attempts are updates, not edits of a claim still in the queue."""
         for run in self.running.values():
             run.claim = None
 
