@@ -152,11 +152,13 @@ RECYCLE_CASES = {
     # The first group's first task raises MemoryError and its second returns 96 MiB:
     # while the scheduler loop writes that result to its blob file, the worker runs the
     # groups behind it. Their results must be gathered before the worker is restarted.
-    "finished_behind_it": [{"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0}]
+    # (First one quick task: the function's first attempt runs alone, as a probe.)
+    "finished_behind_it": [{"x": -1}, {"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0}]
     + [{"x": i} for i in range(2, 60)],
     # Groups of 0.1 s tasks: when the worker is recycled, one runs (it finishes and is
     # gathered first) and the others wait there, never started (they are requeued).
-    "queued_behind_it": [{"x": 0, "fail": True}] + [{"x": i, "seconds": 0.1} for i in range(1, 40)],
+    "queued_behind_it": [{"x": -1}, {"x": 0, "fail": True}]
+    + [{"x": i, "seconds": 0.1} for i in range(1, 40)],
 }
 
 

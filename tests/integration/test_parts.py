@@ -59,6 +59,8 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     # Turn it back into schema 1, with its results not yet exported.
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE results DROP COLUMN size")
+    for column in ("peak_sum", "peak_sq", "killed_at", "unfit_cap", "proof"):  # schema 3
+        db.execute(f"ALTER TABLE estimates DROP COLUMN {column}")
     db.execute("UPDATE results SET part = NULL")
     db.execute("DELETE FROM parts")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -68,9 +70,13 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         p.unlink()
 
     with SqliteStore(path) as st:
-        assert st.queries.meta("schema_version") == "2"
+        assert st.queries.meta("schema_version") == "3"
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
+        # Schema 3: what each memory key is known to need, kept from schema 1's estimates.
+        knowledge = st.estimate_rows()
+        assert knowledge and all(r["samples"] >= 1 and r["killed_at"] == 0
+                                 for r in knowledge.values())
     with oomguard.Runner(store=str(path), workers=1) as r:
         r.job(job.id).wait(timeout=60, progress=False)
     assert sorted(pq.read_table(out / "tasks").column("x").to_pylist()) == [1, 2]

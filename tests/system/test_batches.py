@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
     tmp_path: Path, require_cgroup: None
 ) -> None:
-    # Declared memory (no probe) and one worker: the tasks go out in batches of several.
-    params = [{"mib": 600 if i == 1 else 1} for i in range(10)]
+    # One worker; after the first (the probe) the tasks take microseconds, so they go out
+    # in batches of several, the fourth (which starts a 600 MiB child) among them.
+    params = [{"mib": 600 if i == 3 else 0} for i in range(12)]
     with oomguard.Runner(store=str(tmp_path / "s.db"), workers=1, worker_memory="256MiB",
                          task_memory="128MiB") as runner:
         job = runner.sweep("fixtures.tasks:alloc_in_child", params)
@@ -28,7 +29,7 @@ def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
     by_task: dict[int, list[str | None]] = {}
     for a in attempts:
         by_task.setdefault(a["task_id"], []).append(a["failure_class"])
-    killed_task = min(by_task) + 1  # the second task: params are inserted in order
+    killed_task = min(by_task) + 3  # the fourth task: params are inserted in order
     assert all(c == "oom_cgroup" for c in by_task[killed_task])
     others = {t: c for t, c in by_task.items() if t != killed_task}
     assert all(c == [None] for c in others.values()), others

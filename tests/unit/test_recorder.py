@@ -12,7 +12,7 @@ import pytest
 
 from oomguard.config import RunnerConfig
 from oomguard.executors.events import AttemptEnded, Requeued
-from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.admission import Admission, Estimates, Role
 from oomguard.scheduler.recorder import AttemptRecorder
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import AttemptRow
@@ -71,7 +71,7 @@ def recorder(store: SqliteStore):
 
 def _begin(recorder: AttemptRecorder, store: SqliteStore, n: int = 1) -> list[Any]:
     tasks = store.take_ready("j1", n, 10)
-    return [recorder.begin(t, "k", False, 64 * MIB, time.time(), admit=True) for t in tasks]
+    return [recorder.begin(t, "k", Role.NORMAL, 64 * MIB, time.time(), admit=True) for t in tasks]
 
 
 def _commit(recorder: AttemptRecorder, store: SqliteStore) -> None:

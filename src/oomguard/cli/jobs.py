@@ -84,11 +84,16 @@ def status(
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
         failures = st.queries.failed_tasks(job_id, limit=show_failures)
-        estimates = st.estimates()
+        estimates = st.estimate_rows()
         if as_json:
             info["failures"] = failures
             info["estimates"] = {
-                k: {"bytes": b, "peak_bytes": p, "samples": s} for k, (b, p, s) in estimates.items()
+                k: {
+                    name: r[name]
+                    for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+                }
+                | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
+                for k, r in estimates.items()
             }
             click.echo(json.dumps(info, default=str))
             return

@@ -1,31 +1,73 @@
-"""Memory admission: estimates per memory key, and a budget they must fit in.
+"""Memory admission: what each memory key is known to need, and a budget it must fit in.
 
-No processes here: pure logic, unit-tested on its own.
+No processes here: pure logic, unit-tested on its own. docs/ARCHITECTURE.md ("Admission")
+tells the whole story; in short:
 
 * An attempt is admitted with a *limit*: its estimate plus headroom, capped at the most one
-  attempt may get (``worker_memory`` and the budget). The limit is what the kernel enforces
-  on its worker, and what is counted against the budget, so the sum of the limits of the
-  running attempts never exceeds the budget.
-* Estimates are declared (``@task(memory=...)``, ``--task-memory``) or learned per memory
-  key from the peak memory of finished attempts, with a margin. A key never seen starts
-  from ``default_task_memory`` and runs one attempt at a time (a *probe*) until its first
-  attempt ends: a whole wave of tasks is never started into an unknown OOM.
-* An OOM-killed attempt's task is retried with at least double its limit and more than its
-  peak; its key's estimate grows with it.
+  attempt may get (``cap``: ``worker_memory`` and the budget). The limit is what the kernel
+  enforces on its worker, and what is counted against the budget, so the sum of the limits
+  of the running attempts never exceeds the budget.
+* A memory key is in one of four states (:class:`KeyState`):
+
+  - ``unknown``: never seen to finish or die. One *probe* runs at its estimate (declared
+    with ``--task-memory``/``@task(memory=)``, else the default); while it runs, other tasks
+    of the key start only where the budget gives each of them a *generous* limit (at least
+    :data:`SIBLING_FACTOR` times the probe's), so idle workers are used without starting a wave
+    into an OOM.
+  - ``known``: learned from peaks of finished attempts (a margin from their spread), and
+    never below a limit that killed the key. Tasks run packed.
+  - ``learning``: an attempt was OOM-killed at a limit below the cap. The kill is
+    knowledge for the whole key at once: its estimate is above that limit, and one attempt
+    (a *cap probe*) runs with the most oomguard can give, room reserved for it, to learn the
+    real peak in one step; the key's other tasks wait for it, tasks of other keys go on.
+  - ``unfit``: an attempt was OOM-killed at the cap. Every task of the key fails
+    ``needs_more_memory`` without running, in this job and later ones, until the cap grows.
+
+* Declared estimates are hints: a key's knowledge wins over them when it is larger.
 * Small tasks fill the room large ones leave, but a task that has waited longer than
   ``starvation_wait`` gets room reserved: nothing else is admitted until it fits.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MIB = 1024 * 1024
-MARGIN = 1.2
+#: the least margin above the largest peak seen (a fraction of it)
+MARGIN = 0.1
+#: standard deviations of the peaks seen added as margin when the peaks vary
+SPREAD = 3.0
 MIN_HEADROOM = 64 * MIB
 MIN_ESTIMATE = 16 * MIB
+#: a task of an unknown key starts beside its probe only with this many times its limit
+SIBLING_FACTOR = 4
+
+
+class KeyState(str, enum.Enum):
+    UNKNOWN = "unknown"
+    KNOWN = "known"
+    LEARNING = "learning"
+    UNFIT = "unfit"
+
+
+class Role(str, enum.Enum):
+    """Why an attempt was admitted with its limit."""
+
+    NORMAL = "normal"
+    #: the first attempt of an unknown key, at its estimate (one at a time per key)
+    PROBE = "probe"
+    #: an attempt of an unknown key beside its probe, with a generous limit
+    SIBLING = "sibling"
+    #: after a kill below the cap: one attempt with the cap, to learn the peak in one step
+    CAP_PROBE = "cap_probe"
+
+    @property
+    def probes(self) -> bool:
+        return self in (Role.PROBE, Role.CAP_PROBE)
 
 
 @dataclass
@@ -33,6 +75,39 @@ class KeyEstimate:
     bytes: int
     peak_bytes: int = 0
     samples: int = 0
+    #: sum and sum of squares of the peaks seen (their spread sets the margin)
+    peak_sum: float = 0.0
+    peak_sq: float = 0.0
+    #: the largest limit an attempt of the key was OOM-killed at (0: none)
+    killed_at: int = 0
+    #: the cap an attempt of the key was OOM-killed at: the key needs more (0: none)
+    unfit_cap: int = 0
+    #: what proved the key unfit (an attempt, its limit, its peak)
+    proof: str = ""
+    #: killed below the cap and not finished since: a cap probe is due
+    learning: bool = False
+
+    def state(self) -> KeyState:
+        if self.unfit_cap:
+            return KeyState.UNFIT
+        if self.learning:
+            return KeyState.LEARNING
+        if self.samples:
+            return KeyState.KNOWN
+        return KeyState.UNKNOWN
+
+    def row(self, key: str) -> tuple[str, int, int, int, int, int, str, float, float]:
+        return (
+            key,
+            self.bytes,
+            self.peak_bytes,
+            self.samples,
+            self.killed_at,
+            self.unfit_cap,
+            self.proof,
+            self.peak_sum,
+            self.peak_sq,
+        )
 
 
 @dataclass
@@ -41,14 +116,55 @@ class Estimates:
     known: dict[str, KeyEstimate] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
 
+    def load(self, rows: dict[str, dict[str, object]], cap: int) -> None:
+        """Take the keys a store remembers. A key proved unfit at a smaller cap than
+        today's is tried again (with the cap, as after a kill below it)."""
+        for key, r in rows.items():
+            est = KeyEstimate(
+                bytes=int(r["bytes"]),  # type: ignore[call-overload]
+                peak_bytes=int(r["peak_bytes"]),  # type: ignore[call-overload]
+                samples=int(r["samples"]),  # type: ignore[call-overload]
+                peak_sum=float(r.get("peak_sum") or 0.0),  # type: ignore[arg-type]
+                peak_sq=float(r.get("peak_sq") or 0.0),  # type: ignore[arg-type]
+                killed_at=int(r.get("killed_at") or 0),  # type: ignore[call-overload]
+                unfit_cap=int(r.get("unfit_cap") or 0),  # type: ignore[call-overload]
+                proof=str(r.get("proof") or ""),
+            )
+            if est.unfit_cap and est.unfit_cap < cap:
+                est.killed_at = max(est.killed_at, est.unfit_cap)
+                est.unfit_cap, est.proof = 0, ""
+                self.dirty.add(key)
+            est.learning = bool(est.killed_at) and est.peak_bytes <= est.killed_at
+            self.known[key] = est
+
+    def state(self, key: str | None) -> KeyState:
+        est = self.known.get(key) if key is not None else None
+        return KeyState.UNKNOWN if est is None else est.state()
+
+    def proof(self, key: str | None) -> str:
+        est = self.known.get(key) if key is not None else None
+        return est.proof if est is not None else ""
+
+    def estimate(self, key: str | None, declared: int | None) -> int:
+        """The estimate for a task of ``key``: what the key is known to need, else its
+        declared estimate, else the default; a declaration is a floor, never a ceiling
+        that a kill proved wrong."""
+        est = self.known.get(key) if key is not None else None
+        base = declared or self.default
+        if est is None or not (est.samples or est.killed_at):
+            return base
+        return max(est.bytes, declared or 0)
+
     def get(self, key: str | None) -> tuple[int, bool]:
         """``(estimate, learned)`` for a memory key."""
-        if key is not None and key in self.known:
-            return self.known[key].bytes, self.known[key].samples > 0
-        return self.default, False
+        est = self.known.get(key) if key is not None else None
+        if est is not None and est.samples:
+            return est.bytes, True
+        return self.estimate(key, None), False
 
     def learn(self, key: str | None, peak: int | None) -> None:
-        """Fold the peak of a successful attempt into the key's estimate."""
+        """Fold the peak of a successful attempt into the key's estimate: the largest peak
+        plus a margin from the spread of the peaks, never below a limit that killed it."""
         if key is None or not peak:
             return
         est = self.known.get(key)
@@ -56,25 +172,43 @@ class Estimates:
             est = self.known[key] = KeyEstimate(bytes=0)
         est.peak_bytes = max(est.peak_bytes, peak)
         est.samples += 1
-        # The largest peak seen with a margin: memory use of one key varies little, and
-        # an estimate that is too small costs an OOM kill while one too large costs packing.
-        est.bytes = max(MIN_ESTIMATE, int(est.peak_bytes * MARGIN))
+        est.peak_sum += peak
+        est.peak_sq += float(peak) * peak
+        mean = est.peak_sum / est.samples
+        spread = math.sqrt(max(0.0, est.peak_sq / est.samples - mean * mean))
+        margin = max(MARGIN * est.peak_bytes, SPREAD * spread)
+        est.bytes = max(MIN_ESTIMATE, int(est.peak_bytes + margin), est.killed_at)
+        est.learning = False
         self.dirty.add(key)
 
-    def raise_to(self, key: str | None, estimate: int, peak: int | None) -> None:
-        """After an OOM kill: the key needs at least ``estimate``."""
+    def killed(
+        self,
+        key: str | None,
+        limit: int,
+        peak: int | None,
+        cap: int,
+        proof: str,
+        explicit: bool = True,
+    ) -> KeyState:
+        """An attempt of ``key`` was OOM-killed at its own ``limit``: at the cap the key is
+        unfit (an ``explicit`` key only: a coarse default key fails just that task); below
+        it, its estimate is above ``limit`` at once and a cap probe is due."""
         if key is None:
-            return
-        est = self.known.setdefault(key, KeyEstimate(bytes=estimate))
-        est.bytes = max(est.bytes, estimate)
-        est.peak_bytes = max(est.peak_bytes, peak or 0)
+            return KeyState.UNKNOWN
+        est = self.known.setdefault(key, KeyEstimate(bytes=0))
+        if limit >= cap:
+            if explicit:
+                est.unfit_cap = cap
+                est.proof = proof
+        else:
+            est.killed_at = max(est.killed_at, limit)
+            est.bytes = max(est.bytes, min(cap, escalate(limit, peak, est.bytes)))
+            est.learning = True
         self.dirty.add(key)
+        return est.state()
 
-    def take_dirty(self) -> list[tuple[str, int, int, int]]:
-        rows = [
-            (k, self.known[k].bytes, self.known[k].peak_bytes, self.known[k].samples)
-            for k in sorted(self.dirty)
-        ]
+    def take_dirty(self) -> list[tuple[str, int, int, int, int, int, str, float, float]]:
+        rows = [self.known[k].row(k) for k in sorted(self.dirty)]
         self.dirty.clear()
         return rows
 
@@ -85,6 +219,12 @@ def escalate(limit: int | None, peak: int | None, estimate: int) -> int:
     return max(2 * base, int((peak or 0) * 1.5), MIN_ESTIMATE)
 
 
+@dataclass(frozen=True)
+class Placement:
+    limit: int
+    role: Role
+
+
 @dataclass
 class Admission:
     budget: int
@@ -93,9 +233,12 @@ class Admission:
     starvation_wait: float = 10.0
     clock: Callable[[], float] = time.monotonic
     admitted: dict[int, int] = field(default_factory=dict)
+    #: memory key -> its probes running (probes and cap probes)
     probing: dict[str, int] = field(default_factory=dict)
     #: task id -> when it was first refused for lack of room
     waiting: dict[int, float] = field(default_factory=dict)
+    #: memory key -> the task waiting to be its cap probe
+    cap_waits: dict[str, int] = field(default_factory=dict)
     #: the most ever admitted at once (for status and tests)
     high_water: int = 0
 
@@ -123,23 +266,45 @@ class Admission:
                 oldest = task_id
         return oldest
 
-    def try_admit(self, task_id: int, limit: int, key: str | None, learned: bool) -> bool:
-        """Admit the attempt when its limit fits and no starving task comes first."""
-        if key is not None and not learned and self.probing.get(key, 0) > 0:
-            return False  # one probe per unknown key at a time
+    def place(
+        self, task_id: int, key: str | None, state: KeyState, estimate: int, idle: int = 1
+    ) -> Placement | None:
+        """The limit and role a task of ``key`` would start with now, or None: it waits.
+        (A task of an ``unfit`` key never starts: the caller fails it.)"""
+        if state is KeyState.LEARNING:
+            if key is not None and self.probing.get(key, 0) > 0:
+                return None  # its cap probe runs: the key's other tasks wait for it
+            if key is not None and self.cap_waits.setdefault(key, task_id) != task_id:
+                return None  # another task of the key waits to be its cap probe
+            # Room is reserved for the cap probe at once: nothing else starts before it.
+            self.waiting.setdefault(task_id, self.clock() - self.starvation_wait)
+            placement = self._fit(task_id, Placement(self.cap, Role.CAP_PROBE))
+            if placement is not None and key is not None:
+                del self.cap_waits[key]
+            return placement
+        limit = self.limit_for(estimate)
+        if state is KeyState.UNKNOWN and key is not None and self.probing.get(key, 0) > 0:
+            share = min(self.cap, self.free // max(1, idle))
+            if share < SIBLING_FACTOR * limit:
+                return None
+            return self._fit(task_id, Placement(share, Role.SIBLING))
+        role = Role.PROBE if state is KeyState.UNKNOWN and key is not None else Role.NORMAL
+        return self._fit(task_id, Placement(limit, role))
+
+    def _fit(self, task_id: int, placement: Placement) -> Placement | None:
         starving = self.reserved_for()
         if starving is not None and starving != task_id:
-            return False
-        if limit > self.free and self.admitted:
+            return None
+        if placement.limit > self.free and self.admitted:
             self.waiting.setdefault(task_id, self.clock())
-            return False
+            return None
         # Alone, a task may take the whole cap even if that is the whole budget.
         self.waiting.pop(task_id, None)
-        return True
+        return placement
 
-    def start(self, attempt_id: int, limit: int, key: str | None, learned: bool) -> None:
+    def start(self, attempt_id: int, limit: int, key: str | None, role: Role) -> None:
         self.admitted[attempt_id] = limit
-        if key is not None and not learned:
+        if key is not None and role.probes:
             self.probing[key] = self.probing.get(key, 0) + 1
         self.high_water = max(self.high_water, self.total)
 
@@ -152,3 +317,5 @@ class Admission:
 
     def forget(self, task_id: int) -> None:
         self.waiting.pop(task_id, None)
+        for key in [k for k, t in self.cap_waits.items() if t == task_id]:
+            del self.cap_waits[key]

@@ -24,7 +24,7 @@ from oomguard.executors.base import Attempt, Executor, call_item
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
-from oomguard.scheduler.admission import Admission, Estimates, KeyEstimate
+from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
 from oomguard.scheduler.view import SchedulerView
@@ -44,9 +44,10 @@ log = logging.getLogger("oomguard.scheduler")
 PART_DRAIN_TIMEOUT = 120.0
 #: a batch (attempts sent to a worker in one message) holds about this much work
 BATCH_SECONDS = 0.05
-#: the most attempts in one batch, and how many while a key's durations are unknown
+#: the most attempts in one batch, and how many while a key's durations are unknown (one:
+#: a key is batched only once its attempts are seen to be short)
 BATCH_MAX = 512
-BATCH_UNKNOWN = 8
+BATCH_UNKNOWN = 1
 #: how often the read-only view for other threads is refreshed (seconds)
 VIEW_INTERVAL = 0.25
 #: how long stopping waits for queued notifications to be delivered
@@ -121,8 +122,7 @@ class Scheduler:
             budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
         )
         self.estimates = Estimates(default=config.default_task_memory)
-        for key, (b, p, s) in self.store.estimates().items():
-            self.estimates.known[key] = KeyEstimate(bytes=b, peak_bytes=p, samples=s)
+        self.estimates.load(self.store.estimate_rows(), cap)
         self.kmsg = KernelLogWatch(config.kernel_log)
         self.kmsg.start()
         self.recorder = AttemptRecorder(
@@ -345,7 +345,12 @@ class Scheduler:
             if task.lock_key and task.lock_key in recorder.locks:
                 skipped.append(task)
                 continue
-            run = self._admit(task, now)
+            key = self._memory_key(task)
+            if self.estimates.state(key) is KeyState.UNFIT:
+                # Proved unfit by a kill at the cap: it fails without running.
+                recorder.refuse_unfit(task, key, time.time())
+                continue
+            run = self._admit(task, key, now, slots)
             if run is None:
                 skipped.append(task)
                 # A task that does not fit blocks the ones behind it only when it starves.
@@ -359,7 +364,7 @@ class Scheduler:
                 batch_max > 1
                 and task.timeout is None
                 and not task.lock_key
-                and not run.probe
+                and run.role is Role.NORMAL
                 and run.key not in recorder.oom_keys
             ):
                 while self.window and len(group) < batch_max:
@@ -373,7 +378,7 @@ class Scheduler:
                     ):
                         break
                     self.window.popleft()
-                    group.append(recorder.begin(nxt, run.key, False, run.limit, now, False))
+                    group.append(recorder.begin(nxt, run.key, Role.NORMAL, run.limit, now, False))
             assignments.append(group)
             slots -= 1
         self.window.extendleft(reversed(skipped))
@@ -396,16 +401,15 @@ class Scheduler:
     def _read_item(self, run: Attempt) -> dict[str, Any]:
         return call_item(run, self.store)
 
-    def _admit(self, task: TaskRow, now: float) -> Running | None:
-        key = self._memory_key(task)
-        if task.memory is not None:
-            estimate, learned = task.memory, True
-        else:
-            estimate, learned = self.estimates.get(key)
-        limit = self.admission.limit_for(estimate)
-        if not self.admission.try_admit(task.id, limit, key, learned):
+    def _admit(self, task: TaskRow, key: str | None, now: float, idle: int) -> Running | None:
+        """Start an attempt of ``task`` if admission has room for it (see
+        :mod:`oomguard.scheduler.admission`), else None: it waits in the window."""
+        state = self.estimates.state(key)
+        estimate = self.estimates.estimate(key, task.memory)
+        placement = self.admission.place(task.id, key, state, estimate, idle)
+        if placement is None:
             return None
-        return self.recorder.begin(task, key, not learned, limit, now, admit=True)
+        return self.recorder.begin(task, key, placement.role, placement.limit, now, admit=True)
 
     def flush(self) -> None:
         """Commit the queued writes (grouped); a group that fails is applied task by task,

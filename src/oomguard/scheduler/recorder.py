@@ -31,11 +31,12 @@ from oomguard.executors.base import WorkerRef
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
-from oomguard.scheduler.admission import Admission, Estimates
+from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.notices import HeldNotices
-from oomguard.scheduler.retries import RetryPolicy, decide
+from oomguard.scheduler.retries import Decision, RetryPolicy, decide
 from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
+from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters
@@ -46,6 +47,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("oomguard.scheduler")
 
+#: OOM kills at the attempt's own limit: they say what its memory key needs (a
+#: MemoryError says what one allocation of one task could not get: that task's own retry)
+OWN_LIMIT_KILLS = frozenset({FailureClass.OOM_CGROUP, FailureClass.OOM_WATCHDOG})
+
+
+def unfit_message(key: str | None, estimates: Estimates, cap: int) -> str:
+    return (
+        f"needs more memory than oomguard can give: memory key {key!r} was OOM-killed with "
+        f"the most one task may get here ({format_size(cap)}, --worker-memory / "
+        f"--memory-budget): {estimates.proof(key)}; its tasks do not run again until that "
+        "grows"
+    )
+
 
 @dataclass
 class Running:
@@ -55,13 +69,17 @@ class Running:
     task: TaskRow
     n: int
     key: str | None
-    probe: bool
+    role: Role
     limit: int
     started: float
     worker: WorkerRef | None = None
     deadline: float | None = None
     #: the not-yet-committed insert of this attempt (updated in place if it ends first)
     claim: AttemptRow | None = None
+
+    @property
+    def probe(self) -> bool:
+        return self.role.probes
 
 
 @dataclass
@@ -130,17 +148,17 @@ class AttemptRecorder:
     # -- beginning ----------------------------------------------------------------------
 
     def begin(
-        self, task: TaskRow, key: str | None, probe: bool, limit: int, now: float, admit: bool
+        self, task: TaskRow, key: str | None, role: Role, limit: int, now: float, admit: bool
     ) -> Running:
         """Claim an attempt of ``task`` (queued as writes; committed before it is sent)."""
         attempt_id = self._next_attempt
         self._next_attempt += 1
         n = task.attempts + 1
         task.attempts = n
-        run = Running(attempt_id, task, n, key, probe, limit if admit else 0, now)
+        run = Running(attempt_id, task, n, key, role, limit, now)
         self.admission.forget(task.id)
         if admit:
-            self.admission.start(attempt_id, limit, key, not probe)
+            self.admission.start(attempt_id, limit, key, role)
         if task.timeout:
             run.deadline = time.monotonic() + task.timeout
         if task.lock_key:
@@ -285,8 +303,7 @@ class AttemptRecorder:
 
     def _succeeded(self, run: Running, payload: bytes | None, peak: int | None) -> None:
         self.end(run, "succeeded", None, None, peak)
-        if run.task.memory is None or run.probe or peak:
-            self.estimates.learn(run.key, peak)
+        self.estimates.learn(run.key, peak)
         task = run.task
         self.writes.result(
             task.id,
@@ -339,7 +356,9 @@ class AttemptRecorder:
         )
         if decision.memory is not None:
             task.memory = decision.memory
-            self.estimates.raise_to(run.key, task.memory, peak)
+        if fc in OWN_LIMIT_KILLS:
+            # A kill at the attempt's own limit is knowledge for its whole key, at once.
+            decision = self._key_killed(run, fc, peak, decision)
         retry_at, final_class = decision.retry_at, decision.final_class
         if retry_at is not None:
             self.writes.task_retry(
@@ -369,6 +388,41 @@ class AttemptRecorder:
         )
         outcome = "retrying" if retry_at is not None else "failed"
         self.notices.tell(run, outcome, fc.value, evidence, peak, decision)
+
+    def _key_killed(
+        self, run: Running, fc: FailureClass, peak: int | None, decision: Decision
+    ) -> Decision:
+        """Fold an OOM kill at ``run``'s own limit into its key; once the key is proved
+        unfit (killed at the cap, now or before), the task fails without another try."""
+        cap = self.admission.cap
+        state = self.estimates.state(run.key)
+        if state is not KeyState.UNFIT:
+            proof = (
+                f"attempt {run.attempt_id} (task {run.task.id}) was OOM-killed ({fc.value}) "
+                f"with a limit of {format_size(run.limit)}"
+                + (f" after reaching {format_size(peak)}" if peak else "")
+            )
+            # Only a key named for memory (--memory-key, @task(memory_key=)) speaks for
+            # all its tasks at the cap; the default key (the function) is too coarse.
+            explicit = run.task.memory_key is not None
+            state = self.estimates.killed(run.key, run.limit, peak, cap, proof, explicit)
+        if state is not KeyState.UNFIT or decision.retry_at is None:
+            return decision
+        return Decision(
+            None, FailureClass.NEEDS_MORE_MEMORY, None, unfit_message(run.key, self.estimates, cap)
+        )
+
+    def refuse_unfit(self, task: TaskRow, key: str | None, now: float) -> None:
+        """Fail a task of a key proved unfit, without running it."""
+        message = unfit_message(key, self.estimates, self.admission.cap)
+        self.admission.forget(task.id)
+        self._fail_task(task, task.attempts, FailureClass.NEEDS_MORE_MEMORY.value, message, now)
+        self.writes.event(
+            task.job_id,
+            task.id,
+            "needs_more_memory",
+            json.dumps({"memory_key": key, "proof": self.estimates.proof(key)}),
+        )
 
     def _fail_task(
         self, task: TaskRow, n: int, failure_class: str, error: str | None, now: float

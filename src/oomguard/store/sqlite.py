@@ -442,15 +442,35 @@ class SqliteStore:
             )
         }
 
-    def put_estimates(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+    def estimate_rows(self) -> dict[str, dict[str, Any]]:
+        """Everything each memory key is known to need (``scheduler/admission.py``)."""
+        cur = self.db.execute(
+            "SELECT memory_key, bytes, peak_bytes, samples, killed_at, unfit_cap, proof, "
+            "peak_sum, peak_sq, updated_at FROM estimates ORDER BY memory_key"
+        )
+        names = [d[0] for d in cur.description]
+        return {str(r[0]): dict(zip(names[1:], r[1:], strict=True)) for r in cur}
+
+    def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
+        peak_sum, peak_sq])`` rows."""
         now = time.time()
+        full = []
+        for row in rows:
+            key, b, p, s, *rest = row
+            killed, unfit, proof, psum, psq = (list(rest) + [0, 0, "", 0.0, 0.0][len(rest) :])[:5]
+            full.append((key, b, p, s, now, killed, unfit, proof, psum, psq))
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO estimates (memory_key, bytes, peak_bytes, samples, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(memory_key) DO UPDATE SET "
+                "INSERT INTO estimates (memory_key, bytes, peak_bytes, samples, updated_at, "
+                "killed_at, unfit_cap, proof, peak_sum, peak_sq) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(memory_key) DO UPDATE SET "
                 "bytes = excluded.bytes, peak_bytes = excluded.peak_bytes, "
-                "samples = excluded.samples, updated_at = excluded.updated_at",
-                [(k, b, p, s, now) for k, b, p, s in rows],
+                "samples = excluded.samples, updated_at = excluded.updated_at, "
+                "killed_at = excluded.killed_at, unfit_cap = excluded.unfit_cap, "
+                "proof = excluded.proof, peak_sum = excluded.peak_sum, "
+                "peak_sq = excluded.peak_sq",
+                full,
             )
 
     def task_place(self, task_id: int) -> tuple[str, int, str] | None:

@@ -29,6 +29,10 @@ PR_SET_PDEATHSIG = 1
 _libc: ctypes.CDLL | bool | None = None
 
 
+#: heap growth over one attempt of a batch that has the garbage collected before the next
+GC_GROWTH = 1024 * 1024
+
+
 def _load_libc() -> ctypes.CDLL | None:
     global _libc  # process-local cache in the worker, not shared state
     if _libc is None:
@@ -185,9 +189,16 @@ def main(argv: list[str]) -> None:
         # last task of the batch.
         per_item = len(batch) == 1
         oom_seen = cgroup.start() if cgroup and not per_item else None
+        rss_before = 0
         for index, item in enumerate(batch):
             oom_before = cgroup.start() if cgroup and per_item else oom_seen
-            rss_before = rss_bytes()
+            rss = rss_bytes()
+            if index and rss > rss_before + GC_GROWTH:
+                # Each attempt of a batch as clean as one alone: what the last one left in
+                # reference cycles is collected before the next one starts.
+                gc.collect()
+                rss = rss_bytes()
+            rss_before = rss
             maxrss_before = maxrss_bytes()
             t0 = time.time()
             ok, value, fc, message, tb = _run_one(item, task_dir)
@@ -196,6 +207,8 @@ def main(argv: list[str]) -> None:
             oom_after = None
             if cgroup and (per_item or index == len(batch) - 1 or not ok):
                 peak, oom_after = cgroup.end()
+                if not per_item and not ok and index < len(batch) - 1:
+                    cgroup.start()  # what failed here is not the peak of those behind it
             elif cgroup:
                 oom_after = cgroup.oom_kills()
             if not per_item and oom_after is not None:

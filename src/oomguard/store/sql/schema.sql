@@ -127,7 +127,12 @@ CREATE TABLE estimates (
     bytes      INTEGER NOT NULL,            -- learned estimate (peak with margin)
     peak_bytes INTEGER NOT NULL,            -- largest peak seen
     samples    INTEGER NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    peak_sum   REAL NOT NULL DEFAULT 0,     -- sum of the peaks seen (their mean)
+    peak_sq    REAL NOT NULL DEFAULT 0,     -- sum of their squares (their spread)
+    killed_at  INTEGER NOT NULL DEFAULT 0,  -- largest limit an attempt was OOM-killed at
+    unfit_cap  INTEGER NOT NULL DEFAULT 0,  -- the cap it was OOM-killed at: needs more
+    proof      TEXT NOT NULL DEFAULT ''     -- the attempt that proved it unfit
 );
 
 CREATE TABLE counters (
