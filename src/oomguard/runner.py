@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 CHUNK = 5000
 #: Job.wait gives up on Parquet parts when none was written for this long while some were due
 PARTS_STALL = 300.0
+#: Job.wait asks the store again at least this often even if the scheduler said nothing
+WAIT_RECHECK = 2.0
 
 
 def _memory(value: str | int | None) -> int | None:
@@ -347,8 +349,12 @@ class Job:
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         last = 0.0
+        sched = self.runner.scheduler
         try:
             while True:
+                # Woken by the scheduler when a job finishes or it stops, not by polling;
+                # the store is asked again only then (and every WAIT_RECHECK s regardless).
+                seen = sched.changes() if sched is not None else 0
                 self.runner._raise_if_failed()
                 if not self.runner.alive and not self.done():
                     raise OomguardError("the scheduler stopped before the job finished")
@@ -361,9 +367,16 @@ class Job:
                     bar.set_postfix(failed=counts["failed"], running=counts["running"])
                     bar.refresh()
                     last = time.monotonic()
-                if deadline is not None and time.monotonic() > deadline:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
-                time.sleep(0.05)
+                pause = WAIT_RECHECK if bar is None else 1.0
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - now))
+                if sched is not None and self.runner.alive:
+                    sched.wait_change(seen, pause)
+                else:
+                    time.sleep(min(pause, 0.05))
         finally:
             if bar is not None:
                 counts = self.runner.store.queries.counts(self.id)

@@ -89,6 +89,9 @@ class Scheduler:
         self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
+        #: waiters of other threads (Job.wait) wake when a job finishes or the loop stops
+        self._changed = threading.Condition()
+        self._changes = 0
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class Scheduler:
         """Stop: running attempts end ``interrupted`` and their tasks (and the window's)
         go back to ready; the last Parquet parts are written; workers and their cgroups,
         the kernel-log and part threads, and the store are closed."""
+        self.announce()
         try:
             if self.started:
                 self._stop_attempts()
@@ -181,6 +185,7 @@ class Scheduler:
             self.store.close()
             self.started = False
             self._view = SchedulerView()
+            self.announce()
 
     def _stop_attempts(self) -> None:
         self.flush()
@@ -244,6 +249,21 @@ class Scheduler:
 
     # -- what other threads may call -----------------------------------------------------
 
+    def announce(self) -> None:
+        """Wake the waiters of other threads: a job finished, or the loop stops."""
+        with self._changed:
+            self._changes += 1
+            self._changed.notify_all()
+
+    def changes(self) -> int:
+        """How many times waiters were woken so far (see :meth:`wait_change`)."""
+        return self._changes
+
+    def wait_change(self, seen: int, timeout: float) -> bool:
+        """Block until :meth:`announce` after ``seen`` (or ``timeout``); True if woken."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._changes != seen, timeout)
+
     def set_window(self, size: int) -> None:
         """Change how many tasks the scheduler keeps in memory (thread-safe)."""
         self.window_size = max(1, size)
@@ -290,6 +310,8 @@ class Scheduler:
             self._active = self.store.active_jobs()
             self._active_at = now
             finished = set(before) - set(self._active)
+            if finished:
+                self.announce()
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
             self.recorder.parts_due.update(finished)
@@ -302,7 +324,8 @@ class Scheduler:
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:
             return
-        self._refresh_active()
+        # Nothing left in hand: a job may just have finished; its waiters hear it now.
+        self._refresh_active(force=not self.window and not self.recorder.running)
         want = self.window_size - len(self.window)
         for job_id in self._active:
             if want <= 0:

@@ -15,18 +15,20 @@ import json
 import os
 import pickle
 import resource
+import select
 import signal
 import subprocess
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from oomguard.errors import IsolationError
+from oomguard.worker.frames import FrameReader
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
@@ -76,6 +78,8 @@ class Worker:
     counters_before: CgroupCounters | None = None
     retire: str | None = None
     dead: bool = False
+    #: reads its messages once it is ready (see worker/frames.py)
+    reader: FrameReader | None = None
 
 
 @dataclass
@@ -113,6 +117,9 @@ class WorkerPool:
 
             self.cgroups = WorkerCgroups.create(config.isolation)
         self.recycles: dict[str, int] = {}
+        #: one poll object for every ready worker's pipe: fd -> worker
+        self._poller = select.poll()
+        self._fds: dict[int, Worker] = {}
 
     @property
     def mode(self) -> str:
@@ -199,6 +206,9 @@ class WorkerPool:
                 "run `oomguard doctor`"
             ) from err
         worker.baseline_rss = int(msg[2])
+        worker.reader = FrameReader(conn_in.fileno())
+        self._poller.register(conn_in.fileno(), select.POLLIN)
+        self._fds[conn_in.fileno()] = worker
         self.workers[name] = worker
         return worker
 
@@ -251,6 +261,10 @@ class WorkerPool:
 
     def _close(self, worker: Worker) -> None:
         worker.dead = True
+        if worker.reader is not None and self._fds.get(worker.reader.fd) is worker:
+            del self._fds[worker.reader.fd]
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._poller.unregister(worker.reader.fd)
         for conn in (worker.conn_in, worker.conn_out):
             with contextlib.suppress(OSError):
                 conn.close()
@@ -293,22 +307,20 @@ class WorkerPool:
 
     def poll(self, timeout: float) -> tuple[list[tuple[Worker, tuple[Any, ...]]], list[Died]]:
         """Wait up to ``timeout`` for messages; return them and the workers that died."""
-        conns = {w.conn_in: w for w in self.workers.values() if not w.dead}
         if self.watchdog and any(w.busy for w in self.workers.values()):
             timeout = min(timeout, self.config.watchdog_interval)
-        ready = wait(list(conns), timeout=max(0.0, timeout)) if conns else []
-        if not conns:
+        if self._fds:
+            ready = self._poller.poll(max(0.0, timeout) * 1000.0)
+        else:
+            ready = []
             time.sleep(max(0.0, timeout))
         messages: list[tuple[Worker, tuple[Any, ...]]] = []
         died: list[Died] = []
-        for conn in ready:
-            worker = conns[conn]  # type: ignore[index]
-            while True:
-                try:
-                    data = worker.conn_in.recv_bytes()
-                except (EOFError, OSError):
-                    died.append(self._died(worker))
-                    break
+        for fd, _events in ready:
+            worker = self._fds.get(fd)
+            if worker is None or worker.reader is None:
+                continue
+            for data in worker.reader.read():
                 msg = pickle.loads(data)
                 if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
                     worker.inflight.popleft()
@@ -318,8 +330,8 @@ class WorkerPool:
                 messages.append((worker, msg))
                 if msg[0] == "idle":
                     worker.busy = False
-                if not worker.conn_in.poll(0):
-                    break
+            if worker.reader.eof:
+                died.append(self._died(worker))
         if self.watchdog:
             self._watchdog()
         return messages, died

@@ -1,0 +1,52 @@
+"""FrameReader: a worker's messages read in large non-blocking reads, whole ones only."""
+
+from __future__ import annotations
+
+import os
+import threading
+from multiprocessing.connection import Connection
+
+from oomguard.worker.frames import CHUNK, FrameReader
+
+
+def test_many_messages_come_back_whole_and_in_order() -> None:
+    r, w = os.pipe()
+    reader = FrameReader(r)
+    out = Connection(w, readable=False)
+    sent = [b"", b"x" * 10, os.urandom(5000)] + [str(i).encode() for i in range(200)]
+    for m in sent:
+        out.send_bytes(m)
+    assert reader.read() == sent
+    assert reader.read() == []  # nothing more: no blocking, nothing invented
+    assert not reader.eof
+    out.close()
+    assert reader.read() == [] and reader.eof
+    os.close(r)
+
+
+def test_a_message_larger_than_a_read_and_than_the_pipe_is_assembled() -> None:
+    r, w = os.pipe()
+    reader = FrameReader(r)
+    big = os.urandom(3 * CHUNK + 17)
+    out = Connection(w, readable=False)
+    writer = threading.Thread(target=lambda: (out.send_bytes(big), out.send_bytes(b"after")))
+    writer.start()
+    got: list[bytes] = []
+    while len(got) < 2:
+        got += reader.read()
+    writer.join()
+    assert got == [big, b"after"]
+    out.close()
+    os.close(r)
+
+
+def test_a_partial_frame_waits_for_the_rest() -> None:
+    r, w = os.pipe()
+    reader = FrameReader(r)
+    frame = (5).to_bytes(4, "big") + b"hello"
+    os.write(w, frame[:6])
+    assert reader.read() == []
+    os.write(w, frame[6:])
+    assert reader.read() == [b"hello"]
+    os.close(w)
+    os.close(r)
