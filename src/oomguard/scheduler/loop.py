@@ -25,6 +25,7 @@ from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
+from oomguard.scheduler.batching import batch_cap, followers
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
 from oomguard.scheduler.view import SchedulerView
@@ -42,12 +43,6 @@ log = logging.getLogger("oomguard.scheduler")
 
 #: how long the final pass waits for the part thread to finish what it is writing
 PART_DRAIN_TIMEOUT = 120.0
-#: a batch (attempts sent to a worker in one message) holds about this much work
-BATCH_SECONDS = 0.05
-#: the most attempts in one batch, and how many while a key's durations are unknown (one:
-#: a key is batched only once its attempts are seen to be short)
-BATCH_MAX = 512
-BATCH_UNKNOWN = 1
 #: how often the read-only view for other threads is refreshed (seconds)
 VIEW_INTERVAL = 0.25
 #: how long stopping waits for queued notifications to be delivered
@@ -382,25 +377,15 @@ class Scheduler:
                 continue
             group = [run]
             # Batch short tasks of the same key for one worker (each still runs alone).
-            batch_max = min(share, self._batch_cap(run.key))
+            most = min(share, batch_cap(recorder.durations.get(run.key)))
             if (
-                batch_max > 1
+                most > 1
                 and task.timeout is None
                 and not task.lock_key
                 and run.role is Role.NORMAL
                 and run.key not in recorder.oom_keys
             ):
-                while self.window and len(group) < batch_max:
-                    nxt = self.window[0]
-                    if (
-                        nxt.timeout is not None
-                        or nxt.lock_key
-                        or nxt.kind != task.kind
-                        or self._memory_key(nxt) != run.key
-                        or nxt.memory != task.memory
-                    ):
-                        break
-                    self.window.popleft()
+                for nxt in followers(self.window, task, run.key, most, self._memory_key):
                     group.append(recorder.begin(nxt, run.key, Role.NORMAL, run.limit, now, False))
             assignments.append(group)
             slots -= 1
@@ -411,15 +396,6 @@ class Scheduler:
             self.flush()
         for group in assignments:
             self.executor.submit(group, self._read_item)
-
-    def _batch_cap(self, key: str | None) -> int:
-        """How many attempts of ``key`` go to a worker in one message: about
-        ``BATCH_SECONDS`` of work, from how long its attempts ran so far; a few while that
-        is unknown. Tasks of a second or more are never batched."""
-        seconds = self.recorder.durations.get(key)
-        if seconds is None:
-            return BATCH_UNKNOWN
-        return max(1, min(BATCH_MAX, int(BATCH_SECONDS / max(seconds, 1e-6))))
 
     def _read_item(self, run: Attempt) -> dict[str, Any]:
         return call_item(run, self.store)
