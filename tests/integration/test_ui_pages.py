@@ -91,3 +91,21 @@ def test_the_page_of_a_running_job_follows_it(tmp_path: Path) -> None:
         job.wait(timeout=120, progress=False)
         done = client.get(f"/ui/jobs/{job.id}").text
         assert 'data-live="0"' in done and "12/12" in done
+
+
+def test_bad_input_to_oomguard_ui_is_an_error_and_creates_nothing(tmp_path: Path, cli) -> None:
+    missing = tmp_path / "missing.sqlite"
+    res = cli("ui", "--store", str(missing), "--listen", "127.0.0.1:0")
+    assert res.returncode == 4, res.stderr  # ExitCode.STORE
+    assert "no store at" in res.stderr and "Traceback" not in res.stderr
+    assert not missing.exists()
+    not_a_store = tmp_path / "notes.txt"
+    not_a_store.write_text("hello")
+    res = cli("ui", "--store", str(not_a_store), "--listen", "127.0.0.1:0")
+    assert res.returncode == 4 and "not an oomguard store" in res.stderr, res.stderr
+    assert not_a_store.read_text() == "hello"
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1):
+        pass
+    for listen, message in (("0.0.0.0:0", "without --token-file"), ("nope", "HOST:PORT")):
+        res = cli("ui", "--store", str(tmp_path / "s.sqlite"), "--listen", listen)
+        assert res.returncode == 2 and message in res.stderr, res.stderr

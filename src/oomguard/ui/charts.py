@@ -94,6 +94,11 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def tick(seconds: float, span: float) -> str:
+    """A time axis label: tenths of a second on a short axis, else :func:`format_duration`."""
+    return f"{seconds:.1f}s" if span < 20 else format_duration(seconds)
+
+
 def line_chart(
     title: str,
     frame: Frame,
@@ -146,7 +151,7 @@ def line_chart(
         anchor = "start" if i == 0 else "end" if i == 5 else "middle"
         out.append(
             f'<text x="{xx:.1f}" y="{frame.top + plot_h + 15}" font-size="11" '
-            f'text-anchor="{anchor}" fill="#444">{escape(format_duration(t - frame.t0))}</text>'
+            f'text-anchor="{anchor}" fill="#444">{escape(tick(t - frame.t0, span))}</text>'
         )
     for s in series:
         if not s.points:
@@ -187,8 +192,11 @@ def line_chart(
             f'stroke="{KILL_COLOUR}" stroke-width="2"/><text x="{legend_x + 5:.1f}" y="{ly}" '
             f'font-size="11" fill="{KILL_COLOUR}">ran out of memory</text>'
         )
+    labelled = -1e9  # marks closer than a label's width share the first one's label
     for mark in marks:
         xx = frame.x(mark.t)
+        label = escape(mark.label) if xx - labelled > 8 + 6 * len(mark.label) else ""
+        labelled = xx if label else labelled
         data = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in mark.data.items())
         out.append(
             f'<g class="kill"{data}><title>{escape(mark.title)}</title>'
@@ -197,7 +205,7 @@ def line_chart(
             f'<path d="M{xx - 5:.1f},{frame.top} L{xx + 5:.1f},{frame.top} L{xx:.1f},'
             f'{frame.top + 8}Z" fill="{KILL_COLOUR}"/>'
             f'<text x="{xx + 4:.1f}" y="{frame.top + 18}" font-size="10" '
-            f'fill="{KILL_COLOUR}">{escape(mark.label)}</text></g>'
+            f'fill="{KILL_COLOUR}">{label}</text></g>'
         )
     out.append("</svg>")
     return "".join(out)
