@@ -58,7 +58,9 @@ def test_retention_and_thinning_bound_the_series(tmp_path: Path) -> None:
         store.samples.record([_sample("old", now - 1000 + i) for i in range(10)])
         store.samples.record([_sample("long", now - 500 + i) for i in range(100)])
         store.samples.record([_sample("short", now - 5 + i) for i in range(5)])
-        deleted = store.samples.prune(older_than=now - 600, max_per_job=40)
+        # Only the jobs named are thinned (those sampled lately); retention is for all.
+        assert store.samples.prune(older_than=now - 2000, max_per_job=40, jobs=["short"]) == 0
+        deleted = store.samples.prune(now - 600, max_per_job=40, jobs=["long", "short"])
         assert store.samples.count("old") == 0
         assert store.samples.count("short") == 5
         # The long job's older half is thinned to every other row; its span is kept.
@@ -137,3 +139,18 @@ def test_a_sampler_that_cannot_write_logs_and_goes_on(
     sampler.stop()
     with SqliteStore(good) as store:
         assert [(s.running, s.job_admitted_bytes) for s in store.samples.series("j")] == [(1, 4)]
+
+
+def test_a_tick_that_cannot_read_the_scheduler_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    SqliteStore(tmp_path / "s.sqlite").close()
+    sampler = Sampler(str(tmp_path / "s.sqlite"), interval=0.0)
+    sampler.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="oomguard.scheduler.samples"):
+            sampler.tick(object())  # type: ignore[arg-type]  # no budget, no recorder
+        assert "could not take a sample" in caplog.text
+    finally:
+        sampler.stop()
+    assert sampler.written == 0

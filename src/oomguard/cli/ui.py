@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from oomguard.cli.options import env, store_option, token_option
+from oomguard.cli.options import env, token_option
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.server import is_loopback, parse_listen
 from oomguard.errors import ConfigError
@@ -16,7 +16,12 @@ DEFAULT_UI_LISTEN = "127.0.0.1:8766"
 
 
 @click.command("ui")
-@store_option
+@click.option(
+    "--store",
+    default="oomguard.sqlite",
+    **env("STORE"),
+    help="the store to show (opened read-only: never created, never written)",
+)
 @click.option(
     "--listen",
     default=DEFAULT_UI_LISTEN,

@@ -92,6 +92,8 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._last = 0.0
         self._pruned_at = 0.0
+        #: jobs sampled since the last prune (only they can have too many rows)
+        self._sampled: set[str] = set()
         self._warned_at = -PRUNE_INTERVAL
 
     def start(self) -> None:
@@ -185,10 +187,12 @@ class Sampler:
         try:
             store.samples.record(rows)
             self.written += len(rows)
+            self._sampled.update(row.job_id for row in rows)
             now = time.time()
             if now - self._pruned_at >= PRUNE_INTERVAL:
                 self._pruned_at = now
-                store.samples.prune(now - self.retention, self.max_per_job)
+                jobs, self._sampled = self._sampled, set()
+                store.samples.prune(now - self.retention, self.max_per_job, jobs)
         except Exception as err:
             self.failures += 1
             self._warn(f"could not record {len(rows)} sample(s): {type(err).__name__}: {err}")
