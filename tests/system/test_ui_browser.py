@@ -102,3 +102,23 @@ def test_the_job_page_shows_an_oom_kill_in_a_browser(
 
         screenshot(chromium, tmp_path, f"{ui.url}/ui/", "jobs.png", 420)
         screenshot(chromium, tmp_path, f"{ui.url}/ui/jobs/{job_id}", "job.png", 1500)
+
+
+def test_a_running_job_page_refreshes_itself_in_the_browser(
+    tmp_path: Path, chromium: str
+) -> None:
+    """live.js fetches the page again and swaps its #live element in place (the browser's
+    virtual time lets its timer fire at once; the fetch is real)."""
+    import oomguard
+
+    store = tmp_path / "s.sqlite"
+    with oomguard.Runner(store=str(store), workers=1, isolation="watchdog") as runner, \
+            dashboard(store, tmp_path) as ui:
+        job = runner.sweep("oomguard.examples:sleep", [{"seconds": 0.5}] * 40)
+        page = dump_dom(chromium, tmp_path, f"{ui.url}/ui/jobs/{job.id}")
+        assert 'data-live="1"' in page
+        refreshed = _browser(chromium, tmp_path, "--virtual-time-budget=7000", "--dump-dom",
+                             f"{ui.url}/ui/jobs/{job.id}")
+        found = re.search(r'<main id="live" data-live="\d" data-refreshes="(\d+)"', refreshed)
+        assert found is not None and int(found[1]) >= 1, refreshed[:2000]
+        assert f"Job {job.id}" in refreshed

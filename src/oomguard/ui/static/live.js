@@ -25,6 +25,8 @@
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live");
         var old = current();
         if (fresh && old) {
+          var n = Number(old.getAttribute("data-refreshes") || "0") + 1;
+          fresh.setAttribute("data-refreshes", String(n));
           old.replaceWith(document.importNode(fresh, true));
         }
       })
