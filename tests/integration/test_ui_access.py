@@ -52,10 +52,13 @@ def test_pages_want_a_login_and_the_login_sets_a_strict_httponly_cookie(server: 
     assert submitted.status_code == 201, submitted.text
     job_id = submitted.json()["job_id"]
 
-    for path in ("/ui/", f"/ui/jobs/{job_id}", "/ui/static/live.js"):
+    for path in ("/ui/", "/ui", f"/ui/jobs/{job_id}", "/ui/tasks/1"):
         r = httpx.get(f"{url}{path}", follow_redirects=False)
         assert r.status_code == 303, (path, r.text)
         assert r.headers["location"] == "/ui/login"
+    # The login form's stylesheet and script are files of the package, served to anyone.
+    assert httpx.get(f"{url}/ui/static/style.css").status_code == 200
+    assert httpx.get(f"{url}/ui/static/nope.css").status_code == 404
     form = httpx.get(f"{url}/ui/login")
     assert form.status_code == 200
     assert '<form method="post" action="/ui/login">' in form.text
@@ -127,3 +130,19 @@ def test_the_login_form_is_refused_from_other_sites_and_without_an_origin(
     other = httpx.post(f"{url}/v1/jobs", content="x=1", headers={**FORM, "Origin": url,
                        "Authorization": f"Bearer {TOKEN}"})
     assert other.status_code == 415
+
+
+def test_a_tokenless_loopback_server_shows_its_pages_to_loopback(tmp_path: Path) -> None:
+    with serve(tmp_path, "--workers", "1") as served:
+        url = served.url
+        r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:noop", "args": {},
+                                              "name": "tokenless"})
+        assert r.status_code == 201, r.text
+        page = httpx.get(f"{url}/ui/")
+        assert page.status_code == 200 and "tokenless" in page.text
+        assert 'class="badge">read-only' not in page.text  # the live server's dashboard
+        login = httpx.get(f"{url}/ui/login", follow_redirects=False)
+        assert login.status_code == 303 and login.headers["location"] == "/ui/"
+        # The Host check still holds.
+        rebound = httpx.get(f"{url}/ui/", headers={"Host": f"evil.example:{served.port}"})
+        assert rebound.status_code == 403

@@ -45,6 +45,8 @@ CLIENT_HEADER = "x-oomguard-client"
 #: the dashboard's pages and its login form
 UI_PREFIX = "/ui"
 UI_LOGIN = "/ui/login"
+#: the dashboard's stylesheet and script (files of the package, the same for everyone)
+UI_STATIC = "/ui/static/"
 #: the cookie the login form sets; accepted for ``GET`` of the dashboard's pages only
 UI_COOKIE = "oomguard_ui"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -173,9 +175,11 @@ class Guard:
         path, method = scope["path"], scope["method"]
         page = is_ui_path(path) and method in ("GET", "HEAD")
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        # The login form is the one request that may come without the token.
+        # The login form (and the stylesheet and script of the package it uses) are what
+        # may come without the token.
         login = path == UI_LOGIN and (page or method == "POST")
-        if self.token is not None and path != "/healthz" and not login:
+        public = login or (page and path.startswith(UI_STATIC))
+        if self.token is not None and path != "/healthz" and not public:
             given = headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
             if (
