@@ -141,7 +141,7 @@ class Sampler:
         store: SqliteStore | None = None
         try:
             while True:
-                self._wake.wait(self.interval)
+                self._wake.wait(max(self.interval, 0.05))
                 self._wake.clear()
                 stopping = self._stop.is_set()
                 if self._queue:
