@@ -102,10 +102,12 @@ def test_an_older_store_opened_read_only_has_no_series_and_is_not_migrated(
     with SqliteStore(path) as store:
         store.db.execute("DROP TABLE samples")
         store.db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    before = path.read_bytes()
     with SqliteStore(path, readonly=True) as store:
         assert not store.samples.available()
         assert store.samples.series("any") == []
         assert store.queries.meta("schema_version") == "2"
+    assert path.read_bytes() == before  # not a byte written, not migrated
 
 
 def test_snapshot_counts_attempts_and_admitted_bytes_by_job() -> None:
