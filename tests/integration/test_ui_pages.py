@@ -109,3 +109,24 @@ def test_bad_input_to_oomguard_ui_is_an_error_and_creates_nothing(tmp_path: Path
     for listen, message in (("0.0.0.0:0", "without --token-file"), ("nope", "HOST:PORT")):
         res = cli("ui", "--store", str(tmp_path / "s.sqlite"), "--listen", listen)
         assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_oomguard_ui_with_a_token_asks_for_it_once(tmp_path: Path) -> None:
+    token = "ui-token-for-tests-0123456789abc"
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
+        job = runner.submit("oomguard.examples:noop", 1)
+        job.wait(timeout=60, progress=False)
+    with dashboard(tmp_path / "s.sqlite", tmp_path, "--token-file", str(token_file)) as ui:
+        assert ui.get("/ui/").headers["location"] == "/ui/login"
+        assert "<form" in ui.get("/ui/login").text
+        form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": ui.url}
+        crowded = httpx.post(f"{ui.url}/ui/login", content="a=1&b=2&c=3&d=4&e=5&token=x",
+                             headers=form)
+        assert crowded.status_code == 400
+        ok = httpx.post(f"{ui.url}/ui/login", content=f"token={token}", headers=form)
+        assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
+        page = httpx.get(f"{ui.url}/ui/", cookies=ok.cookies)
+        assert page.status_code == 200 and job.id in page.text

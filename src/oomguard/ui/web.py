@@ -157,7 +157,10 @@ def add_ui(
         if token is None:
             return RedirectResponse("/ui/", status_code=303)
         body = (await request.body()).decode("utf-8", "replace")
-        given = parse_qs(body, max_num_fields=4).get("token", [""])[0].strip()
+        try:
+            given = parse_qs(body, max_num_fields=4).get("token", [""])[0].strip()
+        except ValueError:  # more fields than the form has
+            return page("login.html", 400, error="that is not the login form")
         if not secrets.compare_digest(given.encode(), token.encode()):
             return page("login.html", 401, error="that is not the server's token")
         answer = RedirectResponse("/ui/", status_code=303)
