@@ -49,6 +49,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     """A store written before results recorded their size still gets its parts written."""
     import sqlite3
 
+    from oomguard.store import SCHEMA_VERSION
     from oomguard.store.sqlite import SqliteStore
 
     path = tmp_path / "old.sqlite"
@@ -59,6 +60,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     # Turn it back into schema 1, with its results not yet exported.
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE results DROP COLUMN size")
+    db.execute("DROP TABLE samples")  # schema 4
     db.execute("UPDATE results SET part = NULL")
     db.execute("DELETE FROM parts")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -68,7 +70,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         p.unlink()
 
     with SqliteStore(path) as st:
-        assert st.queries.meta("schema_version") == "2"
+        assert st.queries.meta("schema_version") == str(SCHEMA_VERSION)
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
     with oomguard.Runner(store=str(path), workers=1) as r:
