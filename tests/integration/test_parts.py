@@ -49,6 +49,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     """A store written before results recorded their size still gets its parts written."""
     import sqlite3
 
+    from oomguard.store import SCHEMA_VERSION
     from oomguard.store.sqlite import SqliteStore
 
     path = tmp_path / "old.sqlite"
@@ -61,6 +62,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     db.execute("ALTER TABLE results DROP COLUMN size")
     for column in ("peak_sum", "peak_sq", "killed_at", "unfit_cap", "proof"):  # schema 3
         db.execute(f"ALTER TABLE estimates DROP COLUMN {column}")
+    db.execute("DROP TABLE samples")  # schema 4
     db.execute("UPDATE results SET part = NULL")
     db.execute("DELETE FROM parts")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -70,7 +72,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         p.unlink()
 
     with SqliteStore(path) as st:
-        assert st.queries.meta("schema_version") == "3"
+        assert st.queries.meta("schema_version") == str(SCHEMA_VERSION)
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
         # Schema 3: what each memory key is known to need, kept from schema 1's estimates.

@@ -11,7 +11,7 @@ import pytest
 import oomguard
 
 SRC = Path(oomguard.__file__).resolve().parent
-UPPER = ("cli", "api", "scheduler", "executors", "worker", "results", "notify")
+UPPER = ("cli", "ui", "api", "scheduler", "executors", "worker", "results", "notify")
 # What each low package may not import, besides every upper layer.
 FORBIDDEN = {
     "procfs.py": ("cgroups", "kernlog", "diagnosis"),
@@ -57,6 +57,7 @@ def test_the_oom_package_is_gone() -> None:
 #: every layer from the top down; a layer imports only layers below it (and the shared ones)
 LAYERS = (
     ("cli",),
+    ("ui",),
     ("api",),
     ("runner",),
     ("scheduler",),

@@ -2,22 +2,29 @@
 
 It runs before FastAPI reads a body, so a refused request is never parsed:
 
-* **bearer token** (when the server has one), on every path but ``/healthz``;
+* **bearer token** (when the server has one), on every path but ``/healthz``; the
+  dashboard's pages (``GET /ui/...``) also take the HttpOnly, SameSite=Strict cookie its
+  login form sets (:data:`UI_COOKIE`), which nothing else accepts; without either they
+  answer 303 to the login form;
 * **Host**: one of the names the server answers to (its listen address, ``localhost`` on
   loopback, ``--allowed-host``), so a DNS-rebinding page cannot reach the API by name;
 * **Origin**: when a browser sends one, it must be the server's own (same host and port);
 * **requests that change state** (POST, PUT, PATCH, DELETE) must say
   ``Content-Type: application/json`` or carry ``X-Oomguard-Client``: a page of another
-  site can send neither without a CORS preflight, which this server never grants;
+  site can send neither without a CORS preflight, which this server never grants. The one
+  form, the dashboard's login (``POST /ui/login``), must carry the server's own Origin;
 * **no pickle**: pickle content types get 415 unread;
 * **body size**: over the limit, refused from ``Content-Length``, or cut off as it arrives.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Collection, Mapping
 from contextlib import suppress
+from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,6 +42,23 @@ PICKLE_TYPES = (
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: a header a browser cannot add to a cross-site request without a preflight
 CLIENT_HEADER = "x-oomguard-client"
+#: the dashboard's pages and its login form
+UI_PREFIX = "/ui"
+UI_LOGIN = "/ui/login"
+#: the dashboard's stylesheet and script (files of the package, the same for everyone)
+UI_STATIC = "/ui/static/"
+#: the cookie the login form sets; accepted for ``GET`` of the dashboard's pages only
+UI_COOKIE = "oomguard_ui"
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def ui_cookie_value(token: str) -> str:
+    """The dashboard cookie's value for ``token``: derived from it, never the token."""
+    return hmac.new(token.encode(), b"oomguard dashboard cookie", hashlib.sha256).hexdigest()
+
+
+def is_ui_path(path: str) -> bool:
+    return path == UI_PREFIX or path.startswith(UI_PREFIX + "/")
 
 
 def host_name(value: str) -> str:
@@ -148,19 +172,28 @@ class Guard:
                 f"requests from {origin[:100]!r} are not allowed: only the server's own origin",
                 None,
             )
-        if self.token is not None and scope["path"] != "/healthz":
+        path, method = scope["path"], scope["method"]
+        page = is_ui_path(path) and method in ("GET", "HEAD")
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        # The login form (and the stylesheet and script of the package it uses) are what
+        # may come without the token.
+        login = path == UI_LOGIN and (page or method == "POST")
+        public = login or (page and path.startswith(UI_STATIC))
+        if self.token is not None and path != "/healthz" and not public:
             given = headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(
-                value.strip().encode(), self.token.encode()
-            ):
+            if (
+                scheme.lower() != "bearer"
+                or not secrets.compare_digest(value.strip().encode(), self.token.encode())
+            ) and not (page and self._ui_cookie(headers)):
+                if page:
+                    return (303, "login_required", "log in first", {"Location": UI_LOGIN})
                 return (
                     401,
                     "unauthorized",
                     "a bearer token is required",
                     {"WWW-Authenticate": "Bearer"},
                 )
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype in PICKLE_TYPES or "pickle" in ctype:
             return (
                 415,
@@ -170,7 +203,10 @@ class Guard:
             )
         json_type = ctype == "application/json" or ctype.endswith("+json")
         client = CLIENT_HEADER in headers and not ctype
-        if scope["method"] in CHANGING and not json_type and not client:
+        # A form is accepted only for the login, and only with the server's own Origin
+        # (checked above): a page of another site cannot log a browser in or out.
+        form = login and method == "POST" and ctype == FORM_TYPE and origin is not None
+        if method in CHANGING and not json_type and not client and not form:
             return (
                 415,
                 "unsupported_media_type",
@@ -190,6 +226,17 @@ class Guard:
             )
         return None
 
+    def _ui_cookie(self, headers: Mapping[str, str]) -> bool:
+        assert self.token is not None
+        try:
+            cookie = SimpleCookie(headers.get("cookie", ""))
+        except CookieError:
+            return False
+        morsel = cookie.get(UI_COOKIE)
+        return morsel is not None and secrets.compare_digest(
+            morsel.value.encode(), ui_cookie_value(self.token).encode()
+        )
+
     @staticmethod
     def _same_origin(origin: str, host: str) -> bool:
         # "null" (a sandboxed page, a file) and anything unparsable are foreign.
@@ -206,4 +253,15 @@ class _TooLarge(Exception):
     pass
 
 
-__all__ = ["CHANGING", "CLIENT_HEADER", "PICKLE_TYPES", "Guard", "host_name", "server_names"]
+__all__ = [
+    "CHANGING",
+    "CLIENT_HEADER",
+    "PICKLE_TYPES",
+    "UI_COOKIE",
+    "UI_LOGIN",
+    "Guard",
+    "host_name",
+    "is_ui_path",
+    "server_names",
+    "ui_cookie_value",
+]

@@ -70,7 +70,7 @@ def _register() -> None:
     # stays free of CLI code.
     import importlib
 
-    for name in ("run", "jobs", "upkeep", "oom", "doctor", "server", "client", "bench"):
+    for name in ("run", "jobs", "upkeep", "oom", "doctor", "server", "client", "bench", "ui"):
         try:
             module = importlib.import_module(f"oomguard.cli.{name}")
         except ModuleNotFoundError as err:

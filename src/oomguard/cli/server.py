@@ -176,6 +176,7 @@ def serve(
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, check_tls, uvicorn_config
     from oomguard.notify.build import check_notifications
+    from oomguard.ui.web import add_ui
     from oomguard.units import format_size, parse_size
 
     host, port = parse_listen(listen)
@@ -232,6 +233,7 @@ def serve(
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().
         app = create_app(state)
+        add_ui(app, state.stores.get, token)  # /ui/: the dashboard, behind the same guard
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         scheme = "https" if tls_cert else "http"

@@ -28,6 +28,7 @@ from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.batching import batch_cap, followers
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
+from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import SchedulerView
 from oomguard.store.leases import Recovery
 from oomguard.store.sqlite import SqliteStore, TaskRow
@@ -66,6 +67,8 @@ class Scheduler:
         #: Sentry, webhooks, JSON logs (None: none configured)
         self.notifier: Notifier | None = None
         self.isolation: IsolationPlan | None = None
+        #: the dashboard's time series, written on its own thread (scheduler/samples.py)
+        self.sampler = Sampler(str(config.store))
         self.recovery: Recovery | None = None
         self.budget = 0
         self.admission: Admission
@@ -138,6 +141,7 @@ class Scheduler:
         )
         self.sink = PartSink(self.store.path, PartPolicy.of(config))
         self.sink.start()
+        self.sampler.start()
         self.started = True
         self._publish_view(force=True)
         log.info(
@@ -175,6 +179,7 @@ class Scheduler:
                 self.kmsg.stop()
             if self.sink is not None:
                 self.sink.stop()
+            self.sampler.stop()
             if self.notifier is not None:
                 self.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
             self.store.close()
@@ -240,6 +245,7 @@ class Scheduler:
         if now - self._parts_at >= self.config.part_interval:
             self._write_parts(final=False)
             self._parts_at = now
+        self.sampler.tick(self)
         self._publish_view()
 
     # -- what other threads may call -----------------------------------------------------

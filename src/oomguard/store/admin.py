@@ -87,7 +87,7 @@ class Admin:
         return int(n)
 
     def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:
-        """Delete a finished job's rows: tasks, attempts, results, parts, events.
+        """Delete a finished job's rows: tasks, attempts, results, parts, events, samples.
 
         Refused while the job has unfinished tasks or running attempts, and (unless
         ``force``) while some of its results are not yet in its Parquet output. The
@@ -140,6 +140,7 @@ class Admin:
         with self._store.transaction() as db:
             counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
             db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM samples WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             db.execute(
                 Q["insert_event"],

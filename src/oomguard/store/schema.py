@@ -12,6 +12,22 @@ from oomguard.store.sql_text import MIGRATIONS, SCHEMA, SCHEMA_VERSION, split_sq
 APPLICATION = "oomguard"
 
 
+def connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection to the store at ``path``; ``readonly``: opened ``mode=ro`` and
+    ``query_only``, so nothing, not even a migration, is ever written."""
+    if not readonly:
+        return sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro",
+        uri=True,
+        timeout=30.0,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    db.execute("PRAGMA query_only = 1")
+    return db
+
+
 def check_existing(db: sqlite3.Connection, path: Path) -> None:
     """Refuse a file that is not an oomguard store, or whose schema is newer than ours."""
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -31,7 +31,8 @@ from oomguard.store.admin import Admin
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
-from oomguard.store.schema import check_existing, migrate
+from oomguard.store.samples import Samples
+from oomguard.store.schema import check_existing, connect, migrate
 from oomguard.store.sql_text import (
     OPEN_SQL,
     Q,
@@ -74,8 +75,14 @@ class TaskRow:
 class SqliteStore:
     """oomguard's durable state in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
+    ) -> None:
+        """Open (or, with ``create``, make) the store at ``path``. ``readonly`` opens an
+        existing store without writing anything to it (``mode=ro``: no migration, no
+        journal mode change; safe beside a live scheduler), for ``oomguard ui``."""
         self.path = Path(path)
+        create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
         if not self.path.exists() and not create:
@@ -92,24 +99,26 @@ class SqliteStore:
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         try:
-            self.db = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
+            self.db = connect(self.path, readonly)
             self.db.execute("PRAGMA busy_timeout = 30000")
             if existed:
                 check_existing(self.db, self.path)
-            self.db.execute("PRAGMA journal_mode = WAL")
-            sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
-            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-                sync = "NORMAL"
-            self.db.execute(f"PRAGMA synchronous = {sync}")
-            self.db.execute("PRAGMA foreign_keys = OFF")
+            elif readonly:
+                raise StoreError(f"{str(self.path)!r} is empty: not a store", path=str(path))
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
+                if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                    sync = "NORMAL"
+                self.db.execute(f"PRAGMA synchronous = {sync}")
+                self.db.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.DatabaseError as err:
             raise NotAStoreError(
                 f"{str(self.path)!r} is not an oomguard store ({err})", path=str(path)
             ) from err
-        with self.transaction():
-            migrate(self.db)
+        if not readonly:
+            with self.transaction():
+                migrate(self.db)
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
         #: large payloads, params and results, in files beside the store
         self.blobs = BlobFiles(self, self.blob_dir)
@@ -121,6 +130,8 @@ class SqliteStore:
         self.queries = Queries(self)
         #: what users do: retry, cancel, forget, meta keys
         self.admin = Admin(self)
+        #: the dashboard's time series (memory, workers' RSS, attempts over time)
+        self.samples = Samples(self)
 
     def close(self) -> None:
         self.db.close()

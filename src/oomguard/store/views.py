@@ -234,6 +234,54 @@ class Queries:
             )
         return out
 
+    def job_times(self, job_id: str) -> dict[str, Any]:
+        """When the job's first attempt started, its last one ended, and how many run."""
+        first, last, running = self.db.execute(
+            "SELECT MIN(a.started_at), MAX(a.ended_at), SUM(a.state = 'running') "
+            "FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ?",
+            (job_id,),
+        ).fetchone()
+        return {"started_at": first, "ended_at": last, "running_attempts": int(running or 0)}
+
+    def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
+        """The learned estimate of each memory key the job's tasks use."""
+        keys = ("memory_key", "bytes", "peak_bytes", "samples", "updated_at")
+        return [
+            dict(zip(keys, row, strict=True))
+            for row in self.db.execute(
+                "SELECT memory_key, bytes, peak_bytes, samples, updated_at FROM estimates "
+                "WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) FROM tasks "
+                "WHERE job_id = ?) ORDER BY memory_key",
+                (job_id,),
+            )
+        ]
+
+    def task(self, task_id: int) -> dict[str, Any] | None:
+        """One task: its job, function, state, final class and error (params as JSON text,
+        or ``params_in_blob``); None when there is no such task."""
+        keys = (
+            "task_id",
+            "job_id",
+            "group",
+            "kind",
+            "replicate",
+            "fn",
+            "state",
+            "attempt_count",
+            "failure_class",
+            "error",
+            "memory_key",
+            "memory",
+            "params",
+            "params_in_blob",
+        )
+        row = self.db.execute(
+            "SELECT id, job_id, grp, kind, replicate, fn, state, attempts, failure_class, "
+            "error, memory_key, memory, params, params_ref IS NOT NULL FROM tasks WHERE id = ?",
+            (task_id,),
+        ).fetchone()
+        return None if row is None else dict(zip(keys, row, strict=True))
+
     def attempts(self, task_id: int) -> list[dict[str, Any]]:
         keys = (
             "attempt_id",

@@ -1,4 +1,4 @@
--- The oomguard store's schema as it is now (version 2): what a new store is made from.
+-- The oomguard store's schema as it is now (version 4): what a new store is made from.
 -- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
 -- the migrations add up to this file). Change both together: a new migration, and here.
 CREATE TABLE meta (
@@ -139,3 +139,18 @@ CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+-- The dashboard's time series: per job, about once a second while the scheduler works on
+-- it (bounded: retention, thinning, deleted with the job).
+CREATE TABLE samples (
+    id             INTEGER PRIMARY KEY,
+    job_id         TEXT NOT NULL,
+    ts             REAL NOT NULL,
+    budget_bytes   INTEGER NOT NULL,      -- the memory admission hands out
+    admitted_bytes INTEGER NOT NULL,      -- admitted to every attempt in flight (all jobs)
+    job_admitted_bytes INTEGER NOT NULL,  -- of which to this job's attempts
+    running        INTEGER NOT NULL,      -- this job's attempts in flight
+    workers        TEXT NOT NULL          -- JSON: worker name -> RSS bytes (with children)
+);
+CREATE INDEX samples_job ON samples(job_id, ts);
+CREATE INDEX samples_ts ON samples(ts);

@@ -1,0 +1,231 @@
+"""What each dashboard page shows, read from the store (the templates only lay it out).
+
+Every function takes a store and returns plain data plus the charts as SVG markup; none
+writes. See docs/ARCHITECTURE.md ("The dashboard").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from oomguard.store.samples import Sample
+from oomguard.store.sqlite import SqliteStore
+from oomguard.ui.charts import PALETTE, Frame, Mark, Series, format_duration, line_chart
+from oomguard.units import format_size
+
+#: jobs on the jobs page (the newest)
+JOBS_SHOWN = 100
+#: failed tasks listed on a job page
+FAILED_SHOWN = 50
+#: workers drawn one line each (more are summed into one line)
+WORKERS_DRAWN = 12
+LIVE_STATES = ("running", "waiting")
+
+
+def jobs_page(store: SqliteStore, limit: int = JOBS_SHOWN) -> dict[str, Any]:
+    """The newest jobs: name, namespace, state, progress, counts, failures by class,
+    started, duration."""
+    now = time.time()
+    jobs = []
+    for row in store.queries.recent_jobs(limit):
+        status = store.queries.job_status(row["job_id"])
+        times = store.queries.job_times(row["job_id"])
+        jobs.append({**status, **_timing(status, times, row["created_at"], now)})
+    return {"jobs": jobs, "live": any(j["state"] in LIVE_STATES for j in jobs)}
+
+
+def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
+    """One job: its status, timing, charts (memory with the OOM kills, progress, tasks/s),
+    failed tasks with their evidence, and the learned estimates of its memory keys."""
+    now = time.time()
+    status = store.queries.job_status(job_id)
+    job = store.job(job_id)
+    times = store.queries.job_times(job_id)
+    samples = store.samples.series(job_id)
+    throughput = store.samples.throughput(job_id)
+    kills = store.samples.kills(job_id)
+    live = status["state"] in LIVE_STATES
+    starts = [t for t in (times["started_at"], samples[0].ts if samples else None) if t]
+    t0 = min(starts) if starts else float(job["created_at"])
+    ends = [t0 + 1.0, *(s.ts for s in samples[-1:]), *(k["ts"] for k in kills)]
+    ends += [b["t"] + b["step"] for b in throughput[-1:]]
+    if times["ended_at"]:
+        ends.append(float(times["ended_at"]))
+    if live:
+        ends.append(now)
+    frame = Frame(t0=t0, t1=max(ends))
+    marks = [_kill_mark(k, t0) for k in kills]
+    failed = store.queries.failed_tasks(job_id, limit=FAILED_SHOWN)
+    for task in failed:
+        task["kernel_lines"] = _kernel_lines(task["attempts"])
+    return {
+        "status": status,
+        "job": job,
+        **_timing(status, times, job["created_at"], now),
+        "live": live,
+        "samples": len(samples),
+        "samples_available": store.samples.available(),
+        "memory_chart": memory_chart(samples, marks, frame),
+        "progress_chart": progress_chart(throughput, status["tasks"], marks, frame),
+        "rate_chart": rate_chart(throughput, marks, frame),
+        "kills": [{**k, "at": format_duration(k["ts"] - t0)} for k in kills],
+        "failed": failed,
+        "failed_more": max(0, status["counts"]["failed"] - len(failed)),
+        "estimates": store.queries.job_estimates(job_id),
+        "now": now,
+    }
+
+
+def task_page(store: SqliteStore, task_id: int) -> dict[str, Any] | None:
+    """One task and every attempt's evidence (None: no such task)."""
+    task = store.queries.task(task_id)
+    if task is None:
+        return None
+    attempts = store.queries.attempts(task_id)
+    for attempt in attempts:
+        ev = attempt["evidence"] or {}
+        attempt["kernel_lines"] = list(ev.get("kernel_lines") or [])
+        attempt["traceback"] = ev.get("traceback")
+        attempt["other"] = {
+            k: v for k, v in ev.items() if k not in ("kernel_lines", "traceback", "kernel")
+        }
+        attempt["kernel"] = ev.get("kernel")
+    return {"task": task, "attempts": attempts}
+
+
+# -- charts --------------------------------------------------------------------------------
+
+
+def memory_chart(samples: list[Sample], marks: list[Mark], frame: Frame) -> str:
+    """Admitted bytes against the budget and each worker's RSS, the OOM kills marked."""
+    title = "Memory: admitted against the budget, each worker's RSS"
+    series = [
+        Series(
+            "admitted to this job",
+            [(s.ts, s.job_admitted_bytes) for s in samples],
+            PALETTE[0],
+            steps=True,
+        ),
+    ]
+    if any(s.admitted_bytes != s.job_admitted_bytes for s in samples):
+        series.append(
+            Series(
+                "admitted to all jobs",
+                [(s.ts, s.admitted_bytes) for s in samples],
+                PALETTE[1],
+                steps=True,
+            )
+        )
+    names = sorted({name for s in samples for name in s.workers}, key=_worker_order)
+    drawn, summed = names[:WORKERS_DRAWN], names[WORKERS_DRAWN:]
+    for i, name in enumerate(drawn):
+        points = [(s.ts, s.workers[name]) for s in samples if name in s.workers]
+        series.append(Series(f"{name} RSS", points, PALETTE[2 + i % (len(PALETTE) - 2)]))
+    if summed:
+        points = [(s.ts, sum(s.workers.get(n, 0) for n in summed)) for s in samples]
+        series.append(Series(f"{len(summed)} more workers' RSS", points, PALETTE[-1]))
+    budget = max((s.budget_bytes for s in samples), default=0)
+    others = [v for s in series for _t, v in s.points]
+    others += [float(m.data.get("limit", 0) or 0) for m in marks]
+    top = max(others, default=0.0) * 1.1
+    note = ""
+    if budget and budget <= 4 * max(top, 1):
+        series.append(
+            Series(
+                "budget", [(s.ts, s.budget_bytes) for s in samples], "#666", dashed=True, steps=True
+            )
+        )
+    elif budget:
+        note = f"budget {format_size(budget)} (above this scale)"
+    if not samples:
+        note = "no samples recorded for this job"
+    return line_chart(title, frame, series, marks, y_format=_size_axis, y_bytes=True, note=note)
+
+
+def progress_chart(
+    throughput: list[dict[str, Any]], total: int, marks: list[Mark], frame: Frame
+) -> str:
+    points = [(b["t"] + b["step"], float(b["done"])) for b in throughput]
+    if points:
+        points.insert(0, (frame.t0, 0.0))
+    return line_chart(
+        "Progress: tasks finished",
+        frame,
+        [Series("tasks finished", points, PALETTE[2])],
+        marks,
+        y_max=float(max(total, 1)),
+        note=f"of {total} tasks",
+    )
+
+
+def rate_chart(throughput: list[dict[str, Any]], marks: list[Mark], frame: Frame) -> str:
+    ok = [(b["t"], b["succeeded"] / b["step"]) for b in throughput]
+    failed = [(b["t"], b["failed"] / b["step"]) for b in throughput]
+    series = [Series("attempts succeeded / s", ok, PALETTE[0], steps=True)]
+    if any(v for _t, v in failed):
+        series.append(Series("attempts failed / s", failed, PALETTE[5], steps=True))
+    step = throughput[0]["step"] if throughput else 1.0
+    return line_chart("Tasks per second", frame, series, marks, note=f"per {format_duration(step)}")
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _timing(
+    status: dict[str, Any], times: dict[str, Any], created_at: float, now: float
+) -> dict[str, Any]:
+    started = times["started_at"]
+    if started is None:
+        duration = None
+    elif status["state"] in LIVE_STATES:
+        duration = now - started
+    else:
+        duration = (times["ended_at"] or started) - started
+    tasks = status["tasks"]
+    return {
+        "created_at": created_at,
+        "started_at": started,
+        "duration": duration,
+        "percent": round(100.0 * status["finished"] / tasks, 1) if tasks else 0.0,
+    }
+
+
+def _kill_mark(kill: dict[str, Any], t0: float) -> Mark:
+    limit = kill["limit_bytes"]
+    title = (
+        f"{kill['failure_class']} at +{format_duration(kill['ts'] - t0)}: key {kill['key']}, "
+        f"limit {format_size(limit)}, task {kill['task_id']}, attempt {kill['attempt_id']}"
+    )
+    return Mark(
+        t=float(kill["ts"]),
+        label=str(kill["failure_class"]),
+        title=title,
+        data={
+            "class": str(kill["failure_class"]),
+            "key": str(kill["key"]),
+            "limit": str(limit or ""),
+            "task": str(kill["task_id"]),
+        },
+    )
+
+
+def _kernel_lines(attempts: list[dict[str, Any]]) -> list[str]:
+    """The kernel's lines of the task's last attempt that has some."""
+    for attempt in reversed(attempts):
+        lines = (attempt.get("evidence") or {}).get("kernel_lines")
+        if lines:
+            return [str(line) for line in lines]
+    return []
+
+
+def _worker_order(name: str) -> tuple[int, str]:
+    digits = "".join(c for c in name if c.isdigit())
+    return (int(digits) if digits else 0, name)
+
+
+def _size_axis(value: float) -> str:
+    return format_size(int(value))
+
+
+__all__ = ["job_page", "jobs_page", "memory_chart", "progress_chart", "rate_chart", "task_page"]

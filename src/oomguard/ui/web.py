@@ -1,0 +1,199 @@
+"""The dashboard's routes (``/ui/``): in ``oomguard serve`` beside the API, or alone over a
+store opened read-only (``oomguard ui --store``).
+
+Pages are HTML rendered on the server (Jinja2, autoescaped) with inline SVG charts: they
+are whole without JavaScript. ``static/live.js`` refreshes a page in place every few
+seconds while its job runs. Access is the API's: :class:`~oomguard.api.guard.Guard` checks
+Host and Origin, and the token (or the login cookie, for these pages only). See
+docs/ARCHITECTURE.md ("The dashboard").
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from oomguard.api.guard import UI_COOKIE, UI_LOGIN, Guard, ui_cookie_value
+from oomguard.errors import JobNotFoundError
+from oomguard.store.sqlite import SqliteStore
+from oomguard.ui import pages
+from oomguard.ui.charts import format_duration
+from oomguard.units import format_size
+
+#: headers of every page: nothing from elsewhere, never framed, never cached
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+STATIC = {"style.css": "text/css; charset=utf-8", "live.js": "text/javascript; charset=utf-8"}
+#: what a page shows for a value it does not have (an en dash)
+NONE = "\u2013"
+#: the largest body the standalone dashboard reads (only the login form has one)
+MAX_BODY = 16 * 1024
+
+
+class ReadOnlyStores:
+    """One read-only :class:`SqliteStore` per thread (a connection is per thread)."""
+
+    def __init__(self, path: str) -> None:
+        SqliteStore(path, readonly=True).close()  # a path that is not a store fails here
+        self.path = path
+        self._local = threading.local()
+        self._all: list[SqliteStore] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> SqliteStore:
+        store: SqliteStore | None = getattr(self._local, "store", None)
+        if store is None:
+            store = SqliteStore(self.path, readonly=True)
+            self._local.store = store
+            with self._lock:
+                self._all.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._all:
+                with suppress(sqlite3.Error):
+                    store.close()
+            self._all.clear()
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("oomguard.ui", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["size"] = lambda n: NONE if n is None else format_size(int(n))
+    env.filters["when"] = _when
+    env.filters["duration"] = lambda s: NONE if s is None else format_duration(s)
+    env.filters["svg"] = Markup  # charts are built escaped (ui/charts.py)
+    return env
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return NONE
+    return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def add_ui(
+    app: FastAPI,
+    stores: Callable[[], SqliteStore],
+    token: str | None,
+    *,
+    read_only: bool = False,
+) -> None:
+    """Add the dashboard's routes to ``app``; ``stores()`` gives this thread's store."""
+    env = _environment()
+
+    def page(name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+        html = env.get_template(name).render(
+            read_only=read_only, login=token is not None, **context
+        )
+        return HTMLResponse(html, status_code=http_status, headers=PAGE_HEADERS)
+
+    @app.get("/ui", include_in_schema=False)
+    def ui_root() -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    @app.get("/ui/", include_in_schema=False)
+    def ui_jobs() -> Response:
+        return page("jobs.html", **pages.jobs_page(stores()))
+
+    @app.get("/ui/jobs/{job_id}", include_in_schema=False)
+    def ui_job(job_id: str) -> Response:
+        store = stores()
+        try:
+            data = pages.job_page(store, job_id)
+        except JobNotFoundError:
+            return page("missing.html", 404, what=f"job {job_id}")
+        return page("job.html", **data)
+
+    @app.get("/ui/tasks/{task_id}", include_in_schema=False)
+    def ui_task(task_id: int) -> Response:
+        data = pages.task_page(stores(), task_id)
+        if data is None:
+            return page("missing.html", 404, what=f"task {task_id}")
+        return page("task.html", **data)
+
+    @app.get("/ui/static/{name}", include_in_schema=False)
+    def ui_static(name: str) -> Response:
+        if name not in STATIC:
+            return Response("not found", status_code=404, media_type="text/plain")
+        body = (resources.files("oomguard.ui") / "static" / name).read_bytes()
+        return Response(
+            body,
+            media_type=STATIC[name],
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+        )
+
+    @app.get(UI_LOGIN, include_in_schema=False)
+    def ui_login_form() -> Response:
+        if token is None:
+            return RedirectResponse("/ui/", status_code=303)
+        return page("login.html")
+
+    @app.post(UI_LOGIN, include_in_schema=False)
+    async def ui_login(request: Request) -> Response:
+        if token is None:
+            return RedirectResponse("/ui/", status_code=303)
+        body = (await request.body()).decode("utf-8", "replace")
+        try:
+            given = parse_qs(body, max_num_fields=4).get("token", [""])[0].strip()
+        except ValueError:  # more fields than the form has
+            return page("login.html", 400, error="that is not the login form")
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            return page("login.html", 401, error="that is not the server's token")
+        answer = RedirectResponse("/ui/", status_code=303)
+        answer.set_cookie(
+            UI_COOKIE,
+            ui_cookie_value(token),
+            path="/ui",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return answer
+
+
+def create_ui_app(
+    store_path: str, *, allowed_hosts: tuple[str, ...] | None, token: str | None = None
+) -> tuple[FastAPI, ReadOnlyStores]:
+    """The dashboard alone, over the store at ``store_path`` opened read-only
+    (``oomguard ui``): the same pages and the same guard as in ``oomguard serve``."""
+    stores = ReadOnlyStores(store_path)
+    app = FastAPI(title="oomguard dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    add_ui(app, stores.get, token, read_only=True)
+    app.add_middleware(Guard, token=token, max_bytes=MAX_BODY, allowed_hosts=allowed_hosts)
+    return app, stores
+
+
+__all__ = ["PAGE_HEADERS", "ReadOnlyStores", "add_ui", "create_ui_app"]
