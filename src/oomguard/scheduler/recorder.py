@@ -31,12 +31,17 @@ from oomguard.executors.base import WorkerRef
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
-from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
+from oomguard.scheduler.admission import Admission, Estimates, Role
 from oomguard.scheduler.notices import HeldNotices
-from oomguard.scheduler.retries import Decision, RetryPolicy, decide
+from oomguard.scheduler.retries import (
+    OWN_LIMIT_KILLS,
+    RetryPolicy,
+    decide,
+    key_killed,
+    unfit_message,
+)
 from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
-from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters
@@ -46,19 +51,6 @@ if TYPE_CHECKING:
     from oomguard.worker.pool import Died
 
 log = logging.getLogger("oomguard.scheduler")
-
-#: OOM kills at the attempt's own limit: they say what its memory key needs (a
-#: MemoryError says what one allocation of one task could not get: that task's own retry)
-OWN_LIMIT_KILLS = frozenset({FailureClass.OOM_CGROUP, FailureClass.OOM_WATCHDOG})
-
-
-def unfit_message(key: str | None, estimates: Estimates, cap: int) -> str:
-    return (
-        f"needs more memory than oomguard can give: memory key {key!r} was OOM-killed with "
-        f"the most one task may get here ({format_size(cap)}, --worker-memory / "
-        f"--memory-budget): {estimates.proof(key)}; its tasks do not run again until that "
-        "grows"
-    )
 
 
 @dataclass
@@ -358,7 +350,7 @@ class AttemptRecorder:
             task.memory = decision.memory
         if fc in OWN_LIMIT_KILLS:
             # A kill at the attempt's own limit is knowledge for its whole key, at once.
-            decision = self._key_killed(run, fc, peak, decision)
+            decision = key_killed(self.estimates, run, fc, peak, decision, self.admission.cap)
         retry_at, final_class = decision.retry_at, decision.final_class
         if retry_at is not None:
             self.writes.task_retry(
@@ -388,29 +380,6 @@ class AttemptRecorder:
         )
         outcome = "retrying" if retry_at is not None else "failed"
         self.notices.tell(run, outcome, fc.value, evidence, peak, decision)
-
-    def _key_killed(
-        self, run: Running, fc: FailureClass, peak: int | None, decision: Decision
-    ) -> Decision:
-        """Fold an OOM kill at ``run``'s own limit into its key; once the key is proved
-        unfit (killed at the cap, now or before), the task fails without another try."""
-        cap = self.admission.cap
-        state = self.estimates.state(run.key)
-        if state is not KeyState.UNFIT:
-            proof = (
-                f"attempt {run.attempt_id} (task {run.task.id}) was OOM-killed ({fc.value}) "
-                f"with a limit of {format_size(run.limit)}"
-                + (f" after reaching {format_size(peak)}" if peak else "")
-            )
-            # Only a key named for memory (--memory-key, @task(memory_key=)) speaks for
-            # all its tasks at the cap; the default key (the function) is too coarse.
-            explicit = run.task.memory_key is not None
-            state = self.estimates.killed(run.key, run.limit, peak, cap, proof, explicit)
-        if state is not KeyState.UNFIT or decision.retry_at is None:
-            return decision
-        return Decision(
-            None, FailureClass.NEEDS_MORE_MEMORY, None, unfit_message(run.key, self.estimates, cap)
-        )
 
     def refuse_unfit(self, task: TaskRow, key: str | None, now: float) -> None:
         """Fail a task of a key proved unfit, without running it."""

@@ -13,10 +13,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from oomguard.jobs.model import FailureClass
-from oomguard.scheduler.admission import escalate
+from oomguard.scheduler.admission import Estimates, KeyState, escalate
 from oomguard.units import format_size
+
+if TYPE_CHECKING:
+    from oomguard.scheduler.recorder import Running
+
+#: OOM kills at the attempt's own limit: they say what its memory key needs (a
+#: MemoryError says what one allocation of one task could not get: that task's own retry)
+OWN_LIMIT_KILLS = frozenset({FailureClass.OOM_CGROUP, FailureClass.OOM_WATCHDOG})
 
 
 @dataclass(frozen=True)
@@ -81,3 +89,41 @@ def decide(
         delay = min(policy.backoff * 2 ** (errors - 1), policy.backoff_max)
         return Decision(now + delay, fc, None, text)
     return Decision(None, fc, None, text)
+
+
+def unfit_message(key: str | None, estimates: Estimates, cap: int) -> str:
+    return (
+        f"needs more memory than oomguard can give: memory key {key!r} was OOM-killed with "
+        f"the most one task may get here ({format_size(cap)}, --worker-memory / "
+        f"--memory-budget): {estimates.proof(key)}; its tasks do not run again until that "
+        "grows"
+    )
+
+
+def key_killed(
+    estimates: Estimates,
+    run: Running,
+    fc: FailureClass,
+    peak: int | None,
+    decision: Decision,
+    cap: int,
+) -> Decision:
+    """Fold an OOM kill at ``run``'s own limit into its key (see
+    :mod:`oomguard.scheduler.admission`); once the key is proved unfit (killed at the cap,
+    now or before), the task fails without another try."""
+    state = estimates.state(run.key)
+    if state is not KeyState.UNFIT:
+        proof = (
+            f"attempt {run.attempt_id} (task {run.task.id}) was OOM-killed ({fc.value}) "
+            f"with a limit of {format_size(run.limit)}"
+            + (f" after reaching {format_size(peak)}" if peak else "")
+        )
+        # Only a key named for memory (--memory-key, @task(memory_key=)) speaks for all
+        # its tasks at the cap; the default key (the function) is too coarse.
+        explicit = run.task.memory_key is not None
+        state = estimates.killed(run.key, run.limit, peak, cap, proof, explicit)
+    if state is not KeyState.UNFIT or decision.retry_at is None:
+        return decision
+    return Decision(
+        None, FailureClass.NEEDS_MORE_MEMORY, None, unfit_message(run.key, estimates, cap)
+    )
