@@ -53,6 +53,8 @@ from oomguard.executors.dask_client import (
     check_scheduler,
     connect,
     import_distributed,
+    isolation_of_workers,
+    kill_on_worker,
     processing_on,
     register_plugins,
     scheduler_events,
@@ -64,9 +66,17 @@ from oomguard.executors.dask_deaths import (
     classify_dask_death,
     resolve_deaths,
 )
-from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
+from oomguard.executors.dask_flights import (
+    Counters,
+    DaskWorkerRef,
+    Ended,
+    Flight,
+    error_events,
+    failure_event,
+    outcome_events,
+)
 from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
-from oomguard.executors.events import AttemptEnded, Event, Requeued
+from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
 if TYPE_CHECKING:
@@ -117,6 +127,8 @@ class DaskExecutor:
         self._started = 0.0
         self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        #: how each Dask worker runs attempts (``cgroup-v1``, ``watchdog``, ``thread`` ...)
+        self.isolation_modes: dict[str, str] = {}
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -132,6 +144,7 @@ class DaskExecutor:
         register_plugins(self.client, self.config)
         check_scheduler(self.client)
         self._refresh_workers(force=True)
+        self.isolation_modes.update(isolation_of_workers(self._client))
 
     def stop(self) -> None:
         if self.client is None:
@@ -233,6 +246,7 @@ class DaskExecutor:
                 future = self._client.submit(
                     run_calls,
                     items,
+                    limit or None,
                     key=f"{self.prefix}-{runs[0].attempt_id}",
                     resources=resources,
                     retries=0,
@@ -323,25 +337,9 @@ class DaskExecutor:
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        events: list[Event] = []
-        for item in out["outcomes"]:
-            attempt_id = item["attempt_id"]
-            if attempt_id in flight.dropped:
-                continue  # ended by kill() while its group went on: the outcome is moot
-            self.counters.gathered += 1
-            evidence = dict(item.get("evidence") or {}, executor="dask")
-            events.append(
-                AttemptEnded(
-                    attempt_id,
-                    bool(item["ok"]),
-                    item.get("payload"),
-                    item.get("failure_class"),
-                    item.get("message"),
-                    evidence,
-                    item.get("peak"),
-                    address,
-                )
-            )
+        if address and out.get("isolation"):
+            self.isolation_modes[address] = str(out["isolation"])
+        events = outcome_events(flight, out["outcomes"], address, self.counters)
         if address:
             limit = self.workers.get(address, {}).get("memory_limit")
             self.recycler.after_group(self._client, address, out, limit)
@@ -420,16 +418,7 @@ class DaskExecutor:
                 )
             )
             return []
-        from oomguard.worker.child import _looks_like_allocation_error
-
-        fc = (
-            "memory_error"
-            if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
-            else "error"
-        )
-        message = f"{type(err).__name__}: {err}"
-        evidence = {"executor": "dask", "dask_error": message}
-        return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+        return error_events(flight, err)
 
     def _requeued(self, flight: Flight, reason: str | None = None) -> list[Event]:
         live = flight.live()
@@ -465,11 +454,19 @@ class DaskExecutor:
         flight.dropped.add(run.attempt_id)
         address = None
         if not flight.live():
-            self.inflight.pop(flight.key, None)
             address = processing_on(self._client, flight.key)
-            self._client.cancel([flight.future])
+            killed = "thread"
             if address:
-                self.recycler.recycle(self._client, address, reason)
+                killed = kill_on_worker(self._client, address, run.attempt_id, reason, evidence)
+            if killed == "killed":
+                # Only its child died: the group's answer comes back (its outcome moot)
+                # and the Dask worker keeps running, nothing else lost.
+                evidence = dict(evidence, killed_on_host=True)
+            else:
+                self.inflight.pop(flight.key, None)
+                self._client.cancel([flight.future])
+                if address and killed == "thread":
+                    self.recycler.recycle(self._client, address, reason)
         fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
         evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
         self.done.put(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oomguard.executors.base import Attempt
-from oomguard.executors.events import AttemptEnded, Event, failed
+from oomguard.executors.events import AttemptEnded, Event, Requeued, failed
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -79,3 +79,49 @@ def failure_event(
 ) -> AttemptEnded:
     """The outcome of ``run`` failed with class ``fc`` on the worker at ``address``."""
     return failed(run.attempt_id, fc, message, evidence, peak, address)
+
+
+def error_events(flight: Flight, err: BaseException) -> list[Event]:
+    """The outcomes of a group whose Dask task raised ``err`` (not a worker death):
+    ``memory_error`` for an allocation error, else ``error``."""
+    from oomguard.worker.child import _looks_like_allocation_error
+
+    fc = (
+        "memory_error"
+        if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
+        else "error"
+    )
+    message = f"{type(err).__name__}: {err}"
+    evidence = {"executor": "dask", "dask_error": message}
+    return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+
+
+def outcome_events(
+    flight: Flight, outcomes: list[dict[str, Any]], address: str | None, counters: Counters
+) -> list[Event]:
+    """The events of the outcomes a group sent back from the worker at ``address``."""
+    events: list[Event] = []
+    for item in outcomes:
+        attempt_id = item["attempt_id"]
+        if attempt_id in flight.dropped:
+            continue  # ended by kill() while its group went on: the outcome is moot
+        if item.get("requeue"):
+            # Its child died running an attempt before it in the group: never begun.
+            counters.requeued += 1
+            events.append(Requeued(attempt_id))
+            continue
+        counters.gathered += 1
+        evidence = dict(item.get("evidence") or {}, executor="dask")
+        events.append(
+            AttemptEnded(
+                attempt_id,
+                bool(item["ok"]),
+                item.get("payload"),
+                item.get("failure_class"),
+                item.get("message"),
+                evidence,
+                item.get("peak"),
+                address,
+            )
+        )
+    return events
