@@ -164,7 +164,9 @@ RECYCLE_CASES = {
 def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     case: str, tmp_path: Path
 ) -> None:
-    # One single-thread worker; the tasks of one function queue there in groups, one
+    # One single-thread worker running attempts in its own thread (``thread`` mode: in
+    # the other modes attempts run in the worker's children, and a child, not the Dask
+    # worker, is recycled); the tasks of one function queue there in groups, one
     # behind the other. oomguard recycles the worker after the MemoryError: what ran
     # behind it is gathered first, what waited there is handed back unstarted, and no
     # attempt is lost with the worker and counted as killed.
@@ -181,6 +183,7 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
             executor="dask",
             dask_address=address,
             dask_window_per_thread=16,
+            dask_isolation="thread",
         ) as runner,
     ):
         job = runner.sweep("fixtures.tasks:quick_or_memory_error", params)
