@@ -4,7 +4,7 @@ outgrowing its worker mid-run (``--grow-mib``, 1.5 x the worker's memory by defa
 ``--grow-mib 0`` for none).
 
 Measures, for each: wall time, the peak resident memory of the Dask worker processes
-(sampled every 0.1 s with psutil), the peak RSS growth of the benchmark process itself
+and their children (sampled every 0.1 s with psutil), the peak RSS growth of the benchmark process itself
 (the Dask client holding gathered results, or oomguard's scheduler), how many task
 executions were recomputations of tasks that had already run (executions are counted with
 marker files written by the task itself; the outgrowing task's own runs are counted apart),
@@ -102,7 +102,12 @@ class Sampler:
             total = 0
             for pid in self.pids:
                 with contextlib.suppress(psutil.Error):
-                    total += psutil.Process(pid).memory_info().rss
+                    # With its children: oomguard runs attempts in child processes.
+                    proc = psutil.Process(pid)
+                    total += proc.memory_info().rss
+                    for child in proc.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            total += child.memory_info().rss
             self.peak = max(self.peak, total)
             self.own_peak = max(self.own_peak, self.me.memory_info().rss - self.own_base)
             time.sleep(0.1)

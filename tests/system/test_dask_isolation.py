@@ -13,6 +13,7 @@ import pytest
 
 import oomguard
 from fixtures.dask_cluster import MIB, dask_cluster, worker_pids
+from fixtures.polling import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.dask, pytest.mark.timeout(300)]
 
@@ -69,6 +70,9 @@ def test_task_over_the_limit_is_killed_alone_in_its_cgroup_on_the_worker_host(
                 executor.isolation_modes
             )
             job = runner.sweep("fixtures.tasks:counted_alloc", params, out=str(tmp_path / "out"))
+            # /metrics says each Dask worker's mode (oomguard_worker_isolation) from this.
+            wait_for(lambda: runner.view().worker_isolation == executor.isolation_modes)
+            assert set(runner.view().worker_isolation) == set(before)
             status = job.wait(timeout=240, progress=False)
             failures = job.failures()
             counters, recycles = executor.counters, dict(executor.recycles)

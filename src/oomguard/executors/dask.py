@@ -200,6 +200,9 @@ class DaskExecutor:
     def worker_pids(self) -> dict[str, int]:
         return {}
 
+    def worker_isolation(self) -> dict[str, str]:
+        return dict(self.isolation_modes)
+
     def max_task_memory(self) -> int | None:
         """The most one attempt can get on this cluster: the largest worker's MEMORY."""
         self._refresh_workers(force=True)

@@ -277,6 +277,7 @@ class Scheduler:
             warnings=tuple(self.isolation.warnings),
             lost_attempts_recovered=self.recovery.lost_attempts if self.recovery else 0,
             workers=self.executor.worker_pids(),
+            worker_isolation=self.executor.worker_isolation(),
             recycles=dict(self.executor.recycles),
             duplicates=self.recorder.stats.duplicates,
         )
