@@ -3,9 +3,9 @@ aggregations, each result ~1 MiB, on the same LocalCluster configuration, one ta
 outgrowing its worker mid-run (``--grow-mib``, 1.5 x the worker's memory by default;
 ``--grow-mib 0`` for none).
 
-Measures, for each: wall time, the peak resident memory of the Dask worker processes
-and their children (sampled every 0.1 s with psutil), the peak RSS growth of the benchmark process itself
-(the Dask client holding gathered results, or oomguard's scheduler), how many task
+Measures, for each: wall time, the peak resident memory of the Dask worker processes and
+their children (sampled every 0.1 s with psutil), the peak RSS growth of the benchmark
+process itself (the Dask client holding gathered results, or oomguard's scheduler), how many task
 executions were recomputations of tasks that had already run (executions are counted with
 marker files written by the task itself; the outgrowing task's own runs are counted apart),
 and how many Dask worker processes were replaced. On plain Dask the outgrowing task takes
