@@ -207,3 +207,30 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     if case == "queued_behind_it":
         assert reasons == {RECYCLED}
     assert recycles.get("memory_error", 0) >= 1, recycles
+
+
+def test_doctor_says_how_each_dask_worker_isolates_attempts(cluster: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    main = [sys.executable, "-m", "oomguard.cli.main", "doctor"]
+    done = subprocess.run(
+        [*main, "--json", "--dask-address", cluster], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 11), done.stderr
+    workers = json.loads(done.stdout)["dask_workers"]
+    assert len(workers) == 2
+    expected = {"cgroup-v1", "cgroup-v2", "watchdog"}
+    assert {info["mode"] for info in workers.values()} <= expected, workers
+    text = subprocess.run(
+        [*main, "--dask-address", cluster], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert f"dask cluster {cluster}: 2 worker(s)" in text
+    # A cluster that cannot be reached: said, exit 10, no traceback.
+    gone = subprocess.run(
+        [*main, "--dask-address", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=120
+    )
+    assert gone.returncode == 10, gone.stderr
+    assert "cannot connect to the Dask scheduler" in gone.stderr
+    assert "Traceback" not in gone.stderr

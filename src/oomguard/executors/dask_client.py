@@ -186,7 +186,7 @@ def isolation_of_workers(client: Client) -> dict[str, str]:
     modes = {}
     for address, info in sorted(describe_workers(client).items()):
         modes[address] = str(info.get("mode"))
-        level = logging.WARNING if modes[address] in ("thread", "none") else logging.INFO
+        level = logging.WARNING if modes[address] == "thread" else logging.INFO
         log.log(
             level,
             "Dask worker %s runs attempts in %s mode: %s",

@@ -226,9 +226,16 @@ def host_isolation(dask_worker: Worker) -> dict[str, Any]:
     """On a Dask worker (``client.run``): how its attempts are isolated."""
     plugin = dask_worker.plugins.get(PLUGIN_NAME)
     pool: HostPool | None = getattr(plugin, "pool", None)
-    if pool is None:
-        return {"mode": "none", "reason": "oomguard's worker plugin is not set up here"}
-    return pool.describe()
+    if pool is not None:
+        return pool.describe()
+    # oomguard has not run here yet: what its pool would do (a probe cgroup made, removed).
+    from oomguard.cgroups.detect import detect_isolation
+
+    try:
+        plan = detect_isolation("auto")
+    except Exception as err:
+        return {"mode": THREAD, "reason": f"not started; {type(err).__name__}: {err}"}
+    return {"mode": plan.mode, "reason": f"not started yet; {plan.reason}", "pid": os.getpid()}
 
 
 def kill_on_host(

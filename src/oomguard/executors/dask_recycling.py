@@ -77,7 +77,7 @@ class Recycler:
         ``limit`` is the worker's memory limit, where the scheduler reports one.
         """
         outcomes = out.get("outcomes") or []
-        if out.get("isolation") not in (None, "thread", "none"):
+        if out.get("isolation") not in (None, "thread"):
             # Attempts ran in the worker's children, which its pool recycles itself
             # (grown, MemoryError, max tasks): the Dask worker did not grow; keep it.
             with self._lock:
