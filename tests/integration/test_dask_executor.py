@@ -234,3 +234,31 @@ def test_doctor_says_how_each_dask_worker_isolates_attempts(cluster: str) -> Non
     assert gone.returncode == 10, gone.stderr
     assert "cannot connect to the Dask scheduler" in gone.stderr
     assert "Traceback" not in gone.stderr
+
+
+def test_a_second_runner_on_the_cluster_leaves_the_first_ones_attempts_running(
+    cluster: str, tmp_path: Path
+) -> None:
+    # Each Runner registers oomguard's worker plugin again; the Dask workers keep their
+    # pools (same settings), so the children running the first Runner's attempts live on.
+    wait_workers(cluster)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    with oomguard.Runner(
+        store=str(tmp_path / "a.sqlite"), workers=2, executor="dask", dask_address=cluster
+    ) as first:
+        slow = first.sweep(
+            "fixtures.tasks:pid_then_sleep", [{"x": 1, "pid_dir": str(pids), "seconds": 3.0}]
+        )
+        wait_for(lambda: (pids / "1.pid").exists(), timeout=60)  # running in its child
+        with oomguard.Runner(
+            store=str(tmp_path / "b.sqlite"), workers=2, executor="dask", dask_address=cluster
+        ) as second:
+            quick = second.sweep("fixtures.tasks:sleep_then", [{"x": 2}])
+            assert quick.wait(timeout=60, progress=False)["state"] == "succeeded"
+        status = slow.wait(timeout=60, progress=False)
+        attempts = list(first.store.queries.all_attempts(slow.id))
+    assert status["state"] == "succeeded", status
+    # One attempt, one run: it was never killed and run again.
+    assert [a["state"] for a in attempts] == ["succeeded"], attempts
+    assert len(list(pids.glob("1-*.run"))) == 1

@@ -61,7 +61,7 @@ class HostPool:
         recycle_growth_fraction: float = 0.25,
         max_tasks: int = 0,
         memory_limit: int | None = None,
-        kmsg: KernelLogWatch | None = None,
+        kernel_log: str | None = None,
         kernel_log_wait: float = 2.0,
         task_dir: str = "",
     ) -> None:
@@ -70,7 +70,8 @@ class HostPool:
         self.recycle_growth_fraction = recycle_growth_fraction
         self.max_tasks = max_tasks
         self.memory_limit = memory_limit
-        self.kmsg = kmsg
+        self.kernel_log = kernel_log
+        self.kmsg: KernelLogWatch | None = None
         self.kernel_log_wait = kernel_log_wait
         self.task_dir = task_dir
         self.mode = THREAD
@@ -82,6 +83,20 @@ class HostPool:
         self._busy: dict[str, Worker] = {}
         self._lock = threading.Lock()
         self._spawner: ThreadPoolExecutor | None = None
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        """What the pool was built with: a pool is reused only for the same settings."""
+        return (
+            self.asked,
+            self.oom_score_adj,
+            self.recycle_growth_fraction,
+            self.max_tasks,
+            self.memory_limit,
+            self.kernel_log,
+            self.kernel_log_wait,
+            self.task_dir,
+        )
 
     @property
     def isolated(self) -> bool:
@@ -97,8 +112,12 @@ class HostPool:
             self._say()
             return
         from oomguard.cgroups.detect import detect_isolation
+        from oomguard.kernlog.watch import KernelLogWatch
         from oomguard.worker.pool import PoolConfig, WorkerPool
 
+        if self.kernel_log:
+            self.kmsg = KernelLogWatch(self.kernel_log)
+            self.kmsg.start()  # unreadable: said in each death's evidence
         try:
             plan = detect_isolation(self.asked)
             self.pool = WorkerPool(
@@ -303,6 +322,9 @@ class HostPool:
 
     def close(self) -> None:
         """Kill the children and remove every cgroup this pool made."""
+        if self.kmsg is not None:
+            self.kmsg.stop()
+            self.kmsg = None
         pool, self.pool = self.pool, None
         with self._lock:
             self._idle.clear()

@@ -50,6 +50,8 @@ DEATH_TOPIC = "oomguard-worker-death"
 #: scheduler event topic the nanny uses when it restarts a worker over its memory limit
 NANNY_MEMORY_TOPIC = "worker-restart-memory"
 SAMPLE_INTERVAL_S = 0.1
+#: where a Dask worker keeps its pool between two registrations of the worker plugin
+POOL_ATTR = "_oomguard_host_pool"
 #: after a SIGKILL with no OOM line yet, how long to wait for the kernel's line
 KERNEL_LOG_WAIT_S = 2.0
 
@@ -307,7 +309,6 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.oom_score_adj_error: str | None = None
         self.progress: Progress | None = None
         self.pool: HostPool | None = None
-        self._kmsg: KernelLogWatch | None = None
 
     def setup(self, worker: Worker) -> None:
         try:
@@ -327,32 +328,39 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.baseline = _rss()
 
     def _start_pool(self, worker: Worker) -> None:
-        from oomguard.kernlog.watch import KernelLogWatch
-
-        if self.isolation != THREAD:
-            self._kmsg = KernelLogWatch(self.kernel_log)
-            self._kmsg.start()
         mm = getattr(worker, "memory_manager", None)
         limit = getattr(mm, "memory_limit", None)
-        self.pool = HostPool(
+        pool = HostPool(
             asked=self.isolation,
             oom_score_adj=self.oom_score_adj,
             recycle_growth_fraction=self.recycle_growth_fraction,
             max_tasks=self.max_tasks,
             memory_limit=int(limit) if limit else None,
-            kmsg=self._kmsg,
+            kernel_log=self.kernel_log,
             kernel_log_wait=self.kernel_log_wait,
             # A Dask worker imports task modules from the directory it was started in
             # (after everything installed), as a local worker does from its caller's.
             task_dir=os.getcwd(),
         )
-        self.pool.start()
+        # Every Runner registers the plugin again (the old one is torn down first): the
+        # pool, its children and the attempts they run are kept when nothing changed, so
+        # a second Runner on the cluster never kills the first one's attempts.
+        kept: HostPool | None = vars(worker).pop(POOL_ATTR, None)
+        if kept is not None and kept.settings == pool.settings:
+            self.pool = kept
+            return
+        if kept is not None:
+            kept.close()
+        self.pool = pool
+        pool.start()
 
     def teardown(self, worker: Worker) -> None:
         if self.pool is not None:
-            self.pool.close()
-        if self._kmsg is not None:
-            self._kmsg.stop()
+            status = getattr(getattr(worker, "status", None), "name", "")
+            if status in ("running", "paused", "closing_gracefully"):
+                vars(worker)[POOL_ATTR] = self.pool  # replaced, not closing: for the next
+            else:
+                self.pool.close()
         if self.progress is not None:
             self.progress.close()
 
