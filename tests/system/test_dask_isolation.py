@@ -4,10 +4,12 @@ cgroup below the Dask worker's, so a task that outgrows its limit is killed alon
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +119,33 @@ def test_task_over_the_limit_is_killed_alone_in_its_cgroup_on_the_worker_host(
     # Every cgroup made below the Dask workers was removed when they stopped.
     assert _run_dirs(owns) == []
     assert not any(os.path.exists(a["evidence"]["cgroup"]) for a in attempts)
+
+
+def test_dask_local_enforces_worker_memory_as_the_local_pool_does(
+    tmp_path: Path, cli: Any, require_cgroup: None
+) -> None:
+    # The reproduction: `--dask-local` ran the heavy tasks to completion in workers
+    # without a limit. Now its workers get --worker-memory, and each attempt its own
+    # cgroup: the same answer as the local pool.
+    rows = [{"mib": 1024.0 if i == 2 else 1.0, "tag": i} for i in range(6)]
+    params = tmp_path / "p.jsonl"
+    params.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summaries = {}
+    for name, extra in (("local", []), ("dask", ["--dask-local", "1"])):
+        store = str(tmp_path / f"{name}.sqlite")
+        res = cli(
+            "run", "oomguard.examples:allocate", "--params", str(params), "--store", store,
+            "--worker-memory", "256MiB", "--workers", "1", "--json", *extra,
+        )
+        assert res.returncode == 1, res.stderr  # one task failed for good
+        summaries[name] = json.loads(res.stdout)
+        info = json.loads(cli("status", "--store", store, "--json").stdout)
+        (failure,) = info["failures"]
+        assert failure["params"]["mib"] == 1024.0
+        assert failure["failure_class"] == "needs_more_memory"
+        last = failure["attempts"][-1]
+        assert last["failure_class"] == "oom_cgroup" and last["limit_bytes"] == WORKER_MEMORY
+        assert any(f"Killed process {last['pid']} " in line
+                   for line in last["evidence"]["kernel_lines"])
+    assert summaries["dask"]["counts"] == summaries["local"]["counts"]
+    assert set(summaries["dask"]["failures_by_class"]) == {"oom_cgroup"}

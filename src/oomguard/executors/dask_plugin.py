@@ -188,14 +188,15 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
     recycles_before = dict(pool.recycles) if pool is not None else {}
     outcomes = []
     if pool is not None and pool.isolated:
+        # The child collects and trims after its group; this process ran no task.
         note(0)
         outcomes = pool.run(items, limit, note)
     else:
         for index, item in enumerate(items):
             note(index)
             outcomes.append(_run_item(item))
-    # Against fragmentation: give what the tasks freed back before the next group starts.
-    _trim()
+        # Against fragmentation: give what the tasks freed back before the next group.
+        _trim()
     recycled = {}
     if pool is not None:
         recycled = {
