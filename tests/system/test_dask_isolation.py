@@ -102,6 +102,7 @@ def test_task_over_the_limit_is_killed_alone_in_its_cgroup_on_the_worker_host(
         assert match is not None, ev["cgroup"]
         dask_pid = int(match[1])
         assert dask_pid in dask_pids and ev["pid"] not in dask_pids
+        assert attempt["pid"] == ev["pid"]  # the attempt's row names the child that ran it
         assert Path(ev["cgroup"]).parent.parent == owns[dask_pid]
         assert ev["cgroup_after"]["oom_kill"] == ev["cgroup_before"]["oom_kill"] + 1
         assert ev["cgroup_after"]["limit_bytes"] == attempt["limit_bytes"]

@@ -333,8 +333,10 @@ class DaskExecutor:
 
     def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
         address = out.get("worker")
+        # The process that ran each attempt: its child, or the Dask worker itself.
+        pids = {o["attempt_id"]: o.get("pid") for o in out.get("outcomes") or ()}
         for run in flight.runs:
-            run.worker = DaskWorkerRef(address, out.get("pid"))
+            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.get("pid"))
         if out.get("duplicate"):
             # It had finished, but its worker died before we gathered the results and Dask
             # ran it again: the wrapper refused to, so each attempt counts as killed with

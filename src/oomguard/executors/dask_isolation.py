@@ -219,7 +219,7 @@ class HostPool:
                 messages, died = pool.poll_worker(child, tick)
                 for msg in messages:
                     if msg[0] == "outcome":
-                        outcomes.append(self._outcome(msg))
+                        outcomes.append(self._outcome(msg, child.pid))
                         if note is not None:
                             note(len(outcomes))
                     elif msg[0] == "idle":
@@ -242,10 +242,11 @@ class HostPool:
                 with contextlib.suppress(Exception):
                     self._retire(child, "error")
 
-    def _outcome(self, msg: tuple[Any, ...]) -> dict[str, Any]:
+    def _outcome(self, msg: tuple[Any, ...], pid: int) -> dict[str, Any]:
         _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
         return {
             "attempt_id": attempt_id,
+            "pid": pid,
             "ok": ok,
             "payload": payload,
             "failure_class": fc,
@@ -297,6 +298,7 @@ class HostPool:
         first, *rest = died.inflight
         dead = {
             "attempt_id": first,
+            "pid": child.pid,
             "ok": False,
             "payload": None,
             "failure_class": fc.value,
