@@ -20,6 +20,11 @@ The same promises as the local pool, on Dask:
   admission limit, capped at the largest worker's MEMORY so it can be placed at all);
   workers advertise ``--resources MEMORY=<their memory limit in bytes>``. A cluster whose
   workers have no MEMORY resource still runs jobs, without the request (logged once).
+* **The same memory limits.** Each group runs on the worker host in a child process in
+  its own memory cgroup under its admission limit (:mod:`oomguard.executors.dask_isolation`):
+  a death there comes back as a classified outcome; a kill ends only that child.
+* **Off the loop.** A finished group's answer is fetched, and its large results written as
+  blob files, on fetch threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
 * **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``; with the
   scheduler's ``distributed.scheduler.allowed-failures`` at 0 a worker death makes the
   attempt's future fail with ``KilledWorker``, which is treated as the death of the worker
@@ -43,6 +48,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
@@ -70,9 +76,12 @@ from oomguard.executors.dask_flights import (
     Counters,
     DaskWorkerRef,
     Ended,
+    Fetched,
     Flight,
     error_events,
     failure_event,
+    fetch_answer,
+    lost_events,
     outcome_events,
 )
 from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
@@ -83,10 +92,15 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
     from oomguard.cgroups.detect import IsolationPlan
+    from oomguard.store.blobs import BlobFiles
 
 log = logging.getLogger("oomguard.executor.dask")
 
 WORKERS_REFRESH_S = 1.0
+#: threads fetching finished groups' answers (and writing their large results as blobs)
+FETCH_THREADS = 4
+#: the longest one fetch waits for a finished group's answer
+FETCH_TIMEOUT_S = 60.0
 #: Dask futures in flight per worker thread (``config.dask_window_per_thread`` where set):
 #: one running and a few queued behind it, so a thread neither waits for a gather round
 #: trip nor idles while the scheduler loop is busy writing results
@@ -98,7 +112,9 @@ RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was
 class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
-    def __init__(self, config: RunnerConfig, isolation: IsolationPlan | None) -> None:
+    def __init__(
+        self, config: RunnerConfig, isolation: IsolationPlan | None, blobs: BlobFiles | None = None
+    ) -> None:
         import_distributed()
         if not config.dask_address:
             raise ConfigError(
@@ -106,6 +122,9 @@ class DaskExecutor:
             )
         self.config = config
         self.isolation = isolation
+        #: the store's blob files: large results are written there as they are fetched
+        self.blobs = blobs
+        self._fetcher: ThreadPoolExecutor | None = None
         self.client: Client | None = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
         #: Dask key -> its group of attempts
@@ -139,6 +158,7 @@ class DaskExecutor:
         return self.client
 
     def start(self) -> None:
+        self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="oomguard-fetch")
         self.client = connect(self.config)
         self._started = time.time()
         register_plugins(self.client, self.config)
@@ -151,6 +171,10 @@ class DaskExecutor:
             return
         # Restarts under way end first: they ask the scheduler through this client.
         self.recycler.stop(RESTART_TIMEOUT_S)
+        if self._fetcher is not None:
+            # Fetches under way end with their futures (cancelled below).
+            self._fetcher.shutdown(wait=False, cancel_futures=True)
+            self._fetcher = None
         futures = [f.future for f in self.inflight.values()]
         self.inflight.clear()
         self.by_attempt.clear()
@@ -281,22 +305,36 @@ class DaskExecutor:
         except queue.Empty:
             pass
         events: list[Event] = []
-        finished: list[Flight] = []
         for future in done:
             if isinstance(future, Ended):
                 events.append(future.event)
+                continue
+            if isinstance(future, Fetched):
+                events.extend(self._gathered(future.flight, future.value))
                 continue
             flight = self._flight_of(future)
             if flight is None:
                 continue  # already ended (killed by us, or stopped)
             if future.status == "finished":
-                finished.append(flight)
+                self._fetch(flight)
             else:
                 events.extend(self._failed_future(flight))
-        events.extend(self._gathered(finished))
         events.extend(self._resolve_deaths())
         self._send()
         return events
+
+    def _fetch(self, flight: Flight) -> None:
+        """Fetch a finished group's answer off the loop thread (its results' bytes come
+        over the network, and large ones are written as blob files there, fsync'd): the
+        loop goes on committing meanwhile; the answer comes back through ``done``."""
+
+        def fetch() -> None:
+            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S)))
+
+        if self._fetcher is None:
+            fetch()
+        else:
+            self._fetcher.submit(fetch)
 
     def _flight_of(self, future: Future[Any]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
@@ -308,28 +346,15 @@ class DaskExecutor:
             if self.by_attempt.get(run.attempt_id) is flight:
                 del self.by_attempt[run.attempt_id]
 
-    def _gathered(self, finished: list[Flight]) -> list[Event]:
-        if not finished:
-            return []
-        futures = [f.future for f in finished]
-        try:
-            values = self._client.gather(futures)
-        except Exception:
-            values = []
-            for future in futures:
-                try:
-                    values.append(future.result(timeout=60))
-                except Exception as err:
-                    values.append(err)
-        events: list[Event] = []
-        for flight, value in zip(finished, values, strict=False):
-            self._forget(flight)
-            flight.future.release()  # nothing stays in distributed memory
-            if isinstance(value, BaseException):
-                events.extend(self._ended_by_error(flight, value))
-                continue
-            events.extend(self._outcomes(flight, value))
-        return events
+    def _gathered(self, flight: Flight, value: Any) -> list[Event]:
+        """The events of a group whose answer was fetched (or whose fetch raised)."""
+        if self.inflight.get(flight.key) is not flight:
+            return []  # ended meanwhile (cancelled, stopped)
+        self._forget(flight)
+        flight.future.release()  # nothing stays in distributed memory
+        if isinstance(value, BaseException):
+            return self._ended_by_error(flight, value)
+        return self._outcomes(flight, value)
 
     def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
         address = out.get("worker")
@@ -358,24 +383,7 @@ class DaskExecutor:
         when oomguard restarted that worker)."""
         if self.recycler.took(flight.key):
             return self._requeued(flight, RECYCLED)
-        live = flight.live()
-        self.counters.lost_before_gather += len(live)
-        evidence = {
-            "executor": "dask",
-            "reason": "the result was lost with its worker before it was gathered",
-            **evidence,
-        }
-        return [
-            failure_event(
-                run,
-                FailureClass.KILLED.value,
-                "the Dask worker holding its result died before it was gathered",
-                evidence,
-                None,
-                address,
-            )
-            for run in live
-        ]
+        return lost_events(flight, address, evidence, self.counters)
 
     def _failed_future(self, flight: Flight) -> list[Event]:
         future = flight.future

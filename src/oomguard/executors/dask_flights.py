@@ -8,6 +8,7 @@ end in when they do not end with the worker's own outcome.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,10 @@ from oomguard.executors.events import AttemptEnded, Event, Requeued, failed
 
 if TYPE_CHECKING:
     from distributed import Future
+
+    from oomguard.store.blobs import BlobFiles
+
+log = logging.getLogger("oomguard.executor.dask")
 
 
 @dataclass
@@ -67,6 +72,14 @@ class Ended:
     event: Event
     status: str = "ended"
     key: str = ""
+
+
+@dataclass
+class Fetched:
+    """A finished group's answer, fetched off the loop thread (or what fetching raised)."""
+
+    flight: Flight
+    value: Any
 
 
 def failure_event(
@@ -125,3 +138,40 @@ def outcome_events(
             )
         )
     return events
+
+
+def fetch_answer(flight: Flight, blobs: BlobFiles | None, timeout: float) -> Any:
+    """A finished group's answer (or the exception fetching it raised), fetched on the
+    calling thread; with ``blobs``, each result large enough for a blob file is written
+    there, so that the store finds it and the loop neither writes nor fsyncs it."""
+    from oomguard.store.blobs import BLOB_THRESHOLD
+
+    try:
+        value = flight.future.result(timeout=timeout)
+    except Exception as err:
+        return err
+    if blobs is not None and isinstance(value, dict):
+        for item in value.get("outcomes") or ():
+            payload = item.get("payload")
+            if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
+                try:
+                    blobs.put(payload)
+                except Exception as err:  # the store's own put says it, for that task
+                    log.info("cannot write a result blob ahead of the loop: %s", err)
+    return value
+
+
+def lost_events(
+    flight: Flight, address: str | None, evidence: dict[str, Any], counters: Counters
+) -> list[Event]:
+    """The group ran, but its results died with their worker before they were gathered:
+    each live attempt counts as killed with its worker (and is retried)."""
+    live = flight.live()
+    counters.lost_before_gather += len(live)
+    evidence = {
+        "executor": "dask",
+        "reason": "the result was lost with its worker before it was gathered",
+        **evidence,
+    }
+    message = "the Dask worker holding its result died before it was gathered"
+    return [failure_event(run, "killed", message, evidence, None, address) for run in live]

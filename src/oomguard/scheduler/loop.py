@@ -155,7 +155,7 @@ class Scheduler:
         if self.config.executor == "dask":
             from oomguard.executors.dask import DaskExecutor
 
-            return DaskExecutor(self.config, isolation)
+            return DaskExecutor(self.config, isolation, blobs=self.store.blobs)
         from oomguard.executors.local import LocalExecutor
 
         return LocalExecutor(self.config, isolation)
