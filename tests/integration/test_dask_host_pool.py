@@ -124,3 +124,22 @@ def test_cgroup_mode_makes_and_removes_a_cgroup_per_child(require_cgroup: None) 
     finally:
         pool.close()
     assert not run_dir.exists()
+
+
+def test_no_child_to_be_had_is_said_and_nothing_runs(watchdog_pool: HostPool) -> None:
+    # run_calls then runs the group in the Dask worker's thread (nothing ran in a child).
+    import errno
+
+    from oomguard.executors.dask_isolation import ChildUnavailable
+
+    assert watchdog_pool.pool is not None
+
+    def refuse() -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    # The idle child is busy elsewhere: a new one is needed, and none can be started.
+    busy = watchdog_pool._acquire(None)
+    watchdog_pool.pool.spawn = refuse  # type: ignore[method-assign]
+    with pytest.raises(ChildUnavailable, match="Too many open files"):
+        watchdog_pool.run([_item(1, "oomguard.examples:allocate", mib=1.0)], None)
+    watchdog_pool._release(busy)

@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("distributed.oomguard")
 
 THREAD = "thread"
+
+
+class ChildUnavailable(OomguardError):
+    """No child could be had for a group (none could be started, or given its limit)."""
+
+
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
 WATCH_INTERVAL_S = 0.1
 
@@ -205,10 +211,15 @@ class HostPool:
         """Run a group of call items in one child under ``limit`` bytes (None: the Dask
         worker's memory limit). One outcome per attempt: reported by the child, the
         death's class for the attempt its child died running, ``requeue`` for those after
-        it. ``note(n)`` is called with the number of outcomes in so far."""
+        it. ``note(n)`` is called with the number of outcomes in so far.
+        :class:`ChildUnavailable` (nothing ran) when no child can be had."""
         pool = self.pool
-        assert pool is not None
-        child = self._acquire(limit or self.memory_limit)
+        if pool is None:
+            raise ChildUnavailable("the pool is closed")
+        try:
+            child = self._acquire(limit or self.memory_limit)
+        except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
+            raise ChildUnavailable(f"no child for this group: {type(err).__name__}: {err}") from err
         outcomes: list[dict[str, Any]] = []
         done = False
         try:
@@ -340,4 +351,4 @@ class HostPool:
                 self._spawner = None
 
 
-__all__ = ["THREAD", "HostPool"]
+__all__ = ["THREAD", "ChildUnavailable", "HostPool"]

@@ -27,6 +27,7 @@ This module is imported on the workers: it needs only oomguard and distributed t
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
 from oomguard import procfs
-from oomguard.executors.dask_isolation import THREAD, HostPool
+from oomguard.executors.dask_isolation import THREAD, ChildUnavailable, HostPool
 from oomguard.executors.dask_progress import Progress, read_progress
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from oomguard.kernlog.watch import KernelLogWatch
 
 PLUGIN_NAME = "oomguard-evidence"
+#: the Dask worker's log (distributed configures a handler for its own loggers)
+log = logging.getLogger("distributed.oomguard")
 #: scheduler event topic of the nanny plugin's death records
 DEATH_TOPIC = "oomguard-worker-death"
 #: scheduler event topic the nanny uses when it restarts a worker over its memory limit
@@ -190,8 +193,13 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
     if pool is not None and pool.isolated:
         # The child collects and trims after its group; this process ran no task.
         note(0)
-        outcomes = pool.run(items, limit, note)
-    else:
+        try:
+            outcomes = pool.run(items, limit, note)
+        except ChildUnavailable as err:
+            # Nothing ran: this group runs here, in the worker's thread, as in thread mode.
+            log.warning("oomguard: %s; running it in the Dask worker's thread", err)
+            pool = None
+    if pool is None or not pool.isolated:
         for index, item in enumerate(items):
             note(index)
             outcomes.append(_run_item(item))
@@ -406,8 +414,6 @@ class NannyEvidencePlugin(NannyPlugin):
             try:
                 fn()
             except Exception:  # evidence gathering must never take the nanny down
-                import logging
-
                 logging.getLogger("oomguard.dask").exception("oomguard nanny plugin")
 
         return call
