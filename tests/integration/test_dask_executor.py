@@ -262,3 +262,30 @@ def test_a_second_runner_on_the_cluster_leaves_the_first_ones_attempts_running(
     # One attempt, one run: it was never killed and run again.
     assert [a["state"] for a in attempts] == ["succeeded"], attempts
     assert len(list(pids.glob("1-*.run"))) == 1
+
+
+def test_watchdog_mode_kills_an_outgrowing_attempt_alone(cluster: str, tmp_path: Path) -> None:
+    # Where no cgroup can be made on the worker host, the children run under the RSS
+    # watchdog: the task is killed at its limit (oom_watchdog), the Dask worker lives on.
+    wait_workers(cluster)
+    before = worker_pids(cluster)
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"),
+        workers=2,
+        executor="dask",
+        dask_address=cluster,
+        dask_isolation="watchdog",
+        worker_memory="256MiB",
+    ) as runner:
+        assert set(runner.scheduler.executor.isolation_modes.values()) == {"watchdog"}
+        job = runner.sweep("oomguard.examples:allocate", [{"mib": 1024.0}, {"mib": 1.0}])
+        status = job.wait(timeout=120, progress=False)
+        (failure,) = job.failures()
+    assert status["counts"]["succeeded"] == 1, status
+    assert failure["failure_class"] == "needs_more_memory"
+    attempts = failure["attempts"]
+    assert {a["failure_class"] for a in attempts} == {"oom_watchdog"}
+    ev = attempts[-1]["evidence"]
+    assert ev["isolation"] == "watchdog" and ev["killed_by_oomguard"] == "watchdog"
+    assert ev["rss_bytes"] > ev["limit_bytes"] == 256 * MIB
+    assert worker_pids(cluster) == before
