@@ -1,14 +1,20 @@
 """oomguard on Dask vs plain Dask (``client.map`` + ``gather``): a sweep with replicates and
-aggregations, each result ~1 MiB, on the same LocalCluster configuration, one worker
-SIGKILLed mid-run.
+aggregations, each result ~1 MiB, on the same LocalCluster configuration, one task
+outgrowing its worker mid-run (``--grow-mib``, 1.5 x the worker's memory by default;
+``--grow-mib 0`` for none).
 
-Measures, for each: wall time, the peak resident memory of the Dask worker processes
-(sampled every 0.1 s with psutil), the peak RSS growth of the benchmark process itself
-(the Dask client holding gathered results, or oomguard's scheduler), and how many task
-executions were recomputations (executions are counted with marker files written by the
-task itself).
+Measures, for each: wall time, the peak resident memory of the Dask worker processes and
+their children (sampled every 0.1 s with psutil), the peak RSS growth of the benchmark
+process itself (the Dask client holding gathered results, or oomguard's scheduler), how many task
+executions were recomputations of tasks that had already run (executions are counted with
+marker files written by the task itself; the outgrowing task's own runs are counted apart),
+and how many Dask worker processes were replaced. On plain Dask the outgrowing task takes
+its worker down, and the results held there are recomputed; oomguard runs each attempt in
+a child process in its own memory cgroup on the worker host (``--dask-isolation``), so the
+task is killed alone, retried larger up to ``--memory-limit``, and ends
+``needs_more_memory``.
 
-    .venv/bin/python benchmarks/dask_window.py --params 200
+    .venv/bin/python benchmarks/dask_window.py --params 200 --memory-limit 1GiB
     .venv/bin/python benchmarks/dask_window.py            # 2,000 x 5, as the issue asks
 
 At 2,000 x 5 plain Dask's workers must hold ~10 GiB of results: with 2 x 4 GiB workers
@@ -24,12 +30,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,10 +47,20 @@ MIB = 1024 * 1024
 
 
 def sim(
-    i: int, marker_dir: str, result_mib: float = 1.0, seconds: float = 0.0, replicate: int = 0
+    i: int,
+    marker_dir: str,
+    result_mib: float = 1.0,
+    seconds: float = 0.0,
+    replicate: int = 0,
+    grow_mib: float = 0.0,
 ) -> dict[str, Any]:
-    """A replicate: one marker file per execution, a ~``result_mib`` MiB result."""
+    """A replicate: one marker file per execution, a ~``result_mib`` MiB result; its
+    replicate 0 first allocates (and touches) ``grow_mib`` MiB when that is set."""
     Path(marker_dir, f"{i}-{replicate}-{uuid.uuid4().hex}").touch()
+    if grow_mib and replicate == 0:
+        from oomguard.examples import allocate
+
+        allocate(grow_mib)
     if seconds:
         time.sleep(seconds)
     return {"i": i, "replicate": replicate, "blob": os.urandom(int(result_mib * MIB))}
@@ -86,7 +102,12 @@ class Sampler:
             total = 0
             for pid in self.pids:
                 with contextlib.suppress(psutil.Error):
-                    total += psutil.Process(pid).memory_info().rss
+                    # With its children: oomguard runs attempts in child processes.
+                    proc = psutil.Process(pid)
+                    total += proc.memory_info().rss
+                    for child in proc.children(recursive=True):
+                        with contextlib.suppress(psutil.Error):
+                            total += child.memory_info().rss
             self.peak = max(self.peak, total)
             self.own_peak = max(self.own_peak, self.me.memory_info().rss - self.own_base)
             time.sleep(0.1)
@@ -101,35 +122,30 @@ class Sampler:
         self._thread.join()
 
 
-def killer(markers: Path, at: int, sampler: Sampler, done: list[int]) -> Callable[[], None]:
-    def run() -> None:
-        while len(done) == 0:
-            if sum(1 for _ in os.scandir(markers)) >= at:
-                sampler.refresh()
-                if sampler.pids:
-                    os.kill(sampler.pids[0], signal.SIGKILL)
-                    done.append(sampler.pids[0])
-                return
-            time.sleep(0.05)
-
-    return run
-
-
 def cluster(args: argparse.Namespace) -> tuple[str, Callable[[], None]]:
     from oomguard.cli.dask_options import local_cluster
+
+    # oomguard's children on the Dask workers load this file by its path only (as local
+    # workers do): its sibling _common must be importable there too.
+    here = str(Path(__file__).resolve().parent)
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *filter(None, paths)])
 
     return local_cluster(args.workers, args.memory_limit)
 
 
 class Trial:
     """One side of the comparison: a fresh LocalCluster, its client, the RSS sampler, the
-    marker directory that counts executions, and the thread that kills one worker."""
+    marker directory that counts executions, and the Dask worker processes at the start."""
 
     def __init__(self, args: argparse.Namespace, markers: Path) -> None:
         self.args = args
         self.markers = markers
         self.n_tasks = args.params * args.replicates
-        self.killed: list[int] = []
+        #: the replicate that outgrows its worker (none with --grow-mib 0)
+        self.grower = f"{args.params // 2}-0" if args.grow_mib else None
+        self.pids: list[int] = []
 
     def __enter__(self) -> Trial:
         from distributed import Client
@@ -142,24 +158,41 @@ class Trial:
         except BaseException:
             self._close()
             raise
-        at = int(self.n_tasks * self.args.kill_at)
-        threading.Thread(
-            target=killer(self.markers, at, self.sampler, self.killed), daemon=True
-        ).start()
+        self.pids = list(self.sampler.pids)
         self.t0 = time.monotonic()
         return self
 
+    def param(self, i: int) -> dict[str, Any]:
+        grow = self.args.grow_mib if self.grower == f"{i}-0" else 0.0
+        return {
+            "i": i,
+            "marker_dir": str(self.markers),
+            "result_mib": self.args.result_mib,
+            "seconds": self.args.seconds,
+            "grow_mib": grow,
+        }
+
     def row(self, **fields: Any) -> dict[str, Any]:
         """The measurements every side reports, then ``fields``."""
-        executions = sum(1 for _ in os.scandir(self.markers))
+        wall = round(time.monotonic() - self.t0, 2)
+        runs: dict[str, int] = {}
+        for entry in os.scandir(self.markers):
+            task = entry.name.rsplit("-", 1)[0]
+            runs[task] = runs.get(task, 0) + 1
+        grower_runs = runs.pop(self.grower, 0) if self.grower else 0
+        others = self.n_tasks - (1 if self.grower else 0)
+        self.sampler.refresh()
         return {
-            "wall_s": round(time.monotonic() - self.t0, 2),
+            "wall_s": wall,
             "peak_worker_rss_mib": self.sampler.peak // MIB,
             "client_rss_growth_mib": self.sampler.own_peak // MIB,
-            "executions": executions,
-            "recomputed": executions - self.n_tasks,
+            "executions": sum(runs.values()) + grower_runs,
+            # runs of tasks that had run already (the outgrowing task's retries apart)
+            "recomputed": sum(n - 1 for n in runs.values() if n > 1),
+            "never_ran": others - len(runs),
+            "outgrowing_runs": grower_runs,
+            "workers_replaced": len(set(self.pids) - set(self.sampler.pids)),
             **fields,
-            "killed_pid": self.killed,
         }
 
     def __exit__(self, *exc: object) -> None:
@@ -177,10 +210,7 @@ def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         aggs = []
         for i in range(args.params):
             reps = [
-                client.submit(
-                    sim, i, str(trial.markers), args.result_mib, args.seconds, replicate=r,
-                    pure=False,
-                )
+                client.submit(sim, **trial.param(i), replicate=r, pure=False)
                 for r in range(args.replicates)
             ]
             sims[i] = reps
@@ -214,30 +244,31 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import oomguard
 
     with Trial(args, work / "og-markers") as trial:
-        params = (
-            {
-                "i": i,
-                "marker_dir": str(trial.markers),
-                "result_mib": args.result_mib,
-                "seconds": args.seconds,
-            }
-            for i in range(args.params)
-        )
+        params = (trial.param(i) for i in range(args.params))
         with oomguard.Runner(
             store=str(work / "og.sqlite"),
             workers=args.workers,
             executor="dask",
             dask_address=trial.address,
+            worker_memory=args.memory_limit,
+            dask_isolation=args.dask_isolation,
         ) as runner:
             job = runner.sweep(
                 sim, params, replicates=args.replicates, aggregate=agg, out=str(work / "out")
             )
             status = job.wait(progress=False)
             ex = runner.scheduler.executor
+            failures = job.failures()
+            finals = Counter(f["failure_class"] for f in failures)
+            errors = [f["error"] for f in failures if f["failure_class"] == "error"]
+            aggs_ok = args.params - finals["upstream_failed"]
             row = trial.row(
-                tasks_ok=status["counts"]["succeeded"] - args.params,
-                aggregations_ok=args.params if status["state"] == "succeeded" else None,
+                tasks_ok=status["counts"]["succeeded"] - aggs_ok,
+                aggregations_ok=aggs_ok,
                 failed_attempts=status["failures_by_class"],
+                failed_for_good=dict(finals),
+                first_error=errors[0] if errors else None,
+                isolation=sorted(set(ex.isolation_modes.values())),
                 max_in_flight=ex.counters.max_in_flight,
                 max_futures_in_flight=ex.counters.max_futures_in_flight,
                 recycles=ex.recycles,
@@ -254,10 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="4GiB", help="per Dask worker")
     ap.add_argument(
-        "--kill-at",
+        "--grow-mib",
         type=float,
-        default=0.5,
-        help="SIGKILL one worker when this fraction of replicates has run",
+        default=None,
+        help="what one replicate allocates, past its worker's memory [1.5 x --memory-limit]",
+    )
+    ap.add_argument(
+        "--dask-isolation",
+        choices=("auto", "cgroup", "watchdog", "thread"),
+        default="auto",
+        help="oomguard's isolation of attempts on the Dask workers",
     )
     ap.add_argument("--only", choices=("plain", "oomguard"), default=None)
     ap.add_argument(
@@ -267,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
         help="give plain Dask this long (s) before reporting it did not finish",
     )
     args = ap.parse_args(argv)
+    if args.grow_mib is None:
+        from oomguard.units import parse_size
+
+        args.grow_mib = 1.5 * parse_size(args.memory_limit) / MIB
     quiet_dask_logs()
     rows = {}
     with tempfile.TemporaryDirectory(prefix="oomguard-dask-bench-") as tmp:
@@ -282,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         "client_rss_growth_mib",
         "executions",
         "recomputed",
+        "outgrowing_runs",
+        "workers_replaced",
         "tasks_ok",
         "aggregations_ok",
     )

@@ -22,6 +22,8 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 ISOLATION_MODES = ("auto", "cgroup", "watchdog")
+#: how attempts are isolated on a Dask worker ("thread": in the worker process itself)
+DASK_ISOLATION_MODES = (*ISOLATION_MODES, "thread")
 LOG_FORMATS = ("plain", "json")
 #: what ``notify_on`` may hold (see oomguard.notify.webhook)
 NOTIFY_ON = ("failed", "final", "job")
@@ -81,6 +83,10 @@ class RunnerConfig:
     part_interval: float = 0.5
     #: Dask: tasks in flight per Dask worker thread (each up to 8 short attempts)
     dask_window_per_thread: int = 4
+    #: Dask: where each attempt runs on the worker host: ``auto`` (a child process in its
+    #: own memory cgroup, else under the RSS watchdog), ``cgroup``, ``watchdog``, or
+    #: ``thread`` (in the Dask worker's own thread: nothing isolated)
+    dask_isolation: str = "auto"
     #: the caller's directory: workers run tasks in it and import task modules from it,
     #: after everything installed. "" for none: workers run in "/" and import only from the
     #: installed packages and PYTHONPATH (what ``oomguard serve`` does)
@@ -110,6 +116,11 @@ class RunnerConfig:
         if self.isolation not in ISOLATION_MODES:
             raise ConfigError(
                 f"isolation must be one of {', '.join(ISOLATION_MODES)}, not {self.isolation!r}"
+            )
+        if self.dask_isolation not in DASK_ISOLATION_MODES:
+            raise ConfigError(
+                f"dask isolation must be one of {', '.join(DASK_ISOLATION_MODES)}, "
+                f"not {self.dask_isolation!r}"
             )
         if self.executor not in ("local", "dask"):
             raise ConfigError(f"executor must be local or dask, not {self.executor!r}")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 import oomguard
@@ -104,3 +105,57 @@ def test_memory_error_is_memory_error(runner: oomguard.Runner) -> None:
     assert others <= {None}, failure["attempts"]
     # A MemoryError counts as running out of memory: retried larger, then given up on.
     assert failure["failure_class"] in ("memory_error", "needs_more_memory")
+
+
+MIXED = [{"kind": "ok", "x": x} for x in range(8)] + [
+    {"kind": kind, "x": 100 + i}
+    for i, kind in enumerate(["error", "memory_error", "oom", "timeout"])
+]
+
+
+def _mixed_run(
+    executor: str, tmp_path: Path, extra: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, list[str | None]]]:
+    out = tmp_path / executor
+    with oomguard.Runner(
+        store=str(tmp_path / f"{executor}.sqlite"),
+        workers=2,
+        executor=executor,
+        worker_memory="256MiB",
+        **extra,
+    ) as run:
+        job = run.sweep(ct.mixed, MIXED, out=str(out))
+        status = job.wait(timeout=240, progress=False)
+        classes = {
+            f["params"]["x"]: [a["failure_class"] for a in f["attempts"] if a["state"] != "skipped"]
+            for f in job.failures()
+        }
+        finals = {f["params"]["x"]: f["failure_class"] for f in job.failures()}
+    rows = sorted(pq.ParquetDataset(out / "tasks").read().to_pylist(), key=lambda r: r["x"])
+    return dict(status, finals=finals), rows, classes
+
+
+def test_mixed_job_ends_the_same_on_every_executor(
+    tmp_path: Path, require_cgroup: None, dask_address: str
+) -> None:
+    """Succeeded, error, MemoryError, OOM kill and timeout: the same final classes, the
+    same Parquet rows and the same OOM kills on the local pool and on Dask, where each
+    attempt runs in its own memory cgroup on the worker host."""
+    local = _mixed_run("local", tmp_path, {})
+    dask = _mixed_run("dask", tmp_path, {"dask_address": dask_address})
+    for status, rows, classes in (local, dask):
+        assert status["counts"]["succeeded"] == 8 and status["counts"]["failed"] == 4, status
+        assert status["finals"] == {
+            100: "error",
+            101: status["finals"][101],
+            102: "needs_more_memory",
+            103: "timeout",
+        }
+        assert status["finals"][101] in ("memory_error", "needs_more_memory")
+        assert [r["y"] for r in rows] == [3 * x for x in range(8)]
+        assert set(classes[102]) == {"oom_cgroup"}, classes
+        assert set(classes[101]) == {"memory_error"}, classes
+    assert dask[0]["finals"] == local[0]["finals"]
+    assert dask[0]["failures_by_class"] == local[0]["failures_by_class"]
+    assert dask[1] == local[1]
+    assert dask[2] == local[2]

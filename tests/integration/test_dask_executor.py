@@ -166,7 +166,9 @@ RECYCLE_CASES = {
 def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     case: str, tmp_path: Path
 ) -> None:
-    # One single-thread worker; the tasks of one function queue there in groups, one
+    # One single-thread worker running attempts in its own thread (``thread`` mode: in
+    # the other modes attempts run in the worker's children, and a child, not the Dask
+    # worker, is recycled); the tasks of one function queue there in groups, one
     # behind the other. oomguard recycles the worker after the MemoryError: what ran
     # behind it is gathered first, what waited there is handed back unstarted, and no
     # attempt is lost with the worker and counted as killed.
@@ -183,6 +185,7 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
             executor="dask",
             dask_address=address,
             dask_window_per_thread=16,
+            dask_isolation="thread",
         ) as runner,
     ):
         job = runner.sweep("fixtures.tasks:quick_or_memory_error", params)
@@ -206,3 +209,85 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     if case == "queued_behind_it":
         assert reasons == {RECYCLED}
     assert recycles.get("memory_error", 0) >= 1, recycles
+
+
+def test_doctor_says_how_each_dask_worker_isolates_attempts(cluster: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    main = [sys.executable, "-m", "oomguard.cli.main", "doctor"]
+    done = subprocess.run(
+        [*main, "--json", "--dask-address", cluster], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 11), done.stderr
+    workers = json.loads(done.stdout)["dask_workers"]
+    assert len(workers) == 2
+    expected = {"cgroup-v1", "cgroup-v2", "watchdog"}
+    assert {info["mode"] for info in workers.values()} <= expected, workers
+    text = subprocess.run(
+        [*main, "--dask-address", cluster], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert f"dask cluster {cluster}: 2 worker(s)" in text
+    # A cluster that cannot be reached: said, exit 10, no traceback.
+    gone = subprocess.run(
+        [*main, "--dask-address", "tcp://127.0.0.1:9"], capture_output=True, text=True, timeout=120
+    )
+    assert gone.returncode == 10, gone.stderr
+    assert "cannot connect to the Dask scheduler" in gone.stderr
+    assert "Traceback" not in gone.stderr
+
+
+def test_a_second_runner_on_the_cluster_leaves_the_first_ones_attempts_running(
+    cluster: str, tmp_path: Path
+) -> None:
+    # Each Runner registers oomguard's worker plugin again; the Dask workers keep their
+    # pools (same settings), so the children running the first Runner's attempts live on.
+    wait_workers(cluster)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    with oomguard.Runner(
+        store=str(tmp_path / "a.sqlite"), workers=2, executor="dask", dask_address=cluster
+    ) as first:
+        slow = first.sweep(
+            "fixtures.tasks:pid_then_sleep", [{"x": 1, "pid_dir": str(pids), "seconds": 3.0}]
+        )
+        wait_for(lambda: (pids / "1.pid").exists(), timeout=60)  # running in its child
+        with oomguard.Runner(
+            store=str(tmp_path / "b.sqlite"), workers=2, executor="dask", dask_address=cluster
+        ) as second:
+            quick = second.sweep("fixtures.tasks:sleep_then", [{"x": 2}])
+            assert quick.wait(timeout=60, progress=False)["state"] == "succeeded"
+        status = slow.wait(timeout=60, progress=False)
+        attempts = list(first.store.queries.all_attempts(slow.id))
+    assert status["state"] == "succeeded", status
+    # One attempt, one run: it was never killed and run again.
+    assert [a["state"] for a in attempts] == ["succeeded"], attempts
+    assert len(list(pids.glob("1-*.run"))) == 1
+
+
+def test_watchdog_mode_kills_an_outgrowing_attempt_alone(cluster: str, tmp_path: Path) -> None:
+    # Where no cgroup can be made on the worker host, the children run under the RSS
+    # watchdog: the task is killed at its limit (oom_watchdog), the Dask worker lives on.
+    wait_workers(cluster)
+    before = worker_pids(cluster)
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"),
+        workers=2,
+        executor="dask",
+        dask_address=cluster,
+        dask_isolation="watchdog",
+        worker_memory="256MiB",
+    ) as runner:
+        assert set(runner.scheduler.executor.isolation_modes.values()) == {"watchdog"}
+        job = runner.sweep("oomguard.examples:allocate", [{"mib": 1024.0}, {"mib": 1.0}])
+        status = job.wait(timeout=120, progress=False)
+        (failure,) = job.failures()
+    assert status["counts"]["succeeded"] == 1, status
+    assert failure["failure_class"] == "needs_more_memory"
+    attempts = failure["attempts"]
+    assert {a["failure_class"] for a in attempts} == {"oom_watchdog"}
+    ev = attempts[-1]["evidence"]
+    assert ev["isolation"] == "watchdog" and ev["killed_by_oomguard"] == "watchdog"
+    assert ev["rss_bytes"] > ev["limit_bytes"] == 256 * MIB
+    assert worker_pids(cluster) == before

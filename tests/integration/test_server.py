@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -283,8 +284,13 @@ def test_metrics_names(server: str) -> None:
         "oomguard_submissions_rejected_total{",
         "oomguard_attempt_failures_total",
         "oomguard_worker_recycles_total",
+        "oomguard_worker_isolation{",
     ):
         assert name in text, name
+    # Each worker says how it isolates attempts.
+    line = r'^oomguard_worker_isolation\{mode="([^"]+)",worker="w\d+"\} 1\.0$'
+    modes = re.findall(line, text, re.M)
+    assert len(modes) == 2 and set(modes) <= {"cgroup-v1", "cgroup-v2", "watchdog"}, text
     assert httpx.get(f"{server}/openapi.json").json()["paths"]["/v1/jobs"]
 
 

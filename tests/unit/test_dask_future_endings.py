@@ -104,9 +104,14 @@ class RecordingClient:
 
     def __init__(self) -> None:
         self.submitted: list[list[dict[str, Any]]] = []
+        #: the limit each group was sent with (run_calls(items, limit))
+        self.limits: list[int | None] = []
 
-    def submit(self, fn: Any, items: list[dict[str, Any]], key: str, **kwargs: Any) -> Any:
+    def submit(
+        self, fn: Any, items: list[dict[str, Any]], limit: int | None, *, key: str, **kwargs: Any
+    ) -> Any:
         self.submitted.append(items)
+        self.limits.append(limit)
         future = EndedFuture("pending")
         future.key = key
         future.add_done_callback = lambda callback: None  # type: ignore[attr-defined]
@@ -148,9 +153,11 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
     ex.workers = {"tcp://w1": {"nthreads": 1}}
-    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(3)]
+    runs = [SimpleNamespace(attempt_id=i, limit=64 * 1024 * 1024, worker=None) for i in range(3)]
     ex.submit(runs, read_item)
     assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[0, 2]]
+    # The group runs on the worker host under the limit admission gave it.
+    assert ex.client.limits == [64 * 1024 * 1024]
     event = ex.done.get_nowait().event
     assert isinstance(event, AttemptEnded)
     assert (event.attempt_id, event.ok, event.failure_class) == (1, False, "error")

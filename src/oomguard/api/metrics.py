@@ -40,6 +40,8 @@ class MetricsSource(Protocol):
 
     def worker_recycles(self) -> dict[str, int]: ...
 
+    def worker_isolation(self) -> dict[str, str]: ...
+
 
 class _StateCollector(Collector):
     def __init__(self, source: MetricsSource) -> None:
@@ -109,6 +111,15 @@ class _StateCollector(Collector):
         for reason, n in sorted(src.worker_recycles().items()):
             recycles.add_metric([reason], n)
         yield recycles
+        isolation = GaugeMetricFamily(
+            "oomguard_worker_isolation",
+            "1 for each worker (a Dask worker by address) and how it isolates attempts: "
+            "cgroup-v1, cgroup-v2, watchdog, or thread (not at all)",
+            labels=["worker", "mode"],
+        )
+        for name, mode in sorted(src.worker_isolation().items()):
+            isolation.add_metric([name, mode], 1)
+        yield isolation
 
 
 class ServerMetrics:

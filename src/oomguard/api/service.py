@@ -281,6 +281,9 @@ class ServerState:
     def worker_recycles(self) -> dict[str, int]:
         return dict(self.runner.view().recycles)
 
+    def worker_isolation(self) -> dict[str, str]:
+        return dict(self.runner.view().worker_isolation)
+
     # -- submissions ------------------------------------------------------------------
 
     def remember_job(self, job_id: str, namespace: str) -> None:

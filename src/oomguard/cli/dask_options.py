@@ -23,11 +23,12 @@ SCHEDULER_CONFIG = {
 }
 
 
-def local_cluster(n_workers: int, memory_limit: str | None) -> tuple[str, Callable[[], None]]:
+def local_cluster(n_workers: int, memory_limit: int | str | None) -> tuple[str, Callable[[], None]]:
     """Start a ``LocalCluster(processes=True)``; return its address and a closer.
 
-    ``memory_limit`` is per worker (``"2GiB"``); ``None`` splits this machine's memory
-    (or its cgroup limit) evenly between the workers, as Dask's ``"auto"`` does.
+    ``memory_limit`` is per worker (bytes, or ``"2GiB"``: ``--worker-memory``); ``None``
+    splits this machine's memory (or its cgroup limit) evenly between the workers, as
+    Dask's ``"auto"`` does.
     """
     if n_workers < 1:
         raise ConfigError(f"--dask-local needs at least 1 worker, not {n_workers}")
@@ -37,7 +38,9 @@ def local_cluster(n_workers: int, memory_limit: str | None) -> tuple[str, Callab
         from distributed.system import MEMORY_LIMIT
     except ImportError as err:
         raise ConfigError(MISSING) from err
-    per_worker = parse_size(memory_limit) if memory_limit else int(MEMORY_LIMIT // n_workers)
+    if isinstance(memory_limit, str):
+        memory_limit = parse_size(memory_limit)
+    per_worker = memory_limit or int(MEMORY_LIMIT // n_workers)
     with dask.config.set(SCHEDULER_CONFIG):
         cluster = LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=n_workers,

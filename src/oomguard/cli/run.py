@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -207,6 +208,16 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     help="tcp://host:port of a Dask scheduler (with --executor dask).",
 )
 @click.option(
+    "--dask-isolation",
+    type=click.Choice(["auto", "cgroup", "watchdog", "thread"]),
+    default=None,
+    envvar="OOMGUARD_DASK_ISOLATION",
+    show_envvar=True,
+    help="Where attempts run on a Dask worker: auto (a child process in its own memory "
+    "cgroup, else under the RSS watchdog), cgroup, watchdog, or thread (in the Dask "
+    "worker itself: nothing isolated).",
+)
+@click.option(
     "--dask-local",
     type=click.IntRange(min=1),
     default=None,
@@ -247,11 +258,15 @@ def run(
     digest, _count = _params_file(params_file)
     closer = None
     if dask_local:
+        options["executor"] = "dask"
+    config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
+    if dask_local:
         from oomguard.cli.dask_options import local_cluster
 
-        address, closer = local_cluster(dask_local, None)
-        options["executor"], options["dask_address"] = "dask", address
-    config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
+        # Its workers get the --worker-memory limit (and that MEMORY resource), so the
+        # limit holds on Dask as it does on the local pool.
+        address, closer = local_cluster(dask_local, config.worker_memory)
+        config = dataclasses.replace(config, dask_address=address)
     check_notifications(config)  # a bad DSN or secret file: said before the store is opened
     log_to_stderr(config.log_format)
     # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.

@@ -74,6 +74,10 @@ class Executor(Protocol):
     def worker_pids(self) -> dict[str, int]:
         """The pids of the workers on this machine, by name (empty for a cluster)."""
 
+    def worker_isolation(self) -> dict[str, str]:
+        """How each worker isolates attempts (``cgroup-v1``, ``cgroup-v2``, ``watchdog``,
+        or on Dask ``thread``), by name (a Dask worker's address)."""
+
     def memory_budget(self) -> int | None:
         """The memory of a remote cluster's workers, when it knows better than this
         machine (None: derive the budget here)."""

@@ -20,6 +20,11 @@ The same promises as the local pool, on Dask:
   admission limit, capped at the largest worker's MEMORY so it can be placed at all);
   workers advertise ``--resources MEMORY=<their memory limit in bytes>``. A cluster whose
   workers have no MEMORY resource still runs jobs, without the request (logged once).
+* **The same memory limits.** Each group runs on the worker host in a child process in
+  its own memory cgroup under its admission limit (:mod:`oomguard.executors.dask_isolation`):
+  a death there comes back as a classified outcome; a kill ends only that child.
+* **Off the loop.** A finished group's answer is fetched, and its large results written as
+  blob files, on fetch threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
 * **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``; with the
   scheduler's ``distributed.scheduler.allowed-failures`` at 0 a worker death makes the
   attempt's future fail with ``KilledWorker``, which is treated as the death of the worker
@@ -43,6 +48,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
@@ -53,6 +59,8 @@ from oomguard.executors.dask_client import (
     check_scheduler,
     connect,
     import_distributed,
+    isolation_of_workers,
+    kill_on_worker,
     processing_on,
     register_plugins,
     scheduler_events,
@@ -64,19 +72,35 @@ from oomguard.executors.dask_deaths import (
     classify_dask_death,
     resolve_deaths,
 )
-from oomguard.executors.dask_flights import Counters, DaskWorkerRef, Ended, Flight, failure_event
+from oomguard.executors.dask_flights import (
+    Counters,
+    DaskWorkerRef,
+    Ended,
+    Fetched,
+    Flight,
+    error_events,
+    failure_event,
+    fetch_answer,
+    lost_events,
+    outcome_events,
+)
 from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
-from oomguard.executors.events import AttemptEnded, Event, Requeued
+from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
 if TYPE_CHECKING:
     from distributed import Client, Future
 
     from oomguard.cgroups.detect import IsolationPlan
+    from oomguard.store.blobs import BlobFiles
 
 log = logging.getLogger("oomguard.executor.dask")
 
 WORKERS_REFRESH_S = 1.0
+#: threads fetching finished groups' answers (and writing their large results as blobs)
+FETCH_THREADS = 4
+#: the longest one fetch waits for a finished group's answer
+FETCH_TIMEOUT_S = 60.0
 #: Dask futures in flight per worker thread (``config.dask_window_per_thread`` where set):
 #: one running and a few queued behind it, so a thread neither waits for a gather round
 #: trip nor idles while the scheduler loop is busy writing results
@@ -88,7 +112,9 @@ RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was
 class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
-    def __init__(self, config: RunnerConfig, isolation: IsolationPlan | None) -> None:
+    def __init__(
+        self, config: RunnerConfig, isolation: IsolationPlan | None, blobs: BlobFiles | None = None
+    ) -> None:
         import_distributed()
         if not config.dask_address:
             raise ConfigError(
@@ -96,6 +122,9 @@ class DaskExecutor:
             )
         self.config = config
         self.isolation = isolation
+        #: the store's blob files: large results are written there as they are fetched
+        self.blobs = blobs
+        self._fetcher: ThreadPoolExecutor | None = None
         self.client: Client | None = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
         #: Dask key -> its group of attempts
@@ -117,6 +146,8 @@ class DaskExecutor:
         self._started = 0.0
         self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        #: how each Dask worker runs attempts (``cgroup-v1``, ``watchdog``, ``thread`` ...)
+        self.isolation_modes: dict[str, str] = {}
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -127,17 +158,23 @@ class DaskExecutor:
         return self.client
 
     def start(self) -> None:
+        self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="oomguard-fetch")
         self.client = connect(self.config)
         self._started = time.time()
         register_plugins(self.client, self.config)
         check_scheduler(self.client)
         self._refresh_workers(force=True)
+        self.isolation_modes.update(isolation_of_workers(self._client))
 
     def stop(self) -> None:
         if self.client is None:
             return
         # Restarts under way end first: they ask the scheduler through this client.
         self.recycler.stop(RESTART_TIMEOUT_S)
+        if self._fetcher is not None:
+            # Fetches under way end with their futures (cancelled below).
+            self._fetcher.shutdown(wait=False, cancel_futures=True)
+            self._fetcher = None
         futures = [f.future for f in self.inflight.values()]
         self.inflight.clear()
         self.by_attempt.clear()
@@ -187,6 +224,9 @@ class DaskExecutor:
     def worker_pids(self) -> dict[str, int]:
         return {}
 
+    def worker_isolation(self) -> dict[str, str]:
+        return dict(self.isolation_modes)
+
     def max_task_memory(self) -> int | None:
         """The most one attempt can get on this cluster: the largest worker's MEMORY."""
         self._refresh_workers(force=True)
@@ -233,6 +273,7 @@ class DaskExecutor:
                 future = self._client.submit(
                     run_calls,
                     items,
+                    limit or None,
                     key=f"{self.prefix}-{runs[0].attempt_id}",
                     resources=resources,
                     retries=0,
@@ -264,22 +305,36 @@ class DaskExecutor:
         except queue.Empty:
             pass
         events: list[Event] = []
-        finished: list[Flight] = []
         for future in done:
             if isinstance(future, Ended):
                 events.append(future.event)
+                continue
+            if isinstance(future, Fetched):
+                events.extend(self._gathered(future.flight, future.value))
                 continue
             flight = self._flight_of(future)
             if flight is None:
                 continue  # already ended (killed by us, or stopped)
             if future.status == "finished":
-                finished.append(flight)
+                self._fetch(flight)
             else:
                 events.extend(self._failed_future(flight))
-        events.extend(self._gathered(finished))
         events.extend(self._resolve_deaths())
         self._send()
         return events
+
+    def _fetch(self, flight: Flight) -> None:
+        """Fetch a finished group's answer off the loop thread (its results' bytes come
+        over the network, and large ones are written as blob files there, fsync'd): the
+        loop goes on committing meanwhile; the answer comes back through ``done``."""
+
+        def fetch() -> None:
+            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S)))
+
+        if self._fetcher is None:
+            fetch()
+        else:
+            self._fetcher.submit(fetch)
 
     def _flight_of(self, future: Future[Any]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
@@ -291,57 +346,30 @@ class DaskExecutor:
             if self.by_attempt.get(run.attempt_id) is flight:
                 del self.by_attempt[run.attempt_id]
 
-    def _gathered(self, finished: list[Flight]) -> list[Event]:
-        if not finished:
-            return []
-        futures = [f.future for f in finished]
-        try:
-            values = self._client.gather(futures)
-        except Exception:
-            values = []
-            for future in futures:
-                try:
-                    values.append(future.result(timeout=60))
-                except Exception as err:
-                    values.append(err)
-        events: list[Event] = []
-        for flight, value in zip(finished, values, strict=False):
-            self._forget(flight)
-            flight.future.release()  # nothing stays in distributed memory
-            if isinstance(value, BaseException):
-                events.extend(self._ended_by_error(flight, value))
-                continue
-            events.extend(self._outcomes(flight, value))
-        return events
+    def _gathered(self, flight: Flight, value: Any) -> list[Event]:
+        """The events of a group whose answer was fetched (or whose fetch raised)."""
+        if self.inflight.get(flight.key) is not flight:
+            return []  # ended meanwhile (cancelled, stopped)
+        self._forget(flight)
+        flight.future.release()  # nothing stays in distributed memory
+        if isinstance(value, BaseException):
+            return self._ended_by_error(flight, value)
+        return self._outcomes(flight, value)
 
     def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
         address = out.get("worker")
+        # The process that ran each attempt: its child, or the Dask worker itself.
+        pids = {o["attempt_id"]: o.get("pid") for o in out.get("outcomes") or ()}
         for run in flight.runs:
-            run.worker = DaskWorkerRef(address, out.get("pid"))
+            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.get("pid"))
         if out.get("duplicate"):
             # It had finished, but its worker died before we gathered the results and Dask
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        events: list[Event] = []
-        for item in out["outcomes"]:
-            attempt_id = item["attempt_id"]
-            if attempt_id in flight.dropped:
-                continue  # ended by kill() while its group went on: the outcome is moot
-            self.counters.gathered += 1
-            evidence = dict(item.get("evidence") or {}, executor="dask")
-            events.append(
-                AttemptEnded(
-                    attempt_id,
-                    bool(item["ok"]),
-                    item.get("payload"),
-                    item.get("failure_class"),
-                    item.get("message"),
-                    evidence,
-                    item.get("peak"),
-                    address,
-                )
-            )
+        if address and out.get("isolation"):
+            self.isolation_modes[address] = str(out["isolation"])
+        events = outcome_events(flight, out["outcomes"], address, self.counters)
         if address:
             limit = self.workers.get(address, {}).get("memory_limit")
             self.recycler.after_group(self._client, address, out, limit)
@@ -355,24 +383,7 @@ class DaskExecutor:
         when oomguard restarted that worker)."""
         if self.recycler.took(flight.key):
             return self._requeued(flight, RECYCLED)
-        live = flight.live()
-        self.counters.lost_before_gather += len(live)
-        evidence = {
-            "executor": "dask",
-            "reason": "the result was lost with its worker before it was gathered",
-            **evidence,
-        }
-        return [
-            failure_event(
-                run,
-                FailureClass.KILLED.value,
-                "the Dask worker holding its result died before it was gathered",
-                evidence,
-                None,
-                address,
-            )
-            for run in live
-        ]
+        return lost_events(flight, address, evidence, self.counters)
 
     def _failed_future(self, flight: Flight) -> list[Event]:
         future = flight.future
@@ -420,16 +431,7 @@ class DaskExecutor:
                 )
             )
             return []
-        from oomguard.worker.child import _looks_like_allocation_error
-
-        fc = (
-            "memory_error"
-            if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
-            else "error"
-        )
-        message = f"{type(err).__name__}: {err}"
-        evidence = {"executor": "dask", "dask_error": message}
-        return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+        return error_events(flight, err)
 
     def _requeued(self, flight: Flight, reason: str | None = None) -> list[Event]:
         live = flight.live()
@@ -465,11 +467,19 @@ class DaskExecutor:
         flight.dropped.add(run.attempt_id)
         address = None
         if not flight.live():
-            self.inflight.pop(flight.key, None)
             address = processing_on(self._client, flight.key)
-            self._client.cancel([flight.future])
+            killed = "thread"
             if address:
-                self.recycler.recycle(self._client, address, reason)
+                killed = kill_on_worker(self._client, address, run.attempt_id, reason, evidence)
+            if killed == "killed":
+                # Only its child died: the group's answer comes back (its outcome moot)
+                # and the Dask worker keeps running, nothing else lost.
+                evidence = dict(evidence, killed_on_host=True)
+            else:
+                self.inflight.pop(flight.key, None)
+                self._client.cancel([flight.future])
+                if address and killed == "thread":
+                    self.recycler.recycle(self._client, address, reason)
         fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
         evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
         self.done.put(

@@ -72,7 +72,15 @@ def register_plugins(client: Client, config: RunnerConfig) -> None:
         WorkerEvidencePlugin,
     )
 
-    client.register_plugin(WorkerEvidencePlugin(config.worker_oom_score_adj), name=PLUGIN_NAME)
+    worker_plugin = WorkerEvidencePlugin(
+        config.worker_oom_score_adj,
+        isolation=config.dask_isolation,
+        recycle_growth_fraction=config.recycle_growth_fraction,
+        max_tasks=config.max_tasks_per_worker,
+        kernel_log=config.kernel_log,
+        kernel_log_wait=config.kernel_log_wait,
+    )
+    client.register_plugin(worker_plugin, name=PLUGIN_NAME)
     client.register_plugin(NannyEvidencePlugin(config.kernel_log), name=PLUGIN_NAME)
 
 
@@ -131,6 +139,62 @@ def processing_on(client: Client, key: str) -> str | None:
     except Exception:
         return None
     return None if got is None else str(got)
+
+
+def kill_on_worker(
+    client: Client, address: str, attempt_id: int, reason: str, evidence: dict[str, Any]
+) -> str:
+    """Kill the child process running ``attempt_id`` on the worker at ``address``, the
+    Dask worker itself untouched: ``killed``, ``absent`` (no child there runs it), or
+    ``thread`` (that worker runs attempts in its own thread, or cannot be asked)."""
+    from oomguard.executors.dask_plugin import kill_on_host
+
+    try:
+        got = client.run(
+            kill_on_host,
+            attempt_id=attempt_id,
+            reason=reason,
+            evidence=evidence,
+            workers=[address],
+            on_error="return",
+        )
+    except Exception as err:
+        log.info("cannot ask Dask worker %s to kill attempt %s: %s", address, attempt_id, err)
+        return "thread"
+    answer = got.get(address)
+    return answer if isinstance(answer, str) else "thread"
+
+
+def describe_workers(client: Client) -> dict[str, dict[str, Any]]:
+    """How each Dask worker isolates attempts (mode, reason, pid, children), by address."""
+    from oomguard.executors.dask_plugin import host_isolation
+
+    try:
+        got = client.run(host_isolation, on_error="return")
+    except Exception as err:
+        log.info("cannot ask the Dask workers how they isolate attempts: %s", err)
+        return {}
+    return {
+        str(address): answer if isinstance(answer, dict) else {"mode": "unknown"}
+        for address, answer in got.items()
+    }
+
+
+def isolation_of_workers(client: Client) -> dict[str, str]:
+    """Each Dask worker's isolation mode by address, each said in the log (a warning
+    where attempts are not isolated)."""
+    modes = {}
+    for address, info in sorted(describe_workers(client).items()):
+        modes[address] = str(info.get("mode"))
+        level = logging.WARNING if modes[address] == "thread" else logging.INFO
+        log.log(
+            level,
+            "Dask worker %s runs attempts in %s mode: %s",
+            address,
+            modes[address],
+            info.get("reason"),
+        )
+    return modes
 
 
 def scheduler_events(client: Client, topic: str, since: float) -> list[dict[str, Any]]:

@@ -8,15 +8,20 @@ end in when they do not end with the worker's own outcome.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oomguard.executors.base import Attempt
-from oomguard.executors.events import AttemptEnded, Event, failed
+from oomguard.executors.events import AttemptEnded, Event, Requeued, failed
 
 if TYPE_CHECKING:
     from distributed import Future
+
+    from oomguard.store.blobs import BlobFiles
+
+log = logging.getLogger("oomguard.executor.dask")
 
 
 @dataclass
@@ -69,6 +74,14 @@ class Ended:
     key: str = ""
 
 
+@dataclass
+class Fetched:
+    """A finished group's answer, fetched off the loop thread (or what fetching raised)."""
+
+    flight: Flight
+    value: Any
+
+
 def failure_event(
     run: Attempt,
     fc: str,
@@ -79,3 +92,86 @@ def failure_event(
 ) -> AttemptEnded:
     """The outcome of ``run`` failed with class ``fc`` on the worker at ``address``."""
     return failed(run.attempt_id, fc, message, evidence, peak, address)
+
+
+def error_events(flight: Flight, err: BaseException) -> list[Event]:
+    """The outcomes of a group whose Dask task raised ``err`` (not a worker death):
+    ``memory_error`` for an allocation error, else ``error``."""
+    from oomguard.worker.child import _looks_like_allocation_error
+
+    fc = (
+        "memory_error"
+        if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
+        else "error"
+    )
+    message = f"{type(err).__name__}: {err}"
+    evidence = {"executor": "dask", "dask_error": message}
+    return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
+
+
+def outcome_events(
+    flight: Flight, outcomes: list[dict[str, Any]], address: str | None, counters: Counters
+) -> list[Event]:
+    """The events of the outcomes a group sent back from the worker at ``address``."""
+    events: list[Event] = []
+    for item in outcomes:
+        attempt_id = item["attempt_id"]
+        if attempt_id in flight.dropped:
+            continue  # ended by kill() while its group went on: the outcome is moot
+        if item.get("requeue"):
+            # Its child died running an attempt before it in the group: never begun.
+            counters.requeued += 1
+            events.append(Requeued(attempt_id))
+            continue
+        counters.gathered += 1
+        evidence = dict(item.get("evidence") or {}, executor="dask")
+        events.append(
+            AttemptEnded(
+                attempt_id,
+                bool(item["ok"]),
+                item.get("payload"),
+                item.get("failure_class"),
+                item.get("message"),
+                evidence,
+                item.get("peak"),
+                address,
+            )
+        )
+    return events
+
+
+def fetch_answer(flight: Flight, blobs: BlobFiles | None, timeout: float) -> Any:
+    """A finished group's answer (or the exception fetching it raised), fetched on the
+    calling thread; with ``blobs``, each result large enough for a blob file is written
+    there, so that the store finds it and the loop neither writes nor fsyncs it."""
+    from oomguard.store.blobs import BLOB_THRESHOLD
+
+    try:
+        value = flight.future.result(timeout=timeout)
+    except Exception as err:
+        return err
+    if blobs is not None and isinstance(value, dict):
+        for item in value.get("outcomes") or ():
+            payload = item.get("payload")
+            if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
+                try:
+                    blobs.put(payload)
+                except Exception as err:  # the store's own put says it, for that task
+                    log.info("cannot write a result blob ahead of the loop: %s", err)
+    return value
+
+
+def lost_events(
+    flight: Flight, address: str | None, evidence: dict[str, Any], counters: Counters
+) -> list[Event]:
+    """The group ran, but its results died with their worker before they were gathered:
+    each live attempt counts as killed with its worker (and is retried)."""
+    live = flight.live()
+    counters.lost_before_gather += len(live)
+    evidence = {
+        "executor": "dask",
+        "reason": "the result was lost with its worker before it was gathered",
+        **evidence,
+    }
+    message = "the Dask worker holding its result died before it was gathered"
+    return [failure_event(run, "killed", message, evidence, None, address) for run in live]

@@ -1,14 +1,18 @@
 """What oomguard runs inside a Dask cluster: the task wrapper and two plugins.
 
 * :func:`run_calls` is the function every group of attempts is submitted as (one Dask
-  task per group). It runs each call item with the local worker's own ``_run_one`` (same
-  classification of ``MemoryError`` and exceptions), pickles each value (the scheduler
-  stores bytes), then collects garbage and ``malloc_trim(0)``\\s so freed memory goes back
-  to the OS, and reports the worker's resident memory after trimming, so the executor can
-  recycle workers that keep growing.
+  task per group). It runs the group in a child of the worker's
+  :class:`~oomguard.executors.dask_isolation.HostPool`, in its own memory cgroup under the
+  limit admission gave it (a death there is classified on this host and returned as the
+  attempt's outcome); in ``thread`` mode it runs each call item here with the local
+  worker's own ``_run_one`` (same classification of ``MemoryError`` and exceptions).
+  Values come back pickled (the scheduler stores bytes); then garbage is collected and
+  ``malloc_trim(0)`` called so freed memory goes back to the OS, and the worker's resident
+  memory after trimming is reported, so the executor can recycle workers that keep growing.
 * :class:`WorkerEvidencePlugin` runs in each Dask worker process: it raises the process's
   own ``oom_score_adj`` (raising needs no privilege), so the kernel picks a worker, never
-  the nanny or the node's daemons, and records the baseline memory after start-up.
+  the nanny or the node's daemons, records the baseline memory after start-up, and starts
+  the worker's :class:`~oomguard.executors.dask_isolation.HostPool`.
 * :class:`NannyEvidencePlugin` runs in each nanny, the parent that outlives its worker
   process: it samples the worker's ``(pid, start_time)``, resident memory and cgroup
   counters, tails the kernel log where it is readable, and when the worker process dies
@@ -22,8 +26,8 @@ This module is imported on the workers: it needs only oomguard and distributed t
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -32,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
 from oomguard import procfs
+from oomguard.executors.dask_isolation import THREAD, ChildUnavailable, HostPool
+from oomguard.executors.dask_progress import Progress, read_progress
 
 if TYPE_CHECKING:
     from distributed import Nanny, Scheduler, Worker
@@ -40,11 +46,15 @@ if TYPE_CHECKING:
     from oomguard.kernlog.watch import KernelLogWatch
 
 PLUGIN_NAME = "oomguard-evidence"
+#: the Dask worker's log (distributed configures a handler for its own loggers)
+log = logging.getLogger("distributed.oomguard")
 #: scheduler event topic of the nanny plugin's death records
 DEATH_TOPIC = "oomguard-worker-death"
 #: scheduler event topic the nanny uses when it restarts a worker over its memory limit
 NANNY_MEMORY_TOPIC = "worker-restart-memory"
 SAMPLE_INTERVAL_S = 0.1
+#: where a Dask worker keeps its pool between two registrations of the worker plugin
+POOL_ATTR = "_oomguard_host_pool"
 #: after a SIGKILL with no OOM line yet, how long to wait for the kernel's line
 KERNEL_LOG_WAIT_S = 2.0
 
@@ -127,57 +137,6 @@ def _already_started() -> bool:
         return False  # not on a Dask worker (called directly): nothing to guard
 
 
-def progress_path(pid: int) -> str:
-    """Where the worker process ``pid`` notes which attempt of its group it has started.
-
-    A plain file, not a message: it survives the SIGKILL of the worker (the page cache is
-    the kernel's), and the nanny, on the same host, reads it when the worker dies.
-    """
-    import tempfile
-
-    return os.path.join(tempfile.gettempdir(), f"oomguard-dask-{pid}.progress")
-
-
-def read_progress(pid: int, remove: bool = True) -> dict[str, Any] | None:
-    """``{"key": <Dask key>, "index": <attempt started last>}`` of a worker process."""
-    path = progress_path(pid)
-    try:
-        with open(path, "rb") as fh:
-            key, index = fh.read().split()[:2]
-        if remove:
-            os.unlink(path)
-        return {"key": key.decode(), "index": int(index)}
-    except (OSError, ValueError):
-        return None
-
-
-class _Progress:
-    """Notes the group key and index of the attempt about to start (one pwrite each)."""
-
-    WIDTH = 256
-
-    def __init__(self) -> None:
-        self.fd: int | None = None
-        try:
-            self.fd = os.open(progress_path(os.getpid()), os.O_WRONLY | os.O_CREAT, 0o600)
-        except OSError:
-            self.fd = None
-
-    def note(self, key: str, index: int) -> None:
-        if self.fd is None:
-            return
-        line = f"{key} {index}\n".encode().ljust(self.WIDTH)
-        with contextlib.suppress(OSError):
-            os.pwrite(self.fd, line, 0)
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-            with contextlib.suppress(OSError):
-                os.unlink(progress_path(os.getpid()))
-
-
 def _run_item(item: dict[str, Any]) -> dict[str, Any]:
 
     from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
@@ -206,8 +165,13 @@ def _run_item(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_calls(items: list[dict[str, Any]]) -> dict[str, Any]:
+def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
     """Run a group of call items one after another on this Dask worker.
+
+    Where the worker plugin started a :class:`~oomguard.executors.dask_isolation.HostPool`
+    the group runs in one of its children, in its own memory cgroup under ``limit`` (the
+    limit admission gave it; None: the worker's memory limit), and a death there comes
+    back as the attempt's classified outcome. In ``thread`` mode the items run here.
 
     Each item keeps its own outcome; like the local pool's batches, garbage is collected
     and malloc trimmed once after the group, and the worker's RSS reported then. Before
@@ -218,20 +182,83 @@ def run_calls(items: list[dict[str, Any]]) -> dict[str, Any]:
     if _already_started():
         return {"duplicate": True, "worker": address, "pid": os.getpid()}
     key, progress = _current_key(), _worker_progress()
-    outcomes = []
-    for index, item in enumerate(items):
+
+    def note(index: int) -> None:
         if progress is not None and key is not None:
             progress.note(key, index)
-        outcomes.append(_run_item(item))
-    # Against fragmentation: give what the tasks freed back before the next group starts.
-    _trim()
+
+    pool = _host_pool()
+    recycles_before = dict(pool.recycles) if pool is not None else {}
+    outcomes = []
+    if pool is not None and pool.isolated:
+        # The child collects and trims after its group; this process ran no task.
+        note(0)
+        try:
+            outcomes = pool.run(items, limit, note)
+        except ChildUnavailable as err:
+            # Nothing ran: this group runs here, in the worker's thread, as in thread mode.
+            log.warning("oomguard: %s; running it in the Dask worker's thread", err)
+            pool = None
+    if pool is None or not pool.isolated:
+        for index, item in enumerate(items):
+            note(index)
+            outcomes.append(_run_item(item))
+        # Against fragmentation: give what the tasks freed back before the next group.
+        _trim()
+    recycled = {}
+    if pool is not None:
+        recycled = {
+            reason: n - recycles_before.get(reason, 0)
+            for reason, n in pool.recycles.items()
+            if n > recycles_before.get(reason, 0)
+        }
     return {
         "outcomes": outcomes,
         "worker": address,
         "pid": os.getpid(),
         "rss_after": _rss(),
         "baseline": baseline,
+        "isolation": pool.mode if pool is not None else THREAD,
+        "recycled": recycled,
     }
+
+
+def _host_pool() -> HostPool | None:
+    try:
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(PLUGIN_NAME)
+    except (ImportError, ValueError):
+        return None
+    return getattr(plugin, "pool", None)
+
+
+def host_isolation(dask_worker: Worker) -> dict[str, Any]:
+    """On a Dask worker (``client.run``): how its attempts are isolated."""
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    pool: HostPool | None = getattr(plugin, "pool", None)
+    if pool is not None:
+        return pool.describe()
+    # oomguard has not run here yet: what its pool would do (a probe cgroup made, removed).
+    from oomguard.cgroups.detect import detect_isolation
+
+    try:
+        plan = detect_isolation("auto")
+    except Exception as err:
+        return {"mode": THREAD, "reason": f"not started; {type(err).__name__}: {err}"}
+    return {"mode": plan.mode, "reason": f"not started yet; {plan.reason}", "pid": os.getpid()}
+
+
+def kill_on_host(
+    dask_worker: Worker, attempt_id: int, reason: str, evidence: dict[str, Any]
+) -> str:
+    """On a Dask worker (``client.run``): kill the child running ``attempt_id``
+    (:meth:`~oomguard.executors.dask_isolation.HostPool.kill`)."""
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    pool: HostPool | None = getattr(plugin, "pool", None)
+    if pool is None:
+        return THREAD
+    return pool.kill(attempt_id, reason, evidence)
 
 
 def _current_key() -> str | None:
@@ -243,7 +270,7 @@ def _current_key() -> str | None:
         return None
 
 
-def _worker_progress() -> _Progress | None:
+def _worker_progress() -> Progress | None:
     try:
         from distributed import get_worker
 
@@ -265,16 +292,32 @@ def _worker_identity() -> tuple[str | None, int | None]:
 
 
 class WorkerEvidencePlugin(WorkerPlugin):
-    """Dask worker plugin: raises ``oom_score_adj``, records the worker's baseline RSS."""
+    """Dask worker plugin: raises ``oom_score_adj``, records the worker's baseline RSS and
+    starts the pool that runs each attempt in its own memory cgroup on this host
+    (:class:`~oomguard.executors.dask_isolation.HostPool`, mode ``isolation``)."""
 
     idempotent = False
     name = PLUGIN_NAME
 
-    def __init__(self, oom_score_adj: int = 800) -> None:
+    def __init__(
+        self,
+        oom_score_adj: int = 800,
+        isolation: str = "auto",
+        recycle_growth_fraction: float = 0.25,
+        max_tasks: int = 0,
+        kernel_log: str = "/dev/kmsg",
+        kernel_log_wait: float = 2.0,
+    ) -> None:
         self.oom_score_adj = oom_score_adj
+        self.isolation = isolation
+        self.recycle_growth_fraction = recycle_growth_fraction
+        self.max_tasks = max_tasks
+        self.kernel_log = kernel_log
+        self.kernel_log_wait = kernel_log_wait
         self.baseline: int | None = None
         self.oom_score_adj_error: str | None = None
-        self.progress: _Progress | None = None
+        self.progress: Progress | None = None
+        self.pool: HostPool | None = None
 
     def setup(self, worker: Worker) -> None:
         try:
@@ -288,11 +331,45 @@ class WorkerEvidencePlugin(WorkerPlugin):
             self.oom_score_adj_error = str(err)
         import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local pool)
 
-        self.progress = _Progress()
+        self.progress = Progress()
+        self._start_pool(worker)
         _trim()
         self.baseline = _rss()
 
+    def _start_pool(self, worker: Worker) -> None:
+        mm = getattr(worker, "memory_manager", None)
+        limit = getattr(mm, "memory_limit", None)
+        pool = HostPool(
+            asked=self.isolation,
+            oom_score_adj=self.oom_score_adj,
+            recycle_growth_fraction=self.recycle_growth_fraction,
+            max_tasks=self.max_tasks,
+            memory_limit=int(limit) if limit else None,
+            kernel_log=self.kernel_log,
+            kernel_log_wait=self.kernel_log_wait,
+            # A Dask worker imports task modules from the directory it was started in
+            # (after everything installed), as a local worker does from its caller's.
+            task_dir=os.getcwd(),
+        )
+        # Every Runner registers the plugin again (the old one is torn down first): the
+        # pool, its children and the attempts they run are kept when nothing changed, so
+        # a second Runner on the cluster never kills the first one's attempts.
+        kept: HostPool | None = vars(worker).pop(POOL_ATTR, None)
+        if kept is not None and kept.settings == pool.settings:
+            self.pool = kept
+            return
+        if kept is not None:
+            kept.close()
+        self.pool = pool
+        pool.start()
+
     def teardown(self, worker: Worker) -> None:
+        if self.pool is not None:
+            status = getattr(getattr(worker, "status", None), "name", "")
+            if status in ("running", "paused", "closing_gracefully"):
+                vars(worker)[POOL_ATTR] = self.pool  # replaced, not closing: for the next
+            else:
+                self.pool.close()
         if self.progress is not None:
             self.progress.close()
 
@@ -337,8 +414,6 @@ class NannyEvidencePlugin(NannyPlugin):
             try:
                 fn()
             except Exception:  # evidence gathering must never take the nanny down
-                import logging
-
                 logging.getLogger("oomguard.dask").exception("oomguard nanny plugin")
 
         return call

@@ -77,6 +77,13 @@ class Recycler:
         ``limit`` is the worker's memory limit, where the scheduler reports one.
         """
         outcomes = out.get("outcomes") or []
+        if out.get("isolation") not in (None, "thread"):
+            # Attempts ran in the worker's children, which its pool recycles itself
+            # (grown, MemoryError, max tasks): the Dask worker did not grow; keep it.
+            with self._lock:
+                for reason, n in (out.get("recycled") or {}).items():
+                    self.recycles[reason] = self.recycles.get(reason, 0) + int(n)
+            return
         n = self._tasks_on[address] = self._tasks_on.get(address, 0) + len(outcomes)
         reason = None
         rss, baseline = out.get("rss_after"), out.get("baseline")

@@ -52,6 +52,9 @@ class LocalExecutor:
     def worker_pids(self) -> dict[str, int]:
         return {w.name: w.pid for w in list(self.pool.workers.values())}
 
+    def worker_isolation(self) -> dict[str, str]:
+        return {name: self.pool.mode for name in list(self.pool.workers)}
+
     def memory_budget(self) -> int | None:
         return None
 

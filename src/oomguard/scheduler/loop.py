@@ -157,7 +157,7 @@ class Scheduler:
         if self.config.executor == "dask":
             from oomguard.executors.dask import DaskExecutor
 
-            return DaskExecutor(self.config, isolation)
+            return DaskExecutor(self.config, isolation, blobs=self.store.blobs)
         from oomguard.executors.local import LocalExecutor
 
         return LocalExecutor(self.config, isolation)
@@ -298,6 +298,7 @@ class Scheduler:
             warnings=tuple(self.isolation.warnings),
             lost_attempts_recovered=self.recovery.lost_attempts if self.recovery else 0,
             workers=self.executor.worker_pids(),
+            worker_isolation=self.executor.worker_isolation(),
             recycles=dict(self.executor.recycles),
             duplicates=self.recorder.stats.duplicates,
         )

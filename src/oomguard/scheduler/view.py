@@ -29,6 +29,8 @@ class SchedulerView:
     lost_attempts_recovered: int = 0
     #: worker name → pid (the local pool's workers; empty on Dask)
     workers: dict[str, int] = field(default_factory=dict)
+    #: worker name (a Dask worker's address) → how it isolates attempts
+    worker_isolation: dict[str, str] = field(default_factory=dict)
     #: worker recycles by reason
     recycles: dict[str, int] = field(default_factory=dict)
     #: late duplicate outcomes discarded

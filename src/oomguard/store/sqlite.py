@@ -27,6 +27,7 @@ from oomguard.errors import (
     NotAStoreError,
     StoreError,
 )
+from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
@@ -443,46 +444,21 @@ class SqliteStore:
             db.executemany(Q["release_dependent"], [r for r in fresh if r["kind"] == "task"])
         return len(results) - len(fresh)
 
-    # -- estimates --------------------------------------------------------------------
+    # -- estimates (store/estimates.py) -----------------------------------------------
 
     def estimates(self) -> dict[str, tuple[int, int, int]]:
-        return {
-            str(k): (int(b), int(p), int(s))
-            for k, b, p, s in self.db.execute(
-                "SELECT memory_key, bytes, peak_bytes, samples FROM estimates"
-            )
-        }
+        """``{memory_key: (estimate, largest peak, samples)}``."""
+        return key_estimates.summary(self.db)
 
     def estimate_rows(self) -> dict[str, dict[str, Any]]:
         """Everything each memory key is known to need (``scheduler/admission.py``)."""
-        cur = self.db.execute(
-            "SELECT memory_key, bytes, peak_bytes, samples, killed_at, unfit_cap, proof, "
-            "peak_sum, peak_sq, updated_at FROM estimates ORDER BY memory_key"
-        )
-        names = [d[0] for d in cur.description]
-        return {str(r[0]): dict(zip(names[1:], r[1:], strict=True)) for r in cur}
+        return key_estimates.rows(self.db)
 
     def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
         """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
         peak_sum, peak_sq])`` rows."""
-        now = time.time()
-        full = []
-        for row in rows:
-            key, b, p, s, *rest = row
-            killed, unfit, proof, psum, psq = (list(rest) + [0, 0, "", 0.0, 0.0][len(rest) :])[:5]
-            full.append((key, b, p, s, now, killed, unfit, proof, psum, psq))
         with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO estimates (memory_key, bytes, peak_bytes, samples, updated_at, "
-                "killed_at, unfit_cap, proof, peak_sum, peak_sq) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(memory_key) DO UPDATE SET "
-                "bytes = excluded.bytes, peak_bytes = excluded.peak_bytes, "
-                "samples = excluded.samples, updated_at = excluded.updated_at, "
-                "killed_at = excluded.killed_at, unfit_cap = excluded.unfit_cap, "
-                "proof = excluded.proof, peak_sum = excluded.peak_sum, "
-                "peak_sq = excluded.peak_sq",
-                full,
-            )
+            key_estimates.put(db, rows)
 
     def task_place(self, task_id: int) -> tuple[str, int, str] | None:
         """``(job_id, group, kind)`` of a task, or None if there is no such task."""

@@ -336,6 +336,28 @@ class WorkerPool:
             self._watchdog()
         return messages, died
 
+    def poll_worker(
+        self, worker: Worker, timeout: float
+    ) -> tuple[list[tuple[Any, ...]], Died | None]:
+        """Wait up to ``timeout`` for one worker's messages; return them and its death.
+
+        For a caller that gives each worker to one thread of its own (the pool inside a
+        Dask worker, ``executors/dask_isolation.py``): it touches no other worker.
+        """
+        messages: list[tuple[Any, ...]] = []
+        reader = worker.reader
+        if worker.dead or reader is None or not worker.conn_in.poll(max(0.0, timeout)):
+            return messages, None
+        for data in reader.read():  # whole messages only (worker/frames.py)
+            msg = pickle.loads(data)
+            if msg[0] == "outcome":
+                with contextlib.suppress(ValueError):
+                    worker.inflight.remove(msg[1])
+            elif msg[0] == "idle":
+                worker.busy = False
+            messages.append(msg)
+        return messages, (self._died(worker) if reader.eof else None)
+
     def _died(self, worker: Worker) -> Died:
         result = self._reap(worker, block=True)
         status, rusage = result if result else (0, None)

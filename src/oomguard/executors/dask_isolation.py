@@ -1,0 +1,354 @@
+"""oomguard's worker pool inside a Dask worker: every attempt in a child process of its own
+memory cgroup on the worker host.
+
+The worker plugin (:class:`~oomguard.executors.dask_plugin.WorkerEvidencePlugin`) starts a
+:class:`HostPool` in each Dask worker process. The pool is the local executor's
+:class:`~oomguard.worker.pool.WorkerPool`: child processes (``oomguard.worker.child``),
+each in its own memory cgroup below the Dask worker's own cgroup (found as oomguard finds
+its own, ``cgroups/locate.py``), with a raised ``oom_score_adj``; under the RSS watchdog
+where no cgroup can be made. Each group of attempts runs in one child under the limit
+admission gave it, so a task that outgrows its limit is killed alone by the kernel: the
+Dask worker, its other tasks and the results it holds survive. The death is classified
+here, on the host, with the cgroup's counters and the kernel's ``Killed process`` line
+from this host (:func:`~oomguard.diagnosis.classify.explain_death`), and sent back as the
+attempt's failed outcome; the attempts of the group it never began are handed back
+unstarted.
+
+Modes (:attr:`HostPool.mode`): ``cgroup-v1``/``cgroup-v2``, ``watchdog``, or ``thread``
+(asked for, or nothing could be started here: attempts run in the Dask worker's own thread,
+as before, and a task that outgrows the worker takes the worker down). See
+docs/ARCHITECTURE.md ("Dask").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from oomguard.errors import OomguardError
+
+if TYPE_CHECKING:
+    from oomguard.kernlog.watch import KernelLogWatch
+    from oomguard.worker.pool import Died, Worker, WorkerPool
+
+#: the Dask worker's log (distributed configures a handler for its own loggers)
+log = logging.getLogger("distributed.oomguard")
+
+THREAD = "thread"
+
+
+class ChildUnavailable(OomguardError):
+    """No child could be had for a group (none could be started, or given its limit)."""
+
+
+#: how often a waiting thread wakes up to sample its child (watchdog mode)
+WATCH_INTERVAL_S = 0.1
+
+
+class HostPool:
+    """The children running attempts for one Dask worker process (one per busy thread).
+
+    Thread-safe: each Dask thread takes an idle child (or starts one), runs its group
+    there, waits for that child only, and gives it back. Children are started from one
+    long-lived thread of the pool's own, because a child dies with the thread that
+    started it (``PR_SET_PDEATHSIG``), and Dask's threads may come and go.
+    """
+
+    def __init__(
+        self,
+        *,
+        asked: str = "auto",
+        oom_score_adj: int = 800,
+        recycle_growth_fraction: float = 0.25,
+        max_tasks: int = 0,
+        memory_limit: int | None = None,
+        kernel_log: str | None = None,
+        kernel_log_wait: float = 2.0,
+        task_dir: str = "",
+    ) -> None:
+        self.asked = asked
+        self.oom_score_adj = oom_score_adj
+        self.recycle_growth_fraction = recycle_growth_fraction
+        self.max_tasks = max_tasks
+        self.memory_limit = memory_limit
+        self.kernel_log = kernel_log
+        self.kmsg: KernelLogWatch | None = None
+        self.kernel_log_wait = kernel_log_wait
+        self.task_dir = task_dir
+        self.mode = THREAD
+        self.reason = "not started"
+        self.pool: WorkerPool | None = None
+        #: children recycled here, by reason (each run's new ones go back in its answer)
+        self.recycles: dict[str, int] = {}
+        self._idle: list[Worker] = []
+        self._busy: dict[str, Worker] = {}
+        self._lock = threading.Lock()
+        self._spawner: ThreadPoolExecutor | None = None
+
+    @property
+    def settings(self) -> tuple[object, ...]:
+        """What the pool was built with: a pool is reused only for the same settings."""
+        return (
+            self.asked,
+            self.oom_score_adj,
+            self.recycle_growth_fraction,
+            self.max_tasks,
+            self.memory_limit,
+            self.kernel_log,
+            self.kernel_log_wait,
+            self.task_dir,
+        )
+
+    @property
+    def isolated(self) -> bool:
+        """Whether attempts run in children (not in the Dask worker's thread)."""
+        return self.pool is not None
+
+    def start(self) -> None:
+        """Detect the isolation this host allows, start one child to check it works, and
+        say the mode in the worker's log. Anything that fails leaves ``thread`` mode with
+        the reason."""
+        if self.asked == THREAD:
+            self.reason = "thread mode was asked for (--dask-isolation thread)"
+            self._say()
+            return
+        from oomguard.cgroups.detect import detect_isolation
+        from oomguard.kernlog.watch import KernelLogWatch
+        from oomguard.worker.pool import PoolConfig, WorkerPool
+
+        if self.kernel_log:
+            self.kmsg = KernelLogWatch(self.kernel_log)
+            self.kmsg.start()  # unreadable: said in each death's evidence
+        try:
+            plan = detect_isolation(self.asked)
+            self.pool = WorkerPool(
+                PoolConfig(
+                    workers=0,
+                    isolation=plan,
+                    oom_score_adj=self.oom_score_adj,
+                    max_tasks_per_worker=self.max_tasks,
+                    recycle_growth_fraction=self.recycle_growth_fraction,
+                    worker_memory=self.memory_limit,
+                    task_dir=self.task_dir,
+                )
+            )
+            self._spawner = ThreadPoolExecutor(1, thread_name_prefix="oomguard-spawn")
+            self._idle.append(self._spawn())
+        except Exception as err:  # no cgroup where one was asked for, no child started
+            self.close()
+            self.mode, self.reason = THREAD, f"{type(err).__name__}: {err}"
+            self._say()
+            return
+        self.mode, self.reason = plan.mode, plan.reason
+        self._say()
+
+    def _say(self) -> None:
+        log.info(
+            "oomguard: attempts run in %s mode on this Dask worker (pid %d): %s",
+            self.mode,
+            os.getpid(),
+            self.reason,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Mode, reason and children, for ``doctor`` and the executor."""
+        with self._lock:
+            children = len(self._idle) + len(self._busy)
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "pid": os.getpid(),
+            "children": children,
+            "recycles": dict(self.recycles),
+        }
+
+    # -- children ---------------------------------------------------------------------
+
+    def _spawn(self) -> Worker:
+        assert self.pool is not None and self._spawner is not None
+        return self._spawner.submit(self.pool.spawn).result()
+
+    def _acquire(self, limit: int | None) -> Worker:
+        assert self.pool is not None
+        with self._lock:
+            child = self._idle.pop() if self._idle else None
+        if child is None:
+            child = self._spawn()
+        try:
+            self.pool.set_limit(child, limit)
+        except OomguardError:
+            # Its memory is above the new limit (v1 refuses): a fresh child instead.
+            self._retire(child, "limit_change")
+            child = self._spawn()
+            self.pool.set_limit(child, limit)
+        with self._lock:
+            self._busy[child.name] = child
+        return child
+
+    def _release(self, child: Worker) -> None:
+        with self._lock:
+            self._busy.pop(child.name, None)
+            if not child.dead:
+                self._idle.append(child)
+
+    def _retire(self, child: Worker, reason: str) -> None:
+        assert self.pool is not None
+        with self._lock:
+            self._busy.pop(child.name, None)
+            self.recycles[reason] = self.recycles.get(reason, 0) + 1
+        self.pool.retire(child, reason)
+
+    # -- running ----------------------------------------------------------------------
+
+    def run(
+        self, items: list[dict[str, Any]], limit: int | None, note: Any = None
+    ) -> list[dict[str, Any]]:
+        """Run a group of call items in one child under ``limit`` bytes (None: the Dask
+        worker's memory limit). One outcome per attempt: reported by the child, the
+        death's class for the attempt its child died running, ``requeue`` for those after
+        it. ``note(n)`` is called with the number of outcomes in so far.
+        :class:`ChildUnavailable` (nothing ran) when no child can be had."""
+        pool = self.pool
+        if pool is None:
+            raise ChildUnavailable("the pool is closed")
+        try:
+            child = self._acquire(limit or self.memory_limit)
+        except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
+            raise ChildUnavailable(f"no child for this group: {type(err).__name__}: {err}") from err
+        outcomes: list[dict[str, Any]] = []
+        done = False
+        try:
+            pool.send(child, items)
+            recycle: str | None = None
+            while child.busy:
+                tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
+                messages, died = pool.poll_worker(child, tick)
+                for msg in messages:
+                    if msg[0] == "outcome":
+                        outcomes.append(self._outcome(msg, child.pid))
+                        if note is not None:
+                            note(len(outcomes))
+                    elif msg[0] == "idle":
+                        recycle = msg[2]
+                if died is not None:
+                    outcomes.extend(self._death(pool, died))
+                    done = True
+                    return outcomes
+                if pool.watchdog and child.busy:
+                    self._watch(pool, child)
+            if recycle:
+                self._retire(child, recycle)
+            done = True
+            return outcomes
+        finally:
+            if done:
+                self._release(child)
+            else:  # interrupted (a bug, a signal): the child is in an unknown state
+                pool.kill(child, "stop")
+                with contextlib.suppress(Exception):
+                    self._retire(child, "error")
+
+    def _outcome(self, msg: tuple[Any, ...], pid: int) -> dict[str, Any]:
+        _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
+        return {
+            "attempt_id": attempt_id,
+            "pid": pid,
+            "ok": ok,
+            "payload": payload,
+            "failure_class": fc,
+            "message": message,
+            "evidence": dict(evidence or {}, isolation=self.mode),
+            "peak": peak,
+        }
+
+    def _watch(self, pool: WorkerPool, child: Worker) -> None:
+        from oomguard.worker.pool import tree_rss
+
+        rss = tree_rss(child.pid)
+        child.peak_sample = max(child.peak_sample, rss)
+        if child.limit_bytes and rss > child.limit_bytes:
+            pool.kill(
+                child,
+                "watchdog",
+                {
+                    "rss_bytes": rss,
+                    "limit_bytes": child.limit_bytes,
+                    "sampled_every_s": WATCH_INTERVAL_S,
+                },
+            )
+
+    def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:
+        """Classify a child's death here, with this host's counters and kernel log."""
+        from oomguard.diagnosis.classify import explain_death
+
+        child = died.worker
+        counters_after = None
+        if child.cgroup is not None:
+            with contextlib.suppress(OSError):
+                counters_after = child.cgroup.counters()  # before its cgroup goes
+        deadline = time.monotonic() + self.kernel_log_wait
+        while True:
+            explained = explain_death(
+                died, counters_after, self.kmsg, waited_enough=time.monotonic() >= deadline
+            )
+            if explained is not None:
+                break
+            time.sleep(0.05)  # the kernel's "Killed process" line can lag the signal
+        pool.release_cgroup(child)
+        with self._lock:
+            self._busy.pop(child.name, None)
+        if not died.inflight:
+            return []
+        fc, evidence, peak = explained
+        evidence.update(isolation=self.mode, worker_memory_limit=self.memory_limit)
+        first, *rest = died.inflight
+        dead = {
+            "attempt_id": first,
+            "pid": child.pid,
+            "ok": False,
+            "payload": None,
+            "failure_class": fc.value,
+            "message": None,
+            "evidence": evidence,
+            "peak": peak,
+        }
+        return [dead, *({"attempt_id": a, "requeue": True} for a in rest)]
+
+    def kill(self, attempt_id: int, reason: str, evidence: dict[str, Any]) -> str:
+        """Kill the child running ``attempt_id`` (a timeout, a cancel): ``killed``;
+        ``absent`` when no child here runs it; ``thread`` when nothing can be killed."""
+        if self.pool is None:
+            return THREAD
+        with self._lock:
+            busy = list(self._busy.values())
+        # A child's inflight changes under its own thread: a copy is read.
+        child = next((c for c in busy if attempt_id in tuple(c.inflight)), None)
+        if child is None:
+            return "absent"
+        self.pool.kill(child, reason, evidence)
+        return "killed"
+
+    def close(self) -> None:
+        """Kill the children and remove every cgroup this pool made."""
+        if self.kmsg is not None:
+            self.kmsg.stop()
+            self.kmsg = None
+        pool, self.pool = self.pool, None
+        with self._lock:
+            self._idle.clear()
+            self._busy.clear()
+        try:
+            if pool is not None:
+                pool.stop()
+        finally:
+            if self._spawner is not None:
+                self._spawner.shutdown(wait=False)
+                self._spawner = None
+
+
+__all__ = ["THREAD", "ChildUnavailable", "HostPool"]
