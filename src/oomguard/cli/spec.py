@@ -170,7 +170,11 @@ def _load(path: str) -> tuple[dict[str, Any], str]:
     except tomllib.TOMLDecodeError as err:
         message = str(err)
         found = re.search(r"\(at line (\d+), column \d+\)", message)
-        line = found.group(1) if found else "1"
+        if found is None:
+            found = re.search(r"\(at end of document\)", message)
+            line = str(max(1, len(text.splitlines())))
+        else:
+            line = found.group(1)
         reason = message[: found.start()].strip() if found else message
         raise ConfigError(f"{path}:{line}: not valid TOML ({reason})") from None
 
