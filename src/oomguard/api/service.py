@@ -21,7 +21,9 @@ import psutil
 
 from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
+from oomguard.api.retention import Retention
 from oomguard.errors import ConfigError
+from oomguard.jobs.command import Command
 from oomguard.runner import Runner
 from oomguard.store.sqlite import SqliteStore
 
@@ -83,6 +85,10 @@ class ServerSettings:
     pending_poll_interval: float = 0.5
     rss_sample_interval: float = 0.2
     runner_options: dict[str, Any] = field(default_factory=dict)
+    #: programs submissions may run, by name (``--commands FILE``)
+    commands: dict[str, Command] = field(default_factory=dict)
+    #: the most retries a submission may ask for
+    max_retries: int = 10
 
 
 class _Stores:
@@ -139,6 +145,9 @@ class ServerState:
         self._me = psutil.Process()
         self._closed = False
         self._close_lock = threading.Lock()
+        retention = self.runner.config.retention
+        #: forgets old finished jobs (``serve --retention``); None: everything is kept
+        self.retention = Retention(retention) if retention else None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -148,7 +157,13 @@ class ServerState:
         self.runner.start()
         self.poll_pending()
         self.sample_rss()
-        for name, target in (("pending", self._pending_loop), ("rss", self._rss_loop)):
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("pending", self._pending_loop),
+            ("rss", self._rss_loop),
+        ]
+        if self.retention is not None:
+            loops.append(("retention", self._retention_loop))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"oomguard-api-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -178,6 +193,10 @@ class ServerState:
                 self.poll_pending()
             except sqlite3.Error:
                 continue  # a busy store: the counter stays as it was until the next poll
+
+    def _retention_loop(self) -> None:
+        assert self.retention is not None
+        self.retention.run(self.stores.get, self._stop)
 
     def _rss_loop(self) -> None:
         while not self._stop.wait(self.settings.rss_sample_interval):

@@ -19,16 +19,14 @@ from oomguard.cli.options import (
     notify_options,
     size,
     store_option,
+    worker_options,
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.spec import (
     SpecReader,
-    check_params_file,
-    expand_grid,
     is_spec,
-    iter_params_file,
     merge,
-    rows_digest,
+    parameter_rows,
 )
 from oomguard.config import load_config
 from oomguard.errors import ConfigError, PayloadError
@@ -117,46 +115,6 @@ if TYPE_CHECKING:
     help="Worker processes [default: CPU count].",
 )
 @click.option(
-    "--worker-memory",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_WORKER_MEMORY",
-    show_envvar=True,
-    help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
-)
-@click.option(
-    "--isolation",
-    type=click.Choice(["auto", "cgroup", "watchdog"]),
-    default=None,
-    envvar="OOMGUARD_ISOLATION",
-    show_envvar=True,
-    help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
-)
-@click.option(
-    "--worker-oom-score-adj",
-    type=click.IntRange(0, 1000),
-    default=None,
-    envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ",
-    show_envvar=True,
-    help="oom_score_adj of workers, so the kernel kills them first [default: 800].",
-)
-@click.option(
-    "--max-tasks-per-worker",
-    type=click.IntRange(min=0),
-    default=None,
-    envvar="OOMGUARD_MAX_TASKS_PER_WORKER",
-    show_envvar=True,
-    help="Replace a worker after N tasks (0: never).",
-)
-@click.option(
-    "--memory-budget",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_MEMORY_BUDGET",
-    show_envvar=True,
-    help="Memory the scheduler may hand out [default: machine or container limit minus a reserve].",
-)
-@click.option(
     "--task-memory",
     callback=size,
     default=None,
@@ -179,24 +137,8 @@ if TYPE_CHECKING:
     show_envvar=True,
     help="Most parameter groups (replicates + aggregation) open at once.",
 )
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=None,
-    envvar="OOMGUARD_RETRIES",
-    show_envvar=True,
-    help="Retries after a task error or timeout.",
-)
 @lost_retries_option
-@click.option(
-    "--timeout",
-    "task_timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    envvar="OOMGUARD_TASK_TIMEOUT",
-    show_envvar=True,
-    help="Seconds a task may run (tasks that declare their own timeout keep it).",
-)
+@worker_options
 @click.option(
     "--executor",
     type=click.Choice(["local", "dask"]),
@@ -267,6 +209,11 @@ def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tupl
     cmd, shell = values.pop("cmd"), values.pop("shell")
     if cmd is not None and task is not None:
         raise ConfigError("give TASK or --cmd, not both")
+    if cmd is None and task is None and "command" in job:
+        raise ConfigError(
+            "command names a program a server declared: submit this spec to it with "
+            "oomguard submit SPEC --server URL (or give cmd here)"
+        )
     if cmd is None and task is None:
         cmd = job.get("cmd")
         shell = job.get("shell") if shell is None else shell
@@ -288,20 +235,13 @@ def _parameters(
     params_file: str | None, job: dict[str, Any], fn: Any, values: dict[str, Any]
 ) -> tuple[Iterable[dict[str, Any]], str, str]:
     """The parameter sets (streamed from a file), their digest and where they came from."""
-    if params_file is not None:
-        digest, _count = check_params_file(params_file)
-        return iter_params_file(params_file), digest, "params"
-    if "rows" in job:
-        rows: list[dict[str, Any]] = job["rows"]
-        source = "rows"
-    elif "grid" in job:
-        rows = list(expand_grid(job["grid"]))
-        source = "grid"
-    else:
+    found = parameter_rows(params_file, job)
+    if found is None:
         raise ConfigError("no parameters: give --params, or params, rows or [grid] in a spec")
-    if not isinstance(fn, str):
+    rows, digest, source = found
+    if not isinstance(fn, str) and isinstance(rows, list):
         _check_fields(fn, rows, values.get("replicates"))
-    return rows, rows_digest(rows), source
+    return rows, digest, source
 
 
 def _check_fields(program: Command, rows: list[dict[str, Any]], replicates: int | None) -> None:

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 #: spec keys that are not options of ``run`` (what a job is made of)
-JOB_KEYS = ("task", "cmd", "shell", "params", "rows", "grid", "name")
+JOB_KEYS = ("task", "cmd", "shell", "command", "params", "rows", "grid", "name")
 #: options of ``run`` that a spec cannot set
 NOT_IN_SPEC = ("set", "json")
 #: spec keys that are paths, relative to the spec's directory
@@ -131,8 +131,12 @@ class SpecReader:
                 f"{where.at(sources[1])}: {sources[1]}: give one of params, rows or [grid], "
                 f"not {' and '.join(sources)}"
             )
-        if "task" in spec.job and "cmd" in spec.job:
-            raise ConfigError(f"{where.at('cmd')}: cmd: give task or cmd, not both")
+        given = [k for k in ("task", "cmd", "command") if k in spec.job]
+        if len(given) > 1:
+            raise ConfigError(
+                f"{where.at(given[1])}: {given[1]}: give one of task, cmd or command, "
+                f"not {' and '.join(given)}"
+            )
         if "shell" in spec.job and "cmd" not in spec.job:
             raise ConfigError(f"{where.at('shell')}: shell: goes with cmd")
         return spec
@@ -212,7 +216,7 @@ def _job_value(where: _Where, key: str, value: Any, base: str) -> Any:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{where.at(key)}: {key}: expected {expected}, got {value!r:.80}")
 
-    if key in ("task", "name", "params"):
+    if key in ("task", "name", "params", "command"):
         if not isinstance(value, str) or not value:
             raise bad("a string")
         if key == "params":
@@ -265,6 +269,22 @@ def merge(ctx: click.Context, spec: Spec, given: dict[str, Any]) -> dict[str, An
             continue
         merged[name] = value
     return merged
+
+
+def parameter_rows(
+    params_file: str | None, job: dict[str, Any]
+) -> tuple[Iterable[dict[str, Any]], str, str] | None:
+    """The parameter sets (streamed from a file), their digest and where they came from
+    (``params``, ``rows``, ``grid``); None when the spec gives none."""
+    if params_file is not None:
+        digest, _count = check_params_file(params_file)
+        return iter_params_file(params_file), digest, "params"
+    if "rows" in job:
+        return job["rows"], rows_digest(job["rows"]), "rows"
+    if "grid" in job:
+        rows = list(expand_grid(job["grid"]))
+        return rows, rows_digest(rows), "grid"
+    return None
 
 
 def expand_grid(grid: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -27,7 +27,7 @@ from oomguard.errors import (
     NotAStoreError,
     StoreError,
 )
-from oomguard.store.admin import Admin
+from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
@@ -121,6 +121,8 @@ class SqliteStore:
         self.queries = Queries(self)
         #: what users do: retry, cancel, forget, meta keys
         self.admin = Admin(self)
+        #: what retention reads and deletes; VACUUM
+        self.retention = Retention(self)
 
     def close(self) -> None:
         self.db.close()
