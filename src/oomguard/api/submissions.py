@@ -1,7 +1,9 @@
 """``POST /v1/jobs``: a :class:`SubmitRequest` checked and written to the store as task rows.
 
 Tasks are ``module:function`` references from the allowed task modules, called as
-``fn(**args)``. Each task's arguments are JSON, at most ``max_task_bytes``; large ones are
+``fn(**args)``, or programs the operator declared (``serve --commands``), named by
+``command`` and filled from ``args``; ``aggregate``, ``memory``, ``memory_key``,
+``retries`` and ``timeout`` are checked against the server's limits (:func:`task_options`). Each task's arguments are JSON, at most ``max_task_bytes``; large ones are
 kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
 submission is accepted whole or refused whole, and refused as early as it can be: its body
 before it is parsed (:mod:`~oomguard.api.intake`), its size before any argument is built.
