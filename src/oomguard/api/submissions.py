@@ -3,8 +3,9 @@
 Tasks are ``module:function`` references from the allowed task modules, called as
 ``fn(**args)``, or programs the operator declared (``serve --commands``), named by
 ``command`` and filled from ``args``; ``aggregate``, ``memory``, ``memory_key``,
-``retries`` and ``timeout`` are checked against the server's limits (:func:`task_options`). Each task's arguments are JSON, at most ``max_task_bytes``; large ones are
-kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
+``retries`` and ``timeout`` are checked against the server's limits
+(:func:`task_options`). Each task's arguments are JSON, at most ``max_task_bytes``; large
+ones are kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
 submission is accepted whole or refused whole, and refused as early as it can be: its body
 before it is parsed (:mod:`~oomguard.api.intake`), its size before any argument is built.
 """
