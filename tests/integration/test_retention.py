@@ -96,3 +96,20 @@ def test_gc_vacuum_compacts_the_store(tmp_path: Path, cli) -> None:
     assert path.stat().st_size == report["store_bytes"]
     res = cli("gc", "--store", str(path), "--vacuum")
     assert res.returncode == 0 and "store compacted:" in res.stdout, res.stderr
+
+
+def test_the_retention_config_key(tmp_path: Path) -> None:
+    from oomguard.config import load_config
+    from oomguard.errors import ConfigError
+
+    config = tmp_path / "oomguard.toml"
+    config.write_text('retention = "7d"\n')
+    assert load_config(config, env={}).retention == 7 * 86400
+    assert load_config(config, env={"OOMGUARD_RETENTION": "90s"}).retention == 90
+    assert load_config(config, env={}, retention=5.0).retention == 5.0
+    config.write_text('retention = "soon"\n')
+    with pytest.raises(ConfigError, match="invalid duration 'soon'"):
+        load_config(config, env={})
+    config.write_text("retention = 0\n")
+    with pytest.raises(ConfigError, match="retention must be more than 0"):
+        load_config(config, env={})
