@@ -165,3 +165,17 @@ def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli) -> None:
     assert sorted(r["got"] for r in rows) == ["a b; c", "d"]
     res = cli("run", "oomguard.examples:noop", "--cmd", "true", "--params", str(params))
     assert res.returncode == int(ExitCode.USAGE) and "give TASK or --cmd, not both" in res.stderr
+
+
+def test_a_spec_command_with_an_aggregation_gets_its_replicate(tmp_path: Path, cli) -> None:
+    code = "import json, sys; print(json.dumps(dict(v=int(sys.argv[1]) * 10 + int(sys.argv[2]))))"
+    spec = tmp_path / "cmd.toml"
+    spec.write_text(f"cmd = {json.dumps([sys.executable, '-c', code, '{n}', '{replicate}'])}\n"
+                    'aggregate = "oomguard.examples:mean_of"\nworkers = 1\nout = "o"\n'
+                    "rows = [{n = 1}, {n = 2}]\n")
+    res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["counts"]["succeeded"] == 4  # 2 tasks + 2 aggregations
+    rows = sorted(pq.read_table(tmp_path / "o" / "aggregates").to_pylist(),
+                  key=lambda r: r["n"])
+    assert [(r["n"], r["mean_v"]) for r in rows] == [(1, 10.0), (2, 20.0)]

@@ -186,13 +186,14 @@ def run(**given: Any) -> None:
     elif given["sets"]:
         raise ConfigError("--set changes keys of a spec file: give one (oomguard run study.toml)")
     fn, label = _task(task, values, job)
-    aggregate = values.pop("aggregate")
+    aggregate = values["aggregate"]
     if aggregate:
         from oomguard.jobs.task import load
 
         load(aggregate, os.getcwd())
     params_file = values.pop("params_file")
     params, digest, source = _parameters(params_file, job, fn, values)
+    values.pop("aggregate")
     name = values.pop("name") or job.get("name") or f"{source}:{digest}"
     out = values.pop("out")
     if out is not None:
@@ -240,13 +241,15 @@ def _parameters(
         raise ConfigError("no parameters: give --params, or params, rows or [grid] in a spec")
     rows, digest, source = found
     if not isinstance(fn, str) and isinstance(rows, list):
-        _check_fields(fn, rows, values.get("replicates"))
+        # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
+        numbered = bool(values.get("replicates") or values.get("aggregate"))
+        _check_fields(fn, rows, numbered)
     return rows, digest, source
 
 
-def _check_fields(program: Command, rows: list[dict[str, Any]], replicates: int | None) -> None:
+def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) -> None:
     # Said before anything runs, not as one error per task.
-    have = {"replicate"} if replicates else set()
+    have = {"replicate"} if numbered else set()
     for i, row in enumerate(rows):
         missing = sorted(program.fields - have - set(row))
         if missing:
