@@ -156,6 +156,10 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
             return httpx.get(f"{served.url}/v1/jobs").json()["jobs"] == []
 
         wait_for(empty, timeout=60, interval=0.2)
+        metrics = httpx.get(f"{served.url}/metrics").text
+        (line,) = [x for x in metrics.splitlines()
+                   if x.startswith('oomguard_retention_deleted_total{kind="jobs"}')]
+        assert float(line.split()[-1]) == 5
         store = SqliteStore(str(served.store))
         try:
             counts = store.db.execute(

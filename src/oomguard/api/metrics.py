@@ -40,6 +40,8 @@ class MetricsSource(Protocol):
 
     def worker_recycles(self) -> dict[str, int]: ...
 
+    def retention_counts(self) -> dict[str, int]: ...
+
 
 class _StateCollector(Collector):
     def __init__(self, source: MetricsSource) -> None:
@@ -109,6 +111,17 @@ class _StateCollector(Collector):
         for reason, n in sorted(src.worker_recycles().items()):
             recycles.add_metric([reason], n)
         yield recycles
+        kept = src.retention_counts()
+        if kept:
+            forgotten = CounterMetricFamily(
+                "oomguard_retention_deleted",
+                "What retention (serve --retention) deleted: jobs, tasks, locks, events, "
+                "blobs; and its failed steps (errors)",
+                labels=["kind"],
+            )
+            for kind, n in sorted(kept.items()):
+                forgotten.add_metric([kind], n)
+            yield forgotten
 
 
 class ServerMetrics:

@@ -300,6 +300,19 @@ class ServerState:
     def worker_recycles(self) -> dict[str, int]:
         return dict(self.runner.view().recycles)
 
+    def retention_counts(self) -> dict[str, int]:
+        if self.retention is None:
+            return {}
+        stats = self.retention.stats
+        return {
+            "jobs": stats.jobs,
+            "tasks": stats.tasks,
+            "locks": stats.locks,
+            "events": stats.events,
+            "blobs": stats.blobs,
+            "errors": stats.errors,
+        }
+
     # -- submissions ------------------------------------------------------------------
 
     def remember_job(self, job_id: str, namespace: str) -> None:
