@@ -26,7 +26,9 @@ ECHO = "import json, sys; print(json.dumps(dict(word=sys.argv[1], n=len(sys.argv
 @pytest.fixture
 def server(tmp_path: Path) -> Any:
     commands = tmp_path / "commands.toml"
-    commands.write_text(f"echo = {json.dumps([sys.executable, '-c', ECHO, '{word}'])}\n")
+    fail = [sys.executable, "-c", "import sys; sys.exit('no ' + sys.argv[1])", "{word}"]
+    commands.write_text(f"echo = {json.dumps([sys.executable, '-c', ECHO, '{word}'])}\n"
+                        f"fail = {json.dumps(fail)}\n")
     with serve(tmp_path, "--workers", "2", "--worker-memory", "256MiB", "--retries", "1",
                "--timeout", "30", "--max-retries", "3", "--commands", str(commands),
                "--max-tasks-per-worker", "50", "--worker-oom-score-adj", "900") as served:
@@ -82,7 +84,8 @@ def test_a_declared_command_runs_with_spec_fields_within_limits(server: Served) 
 
 
 @pytest.mark.parametrize("body,status,words", [
-    ({"command": "rm", "args": {}}, 422, "no command named 'rm' on this server (declared: echo)"),
+    ({"command": "rm", "args": {}}, 422,
+     "no command named 'rm' on this server (declared: echo, fail)"),
     ({"command": "echo", "args": {}}, 422, "missing argument(s) word of its template"),
     ({"task": "oomguard.examples:noop", "command": "echo"}, 422, "give either task or command"),
     ({"command": "echo", "args": {"word": "x"}, "memory": "1GiB"}, 422,
@@ -169,3 +172,19 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
         finally:
             store.close()
         assert tuple(counts) == (0, 0, 0, 0)
+
+
+def test_a_failing_command_is_an_error_with_its_stderr(server: Served) -> None:
+    r = _post(server, {"command": "fail", "args": {"word": "luck"}})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    status = _done(server, job_id)
+    assert status["failures_by_class"] == {"error": 2}, status  # serve --retries 1
+    (task,) = httpx.get(f"{server.url}/v1/jobs/{job_id}/tasks").json()["tasks"]
+    assert task["failure_class"] == "error"
+    assert "command exited with status 1; stderr: no luck" in task["error"]
+    # Metrics name a command by its program, not by its whole template.
+    program = Path(sys.executable).name
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert f'oomguard_attempt_failures_total{{class="error",function="cmd:{program}"}} 2.0' \
+        in metrics, metrics

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import ConfigError, PayloadError
-from oomguard.jobs.command import Command, CommandFailed, command, from_reference, is_command
+from oomguard.jobs.command import (
+    Command,
+    CommandFailed,
+    command,
+    from_reference,
+    is_command,
+    label,
+)
 from oomguard.jobs.task import load, reference_of
 
 PROGRAM = str(Path(__file__).resolve().parent.parent / "fixtures" / "alloc_program.py")
@@ -112,3 +119,9 @@ def test_bad_commands_are_refused(cmd: list[str] | str, shell: bool, words: str)
 def test_a_missing_parameter_is_named() -> None:
     with pytest.raises(PayloadError, match="needs parameter 'seed'"):
         Command(("prog", "{seed}")).args({"n": 1})
+
+
+def test_a_command_is_labelled_by_its_program() -> None:
+    assert label(command(["/opt/sim/bin/simulate", "{n}"]).reference) == "cmd:simulate"
+    assert label(command("Rscript fit.R {n}", shell=True).reference) == "cmd:Rscript"
+    assert label("oomguard.examples:noop") == "oomguard.examples:noop"

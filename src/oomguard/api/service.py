@@ -23,7 +23,7 @@ from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
 from oomguard.errors import ConfigError
-from oomguard.jobs.command import Command
+from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
 from oomguard.store.sqlite import SqliteStore
 
@@ -259,7 +259,7 @@ class ServerState:
 
     def failed_tasks(self) -> dict[tuple[str, str], int]:
         def compute() -> dict[tuple[str, str], int]:
-            return self.stores.get().queries.failed_tasks_by_class()
+            return _relabel(self.stores.get().queries.failed_tasks_by_class())
 
         result: dict[tuple[str, str], int] = self._cached("failed", 5.0, compute)
         return result
@@ -271,7 +271,7 @@ class ServerState:
         with self._failures_lock:
             upper = store.queries.ended_attempts_upper()
             if upper > self._failures_seen:
-                new = store.queries.attempt_failures_between(self._failures_seen, upper)
+                new = _relabel(store.queries.attempt_failures_between(self._failures_seen, upper))
                 for key, n in new.items():
                     self._failures[key] = self._failures.get(key, 0) + n
                 self._failures_seen = upper
@@ -318,6 +318,16 @@ class ServerState:
     def remember_job(self, job_id: str, namespace: str) -> None:
         """Note a new job's namespace, so that :meth:`poll_pending` need not read it back."""
         self._namespaces[job_id] = namespace
+
+
+def _relabel(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """Counts by (class, function) with a command's short label (``cmd:PROGRAM``) as its
+    function, not its whole reference."""
+    out: dict[tuple[str, str], int] = {}
+    for (cls, fn), n in counts.items():
+        key = (cls, label(fn))
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 @contextmanager

@@ -143,6 +143,19 @@ def is_command(ref: str) -> bool:
     return ref.startswith(PREFIX)
 
 
+def label(ref: str) -> str:
+    """A short name for a reference in metrics: ``cmd:PROGRAM`` for a command (its
+    program's base name), the reference itself otherwise."""
+    if not is_command(ref):
+        return ref
+    try:
+        program = from_reference(ref)
+    except ConfigError:
+        return "cmd:?"
+    first = program.argv[0].split()[0] if program.shell else program.argv[0]
+    return "cmd:" + os.path.basename(first)
+
+
 def from_reference(ref: str) -> Command:
     """The :class:`Command` a ``cmd:`` reference names."""
     try:
@@ -254,4 +267,4 @@ def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     return (current if current.strip() else last), tail
 
 
-__all__ = ["Command", "CommandFailed", "command", "from_reference", "is_command"]
+__all__ = ["Command", "CommandFailed", "command", "from_reference", "is_command", "label"]
