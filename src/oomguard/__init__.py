@@ -11,6 +11,8 @@ The public API::
         job = runner.sweep(simulate, params, replicates=3, aggregate=mean, out="results/")
         job.wait()
         table = job.results()
+
+    job = runner.sweep(oomguard.command("simulate --agents {n_agents}"), params)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import typing
 
 from oomguard.errors import OomguardError
 from oomguard.jobs import FailureClass, TaskState, task
+from oomguard.jobs.command import command
 
 if typing.TYPE_CHECKING:
     from oomguard.config import RunnerConfig
@@ -31,6 +34,7 @@ __all__ = [
     "Runner",
     "RunnerConfig",
     "TaskState",
+    "command",
     "task",
 ]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from oomguard.errors import ConfigError
-from oomguard.units import parse_size
+from oomguard.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -109,6 +109,9 @@ class RunnerConfig:
     notify_timeout: float = 5.0
     #: ``json``: a JSON line per attempt end and job state change on stderr
     log_format: str = "plain"
+    #: ``oomguard serve``: finished jobs older than this (seconds; "7d" in oomguard.toml)
+    #: are forgotten and unreferenced blobs removed, periodically (None: kept for ever)
+    retention: float | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -141,6 +144,8 @@ class RunnerConfig:
             raise ConfigError(f"lost retries must be at least 0, not {self.lost_retries}")
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigError("the task timeout must be more than 0 seconds")
+        if self.retention is not None and self.retention <= 0:
+            raise ConfigError("the retention must be more than 0 seconds")
         self._check_notifications()
         for name in ("worker_memory", "memory_budget", "task_memory"):
             value = getattr(self, name)
@@ -206,6 +211,8 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_size(value)
     if name in _LIST_FIELDS:
         return _as_tuple(name, value)
+    if name == "retention" and isinstance(value, str):
+        return parse_duration(value)
     kind = str(types[name])
     try:
         if kind.startswith("int"):

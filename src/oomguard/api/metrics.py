@@ -41,6 +41,7 @@ class MetricsSource(Protocol):
     def worker_recycles(self) -> dict[str, int]: ...
 
     def worker_isolation(self) -> dict[str, str]: ...
+    def retention_counts(self) -> dict[str, int]: ...
 
 
 class _StateCollector(Collector):
@@ -120,6 +121,17 @@ class _StateCollector(Collector):
         for name, mode in sorted(src.worker_isolation().items()):
             isolation.add_metric([name, mode], 1)
         yield isolation
+        kept = src.retention_counts()
+        if kept:
+            forgotten = CounterMetricFamily(
+                "oomguard_retention_deleted",
+                "What retention (serve --retention) deleted: jobs, tasks, locks, events, "
+                "blobs; and its failed steps (errors)",
+                labels=["kind"],
+            )
+            for kind, n in sorted(kept.items()):
+                forgotten.add_metric([kind], n)
+            yield forgotten
 
 
 class ServerMetrics:

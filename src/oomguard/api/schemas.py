@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TASK_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$"
 NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+COMMAND_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 MAX_COUNT = 10_000_000
 
 
@@ -21,6 +22,11 @@ class SubmitRequest(_Strict):
     * one task: ``{"task": "oomguard.examples:noop", "args": {"x": 1}}``
     * a batch of ``count`` parameter groups, each called with ``args``
     * a batch from a list: ``"tasks": [{...}, ...]``, each item's keys merged over ``args``
+    * a program instead of a function: ``"command": NAME``, one the operator declared
+      (``serve --commands FILE``), its template filled from the arguments
+
+    ``aggregate``, ``memory``, ``memory_key``, ``retries`` and ``timeout`` are those of a
+    spec file (``oomguard run study.toml``), checked against the server's limits.
 
     ``fanout``: tasks per parameter group (replicates); with ``fanout > 1`` each task is
     called ``fn(**args, replicate=i)``, so the function must accept ``replicate``.
@@ -29,11 +35,39 @@ class SubmitRequest(_Strict):
     The job holds ``groups * fanout`` tasks and is accepted whole or refused whole.
     """
 
-    task: str = Field(
+    task: str | None = Field(
+        default=None,
         pattern=TASK_PATTERN,
         max_length=300,
         description="module:function, from one of the server's allowed task modules",
         examples=["oomguard.examples:noop"],
+    )
+    command: str | None = Field(
+        default=None,
+        pattern=COMMAND_PATTERN,
+        description="the name of a program the server's operator declared (--commands)",
+    )
+    aggregate: str | None = Field(
+        default=None,
+        pattern=TASK_PATTERN,
+        max_length=300,
+        description="module:function called as agg(args, results) once a group succeeded",
+    )
+    memory: int | str | None = Field(
+        default=None,
+        description="declared memory of each task (bytes, or a size such as 512MiB), at "
+        "most what one task may get on this server",
+    )
+    memory_key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$",
+        description="the argument whose value keys learned memory estimates",
+    )
+    retries: int | None = Field(
+        default=None, ge=0, description="retries after an error (at most serve --max-retries)"
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="seconds a task may run (at most serve --timeout)"
     )
     args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments (JSON) of every task"
@@ -55,6 +89,10 @@ class SubmitRequest(_Strict):
     def _one_form(self) -> SubmitRequest:
         if self.count is not None and self.tasks is not None:
             raise ValueError("give either count or tasks, not both")
+        if (self.task is None) == (self.command is None):
+            raise ValueError("give either task or command (one of them)")
+        if isinstance(self.memory, str) and len(self.memory) > 32:
+            raise ValueError("memory: at most 32 characters")
         return self
 
     @property
@@ -65,7 +103,8 @@ class SubmitRequest(_Strict):
 
     @property
     def total(self) -> int:
-        return self.groups * self.fanout
+        """Tasks: ``fanout`` per group, and an aggregation per group with ``aggregate``."""
+        return self.groups * (self.fanout + (1 if self.aggregate else 0))
 
 
 class SubmitResponse(_Strict):

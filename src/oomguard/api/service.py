@@ -21,7 +21,9 @@ import psutil
 
 from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
+from oomguard.api.retention import Retention
 from oomguard.errors import ConfigError
+from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
 from oomguard.store.sqlite import SqliteStore
 
@@ -83,6 +85,10 @@ class ServerSettings:
     pending_poll_interval: float = 0.5
     rss_sample_interval: float = 0.2
     runner_options: dict[str, Any] = field(default_factory=dict)
+    #: programs submissions may run, by name (``--commands FILE``)
+    commands: dict[str, Command] = field(default_factory=dict)
+    #: the most retries a submission may ask for
+    max_retries: int = 10
 
 
 class _Stores:
@@ -139,6 +145,9 @@ class ServerState:
         self._me = psutil.Process()
         self._closed = False
         self._close_lock = threading.Lock()
+        retention = self.runner.config.retention
+        #: forgets old finished jobs (``serve --retention``); None: everything is kept
+        self.retention = Retention(retention) if retention else None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -148,7 +157,13 @@ class ServerState:
         self.runner.start()
         self.poll_pending()
         self.sample_rss()
-        for name, target in (("pending", self._pending_loop), ("rss", self._rss_loop)):
+        loops: list[tuple[str, Callable[[], None]]] = [
+            ("pending", self._pending_loop),
+            ("rss", self._rss_loop),
+        ]
+        if self.retention is not None:
+            loops.append(("retention", self._retention_loop))
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"oomguard-api-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -178,6 +193,10 @@ class ServerState:
                 self.poll_pending()
             except sqlite3.Error:
                 continue  # a busy store: the counter stays as it was until the next poll
+
+    def _retention_loop(self) -> None:
+        assert self.retention is not None
+        self.retention.run(self.stores.get, self._stop)
 
     def _rss_loop(self) -> None:
         while not self._stop.wait(self.settings.rss_sample_interval):
@@ -240,7 +259,7 @@ class ServerState:
 
     def failed_tasks(self) -> dict[tuple[str, str], int]:
         def compute() -> dict[tuple[str, str], int]:
-            return self.stores.get().queries.failed_tasks_by_class()
+            return _relabel(self.stores.get().queries.failed_tasks_by_class())
 
         result: dict[tuple[str, str], int] = self._cached("failed", 5.0, compute)
         return result
@@ -252,7 +271,7 @@ class ServerState:
         with self._failures_lock:
             upper = store.queries.ended_attempts_upper()
             if upper > self._failures_seen:
-                new = store.queries.attempt_failures_between(self._failures_seen, upper)
+                new = _relabel(store.queries.attempt_failures_between(self._failures_seen, upper))
                 for key, n in new.items():
                     self._failures[key] = self._failures.get(key, 0) + n
                 self._failures_seen = upper
@@ -284,11 +303,34 @@ class ServerState:
     def worker_isolation(self) -> dict[str, str]:
         return dict(self.runner.view().worker_isolation)
 
+    def retention_counts(self) -> dict[str, int]:
+        if self.retention is None:
+            return {}
+        stats = self.retention.stats
+        return {
+            "jobs": stats.jobs,
+            "tasks": stats.tasks,
+            "locks": stats.locks,
+            "events": stats.events,
+            "blobs": stats.blobs,
+            "errors": stats.errors,
+        }
+
     # -- submissions ------------------------------------------------------------------
 
     def remember_job(self, job_id: str, namespace: str) -> None:
         """Note a new job's namespace, so that :meth:`poll_pending` need not read it back."""
         self._namespaces[job_id] = namespace
+
+
+def _relabel(counts: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    """Counts by (class, function) with a command's short label (``cmd:PROGRAM``) as its
+    function, not its whole reference."""
+    out: dict[tuple[str, str], int] = {}
+    for (cls, fn), n in counts.items():
+        key = (cls, label(fn))
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 @contextmanager

@@ -1,26 +1,33 @@
 """``POST /v1/jobs``: a :class:`SubmitRequest` checked and written to the store as task rows.
 
 Tasks are ``module:function`` references from the allowed task modules, called as
-``fn(**args)``. Each task's arguments are JSON, at most ``max_task_bytes``; large ones are
-kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
+``fn(**args)``, or programs the operator declared (``serve --commands``), named by
+``command`` and filled from ``args``; ``aggregate``, ``memory``, ``memory_key``,
+``retries`` and ``timeout`` are checked against the server's limits
+(:func:`task_options`). Each task's arguments are JSON, at most ``max_task_bytes``; large
+ones are kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
 submission is accepted whole or refused whole, and refused as early as it can be: its body
 before it is parsed (:mod:`~oomguard.api.intake`), its size before any argument is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from oomguard.api.intake import read_submission, too_many_tasks
 from oomguard.api.schemas import SubmitRequest, SubmitResponse
-from oomguard.errors import BackpressureError, PayloadError, TaskReferenceError
-from oomguard.jobs.task import load, options_of, unwrap
+from oomguard.errors import BackpressureError, InvalidSizeError, PayloadError, TaskReferenceError
+from oomguard.jobs.command import Command
+from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
 from oomguard.store.sqlite import SqliteStore
+from oomguard.units import format_size, parse_size
 
 if TYPE_CHECKING:
     from oomguard.api.service import ServerSettings, ServerState
@@ -85,24 +92,27 @@ def submit(state: ServerState, body: bytes) -> SubmitResponse:
     total = req.total
     ns = req.namespace
     _check_batch(settings, ns, total)
-    fn = check_task(settings.task_modules, req.task, req.fanout)
+    fn, ref = _callable(settings, req)
+    agg = check_task(settings.task_modules, req.aggregate, 1) if req.aggregate else None
+    opts = task_options(state, req, fn)
     store = state.stores.get()
     job_id = uuid.uuid4().hex[:12]
     batch = req.batch_size or settings.default_batch_size
     with state.backpressure.reserve(ns, total, job_id):
-        groups = _group_params(req, inspect.signature(unwrap(fn)), settings.max_task_bytes)
+        groups = _group_params(req, _binder(fn), settings.max_task_bytes)
         store.create_job(
             job_id,
-            name=req.name or req.task,
-            fn=req.task,
-            agg=None,
-            spec={"source": "http", "fanout": req.fanout},
+            name=req.name or req.task or f"command {req.command}",
+            fn=ref,
+            agg=req.aggregate,
+            spec={"source": "http", "fanout": req.fanout, "command": req.command},
             namespace=ns,
         )
         state.remember_job(job_id, ns)
         try:
             done = 0
-            for rows, done in _rows(state, store, job_id, req, fn, groups, batch):
+            call = _Call(ref, opts, req.aggregate, options_of(agg) if agg else None)
+            for rows, done in _rows(state, store, job_id, req, call, groups, batch):
                 store.add_tasks(rows, job_id=job_id, groups=done)
             store.set_job_groups(job_id, done, sealed=True)
         except BaseException:
@@ -131,8 +141,91 @@ def _check_batch(settings: ServerSettings, namespace: str, total: int) -> None:
         raise too_many_tasks(total, f"the quota of namespace {namespace!r}", quota)
 
 
+def _callable(settings: ServerSettings, req: SubmitRequest) -> tuple[Any, str]:
+    """The function (or the operator's :class:`Command`) a submission names, and its
+    reference."""
+    if req.command is not None:
+        program = settings.commands.get(req.command)
+        if program is None:
+            declared = ", ".join(sorted(settings.commands)) or "none: serve has no --commands"
+            raise TaskReferenceError(
+                f"no command named {req.command!r} on this server (declared: {declared})",
+                ref=req.command,
+            )
+        return program, program.reference
+    assert req.task is not None
+    return check_task(settings.task_modules, req.task, req.fanout), req.task
+
+
+def task_options(state: ServerState, req: SubmitRequest, fn: Any) -> TaskOptions:
+    """The task's own options, with what the submission asks for, checked against the
+    server's limits (its workers' memory, ``--max-retries``, ``--timeout``)."""
+    config = state.runner.config
+    changes: dict[str, Any] = {}
+    if req.memory is not None:
+        try:
+            memory = parse_size(req.memory)
+        except InvalidSizeError as err:
+            raise PayloadError(f"memory: {err}") from None
+        view = state.runner.view()
+        cap = config.worker_memory or (view.budget if view.started else None)
+        if memory <= 0 or (cap is not None and memory > cap):
+            raise PayloadError(
+                f"memory {format_size(memory)} is not what one task may get on this server "
+                f"(more than 0, at most {format_size(cap or 0)}: serve --worker-memory / "
+                "--memory-budget)"
+            )
+        changes["memory"] = memory
+    if req.retries is not None:
+        if req.retries > state.settings.max_retries:
+            raise PayloadError(
+                f"retries {req.retries} is more than the {state.settings.max_retries} this "
+                "server allows (serve --max-retries)"
+            )
+        changes["retries"] = req.retries
+    if req.timeout is not None:
+        if config.task_timeout is not None and req.timeout > config.task_timeout:
+            raise PayloadError(
+                f"timeout {req.timeout:g} s is more than the {config.task_timeout:g} s this "
+                "server allows (serve --timeout)"
+            )
+        changes["timeout"] = req.timeout
+    if req.memory_key is not None:
+        changes["memory_key"] = req.memory_key
+    return dataclasses.replace(options_of(fn), **changes)
+
+
+def _binder(fn: Any) -> Callable[[dict[str, Any]], None]:
+    """Checks one task's arguments against what it takes (TypeError when they do not fit)."""
+    if isinstance(fn, Command):
+        fields = fn.fields
+
+        def fill(call: dict[str, Any]) -> None:
+            missing = sorted(fields - set(call))
+            if missing:
+                raise TypeError(f"missing argument(s) {', '.join(missing)} of its template")
+
+        return fill
+    signature = inspect.signature(unwrap(fn))
+
+    def bind(call: dict[str, Any]) -> None:
+        signature.bind(**call)
+
+    return bind
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What each group's rows are made of: the task and (optionally) the aggregation."""
+
+    ref: str
+    opts: TaskOptions
+    agg: str | None
+    agg_opts: TaskOptions | None
+
+
 def _group_params(
-    req: SubmitRequest, signature: inspect.Signature, max_task_bytes: int
+    req: SubmitRequest, bind: Callable[[dict[str, Any]], None], max_task_bytes: int
 ) -> list[GroupArgs] | GroupArgs:
     """Each group's args and their JSON, checked for size and against the signature."""
 
@@ -148,10 +241,11 @@ def _group_params(
             )
         call = dict(args, replicate=0) if req.fanout > 1 else args
         try:
-            signature.bind(**call)
+            bind(call)
         except TypeError as err:
+            what = req.task or f"command {req.command}"
             raise PayloadError(
-                f"{where}: {req.task} cannot be called with these arguments: {err}"
+                f"{where}: {what} cannot be called with these arguments: {err}"
             ) from err
         return args, text
 
@@ -165,12 +259,12 @@ def _rows(
     store: SqliteStore,
     job_id: str,
     req: SubmitRequest,
-    fn: Any,
+    call: _Call,
     groups: list[GroupArgs] | GroupArgs,
     batch: int,
 ) -> Iterator[tuple[list[dict[str, Any]], int]]:
     """Rows in chunks of about ``batch``, with the number of groups written so far."""
-    opts = options_of(fn)
+    opts = call.opts
     build = state.runner.rows
     common: dict[str, Any] | None = None
     rows: list[dict[str, Any]] = []
@@ -179,12 +273,15 @@ def _rows(
         if isinstance(groups, tuple):
             if common is None:
                 # One args for every group: its fields and its blob (if any) are made once.
-                common = build.common(store, req.task, groups[0], groups[1], opts)
-            fields = common
+                common = build.common(store, call.ref, groups[0], groups[1], opts)
+            fields, args = common, groups[0]
         else:
             args, text = groups[g]
-            fields = build.common(store, req.task, args, text, opts)
-        rows.extend(build.group(job_id, g, fields, replicates))
+            fields = build.common(store, call.ref, args, text, opts)
+        aggregate = None
+        if call.agg is not None and call.agg_opts is not None:
+            aggregate = build.fields(call.agg, args, call.agg_opts)
+        rows.extend(build.group(job_id, g, fields, replicates, aggregate))
         if len(rows) >= batch:
             yield rows, g + 1
             rows = []

@@ -111,6 +111,14 @@ def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
     help="keyword arguments as a JSON object",
 )
 @click.option("--namespace", default="default", show_default=True, **env("NAMESPACE"))
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    **env("SET"),
+    help="change a key of the spec file (repeat), as for oomguard run",
+)
 @token_option()
 @retries_option
 @json_option()
@@ -120,12 +128,26 @@ def submit(
     server: str,
     args_json: str | None,
     namespace: str,
+    sets: tuple[str, ...],
     token_file: str | None,
     retries: int,
     as_json: bool,
 ) -> None:
-    """Submit one TASK (module:function) with JSON arguments to a server."""
-    body = {"task": task, "args": _args(args_json), "namespace": namespace}
+    """Submit one TASK (module:function) with JSON arguments to a server; or the job a
+    spec file describes (TASK is then a .toml or .json file, as for `oomguard run`)."""
+    from oomguard.cli.spec import is_spec
+
+    if is_spec(task):
+        from oomguard.cli.spec_submit import spec_body
+
+        body = spec_body(click.get_current_context(), task, sets)
+        body["namespace"] = namespace
+        if args_json is not None:
+            body["args"] = _args(args_json)
+    else:
+        if sets:
+            raise click.UsageError("--set changes keys of a spec file: give one")
+        body = {"task": task, "args": _args(args_json), "namespace": namespace}
     with _client(server, token_file, retries) as client:
         _print_submitted(client.post("/v1/jobs", body), as_json)
 

@@ -155,3 +155,72 @@ def notify_options(f: F) -> F:
         help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]').",
         **env("SENTRY_DSN"),
     )(f)
+
+
+def worker_options(f: F) -> F:
+    """How workers are limited and tasks retried (``run``, ``serve``): ``--worker-memory``,
+    ``--memory-budget``, ``--isolation``, ``--worker-oom-score-adj``,
+    ``--max-tasks-per-worker``, ``--timeout`` (into ``task_timeout``), ``--retries``."""
+    f = click.option(
+        "--timeout",
+        "task_timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Seconds a task may run (tasks that declare their own timeout keep it).",
+        **env("TASK_TIMEOUT"),
+    )(f)
+    f = click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Retries after a task error or timeout.",
+        **env("RETRIES"),
+    )(f)
+    f = click.option(
+        "--memory-budget",
+        callback=size,
+        default=None,
+        help="Memory the scheduler may hand out "
+        "[default: machine or container limit minus a reserve].",
+        **env("MEMORY_BUDGET"),
+    )(f)
+    f = click.option(
+        "--max-tasks-per-worker",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Replace a worker after N tasks (0: never).",
+        **env("MAX_TASKS_PER_WORKER"),
+    )(f)
+    f = click.option(
+        "--worker-oom-score-adj",
+        type=click.IntRange(0, 1000),
+        default=None,
+        help="oom_score_adj of workers, so the kernel kills them first [default: 800].",
+        **env("WORKER_OOM_SCORE_ADJ"),
+    )(f)
+    f = click.option(
+        "--isolation",
+        type=click.Choice(["auto", "cgroup", "watchdog"]),
+        default=None,
+        help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
+        **env("ISOLATION"),
+    )(f)
+    return click.option(
+        "--worker-memory",
+        callback=size,
+        default=None,
+        help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
+        **env("WORKER_MEMORY"),
+    )(f)
+
+
+#: the keys of :func:`worker_options` (parameter names)
+WORKER_OPTION_NAMES = (
+    "worker_memory",
+    "memory_budget",
+    "isolation",
+    "worker_oom_score_adj",
+    "max_tasks_per_worker",
+    "task_timeout",
+    "retries",
+)

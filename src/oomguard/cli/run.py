@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,62 +20,67 @@ from oomguard.cli.options import (
     notify_options,
     size,
     store_option,
+    worker_options,
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
+from oomguard.cli.spec import (
+    SpecReader,
+    is_spec,
+    merge,
+    parameter_rows,
+)
 from oomguard.config import load_config
-from oomguard.errors import PayloadError
+from oomguard.errors import ConfigError, PayloadError
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
-    pass
-
-
-def _params_file(path: str) -> tuple[str, int]:
-    """Validate the params file: every line a JSON object. Return (hash, count)."""
-    digest = hashlib.sha256()
-    count = 0
-    try:
-        fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
-    except OSError as err:
-        raise PayloadError(f"cannot read params file {path!r}: {err.strerror}") from err
-    with fh:
-        for lineno, raw in enumerate(fh, 1):
-            digest.update(raw)
-            if not raw.strip():
-                continue
-            try:
-                value = json.loads(raw)
-            except ValueError as err:
-                reason = getattr(err, "msg", str(err))
-                raise PayloadError(
-                    f"{path}:{lineno}: not valid JSON ({reason})", line=lineno
-                ) from err
-            if not isinstance(value, dict):
-                raise PayloadError(
-                    f"{path}:{lineno}: expected a JSON object of keyword arguments, "
-                    f"got {type(value).__name__}",
-                    line=lineno,
-                )
-            count += 1
-    return digest.hexdigest(), count
-
-
-def _iter_params(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield json.loads(raw)
+    from oomguard.jobs.command import Command
 
 
 @click.command()
-@click.argument("task")
+@click.argument("task", required=False)
 @click.option(
     "--params",
     "params_file",
-    required=True,
+    default=None,
     envvar="OOMGUARD_PARAMS",
     show_envvar=True,
     help="JSON Lines file: one object of keyword arguments a line.",
+)
+@click.option(
+    "--cmd",
+    default=None,
+    envvar="OOMGUARD_CMD",
+    show_envvar=True,
+    help="Run a program instead of TASK: a command line whose {NAME} fields are "
+    "parameters, e.g. 'simulate --agents {n_agents} --seed {replicate}' (an argument "
+    "list: no shell, unless --shell).",
+)
+@click.option(
+    "--shell",
+    is_flag=True,
+    default=None,
+    envvar="OOMGUARD_SHELL",
+    show_envvar=True,
+    help="Run --cmd through /bin/sh (parameters are quoted for it).",
+)
+@click.option(
+    "--name",
+    default=None,
+    envvar="OOMGUARD_NAME",
+    show_envvar=True,
+    help="The job's name: running a job of the same name (and task) again resumes it "
+    "[default: from the parameters].",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    envvar="OOMGUARD_SET",
+    show_envvar=True,
+    help="Change a key of the spec file (repeat); grid.NAME=[...] changes a grid list. "
+    "Options given on the command line win over the file.",
 )
 @click.option(
     "--replicates",
@@ -112,46 +116,6 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     help="Worker processes [default: CPU count].",
 )
 @click.option(
-    "--worker-memory",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_WORKER_MEMORY",
-    show_envvar=True,
-    help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
-)
-@click.option(
-    "--isolation",
-    type=click.Choice(["auto", "cgroup", "watchdog"]),
-    default=None,
-    envvar="OOMGUARD_ISOLATION",
-    show_envvar=True,
-    help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
-)
-@click.option(
-    "--worker-oom-score-adj",
-    type=click.IntRange(0, 1000),
-    default=None,
-    envvar="OOMGUARD_WORKER_OOM_SCORE_ADJ",
-    show_envvar=True,
-    help="oom_score_adj of workers, so the kernel kills them first [default: 800].",
-)
-@click.option(
-    "--max-tasks-per-worker",
-    type=click.IntRange(min=0),
-    default=None,
-    envvar="OOMGUARD_MAX_TASKS_PER_WORKER",
-    show_envvar=True,
-    help="Replace a worker after N tasks (0: never).",
-)
-@click.option(
-    "--memory-budget",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_MEMORY_BUDGET",
-    show_envvar=True,
-    help="Memory the scheduler may hand out [default: machine or container limit minus a reserve].",
-)
-@click.option(
     "--task-memory",
     callback=size,
     default=None,
@@ -174,24 +138,8 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
     show_envvar=True,
     help="Most parameter groups (replicates + aggregation) open at once.",
 )
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0),
-    default=None,
-    envvar="OOMGUARD_RETRIES",
-    show_envvar=True,
-    help="Retries after a task error or timeout.",
-)
 @lost_retries_option
-@click.option(
-    "--timeout",
-    "task_timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    envvar="OOMGUARD_TASK_TIMEOUT",
-    show_envvar=True,
-    help="Seconds a task may run (tasks that declare their own timeout keep it).",
-)
+@worker_options
 @click.option(
     "--executor",
     type=click.Choice(["local", "dask"]),
@@ -227,35 +175,124 @@ def _iter_params(path: str) -> Iterator[dict[str, Any]]:
 )
 @notify_options
 @json_option("Print one JSON object at the end.")
-def run(
-    task: str,
-    params_file: str,
-    replicates: int | None,
-    aggregate: str | None,
-    store: str,
-    out: str | None,
-    as_json: bool,
-    dask_local: int | None,
-    **options: Any,
-) -> None:
-    """Run TASK (module:function or path/to/file.py:function) for every line of --params.
+def run(**given: Any) -> None:
+    """Run TASK (module:function or path/to/file.py:function), or the program of --cmd,
+    for every line of --params; or run the job a spec file describes (TASK is then a
+    .toml or .json file: see the README, "Jobs as files").
 
     Running the same command again against the same store resumes the job: finished
     tasks are not run again.
     """
-    from oomguard.jobs.task import load
-    from oomguard.notify.build import check_notifications
     from oomguard.results.parquet import check_out_dir
-    from oomguard.runner import Runner
 
+    ctx = click.get_current_context()
+    task: str | None = given["task"]
+    job: dict[str, Any] = {}
+    values = dict(given)
+    if is_spec(task):
+        assert task is not None
+        spec = SpecReader(ctx.command).read(ctx, task, given["sets"])
+        values = merge(ctx, spec, given)
+        job, task = spec.job, None
+    elif given["sets"]:
+        raise ConfigError("--set changes keys of a spec file: give one (oomguard run study.toml)")
+    fn, label = _task(task, values, job)
+    aggregate = values["aggregate"]
+    if aggregate:
+        from oomguard.jobs.task import load
+
+        load(aggregate, os.getcwd())
+    params_file = values.pop("params_file")
+    params, digest, source = _parameters(params_file, job, fn, values)
+    values.pop("aggregate")
+    name = values.pop("name") or job.get("name") or f"{source}:{digest}"
+    out = values.pop("out")
+    if out is not None:
+        check_out_dir(out)
+    title = f"{label} --params {params_file}" if params_file else f"{label} ({given['task']})"
+    _sweep(fn, params, title=title, name=name, aggregate=aggregate, out=out, values=values)
+
+
+def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tuple[Any, str]:
+    """The task function's reference (checked) or the :class:`Command`, and its label."""
+    from oomguard.jobs.command import command
+    from oomguard.jobs.task import load
+
+    cmd, shell = values.pop("cmd"), values.pop("shell")
+    if cmd is not None and task is not None:
+        raise ConfigError("give TASK or --cmd, not both")
+    if cmd is None and task is None and "command" in job:
+        raise ConfigError(
+            "command names a program a server declared: submit this spec to it with "
+            "oomguard submit SPEC --server URL (or give cmd here)"
+        )
+    if cmd is None and task is None:
+        cmd = job.get("cmd")
+        shell = job.get("shell") if shell is None else shell
+        task = job.get("task")
+    if cmd is not None:
+        program = command(cmd, bool(shell))
+        return program, str(program)
+    if shell:
+        raise ConfigError("--shell goes with --cmd")
+    if task is None:
+        raise ConfigError("no task: give TASK, --cmd, or a spec file with task or cmd")
     # Module references are looked up in this directory too (after everything installed),
     # here and in the workers (RunnerConfig.task_dir, the current directory by default).
     load(task, os.getcwd())
-    if aggregate:
-        load(aggregate, os.getcwd())
-    if out is not None:
-        check_out_dir(out)
-    digest, _count = _params_file(params_file)
+    return task, task
+
+
+def _parameters(
+    params_file: str | None, job: dict[str, Any], fn: Any, values: dict[str, Any]
+) -> tuple[Iterable[dict[str, Any]], str, str]:
+    """The parameter sets (streamed from a file), their digest and where they came from."""
+    found = parameter_rows(params_file, job)
+    if found is None:
+        raise ConfigError("no parameters: give --params, or params, rows or [grid] in a spec")
+    rows, digest, source = found
+    if not isinstance(fn, str) and isinstance(rows, list):
+        # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
+        numbered = bool(values.get("replicates") or values.get("aggregate"))
+        _check_fields(fn, rows, numbered)
+    return rows, digest, source
+
+
+def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) -> None:
+    # Said before anything runs, not as one error per task.
+    have = {"replicate"} if numbered else set()
+    for i, row in enumerate(rows):
+        missing = sorted(program.fields - have - set(row))
+        if missing:
+            raise PayloadError(
+                f"parameter set {i} has no {', '.join(missing)}, which the command uses "
+                f"({program})",
+                index=i,
+            )
+
+
+def _sweep(
+    fn: Any,
+    params: Iterable[dict[str, Any]],
+    *,
+    title: str,
+    name: str,
+    aggregate: str | None,
+    out: str | None,
+    values: dict[str, Any],
+) -> None:
+    from oomguard.notify.build import check_notifications
+    from oomguard.runner import Runner
+
+    store, as_json, dask_local = (
+        values.pop("store"),
+        values.pop("as_json"),
+        values.pop("dask_local"),
+    )
+    replicates = values.pop("replicates")
+    for key in ("task", "sets"):
+        values.pop(key, None)
+    options = values
     closer = None
     if dask_local:
         options["executor"] = "dask"
@@ -295,13 +332,13 @@ def run(
                     logging.getLogger("oomguard").warning("%s", warning)
             try:
                 job = runner.sweep(
-                    task,
-                    _iter_params(params_file),
+                    fn,
+                    params,
                     replicates=replicates,
                     aggregate=aggregate,
                     out=out,
-                    name=f"params:{digest}",
-                    title=f"{task} --params {params_file}",
+                    name=name,
+                    title=title,
                     batch_size=options.get("batch_size"),
                 )
                 status = job.wait(progress=plain and sys.stderr.isatty())

@@ -21,6 +21,7 @@ from oomguard.cli.options import (
     server_options,
     store_option,
     token_option,
+    worker_options,
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.errors import ConfigError
@@ -135,7 +136,35 @@ def is_loopback(host: str) -> bool:
     **env("HEAP_PROFILING"),
     help="trace allocations and serve /v1/debug/heap",
 )
+@click.option(
+    "--commands",
+    "commands_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    **env("COMMANDS"),
+    help="TOML or JSON file naming the programs submissions may run: NAME = argument "
+    "template (a list, or a command line split into one), e.g. "
+    'simulate = ["simulate", "--agents", "{n_agents}"]; nothing else runs as a command',
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    **env("MAX_RETRIES"),
+    help="the most retries a submission may ask for",
+)
+@click.option(
+    "--retention",
+    default=None,
+    metavar="DURATION",
+    **env("RETENTION"),
+    help="forget finished jobs older than this (e.g. 7d, 12h, 30m, 10s) and remove "
+    "unreferenced blobs, periodically [default: the retention config key, else keep all]",
+)
 @lost_retries_option
+@worker_options
 @notify_options
 def serve(
     store: str,
@@ -154,7 +183,10 @@ def serve(
     tls_key: str | None,
     heap_profiling: bool,
     lost_retries: int | None,
-    **notify: Any,
+    commands_file: str | None,
+    max_retries: int,
+    retention: str | None,
+    **options: Any,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
 
@@ -173,11 +205,12 @@ def serve(
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
+    from oomguard.api.commands import read_commands
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, check_tls, uvicorn_config
     from oomguard.notify.build import check_notifications
     from oomguard.ui.web import add_ui
-    from oomguard.units import format_size, parse_size
+    from oomguard.units import format_size, parse_duration, parse_size
 
     host, port = parse_listen(listen)
     token = read_token(token_file) if token_file else None
@@ -194,6 +227,8 @@ def serve(
         quotas = parse_quotas(namespace_quotas)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    commands = read_commands(commands_file) if commands_file else {}
+    retention_s = parse_duration(retention) if retention else None
     limit = resolve_scheduler_memory_limit(
         parse_size(scheduler_memory_limit) if scheduler_memory_limit else None,
         container_memory_limit(),
@@ -209,8 +244,16 @@ def serve(
         max_namespaces=max_namespaces,
         scheduler_memory_limit=limit,
         heap_profiling=heap_profiling,
+        commands=commands,
+        max_retries=max_retries,
         runner_options={
-            k: v for k, v in {"lost_retries": lost_retries, **notify}.items() if v is not None
+            k: v
+            for k, v in {
+                "lost_retries": lost_retries,
+                "retention": retention_s,
+                **options,
+            }.items()
+            if v is not None
         },
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

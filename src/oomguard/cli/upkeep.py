@@ -73,9 +73,19 @@ def forget(job: str, store: str, force: bool, as_json: bool) -> None:
     show_envvar=True,
     help="Only report what would be deleted.",
 )
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    envvar="OOMGUARD_GC_VACUUM",
+    show_envvar=True,
+    help="Then compact the SQLite file (VACUUM): gives the space of forgotten jobs back "
+    "to the disk. Needs free disk of about the store's size, and holds writers (a "
+    "running scheduler or server waits) while it runs.",
+)
 @json_option()
-def gc(store: str, min_age: str, force: bool, dry_run: bool, as_json: bool) -> None:
-    """Delete blob files beside the store that no task or result refers to any more."""
+def gc(store: str, min_age: str, force: bool, dry_run: bool, vacuum: bool, as_json: bool) -> None:
+    """Delete blob files beside the store that no task or result refers to any more;
+    with --vacuum, compact the store file too."""
     seconds = parse_duration(min_age)
     if seconds < MIN_AGE_FLOOR and not force:
         raise click.BadParameter(
@@ -84,10 +94,14 @@ def gc(store: str, min_age: str, force: bool, dry_run: bool, as_json: bool) -> N
             "while nothing else uses the store.",
             param_hint="'--min-age'",
         )
+    sizes = None
     with open_store(store) as st:
         report = st.blobs.collect_garbage(min_age=seconds, dry_run=dry_run)
+        if vacuum and not dry_run:
+            sizes = st.retention.vacuum()
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
+        extra = {} if sizes is None else {"store_bytes_before": sizes[0], "store_bytes": sizes[1]}
+        click.echo(json.dumps({**report.as_dict(), **extra}))
         return
     verb = "would delete" if dry_run else "deleted"
     click.echo(
@@ -95,6 +109,8 @@ def gc(store: str, min_age: str, force: bool, dry_run: bool, as_json: bool) -> N
         f"{min_age}, {verb} {report.removed} ({format_size(report.removed_bytes)}); "
         f"{report.temporary_removed} leftover temporary file(s) {verb}"
     )
+    if sizes is not None:
+        click.echo(f"store compacted: {format_size(sizes[0])} -> {format_size(sizes[1])}")
 
 
 def register(cli: click.Group) -> None:

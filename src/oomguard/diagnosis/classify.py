@@ -98,7 +98,7 @@ def classify_death(
         return FailureClass.OOM_SYSTEM, evidence
     if counters_before is not None and counters_after is not None:
         verdict = classify_counters(counters_before, counters_after)
-        if verdict == "oom_cgroup" and counters_after.oom is None and _ancestor_limit(kernel_event):
+        if verdict == "oom_cgroup" and counters_after.oom is None and ancestor_limit(kernel_event):
             # v1 counts oom_kill on the victim's own cgroup whichever limit was hit; the
             # kernel's line says whose limit it was (v2's "oom" counter says it already).
             verdict = "oom_ancestor"
@@ -119,7 +119,7 @@ def _global(event: OomEvent) -> bool:
     return event.oom_type == "global" or event.constraint == "CONSTRAINT_NONE"
 
 
-def _ancestor_limit(event: OomEvent | None) -> bool:
+def ancestor_limit(event: OomEvent | None) -> bool:
     """Whether a kernel event names a limit hit in another cgroup than the victim's."""
     if event is None or not event.oom_memcg or not event.task_memcg:
         return False

@@ -99,8 +99,12 @@ def unwrap(fn: object) -> Callable[..., object]:
 
 def reference_of(fn: object) -> str:
     """The reference under which workers can import ``fn``."""
+    from oomguard.jobs.command import Command
+
     if isinstance(fn, str):
         return fn
+    if isinstance(fn, Command):
+        return fn.reference
     target = unwrap(fn)
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
@@ -163,8 +167,13 @@ def load(ref: str, task_dir: str | None = None) -> Callable[..., Any]:
     A module is imported from ``sys.path``, and then from ``task_dir`` (the caller's
     directory, :attr:`~oomguard.config.RunnerConfig.task_dir`), which is searched *after*
     everything installed: a file there never shadows an installed module. A file
-    reference is loaded from its path alone.
+    reference is loaded from its path alone. A ``cmd:`` reference is a
+    :class:`~oomguard.jobs.command.Command`.
     """
+    from oomguard.jobs.command import from_reference, is_command
+
+    if is_command(ref):
+        return from_reference(ref)
     where, name = _split(ref)
     if where.endswith(".py") or os.sep in where:
         module = _import_file(where)

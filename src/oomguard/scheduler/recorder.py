@@ -40,6 +40,7 @@ from oomguard.scheduler.retries import (
     key_killed,
     unfit_message,
 )
+from oomguard.scheduler.survivors import HeldSurvivors
 from oomguard.scheduler.unrecordable import trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
@@ -130,6 +131,8 @@ class AttemptRecorder:
         #: lock key → the attempt holding it
         self.locks: dict[str, int] = {}
         self.deaths: list[PendingDeath] = []
+        #: OOM kills a worker survived, waiting for the kernel's line
+        self.survivors = HeldSurvivors(kmsg, config.kernel_log_wait)
         #: memory keys that had an OOM kill: their tasks are not batched
         self.oom_keys: set[str | None] = set()
         #: jobs whose Parquet parts may be due (a result arrived, a task failed for good)
@@ -192,6 +195,8 @@ class AttemptRecorder:
             if run is None:
                 self.stats.duplicates += 1
                 return
+            if self.survivors.hold(event):
+                return  # back from finish_deaths with the kernel's line
             evidence = dict(event.evidence)
             elapsed = evidence.get("elapsed_s")
             if isinstance(elapsed, (int, float)):
@@ -418,6 +423,8 @@ class AttemptRecorder:
 
     def finish_deaths(self) -> None:
         """Classify the deaths whose kernel evidence is in (or waited for long enough)."""
+        for ended in self.survivors.due():
+            self.handle(ended)
         if not self.deaths:
             return
         now = time.monotonic()

@@ -6,7 +6,9 @@ Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.admin``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -153,3 +155,59 @@ class Admin:
                 },
             )
         return counts
+
+
+class Retention:
+    """What retention reads and deletes (``serve --retention``, ``gc --vacuum``): composed
+    into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.retention``. Each method
+    is one short transaction, so a live scheduler on the store is never blocked long."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def expired_jobs(self, cutoff: float, limit: int) -> list[str]:
+        """Up to ``limit`` finished jobs (sealed or cancelled, no open task) whose last
+        task changed before ``cutoff`` (a job is older than its tasks: created_at first)."""
+        rows = self._store.db.execute(
+            "SELECT j.id FROM jobs j WHERE j.state != 'open' AND j.created_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
+            f"AND (t.state IN {OPEN_SQL} OR t.updated_at >= ?)) "
+            "ORDER BY j.created_at LIMIT ?",
+            (cutoff, cutoff, limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def release_finished(self) -> int:
+        """Delete the lock rows still held by finished or cancelled tasks (a task's
+        dependencies are a count on its own row, so these are the rows a finished task
+        can leave behind); the number deleted."""
+        with self._store.transaction() as db:
+            n = db.execute(
+                "DELETE FROM locks WHERE task_id NOT IN "
+                f"(SELECT id FROM tasks WHERE state IN {OPEN_SQL})"
+            ).rowcount
+        return int(n)
+
+    def forget_events(self, cutoff: float) -> int:
+        """Delete store-wide events (``job_forgotten`` and the like) older than ``cutoff``."""
+        with self._store.transaction() as db:
+            n = db.execute("DELETE FROM events WHERE job_id IS NULL AND ts < ?", (cutoff,)).rowcount
+        return int(n)
+
+    def vacuum(self) -> tuple[int, int]:
+        """Compact the SQLite file (``VACUUM``, then a WAL checkpoint): its size in bytes
+        before and after. Needs free disk of about the store's size; it waits for (and
+        then blocks) other writers while it runs."""
+        path = str(self._store.path)
+        before = _size(path)
+        self._store.db.execute("VACUUM")
+        self._store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return before, _size(path)
+
+
+def _size(path: str) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(OSError):
+            total += os.path.getsize(path + suffix)
+    return total

@@ -28,7 +28,7 @@ from oomguard.errors import (
     StoreError,
 )
 from oomguard.store import estimates as key_estimates
-from oomguard.store.admin import Admin
+from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
@@ -133,6 +133,8 @@ class SqliteStore:
         self.admin = Admin(self)
         #: the dashboard's time series (memory, workers' RSS, attempts over time)
         self.samples = Samples(self)
+        #: what retention reads and deletes; VACUUM
+        self.retention = Retention(self)
 
     def close(self) -> None:
         self.db.close()

@@ -87,7 +87,11 @@ class _Cgroup:
 def _run_one(
     item: dict[str, Any], task_dir: str | None = None
 ) -> tuple[bool, Any, str | None, str | None, str | None]:
-    """Call the task: (ok, value, failure_class, message, traceback)."""
+    """Call the task: (ok, value, failure_class, message, traceback).
+
+    On failure ``value`` is the failure's evidence (a command's exit status, signal and
+    pid: :class:`~oomguard.jobs.command.CommandFailed`), else None."""
+    from oomguard.jobs.command import CommandFailed
     from oomguard.jobs.task import load, unwrap
 
     try:
@@ -110,6 +114,8 @@ def _run_one(
     except BaseException as err:  # a task may raise anything, SystemExit included
         if isinstance(err, KeyboardInterrupt):
             raise
+        if isinstance(err, CommandFailed):  # the program's own failure: no traceback
+            return False, dict(err.data), "error", f"{type(err).__name__}: {err}", None
         tb = traceback.format_exc(limit=50)
         fc = "memory_error" if _looks_like_allocation_error(err) else "error"
         return False, None, fc, f"{type(err).__name__}: {err}", tb
@@ -219,12 +225,15 @@ def main(argv: list[str]) -> None:
             evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
             if tb:
                 evidence["traceback"] = tb
+            if not ok and isinstance(value, dict):
+                evidence.update(value)  # a command's exit status, signal, pid
             if oom_before is not None and oom_after is not None and oom_after > oom_before:
                 # A process the task started was OOM-killed in our cgroup while we survived.
                 ok, fc = False, "oom_cgroup"
                 message = message or "a process started by the task was OOM-killed"
                 evidence["cgroup_oom_kill"] = [oom_before, oom_after]
                 evidence["survivor"] = True
+                evidence["cgroup"] = cfg["cgroup"]  # where the kernel's line is looked for
             done += 1
             recycle = None
             if fc == "memory_error":

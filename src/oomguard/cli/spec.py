@@ -1,0 +1,350 @@
+"""Jobs as files: ``oomguard run study.toml`` (TOML, or JSON for ``*.json``).
+
+A spec's top-level keys are the options of ``oomguard run`` by their long names
+(``worker-memory``; ``worker_memory`` is the same key), plus ``task`` or ``cmd`` (with
+``shell``), ``name``, and where the parameters come from: ``params = "file.jsonl"``,
+``rows = [{...}, ...]``, or a ``[grid]`` table whose lists are expanded as a product (a
+value that is not a list is the same for every row). ``--set KEY=VALUE`` changes a key
+of the file (``--set grid.n=[1,2]`` a key of the grid); options given on the command line
+(or in their ``OOMGUARD_*`` variables) win over the file. Every value is checked as the
+option would be; a key that is not known, a bad value or a file that does not parse is
+refused with the file, the line and the key (exit 2). Relative paths in a spec
+(``params``, ``out``, ``store``, ``path/to/file.py:function``) are relative to its
+directory. See docs/ARCHITECTURE.md, "Jobs as files".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from oomguard.errors import ConfigError, PayloadError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+#: spec keys that are not options of ``run`` (what a job is made of)
+JOB_KEYS = ("task", "cmd", "shell", "command", "params", "rows", "grid", "name")
+#: options of ``run`` that a spec cannot set
+NOT_IN_SPEC = ("set", "json")
+#: spec keys that are paths, relative to the spec's directory
+PATH_KEYS = ("params_file", "out", "store")
+SPEC_SUFFIXES = (".toml", ".json")
+
+
+@dataclass
+class Spec:
+    """A spec file, read and checked: the option values it sets (by parameter name) and
+    its job's keys."""
+
+    path: str
+    #: option values by click parameter name (``worker_memory``), converted
+    options: dict[str, Any] = field(default_factory=dict)
+    #: ``task``, ``cmd``, ``shell``, ``rows``, ``grid``, ``name`` as given
+    job: dict[str, Any] = field(default_factory=dict)
+
+
+def is_spec(argument: str | None) -> bool:
+    return bool(argument) and str(argument).endswith(SPEC_SUFFIXES)
+
+
+def _line_of(text: str, key: str, json_file: bool) -> int | None:
+    """The line where ``key`` is given (the parsers say no line for a key)."""
+    leaf = key.rpartition(".")[2]
+    quoted = rf'(?:{re.escape(leaf)}|"{re.escape(leaf)}"|\'{re.escape(leaf)}\')'
+    if json_file:
+        pattern = re.compile(rf'"{re.escape(leaf)}"\s*:')
+    else:
+        pattern = re.compile(rf"^\s*(?:{quoted}\s*=|\[\[?\s*{quoted}\s*\])")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if pattern.search(line):
+            return lineno
+    return None
+
+
+class SpecReader:
+    """Reads a spec file against the parameters of the ``run`` command."""
+
+    def __init__(self, command: click.Command) -> None:
+        self.by_key: dict[str, click.Parameter] = {}
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in NOT_IN_SPEC:
+                continue
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    self.by_key[opt[2:]] = param
+
+    def known(self) -> list[str]:
+        return sorted([*self.by_key, *JOB_KEYS])
+
+    def read(self, ctx: click.Context, path: str, sets: tuple[str, ...] = ()) -> Spec:
+        data, text = _load(path)
+        where = _Where(path, text, path.endswith(".json"))
+        for item in sets:
+            _apply_set(data, item, self)
+        spec = Spec(path)
+        base = os.path.dirname(os.path.abspath(path))
+        for raw_key, value in data.items():
+            key = raw_key.replace("_", "-")
+            if key in JOB_KEYS:
+                spec.job[key] = _job_value(where, key, value, base)
+                continue
+            param = self.by_key.get(key)
+            if param is None:
+                raise ConfigError(
+                    f"{where.at(raw_key)}: unknown key {raw_key!r} (known keys: "
+                    f"{', '.join(self.known())})"
+                )
+            assert param.name is not None
+            try:
+                converted = param.type_cast_value(ctx, value)
+                if param.callback is not None:
+                    converted = param.callback(ctx, param, converted)
+            except click.BadParameter as err:
+                raise ConfigError(f"{where.at(raw_key)}: {raw_key}: {err.message}") from None
+            except ConfigError as err:
+                raise ConfigError(f"{where.at(raw_key)}: {raw_key}: {err}") from None
+            if param.name in PATH_KEYS and isinstance(converted, str):
+                converted = os.path.join(base, converted)
+            elif param.name == "aggregate" and isinstance(converted, str):
+                converted = _relative_ref(converted, base)
+            spec.options[param.name] = converted
+        if "params" in spec.job:
+            spec.options["params_file"] = spec.job.pop("params")
+        sources: list[str] = [k for k in ("rows", "grid") if k in spec.job]
+        if "params_file" in spec.options:
+            sources.insert(0, "params")
+        if len(sources) > 1:
+            raise ConfigError(
+                f"{where.at(sources[1])}: {sources[1]}: give one of params, rows or [grid], "
+                f"not {' and '.join(sources)}"
+            )
+        given = [k for k in ("task", "cmd", "command") if k in spec.job]
+        if len(given) > 1:
+            raise ConfigError(
+                f"{where.at(given[1])}: {given[1]}: give one of task, cmd or command, "
+                f"not {' and '.join(given)}"
+            )
+        if "shell" in spec.job and "cmd" not in spec.job:
+            raise ConfigError(f"{where.at('shell')}: shell: goes with cmd")
+        return spec
+
+
+@dataclass
+class _Where:
+    path: str
+    text: str
+    json_file: bool
+
+    def at(self, key: str) -> str:
+        line = _line_of(self.text, key, self.json_file)
+        return f"{self.path}:{line}" if line else self.path
+
+
+def _load(path: str) -> tuple[dict[str, Any], str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as err:
+        raise ConfigError(f"cannot read spec {path!r}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}:1: a spec is a JSON object, not {type(data).__name__}")
+        return data, text
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as err:
+        message = str(err)
+        found = re.search(r"\(at line (\d+), column \d+\)", message)
+        if found is None:
+            found = re.search(r"\(at end of document\)", message)
+            line = str(max(1, len(text.splitlines())))
+        else:
+            line = found.group(1)
+        reason = message[: found.start()].strip() if found else message
+        raise ConfigError(f"{path}:{line}: not valid TOML ({reason})") from None
+
+
+def _apply_set(data: dict[str, Any], item: str, reader: SpecReader) -> None:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: a string
+    head, dot, leaf = key.partition(".")
+    if dot:
+        if head.replace("_", "-") != "grid" or not leaf:
+            raise ConfigError(f"--set {item!r}: only grid keys have dots (grid.NAME=...)")
+        grid = data.setdefault("grid", {})
+        if not isinstance(grid, dict):
+            raise ConfigError(f"--set {item!r}: grid is not a table")
+        grid[leaf] = value
+        return
+    norm = key.replace("_", "-")
+    if norm not in reader.by_key and norm not in JOB_KEYS:
+        raise ConfigError(
+            f"--set {item!r}: unknown key {key!r} (known keys: {', '.join(reader.known())})"
+        )
+    # The same key may be spelled with - or _ in the file: --set replaces it either way.
+    for existing in [k for k in data if k.replace("_", "-") == norm]:
+        del data[existing]
+    data[key] = value
+
+
+def _job_value(where: _Where, key: str, value: Any, base: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where.at(key)}: {key}: expected {expected}, got {value!r:.80}")
+
+    if key in ("task", "name", "params", "command"):
+        if not isinstance(value, str) or not value:
+            raise bad("a string")
+        if key == "params":
+            return os.path.join(base, value)
+        if key == "task":
+            return _relative_ref(value, base)
+        return value
+    if key == "shell":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if key == "cmd":
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+        raise bad("a command line or a list of strings")
+    if key == "rows":
+        if not isinstance(value, list) or not value:
+            raise bad("a list of tables")
+        for i, row in enumerate(value):
+            if not isinstance(row, dict):
+                raise ConfigError(
+                    f"{where.at(key)}: rows[{i}]: expected a table of parameters, got {row!r:.80}"
+                )
+        return value
+    # grid
+    if not isinstance(value, dict) or not value:
+        raise bad("a table of parameter lists")
+    for name, values in value.items():
+        if isinstance(values, list) and not values:
+            raise ConfigError(f"{where.at(name)}: grid.{name}: an empty list makes no rows")
+    return value
+
+
+def _relative_ref(ref: str, base: str) -> str:
+    where, sep, name = ref.rpartition(":")
+    if sep and where.endswith(".py") and not os.path.isabs(where):
+        return f"{os.path.join(base, where)}:{name}"
+    return ref
+
+
+def merge(ctx: click.Context, spec: Spec, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (the command's parameters) with the spec's values where the command line
+    (or the environment) did not set them."""
+    merged = dict(given)
+    for name, value in spec.options.items():
+        source = ctx.get_parameter_source(name)
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            continue
+        merged[name] = value
+    return merged
+
+
+def parameter_rows(
+    params_file: str | None, job: dict[str, Any]
+) -> tuple[Iterable[dict[str, Any]], str, str] | None:
+    """The parameter sets (streamed from a file), their digest and where they came from
+    (``params``, ``rows``, ``grid``); None when the spec gives none."""
+    if params_file is not None:
+        digest, _count = check_params_file(params_file)
+        return iter_params_file(params_file), digest, "params"
+    if "rows" in job:
+        return job["rows"], rows_digest(job["rows"]), "rows"
+    if "grid" in job:
+        rows = list(expand_grid(job["grid"]))
+        return rows, rows_digest(rows), "grid"
+    return None
+
+
+def expand_grid(grid: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The product of the grid's lists (the first key varies slowest)."""
+    names = list(grid)
+    axes = [v if isinstance(v, list) else [v] for v in grid.values()]
+    for values in itertools.product(*axes):
+        yield dict(zip(names, values, strict=True))
+
+
+def rows_digest(rows: object) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- params files (JSON Lines) ------------------------------------------------------------
+
+
+def check_params_file(path: str) -> tuple[str, int]:
+    """Validate the params file: every line a JSON object. Return (hash, count)."""
+    digest = hashlib.sha256()
+    count = 0
+    try:
+        fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as err:
+        raise PayloadError(f"cannot read params file {path!r}: {err.strerror}") from err
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            digest.update(raw)
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)
+            except ValueError as err:
+                reason = getattr(err, "msg", str(err))
+                raise PayloadError(
+                    f"{path}:{lineno}: not valid JSON ({reason})", line=lineno
+                ) from err
+            if not isinstance(value, dict):
+                raise PayloadError(
+                    f"{path}:{lineno}: expected a JSON object of keyword arguments, "
+                    f"got {type(value).__name__}",
+                    line=lineno,
+                )
+            count += 1
+    return digest.hexdigest(), count
+
+
+def iter_params_file(path: str) -> Iterator[dict[str, Any]]:
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield json.loads(raw)
+
+
+__all__ = [
+    "Spec",
+    "SpecReader",
+    "check_params_file",
+    "expand_grid",
+    "is_spec",
+    "iter_params_file",
+    "merge",
+]

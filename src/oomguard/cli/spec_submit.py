@@ -1,0 +1,75 @@
+"""``oomguard submit study.toml --server URL``: a spec file as the body of ``POST /v1/jobs``.
+
+The spec is read and checked as ``oomguard run`` reads it (:mod:`oomguard.cli.spec`);
+what a submission can carry is sent (the task, or ``command``: the name of a program the
+server's operator declared; the parameters as ``tasks``; ``replicates`` as ``fanout``;
+``aggregate``, ``task-memory`` as ``memory``, ``memory-key``, ``retries``, ``timeout``,
+``name``); the server checks them against its limits. Keys that set up a local run
+(``workers``, ``store``, ``out``, ...) are the server's to decide: they are named on
+stderr and not sent. A ``cmd`` is refused: nothing sent over the network becomes a
+command line (docs/ARCHITECTURE.md, "Command tasks").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from oomguard.cli.spec import SpecReader, parameter_rows
+from oomguard.errors import ConfigError
+
+#: spec options (parameter names) → the submission's fields
+SENT = {
+    "aggregate": "aggregate",
+    "task_memory": "memory",
+    "memory_key": "memory_key",
+    "retries": "retries",
+    "task_timeout": "timeout",
+}
+
+
+def spec_body(ctx: click.Context, path: str, sets: tuple[str, ...]) -> dict[str, Any]:
+    """The submission a spec file describes."""
+    from oomguard.cli.run import run
+
+    run_ctx = click.Context(run, info_name="run", parent=ctx)
+    spec = SpecReader(run).read(run_ctx, path, sets)
+    job = spec.job
+    if "cmd" in job:
+        raise ConfigError(
+            f"{path}: cmd: a server runs only the programs its operator declared "
+            "(serve --commands): name one with command = NAME"
+        )
+    body: dict[str, Any] = {}
+    if "command" in job:
+        body["command"] = job["command"]
+    elif "task" in job:
+        body["task"] = job["task"]
+    else:
+        raise ConfigError(f"{path}: no task: give task or command")
+    options = dict(spec.options)
+    found = parameter_rows(options.pop("params_file", None), job)
+    if found is None:
+        raise ConfigError(f"{path}: no parameters: give params, rows or [grid]")
+    body["tasks"] = list(found[0])
+    if "name" in job:
+        body["name"] = job["name"]
+    replicates = options.pop("replicates", None)
+    if replicates is not None:
+        body["fanout"] = replicates
+    for name, field in SENT.items():
+        value = options.pop(name, None)
+        if value is not None:
+            body[field] = value
+    left = sorted(k.replace("_", "-") for k, v in options.items() if v is not None)
+    if left:
+        click.echo(
+            f"oomguard: note: {path}: {', '.join(left)} set up a local run: the server uses "
+            "its own settings",
+            err=True,
+        )
+    return body
+
+
+__all__ = ["spec_body"]

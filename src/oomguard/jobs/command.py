@@ -1,0 +1,270 @@
+"""Command tasks: any program as a task (docs/ARCHITECTURE.md, "Command tasks").
+
+A command task is named by a reference ``cmd:{"argv": [...], "shell": false}`` (compact
+JSON) instead of ``module:function``; :func:`oomguard.jobs.task.load` turns it into a
+:class:`Command`, which the worker calls with the task's parameters like any function.
+Each argument of the template is formatted with the parameters (``{n_agents}``), so a
+parameter becomes exactly one argument: the program is started with an argument list,
+never through a shell, unless ``shell`` is asked for (then each value is quoted for it).
+
+The program runs as a child of the worker, in its process group and so in its memory
+cgroup, and dies with it (``PR_SET_PDEATHSIG``, and the pool kills the worker's process
+group). Its result is a dict: the JSON object it printed on its last line of stdout (if
+any), its ``exit_status`` and its ``stderr_tail``. A non-zero exit raises
+:class:`CommandFailed` (the attempt is an ``error``, with the tail of stderr); a program
+killed by a signal raises it too, with the program's pid, so a kill by the kernel's OOM
+killer in the worker's cgroup is classified ``oom_cgroup`` with the kernel's line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import selectors
+import shlex
+import signal
+import string
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from oomguard.errors import ConfigError, OomguardError, PayloadError
+
+PREFIX = "cmd:"
+#: bytes of stderr kept (the end of it)
+STDERR_TAIL = 4096
+#: bytes of the last stdout line kept (a longer last line is not read as a result)
+LAST_LINE_MAX = 1024 * 1024
+#: result keys of every command task; a key of the program's JSON of the same name is
+#: written as ``stdout.KEY``
+OWN_KEYS = ("exit_status", "stderr_tail")
+_PR_SET_PDEATHSIG = 1
+
+
+class CommandFailed(OomguardError):
+    """The program exited non-zero or was killed by a signal (``exit_status``, ``signal``,
+    ``command_pid``, ``stderr_tail``)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program with an argument template; calling it runs the program once."""
+
+    argv: tuple[str, ...]
+    shell: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.argv or not all(isinstance(a, str) for a in self.argv):
+            raise ConfigError("a command is a non-empty list of strings")
+        if self.shell and len(self.argv) != 1:
+            raise ConfigError("with shell = true, a command is one string")
+        for arg in self.argv:
+            for name in fields_of(arg):
+                if not name.isidentifier():
+                    raise ConfigError(
+                        f"command argument {arg!r}: {{{name}}} is not a parameter name"
+                    )
+
+    @property
+    def reference(self) -> str:
+        """The reference the store keeps and workers load."""
+        body = {"argv": list(self.argv), "shell": self.shell}
+        return PREFIX + json.dumps(body, separators=(",", ":"))
+
+    @property
+    def fields(self) -> set[str]:
+        """The parameter names the template uses."""
+        return {name for arg in self.argv for name in fields_of(arg)}
+
+    def args(self, params: dict[str, Any]) -> list[str]:
+        """The argument list for ``params`` (with shell: one command line, values quoted)."""
+        values = {k: _text(v) for k, v in params.items()}
+        if self.shell:
+            values = {k: shlex.quote(v) for k, v in values.items()}
+        out = []
+        for arg in self.argv:
+            try:
+                out.append(arg.format_map(values))
+            except KeyError as err:
+                raise PayloadError(
+                    f"command argument {arg!r} needs parameter {err.args[0]!r}, which this "
+                    f"task does not have (it has: {', '.join(sorted(params)) or 'none'})"
+                ) from None
+            except (ValueError, IndexError, AttributeError) as err:
+                raise PayloadError(f"command argument {arg!r} cannot be formatted: {err}") from None
+        return out
+
+    def __call__(self, **params: Any) -> dict[str, Any]:
+        return run(self.args(params), self.shell)
+
+    def __str__(self) -> str:
+        return self.argv[0] if self.shell else shlex.join(self.argv)
+
+
+def fields_of(template: str) -> list[str]:
+    """The ``{name}`` fields of one argument template."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ConfigError(f"command argument {template!r}: {err}") from None
+    return [name for _, name, _, _ in parsed if name is not None]
+
+
+def _text(value: Any) -> str:
+    # JSON spelling for what is not a string, so a list or a bool reads as it was given.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def command(cmd: str | Sequence[str], shell: bool = False) -> Command:
+    """A :class:`Command` from a command line (split as a shell would, but never run by
+    one unless ``shell``) or an argument list."""
+    if isinstance(cmd, str):
+        if shell:
+            return Command((cmd,), True)
+        try:
+            argv = shlex.split(cmd)
+        except ValueError as err:
+            raise ConfigError(f"command {cmd!r} cannot be split into arguments: {err}") from None
+        return Command(tuple(argv), False)
+    if not isinstance(cmd, (list, tuple)):
+        raise ConfigError(f"a command is a string or a list of strings, not {cmd!r}")
+    if shell:
+        if len(cmd) != 1:
+            raise ConfigError("with shell = true, a command is one string")
+        return Command((cmd[0],), True)
+    return Command(tuple(cmd), False)
+
+
+def is_command(ref: str) -> bool:
+    return ref.startswith(PREFIX)
+
+
+def label(ref: str) -> str:
+    """A short name for a reference in metrics: ``cmd:PROGRAM`` for a command (its
+    program's base name), the reference itself otherwise."""
+    if not is_command(ref):
+        return ref
+    try:
+        program = from_reference(ref)
+    except ConfigError:
+        return "cmd:?"
+    first = program.argv[0].split()[0] if program.shell else program.argv[0]
+    return "cmd:" + os.path.basename(first)
+
+
+def from_reference(ref: str) -> Command:
+    """The :class:`Command` a ``cmd:`` reference names."""
+    try:
+        body = json.loads(ref[len(PREFIX) :])
+        return Command(tuple(body["argv"]), bool(body.get("shell", False)))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"invalid command reference {ref[:200]!r}: {err}") from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    name = ctypes.util.find_library("c")
+    if name:
+        ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def run(args: list[str], shell: bool = False) -> dict[str, Any]:
+    """Run the program; its result dict, or :class:`CommandFailed`."""
+    try:
+        proc = subprocess.Popen(
+            args[0] if shell else args,
+            shell=shell,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # the worker is single-threaded
+        )
+    except OSError as err:
+        raise CommandFailed(
+            f"cannot start {args[0]!r}: {err.strerror or err}", exit_status=None
+        ) from None
+    try:
+        last, tail = _read(proc)
+        _, status, _ = os.wait4(proc.pid, 0)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr_tail = tail.decode("utf-8", "replace")
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        raise CommandFailed(
+            f"command (pid {proc.pid}) was killed by {name}"
+            + (f"; stderr: {stderr_tail.strip()}" if stderr_tail.strip() else ""),
+            exit_status=None,
+            signal=sig,
+            command_pid=proc.pid,
+            stderr_tail=stderr_tail,
+        )
+    code = os.WEXITSTATUS(status)
+    if code != 0:
+        raise CommandFailed(
+            f"command exited with status {code}"
+            + (f"; stderr: {stderr_tail.strip()}" if stderr_tail.strip() else ""),
+            exit_status=code,
+            command_pid=proc.pid,
+            stderr_tail=stderr_tail,
+        )
+    result: dict[str, Any] = {}
+    parsed = _json_object(last)
+    if parsed is not None:
+        result.update({f"stdout.{k}" if k in OWN_KEYS else k: v for k, v in parsed.items()})
+    result["exit_status"] = code
+    result["stderr_tail"] = stderr_tail
+    return result
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    text = line.strip()
+    if not text.startswith(b"{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """Read stdout and stderr to their end, keeping only stdout's last non-empty line and
+    stderr's tail: a chatty program never grows the worker."""
+    assert proc.stdout is not None and proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ, "out")
+    sel.register(proc.stderr, selectors.EVENT_READ, "err")
+    current, last, tail = b"", b"", b""
+    with sel:
+        while sel.get_map():
+            for key, _ in sel.select():
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                if key.data == "err":
+                    tail = (tail + chunk)[-STDERR_TAIL:]
+                    continue
+                lines = (current + chunk).split(b"\n")
+                current = lines.pop()[-LAST_LINE_MAX:]
+                done = [line for line in lines if line.strip()]
+                if done:
+                    last = done[-1][-LAST_LINE_MAX:]
+    proc.stdout.close()
+    proc.stderr.close()
+    return (current if current.strip() else last), tail
+
+
+__all__ = ["Command", "CommandFailed", "command", "from_reference", "is_command", "label"]
