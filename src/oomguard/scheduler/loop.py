@@ -313,6 +313,7 @@ class Scheduler:
             self._active_at = now
             finished = set(before) - set(self._active)
             if finished:
+                self.sampler.finished(self, finished)
                 self.announce()
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.

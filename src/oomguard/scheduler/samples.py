@@ -114,7 +114,18 @@ class Sampler:
         if now - self._last < self.interval or self._thread is None:
             return
         self._last = now
+        self._take(scheduler, now, None)
+
+    def finished(self, scheduler: Scheduler, job_ids: Iterable[str]) -> None:
+        """Jobs that just finished get a last sample (one that ran under a second still
+        has its point on the time axis). Never raises."""
+        if self._thread is not None:
+            self._take(scheduler, time.time(), job_ids)
+
+    def _take(self, scheduler: Scheduler, now: float, job_ids: Iterable[str] | None) -> None:
         try:
+            if job_ids is None:
+                job_ids = scheduler._active  # the active jobs, as the loop last read them
             executor = scheduler.executor
             running = scheduler.recorder.running.values()
             self.offer(
@@ -122,7 +133,7 @@ class Sampler:
                     now,
                     scheduler.budget,
                     scheduler.admission.total,
-                    scheduler._active,  # the active jobs, as the loop last read them
+                    job_ids,
                     ((run.task.job_id, run.limit) for run in running),
                     executor.worker_pids() if executor is not None else {},
                 )
