@@ -13,7 +13,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -25,7 +25,7 @@ from oomguard.api.retention import Retention
 from oomguard.errors import ConfigError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.per_thread import ThreadStores
 
 GIB = 1024**3
 
@@ -91,32 +91,6 @@ class ServerSettings:
     max_retries: int = 10
 
 
-class _Stores:
-    """One SqliteStore per thread (sqlite connections are per thread), closed together."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._all: list[SqliteStore] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> SqliteStore:
-        store: SqliteStore | None = getattr(self._local, "store", None)
-        if store is None:
-            store = SqliteStore(self.path)
-            self._local.store = store
-            with self._lock:
-                self._all.append(store)
-        return store
-
-    def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                with suppress(sqlite3.Error):
-                    store.close()
-            self._all.clear()
-
-
 class ServerState:
     """The runner, the backpressure state and the threads that keep it current."""
 
@@ -126,7 +100,7 @@ class ServerState:
         # PYTHONPATH), never from the directory the server was started in.
         options = {"task_dir": "", **settings.runner_options}
         self.runner = Runner(store=settings.store, workers=settings.workers, **options)
-        self.stores = _Stores(self.runner.config.store)
+        self.stores = ThreadStores(self.runner.config.store)
         self.backpressure = Backpressure(
             max_pending=settings.max_pending_tasks,
             namespace_quotas=dict(settings.namespace_quotas),

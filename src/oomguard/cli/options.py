@@ -48,6 +48,18 @@ def token_option(help: str = "file holding the server's bearer token") -> Callab
     )
 
 
+#: ``--allowed-host`` of the commands that serve HTTP (``serve``, ``ui``)
+allowed_host_option = click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    **env("ALLOWED_HOST"),
+    help="a host name requests may name in their Host header, besides the listen address "
+    "(and localhost on loopback) (repeat)",
+)
+
+
 def lost_retries_option(f: F) -> F:
     """``--lost-retries`` of the scheduler a command runs (``run``, ``serve``)."""
     return click.option(

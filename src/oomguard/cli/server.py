@@ -15,6 +15,7 @@ import click
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
+    allowed_host_option,
     env,
     lost_retries_option,
     notify_options,
@@ -73,15 +74,7 @@ def is_loopback(host: str) -> bool:
     help="module whose functions may be submitted (repeat) [default: oomguard.examples]",
 )
 @token_option("file holding the bearer token every request must send")
-@click.option(
-    "--allowed-host",
-    "allowed_hosts",
-    multiple=True,
-    metavar="NAME",
-    **env("ALLOWED_HOST"),
-    help="a host name requests may name in their Host header, besides the listen address "
-    "(and localhost on loopback) (repeat)",
-)
+@allowed_host_option
 @click.option(
     "--namespace-quota",
     "namespace_quotas",

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from oomguard.cli.options import env, token_option
+from oomguard.cli.options import allowed_host_option, env, token_option
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.server import is_loopback, parse_listen
 from oomguard.errors import ConfigError
@@ -31,15 +31,7 @@ DEFAULT_UI_LISTEN = "127.0.0.1:8766"
     "than loopback needs --token-file",
 )
 @token_option("file holding a token the dashboard's login form asks for")
-@click.option(
-    "--allowed-host",
-    "allowed_hosts",
-    multiple=True,
-    metavar="NAME",
-    **env("ALLOWED_HOST"),
-    help="a host name requests may name in their Host header, besides the listen address "
-    "(and localhost on loopback) (repeat)",
-)
+@allowed_host_option
 def ui(store: str, listen: str, token_file: str | None, allowed_hosts: tuple[str, ...]) -> None:
     """Serve the web dashboard (/ui/) over a store, read-only.
 

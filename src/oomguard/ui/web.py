@@ -11,10 +11,7 @@ docs/ARCHITECTURE.md ("The dashboard").
 from __future__ import annotations
 
 import secrets
-import sqlite3
-import threading
 from collections.abc import Callable
-from contextlib import suppress
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -27,6 +24,7 @@ from markupsafe import Markup
 
 from oomguard.api.guard import UI_COOKIE, UI_LOGIN, Guard, ui_cookie_value
 from oomguard.errors import JobNotFoundError
+from oomguard.store.per_thread import ThreadStores
 from oomguard.store.sqlite import SqliteStore
 from oomguard.ui import pages
 from oomguard.ui.charts import format_duration
@@ -48,31 +46,12 @@ NONE = "\u2013"
 MAX_BODY = 16 * 1024
 
 
-class ReadOnlyStores:
+class ReadOnlyStores(ThreadStores):
     """One read-only :class:`SqliteStore` per thread (a connection is per thread)."""
 
     def __init__(self, path: str) -> None:
         SqliteStore(path, readonly=True).close()  # a path that is not a store fails here
-        self.path = path
-        self._local = threading.local()
-        self._all: list[SqliteStore] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> SqliteStore:
-        store: SqliteStore | None = getattr(self._local, "store", None)
-        if store is None:
-            store = SqliteStore(self.path, readonly=True)
-            self._local.store = store
-            with self._lock:
-                self._all.append(store)
-        return store
-
-    def close(self) -> None:
-        with self._lock:
-            for store in self._all:
-                with suppress(sqlite3.Error):
-                    store.close()
-            self._all.clear()
+        super().__init__(path, readonly=True)
 
 
 def _environment() -> Environment:
