@@ -14,21 +14,24 @@ Command (about 8 minutes on 2 cores; needs ``pip install numpy pandas scipy``, t
 Cases: ``sweep`` (``--tasks`` tasks, ``n_agents`` in 6 values, keyed by it) and ``probe``
 (``--probe-tasks`` tasks of one ``n_agents``, keyed by it: one new key). Durations are drawn
 from 0.5-2.5 s (``--seed``) and turned into an amount of numpy work by a calibration run in
-this process first, so both runners do exactly the same work. Both start cold: the pool (or
+a subprocess first, so both runners do exactly the same work. Both start cold: the pool (or
 oomguard's workers) is created inside the clock and each worker imports the libraries at its
-first task. oomguard: ``Runner(workers=N, memory_key="n_agents")``, default budget (this
-machine's memory less the reserve), the task given as ``benchmarks/realistic_tasks.py:simulate``;
-OOM kills = attempts with an OOM class.
+first task (this process never imports them, so the pool's forked workers do not inherit
+them: ``benchmarks/realistic_call.py``). oomguard: ``Runner(workers=N,
+memory_key="n_agents")``, default budget (this machine's memory less the reserve), the task
+given as ``benchmarks/realistic_tasks.py:simulate``; OOM kills = attempts with an OOM class.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import json
 import os
 import random
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,9 +66,23 @@ def calibrate(n_agents: int) -> tuple[float, float]:
     return base, spent / (work * STEPS)
 
 
+def calibrate_apart(agents: tuple[int, ...]) -> dict[int, tuple[float, float]]:
+    """:func:`calibrate` each size in a subprocess: this process never imports the heavy
+    libraries, so the pool's forked workers import them at their first task, as
+    oomguard's workers do."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); "
+        "from realistic_sweep import calibrate; "
+        f"print(json.dumps({{a: calibrate(a) for a in {sorted(set(agents))!r}}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    return {int(a): (float(b), float(u)) for a, (b, u) in json.loads(out).items()}
+
+
 def make_params(n: int, agents: tuple[int, ...], seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    costs = {a: calibrate(a) for a in sorted(set(agents))}
+    costs = calibrate_apart(agents)
     params = []
     for i in range(n):
         a = agents[i % len(agents)] if len(agents) > 1 else agents[0]
@@ -83,7 +100,7 @@ def children_cpu() -> float:
 
 
 def run_pool(params: list[dict[str, Any]], workers: int) -> dict[str, Any]:
-    from realistic_tasks import simulate
+    from realistic_call import simulate
 
     cpu0 = children_cpu()
     t0 = time.perf_counter()
