@@ -47,18 +47,22 @@ class FrameReader:
         buf = self.buf
         out = []
         pos = 0
-        while len(buf) - pos >= 4:
-            (size,) = struct.unpack_from("!i", buf, pos)
-            head = 4
-            if size == -1:
-                if len(buf) - pos < 12:
+        view = memoryview(buf)  # a message is copied once (a slice of buf would be twice)
+        try:
+            while len(buf) - pos >= 4:
+                (size,) = struct.unpack_from("!i", buf, pos)
+                head = 4
+                if size == -1:
+                    if len(buf) - pos < 12:
+                        break
+                    (size,) = struct.unpack_from("!Q", buf, pos + 4)
+                    head = 12
+                if len(buf) - pos - head < size:
                     break
-                (size,) = struct.unpack_from("!Q", buf, pos + 4)
-                head = 12
-            if len(buf) - pos - head < size:
-                break
-            out.append(bytes(buf[pos + head : pos + head + size]))
-            pos += head + size
+                out.append(view[pos + head : pos + head + size].tobytes())
+                pos += head + size
+        finally:
+            view.release()
         if pos:
             del buf[:pos]
         return out
