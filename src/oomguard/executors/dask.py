@@ -3,7 +3,7 @@
 The same promises as the local pool, on Dask:
 
 * **Bounded in-flight window.** A scheduler group of short attempts is sent as Dask tasks
-  of a few attempts each (:mod:`oomguard.executors.dask_backlog`; run one after another
+  of up to 32 attempts, 8 in thread mode (:mod:`~.dask_backlog`; run one after another
   in the worker, each with its own outcome), and at most ``WINDOW_PER_THREAD * (total
   worker threads)`` such Dask futures exist at any time (:meth:`DaskExecutor.free_slots`);
   the rest of the job stays in the store. Each future is gathered as soon as it finishes
@@ -369,6 +369,7 @@ class DaskExecutor:
             return self._results_lost(flight, address, {"rerun_on": address})
         if address and out.get("isolation"):
             self.isolation_modes[address] = str(out["isolation"])
+        self.backlog.saw(flight.runs, out["outcomes"], self.isolation_modes)  # sizes tasks
         events = outcome_events(flight, out["outcomes"], address, self.counters)
         if address:
             limit = self.workers.get(address, {}).get("memory_limit")

@@ -1,25 +1,36 @@
 """The Dask executor's backlog: groups of attempts waiting to be sent as Dask tasks.
 
 A scheduler group of short attempts is cut into Dask tasks of at most
-:data:`GROUP_MAX_ITEMS` attempts (their results wait in the worker's memory until the last
-of them finishes) and of at most :data:`GROUP_MAX_BYTES` of inputs (aggregations carry
-their replicates' results). Inputs are read from the store only when a Dask task is about
-to be sent (:meth:`Backlog.take`): a wave of aggregations made ready at once must not all
-hold their inputs in memory in the scheduler's process.
+:data:`GROUP_MAX_BYTES` of inputs (aggregations carry their replicates' results) and of
+:data:`GROUP_UNSEEN_ITEMS` attempts. Where every Dask worker runs attempts in children
+(not ``thread`` mode, where a worker's death costs its whole task) and a function's results
+have been seen, up to :data:`GROUP_MAX_ITEMS`, holding about :data:`GROUP_MAX_RESULT_BYTES`
+of results (they wait in the worker's memory until the last of them finishes;
+:meth:`Backlog.saw`): each Dask task costs a round trip to the Dask scheduler and a hop to
+the worker's child, so short tasks with small results go many to one.
+
+Inputs are read from the store only when a Dask task is about to be sent
+(:meth:`Backlog.take`): a wave of aggregations made ready at once must not all hold their
+inputs in memory in the scheduler's process.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.base import Attempt, ItemReader, input_error_event
+from oomguard.executors.dask_isolation import THREAD
 from oomguard.executors.events import Event
 
-#: attempts in one Dask task
-GROUP_MAX_ITEMS = 8
+#: the most attempts in one Dask task
+GROUP_MAX_ITEMS = 32
+#: attempts in one Dask task before their function's results are seen, or in thread mode
+GROUP_UNSEEN_ITEMS = 8
+#: results of one Dask task held in the worker's memory, about (by the largest seen)
+GROUP_MAX_RESULT_BYTES = 32 * 1024 * 1024
 #: bytes of inputs in one Dask task (at least one attempt, whatever its size)
 GROUP_MAX_BYTES = 16 * 1024 * 1024
 
@@ -36,6 +47,10 @@ class Backlog:
         self._read_item: ItemReader | None = None
         #: (runs, limit, the first run's item when already read)
         self._groups: deque[tuple[Sequence[Attempt], int, dict[str, Any] | None]] = deque()
+        #: the largest result seen of each (kind, function)
+        self._result_bytes: dict[tuple[str, str] | None, int] = {}
+        #: every Dask worker runs attempts in children (none in ``thread`` mode)
+        self._isolated = False
 
     def __bool__(self) -> bool:
         return bool(self._groups)
@@ -48,8 +63,33 @@ class Backlog:
     def add(self, group: Sequence[Attempt], limit: int, read_item: ItemReader) -> None:
         """Queue a scheduler group whose attempts share the admission ``limit``."""
         self._read_item = read_item
-        for start in range(0, len(group), GROUP_MAX_ITEMS):
-            self._groups.append((group[start : start + GROUP_MAX_ITEMS], limit, None))
+        per = self.items_per_task(group[0])
+        for start in range(0, len(group), per):
+            self._groups.append((group[start : start + per], limit, None))
+
+    def saw(
+        self,
+        runs: Sequence[Attempt],
+        outcomes: Sequence[dict[str, Any]],
+        modes: Mapping[str, str],
+    ) -> None:
+        """Note the sizes of the results a Dask task of ``runs`` brought back, and the
+        Dask workers' isolation ``modes`` (address -> mode) known so far."""
+        self._isolated = bool(modes) and THREAD not in modes.values()
+        by_id = {run.attempt_id: run for run in runs}
+        for item in outcomes:
+            run, payload = by_id.get(item["attempt_id"]), item.get("payload")
+            if run is None or payload is None:
+                continue
+            key = _function(run)
+            self._result_bytes[key] = max(len(payload), self._result_bytes.get(key, 0))
+
+    def items_per_task(self, run: Attempt) -> int:
+        """How many attempts of ``run``'s function go in one Dask task."""
+        seen = self._result_bytes.get(_function(run))
+        if seen is None or not self._isolated:
+            return GROUP_UNSEEN_ITEMS
+        return max(1, min(GROUP_MAX_ITEMS, GROUP_MAX_RESULT_BYTES // max(seen, 1)))
 
     def clear(self) -> None:
         self._groups.clear()
@@ -85,10 +125,16 @@ class Backlog:
         return sent, items, limit
 
 
+def _function(run: Attempt) -> tuple[str, str] | None:
+    """What an attempt's results are sized by: its task's kind and function."""
+    task = getattr(run, "task", None)
+    return None if task is None else (task.kind, task.fn)
+
+
 def _item_bytes(item: dict[str, Any]) -> int:
     """The rough size of a call item's inputs (what it sends to the worker)."""
     size = len(item.get("payload") or b"") + len(item.get("params") or "")
     return size + sum(len(r) for r in item.get("results") or ())
 
 
-__all__ = ["GROUP_MAX_BYTES", "GROUP_MAX_ITEMS", "Backlog"]
+__all__ = ["GROUP_MAX_BYTES", "GROUP_MAX_ITEMS", "GROUP_MAX_RESULT_BYTES", "Backlog"]

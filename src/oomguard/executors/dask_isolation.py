@@ -46,6 +46,13 @@ class ChildUnavailable(OomguardError):
     """No child could be had for a group (none could be started, or given its limit)."""
 
 
+#: what the children do not inherit from the Dask worker: the nanny's
+#: ``MALLOC_TRIM_THRESHOLD_`` (65536 by default, ``distributed.nanny.pre-spawn-environ``)
+#: turns off glibc's adaptive mmap threshold, so every buffer over 128 KiB (each result,
+#: each pickled copy of it) is a fresh mmap, page-faulted in and unmapped again. A child
+#: trims its heap after every group as a local worker does (``malloc_trim(0)``).
+CHILD_ENV_DROP = ("MALLOC_TRIM_THRESHOLD_",)
+
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
 WATCH_INTERVAL_S = 0.1
 
@@ -135,6 +142,7 @@ class HostPool:
                     recycle_growth_fraction=self.recycle_growth_fraction,
                     worker_memory=self.memory_limit,
                     task_dir=self.task_dir,
+                    env_drop=CHILD_ENV_DROP,
                 )
             )
             self._spawner = ThreadPoolExecutor(1, thread_name_prefix="oomguard-spawn")

@@ -102,6 +102,8 @@ class PoolConfig:
     #: the directory tasks run in and import modules from, after everything installed
     #: ("": none; see :func:`worker_command`)
     task_dir: str = ""
+    #: environment variables the worker processes do not inherit
+    env_drop: tuple[str, ...] = ()
 
 
 class WorkerPool:
@@ -144,6 +146,13 @@ class WorkerPool:
                     cgroup.remove()
             raise
 
+    def _env(self) -> dict[str, str] | None:
+        """The worker processes' environment: this one's, less ``env_drop`` (None: all)."""
+        drop = self.config.env_drop
+        if not drop or not any(name in os.environ for name in drop):
+            return None
+        return {name: value for name, value in os.environ.items() if name not in drop}
+
     def _start(self, name: str, limit: int | None, cgroup: MemoryCgroup | None) -> Worker:
         to_child_r, to_child_w = os.pipe()
         try:
@@ -175,6 +184,7 @@ class WorkerPool:
                 # Its own process group, so a kill reaches whatever the task started.
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
+                env=self._env(),
             )
         except BaseException:
             os.close(to_child_w)
