@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import psutil
 from _common import MIB, emit, fmt_bytes, table
 
 from oomguard.cli.bench import free_port
+from oomguard.cli.process import terminate
 
 
 def _store_bytes(path: str) -> int:
@@ -124,12 +124,7 @@ def run_arm(args: argparse.Namespace, seconds: float, retention: str | None) -> 
         churn.stop.set()
         if churn.thread.is_alive():
             churn.thread.join(30)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 60)
         log.close()
     after_first = [s for s in samples if s["t"] >= 60] or samples
     last = [s for s in samples if s["t"] >= samples[-1]["t"] - 60]

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from oomguard.api.app import ServerSettings, ServerState, create_app, serving_st
 from oomguard.cli.bench import free_port, spawned_server
 from oomguard.cli.client import remote_status
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.cli.process import terminate
 from oomguard.store.blobs import PARAMS_INLINE_MAX
 
 NOOP = "oomguard.examples:noop"
@@ -343,12 +343,7 @@ def token_server(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
             time.sleep(0.1)
         yield url, token, str(token_file)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 30)
         if proc.stderr:
             proc.stderr.close()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import click
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, started_server_options, token_option
+from oomguard.cli.process import terminate
 from oomguard.errors import BackpressureError, OomguardError
 
 
@@ -77,13 +77,7 @@ def spawned_server(args: list[str], startup_timeout: float = 60.0) -> Iterator[t
                 time.sleep(0.1)
             yield url, proc.pid
         finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc, 30)
             log.close()
 
 

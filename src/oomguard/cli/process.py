@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 import sys
 from types import FrameType
+from typing import Any
 
 
 class Terminated(BaseException):
@@ -80,3 +82,16 @@ def say(text: str, log_format: str, level: int = logging.INFO) -> None:
 
 
 __all__ = ["Terminated", "log_to_stderr", "say", "stop_on_sigterm"]
+
+
+def terminate(proc: subprocess.Popen[Any], grace: float = 30.0) -> None:
+    """Stop a process we started: SIGTERM, ``grace`` seconds to exit, then SIGKILL; reaped
+    either way."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
