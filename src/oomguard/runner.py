@@ -354,7 +354,7 @@ class Job:
             while True:
                 # Woken by the scheduler when a job finishes or it stops, not by polling;
                 # the store is asked again only then (and every WAIT_RECHECK s regardless).
-                seen = sched.changes() if sched is not None else 0
+                seen = sched.announcements.count() if sched is not None else 0
                 self.runner._raise_if_failed()
                 if not self.runner.alive and not self.done():
                     raise OomguardError("the scheduler stopped before the job finished")
@@ -374,7 +374,7 @@ class Job:
                 if deadline is not None:
                     pause = min(pause, max(0.0, deadline - now))
                 if sched is not None and self.runner.alive:
-                    sched.wait_change(seen, pause)
+                    sched.announcements.wait(seen, pause)
                 else:
                     time.sleep(min(pause, 0.05))
         finally:

@@ -317,5 +317,6 @@ class Admission:
 
     def forget(self, task_id: int) -> None:
         self.waiting.pop(task_id, None)
-        for key in [k for k, t in self.cap_waits.items() if t == task_id]:
-            del self.cap_waits[key]
+        if self.cap_waits:  # on every claim: nothing to look through, mostly
+            for key in [k for k, t in self.cap_waits.items() if t == task_id]:
+                del self.cap_waits[key]

@@ -29,7 +29,7 @@ from oomguard.scheduler.batching import batch_cap, followers
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
 from oomguard.scheduler.samples import Sampler
-from oomguard.scheduler.view import SchedulerView
+from oomguard.scheduler.view import Announcements, SchedulerView
 from oomguard.store.leases import Recovery
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import PendingWrites
@@ -84,12 +84,13 @@ class Scheduler:
         self._parts_swept = False
         self._cancel_check_at = 0.0
         self._refill_after = 0.0
+        #: the window or the running attempts held something at the last refill
+        self._had_work = False
         self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
         #: waiters of other threads (Job.wait) wake when a job finishes or the loop stops
-        self._changed = threading.Condition()
-        self._changes = 0
+        self.announcements = Announcements()
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class Scheduler:
         """Stop: running attempts end ``interrupted`` and their tasks (and the window's)
         go back to ready; the last Parquet parts are written; workers and their cgroups,
         the kernel-log and part threads, and the store are closed."""
-        self.announce()
+        self.announcements.announce()
         try:
             if self.started:
                 self._stop_attempts()
@@ -185,7 +186,7 @@ class Scheduler:
             self.store.close()
             self.started = False
             self._view = SchedulerView()
-            self.announce()
+            self.announcements.announce()
 
     def _stop_attempts(self) -> None:
         self.flush()
@@ -250,21 +251,6 @@ class Scheduler:
 
     # -- what other threads may call -----------------------------------------------------
 
-    def announce(self) -> None:
-        """Wake the waiters of other threads: a job finished, or the loop stops."""
-        with self._changed:
-            self._changes += 1
-            self._changed.notify_all()
-
-    def changes(self) -> int:
-        """How many times waiters were woken so far (see :meth:`wait_change`)."""
-        return self._changes
-
-    def wait_change(self, seen: int, timeout: float) -> bool:
-        """Block until :meth:`announce` after ``seen`` (or ``timeout``); True if woken."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._changes != seen, timeout)
-
     def set_window(self, size: int) -> None:
         """Change how many tasks the scheduler keeps in memory (thread-safe)."""
         self.window_size = max(1, size)
@@ -314,7 +300,7 @@ class Scheduler:
             finished = set(before) - set(self._active)
             if finished:
                 self.sampler.finished(self, finished)
-                self.announce()
+                self.announcements.announce()
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
             self.recorder.parts_due.update(finished)
@@ -327,8 +313,11 @@ class Scheduler:
     def _refill(self, now: float) -> None:
         if len(self.window) >= self.window_size // 2 or now < self._refill_after:
             return
-        # Nothing left in hand: a job may just have finished; its waiters hear it now.
-        self._refresh_active(force=not self.window and not self.recorder.running)
+        # Its last task just ended (nothing left in hand): a job may have finished; its
+        # waiters hear it now, once, not at every idle step.
+        in_hand = bool(self.window or self.recorder.running)
+        self._refresh_active(force=self._had_work and not in_hand)
+        self._had_work = in_hand
         want = self.window_size - len(self.window)
         for job_id in self._active:
             if want <= 0:
@@ -372,11 +361,12 @@ class Scheduler:
                 skipped.append(task)
                 continue
             key = self._memory_key(task)
-            if self.estimates.state(key) is KeyState.UNFIT:
+            state = self.estimates.state(key)
+            if state is KeyState.UNFIT:
                 # Proved unfit by a kill at the cap: it fails without running.
                 recorder.refuse_unfit(task, key, time.time())
                 continue
-            run = self._admit(task, key, now, slots)
+            run = self._admit(task, key, state, now, slots)
             if run is None:
                 skipped.append(task)
                 # A task that does not fit blocks the ones behind it only when it starves.
@@ -408,10 +398,11 @@ class Scheduler:
     def _read_item(self, run: Attempt) -> dict[str, Any]:
         return call_item(run, self.store)
 
-    def _admit(self, task: TaskRow, key: str | None, now: float, idle: int) -> Running | None:
+    def _admit(
+        self, task: TaskRow, key: str | None, state: KeyState, now: float, idle: int
+    ) -> Running | None:
         """Start an attempt of ``task`` if admission has room for it (see
         :mod:`oomguard.scheduler.admission`), else None: it waits in the window."""
-        state = self.estimates.state(key)
         estimate = self.estimates.estimate(key, task.memory)
         placement = self.admission.place(task.id, key, state, estimate, idle)
         if placement is None:

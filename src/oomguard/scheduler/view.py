@@ -6,7 +6,31 @@ the current one (an attribute read is atomic) and never touch the loop's live ob
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+
+
+class Announcements:
+    """Wakes the waiters of other threads (``Job.wait``) when a job finishes or the loop
+    stops: they sleep on a condition instead of asking the store again and again."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+
+    def announce(self) -> None:
+        with self._changed:
+            self._count += 1
+            self._changed.notify_all()
+
+    def count(self) -> int:
+        """How many announcements so far (what :meth:`wait` compares against)."""
+        return self._count
+
+    def wait(self, seen: int, timeout: float) -> bool:
+        """Block until an announcement after ``seen`` (or ``timeout``); True if one came."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count != seen, timeout)
 
 
 @dataclass(frozen=True)
