@@ -35,6 +35,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 MIB = 1024 * 1024
 #: the least margin above the largest peak seen (a fraction of it)
@@ -116,18 +117,18 @@ class Estimates:
     known: dict[str, KeyEstimate] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
 
-    def load(self, rows: dict[str, dict[str, object]], cap: int) -> None:
+    def load(self, rows: dict[str, dict[str, Any]], cap: int) -> None:
         """Take the keys a store remembers. A key proved unfit at a smaller cap than
         today's is tried again (with the cap, as after a kill below it)."""
         for key, r in rows.items():
             est = KeyEstimate(
-                bytes=int(r["bytes"]),  # type: ignore[call-overload]
-                peak_bytes=int(r["peak_bytes"]),  # type: ignore[call-overload]
-                samples=int(r["samples"]),  # type: ignore[call-overload]
-                peak_sum=float(r.get("peak_sum") or 0.0),  # type: ignore[arg-type]
-                peak_sq=float(r.get("peak_sq") or 0.0),  # type: ignore[arg-type]
-                killed_at=int(r.get("killed_at") or 0),  # type: ignore[call-overload]
-                unfit_cap=int(r.get("unfit_cap") or 0),  # type: ignore[call-overload]
+                bytes=int(r["bytes"]),
+                peak_bytes=int(r["peak_bytes"]),
+                samples=int(r["samples"]),
+                peak_sum=float(r.get("peak_sum") or 0.0),
+                peak_sq=float(r.get("peak_sq") or 0.0),
+                killed_at=int(r.get("killed_at") or 0),
+                unfit_cap=int(r.get("unfit_cap") or 0),
                 proof=str(r.get("proof") or ""),
             )
             if est.unfit_cap and est.unfit_cap < cap:
