@@ -225,3 +225,50 @@ def test_estimates_persist(store) -> None:
     store.put_estimates([("f|n=1", 100, 80, 3)])
     store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
     assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}
+
+
+def test_state_queries_read_one_index_not_the_table(store):
+    """Every state change rewrites one index entry (``tasks_state``), and the queries that
+    ask by state still seek into it: none scans the tasks table."""
+    from oomguard.store.sql_text import ALL_STATES_SQL, LOW_GROUP_SQL, OPEN_SQL, Q
+
+    queries = {
+        "take_ready": (Q["take_ready"], {"job_id": "j", "now": 1, "grp_limit": 5, "limit": 3}),
+        "low_group": (LOW_GROUP_SQL, {"job_id": "j"}),
+        "counts": (
+            f"SELECT state, COUNT(*) FROM tasks WHERE state IN {ALL_STATES_SQL} "
+            "AND job_id = ? GROUP BY state",
+            ("j",),
+        ),
+        "open_by_job": (
+            f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_SQL} GROUP BY job_id",
+            (),
+        ),
+        "release_dependent": (Q["release_dependent"], {"job_id": "j", "grp": 1, "now": 1}),
+    }
+    indexes = {r[0] for r in store.db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")}
+    assert indexes == {"tasks_job_grp", "tasks_state"}
+    for name, (sql, args) in queries.items():
+        plan = [r[-1] for r in store.db.execute("EXPLAIN QUERY PLAN " + sql, args)]
+        assert not any(step.startswith("SCAN tasks") for step in plan), (name, plan)
+        assert any("USING" in step and "INDEX" in step for step in plan), (name, plan)
+    # take_ready comes out in group order without sorting
+    plan = [r[-1] for r in store.db.execute("EXPLAIN QUERY PLAN " + queries["take_ready"][0],
+                                            queries["take_ready"][1])]
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+def test_results_of_a_job_without_aggregations_release_nothing(store):
+    """A job without aggregations has no dependants to release; one with them still
+    releases its aggregation when the last replicate succeeds."""
+    job = _job(store, n=2, groups_of=2, agg=True)
+    tasks = [t for t in store.take_ready(job, 10, 10) if t.kind == "task"]
+    for i, task in enumerate(tasks, start=1):
+        _claim(store, task, i)
+        _result(store, task, i)
+    counts = store.queries.counts(job)
+    assert counts["ready"] == 2 and counts["succeeded"] == 4, counts
+    assert store._aggregates(job) is True
+    store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
+    assert store._aggregates("j2") is False

@@ -179,7 +179,7 @@ class ServerState:
     # -- pending tasks and memory -----------------------------------------------------
 
     def poll_pending(self) -> None:
-        """Count the store's open tasks by job (uses the partial index tasks_open)."""
+        """Count the store's open tasks by job (the index tasks_state: only open tasks are read)."""
         store = self.stores.get()
         counter = self.backpressure.pending
         mark = counter.begin_sync()

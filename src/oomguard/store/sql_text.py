@@ -6,7 +6,7 @@ import re
 import sqlite3
 from importlib import resources
 
-from oomguard.jobs.model import OPEN_STATES
+from oomguard.jobs.model import OPEN_STATES, TaskState
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -44,6 +44,19 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 Q = _queries()
 #: ``('pending', 'ready', 'queued', 'running')``: the task states that may still run
 OPEN_SQL = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"
+#: every task state, for queries by job that the index ``tasks_state`` (state, job_id, grp)
+#: answers with one seek per state
+ALL_STATES_SQL = "(" + ", ".join(f"'{state.value}'" for state in TaskState) + ")"
+#: a job's lowest open group: one indexed MIN per open state (an IN over the states would
+#: read every open task of the job)
+LOW_GROUP_SQL = (
+    "SELECT MIN(g) FROM ("
+    + " UNION ALL ".join(
+        f"SELECT MIN(grp) AS g FROM tasks WHERE state = '{state}' AND job_id = :job_id"
+        for state in OPEN_STATES
+    )
+    + ")"
+)
 
 
 def split_sql(sql: str) -> list[str]:

@@ -34,10 +34,7 @@ from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
 from oomguard.store.schema import check_existing, connect, migrate
-from oomguard.store.sql_text import (
-    OPEN_SQL,
-    Q,
-)
+from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, Q
 from oomguard.store.views import Queries
 from oomguard.store.writes import PHASES, Write, safe_params
 
@@ -120,6 +117,7 @@ class SqliteStore:
         if not readonly:
             with self.transaction():
                 migrate(self.db)
+        self._has_aggregates: dict[str, bool] = {}
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
         #: large payloads, params and results, in files beside the store
         self.blobs = BlobFiles(self, self.blob_dir)
@@ -322,10 +320,7 @@ class SqliteStore:
         return [str(r[0]) for r in rows]
 
     def low_group(self, job_id: str) -> int | None:
-        row = self.db.execute(
-            f"SELECT MIN(grp) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}",
-            (job_id,),
-        ).fetchone()
+        row = self.db.execute(LOW_GROUP_SQL, {"job_id": job_id}).fetchone()
         return None if row[0] is None else int(row[0])
 
     def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
@@ -351,7 +346,7 @@ class SqliteStore:
 
     def next_not_before(self, job_id: str) -> float | None:
         row = self.db.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE job_id = ? AND state = 'ready'", (job_id,)
+            "SELECT MIN(not_before) FROM tasks WHERE state = 'ready' AND job_id = ?", (job_id,)
         ).fetchone()
         return None if row[0] is None else float(row[0])
 
@@ -443,8 +438,20 @@ class SqliteStore:
         if fresh:
             db.executemany(Q["insert_result"], fresh)
             db.executemany(Q["task_succeeded"], fresh)
-            db.executemany(Q["release_dependent"], [r for r in fresh if r["kind"] == "task"])
+            released = [r for r in fresh if r["kind"] == "task" and self._aggregates(r["job_id"])]
+            if released:
+                db.executemany(Q["release_dependent"], released)
         return len(results) - len(fresh)
+
+    def _aggregates(self, job_id: str) -> bool:
+        """Whether ``job_id`` has aggregations (whose count of replicates to wait for a
+        result releases); a job's aggregation never changes, so it is asked once."""
+        known = self._has_aggregates.get(job_id)
+        if known is None:
+            row = self.db.execute("SELECT agg FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            # An unknown job (forgotten meanwhile): release, as before, to be safe.
+            known = self._has_aggregates[job_id] = row is None or row[0] is not None
+        return known
 
     # -- estimates (store/estimates.py) -----------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.errors import BlobMissingError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
-from oomguard.store.sql_text import OPEN_SQL
+from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
@@ -47,7 +47,9 @@ class Queries:
             "cancelled": 0,
         }
         for state, n in self.db.execute(
-            "SELECT state, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY state", (job_id,)
+            f"SELECT state, COUNT(*) FROM tasks WHERE state IN {ALL_STATES_SQL} AND job_id = ? "
+            "GROUP BY state",
+            (job_id,),
         ):
             counts[state] = int(n)
         return counts
@@ -116,7 +118,7 @@ class Queries:
     # -- counts over the whole store (metrics) -------------------------------------------
 
     def open_tasks_by_job(self) -> dict[str, int]:
-        """Unfinished tasks by job (uses the partial index ``tasks_open``)."""
+        """Unfinished tasks by job (the index ``tasks_state``: only open tasks are read)."""
         return {
             str(job_id): int(n)
             for job_id, n in self.db.execute(

@@ -1,4 +1,4 @@
--- The oomguard store's schema as it is now (version 4): what a new store is made from.
+-- The oomguard store's schema as it is now (version 5): what a new store is made from.
 -- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
 -- the migrations add up to this file). Change both together: a new migration, and here.
 CREATE TABLE meta (
@@ -58,9 +58,9 @@ CREATE TABLE tasks (
     updated_at   REAL NOT NULL
 );
 CREATE INDEX tasks_job_grp ON tasks(job_id, grp);
-CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready';
-CREATE INDEX tasks_open ON tasks(job_id, grp) WHERE state IN ('pending', 'ready', 'queued', 'running');
-CREATE INDEX tasks_job_state ON tasks(job_id, state);
+-- One index on the state, rewritten once when a task's state changes: the ready tasks of a
+-- job in group order, a job's lowest open group, counts by state, open tasks of every job.
+CREATE INDEX tasks_state ON tasks(state, job_id, grp);
 
 CREATE TABLE attempts (
     id           INTEGER PRIMARY KEY,
