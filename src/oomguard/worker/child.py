@@ -59,8 +59,41 @@ def malloc_trim() -> bool:
     return True
 
 
+class _OpenFile:
+    """A ``/proc`` or cgroup file read around every attempt: opened once and read again
+    with ``pread`` (one system call, no path to walk); None when it cannot be opened."""
+
+    def __init__(self, path: str) -> None:
+        self.fd: int | None
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> str | None:
+        if self.fd is None:
+            return None
+        try:
+            return os.pread(self.fd, 4096, 0).decode("utf-8", "replace")
+        except OSError:
+            return None
+
+
+_statm: _OpenFile | None = None
+
+
 def rss_bytes() -> int:
-    return procfs.rss_bytes() or 0
+    """This worker's resident memory (``/proc/self/statm``, kept open)."""
+    global _statm  # process-local cache in the worker, not shared state
+    if _statm is None:
+        _statm = _OpenFile(f"/proc/{os.getpid()}/statm")
+    text = _statm.read()
+    if text is None:
+        return procfs.rss_bytes() or 0
+    try:
+        return int(text.split()[1]) * procfs.page_size()
+    except (IndexError, ValueError):
+        return 0
 
 
 class _Cgroup:
@@ -71,6 +104,10 @@ class _Cgroup:
 
         self.cg = MemoryCgroup(__import__("pathlib").Path(path), version)
         self.can_reset = True
+        #: the file with the ``oom_kill`` counter, read after every attempt
+        self._kills = _OpenFile(
+            os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")
+        )
 
     def start(self) -> int | None:
         self.can_reset = self.cg.reset_peak()
@@ -81,7 +118,12 @@ class _Cgroup:
         return (c.peak_bytes if self.can_reset else None), c.oom_kill
 
     def oom_kills(self) -> int | None:
-        return self.cg.oom_kills()
+        from oomguard.cgroups.v2 import parse_flat_keyed
+
+        text = self._kills.read()
+        if text is None:
+            return self.cg.oom_kills()
+        return parse_flat_keyed(text).get("oom_kill")
 
 
 def _run_one(
@@ -195,7 +237,7 @@ def main(argv: list[str]) -> None:
         # last task of the batch.
         per_item = len(batch) == 1
         oom_seen = cgroup.start() if cgroup and not per_item else None
-        rss_before = 0
+        rss_before = batch_rss = rss_bytes()
         for index, item in enumerate(batch):
             oom_before = cgroup.start() if cgroup and per_item else oom_seen
             rss = rss_bytes()
@@ -256,9 +298,13 @@ def main(argv: list[str]) -> None:
                 )
             )
         # Against fragmentation: give freed memory back, then decide whether to retire.
-        gc.collect()
-        malloc_trim()
+        # After a batch of short tasks only when the heap grew: a full collection costs
+        # more than the batch's own work.
         rss = rss_bytes()
+        if per_item or rss > batch_rss + GC_GROWTH:
+            gc.collect()
+            malloc_trim()
+            rss = rss_bytes()
         reason = None
         if memory_error:
             reason = "memory_error"
