@@ -77,6 +77,12 @@ class KernelLogFollower:
         self._fd = fd
 
     @property
+    def is_device(self) -> bool:
+        """Reading the kernel's device (``select`` says when a record arrives), not a
+        plain file or pipe standing in for it (always readable: poll it on a timer)."""
+        return self._is_device
+
+    @property
     def fileno(self) -> int | None:
         """The open descriptor (for ``select``), or ``None`` when closed."""
         return self._fd

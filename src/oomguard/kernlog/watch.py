@@ -9,6 +9,7 @@ attempt. Where the log cannot be read, :attr:`KernelLogWatch.unavailable` says w
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import threading
 import time
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from oomguard.kernlog.sources import KernelLogFollower
 
 
+#: how often a plain file standing in for the kernel's device is read (seconds)
+POLL_INTERVAL = 0.05
+
+
 class KernelLogWatch:
     def __init__(self, path: str = "/dev/kmsg", keep: int = 2000) -> None:
         self.path = path
@@ -31,6 +36,8 @@ class KernelLogWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._follower: KernelLogFollower | None = None
+        #: written by stop() to wake the reader from its select
+        self._wake: tuple[int, int] = (-1, -1)
 
     def start(self) -> None:
         from oomguard.kernlog.parser import OomLogParser
@@ -46,21 +53,24 @@ class KernelLogWatch:
             self.unavailable = f"cannot read {self.path}: {err}"
             return
         self._parser = OomLogParser()
+        self._wake = os.pipe()
         self._thread = threading.Thread(target=self._run, name="oomguard-kmsg", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        fd = getattr(self._follower, "fileno", None)
-        if callable(fd):
-            fd = fd()
+        follower = self._follower
+        fd = follower.fileno if follower is not None and follower.is_device else None
         while not self._stop.is_set():
             if fd is not None:
+                # Asleep until the kernel logs a record or stop() writes to the wake pipe:
+                # an idle log never takes the interpreter from the scheduler's loop.
                 try:
-                    select.select([fd], [], [], 0.05)
+                    select.select([fd, self._wake[0]], [], [])
                 except (OSError, ValueError):
-                    time.sleep(0.05)
+                    self._stop.wait(POLL_INTERVAL)
             else:
-                time.sleep(0.02)
+                # A plain file or pipe standing in for the device is always readable.
+                self._stop.wait(POLL_INTERVAL)
             self._drain()
 
     def _drain(self) -> None:
@@ -98,7 +108,12 @@ class KernelLogWatch:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._wake[1], b"x")
             self._thread.join(timeout=2)
+            for fd in self._wake:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         if self._follower is not None:
             with contextlib.suppress(OSError):
                 self._follower.close()
