@@ -42,7 +42,9 @@ if TYPE_CHECKING:
 
     from oomguard.scheduler.loop import Scheduler
 
-CHUNK = 5000
+#: parameter sets read and inserted per transaction: short, so the scheduler's commits
+#: never wait long for the submission's
+CHUNK = 1000
 #: Job.wait gives up on Parquet parts when none was written for this long while some were due
 PARTS_STALL = 300.0
 #: Job.wait asks the store again at least this often even if the scheduler said nothing

@@ -272,3 +272,55 @@ def test_results_of_a_job_without_aggregations_release_nothing(store):
     assert store._aggregates(job) is True
     store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
     assert store._aggregates("j2") is False
+
+
+def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
+    """Connections of one process to one store share a writer lock, held for exactly the
+    length of a write transaction: a thread waiting for another's commit wakes as it ends
+    (instead of SQLite's busy handler sleeping between tries)."""
+    import threading
+
+    from oomguard.store.sqlite import writer_lock
+
+    a = SqliteStore(tmp_path / "s.sqlite")
+    b = SqliteStore(tmp_path / "." / "s.sqlite")
+    other = SqliteStore(tmp_path / "t.sqlite")
+    try:
+        assert writer_lock(a.path) is writer_lock(b.path) is a._writer is b._writer
+        assert other._writer is not a._writer
+        order: list[str] = []
+        with a.transaction() as db:
+            db.execute("INSERT INTO counters (name, value) VALUES ('x', 1)")
+
+            def write_b() -> None:
+                with b.transaction() as db_b:
+                    order.append("b in")
+                    db_b.execute("UPDATE counters SET value = value + 1 WHERE name = 'x'")
+
+            thread = threading.Thread(target=write_b)
+            thread.start()
+            thread.join(0.2)
+            assert thread.is_alive() and order == []  # waits on the lock, not in SQLite
+            order.append("a commits")
+        thread.join(5)
+        assert order == ["a commits", "b in"]
+        assert a.db.execute("SELECT value FROM counters WHERE name = 'x'").fetchone()[0] == 2
+        # A failed transaction releases the lock too.
+        with pytest.raises(RuntimeError), a.transaction():
+            raise RuntimeError("boom")
+        free: list[bool] = []
+
+        def try_lock() -> None:
+            got = a._writer.acquire(blocking=False)
+            free.append(got)
+            if got:
+                a._writer.release()
+
+        probe = threading.Thread(target=try_lock)
+        probe.start()
+        probe.join(5)
+        assert free == [True]
+    finally:
+        a.close()
+        b.close()
+        other.close()

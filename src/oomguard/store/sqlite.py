@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,25 @@ class TaskRow:
     input_error: str | None = None
 
 
+#: one writer lock per store file in this process (see :func:`writer_lock`)
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(path: Path) -> threading.RLock:
+    """The lock this process's connections to the store at ``path`` take around each write
+    transaction. SQLite lets one writer in at a time; a connection that finds the store
+    locked sleeps in its busy handler (1, 2, 5, 10, ... ms between tries), so the
+    scheduler's commits stalled behind a submission's. Waiting here, it wakes as soon as
+    the other transaction ends. Other processes still meet SQLite's busy timeout."""
+    key = os.path.realpath(path)
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
+
+
 class SqliteStore:
     """oomguard's durable state in one SQLite file."""
 
@@ -80,6 +100,7 @@ class SqliteStore:
         existing store without writing anything to it (``mode=ro``: no migration, no
         journal mode change; safe beside a live scheduler), for ``oomguard ui``."""
         self.path = Path(path)
+        self._writer = writer_lock(self.path)
         create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
@@ -146,22 +167,34 @@ class SqliteStore:
     # -- transactions -----------------------------------------------------------------
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
+        def __init__(self, db: sqlite3.Connection, writer: threading.RLock) -> None:
             self.db = db
+            self.writer = writer
 
         def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.writer.acquire()
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self.writer.release()
+                raise
             return self.db
 
         def __exit__(self, exc_type: object, *exc: object) -> None:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
+            try:
+                if exc_type is None:
+                    self.db.execute("COMMIT")
+                else:
+                    self.db.execute("ROLLBACK")
+            finally:
+                self.writer.release()
 
     def transaction(self) -> SqliteStore._Tx:
-        """``with store.transaction() as db:`` — one IMMEDIATE transaction."""
-        return SqliteStore._Tx(self.db)
+        """``with store.transaction() as db:`` — one IMMEDIATE transaction.
+
+        This process's connections to one store write one at a time (:func:`writer_lock`):
+        a thread waiting for another's transaction wakes as it ends."""
+        return SqliteStore._Tx(self.db, self._writer)
 
     def next_attempt_id(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
