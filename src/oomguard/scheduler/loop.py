@@ -416,8 +416,11 @@ class Scheduler:
             return
         writes = self.writes.take()
         self.recorder.writes_taken()
+        # What the attempts taught about their keys commits with them.
+        dirty = self.estimates.take_dirty()
         try:
-            self.recorder.stats.duplicates += self.store.apply(writes)
+            self.recorder.stats.duplicates += self.store.apply(writes, dirty)
+            dirty = []
         except sqlite3.OperationalError:
             raise  # the store itself fails (disk, lock): nothing one task did
         except Exception as err:
@@ -431,7 +434,7 @@ class Scheduler:
             self.recorder.stats.duplicates += self.recorder.apply_by_task(writes)
         # Only what the store now holds is told (Sentry, webhooks, JSON logs).
         self.recorder.notices.release()
-        dirty = self.estimates.take_dirty()
+        dirty.extend(self.estimates.take_dirty())
         if dirty:
             self.store.put_estimates(dirty)
 

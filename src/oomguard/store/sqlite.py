@@ -399,9 +399,10 @@ class SqliteStore:
             values.append(self.blobs.get(ref) if ref else value)
         return (self.blobs.params_of(*params_row) if params_row else None), values
 
-    def apply(self, writes: Iterable[Write]) -> int:
-        """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`) in one
-        transaction.
+    def apply(self, writes: Iterable[Write], estimates: Sequence[Sequence[Any]] = ()) -> int:
+        """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
+        memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
+        one transaction.
 
         Consecutive writes of the same query run as one ``executemany``. A result
         already stored for its task is discarded (exactly-once results); the number of
@@ -410,11 +411,13 @@ class SqliteStore:
         """
         ops = [(w.query, w.parameters()) for w in writes]
         try:
-            return self._apply(ops)
+            return self._apply(ops, estimates)
         except UnicodeEncodeError:
-            return self._apply([(name, safe_params(params)) for name, params in ops])
+            return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
 
-    def _apply(self, ops: list[tuple[str, dict[str, Any]]]) -> int:
+    def _apply(
+        self, ops: list[tuple[str, dict[str, Any]]], estimates: Sequence[Sequence[Any]]
+    ) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
         phases: dict[int, list[tuple[str, dict[str, Any]]]] = {}
@@ -435,6 +438,8 @@ class SqliteStore:
                         end += 1
                     db.executemany(Q[name], [params for _, params in writes[start:end]])
                     start = end
+            if estimates:
+                key_estimates.put(db, estimates)
             if duplicates:
                 db.execute(
                     "INSERT INTO counters (name, value) VALUES ('duplicate_results', ?) "
