@@ -70,7 +70,8 @@ class RunnerConfig:
     window: int = 2000
     lease_ttl: float = 30.0
     heartbeat_interval: float = 5.0
-    commit_interval: float = 0.05
+    #: the longest an outcome waits for its commit group to commit (seconds)
+    commit_interval: float = 0.02
     commit_max: int = 2000
     #: a large task waiting this long gets room reserved for it
     starvation_wait: float = 10.0

@@ -63,6 +63,11 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     for column in ("peak_sum", "peak_sq", "killed_at", "unfit_cap", "proof"):  # schema 3
         db.execute(f"ALTER TABLE estimates DROP COLUMN {column}")
     db.execute("DROP TABLE samples")  # schema 4
+    db.execute("DROP INDEX tasks_state")  # schema 5: the three indexes it replaced
+    db.execute("CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready'")
+    db.execute("CREATE INDEX tasks_open ON tasks(job_id, grp) "
+               "WHERE state IN ('pending', 'ready', 'queued', 'running')")
+    db.execute("CREATE INDEX tasks_job_state ON tasks(job_id, state)")
     db.execute("UPDATE results SET part = NULL")
     db.execute("DELETE FROM parts")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -75,6 +80,9 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         assert st.queries.meta("schema_version") == str(SCHEMA_VERSION)
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
+        indexes = {row[0] for row in st.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")}
+        assert indexes == {"tasks_job_grp", "tasks_state"}
         # Schema 3: what each memory key is known to need, kept from schema 1's estimates.
         knowledge = st.estimate_rows()
         assert knowledge and all(r["samples"] >= 1 and r["killed_at"] == 0

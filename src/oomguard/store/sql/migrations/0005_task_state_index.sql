@@ -6,4 +6,4 @@
 DROP INDEX IF EXISTS tasks_ready;
 DROP INDEX IF EXISTS tasks_open;
 DROP INDEX IF EXISTS tasks_job_state;
-CREATE INDEX tasks_state ON tasks(state, job_id, grp);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state, job_id, grp);
