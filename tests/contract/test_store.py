@@ -324,3 +324,27 @@ def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
         a.close()
         b.close()
         other.close()
+
+
+def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
+    """The hot path binds tuples (``POSITIONAL``): every named query has a positional twin
+    whose placeholders take the row's values in their order; string literals (with a ``:``
+    in them) stay as they are."""
+    from oomguard.store.sql_text import POSITIONAL, Q, Positional
+
+    assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
+    q = Positional("UPDATE t SET a = :a, b = ':b is text' WHERE id = :id AND c = :a")
+    assert q.sql == "UPDATE t SET a = ?, b = ':b is text' WHERE id = ? AND c = ?"
+    assert q.values({"id": 7, "a": 1, "unused": 0}) == (1, 7, 1)
+    assert Positional("DELETE FROM t WHERE id = :id").values({"id": 3}) == (3,)
+    # The same row through the named and the positional insert: the same stored row.
+    job = _job(store, n=1)
+    (task,) = store.take_ready(job, 1, 1)
+    row = {"id": 1, "task_id": task.id, "n": 1, "scheduler_id": "s", "worker": "w", "pid": 9,
+           "state": "running", "started_at": 1.5, "ended_at": None, "failure_class": None,
+           "admitted_bytes": 10, "limit_bytes": 20, "peak_bytes": None, "evidence": "{}"}
+    store.db.execute(Q["insert_attempt"], row)
+    query = POSITIONAL["insert_attempt"]
+    store.db.execute(query.sql, query.values(dict(row, id=2)))
+    a, b = store.db.execute("SELECT * FROM attempts ORDER BY id").fetchall()
+    assert a[1:] == b[1:] and (a[0], b[0]) == (1, 2)

@@ -36,7 +36,7 @@ from oomguard.store.leases import Leases
 from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
 from oomguard.store.schema import check_existing, connect, migrate
-from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, Q
+from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, POSITIONAL, Q
 from oomguard.store.views import Queries
 from oomguard.store.writes import PHASES, Write, safe_params
 
@@ -437,7 +437,8 @@ class SqliteStore:
                     end = start
                     while end < len(writes) and writes[end][0] == name:
                         end += 1
-                    db.executemany(Q[name], [params for _, params in writes[start:end]])
+                    query = POSITIONAL[name]
+                    db.executemany(query.sql, [query.values(p) for _, p in writes[start:end]])
                     start = end
             if estimates:
                 key_estimates.put(db, estimates)
@@ -475,11 +476,13 @@ class SqliteStore:
                 row["value"] = None
             fresh.append(row)
         if fresh:
-            db.executemany(Q["insert_result"], fresh)
-            db.executemany(Q["task_succeeded"], fresh)
+            for name in ("insert_result", "task_succeeded"):
+                query = POSITIONAL[name]
+                db.executemany(query.sql, [query.values(r) for r in fresh])
             released = [r for r in fresh if r["kind"] == "task" and self._aggregates(r["job_id"])]
             if released:
-                db.executemany(Q["release_dependent"], released)
+                query = POSITIONAL["release_dependent"]
+                db.executemany(query.sql, [query.values(r) for r in released])
         return len(results) - len(fresh)
 
     def _aggregates(self, job_id: str) -> bool:
