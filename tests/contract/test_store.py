@@ -330,7 +330,7 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
     """The hot path binds tuples (``POSITIONAL``): every named query has a positional twin
     whose placeholders take the row's values in their order; string literals (with a ``:``
     in them) stay as they are."""
-    from oomguard.store.sql_text import POSITIONAL, Q, Positional
+    from oomguard.store.sql_text import POSITIONAL, Positional, Q
 
     assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
     q = Positional("UPDATE t SET a = :a, b = ':b is text' WHERE id = :id AND c = :a")
