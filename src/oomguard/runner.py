@@ -165,6 +165,12 @@ class Runner:
         if self.scheduler is not None:
             self.scheduler.set_window(size)
 
+    def tasks_added(self) -> None:
+        """Tell the scheduler that tasks were added to the store (thread-safe): it looks
+        for new jobs at its next step instead of at its next periodic look (0.25 s)."""
+        if self.scheduler is not None:
+            self.scheduler.tasks_added()
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -246,6 +252,7 @@ class Runner:
                 )
                 index += 1
             self.store.add_tasks(rows, job_id=job_id, groups=index)
+            self.tasks_added()
             self._raise_if_failed()
         self.store.set_job_groups(job_id, index, sealed=True)
         return Job(self, job_id)
@@ -299,6 +306,7 @@ class Runner:
             row["payload"] = payload
         self.store.add_tasks([row], job_id=job_id, groups=1)
         self.store.set_job_groups(job_id, 1, sealed=True)
+        self.tasks_added()
         return Job(self, job_id)
 
     def job(self, job_id: str) -> Job:

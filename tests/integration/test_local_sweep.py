@@ -194,3 +194,21 @@ def test_wait_says_when_results_are_not_yet_written_to_parquet(
         with pytest.raises(TimeoutError, match="2 results were not yet written to"):
             job.wait(timeout=3, progress=False)
         assert job.status()["counts"]["succeeded"] == 2
+
+
+def test_a_job_added_in_process_starts_without_the_periodic_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep or submit of the Runner tells its scheduler that tasks were added: the new
+    job is taken at the next step, not when the loop next looks for jobs other processes
+    added (here: never, within the test)."""
+    from oomguard.scheduler import loop
+
+    monkeypatch.setattr(loop, "ACTIVE_INTERVAL", 3600.0)
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as r:
+        r.start()
+        time.sleep(0.3)  # the loop has made its first look and is idle
+        job = r.sweep("oomguard.examples:noop", [{"x": i} for i in range(3)])
+        assert job.wait(timeout=30, progress=False)["counts"]["succeeded"] == 3
+        one = r.submit("oomguard.examples:noop", 7)
+        assert one.wait(timeout=30, progress=False)["counts"]["succeeded"] == 1

@@ -114,6 +114,7 @@ def submit(state: ServerState, body: bytes) -> SubmitResponse:
             call = _Call(ref, opts, req.aggregate, options_of(agg) if agg else None)
             for rows, done in _rows(state, store, job_id, req, call, groups, batch):
                 store.add_tasks(rows, job_id=job_id, groups=done)
+                state.runner.tasks_added()
             store.set_job_groups(job_id, done, sealed=True)
         except BaseException:
             # Not accepted: what was written is cancelled, never run half a batch.

@@ -44,8 +44,9 @@ log = logging.getLogger("oomguard.scheduler")
 
 #: how long the final pass waits for the part thread to finish what it is writing
 PART_DRAIN_TIMEOUT = 120.0
-#: how often the read-only view for other threads is refreshed (seconds)
-VIEW_INTERVAL = 0.25
+#: how often (seconds) the read-only view for other threads is refreshed, and the loop
+#: looks for jobs that other processes added
+VIEW_INTERVAL = ACTIVE_INTERVAL = 0.25
 #: how long stopping waits for queued notifications to be delivered
 NOTIFY_DRAIN_TIMEOUT = 10.0
 
@@ -86,6 +87,7 @@ class Scheduler:
         self._refill_after = 0.0
         #: the window or the running attempts held something at the last refill
         self._had_work = False
+        self._tasks_added = False  # another thread added tasks: look for new jobs now
         self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
@@ -255,6 +257,10 @@ class Scheduler:
         """Change how many tasks the scheduler keeps in memory (thread-safe)."""
         self.window_size = max(1, size)
 
+    def tasks_added(self) -> None:
+        """Tasks were added (thread-safe): look for new jobs at the next refill."""
+        self._tasks_added = True
+
     def view(self) -> SchedulerView:
         """A consistent snapshot for other threads (refreshed every ``VIEW_INTERVAL``)."""
         return self._view
@@ -293,7 +299,7 @@ class Scheduler:
 
     def _refresh_active(self, force: bool = False) -> None:
         now = time.time()
-        if force or now - self._active_at > 0.25:
+        if force or now - self._active_at > ACTIVE_INTERVAL:
             before = self._active
             self._active = self.store.active_jobs()
             self._active_at = now
@@ -311,12 +317,14 @@ class Scheduler:
                     self.notifier.notify(notice)
 
     def _refill(self, now: float) -> None:
-        if len(self.window) >= self.window_size // 2 or now < self._refill_after:
+        added = self._tasks_added
+        if len(self.window) >= self.window_size // 2 or (now < self._refill_after and not added):
             return
+        self._tasks_added = False
         # Its last task just ended (nothing left in hand): a job may have finished; its
-        # waiters hear it now, once, not at every idle step.
+        # waiters hear it now, once, not at every idle step. New tasks: a new job, maybe.
         in_hand = bool(self.window or self.recorder.running)
-        self._refresh_active(force=self._had_work and not in_hand)
+        self._refresh_active(force=added or (self._had_work and not in_hand))
         self._had_work = in_hand
         want = self.window_size - len(self.window)
         for job_id in self._active:
