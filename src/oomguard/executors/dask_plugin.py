@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
 from oomguard import procfs
-from oomguard.executors.dask_isolation import THREAD, ChildUnavailable, HostPool
+from oomguard.executors.dask_isolation import (
+    THREAD,
+    ChildUnavailable,
+    HostPool,
+    large_buffers_from_heap,
+)
 from oomguard.executors.dask_progress import Progress, read_progress
 
 if TYPE_CHECKING:
@@ -333,6 +338,8 @@ class WorkerEvidencePlugin(WorkerPlugin):
 
         self.progress = Progress()
         self._start_pool(worker)
+        if self.pool is not None and self.pool.isolated:
+            large_buffers_from_heap()
         _trim()
         self.baseline = _rss()
 
