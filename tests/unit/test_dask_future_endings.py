@@ -123,7 +123,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 ) -> None:
     reads: list[int] = []
 
-    def read_item(run: Any) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
         reads.append(run.attempt_id)  # an aggregation's inputs: 5 MiB of results
         return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
 
@@ -145,7 +145,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 
 
 def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:
-    def read_item(run: Any) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
         if run.attempt_id == 1:
             raise TaskInputError("input blob abc is missing (no file 'x.blobs/abc')")
         return {"attempt_id": run.attempt_id, "form": "json", "params": "{}"}

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import Attempt, Executor, call_item
+from oomguard.executors.base import Attempt, Executor, Held, call_item
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
@@ -395,8 +395,8 @@ class Scheduler:
         for group in assignments:
             self.executor.submit(group, self._read_item)
 
-    def _read_item(self, run: Attempt) -> dict[str, Any]:
-        return call_item(run, self.store)
+    def _read_item(self, run: Attempt, held: Held | None = None) -> dict[str, Any]:
+        return call_item(run, self.store, held)
 
     def _admit(
         self, task: TaskRow, key: str | None, state: KeyState, now: float, idle: int
