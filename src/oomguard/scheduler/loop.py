@@ -326,7 +326,9 @@ class Scheduler:
             if low is None:
                 continue
             rows = self.store.take_ready(job_id, want, low + self._batch_size(job_id))
-            self.window.extend(rows)
+            # An aggregation goes first: its inputs were just made (held on a Dask worker).
+            self.window.extendleft(reversed([r for r in rows if r.kind == "aggregate"]))
+            self.window.extend(r for r in rows if r.kind != "aggregate")
             want -= len(rows)
         # Nothing more was ready: look again a little later, not at every step.
         self._refill_after = now + 0.02 if want > 0 else 0.0
