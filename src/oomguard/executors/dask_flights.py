@@ -155,7 +155,7 @@ def fetch_answer(flight: Flight, blobs: BlobFiles | None, timeout: float) -> Any
             payload = item.get("payload")
             if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
                 try:
-                    blobs.put(payload)
+                    blobs.put(payload, ahead=True)
                 except Exception as err:  # the store's own put says it, for that task
                     log.info("cannot write a result blob ahead of the loop: %s", err)
     return value
