@@ -196,13 +196,13 @@ class HostPool:
             "recycles": dict(self.recycles),
         }
 
-    def room(self, fraction: float) -> int:
-        """Bytes of this Dask worker's memory no running attempt was given, at most
-        ``fraction`` of it (0 where its limit is not known)."""
+    def room(self, fraction: float, starting: int = 0) -> int:
+        """Bytes of this Dask worker's memory no running attempt (nor one ``starting``
+        with that limit) was given, at most ``fraction`` of it (0: its limit unknown)."""
         if not self.memory_limit:
             return 0
         with self._lock:
-            given = sum(c.limit_bytes or 0 for c in self._busy.values())
+            given = starting + sum(c.limit_bytes or 0 for c in self._busy.values())
         return max(0, min(int(fraction * self.memory_limit), self.memory_limit - given))
 
     # -- children ---------------------------------------------------------------------

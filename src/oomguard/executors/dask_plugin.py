@@ -208,7 +208,7 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
         # The child collects and trims after its group; this process ran no task.
         note(0)
         if held is not None:  # held results never use memory an attempt was given
-            held.fit(pool.room(HOLD_FRACTION) - (limit or 0))
+            held.fit(pool.room(HOLD_FRACTION, limit or pool.memory_limit or 0))
         try:
             outcomes = pool.run(items, limit, note)
         except ChildUnavailable as err:
