@@ -2,22 +2,17 @@
 
 The same promises as the local pool, on Dask:
 
-* **Bounded in-flight window.** A scheduler group of short attempts is sent as Dask tasks
-  of up to 32 attempts (:mod:`~.dask_backlog`), at most ``WINDOW_PER_THREAD * (total
-  worker threads)`` Dask futures at a time; the rest of the job stays in the store. Each
-  future is gathered as soon as it finishes and released at once: a worker's death loses
-  at most the group it was running.
+* **Bounded in-flight window.** Groups of short attempts go as Dask tasks of up to 32
+  (:mod:`~.dask_backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
+  yet; each is released once fetched, and the next runs while its results are written.
 * **Nothing finished runs again.** Each Dask task asks the Dask scheduler once whether its
-  key ever started (Dask silently recomputes a finished key whose worker died before it
-  was gathered); a rerun is refused, its attempts reported killed and retried. The worker
-  notes each attempt's position in its group for the nanny, so after a death the attempts
-  that ran are told apart from those that never began (requeued).
-* **Memory-aware placement.** Each attempt asks for ``resources={"MEMORY": limit}`` (capped
-  at the largest worker's MEMORY); without MEMORY resources jobs still run (logged once).
-* **The same memory limits.** Each group runs on the worker host in a child process in
-  its own memory cgroup under its admission limit (:mod:`~.dask_isolation`).
-* **Off the loop.** A finished group's answer is fetched, and its large results written as
-  blob files, on fetch threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
+  key ever started (Dask recomputes a finished key whose worker died before it was
+  gathered); a rerun is refused, its attempts reported killed and retried. The nanny
+  tells the attempts a dead worker ran from those it never began (requeued).
+* **Memory-aware placement and limits.** Each Dask task asks for ``resources={"MEMORY":
+  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.dask_isolation`).
+* **Off the loop.** Answers are fetched, and large results written as blob files, on fetch
+  threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
 * **Aggregations where their inputs are.** Replicates' results are also held on the Dask
   worker that made them; an aggregation is sent there and refers to them instead of
   carrying them (:mod:`~.dask_held`).
@@ -139,7 +134,6 @@ class DaskExecutor:
         self._workers_at = 0.0
         self._warned_no_memory = False
         self._started = 0.0
-        self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         #: how each Dask worker runs attempts (``cgroup-v1``, ``watchdog``, ``thread`` ...)
         self.isolation_modes: dict[str, str] = {}
@@ -240,7 +234,7 @@ class DaskExecutor:
         self._refresh_workers()
         if self.backlog:
             return 0
-        return max(0, self.window - len(self.inflight))
+        return max(0, self.window - self._running())
 
     # -- submitting -------------------------------------------------------------------
 
@@ -256,7 +250,7 @@ class DaskExecutor:
         from oomguard.executors.dask_plugin import run_calls
 
         window = self.window
-        while self.backlog and len(self.inflight) < window:
+        while self.backlog and self._running() < window:
             runs, items, limit, at = self.backlog.take()
             if not runs:
                 continue  # none of them could be read: each ended with an error outcome
@@ -306,7 +300,7 @@ class DaskExecutor:
         events: list[Event] = []
         for future in done:
             if isinstance(future, Ended):
-                events.append(future.event)
+                events.extend([future.event] if future.event is not None else [])
                 continue
             if isinstance(future, Fetched):
                 events.extend(self._gathered(future.flight, future.value))
@@ -327,12 +321,17 @@ class DaskExecutor:
         blob files there (fsync'd); the answer comes back through ``done``."""
 
         def fetch() -> None:
-            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S)))
+            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S, here)))
 
-        if self._fetcher is None:
-            fetch()
-        else:
-            self._fetcher.submit(fetch)
+        def here() -> None:  # its slot is free (poll woken) while its results are written
+            flight.future.release()  # nothing stays in distributed memory (but held results)
+            self.done.put(Ended(None))
+
+        self._fetcher.submit(fetch) if self._fetcher is not None else fetch()
+
+    def _running(self) -> int:
+        """Dask tasks in the window: sent, their answer not fetched yet."""
+        return sum(1 for flight in self.inflight.values() if not flight.fetched)
 
     def _flight_of(self, future: Future[Any]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
@@ -349,7 +348,7 @@ class DaskExecutor:
         if self.inflight.get(flight.key) is not flight:
             return []  # ended meanwhile (cancelled, stopped)
         self._forget(flight)
-        flight.future.release()  # nothing stays in distributed memory (but held results)
+        flight.future.release()
         if isinstance(value, BaseException):
             return self._ended_by_error(flight, value)
         return self._outcomes(flight, value)
