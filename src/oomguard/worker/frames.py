@@ -14,9 +14,9 @@ import os
 import struct
 
 #: bytes drained per :meth:`FrameReader.read`, at most (then the messages they brought)
-CHUNK = 1 << 22
+CHUNK = 1 << 18
 #: bytes asked for per system call: a pipe's default capacity
-SCRATCH = 1 << 20
+SCRATCH = 1 << 16
 
 
 class FrameReader:

@@ -10,7 +10,6 @@ seconds and kills the worker's process group at its limit.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -162,8 +161,6 @@ class WorkerPool:
             os.close(to_child_r)
             os.close(to_child_w)
             raise
-        for fd in (to_child_w, from_child_w):
-            _widen(fd)
         growth = None
         if limit and self.config.recycle_growth_fraction > 0:
             growth = int(limit * self.config.recycle_growth_fraction)
@@ -409,19 +406,6 @@ class WorkerPool:
         for worker in self.workers.values():
             if worker.busy and not worker.dead:
                 worker.peak_sample = max(worker.peak_sample, tree_rss(worker.pid))
-
-
-#: the pipes to and from a worker hold this much (Linux ``F_SETPIPE_SZ``; at most
-#: ``/proc/sys/fs/pipe-max-size``, 1 MiB by default): a large result crosses in a few
-#: system calls, not one per 64 KiB, each a wait for the GIL in a busy Dask worker
-PIPE_BYTES = 1 << 20
-
-
-def _widen(fd: int) -> None:
-    """Give the pipe ``fd`` is an end of :data:`PIPE_BYTES` where the system allows."""
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, setpipe, PIPE_BYTES)
 
 
 def tree_rss(pid: int) -> int:
