@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from oomguard.errors import BlobMissingError, TaskInputError
+from oomguard.errors import BlobMissingError, JobNotFoundError, TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
 
 if TYPE_CHECKING:
@@ -132,11 +132,19 @@ def call_item(run: Attempt, store: SqliteStore, held: Held | None = None) -> dic
             item.update(form="pickle", payload=payload)
         else:
             item.update(form="json", params=task.params, replicate=task.replicate)
-        if held is not None and task.kind == "task" and store.job(task.job_id)["agg"]:
+        if held is not None and task.kind == "task" and _aggregated(store, task.job_id):
             item["hold"] = True
     except BlobMissingError as err:
         raise TaskInputError(f"input {err}", task_id=task.id) from err
     return item
+
+
+def _aggregated(store: SqliteStore, job_id: str) -> bool:
+    """Whether ``job_id``'s results are aggregated (False for a job gone meanwhile)."""
+    try:
+        return bool(store.job(job_id)["agg"])
+    except JobNotFoundError:
+        return False
 
 
 def input_error_event(run: Attempt, err: TaskInputError) -> AttemptEnded:
