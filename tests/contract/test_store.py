@@ -225,36 +225,3 @@ def test_estimates_persist(store) -> None:
     store.put_estimates([("f|n=1", 100, 80, 3)])
     store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
     assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}
-
-
-def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_others(
-    store,
-) -> None:
-    from types import SimpleNamespace
-
-    from oomguard.executors.base import call_item
-
-    _job(store, n=1, groups_of=3, agg=True)
-    reps = store.take_ready("j1", 10, 10)
-    values = [b"small", b"b" * (2 * 1024 * 1024), b"c" * (2 * 1024 * 1024)]
-    for attempt_id, (task, value) in enumerate(zip(reps, values, strict=True), start=1):
-        _claim(store, task, attempt_id)
-        _result(store, task, attempt_id, value)
-    # A replicate of a job with an aggregation is asked to be held where it runs.
-    rep = SimpleNamespace(attempt_id=9, task=reps[0])
-    assert call_item(rep, store, lambda ids: (None, set()))["hold"]
-    assert "hold" not in call_item(rep, store)
-    (agg,) = store.take_ready("j1", 10, 10)
-    run = SimpleNamespace(attempt_id=10, task=agg)
-    plain = call_item(run, store)
-    assert plain["results"] == values and plain["form"] == "agg"
-    asked: list[list[int | None]] = []
-
-    def held(ids: list[int | None]) -> tuple[str | None, set[int]]:
-        asked.append(list(ids))
-        return "tcp://w1", {2}
-
-    item = call_item(run, store, held)
-    assert asked == [[1, 2, 3]]  # the attempts whose results were stored, by replicate
-    assert item["results"] == [b"small", {"held": 2}, values[2]] and item["at"] == "tcp://w1"
-    assert item["params"] == plain["params"]
