@@ -30,14 +30,14 @@ class FakeRun:
     worker: Any = None
 
 
-def item(run: Any) -> dict[str, Any]:
+def item(run: Any, held: Any = None) -> dict[str, Any]:
     return {"attempt_id": run.attempt_id, "params": "{}"}
 
 
 def sizes(backlog: Backlog) -> list[int]:
     out = []
     while backlog:
-        runs, _, _ = backlog.take()
+        runs, _, _, _ = backlog.take()
         out.append(len(runs))
     return out
 

@@ -123,7 +123,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 ) -> None:
     reads: list[int] = []
 
-    def read_item(run: Any) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
         reads.append(run.attempt_id)  # an aggregation's inputs: 5 MiB of results
         return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
 
@@ -145,7 +145,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 
 
 def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:
-    def read_item(run: Any) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
         if run.attempt_id == 1:
             raise TaskInputError("input blob abc is missing (no file 'x.blobs/abc')")
         return {"attempt_id": run.attempt_id, "form": "json", "params": "{}"}
@@ -163,3 +163,38 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
     assert (event.attempt_id, event.ok, event.failure_class) == (1, False, "error")
     assert event.message and "input blob abc is missing" in event.message
     assert event.evidence["input_error"]
+
+
+def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_gone() -> None:
+    class Client(RecordingClient):
+        def __init__(self) -> None:
+            super().__init__()
+            self.where: list[dict[str, Any]] = []
+
+        def submit(self, fn: Any, items: Any, limit: Any, *, key: str, **kwargs: Any) -> Any:
+            self.where.append({k: v for k, v in kwargs.items() if k in ("workers", "priority")})
+            return super().submit(fn, items, limit, key=key, **kwargs)
+
+    ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
+    ex.client = Client()
+    ex.workers = {"tcp://a": {"nthreads": 1}, "tcp://b": {"nthreads": 1}}
+    ex.held.saw("tcp://a", {"outcomes": [{"attempt_id": 1, "payload": b"x"}], "held": [1]})
+    ex.held.saw("tcp://b", {"outcomes": [{"attempt_id": 2, "payload": b"x"}], "held": [2]})
+    inputs = {10: [1], 11: [2], 12: [None]}  # aggregation attempt -> its replicates' attempts
+
+    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
+        at, ids = held(inputs[run.attempt_id])
+        item = {"attempt_id": run.attempt_id, "results": [{"held": a} for a in ids]}
+        return dict(item, at=at) if ids else item
+
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in (10, 11, 12)]
+    ex.submit(runs, read_item)
+    # One Dask task per worker holding inputs; one needing none joins the last.
+    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[10], [11, 12]]
+    assert ex.client.where == [
+        {"workers": ["tcp://a"], "priority": 1},
+        {"workers": ["tcp://b"], "priority": 1},
+    ]
+    flight = ex.inflight[f"{ex.prefix}-10"]
+    events = ex._outcomes(flight, {"missing": True, "worker": "tcp://a"})
+    assert [(type(e), e.attempt_id) for e in events] == [(Requeued, 10)]

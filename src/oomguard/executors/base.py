@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from oomguard.errors import BlobMissingError, TaskInputError
+from oomguard.errors import BlobMissingError, JobNotFoundError, TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
 
 if TYPE_CHECKING:
@@ -41,9 +41,17 @@ class Attempt(Protocol):
     worker: WorkerRef | None
 
 
-#: builds the call item of one attempt (:func:`call_item` over the store); raises
-#: :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read
-ItemReader = Callable[[Attempt], dict[str, Any]]
+#: where the executor already holds some attempts' results (``(attempt ids) -> (where,
+#: the ids it holds there)``): an aggregation's item refers to those instead of carrying
+#: their bytes (:mod:`~oomguard.executors.dask_held`)
+Held = Callable[[Sequence[int | None]], tuple[str | None, set[int]]]
+
+
+class ItemReader(Protocol):
+    """Builds the call item of one attempt (:func:`call_item` over the store); raises
+    :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read."""
+
+    def __call__(self, run: Attempt, held: Held | None = None) -> dict[str, Any]: ...
 
 
 class Executor(Protocol):
@@ -86,8 +94,13 @@ class Executor(Protocol):
         """The most one attempt can get on a remote cluster (None: no other limit)."""
 
 
-def call_item(run: Attempt, store: SqliteStore) -> dict[str, Any]:
+def call_item(run: Attempt, store: SqliteStore, held: Held | None = None) -> dict[str, Any]:
     """What a worker needs to run one attempt of ``run.task``.
+
+    With ``held`` (an executor that can hold results where they were made: Dask), a task
+    whose job has an aggregation is asked to be held (``hold``), and an aggregation's
+    replicates held by the executor are sent as ``{"held": attempt_id}``, the place in
+    ``at`` (docs/ARCHITECTURE.md, "Dask").
 
     :class:`~oomguard.errors.TaskInputError` when the inputs cannot be read (a blob file
     deleted by hand, or by ``gc`` forced past its floor)."""
@@ -96,9 +109,20 @@ def call_item(run: Attempt, store: SqliteStore) -> dict[str, Any]:
         raise TaskInputError(task.input_error, task_id=task.id)
     item: dict[str, Any] = {"attempt_id": run.attempt_id, "fn": task.fn}
     try:
-        if task.kind == "aggregate":
-            params, results = store.group_inputs(task.job_id, task.grp)
-            item.update(form="agg", params=params, results=results)
+        if task.kind == "aggregate" and held is not None:
+            rows = store.queries.group_results(task.job_id, task.grp)
+            at, ids = held([attempt_id for attempt_id, _, _ in rows])
+            results: list[Any] = [
+                {"held": a} if a in ids else (store.blobs.get(ref) if ref else value)
+                for a, value, ref in rows
+            ]
+            # An aggregation's params are its group's (params_ref read by take_ready).
+            item.update(form="agg", params=task.params, results=results)
+            if ids:
+                item["at"] = at
+        elif task.kind == "aggregate":
+            params, values = store.group_inputs(task.job_id, task.grp)
+            item.update(form="agg", params=params, results=values)
         elif task.payload is not None or task.payload_ref is not None:
             if task.payload is not None:
                 payload = task.payload
@@ -108,9 +132,19 @@ def call_item(run: Attempt, store: SqliteStore) -> dict[str, Any]:
             item.update(form="pickle", payload=payload)
         else:
             item.update(form="json", params=task.params, replicate=task.replicate)
+        if held is not None and task.kind == "task" and _aggregated(store, task.job_id):
+            item["hold"] = True
     except BlobMissingError as err:
         raise TaskInputError(f"input {err}", task_id=task.id) from err
     return item
+
+
+def _aggregated(store: SqliteStore, job_id: str) -> bool:
+    """Whether ``job_id``'s results are aggregated (False for a job gone meanwhile)."""
+    try:
+        return bool(store.job(job_id)["agg"])
+    except JobNotFoundError:
+        return False
 
 
 def input_error_event(run: Attempt, err: TaskInputError) -> AttemptEnded:

@@ -2,41 +2,29 @@
 
 The same promises as the local pool, on Dask:
 
-* **Bounded in-flight window.** A scheduler group of short attempts is sent as Dask tasks
-  of up to 32 attempts, 8 in thread mode (:mod:`~.dask_backlog`; run one after another
-  in the worker, each with its own outcome), and at most ``WINDOW_PER_THREAD * (total
-  worker threads)`` such Dask futures exist at any time (:meth:`DaskExecutor.free_slots`);
-  the rest of the job stays in the store. Each future is gathered as soon as it finishes
-  and released at once, so results never pile up in distributed memory and a worker's
-  death loses at most the group it was running: every other finished result is already
-  in oomguard's store.
-* **Nothing finished runs again.** Each Dask task asks the Dask scheduler once, before its
-  first attempt, whether its key ever started (Dask silently recomputes a finished key
-  whose worker died before it was gathered); a rerun is refused and its attempts are
-  reported killed, to be retried as new attempts. Before each attempt the worker notes
-  its position in the group in a file the nanny reads when the worker dies, so after a
-  death the attempts that ran are told apart from those that never began (requeued).
-* **Memory-aware placement.** Each attempt asks for ``resources={"MEMORY": limit}`` (its
-  admission limit, capped at the largest worker's MEMORY so it can be placed at all);
-  workers advertise ``--resources MEMORY=<their memory limit in bytes>``. A cluster whose
-  workers have no MEMORY resource still runs jobs, without the request (logged once).
-* **The same memory limits.** Each group runs on the worker host in a child process in
-  its own memory cgroup under its admission limit (:mod:`oomguard.executors.dask_isolation`):
-  a death there comes back as a classified outcome; a kill ends only that child.
-* **Off the loop.** A finished group's answer is fetched, and its large results written as
-  blob files, on fetch threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
-* **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``; with the
-  scheduler's ``distributed.scheduler.allowed-failures`` at 0 a worker death makes the
-  attempt's future fail with ``KilledWorker``, which is treated as the death of the worker
-  running it and classified from the evidence of :mod:`oomguard.executors.dask_plugin`
-  (:func:`classify_dask_death`), then reported as a failed outcome so the scheduler's
-  retry and OOM-escalation rules apply unchanged.
-* **Recycling.** The task wrapper collects garbage and trims malloc after every task and
-  reports the worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory
-  limit (or past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained
-  and restarted through its nanny (:mod:`oomguard.executors.dask_recycling`), counted in
-  :attr:`DaskExecutor.recycles` by reason. An attempt that dies with a worker oomguard
-  restarted is requeued, never counted as killed.
+* **Bounded in-flight window.** Groups of short attempts go as Dask tasks of up to 32
+  (:mod:`~.dask_backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
+  yet; each is released once fetched, and the next runs while its results are written.
+* **Nothing finished runs again.** Each Dask task asks the Dask scheduler once whether its
+  key ever started (Dask recomputes a finished key whose worker died before it was
+  gathered); a rerun is refused, its attempts reported killed and retried. The nanny
+  tells the attempts a dead worker ran from those it never began (requeued).
+* **Memory-aware placement and limits.** Each Dask task asks for ``resources={"MEMORY":
+  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.dask_isolation`).
+* **Off the loop.** Answers are fetched, and large results written as blob files, on fetch
+  threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
+* **Aggregations where their inputs are.** Replicates' results are also held on the Dask
+  worker that made them; an aggregation is sent there and refers to them instead of
+  carrying them (:mod:`~.dask_held`).
+* **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``, and the
+  scheduler's ``allowed-failures`` is 0: a worker death fails the future with
+  ``KilledWorker``, classified from the evidence of :mod:`~.dask_plugin`
+  (:func:`classify_dask_death`) and reported as a failed outcome, so the scheduler's retry
+  and OOM-escalation rules apply unchanged.
+* **Recycling.** A worker grown past ``recycle_growth_fraction`` of its memory limit (or
+  past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained and
+  restarted through its nanny (:mod:`~.dask_recycling`), counted in
+  :attr:`DaskExecutor.recycles` by reason; an attempt that dies with it is requeued.
 """
 
 from __future__ import annotations
@@ -84,6 +72,7 @@ from oomguard.executors.dask_flights import (
     lost_events,
     outcome_events,
 )
+from oomguard.executors.dask_held import HeldIndex
 from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
 from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
@@ -101,9 +90,8 @@ WORKERS_REFRESH_S = 1.0
 FETCH_THREADS = 4
 #: the longest one fetch waits for a finished group's answer
 FETCH_TIMEOUT_S = 60.0
-#: Dask futures in flight per worker thread (``config.dask_window_per_thread`` where set):
-#: one running and a few queued behind it, so a thread neither waits for a gather round
-#: trip nor idles while the scheduler loop is busy writing results
+#: Dask futures in flight per worker thread (``config.dask_window_per_thread``): one running
+#: and a few queued, so a thread neither waits for a gather nor idles while the loop writes
 WINDOW_PER_THREAD = 4
 #: why an attempt that died with a worker oomguard restarted is requeued
 RECYCLED = "oomguard restarted its Dask worker (recycled) before its outcome was gathered"
@@ -131,8 +119,10 @@ class DaskExecutor:
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
         self.done: queue.Queue[Any] = queue.Queue()
+        #: which worker holds which replicate's result, for its aggregation
+        self.held = HeldIndex()
         #: groups of attempts waiting to be sent
-        self.backlog = Backlog(lambda event: self.done.put(Ended(event)))
+        self.backlog = Backlog(lambda event: self.done.put(Ended(event)), self.held)
         self.window_per_thread = int(
             getattr(config, "dask_window_per_thread", None) or WINDOW_PER_THREAD
         )
@@ -144,7 +134,6 @@ class DaskExecutor:
         self._workers_at = 0.0
         self._warned_no_memory = False
         self._started = 0.0
-        self._killed: dict[int, tuple[str, dict[str, Any]]] = {}
         self._lock = threading.Lock()
         #: how each Dask worker runs attempts (``cgroup-v1``, ``watchdog``, ``thread`` ...)
         self.isolation_modes: dict[str, str] = {}
@@ -200,6 +189,7 @@ class DaskExecutor:
         self._workers_at = now
         info = self._client.scheduler_info(n_workers=-1)
         self.workers = dict(info.get("workers", {}))
+        self.held.forget_workers_except(self.workers)
         self.has_memory = bool(self.workers) and all(
             "MEMORY" in (w.get("resources") or {}) for w in self.workers.values()
         )
@@ -244,7 +234,7 @@ class DaskExecutor:
         self._refresh_workers()
         if self.backlog:
             return 0
-        return max(0, self.window - len(self.inflight))
+        return max(0, self.window - self._running())
 
     # -- submitting -------------------------------------------------------------------
 
@@ -260,13 +250,15 @@ class DaskExecutor:
         from oomguard.executors.dask_plugin import run_calls
 
         window = self.window
-        while self.backlog and len(self.inflight) < window:
-            runs, items, limit = self.backlog.take()
+        while self.backlog and self._running() < window:
+            runs, items, limit, at = self.backlog.take()
             if not runs:
                 continue  # none of them could be read: each ended with an error outcome
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}
+            # To where the results its aggregations refer to are held (else: "missing").
+            where = {"workers": [at], "allow_other_workers": True, "priority": 1} if at else {}
             with warnings.catch_warnings():
                 # Aggregations carry their replicates' results: not a mistake here.
                 warnings.filterwarnings("ignore", message="Sending large graph")
@@ -278,6 +270,7 @@ class DaskExecutor:
                     resources=resources,
                     retries=0,
                     pure=False,
+                    **where,
                 )
             flight = Flight(runs, future, limit, time.time())
             self.inflight[flight.key] = flight
@@ -307,7 +300,7 @@ class DaskExecutor:
         events: list[Event] = []
         for future in done:
             if isinstance(future, Ended):
-                events.append(future.event)
+                events.extend([future.event] if future.event is not None else [])
                 continue
             if isinstance(future, Fetched):
                 events.extend(self._gathered(future.flight, future.value))
@@ -324,17 +317,21 @@ class DaskExecutor:
         return events
 
     def _fetch(self, flight: Flight) -> None:
-        """Fetch a finished group's answer off the loop thread (its results' bytes come
-        over the network, and large ones are written as blob files there, fsync'd): the
-        loop goes on committing meanwhile; the answer comes back through ``done``."""
+        """Fetch a finished group's answer off the loop thread, large results written as
+        blob files there (fsync'd); the answer comes back through ``done``."""
 
         def fetch() -> None:
-            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S)))
+            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S, here)))
 
-        if self._fetcher is None:
-            fetch()
-        else:
-            self._fetcher.submit(fetch)
+        def here() -> None:  # its slot is free (poll woken) while its results are written
+            flight.future.release()  # nothing stays in distributed memory (but held results)
+            self.done.put(Ended(None))
+
+        self._fetcher.submit(fetch) if self._fetcher is not None else fetch()
+
+    def _running(self) -> int:
+        """Dask tasks in the window: sent, their answer not fetched yet."""
+        return sum(1 for flight in self.inflight.values() if not flight.fetched)
 
     def _flight_of(self, future: Future[Any]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
@@ -351,7 +348,7 @@ class DaskExecutor:
         if self.inflight.get(flight.key) is not flight:
             return []  # ended meanwhile (cancelled, stopped)
         self._forget(flight)
-        flight.future.release()  # nothing stays in distributed memory
+        flight.future.release()
         if isinstance(value, BaseException):
             return self._ended_by_error(flight, value)
         return self._outcomes(flight, value)
@@ -367,6 +364,10 @@ class DaskExecutor:
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
+        if out.get("missing"):  # held inputs gone (dask_held): nothing ran; store next time
+            return self._requeued(flight, "its inputs held on a Dask worker were gone")
+        if address:
+            self.held.saw(address, out)
         if address and out.get("isolation"):
             self.isolation_modes[address] = str(out["isolation"])
         self.backlog.saw(flight.runs, out["outcomes"], self.isolation_modes)  # sizes tasks

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from oomguard.errors import TaskInputError
-from oomguard.executors.base import Attempt, ItemReader, input_error_event
+from oomguard.executors.base import Attempt, Held, ItemReader, input_error_event
 from oomguard.executors.dask_isolation import THREAD
 from oomguard.executors.events import Event
 
@@ -42,8 +42,10 @@ class Backlog:
     error at once, and the rest of its group goes on).
     """
 
-    def __init__(self, ended: Callable[[Event], None]) -> None:
+    def __init__(self, ended: Callable[[Event], None], held: Held | None = None) -> None:
         self._ended = ended
+        #: where results are held on the workers (aggregations go where theirs are)
+        self._held = held
         self._read_item: ItemReader | None = None
         #: (runs, limit, the first run's item when already read)
         self._groups: deque[tuple[Sequence[Attempt], int, dict[str, Any] | None]] = deque()
@@ -94,35 +96,40 @@ class Backlog:
     def clear(self) -> None:
         self._groups.clear()
 
-    def take(self) -> tuple[list[Attempt], list[dict[str, Any]], int]:
-        """The next Dask task's attempts, their call items and its limit.
+    def take(self) -> tuple[list[Attempt], list[dict[str, Any]], int, str | None]:
+        """The next Dask task's attempts, their call items, its limit and the worker it
+        must go to (where results its items refer to are held), if any.
 
-        Reads items up to :data:`GROUP_MAX_BYTES` of inputs (at least one); the attempts
-        left over go back to the front with the item that did not fit. The attempts may
-        be none: none of them could be read, each ended with an error outcome.
+        Reads items up to :data:`GROUP_MAX_BYTES` of inputs (at least one), all for the
+        same worker; the attempts left over go back to the front with the item that did
+        not fit. The attempts may be none: none of them could be read, each ended with
+        an error outcome.
         """
         runs, limit, first = self._groups.popleft()
         items: list[dict[str, Any]] = []
         sent: list[Attempt] = []
         size = 0
+        at: str | None = None
         for i, run in enumerate(runs):
             if i == 0 and first is not None:
                 item = first
             else:
                 assert self._read_item is not None  # set by add, before any take
                 try:
-                    item = self._read_item(run)
+                    item = self._read_item(run, self._held)
                 except TaskInputError as err:
                     self._ended(input_error_event(run, err))
                     continue
             item_size = _item_bytes(item)
-            if items and size + item_size > GROUP_MAX_BYTES:
+            elsewhere = at is not None and item.get("at") not in (None, at)
+            if items and (size + item_size > GROUP_MAX_BYTES or elsewhere):
                 self._groups.appendleft((runs[i:], limit, item))
                 break
             items.append(item)
             sent.append(run)
             size += item_size
-        return sent, items, limit
+            at = at or item.get("at")
+        return sent, items, limit, at
 
 
 def _function(run: Attempt) -> tuple[str, str] | None:
@@ -134,7 +141,8 @@ def _function(run: Attempt) -> tuple[str, str] | None:
 def _item_bytes(item: dict[str, Any]) -> int:
     """The rough size of a call item's inputs (what it sends to the worker)."""
     size = len(item.get("payload") or b"") + len(item.get("params") or "")
-    return size + sum(len(r) for r in item.get("results") or ())
+    # A result held on the worker ({"held": attempt id}) is not sent.
+    return size + sum(len(r) for r in item.get("results") or () if not isinstance(r, dict))
 
 
 __all__ = ["GROUP_MAX_BYTES", "GROUP_MAX_ITEMS", "GROUP_MAX_RESULT_BYTES", "Backlog"]

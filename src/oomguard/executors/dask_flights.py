@@ -9,7 +9,7 @@ end in when they do not end with the worker's own outcome.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,8 @@ class Flight:
     sent: float
     #: attempts of the group already ended by :meth:`DaskExecutor.kill`
     dropped: set[int] = field(default_factory=set)
+    #: its answer is here (its results being written): it no longer holds a window slot
+    fetched: bool = False
 
     @property
     def key(self) -> str:
@@ -67,9 +69,10 @@ class Counters:
 
 @dataclass
 class Ended:
-    """An event to hand out at the next poll (queued beside finished futures)."""
+    """An event to hand out at the next poll (queued beside finished futures); None: only
+    wakes the poll up (a window slot was freed)."""
 
-    event: Event
+    event: Event | None
     status: str = "ended"
     key: str = ""
 
@@ -140,22 +143,33 @@ def outcome_events(
     return events
 
 
-def fetch_answer(flight: Flight, blobs: BlobFiles | None, timeout: float) -> Any:
+def fetch_answer(
+    flight: Flight,
+    blobs: BlobFiles | None,
+    timeout: float,
+    fetched: Callable[[], None] | None = None,
+) -> Any:
     """A finished group's answer (or the exception fetching it raised), fetched on the
     calling thread; with ``blobs``, each result large enough for a blob file is written
-    there, so that the store finds it and the loop neither writes nor fsyncs it."""
+    there, so that the store finds it and the loop neither writes nor fsyncs it.
+
+    Once the answer is here ``fetched`` is called (the executor releases the future): the
+    next Dask task runs while the results are written (none is reported before)."""
     from oomguard.store.blobs import BLOB_THRESHOLD
 
     try:
         value = flight.future.result(timeout=timeout)
     except Exception as err:
         return err
+    flight.fetched = True
+    if fetched is not None:
+        fetched()
     if blobs is not None and isinstance(value, dict):
         for item in value.get("outcomes") or ():
             payload = item.get("payload")
             if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
                 try:
-                    blobs.put(payload)
+                    blobs.put(payload, ahead=True)
                 except Exception as err:  # the store's own put says it, for that task
                     log.info("cannot write a result blob ahead of the loop: %s", err)
     return value

@@ -57,6 +57,27 @@ CHILD_ENV_DROP = ("MALLOC_TRIM_THRESHOLD_",)
 WATCH_INTERVAL_S = 0.1
 
 
+#: glibc's ``mallopt`` parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: buffers up to this size come from the heap in a Dask worker whose attempts run in
+#: children (glibc's largest mmap threshold)
+HEAP_BUFFERS = 32 * 1024 * 1024
+
+
+def large_buffers_from_heap() -> None:
+    """In a Dask worker that runs no task itself: results (each copied a few times on its
+    way through) come from the heap, reused, not a fresh ``mmap`` each, page-faulted in:
+    the nanny's ``MALLOC_TRIM_THRESHOLD_`` turned glibc's adaptive threshold off. Free
+    memory above twice that much is still given back."""
+    from oomguard.worker.child import _load_libc
+
+    libc = _load_libc()
+    mallopt = getattr(libc, "mallopt", None) if libc else None
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS)
+        mallopt(M_TRIM_THRESHOLD, 2 * HEAP_BUFFERS)
+
+
 class HostPool:
     """The children running attempts for one Dask worker process (one per busy thread).
 
@@ -174,6 +195,15 @@ class HostPool:
             "children": children,
             "recycles": dict(self.recycles),
         }
+
+    def room(self, fraction: float, starting: int = 0) -> int:
+        """Bytes of this Dask worker's memory no running attempt (nor one ``starting``
+        with that limit) was given, at most ``fraction`` of it (0: its limit unknown)."""
+        if not self.memory_limit:
+            return 0
+        with self._lock:
+            given = starting + sum(c.limit_bytes or 0 for c in self._busy.values())
+        return max(0, min(int(fraction * self.memory_limit), self.memory_limit - given))
 
     # -- children ---------------------------------------------------------------------
 
@@ -359,4 +389,4 @@ class HostPool:
                 self._spawner = None
 
 
-__all__ = ["THREAD", "ChildUnavailable", "HostPool"]
+__all__ = ["THREAD", "ChildUnavailable", "HostPool", "large_buffers_from_heap"]

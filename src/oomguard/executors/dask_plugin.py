@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING, Any
 from distributed.diagnostics.plugin import NannyPlugin, WorkerPlugin
 
 from oomguard import procfs
-from oomguard.executors.dask_isolation import THREAD, ChildUnavailable, HostPool
+from oomguard.executors.dask_held import HeldResults, refers
+from oomguard.executors.dask_isolation import (
+    THREAD,
+    ChildUnavailable,
+    HostPool,
+    large_buffers_from_heap,
+)
 from oomguard.executors.dask_progress import Progress, read_progress
 
 if TYPE_CHECKING:
@@ -57,6 +63,8 @@ SAMPLE_INTERVAL_S = 0.1
 POOL_ATTR = "_oomguard_host_pool"
 #: after a SIGKILL with no OOM line yet, how long to wait for the kernel's line
 KERNEL_LOG_WAIT_S = 2.0
+#: the most of a Dask worker's memory its held results may use (docs/ARCHITECTURE.md, "Dask")
+HOLD_FRACTION = 0.25
 
 
 def _rss(pid: int | str = "self") -> int | None:
@@ -177,22 +185,30 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
     and malloc trimmed once after the group, and the worker's RSS reported then. Before
     each item the worker notes its position (:func:`read_progress`), so when the worker
     dies mid-group the executor can tell the attempts that ran from those that never began.
+    Results asked to be held are kept here for their aggregation (:mod:`.dask_held`).
     """
     address, baseline = _worker_identity()
     if _already_started():
         return {"duplicate": True, "worker": address, "pid": os.getpid()}
-    key, progress = _current_key(), _worker_progress()
+    plugin = _plugin()
+    held: HeldResults | None = getattr(plugin, "held", None)
+    if not (held.resolve(items) if held is not None else not any(map(refers, items))):
+        # A result an aggregation refers to is no longer held here: nothing runs.
+        return {"missing": True, "worker": address, "pid": os.getpid()}
+    key, progress = _current_key(), getattr(plugin, "progress", None)
 
     def note(index: int) -> None:
         if progress is not None and key is not None:
             progress.note(key, index)
 
-    pool = _host_pool()
+    pool: HostPool | None = getattr(plugin, "pool", None)
     recycles_before = dict(pool.recycles) if pool is not None else {}
     outcomes = []
     if pool is not None and pool.isolated:
         # The child collects and trims after its group; this process ran no task.
         note(0)
+        if held is not None:  # held results never use memory an attempt was given
+            held.fit(pool.room(HOLD_FRACTION, limit or pool.memory_limit or 0))
         try:
             outcomes = pool.run(items, limit, note)
         except ChildUnavailable as err:
@@ -205,6 +221,9 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
             outcomes.append(_run_item(item))
         # Against fragmentation: give what the tasks freed back before the next group.
         _trim()
+    kept = []
+    if held is not None and pool is not None and pool.isolated:
+        kept = held.keep(items, outcomes, pool.room(HOLD_FRACTION))
     recycled = {}
     if pool is not None:
         recycled = {
@@ -220,17 +239,19 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
         "baseline": baseline,
         "isolation": pool.mode if pool is not None else THREAD,
         "recycled": recycled,
+        "held": kept,
+        "dropped": held.take_dropped() if held is not None else [],
     }
 
 
-def _host_pool() -> HostPool | None:
+def _plugin() -> Any:
+    """This Dask worker's plugin (None: not on a Dask worker, or none registered)."""
     try:
         from distributed import get_worker
 
-        plugin = get_worker().plugins.get(PLUGIN_NAME)
+        return get_worker().plugins.get(PLUGIN_NAME)
     except (ImportError, ValueError):
         return None
-    return getattr(plugin, "pool", None)
 
 
 def host_isolation(dask_worker: Worker) -> dict[str, Any]:
@@ -268,16 +289,6 @@ def _current_key() -> str | None:
         return str(get_worker().get_current_task())
     except (ImportError, ValueError):
         return None
-
-
-def _worker_progress() -> Progress | None:
-    try:
-        from distributed import get_worker
-
-        plugin = get_worker().plugins.get(PLUGIN_NAME)
-    except (ImportError, ValueError):
-        return None
-    return getattr(plugin, "progress", None)
 
 
 def _worker_identity() -> tuple[str | None, int | None]:
@@ -318,6 +329,8 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.oom_score_adj_error: str | None = None
         self.progress: Progress | None = None
         self.pool: HostPool | None = None
+        #: replicates' results held here for their aggregation (:mod:`.dask_held`)
+        self.held: HeldResults | None = None
 
     def setup(self, worker: Worker) -> None:
         try:
@@ -332,7 +345,10 @@ class WorkerEvidencePlugin(WorkerPlugin):
         import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local pool)
 
         self.progress = Progress()
+        self.held = HeldResults()
         self._start_pool(worker)
+        if self.pool is not None and self.pool.isolated:
+            large_buffers_from_heap()
         _trim()
         self.baseline = _rss()
 
@@ -372,6 +388,8 @@ class WorkerEvidencePlugin(WorkerPlugin):
                 self.pool.close()
         if self.progress is not None:
             self.progress.close()
+        if self.held is not None:
+            self.held.clear()
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         return None

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import Attempt, Executor, call_item
+from oomguard.executors.base import Attempt, Executor, Held, call_item
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
@@ -334,7 +334,9 @@ class Scheduler:
             if low is None:
                 continue
             rows = self.store.take_ready(job_id, want, low + self._batch_size(job_id))
-            self.window.extend(rows)
+            # An aggregation goes first: its inputs were just made (held on a Dask worker).
+            self.window.extendleft(reversed([r for r in rows if r.kind == "aggregate"]))
+            self.window.extend(r for r in rows if r.kind != "aggregate")
             want -= len(rows)
         # Nothing more was ready: look again a little later, not at every step.
         self._refill_after = now + 0.02 if want > 0 else 0.0
@@ -403,8 +405,8 @@ class Scheduler:
         for group in assignments:
             self.executor.submit(group, self._read_item)
 
-    def _read_item(self, run: Attempt) -> dict[str, Any]:
-        return call_item(run, self.store)
+    def _read_item(self, run: Attempt, held: Held | None = None) -> dict[str, Any]:
+        return call_item(run, self.store, held)
 
     def _admit(
         self, task: TaskRow, key: str | None, state: KeyState, now: float, idle: int

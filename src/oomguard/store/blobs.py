@@ -27,7 +27,9 @@ import os
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,9 @@ _REFERENCES = (
     "UNION SELECT payload_ref FROM tasks WHERE payload_ref IS NOT NULL "
     "UNION SELECT value_ref FROM results WHERE value_ref IS NOT NULL"
 )
+#: bytes of blobs written ahead of the rows that refer to them whose names are remembered
+#: (:meth:`BlobFiles.put` ``ahead``), at most: the row's own ``put`` hashes none again
+NAMED_MAX_BYTES = 128 * 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".gc-"
 
@@ -76,6 +81,10 @@ class BlobFiles:
         self.blob_dir = blob_dir
         #: the directory was found (or made) private to this user
         self._checked = False
+        #: id(data) -> (data, its name): written ahead (a reference kept, so the id is its)
+        self._named: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+        self._named_bytes = 0
+        self._named_lock = threading.Lock()
         self.check_dir()
 
     def check_dir(self) -> None:
@@ -117,14 +126,20 @@ class BlobFiles:
     def db(self) -> sqlite3.Connection:
         return self._store.db
 
-    def put(self, data: bytes) -> str:
-        """Write ``data`` to a file beside the store, named by its hash; return the name."""
-        name = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, *, ahead: bool = False) -> str:
+        """Write ``data`` to a file beside the store, named by its hash; return the name.
+
+        ``ahead``: written before the row that will refer to it (a fetch thread of the
+        Dask executor): its name is remembered for the row's own ``put`` of the same
+        object, which then neither hashes nor writes it again."""
+        name = self._named_of(data)
+        if name is None:
+            name = hashlib.sha256(data).hexdigest()
         self._ready()
         final = self.blob_dir / name
         try:
             os.utime(final)  # reused: young again, so garbage collection leaves it alone
-            return name
+            return self._remember(data, name) if ahead else name
         except FileNotFoundError:
             pass
         fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=_TMP_PREFIX)
@@ -138,7 +153,26 @@ class BlobFiles:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        return self._remember(data, name) if ahead else name
+
+    def _remember(self, data: bytes, name: str) -> str:
+        with self._named_lock:
+            if id(data) not in self._named:
+                self._named[id(data)] = (data, name)
+                self._named_bytes += len(data)
+            while self._named_bytes > NAMED_MAX_BYTES:  # oldest first: hashed again if put
+                _, (old, _) = self._named.popitem(last=False)
+                self._named_bytes -= len(old)
         return name
+
+    def _named_of(self, data: bytes) -> str | None:
+        with self._named_lock:
+            entry = self._named.get(id(data))
+            if entry is None or entry[0] is not data:
+                return None
+            del self._named[id(data)]
+            self._named_bytes -= len(data)
+        return entry[1]
 
     def get(self, name: str) -> bytes:
         """A blob's bytes; :class:`BlobMissingError` when its file is gone."""

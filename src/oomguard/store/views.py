@@ -331,6 +331,19 @@ class Queries:
         ):
             yield dict(zip(keys, row, strict=False))
 
+    def group_results(
+        self, job_id: str, grp: int
+    ) -> list[tuple[int | None, bytes | None, str | None]]:
+        """The stored results of a group's replicates, by replicate, unread: ``(attempt
+        id, value, value_ref)``, the attempt whose result was stored (the Dask executor
+        sends the results it holds by attempt: docs/ARCHITECTURE.md, "Dask")."""
+        sql = (
+            "SELECT r.attempt_id, r.value, r.value_ref FROM results r "
+            "JOIN tasks t ON t.id = r.task_id "
+            "WHERE t.job_id = ? AND t.grp = ? AND t.kind = 'task' ORDER BY t.replicate"
+        )
+        return [(a, value, ref) for a, value, ref in self.db.execute(sql, (job_id, grp))]
+
     def result_rows(
         self, job_id: str, kind: str = "task", part: int | None = None
     ) -> Iterator[

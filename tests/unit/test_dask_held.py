@@ -1,0 +1,56 @@
+"""Replicates' results held on the Dask worker that made them (executors/dask_held.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oomguard.executors.dask_held import HeldIndex, HeldResults, refers
+
+MIB = 1024 * 1024
+
+
+def outcome(attempt_id: int, payload: bytes | None = b"r", ok: bool = True) -> dict[str, Any]:
+    return {"attempt_id": attempt_id, "ok": ok, "payload": payload}
+
+
+def test_a_worker_holds_what_is_asked_and_drops_the_oldest_beyond_its_room() -> None:
+    held = HeldResults()
+    items = [{"attempt_id": i, "hold": i != 3} for i in range(1, 5)]
+    outs = [outcome(1, b"a" * MIB), outcome(2, b"b" * MIB), outcome(3), outcome(4, ok=False)]
+    assert held.keep(items, outs, room=8 * MIB) == [1, 2]  # 3 not asked, 4 failed
+    assert (len(held), held.bytes) == (2, 2 * MIB)
+    held.fit(MIB)
+    assert held.take_dropped() == [1] and held.take_dropped() == []
+    assert (len(held), held.bytes) == (1, MIB)
+
+
+def test_an_item_gets_its_held_results_once_and_nothing_is_taken_when_one_is_missing() -> None:
+    held = HeldResults()
+    held.keep([{"attempt_id": 1, "hold": True}], [outcome(1, b"one")], room=MIB)
+    held.keep([{"attempt_id": 2, "hold": True}], [outcome(2, b"two")], room=MIB)
+    agg = {"attempt_id": 9, "form": "agg", "results": [{"held": 1}, b"stored", {"held": 2}]}
+    assert refers(agg) and not refers({"attempt_id": 8, "form": "json"})
+    missing = {"attempt_id": 10, "form": "agg", "results": [{"held": 1}, {"held": 7}]}
+    assert not held.resolve([missing])
+    assert len(held) == 2  # nothing taken
+    assert held.resolve([agg])
+    assert agg["results"] == [b"one", b"stored", b"two"]
+    assert len(held) == 0 and held.bytes == 0
+    assert not held.resolve([{"attempt_id": 11, "results": [{"held": 1}]}])  # used once
+
+
+def test_the_index_sends_an_aggregation_where_most_of_its_inputs_are_held() -> None:
+    index = HeldIndex()
+    index.saw(
+        "tcp://a", {"outcomes": [outcome(1, b"x" * 10), outcome(2, b"x" * 10)], "held": [1, 2]}
+    )
+    index.saw("tcp://b", {"outcomes": [outcome(3, b"x" * 30)], "held": [3]})
+    index.saw("tcp://a", {"outcomes": [outcome(4, b"x")], "held": [4], "dropped": [4]})
+    assert len(index) == 3  # 4 was dropped by its worker
+    # b holds 30 bytes of them, a 20: b gets it, and only 3 is sent by reference.
+    assert index([1, 2, 3, None]) == ("tcp://b", {3})
+    assert index([3]) == (None, set())  # each held result is sent for once
+    assert index([1, 2]) == ("tcp://a", {1, 2})
+    index.saw("tcp://a", {"outcomes": [outcome(5)], "held": [5]})
+    index.forget_workers_except(["tcp://b"])  # a is gone (restarted, removed)
+    assert index([5]) == (None, set())
