@@ -5,9 +5,8 @@ in memory); the loop admits them by memory and dispatches them to the executor. 
 attempt begins and ends is the :class:`~oomguard.scheduler.recorder.AttemptRecorder`'s:
 its writes are committed here in grouped transactions (the attempt's end, its result, its
 task's new state, the release of its lock and dependants commit together). Other threads
-read the scheduler only through :meth:`Scheduler.view` and the thread-safe
-:meth:`Scheduler.request_parts` / :meth:`Scheduler.set_window`. See docs/ARCHITECTURE.md.
-"""
+use only :meth:`Scheduler.view` and the thread-safe ``request_parts``, ``set_window`` and
+``tasks_added``. See docs/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -310,8 +309,7 @@ class Scheduler:
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
             self.recorder.parts_due.update(finished)
-            for job_id in finished:
-                self._batch_sizes.pop(job_id, None)
+            self._batch_sizes = {j: n for j, n in self._batch_sizes.items() if j not in finished}
             if self.notifier is not None:
                 for notice in job_notices(self.store, before, self._active):
                     self.notifier.notify(notice)
@@ -321,8 +319,8 @@ class Scheduler:
         if len(self.window) >= self.window_size // 2 or (now < self._refill_after and not added):
             return
         self._tasks_added = False
-        # Its last task just ended (nothing left in hand): a job may have finished; its
-        # waiters hear it now, once, not at every idle step. New tasks: a new job, maybe.
+        # New tasks may be a new job; the last task in hand ending, a finished job (its
+        # waiters hear it now, once, not at every idle step).
         in_hand = bool(self.window or self.recorder.running)
         self._refresh_active(force=added or (self._had_work and not in_hand))
         self._had_work = in_hand
