@@ -278,7 +278,7 @@ class HostPool:
                     done = True
                     return outcomes
                 if pool.watchdog and child.busy:
-                    self._watch(pool, child)
+                    pool.watch(child, WATCH_INTERVAL_S)
             if recycle:
                 self._retire(child, recycle)
             done = True
@@ -303,22 +303,6 @@ class HostPool:
             "evidence": dict(evidence or {}, isolation=self.mode),
             "peak": peak,
         }
-
-    def _watch(self, pool: WorkerPool, child: Worker) -> None:
-        from oomguard.worker.pool import tree_rss
-
-        rss = tree_rss(child.pid)
-        child.peak_sample = max(child.peak_sample, rss)
-        if child.limit_bytes and rss > child.limit_bytes:
-            pool.kill(
-                child,
-                "watchdog",
-                {
-                    "rss_bytes": rss,
-                    "limit_bytes": child.limit_bytes,
-                    "sampled_every_s": WATCH_INTERVAL_S,
-                },
-            )
 
     def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:
         """Classify a child's death here, with this host's counters and kernel log."""

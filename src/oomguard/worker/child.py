@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from oomguard import procfs
+from oomguard.cgroups.v2 import parse_flat_keyed
 
 PR_SET_PDEATHSIG = 1
 
@@ -118,8 +119,6 @@ class _Cgroup:
         return (c.peak_bytes if self.can_reset else None), c.oom_kill
 
     def oom_kills(self) -> int | None:
-        from oomguard.cgroups.v2 import parse_flat_keyed
-
         text = self._kills.read()
         if text is None:
             return self.cg.oom_kills()

@@ -386,20 +386,17 @@ class WorkerPool:
             return
         self._last_watchdog = now
         for worker in list(self.workers.values()):
-            if not worker.busy or worker.dead:
-                continue
-            rss = tree_rss(worker.pid)
-            worker.peak_sample = max(worker.peak_sample, rss)
-            if worker.limit_bytes and rss > worker.limit_bytes:
-                self.kill(
-                    worker,
-                    "watchdog",
-                    {
-                        "rss_bytes": rss,
-                        "limit_bytes": worker.limit_bytes,
-                        "sampled_every_s": self.config.watchdog_interval,
-                    },
-                )
+            if worker.busy and not worker.dead:
+                self.watch(worker, self.config.watchdog_interval)
+
+    def watch(self, worker: Worker, interval: float) -> None:
+        """One watchdog sample of ``worker`` (sampled every ``interval`` seconds): its RSS,
+        children included, raises its peak; over its limit, it is killed (``watchdog``)."""
+        rss = tree_rss(worker.pid)
+        worker.peak_sample = max(worker.peak_sample, rss)
+        if worker.limit_bytes and rss > worker.limit_bytes:
+            evidence = {"rss_bytes": rss, "limit_bytes": worker.limit_bytes}
+            self.kill(worker, "watchdog", dict(evidence, sampled_every_s=interval))
 
     def sample_peaks(self) -> None:
         """Sample busy workers' RSS (for peak memory where the cgroup cannot say)."""
