@@ -272,6 +272,13 @@ def test_results_of_a_job_without_aggregations_release_nothing(store):
     assert store._aggregates(job) is True
     store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
     assert store._aggregates("j2") is False
+    # What it remembers is bounded however many jobs it sees.
+    from oomguard.store import sqlite as sqlite_module
+
+    for i in range(sqlite_module.AGGREGATES_KNOWN + 10):
+        store._aggregates(f"gone-{i}")
+    assert len(store._has_aggregates) <= sqlite_module.AGGREGATES_KNOWN
+    assert store._aggregates(job) is True and store._aggregates("j2") is False
 
 
 def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
@@ -280,7 +287,7 @@ def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
     (instead of SQLite's busy handler sleeping between tries)."""
     import threading
 
-    from oomguard.store.sqlite import writer_lock
+    from oomguard.store.transactions import writer_lock
 
     a = SqliteStore(tmp_path / "s.sqlite")
     b = SqliteStore(tmp_path / "." / "s.sqlite")

@@ -16,7 +16,6 @@ import json
 import operator
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
 from oomguard.store.schema import check_existing, connect, migrate
 from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, POSITIONAL, Q
+from oomguard.store.transactions import Transaction, writer_lock
 from oomguard.store.views import Queries
 from oomguard.store.writes import PHASES, Write, safe_params
 
@@ -72,23 +72,8 @@ class TaskRow:
     input_error: str | None = None
 
 
-#: one writer lock per store file in this process (see :func:`writer_lock`)
-_WRITERS: dict[str, threading.RLock] = {}
-_WRITERS_GUARD = threading.Lock()
-
-
-def writer_lock(path: Path) -> threading.RLock:
-    """The lock this process's connections to the store at ``path`` take around each write
-    transaction. SQLite lets one writer in at a time; a connection that finds the store
-    locked sleeps in its busy handler (1, 2, 5, 10, ... ms between tries), so the
-    scheduler's commits stalled behind a submission's. Waiting here, it wakes as soon as
-    the other transaction ends. Other processes still meet SQLite's busy timeout."""
-    key = os.path.realpath(path)
-    with _WRITERS_GUARD:
-        lock = _WRITERS.get(key)
-        if lock is None:
-            lock = _WRITERS[key] = threading.RLock()
-        return lock
+#: jobs whose having aggregations a store remembers (then it asks again)
+AGGREGATES_KNOWN = 4096
 
 
 class SqliteStore:
@@ -167,35 +152,12 @@ class SqliteStore:
 
     # -- transactions -----------------------------------------------------------------
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection, writer: threading.RLock) -> None:
-            self.db = db
-            self.writer = writer
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.writer.acquire()
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self.writer.release()
-                raise
-            return self.db
-
-        def __exit__(self, exc_type: object, *exc: object) -> None:
-            try:
-                if exc_type is None:
-                    self.db.execute("COMMIT")
-                else:
-                    self.db.execute("ROLLBACK")
-            finally:
-                self.writer.release()
-
-    def transaction(self) -> SqliteStore._Tx:
+    def transaction(self) -> Transaction:
         """``with store.transaction() as db:`` — one IMMEDIATE transaction.
 
         This process's connections to one store write one at a time (:func:`writer_lock`):
         a thread waiting for another's transaction wakes as it ends."""
-        return SqliteStore._Tx(self.db, self._writer)
+        return Transaction(self.db, self._writer)
 
     def next_attempt_id(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
@@ -490,6 +452,8 @@ class SqliteStore:
         result releases); a job's aggregation never changes, so it is asked once."""
         known = self._has_aggregates.get(job_id)
         if known is None:
+            if len(self._has_aggregates) >= AGGREGATES_KNOWN:
+                self._has_aggregates.clear()  # bounded however many jobs a server sees
             row = self.db.execute("SELECT agg FROM jobs WHERE id = ?", (job_id,)).fetchone()
             # An unknown job (forgotten meanwhile): release, as before, to be safe.
             known = self._has_aggregates[job_id] = row is None or row[0] is not None

@@ -1,0 +1,55 @@
+"""Write transactions on the store: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` each, and one
+writer at a time among this process's connections to a store file (see
+docs/ARCHITECTURE.md, "Store")."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+#: one writer lock per store file in this process (see :func:`writer_lock`)
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(path: Path) -> threading.RLock:
+    """The lock this process's connections to the store at ``path`` take around each write
+    transaction. SQLite lets one writer in at a time; a connection that finds the store
+    locked sleeps in its busy handler (1, 2, 5, 10, ... ms between tries), so the
+    scheduler's commits stalled behind a submission's. Waiting here, it wakes as soon as
+    the other transaction ends. Other processes still meet SQLite's busy timeout."""
+    key = os.path.realpath(path)
+    with _WRITERS_GUARD:
+        lock = _WRITERS.get(key)
+        if lock is None:
+            lock = _WRITERS[key] = threading.RLock()
+        return lock
+
+
+class Transaction:
+    """``with Transaction(db, writer) as db:`` — the writer lock, then one IMMEDIATE
+    transaction; committed, or rolled back on an exception; the lock released either way."""
+
+    def __init__(self, db: sqlite3.Connection, writer: threading.RLock) -> None:
+        self.db = db
+        self.writer = writer
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.writer.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.writer.release()
+            raise
+        return self.db
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+        finally:
+            self.writer.release()
