@@ -41,7 +41,7 @@ def _ended(
     future = EndedFuture(status, exception)
     if recycled_on is not None:
         ex.recycler._doom(recycled_on, [future.key])
-    runs = [SimpleNamespace(attempt_id=i, worker=None) for i in (1, 2)]
+    runs = [SimpleNamespace(attempt_id=i, worker=None, clean=False) for i in (1, 2)]
     flight = Flight(runs, future, limit=0, sent=0.0)
     ex.inflight[flight.key] = flight
     events = ex._failed_future(flight)
@@ -130,7 +130,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
     ex.workers = {"tcp://w1": {"nthreads": 1}}  # a window of 4 Dask tasks
-    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in range(64)]
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in range(64)]
     ex.submit(runs, read_item)
     # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
     # and nothing read for the rest but the one that did not fit the last group.
@@ -153,7 +153,10 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
     ex.workers = {"tcp://w1": {"nthreads": 1}}
-    runs = [SimpleNamespace(attempt_id=i, limit=64 * 1024 * 1024, worker=None) for i in range(3)]
+    runs = [
+        SimpleNamespace(attempt_id=i, limit=64 * 1024 * 1024, worker=None, clean=False)
+        for i in range(3)
+    ]
     ex.submit(runs, read_item)
     assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[0, 2]]
     # The group runs on the worker host under the limit admission gave it.
@@ -187,7 +190,7 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
         item = {"attempt_id": run.attempt_id, "results": [{"held": a} for a in ids]}
         return dict(item, at=at) if ids else item
 
-    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None) for i in (10, 11, 12)]
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in (10, 11, 12)]
     ex.submit(runs, read_item)
     # One Dask task per worker holding inputs; one needing none joins the last.
     assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[10], [11, 12]]

@@ -39,6 +39,9 @@ class Attempt(Protocol):
     limit: int
     #: set by the executor once it knows where the attempt runs
     worker: WorkerRef | None
+    #: its peak must not count memory an earlier attempt left (a probe's, or one at the
+    #: cap: worker/hygiene.py)
+    clean: bool
 
 
 #: where the executor already holds some attempts' results (``(attempt ids) -> (where,

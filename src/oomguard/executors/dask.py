@@ -254,6 +254,8 @@ class DaskExecutor:
             runs, items, limit, at = self.backlog.take()
             if not runs:
                 continue  # none of them could be read: each ended with an error outcome
+            if runs[0].clean and items:
+                items[0]["clean"] = True  # a probe's peak: measured clean (worker/hygiene.py)
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}

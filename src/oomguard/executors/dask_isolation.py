@@ -50,7 +50,7 @@ class ChildUnavailable(OomguardError):
 #: ``MALLOC_TRIM_THRESHOLD_`` (65536 by default, ``distributed.nanny.pre-spawn-environ``)
 #: turns off glibc's adaptive mmap threshold, so every buffer over 128 KiB (each result,
 #: each pickled copy of it) is a fresh mmap, page-faulted in and unmapped again. A child
-#: trims its heap after every group as a local worker does (``malloc_trim(0)``).
+#: gives its heap back when it needs to, as a local worker does (worker/hygiene.py).
 CHILD_ENV_DROP = ("MALLOC_TRIM_THRESHOLD_",)
 
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
@@ -69,9 +69,9 @@ def large_buffers_from_heap() -> None:
     way through) come from the heap, reused, not a fresh ``mmap`` each, page-faulted in:
     the nanny's ``MALLOC_TRIM_THRESHOLD_`` turned glibc's adaptive threshold off. Free
     memory above twice that much is still given back."""
-    from oomguard.worker.child import _load_libc
+    from oomguard.worker.hygiene import load_libc
 
-    libc = _load_libc()
+    libc = load_libc()
     mallopt = getattr(libc, "mallopt", None) if libc else None
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS)
@@ -261,7 +261,7 @@ class HostPool:
         outcomes: list[dict[str, Any]] = []
         done = False
         try:
-            pool.send(child, items)
+            pool.send(child, items, clean=bool(items and items[0].get("clean")))
             recycle: str | None = None
             while child.busy:
                 tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
@@ -271,6 +271,9 @@ class HostPool:
                         outcomes.append(self._outcome(msg, child.pid))
                         if note is not None:
                             note(len(outcomes))
+                    elif msg[0] == "refused":
+                        # It could not lower its limit: nothing ran, the group goes back.
+                        outcomes.extend({"attempt_id": a, "requeue": True} for a in msg[2])
                     elif msg[0] == "idle":
                         recycle = msg[2]
                 if died is not None:

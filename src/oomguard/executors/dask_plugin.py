@@ -97,7 +97,7 @@ def _counters_at(path: str, version: int) -> dict[str, Any] | None:
 
 
 def _trim() -> None:
-    from oomguard.worker.child import malloc_trim
+    from oomguard.worker.hygiene import malloc_trim
 
     gc.collect()
     malloc_trim()

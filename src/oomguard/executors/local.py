@@ -101,7 +101,7 @@ class LocalExecutor:
         for run in runs:
             run.worker = worker
             self.by_attempt[run.attempt_id] = run
-        self.pool.send(worker, items)
+        self.pool.send(worker, items, clean=runs[0].clean)
 
     def poll(self, timeout: float) -> list[Event]:
         events, self._events = self._events, []
@@ -121,6 +121,13 @@ class LocalExecutor:
                         attempt_id, ok, payload, fc, message, evidence or {}, peak, worker.name
                     )
                 )
+            elif msg[0] == "refused":
+                # It could not lower its limit even after giving memory back: nothing ran;
+                # the attempts go back to the queue and the worker is recycled (its idle).
+                log.info("worker %s: %s; recycling it", worker.name, msg[1])
+                for attempt_id in msg[2]:
+                    self.by_attempt.pop(attempt_id, None)
+                    events.append(Requeued(attempt_id))
             elif msg[0] == "idle" and msg[2]:
                 self.pool.retire(worker, msg[2])
                 self._replace()

@@ -69,6 +69,9 @@ class Running:
     deadline: float | None = None
     #: the not-yet-committed insert of this attempt (updated in place if it ends first)
     claim: AttemptRow | None = None
+    #: its peak teaches (a probe) or decides (at the cap): measured clean of memory an
+    #: earlier attempt left in its worker (worker/hygiene.py)
+    clean: bool = False
 
     @property
     def probe(self) -> bool:
@@ -151,6 +154,7 @@ class AttemptRecorder:
         n = task.attempts + 1
         task.attempts = n
         run = Running(attempt_id, task, n, key, role, limit, now)
+        run.clean = role is not Role.NORMAL or limit >= self.admission.cap
         self.admission.forget(task.id)
         if admit:
             self.admission.start(attempt_id, limit, key, role)
@@ -207,7 +211,10 @@ class AttemptRecorder:
             if event.worker is not None:
                 evidence["worker"] = event.worker
             if event.ok:
-                self._succeeded(run, event.payload, event.peak_bytes)
+                # A peak reached within memory an earlier attempt left is a bound only:
+                # learned from a probe (it must teach something), never from the others.
+                bound = bool(evidence.get("peak_bound")) and not run.probe
+                self._succeeded(run, event.payload, event.peak_bytes, learn=not bound)
             else:
                 fc = FailureClass(event.failure_class or FailureClass.ERROR.value)
                 self.failed(run, fc, event.message, evidence, event.peak_bytes)
@@ -298,9 +305,12 @@ class AttemptRecorder:
         self.end(run, "interrupted", None, {"reason": "the scheduler was stopped"}, None)
         self.notices.tell(run, "interrupted")
 
-    def _succeeded(self, run: Running, payload: bytes | None, peak: int | None) -> None:
+    def _succeeded(
+        self, run: Running, payload: bytes | None, peak: int | None, learn: bool = True
+    ) -> None:
         self.end(run, "succeeded", None, None, peak)
-        self.estimates.learn(run.key, peak)
+        if learn:
+            self.estimates.learn(run.key, peak)
         task = run.task
         self.writes.result(
             task.id,

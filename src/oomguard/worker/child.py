@@ -9,8 +9,6 @@ it moves to the caller's directory (``task_dir``), if any.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -24,40 +22,24 @@ from typing import Any
 
 from oomguard import procfs
 from oomguard.cgroups.v2 import parse_flat_keyed
+from oomguard.errors import IsolationError
+from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
+from oomguard.worker.messages import Batch
 
 PR_SET_PDEATHSIG = 1
-
-_libc: ctypes.CDLL | bool | None = None
 
 
 #: heap growth over one attempt of a batch that has the garbage collected before the next
 GC_GROWTH = 1024 * 1024
 
 
-def _load_libc() -> ctypes.CDLL | None:
-    global _libc  # process-local cache in the worker, not shared state
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        _libc = ctypes.CDLL(name, use_errno=True) if name else False
-    return _libc if isinstance(_libc, ctypes.CDLL) else None
-
-
 def _die_with_parent(parent_pid: int) -> None:
-    libc = _load_libc()
+    libc = load_libc()
     if libc:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The parent may have died before prctl: then we were re-parented already.
     if os.getppid() != parent_pid:
         os._exit(0)
-
-
-def malloc_trim() -> bool:
-    libc = _load_libc()
-    trim = getattr(libc, "malloc_trim", None) if libc else None
-    if trim is None:
-        return False
-    trim(0)
-    return True
 
 
 class _OpenFile:
@@ -98,7 +80,8 @@ def rss_bytes() -> int:
 
 
 class _Cgroup:
-    """The worker's view of its own cgroup: peak per attempt and the OOM kill counter."""
+    """The worker's view of its own cgroup: peak per attempt, the OOM kill counter, and
+    its limit when it must come down (worker/hygiene.py)."""
 
     def __init__(self, path: str, version: int) -> None:
         from oomguard.cgroups.cgroup import MemoryCgroup
@@ -110,9 +93,11 @@ class _Cgroup:
             os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")
         )
 
-    def start(self) -> int | None:
+    def start(self) -> tuple[int | None, int | None]:
+        """Restart the peak; ``(oom_kill counter, usage now)``."""
         self.can_reset = self.cg.reset_peak()
-        return self.cg.counters().oom_kill
+        c = self.cg.counters()
+        return c.oom_kill, c.usage_bytes
 
     def end(self) -> tuple[int | None, int | None]:
         c = self.cg.counters()
@@ -123,6 +108,20 @@ class _Cgroup:
         if text is None:
             return self.cg.oom_kills()
         return parse_flat_keyed(text).get("oom_kill")
+
+    def lower(self, limit: int | None, hygiene: Hygiene) -> str | None:
+        """Lower the limit to ``limit``, giving memory back first if the kernel refuses;
+        the refusal's message if it still does."""
+        try:
+            self.cg.set_limit(limit)
+            return None
+        except IsolationError:
+            hygiene.trim()
+        try:
+            self.cg.set_limit(limit)
+        except IsolationError as err:
+            return str(err)
+        return None
 
 
 def _run_one(
@@ -190,6 +189,17 @@ def _looks_like_allocation_error(err: BaseException) -> bool:
     return "outofmemory" in name or "out of memory" in text or "cannot allocate memory" in text
 
 
+def _next_batch(conn_in: Connection, hygiene: Hygiene) -> Batch | None:
+    """The next batch (None: exit); an idle worker gives its memory back meanwhile."""
+    try:
+        if not conn_in.poll(IDLE_TRIM_S):
+            hygiene.idle()
+        batch: Batch | None = pickle.loads(conn_in.recv_bytes())
+    except (EOFError, OSError):
+        return None
+    return batch
+
+
 def main(argv: list[str]) -> None:
     cfg = json.loads(argv[0])
     _die_with_parent(cfg["parent_pid"])
@@ -214,37 +224,48 @@ def main(argv: list[str]) -> None:
     if task_dir:
         os.chdir(task_dir)
 
-    gc.collect()
-    malloc_trim()
-    baseline = rss_bytes()
+    hygiene = Hygiene(rss_bytes)
+    baseline = hygiene.trim()
     growth_limit = cfg.get("recycle_growth_bytes")
     max_tasks = cfg.get("max_tasks") or 0
     done = 0
     conn_out.send_bytes(pickle.dumps(("ready", os.getpid(), baseline)))
     while True:
-        try:
-            batch = pickle.loads(conn_in.recv_bytes())
-        except (EOFError, OSError):
-            return
+        batch = _next_batch(conn_in, hygiene)
         if batch is None:
             return
+        # Memory freed by earlier attempts stays for this one unless it needs it back.
+        retained = hygiene.before(batch.limit, batch.clean)
+        if cgroup is not None and batch.lower:
+            refusal = cgroup.lower(batch.limit, hygiene)
+            if refusal is not None:
+                conn_out.send_bytes(pickle.dumps(("refused", refusal)))
+                conn_out.send_bytes(pickle.dumps(("idle", rss_bytes(), "limit_change")))
+                continue
+            retained = hygiene.retained()
+        items = batch.items
         memory_error = False
         # Batches are only made of short tasks of one memory key: for those, the peak is
         # read once per batch (peak = the batch's peak) instead of around every task. The
         # OOM kill counter is read after every task all the same (one small file): a
         # process killed in our cgroup belongs to the task that started it, not to the
         # last task of the batch.
-        per_item = len(batch) == 1
-        oom_seen = cgroup.start() if cgroup and not per_item else None
+        per_item = len(items) == 1
+        oom_seen, usage_start = cgroup.start() if cgroup and not per_item else (None, None)
         rss_before = batch_rss = rss_bytes()
-        for index, item in enumerate(batch):
-            oom_before = cgroup.start() if cgroup and per_item else oom_seen
+        for index, item in enumerate(items):
+            if cgroup and per_item:
+                oom_before, usage_start = cgroup.start()
+            else:
+                oom_before = oom_seen
             rss = rss_bytes()
             if index and rss > rss_before + GC_GROWTH:
                 # Each attempt of a batch as clean as one alone: what the last one left in
                 # reference cycles is collected before the next one starts.
                 gc.collect()
                 rss = rss_bytes()
+            if index:
+                retained = 0  # the batch's later attempts share its first one's peak
             rss_before = rss
             maxrss_before = maxrss_bytes()
             t0 = time.time()
@@ -252,9 +273,9 @@ def main(argv: list[str]) -> None:
             elapsed = time.time() - t0
             peak = None
             oom_after = None
-            if cgroup and (per_item or index == len(batch) - 1 or not ok):
+            if cgroup and (per_item or index == len(items) - 1 or not ok):
                 peak, oom_after = cgroup.end()
-                if not per_item and not ok and index < len(batch) - 1:
+                if not per_item and not ok and index < len(items) - 1:
                     cgroup.start()  # what failed here is not the peak of those behind it
             elif cgroup:
                 oom_after = cgroup.oom_kills()
@@ -262,8 +283,15 @@ def main(argv: list[str]) -> None:
                 oom_seen = oom_after
             if peak is None:
                 peak = process_peak(maxrss_before, rss_before)
+                start = rss_before
+            else:
+                start = usage_start or 0
             ok, payload, fc, message = pickle_result(ok, value, fc, message)
             evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
+            if retained > SLACK and peak <= start + SLACK:
+                # It ran within memory an earlier attempt left: its peak is a bound only.
+                evidence["peak_bound"] = True
+                evidence["retained_bytes"] = retained
             if tb:
                 evidence["traceback"] = tb
             if not ok and isinstance(value, dict):
@@ -296,20 +324,21 @@ def main(argv: list[str]) -> None:
                     )
                 )
             )
-        # Against fragmentation: give freed memory back, then decide whether to retire.
-        # After a batch of short tasks only when the heap grew: a full collection costs
-        # more than the batch's own work.
         rss = rss_bytes()
-        if per_item or rss > batch_rss + GC_GROWTH:
+        if len(items) > 1 and rss > batch_rss + GC_GROWTH:
+            # A batch of short tasks that grew the heap: collected before the next batch,
+            # as each of its attempts was before the next (its cycles are garbage now).
             gc.collect()
-            malloc_trim()
             rss = rss_bytes()
         reason = None
         if memory_error:
             reason = "memory_error"
         elif growth_limit and rss - baseline > growth_limit:
-            reason = "rss_growth"
-        elif max_tasks and done >= max_tasks:
+            # Growth or garbage? What a collection gives back is not growth.
+            rss = hygiene.trim()
+            if rss - baseline > growth_limit:
+                reason = "rss_growth"
+        if reason is None and max_tasks and done >= max_tasks:
             reason = "max_tasks"
         conn_out.send_bytes(pickle.dumps(("idle", rss, reason)))
 

@@ -29,6 +29,7 @@ import psutil
 
 from oomguard.errors import IsolationError
 from oomguard.worker.frames import FrameReader
+from oomguard.worker.messages import Batch
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
@@ -80,6 +81,9 @@ class Worker:
     dead: bool = False
     #: reads its messages once it is ready (see worker/frames.py)
     reader: FrameReader | None = None
+    #: its cgroup's limit is to come down to ``limit_bytes``: the worker lowers it itself
+    #: with its next batch, after giving memory back (worker/hygiene.py)
+    lower_pending: bool = False
 
 
 @dataclass
@@ -223,22 +227,37 @@ class WorkerPool:
         return worker
 
     def set_limit(self, worker: Worker, limit: int | None) -> None:
-        """Set the kernel (or watchdog) limit the worker's next attempt runs under."""
+        """Set the kernel (or watchdog) limit the worker's next attempt runs under.
+
+        A cgroup's limit that goes up is written now. One that comes down is lowered by
+        the worker itself when it gets its next batch, after giving back memory that
+        earlier attempts left (the kernel will not lower a limit below what the cgroup
+        holds): if it still cannot, the batch is answered ``refused`` and nothing of it
+        runs (:meth:`poll`)."""
         if worker.limit_bytes == limit:
             return
         if worker.cgroup is not None:
-            worker.cgroup.set_limit(limit)
+            lowering = limit is not None and (
+                worker.limit_bytes is None or limit < worker.limit_bytes
+            )
+            if not lowering:
+                worker.cgroup.set_limit(limit)
+            worker.lower_pending = lowering
         worker.limit_bytes = limit
 
-    def send(self, worker: Worker, items: list[dict[str, Any]]) -> None:
+    def send(self, worker: Worker, items: list[dict[str, Any]], clean: bool = False) -> None:
+        """Send ``items`` to run in order; ``clean``: the first must measure a clean peak
+        (a probe's: worker/hygiene.py)."""
         if worker.cgroup is not None:
             worker.counters_before = worker.cgroup.counters()
         worker.inflight.extend(item["attempt_id"] for item in items)
         worker.busy = True
         worker.peak_sample = 0
+        batch = Batch(items, worker.limit_bytes, worker.lower_pending, clean)
+        worker.lower_pending = False
         # If it died, poll() reports the death with these attempts.
         with contextlib.suppress(OSError):
-            worker.conn_out.send_bytes(pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+            worker.conn_out.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
 
     def idle_workers(self) -> list[Worker]:
         return [w for w in self.workers.values() if not w.busy and not w.dead]
@@ -337,6 +356,8 @@ class WorkerPool:
                 elif msg[0] == "outcome":
                     with contextlib.suppress(ValueError):
                         worker.inflight.remove(msg[1])
+                elif msg[0] == "refused":
+                    msg = _refused(worker, msg)
                 messages.append((worker, msg))
                 if msg[0] == "idle":
                     worker.busy = False
@@ -363,6 +384,8 @@ class WorkerPool:
             if msg[0] == "outcome":
                 with contextlib.suppress(ValueError):
                     worker.inflight.remove(msg[1])
+            elif msg[0] == "refused":
+                msg = _refused(worker, msg)
             elif msg[0] == "idle":
                 worker.busy = False
             messages.append(msg)
@@ -403,6 +426,14 @@ class WorkerPool:
         for worker in self.workers.values():
             if worker.busy and not worker.dead:
                 worker.peak_sample = max(worker.peak_sample, tree_rss(worker.pid))
+
+
+def _refused(worker: Worker, msg: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``("refused", message, attempt ids)``: the worker could not lower its limit, so
+    none of its batch ran; the attempts are no longer in flight there."""
+    attempts = list(worker.inflight)
+    worker.inflight.clear()
+    return ("refused", msg[1], attempts)
 
 
 def tree_rss(pid: int) -> int:
