@@ -150,6 +150,8 @@ class Runner:
         """Stop the scheduler and its workers; unfinished tasks stay in the store."""
         if self._thread is not None:
             self._stop.set()
+            if self.scheduler is not None:
+                self.scheduler.wake()  # not waiting out its step
             self._thread.join()
             self._thread = None
         self.store.close()

@@ -212,3 +212,39 @@ def test_a_job_added_in_process_starts_without_the_periodic_look(
         assert job.wait(timeout=30, progress=False)["counts"]["succeeded"] == 3
         one = r.submit("oomguard.examples:noop", 7)
         assert one.wait(timeout=30, progress=False)["counts"]["succeeded"] == 1
+
+
+def test_the_loop_sleeps_while_attempts_run_and_wakes_for_new_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While an attempt runs for seconds the loop wakes a few times a second, not 20; a
+    job added meanwhile wakes it at once (here the loop would otherwise sleep on until the
+    long attempt ends), and so does closing the Runner."""
+    from oomguard.scheduler import loop
+
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as r:
+        r.start()
+        assert r.scheduler is not None
+        sched = r.scheduler
+        steps = 0
+        step = sched.step
+
+        def counted(timeout: float | None = None) -> None:
+            nonlocal steps
+            steps += 1
+            step(timeout)
+
+        monkeypatch.setattr(sched, "step", counted)
+        r.sweep("oomguard.examples:sleep", [{"seconds": 8.0}])
+        time.sleep(0.5)  # the loop waits on the long attempt
+        steps = 0
+        time.sleep(1.0)
+        assert steps <= 1.0 / loop.STEP_WAIT + 2  # was 20 or more at the 50 ms pace
+        monkeypatch.setattr(loop, "STEP_WAIT", 30.0)
+        time.sleep(0.5)  # the loop is now in a 30 s wait, the long attempt runs on
+        t0 = time.monotonic()
+        quick = r.submit("oomguard.examples:noop", 1)
+        assert quick.wait(timeout=20, progress=False)["counts"]["succeeded"] == 1
+        assert time.monotonic() - t0 < 4  # woken by the submission: the long one runs on
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 4  # closing woke it too (the long one interrupted)

@@ -71,6 +71,10 @@ class Executor(Protocol):
 
     def poll(self, timeout: float) -> list[Event]: ...
 
+    def wake(self) -> None:
+        """End a :meth:`poll` that is waiting now, or the next one, at once (thread-safe:
+        another thread added work)."""
+
     def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
         """End ``run``'s attempt now (``timeout``, ``cancel``); its ending comes as an
         event at a later :meth:`poll`."""

@@ -287,6 +287,9 @@ class DaskExecutor:
 
     # -- outcomes ---------------------------------------------------------------------
 
+    def wake(self) -> None:
+        self.done.put(Ended(None))
+
     def poll(self, timeout: float) -> list[Event]:
         if self.client is None:
             time.sleep(timeout)

@@ -103,6 +103,9 @@ class LocalExecutor:
             self.by_attempt[run.attempt_id] = run
         self.pool.send(worker, items, clean=runs[0].clean)
 
+    def wake(self) -> None:
+        self.pool.wake()
+
     def poll(self, timeout: float) -> list[Event]:
         events, self._events = self._events, []
         if events:

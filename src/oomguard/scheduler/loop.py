@@ -46,6 +46,11 @@ PART_DRAIN_TIMEOUT = 120.0
 #: how often (seconds) the read-only view for other threads is refreshed, and the loop
 #: looks for jobs that other processes added
 VIEW_INTERVAL = ACTIVE_INTERVAL = 0.25
+#: the longest a step waits for an outcome (outcomes, new tasks and stops end it at once)
+STEP_WAIT = 0.25
+#: the wait while something needs a closer look: tasks held in the window with nothing
+#: running, a death or an OOM kill waiting for the kernel's line
+BLOCKED_WAIT = 0.02
 #: how long stopping waits for queued notifications to be delivered
 NOTIFY_DRAIN_TIMEOUT = 10.0
 
@@ -218,16 +223,16 @@ class Scheduler:
         self._refresh_active(force=True)
         return not self._active
 
-    def step(self, timeout: float = 0.05) -> None:
+    def step(self, timeout: float | None = None) -> None:
+        """One pass: take tasks, dispatch, wait up to ``timeout`` for outcomes (less when
+        something is due sooner: :meth:`_wait`), record them, and the periodic work."""
         assert self.executor is not None, "start() first"
         recorder = self.recorder
         now = time.time()
         self._refill(now)
         self._dispatch(now)
-        wait = timeout if recorder.running else min(timeout, 0.02)
-        if self.writes:
-            wait = min(wait, max(0.0, self.writes.first_at + self.config.commit_interval - now))
-        for event in self.executor.poll(wait):
+        most = STEP_WAIT if timeout is None else timeout
+        for event in self.executor.poll(self._wait(now, most)):
             recorder.handle(event)  # one attempt that cannot be recorded never stops the loop
         recorder.finish_deaths()
         self._check_timeouts()
@@ -250,6 +255,24 @@ class Scheduler:
         self.sampler.tick(self)
         self._publish_view()
 
+    def _wait(self, now: float, most: float) -> float:
+        """How long this step may wait for an outcome: attempts that run for seconds wake
+        the loop a few times a second, not 20 (outcomes, new tasks and stops wake it at
+        once: :meth:`tasks_added`); sooner when a commit, a timeout or a kernel line is
+        due, or when tasks wait in the window with nothing running (a lock, the budget)."""
+        recorder = self.recorder
+        wait = most
+        if self.window and not recorder.running:
+            wait = min(wait, BLOCKED_WAIT)
+        if recorder.deaths or len(recorder.survivors):
+            wait = min(wait, BLOCKED_WAIT)
+        if self.writes:
+            wait = min(wait, max(0.0, self.writes.first_at + self.config.commit_interval - now))
+        deadlines = [r.deadline for r in recorder.running.values() if r.deadline is not None]
+        if deadlines:
+            wait = min(wait, max(0.0, min(deadlines) - time.monotonic()))
+        return wait
+
     # -- what other threads may call -----------------------------------------------------
 
     def set_window(self, size: int) -> None:
@@ -257,8 +280,15 @@ class Scheduler:
         self.window_size = max(1, size)
 
     def tasks_added(self) -> None:
-        """Tasks were added (thread-safe): look for new jobs at the next refill."""
+        """Tasks were added (thread-safe): look for new jobs at once."""
         self._tasks_added = True
+        self.wake()
+
+    def wake(self) -> None:
+        """End the loop's wait for outcomes now (thread-safe): a stop, new work."""
+        executor = self.executor
+        if executor is not None:
+            executor.wake()
 
     def view(self) -> SchedulerView:
         """A consistent snapshot for other threads (refreshed every ``VIEW_INTERVAL``)."""
@@ -267,6 +297,7 @@ class Scheduler:
     def request_parts(self, job_id: str) -> None:
         """Have ``job_id``'s due parts written at the next pass (thread-safe)."""
         self._parts_asked.append(job_id)
+        self.wake()
 
     def parts_error(self, job_id: str) -> str | None:
         """Why the last try to write ``job_id``'s Parquet parts failed (thread-safe)."""

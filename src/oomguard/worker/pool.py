@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -126,6 +127,10 @@ class WorkerPool:
         #: one poll object for every ready worker's pipe: fd -> worker
         self._poller = select.poll()
         self._fds: dict[int, Worker] = {}
+        #: written by :meth:`wake` (another thread) to end a :meth:`poll` early
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller.register(self._wake_r, select.POLLIN)
+        self._wake_lock = threading.Lock()  # a wake never writes to a closed (reused) fd
 
     @property
     def mode(self) -> str:
@@ -322,6 +327,12 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 worker.cgroup.remove()
 
+    def wake(self) -> None:
+        """End a :meth:`poll` that waits now (or the next one) at once; thread-safe."""
+        with self._wake_lock, contextlib.suppress(OSError):  # full: a wake is pending
+            if self._wake_w >= 0:
+                os.write(self._wake_w, b"\0")
+
     def stop(self) -> None:
         for worker in list(self.workers.values()):
             self.kill(worker, "stop")
@@ -331,6 +342,12 @@ class WorkerPool:
             self._drop(worker)
         if self.cgroups is not None:
             self.cgroups.remove_all()
+        with self._wake_lock:
+            if self._wake_w >= 0:
+                self._poller.unregister(self._wake_r)
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_w = -1
 
     # -- events -----------------------------------------------------------------------
 
@@ -338,14 +355,14 @@ class WorkerPool:
         """Wait up to ``timeout`` for messages; return them and the workers that died."""
         if self.watchdog and any(w.busy for w in self.workers.values()):
             timeout = min(timeout, self.config.watchdog_interval)
-        if self._fds:
-            ready = self._poller.poll(max(0.0, timeout) * 1000.0)
-        else:
-            ready = []
-            time.sleep(max(0.0, timeout))
+        ready = self._poller.poll(max(0.0, timeout) * 1000.0)
         messages: list[tuple[Worker, tuple[Any, ...]]] = []
         died: list[Died] = []
         for fd, _events in ready:
+            if fd == self._wake_r:
+                with contextlib.suppress(OSError):
+                    os.read(self._wake_r, 4096)
+                continue
             worker = self._fds.get(fd)
             if worker is None or worker.reader is None:
                 continue
