@@ -268,9 +268,10 @@ class Scheduler:
             wait = min(wait, BLOCKED_WAIT)
         if self.writes:
             wait = min(wait, max(0.0, self.writes.first_at + self.config.commit_interval - now))
-        deadlines = [r.deadline for r in recorder.running.values() if r.deadline is not None]
-        if deadlines:
-            wait = min(wait, max(0.0, min(deadlines) - time.monotonic()))
+        if recorder.timed:
+            deadlines = [r.deadline for r in recorder.timed.values() if r.deadline is not None]
+            if deadlines:
+                wait = min(wait, max(0.0, min(deadlines) - time.monotonic()))
         return wait
 
     # -- what other threads may call -----------------------------------------------------
@@ -479,8 +480,10 @@ class Scheduler:
 
     def _check_timeouts(self) -> None:
         assert self.executor is not None
+        if not self.recorder.timed:
+            return
         now = time.monotonic()
-        for run in list(self.recorder.running.values()):
+        for run in list(self.recorder.timed.values()):
             if run.deadline is not None and now > run.deadline and run.worker is not None:
                 run.deadline = None
                 self.executor.kill(run, "timeout", {"timeout_s": run.task.timeout})

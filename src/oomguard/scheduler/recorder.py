@@ -131,6 +131,8 @@ class AttemptRecorder:
         )
         self.stats = Stats()
         self.running: dict[int, Running] = {}
+        #: the running attempts with a timeout (the loop looks only at these)
+        self.timed: dict[int, Running] = {}
         #: lock key → the attempt holding it
         self.locks: dict[str, int] = {}
         self.deaths: list[PendingDeath] = []
@@ -160,6 +162,7 @@ class AttemptRecorder:
             self.admission.start(attempt_id, limit, key, role)
         if task.timeout:
             run.deadline = time.monotonic() + task.timeout
+            self.timed[attempt_id] = run
         if task.lock_key:
             self.locks[task.lock_key] = attempt_id
         run.claim = AttemptRow(
@@ -295,6 +298,8 @@ class AttemptRecorder:
     def release(self, run: Running) -> None:
         """Forget ``run``: its memory goes back to the budget, its lock is released."""
         self.running.pop(run.attempt_id, None)
+        if self.timed:
+            self.timed.pop(run.attempt_id, None)
         self.admission.end(run.attempt_id, run.key, run.probe)
         if run.task.lock_key and self.locks.get(run.task.lock_key) == run.attempt_id:
             del self.locks[run.task.lock_key]
