@@ -41,10 +41,12 @@ def exit_code_for_client(err: OomguardError) -> ExitCode:
 
 def _client_errors(fn: F) -> F:
     """Connection and HTTP errors become a message and an exit code (never a traceback)."""
-    from oomguard.api.client import ApiError, ServerConnectionError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        # Imported when a client command runs: the HTTP stack is not every command's cost.
+        from oomguard.api.client import ApiError, ServerConnectionError
+
         try:
             return fn(*args, **kwargs)
         except (ApiError, ServerConnectionError) as err:
