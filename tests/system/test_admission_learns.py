@@ -93,3 +93,33 @@ def test_mixed_sweep_learns_from_the_first_kill(tmp_path, cli, require_cgroup: N
         assert failure["failure_class"] == "needs_more_memory"
         assert failure["attempt_count"] == 0
         assert "needs more memory" in failure["error"]
+
+
+def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
+    tmp_path, require_cgroup: None
+) -> None:
+    """Two tasks of a new key that needs more than the cap, 2 workers, an ample budget:
+    one starts as the probe (at its declared 64 MiB), the other beside it as a generous
+    sibling (most of the budget, below the cap). The probe's kill stops the sibling
+    (requeued, not counted), so the key's second and last kill is its cap probe's."""
+    import oomguard
+
+    cap = 1536 * MIB
+    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, memory_budget=cap,
+                         task_memory="64MiB", memory_key="mib") as runner:
+        job = runner.sweep("fixtures.tasks:alloc_slowly",
+                           [{"mib": 2048, "step_mib": 64, "pause": 0.15}] * 2)
+        status = job.wait(timeout=180, progress=False)
+        attempts = list(runner.store.queries.all_attempts(job.id))
+        failed = runner.store.queries.failed_tasks(job.id, limit=10)
+    assert status["counts"].get("failed") == 2, status
+    assert sorted(f["failure_class"] for f in failed) == ["needs_more_memory"] * 2
+    limits = sorted(a["limit_bytes"] for a in attempts)
+    kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
+    assert len(kills) <= 2, [(a["limit_bytes"], a["failure_class"]) for a in attempts]
+    assert max(a["limit_bytes"] for a in kills) == cap  # the last kill is at the cap
+    # The sibling really ran beside the probe (else this test proves nothing) and was
+    # stopped, not counted: skipped, with the reason.
+    siblings = [a for a in attempts if cap > a["limit_bytes"] > 4 * 128 * MIB]
+    assert siblings, limits
+    assert all(a["state"] == "skipped" for a in siblings), siblings

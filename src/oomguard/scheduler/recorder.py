@@ -31,7 +31,7 @@ from oomguard.executors.base import WorkerRef
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
-from oomguard.scheduler.admission import Admission, Estimates, Role
+from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.notices import HeldNotices
 from oomguard.scheduler.retries import (
     OWN_LIMIT_KILLS,
@@ -72,10 +72,17 @@ class Running:
     #: its peak teaches (a probe) or decides (at the cap): measured clean of memory an
     #: earlier attempt left in its worker (worker/hygiene.py)
     clean: bool = False
+    #: stopped because its key was OOM-killed below the cap meanwhile: it goes back to the
+    #: queue uncounted however it ends, unless it succeeded
+    yielded: bool = False
 
     @property
     def probe(self) -> bool:
         return self.role.probes
+
+
+#: why an attempt stopped to yield to its key's cap probe went back to the queue
+YIELDED = "its memory key was OOM-killed below the cap meanwhile: it waits for the cap probe"
 
 
 @dataclass
@@ -218,15 +225,20 @@ class AttemptRecorder:
                 # learned from a probe (it must teach something), never from the others.
                 bound = bool(evidence.get("peak_bound")) and not run.probe
                 self._succeeded(run, event.payload, event.peak_bytes, learn=not bound)
+            elif run.yielded:
+                self._requeued(Requeued(run.attempt_id, YIELDED))
             else:
                 fc = FailureClass(event.failure_class or FailureClass.ERROR.value)
                 self.failed(run, fc, event.message, evidence, event.peak_bytes)
         elif isinstance(event, WorkerDied):
             run = self.running.get(event.attempt_id)
-            if run is None:
-                # Its attempt already ended (killed after its outcome was discarded):
-                # nothing to record, but the worker's cgroup must still go.
+            if run is None or run.yielded:
+                # Its attempt already ended (killed after its outcome was discarded), or
+                # it was stopped to yield to its key's cap probe: nothing to record as a
+                # failure, but the worker's cgroup must still go.
                 self.executor.release(event.death.worker)
+                if run is not None:
+                    self._requeued(Requeued(run.attempt_id, YIELDED))
                 return
             readable = self.kmsg is not None and self.kmsg.unavailable is None
             wait = self.config.kernel_log_wait if readable else 0.0
@@ -371,6 +383,8 @@ class AttemptRecorder:
         if fc in OWN_LIMIT_KILLS:
             # A kill at the attempt's own limit is knowledge for its whole key, at once.
             decision = key_killed(self.estimates, run, fc, peak, decision, self.admission.cap)
+            if self.estimates.state(run.key) is KeyState.LEARNING:
+                self._yield_to_cap_probe(run)
         retry_at, final_class = decision.retry_at, decision.final_class
         if retry_at is not None:
             self.writes.task_retry(
@@ -400,6 +414,23 @@ class AttemptRecorder:
         )
         outcome = "retrying" if retry_at is not None else "failed"
         self.notices.tell(run, outcome, fc.value, evidence, peak, decision)
+
+    def _yield_to_cap_probe(self, killed: Running) -> None:
+        """The key of ``killed`` now needs more than the limit that killed it: its other
+        attempts running below the cap are stopped and go back to the queue uncounted,
+        so the key's next kill, if any, is its cap probe's (at most two kills a key:
+        docs/ARCHITECTURE.md, "Admission")."""
+        cap = self.admission.cap
+        for other in list(self.running.values()):
+            if (
+                other is not killed
+                and other.key == killed.key
+                and other.limit < cap
+                and not other.yielded
+                and other.worker is not None
+            ):
+                other.yielded = True
+                self.executor.kill(other, "cancel", {"reason": YIELDED})
 
     def refuse_unfit(self, task: TaskRow, key: str | None, now: float) -> None:
         """Fail a task of a key proved unfit, without running it."""
