@@ -58,7 +58,7 @@ def test_unknown_key_runs_one_probe_and_siblings_only_with_generous_limits() -> 
     # Beside the probe a task of the key gets all the room one idle worker may have...
     sibling = _start(adm, 2, "new", KeyState.UNKNOWN, 512 * MIB, idle=1)
     assert sibling is not None and sibling.role is Role.SIBLING
-    assert sibling.limit == 8 * GIB - 640 * MIB >= SIBLING_FACTOR * probe.limit
+    assert sibling.limit == SIBLING_FACTOR * probe.limit  # generous, not the whole budget
     # ... and never a limit short of SIBLING_FACTOR times the probe's: it waits.
     tight = Admission(budget=1536 * MIB, cap=1536 * MIB)
     _start(tight, 1, "new", KeyState.UNKNOWN, 64 * MIB, idle=4)

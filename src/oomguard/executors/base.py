@@ -39,8 +39,8 @@ class Attempt(Protocol):
     limit: int
     #: set by the executor once it knows where the attempt runs
     worker: WorkerRef | None
-    #: its peak must not count memory an earlier attempt left (a probe's, or one at the
-    #: cap: worker/hygiene.py)
+    #: its peak must not count memory an earlier attempt left (an attempt at the cap,
+    #: whose kill proves its key unfit: worker/hygiene.py)
     clean: bool
 
 

@@ -12,8 +12,8 @@ tells the whole story; in short:
   - ``unknown``: never seen to finish or die. One *probe* runs at its estimate (declared
     with ``--task-memory``/``@task(memory=)``, else the default); while it runs, other tasks
     of the key start only where the budget gives each of them a *generous* limit (at least
-    :data:`SIBLING_FACTOR` times the probe's), so idle workers are used without starting a wave
-    into an OOM.
+    :data:`SIBLING_FACTOR` times the probe's, and that much), so idle workers are used without
+    starting a wave into an OOM, and without taking the room other keys' probes need.
   - ``known``: learned from peaks of finished attempts (a margin from their spread), and
     never below a limit that killed the key. Tasks run packed.
   - ``learning``: an attempt was OOM-killed at a limit below the cap. The kill is
@@ -288,7 +288,10 @@ class Admission:
             share = min(self.cap, self.free // max(1, idle))
             if share < SIBLING_FACTOR * limit:
                 return None
-            return self._fit(task_id, Placement(share, Role.SIBLING))
+            # Generous, not the whole budget: other keys' probes still find room. A sibling
+            # killed below the cap stops its probe (scheduler/recorder.py), so the key is
+            # still killed at most twice.
+            return self._fit(task_id, Placement(SIBLING_FACTOR * limit, Role.SIBLING))
         role = Role.PROBE if state is KeyState.UNKNOWN and key is not None else Role.NORMAL
         return self._fit(task_id, Placement(limit, role))
 

@@ -69,8 +69,8 @@ class Running:
     deadline: float | None = None
     #: the not-yet-committed insert of this attempt (updated in place if it ends first)
     claim: AttemptRow | None = None
-    #: its peak teaches (a probe) or decides (at the cap): measured clean of memory an
-    #: earlier attempt left in its worker (worker/hygiene.py)
+    #: at the cap its kill proves its key unfit: measured clean of memory an earlier
+    #: attempt left in its worker (worker/hygiene.py)
     clean: bool = False
     #: stopped because its key was OOM-killed below the cap meanwhile: it goes back to the
     #: queue uncounted however it ends, unless it succeeded
@@ -163,7 +163,7 @@ class AttemptRecorder:
         n = task.attempts + 1
         task.attempts = n
         run = Running(attempt_id, task, n, key, role, limit, now)
-        run.clean = role is not Role.NORMAL or limit >= self.admission.cap
+        run.clean = role is Role.CAP_PROBE or limit >= self.admission.cap
         self.admission.forget(task.id)
         if admit:
             self.admission.start(attempt_id, limit, key, role)

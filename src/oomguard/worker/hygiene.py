@@ -5,9 +5,8 @@ fault its whole heap in again: on a numpy sweep, 3-4 times the page faults and s
 times the system time of a plain process pool. Memory freed by one attempt is now kept
 for the next (as a plain pool keeps it) and given back only where it is needed:
 
-* **before an attempt that must measure a clean peak** (a probe, a cap probe, a sibling
-  of a probe, an attempt at the cap): its peak teaches the key's estimate, or decides
-  that the key is unfit, so it must not count memory a previous attempt left;
+* **before an attempt at the cap** (a cap probe): its kill proves its key unfit, so it
+  must not be killed for memory a previous attempt left;
 * **before an attempt whose limit leaves less room than the worker holds** beyond its
   floor (what it held after its last trim): its headroom is for its own growth, and a
   kill must be the fault of the task that caused it;
@@ -18,8 +17,10 @@ for the next (as a plain pool keeps it) and given back only where it is needed:
   memory the budget's other attempts do not have.
 
 An attempt that ran within memory a previous attempt left (started with more than
-:data:`SLACK` retained and never grew past it) has a peak that is only an upper bound:
-it says so in its evidence (``peak_bound``) and the scheduler does not learn from it.
+:data:`SLACK` retained and never grew past it) has a peak that is only an upper bound, too
+high by at most what was retained (less than the headroom, or it would have been given
+back): it says so in its evidence (``peak_bound``) and the scheduler learns from it only
+for a probe, whose estimate is then that much on the safe side.
 """
 
 from __future__ import annotations
