@@ -1,7 +1,8 @@
 """A simulation sweep as users run it: oomguard beside a plain ProcessPoolExecutor driver.
 
-Question: on a numpy simulation sweep (an agent-based epidemic, ``benchmarks/sim_tasks.py``:
-tasks of about 0.5-5 s whose memory comes and goes, peaks of about 80-450 MiB), with
+Question: on a numpy simulation sweep (an agent-based epidemic, ``benchmarks/sim_tasks.py``: agents
+as Python objects and numpy arrays, tasks of about 0.5-4 s whose memory comes and goes,
+peaks of about 100-650 MiB), with
 replicates aggregated per parameter set and the results written to Parquet, what does
 oomguard's protection cost next to the plain driver a user would write
 (``ProcessPoolExecutor`` + ``as_completed`` + pyarrow), and where does it win?
@@ -49,8 +50,8 @@ import psutil
 from _common import MIB, emit, table
 
 HERE = Path(__file__).resolve().parent
-#: n_agents of the ``fits`` plan: about 0.5 to 5 s and 80 to 450 MiB each
-AGENTS = (300_000, 700_000, 1_200_000, 1_800_000, 2_600_000)
+#: n_agents of the ``fits`` plan: about 0.5 to 4 s and 100 to 650 MiB each
+AGENTS = (25_000, 60_000, 100_000, 150_000, 220_000)
 
 
 # -- the two drivers (each runs in a subprocess of its own) ---------------------------------
@@ -314,7 +315,8 @@ def case_tenfold(args: argparse.Namespace) -> dict[str, Any]:
     small, large = args.tenfold_agents
     params = [{"n_agents": small, "seed": s} for s in range(args.tenfold_small)]
     params += [{"n_agents": large, "seed": s} for s in range(args.tenfold_large)]
-    params.sort(key=lambda p: (p["seed"], p["n_agents"]))
+    # The large ones first: two at once are more than the budget.
+    params.sort(key=lambda p: (-p["n_agents"], p["seed"]))
     budget = args.budget * MIB
     base = {"params": params, "replicates": 1, "workers": args.workers, "budget": budget}
     widest = max(1, args.budget // args.tenfold_large_peak)
@@ -340,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2, help="seeds per n_agents (fits)")
     p.add_argument("--replicates", type=int, default=3)
     p.add_argument("--worker-memory", type=int, default=768, help="MiB (outgrow)")
-    p.add_argument("--outgrow-agents", type=int, default=9_000_000)
-    p.add_argument("--budget", type=int, default=1024, help="MiB (tenfold)")
-    p.add_argument("--tenfold-agents", type=int, nargs=2, default=(250_000, 4_000_000))
-    p.add_argument("--tenfold-large-peak", type=int, default=600,
+    p.add_argument("--outgrow-agents", type=int, default=700_000,
+                   help="about 1.9 GiB: more than --workers x --worker-memory")
+    p.add_argument("--budget", type=int, default=960, help="MiB (tenfold)")
+    p.add_argument("--tenfold-agents", type=int, nargs=2, default=(12_000, 200_000))
+    p.add_argument("--tenfold-large-peak", type=int, default=570,
                    help="MiB a large tenfold task peaks at (sizes the widest safe pool)")
     p.add_argument("--tenfold-small", type=int, default=36)
     p.add_argument("--tenfold-large", type=int, default=4)
