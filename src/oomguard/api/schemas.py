@@ -127,9 +127,19 @@ class JobStatus(_Strict):
     finished: int
     counts: dict[str, int]
     failures_by_class: dict[str, int]
+    #: why the job was stopped: its first attempts all failed loading its task
+    stopped: str | None = None
     out: str | None = None
     memory_budget_bytes: int | None = None
     isolation: str | None = None
+
+
+class FailureList(_Strict):
+    """A job's tasks that failed for good, each with every attempt and its evidence (the
+    kernel's lines, the limit, the peak, the traceback): what ``oomguard status`` tells."""
+
+    job_id: str
+    failures: list[dict[str, Any]]
 
 
 class JobSummary(_Strict):

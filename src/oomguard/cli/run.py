@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.jobs import print_status
+from oomguard.cli.jobs import FAILURES_READ, print_status
 from oomguard.cli.options import (
     json_option,
     lost_retries_option,
@@ -30,7 +30,7 @@ from oomguard.cli.spec import (
     parameter_rows,
 )
 from oomguard.config import load_config
-from oomguard.errors import ConfigError, PayloadError
+from oomguard.errors import ConfigError, JobStoppedError, PayloadError
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
@@ -310,6 +310,7 @@ def _sweep(
     plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
     status: dict[str, Any] = {}
+    failures: list[dict[str, Any]] = []
     try:
         with Runner(config=config) as runner:
             view = runner.view()
@@ -342,11 +343,16 @@ def _sweep(
                     batch_size=options.get("batch_size"),
                 )
                 status = job.wait(progress=plain and sys.stderr.isatty())
+            except JobStoppedError as err:
+                # Its first attempts all failed loading the task: said below, with them.
+                status = runner.job(err.job_id).status()
             except Exception:
                 # The loop's own error, or the job's "scheduler stopped": said below,
                 # once the runner has stopped its workers.
                 if runner.died is None:
                     raise
+            if status and not as_json:
+                failures = runner.store.queries.failed_tasks(status["job_id"], FAILURES_READ)
     except Terminated:
         say("terminated", config.log_format)
         sys.exit(int(ExitCode.TERMINATED))
@@ -376,8 +382,8 @@ def _sweep(
             )
         )
     else:
-        print_status(status)
-    if status["counts"]["failed"]:
+        print_status(status, failures)
+    if status["counts"]["failed"] or status.get("stopped"):
         sys.exit(int(ExitCode.TASKS_FAILED))
 
 

@@ -186,6 +186,8 @@ class Queries:
             "finished": finished,
             "counts": counts,
             "failures_by_class": self.failures_by_class(job_id),
+            # Why the job was stopped (its first attempts all failed loading its task).
+            "stopped": self._store.admin.stop_cause(job_id) if job["state"] == "stopped" else None,
             "out": job["spec"].get("out"),
             # As the last scheduler on this store saw them.
             "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
@@ -207,16 +209,26 @@ class Queries:
         """Tasks that failed for good, each with its attempts and their evidence."""
         sql = (
             "SELECT id, grp, kind, replicate, fn, params, params_ref, failure_class, error, "
-            "attempts FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
+            "attempts, memory_key FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
         )
         args: tuple[Any, ...] = (job_id,)
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
         out = []
-        for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
-            sql, args
-        ).fetchall():
+        for (
+            tid,
+            grp,
+            kind,
+            rep,
+            fn,
+            params,
+            params_ref,
+            fc,
+            error,
+            attempts,
+            key,
+        ) in self.db.execute(sql, args).fetchall():
             params = _or_missing(self._store.blobs.params_of, params, params_ref)
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
@@ -232,6 +244,8 @@ class Queries:
                     "error": error,
                     "attempts": self.attempts(tid),
                     "attempt_count": attempts,
+                    # what its memory estimate is learned under (fn|NAME=VALUE)
+                    "memory_key": key,
                 }
             )
         return out
@@ -424,6 +438,8 @@ def _or_missing(read: Callable[..., T], *args: object) -> T | BlobMissingError:
 def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
     if stored == "cancelled":
         return "cancelled"
+    if stored == "stopped":  # its first attempts all failed loading its task
+        return "failed"
     open_ = sum(counts[s] for s in OPEN_STATES)
     if stored == "open" or open_:
         return (
