@@ -178,14 +178,16 @@ def worker_options(f: F) -> F:
         "task_timeout",
         type=click.FloatRange(min=0, min_open=True),
         default=None,
-        help="Seconds a task may run (tasks that declare their own timeout keep it).",
+        help="Seconds a task may run (tasks that declare their own timeout keep it) "
+        "[default: no limit].",
         **env("TASK_TIMEOUT"),
     )(f)
     f = click.option(
         "--retries",
         type=click.IntRange(min=0),
         default=None,
-        help="Retries after a task error or timeout.",
+        help="Retries after a task error or timeout (OOM kills are retried with more "
+        "memory regardless) [default: 0].",
         **env("RETRIES"),
     )(f)
     f = click.option(
@@ -200,7 +202,7 @@ def worker_options(f: F) -> F:
         "--max-tasks-per-worker",
         type=click.IntRange(min=0),
         default=None,
-        help="Replace a worker after N tasks (0: never).",
+        help="Replace a worker after N tasks (0: never) [default: 0].",
         **env("MAX_TASKS_PER_WORKER"),
     )(f)
     f = click.option(
@@ -214,14 +216,16 @@ def worker_options(f: F) -> F:
         "--isolation",
         type=click.Choice(["auto", "cgroup", "watchdog"]),
         default=None,
-        help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
+        help="auto: a memory cgroup per worker where possible, else an RSS watchdog; "
+        "cgroup or watchdog: only that [default: auto].",
         **env("ISOLATION"),
     )(f)
     return click.option(
         "--worker-memory",
         callback=size,
         default=None,
-        help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
+        help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB "
+        "[default: the memory budget].",
         **env("WORKER_MEMORY"),
     )(f)
 

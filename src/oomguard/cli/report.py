@@ -49,7 +49,7 @@ def task_label(fn: str) -> str:
         return fn
 
 
-def _wrap(text: str, indent: str, first: str = "") -> list[str]:
+def wrap(text: str, indent: str, first: str = "") -> list[str]:
     lines: list[str] = []
     for i, para in enumerate(text.splitlines() or [""]):
         lines.extend(
@@ -98,7 +98,7 @@ def header_lines(status: dict[str, Any]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in c.items() if v)
     )
     if status.get("stopped"):
-        lines.extend(_wrap(f"the job {status['stopped']}", "  "))
+        lines.extend(wrap(f"the job {status['stopped']}", "  "))
     if status["failures_by_class"]:
         lines.append(
             "  failed attempts by class (retried or not): "
@@ -137,7 +137,7 @@ def failure_lines(
             f"({task_label(str(first['fn']))}; task {ids})"
         )
         if first.get("error"):
-            lines.extend(_wrap(str(first["error"]), "      "))
+            lines.extend(wrap(str(first["error"]), "      "))
         attempts = first.get("attempts") or []
         last = attempts[-1] if attempts else {}
         ev = last.get("evidence") or {}
@@ -149,10 +149,10 @@ def failure_lines(
                 f"peak {format_size(peak) if peak else '-'}"
             )
         if (kernel := _kernel_line(ev)) is not None:
-            lines.extend(_wrap(kernel, "      ", "kernel: "))
+            lines.extend(wrap(kernel, "      ", "kernel: "))
         if (fix := _FIX.get(fc)) is not None:
             lines.extend(
-                _wrap(
+                wrap(
                     fix.format(limit=format_size(limit) if limit else "-"), "      ", "to change: "
                 )
             )
@@ -171,4 +171,4 @@ def render(
     return header_lines(status) + failure_lines(failures, failed, groups_shown)
 
 
-__all__ = ["WIDTH", "failure_lines", "header_lines", "render", "task_label"]
+__all__ = ["WIDTH", "failure_lines", "header_lines", "render", "task_label", "wrap"]

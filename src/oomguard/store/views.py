@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +20,8 @@ from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
 
+#: a scheduler whose heartbeat is older than this is not running (the default lease_ttl)
+LIVE_SCHEDULER_S = 30.0
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
 
@@ -180,7 +183,7 @@ class Queries:
             "namespace": job["namespace"],
             "fn": job["fn"],
             "aggregate": job["agg"],
-            "state": _job_state(job["state"], counts, total),
+            "state": self._interrupted(job_id, _job_state(job["state"], counts, total)),
             "groups": job["groups"],
             "tasks": total,
             "finished": finished,
@@ -193,6 +196,25 @@ class Queries:
             "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
             "isolation": self.meta("isolation"),
         }
+
+    def _interrupted(self, job_id: str, state: str) -> str:
+        """``interrupted`` for a job with work left that was stopped (Ctrl-C, SIGTERM,
+        ``kill -9``) while no scheduler runs on the store: nothing moves it until the same
+        command is run again; else ``state`` as it is."""
+        if state not in ("running", "waiting"):
+            return state
+        live = self.db.execute(
+            "SELECT 1 FROM schedulers WHERE stopped_at IS NULL AND heartbeat > ? LIMIT 1",
+            (time.time() - LIVE_SCHEDULER_S,),
+        ).fetchone()
+        if live is not None:
+            return state
+        stopped = self.db.execute(
+            "SELECT 1 FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? "
+            "AND a.state IN ('interrupted', 'running') LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        return "interrupted" if stopped is not None else state
 
     def failures_by_class(self, job_id: str) -> dict[str, int]:
         """Failed attempts of the job by failure class (every attempt, retried or not)."""
