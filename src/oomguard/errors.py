@@ -22,6 +22,7 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
     │                            attempt fails as ``error``, the loop goes on
     ├── JobNotFoundError         no job with that id
+    ├── InputFileNotFoundError   a file named as input (a params file) does not exist
     ├── JobActiveError           the job still has work in flight (forget refuses)
     ├── JobStoppedError          the job was stopped: its first attempts all failed
     │                            loading its task (``cause``)
@@ -111,6 +112,11 @@ class TaskInputError(OomguardError):
 
 class JobNotFoundError(OomguardError):
     """No job with the given id exists in the store."""
+
+
+class InputFileNotFoundError(OomguardError):
+    """A file named as input (``--params FILE``, a spec's ``params``) does not exist
+    (``path``)."""
 
 
 class JobActiveError(OomguardError):

@@ -70,7 +70,7 @@ def test_bad_params_line(cli, tmp_path: Path, store: Path, line: str, words: str
 def test_missing_params_file(cli, tmp_path: Path) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(tmp_path / "none.jsonl"),
               "--store", str(tmp_path / "s.sqlite"))
-    _check(res, ExitCode.PAYLOAD, "cannot read params file")
+    _check(res, ExitCode.NOT_FOUND, "no params file")  # 3, as the README lists
     assert not (tmp_path / "s.sqlite").exists()
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from oomguard.cli.options import json_option, store_option, token_option
+from oomguard.cli.options import existing_store_option, json_option, token_option
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
@@ -41,7 +41,7 @@ def open_store(store: str) -> SqliteStore:
 
 @click.command()
 @click.argument("job", required=False)
-@store_option
+@existing_store_option
 @click.option(
     "--server",
     default=None,
@@ -98,7 +98,7 @@ def status(
 
 @click.command()
 @click.argument("job", required=False)
-@store_option
+@existing_store_option
 @click.option(
     "--aggregates",
     is_flag=True,
@@ -154,7 +154,7 @@ def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str
 
 @click.command()
 @click.argument("job")
-@store_option
+@existing_store_option
 @click.option(
     "--failed",
     is_flag=True,
@@ -173,7 +173,7 @@ def retry(job: str, store: str, failed: bool) -> None:
 
 @click.command()
 @click.argument("job")
-@store_option
+@existing_store_option
 def cancel(job: str, store: str) -> None:
     """Cancel a job's unfinished tasks (running attempts are stopped by their scheduler)."""
     with open_store(store) as st:

@@ -16,6 +16,8 @@ from oomguard.units import parse_size
 F = TypeVar("F", bound=Callable[..., Any])
 
 STORE_HELP = "SQLite store file (created if missing)."
+#: the help of --store for commands that only use a store that exists
+EXISTING_STORE_HELP = "SQLite store file (it must exist: exit 4 if it does not)."
 
 
 def env(name: str) -> dict[str, Any]:
@@ -29,7 +31,15 @@ def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
 
 
 def store_option(f: F) -> F:
+    """``--store`` of a command that creates the store if it is missing (run, serve)."""
     return click.option("--store", default="oomguard.sqlite", help=STORE_HELP, **env("STORE"))(f)
+
+
+def existing_store_option(f: F) -> F:
+    """``--store`` of a command that reads or changes a store that exists."""
+    return click.option(
+        "--store", default="oomguard.sqlite", help=EXISTING_STORE_HELP, **env("STORE")
+    )(f)
 
 
 def json_option(help: str = "Print JSON.", name: str = "JSON") -> Callable[[F], F]:
