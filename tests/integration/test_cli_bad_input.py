@@ -137,3 +137,20 @@ def test_bad_notification_settings(cli, params: Path, store: Path, args: list[st
               *args)
     _check(res, ExitCode.USAGE, words)
     assert _digest(store) == before
+
+
+def test_help_texts_agree_with_the_readme(cli) -> None:
+    """run's options in sections with their defaults; readers of a store never create it."""
+    res = cli("run", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())  # help is wrapped
+    sections = ["What to run:", "Where it is kept:", "Workers and memory:",
+                "Retries and time limits:", "Dask:", "Notifications:", "Output:"]
+    assert [text.index(s) for s in sections] == sorted(text.index(s) for s in sections)
+    for default in ("[default: the memory budget]", "[default: auto]", "[default: 0]",
+                    "[default: no limit]"):
+        assert default in text, default
+    for command in ("status", "results", "retry", "cancel", "forget", "gc"):
+        res = cli(command, "--help")
+        assert "created if missing" not in res.stdout, command
+        assert "it must exist" in " ".join(res.stdout.split()), command

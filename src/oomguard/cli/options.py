@@ -250,3 +250,57 @@ WORKER_OPTION_NAMES = (
     "task_timeout",
     "retries",
 )
+
+
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options in sections (``sections``: titles and
+    the parameter names under each, in order); options in no section come last."""
+
+    def __init__(
+        self, *args: Any, sections: tuple[tuple[str, tuple[str, ...]], ...] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records: dict[str, tuple[str, str]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.name is not None:
+                records[param.name] = record
+        placed: set[str] = set()
+        for title, names in self.sections:
+            rows = [records[n] for n in names if n in records]
+            placed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [r for n, r in records.items() if n not in placed]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)
+
+
+#: ``oomguard run --help``, in sections
+RUN_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("What to run", ("params_file", "cmd", "shell", "sets", "replicates", "aggregate", "name")),
+    ("Where it is kept", ("store", "out")),
+    (
+        "Workers and memory",
+        (
+            "workers",
+            "worker_memory",
+            "memory_budget",
+            "task_memory",
+            "memory_key",
+            "isolation",
+            "worker_oom_score_adj",
+            "max_tasks_per_worker",
+            "batch_size",
+        ),
+    ),
+    ("Retries and time limits", ("retries", "task_timeout", "lost_retries")),
+    ("Dask", ("executor", "dask_address", "dask_isolation", "dask_local")),
+    ("Notifications", ("sentry_dsn", "notify_url", "notify_on", "notify_secret_file")),
+    ("Output", ("log_format", "as_json", "help")),
+)

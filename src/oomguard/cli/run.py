@@ -16,6 +16,8 @@ import click
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.jobs import FAILURES_READ, print_status
 from oomguard.cli.options import (
+    RUN_SECTIONS,
+    SectionedCommand,
     json_option,
     lost_retries_option,
     notify_options,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from oomguard.jobs.command import Command
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
 @click.argument("task", required=False)
 @click.option(
     "--params",
