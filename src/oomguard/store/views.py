@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from oomguard.errors import BlobMissingError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
+from oomguard.units import key_order
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
@@ -283,16 +284,26 @@ class Queries:
 
     def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
         """The learned estimate of each memory key the job's tasks use."""
-        keys = ("memory_key", "bytes", "peak_bytes", "samples", "updated_at")
-        return [
+        keys = (
+            "memory_key",
+            "bytes",
+            "peak_bytes",
+            "samples",
+            "updated_at",
+            "killed_at",
+            "unfit_cap",
+        )
+        rows = [
             dict(zip(keys, row, strict=True))
             for row in self.db.execute(
-                "SELECT memory_key, bytes, peak_bytes, samples, updated_at FROM estimates "
-                "WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) FROM tasks "
-                "WHERE job_id = ?) ORDER BY memory_key",
+                "SELECT memory_key, bytes, peak_bytes, samples, updated_at, killed_at, unfit_cap "
+                "FROM estimates WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) "
+                "FROM tasks WHERE job_id = ?)",
                 (job_id,),
             )
         ]
+        # In the order of the key's value (50 before 100), not as strings.
+        return sorted(rows, key=lambda r: key_order(str(r["memory_key"])))
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """One task: its job, function, state, final class and error (params as JSON text,
