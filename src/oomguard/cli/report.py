@@ -39,14 +39,9 @@ _FIX = {
 
 def task_label(fn: str) -> str:
     """A task reference as a person reads it: a command by its command line."""
-    from oomguard.jobs.command import from_reference, is_command
+    from oomguard.jobs.command import display
 
-    if not is_command(fn):
-        return fn
-    try:
-        return str(from_reference(fn))
-    except Exception:  # a reference this version cannot read: as stored
-        return fn
+    return display(fn)
 
 
 def wrap(text: str, indent: str, first: str = "") -> list[str]:
