@@ -150,10 +150,13 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
             r = _post(served, {"task": "oomguard.examples:noop", "args": {"x": i}, "count": 3})
             assert r.status_code == 201, r.text
             ids.append(r.json()["job_id"])
+        def gone_or_done(job_id: str) -> bool:
+            # One answer per look: a job may be forgotten between two requests.
+            r = httpx.get(f"{served.url}/v1/jobs/{job_id}")
+            return r.status_code == 404 or r.json()["state"] == "succeeded"
+
         for job_id in ids:  # each finishes, or is already forgotten (404)
-            wait_for(lambda j=job_id: httpx.get(f"{served.url}/v1/jobs/{j}").status_code == 404
-                     or httpx.get(f"{served.url}/v1/jobs/{j}").json()["state"] == "succeeded",
-                     timeout=60, interval=0.1)
+            wait_for(lambda j=job_id: gone_or_done(j), timeout=60, interval=0.1)
 
         def empty() -> bool:
             return httpx.get(f"{served.url}/v1/jobs").json()["jobs"] == []
