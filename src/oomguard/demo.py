@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in render(status, failures):
             print(line)
         store = out / "demo.sqlite"
-        print(f"results: {out / 'results'}/tasks and /aggregates (Parquet)")
+        print(f"  Parquet: {out / 'results' / 'tasks'}/, {out / 'results' / 'aggregates'}/")
         print("next: . .venv/bin/activate  (puts oomguard on PATH), then")
         print(f"      oomguard ui --store {store}  (the dashboard: http://127.0.0.1:8766/ui/)")
         print(f"      oomguard status --store {store} --json  (every attempt's evidence)")
