@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m oomguard.demo
 
+# Two test processes (the system tests, which measure real kills, one after another on one
+# of them); each test is named as it ends, the slowest are listed at the end.
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -p no:cacheprovider -n 2 --dist loadgroup -v --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -58,3 +58,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two test processes (`-n 2 --dist loadgroup`, pytest-xdist): the
+    system tests, which measure real kernel OOM kills and memory high-water marks, stay in
+    one group and so run one after another on one process, beside the rest."""
+    for item in items:
+        if item.get_closest_marker("system") is not None:
+            item.add_marker(pytest.mark.xdist_group("system"))

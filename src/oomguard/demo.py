@@ -10,12 +10,22 @@ until they succeed. Results land in Parquet under ``demo-out/``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 import oomguard
+from oomguard.cli.report import render, wrap
 from oomguard.units import format_size
+
+
+def _key_order(key: str) -> tuple[str, float, str]:
+    """Estimates in the order of their key's value: ``n_agents=80`` before ``=900``."""
+    fn, _, which = key.partition("|")
+    name, _, value = which.partition("=")
+    try:
+        return (f"{fn}|{name}", float(value), "")
+    except ValueError:
+        return (f"{fn}|{name}", float("inf"), value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isolation: {view.isolation} ({view.isolation_reason})")
         print(f"memory budget: {format_size(view.budget)}; workers: {runner.config.workers}")
         print(
-            f"sweep: {len(params)} parameter sets x 2 replicates + aggregations; "
-            f"memory grows with n_agents ({', '.join(map(str, sizes))} MiB)"
+            f"sweep: {len(params)} parameter sets x 2 replicates + aggregations; each task "
+            f"allocates n_agents MiB ({', '.join(map(str, sizes))}) on top of its worker "
+            "process's own memory"
         )
         job = runner.sweep(
             "oomguard.examples:simulate",
@@ -56,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         attempts = list(runner.store.queries.all_attempts(job.id))
         kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
         print()
-        print(f"{len(kills)} attempt(s) were OOM-killed and retried with more memory:")
+        print(
+            f"{len(kills)} {'attempt was' if len(kills) == 1 else 'attempts were'} "
+            "OOM-killed and retried with more memory:"
+        )
         for a in kills:
             (ev,) = [
                 x["evidence"]
@@ -68,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  task {a['task_id']} ({a['memory_key'].split('|')[-1]}): "
                 f"{a['failure_class']} at a limit of {format_size(a['limit_bytes'])}"
             )
-            if kernel:
-                print(f"    kernel: {kernel[-1].strip()[:160]}")
+            if kernel:  # the kernel's whole line, wrapped
+                print("\n".join(wrap(kernel[-1].strip(), "    ", "kernel: ")))
             elif ev.get("killed_by_oomguard"):
                 print(f"    watchdog: RSS {format_size(ev.get('rss_bytes'))} over the limit")
             retried = [
@@ -84,28 +98,24 @@ def main(argv: list[str] | None = None) -> int:
                     f"{last['state']} (peak {format_size(last['peak_bytes'])})"
                 )
         print()
-        print("learned estimates:")
-        for key, (est, peak, samples) in sorted(runner.store.estimates().items()):
+        print("learned estimates (the estimate: the peaks seen, plus a margin from their spread):")
+        rows = sorted(runner.store.estimates().items(), key=lambda kv: _key_order(kv[0]))
+        for key, (est, peak, samples) in rows:
             fn, _, which = key.partition("|")
             label = f"{fn.rsplit(':', 1)[-1]} {which}"
             print(
-                f"  {label:>22}: {format_size(est)} (peak {format_size(peak)}, {samples} samples)"
+                f"  {label:>22}: {format_size(est)} (peak {format_size(peak)}, "
+                f"{samples} {'sample' if samples == 1 else 'samples'})"
             )
         print()
-        print(
-            json.dumps(
-                {
-                    "job_id": job.id,
-                    "counts": status["counts"],
-                    "failures_by_class": status["failures_by_class"],
-                    "out": status["out"],
-                }
-            )
-        )
-        print(
-            f"results: {out / 'results'}/tasks and /aggregates (Parquet); "
-            f"store: {out / 'demo.sqlite'}"
-        )
+        failures = runner.store.queries.failed_tasks(job.id, 200)
+        for line in render(status, failures):
+            print(line)
+        store = out / "demo.sqlite"
+        print(f"  Parquet: {out / 'results' / 'tasks'}/, {out / 'results' / 'aggregates'}/")
+        print("next: . .venv/bin/activate  (puts oomguard on PATH), then")
+        print(f"      oomguard ui --store {store}  (the dashboard: http://127.0.0.1:8766/ui/)")
+        print(f"      oomguard status --store {store} --json  (every attempt's evidence)")
     return 0 if status["counts"]["failed"] == 0 else 1
 
 

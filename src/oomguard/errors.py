@@ -10,6 +10,8 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     ├── ConfigError              bad option, config key or value
     │   └── InvalidSizeError     a memory size that cannot be parsed ("lots", "-1")
     ├── TaskReferenceError       TASK / AGG names no importable function
+    │   └── MainGuardError       a task's module starts a Runner when a worker imports it
+    │                            (no ``if __name__ == "__main__":``)
     ├── PayloadError             arguments that are not JSON objects, cannot be pickled,
     │                            or are too large
     ├── StoreError               the store cannot be used
@@ -20,7 +22,10 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
     │                            attempt fails as ``error``, the loop goes on
     ├── JobNotFoundError         no job with that id
+    ├── InputFileNotFoundError   a file named as input (a params file) does not exist
     ├── JobActiveError           the job still has work in flight (forget refuses)
+    ├── JobStoppedError          the job was stopped: its first attempts all failed
+    │                            loading its task (``cause``)
     ├── OutputError              the output directory cannot be used
     ├── IsolationError           memory isolation asked for cannot be had here
     │   └── WorkerSpawnError     worker processes cannot be started (EMFILE, ENOMEM, ...)
@@ -71,6 +76,12 @@ class TaskReferenceError(OomguardError):
     """A task reference (``module:function`` or ``file.py:function``) cannot be loaded."""
 
 
+class MainGuardError(TaskReferenceError):
+    """A module imported by a worker to find its task starts a :class:`~oomguard.Runner`
+    (``ref``: what the worker was importing): the code that starts it must sit under
+    ``if __name__ == "__main__":`` (see docs/ARCHITECTURE.md, "Jobs that cannot run")."""
+
+
 class PayloadError(OomguardError):
     """Task arguments are malformed, cannot be serialised, or are too large."""
 
@@ -103,8 +114,21 @@ class JobNotFoundError(OomguardError):
     """No job with the given id exists in the store."""
 
 
+class InputFileNotFoundError(OomguardError):
+    """A file named as input (``--params FILE``, a spec's ``params``) does not exist
+    (``path``)."""
+
+
 class JobActiveError(OomguardError):
     """The job still has unfinished tasks, running attempts or unwritten results."""
+
+
+class JobStoppedError(OomguardError):
+    """The job was stopped because its first attempts all failed loading its task
+    (``job_id``, ``cause``); running the same sweep again, once fixed, reopens it."""
+
+    job_id: str
+    cause: str
 
 
 class OutputError(OomguardError):

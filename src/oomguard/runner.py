@@ -21,13 +21,20 @@ from typing import TYPE_CHECKING, Any
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
     JobNotFoundError,
+    JobStoppedError,
     OomguardError,
     OutputError,
     PayloadError,
     TaskReferenceError,
 )
 from oomguard.jobs.model import FINISHED_STATES
-from oomguard.jobs.task import TaskOptions, load, options_of, reference_of
+from oomguard.jobs.task import (
+    TaskOptions,
+    load,
+    options_of,
+    reference_of,
+    refuse_in_worker_import,
+)
 from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.scheduler.rows import TaskRows
 from oomguard.scheduler.view import SchedulerView
@@ -68,6 +75,7 @@ class Runner:
         config: RunnerConfig | None = None,
         **options: Any,
     ) -> None:
+        refuse_in_worker_import("oomguard.Runner")
         sizes = (
             "worker_memory",
             "task_memory",
@@ -224,6 +232,9 @@ class Runner:
         done = 0
         if job_id is not None:
             done, state = self.store.job_groups(job_id)
+            if state == "stopped":  # it could not load its task: run again, it may now
+                self.store.admin.reopen_stopped(job_id)
+                state = "open"
             if state != "open":
                 self.start()
                 return Job(self, job_id)
@@ -256,8 +267,13 @@ class Runner:
             self.store.add_tasks(rows, job_id=job_id, groups=index)
             self.tasks_added()
             self._raise_if_failed()
+            self._raise_if_stopped(job_id)
         self.store.set_job_groups(job_id, index, sealed=True)
         return Job(self, job_id)
+
+    def _raise_if_stopped(self, job_id: str) -> None:
+        if (cause := self.store.admin.stop_cause(job_id)) is not None:
+            raise JobStoppedError(f"job {job_id} {cause}", job_id=job_id, cause=cause)
 
     def _group_rows(
         self,
@@ -347,7 +363,10 @@ class Job:
         return state != "open" and self.runner.store.low_group(self.id) is None
 
     def wait(self, timeout: float | None = None, progress: bool | None = None) -> dict[str, Any]:
-        """Block until every task finished (a progress bar on a terminal); return status()."""
+        """Block until every task finished (a progress bar on a terminal); return status().
+
+        Raises :class:`~oomguard.errors.JobStoppedError` if the job was stopped because its
+        first attempts all failed loading its task (the error says why)."""
         if progress is None:
             progress = sys.stderr.isatty()
         bar = None
@@ -400,6 +419,7 @@ class Job:
         sched = self.runner.scheduler
         if sched is not None and self.runner.alive:
             self._wait_parts(deadline)
+        self.runner._raise_if_stopped(self.id)
         return self.status()
 
     def _wait_parts(self, deadline: float | None) -> None:

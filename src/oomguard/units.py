@@ -119,3 +119,13 @@ def safe_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def key_order(key: str) -> tuple[str, float, str]:
+    """A sort key for memory keys (``fn|NAME=VALUE``) in the order of their values:
+    ``n_agents=50`` before ``n_agents=100`` (not as strings, ``100`` before ``50``)."""
+    head, _, value = key.rpartition("=")
+    try:
+        return (head, float(value), "")
+    except ValueError:
+        return (head, math.inf, value)

@@ -70,7 +70,7 @@ def test_bad_params_line(cli, tmp_path: Path, store: Path, line: str, words: str
 def test_missing_params_file(cli, tmp_path: Path) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(tmp_path / "none.jsonl"),
               "--store", str(tmp_path / "s.sqlite"))
-    _check(res, ExitCode.PAYLOAD, "cannot read params file")
+    _check(res, ExitCode.NOT_FOUND, "no params file")  # 3, as the README lists
     assert not (tmp_path / "s.sqlite").exists()
 
 
@@ -137,3 +137,20 @@ def test_bad_notification_settings(cli, params: Path, store: Path, args: list[st
               *args)
     _check(res, ExitCode.USAGE, words)
     assert _digest(store) == before
+
+
+def test_help_texts_agree_with_the_readme(cli) -> None:
+    """run's options in sections with their defaults; readers of a store never create it."""
+    res = cli("run", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())  # help is wrapped
+    sections = ["What to run:", "Where it is kept:", "Workers and memory:",
+                "Retries and time limits:", "Dask:", "Notifications:", "Output:"]
+    assert [text.index(s) for s in sections] == sorted(text.index(s) for s in sections)
+    for default in ("[default: the memory budget]", "[default: auto]", "[default: 0]",
+                    "[default: no limit]"):
+        assert default in text, default
+    for command in ("status", "results", "retry", "cancel", "forget", "gc"):
+        res = cli(command, "--help")
+        assert "created if missing" not in res.stdout, command
+        assert "it must exist" in " ".join(res.stdout.split()), command

@@ -90,3 +90,39 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     with oomguard.Runner(store=str(path), workers=1) as r:
         r.job(job.id).wait(timeout=60, progress=False)
     assert sorted(pq.read_table(out / "tasks").column("x").to_pylist()) == [1, 2]
+
+
+def test_two_jobs_writing_to_one_out_keep_both_jobs_rows(tmp_path: Path) -> None:
+    """Two different `oomguard run` jobs with the same --out (the README's study, then the
+    same study with --set): neither replaces the other's parts; resuming a job appends."""
+    import json
+    import subprocess
+    import sys
+
+    import pyarrow.dataset as ds
+
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(12)))
+    second.write_text("".join(json.dumps({"x": 100 + i}) + "\n" for i in range(5)))
+
+    def run(params: Path) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "oomguard.cli.main", "run", "oomguard.examples:noop",
+             "--params", str(params), "--out", "out", "--store", "s.sqlite", "--workers", "2"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    run(first)
+    run(second)
+    out = tmp_path / "out"
+    xs = sorted(ds.dataset(out / "tasks").to_table().column("x").to_pylist())
+    assert xs == list(range(12)) + list(range(100, 105))  # both jobs' rows, each once
+    names = [p.name for p in _parts(out)]
+    assert len({n.split("-")[1] for n in names}) == 2, names  # named by their two jobs
+
+    # The first job again (same params: the same job) resumes: nothing rewritten or lost.
+    run(first)
+    assert sorted(p.name for p in _parts(out)) == sorted(names)
+    xs = sorted(ds.dataset(out / "tasks").to_table().column("x").to_pylist())
+    assert xs == list(range(12)) + list(range(100, 105))

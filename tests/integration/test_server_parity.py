@@ -150,10 +150,13 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
             r = _post(served, {"task": "oomguard.examples:noop", "args": {"x": i}, "count": 3})
             assert r.status_code == 201, r.text
             ids.append(r.json()["job_id"])
+        def gone_or_done(job_id: str) -> bool:
+            # One answer per look: a job may be forgotten between two requests.
+            r = httpx.get(f"{served.url}/v1/jobs/{job_id}")
+            return r.status_code == 404 or r.json()["state"] == "succeeded"
+
         for job_id in ids:  # each finishes, or is already forgotten (404)
-            wait_for(lambda j=job_id: httpx.get(f"{served.url}/v1/jobs/{j}").status_code == 404
-                     or httpx.get(f"{served.url}/v1/jobs/{j}").json()["state"] == "succeeded",
-                     timeout=60, interval=0.1)
+            wait_for(lambda j=job_id: gone_or_done(j), timeout=60, interval=0.1)
 
         def empty() -> bool:
             return httpx.get(f"{served.url}/v1/jobs").json()["jobs"] == []
@@ -188,3 +191,50 @@ def test_a_failing_command_is_an_error_with_its_stderr(server: Served) -> None:
     metrics = httpx.get(f"{server.url}/metrics").text
     assert f'oomguard_attempt_failures_total{{class="error",function="cmd:{program}"}} 2.0' \
         in metrics, metrics
+
+
+def test_a_spec_whose_task_is_a_file_is_refused_before_any_request(
+    tmp_path: Path, cli
+) -> None:
+    """The README's study names sweep.py:simulate: a server imports no file, and says so
+    before anything is sent (port 9: a request would fail as a connection error)."""
+    import shutil
+
+    from conftest import ROOT
+
+    for name in ("study.toml", "sweep.py"):
+        shutil.copy(ROOT / "examples" / name, tmp_path / name)
+    res = cli("submit", "study.toml", "--server", "http://127.0.0.1:9", cwd=tmp_path)
+    assert res.returncode == int(ExitCode.USAGE), res.stderr
+    told = res.stderr
+    assert "names a file, and a server imports no file sent to it" in told
+    assert "--tasks-module sweep" in told and 'task = "sweep:simulate"' in told
+    assert "oomguard run study.toml" in told
+
+
+def test_a_refused_field_is_told_in_words_not_as_a_regex(server: Served) -> None:
+    r = _post(server, {"task": "/home/me/sweep.py:simulate", "args": {}})
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "task: must be module:function" in message, message
+    assert "--tasks-module" in message and "^[" not in r.text
+    r = _post(server, {"task": "sweep.py:simulate", "args": {}})  # a module's name
+    assert r.status_code == 422, r.text
+    assert "(serve --tasks-module MODULE)" in r.json()["error"]["message"]
+    r = _post(server, {"command": "rm -rf", "args": {}})
+    assert r.status_code == 422 and "a program the server's operator declared" in r.text
+
+
+def test_status_server_tells_what_status_store_tells(server: Served, cli) -> None:
+    r = _post(server, {"task": "oomguard.examples:fail", "tasks": [{"message": "no luck"},
+                                                                  {"message": "bad day"}]})
+    assert r.status_code == 201, r.text
+    job_id = r.json()["job_id"]
+    assert _done(server, job_id)["state"] == "failed"
+    remote = cli("status", job_id, "--server", server.url)
+    local = cli("status", job_id, "--store", str(server.store))
+    assert remote.returncode == int(ExitCode.TASKS_FAILED), remote.stderr
+    assert remote.stdout == local.stdout  # one renderer, the same facts
+    assert "failed for good: 2 tasks, by class and key:" in remote.stdout
+    assert "RuntimeError: no luck" in remote.stdout or "no luck" in remote.stdout
+    assert "to change: fix the task" in remote.stdout

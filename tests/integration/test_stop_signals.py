@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from fixtures.cli_process import Running, exit_code, reap, start_run, start_serve
 from oomguard.cli.exit_codes import ExitCode
 
@@ -42,6 +43,15 @@ def test_signal_stops_cleanly(
         err = started.output()
         assert "Traceback" not in err, err
         running.assert_cleaned_up(started, store)
+        if command == "run":
+            # How far it got and how to go on; the job is `interrupted`, not `running`.
+            how = "interrupted" if signum == signal.SIGINT else "terminated"
+            assert f"oomguard: {how}: job " in err, err
+            assert ": 0 of 1 tasks done; the attempts that were running ended as " \
+                "interrupted and run again; run the same command to resume" in err, err
+            status = run_cli("status", "--store", str(store))
+            assert status.returncode == 0, status.stderr
+            assert status.stdout.splitlines()[0].endswith(": interrupted"), status.stdout
     finally:
         if started is not None:
             reap(started)

@@ -130,3 +130,25 @@ def test_oomguard_ui_with_a_token_asks_for_it_once(tmp_path: Path) -> None:
         assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
         page = httpx.get(f"{ui.url}/ui/", cookies=ok.cookies)
         assert page.status_code == 200 and job.id in page.text
+
+
+def test_keys_in_value_order_and_a_key_proven_unfit_says_so(tmp_path: Path) -> None:
+    """Learned estimates listed 5, 40, 200 (not as strings: 200, 40, 5), and a key killed at
+    the most one task may get says it needs more memory, not `0B · 0B · 0 samples`."""
+    path = tmp_path / "s.sqlite"
+    with oomguard.Runner(store=str(path), workers=2, isolation="watchdog",
+                         worker_memory="96MiB", memory_key="mib") as runner:
+        job = runner.sweep("oomguard.examples:allocate",
+                           [{"mib": 5, "hold": 0.2}, {"mib": 40, "hold": 0.2},
+                            {"mib": 200, "hold": 0.5}])
+        status = job.wait(timeout=120, progress=False)
+        assert status["counts"]["failed"] == 1, status
+    with dashboard(path, tmp_path) as ui:
+        page = ui.get(f"/ui/jobs/{job.id}").text
+    table = page[page.index("Learned memory estimates"):]
+    keys = re.findall(r"<code>oomguard.examples:allocate\|mib=(\d+)</code>", table)
+    assert keys == ["5", "40", "200"], keys
+    unfit = table[table.index('<tr class="unfit">'):]
+    unfit = unfit[: unfit.index("</tr>")]
+    assert "mib=200" in unfit and "needs more memory" in unfit and "killed even at 96MiB" in unfit
+    assert "0B" not in unfit

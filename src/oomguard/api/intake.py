@@ -30,7 +30,7 @@ import pydantic_core
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from oomguard.api.schemas import SubmitRequest
+from oomguard.api.schemas import PATTERN_WORDS, SubmitRequest
 from oomguard.errors import BackpressureError
 
 #: validation errors a refusal carries (the rest are counted, not listed)
@@ -130,11 +130,29 @@ def shown_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "loc": [p if isinstance(p, int) else str(p)[:100] for p in e.get("loc", ())][:20],
-            "msg": str(e.get("msg", ""))[:300],
+            "msg": in_words(e)[:300],
             "type": str(e.get("type", ""))[:60],
         }
         for e in errors[:MAX_ERRORS]
     ]
 
 
-__all__ = ["MAX_ERRORS", "count_values", "read_submission", "shown_errors", "too_many_tasks"]
+def in_words(error: Mapping[str, Any]) -> str:
+    """An error's message for a person: a value that missed a field's pattern is told
+    what the field takes (:data:`~oomguard.api.schemas.PATTERN_WORDS`), not the regex."""
+    msg = str(error.get("msg", ""))
+    if error.get("type") != "string_pattern_mismatch":
+        return msg
+    loc = [p for p in error.get("loc", ()) if isinstance(p, str)]
+    words = PATTERN_WORDS.get(loc[-1]) if loc else None
+    return words if words is not None else "is not of the form this field takes"
+
+
+__all__ = [
+    "MAX_ERRORS",
+    "count_values",
+    "in_words",
+    "read_submission",
+    "shown_errors",
+    "too_many_tasks",
+]

@@ -19,6 +19,7 @@ from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
     CancelResponse,
     ErrorBody,
+    FailureList,
     ForgetResponse,
     Health,
     HeapReport,
@@ -38,6 +39,8 @@ from oomguard.store.sqlite import SqliteStore
 
 #: the most items a listing may ask for
 MAX_LIMIT = 1000
+#: the most failed tasks (with every attempt's evidence) one answer carries
+MAX_FAILURES = 200
 #: the body of ``POST /v1/jobs`` in the OpenAPI schema (the route reads it itself)
 SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -75,6 +78,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     def get_job(job_id: str) -> JobStatus:
         store = state.stores.get()
         return JobStatus(**job_status(store, _resolve(store, job_id)))
+
+    @app.get("/v1/jobs/{job_id}/failures", response_model=FailureList)
+    def get_failures(job_id: str, limit: int = Query(20, ge=1, le=MAX_FAILURES)) -> FailureList:
+        """The job's tasks that failed for good, in id order (at most ``limit``), each with
+        its attempts and their evidence: what ``oomguard status --server`` tells."""
+        store = state.stores.get()
+        job_id = _resolve(store, job_id)
+        return FailureList(job_id=job_id, failures=store.queries.failed_tasks(job_id, limit))
 
     @app.get("/v1/jobs/{job_id}/tasks", response_model=TaskList)
     def get_tasks(

@@ -11,6 +11,27 @@ NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 COMMAND_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 MAX_COUNT = 10_000_000
 
+#: what a field whose pattern a value missed takes, in words (a 422 says these, not the
+#: regular expressions), by the field's name
+PATTERN_WORDS = {
+    "task": "must be module:function, a function of one of the modules the server was "
+    "started with (serve --tasks-module MODULE; by default oomguard.examples), e.g. "
+    "oomguard.examples:noop; a server imports no file sent to it, so a path (sweep.py:f) "
+    "is refused",
+    "command": "must be the name of a program the server's operator declared "
+    "(serve --commands FILE): letters, digits, '_', '.' or '-', starting with a letter",
+    "namespace": "must be 1 to 63 letters, digits, '_', '.' or '-', starting with a letter "
+    "or digit",
+    "memory_key": "must be the name of an argument: letters, digits and '_', not starting "
+    "with a digit",
+    "state": "must be a task state in lower case (pending, ready, queued, running, "
+    "succeeded, failed, cancelled)",
+    "class": "must be a failure class in lower case (oom_cgroup, error, timeout, ...)",
+}
+PATTERN_WORDS["aggregate"] = PATTERN_WORDS["task"].replace(
+    "module:function, a function", "module:function, an aggregation function"
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -127,9 +148,19 @@ class JobStatus(_Strict):
     finished: int
     counts: dict[str, int]
     failures_by_class: dict[str, int]
+    #: why the job was stopped: its first attempts all failed loading its task
+    stopped: str | None = None
     out: str | None = None
     memory_budget_bytes: int | None = None
     isolation: str | None = None
+
+
+class FailureList(_Strict):
+    """A job's tasks that failed for good, each with every attempt and its evidence (the
+    kernel's lines, the limit, the peak, the traceback): what ``oomguard status`` tells."""
+
+    job_id: str
+    failures: list[dict[str, Any]]
 
 
 class JobSummary(_Strict):

@@ -41,7 +41,9 @@ def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
     module_name, _, name = ref.partition(":")
     if module_name not in task_modules:
         raise TaskReferenceError(
-            f"task {ref!r} is not from an allowed task module ({', '.join(task_modules)})",
+            f"task {ref!r} is not from an allowed task module ({', '.join(task_modules)}): "
+            "this server runs only functions of the modules it was started with "
+            "(serve --tasks-module MODULE)",
             ref=ref,
         )
     try:

@@ -243,12 +243,15 @@ def profile_heap(server: str, token_file: str | None, limit: int, as_json: bool)
         click.echo(f"{format_size(site['size_bytes']):>10}  {site['count']:>8}  {site['site']}")
 
 
-def remote_status(url: str, job: str | None, token_file: str | None, as_json: bool) -> int:
+def remote_status(
+    url: str, job: str | None, token_file: str | None, as_json: bool, show_failures: int = 5
+) -> int:
     """``oomguard status --server URL [JOB]``: print a job's status; return the exit code.
 
     Without JOB, the newest job. ``TASKS_FAILED`` when the job finished with failures.
     """
     from oomguard.api.client import ApiError, ServerConnectionError
+    from oomguard.cli.jobs import FAILURES_READ, print_status
 
     try:
         with _client(url, token_file) as client:
@@ -259,20 +262,18 @@ def remote_status(url: str, job: str | None, token_file: str | None, as_json: bo
                     return int(ExitCode.NOT_FOUND)
                 job = str(jobs[0]["job_id"])
             status = client.get(f"/v1/jobs/{job}")
+            failures = (
+                client.get(f"/v1/jobs/{job}/failures", limit=FAILURES_READ)["failures"]
+                if status["counts"].get("failed")
+                else []
+            )
     except (ApiError, ServerConnectionError) as err:
         click.echo(f"oomguard: error: {err}", err=True)
         return int(exit_code_for_client(err))
     if as_json:
-        click.echo(json.dumps(status))
+        click.echo(json.dumps(status | {"failures": failures[:show_failures]}))
     else:
-        counts = ", ".join(f"{k} {v}" for k, v in status["counts"].items() if v)
-        click.echo(
-            f"job {status['job_id']} ({status['name']}, namespace "
-            f"{status['namespace']}): {status['state']}, {status['finished']}/"
-            f"{status['tasks']} finished" + (f" [{counts}]" if counts else "")
-        )
-        for cls, n in sorted(status["failures_by_class"].items()):
-            click.echo(f"  failed attempts {cls}: {n}")
+        print_status(status, failures, groups=show_failures)
     return int(ExitCode.TASKS_FAILED if status["state"] == "failed" else ExitCode.OK)
 
 

@@ -10,29 +10,24 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from oomguard.cli.options import json_option, store_option, token_option
-from oomguard.units import format_size
+from oomguard.cli.options import existing_store_option, json_option, token_option
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
 
 
-def print_status(status: dict[str, Any]) -> None:
-    c = status["counts"]
-    click.echo(f"job {status['job_id']} ({status['name']}): {status['state']}")
-    click.echo("  tasks: " + ", ".join(f"{k} {v}" for k, v in c.items() if v))
-    if status["failures_by_class"]:
-        click.echo(
-            "  failed attempts by class: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(status["failures_by_class"].items()))
-        )
-    if status.get("memory_budget_bytes"):
-        click.echo(
-            f"  memory budget: {format_size(status['memory_budget_bytes'])} "
-            f"(isolation: {status.get('isolation')})"
-        )
-    if status.get("out"):
-        click.echo(f"  results: {status['out']}")
+def print_status(
+    status: dict[str, Any], failures: list[dict[str, Any]] | None = None, groups: int = 5
+) -> None:
+    """Tell a person how the job went (cli/report.py: the same for run and status)."""
+    from oomguard.cli.report import render
+
+    for line in render(status, failures or [], groups):
+        click.echo(line)
+
+
+#: failed tasks read to group them (``--failures`` says how many groups are shown)
+FAILURES_READ = 200
 
 
 def open_store(store: str) -> SqliteStore:
@@ -46,7 +41,7 @@ def open_store(store: str) -> SqliteStore:
 
 @click.command()
 @click.argument("job", required=False)
-@store_option
+@existing_store_option
 @click.option(
     "--server",
     default=None,
@@ -62,7 +57,8 @@ def open_store(store: str) -> SqliteStore:
     default=5,
     envvar="OOMGUARD_STATUS_FAILURES",
     show_envvar=True,
-    help="Show up to N failed tasks with their evidence.",
+    help="Show up to N groups of failed tasks (by class and memory key) with their evidence.",
+    show_default=True,
 )
 @json_option("Print JSON.")
 def status(
@@ -77,43 +73,32 @@ def status(
     if server:
         from oomguard.cli.client import remote_status
 
-        sys.exit(remote_status(server, job, token_file, as_json))
+        sys.exit(remote_status(server, job, token_file, as_json, show_failures))
     from oomguard.runner import job_status
 
     with open_store(store) as st:
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
-        failures = st.queries.failed_tasks(job_id, limit=show_failures)
+        failures = st.queries.failed_tasks(job_id, limit=FAILURES_READ if show_failures else 0)
         estimates = st.estimate_rows()
-        if as_json:
-            info["failures"] = failures
-            info["estimates"] = {
-                k: {
-                    name: r[name]
-                    for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
-                }
-                | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
-                for k, r in estimates.items()
+    if as_json:
+        info["failures"] = failures[:show_failures]
+        info["estimates"] = {
+            k: {
+                name: r[name]
+                for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
             }
-            click.echo(json.dumps(info, default=str))
-            return
-        print_status(info)
-        for f in failures:
-            last = f["attempts"][-1] if f["attempts"] else {}
-            ev = last.get("evidence") or {}
-            click.echo(
-                f"  task {f['task_id']} {f['fn']} {json.dumps(f['params'])[:60]}: "
-                f"{f['failure_class']} after {f['attempt_count']} attempt(s)"
-            )
-            if f["error"]:
-                click.echo(f"    {f['error'][:300]}")
-            for line in (ev.get("kernel_lines") or [])[-2:]:
-                click.echo(f"    kernel: {line[:200]}")
+            | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
+            for k, r in estimates.items()
+        }
+        click.echo(json.dumps(info, default=str))
+        return
+    print_status(info, failures, groups=show_failures)
 
 
 @click.command()
 @click.argument("job", required=False)
-@store_option
+@existing_store_option
 @click.option(
     "--aggregates",
     is_flag=True,
@@ -169,7 +154,7 @@ def results(job: str | None, store: str, aggregates: bool, fmt: str, output: str
 
 @click.command()
 @click.argument("job")
-@store_option
+@existing_store_option
 @click.option(
     "--failed",
     is_flag=True,
@@ -188,7 +173,7 @@ def retry(job: str, store: str, failed: bool) -> None:
 
 @click.command()
 @click.argument("job")
-@store_option
+@existing_store_option
 def cancel(job: str, store: str) -> None:
     """Cancel a job's unfinished tasks (running attempts are stopped by their scheduler)."""
     with open_store(store) as st:

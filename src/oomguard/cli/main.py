@@ -19,6 +19,7 @@ _EXIT_FOR: list[tuple[type[errors.OomguardError], ExitCode]] = [
     (errors.ConfigError, ExitCode.USAGE),
     (errors.TaskReferenceError, ExitCode.NOT_FOUND),
     (errors.JobNotFoundError, ExitCode.NOT_FOUND),
+    (errors.InputFileNotFoundError, ExitCode.NOT_FOUND),
     (errors.JobActiveError, ExitCode.JOB_ACTIVE),
     (errors.PayloadError, ExitCode.PAYLOAD),
     (errors.StoreError, ExitCode.STORE),

@@ -7,8 +7,10 @@ message and an exit code by :mod:`oomguard.cli.main`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
+import time
 from pathlib import Path
 
 import click
@@ -39,9 +41,22 @@ def _kb(value: int | None) -> str:
     return f"{value}kB"
 
 
-def format_event(event: OomEvent) -> str:
-    """One human-readable line for a kill."""
+#: printed above the kills (text output): what each column is
+EVENTS_HEADER = (
+    "# [seconds since boot] clock time (this machine's log only)  type  victim  its RSS  "
+    "memory cgroup  invoker\n"
+    "# reaped: the kernel's oom_reaper logged that it freed the victim's memory; not reaped: "
+    "no such line (common: the victim exited and freed it by itself)"
+)
+
+
+def format_event(event: OomEvent, boot_time: float | None = None) -> str:
+    """One human-readable line for a kill; with ``boot_time`` (seconds since the epoch at
+    boot, for this machine's own log) its clock time too."""
     when = f"[{event.timestamp:12.6f}]" if event.timestamp is not None else "[   unknown  ]"
+    if boot_time is not None and event.timestamp is not None:
+        clock = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(boot_time + event.timestamp))
+        when = f"{when} {clock}"
     victim = (
         f"{event.victim_pid} ({event.victim_comm or '?'})"
         if event.victim_pid is not None
@@ -61,13 +76,35 @@ def format_event(event: OomEvent) -> str:
     return "  ".join(parts)
 
 
-def _emit(event: OomEvent, as_json: bool, cutoff: float | None) -> None:
-    if cutoff is not None and event.timestamp is not None and event.timestamp < cutoff:
-        return
-    if as_json:
-        click.echo(json.dumps(event.to_json()))
-    else:
-        click.echo(format_event(event))
+class _Printer:
+    """Prints kills: JSON lines, or text lines under :data:`EVENTS_HEADER`."""
+
+    def __init__(self, as_json: bool, cutoff: float | None, boot_time: float | None) -> None:
+        self.as_json, self.cutoff, self.boot_time = as_json, cutoff, boot_time
+        self.printed = 0
+
+    def emit(self, event: OomEvent) -> None:
+        if (
+            self.cutoff is not None
+            and event.timestamp is not None
+            and event.timestamp < self.cutoff
+        ):
+            return
+        if self.as_json:
+            click.echo(json.dumps(event.to_json()))
+        else:
+            if not self.printed:
+                click.echo(EVENTS_HEADER)
+            click.echo(format_event(event, self.boot_time))
+        self.printed += 1
+
+    def end(self) -> None:
+        if not self.as_json and not self.printed:
+            click.echo("no OOM kills found", err=True)
+
+
+#: sources that are this machine's own kernel log (their stamps are this boot's uptime)
+LOCAL_SOURCES = ("auto", "kmsg", "dmesg", "journal")
 
 
 @click.group("oom")
@@ -103,18 +140,24 @@ def events_cmd(source: str, since: str | None, follow: bool, as_json: bool) -> N
     cutoff: float | None = None
     if since is not None:
         cutoff = read_uptime() - parse_duration(since)
+    boot_time = None
+    if source in LOCAL_SOURCES:
+        with contextlib.suppress(KernelLogUnavailable):
+            boot_time = time.time() - read_uptime()
+    printer = _Printer(as_json, cutoff, boot_time)
     parser = OomLogParser()
     for line in iter_source_lines(source, cutoff, follow):
         if line == "":
             # An idle tick while following: the log is quiet, so the kill being
             # assembled is as complete as it will get.
             for event in parser.flush():
-                _emit(event, as_json, cutoff)
+                printer.emit(event)
             continue
         for event in parser.feed(line):
-            _emit(event, as_json, cutoff)
+            printer.emit(event)
     for event in parser.flush():
-        _emit(event, as_json, cutoff)
+        printer.emit(event)
+    printer.end()
 
 
 def _bytes(value: int | None) -> str:
@@ -143,11 +186,16 @@ def tree_cmd(extended: bool, as_json: bool, proc_root: str) -> None:
     if as_json:
         click.echo(json.dumps([p.to_json() for _, p in walk_tree(procs)], indent=1))
         return
+    click.echo(
+        "# [pid] command: oom_score (oom_score_adj)  rss  memory cgroup\n"
+        "# the kernel kills the process with the highest oom_score first (its memory use, "
+        "scaled, plus oom_score_adj); <- marks that first choice"
+    )
     for depth, proc in walk_tree(procs):
         indent = "  " * depth
         score = "?" if proc.oom_score is None else str(proc.oom_score)
         adj = "?" if proc.oom_score_adj is None else f"{proc.oom_score_adj:+d}"
-        mark = "  <- likely OOM victim" if proc.likely_victim else ""
+        mark = "  <- the OOM killer's first choice" if proc.likely_victim else ""
         click.echo(
             f"{indent}[{proc.pid}] {proc.comm}: {score} ({adj})  rss {_bytes(proc.rss_bytes)}"
             f"  {proc.memcg or '?'}{mark}"

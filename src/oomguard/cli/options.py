@@ -16,6 +16,8 @@ from oomguard.units import parse_size
 F = TypeVar("F", bound=Callable[..., Any])
 
 STORE_HELP = "SQLite store file (created if missing)."
+#: the help of --store for commands that only use a store that exists
+EXISTING_STORE_HELP = "SQLite store file (it must exist: exit 4 if it does not)."
 
 
 def env(name: str) -> dict[str, Any]:
@@ -29,7 +31,15 @@ def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
 
 
 def store_option(f: F) -> F:
+    """``--store`` of a command that creates the store if it is missing (run, serve)."""
     return click.option("--store", default="oomguard.sqlite", help=STORE_HELP, **env("STORE"))(f)
+
+
+def existing_store_option(f: F) -> F:
+    """``--store`` of a command that reads or changes a store that exists."""
+    return click.option(
+        "--store", default="oomguard.sqlite", help=EXISTING_STORE_HELP, **env("STORE")
+    )(f)
 
 
 def json_option(help: str = "Print JSON.", name: str = "JSON") -> Callable[[F], F]:
@@ -178,14 +188,16 @@ def worker_options(f: F) -> F:
         "task_timeout",
         type=click.FloatRange(min=0, min_open=True),
         default=None,
-        help="Seconds a task may run (tasks that declare their own timeout keep it).",
+        help="Seconds a task may run (tasks that declare their own timeout keep it) "
+        "[default: no limit].",
         **env("TASK_TIMEOUT"),
     )(f)
     f = click.option(
         "--retries",
         type=click.IntRange(min=0),
         default=None,
-        help="Retries after a task error or timeout.",
+        help="Retries after a task error or timeout (OOM kills are retried with more "
+        "memory regardless) [default: 0].",
         **env("RETRIES"),
     )(f)
     f = click.option(
@@ -200,7 +212,7 @@ def worker_options(f: F) -> F:
         "--max-tasks-per-worker",
         type=click.IntRange(min=0),
         default=None,
-        help="Replace a worker after N tasks (0: never).",
+        help="Replace a worker after N tasks (0: never) [default: 0].",
         **env("MAX_TASKS_PER_WORKER"),
     )(f)
     f = click.option(
@@ -214,14 +226,16 @@ def worker_options(f: F) -> F:
         "--isolation",
         type=click.Choice(["auto", "cgroup", "watchdog"]),
         default=None,
-        help="auto: a memory cgroup per worker where possible, else an RSS watchdog.",
+        help="auto: a memory cgroup per worker where possible, else an RSS watchdog; "
+        "cgroup or watchdog: only that [default: auto].",
         **env("ISOLATION"),
     )(f)
     return click.option(
         "--worker-memory",
         callback=size,
         default=None,
-        help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB.",
+        help="The most any one attempt may use (its worker's kernel limit), e.g. 2GiB "
+        "[default: the memory budget].",
         **env("WORKER_MEMORY"),
     )(f)
 
@@ -235,4 +249,58 @@ WORKER_OPTION_NAMES = (
     "max_tasks_per_worker",
     "task_timeout",
     "retries",
+)
+
+
+class SectionedCommand(click.Command):
+    """A command whose ``--help`` lists its options in sections (``sections``: titles and
+    the parameter names under each, in order); options in no section come last."""
+
+    def __init__(
+        self, *args: Any, sections: tuple[tuple[str, tuple[str, ...]], ...] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records: dict[str, tuple[str, str]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None and param.name is not None:
+                records[param.name] = record
+        placed: set[str] = set()
+        for title, names in self.sections:
+            rows = [records[n] for n in names if n in records]
+            placed.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [r for n, r in records.items() if n not in placed]
+        if rest:
+            with formatter.section("Other options"):
+                formatter.write_dl(rest)
+
+
+#: ``oomguard run --help``, in sections
+RUN_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("What to run", ("params_file", "cmd", "shell", "sets", "replicates", "aggregate", "name")),
+    ("Where it is kept", ("store", "out")),
+    (
+        "Workers and memory",
+        (
+            "workers",
+            "worker_memory",
+            "memory_budget",
+            "task_memory",
+            "memory_key",
+            "isolation",
+            "worker_oom_score_adj",
+            "max_tasks_per_worker",
+            "batch_size",
+        ),
+    ),
+    ("Retries and time limits", ("retries", "task_timeout", "lost_retries")),
+    ("Dask", ("executor", "dask_address", "dask_isolation", "dask_local")),
+    ("Notifications", ("sentry_dsn", "notify_url", "notify_on", "notify_secret_file")),
+    ("Output", ("log_format", "as_json", "help")),
 )

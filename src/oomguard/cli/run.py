@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.jobs import print_status
+from oomguard.cli.jobs import FAILURES_READ, print_status
 from oomguard.cli.options import (
+    RUN_SECTIONS,
+    SectionedCommand,
     json_option,
     lost_retries_option,
     notify_options,
@@ -30,14 +33,14 @@ from oomguard.cli.spec import (
     parameter_rows,
 )
 from oomguard.config import load_config
-from oomguard.errors import ConfigError, PayloadError
+from oomguard.errors import ConfigError, JobStoppedError, PayloadError
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.jobs.command import Command
 
 
-@click.command()
+@click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
 @click.argument("task", required=False)
 @click.option(
     "--params",
@@ -310,6 +313,8 @@ def _sweep(
     plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
     status: dict[str, Any] = {}
+    failures: list[dict[str, Any]] = []
+    job_id: str | None = None
     try:
         with Runner(config=config) as runner:
             view = runner.view()
@@ -341,14 +346,23 @@ def _sweep(
                     title=title,
                     batch_size=options.get("batch_size"),
                 )
+                job_id = job.id
                 status = job.wait(progress=plain and sys.stderr.isatty())
+            except JobStoppedError as err:
+                # Its first attempts all failed loading the task: said below, with them.
+                status = runner.job(err.job_id).status()
             except Exception:
                 # The loop's own error, or the job's "scheduler stopped": said below,
                 # once the runner has stopped its workers.
                 if runner.died is None:
                     raise
+            if status and not as_json:
+                failures = runner.store.queries.failed_tasks(status["job_id"], FAILURES_READ)
+    except KeyboardInterrupt:
+        say(stopped_message("interrupted", config.store, job_id), config.log_format)
+        sys.exit(int(ExitCode.INTERRUPTED))
     except Terminated:
-        say("terminated", config.log_format)
+        say(stopped_message("terminated", config.store, job_id), config.log_format)
         sys.exit(int(ExitCode.TERMINATED))
     finally:
         if closer is not None:
@@ -376,9 +390,48 @@ def _sweep(
             )
         )
     else:
-        print_status(status)
-    if status["counts"]["failed"]:
+        print_status(status, failures)
+        click.echo(next_steps(config.store, status))
+    if status["counts"]["failed"] or status.get("stopped"):
         sys.exit(int(ExitCode.TASKS_FAILED))
+
+
+def next_steps(store: str, status: dict[str, Any]) -> str:
+    """The commands that show more of a job, printed at the end of ``run``."""
+    where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(store)}"
+    job = status["job_id"]
+    lines = [
+        f"next: oomguard status {job}{where} --json  (every attempt's evidence)",
+        f"      oomguard ui{where}  (the dashboard, on http://127.0.0.1:8766/ui/)",
+    ]
+    if status["counts"].get("succeeded"):
+        lines.append(f"      oomguard results {job}{where}  (the results as JSON lines)")
+    return "\n".join(lines)
+
+
+def stopped_message(how: str, store: str, job_id: str | None) -> str:
+    """What ``run`` says when it is stopped (Ctrl-C, SIGTERM): how far the job got and
+    how to go on. Its scheduler has stopped: attempts in flight ended ``interrupted`` and
+    run again on resume (docs/ARCHITECTURE.md, "The failure path")."""
+    from oomguard.jobs.model import FINISHED_STATES
+    from oomguard.store.sqlite import SqliteStore
+
+    if job_id is None:
+        return f"{how} while the job's tasks were being stored; run the same command to resume"
+    try:
+        with SqliteStore(store, create=False) as st:
+            counts = st.queries.counts(job_id)
+    except Exception as err:  # the store is what we could not read: say so, not more
+        return (
+            f"{how}; job {job_id}: its counts could not be read ({err}); run the same "
+            "command to resume"
+        )
+    done = sum(counts[s] for s in FINISHED_STATES)
+    total = sum(counts.values())
+    return (
+        f"{how}: job {job_id}: {done} of {total} tasks done; the attempts that were running "
+        "ended as interrupted and run again; run the same command to resume"
+    )
 
 
 def register(cli: click.Group) -> None:

@@ -276,7 +276,8 @@ def serve(
         serving = (
             f"serving on {scheme}://{shown}:{bound} (store {store}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
-            f"{format_size(limit)}, max pending {max_pending_tasks})"
+            f"{format_size(limit)}, max pending {max_pending_tasks}); "
+            f"dashboard on {scheme}://{shown}:{bound}/ui/"
         )
         say(serving, state.runner.config.log_format)
         sys.stderr.flush()

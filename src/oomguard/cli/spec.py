@@ -28,7 +28,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from oomguard.errors import ConfigError, PayloadError
+from oomguard.errors import ConfigError, InputFileNotFoundError, PayloadError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -308,6 +308,8 @@ def check_params_file(path: str) -> tuple[str, int]:
     count = 0
     try:
         fh = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError as err:
+        raise InputFileNotFoundError(f"no params file {path!r}", path=path) from err
     except OSError as err:
         raise PayloadError(f"cannot read params file {path!r}: {err.strerror}") from err
     with fh:

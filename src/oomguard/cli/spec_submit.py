@@ -12,6 +12,7 @@ command line (docs/ARCHITECTURE.md, "Command tasks").
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -48,6 +49,8 @@ def spec_body(ctx: click.Context, path: str, sets: tuple[str, ...]) -> dict[str,
         body["task"] = job["task"]
     else:
         raise ConfigError(f"{path}: no task: give task or command")
+    for key in ("task", "aggregate"):
+        _refuse_file(path, key, job.get(key) if key == "task" else spec.options.get(key))
     options = dict(spec.options)
     found = parameter_rows(options.pop("params_file", None), job)
     if found is None:
@@ -70,6 +73,25 @@ def spec_body(ctx: click.Context, path: str, sets: tuple[str, ...]) -> dict[str,
             err=True,
         )
     return body
+
+
+def _refuse_file(path: str, key: str, ref: object) -> None:
+    """Said before any request: a server imports no file sent to it (docs/ARCHITECTURE.md,
+    "Server mode"), so a ``file.py:function`` spec runs only locally."""
+    if not isinstance(ref, str) or ":" not in ref:
+        return
+    where, _, name = ref.rpartition(":")
+    if not (where.endswith(".py") or "/" in where or os.sep in where):
+        return
+    module = os.path.splitext(os.path.basename(where))[0]
+    raise ConfigError(
+        f"{path}: {key} = {ref!r} names a file, and a server imports no file sent to it: it "
+        "runs only functions of the modules it was started with (serve --tasks-module "
+        "MODULE, repeatable; by default oomguard.examples). To run this spec on a server, "
+        f"put {name} in a module the server can import (installed, or on its PYTHONPATH), "
+        f'start it with --tasks-module {module} and write {key} = "{module}:{name}"; '
+        f"or run it here: oomguard run {path}"
+    )
 
 
 __all__ = ["spec_body"]

@@ -11,7 +11,7 @@ import json
 import click
 
 from oomguard.cli.jobs import open_store
-from oomguard.cli.options import json_option, store_option
+from oomguard.cli.options import existing_store_option, json_option
 from oomguard.units import format_size, parse_duration
 
 #: ``gc --min-age`` below this needs ``--force``: a blob is written before the row that
@@ -21,7 +21,7 @@ MIN_AGE_FLOOR = 600.0
 
 @click.command()
 @click.argument("job")
-@store_option
+@existing_store_option
 @click.option(
     "--force",
     is_flag=True,
@@ -49,7 +49,7 @@ def forget(job: str, store: str, force: bool, as_json: bool) -> None:
 
 
 @click.command()
-@store_option
+@existing_store_option
 @click.option(
     "--min-age",
     default="1h",

@@ -30,8 +30,8 @@ __all__ = [
 
 #: oom_score_adj that exempts a process from the OOM killer.
 OOM_SCORE_ADJ_MIN = -1000
-#: How many likely victims to mark.
-LIKELY_VICTIMS = 3
+#: How many likely victims to mark: the kernel's first choice (the highest oom_score).
+LIKELY_VICTIMS = 1
 _PF_KTHREAD = 0x00200000  # task flag (stat field 9) of kernel threads
 
 

@@ -156,6 +156,17 @@ def label(ref: str) -> str:
     return "cmd:" + os.path.basename(first)
 
 
+def display(ref: str) -> str:
+    """A task reference as a person reads it: a command by its command line (``cmd:``
+    references hold JSON), anything else as it is."""
+    if not is_command(ref):
+        return ref
+    try:
+        return str(from_reference(ref))
+    except ConfigError:  # a reference this version cannot read: as stored
+        return ref
+
+
 def from_reference(ref: str) -> Command:
     """The :class:`Command` a ``cmd:`` reference names."""
     try:

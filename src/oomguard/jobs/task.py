@@ -7,19 +7,24 @@ import, so a function defined in a script's ``__main__`` is named by its file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from oomguard.errors import ConfigError, TaskReferenceError
+from oomguard.errors import ConfigError, MainGuardError, TaskReferenceError
 from oomguard.units import parse_size
+
+#: set in a worker's environment while it imports a task's module: a Runner started then
+#: is a module without ``if __name__ == "__main__":`` (:func:`refuse_in_worker_import`)
+WORKER_IMPORT_ENV = "OOMGUARD_WORKER_IMPORT"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -153,12 +158,42 @@ def _import_file(path: str) -> ModuleType:
     # it (a planted pyarrow.py) would shadow what this process imports later.
     try:
         spec.loader.exec_module(module)
+    except MainGuardError:
+        del sys.modules[name]
+        raise  # its own message says what to do
     except Exception as err:
         del sys.modules[name]
         raise TaskReferenceError(
             f"importing {path!r} failed: {type(err).__name__}: {err}", ref=path
         ) from err
     return module
+
+
+@contextlib.contextmanager
+def worker_import(ref: str) -> Iterator[None]:
+    """Mark the worker's import of ``ref``'s module (see :func:`refuse_in_worker_import`)."""
+    os.environ[WORKER_IMPORT_ENV] = ref
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_IMPORT_ENV, None)
+
+
+def refuse_in_worker_import(what: str) -> None:
+    """Raise :class:`~oomguard.errors.MainGuardError` if a worker is importing a task's
+    module right now: the module starts ``what`` at import, and would start it again in
+    every worker (as multiprocessing refuses a missing ``__main__`` guard)."""
+    ref = os.environ.get(WORKER_IMPORT_ENV)
+    if ref is None:
+        return
+    where = ref.rpartition(":")[0] or ref
+    raise MainGuardError(
+        f"{what} was started while an oomguard worker imported {where} to find the task "
+        f"{ref}: that module starts {what} when it is imported. Put the code that starts "
+        'it under `if __name__ == "__main__":` so that workers can import the module\'s '
+        "tasks without running it",
+        ref=ref,
+    )
 
 
 def load(ref: str, task_dir: str | None = None) -> Callable[..., Any]:
@@ -184,6 +219,8 @@ def load(ref: str, task_dir: str | None = None) -> Callable[..., Any]:
             module = importlib.import_module(where)
         except ModuleNotFoundError as err:
             raise TaskReferenceError(f"no module named {where!r} (in {ref!r})", ref=ref) from err
+        except MainGuardError:
+            raise
         except Exception as err:
             raise TaskReferenceError(
                 f"importing {where!r} failed: {type(err).__name__}: {err}", ref=ref

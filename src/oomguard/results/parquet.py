@@ -1,6 +1,8 @@
 """The result sink: Parquet part files written as results arrive, exactly once.
 
-``OUT/tasks/part-NNNNN.parquet`` and ``OUT/aggregates/part-NNNNN.parquet``. Which rows
+``OUT/tasks/part-JOB-NNNNN.parquet`` and ``OUT/aggregates/part-JOB-NNNNN.parquet``: each
+job's parts are named by its id, so jobs sharing an ``out`` never write over each other's
+rows (``pyarrow.dataset.dataset(OUT / "tasks")`` reads them all). Which rows
 make a part is committed to the store *before* the file is written (temporary file, then
 rename), so a part lost to a crash is rewritten with the same rows on the next start, and
 no row is ever in two parts.
@@ -169,9 +171,15 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
+def part_path(out: str | os.PathLike[str], job_id: str, kind: str, n: int) -> Path:
+    """Where part ``n`` of ``job_id``'s results of ``kind`` is written: named by its job,
+    so that another job writing to the same ``out`` never replaces it."""
+    return Path(out) / KIND_DIR[kind] / f"part-{job_id}-{n:05d}.parquet"
+
+
 def _write_part(store: SqliteStore, job_id: str, kind: str, n: int, out: str) -> None:
     table = table_for(store, job_id, kind, part=n)
-    _write_atomic(table, Path(out) / KIND_DIR[kind] / f"part-{n:05d}.parquet")
+    _write_atomic(table, part_path(out, job_id, kind, n))
     store.parts.written(job_id, kind, n)
 
 

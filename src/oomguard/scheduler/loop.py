@@ -235,6 +235,8 @@ class Scheduler:
         for event in self.executor.poll(self._wait(now, most)):
             recorder.handle(event)  # one attempt that cannot be recorded never stops the loop
         recorder.finish_deaths()
+        if stops := recorder.broken.take():
+            self._stop_jobs(stops)
         self._check_timeouts()
         now = time.time()
         if self.writes and (
@@ -335,6 +337,7 @@ class Scheduler:
             self._active = self.store.active_jobs()
             self._active_at = now
             finished = set(before) - set(self._active)
+            self.recorder.broken.forget(finished)
             if finished:
                 self.sampler.finished(self, finished)
                 self.announcements.announce()
@@ -487,6 +490,16 @@ class Scheduler:
             if run.deadline is not None and now > run.deadline and run.worker is not None:
                 run.deadline = None
                 self.executor.kill(run, "timeout", {"timeout_s": run.task.timeout})
+
+    def _stop_jobs(self, causes: dict[str, str]) -> None:
+        """Stop jobs that cannot load their task (scheduler/broken.py): their failures are
+        committed, their other tasks cancelled with the cause, their attempts killed."""
+        self.flush()
+        for job_id, cause in causes.items():
+            log.error("job %s %s", job_id, cause)
+            self.store.admin.stop_job(job_id, cause)
+        self._check_cancelled()
+        self._refresh_active(force=True)
 
     def _check_cancelled(self) -> None:
         assert self.executor is not None

@@ -17,6 +17,7 @@ When recording itself fails (a bug, or something one task brought), the attempt 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -32,6 +33,7 @@ from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
+from oomguard.scheduler.broken import BrokenJobs
 from oomguard.scheduler.notices import HeldNotices
 from oomguard.scheduler.retries import (
     OWN_LIMIT_KILLS,
@@ -151,6 +153,8 @@ class AttemptRecorder:
         self.parts_due: set[str] = set()
         #: how long attempts of each memory key run (seconds, moving average)
         self.durations: dict[str | None, float] = {}
+        #: jobs whose first attempts all fail loading the task: stopped, not retried
+        self.broken = BrokenJobs()
 
     # -- beginning ----------------------------------------------------------------------
 
@@ -340,6 +344,7 @@ class AttemptRecorder:
             now=time.time(),
         )
         self.stats.succeeded += 1
+        self.broken.succeeded(task.job_id)
         self.parts_due.add(task.job_id)
         self.notices.tell(run, "succeeded", peak=peak)
 
@@ -385,6 +390,9 @@ class AttemptRecorder:
             decision = key_killed(self.estimates, run, fc, peak, decision, self.admission.cap)
             if self.estimates.state(run.key) is KeyState.LEARNING:
                 self._yield_to_cap_probe(run)
+        if self.broken.failed(task.job_id, fc, message) is not None:
+            # Its job cannot load its task: retrying repeats the failure (the job stops).
+            decision = dataclasses.replace(decision, retry_at=None, final_class=fc)
         retry_at, final_class = decision.retry_at, decision.final_class
         if retry_at is not None:
             self.writes.task_retry(

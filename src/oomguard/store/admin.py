@@ -88,6 +88,84 @@ class Admin:
             )
         return int(n)
 
+    def stop_job(self, job_id: str, cause: str) -> int:
+        """Stop a job that cannot run (its first attempts all failed loading its task):
+        its unfinished tasks are cancelled with ``cause`` as their error, the job's state is
+        ``stopped`` (shown as ``failed``), and ``cause`` is kept in a ``job_stopped`` event.
+        Running the same sweep again reopens it (:meth:`reopen_stopped`)."""
+        now = time.time()
+        with self._store.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = 'cancelled', error = ?, updated_at = ? "
+                f"WHERE job_id = ? AND state IN {OPEN_SQL}",
+                (f"not run: the job {cause}", now, job_id),
+            ).rowcount
+            db.execute(
+                "UPDATE jobs SET state = 'stopped' WHERE id = ? AND state != 'cancelled'",
+                (job_id,),
+            )
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_stopped",
+                    "data": json.dumps({"tasks": n, "cause": cause}),
+                },
+            )
+        return int(n)
+
+    def stop_cause(self, job_id: str) -> str | None:
+        """Why the job was stopped (:meth:`stop_job`), or None if it was not."""
+        row = self._store.db.execute(
+            "SELECT j.state, (SELECT data FROM events WHERE job_id = j.id AND kind = 'job_stopped' "
+            "ORDER BY id DESC LIMIT 1) FROM jobs j WHERE j.id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None or row[0] != "stopped" or row[1] is None:
+            return None
+        cause = json.loads(row[1]).get("cause")
+        return str(cause) if cause is not None else None
+
+    def reopen_stopped(self, job_id: str) -> int:
+        """Make a stopped job runnable again (its task was fixed): the tasks it cancelled
+        and those that failed become ready with fresh retry counts; the job is open."""
+        now = time.time()
+        with self._store.transaction() as db:
+            n = db.execute(
+                "UPDATE tasks SET state = CASE WHEN kind = 'aggregate' AND deps > 0 "
+                "THEN 'pending' ELSE 'ready' END, not_before = 0, oom_attempts = 0, "
+                "failure_class = NULL, error = NULL, updated_at = ? "
+                "WHERE job_id = ? AND state IN ('cancelled', 'failed')",
+                (now, job_id),
+            ).rowcount
+            # Aggregations failed because a replicate failed: they wait for it again.
+            left = (
+                "(SELECT COUNT(*) FROM tasks r WHERE r.job_id = tasks.job_id "
+                "AND r.grp = tasks.grp AND r.kind = 'task' AND r.state != 'succeeded')"
+            )
+            db.execute(
+                f"UPDATE tasks SET deps = {left}, "
+                f"state = CASE WHEN {left} > 0 THEN 'pending' ELSE 'ready' END "
+                "WHERE job_id = ? AND kind = 'aggregate' AND state IN ('ready', 'pending')",
+                (job_id,),
+            )
+            db.execute(
+                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'stopped'", (job_id,)
+            )
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "job_reopened",
+                    "data": json.dumps({"tasks": n}),
+                },
+            )
+        return int(n)
+
     def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:
         """Delete a finished job's rows: tasks, attempts, results, parts, events, samples.
 

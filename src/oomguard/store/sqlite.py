@@ -294,8 +294,9 @@ class SqliteStore:
     def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE jobs SET total_groups = ?, state = CASE WHEN state = 'cancelled' "
-                "THEN state WHEN ? THEN 'sealed' ELSE state END WHERE id = ?",
+                "UPDATE jobs SET total_groups = ?, state = CASE WHEN state IN "
+                "('cancelled', 'stopped') THEN state WHEN ? THEN 'sealed' ELSE state END "
+                "WHERE id = ?",
                 (groups, sealed, job_id),
             )
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.errors import BlobMissingError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
+from oomguard.units import key_order
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
 
+#: a scheduler whose heartbeat is older than this is not running (the default lease_ttl)
+LIVE_SCHEDULER_S = 30.0
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
 
@@ -180,17 +184,38 @@ class Queries:
             "namespace": job["namespace"],
             "fn": job["fn"],
             "aggregate": job["agg"],
-            "state": _job_state(job["state"], counts, total),
+            "state": self._interrupted(job_id, _job_state(job["state"], counts, total)),
             "groups": job["groups"],
             "tasks": total,
             "finished": finished,
             "counts": counts,
             "failures_by_class": self.failures_by_class(job_id),
+            # Why the job was stopped (its first attempts all failed loading its task).
+            "stopped": self._store.admin.stop_cause(job_id) if job["state"] == "stopped" else None,
             "out": job["spec"].get("out"),
             # As the last scheduler on this store saw them.
             "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
             "isolation": self.meta("isolation"),
         }
+
+    def _interrupted(self, job_id: str, state: str) -> str:
+        """``interrupted`` for a job with work left that was stopped (Ctrl-C, SIGTERM,
+        ``kill -9``) while no scheduler runs on the store: nothing moves it until the same
+        command is run again; else ``state`` as it is."""
+        if state not in ("running", "waiting"):
+            return state
+        live = self.db.execute(
+            "SELECT 1 FROM schedulers WHERE stopped_at IS NULL AND heartbeat > ? LIMIT 1",
+            (time.time() - LIVE_SCHEDULER_S,),
+        ).fetchone()
+        if live is not None:
+            return state
+        stopped = self.db.execute(
+            "SELECT 1 FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? "
+            "AND a.state IN ('interrupted', 'running') LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        return "interrupted" if stopped is not None else state
 
     def failures_by_class(self, job_id: str) -> dict[str, int]:
         """Failed attempts of the job by failure class (every attempt, retried or not)."""
@@ -207,16 +232,26 @@ class Queries:
         """Tasks that failed for good, each with its attempts and their evidence."""
         sql = (
             "SELECT id, grp, kind, replicate, fn, params, params_ref, failure_class, error, "
-            "attempts FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
+            "attempts, memory_key FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
         )
         args: tuple[Any, ...] = (job_id,)
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
         out = []
-        for tid, grp, kind, rep, fn, params, params_ref, fc, error, attempts in self.db.execute(
-            sql, args
-        ).fetchall():
+        for (
+            tid,
+            grp,
+            kind,
+            rep,
+            fn,
+            params,
+            params_ref,
+            fc,
+            error,
+            attempts,
+            key,
+        ) in self.db.execute(sql, args).fetchall():
             params = _or_missing(self._store.blobs.params_of, params, params_ref)
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
@@ -232,6 +267,8 @@ class Queries:
                     "error": error,
                     "attempts": self.attempts(tid),
                     "attempt_count": attempts,
+                    # what its memory estimate is learned under (fn|NAME=VALUE)
+                    "memory_key": key,
                 }
             )
         return out
@@ -247,16 +284,26 @@ class Queries:
 
     def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
         """The learned estimate of each memory key the job's tasks use."""
-        keys = ("memory_key", "bytes", "peak_bytes", "samples", "updated_at")
-        return [
+        keys = (
+            "memory_key",
+            "bytes",
+            "peak_bytes",
+            "samples",
+            "updated_at",
+            "killed_at",
+            "unfit_cap",
+        )
+        rows = [
             dict(zip(keys, row, strict=True))
             for row in self.db.execute(
-                "SELECT memory_key, bytes, peak_bytes, samples, updated_at FROM estimates "
-                "WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) FROM tasks "
-                "WHERE job_id = ?) ORDER BY memory_key",
+                "SELECT memory_key, bytes, peak_bytes, samples, updated_at, killed_at, unfit_cap "
+                "FROM estimates WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) "
+                "FROM tasks WHERE job_id = ?)",
                 (job_id,),
             )
         ]
+        # In the order of the key's value (50 before 100), not as strings.
+        return sorted(rows, key=lambda r: key_order(str(r["memory_key"])))
 
     def task(self, task_id: int) -> dict[str, Any] | None:
         """One task: its job, function, state, final class and error (params as JSON text,
@@ -424,6 +471,8 @@ def _or_missing(read: Callable[..., T], *args: object) -> T | BlobMissingError:
 def _job_state(stored: str, counts: dict[str, int], total: int) -> str:
     if stored == "cancelled":
         return "cancelled"
+    if stored == "stopped":  # its first attempts all failed loading its task
+        return "failed"
     open_ = sum(counts[s] for s in OPEN_STATES)
     if stored == "open" or open_:
         return (

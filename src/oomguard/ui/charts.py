@@ -84,6 +84,20 @@ def nice_bytes(value: float) -> float:
     return nice_max(value / unit) * unit
 
 
+def y_divisions(top: float, whole: bool) -> int:
+    """How many intervals the y axis of ``top`` is cut into so that every label is a round
+    number: 4 or 5 (``2.5`` in 5 steps of 0.5, not 4 of 0.625), fewer where neither is;
+    ``whole`` (counts): only whole-number steps."""
+    for n in (4, 5, 3, 2):
+        step = top / n
+        if whole:
+            if abs(step - round(step)) < 1e-9 and round(step) >= 1:
+                return n
+        elif abs(step * 100 - round(step * 100)) < 1e-6:
+            return n
+    return 1
+
+
 def format_duration(seconds: float) -> str:
     """``42s``, ``3m05s``, ``2h04m``."""
     seconds = max(0, round(seconds))
@@ -108,6 +122,7 @@ def line_chart(
     y_format: Callable[[float], str] = lambda v: f"{v:g}",
     y_max: float | None = None,
     y_bytes: bool = False,
+    y_whole: bool = False,
     note: str = "",
 ) -> str:
     """An SVG line chart with its legend (a string of markup, every text escaped)."""
@@ -135,8 +150,9 @@ def line_chart(
             f'<text x="{frame.width - frame.right}" y="14" font-size="11" text-anchor="end" '
             f'fill="#555">{escape(note)}</text>'
         )
-    for i in range(5):
-        value = top * i / 4
+    divisions = 4 if y_bytes else y_divisions(top, y_whole)
+    for i in range(divisions + 1):
+        value = top * i / divisions
         yy = y(value)
         out.append(
             f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{yy:.1f}" '
@@ -220,4 +236,5 @@ __all__ = [
     "line_chart",
     "nice_bytes",
     "nice_max",
+    "y_divisions",
 ]

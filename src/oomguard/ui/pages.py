@@ -67,7 +67,9 @@ def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
         "samples": len(samples),
         "samples_available": store.samples.available(),
         "memory_chart": memory_chart(samples, marks, frame),
-        "progress_chart": progress_chart(throughput, status["tasks"], marks, frame),
+        "progress_chart": progress_chart(
+            throughput, status["tasks"], marks, frame, status["finished"]
+        ),
         "rate_chart": rate_chart(throughput, marks, frame),
         "kills": [{**k, "at": format_duration(k["ts"] - t0)} for k in kills],
         "failed": failed,
@@ -100,7 +102,7 @@ def task_page(store: SqliteStore, task_id: int) -> dict[str, Any] | None:
 def memory_chart(samples: list[Sample], marks: list[Mark], frame: Frame) -> str:
     """Admitted bytes against the budget and each worker's RSS, the OOM kills marked."""
     title = "Memory: admitted against the budget, each worker's RSS"
-    series = [
+    admitted = [
         Series(
             "admitted to this job",
             [(s.ts, s.job_admitted_bytes) for s in samples],
@@ -109,7 +111,7 @@ def memory_chart(samples: list[Sample], marks: list[Mark], frame: Frame) -> str:
         ),
     ]
     if any(s.admitted_bytes != s.job_admitted_bytes for s in samples):
-        series.append(
+        admitted.append(
             Series(
                 "admitted to all jobs",
                 [(s.ts, s.admitted_bytes) for s in samples],
@@ -117,44 +119,70 @@ def memory_chart(samples: list[Sample], marks: list[Mark], frame: Frame) -> str:
                 steps=True,
             )
         )
+    rss: list[Series] = []
     names = sorted({name for s in samples for name in s.workers}, key=_worker_order)
     drawn, summed = names[:WORKERS_DRAWN], names[WORKERS_DRAWN:]
     for i, name in enumerate(drawn):
         points = [(s.ts, s.workers[name]) for s in samples if name in s.workers]
-        series.append(Series(f"{name} RSS", points, PALETTE[2 + i % (len(PALETTE) - 2)]))
+        rss.append(Series(f"{name} RSS", points, PALETTE[2 + i % (len(PALETTE) - 2)]))
     if summed:
         points = [(s.ts, sum(s.workers.get(n, 0) for n in summed)) for s in samples]
-        series.append(Series(f"{len(summed)} more workers' RSS", points, PALETTE[-1]))
+        rss.append(Series(f"{len(summed)} more workers' RSS", points, PALETTE[-1]))
+    series = admitted + rss
     budget = max((s.budget_bytes for s in samples), default=0)
-    others = [v for s in series for _t, v in s.points]
-    others += [float(m.data.get("limit", 0) or 0) for m in marks]
-    top = max(others, default=0.0) * 1.1
+    # Scaled by what the workers used and the limits that killed them: a key's first
+    # attempt may be admitted the whole budget, which would flatten every RSS line at 0.
+    used = [v for s in rss for _t, v in s.points]
+    used += [float(m.data.get("limit", 0) or 0) for m in marks]
+    given = sorted(v for s in admitted for _t, v in s.points)
+    top = max(used, default=0.0) * 1.1
+    y_max = None
     note = ""
-    if budget and budget <= 4 * max(top, 1):
+    if top and given and given[-1] > 4 * top:
+        # The admitted line most of the time, its peaks cut at the top.
+        y_max = max(top, given[max(0, len(given) * 9 // 10 - 1)])
+        note = (
+            f"admitted reaches {format_size(int(given[-1]))} (cut at this scale): a key's "
+            "first attempt may be given the whole budget"
+        )
+    else:
+        top = max(top, given[-1] * 1.1 if given else 0.0)
+    if not note and budget and budget <= 4 * max(top, 1):
         series.append(
             Series(
                 "budget", [(s.ts, s.budget_bytes) for s in samples], "#666", dashed=True, steps=True
             )
         )
-    elif budget:
+    elif budget and not note:
         note = f"budget {format_size(budget)} (above this scale)"
     if not samples:
         note = "no samples recorded for this job"
-    return line_chart(title, frame, series, marks, y_format=_size_axis, y_bytes=True, note=note)
+    return line_chart(
+        title, frame, series, marks, y_format=_size_axis, y_bytes=True, y_max=y_max, note=note
+    )
 
 
 def progress_chart(
-    throughput: list[dict[str, Any]], total: int, marks: list[Mark], frame: Frame
+    throughput: list[dict[str, Any]],
+    total: int,
+    marks: list[Mark],
+    frame: Frame,
+    finished: int | None = None,
 ) -> str:
+    """Tasks finished over time; it ends at ``finished`` (the store's count now), which the
+    last sampled second may not have seen yet."""
     points = [(b["t"] + b["step"], float(b["done"])) for b in throughput]
     if points:
         points.insert(0, (frame.t0, 0.0))
+    if finished is not None and points and points[-1][1] < finished:
+        points.append((max(frame.t1, points[-1][0]), float(finished)))
     return line_chart(
         "Progress: tasks finished",
         frame,
         [Series("tasks finished", points, PALETTE[2])],
         marks,
         y_max=float(max(total, 1)),
+        y_whole=True,
         note=f"of {total} tasks",
     )
 

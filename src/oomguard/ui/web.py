@@ -24,6 +24,7 @@ from markupsafe import Markup
 
 from oomguard.api.guard import UI_COOKIE, UI_LOGIN, Guard, ui_cookie_value
 from oomguard.errors import JobNotFoundError
+from oomguard.jobs.command import display
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.sqlite import SqliteStore
 from oomguard.ui import pages
@@ -65,6 +66,7 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["duration"] = lambda s: NONE if s is None else format_duration(s)
     env.filters["svg"] = Markup  # charts are built escaped (ui/charts.py)
+    env.filters["task"] = display  # a command task by its command line, not its JSON
     return env
 
 

@@ -132,10 +132,11 @@ def _run_one(
     On failure ``value`` is the failure's evidence (a command's exit status, signal and
     pid: :class:`~oomguard.jobs.command.CommandFailed`), else None."""
     from oomguard.jobs.command import CommandFailed
-    from oomguard.jobs.task import load, unwrap
+    from oomguard.jobs.task import load, unwrap, worker_import
 
     try:
-        fn = unwrap(load(item["fn"], task_dir))
+        with worker_import(item["fn"]):
+            fn = unwrap(load(item["fn"], task_dir))
         kind = item["form"]
         if kind == "json":
             kwargs = json.loads(item["params"]) if item["params"] else {}
