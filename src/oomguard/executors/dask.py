@@ -281,8 +281,10 @@ class DaskExecutor:
             future.add_done_callback(self.done.put)
             self.counters.submitted += len(runs)
         self.counters.max_in_flight = max(self.counters.max_in_flight, len(self.by_attempt))
+        # A flight whose answer was fetched released its future (its results are being
+        # written): it is no longer a Dask future in flight, though it is still tracked.
         self.counters.max_futures_in_flight = max(
-            self.counters.max_futures_in_flight, len(self.inflight)
+            self.counters.max_futures_in_flight, self._running()
         )
 
     # -- outcomes ---------------------------------------------------------------------
