@@ -22,8 +22,10 @@ Cases (``--cases``, all by default; about 8 minutes on 2 cores):
 * ``tenfold``: tasks whose peaks vary tenfold (many small, a few large) under a fixed
   ``--budget``. oomguard (``--workers`` workers, the budget, learning per ``n_agents``)
   beside the widest plain pool that does not crash (sized for the largest task: budget //
-  largest peak workers) and beside a pool sized for the typical task (``--workers``
-  workers) in a cgroup of the budget, which crashes and loses work.
+  largest peak workers) and beside a pool sized for the typical task (budget // typical
+  peak workers, at most 8) in a cgroup of the budget, which crashes and loses work.
+  oomguard is told the typical task's size (``--tenfold-hint``, a hint it corrects by
+  learning), as a user who knows their sweep would.
 
 Needs root and a writable memory cgroup for the cgroup-bound plain pools (``outgrow``,
 ``tenfold``); numpy and pyarrow (``pip install '.[bench]'``).
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -111,6 +114,8 @@ def drive_oomguard(plan: dict[str, Any], out: Path) -> dict[str, Any]:
     options: dict[str, Any] = {"memory_key": "n_agents"}
     if plan.get("worker_memory"):
         options["worker_memory"] = plan["worker_memory"]
+    if plan.get("task_memory"):
+        options["task_memory"] = plan["task_memory"]  # a hint: what a user would declare
     with oomguard.Runner(
         store=str(out / "store.sqlite"),
         workers=plan["workers"],
@@ -125,14 +130,15 @@ def drive_oomguard(plan: dict[str, Any], out: Path) -> dict[str, Any]:
             out=str(out / "parquet"),
             name="sim",
         )
-        status = job.wait(progress=False)
+        job.wait(progress=False)
         attempts = list(runner.store.queries.all_attempts(job.id))
     aggregates = ds.dataset(out / "parquet" / "aggregates").to_table().to_pylist()
+    succeeded = ds.dataset(out / "parquet" / "tasks").count_rows()
     kills = [a for a in attempts if str(a["failure_class"] or "").startswith("oom")]
-    failed = status["counts"].get("failed", 0)
+    tasks = len(params) * plan["replicates"]
     return {
-        "succeeded": status["counts"].get("succeeded", 0),
-        "failed": failed,
+        "succeeded": succeeded,
+        "failed": tasks - succeeded,
         "lost": 0,
         "attempts": len(attempts),
         "oom_kills": len(kills),
@@ -300,7 +306,8 @@ def case_fits(args: argparse.Namespace) -> tuple[dict[str, Any], list[list[Any]]
 
 def case_outgrow(args: argparse.Namespace) -> dict[str, Any]:
     plan = fits_plan(args)
-    plan["params"].append({"n_agents": args.outgrow_agents, "seed": 0})
+    # In the middle of the plan, as a sweep meets it: what comes after it is at stake.
+    plan["params"].insert(len(plan["params"]) // 2, {"n_agents": args.outgrow_agents, "seed": 0})
     plan["worker_memory"] = args.worker_memory * MIB
     print("... outgrow: oomguard", file=sys.stderr, flush=True)
     ours = run_side("oomguard", plan, None)
@@ -315,19 +322,21 @@ def case_tenfold(args: argparse.Namespace) -> dict[str, Any]:
     small, large = args.tenfold_agents
     params = [{"n_agents": small, "seed": s} for s in range(args.tenfold_small)]
     params += [{"n_agents": large, "seed": s} for s in range(args.tenfold_large)]
-    # The large ones first: two at once are more than the budget.
-    params.sort(key=lambda p: (-p["n_agents"], p["seed"]))
+    random.Random(args.tenfold_seed).shuffle(params)  # as a sweep's sizes come
     budget = args.budget * MIB
-    base = {"params": params, "replicates": 1, "workers": args.workers, "budget": budget}
+    base = {"params": params, "replicates": 1, "workers": args.workers, "budget": budget,
+            "task_memory": args.tenfold_hint * MIB}
     widest = max(1, args.budget // args.tenfold_large_peak)
+    typical = max(args.workers, min(8, args.budget // args.tenfold_small_peak))
     out: dict[str, Any] = {"tasks": len(params), "budget_mib": args.budget,
-                           "widest_safe_pool": widest}
+                           "widest_safe_pool": widest, "typical_pool": typical}
     print("... tenfold: oomguard", file=sys.stderr, flush=True)
     out["oomguard"] = run_side("oomguard", dict(base, pool_workers=args.workers), None)
     print(f"... tenfold: pool of {widest} (sized for the largest)", file=sys.stderr, flush=True)
     out["pool_largest"] = run_side("pool", dict(base, pool_workers=widest), budget)
-    print(f"... tenfold: pool of {args.workers} (typical)", file=sys.stderr, flush=True)
-    out["pool_typical"] = run_side("pool", dict(base, pool_workers=args.workers), budget)
+    print(f"... tenfold: pool of {typical} (sized for the typical)", file=sys.stderr,
+          flush=True)
+    out["pool_typical"] = run_side("pool", dict(base, pool_workers=typical), budget)
     out["wall_ratio_vs_largest"] = out["oomguard"]["wall_s"] / out["pool_largest"]["wall_s"]
     out["same_results"] = same_results(out["oomguard"], out["pool_largest"])
     return out
@@ -344,10 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-memory", type=int, default=768, help="MiB (outgrow)")
     p.add_argument("--outgrow-agents", type=int, default=700_000,
                    help="about 1.9 GiB: more than --workers x --worker-memory")
-    p.add_argument("--budget", type=int, default=960, help="MiB (tenfold)")
+    p.add_argument("--budget", type=int, default=1024, help="MiB (tenfold)")
     p.add_argument("--tenfold-agents", type=int, nargs=2, default=(12_000, 200_000))
     p.add_argument("--tenfold-large-peak", type=int, default=570,
                    help="MiB a large tenfold task peaks at (sizes the widest safe pool)")
+    p.add_argument("--tenfold-small-peak", type=int, default=80,
+                   help="MiB a small tenfold task peaks at (sizes the typical pool)")
+    p.add_argument("--tenfold-hint", type=int, default=128,
+                   help="MiB oomguard is told a task needs (task_memory: the typical task)")
+    p.add_argument("--tenfold-seed", type=int, default=1)
     p.add_argument("--tenfold-small", type=int, default=36)
     p.add_argument("--tenfold-large", type=int, default=4)
     p.add_argument("--driver", choices=("pool", "oomguard"), help=argparse.SUPPRESS)
@@ -388,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             ["pool, sized for the largest", t["widest_safe_pool"],
              t["pool_largest"]["succeeded"], t["pool_largest"]["lost"], None,
              t["pool_largest"]["wall_s"], t["pool_largest"]["peak_rss_mib"]],
-            ["pool, sized for the typical", args.workers, t["pool_typical"]["succeeded"],
+            ["pool, sized for the typical", t["typical_pool"], t["pool_typical"]["succeeded"],
              t["pool_typical"]["lost"], None, t["pool_typical"]["wall_s"],
              t["pool_typical"]["peak_rss_mib"]]]))
         print(f"oomguard / widest safe pool: {t['wall_ratio_vs_largest']:.2f}x wall, "
