@@ -19,7 +19,8 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     │   └── BlobMissingError     a blob file a row refers to is gone (deleted by hand)
     ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
     │                            attempt fails as ``error``, the loop goes on
-    ├── JobNotFoundError         no job with that id
+    ├── JobNotFoundError         no job with that id (or none the caller may see)
+    ├── AccessDeniedError        the caller's role or namespaces do not allow this
     ├── JobActiveError           the job still has work in flight (forget refuses)
     ├── OutputError              the output directory cannot be used
     ├── IsolationError           memory isolation asked for cannot be had here
@@ -101,6 +102,10 @@ class TaskInputError(OomguardError):
 
 class JobNotFoundError(OomguardError):
     """No job with the given id exists in the store."""
+
+
+class AccessDeniedError(OomguardError):
+    """The caller's role (or namespaces) does not allow what it asked (HTTP 403)."""
 
 
 class JobActiveError(OomguardError):

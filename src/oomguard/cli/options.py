@@ -7,11 +7,15 @@ spells it the same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from oomguard.errors import ConfigError
 from oomguard.units import parse_size
+
+if TYPE_CHECKING:
+    from oomguard.api.tenancy import Tenancy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +50,43 @@ def token_option(help: str = "file holding the server's bearer token") -> Callab
         help=help,
         **env("TOKEN_FILE"),
     )
+
+
+def tokens_option(f: F) -> F:
+    """``--tokens-file``: tokens mapped to labels, roles and namespaces (``serve``, ``ui``)."""
+    return click.option(
+        "--tokens-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML file (mode 600) of tokens, each with a label, a role (read, submit, "
+        "admin) and the namespaces it reaches: [tokens.LABEL] token=... role=... "
+        'namespaces=["team-a"] (instead of --token-file)',
+        **env("TOKENS_FILE"),
+    )(f)
+
+
+def session_ttl_option(f: F) -> F:
+    """``--session-ttl``: how long a dashboard login lasts (``serve``, ``ui``)."""
+    return click.option(
+        "--session-ttl",
+        default="8h",
+        show_default=True,
+        metavar="DURATION",
+        help="how long a dashboard login lasts (e.g. 8h, 30m) before it must log in again",
+        **env("SESSION_TTL"),
+    )(f)
+
+
+def read_access(token_file: str | None, tokens_file: str | None) -> Tenancy:
+    """The tenancy of ``--token-file`` or ``--tokens-file`` (neither: open)."""
+    from oomguard.api.app import read_token
+    from oomguard.api.tenancy import Tenancy, read_tokens
+
+    if token_file and tokens_file:
+        raise ConfigError("--token-file and --tokens-file do not go together: choose one")
+    if tokens_file:
+        return read_tokens(tokens_file)
+    return Tenancy.single(read_token(token_file) if token_file else None)
 
 
 #: ``--allowed-host`` of the commands that serve HTTP (``serve``, ``ui``)
