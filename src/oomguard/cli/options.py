@@ -6,6 +6,7 @@ spells it the same way everywhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -167,24 +168,56 @@ def _none_if_empty(
 
 def notify_options(f: F) -> F:
     """Where failures are reported (``run``, ``serve``): ``--sentry-dsn``,
-    ``--notify-url``, ``--notify-on``, ``--notify-secret-file``, ``--log-format``."""
-    f = click.option(
+    ``--sentry-dsn-file``, ``--notify-url``, ``--notify-url-file``, ``--notify-on``,
+    ``--notify-secret-file``, ``--redact``, ``--log-format``.
+
+    The ``...-file`` options keep secrets out of ``/proc/PID/cmdline`` (which every local
+    user may read): each file must be private to its owner, and what it holds is added to
+    ``notify_url`` / ``sentry_dsn`` before the command runs.
+    """
+
+    @functools.wraps(f)
+    def merged(
+        *args: Any, notify_url_file: str | None, sentry_dsn_file: str | None, **kwargs: Any
+    ) -> Any:
+        from oomguard.notify.secrets import read_lines, read_secret_file
+
+        if notify_url_file:
+            urls = read_lines(notify_url_file, "--notify-url-file")
+            kwargs["notify_url"] = (*(kwargs.get("notify_url") or ()), *urls)
+        if sentry_dsn_file:
+            if kwargs.get("sentry_dsn"):
+                raise ConfigError("--sentry-dsn and --sentry-dsn-file do not go together")
+            kwargs["sentry_dsn"] = read_secret_file(sentry_dsn_file, "--sentry-dsn-file")
+        return f(*args, **kwargs)
+
+    g: Any = merged
+    g = click.option(
         "--log-format",
         type=click.Choice(["plain", "json"]),
         default=None,
         help="json: a JSON line on stderr per attempt end and job state change, and for "
         "every log record (for Loki, ELK, journald) [default: plain].",
         **env("LOG_FORMAT"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
+        "--redact",
+        multiple=True,
+        callback=_none_if_empty,
+        metavar="REGEX",
+        help="Replace what matches REGEX with [redacted] in webhook bodies and Sentry "
+        "events (repeat; the webhook URLs, DSN and keys themselves always are).",
+        **env("REDACT"),
+    )(g)
+    g = click.option(
         "--notify-secret-file",
         type=click.Path(dir_okay=False),
         default=None,
-        help="File holding the key that signs webhook bodies (HMAC-SHA256, header "
-        "X-Oomguard-Signature).",
+        help="File (mode 600) holding the key that signs webhooks (Standard Webhooks: "
+        "webhook-signature); a second line: the next key, during a rotation.",
         **env("NOTIFY_SECRET_FILE"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
         "--notify-on",
         type=click.Choice(["failed", "final", "job"]),
         multiple=True,
@@ -192,22 +225,41 @@ def notify_options(f: F) -> F:
         help="What webhooks get (repeat): failed (every failed attempt), final (tasks "
         "that failed for good), job (jobs that finished) [default: final, job].",
         **env("NOTIFY_ON"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
+        "--notify-url-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File (mode 600) of webhook URLs, one a line: as --notify-url, but not "
+        "visible in the process list.",
+        **env("NOTIFY_URL_FILE"),
+    )(g)
+    g = click.option(
         "--notify-url",
         multiple=True,
         callback=_none_if_empty,
         metavar="URL",
-        help="POST a signed JSON body per notification to URL (repeat for more).",
+        help="POST a signed JSON body per notification to URL (repeat for more). Prefer "
+        "--notify-url-file or the environment: a URL here is visible to every local user.",
         **env("NOTIFY_URL"),
-    )(f)
-    return click.option(
+    )(g)
+    g = click.option(
+        "--sentry-dsn-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File (mode 600) holding the Sentry DSN: as --sentry-dsn, but not visible "
+        "in the process list.",
+        **env("SENTRY_DSN_FILE"),
+    )(g)
+    decorated: F = click.option(
         "--sentry-dsn",
         default=None,
         metavar="DSN",
-        help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]').",
+        help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]'). "
+        "Prefer --sentry-dsn-file or the environment.",
         **env("SENTRY_DSN"),
-    )(f)
+    )(g)
+    return decorated
 
 
 def worker_options(f: F) -> F:

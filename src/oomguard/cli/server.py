@@ -209,6 +209,7 @@ def serve(
     from oomguard.api.commands import read_commands
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, check_tls, uvicorn_config
+    from oomguard.config import load_config
     from oomguard.notify.build import check_notifications
     from oomguard.ui.session import Sessions
     from oomguard.ui.web import add_ui
@@ -259,6 +260,9 @@ def serve(
             if v is not None
         },
     )
+    # The CLI's settings, else oomguard.toml's (as the runner reads them): a bad DSN or a
+    # secret file others may read is said before the store is opened.
+    check_notifications(load_config(env={}).replace(**settings.runner_options))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -273,7 +277,6 @@ def serve(
     terminated = False
     try:
         state = ServerState(settings)
-        check_notifications(state.runner.config)  # the CLI's settings, else oomguard.toml's
         log_to_stderr(state.runner.config.log_format)
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises

@@ -246,7 +246,9 @@ def notice_fields(notice: Notice) -> dict[str, Any]:
 
 
 def summary(notice: Notice) -> str:
-    """One line for people (a Slack message, an issue title)."""
+    """One line for people (a Slack message, an issue title): a command is named by its
+    label (``cmd:PROGRAM``), never its argument template."""
+    from oomguard.jobs.command import label
     from oomguard.units import format_size
 
     if isinstance(notice, JobNotice):
@@ -263,7 +265,7 @@ def summary(notice: Notice) -> str:
         "interrupted": "was interrupted",
         "cancelled": "was cancelled",
     }.get(notice.outcome, notice.outcome)
-    text = f"{notice.function}: task {notice.task_id} attempt {notice.attempt} {what}"
+    text = f"{label(notice.function)}: task {notice.task_id} attempt {notice.attempt} {what}"
     if notice.failed and notice.limit_bytes:
         text += f"; limit {format_size(notice.limit_bytes)}"
         if notice.peak_bytes:
