@@ -113,6 +113,9 @@ class RunnerConfig:
     notify_queue: int = 1000
     #: seconds one webhook POST may take
     notify_timeout: float = 5.0
+    #: notices the store's outbox holds for the webhooks at most; past it the oldest are
+    #: dropped and counted
+    notify_outbox: int = 100_000
     #: ``json``: a JSON line per attempt end and job state change on stderr
     log_format: str = "plain"
     #: ``oomguard serve``: finished jobs older than this (seconds; "7d" in oomguard.toml)
@@ -186,6 +189,8 @@ class RunnerConfig:
                 ) from None
         if self.notify_queue < 1:
             raise ConfigError(f"notify queue must be at least 1, not {self.notify_queue}")
+        if self.notify_outbox < 1:
+            raise ConfigError(f"notify outbox must be at least 1, not {self.notify_outbox}")
         if self.notify_timeout <= 0:
             raise ConfigError("the notify timeout must be more than 0 seconds")
 

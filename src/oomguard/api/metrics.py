@@ -51,6 +51,8 @@ class MetricsSource(Protocol):
 
     def retention_counts(self) -> dict[str, int]: ...
 
+    def outbox_counts(self) -> dict[str, int]: ...
+
 
 class _StateCollector(Collector):
     """The gauges read from the source; of ``namespaces`` only, where given."""
@@ -145,6 +147,18 @@ class _StateCollector(Collector):
         for name, mode in sorted(src.worker_isolation().items()):
             isolation.add_metric([name, mode], 1)
         yield isolation
+        outbox = src.outbox_counts()
+        yield CounterMetricFamily(
+            "oomguard_notifications_dropped",
+            "Webhook notices the store's outbox dropped (its oldest, past --notify-outbox) "
+            "before every receiver had them",
+            value=outbox.get("dropped", 0),
+        )
+        yield GaugeMetricFamily(
+            "oomguard_notifications_waiting",
+            "Webhook notices in the store's outbox that some receiver has not had yet",
+            value=outbox.get("waiting", 0),
+        )
         kept = src.retention_counts()
         if kept:
             forgotten = CounterMetricFamily(

@@ -295,6 +295,14 @@ class ServerState:
     def worker_isolation(self) -> dict[str, str]:
         return dict(self.runner.view().worker_isolation)
 
+    def outbox_counts(self) -> dict[str, int]:
+        def compute() -> dict[str, int]:
+            outbox = self.stores.get().outbox
+            return {"dropped": outbox.dropped(), "waiting": outbox.waiting()}
+
+        result: dict[str, int] = self._cached("outbox", 1.0, compute)
+        return result
+
     def retention_counts(self) -> dict[str, int]:
         if self.retention is None:
             return {}

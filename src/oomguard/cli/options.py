@@ -227,6 +227,16 @@ def notify_options(f: F) -> F:
         **env("NOTIFY_ON"),
     )(g)
     g = click.option(
+        "--notify-outbox",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Notices the store keeps for the webhooks at most (a receiver that is down "
+        "gets them when it is back, after a restart too); past it the oldest are dropped "
+        "and counted [default: 100000].",
+        **env("NOTIFY_OUTBOX"),
+    )(g)
+    g = click.option(
         "--notify-url-file",
         type=click.Path(dir_okay=False),
         default=None,

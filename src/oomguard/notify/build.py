@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.notify.base import Fanout, Notifier
+from oomguard.notify.notice import AttemptNotice
+
+if TYPE_CHECKING:
+    from oomguard.notify.durable import DurableWebhooks
 from oomguard.notify.secrets import Redactor, read_lines, secret_parts
 
 #: keys a secret file may hold: the current one, and the next during a rotation
@@ -91,16 +97,19 @@ def build_notifier(config: RunnerConfig) -> Notifier | None:
             )
         )
     if config.notify_url:
-        from oomguard.notify.webhook import WebhookNotifier
+        from oomguard.notify.durable import DurableWebhooks
 
+        # Delivered from the store's outbox: what a stop leaves undelivered, the next
+        # start delivers.
         notifiers.append(
-            WebhookNotifier(
+            DurableWebhooks(
+                config.store,
                 config.notify_url,
                 on=config.notify_on,
                 keys=keys,
-                queue_size=config.notify_queue,
                 timeout=config.notify_timeout,
                 redactor=scrub,
+                most=config.notify_outbox,
             )
         )
     if config.log_format == "json":
@@ -110,3 +119,24 @@ def build_notifier(config: RunnerConfig) -> Notifier | None:
     if not notifiers:
         return None
     return notifiers[0] if len(notifiers) == 1 else Fanout(notifiers)
+
+
+def _durable(notifier: Notifier | None) -> DurableWebhooks | None:
+    from oomguard.notify.durable import DurableWebhooks
+
+    found = notifier.notifiers if isinstance(notifier, Fanout) else [notifier]
+    return next((one for one in found if isinstance(one, DurableWebhooks)), None)
+
+
+def outbox_filter(notifier: Notifier | None) -> Callable[[AttemptNotice], bool] | None:
+    """Which attempt notices go into the store's outbox (those its durable webhooks are to
+    get); None when there are no such webhooks."""
+    durable = _durable(notifier)
+    return durable.keeps if durable is not None else None
+
+
+def start_outbox(notifier: Notifier | None) -> None:
+    """Start delivering from the store's outbox (once the scheduler owns the store)."""
+    durable = _durable(notifier)
+    if durable is not None:
+        durable.start()

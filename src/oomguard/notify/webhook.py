@@ -29,9 +29,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -125,6 +125,19 @@ def verify(
     return any(hmac.compare_digest(expected, part) for part in given.split())
 
 
+class Webhooks(Protocol):
+    """What a receiver reads of the notifier that owns it."""
+
+    run_id: str
+    keys: tuple[bytes, ...]
+    redactor: Redactor
+    queue_size: int
+    timeout: float
+    backoff: float
+    backoff_max: float
+    transport: httpx.BaseTransport | None
+
+
 @dataclass(frozen=True)
 class _Delivery:
     event: str
@@ -136,7 +149,7 @@ class _Receiver:
     """One URL: its outbox, its HTTP client, its retries. Logs name it by :attr:`name`
     (its number, scheme and host), never its whole URL."""
 
-    def __init__(self, url: str, n: int, owner: WebhookNotifier) -> None:
+    def __init__(self, url: str, n: int, owner: Webhooks) -> None:
         self.url = url
         self.name = f"{n} ({redact_url(url)})"
         self.owner = owner
@@ -151,15 +164,28 @@ class _Receiver:
         self.down_since: float | None = None
 
     def _deliver(self, item: _Delivery) -> bool:
+        delivery_id = f"{self.owner.run_id}-{item.seq}"
+        posted = self.post(item.event, item.notice, item.seq, delivery_id, self.outbox.wait)
+        return bool(posted)
+
+    def post(
+        self,
+        event: str,
+        notice: Notice,
+        seq: int,
+        delivery_id: str,
+        wait: Callable[[float], bool],
+    ) -> bool | None:
+        """POST one notice until it is delivered (True), refused :data:`REFUSED_TRIES`
+        times (False), or ``wait`` says to give up (None: not delivered, not refused)."""
         owner = self.owner
-        delivery_id = f"{owner.run_id}-{item.seq}"
-        fields = webhook_body(item.event, item.notice, item.seq, delivery_id)
+        fields = webhook_body(event, notice, seq, delivery_id)
         body = json.dumps(owner.redactor.value(fields)).encode()
         delay = owner.backoff
         refused = 0
         while True:
-            wait = delay
-            headers = {EVENT_HEADER: item.event, ID_HEADER: delivery_id}
+            pause = delay
+            headers = {EVENT_HEADER: event, ID_HEADER: delivery_id}
             if owner.keys:
                 # Signed at each try: its timestamp is the time of this send.
                 headers.update(sign(owner.keys, delivery_id, int(time.time()), body))
@@ -176,7 +202,7 @@ class _Receiver:
                     return True
                 if status in RETRY_STATUSES:
                     self._down(f"HTTP {status}")
-                    wait = max(delay, _retry_after(response))
+                    pause = max(delay, _retry_after(response))
                 else:
                     refused += 1
                     if refused >= REFUSED_TRIES:
@@ -188,8 +214,8 @@ class _Receiver:
                             refused,
                         )
                         return False
-            if self.outbox.wait(min(wait, owner.backoff_max)):
-                return False  # closing, and out of time
+            if wait(min(pause, owner.backoff_max)):
+                return None  # closing, and out of time
             delay = min(delay * 2, owner.backoff_max)
 
     def _down(self, reason: str) -> None:
