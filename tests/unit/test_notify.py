@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -207,6 +208,13 @@ def test_secret_file(tmp_path: Path) -> None:
     path.write_text("key\n")
     path.chmod(0o644)  # readable by every local user: no secret
     with pytest.raises(ConfigError, match="open to its group or others"):
+        read_secret(str(path))
+    path.chmod(0o600)
+    try:
+        os.chown(path, 65534, 65534)
+    except PermissionError:
+        return  # giving a file to another user needs root
+    with pytest.raises(ConfigError, match="belongs to another user"):
         read_secret(str(path))
 
 

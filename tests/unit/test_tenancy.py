@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,13 @@ def test_failed_logins_wait_twice_as_long_each_time() -> None:
     assert [throttle.failed("c") for _ in range(4)] == [2.0, 4.0, 5.0, 5.0]
     throttle.succeeded("c")
     assert throttle.wait("c") == 0.0 and throttle.failed("c") == 0.0
+
+
+def test_a_tokens_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[tokens.a]\ntoken = "abcdefghijklmnopq"\nrole = "read"\n')
+    try:
+        os.chown(path, 65534, 65534)
+    except PermissionError:
+        pytest.skip("needs root (CAP_CHOWN) to give the file to another user")
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        read_tokens(path)
