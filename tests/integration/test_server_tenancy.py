@@ -265,4 +265,6 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     tokens.write_text('[tokens.x]\ntoken = "short"\nrole = "admin"\nnamespaces = ["*"]\n')
     short = subprocess.run([*cmd, "--tokens-file", str(tokens)], capture_output=True, text=True)
     assert short.returncode == 2 and "at least 16 characters" in short.stderr
+    never = subprocess.run([*cmd, "--session-ttl", "0s"], capture_output=True, text=True)
+    assert never.returncode == 2 and "longer than 0 s" in never.stderr
     assert not (tmp_path / "s").exists()  # nothing was created

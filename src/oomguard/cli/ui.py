@@ -65,6 +65,8 @@ def ui(
     host, port = parse_listen(listen)
     tenancy = read_access(token_file, tokens_file)
     ttl = parse_duration(session_ttl)
+    if ttl <= 0:
+        raise ConfigError(f"--session-ttl {session_ttl!r}: a session must last longer than 0 s")
     if tenancy.open and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve the dashboard on {host} without --token-file or "

@@ -122,6 +122,8 @@ class DurableWebhooks:
         self.closing = threading.Event()
         self.abandon = threading.Event()
         self._stores = threading.local()
+        self._opened: list[SqliteStore] = []
+        self._opened_lock = threading.Lock()
         store = SqliteStore(store_path)
         try:
             self.name = store.outbox.name()
@@ -175,6 +177,8 @@ class DurableWebhooks:
         if store is None:
             store = SqliteStore(self.store_path)
             self._stores.store = store
+            with self._opened_lock:
+                self._opened.append(store)
         return store
 
     def trim(self, store: SqliteStore) -> None:
@@ -201,7 +205,7 @@ class DurableWebhooks:
             self.abandon.set()
             for receiver in started:
                 receiver.thread.join(2.0)
-        store = self._store()
+        store = SqliteStore(self.store_path)
         try:
             for receiver in started:
                 left = store.outbox.count_after(receiver.cursor) if receiver.cursor >= 0 else 0
@@ -215,8 +219,12 @@ class DurableWebhooks:
                     )
         finally:
             store.close()
-            self._stores.store = None
         self._trimmer.join(5.0)
+        with self._opened_lock:
+            # The connections notify() opened (on the loop's thread): closed with the rest.
+            opened, self._opened = self._opened, []
+        for one in opened:
+            one.close()
 
     def stats(self) -> dict[str, tuple[int, int]]:
         """(delivered, skipped) by receiver name (number, scheme and host)."""
