@@ -6,6 +6,7 @@ across another restart; past --notify-outbox the oldest are dropped and counted 
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import sqlite3
@@ -18,12 +19,13 @@ import pytest
 
 from fixtures.cli_process import exit_code, reap, start
 from fixtures.polling import wait_for
-from fixtures.receivers import Recorder, closed_port
+from fixtures.receivers import Recorder, closed_port, standard_webhooks_verify
 from oomguard.cli.bench import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
 TASKS = 20
+WHSEC = "whsec_" + base64.b64encode(b"outbox test key").decode()
 
 
 def serving(tmp_path: Path, store: Path, *args: str) -> Any:
@@ -65,8 +67,11 @@ def finished(url: str, job_id: str) -> bool:
 def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     port = closed_port()
+    key = tmp_path / "hook.key"
+    key.write_text(WHSEC + "\n")
+    key.chmod(0o600)
     hook_args = ("--notify-url", f"http://127.0.0.1:{port}/hook", "--notify-on", "final",
-                 "--notify-on", "job")  # fmt: skip
+                 "--notify-on", "job", "--notify-secret-file", str(key))  # fmt: skip
     first, url = serving(tmp_path / "1", store, *hook_args)
     try:
         tasks = [{"message": f"failure {i}"} for i in range(TASKS)]
@@ -83,6 +88,7 @@ def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> 
     assert outbox_rows(store) == TASKS + 1
 
     with Recorder(port=port) as hook:
+        restarted = int(time.time())
         second, _ = serving(tmp_path / "2", store, *hook_args)
         try:
             wait_for(lambda: len(hook.received()) >= TASKS + 1, timeout=60)
@@ -105,6 +111,10 @@ def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> 
     assert [b["event"] for b in bodies].count("job_finished") == 1
     ids = [p.headers["webhook-id"] for p in posts]
     assert len(set(ids)) == len(ids)  # each delivery once
+    for post in posts:
+        # Signed when sent (after the restart), not when the failure happened.
+        standard_webhooks_verify(WHSEC, post.headers, post.body)
+        assert int(post.headers["webhook-timestamp"]) >= restarted
     assert [b["seq"] for b in bodies] == sorted(b["seq"] for b in bodies)  # in order
     assert outbox_rows(store) == 0  # delivered rows are deleted
 
