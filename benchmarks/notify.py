@@ -136,7 +136,7 @@ def webhook_rate(n: int) -> dict[str, Any]:
     proc, port = start_receiver()
     try:
         url = f"http://127.0.0.1:{port}/hook"
-        notifier = WebhookNotifier([url], on=["failed"], secret=b"k", queue_size=n)
+        notifier = WebhookNotifier([url], on=["failed"], keys=[b"k"], queue_size=n)
         (receiver,) = notifier.receivers
         t0 = time.perf_counter()
         for i in range(n):

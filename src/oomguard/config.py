@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -102,12 +103,19 @@ class RunnerConfig:
     #: what the webhooks get: ``failed`` (every failed attempt), ``final`` (tasks that
     #: failed for good), ``job`` (jobs that finished)
     notify_on: tuple[str, ...] = ("final", "job")
-    #: file holding the HMAC-SHA256 key that signs webhook bodies
+    #: file holding the HMAC-SHA256 key that signs webhook bodies (a second line: the
+    #: next key, during a rotation); private to its owner
     notify_secret_file: str | None = None
+    #: regular expressions whose matches are replaced by ``[redacted]`` in what leaves the
+    #: host (webhook bodies, Sentry events)
+    redact: tuple[str, ...] = ()
     #: notifications waiting per receiver; past it newer ones are dropped and counted
     notify_queue: int = 1000
     #: seconds one webhook POST may take
     notify_timeout: float = 5.0
+    #: notices the store's outbox holds for the webhooks at most; past it the oldest are
+    #: dropped and counted
+    notify_outbox: int = 100_000
     #: ``json``: a JSON line per attempt end and job state change on stderr
     log_format: str = "plain"
     #: ``oomguard serve``: finished jobs older than this (seconds; "7d" in oomguard.toml)
@@ -168,11 +176,21 @@ class RunnerConfig:
             raise ConfigError(
                 f"notify on must be some of {', '.join(NOTIFY_ON)}, not {', '.join(wrong)}"
             )
-        for url in self.notify_url:
+        for i, url in enumerate(self.notify_url, 1):
             if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"notify url {url!r} is not an http:// or https:// URL")
+                # Not echoed: a webhook URL is its own credential.
+                raise ConfigError(f"notify url {i} is not an http:// or https:// URL")
+        for pattern in self.redact:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(
+                    f"redact {pattern!r} is not a regular expression: {err}"
+                ) from None
         if self.notify_queue < 1:
             raise ConfigError(f"notify queue must be at least 1, not {self.notify_queue}")
+        if self.notify_outbox < 1:
+            raise ConfigError(f"notify outbox must be at least 1, not {self.notify_outbox}")
         if self.notify_timeout <= 0:
             raise ConfigError("the notify timeout must be more than 0 seconds")
 
@@ -190,7 +208,7 @@ _SIZE_FIELDS = {
 }
 
 
-_LIST_FIELDS = ("notify_url", "notify_on")
+_LIST_FIELDS = ("notify_url", "notify_on", "redact")
 
 
 def _as_tuple(name: str, value: Any) -> tuple[str, ...]:

@@ -21,8 +21,9 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     │   └── BlobMissingError     a blob file a row refers to is gone (deleted by hand)
     ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
     │                            attempt fails as ``error``, the loop goes on
-    ├── JobNotFoundError         no job with that id
+    ├── JobNotFoundError         no job with that id (or none the caller may see)
     ├── InputFileNotFoundError   a file named as input (a params file) does not exist
+    ├── AccessDeniedError        the caller's role or namespaces do not allow this
     ├── JobActiveError           the job still has work in flight (forget refuses)
     ├── JobStoppedError          the job was stopped: its first attempts all failed
     │                            loading its task (``cause``)
@@ -117,6 +118,10 @@ class JobNotFoundError(OomguardError):
 class InputFileNotFoundError(OomguardError):
     """A file named as input (``--params FILE``, a spec's ``params``) does not exist
     (``path``)."""
+
+
+class AccessDeniedError(OomguardError):
+    """The caller's role (or namespaces) does not allow what it asked (HTTP 403)."""
 
 
 class JobActiveError(OomguardError):

@@ -1,12 +1,15 @@
-"""Webhooks against a receiver on 127.0.0.1: signatures verify; a receiver that is down,
-then comes back, gets every notification in order; one that never comes back costs a
-bounded amount of memory; ``oomguard serve`` posts too."""
+"""Webhooks against a receiver on 127.0.0.1: signatures verify (Standard Webhooks,
+checked by an implementation of the spec apart from oomguard's); a receiver that is down,
+then comes back, gets every notification in order, signed at the time of the send; one that
+never comes back costs a bounded amount of memory; ``oomguard serve`` posts too."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -16,10 +19,19 @@ import pytest
 import oomguard
 from fixtures.cli_process import exit_code, reap, start
 from fixtures.polling import wait_for
-from fixtures.receivers import Recorder, closed_port
+from fixtures.receivers import (
+    Recorder,
+    WebhookVerificationError,
+    closed_port,
+    standard_webhooks_verify,
+)
 from oomguard.cli.bench import free_port
 from oomguard.notify import AttemptNotice
-from oomguard.notify.webhook import WebhookNotifier, verify
+from oomguard.notify.webhook import WebhookNotifier
+
+
+def whsec(key: bytes) -> str:
+    return "whsec_" + base64.b64encode(key).decode()
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -33,7 +45,8 @@ def failure(i: int, message: str = "boom") -> AttemptNotice:
 
 def test_every_post_is_signed_and_verifies(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
-    secret.write_text("s3cret\n")
+    secret.write_text(whsec(b"s3cret") + "\n")
+    secret.chmod(0o600)
     with Recorder() as hook:
         with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
                              notify_url=[hook.url], notify_on=["failed", "job"],
@@ -44,11 +57,15 @@ def test_every_post_is_signed_and_verifies(tmp_path: Path) -> None:
         posts = hook.received()
     assert [p.json()["event"] for p in posts] == ["task_failed"] * 4 + ["job_finished"]
     for post in posts:
-        assert verify(b"s3cret", post.body, post.headers["X-Oomguard-Signature"])
-        assert not verify(b"wrong", post.body, post.headers["X-Oomguard-Signature"])
-        body = post.json()
+        body = standard_webhooks_verify(whsec(b"s3cret"), post.headers, post.body)
+        with pytest.raises(WebhookVerificationError):
+            standard_webhooks_verify(whsec(b"wrong"), post.headers, post.body)
+        with pytest.raises(WebhookVerificationError):  # the id is signed too
+            standard_webhooks_verify(
+                whsec(b"s3cret"), {**post.headers, "webhook-id": "other"}, post.body
+            )
         assert post.headers["X-Oomguard-Event"] == body["event"]
-        assert post.headers["X-Oomguard-Delivery"] == body["id"]
+        assert post.headers["webhook-id"] == body["id"]
         assert body["text"].startswith("oomguard: ")
     assert [p.json()["seq"] for p in posts] == [1, 2, 3, 4, 5]
     first = posts[0].json()
@@ -60,7 +77,7 @@ def test_every_post_is_signed_and_verifies(tmp_path: Path) -> None:
 def test_a_receiver_that_is_down_then_back_gets_every_event_in_order() -> None:
     port = closed_port()
     url = f"http://127.0.0.1:{port}/hook"
-    notifier = WebhookNotifier([url], on=["failed"], secret=b"k", backoff=0.02, backoff_max=0.2)
+    notifier = WebhookNotifier([url], on=["failed"], keys=[b"k"], backoff=0.02, backoff_max=0.2)
     (receiver,) = notifier.receivers
     try:
         for i in range(1, 51):
@@ -70,6 +87,8 @@ def test_a_receiver_that_is_down_then_back_gets_every_event_in_order() -> None:
         assert receiver.outbox.stats().delivered == 0
         with Recorder(port=port, status=503) as hook:  # up, but failing: still retried
             wait_for(lambda: receiver.outbox.stats().waiting == 50, timeout=10)
+            time.sleep(1.1)
+            back = int(time.time())
             hook.status = 200
             for i in range(51, 61):  # more while it catches up
                 notifier.notify(failure(i))
@@ -80,8 +99,16 @@ def test_a_receiver_that_is_down_then_back_gets_every_event_in_order() -> None:
     bodies = [p.json() for p in posts]
     assert [b["seq"] for b in bodies] == list(range(1, 61))
     assert [b["task_id"] for b in bodies] == list(range(1, 61))
-    assert all(verify(b"k", p.body, p.headers["X-Oomguard-Signature"]) for p in posts)
-    stats = notifier.stats()[url]
+    for post in posts:
+        standard_webhooks_verify(whsec(b"k"), post.headers, post.body)
+    # Signed when sent, not when the event happened: a receiver that refuses old
+    # timestamps still takes deliveries that waited out an outage.
+    first = posts[0]
+    assert int(first.headers["webhook-timestamp"]) >= back
+    assert first.json()["time"] < time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(back))
+    (name,) = notifier.stats()
+    assert name == f"1 (http://127.0.0.1:{port}/…)"  # never the whole URL
+    stats = notifier.stats()[name]
     assert (stats.delivered, stats.dropped, stats.failed) == (60, 0, 0)
 
 
@@ -98,7 +125,7 @@ def test_a_receiver_that_never_comes_back_costs_bounded_memory() -> None:
     finally:
         tracemalloc.stop()
         notifier.close(0.5)
-    stats = notifier.stats()[url]
+    (stats,) = notifier.stats().values()
     # 100 kept (the first: they wait for the receiver), the other 19,900 dropped, counted.
     assert stats.queued == 100 and stats.dropped == 19_900
     assert stats.delivered == 0 and stats.failed + stats.waiting == 100

@@ -63,6 +63,8 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     for column in ("peak_sum", "peak_sq", "killed_at", "unfit_cap", "proof"):  # schema 3
         db.execute(f"ALTER TABLE estimates DROP COLUMN {column}")
     db.execute("DROP TABLE samples")  # schema 4
+    db.execute("DROP TABLE outbox")  # schema 6
+    db.execute("DROP TABLE outbox_cursors")
     db.execute("DROP INDEX tasks_state")  # schema 5: the three indexes it replaced
     db.execute("CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready'")
     db.execute("CREATE INDEX tasks_open ON tasks(job_id, grp) "

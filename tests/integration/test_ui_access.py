@@ -1,9 +1,12 @@
 """Who may see the dashboard of a `oomguard serve` with a token: the login form sets an
-HttpOnly, SameSite=Strict cookie that only the dashboard's pages (GET) accept; the API's
-token, Host, Origin and content-type checks stay as they were. Against a real server."""
+HttpOnly, SameSite=Strict session cookie that only the dashboard's pages (GET) accept,
+which ends at logout and expires; failed logins back off; pages are never framed. The
+API's token, Host, Origin and content-type checks stay as they were. Against a real
+server."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -63,11 +66,12 @@ def test_pages_want_a_login_and_the_login_sets_a_strict_httponly_cookie(server: 
     assert form.status_code == 200
     assert '<form method="post" action="/ui/login">' in form.text
     assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
+    assert form.headers["x-frame-options"] == "DENY"
 
     wrong = _login(url, "not-the-token-at-all-000000")
     assert wrong.status_code == 401
     assert "set-cookie" not in wrong.headers
-    assert "not the server&#39;s token" in wrong.text or "not the server's token" in wrong.text
+    assert "not a token of this server" in wrong.text
 
     ok = _login(url, TOKEN)
     assert ok.status_code == 303, ok.text
@@ -76,7 +80,7 @@ def test_pages_want_a_login_and_the_login_sets_a_strict_httponly_cookie(server: 
     for attribute in ("httponly", "samesite=strict", "path=/ui"):
         assert attribute in set_cookie, set_cookie
     value = _cookie(ok)
-    assert TOKEN not in value  # derived from the token, never the token itself
+    assert TOKEN not in value  # a random session id, never the token itself
 
     cookies = {"oomguard_ui": value}
     page = httpx.get(f"{url}/ui/", cookies=cookies)
@@ -146,3 +150,63 @@ def test_a_tokenless_loopback_server_shows_its_pages_to_loopback(tmp_path: Path)
         # The Host check still holds.
         rebound = httpx.get(f"{url}/ui/", headers={"Host": f"evil.example:{served.port}"})
         assert rebound.status_code == 403
+
+
+def _logout(url: str, cookie: str) -> httpx.Response:
+    return httpx.post(
+        f"{url}/ui/logout",
+        content="",
+        cookies={"oomguard_ui": cookie},
+        headers={**FORM, "Origin": url},
+        follow_redirects=False,
+    )
+
+
+def test_a_session_ends_at_logout_and_expires(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    args = ("--workers", "1", "--token-file", str(token_file), "--session-ttl", "3s")
+    with serve(tmp_path, *args) as served:
+        url = served.url
+        cookie = _cookie(_login(url, TOKEN))
+        assert "max-age=3" in _login(url, TOKEN).headers["set-cookie"].lower()
+        page = httpx.get(f"{url}/ui/", cookies={"oomguard_ui": cookie})
+        assert page.status_code == 200
+        assert 'action="/ui/logout"' in page.text
+        out = _logout(url, cookie)
+        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+        assert 'oomguard_ui=""' in out.headers["set-cookie"]  # the browser drops it
+        # The cookie, kept by an attacker who copied it, opens nothing after the logout.
+        after = httpx.get(f"{url}/ui/", cookies={"oomguard_ui": cookie}, follow_redirects=False)
+        assert after.status_code == 303 and after.headers["location"] == "/ui/login"
+        # A logout from another site is refused (it could log a user out at will).
+        fresh = _cookie(_login(url, TOKEN))
+        foreign = httpx.post(
+            f"{url}/ui/logout",
+            cookies={"oomguard_ui": fresh},
+            headers={**FORM, "Origin": "http://evil.example"},
+        )
+        assert foreign.status_code == 403
+        assert httpx.get(f"{url}/ui/", cookies={"oomguard_ui": fresh}).status_code == 200
+        time.sleep(3.5)
+        expired = httpx.get(f"{url}/ui/", cookies={"oomguard_ui": fresh}, follow_redirects=False)
+        assert expired.status_code == 303
+
+
+def test_failed_logins_back_off(server: Served) -> None:
+    url = server.url
+    assert _login(url, TOKEN).status_code == 303  # starts from no failures
+    for _ in range(3):
+        assert _login(url, "a-guess-at-the-token-000000").status_code == 401
+    slowed = _login(url, "a-guess-at-the-token-000001")
+    assert slowed.status_code == 429, slowed.text
+    wait = int(slowed.headers["retry-after"])
+    assert wait >= 1 and "too many failed logins" in slowed.text
+    # While it waits even the right token is not tried: guessing gets no faster.
+    early = _login(url, TOKEN)
+    assert early.status_code == 429 and "set-cookie" not in early.headers
+    time.sleep(wait + 0.2)
+    assert _login(url, TOKEN).status_code == 303
+    assert _login(url, "a-guess-at-the-token-000002").status_code == 401  # counted afresh
+    assert _login(url, TOKEN).status_code == 303

@@ -57,6 +57,7 @@ def test_needs_more_memory_is_an_error_event_and_a_signed_webhook(
     params.write_text(json.dumps({"mib": 1024}) + "\n")
     secret = tmp_path / "secret"
     secret.write_text("hook-key\n")
+    secret.chmod(0o600)
     with SentryRelay() as relay, Recorder() as hook:
         res = cli("run", "oomguard.examples:allocate", "--params", str(params),
                   "--store", str(tmp_path / "s.sqlite"), "--workers", "1",
@@ -79,7 +80,7 @@ def test_needs_more_memory_is_an_error_event_and_a_signed_webhook(
     # --notify-on defaults to final and job: the task that failed for good, then its job.
     assert [p.json()["event"] for p in posts] == ["task_failed", "job_finished"]
     for post in posts:
-        assert verify(b"hook-key", post.body, post.headers.get("X-Oomguard-Signature"))
+        assert verify(b"hook-key", post.headers, post.body)
     body = posts[0].json()
     assert body["final_class"] == "needs_more_memory" and body["failure_class"] == "oom_cgroup"
     assert any("Killed process" in line for line in body["kernel_lines"])

@@ -3,9 +3,11 @@ config keys. Real HTTP deliveries are in tests/integration/test_notify_*.py."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import ConfigError
 from oomguard.notify import AttemptNotice, Fanout, JobNotice, MemoryNotifier, Outbox
-from oomguard.notify.build import build_notifier, read_secret
+from oomguard.notify.build import build_notifier, read_keys, read_secret
 from oomguard.notify.jsonlog import JsonFormatter, JsonLogNotifier, json_line
 from oomguard.notify.notice import MAX_KERNEL_LINES, MAX_MESSAGE, kernel_excerpt
 from oomguard.notify.sentry import sentry_event
@@ -174,23 +176,46 @@ def test_webhook_body_and_signature() -> None:
     assert body["failure_class"] == "oom_cgroup" and body["final_class"] == "needs_more_memory"
     assert KILLED in body["kernel_lines"]
     raw = json.dumps(body).encode()
-    header = sign(b"s3cret", raw)
-    assert header.startswith("sha256=") and len(header) == 7 + 64
-    assert verify(b"s3cret", raw, header)
-    assert not verify(b"other", raw, header)
-    assert not verify(b"s3cret", raw + b" ", header)
-    assert not verify(b"s3cret", raw, None)
+    headers = sign([b"s3cret", b"next"], "r-3", 1_700_000_000, raw)
+    assert headers["webhook-id"] == "r-3" and headers["webhook-timestamp"] == "1700000000"
+    first, second = headers["webhook-signature"].split(" ")  # two keys: a rotation
+    assert second.startswith("v1,") and second != first
+    assert first.startswith("v1,") and len(base64.b64decode(first[3:])) == 32
+    now = 1_700_000_010.0
+    assert verify(b"s3cret", headers, raw, now=now) and verify(b"next", headers, raw, now=now)
+    assert not verify(b"other", headers, raw, now=now)
+    assert not verify(b"s3cret", headers, raw + b" ", now=now)
+    assert not verify(b"s3cret", {**headers, "webhook-timestamp": "1700000001"}, raw, now=now)
+    assert not verify(b"s3cret", headers, raw, now=now + 3600)  # too old: a replay
+    assert not verify(b"s3cret", {}, raw, now=now)
 
 
 def test_secret_file(tmp_path: Path) -> None:
     path = tmp_path / "secret"
     path.write_text("  key\n")
+    path.chmod(0o600)
     assert read_secret(str(path)) == b"key"
+    path.write_text("whsec_" + base64.b64encode(b"\x00binary").decode() + "\nnext\n")
+    assert read_keys(str(path)) == (b"\x00binary", b"next")
+    path.write_text("a\nb\nc\n")
+    with pytest.raises(ConfigError, match="at most 2"):
+        read_keys(str(path))
     path.write_text("\n")
     with pytest.raises(ConfigError, match="empty"):
         read_secret(str(path))
     with pytest.raises(ConfigError, match="cannot read"):
         read_secret(str(tmp_path / "missing"))
+    path.write_text("key\n")
+    path.chmod(0o644)  # readable by every local user: no secret
+    with pytest.raises(ConfigError, match="open to its group or others"):
+        read_secret(str(path))
+    path.chmod(0o600)
+    try:
+        os.chown(path, 65534, 65534)
+    except PermissionError:
+        return  # giving a file to another user needs root
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        read_secret(str(path))
 
 
 # -- JSON logs -----------------------------------------------------------------------------

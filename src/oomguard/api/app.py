@@ -17,9 +17,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from oomguard.api.guard import Guard
+from oomguard.api.access import no_unknown_params
+from oomguard.api.guard import Guard, SessionLookup
 from oomguard.api.http_errors import RESPONSES, add_error_handlers
 from oomguard.api.private_files import read_private
 from oomguard.api.routes import add_routes
@@ -33,8 +34,9 @@ from oomguard.api.service import (
 from oomguard.errors import ConfigError
 
 
-def create_app(state: ServerState) -> FastAPI:
-    """The FastAPI app over a started :class:`ServerState`.
+def create_app(state: ServerState, sessions: SessionLookup | None = None) -> FastAPI:
+    """The FastAPI app over a started :class:`ServerState` (``sessions``: the dashboard's
+    logins, when the server has one).
 
     Served with a lifespan, the app closes the state when the server shuts down (the
     scheduler ends its running attempts as interrupted and stops its workers), before
@@ -46,16 +48,23 @@ def create_app(state: ServerState) -> FastAPI:
         yield
         await asyncio.to_thread(state.close)
 
-    app = FastAPI(title="oomguard", version="1", responses=RESPONSES, lifespan=lifespan)
+    app = FastAPI(
+        title="oomguard",
+        version="1",
+        responses=RESPONSES,
+        lifespan=lifespan,
+        dependencies=[Depends(no_unknown_params)],
+    )
     app.state.oomguard = state
     add_error_handlers(app, state.metrics)
     add_routes(app, state)
     settings = state.settings
     app.add_middleware(
         Guard,
-        token=settings.token,
+        tenancy=settings.access(),
         max_bytes=settings.max_request_bytes,
         allowed_hosts=settings.allowed_hosts,
+        sessions=sessions,
     )
     return app
 

@@ -2,10 +2,12 @@
 
 It runs before FastAPI reads a body, so a refused request is never parsed:
 
-* **bearer token** (when the server has one), on every path but ``/healthz``; the
-  dashboard's pages (``GET /ui/...``) also take the HttpOnly, SameSite=Strict cookie its
-  login form sets (:data:`UI_COOKIE`), which nothing else accepts; without either they
-  answer 303 to the login form;
+* **who is asking** (when the server has tokens, :mod:`~oomguard.api.tenancy`): a bearer
+  token of the server, on every path but ``/healthz``; the dashboard's pages
+  (``GET /ui/...``) also take the session cookie its login form sets (:data:`UI_COOKIE`,
+  :mod:`~oomguard.ui.session`), which nothing else accepts; without either they answer 303
+  to the login form. The caller's :class:`~oomguard.api.tenancy.Grant` is put in the
+  request's state (``request.state.grant``) for the routes to check;
 * **Host**: one of the names the server answers to (its listen address, ``localhost`` on
   loopback, ``--allowed-host``), so a DNS-rebinding page cannot reach the API by name;
 * **Origin**: when a browser sends one, it must be the server's own (same host and port);
@@ -15,21 +17,28 @@ It runs before FastAPI reads a body, so a refused request is never parsed:
   form, the dashboard's login (``POST /ui/login``), must carry the server's own Origin;
 * **no pickle**: pickle content types get 415 unread;
 * **body size**: over the limit, refused from ``Content-Length``, or cut off as it arrives.
+
+Every request that changes state and gets past these checks is written to the audit log
+(the logger ``oomguard.audit``, one JSON object a line): the caller's label (never its
+token), method, path, status and what the route added (``request.state.audit``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
+import json
+import logging
 from collections.abc import Collection, Mapping
 from contextlib import suppress
 from http.cookies import CookieError, SimpleCookie
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oomguard.api.http_errors import error_response
+from oomguard.api.tenancy import ANONYMOUS, Grant, Tenancy
+
+audit_log = logging.getLogger("oomguard.audit")
 
 PICKLE_TYPES = (
     "application/octet-stream",
@@ -45,6 +54,7 @@ CLIENT_HEADER = "x-oomguard-client"
 #: the dashboard's pages and its login form
 UI_PREFIX = "/ui"
 UI_LOGIN = "/ui/login"
+UI_LOGOUT = "/ui/logout"
 #: the dashboard's stylesheet and script (files of the package, the same for everyone)
 UI_STATIC = "/ui/static/"
 #: the cookie the login form sets; accepted for ``GET`` of the dashboard's pages only
@@ -52,9 +62,11 @@ UI_COOKIE = "oomguard_ui"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
-def ui_cookie_value(token: str) -> str:
-    """The dashboard cookie's value for ``token``: derived from it, never the token."""
-    return hmac.new(token.encode(), b"oomguard dashboard cookie", hashlib.sha256).hexdigest()
+class SessionLookup(Protocol):
+    """The dashboard's sessions (:class:`oomguard.ui.session.Sessions`), as the guard
+    reads them."""
+
+    def grant(self, sid: str) -> Grant | None: ...
 
 
 def is_ui_path(path: str) -> bool:
@@ -96,8 +108,10 @@ def server_names(listen_host: str, extra: Collection[str] = ()) -> tuple[str, ..
 
 
 class Guard:
-    """ASGI middleware: token, Host, Origin, state-changing requests, pickle, body size.
+    """ASGI middleware: caller, Host, Origin, state-changing requests, pickle, body size.
 
+    ``tenancy``: the server's tokens (:meth:`Tenancy.single` of None: open, every request
+    is :data:`~oomguard.api.tenancy.ANONYMOUS`); ``sessions``: the dashboard's logins;
     ``allowed_hosts``: the host names (no ports) a request's ``Host`` may name; None: any
     (an app built in process, or a wildcard listen address behind a token).
     """
@@ -105,12 +119,14 @@ class Guard:
     def __init__(
         self,
         app: ASGIApp,
-        token: str | None,
+        tenancy: Tenancy,
         max_bytes: int,
         allowed_hosts: Collection[str] | None = None,
+        sessions: SessionLookup | None = None,
     ) -> None:
         self.app = app
-        self.token = token
+        self.tenancy = tenancy
+        self.sessions = sessions
         self.max_bytes = max_bytes
         self.allowed_hosts = (
             None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
@@ -123,13 +139,15 @@ class Guard:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        refusal = self._refusal(scope, headers)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        refusal = self._refusal(scope, headers, state)
         if refusal is not None:
             status, code, message, extra = refusal
             await error_response(status, code, message, headers=extra)(scope, receive, send)
             return
         seen = 0
         too_large = False
+        answered = 500
 
         async def counted() -> Message:
             nonlocal seen, too_large
@@ -142,20 +160,31 @@ class Guard:
             return message
 
         async def watch(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.start":
+                answered = int(message["status"])
             if not too_large:  # the app's answer to a cut-off body is replaced below
                 await send(message)
 
-        with suppress(_TooLarge):
-            await self.app(scope, counted, watch)
-        if too_large:
-            await error_response(
-                413, "payload_too_large", f"request body is over the {self.max_bytes} byte limit"
-            )(scope, receive, send)
+        try:
+            with suppress(_TooLarge):
+                await self.app(scope, counted, watch)
+            if too_large:
+                answered = 413
+                await error_response(
+                    413,
+                    "payload_too_large",
+                    f"request body is over the {self.max_bytes} byte limit",
+                )(scope, receive, send)
+        finally:
+            if scope["method"] in CHANGING:
+                _audit(scope, state, answered)
 
     def _refusal(
-        self, scope: Scope, headers: Mapping[str, str]
+        self, scope: Scope, headers: Mapping[str, str], state: dict[str, Any]
     ) -> tuple[int, str, str, dict[str, str] | None] | None:
-        """(status, code, message, headers) of the refusal, or None: the request may pass."""
+        """(status, code, message, headers) of the refusal, or None: the request may pass
+        (and ``state["grant"]`` is its caller)."""
         host = headers.get("host", "")
         if self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
             return (
@@ -175,25 +204,22 @@ class Guard:
         path, method = scope["path"], scope["method"]
         page = is_ui_path(path) and method in ("GET", "HEAD")
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        # The login form (and the stylesheet and script of the package it uses) are what
-        # may come without the token.
-        login = path == UI_LOGIN and (page or method == "POST")
+        # The login form, logout (and the stylesheet and script of the package they use)
+        # are what may come without the token.
+        login = path in (UI_LOGIN, UI_LOGOUT) and (page or method == "POST")
         public = login or (page and path.startswith(UI_STATIC))
-        if self.token is not None and path != "/healthz" and not public:
-            given = headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            if (
-                scheme.lower() != "bearer"
-                or not secrets.compare_digest(value.strip().encode(), self.token.encode())
-            ) and not (page and self._ui_cookie(headers)):
-                if page:
-                    return (303, "login_required", "log in first", {"Location": UI_LOGIN})
-                return (
-                    401,
-                    "unauthorized",
-                    "a bearer token is required",
-                    {"WWW-Authenticate": "Bearer"},
-                )
+        grant = self._caller(headers, page)
+        if grant is not None:
+            state["grant"] = grant
+        elif path != "/healthz" and not public:
+            if page:
+                return (303, "login_required", "log in first", {"Location": UI_LOGIN})
+            return (
+                401,
+                "unauthorized",
+                "a bearer token of this server is required",
+                {"WWW-Authenticate": "Bearer"},
+            )
         if ctype in PICKLE_TYPES or "pickle" in ctype:
             return (
                 415,
@@ -203,8 +229,8 @@ class Guard:
             )
         json_type = ctype == "application/json" or ctype.endswith("+json")
         client = CLIENT_HEADER in headers and not ctype
-        # A form is accepted only for the login, and only with the server's own Origin
-        # (checked above): a page of another site cannot log a browser in or out.
+        # A form is accepted only for the login and logout, and only with the server's own
+        # Origin (checked above): a page of another site cannot log a browser in or out.
         form = login and method == "POST" and ctype == FORM_TYPE and origin is not None
         if method in CHANGING and not json_type and not client and not form:
             return (
@@ -226,16 +252,20 @@ class Guard:
             )
         return None
 
-    def _ui_cookie(self, headers: Mapping[str, str]) -> bool:
-        assert self.token is not None
-        try:
-            cookie = SimpleCookie(headers.get("cookie", ""))
-        except CookieError:
-            return False
-        morsel = cookie.get(UI_COOKIE)
-        return morsel is not None and secrets.compare_digest(
-            morsel.value.encode(), ui_cookie_value(self.token).encode()
-        )
+    def _caller(self, headers: Mapping[str, str], page: bool) -> Grant | None:
+        """Who asks: the grant of its bearer token (or, for a page, of its session)."""
+        if self.tenancy.open:
+            return ANONYMOUS
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            grant = self.tenancy.identify(value.strip())
+            if grant is not None:
+                return grant
+        if page and self.sessions is not None:
+            sid = session_id(headers)
+            if sid:
+                return self.sessions.grant(sid)
+        return None
 
     @staticmethod
     def _same_origin(origin: str, host: str) -> bool:
@@ -249,6 +279,31 @@ class Guard:
         return parts.netloc.lower() == host.strip().lower()
 
 
+def session_id(headers: Mapping[str, str]) -> str | None:
+    """The dashboard session id in a request's cookies (None: none, or unreadable)."""
+    try:
+        cookie = SimpleCookie(headers.get("cookie", ""))
+    except CookieError:
+        return None
+    morsel = cookie.get(UI_COOKIE)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def _audit(scope: Scope, state: Mapping[str, Any], status: int) -> None:
+    grant = state.get("grant")
+    client = scope.get("client")
+    line: dict[str, Any] = {
+        "audit": "request",
+        "label": grant.label if isinstance(grant, Grant) else None,
+        "method": scope["method"],
+        "path": scope["path"][:200],
+        "status": status,
+        "client": client[0] if client else None,
+        **state.get("audit", {}),
+    }
+    audit_log.info("%s", json.dumps(line, sort_keys=True))
+
+
 class _TooLarge(Exception):
     pass
 
@@ -259,9 +314,11 @@ __all__ = [
     "PICKLE_TYPES",
     "UI_COOKIE",
     "UI_LOGIN",
+    "UI_LOGOUT",
     "Guard",
+    "SessionLookup",
     "host_name",
     "is_ui_path",
     "server_names",
-    "ui_cookie_value",
+    "session_id",
 ]

@@ -17,6 +17,7 @@ from oomguard.api.intake import shown_errors
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.schemas import ErrorBody
 from oomguard.errors import (
+    AccessDeniedError,
     BackpressureError,
     JobActiveError,
     JobNotFoundError,
@@ -69,6 +70,10 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(JobNotFoundError)
     async def _not_found(request: Request, err: JobNotFoundError) -> JSONResponse:
         return error_response(404, "job_not_found", err.message)
+
+    @app.exception_handler(AccessDeniedError)
+    async def _denied(request: Request, err: AccessDeniedError) -> JSONResponse:
+        return error_response(403, "forbidden", err.message)
 
     @app.exception_handler(JobActiveError)
     async def _active(request: Request, err: JobActiveError) -> JSONResponse:

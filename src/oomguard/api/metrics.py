@@ -3,6 +3,11 @@
 Names as in the README ("Server mode"). Gauges that describe the store or the scheduler are
 read when ``/metrics`` is scraped, from a :class:`MetricsSource`; store queries are cached
 briefly so frequent scrapes of a large store stay cheap.
+
+A caller that reaches only some namespaces (:mod:`~oomguard.api.tenancy`) gets a scoped
+rendering (:meth:`ServerMetrics.render` with its namespaces): its namespaces' tasks by
+state and accepted tasks, and the server's memory gauges; nothing by function, worker or
+other namespace.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ class MetricsSource(Protocol):
 
     def task_counts(self) -> dict[str, int]: ...
 
+    def task_counts_in(self, namespaces: frozenset[str]) -> dict[str, int]: ...
+
     def failure_counts(self) -> dict[tuple[str, str], int]: ...
 
     def failed_tasks(self) -> dict[tuple[str, str], int]: ...
@@ -41,12 +48,18 @@ class MetricsSource(Protocol):
     def worker_recycles(self) -> dict[str, int]: ...
 
     def worker_isolation(self) -> dict[str, str]: ...
+
     def retention_counts(self) -> dict[str, int]: ...
+
+    def outbox_counts(self) -> dict[str, int]: ...
 
 
 class _StateCollector(Collector):
-    def __init__(self, source: MetricsSource) -> None:
+    """The gauges read from the source; of ``namespaces`` only, where given."""
+
+    def __init__(self, source: MetricsSource, namespaces: frozenset[str] | None = None) -> None:
         self.source = source
+        self.namespaces = namespaces
 
     def describe(self) -> list[Metric]:
         return []
@@ -54,26 +67,20 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         src = self.source
         tasks = GaugeMetricFamily("oomguard_tasks", "Tasks in the store by state", labels=["state"])
-        counts = src.task_counts()
+        scoped = self.namespaces is not None
+        if self.namespaces is None:
+            counts = src.task_counts()
+        else:
+            counts = src.task_counts_in(self.namespaces) if self.namespaces else {}
         for state in TASK_STATES:
             tasks.add_metric([state], counts.get(state, 0))
         yield tasks
-        failures = CounterMetricFamily(
-            "oomguard_attempt_failures",
-            "Failed attempts by failure class and task function",
-            labels=["class", "function"],
-        )
-        for (cls, fn), n in sorted(src.failure_counts().items()):
-            failures.add_metric([cls, fn], n)
-        yield failures
-        failed = GaugeMetricFamily(
-            "oomguard_failed_tasks",
-            "Tasks failed for good by final class (needs_more_memory, ...) and function",
-            labels=["class", "function"],
-        )
-        for (cls, fn), n in sorted(src.failed_tasks().items()):
-            failed.add_metric([cls, fn], n)
-        yield failed
+        yield from self._memory()
+        if not scoped:
+            yield from self._server()
+
+    def _memory(self) -> Iterator[Metric]:
+        src = self.source
         yield GaugeMetricFamily(
             "oomguard_scheduler_rss_bytes",
             "Resident memory of the scheduler/server process",
@@ -98,6 +105,25 @@ class _StateCollector(Collector):
                 "Memory admitted to running attempts",
                 value=admitted,
             )
+
+    def _server(self) -> Iterator[Metric]:
+        src = self.source
+        failures = CounterMetricFamily(
+            "oomguard_attempt_failures",
+            "Failed attempts by failure class and task function",
+            labels=["class", "function"],
+        )
+        for (cls, fn), n in sorted(src.failure_counts().items()):
+            failures.add_metric([cls, fn], n)
+        yield failures
+        failed = GaugeMetricFamily(
+            "oomguard_failed_tasks",
+            "Tasks failed for good by final class (needs_more_memory, ...) and function",
+            labels=["class", "function"],
+        )
+        for (cls, fn), n in sorted(src.failed_tasks().items()):
+            failed.add_metric([cls, fn], n)
+        yield failed
         workers = GaugeMetricFamily(
             "oomguard_worker_rss_bytes",
             "Resident memory of each worker (with children)",
@@ -121,6 +147,18 @@ class _StateCollector(Collector):
         for name, mode in sorted(src.worker_isolation().items()):
             isolation.add_metric([name, mode], 1)
         yield isolation
+        outbox = src.outbox_counts()
+        yield CounterMetricFamily(
+            "oomguard_notifications_dropped",
+            "Webhook notices the store's outbox dropped (its oldest, past --notify-outbox) "
+            "before every receiver had them",
+            value=outbox.get("dropped", 0),
+        )
+        yield GaugeMetricFamily(
+            "oomguard_notifications_waiting",
+            "Webhook notices in the store's outbox that some receiver has not had yet",
+            value=outbox.get("waiting", 0),
+        )
         kept = src.retention_counts()
         if kept:
             forgotten = CounterMetricFamily(
@@ -162,6 +200,7 @@ class ServerMetrics:
         )
         self._labelled: set[str] = set()
         self._labels_lock = threading.Lock()
+        self._source = source
         self.registry.register(_StateCollector(source))
 
     def count_accepted(self, namespace: str, n: int) -> None:
@@ -183,8 +222,32 @@ class ServerMetrics:
                 self.accepted.remove(ns)
             self._labelled &= keep
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, namespaces: frozenset[str] | None = None) -> bytes:
+        """The exposition text: everything, or (``namespaces``) what a caller that reaches
+        only those namespaces may see."""
+        if namespaces is None:
+            return generate_latest(self.registry)
+        scoped = CollectorRegistry(auto_describe=False)
+        scoped.register(_StateCollector(self._source, namespaces))
+        scoped.register(_Only(self.accepted, "namespace", namespaces))
+        return generate_latest(scoped)
+
+
+class _Only(Collector):
+    """A metric's samples whose ``label`` is one of ``values``."""
+
+    def __init__(self, metric: Collector, label: str, values: frozenset[str]) -> None:
+        self.metric = metric
+        self.label = label
+        self.values = values
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.metric.collect():
+            family.samples = [s for s in family.samples if s.labels.get(self.label) in self.values]
+            yield family
 
 
 __all__ = ["CONTENT_TYPE", "MetricsSource", "ServerMetrics"]

@@ -1,8 +1,11 @@
-"""Files that hold secrets (bearer tokens, TLS keys): read only when private to their owner.
+"""Files that hold secrets (bearer tokens, the tokens file, TLS keys): read only when
+private to their owner.
 
-As ssh does with a private key, a file that its group or others may read or write is
-refused (:class:`~oomguard.errors.ConfigError`, exit 2) rather than used: a token others
-can read is no secret, and one they can write lets them choose it.
+As ssh does with a private key, a file that its group or others may read or write, or
+that belongs to another user (root aside), is refused (:class:`~oomguard.errors.ConfigError`,
+exit 2) rather than used: a token others can read is no secret, and one they can write lets
+them choose it. (The notification channels' secret files get the same check in
+:mod:`oomguard.notify.secrets`, a layer below this one.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ def check_private(path: str | os.PathLike[str], what: str) -> None:
         raise ConfigError(f"cannot read {what} {str(path)!r}: {err.strerror or err}") from err
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"{what} {str(path)!r} is not a regular file")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(
+            f"{what} {str(path)!r} belongs to another user (uid {st.st_uid}): refusing to use it"
+        )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise ConfigError(

@@ -1,7 +1,9 @@
 """The API's routes: jobs (``/v1/jobs``), ``/metrics``, ``/healthz`` and the heap report.
 
 Route functions' names and docstrings are the OpenAPI schema's operation ids and
-descriptions: renaming one changes the schema.
+descriptions: renaming one changes the schema. Each route checks its caller
+(:mod:`~oomguard.api.access`): reads need the ``read`` role, changes ``submit``, a forced
+forget and the heap report ``admin``; a job outside the caller's namespaces is 404.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from oomguard.api.access import audit, grant_of, require, visible_job
 from oomguard.api.listing import task_list
 from oomguard.api.metrics import CONTENT_TYPE
 from oomguard.api.schemas import (
@@ -33,9 +36,9 @@ from oomguard.api.schemas import (
 )
 from oomguard.api.service import ServerState
 from oomguard.api.submissions import submit as submit_job
-from oomguard.errors import JobNotFoundError
+from oomguard.api.tenancy import NAMESPACE, Role, visible
+from oomguard.errors import AccessDeniedError
 from oomguard.runner import job_status
-from oomguard.store.sqlite import SqliteStore
 
 #: the most items a listing may ask for
 MAX_LIMIT = 1000
@@ -63,32 +66,50 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     async def submit(request: Request) -> SubmitResponse:
         """Submit one task or a batch (accepted whole or refused whole; 503
         ``scheduler_stopped`` once the scheduler loop died)."""
+        grant = grant_of(request)
+        require(grant, Role.SUBMIT, "submitting")
         # The body is read here (the guard bounds it) and parsed and validated on a worker
         # thread: a large one never holds up the event loop.
         body = await request.body()
-        return await run_in_threadpool(submit_job, state, body)
+        answer = await run_in_threadpool(submit_job, state, body, grant)
+        audit(request, job_id=answer.job_id, namespace=answer.namespace, tasks=answer.tasks)
+        return answer
 
     @app.get("/v1/jobs", response_model=JobList)
-    def list_jobs(limit: int = Query(20, ge=1, le=MAX_LIMIT)) -> JobList:
-        """The newest jobs first."""
-        rows = state.stores.get().queries.recent_jobs(limit)
+    def list_jobs(
+        request: Request,
+        limit: int = Query(20, ge=1, le=MAX_LIMIT),
+        namespace: str | None = Query(None, pattern=NAMESPACE.pattern),
+    ) -> JobList:
+        """The newest jobs first, of the caller's namespaces (or of ``namespace``)."""
+        grant = grant_of(request)
+        require(grant, Role.READ, "listing jobs")
+        shown = visible(grant, namespace)
+        rows = state.stores.get().queries.recent_jobs(limit, namespaces=shown)
         return JobList(jobs=[JobSummary(**row) for row in rows])
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus)
-    def get_job(job_id: str) -> JobStatus:
+    def get_job(request: Request, job_id: str) -> JobStatus:
+        grant = grant_of(request)
+        require(grant, Role.READ, "reading a job")
         store = state.stores.get()
-        return JobStatus(**job_status(store, _resolve(store, job_id)))
+        return JobStatus(**job_status(store, visible_job(store, grant, job_id)))
 
     @app.get("/v1/jobs/{job_id}/failures", response_model=FailureList)
-    def get_failures(job_id: str, limit: int = Query(20, ge=1, le=MAX_FAILURES)) -> FailureList:
+    def get_failures(
+        request: Request, job_id: str, limit: int = Query(20, ge=1, le=MAX_FAILURES)
+    ) -> FailureList:
         """The job's tasks that failed for good, in id order (at most ``limit``), each with
         its attempts and their evidence: what ``oomguard status --server`` tells."""
+        grant = grant_of(request)
+        require(grant, Role.READ, "reading a job's failures")
         store = state.stores.get()
-        job_id = _resolve(store, job_id)
+        job_id = visible_job(store, grant, job_id)
         return FailureList(job_id=job_id, failures=store.queries.failed_tasks(job_id, limit))
 
     @app.get("/v1/jobs/{job_id}/tasks", response_model=TaskList)
     def get_tasks(
+        request: Request,
         job_id: str,
         state_: str | None = Query(None, alias="state", pattern=r"^[a-z]{1,20}$"),
         class_: str | None = Query(None, alias="class", pattern=r"^[a-z_]{1,40}$"),
@@ -100,8 +121,10 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
     ) -> TaskList:
         """The job's tasks in id order, filtered by state and failure class; at most
         ``limit`` and about 4 MiB of JSON (then ``truncated``, with ``next_after``)."""
+        grant = grant_of(request)
+        require(grant, Role.READ, "reading a job's tasks")
         store = state.stores.get()
-        job_id = _resolve(store, job_id)
+        job_id = visible_job(store, grant, job_id)
         rows = store.queries.task_list(
             job_id,
             state=state_,
@@ -113,22 +136,36 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         return task_list(job_id, rows, state.settings.max_response_bytes)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=CancelResponse)
-    def cancel(job_id: str) -> CancelResponse:
+    def cancel(request: Request, job_id: str) -> CancelResponse:
+        grant = grant_of(request)
+        require(grant, Role.SUBMIT, "cancelling a job")
         store = state.stores.get()
-        job_id = _resolve(store, job_id)
-        return CancelResponse(job_id=job_id, cancelled=store.admin.cancel(job_id))
+        job_id = visible_job(store, grant, job_id)
+        cancelled = store.admin.cancel(job_id)
+        audit(request, job_id=job_id, cancelled=cancelled)
+        return CancelResponse(job_id=job_id, cancelled=cancelled)
 
     @app.delete("/v1/jobs/{job_id}", response_model=ForgetResponse)
-    def forget(job_id: str, force: bool = Query(False)) -> ForgetResponse:
-        """Delete a finished job's rows (409 ``job_active`` while it has work in flight)."""
+    def forget(request: Request, job_id: str, force: bool = Query(False)) -> ForgetResponse:
+        """Delete a finished job's rows (409 ``job_active`` while it has work in flight;
+        ``force``, which drops results not yet in its Parquet output, needs admin)."""
+        grant = grant_of(request)
+        require(
+            grant,
+            Role.ADMIN if force else Role.SUBMIT,
+            "forgetting a job" + (" with force" if force else ""),
+        )
         store = state.stores.get()
-        job_id = _resolve(store, job_id)
+        job_id = visible_job(store, grant, job_id)
+        audit(request, job_id=job_id, force=force)
         return ForgetResponse(job_id=job_id, **store.admin.forget_job(job_id, force=force))
 
     @app.get("/metrics", response_class=Response)
-    def metrics() -> Response:
-        """Prometheus metrics."""
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics (of the caller's namespaces, where it does not reach all)."""
+        grant = grant_of(request)
+        require(grant, Role.READ, "reading metrics")
+        return Response(state.metrics.render(grant.namespaces), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz(response: Response) -> Health:
@@ -146,8 +183,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         )
 
     @app.get("/v1/debug/heap", response_model=HeapReport)
-    def heap(limit: int = Query(25, ge=1, le=500)) -> HeapReport:
-        """Top allocation sites (tracemalloc); 404 unless the server runs --heap-profiling."""
+    def heap(request: Request, limit: int = Query(25, ge=1, le=500)) -> HeapReport:
+        """Top allocation sites (tracemalloc); 404 unless the server runs --heap-profiling;
+        for an admin of every namespace only."""
+        grant = grant_of(request)
+        if not grant.everything:
+            raise AccessDeniedError(
+                "the heap report is for an admin of every namespace", label=grant.label
+            )
         if not state.settings.heap_profiling or not tracemalloc.is_tracing():
             raise StarletteHTTPException(404, "heap profiling is off: serve --heap-profiling")
         snapshot = tracemalloc.take_snapshot()
@@ -167,13 +210,6 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             rss_bytes=state.scheduler_rss(),
             top=top,
         )
-
-
-def _resolve(store: SqliteStore, job_id: str) -> str:
-    # Whole ids only: a prefix would let a guess of one character reach some job.
-    if not job_id or len(job_id) > 64:
-        raise JobNotFoundError(f"no job {job_id[:64]!r}", job_id=job_id[:64])
-    return store.resolve_job(job_id, whole=True)
 
 
 __all__ = ["add_routes"]

@@ -22,6 +22,7 @@ import psutil
 from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
+from oomguard.api.tenancy import Tenancy
 from oomguard.errors import ConfigError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
@@ -64,7 +65,10 @@ class ServerSettings:
     store: str
     workers: int | None = None
     task_modules: tuple[str, ...] = ("oomguard.examples",)
+    #: the one bearer token (the admin of every namespace); None: see ``tenancy``
     token: str | None = None
+    #: tokens mapped to roles and namespaces (``--tokens-file``); None: ``token`` alone
+    tenancy: Tenancy | None = None
     max_pending_tasks: int | None = 100_000
     namespace_quotas: dict[str, int] = field(default_factory=dict)
     #: namespaces without a quota that may have pending tasks at once (None: any number)
@@ -89,6 +93,10 @@ class ServerSettings:
     commands: dict[str, Command] = field(default_factory=dict)
     #: the most retries a submission may ask for
     max_retries: int = 10
+
+    def access(self) -> Tenancy:
+        """Who may ask: the tokens file's grants, else the one token, else open."""
+        return self.tenancy if self.tenancy is not None else Tenancy.single(self.token)
 
 
 class ServerState:
@@ -231,6 +239,16 @@ class ServerState:
         result: dict[str, int] = self._cached("tasks", 1.0, compute)
         return result
 
+    def task_counts_in(self, namespaces: frozenset[str]) -> dict[str, int]:
+        def compute() -> dict[str, int]:
+            return self.stores.get().queries.task_states(namespaces)
+
+        key = "tasks:" + ",".join(sorted(namespaces))
+        result: dict[str, int] = self._cached(key, 1.0, compute)
+        if len(self._cache) > 1000:  # one entry per set of namespaces scraped
+            self._cache.clear()
+        return result
+
     def failed_tasks(self) -> dict[tuple[str, str], int]:
         def compute() -> dict[tuple[str, str], int]:
             return _relabel(self.stores.get().queries.failed_tasks_by_class())
@@ -276,6 +294,14 @@ class ServerState:
 
     def worker_isolation(self) -> dict[str, str]:
         return dict(self.runner.view().worker_isolation)
+
+    def outbox_counts(self) -> dict[str, int]:
+        def compute() -> dict[str, int]:
+            outbox = self.stores.get().outbox
+            return {"dropped": outbox.dropped(), "waiting": outbox.waiting()}
+
+        result: dict[str, int] = self._cached("outbox", 1.0, compute)
+        return result
 
     def retention_counts(self) -> dict[str, int]:
         if self.retention is None:

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from oomguard.api.intake import read_submission, too_many_tasks
 from oomguard.api.schemas import SubmitRequest, SubmitResponse
-from oomguard.errors import BackpressureError, InvalidSizeError, PayloadError, TaskReferenceError
+from oomguard.api.tenancy import ANONYMOUS, Grant
+from oomguard.errors import (
+    AccessDeniedError,
+    BackpressureError,
+    InvalidSizeError,
+    PayloadError,
+    TaskReferenceError,
+)
 from oomguard.jobs.command import Command
 from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
 from oomguard.store.sqlite import SqliteStore
@@ -73,9 +80,10 @@ def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
     return load(ref)
 
 
-def submit(state: ServerState, body: bytes) -> SubmitResponse:
+def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitResponse:
     """Read ``body``, then write the job and its tasks within the backpressure limits;
-    refused whole. Runs on a worker thread.
+    refused whole (403 where ``grant`` does not reach its namespace). Runs on a worker
+    thread.
 
     Cheapest checks first: the body's size and shape (:func:`read_submission`), the batch
     against the server's limits, the task, the reservation (queue, quota, memory), and only
@@ -93,6 +101,10 @@ def submit(state: ServerState, body: bytes) -> SubmitResponse:
     req = read_submission(body, settings.max_request_values, settings.max_pending_tasks)
     total = req.total
     ns = req.namespace
+    if not grant.sees(ns):
+        raise AccessDeniedError(
+            f"token {grant.label!r} may not submit to namespace {ns!r}", label=grant.label
+        )
     _check_batch(settings, ns, total)
     fn, ref = _callable(settings, req)
     agg = check_task(settings.task_modules, req.aggregate, 1) if req.aggregate else None

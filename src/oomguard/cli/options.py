@@ -6,12 +6,17 @@ spells it the same way everywhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from oomguard.errors import ConfigError
 from oomguard.units import parse_size
+
+if TYPE_CHECKING:
+    from oomguard.api.tenancy import Tenancy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +61,43 @@ def token_option(help: str = "file holding the server's bearer token") -> Callab
         help=help,
         **env("TOKEN_FILE"),
     )
+
+
+def tokens_option(f: F) -> F:
+    """``--tokens-file``: tokens mapped to labels, roles and namespaces (``serve``, ``ui``)."""
+    return click.option(
+        "--tokens-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML file (mode 600) of tokens, each with a label, a role (read, submit, "
+        "admin) and the namespaces it reaches: [tokens.LABEL] token=... role=... "
+        'namespaces=["team-a"] (instead of --token-file)',
+        **env("TOKENS_FILE"),
+    )(f)
+
+
+def session_ttl_option(f: F) -> F:
+    """``--session-ttl``: how long a dashboard login lasts (``serve``, ``ui``)."""
+    return click.option(
+        "--session-ttl",
+        default="8h",
+        show_default=True,
+        metavar="DURATION",
+        help="how long a dashboard login lasts (e.g. 8h, 30m) before it must log in again",
+        **env("SESSION_TTL"),
+    )(f)
+
+
+def read_access(token_file: str | None, tokens_file: str | None) -> Tenancy:
+    """The tenancy of ``--token-file`` or ``--tokens-file`` (neither: open)."""
+    from oomguard.api.app import read_token
+    from oomguard.api.tenancy import Tenancy, read_tokens
+
+    if token_file and tokens_file:
+        raise ConfigError("--token-file and --tokens-file do not go together: choose one")
+    if tokens_file:
+        return read_tokens(tokens_file)
+    return Tenancy.single(read_token(token_file) if token_file else None)
 
 
 #: ``--allowed-host`` of the commands that serve HTTP (``serve``, ``ui``)
@@ -136,24 +178,56 @@ def _none_if_empty(
 
 def notify_options(f: F) -> F:
     """Where failures are reported (``run``, ``serve``): ``--sentry-dsn``,
-    ``--notify-url``, ``--notify-on``, ``--notify-secret-file``, ``--log-format``."""
-    f = click.option(
+    ``--sentry-dsn-file``, ``--notify-url``, ``--notify-url-file``, ``--notify-on``,
+    ``--notify-secret-file``, ``--redact``, ``--log-format``.
+
+    The ``...-file`` options keep secrets out of ``/proc/PID/cmdline`` (which every local
+    user may read): each file must be private to its owner, and what it holds is added to
+    ``notify_url`` / ``sentry_dsn`` before the command runs.
+    """
+
+    @functools.wraps(f)
+    def merged(
+        *args: Any, notify_url_file: str | None, sentry_dsn_file: str | None, **kwargs: Any
+    ) -> Any:
+        from oomguard.notify.secrets import read_lines, read_secret_file
+
+        if notify_url_file:
+            urls = read_lines(notify_url_file, "--notify-url-file")
+            kwargs["notify_url"] = (*(kwargs.get("notify_url") or ()), *urls)
+        if sentry_dsn_file:
+            if kwargs.get("sentry_dsn"):
+                raise ConfigError("--sentry-dsn and --sentry-dsn-file do not go together")
+            kwargs["sentry_dsn"] = read_secret_file(sentry_dsn_file, "--sentry-dsn-file")
+        return f(*args, **kwargs)
+
+    g: Any = merged
+    g = click.option(
         "--log-format",
         type=click.Choice(["plain", "json"]),
         default=None,
         help="json: a JSON line on stderr per attempt end and job state change, and for "
         "every log record (for Loki, ELK, journald) [default: plain].",
         **env("LOG_FORMAT"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
+        "--redact",
+        multiple=True,
+        callback=_none_if_empty,
+        metavar="REGEX",
+        help="Replace what matches REGEX with [redacted] in webhook bodies and Sentry "
+        "events (repeat; the webhook URLs, DSN and keys themselves always are).",
+        **env("REDACT"),
+    )(g)
+    g = click.option(
         "--notify-secret-file",
         type=click.Path(dir_okay=False),
         default=None,
-        help="File holding the key that signs webhook bodies (HMAC-SHA256, header "
-        "X-Oomguard-Signature).",
+        help="File (mode 600) holding the key that signs webhooks (Standard Webhooks: "
+        "webhook-signature); a second line: the next key, during a rotation.",
         **env("NOTIFY_SECRET_FILE"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
         "--notify-on",
         type=click.Choice(["failed", "final", "job"]),
         multiple=True,
@@ -161,22 +235,51 @@ def notify_options(f: F) -> F:
         help="What webhooks get (repeat): failed (every failed attempt), final (tasks "
         "that failed for good), job (jobs that finished) [default: final, job].",
         **env("NOTIFY_ON"),
-    )(f)
-    f = click.option(
+    )(g)
+    g = click.option(
+        "--notify-outbox",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Notices the store keeps for the webhooks at most (a receiver that is down "
+        "gets them when it is back, after a restart too); past it the oldest are dropped "
+        "and counted [default: 100000].",
+        **env("NOTIFY_OUTBOX"),
+    )(g)
+    g = click.option(
+        "--notify-url-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File (mode 600) of webhook URLs, one a line: as --notify-url, but not "
+        "visible in the process list.",
+        **env("NOTIFY_URL_FILE"),
+    )(g)
+    g = click.option(
         "--notify-url",
         multiple=True,
         callback=_none_if_empty,
         metavar="URL",
-        help="POST a signed JSON body per notification to URL (repeat for more).",
+        help="POST a signed JSON body per notification to URL (repeat for more). Prefer "
+        "--notify-url-file or the environment: a URL here is visible to every local user.",
         **env("NOTIFY_URL"),
-    )(f)
-    return click.option(
+    )(g)
+    g = click.option(
+        "--sentry-dsn-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File (mode 600) holding the Sentry DSN: as --sentry-dsn, but not visible "
+        "in the process list.",
+        **env("SENTRY_DSN_FILE"),
+    )(g)
+    decorated: F = click.option(
         "--sentry-dsn",
         default=None,
         metavar="DSN",
-        help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]').",
+        help="Send every failed attempt to Sentry (needs: pip install 'oomguard[sentry]'). "
+        "Prefer --sentry-dsn-file or the environment.",
         **env("SENTRY_DSN"),
-    )(f)
+    )(g)
+    return decorated
 
 
 def worker_options(f: F) -> F:

@@ -55,7 +55,9 @@ class _Stderr(logging.Handler):
 def log_to_stderr(log_format: str = "plain") -> None:
     """oomguard's warnings and errors, tracebacks included, on stderr (one handler per
     process; a second call changes its format). ``json``: one JSON object a line, from
-    INFO up (see :mod:`oomguard.notify.jsonlog`)."""
+    INFO up (see :mod:`oomguard.notify.jsonlog`). The audit log of a server
+    (``oomguard.audit``) is written from INFO up in either format."""
+    logging.getLogger("oomguard.audit").setLevel(logging.INFO)
     logger = logging.getLogger("oomguard")
     handler = next((h for h in logger.handlers if isinstance(h, _Stderr)), None)
     if handler is None:

@@ -19,9 +19,12 @@ from oomguard.cli.options import (
     env,
     lost_retries_option,
     notify_options,
+    read_access,
     server_options,
+    session_ttl_option,
     store_option,
     token_option,
+    tokens_option,
     worker_options,
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
@@ -73,7 +76,11 @@ def is_loopback(host: str) -> bool:
     **env("TASKS_MODULE"),
     help="module whose functions may be submitted (repeat) [default: oomguard.examples]",
 )
-@token_option("file holding the bearer token every request must send")
+@token_option(
+    "file holding the bearer token every request must send (the admin of every namespace)"
+)
+@tokens_option
+@session_ttl_option
 @allowed_host_option
 @click.option(
     "--namespace-quota",
@@ -165,6 +172,8 @@ def serve(
     workers: int | None,
     tasks_modules: tuple[str, ...],
     token_file: str | None,
+    tokens_file: str | None,
+    session_ttl: str,
     allowed_hosts: tuple[str, ...],
     max_pending_tasks: int,
     scheduler_memory_limit: str | None,
@@ -194,23 +203,27 @@ def serve(
         ServerState,
         container_memory_limit,
         create_app,
-        read_token,
         resolve_scheduler_memory_limit,
     )
     from oomguard.api.backpressure import parse_quotas
     from oomguard.api.commands import read_commands
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, check_tls, uvicorn_config
+    from oomguard.config import load_config
     from oomguard.notify.build import check_notifications
+    from oomguard.ui.session import Sessions
     from oomguard.ui.web import add_ui
     from oomguard.units import format_size, parse_duration, parse_size
 
     host, port = parse_listen(listen)
-    token = read_token(token_file) if token_file else None
-    if token is None and not is_loopback(host):
+    tenancy = read_access(token_file, tokens_file)
+    ttl = parse_duration(session_ttl)
+    if ttl <= 0:
+        raise ConfigError(f"--session-ttl {session_ttl!r}: a session must last longer than 0 s")
+    if tenancy.open and not is_loopback(host):
         raise ConfigError(
-            f"refusing to serve on {host} without --token-file: only loopback addresses "
-            "may be served without a bearer token"
+            f"refusing to serve on {host} without --token-file or --tokens-file: only "
+            "loopback addresses may be served without a bearer token"
         )
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -230,7 +243,7 @@ def serve(
         store=store,
         workers=workers,
         task_modules=tasks_modules or ("oomguard.examples",),
-        token=token,
+        tenancy=tenancy,
         allowed_hosts=server_names(host, allowed_hosts),
         max_pending_tasks=max_pending_tasks,
         namespace_quotas=quotas,
@@ -249,6 +262,9 @@ def serve(
             if v is not None
         },
     )
+    # The CLI's settings, else oomguard.toml's (as the runner reads them): a bad DSN or a
+    # secret file others may read is said before the store is opened.
+    check_notifications(load_config(env={}).replace(**settings.runner_options))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -263,13 +279,13 @@ def serve(
     terminated = False
     try:
         state = ServerState(settings)
-        check_notifications(state.runner.config)  # the CLI's settings, else oomguard.toml's
         log_to_stderr(state.runner.config.log_format)
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().
-        app = create_app(state)
-        add_ui(app, state.stores.get, token)  # /ui/: the dashboard, behind the same guard
+        sessions = Sessions(ttl)
+        app = create_app(state, sessions)
+        add_ui(app, state.stores.get, tenancy, sessions)  # /ui/: behind the same guard
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         scheme = "https" if tls_cert else "http"

@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from oomguard.cli.options import allowed_host_option, env, token_option
+from oomguard.cli.options import (
+    allowed_host_option,
+    env,
+    read_access,
+    session_ttl_option,
+    token_option,
+    tokens_option,
+)
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.server import is_loopback, parse_listen
 from oomguard.errors import ConfigError
@@ -31,8 +38,17 @@ DEFAULT_UI_LISTEN = "127.0.0.1:8766"
     "than loopback needs --token-file",
 )
 @token_option("file holding a token the dashboard's login form asks for")
+@tokens_option
+@session_ttl_option
 @allowed_host_option
-def ui(store: str, listen: str, token_file: str | None, allowed_hosts: tuple[str, ...]) -> None:
+def ui(
+    store: str,
+    listen: str,
+    token_file: str | None,
+    tokens_file: str | None,
+    session_ttl: str,
+    allowed_hosts: tuple[str, ...],
+) -> None:
     """Serve the web dashboard (/ui/) over a store, read-only.
 
     The store is opened read-only (nothing is ever written to it): this is safe beside
@@ -40,19 +56,28 @@ def ui(store: str, listen: str, token_file: str | None, allowed_hosts: tuple[str
     """
     import uvicorn
 
-    from oomguard.api.app import read_token
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, uvicorn_config
+    from oomguard.ui.session import Sessions
     from oomguard.ui.web import create_ui_app
+    from oomguard.units import parse_duration
 
     host, port = parse_listen(listen)
-    token = read_token(token_file) if token_file else None
-    if token is None and not is_loopback(host):
+    tenancy = read_access(token_file, tokens_file)
+    ttl = parse_duration(session_ttl)
+    if ttl <= 0:
+        raise ConfigError(f"--session-ttl {session_ttl!r}: a session must last longer than 0 s")
+    if tenancy.open and not is_loopback(host):
         raise ConfigError(
-            f"refusing to serve the dashboard on {host} without --token-file: only loopback "
-            "addresses may be served without a token"
+            f"refusing to serve the dashboard on {host} without --token-file or "
+            "--tokens-file: only loopback addresses may be served without a token"
         )
-    app, stores = create_ui_app(store, allowed_hosts=server_names(host, allowed_hosts), token=token)
+    app, stores = create_ui_app(
+        store,
+        allowed_hosts=server_names(host, allowed_hosts),
+        tenancy=tenancy,
+        sessions=Sessions(ttl),
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -11,6 +11,8 @@ limits below): a full queue of notices costs a known amount of memory.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -246,7 +248,9 @@ def notice_fields(notice: Notice) -> dict[str, Any]:
 
 
 def summary(notice: Notice) -> str:
-    """One line for people (a Slack message, an issue title)."""
+    """One line for people (a Slack message, an issue title): a command is named by its
+    label (``cmd:PROGRAM``), never its argument template."""
+    from oomguard.jobs.command import label
     from oomguard.units import format_size
 
     if isinstance(notice, JobNotice):
@@ -263,7 +267,7 @@ def summary(notice: Notice) -> str:
         "interrupted": "was interrupted",
         "cancelled": "was cancelled",
     }.get(notice.outcome, notice.outcome)
-    text = f"{notice.function}: task {notice.task_id} attempt {notice.attempt} {what}"
+    text = f"{label(notice.function)}: task {notice.task_id} attempt {notice.attempt} {what}"
     if notice.failed and notice.limit_bytes:
         text += f"; limit {format_size(notice.limit_bytes)}"
         if notice.peak_bytes:
@@ -271,6 +275,23 @@ def summary(notice: Notice) -> str:
     if notice.failed and notice.message and notice.message != notice.failure_class:
         text += f": {notice.message.splitlines()[0] if notice.message.strip() else ''}"
     return text
+
+
+def to_json(notice: Notice) -> tuple[str, str]:
+    """``(kind, JSON text)`` of ``notice``, as the store's outbox keeps it
+    (:func:`from_json` makes it again)."""
+    fields = {f.name: getattr(notice, f.name) for f in dataclasses.fields(notice)}
+    kind = "job" if isinstance(notice, JobNotice) else "attempt"
+    return kind, json.dumps(fields, separators=(",", ":"), default=str)
+
+
+def from_json(kind: str, fields: Mapping[str, Any]) -> Notice:
+    """The notice :func:`to_json` wrote (``fields``: its JSON, parsed)."""
+    if kind == "job":
+        return JobNotice(**fields)
+    values = dict(fields)
+    values["kernel_lines"] = tuple(values.get("kernel_lines") or ())
+    return AttemptNotice(**values)
 
 
 def rfc3339(at: float) -> str:

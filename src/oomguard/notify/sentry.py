@@ -1,11 +1,14 @@
 """Sentry: every failed attempt becomes an event, sent by the scheduler on the dead
 worker's behalf (``pip install 'oomguard[sentry]'``).
 
-An event names the task's function as its culprit (and transaction), tags the failure
-class, carries the memory key, limit, peak, attempt number and worker as the ``oomguard``
+An event names the task by its label as its culprit (and transaction): the function, or
+``cmd:PROGRAM`` for a command, never a command's arguments. It tags the failure class,
+carries the memory key, limit, peak, attempt number and worker as the ``oomguard``
 context, and has the kernel's report (OOM classes) or the traceback (``error``) as its
-message body. Its fingerprint is ``["oomguard", function, class]``: one Sentry issue per
-function and class, not one per task. A task that failed for good is ``error`` level (its
+message body. Its fingerprint is ``["oomguard", label, class]``: one Sentry issue per
+function and class, not one per task. Every string of an event is redacted
+(:mod:`~oomguard.notify.secrets`: ``--redact`` and the DSN itself) before it is sent.
+A task that failed for good is ``error`` level (its
 class: ``needs_more_memory`` for an OOM kill at the most oomguard can give, else the
 attempt's); an attempt that is retried is ``warning``.
 
@@ -22,8 +25,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import ConfigError
+from oomguard.jobs.command import label
 from oomguard.notify.base import Outbox
 from oomguard.notify.notice import AttemptNotice, Notice, summary, weigh
+from oomguard.notify.secrets import Redactor
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
@@ -42,8 +47,9 @@ FLUSH_EVERY = 100
 def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
     """The Sentry event (a JSON-ready dict) for a failed attempt."""
     group = notice.group_class or "unknown"
+    task = label(notice.function)
     # The first line is the issue's title: the same for every event of the issue.
-    title = f"{notice.function}: {group}"
+    title = f"{task}: {group}"
     first = (notice.message or "").strip().splitlines()[:1]
     if first and first[0] != group:
         title += f": {first[0]}"
@@ -71,7 +77,7 @@ def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
     }
     tags = {
         "failure_class": notice.failure_class or "unknown",
-        "function": notice.function,
+        "function": task,
         "final": "true" if notice.final else "false",
     }
     if notice.final_class:
@@ -80,9 +86,9 @@ def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
         "level": "error" if notice.final else "warning",
         "logger": "oomguard",
         "message": "\n".join(body),
-        "culprit": notice.function,
-        "transaction": notice.function,
-        "fingerprint": ["oomguard", notice.function, group],
+        "culprit": task,
+        "transaction": task,
+        "fingerprint": ["oomguard", task, group],
         "tags": tags,
         "contexts": {"oomguard": {k: v for k, v in context.items() if v is not None}},
         "extra": {"kernel_lines": list(notice.kernel_lines)} if notice.kernel_lines else {},
@@ -102,7 +108,7 @@ def check_dsn(dsn: str) -> None:
         raise ConfigError(f"--sentry-dsn is not a valid Sentry DSN: {err}") from None
 
 
-def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
+def _client(dsn: str, queue_size: int, redactor: Redactor) -> sentry_sdk.Client:
     try:
         import sentry_sdk
         from sentry_sdk.utils import BadDsn
@@ -117,6 +123,11 @@ def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
             auto_enabling_integrations=False,
             integrations=[],
             max_breadcrumbs=0,
+            # No stack of the sending thread (on by default since SDK 3): its local
+            # variables would carry the notice itself (a command's arguments) to Sentry.
+            attach_stacktrace=False,
+            # The last look at what the SDK sends, with what it added to the event.
+            before_send=lambda event, hint: redactor.value(event),
             # Its transport's own queue (events it has not sent yet) is bounded too.
             transport_queue_size=min(queue_size, SDK_QUEUE),
         )
@@ -127,8 +138,16 @@ def _client(dsn: str, queue_size: int) -> sentry_sdk.Client:
 class SentryNotifier:
     """Sends an event per failed attempt to the Sentry project of ``dsn``."""
 
-    def __init__(self, dsn: str, *, queue_size: int = 1000, timeout: float = 5.0) -> None:
-        self.client = _client(dsn, queue_size)
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        queue_size: int = 1000,
+        timeout: float = 5.0,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.client = _client(dsn, queue_size, self.redactor)
         self.timeout = timeout
         self._handed = 0
         self.outbox: Outbox[AttemptNotice] = Outbox(
@@ -142,7 +161,8 @@ class SentryNotifier:
 
     def _deliver(self, notice: AttemptNotice) -> bool:
         # Queued on the SDK's transport, which sends (and rate-limits) from its own thread.
-        sent = self.client.capture_event(sentry_event(notice)) is not None  # type: ignore[arg-type]
+        event = self.redactor.value(sentry_event(notice))
+        sent = self.client.capture_event(event) is not None
         self._handed += 1
         if self._handed % FLUSH_EVERY == 0:
             self.client.flush(timeout=self.timeout)

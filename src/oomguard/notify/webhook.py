@@ -8,33 +8,45 @@ in order; meanwhile newer ones wait in the bounded queue, and past its bound the
 dropped and counted (``seq`` has a gap where they were). A receiver that refuses one
 (another 4xx) gets it :data:`REFUSED_TRIES` times, then the next one.
 
-The body is signed with HMAC-SHA256 under the key in ``--notify-secret-file``:
-``X-Oomguard-Signature: sha256=<hex of HMAC(key, raw body)>``. The body carries a unique
-``id`` and its ``time``, so a receiver can refuse replays.
+Deliveries are signed as `Standard Webhooks <https://www.standardwebhooks.com/>`_ says,
+under the key(s) in ``--notify-secret-file``: ``webhook-id`` (the delivery's id, the same on
+every try), ``webhook-timestamp`` (Unix seconds of this try: a retry after an outage is
+signed afresh, so a receiver can refuse old timestamps as replays) and
+``webhook-signature``: ``v1,<base64 of HMAC-SHA256(key, id + "." + timestamp + "." +
+body)>``, one per key, space-separated (two during a key rotation). The event's own time
+is the body's ``time``. The body's ``text`` is for people and safe for Slack
+(:mod:`~oomguard.notify.slack`); every string of the body is redacted
+(:mod:`~oomguard.notify.secrets`) before it is sent. Logs and stats name a receiver by
+its scheme and host only: a webhook URL is its own credential.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from oomguard.notify.base import Outbox, OutboxStats
-from oomguard.notify.notice import JobNotice, Notice, notice_fields, rfc3339, summary
+from oomguard.notify.notice import JobNotice, Notice, notice_fields, rfc3339
+from oomguard.notify.secrets import Redactor, redact_url
+from oomguard.notify.slack import slack_text
 
 log = logging.getLogger("oomguard.notify")
 
-SIGNATURE_HEADER = "X-Oomguard-Signature"
+#: the Standard Webhooks headers
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 EVENT_HEADER = "X-Oomguard-Event"
-DELIVERY_HEADER = "X-Oomguard-Delivery"
 #: what ``--notify-on`` may say
 NOTIFY_ON = ("failed", "final", "job")
 #: tries of a notification the receiver refuses (a 4xx other than 408 and 429)
@@ -59,27 +71,71 @@ def event_name(notice: Notice, on: Sequence[str]) -> str | None:
 
 
 def webhook_body(event: str, notice: Notice, seq: int, delivery_id: str) -> dict[str, Any]:
-    """The JSON body of one POST: ``event``, ``id``, ``seq``, ``time``, ``text`` (a line for
-    people: it makes the body a valid Slack incoming-webhook message), then the notice's
-    fields (:func:`~oomguard.notify.notice.notice_fields`)."""
+    """The JSON body of one POST: ``event``, ``id``, ``seq``, ``time`` (when the event
+    happened), ``text`` (a line for people, Slack-safe: it makes the body a valid Slack
+    incoming-webhook message), then the notice's raw fields
+    (:func:`~oomguard.notify.notice.notice_fields`)."""
     return {
         "event": event,
         "id": delivery_id,
         "seq": seq,
         "time": rfc3339(notice.at),
-        "text": "oomguard: " + summary(notice),
+        "text": slack_text(notice),
         **notice_fields(notice),
     }
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The value of :data:`SIGNATURE_HEADER` for ``body``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def signature(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` signature of Standard Webhooks: HMAC-SHA256 under ``key`` of
+    ``id.timestamp.body``."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def verify(secret: bytes, body: bytes, header: str | None) -> bool:
-    """Whether ``header`` is the signature of ``body`` (for receivers; constant time)."""
-    return header is not None and hmac.compare_digest(sign(secret, body), header)
+def sign(keys: Sequence[bytes], delivery_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers of a delivery: one signature per key."""
+    return {
+        ID_HEADER: delivery_id,
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: " ".join(signature(k, delivery_id, timestamp, body) for k in keys),
+    }
+
+
+def verify(
+    key: bytes,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    tolerance: float = 300.0,
+    now: float | None = None,
+) -> bool:
+    """Whether a delivery's headers carry a valid signature of ``body`` under ``key``, made
+    within ``tolerance`` seconds of ``now`` (for receivers written in Python)."""
+    low = {k.lower(): v for k, v in headers.items()}
+    delivery_id, stamp, given = (
+        low.get(ID_HEADER),
+        low.get(TIMESTAMP_HEADER),
+        low.get(SIGNATURE_HEADER),
+    )
+    if not delivery_id or not stamp or not given or not stamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(stamp)) > tolerance:
+        return False
+    expected = signature(key, delivery_id, int(stamp), body)
+    return any(hmac.compare_digest(expected, part) for part in given.split())
+
+
+class Webhooks(Protocol):
+    """What a receiver reads of the notifier that owns it."""
+
+    run_id: str
+    keys: tuple[bytes, ...]
+    redactor: Redactor
+    queue_size: int
+    timeout: float
+    backoff: float
+    backoff_max: float
+    transport: httpx.BaseTransport | None
 
 
 @dataclass(frozen=True)
@@ -90,13 +146,15 @@ class _Delivery:
 
 
 class _Receiver:
-    """One URL: its outbox, its HTTP client, its retries."""
+    """One URL: its outbox, its HTTP client, its retries. Logs name it by :attr:`name`
+    (its number, scheme and host), never its whole URL."""
 
-    def __init__(self, url: str, owner: WebhookNotifier) -> None:
+    def __init__(self, url: str, n: int, owner: Webhooks) -> None:
         self.url = url
+        self.name = f"{n} ({redact_url(url)})"
         self.owner = owner
         self.outbox: Outbox[_Delivery] = Outbox(
-            f"webhook {url}", self._deliver, owner.queue_size, weigh=_weigh
+            f"webhook {self.name}", self._deliver, owner.queue_size, weigh=_weigh
         )
         self.client = httpx.Client(
             timeout=owner.timeout,
@@ -106,20 +164,37 @@ class _Receiver:
         self.down_since: float | None = None
 
     def _deliver(self, item: _Delivery) -> bool:
+        delivery_id = f"{self.owner.run_id}-{item.seq}"
+        posted = self.post(item.event, item.notice, item.seq, delivery_id, self.outbox.wait)
+        return bool(posted)
+
+    def post(
+        self,
+        event: str,
+        notice: Notice,
+        seq: int,
+        delivery_id: str,
+        wait: Callable[[float], bool],
+    ) -> bool | None:
+        """POST one notice until it is delivered (True), refused :data:`REFUSED_TRIES`
+        times (False), or ``wait`` says to give up (None: not delivered, not refused)."""
         owner = self.owner
-        delivery_id = f"{owner.run_id}-{item.seq}"
-        body = json.dumps(webhook_body(item.event, item.notice, item.seq, delivery_id)).encode()
-        headers = {EVENT_HEADER: item.event, DELIVERY_HEADER: delivery_id}
-        if owner.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(owner.secret, body)
+        fields = webhook_body(event, notice, seq, delivery_id)
+        body = json.dumps(owner.redactor.value(fields)).encode()
         delay = owner.backoff
         refused = 0
         while True:
-            wait = delay
+            pause = delay
+            headers = {EVENT_HEADER: event, ID_HEADER: delivery_id}
+            if owner.keys:
+                # Signed at each try: its timestamp is the time of this send.
+                headers.update(sign(owner.keys, delivery_id, int(time.time()), body))
             try:
                 response = self.client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError as err:
-                self._down(f"{type(err).__name__}: {err}")
+                # httpx may quote the URL in its message: it is a credential.
+                reason = str(err).replace(self.url, redact_url(self.url))
+                self._down(f"{type(err).__name__}: {reason}")
             else:
                 status = response.status_code
                 if 200 <= status < 300:
@@ -127,32 +202,32 @@ class _Receiver:
                     return True
                 if status in RETRY_STATUSES:
                     self._down(f"HTTP {status}")
-                    wait = max(delay, _retry_after(response))
+                    pause = max(delay, _retry_after(response))
                 else:
                     refused += 1
                     if refused >= REFUSED_TRIES:
                         log.warning(
                             "webhook %s refused notification %s (HTTP %d, %d tries): skipped",
-                            self.url,
+                            self.name,
                             delivery_id,
                             status,
                             refused,
                         )
                         return False
-            if self.outbox.wait(min(wait, owner.backoff_max)):
-                return False  # closing, and out of time
+            if wait(min(pause, owner.backoff_max)):
+                return None  # closing, and out of time
             delay = min(delay * 2, owner.backoff_max)
 
     def _down(self, reason: str) -> None:
         if self.down_since is None:
             self.down_since = time.monotonic()
-            log.warning("webhook %s: %s; retrying with backoff", self.url, reason)
+            log.warning("webhook %s: %s; retrying with backoff", self.name, reason)
 
     def _up(self) -> None:
         if self.down_since is not None:
             log.warning(
                 "webhook %s: delivering again after %.1f s",
-                self.url,
+                self.name,
                 time.monotonic() - self.down_since,
             )
             self.down_since = None
@@ -170,14 +245,16 @@ def _retry_after(response: httpx.Response) -> float:
 
 
 class WebhookNotifier:
-    """POSTs notifications to ``urls`` (see the module docstring)."""
+    """POSTs notifications to ``urls`` (see the module docstring), signed under ``keys``
+    (none: unsigned), every string of a body redacted by ``redactor``."""
 
     def __init__(
         self,
         urls: Sequence[str],
         *,
         on: Sequence[str] = ("final", "job"),
-        secret: bytes | None = None,
+        keys: Sequence[bytes] = (),
+        redactor: Redactor | None = None,
         queue_size: int = 1000,
         timeout: float = 5.0,
         backoff: float = 0.5,
@@ -185,7 +262,8 @@ class WebhookNotifier:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.on = tuple(on)
-        self.secret = secret
+        self.keys = tuple(keys)
+        self.redactor = redactor if redactor is not None else Redactor()
         self.queue_size = queue_size
         self.timeout = timeout
         self.backoff = backoff
@@ -194,7 +272,7 @@ class WebhookNotifier:
         #: names this process's deliveries: ``id`` is ``<run_id>-<seq>``
         self.run_id = uuid.uuid4().hex[:12]
         self._seq = 0
-        self.receivers = [_Receiver(url, self) for url in urls]
+        self.receivers = [_Receiver(url, n, self) for n, url in enumerate(urls, 1)]
         for receiver in self.receivers:
             receiver.outbox.start()
 
@@ -218,15 +296,19 @@ class WebhookNotifier:
                 receiver.client.close()
 
     def stats(self) -> dict[str, OutboxStats]:
-        return {r.url: r.outbox.stats() for r in self.receivers}
+        """Each receiver's counts, by its name (number, scheme and host: not its URL)."""
+        return {r.name: r.outbox.stats() for r in self.receivers}
 
 
 __all__ = [
+    "ID_HEADER",
     "NOTIFY_ON",
     "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "WebhookNotifier",
     "event_name",
     "sign",
+    "signature",
     "verify",
     "webhook_body",
 ]

@@ -103,11 +103,12 @@ class Scheduler:
     def start(self) -> None:
         from oomguard.cgroups.detect import detect_isolation
         from oomguard.kernlog.watch import KernelLogWatch
-        from oomguard.notify.build import build_notifier
+        from oomguard.notify.build import build_notifier, outbox_filter, start_outbox
 
         config = self.config
         self.notifier = build_notifier(config)  # a bad DSN or secret file stops us here
         self.recovery = self.store.leases.register(self.id, config.lease_ttl, config.lost_retries)
+        start_outbox(self.notifier)  # the store is ours: deliver what it holds
         self.isolation = detect_isolation(config.isolation)
         if config.executor == "local":
             check_limits(config, self.isolation.own_limit_bytes)
@@ -145,6 +146,7 @@ class Scheduler:
             requeue=self.window.appendleft,
             next_attempt=self.store.next_attempt_id(),
             notify=self.notifier.notify if self.notifier is not None else None,
+            keep=outbox_filter(self.notifier),
         )
         self.sink = PartSink(self.store.path, PartPolicy.of(config))
         self.sink.start()

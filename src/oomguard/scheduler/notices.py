@@ -1,5 +1,7 @@
 """Notices of how attempts ended (Sentry, webhooks, JSON logs), held until the commit that
-records them: only what the store holds is ever told.
+records them: only what the store holds is ever told. A notice the webhooks are to get is
+also queued as one outbox row in that very commit (``keep``: notify/durable.py), so it
+outlives a restart.
 """
 
 from __future__ import annotations
@@ -8,11 +10,12 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from oomguard.notify.notice import AttemptNotice
+from oomguard.notify.notice import AttemptNotice, to_json
 
 if TYPE_CHECKING:
     from oomguard.scheduler.recorder import Running
     from oomguard.scheduler.retries import Decision
+    from oomguard.store.writes import PendingWrites
 
 log = logging.getLogger("oomguard.scheduler")
 
@@ -20,8 +23,15 @@ log = logging.getLogger("oomguard.scheduler")
 class HeldNotices:
     """Notices built as attempts end, sent by :meth:`release` after their commit."""
 
-    def __init__(self, notify: Callable[[AttemptNotice], None] | None) -> None:
+    def __init__(
+        self,
+        notify: Callable[[AttemptNotice], None] | None,
+        keep: Callable[[AttemptNotice], bool] | None = None,
+        writes: PendingWrites | None = None,
+    ) -> None:
         self.notify = notify
+        self.keep = keep
+        self.writes = writes
         self.held: list[AttemptNotice] = []
         #: tasks whose own writes could not be stored in the last commit: none is told
         self.unrecorded: set[int] = set()
@@ -41,25 +51,27 @@ class HeldNotices:
             return
         try:
             final = decision is not None and decision.retry_at is None
-            self.held.append(
-                AttemptNotice.of(
-                    job_id=run.task.job_id,
-                    task_id=run.task.id,
-                    attempt_id=run.attempt_id,
-                    attempt=run.n,
-                    function=run.task.fn,
-                    outcome=outcome,
-                    failure_class=fc,
-                    final_class=decision.final_class.value if decision and final else None,
-                    message=decision.message if decision else None,
-                    memory_key=run.key,
-                    limit_bytes=run.limit or None,
-                    peak_bytes=peak,
-                    worker=run.worker.name if run.worker is not None else None,
-                    retry_at=decision.retry_at if decision else None,
-                    evidence=evidence,
-                )
+            notice = AttemptNotice.of(
+                job_id=run.task.job_id,
+                task_id=run.task.id,
+                attempt_id=run.attempt_id,
+                attempt=run.n,
+                function=run.task.fn,
+                outcome=outcome,
+                failure_class=fc,
+                final_class=decision.final_class.value if decision and final else None,
+                message=decision.message if decision else None,
+                memory_key=run.key,
+                limit_bytes=run.limit or None,
+                peak_bytes=peak,
+                worker=run.worker.name if run.worker is not None else None,
+                retry_at=decision.retry_at if decision else None,
+                evidence=evidence,
             )
+            self.held.append(notice)
+            if self.keep is not None and self.writes is not None and self.keep(notice):
+                # One row in the commit that records the attempt's end (successes: none).
+                self.writes.outbox(notice.task_id, notice.at, *to_json(notice))
         except Exception:
             log.exception("could not notify the end of attempt %s", run.attempt_id)
 

@@ -119,6 +119,7 @@ class AttemptRecorder:
         requeue: Callable[[TaskRow], None],
         next_attempt: int,
         notify: Callable[[AttemptNotice], None] | None = None,
+        keep: Callable[[AttemptNotice], bool] | None = None,
     ) -> None:
         self.config = config
         self.scheduler_id = scheduler_id
@@ -132,7 +133,7 @@ class AttemptRecorder:
         self._next_attempt = next_attempt
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
         #: notices of endings, sent once the commit that records them is done
-        self.notices = HeldNotices(notify)
+        self.notices = HeldNotices(notify, keep, writes)
         self.retry_policy = RetryPolicy(
             death_retries=config.death_retries,
             backoff=config.retry_backoff,

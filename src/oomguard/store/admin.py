@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import time
 from typing import TYPE_CHECKING
 
@@ -176,30 +177,12 @@ class Admin:
         interrupted is finished by running it again. Blob files the job used are freed by
         :meth:`~oomguard.store.blobs.BlobFiles.collect_garbage`.
         """
-        row = self._store.db.execute(
-            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
-            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ? AND a.state = 'running')",
-            (job_id, job_id),
-        ).fetchone()
-        unfinished, running = int(row[0]), int(row[1])
-        if unfinished or running:
-            raise JobActiveError(
-                f"job {job_id} has {unfinished} unfinished task(s) and {running} running "
-                f"attempt(s); cancel it first (oomguard cancel {job_id}) and let its scheduler "
-                "stop them",
-                job_id=job_id,
-            )
-        unwritten = self._store.queries.unwritten_parts(job_id)
-        if unwritten and not force:
-            raise JobActiveError(
-                f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
-                "start a scheduler on this store to write them, or pass --force to drop them",
-                job_id=job_id,
-            )
         counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
         while True:
             with self._store.transaction() as db:
+                # Checked in the transaction that deletes: a job retried, or results
+                # stored, between a check and the delete are never lost.
+                self._check_forgettable(db, job_id, force)
                 ids = [
                     r[0]
                     for r in db.execute(
@@ -233,6 +216,31 @@ class Admin:
                 },
             )
         return counts
+
+    def _check_forgettable(self, db: sqlite3.Connection, job_id: str, force: bool) -> None:
+        """JobActiveError while the job has work in flight, or (unless ``force``) results
+        not yet in its Parquet output."""
+        row = db.execute(
+            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
+            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
+            "WHERE t.job_id = ? AND a.state = 'running')",
+            (job_id, job_id),
+        ).fetchone()
+        unfinished, running = int(row[0]), int(row[1])
+        if unfinished or running:
+            raise JobActiveError(
+                f"job {job_id} has {unfinished} unfinished task(s) and {running} running "
+                f"attempt(s); cancel it first (oomguard cancel {job_id}) and let its scheduler "
+                "stop them",
+                job_id=job_id,
+            )
+        unwritten = self._store.queries.unwritten_parts(job_id)
+        if unwritten and not force:
+            raise JobActiveError(
+                f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
+                "start a scheduler on this store to write them, or pass --force to drop them",
+                job_id=job_id,
+            )
 
 
 class Retention:

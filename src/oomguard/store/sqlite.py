@@ -32,6 +32,7 @@ from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
+from oomguard.store.outbox import Outbox
 from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
 from oomguard.store.schema import check_existing, connect, migrate
@@ -140,6 +141,8 @@ class SqliteStore:
         self.samples = Samples(self)
         #: what retention reads and deletes; VACUUM
         self.retention = Retention(self)
+        #: notices waiting for the webhooks, and each receiver's cursor
+        self.outbox = Outbox(self)
 
     def close(self) -> None:
         self.db.close()

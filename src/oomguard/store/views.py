@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.errors import BlobMissingError
@@ -58,15 +58,26 @@ class Queries:
             counts[state] = int(n)
         return counts
 
-    def recent_jobs(self, limit: int) -> list[dict[str, Any]]:
-        """The newest ``limit`` jobs: id, name, namespace, fn, state, created_at."""
+    def recent_jobs(
+        self, limit: int, namespaces: Collection[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs (of ``namespaces``; None: of all): id, name,
+        namespace, fn, state, created_at."""
         keys = ("job_id", "name", "namespace", "fn", "state", "created_at")
+        args: list[Any]
+        where, args = "", [limit]
+        if namespaces is not None:
+            chosen = sorted(namespaces)
+            if not chosen:
+                return []
+            where = f"WHERE namespace IN ({','.join('?' * len(chosen))}) "
+            args = [*chosen, limit]
         return [
             dict(zip(keys, row, strict=True))
             for row in self.db.execute(
                 "SELECT id, name, namespace, fn, state, created_at FROM jobs "
-                "ORDER BY created_at DESC LIMIT ?",
-                (limit,),
+                f"{where}ORDER BY created_at DESC LIMIT ?",
+                args,
             )
         ]
 
@@ -134,12 +145,19 @@ class Queries:
         row = self.db.execute("SELECT namespace FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else str(row[0])
 
-    def task_states(self) -> dict[str, int]:
-        """Tasks of every job by state."""
-        return {
-            str(s): int(n)
-            for s, n in self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
-        }
+    def task_states(self, namespaces: Collection[str] | None = None) -> dict[str, int]:
+        """Tasks of every job (or of the jobs of ``namespaces``) by state."""
+        if namespaces is None:
+            rows = self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        else:
+            chosen = sorted(namespaces)
+            marks = ",".join("?" * len(chosen))
+            rows = self.db.execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE job_id IN "
+                f"(SELECT id FROM jobs WHERE namespace IN ({marks})) GROUP BY state",
+                chosen,
+            )
+        return {str(s): int(n) for s, n in rows}
 
     def failed_tasks_by_class(self) -> dict[tuple[str, str], int]:
         """Tasks failed for good, by (final class, function)."""

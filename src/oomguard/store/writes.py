@@ -71,6 +71,7 @@ PHASES = {
     "fail_dependent": 7,
     "result": 8,
     "insert_event": 9,
+    "insert_outbox": 10,
 }
 
 
@@ -247,6 +248,11 @@ class PendingWrites:
             "data": data,
         }
         self._add("insert_event", task_id, params)
+
+    def outbox(self, task_id: int | None, ts: float, kind: str, notice: str) -> None:
+        """A notice for the webhooks (:mod:`~oomguard.store.outbox`), committed with what
+        caused it."""
+        self._add("insert_outbox", task_id, {"ts": ts, "kind": kind, "notice": notice})
 
 
 __all__ = ["PHASES", "AttemptRow", "PendingWrites", "Write", "safe_params"]

@@ -7,6 +7,7 @@ writes. See docs/ARCHITECTURE.md ("The dashboard").
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from oomguard.store.samples import Sample
@@ -23,12 +24,14 @@ WORKERS_DRAWN = 12
 LIVE_STATES = ("running", "waiting")
 
 
-def jobs_page(store: SqliteStore, limit: int = JOBS_SHOWN) -> dict[str, Any]:
-    """The newest jobs: name, namespace, state, progress, counts, failures by class,
-    started, duration."""
+def jobs_page(
+    store: SqliteStore, limit: int = JOBS_SHOWN, namespaces: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The newest jobs (of ``namespaces``; None: of all): name, namespace, state,
+    progress, counts, failures by class, started, duration."""
     now = time.time()
     jobs = []
-    for row in store.queries.recent_jobs(limit):
+    for row in store.queries.recent_jobs(limit, namespaces=namespaces):
         status = store.queries.job_status(row["job_id"])
         times = store.queries.job_times(row["job_id"])
         jobs.append({**status, **_timing(status, times, row["created_at"], now)})

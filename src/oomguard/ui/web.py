@@ -4,13 +4,14 @@ store opened read-only (``oomguard ui --store``).
 Pages are HTML rendered on the server (Jinja2, autoescaped) with inline SVG charts: they
 are whole without JavaScript. ``static/live.js`` refreshes a page in place every few
 seconds while its job runs. Access is the API's: :class:`~oomguard.api.guard.Guard` checks
-Host and Origin, and the token (or the login cookie, for these pages only). See
-docs/ARCHITECTURE.md ("The dashboard").
+Host and Origin, and the token (or the session cookie of a login, for these pages only:
+:mod:`~oomguard.ui.session`); a caller sees the jobs of its namespaces only, and another
+namespace's job or task is missing (404). See docs/ARCHITECTURE.md ("The dashboard").
 """
 
 from __future__ import annotations
 
-import secrets
+import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
@@ -22,13 +23,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from oomguard.api.guard import UI_COOKIE, UI_LOGIN, Guard, ui_cookie_value
+from oomguard.api.access import grant_of, visible_job
+from oomguard.api.guard import UI_COOKIE, UI_LOGIN, UI_LOGOUT, Guard, session_id
+from oomguard.api.tenancy import Tenancy
 from oomguard.errors import JobNotFoundError
 from oomguard.jobs.command import display
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.sqlite import SqliteStore
 from oomguard.ui import pages
 from oomguard.ui.charts import format_duration
+from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
 
 #: headers of every page: nothing from elsewhere, never framed, never cached
@@ -36,6 +40,7 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'",
+    "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -79,16 +84,22 @@ def _when(ts: float | None) -> str:
 def add_ui(
     app: FastAPI,
     stores: Callable[[], SqliteStore],
-    token: str | None,
+    tenancy: Tenancy,
+    sessions: Sessions,
     *,
     read_only: bool = False,
+    throttle: LoginThrottle | None = None,
 ) -> None:
-    """Add the dashboard's routes to ``app``; ``stores()`` gives this thread's store."""
+    """Add the dashboard's routes to ``app``; ``stores()`` gives this thread's store,
+    ``tenancy`` the tokens its login form takes, ``sessions`` the logins (the same object
+    the app's guard reads)."""
     env = _environment()
+    throttle = throttle if throttle is not None else LoginThrottle()
+    login = not tenancy.open
 
     def page(name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(name).render(
-            read_only=read_only, login=token is not None, **context
+            read_only=read_only, login=login, login_page=name == "login.html", **context
         )
         return HTMLResponse(html, status_code=http_status, headers=PAGE_HEADERS)
 
@@ -97,21 +108,29 @@ def add_ui(
         return RedirectResponse("/ui/", status_code=307)
 
     @app.get("/ui/", include_in_schema=False)
-    def ui_jobs() -> Response:
-        return page("jobs.html", **pages.jobs_page(stores()))
+    def ui_jobs(request: Request) -> Response:
+        grant = grant_of(request)
+        return page("jobs.html", **pages.jobs_page(stores(), namespaces=grant.namespaces))
 
     @app.get("/ui/jobs/{job_id}", include_in_schema=False)
-    def ui_job(job_id: str) -> Response:
+    def ui_job(request: Request, job_id: str) -> Response:
         store = stores()
         try:
-            data = pages.job_page(store, job_id)
+            data = pages.job_page(store, visible_job(store, grant_of(request), job_id))
         except JobNotFoundError:
-            return page("missing.html", 404, what=f"job {job_id}")
+            return page("missing.html", 404, what=f"job {job_id[:64]}")
         return page("job.html", **data)
 
     @app.get("/ui/tasks/{task_id}", include_in_schema=False)
-    def ui_task(task_id: int) -> Response:
-        data = pages.task_page(stores(), task_id)
+    def ui_task(request: Request, task_id: int) -> Response:
+        store = stores()
+        grant = grant_of(request)
+        place = store.task_place(task_id)
+        data = None
+        if place is not None:
+            namespace = store.queries.job_namespace(place[0])
+            if namespace is not None and grant.sees(namespace):
+                data = pages.task_page(store, task_id)
         if data is None:
             return page("missing.html", 404, what=f"task {task_id}")
         return page("task.html", **data)
@@ -129,25 +148,36 @@ def add_ui(
 
     @app.get(UI_LOGIN, include_in_schema=False)
     def ui_login_form() -> Response:
-        if token is None:
+        if not login:
             return RedirectResponse("/ui/", status_code=303)
         return page("login.html")
 
     @app.post(UI_LOGIN, include_in_schema=False)
     async def ui_login(request: Request) -> Response:
-        if token is None:
+        if not login:
             return RedirectResponse("/ui/", status_code=303)
+        client = request.client.host if request.client else "-"
+        wait = throttle.wait(client)
+        if wait > 0:
+            return _too_soon(page, wait)
         body = (await request.body()).decode("utf-8", "replace")
         try:
             given = parse_qs(body, max_num_fields=4).get("token", [""])[0].strip()
         except ValueError:  # more fields than the form has
             return page("login.html", 400, error="that is not the login form")
-        if not secrets.compare_digest(given.encode(), token.encode()):
-            return page("login.html", 401, error="that is not the server's token")
+        grant = tenancy.identify(given)
+        if grant is None:
+            wait = throttle.failed(client)
+            if wait > 0:
+                return _too_soon(page, wait)
+            return page("login.html", 401, error="that is not a token of this server")
+        throttle.succeeded(client)
+        request.state.grant = grant  # the audit line names who logged in
         answer = RedirectResponse("/ui/", status_code=303)
         answer.set_cookie(
             UI_COOKIE,
-            ui_cookie_value(token),
+            sessions.start(grant),
+            max_age=int(sessions.ttl),
             path="/ui",
             httponly=True,
             samesite="strict",
@@ -155,12 +185,37 @@ def add_ui(
         )
         return answer
 
+    @app.post(UI_LOGOUT, include_in_schema=False)
+    def ui_logout(request: Request) -> Response:
+        sid = session_id({"cookie": request.headers.get("cookie", "")})
+        if sid is not None:
+            grant = sessions.grant(sid)
+            if grant is not None:
+                request.state.grant = grant
+            sessions.end(sid)
+        answer = RedirectResponse(UI_LOGIN if login else "/ui/", status_code=303)
+        answer.delete_cookie(UI_COOKIE, path="/ui", httponly=True, samesite="strict")
+        return answer
+
+
+def _too_soon(page: Callable[..., HTMLResponse], wait: float) -> HTMLResponse:
+    seconds = max(1, math.ceil(wait))
+    answer = page("login.html", 429, error=f"too many failed logins: try again in {seconds} s")
+    answer.headers["Retry-After"] = str(seconds)
+    return answer
+
 
 def create_ui_app(
-    store_path: str, *, allowed_hosts: tuple[str, ...] | None, token: str | None = None
+    store_path: str,
+    *,
+    allowed_hosts: tuple[str, ...] | None,
+    tenancy: Tenancy | None = None,
+    sessions: Sessions | None = None,
 ) -> tuple[FastAPI, ReadOnlyStores]:
     """The dashboard alone, over the store at ``store_path`` opened read-only
     (``oomguard ui``): the same pages and the same guard as in ``oomguard serve``."""
+    tenancy = tenancy if tenancy is not None else Tenancy.single(None)
+    sessions = sessions if sessions is not None else Sessions()
     stores = ReadOnlyStores(store_path)
     app = FastAPI(title="oomguard dashboard", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -172,8 +227,14 @@ def create_ui_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    add_ui(app, stores.get, token, read_only=True)
-    app.add_middleware(Guard, token=token, max_bytes=MAX_BODY, allowed_hosts=allowed_hosts)
+    add_ui(app, stores.get, tenancy, sessions, read_only=True)
+    app.add_middleware(
+        Guard,
+        tenancy=tenancy,
+        max_bytes=MAX_BODY,
+        allowed_hosts=allowed_hosts,
+        sessions=sessions,
+    )
     return app, stores
 
 

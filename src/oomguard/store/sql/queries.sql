@@ -59,6 +59,9 @@ WHERE job_id = :job_id AND grp = :grp AND kind = 'aggregate' AND state = 'pendin
 -- name: insert_event
 INSERT INTO events (ts, job_id, task_id, kind, data) VALUES (:ts, :job_id, :task_id, :kind, :data);
 
+-- name: insert_outbox
+INSERT INTO outbox (ts, kind, notice) VALUES (:ts, :kind, :notice);
+
 -- name: release_lock
 DELETE FROM locks WHERE attempt_id = :attempt_id;
 

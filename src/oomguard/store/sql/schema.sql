@@ -1,4 +1,4 @@
--- The oomguard store's schema as it is now (version 5): what a new store is made from.
+-- The oomguard store's schema as it is now (version 6): what a new store is made from.
 -- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
 -- the migrations add up to this file). Change both together: a new migration, and here.
 CREATE TABLE meta (
@@ -154,3 +154,16 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_job ON samples(job_id, ts);
 CREATE INDEX samples_ts ON samples(ts);
+
+-- The notification outbox: notices webhooks are to get, written with what caused them and
+-- delivered by each receiver from its cursor (bounded: see store/outbox.py).
+CREATE TABLE outbox (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused: cursors point into it
+    ts     REAL NOT NULL,         -- when it happened
+    kind   TEXT NOT NULL,         -- attempt or job
+    notice TEXT NOT NULL          -- JSON: the notice's fields
+);
+CREATE TABLE outbox_cursors (
+    receiver  TEXT PRIMARY KEY,   -- SHA-256 of the receiver's URL: never the URL itself
+    delivered INTEGER NOT NULL    -- the last outbox id it delivered or gave up on
+);

@@ -1,0 +1,135 @@
+"""The notification outbox of a store: notices waiting for the webhooks, and where each
+receiver is in them.
+
+The scheduler writes a row in the transaction that records what caused it (one
+``insert_outbox`` in the grouped commit per failed attempt: nothing per success; a job's
+notice in a small transaction of its own), so a notice exists exactly when what it tells
+is stored. Each receiver reads the rows after its cursor in id order and moves the cursor
+past each row it delivered or gave up on: a restart goes on from there, and nothing is
+delivered twice. Rows every receiver has passed are deleted; past ``most`` rows the oldest
+are deleted too, and counted (``counters``: ``outbox_dropped``): a receiver that is down
+for long gets a gap, never an unbounded store. See docs/ARCHITECTURE.md ("Notifications").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from oomguard.store.sqlite import SqliteStore
+
+#: the counter of rows deleted before every receiver had them
+DROPPED = "outbox_dropped"
+#: the meta key of the name this store's deliveries carry (``webhook-id``)
+NAME_KEY = "outbox_name"
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    ts: float
+    kind: str
+    notice: dict[str, Any]
+
+
+def receiver_key(url: str) -> str:
+    """What a receiver's cursor is kept under: a digest of its URL, never the URL."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Outbox:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def add(self, ts: float, kind: str, notice: str) -> int:
+        """A row in a transaction of its own (a job's notice); its id."""
+        with self._store.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO outbox (ts, kind, notice) VALUES (?, ?, ?)", (ts, kind, notice)
+            )
+            return int(cur.lastrowid or 0)
+
+    def name(self) -> str:
+        """This store's name in delivery ids (made once, kept in ``meta``)."""
+        found = self._store.queries.meta(NAME_KEY)
+        if found is not None:
+            return found
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (NAME_KEY, secrets.token_hex(6)),
+            )
+        return self._store.queries.meta(NAME_KEY) or ""
+
+    def cursor(self, receiver: str) -> int:
+        """``receiver``'s cursor; a new receiver starts after the rows there are now."""
+        with self._store.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO outbox_cursors (receiver, delivered) "
+                "VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM outbox))",
+                (receiver,),
+            )
+            row = db.execute(
+                "SELECT delivered FROM outbox_cursors WHERE receiver = ?", (receiver,)
+            ).fetchone()
+        return int(row[0])
+
+    def after(self, cursor: int, limit: int) -> list[OutboxRow]:
+        """The rows after ``cursor``, in order."""
+        rows = self._store.db.execute(
+            "SELECT id, ts, kind, notice FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (cursor, limit),
+        ).fetchall()
+        return [OutboxRow(int(i), float(ts), str(k), json.loads(n)) for i, ts, k, n in rows]
+
+    def advance(self, receiver: str, delivered: int) -> None:
+        with self._store.transaction() as db:
+            db.execute(
+                "UPDATE outbox_cursors SET delivered = MAX(delivered, ?) WHERE receiver = ?",
+                (delivered, receiver),
+            )
+
+    def trim(self, receivers: Sequence[str], most: int) -> int:
+        """Delete the rows every one of ``receivers`` has passed, then the oldest beyond
+        ``most`` rows (counted in ``outbox_dropped``); the number dropped."""
+        with self._store.transaction() as db:
+            if receivers:
+                marks = ",".join("?" * len(receivers))
+                low = db.execute(
+                    f"SELECT MIN(delivered), COUNT(*) FROM outbox_cursors "
+                    f"WHERE receiver IN ({marks})",
+                    list(receivers),
+                ).fetchone()
+                if low[1] == len(receivers) and low[0] is not None:
+                    db.execute("DELETE FROM outbox WHERE id <= ?", (low[0],))
+            top = db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+            if top is None:
+                return 0
+            dropped = db.execute("DELETE FROM outbox WHERE id <= ?", (top - most,)).rowcount
+            if dropped:
+                db.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    (DROPPED, dropped),
+                )
+            return int(dropped)
+
+    def count_after(self, cursor: int) -> int:
+        """Rows after ``cursor`` (what a receiver there has still to deliver)."""
+        row = self._store.db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (cursor,))
+        return int(row.fetchone()[0])
+
+    def waiting(self) -> int:
+        """Rows in the outbox (not yet passed by every receiver)."""
+        return int(self._store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def dropped(self) -> int:
+        return self._store.queries.counter(DROPPED)
+
+
+__all__ = ["DROPPED", "Outbox", "OutboxRow", "receiver_key"]
