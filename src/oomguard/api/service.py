@@ -274,6 +274,9 @@ class ServerState:
     def worker_recycles(self) -> dict[str, int]:
         return dict(self.runner.view().recycles)
 
+    def worker_leftovers(self) -> dict[str, int]:
+        return dict(self.runner.view().leftovers)
+
     def worker_isolation(self) -> dict[str, str]:
         return dict(self.runner.view().worker_isolation)
 

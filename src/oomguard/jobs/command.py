@@ -28,6 +28,7 @@ import shlex
 import signal
 import string
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -239,32 +240,95 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: seconds the pipes are still read after the program exited (what it wrote last)
+DRAIN_AFTER_EXIT = 0.05
+
+
 def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """Read stdout and stderr to their end, keeping only stdout's last non-empty line and
-    stderr's tail: a chatty program never grows the worker."""
+    stderr's tail: a chatty program never grows the worker.
+
+    Linear in what is read: a chunk without a newline is appended to the current line
+    (trimmed to :data:`LAST_LINE_MAX` now and then), never split again with it. The
+    reading ends when the program has exited and its pipes are drained, even if a process
+    it left behind still holds them open (that process is killed after the attempt:
+    ``worker/leftovers.py``).
+    """
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
     sel.register(proc.stderr, selectors.EVENT_READ, "err")
-    current, last, tail = b"", b"", b""
-    with sel:
-        while sel.get_map():
-            for key, _ in sel.select():
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                if key.data == "err":
-                    tail = (tail + chunk)[-STDERR_TAIL:]
-                    continue
-                lines = (current + chunk).split(b"\n")
-                current = lines.pop()[-LAST_LINE_MAX:]
-                done = [line for line in lines if line.strip()]
-                if done:
-                    last = done[-1][-LAST_LINE_MAX:]
+    pidfd = open_pidfd(proc.pid)
+    if pidfd is not None:
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+    current = bytearray()
+    last, tail = b"", b""
+    drain_until: float | None = None
+    try:
+        with sel:
+            pipes = 2
+            while pipes:
+                timeout = None
+                if drain_until is not None:
+                    timeout = drain_until - time.monotonic()
+                    if timeout <= 0:
+                        break  # exited; what still holds the pipes is not the program
+                events = sel.select(timeout)
+                if not events and drain_until is not None:
+                    break
+                for key, _ in events:
+                    if key.data == "exit":
+                        sel.unregister(key.fileobj)
+                        drain_until = time.monotonic() + DRAIN_AFTER_EXIT
+                        continue
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        pipes -= 1
+                        continue
+                    if key.data == "err":
+                        tail = (tail + chunk)[-STDERR_TAIL:]
+                        continue
+                    cut = chunk.rfind(b"\n")
+                    if cut < 0:
+                        current += chunk
+                        if len(current) > 2 * LAST_LINE_MAX:
+                            del current[:-LAST_LINE_MAX]
+                        continue
+                    # Lines end in this chunk: the last non-empty one of them is the newest.
+                    pieces = chunk[:cut].split(b"\n")
+                    pieces[0] = bytes(current[-LAST_LINE_MAX:]) + pieces[0]
+                    for piece in reversed(pieces):
+                        if piece.strip():
+                            last = piece[-LAST_LINE_MAX:]
+                            break
+                    current = bytearray(chunk[cut + 1 :])
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     proc.stdout.close()
     proc.stderr.close()
-    return (current if current.strip() else last), tail
+    rest = bytes(current[-LAST_LINE_MAX:])
+    return (rest if rest.strip() else last), tail
 
 
-__all__ = ["Command", "CommandFailed", "command", "from_reference", "is_command", "label"]
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``, readable once it exits (Linux >= 5.3), or None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+__all__ = [
+    "Command",
+    "CommandFailed",
+    "command",
+    "from_reference",
+    "is_command",
+    "label",
+    "open_pidfd",
+]

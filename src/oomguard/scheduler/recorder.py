@@ -207,7 +207,10 @@ class AttemptRecorder:
             if event.worker is not None:
                 evidence["worker"] = event.worker
             if event.ok:
-                self._succeeded(run, event.payload, event.peak_bytes)
+                # A success keeps no evidence, but for what it left running (and was killed).
+                left = evidence.get("left_processes")
+                kept = {"left_processes": left} if left else None
+                self._succeeded(run, event.payload, event.peak_bytes, kept)
             else:
                 fc = FailureClass(event.failure_class or FailureClass.ERROR.value)
                 self.failed(run, fc, event.message, evidence, event.peak_bytes)
@@ -298,8 +301,14 @@ class AttemptRecorder:
         self.end(run, "interrupted", None, {"reason": "the scheduler was stopped"}, None)
         self.notices.tell(run, "interrupted")
 
-    def _succeeded(self, run: Running, payload: bytes | None, peak: int | None) -> None:
-        self.end(run, "succeeded", None, None, peak)
+    def _succeeded(
+        self,
+        run: Running,
+        payload: bytes | None,
+        peak: int | None,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        self.end(run, "succeeded", None, evidence, peak)
         self.estimates.learn(run.key, peak)
         task = run.task
         self.writes.result(
