@@ -22,6 +22,7 @@ import psutil
 from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
+from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
@@ -89,6 +90,8 @@ class ServerSettings:
     commands: dict[str, Command] = field(default_factory=dict)
     #: the most retries a submission may ask for
     max_retries: int = 10
+    #: the config file's settings (``serve --config``), under the options above
+    base_config: RunnerConfig | None = None
 
 
 class ServerState:
@@ -99,7 +102,9 @@ class ServerState:
         # Workers of a server run in "/" and import only what is installed (or on
         # PYTHONPATH), never from the directory the server was started in.
         options = {"task_dir": "", **settings.runner_options}
-        self.runner = Runner(store=settings.store, workers=settings.workers, **options)
+        self.runner = Runner(
+            store=settings.store, workers=settings.workers, config=settings.base_config, **options
+        )
         self.stores = ThreadStores(self.runner.config.store)
         self.backpressure = Backpressure(
             max_pending=settings.max_pending_tasks,
