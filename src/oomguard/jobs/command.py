@@ -28,12 +28,14 @@ import shlex
 import signal
 import string
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oomguard.errors import ConfigError, OomguardError, PayloadError
+from oomguard.jobs.command_fields import Field, check_template
 
 PREFIX = "cmd:"
 #: bytes of stderr kept (the end of it)
@@ -53,10 +55,21 @@ class CommandFailed(OomguardError):
 
 @dataclass(frozen=True)
 class Command:
-    """A program with an argument template; calling it runs the program once."""
+    """A program with an argument template; calling it runs the program once.
+
+    ``declared`` (a server's ``--commands``): each field's value is checked by its
+    :class:`~oomguard.jobs.command_fields.Field` (``types``; ``str`` when not named), the
+    program runs in ``cwd`` (None: a fresh private directory per attempt, removed after)
+    with ``env`` (None: :func:`minimal_env`). Otherwise (``oomguard run --cmd``, the
+    user's own command) it runs in the worker's directory with its environment.
+    """
 
     argv: tuple[str, ...]
     shell: bool = False
+    declared: bool = False
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] | None = None
+    types: tuple[tuple[str, Field], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(a, str) for a in self.argv):
@@ -69,11 +82,29 @@ class Command:
                     raise ConfigError(
                         f"command argument {arg!r}: {{{name}}} is not a parameter name"
                     )
+        if not self.declared:
+            return
+        if self.shell:
+            raise ConfigError("a declared command never runs through a shell")
+        check_template(self.argv, fields_of)
+        if self.cwd is not None and not os.path.isabs(self.cwd):
+            raise ConfigError(f"cwd {self.cwd!r} is not an absolute path")
+        unused = sorted({name for name, _ in self.types} - self.fields)
+        if unused:
+            raise ConfigError(f"field(s) {', '.join(unused)} not used in argv")
 
     @property
     def reference(self) -> str:
         """The reference the store keeps and workers load."""
-        body = {"argv": list(self.argv), "shell": self.shell}
+        body: dict[str, Any] = {"argv": list(self.argv), "shell": self.shell}
+        if self.declared:
+            body["declared"] = True
+            if self.cwd is not None:
+                body["cwd"] = self.cwd
+            if self.env is not None:
+                body["env"] = dict(self.env)
+            if self.types:
+                body["fields"] = {name: f.to_json() for name, f in self.types}
         return PREFIX + json.dumps(body, separators=(",", ":"))
 
     @property
@@ -82,8 +113,15 @@ class Command:
         return {name for arg in self.argv for name in fields_of(arg)}
 
     def args(self, params: dict[str, Any]) -> list[str]:
-        """The argument list for ``params`` (with shell: one command line, values quoted)."""
-        values = {k: _text(v) for k, v in params.items()}
+        """The argument list for ``params`` (with shell: one command line, values quoted);
+        PayloadError when a declared command's field does not accept its value."""
+        if self.declared:
+            types = dict(self.types)
+            values = {
+                k: types.get(k, PLAIN).text(k, v) for k, v in params.items() if k in self.fields
+            }
+        else:
+            values = {k: _text(v) for k, v in params.items()}
         if self.shell:
             values = {k: shlex.quote(v) for k, v in values.items()}
         out = []
@@ -100,10 +138,44 @@ class Command:
         return out
 
     def __call__(self, **params: Any) -> dict[str, Any]:
-        return run(self.args(params), self.shell)
+        args = self.args(params)
+        if not self.declared:
+            return run(args, self.shell)
+        if self.cwd is not None:
+            env = dict(self.env) if self.env is not None else minimal_env(self.cwd)
+            return run(args, cwd=self.cwd, env=_with_mark(env))
+        # A fresh private directory: relative paths resolve there, never from "/", and
+        # nothing one attempt leaves is seen by the next.
+        with tempfile.TemporaryDirectory(prefix="oomguard-cmd-") as private:
+            env = dict(self.env) if self.env is not None else minimal_env(private)
+            return run(args, cwd=private, env=_with_mark(env))
 
     def __str__(self) -> str:
         return self.argv[0] if self.shell else shlex.join(self.argv)
+
+
+#: a field of a declared command not named in its ``fields``: any text but an option
+PLAIN = Field()
+#: what :func:`minimal_env` passes on from the worker's environment
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+#: the variable that marks a watchdog-mode worker's descendants (worker/leftovers.py)
+MARK_ENV = "OOMGUARD_WORKER_MARK"
+
+
+def minimal_env(home: str) -> dict[str, str]:
+    """A declared command's environment when it names none: ``PATH``, ``LANG``,
+    ``LC_ALL``, ``TZ`` as the worker has them, ``HOME`` and ``TMPDIR`` its directory.
+    Nothing else: never the server's own settings or secrets (``OOMGUARD_*``, ``*_SECRET``,
+    a Sentry DSN)."""
+    env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
+    env["HOME"] = env["TMPDIR"] = home
+    return env
+
+
+def _with_mark(env: dict[str, str]) -> dict[str, str]:
+    # The worker's mark goes along, so what the program leaves is found if the worker dies.
+    mark = os.environ.get(MARK_ENV)
+    return {**env, MARK_ENV: mark} if mark else env
 
 
 def fields_of(template: str) -> list[str]:
@@ -161,8 +233,16 @@ def from_reference(ref: str) -> Command:
     """The :class:`Command` a ``cmd:`` reference names."""
     try:
         body = json.loads(ref[len(PREFIX) :])
-        return Command(tuple(body["argv"]), bool(body.get("shell", False)))
-    except (ValueError, KeyError, TypeError) as err:
+        env = body.get("env")
+        return Command(
+            tuple(body["argv"]),
+            bool(body.get("shell", False)),
+            declared=bool(body.get("declared", False)),
+            cwd=body.get("cwd"),
+            env=None if env is None else tuple((str(k), str(v)) for k, v in env.items()),
+            types=tuple((name, Field.from_table(f)) for name, f in body.get("fields", {}).items()),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"invalid command reference {ref[:200]!r}: {err}") from None
 
 
@@ -172,12 +252,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def run(args: list[str], shell: bool = False) -> dict[str, Any]:
-    """Run the program; its result dict, or :class:`CommandFailed`."""
+def run(
+    args: list[str],
+    shell: bool = False,
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the program (in ``cwd``, with ``env``; None: the worker's); its result dict,
+    or :class:`CommandFailed`."""
     try:
         proc = subprocess.Popen(
             args[0] if shell else args,
             shell=shell,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -324,11 +413,13 @@ def open_pidfd(pid: int) -> int | None:
 
 
 __all__ = [
+    "MARK_ENV",
     "Command",
     "CommandFailed",
     "command",
     "from_reference",
     "is_command",
     "label",
+    "minimal_env",
     "open_pidfd",
 ]

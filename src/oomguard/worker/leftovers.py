@@ -29,14 +29,13 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+from oomguard.jobs.command import MARK_ENV
 from oomguard.procfs import PROCFS_PATH, process_state, read_text
 
 #: prctl option that makes the caller a child subreaper
 PR_SET_CHILD_SUBREAPER = 36
 #: seconds a sweep waits for killed processes to exit (a process in D state takes a while)
 SWEEP_WAIT = 2.0
-#: environment variable that marks a watchdog-mode worker's descendants
-MARK_ENV = "OOMGUARD_WORKER_MARK"
 _READ = 65536
 
 
