@@ -4,7 +4,7 @@ removed: logged and counted by the pool, never raised (worker/leftovers.py, work
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,32 +14,32 @@ import pytest
 from fixtures.fake_cgroup import V2_FILES, write_files
 from oomguard.cgroups.detect import IsolationPlan
 from oomguard.errors import IsolationError
-from oomguard.worker.leftovers import Leftovers
 from oomguard.worker.pool import PoolConfig, WorkerPool
 
-
-def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+SWEEP = """
+import json, os, subprocess, sys
+from pathlib import Path
+from oomguard.worker.leftovers import Leftovers
+cg = Path(sys.argv[1])
+left = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        for _ in range(2)]
+(cg / "cgroup.procs").write_text("".join(f"{p}\\n" for p in (os.getpid(), *(p.pid for p in left))))
+sweeper = Leftovers(str(cg))
+first = sweeper.sweep()
+gone = [not Path(f"/proc/{p.pid}").exists() for p in left]
+(cg / "cgroup.procs").write_text(f"{os.getpid()}\\n")
+print(json.dumps({"first": first, "gone": gone, "again": sweeper.sweep()}))
+"""
 
 
 def test_sweep_kills_what_the_cgroup_lists_besides_the_worker(tmp_path: Path) -> None:
+    # In a process of its own: the sweep makes its process a child subreaper.
     cg = write_files(tmp_path / "w1", V2_FILES)
-    left = [_sleeper(), _sleeper()]
-    try:
-        (cg / "cgroup.procs").write_text(
-            "".join(f"{pid}\n" for pid in (os.getpid(), *(p.pid for p in left)))
-        )
-        sweeper = Leftovers(str(cg))
-        assert sweeper.sweep() == 2
-        # Killed and reaped (this process is their parent: the sweep waited for them).
-        assert [Path(f"/proc/{p.pid}").exists() for p in left] == [False, False]
-        # Nothing new listed: nothing killed, and the worker itself never.
-        (cg / "cgroup.procs").write_text(f"{os.getpid()}\n")
-        assert sweeper.sweep() == 0
-    finally:
-        for p in left:
-            p.kill()
-            p.wait()
+    out = subprocess.run([sys.executable, "-c", SWEEP, str(cg)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    # Both killed and reaped (no zombie left); nothing new listed: nothing killed, and
+    # the worker itself never.
+    assert json.loads(out) == {"first": 2, "gone": [True, True], "again": 0}
 
 
 class _StuckCgroup:

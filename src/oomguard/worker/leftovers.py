@@ -8,10 +8,12 @@ processes"):
 
 - **with a cgroup**, every process listed in the worker cgroup's ``cgroup.procs`` other
   than the worker is killed: one ``pread`` of a file kept open, no process scan;
-- **without one** (watchdog mode), the worker is a child subreaper
-  (``PR_SET_CHILD_SUBREAPER``): orphans of its descendants, daemons included, become its
-  children, and each child still there after the attempt is killed (found in
-  ``/proc/self/task/*/children``, the worker's own threads only).
+- **without one** (watchdog mode), each child of the worker still there after the attempt
+  is killed (found in ``/proc/self/task/*/children``, the worker's own threads only).
+
+Either way the worker is a child subreaper (``PR_SET_CHILD_SUBREAPER``): orphans of its
+descendants, daemons included, become its children, so it finds them without a cgroup
+and reaps what it killed (a zombie left to init still answers ``kill -0``).
 
 Killed processes are reaped; :meth:`Leftovers.sweep` says how many there were, which the
 worker records in the attempt's evidence (``left_processes``). What survives a worker's
@@ -59,6 +61,23 @@ def reap_children() -> None:
             return
 
 
+def _reap_killed(killed: set[int], deadline: float) -> None:
+    """Wait (until ``deadline``) for the killed processes that are this one's children:
+    one leaves its cgroup before it becomes a zombie to reap."""
+    waiting = set(killed)
+    while waiting:
+        for pid in list(waiting):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not ours (reaped by its own parent), or reaped
+                done = pid
+            if done:
+                waiting.discard(pid)
+        if not waiting or time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+
+
 def _pids(text: str) -> list[int]:
     return [int(word) for word in text.split() if word.isdigit()]
 
@@ -74,8 +93,9 @@ class Leftovers:
         if self._procs_path is not None:
             # Kept open: the sweep after each attempt is one pread.
             self._procs_fd = os.open(self._procs_path, os.O_RDONLY | os.O_CLOEXEC)
-        else:
-            become_subreaper()
+        # Orphans come to the worker: it finds them without a cgroup, and reaps what it
+        # killed itself (init may take its time, and a zombie still answers kill -0).
+        become_subreaper()
 
     def _listed(self) -> list[int]:
         """The processes to sweep: in the cgroup, or the children (without one)."""
@@ -119,16 +139,16 @@ class Leftovers:
                     continue
                 killed.add(pid)
             reap_children()
-            if not listed:
-                return len(killed)
             now = time.monotonic()
             if not deadline:
                 deadline = now + SWEEP_WAIT
-            elif now > deadline:
-                return len(killed)
+            if not listed or now > deadline:
+                break
             if not fresh:  # only dying ones left: give the kernel a moment
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
+        _reap_killed(killed, deadline)
+        return len(killed)
 
 
 def kill_marked(marks: Collection[str], proc_root: Path = PROCFS_PATH) -> int:
