@@ -80,7 +80,8 @@ def _none_left(pid_file: Path, expected: int) -> None:
 def _metric(served: Served, name: str, label: str) -> float:
     text = httpx.get(f"{served.url}/metrics").text
     match = re.search(rf'^{name}\{{[a-z]+="{label}"\}} ([0-9.]+)$', text, re.M)
-    return float(match.group(1)) if match else 0.0
+    assert match, f"no {name}{{{label}}} in /metrics:\n{text}"
+    return float(match.group(1))
 
 
 def test_a_daemonising_command_under_recycling_leaves_nothing_and_the_server_serves(
