@@ -144,3 +144,22 @@ def test_stdout_without_newlines_is_read_in_linear_time() -> None:
     err = min(timed("stderr") for _ in range(2))
     out = min(timed("stdout") for _ in range(2))
     assert out < 3 * err + 0.2, (out, err)
+
+
+def test_the_reading_ends_when_the_program_exits_not_its_leftover() -> None:
+    # The program leaves a process that holds its stdout open for 30 s: the attempt
+    # takes what the program wrote and ends when the program does.
+    import os
+    import time
+
+    from oomguard.jobs.command import run
+
+    code = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
+            "print('{\"left\": %d}' % p.pid, flush=True)")
+    t0 = time.monotonic()
+    result = run([sys.executable, "-c", code])
+    try:
+        assert time.monotonic() - t0 < 10
+        assert result["exit_status"] == 0 and result["left"] > 0
+    finally:
+        os.kill(result["left"], signal.SIGKILL)

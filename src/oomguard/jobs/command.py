@@ -29,7 +29,6 @@ import signal
 import string
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -329,19 +328,53 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-#: seconds the pipes are still read after the program exited (what it wrote last)
-DRAIN_AFTER_EXIT = 0.05
+#: bytes still read from the pipes once the program exited: what it left in them (a pipe
+#: holds at most 1 MiB); more comes from a process it left behind, which is not waited for
+DRAIN_AFTER_EXIT = 4 * 1024 * 1024
+
+
+class _Output:
+    """stdout's last non-empty line and stderr's tail, fed chunk by chunk.
+
+    Linear in what is read: a chunk without a newline is appended to the current line
+    (trimmed to :data:`LAST_LINE_MAX` now and then), never split again with it."""
+
+    def __init__(self) -> None:
+        self.current = bytearray()
+        self.last = b""
+        self.tail = b""
+
+    def add(self, stream: str, chunk: bytes) -> None:
+        if stream == "err":
+            self.tail = (self.tail + chunk)[-STDERR_TAIL:]
+            return
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self.current += chunk
+            if len(self.current) > 2 * LAST_LINE_MAX:
+                del self.current[:-LAST_LINE_MAX]
+            return
+        # Lines end in this chunk: the last non-empty one of them is the newest.
+        pieces = chunk[:cut].split(b"\n")
+        pieces[0] = bytes(self.current[-LAST_LINE_MAX:]) + pieces[0]
+        for piece in reversed(pieces):
+            if piece.strip():
+                self.last = piece[-LAST_LINE_MAX:]
+                break
+        self.current = bytearray(chunk[cut + 1 :])
+
+    def last_line(self) -> bytes:
+        rest = bytes(self.current[-LAST_LINE_MAX:])
+        return rest if rest.strip() else self.last
 
 
 def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """Read stdout and stderr to their end, keeping only stdout's last non-empty line and
-    stderr's tail: a chatty program never grows the worker.
+    stderr's tail (:class:`_Output`): a chatty program never grows the worker.
 
-    Linear in what is read: a chunk without a newline is appended to the current line
-    (trimmed to :data:`LAST_LINE_MAX` now and then), never split again with it. The
-    reading ends when the program has exited and its pipes are drained, even if a process
-    it left behind still holds them open (that process is killed after the attempt:
-    ``worker/leftovers.py``).
+    The reading ends when the program has exited and what it left in its pipes is read,
+    even if a process it left behind still holds them open (that process is killed after
+    the attempt: ``worker/leftovers.py``).
     """
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
@@ -350,55 +383,42 @@ def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     pidfd = open_pidfd(proc.pid)
     if pidfd is not None:
         sel.register(pidfd, selectors.EVENT_READ, "exit")
-    current = bytearray()
-    last, tail = b"", b""
-    drain_until: float | None = None
+    output = _Output()
+    after_exit: int | None = None  # bytes read since the program exited
     try:
         with sel:
             pipes = 2
             while pipes:
-                timeout = None
-                if drain_until is not None:
-                    timeout = drain_until - time.monotonic()
-                    if timeout <= 0:
-                        break  # exited; what still holds the pipes is not the program
-                events = sel.select(timeout)
-                if not events and drain_until is not None:
-                    break
+                events = sel.select(0 if after_exit is not None else None)
+                if not events:
+                    break  # exited, and its pipes hold nothing more
                 for key, _ in events:
                     if key.data == "exit":
                         sel.unregister(key.fileobj)
-                        drain_until = time.monotonic() + DRAIN_AFTER_EXIT
+                        after_exit = 0
+                        for stream in (proc.stdout, proc.stderr):
+                            os.set_blocking(stream.fileno(), False)
                         continue
-                    chunk = os.read(key.fd, 65536)
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        chunk = b""  # drained; only a leftover process holds it open
                     if not chunk:
                         sel.unregister(key.fileobj)
                         pipes -= 1
                         continue
-                    if key.data == "err":
-                        tail = (tail + chunk)[-STDERR_TAIL:]
-                        continue
-                    cut = chunk.rfind(b"\n")
-                    if cut < 0:
-                        current += chunk
-                        if len(current) > 2 * LAST_LINE_MAX:
-                            del current[:-LAST_LINE_MAX]
-                        continue
-                    # Lines end in this chunk: the last non-empty one of them is the newest.
-                    pieces = chunk[:cut].split(b"\n")
-                    pieces[0] = bytes(current[-LAST_LINE_MAX:]) + pieces[0]
-                    for piece in reversed(pieces):
-                        if piece.strip():
-                            last = piece[-LAST_LINE_MAX:]
+                    output.add(key.data, chunk)
+                    if after_exit is not None:
+                        after_exit += len(chunk)
+                        if after_exit > DRAIN_AFTER_EXIT:
+                            pipes = 0
                             break
-                    current = bytearray(chunk[cut + 1 :])
     finally:
         if pidfd is not None:
             os.close(pidfd)
     proc.stdout.close()
     proc.stderr.close()
-    rest = bytes(current[-LAST_LINE_MAX:])
-    return (rest if rest.strip() else last), tail
+    return output.last_line(), output.tail
 
 
 def open_pidfd(pid: int) -> int | None:
