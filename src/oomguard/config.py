@@ -1,7 +1,14 @@
-"""Frozen configuration, from keyword arguments, ``oomguard.toml`` and ``OOMGUARD_*``.
+"""Frozen configuration, from keyword arguments, a config file and ``OOMGUARD_*``.
 
 Precedence: explicit values (Python arguments, CLI options) > environment > config file >
 defaults. Unknown keys in the file are rejected, not ignored.
+
+A config file is read only from where the user pointed (docs/ARCHITECTURE.md,
+"Trusted inputs"): ``--config FILE`` or ``OOMGUARD_CONFIG``. ``oomguard run`` also reads
+an unnamed ``./oomguard.toml`` when it is a regular file owned by the user and not
+writable by group or others, and never takes a connection target (:data:`TARGET_KEYS`)
+from it; ``serve`` and the Python API never read an unnamed file
+(:func:`config_source`).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -243,17 +251,85 @@ def _coerce(name: str, value: Any) -> Any:
     return value if value is None else str(value)
 
 
+#: the config file ``oomguard run`` looks for in its directory when none is named
+IMPLICIT_CONFIG = "oomguard.toml"
+#: keys naming where oomguard connects or sends: only from a file the user named
+TARGET_KEYS = ("dask_address", "executor", "kernel_log", "notify_url", "sentry_dsn")
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Which config file is read, and the line that tells the operator so."""
+
+    #: the file to read (None: none)
+    file: Path | None
+    #: named by ``--config`` or ``OOMGUARD_CONFIG`` (an unnamed file sets no target)
+    named: bool
+    #: for the operator at start ("" when there is nothing to say)
+    note: str
+
+
+def config_source(
+    path: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    implicit: bool = False,
+    directory: Path = Path("."),
+) -> ConfigSource:
+    """The config file to read: ``path``, else ``OOMGUARD_CONFIG``, else (``implicit``,
+    for ``oomguard run``) ``directory/oomguard.toml`` if it is a regular file owned by
+    this user and not writable by group or others. A file there that is not read is said
+    in :attr:`ConfigSource.note`."""
+    env = dict(os.environ if env is None else env)
+    named = str(path) if path else env.get("OOMGUARD_CONFIG", "")
+    if named:
+        file = Path(named)
+        return ConfigSource(file, True, f"config from {file.resolve()}")
+    here = directory / IMPLICIT_CONFIG
+    try:
+        st = os.lstat(here)
+    except OSError:
+        return ConfigSource(None, False, "")
+    shown = f"./{IMPLICIT_CONFIG}" if directory == Path(".") else str(here)
+    if not implicit:
+        return ConfigSource(
+            None,
+            False,
+            f"ignoring {shown}: a config file is read only when named "
+            "(--config FILE or OOMGUARD_CONFIG)",
+        )
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "it is not a regular file"
+    elif st.st_uid != os.geteuid():
+        why = f"it is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        why = f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    if why is not None:
+        return ConfigSource(
+            None, False, f"ignoring {shown}: {why}; name a file with --config to use it"
+        )
+    return ConfigSource(here, False, f"config from {here.resolve()} (found in this directory)")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
+    *,
+    source: ConfigSource | None = None,
     **overrides: Any,
 ) -> RunnerConfig:
-    """Build the config: ``overrides`` > ``OOMGUARD_*`` env > ``oomguard.toml`` > defaults."""
+    """Build the config: ``overrides`` > ``OOMGUARD_*`` env > the config file > defaults.
+
+    The file is ``source``'s, else ``path`` or ``OOMGUARD_CONFIG`` (never an unnamed
+    one: see :func:`config_source`)."""
     env = dict(os.environ if env is None else env)
     known = {f.name for f in fields(RunnerConfig)}
     values: dict[str, Any] = {}
-    file = Path(path) if path else Path(env.get("OOMGUARD_CONFIG", "oomguard.toml"))
-    if path or file.exists():
+    if source is None:
+        source = config_source(path, env)
+    file = source.file
+    if file is not None:
         try:
             data = tomllib.loads(file.read_text())
         except OSError as err:
@@ -264,6 +340,13 @@ def load_config(
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown key(s) in {str(file)!r}: {', '.join(unknown)}")
+        targets = sorted(set(data) & set(TARGET_KEYS))
+        if targets and not source.named:
+            raise ConfigError(
+                f"{str(file)!r} was not named, so it may not set {', '.join(targets)} "
+                "(where oomguard connects or sends): name it with --config FILE or "
+                "OOMGUARD_CONFIG, or give these as options"
+            )
         values.update({k: _coerce(k, v) for k, v in data.items()})
     for name in known:
         key = "OOMGUARD_" + name.upper()

@@ -26,6 +26,7 @@ __all__ = [
     "page_size",
     "parse_stat",
     "process_start_time",
+    "process_state",
     "read_int",
     "read_stat",
     "read_text",
@@ -106,6 +107,15 @@ def read_stat(
         return parse_stat(text)
     except (ValueError, IndexError):
         return None
+
+
+def process_state(pid: Pid, procfs_path: str | os.PathLike[str] = PROCFS_PATH) -> str | None:
+    """The one-letter state of ``pid`` (``R``, ``S``, ``Z`` ...), or ``None`` if it is gone."""
+    text = read_text(_dir(pid, procfs_path) / "stat")
+    if text is None:
+        return None
+    rest = text[text.rfind(")") + 2 :]
+    return rest[:1] or None
 
 
 def process_start_time(pid: Pid, procfs_path: str | os.PathLike[str] = PROCFS_PATH) -> int | None:

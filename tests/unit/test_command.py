@@ -125,3 +125,41 @@ def test_a_command_is_labelled_by_its_program() -> None:
     assert label(command(["/opt/sim/bin/simulate", "{n}"]).reference) == "cmd:simulate"
     assert label(command("Rscript fit.R {n}", shell=True).reference) == "cmd:Rscript"
     assert label("oomguard.examples:noop") == "oomguard.examples:noop"
+
+
+def test_stdout_without_newlines_is_read_in_linear_time() -> None:
+    # 64 MiB in one line on stdout costs about what it costs on stderr (each chunk was
+    # split again together with the whole line so far: 25 times the cost).
+    import time
+
+    from oomguard.jobs.command import run
+
+    def timed(stream: str) -> float:
+        code = f"import sys; sys.{stream}.buffer.write(b'x' * (64 << 20))"
+        t0 = time.perf_counter()
+        run([sys.executable, "-c", code])
+        return time.perf_counter() - t0
+
+    timed("stderr")  # warm the page cache and the interpreter
+    err = min(timed("stderr") for _ in range(2))
+    out = min(timed("stdout") for _ in range(2))
+    assert out < 3 * err + 0.2, (out, err)
+
+
+def test_the_reading_ends_when_the_program_exits_not_its_leftover() -> None:
+    # The program leaves a process that holds its stdout open for 30 s: the attempt
+    # takes what the program wrote and ends when the program does.
+    import os
+    import time
+
+    from oomguard.jobs.command import run
+
+    code = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
+            "print('{\"left\": %d}' % p.pid, flush=True)")
+    t0 = time.monotonic()
+    result = run([sys.executable, "-c", code])
+    try:
+        assert time.monotonic() - t0 < 10
+        assert result["exit_status"] == 0 and result["left"] > 0
+    finally:
+        os.kill(result["left"], signal.SIGKILL)

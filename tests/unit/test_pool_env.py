@@ -14,7 +14,7 @@ from oomguard.worker.pool import PoolConfig, WorkerPool
 def env_of(drop: tuple[str, ...]) -> dict[str, str] | None:
     config = PoolConfig(workers=0, isolation=None, env_drop=drop)  # type: ignore[arg-type]
     fake: Any = SimpleNamespace(config=config)
-    return WorkerPool._env(fake)
+    return WorkerPool._env(fake, None)
 
 
 def test_the_dask_nannys_malloc_trim_threshold_is_not_inherited(

@@ -46,6 +46,7 @@ class MetricsSource(Protocol):
     def worker_rss(self) -> dict[str, int]: ...
 
     def worker_recycles(self) -> dict[str, int]: ...
+    def worker_leftovers(self) -> dict[str, int]: ...
 
     def worker_isolation(self) -> dict[str, str]: ...
 
@@ -138,6 +139,16 @@ class _StateCollector(Collector):
         for reason, n in sorted(src.worker_recycles().items()):
             recycles.add_metric([reason], n)
         yield recycles
+        leftovers = CounterMetricFamily(
+            "oomguard_worker_leftovers",
+            "Cleaned up after workers, by kind: processes_killed (left by a dead worker "
+            "without a cgroup), cgroups_not_removed (logged; a process stuck in the kernel)",
+            labels=["kind"],
+        )
+        counts = src.worker_leftovers()
+        for kind in ("cgroups_not_removed", "processes_killed"):
+            leftovers.add_metric([kind], counts.get(kind, 0))
+        yield leftovers
         isolation = GaugeMetricFamily(
             "oomguard_worker_isolation",
             "1 for each worker (a Dask worker by address) and how it isolates attempts: "

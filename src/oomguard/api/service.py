@@ -23,6 +23,7 @@ from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
 from oomguard.api.tenancy import Tenancy
+from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
@@ -93,6 +94,8 @@ class ServerSettings:
     commands: dict[str, Command] = field(default_factory=dict)
     #: the most retries a submission may ask for
     max_retries: int = 10
+    #: the config file's settings (``serve --config``), under the options above
+    base_config: RunnerConfig | None = None
 
     def access(self) -> Tenancy:
         """Who may ask: the tokens file's grants, else the one token, else open."""
@@ -107,7 +110,9 @@ class ServerState:
         # Workers of a server run in "/" and import only what is installed (or on
         # PYTHONPATH), never from the directory the server was started in.
         options = {"task_dir": "", **settings.runner_options}
-        self.runner = Runner(store=settings.store, workers=settings.workers, **options)
+        self.runner = Runner(
+            store=settings.store, workers=settings.workers, config=settings.base_config, **options
+        )
         self.stores = ThreadStores(self.runner.config.store)
         self.backpressure = Backpressure(
             max_pending=settings.max_pending_tasks,
@@ -291,6 +296,9 @@ class ServerState:
 
     def worker_recycles(self) -> dict[str, int]:
         return dict(self.runner.view().recycles)
+
+    def worker_leftovers(self) -> dict[str, int]:
+        return dict(self.runner.view().leftovers)
 
     def worker_isolation(self) -> dict[str, str]:
         return dict(self.runner.view().worker_isolation)

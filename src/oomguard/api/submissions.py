@@ -219,6 +219,10 @@ def _binder(fn: Any) -> Callable[[dict[str, Any]], None]:
             missing = sorted(fields - set(call))
             if missing:
                 raise TypeError(f"missing argument(s) {', '.join(missing)} of its template")
+            try:
+                fn.args(call)  # each value checked by its field's type
+            except PayloadError as err:
+                raise TypeError(str(err)) from None
 
         return fill
     signature = inspect.signature(unwrap(fn))

@@ -47,6 +47,18 @@ def existing_store_option(f: F) -> F:
     )(f)
 
 
+def config_option(help: str) -> Callable[[F], F]:
+    """``--config FILE`` (into ``config_file``): the config file to read (``OOMGUARD_CONFIG``)."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=help,
+        **env("CONFIG"),
+    )
+
+
 def json_option(help: str = "Print JSON.", name: str = "JSON") -> Callable[[F], F]:
     """``--json`` (into the parameter ``as_json``), with the envvar ``OOMGUARD_<name>``."""
     return click.option("--json", "as_json", is_flag=True, help=help, **env(name))

@@ -18,6 +18,7 @@ from oomguard.cli.jobs import FAILURES_READ, print_status
 from oomguard.cli.options import (
     RUN_SECTIONS,
     SectionedCommand,
+    config_option,
     json_option,
     lost_retries_option,
     notify_options,
@@ -32,7 +33,7 @@ from oomguard.cli.spec import (
     merge,
     parameter_rows,
 )
-from oomguard.config import load_config
+from oomguard.config import config_source, load_config
 from oomguard.errors import ConfigError, JobStoppedError, PayloadError
 from oomguard.units import format_size
 
@@ -177,6 +178,11 @@ if TYPE_CHECKING:
     help="Start a local Dask cluster of N workers to try the dask executor.",
 )
 @notify_options
+@config_option(
+    "TOML config file to read; without it ./oomguard.toml is read only if you own it and "
+    "only you may write it, and it may not set where oomguard connects (dask_address, "
+    "kernel_log, notify_url, sentry_dsn, executor)"
+)
 @json_option("Print one JSON object at the end.")
 def run(**given: Any) -> None:
     """Run TASK (module:function or path/to/file.py:function), or the program of --cmd,
@@ -299,7 +305,12 @@ def _sweep(
     closer = None
     if dask_local:
         options["executor"] = "dask"
-    config = load_config(store=store, **{k: v for k, v in options.items() if v is not None})
+    source = config_source(options.pop("config_file"), implicit=True)
+    if source.note:  # before the file is read: its errors follow this line
+        say(source.note, options.get("log_format") or "plain")
+    config = load_config(
+        source=source, store=store, **{k: v for k, v in options.items() if v is not None}
+    )
     if dask_local:
         from oomguard.cli.dask_options import local_cluster
 

@@ -16,6 +16,7 @@ import click
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import (
     allowed_host_option,
+    config_option,
     env,
     lost_retries_option,
     notify_options,
@@ -166,6 +167,10 @@ def is_loopback(host: str) -> bool:
 @lost_retries_option
 @worker_options
 @notify_options
+@config_option(
+    "TOML config file to read (serve never reads an unnamed ./oomguard.toml: it says it "
+    "ignores one)"
+)
 def serve(
     store: str,
     listen: str,
@@ -188,6 +193,7 @@ def serve(
     commands_file: str | None,
     max_retries: int,
     retention: str | None,
+    config_file: str | None,
     **options: Any,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
@@ -209,7 +215,7 @@ def serve(
     from oomguard.api.commands import read_commands
     from oomguard.api.guard import server_names
     from oomguard.api.http_server import Listening, check_tls, uvicorn_config
-    from oomguard.config import load_config
+    from oomguard.config import config_source, load_config
     from oomguard.notify.build import check_notifications
     from oomguard.ui.session import Sessions
     from oomguard.ui.web import add_ui
@@ -234,6 +240,9 @@ def serve(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     commands = read_commands(commands_file) if commands_file else {}
+    # Options (and their OOMGUARD_* variables) come through click: env={} here.
+    source = config_source(config_file, env={})
+    base_config = load_config(env={}, source=source)
     retention_s = parse_duration(retention) if retention else None
     limit = resolve_scheduler_memory_limit(
         parse_size(scheduler_memory_limit) if scheduler_memory_limit else None,
@@ -252,6 +261,7 @@ def serve(
         heap_profiling=heap_profiling,
         commands=commands,
         max_retries=max_retries,
+        base_config=base_config,
         runner_options={
             k: v
             for k, v in {
@@ -262,9 +272,9 @@ def serve(
             if v is not None
         },
     )
-    # The CLI's settings, else oomguard.toml's (as the runner reads them): a bad DSN or a
-    # secret file others may read is said before the store is opened.
-    check_notifications(load_config(env={}).replace(**settings.runner_options))
+    # The CLI's settings, else the named config file's (as the runner reads them): a bad
+    # DSN or a secret file others may read is said before the store is opened.
+    check_notifications(base_config.replace(**settings.runner_options))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -280,6 +290,8 @@ def serve(
     try:
         state = ServerState(settings)
         log_to_stderr(state.runner.config.log_format)
+        if source.note:
+            say(source.note, state.runner.config.log_format)
         state.start()
         # Its lifespan stops the scheduler as uvicorn shuts down, before uvicorn re-raises
         # the signal that stopped it: cleanup must not wait for code after run().

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -36,6 +37,8 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 #: spec keys that are not options of ``run`` (what a job is made of)
+#: the most rows a [grid] may make: they are held in memory (a params file is streamed)
+MAX_GRID_ROWS = 1_000_000
 JOB_KEYS = ("task", "cmd", "shell", "command", "params", "rows", "grid", "name")
 #: options of ``run`` that a spec cannot set
 NOT_IN_SPEC = ("set", "json")
@@ -161,6 +164,44 @@ def _load(path: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"cannot read spec {path!r}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason})") from None
+    try:
+        return _parse(path, text)
+    except (RecursionError, MemoryError) as err:
+        # The parsers recurse per nesting level: 100,000 brackets exhaust the stack.
+        what = "nested too deeply" if isinstance(err, RecursionError) else "too large"
+        raise ConfigError(
+            f"{path}:{_deepest_line(text)}: {what} to read ({type(err).__name__})"
+        ) from None
+
+
+def _deepest_line(text: str) -> int:
+    """The line where brackets nest deepest (outside quoted strings, roughly)."""
+    depth = best = 0
+    line = best_line = 1
+    quote = ""
+    escaped = False
+    for char in text:
+        if char == "\n":
+            line += 1
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif char in "]}":
+            depth -= 1
+    return best_line
+
+
+def _parse(path: str, text: str) -> tuple[dict[str, Any], str]:
     if path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -249,6 +290,13 @@ def _job_value(where: _Where, key: str, value: Any, base: str) -> Any:
     for name, values in value.items():
         if isinstance(values, list) and not values:
             raise ConfigError(f"{where.at(name)}: grid.{name}: an empty list makes no rows")
+    # Counted before one row is built: a few bytes of lists can make billions of rows.
+    count = math.prod(len(v) if isinstance(v, list) else 1 for v in value.values())
+    if count > MAX_GRID_ROWS:
+        raise ConfigError(
+            f"{where.at(key)}: [grid] makes {count:,} rows, more than the {MAX_GRID_ROWS:,} "
+            "a spec may hold in memory: write the rows to a params file (read as a stream)"
+        )
     return value
 
 

@@ -86,6 +86,11 @@ class Executor(Protocol):
     def recycles(self) -> dict[str, int]:
         """Workers recycled, by reason."""
 
+    @property
+    def leftovers(self) -> dict[str, int]:
+        """What was cleaned up after this machine's workers, by kind
+        (``processes_killed``, ``cgroups_not_removed``: worker/pool.py)."""
+
     def worker_pids(self) -> dict[str, int]:
         """The pids of the workers on this machine, by name (empty for a cluster)."""
 

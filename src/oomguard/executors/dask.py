@@ -180,6 +180,11 @@ class DaskExecutor:
         """Workers restarted, by reason."""
         return self.recycler.recycles
 
+    @property
+    def leftovers(self) -> dict[str, int]:
+        """Nothing counted here: each Dask worker's own pool cleans up after its children."""
+        return {}
+
     # -- capacity ---------------------------------------------------------------------
 
     def _refresh_workers(self, force: bool = False) -> None:

@@ -49,6 +49,10 @@ class LocalExecutor:
     def recycles(self) -> dict[str, int]:
         return self.pool.recycles
 
+    @property
+    def leftovers(self) -> dict[str, int]:
+        return self.pool.leftovers
+
     def worker_pids(self) -> dict[str, int]:
         return {w.name: w.pid for w in list(self.pool.workers.values())}
 

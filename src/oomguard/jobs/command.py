@@ -28,11 +28,13 @@ import shlex
 import signal
 import string
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from oomguard.errors import ConfigError, OomguardError, PayloadError
+from oomguard.jobs.command_fields import Field, check_template
 
 PREFIX = "cmd:"
 #: bytes of stderr kept (the end of it)
@@ -52,10 +54,21 @@ class CommandFailed(OomguardError):
 
 @dataclass(frozen=True)
 class Command:
-    """A program with an argument template; calling it runs the program once."""
+    """A program with an argument template; calling it runs the program once.
+
+    ``declared`` (a server's ``--commands``): each field's value is checked by its
+    :class:`~oomguard.jobs.command_fields.Field` (``types``; ``str`` when not named), the
+    program runs in ``cwd`` (None: a fresh private directory per attempt, removed after)
+    with ``env`` (None: :func:`minimal_env`). Otherwise (``oomguard run --cmd``, the
+    user's own command) it runs in the worker's directory with its environment.
+    """
 
     argv: tuple[str, ...]
     shell: bool = False
+    declared: bool = False
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] | None = None
+    types: tuple[tuple[str, Field], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv or not all(isinstance(a, str) for a in self.argv):
@@ -68,11 +81,29 @@ class Command:
                     raise ConfigError(
                         f"command argument {arg!r}: {{{name}}} is not a parameter name"
                     )
+        if not self.declared:
+            return
+        if self.shell:
+            raise ConfigError("a declared command never runs through a shell")
+        check_template(self.argv, fields_of)
+        if self.cwd is not None and not os.path.isabs(self.cwd):
+            raise ConfigError(f"cwd {self.cwd!r} is not an absolute path")
+        unused = sorted({name for name, _ in self.types} - self.fields)
+        if unused:
+            raise ConfigError(f"field(s) {', '.join(unused)} not used in argv")
 
     @property
     def reference(self) -> str:
         """The reference the store keeps and workers load."""
-        body = {"argv": list(self.argv), "shell": self.shell}
+        body: dict[str, Any] = {"argv": list(self.argv), "shell": self.shell}
+        if self.declared:
+            body["declared"] = True
+            if self.cwd is not None:
+                body["cwd"] = self.cwd
+            if self.env is not None:
+                body["env"] = dict(self.env)
+            if self.types:
+                body["fields"] = {name: f.to_json() for name, f in self.types}
         return PREFIX + json.dumps(body, separators=(",", ":"))
 
     @property
@@ -81,8 +112,15 @@ class Command:
         return {name for arg in self.argv for name in fields_of(arg)}
 
     def args(self, params: dict[str, Any]) -> list[str]:
-        """The argument list for ``params`` (with shell: one command line, values quoted)."""
-        values = {k: _text(v) for k, v in params.items()}
+        """The argument list for ``params`` (with shell: one command line, values quoted);
+        PayloadError when a declared command's field does not accept its value."""
+        if self.declared:
+            types = dict(self.types)
+            values = {
+                k: types.get(k, PLAIN).text(k, v) for k, v in params.items() if k in self.fields
+            }
+        else:
+            values = {k: _text(v) for k, v in params.items()}
         if self.shell:
             values = {k: shlex.quote(v) for k, v in values.items()}
         out = []
@@ -99,10 +137,44 @@ class Command:
         return out
 
     def __call__(self, **params: Any) -> dict[str, Any]:
-        return run(self.args(params), self.shell)
+        args = self.args(params)
+        if not self.declared:
+            return run(args, self.shell)
+        if self.cwd is not None:
+            env = dict(self.env) if self.env is not None else minimal_env(self.cwd)
+            return run(args, cwd=self.cwd, env=_with_mark(env))
+        # A fresh private directory: relative paths resolve there, never from "/", and
+        # nothing one attempt leaves is seen by the next.
+        with tempfile.TemporaryDirectory(prefix="oomguard-cmd-") as private:
+            env = dict(self.env) if self.env is not None else minimal_env(private)
+            return run(args, cwd=private, env=_with_mark(env))
 
     def __str__(self) -> str:
         return self.argv[0] if self.shell else shlex.join(self.argv)
+
+
+#: a field of a declared command not named in its ``fields``: any text but an option
+PLAIN = Field()
+#: what :func:`minimal_env` passes on from the worker's environment
+KEPT_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+#: the variable that marks a watchdog-mode worker's descendants (worker/leftovers.py)
+MARK_ENV = "OOMGUARD_WORKER_MARK"
+
+
+def minimal_env(home: str) -> dict[str, str]:
+    """A declared command's environment when it names none: ``PATH``, ``LANG``,
+    ``LC_ALL``, ``TZ`` as the worker has them, ``HOME`` and ``TMPDIR`` its directory.
+    Nothing else: never the server's own settings or secrets (``OOMGUARD_*``, ``*_SECRET``,
+    a Sentry DSN)."""
+    env = {name: os.environ[name] for name in KEPT_ENV if name in os.environ}
+    env["HOME"] = env["TMPDIR"] = home
+    return env
+
+
+def _with_mark(env: dict[str, str]) -> dict[str, str]:
+    # The worker's mark goes along, so what the program leaves is found if the worker dies.
+    mark = os.environ.get(MARK_ENV)
+    return {**env, MARK_ENV: mark} if mark else env
 
 
 def fields_of(template: str) -> list[str]:
@@ -171,8 +243,16 @@ def from_reference(ref: str) -> Command:
     """The :class:`Command` a ``cmd:`` reference names."""
     try:
         body = json.loads(ref[len(PREFIX) :])
-        return Command(tuple(body["argv"]), bool(body.get("shell", False)))
-    except (ValueError, KeyError, TypeError) as err:
+        env = body.get("env")
+        return Command(
+            tuple(body["argv"]),
+            bool(body.get("shell", False)),
+            declared=bool(body.get("declared", False)),
+            cwd=body.get("cwd"),
+            env=None if env is None else tuple((str(k), str(v)) for k, v in env.items()),
+            types=tuple((name, Field.from_table(f)) for name, f in body.get("fields", {}).items()),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"invalid command reference {ref[:200]!r}: {err}") from None
 
 
@@ -182,12 +262,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
         ctypes.CDLL(name).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def run(args: list[str], shell: bool = False) -> dict[str, Any]:
-    """Run the program; its result dict, or :class:`CommandFailed`."""
+def run(
+    args: list[str],
+    shell: bool = False,
+    *,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the program (in ``cwd``, with ``env``; None: the worker's); its result dict,
+    or :class:`CommandFailed`."""
     try:
         proc = subprocess.Popen(
             args[0] if shell else args,
             shell=shell,
+            cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -250,32 +339,118 @@ def _json_object(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: bytes still read from the pipes once the program exited: what it left in them (a pipe
+#: holds at most 1 MiB); more comes from a process it left behind, which is not waited for
+DRAIN_AFTER_EXIT = 4 * 1024 * 1024
+
+
+class _Output:
+    """stdout's last non-empty line and stderr's tail, fed chunk by chunk.
+
+    Linear in what is read: a chunk without a newline is appended to the current line
+    (trimmed to :data:`LAST_LINE_MAX` now and then), never split again with it."""
+
+    def __init__(self) -> None:
+        self.current = bytearray()
+        self.last = b""
+        self.tail = b""
+
+    def add(self, stream: str, chunk: bytes) -> None:
+        if stream == "err":
+            self.tail = (self.tail + chunk)[-STDERR_TAIL:]
+            return
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self.current += chunk
+            if len(self.current) > 2 * LAST_LINE_MAX:
+                del self.current[:-LAST_LINE_MAX]
+            return
+        # Lines end in this chunk: the last non-empty one of them is the newest.
+        pieces = chunk[:cut].split(b"\n")
+        pieces[0] = bytes(self.current[-LAST_LINE_MAX:]) + pieces[0]
+        for piece in reversed(pieces):
+            if piece.strip():
+                self.last = piece[-LAST_LINE_MAX:]
+                break
+        self.current = bytearray(chunk[cut + 1 :])
+
+    def last_line(self) -> bytes:
+        rest = bytes(self.current[-LAST_LINE_MAX:])
+        return rest if rest.strip() else self.last
+
+
 def _read(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
     """Read stdout and stderr to their end, keeping only stdout's last non-empty line and
-    stderr's tail: a chatty program never grows the worker."""
+    stderr's tail (:class:`_Output`): a chatty program never grows the worker.
+
+    The reading ends when the program has exited and what it left in its pipes is read,
+    even if a process it left behind still holds them open (that process is killed after
+    the attempt: ``worker/leftovers.py``).
+    """
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
     sel.register(proc.stderr, selectors.EVENT_READ, "err")
-    current, last, tail = b"", b"", b""
-    with sel:
-        while sel.get_map():
-            for key, _ in sel.select():
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                if key.data == "err":
-                    tail = (tail + chunk)[-STDERR_TAIL:]
-                    continue
-                lines = (current + chunk).split(b"\n")
-                current = lines.pop()[-LAST_LINE_MAX:]
-                done = [line for line in lines if line.strip()]
-                if done:
-                    last = done[-1][-LAST_LINE_MAX:]
+    pidfd = open_pidfd(proc.pid)
+    if pidfd is not None:
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+    output = _Output()
+    after_exit: int | None = None  # bytes read since the program exited
+    try:
+        with sel:
+            pipes = 2
+            while pipes:
+                events = sel.select(0 if after_exit is not None else None)
+                if not events:
+                    break  # exited, and its pipes hold nothing more
+                for key, _ in events:
+                    if key.data == "exit":
+                        sel.unregister(key.fileobj)
+                        after_exit = 0
+                        for stream in (proc.stdout, proc.stderr):
+                            os.set_blocking(stream.fileno(), False)
+                        continue
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        chunk = b""  # drained; only a leftover process holds it open
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        pipes -= 1
+                        continue
+                    output.add(key.data, chunk)
+                    if after_exit is not None:
+                        after_exit += len(chunk)
+                        if after_exit > DRAIN_AFTER_EXIT:
+                            pipes = 0
+                            break
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     proc.stdout.close()
     proc.stderr.close()
-    return (current if current.strip() else last), tail
+    return output.last_line(), output.tail
 
 
-__all__ = ["Command", "CommandFailed", "command", "from_reference", "is_command", "label"]
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for ``pid``, readable once it exits (Linux >= 5.3), or None."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None
+
+
+__all__ = [
+    "MARK_ENV",
+    "Command",
+    "CommandFailed",
+    "command",
+    "from_reference",
+    "is_command",
+    "label",
+    "minimal_env",
+    "open_pidfd",
+]

@@ -327,6 +327,7 @@ class Scheduler:
             workers=self.executor.worker_pids(),
             worker_isolation=self.executor.worker_isolation(),
             recycles=dict(self.executor.recycles),
+            leftovers=dict(self.executor.leftovers),
             duplicates=self.recorder.stats.duplicates,
         )
 

@@ -229,7 +229,10 @@ class AttemptRecorder:
                 # A peak reached within memory an earlier attempt left is a bound only:
                 # learned from a probe (it must teach something), never from the others.
                 bound = bool(evidence.get("peak_bound")) and not run.probe
-                self._succeeded(run, event.payload, event.peak_bytes, learn=not bound)
+                # A success keeps no evidence, but for what it left running (and was killed).
+                left = evidence.get("left_processes")
+                kept = {"left_processes": left} if left else None
+                self._succeeded(run, event.payload, event.peak_bytes, kept, learn=not bound)
             elif run.yielded:
                 self._requeued(Requeued(run.attempt_id, YIELDED))
             else:
@@ -328,9 +331,14 @@ class AttemptRecorder:
         self.notices.tell(run, "interrupted")
 
     def _succeeded(
-        self, run: Running, payload: bytes | None, peak: int | None, learn: bool = True
+        self,
+        run: Running,
+        payload: bytes | None,
+        peak: int | None,
+        evidence: dict[str, Any] | None = None,
+        learn: bool = True,
     ) -> None:
-        self.end(run, "succeeded", None, None, peak)
+        self.end(run, "succeeded", None, evidence, peak)
         if learn:
             self.estimates.learn(run.key, peak)
         task = run.task

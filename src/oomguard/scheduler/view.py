@@ -57,6 +57,8 @@ class SchedulerView:
     worker_isolation: dict[str, str] = field(default_factory=dict)
     #: worker recycles by reason
     recycles: dict[str, int] = field(default_factory=dict)
+    #: what was cleaned up after workers, by kind (processes_killed, cgroups_not_removed)
+    leftovers: dict[str, int] = field(default_factory=dict)
     #: late duplicate outcomes discarded
     duplicates: int = 0
 

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oomguard.errors import BlobMissingError, StoreError
+from oomguard.errors import BlobMissingError
+from oomguard.store.ownership import check_owned
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
@@ -100,19 +101,7 @@ class BlobFiles:
             return
         if not stat.S_ISDIR(st.st_mode):
             return  # not a directory: writing a blob fails, and says so
-        if st.st_uid != os.geteuid():
-            raise StoreError(
-                f"blob directory {str(self.blob_dir)!r} belongs to uid {st.st_uid}, not to "
-                f"this user (uid {os.geteuid()}): refusing to use blobs someone else could "
-                "have written",
-                path=str(self.blob_dir),
-            )
-        if stat.S_IMODE(st.st_mode) & 0o022:
-            raise StoreError(
-                f"blob directory {str(self.blob_dir)!r} may be written by its group or others "
-                f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing to use it; chmod 700 it",
-                path=str(self.blob_dir),
-            )
+        check_owned(self.blob_dir, "blob directory", "chmod 700 it")
         self._checked = True
 
     def _ready(self) -> None:

@@ -33,6 +33,7 @@ from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
+from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
 from oomguard.store.schema import check_existing, connect, migrate
@@ -98,6 +99,7 @@ class SqliteStore:
                 f"cannot create store {str(self.path)!r}: directory does not exist",
                 path=str(path),
             )
+        check_store_files(self.path)  # before anything is read: it would be unpickled
         existed = self.path.exists() and self.path.stat().st_size > 0
         if not self.path.exists():
             # Private to its owner (SQLite gives its -wal and -shm files the same mode):

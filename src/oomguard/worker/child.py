@@ -24,6 +24,7 @@ from oomguard import procfs
 from oomguard.cgroups.v2 import parse_flat_keyed
 from oomguard.errors import IsolationError
 from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
+from oomguard.worker.leftovers import Leftovers
 from oomguard.worker.messages import Batch
 
 PR_SET_PDEATHSIG = 1
@@ -215,6 +216,8 @@ def main(argv: list[str]) -> None:
         with open(os.path.join(cfg["cgroup"], "cgroup.procs"), "w") as fh:
             fh.write(str(os.getpid()))
         cgroup = _Cgroup(cfg["cgroup"], cfg["cgroup_version"])
+    # What an attempt leaves running is killed after it (worker/leftovers.py).
+    leftovers = Leftovers(cfg.get("cgroup"))
     conn_in = Connection(cfg["fd_in"], writable=False)
     conn_out = Connection(cfg["fd_out"], readable=False)
     # Import task machinery now so its memory is part of the baseline.
@@ -272,6 +275,7 @@ def main(argv: list[str]) -> None:
             t0 = time.time()
             ok, value, fc, message, tb = _run_one(item, task_dir)
             elapsed = time.time() - t0
+            left = leftovers.sweep()
             peak = None
             oom_after = None
             if cgroup and (per_item or index == len(items) - 1 or not ok):
@@ -295,6 +299,8 @@ def main(argv: list[str]) -> None:
                 evidence["retained_bytes"] = retained
             if tb:
                 evidence["traceback"] = tb
+            if left:
+                evidence["left_processes"] = left
             if not ok and isinstance(value, dict):
                 evidence.update(value)  # a command's exit status, signal, pid
             if oom_before is not None and oom_after is not None and oom_after > oom_before:

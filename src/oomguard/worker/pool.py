@@ -5,6 +5,12 @@ one worker's death never stops the pool: :meth:`WorkerPool.poll` reports the dea
 the attempts it had, and the scheduler replaces the worker. In watchdog mode the pool
 samples each busy worker's RSS, its descendants included, every ``watchdog_interval``
 seconds and kills the worker's process group at its limit.
+
+Nothing a task starts outlives its attempt: the worker kills what an attempt left
+(``worker/leftovers.py``), and the pool kills what is left in a worker's cgroup before it
+removes it, whether the worker retired or died. A cgroup that still cannot be removed is
+logged and counted (:attr:`WorkerPool.leftovers`, ``/metrics``), never raised into the
+scheduler's loop.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import os
 import pickle
 import resource
+import secrets
 import select
 import signal
 import subprocess
@@ -29,13 +37,17 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from oomguard.errors import IsolationError
+from oomguard.jobs.command import open_pidfd
 from oomguard.worker.frames import FrameReader
+from oomguard.worker.leftovers import MARK_ENV, kill_marked
 from oomguard.worker.messages import Batch
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
     from oomguard.cgroups.detect import IsolationPlan
     from oomguard.cgroups.workers import WorkerCgroups
+
+log = logging.getLogger("oomguard.pool")
 
 #: seconds a new worker has to report that it is ready (in its cgroup, oom_score_adj set)
 READY_TIMEOUT = 60.0
@@ -85,6 +97,11 @@ class Worker:
     #: its cgroup's limit is to come down to ``limit_bytes``: the worker lowers it itself
     #: with its next batch, after giving memory back (worker/hygiene.py)
     lower_pending: bool = False
+    #: watchdog mode: the mark its descendants carry in their environment (MARK_ENV)
+    mark: str | None = None
+    #: a pidfd, readable once the worker exited (None where the kernel has none): its
+    #: pipe may outlive it, held open by a process a task forked
+    exit_fd: int | None = None
 
 
 @dataclass
@@ -124,6 +141,9 @@ class WorkerPool:
 
             self.cgroups = WorkerCgroups.create(config.isolation)
         self.recycles: dict[str, int] = {}
+        #: what was cleaned up after workers, by kind: ``processes_killed`` (left by a
+        #: dead watchdog-mode worker), ``cgroups_not_removed``
+        self.leftovers: dict[str, int] = {}
         #: one poll object for every ready worker's pipe: fd -> worker
         self._poller = select.poll()
         self._fds: dict[int, Worker] = {}
@@ -131,6 +151,8 @@ class WorkerPool:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller.register(self._wake_r, select.POLLIN)
         self._wake_lock = threading.Lock()  # a wake never writes to a closed (reused) fd
+        #: each ready worker's pidfd: fd -> worker
+        self._exits: dict[int, Worker] = {}
 
     @property
     def mode(self) -> str:
@@ -155,12 +177,16 @@ class WorkerPool:
                     cgroup.remove()
             raise
 
-    def _env(self) -> dict[str, str] | None:
-        """The worker processes' environment: this one's, less ``env_drop`` (None: all)."""
+    def _env(self, mark: str | None) -> dict[str, str] | None:
+        """The worker processes' environment: this one's, less ``env_drop`` (None: all),
+        with the worker's ``mark`` (watchdog mode, see worker/leftovers.py)."""
         drop = self.config.env_drop
-        if not drop or not any(name in os.environ for name in drop):
+        if mark is None and (not drop or not any(name in os.environ for name in drop)):
             return None
-        return {name: value for name, value in os.environ.items() if name not in drop}
+        env = {name: value for name, value in os.environ.items() if name not in drop}
+        if mark is not None:
+            env[MARK_ENV] = mark
+        return env
 
     def _start(self, name: str, limit: int | None, cgroup: MemoryCgroup | None) -> Worker:
         to_child_r, to_child_w = os.pipe()
@@ -170,6 +196,7 @@ class WorkerPool:
             os.close(to_child_r)
             os.close(to_child_w)
             raise
+        mark = f"{os.getpid()}-{name}-{secrets.token_hex(8)}" if cgroup is None else None
         growth = None
         if limit and self.config.recycle_growth_fraction > 0:
             growth = int(limit * self.config.recycle_growth_fraction)
@@ -193,7 +220,7 @@ class WorkerPool:
                 # Its own process group, so a kill reaches whatever the task started.
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
-                env=self._env(),
+                env=self._env(mark),
             )
         except BaseException:
             os.close(to_child_w)
@@ -209,6 +236,7 @@ class WorkerPool:
         except psutil.NoSuchProcess:
             start_time = 0.0
         worker = Worker(name, proc, proc.pid, start_time, conn_in, conn_out, cgroup, limit)
+        worker.mark = mark
         # Wait for "ready": the worker is in its cgroup with its oom_score_adj set.
         if not conn_in.poll(READY_TIMEOUT):
             self._kill(worker)
@@ -228,6 +256,10 @@ class WorkerPool:
         worker.reader = FrameReader(conn_in.fileno())
         self._poller.register(conn_in.fileno(), select.POLLIN)
         self._fds[conn_in.fileno()] = worker
+        worker.exit_fd = open_pidfd(worker.pid)
+        if worker.exit_fd is not None:
+            self._poller.register(worker.exit_fd, select.POLLIN)
+            self._exits[worker.exit_fd] = worker
         self.workers[name] = worker
         return worker
 
@@ -252,7 +284,7 @@ class WorkerPool:
 
     def send(self, worker: Worker, items: list[dict[str, Any]], clean: bool = False) -> None:
         """Send ``items`` to run in order; ``clean``: the first must measure a clean peak
-        (a probe's: worker/hygiene.py)."""
+        (an attempt at the cap: worker/hygiene.py)."""
         if worker.cgroup is not None:
             worker.counters_before = worker.cgroup.counters()
         worker.inflight.extend(item["attempt_id"] for item in items)
@@ -302,6 +334,13 @@ class WorkerPool:
         for conn in (worker.conn_in, worker.conn_out):
             with contextlib.suppress(OSError):
                 conn.close()
+        if worker.exit_fd is not None:
+            self._exits.pop(worker.exit_fd, None)
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._poller.unregister(worker.exit_fd)
+            with contextlib.suppress(OSError):
+                os.close(worker.exit_fd)
+            worker.exit_fd = None
 
     def retire(self, worker: Worker, reason: str) -> None:
         """Stop an idle worker (recycling) and count it by reason."""
@@ -318,14 +357,37 @@ class WorkerPool:
         if result is None:
             self._kill(worker)
             self._reap(worker, block=True)
+            self._kill_marked([worker])
         self._close(worker)
         self._drop(worker)
 
+    def _kill_marked(self, workers: list[Worker]) -> None:
+        """Watchdog mode: kill what workers that did not sweep (killed, died) left."""
+        marks = [w.mark for w in workers if w.mark is not None]
+        if marks:
+            n = kill_marked(marks)
+            if n:
+                self._count("processes_killed", n)
+                names = ", ".join(w.name for w in workers)
+                log.warning("worker(s) %s left %d process(es) behind: killed", names, n)
+
+    def _count(self, kind: str, n: int = 1) -> None:
+        self.leftovers[kind] = self.leftovers.get(kind, 0) + n
+
     def _drop(self, worker: Worker) -> None:
+        """Forget a worker that exited; kill what is left in its cgroup, then remove it.
+
+        A cgroup that cannot be removed (a process stuck in the kernel) is logged and
+        counted, never raised: one task never stops the scheduler.
+        """
         self.workers.pop(worker.name, None)
         if worker.cgroup is not None:
-            with contextlib.suppress(OSError):
+            try:
+                worker.cgroup.kill_all()
                 worker.cgroup.remove()
+            except (OSError, IsolationError) as err:
+                self._count("cgroups_not_removed")
+                log.warning("worker %s: %s", worker.name, err)
 
     def wake(self) -> None:
         """End a :meth:`poll` that waits now (or the next one) at once; thread-safe."""
@@ -336,12 +398,19 @@ class WorkerPool:
     def stop(self) -> None:
         for worker in list(self.workers.values()):
             self.kill(worker, "stop")
-        for worker in list(self.workers.values()):
+        stopped = list(self.workers.values())
+        for worker in stopped:
             self._reap(worker, block=True)
             self._close(worker)
+        self._kill_marked(stopped)
+        for worker in stopped:
             self._drop(worker)
         if self.cgroups is not None:
-            self.cgroups.remove_all()
+            try:
+                self.cgroups.remove_all()
+            except IsolationError as err:
+                self._count("cgroups_not_removed")
+                log.warning("worker cgroups: %s", err)
         with self._wake_lock:
             if self._wake_w >= 0:
                 self._poller.unregister(self._wake_r)
@@ -364,21 +433,28 @@ class WorkerPool:
                     os.read(self._wake_r, 4096)
                 continue
             worker = self._fds.get(fd)
-            if worker is None or worker.reader is None:
+            exited = worker is None
+            if worker is None:
+                worker = self._exits.get(fd)  # it exited: what it wrote, then its death
+            if worker is None or worker.reader is None or worker.dead:
                 continue
-            for data in worker.reader.read():
-                msg = pickle.loads(data)
-                if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
-                    worker.inflight.popleft()
-                elif msg[0] == "outcome":
-                    with contextlib.suppress(ValueError):
-                        worker.inflight.remove(msg[1])
-                elif msg[0] == "refused":
-                    msg = _refused(worker, msg)
-                messages.append((worker, msg))
-                if msg[0] == "idle":
-                    worker.busy = False
-            if worker.reader.eof:
+            while True:
+                frames = worker.reader.read()
+                for data in frames:
+                    msg = pickle.loads(data)
+                    if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
+                        worker.inflight.popleft()
+                    elif msg[0] == "outcome":
+                        with contextlib.suppress(ValueError):
+                            worker.inflight.remove(msg[1])
+                    elif msg[0] == "refused":
+                        msg = _refused(worker, msg)
+                    messages.append((worker, msg))
+                    if msg[0] == "idle":
+                        worker.busy = False
+                if not exited or not frames:
+                    break
+            if worker.reader.eof or exited:
                 died.append(self._died(worker))
         if self.watchdog:
             self._watchdog()
@@ -394,24 +470,37 @@ class WorkerPool:
         """
         messages: list[tuple[Any, ...]] = []
         reader = worker.reader
-        if worker.dead or reader is None or not worker.conn_in.poll(max(0.0, timeout)):
+        if worker.dead or reader is None:
             return messages, None
-        for data in reader.read():  # whole messages only (worker/frames.py)
-            msg = pickle.loads(data)
-            if msg[0] == "outcome":
-                with contextlib.suppress(ValueError):
-                    worker.inflight.remove(msg[1])
-            elif msg[0] == "refused":
-                msg = _refused(worker, msg)
-            elif msg[0] == "idle":
-                worker.busy = False
-            messages.append(msg)
-        return messages, (self._died(worker) if reader.eof else None)
+        waiter = select.poll()
+        waiter.register(reader.fd, select.POLLIN)
+        if worker.exit_fd is not None:
+            waiter.register(worker.exit_fd, select.POLLIN)
+        ready = {fd for fd, _ in waiter.poll(max(0.0, timeout) * 1000.0)}
+        if not ready:
+            return messages, None
+        exited = worker.exit_fd in ready
+        while True:
+            frames = reader.read()  # whole messages only (worker/frames.py)
+            for data in frames:
+                msg = pickle.loads(data)
+                if msg[0] == "outcome":
+                    with contextlib.suppress(ValueError):
+                        worker.inflight.remove(msg[1])
+                elif msg[0] == "refused":
+                    msg = _refused(worker, msg)
+                elif msg[0] == "idle":
+                    worker.busy = False
+                messages.append(msg)
+            if not exited or not frames:
+                break
+        return messages, (self._died(worker) if reader.eof or exited else None)
 
     def _died(self, worker: Worker) -> Died:
         result = self._reap(worker, block=True)
         status, rusage = result if result else (0, None)
         self._close(worker)
+        self._kill_marked([worker])
         inflight = list(worker.inflight)
         self.workers.pop(worker.name, None)
         return Died(worker, status, rusage, inflight)
