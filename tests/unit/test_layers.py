@@ -69,7 +69,7 @@ LAYERS = (
     ("procfs",),
 )
 #: what every layer may use; these import none of LAYERS
-SHARED = ("jobs", "store", "results", "config", "errors", "units")
+SHARED = ("jobs", "store", "results", "config", "errors", "units", "private_files")
 
 
 def _layer_of(path: Path) -> str:

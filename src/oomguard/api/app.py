@@ -22,7 +22,6 @@ from fastapi import Depends, FastAPI
 from oomguard.api.access import no_unknown_params
 from oomguard.api.guard import Guard, SessionLookup
 from oomguard.api.http_errors import RESPONSES, add_error_handlers
-from oomguard.api.private_files import read_private
 from oomguard.api.routes import add_routes
 from oomguard.api.service import (
     ServerSettings,
@@ -32,6 +31,7 @@ from oomguard.api.service import (
     serving_state,
 )
 from oomguard.errors import ConfigError
+from oomguard.private_files import read_private
 
 
 def create_app(state: ServerState, sessions: SessionLookup | None = None) -> FastAPI:
@@ -71,7 +71,7 @@ def create_app(state: ServerState, sessions: SessionLookup | None = None) -> Fas
 
 def read_token(path: str | os.PathLike[str]) -> str:
     """The bearer token in the file at ``path`` (at least 16 characters; the file must be
-    private to its owner, :func:`~oomguard.api.private_files.read_private`)."""
+    private to its owner, :func:`~oomguard.private_files.read_private`)."""
     token = read_private(path, "token file")
     if len(token) < 16:
         raise ConfigError(f"token file {str(path)!r} holds less than 16 characters")

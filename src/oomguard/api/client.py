@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from oomguard.api.private_files import read_private
 from oomguard.errors import BackpressureError, OomguardError, ServerConnectionError
+from oomguard.private_files import read_private
 
 
 class ApiError(OomguardError):

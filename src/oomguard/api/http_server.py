@@ -21,8 +21,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from oomguard.api.private_files import check_private
 from oomguard.errors import ConfigError
+from oomguard.private_files import check_private
 
 log = logging.getLogger(__name__)
 

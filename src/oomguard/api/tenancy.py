@@ -6,7 +6,7 @@ A server has one of three kinds of access (``serve``):
   namespace;
 * **one token** (``--token-file``): that token is the admin of every namespace;
 * **a tokens file** (``--tokens-file``): a TOML file, private to its owner
-  (:func:`~oomguard.api.private_files.check_private`), one table per token::
+  (:func:`~oomguard.private_files.check_private`), one table per token::
 
       [tokens.team-a-ci]            # the label: what the audit log names
       token = "..."                 # at least 16 characters
@@ -32,9 +32,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from oomguard.api.private_files import read_private
 from oomguard.api.schemas import NAMESPACE_PATTERN
 from oomguard.errors import ConfigError
+from oomguard.private_files import read_private
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -17,48 +17,25 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from oomguard.errors import ConfigError
+from oomguard.private_files import check_private, read_private
 
 #: what a redacted match becomes
 REDACTED = "[redacted]"
 
 
-def check_secret_file(path: str | os.PathLike[str], what: str) -> None:
-    """:class:`ConfigError` unless ``path`` is a regular file of this user (or root) that
-    its group and others may neither read nor write."""
-    try:
-        st = os.stat(path)
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {str(path)!r}: {err.strerror or err}") from err
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what} {str(path)!r} is not a regular file")
-    if st.st_uid not in (os.geteuid(), 0):
-        raise ConfigError(
-            f"{what} {str(path)!r} belongs to another user (uid {st.st_uid}): refusing to use it"
-        )
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"{what} {str(path)!r} is open to its group or others (mode {mode:04o}): "
-            f"refusing to use it; chmod 600 {str(path)!r}"
-        )
+#: the check of a secret file: private to its owner (shared with the API's token files)
+check_secret_file = check_private
 
 
 def read_secret_file(path: str | os.PathLike[str], what: str) -> str:
-    """The text of the secret file ``path`` (stripped; checked by :func:`check_secret_file`);
+    """The text of the secret file ``path`` (stripped; checked by :func:`check_private`);
     :class:`ConfigError` when it cannot be read or is empty."""
-    check_secret_file(path, what)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read().strip()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = getattr(err, "strerror", None) or err
-        raise ConfigError(f"cannot read {what} {str(path)!r}: {reason}") from err
+    text = read_private(path, what)
     if not text:
         raise ConfigError(f"{what} {str(path)!r} is empty")
     return text

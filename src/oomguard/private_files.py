@@ -1,11 +1,10 @@
-"""Files that hold secrets (bearer tokens, the tokens file, TLS keys): read only when
-private to their owner.
+"""Files that hold secrets (bearer tokens, the tokens file, TLS keys, the notification
+channels' URLs, DSN and signing keys): read only when private to their owner.
 
 As ssh does with a private key, a file that its group or others may read or write, or
 that belongs to another user (root aside), is refused (:class:`~oomguard.errors.ConfigError`,
 exit 2) rather than used: a token others can read is no secret, and one they can write lets
-them choose it. (The notification channels' secret files get the same check in
-:mod:`oomguard.notify.secrets`, a layer below this one.)
+them choose it. Shared by the API and the notification channels (a layer below it).
 """
 
 from __future__ import annotations
