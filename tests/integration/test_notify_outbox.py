@@ -7,8 +7,6 @@ across another restart; past --notify-outbox the oldest are dropped and counted 
 from __future__ import annotations
 
 import base64
-import os
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -17,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fixtures.cli_process import exit_code, reap, start
+from fixtures.cli_process import reap, serve, stop_serve
 from fixtures.polling import wait_for
 from fixtures.receivers import Recorder, closed_port, standard_webhooks_verify
-from oomguard.cli.bench import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,31 +25,10 @@ TASKS = 20
 WHSEC = "whsec_" + base64.b64encode(b"outbox test key").decode()
 
 
-def serving(tmp_path: Path, store: Path, *args: str) -> Any:
+def serving(tmp_path: Path, store: Path, *args: str) -> tuple[Any, str]:
     """A server on ``store`` (its output in ``tmp_path``, made if missing)."""
     tmp_path.mkdir(exist_ok=True)
-    port = free_port()
-    started = start(
-        ["serve", "--store", str(store), "--listen", f"127.0.0.1:{port}", "--workers", "1",
-         *args],
-        tmp_path,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert started.proc.poll() is None, started.output()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, timeout=60, interval=0.1)
-    return started, url
-
-
-def stop(started: Any) -> None:
-    os.kill(started.pid, signal.SIGTERM)
-    assert exit_code(started, timeout=60) == 0, started.output()
+    return serve(tmp_path, store, *args)
 
 
 def outbox_rows(store: Path) -> int:
@@ -81,7 +57,7 @@ def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> 
         job_id = r.json()["job_id"]
         wait_for(lambda: finished(url, job_id), timeout=120)
         wait_for(lambda: outbox_rows(store) == TASKS + 1, timeout=30)  # and the job's
-        stop(first)  # the receiver never answered: nothing was delivered
+        stop_serve(first)  # the receiver never answered: nothing was delivered
     finally:
         reap(first)
     assert "not delivered before the stop" in first.output()
@@ -93,13 +69,13 @@ def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> 
         try:
             wait_for(lambda: len(hook.received()) >= TASKS + 1, timeout=60)
             time.sleep(2)  # nothing more comes
-            stop(second)
+            stop_serve(second)
         finally:
             reap(second)
         third, _ = serving(tmp_path / "3", store, *hook_args)
         try:
             time.sleep(3)  # a third start has nothing left to send
-            stop(third)
+            stop_serve(third)
         finally:
             reap(third)
         posts = hook.received()
@@ -140,7 +116,7 @@ def test_the_outbox_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
         wait_for(lambda: dropped() == 7, timeout=30)
         assert outbox_rows(store) == 5
         assert "oomguard_notifications_waiting 5.0" in httpx.get(f"{url}/metrics").text
-        stop(started)
+        stop_serve(started)
     finally:
         reap(started)
     assert "dropped (counted in oomguard_notifications_dropped)" in started.output()

@@ -8,8 +8,6 @@ link reaches Slack as plain text, its raw value kept in the JSON field."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fixtures.cli_process import exit_code, reap, start
+from fixtures.cli_process import reap, serve, stop_serve
 from fixtures.polling import wait_for
 from fixtures.receivers import Recorder, SentryRelay, closed_port
-from oomguard.cli.bench import free_port
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,29 +33,8 @@ def private(path: Path, text: str, mode: int = 0o600) -> Path:
     return path
 
 
-def serving(tmp_path: Path, *args: str) -> Any:
-    port = free_port()
-    started = start(
-        ["serve", "--store", str(tmp_path / "s.sqlite"), "--listen", f"127.0.0.1:{port}",
-         "--workers", "1", *args],
-        tmp_path,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert started.proc.poll() is None, started.output()
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_for(healthy, timeout=60, interval=0.1)
-    return started, url
-
-
-def stop(started: Any) -> None:
-    os.kill(started.pid, signal.SIGTERM)
-    assert exit_code(started, timeout=60) == 0, started.output()
+def serving(tmp_path: Path, *args: str) -> tuple[Any, str]:
+    return serve(tmp_path, tmp_path / "s.sqlite", *args)
 
 
 def test_a_webhook_url_is_never_printed_nor_on_the_command_line(tmp_path: Path) -> None:
@@ -74,7 +50,7 @@ def test_a_webhook_url_is_never_printed_nor_on_the_command_line(tmp_path: Path) 
         r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:fail", "args": {}})
         assert r.status_code == 201, r.text
         wait_for(lambda: "retrying with backoff" in started.output(), timeout=60)
-        stop(started)
+        stop_serve(started)
     finally:
         reap(started)
     out = started.output()
@@ -128,7 +104,7 @@ def test_what_leaves_the_host_is_redacted_and_slack_safe(tmp_path: Path) -> None
             attack = {"task": "oomguard.examples:noop", "args": {}, "name": SLACK_ATTACK}
             assert httpx.post(f"{url}/v1/jobs", json=attack).status_code == 201
             wait_for(lambda: len(hook.received()) >= 3 and relay.events(), timeout=90)
-            stop(started)
+            stop_serve(started)
         finally:
             reap(started)
         posts = [p.json() for p in hook.received()]
@@ -163,7 +139,7 @@ def test_a_long_user_string_is_capped_in_the_text(tmp_path: Path) -> None:
                            json={"task": "oomguard.examples:fail", "args": {"message": message}})
             assert r.status_code == 201
             (post,) = wait_for(hook.received, timeout=60)
-            stop(started)
+            stop_serve(started)
         finally:
             reap(started)
     body = post.json()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import time
 import tracemalloc
 from pathlib import Path
@@ -17,7 +15,7 @@ import httpx
 import pytest
 
 import oomguard
-from fixtures.cli_process import exit_code, reap, start
+from fixtures.cli_process import reap, serve, stop_serve
 from fixtures.polling import wait_for
 from fixtures.receivers import (
     Recorder,
@@ -25,7 +23,6 @@ from fixtures.receivers import (
     closed_port,
     standard_webhooks_verify,
 )
-from oomguard.cli.bench import free_port
 from oomguard.notify import AttemptNotice
 from oomguard.notify.webhook import WebhookNotifier
 
@@ -135,28 +132,15 @@ def test_a_receiver_that_never_comes_back_costs_bounded_memory() -> None:
 
 def test_serve_posts_final_failures_and_logs_json(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
-    port = free_port()
     with Recorder() as hook:
-        started = start(["serve", "--store", str(store), "--listen", f"127.0.0.1:{port}",
-                         "--workers", "1", "--notify-url", hook.url, "--notify-on", "final",
-                         "--log-format", "json"], tmp_path)
+        started, url = serve(tmp_path, store, "--notify-url", hook.url, "--notify-on", "final",
+                             "--log-format", "json")
         try:
-            url = f"http://127.0.0.1:{port}"
-
-            def healthy() -> bool:
-                assert started.proc.poll() is None, started.output()
-                try:
-                    return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            wait_for(healthy, timeout=60, interval=0.1)
             r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:fail",
                                                    "args": {"message": "served"}})
             assert r.status_code == 201, r.text
             (post,) = wait_for(hook.received, timeout=60)
-            os.kill(started.pid, signal.SIGTERM)
-            assert exit_code(started, timeout=60) == 0, started.output()
+            stop_serve(started)
         finally:
             reap(started)
     body = post.json()
