@@ -22,6 +22,7 @@ docs/ARCHITECTURE.md ("Dask").
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -52,6 +53,9 @@ class ChildUnavailable(OomguardError):
 #: each pickled copy of it) is a fresh mmap, page-faulted in and unmapped again. A child
 #: gives its heap back when it needs to, as a local worker does (worker/hygiene.py).
 CHILD_ENV_DROP = ("MALLOC_TRIM_THRESHOLD_",)
+
+#: attempts remembered as killed before a child had them (the oldest forgotten first)
+DOOMED_KEPT = 10_000
 
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
 WATCH_INTERVAL_S = 0.1
@@ -116,6 +120,9 @@ class HostPool:
         self._idle: list[Worker] = []
         self._busy: dict[str, Worker] = {}
         self._lock = threading.Lock()
+        #: attempts killed before a child had them (their Dask task may already be running
+        #: in a thread here, on its way to a child): they are never started
+        self._doomed: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._spawner: ThreadPoolExecutor | None = None
 
     @property
@@ -254,14 +261,21 @@ class HostPool:
         pool = self.pool
         if pool is None:
             raise ChildUnavailable("the pool is closed")
+        doomed = self._take_doomed(items)
+        if doomed:  # killed already (its outcome was told): never started
+            items = [i for i in items if i["attempt_id"] not in doomed]
+            if not items:
+                return [{"attempt_id": a, "requeue": True} for a in doomed]
         try:
             child = self._acquire(limit or self.memory_limit)
         except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
             raise ChildUnavailable(f"no child for this group: {type(err).__name__}: {err}") from err
-        outcomes: list[dict[str, Any]] = []
+        outcomes: list[dict[str, Any]] = [{"attempt_id": a, "requeue": True} for a in doomed]
         done = False
         try:
             pool.send(child, items, clean=bool(items and items[0].get("clean")))
+            if self._take_doomed(items):
+                pool.kill(child, "cancel")  # killed between the check above and the send
             recycle: str | None = None
             while child.busy:
                 tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
@@ -354,9 +368,25 @@ class HostPool:
         # A child's inflight changes under its own thread: a copy is read.
         child = next((c for c in busy if attempt_id in tuple(c.inflight)), None)
         if child is None:
+            # Not in a child (yet): should its group reach run(), it is left out there
+            # (a cancelled Dask task already running in a thread runs on to its end).
+            with self._lock:
+                self._doomed[attempt_id] = None
+                while len(self._doomed) > DOOMED_KEPT:
+                    self._doomed.popitem(last=False)
             return "absent"
         self.pool.kill(child, reason, evidence)
         return "killed"
+
+    def _take_doomed(self, items: list[dict[str, Any]]) -> set[int]:
+        """The attempts of ``items`` killed before a child had them (forgotten here)."""
+        with self._lock:
+            if not self._doomed:
+                return set()
+            doomed = {i["attempt_id"] for i in items if i["attempt_id"] in self._doomed}
+            for attempt_id in doomed:
+                del self._doomed[attempt_id]
+        return doomed
 
     def close(self) -> None:
         """Kill the children and remove every cgroup this pool made."""

@@ -434,14 +434,17 @@ class AttemptRecorder:
 
     def _yield_to_cap_probe(self, killed: Running) -> None:
         """The key of ``killed`` now needs more than the limit that killed it: its other
-        attempts running below the cap are stopped and go back to the queue uncounted,
-        so the key's next kill, if any, is its cap probe's (at most two kills a key:
-        docs/ARCHITECTURE.md, "Admission")."""
+        attempts started while it was unknown (its probe, a sibling beside it) and running
+        below the cap are stopped and go back to the queue uncounted, so the key's next
+        kill, if any, is its cap probe's (at most two kills a key: docs/ARCHITECTURE.md,
+        "Admission"). Attempts at a limit the key was known to fit in run on: they are
+        more likely to finish than to die, and stopping them would run them again."""
         cap = self.admission.cap
         for other in list(self.running.values()):
             if (
                 other is not killed
                 and other.key == killed.key
+                and other.role in (Role.PROBE, Role.SIBLING)
                 and other.limit < cap
                 and not other.yielded
                 and other.worker is not None
