@@ -8,6 +8,7 @@ import, so a function defined in a script's ``__main__`` is named by its file.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import importlib
@@ -22,9 +23,13 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from oomguard.errors import ConfigError, MainGuardError, TaskReferenceError
 from oomguard.units import parse_size
 
-#: set in a worker's environment while it imports a task's module: a Runner started then
-#: is a module without ``if __name__ == "__main__":`` (:func:`refuse_in_worker_import`)
-WORKER_IMPORT_ENV = "OOMGUARD_WORKER_IMPORT"
+#: the task a worker is loading, while it loads it: a Runner started then is a module
+#: without ``if __name__ == "__main__":`` (:func:`refuse_in_worker_import`). A context
+#: variable, not the environment: a process the import starts does not inherit it, and
+#: setting it costs nothing on the hot path of short tasks.
+_WORKER_IMPORT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "oomguard_worker_import", default=None
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -172,18 +177,18 @@ def _import_file(path: str) -> ModuleType:
 @contextlib.contextmanager
 def worker_import(ref: str) -> Iterator[None]:
     """Mark the worker's import of ``ref``'s module (see :func:`refuse_in_worker_import`)."""
-    os.environ[WORKER_IMPORT_ENV] = ref
+    token = _WORKER_IMPORT.set(ref)
     try:
         yield
     finally:
-        os.environ.pop(WORKER_IMPORT_ENV, None)
+        _WORKER_IMPORT.reset(token)
 
 
 def refuse_in_worker_import(what: str) -> None:
     """Raise :class:`~oomguard.errors.MainGuardError` if a worker is importing a task's
     module right now: the module starts ``what`` at import, and would start it again in
     every worker (as multiprocessing refuses a missing ``__main__`` guard)."""
-    ref = os.environ.get(WORKER_IMPORT_ENV)
+    ref = _WORKER_IMPORT.get()
     if ref is None:
         return
     where = ref.rpartition(":")[0] or ref
