@@ -15,6 +15,7 @@ import pytest
 from fixtures.polling import wait_for
 from oomguard.cgroups.detect import detect_isolation
 from oomguard.worker.hygiene import IDLE_TRIM_S
+from oomguard.worker.messages import Idle, Message, Outcome, Refused
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -41,28 +42,33 @@ def _item(fn: str, **params: Any) -> dict[str, Any]:
 
 
 def _run(pool: WorkerPool, worker: Worker, limit: int | None, item: dict[str, Any],
-         clean: bool = False) -> list[tuple[Any, ...]]:
+         clean: bool = False) -> list[Message]:
     """Send one attempt under ``limit``; its messages up to the worker's idle."""
     pool.set_limit(worker, limit)
     pool.send(worker, [item], clean=clean)
-    messages: list[tuple[Any, ...]] = []
+    messages: list[Message] = []
 
     def idle() -> bool:
         got, died = pool.poll(0.1)
         assert not died, "the worker died"
         messages.extend(msg for _w, msg in got)
-        return any(m[0] == "idle" for m in messages)
+        return any(isinstance(m, Idle) for m in messages)
 
     assert wait_for(idle, timeout=60)
     return messages
 
 
-def _result(messages: list[tuple[Any, ...]]) -> Any:
+def _outcome(messages: list[Message]) -> Outcome:
+    return next(m for m in messages if isinstance(m, Outcome))
+
+
+def _result(messages: list[Message]) -> Any:
     import pickle
 
-    outcome = next(m for m in messages if m[0] == "outcome")
-    assert outcome[2], f"the attempt failed: {outcome[5]}"
-    return pickle.loads(outcome[3])
+    outcome = _outcome(messages)
+    assert outcome.ok, f"the attempt failed: {outcome.message}"
+    assert outcome.payload is not None
+    return pickle.loads(outcome.payload)
 
 
 def _leave_200_mib(pool: WorkerPool, worker: Worker) -> int:
@@ -81,8 +87,8 @@ def test_memory_freed_by_an_attempt_is_kept_for_the_next_when_there_is_room(
     # 2 GiB leaves 400 MiB of headroom: nothing is given back, nothing faulted in again.
     messages = _run(pool, worker, 2048 * MiB, _item("rss_now"))
     assert _result(messages) - floor > 150 * MiB
-    outcome = next(m for m in messages if m[0] == "outcome")
-    assert outcome[6].get("peak_bound") is True  # ran within what the last one left
+    # It ran within what the last one left.
+    assert _outcome(messages).evidence.get("peak_bound") is True
 
 
 def test_memory_is_given_back_before_an_attempt_whose_headroom_it_would_take(
@@ -99,8 +105,7 @@ def test_a_probe_runs_clean_even_with_room(pool: WorkerPool) -> None:
     floor = _leave_200_mib(pool, worker)
     messages = _run(pool, worker, 2048 * MiB, _item("rss_now"), clean=True)
     assert _result(messages) - floor < 50 * MiB
-    outcome = next(m for m in messages if m[0] == "outcome")
-    assert "peak_bound" not in outcome[6]
+    assert "peak_bound" not in _outcome(messages).evidence
 
 
 def test_an_idle_worker_gives_its_memory_back(pool: WorkerPool) -> None:
@@ -120,7 +125,7 @@ def test_the_worker_lowers_its_own_limit_after_giving_memory_back(pool: WorkerPo
     messages = _run(pool, worker, 160 * MiB, _item("rss_now"))
     assert _result(messages) > 0
     assert worker.cgroup.counters().limit_bytes == 160 * MiB
-    assert not [m for m in messages if m[0] == "refused"]
+    assert not [m for m in messages if isinstance(m, Refused)]
 
 
 def test_a_limit_below_what_the_worker_keeps_alive_is_refused_and_nothing_runs(
@@ -130,8 +135,9 @@ def test_a_limit_below_what_the_worker_keeps_alive_is_refused_and_nothing_runs(
     _result(_run(pool, worker, 2048 * MiB, _item("keep_alive", mib=300)))
     item = _item("rss_now")
     messages = _run(pool, worker, 128 * MiB, item)
-    refused = [m for m in messages if m[0] == "refused"]
-    assert refused and refused[0][2] == [item["attempt_id"]]
-    assert not [m for m in messages if m[0] == "outcome"]  # nothing of the batch ran
-    assert (messages[-1][0], messages[-1][2]) == ("idle", "limit_change")
+    refused = [m for m in messages if isinstance(m, Refused)]
+    assert refused and refused[0].attempt_ids == (item["attempt_id"],)
+    assert not [m for m in messages if isinstance(m, Outcome)]  # nothing of the batch ran
+    last = messages[-1]
+    assert isinstance(last, Idle) and last.recycle == "limit_change"
     assert not worker.inflight

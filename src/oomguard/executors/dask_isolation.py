@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import OomguardError
+from oomguard.worker.messages import Idle, Outcome, Refused
 
 if TYPE_CHECKING:
     from oomguard.kernlog.watch import KernelLogWatch
@@ -281,15 +282,15 @@ class HostPool:
                 tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
                 messages, died = pool.poll_worker(child, tick)
                 for msg in messages:
-                    if msg[0] == "outcome":
+                    if isinstance(msg, Outcome):
                         outcomes.append(self._outcome(msg, child.pid))
                         if note is not None:
                             note(len(outcomes))
-                    elif msg[0] == "refused":
+                    elif isinstance(msg, Refused):
                         # It could not lower its limit: nothing ran, the group goes back.
-                        outcomes.extend({"attempt_id": a, "requeue": True} for a in msg[2])
-                    elif msg[0] == "idle":
-                        recycle = msg[2]
+                        outcomes.extend({"attempt_id": a, "requeue": True} for a in msg.attempt_ids)
+                    elif isinstance(msg, Idle):
+                        recycle = msg.recycle
                 if died is not None:
                     outcomes.extend(self._death(pool, died))
                     done = True
@@ -308,17 +309,16 @@ class HostPool:
                 with contextlib.suppress(Exception):
                     self._retire(child, "error")
 
-    def _outcome(self, msg: tuple[Any, ...], pid: int) -> dict[str, Any]:
-        _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
+    def _outcome(self, msg: Outcome, pid: int) -> dict[str, Any]:
         return {
-            "attempt_id": attempt_id,
+            "attempt_id": msg.attempt_id,
             "pid": pid,
-            "ok": ok,
-            "payload": payload,
-            "failure_class": fc,
-            "message": message,
-            "evidence": dict(evidence or {}, isolation=self.mode),
-            "peak": peak,
+            "ok": msg.ok,
+            "payload": msg.payload,
+            "failure_class": msg.failure_class,
+            "message": msg.message,
+            "evidence": dict(msg.evidence, isolation=self.mode),
+            "peak": msg.peak_bytes,
         }
 
     def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from oomguard.config import RunnerConfig
 from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
 from oomguard.executors.base import Attempt, ItemReader, WorkerRef, input_error_event
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
+from oomguard.worker.messages import Idle, Outcome, Refused
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
 
 if TYPE_CHECKING:
@@ -117,26 +118,33 @@ class LocalExecutor:
         self._replace()
         messages, died = self.pool.poll(timeout)
         for worker, msg in messages:
-            if msg[0] == "outcome":
-                _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
-                self.by_attempt.pop(attempt_id, None)
+            if isinstance(msg, Outcome):
+                self.by_attempt.pop(msg.attempt_id, None)
                 worker.tasks_done += 1
+                peak = msg.peak_bytes
                 if peak is None and worker.peak_sample:
                     peak = worker.peak_sample
                 events.append(
                     AttemptEnded(
-                        attempt_id, ok, payload, fc, message, evidence or {}, peak, worker.name
+                        msg.attempt_id,
+                        msg.ok,
+                        msg.payload,
+                        msg.failure_class,
+                        msg.message,
+                        msg.evidence,
+                        peak,
+                        worker.name,
                     )
                 )
-            elif msg[0] == "refused":
+            elif isinstance(msg, Refused):
                 # It could not lower its limit even after giving memory back: nothing ran;
                 # the attempts go back to the queue and the worker is recycled (its idle).
-                log.info("worker %s: %s; recycling it", worker.name, msg[1])
-                for attempt_id in msg[2]:
+                log.info("worker %s: %s; recycling it", worker.name, msg.message)
+                for attempt_id in msg.attempt_ids:
                     self.by_attempt.pop(attempt_id, None)
                     events.append(Requeued(attempt_id))
-            elif msg[0] == "idle" and msg[2]:
-                self.pool.retire(worker, msg[2])
+            elif isinstance(msg, Idle) and msg.recycle:
+                self.pool.retire(worker, msg.recycle)
                 self._replace()
         for death in died:
             counters_after = None

@@ -56,6 +56,13 @@ class FailureClass(str, enum.Enum):
     def is_oom(self) -> bool:
         return self in _OOM_CLASSES
 
+    # Printed and written as its value (as enum.StrEnum does, from Python 3.11).
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return str(self.value).__format__(spec)
+
 
 _OOM_CLASSES = frozenset(
     {

@@ -23,9 +23,10 @@ from typing import Any
 from oomguard import procfs
 from oomguard.cgroups.v2 import parse_flat_keyed
 from oomguard.errors import IsolationError
+from oomguard.jobs.model import FailureClass
 from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
 from oomguard.worker.leftovers import Leftovers
-from oomguard.worker.messages import Batch
+from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused
 
 PR_SET_PDEATHSIG = 1
 
@@ -127,7 +128,7 @@ class _Cgroup:
 
 def _run_one(
     item: dict[str, Any], task_dir: str | None = None
-) -> tuple[bool, Any, str | None, str | None, str | None]:
+) -> tuple[bool, object, FailureClass | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback).
 
     On failure ``value`` is the failure's evidence (a command's exit status, signal and
@@ -152,14 +153,16 @@ def _run_one(
             args, kwargs = pickle.loads(item["payload"])
             value = fn(*args, **kwargs)
     except MemoryError:
-        return False, None, "memory_error", "MemoryError", traceback.format_exc(limit=20)
+        tb = traceback.format_exc(limit=20)
+        return False, None, FailureClass.MEMORY_ERROR, "MemoryError", tb
     except BaseException as err:  # a task may raise anything, SystemExit included
         if isinstance(err, KeyboardInterrupt):
             raise
         if isinstance(err, CommandFailed):  # the program's own failure: no traceback
-            return False, dict(err.data), "error", f"{type(err).__name__}: {err}", None
+            return False, dict(err.data), FailureClass.ERROR, f"{type(err).__name__}: {err}", None
         tb = traceback.format_exc(limit=50)
-        fc = "memory_error" if _looks_like_allocation_error(err) else "error"
+        memory = _looks_like_allocation_error(err)
+        fc = FailureClass.MEMORY_ERROR if memory else FailureClass.ERROR
         return False, None, fc, f"{type(err).__name__}: {err}", tb
     return True, value, None, None, None
 
@@ -172,15 +175,20 @@ def process_peak(maxrss_before: int, rss_before: int) -> int:
 
 
 def pickle_result(
-    ok: bool, value: object, fc: str | None, message: str | None
-) -> tuple[bool, bytes | None, str | None, str | None]:
+    ok: bool, value: object, fc: FailureClass | None, message: str | None
+) -> tuple[bool, bytes | None, FailureClass | None, str | None]:
     """``(ok, payload, failure_class, message)``: a result that cannot be pickled is an error."""
     if not ok:
         return ok, None, fc, message
     try:
         return True, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), fc, message
     except Exception as err:
-        return False, None, "error", f"the result cannot be pickled: {type(err).__name__}: {err}"
+        return (
+            False,
+            None,
+            FailureClass.ERROR,
+            f"the result cannot be pickled: {type(err).__name__}: {err}",
+        )
 
 
 def _looks_like_allocation_error(err: BaseException) -> bool:
@@ -233,7 +241,7 @@ def main(argv: list[str]) -> None:
     growth_limit = cfg.get("recycle_growth_bytes")
     max_tasks = cfg.get("max_tasks") or 0
     done = 0
-    conn_out.send_bytes(pickle.dumps(("ready", os.getpid(), baseline)))
+    _send(conn_out, Ready(os.getpid(), baseline))
     while True:
         batch = _next_batch(conn_in, hygiene)
         if batch is None:
@@ -243,8 +251,8 @@ def main(argv: list[str]) -> None:
         if cgroup is not None and batch.lower:
             refusal = cgroup.lower(batch.limit, hygiene)
             if refusal is not None:
-                conn_out.send_bytes(pickle.dumps(("refused", refusal)))
-                conn_out.send_bytes(pickle.dumps(("idle", rss_bytes(), "limit_change")))
+                _send(conn_out, Refused(refusal))
+                _send(conn_out, Idle(rss_bytes(), "limit_change"))
                 continue
             retained = hygiene.retained()
         items = batch.items
@@ -292,7 +300,7 @@ def main(argv: list[str]) -> None:
             else:
                 start = usage_start or 0
             ok, payload, fc, message = pickle_result(ok, value, fc, message)
-            evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
+            evidence: dict[str, object] = {"elapsed_s": round(elapsed, 6)}
             if retained > SLACK and peak <= start + SLACK:
                 # It ran within memory an earlier attempt left: its peak is a bound only.
                 evidence["peak_bound"] = True
@@ -305,32 +313,19 @@ def main(argv: list[str]) -> None:
                 evidence.update(value)  # a command's exit status, signal, pid
             if oom_before is not None and oom_after is not None and oom_after > oom_before:
                 # A process the task started was OOM-killed in our cgroup while we survived.
-                ok, fc = False, "oom_cgroup"
+                ok, fc = False, FailureClass.OOM_CGROUP
                 message = message or "a process started by the task was OOM-killed"
                 evidence["cgroup_oom_kill"] = [oom_before, oom_after]
                 evidence["survivor"] = True
                 evidence["cgroup"] = cfg["cgroup"]  # where the kernel's line is looked for
             done += 1
             recycle = None
-            if fc == "memory_error":
+            if fc is FailureClass.MEMORY_ERROR:
                 recycle = "memory_error"
                 memory_error = True
             del value
-            conn_out.send_bytes(
-                pickle.dumps(
-                    (
-                        "outcome",
-                        item["attempt_id"],
-                        ok,
-                        payload,
-                        fc,
-                        message,
-                        evidence,
-                        peak,
-                        recycle,
-                    )
-                )
-            )
+            outcome = Outcome(item["attempt_id"], ok, payload, fc, message, evidence, peak, recycle)
+            _send(conn_out, outcome)
         rss = rss_bytes()
         if len(items) > 1 and rss > batch_rss + GC_GROWTH:
             # A batch of short tasks that grew the heap: collected before the next batch,
@@ -347,7 +342,11 @@ def main(argv: list[str]) -> None:
                 reason = "rss_growth"
         if reason is None and max_tasks and done >= max_tasks:
             reason = "max_tasks"
-        conn_out.send_bytes(pickle.dumps(("idle", rss, reason)))
+        _send(conn_out, Idle(rss, reason))
+
+
+def _send(conn_out: Connection, message: Message) -> None:
+    conn_out.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def maxrss_bytes() -> int:

@@ -40,7 +40,7 @@ from oomguard.errors import IsolationError
 from oomguard.jobs.command import open_pidfd
 from oomguard.worker.frames import FrameReader
 from oomguard.worker.leftovers import MARK_ENV, kill_marked
-from oomguard.worker.messages import Batch
+from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
@@ -244,7 +244,7 @@ class WorkerPool:
             self._close(worker)
             raise IsolationError(f"worker {name} did not start within {READY_TIMEOUT:.0f} s")
         try:
-            msg = pickle.loads(conn_in.recv_bytes())
+            ready: Message = pickle.loads(conn_in.recv_bytes())
         except (EOFError, OSError) as err:
             self._reap(worker, block=True)
             self._close(worker)
@@ -252,7 +252,8 @@ class WorkerPool:
                 f"worker {name} died while starting (status {worker.proc.returncode}); "
                 "run `oomguard doctor`"
             ) from err
-        worker.baseline_rss = int(msg[2])
+        assert isinstance(ready, Ready), ready
+        worker.baseline_rss = ready.baseline_rss
         worker.reader = FrameReader(conn_in.fileno())
         self._poller.register(conn_in.fileno(), select.POLLIN)
         self._fds[conn_in.fileno()] = worker
@@ -420,12 +421,12 @@ class WorkerPool:
 
     # -- events -----------------------------------------------------------------------
 
-    def poll(self, timeout: float) -> tuple[list[tuple[Worker, tuple[Any, ...]]], list[Died]]:
+    def poll(self, timeout: float) -> tuple[list[tuple[Worker, Message]], list[Died]]:
         """Wait up to ``timeout`` for messages; return them and the workers that died."""
         if self.watchdog and any(w.busy for w in self.workers.values()):
             timeout = min(timeout, self.config.watchdog_interval)
         ready = self._poller.poll(max(0.0, timeout) * 1000.0)
-        messages: list[tuple[Worker, tuple[Any, ...]]] = []
+        messages: list[tuple[Worker, Message]] = []
         died: list[Died] = []
         for fd, _events in ready:
             if fd == self._wake_r:
@@ -441,17 +442,8 @@ class WorkerPool:
             while True:
                 frames = worker.reader.read()
                 for data in frames:
-                    msg = pickle.loads(data)
-                    if msg[0] == "outcome" and worker.inflight and worker.inflight[0] == msg[1]:
-                        worker.inflight.popleft()
-                    elif msg[0] == "outcome":
-                        with contextlib.suppress(ValueError):
-                            worker.inflight.remove(msg[1])
-                    elif msg[0] == "refused":
-                        msg = _refused(worker, msg)
+                    msg = _received(worker, pickle.loads(data))
                     messages.append((worker, msg))
-                    if msg[0] == "idle":
-                        worker.busy = False
                 if not exited or not frames:
                     break
             if worker.reader.eof or exited:
@@ -460,15 +452,13 @@ class WorkerPool:
             self._watchdog()
         return messages, died
 
-    def poll_worker(
-        self, worker: Worker, timeout: float
-    ) -> tuple[list[tuple[Any, ...]], Died | None]:
+    def poll_worker(self, worker: Worker, timeout: float) -> tuple[list[Message], Died | None]:
         """Wait up to ``timeout`` for one worker's messages; return them and its death.
 
         For a caller that gives each worker to one thread of its own (the pool inside a
         Dask worker, ``executors/dask_isolation.py``): it touches no other worker.
         """
-        messages: list[tuple[Any, ...]] = []
+        messages: list[Message] = []
         reader = worker.reader
         if worker.dead or reader is None:
             return messages, None
@@ -482,16 +472,7 @@ class WorkerPool:
         exited = worker.exit_fd in ready
         while True:
             frames = reader.read()  # whole messages only (worker/frames.py)
-            for data in frames:
-                msg = pickle.loads(data)
-                if msg[0] == "outcome":
-                    with contextlib.suppress(ValueError):
-                        worker.inflight.remove(msg[1])
-                elif msg[0] == "refused":
-                    msg = _refused(worker, msg)
-                elif msg[0] == "idle":
-                    worker.busy = False
-                messages.append(msg)
+            messages.extend(_received(worker, pickle.loads(data)) for data in frames)
             if not exited or not frames:
                 break
         return messages, (self._died(worker) if reader.eof or exited else None)
@@ -534,12 +515,22 @@ class WorkerPool:
                 worker.peak_sample = max(worker.peak_sample, tree_rss(worker.pid))
 
 
-def _refused(worker: Worker, msg: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``("refused", message, attempt ids)``: the worker could not lower its limit, so
-    none of its batch ran; the attempts are no longer in flight there."""
-    attempts = list(worker.inflight)
-    worker.inflight.clear()
-    return ("refused", msg[1], attempts)
+def _received(worker: Worker, msg: Message) -> Message:
+    """Account for ``msg`` in ``worker``'s state: an outcome's attempt is no longer in
+    flight, an idle worker is free; a refusal gets the batch's attempts (none of it ran:
+    they are no longer in flight there)."""
+    if isinstance(msg, Outcome):
+        if worker.inflight and worker.inflight[0] == msg.attempt_id:
+            worker.inflight.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                worker.inflight.remove(msg.attempt_id)
+    elif isinstance(msg, Idle):
+        worker.busy = False
+    elif isinstance(msg, Refused):
+        msg = Refused(msg.message, tuple(worker.inflight))
+        worker.inflight.clear()
+    return msg
 
 
 def tree_rss(pid: int) -> int:
