@@ -26,7 +26,7 @@ from oomguard.errors import IsolationError
 from oomguard.jobs.model import FailureClass
 from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
 from oomguard.worker.leftovers import Leftovers
-from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused
+from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, encode
 
 PR_SET_PDEATHSIG = 1
 
@@ -346,7 +346,7 @@ def main(argv: list[str]) -> None:
 
 
 def _send(conn_out: Connection, message: Message) -> None:
-    conn_out.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    conn_out.send_bytes(encode(message))
 
 
 def maxrss_bytes() -> int:

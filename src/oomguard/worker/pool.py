@@ -40,7 +40,7 @@ from oomguard.errors import IsolationError
 from oomguard.jobs.command import open_pidfd
 from oomguard.worker.frames import FrameReader
 from oomguard.worker.leftovers import MARK_ENV, kill_marked
-from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused
+from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, decode
 
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
@@ -244,7 +244,7 @@ class WorkerPool:
             self._close(worker)
             raise IsolationError(f"worker {name} did not start within {READY_TIMEOUT:.0f} s")
         try:
-            ready: Message = pickle.loads(conn_in.recv_bytes())
+            ready = decode(conn_in.recv_bytes())
         except (EOFError, OSError) as err:
             self._reap(worker, block=True)
             self._close(worker)
@@ -442,7 +442,7 @@ class WorkerPool:
             while True:
                 frames = worker.reader.read()
                 for data in frames:
-                    msg = _received(worker, pickle.loads(data))
+                    msg = _received(worker, decode(data))
                     messages.append((worker, msg))
                 if not exited or not frames:
                     break
@@ -472,7 +472,7 @@ class WorkerPool:
         exited = worker.exit_fd in ready
         while True:
             frames = reader.read()  # whole messages only (worker/frames.py)
-            messages.extend(_received(worker, pickle.loads(data)) for data in frames)
+            messages.extend(_received(worker, decode(data)) for data in frames)
             if not exited or not frames:
                 break
         return messages, (self._died(worker) if reader.eof or exited else None)
