@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from oomguard.executors.base import call_item
+from oomguard.scheduler.items import call_item
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 

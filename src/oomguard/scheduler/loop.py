@@ -16,17 +16,20 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import Attempt, Executor, Held, call_item
+from oomguard.executors.base import Attempt, Executor, Held
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.results.sink import PartSink
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.batching import batch_cap, followers
 from oomguard.scheduler.budget import check_limits, derive_budget
-from oomguard.scheduler.recorder import AttemptRecorder, Running
+from oomguard.scheduler.items import call_item
+from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
 from oomguard.store.leases import Recovery
@@ -256,8 +259,9 @@ class Scheduler:
         if now - self._parts_at >= self.config.part_interval:
             self._write_parts(final=False)
             self._parts_at = now
-        self.sampler.tick(self)
-        self._publish_view()
+        # A sample is taken from the view: a fresh one when a sample is due.
+        self._publish_view(force=self.sampler.due())
+        self.sampler.tick(self._view)
 
     def _wait(self, now: float, most: float) -> float:
         """How long this step may wait for an outcome: attempts that run for seconds wake
@@ -329,6 +333,8 @@ class Scheduler:
             recycles=dict(self.executor.recycles),
             leftovers=dict(self.executor.leftovers),
             duplicates=self.recorder.stats.duplicates,
+            active_jobs=tuple(self._active),
+            in_flight=_in_flight(self.recorder.running.values()),
         )
 
     # -- taking tasks -----------------------------------------------------------------
@@ -342,7 +348,8 @@ class Scheduler:
             finished = set(before) - set(self._active)
             self.recorder.broken.forget(finished)
             if finished:
-                self.sampler.finished(self, finished)
+                self._publish_view(force=True)
+                self.sampler.finished(self._view, finished)
                 self.announcements.announce()
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
@@ -442,6 +449,7 @@ class Scheduler:
             self.executor.submit(group, self._read_item)
 
     def _read_item(self, run: Attempt, held: Held | None = None) -> dict[str, Any]:
+        assert isinstance(run, Running)  # what _dispatch submitted, handed back
         return call_item(run, self.store, held)
 
     def _admit(
@@ -548,3 +556,12 @@ class Scheduler:
             )
         elif jobs is None or jobs or sink.has_waiting():
             sink.request(jobs)
+
+
+def _in_flight(running: Iterable[Running]) -> dict[str, tuple[int, int]]:
+    """job id -> (attempts in flight, bytes admitted to them)."""
+    jobs: dict[str, tuple[int, int]] = {}
+    for run in running:
+        n, total = jobs.get(run.task.job_id, (0, 0))
+        jobs[run.task.job_id] = (n + 1, total + run.limit)
+    return jobs

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from oomguard.notify.notice import AttemptNotice, to_json
 
 if TYPE_CHECKING:
-    from oomguard.scheduler.recorder import Running
     from oomguard.scheduler.retries import Decision
+    from oomguard.scheduler.running import Running
     from oomguard.store.writes import PendingWrites
 
 log = logging.getLogger("oomguard.scheduler")

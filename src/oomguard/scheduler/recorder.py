@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
-from oomguard.executors.base import WorkerRef
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass
 from oomguard.notify.notice import AttemptNotice
@@ -42,8 +41,9 @@ from oomguard.scheduler.retries import (
     key_killed,
     unfit_message,
 )
+from oomguard.scheduler.running import YIELDED, Running
 from oomguard.scheduler.survivors import HeldSurvivors
-from oomguard.scheduler.unrecordable import trace, unrecordable
+from oomguard.scheduler.unrecordable import Salvage, trace, unrecordable
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
 if TYPE_CHECKING:
@@ -54,37 +54,6 @@ if TYPE_CHECKING:
     from oomguard.worker.pool import Died
 
 log = logging.getLogger("oomguard.scheduler")
-
-
-@dataclass
-class Running:
-    """An attempt in flight."""
-
-    attempt_id: int
-    task: TaskRow
-    n: int
-    key: str | None
-    role: Role
-    limit: int
-    started: float
-    worker: WorkerRef | None = None
-    deadline: float | None = None
-    #: the not-yet-committed insert of this attempt (updated in place if it ends first)
-    claim: AttemptRow | None = None
-    #: at the cap its kill proves its key unfit: measured clean of memory an earlier
-    #: attempt left in its worker (worker/hygiene.py)
-    clean: bool = False
-    #: stopped because its key was OOM-killed below the cap meanwhile: it goes back to the
-    #: queue uncounted however it ends, unless it succeeded
-    yielded: bool = False
-
-    @property
-    def probe(self) -> bool:
-        return self.role.probes
-
-
-#: why an attempt stopped to yield to its key's cap probe went back to the queue
-YIELDED = "its memory key was OOM-killed below the cap meanwhile: it waits for the cap probe"
 
 
 @dataclass
@@ -560,6 +529,18 @@ class AttemptRecorder:
                 if task_id is None:
                     raise
                 log.error("task %s: its outcome could not be stored", task_id, exc_info=err)
-                self.store.apply(unrecordable(self, task_id, group, err))
+                self._salvage(unrecordable(task_id, group, err, self.store.task_place(task_id)))
                 self.notices.unrecorded.add(task_id)
         return duplicates
+
+    def _salvage(self, salvage: Salvage) -> None:
+        for attempt_id in salvage.attempt_ids:
+            run = self.running.get(attempt_id)
+            if run is not None:
+                # Still running, with nothing of it recorded: stop it; its outcome will
+                # find no attempt to end and is discarded.
+                self.release(run)
+                self.executor.kill(run, "cancel", {})
+        if salvage.job_id is not None:
+            self.parts_due.add(salvage.job_id)
+        self.store.apply(salvage.writes)

@@ -20,7 +20,7 @@ from oomguard.scheduler.admission import Estimates, KeyState, escalate
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
-    from oomguard.scheduler.recorder import Running
+    from oomguard.scheduler.running import Running
 
 #: OOM kills at the attempt's own limit: they say what its memory key needs (a
 #: MemoryError says what one allocation of one task could not get: that task's own retry)

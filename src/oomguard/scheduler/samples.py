@@ -24,7 +24,7 @@ from oomguard.store.samples import Sample
 from oomguard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from oomguard.scheduler.loop import Scheduler
+    from oomguard.scheduler.view import SchedulerView
 
 log = logging.getLogger("oomguard.scheduler.samples")
 
@@ -108,36 +108,32 @@ class Sampler:
             self._thread.join(timeout)
             self._thread = None
 
-    def tick(self, scheduler: Scheduler) -> None:
-        """Called by the loop at every step: a snapshot when one is due. Never raises."""
+    def due(self) -> bool:
+        """Whether the next :meth:`tick` takes a sample (the loop publishes a fresh view
+        for it first)."""
+        return self._thread is not None and time.time() - self._last >= self.interval
+
+    def tick(self, view: SchedulerView) -> None:
+        """Called by the loop at every step with the view it published: a snapshot when
+        one is due. Never raises."""
         now = time.time()
         if now - self._last < self.interval or self._thread is None:
             return
         self._last = now
-        self._take(scheduler, now, None)
+        self._take(view, now, None)
 
-    def finished(self, scheduler: Scheduler, job_ids: Iterable[str]) -> None:
+    def finished(self, view: SchedulerView, job_ids: Iterable[str]) -> None:
         """Jobs that just finished get a last sample (one that ran under a second still
         has its point on the time axis). Never raises."""
         if self._thread is not None:
-            self._take(scheduler, time.time(), job_ids)
+            self._take(view, time.time(), job_ids)
 
-    def _take(self, scheduler: Scheduler, now: float, job_ids: Iterable[str] | None) -> None:
+    def _take(self, view: SchedulerView, now: float, job_ids: Iterable[str] | None) -> None:
         try:
-            if job_ids is None:
-                job_ids = scheduler._active  # the active jobs, as the loop last read them
-            executor = scheduler.executor
-            running = scheduler.recorder.running.values()
-            self.offer(
-                snapshot(
-                    now,
-                    scheduler.budget,
-                    scheduler.admission.total,
-                    job_ids,
-                    ((run.task.job_id, run.limit) for run in running),
-                    executor.worker_pids() if executor is not None else {},
-                )
-            )
+            ids = view.active_jobs if job_ids is None else job_ids
+            jobs: dict[str, tuple[int, int]] = dict.fromkeys(ids, (0, 0))
+            jobs.update(view.in_flight)
+            self.offer(Snapshot(now, view.budget, view.admitted, jobs, dict(view.workers)))
         except Exception:  # a sample is never worth the loop
             log.exception("could not take a sample")
 

@@ -1,7 +1,8 @@
-"""When recording itself fails: the writes that fail one task whose own writes could not
-be stored (a result blob that cannot be written, a value SQLite refuses), so that the rest
-of its commit group is stored and the loop goes on. See docs/ARCHITECTURE.md, "The failure
-path".
+"""Salvage of what cannot be recorded: the writes that fail one task whose own writes could
+not be stored (a result blob that cannot be written, a value SQLite refuses), so that the
+rest of its commit group is stored and the loop goes on. Pure: the recorder applies the
+:class:`Salvage` (it stops the attempts still running). See docs/ARCHITECTURE.md, "The
+failure path".
 """
 
 from __future__ import annotations
@@ -9,18 +10,33 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from oomguard.store.writes import AttemptRow, PendingWrites, Write
 
-if TYPE_CHECKING:
-    from oomguard.scheduler.recorder import AttemptRecorder
+
+@dataclass(frozen=True)
+class Salvage:
+    """What failing a task whose own writes could not be stored takes."""
+
+    #: the writes that fail it (its attempts ended, its locks released, its dependants
+    #: failed), to commit in a transaction of their own
+    writes: list[Write]
+    #: its attempts: those still running are to be stopped (their outcomes then find no
+    #: attempt to end and are discarded)
+    attempt_ids: list[int]
+    #: its job (None: the task is gone), whose Parquet parts may now be due
+    job_id: str | None
 
 
 def unrecordable(
-    recorder: AttemptRecorder, task_id: int, group: list[Write], err: Exception
-) -> list[Write]:
-    """Writes that fail ``task_id`` because its own writes (``group``) failed."""
+    task_id: int,
+    group: list[Write],
+    err: Exception,
+    place: tuple[str, int, str] | None,
+) -> Salvage:
+    """What fails ``task_id`` because its own writes (``group``) failed; ``place`` is the
+    task's ``(job id, group, kind)`` (None: gone)."""
     what = "result" if any(w.query == "result" for w in group) else "outcome"
     message = f"error: {what} could not be stored: {type(err).__name__}: {err}"
     evidence = json.dumps({"message": message, "internal_error": trace(err)})
@@ -52,12 +68,6 @@ def unrecordable(
             ended_at=now,
         )
         fix.release_lock(attempt_id, task_id)
-        run = recorder.running.get(attempt_id)
-        if run is not None:
-            # Still running, with nothing of it recorded: stop it; its outcome will
-            # find no attempt to end and is discarded.
-            recorder.release(run)
-            recorder.executor.kill(run, "cancel", {})
     fix.task_failed(
         task_id,
         n=n or len(attempts),
@@ -66,7 +76,6 @@ def unrecordable(
         error=message,
         now=now,
     )
-    place = recorder.store.task_place(task_id)
     if place is not None:
         job_id, grp, kind = place
         if kind == "task":
@@ -75,8 +84,7 @@ def unrecordable(
             )
         data = {"class": "error", "retry": False, "final": "error"}
         fix.event(job_id, task_id, "attempt_failed", json.dumps(data))
-        recorder.parts_due.add(job_id)
-    return fix.take()
+    return Salvage(fix.take(), attempts, place[0] if place is not None else None)
 
 
 def trace(err: BaseException) -> list[str]:

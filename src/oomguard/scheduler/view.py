@@ -7,6 +7,7 @@ the current one (an attribute read is atomic) and never touch the loop's live ob
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -61,6 +62,10 @@ class SchedulerView:
     leftovers: dict[str, int] = field(default_factory=dict)
     #: late duplicate outcomes discarded
     duplicates: int = 0
+    #: the active jobs, as the loop last read them from the store
+    active_jobs: tuple[str, ...] = ()
+    #: job id -> (attempts in flight, bytes admitted to them), for the jobs with some
+    in_flight: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 __all__ = ["SchedulerView"]
