@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
+from oomguard.jobs.model import FailureClass
 
 
 class WorkerRef(Protocol):
@@ -106,4 +107,4 @@ class Executor(Protocol):
 
 def input_error_event(run: Attempt, err: TaskInputError) -> AttemptEnded:
     """The ``error`` outcome of an attempt whose inputs cannot be read (it never ran)."""
-    return failed(run.attempt_id, "error", f"error: {err}", {"input_error": str(err)})
+    return failed(run.attempt_id, FailureClass.ERROR, f"error: {err}", {"input_error": str(err)})

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from oomguard.jobs.model import FailureClass
+
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters
     from oomguard.worker.pool import Died
@@ -28,8 +30,8 @@ class AttemptEnded:
     ok: bool
     #: the pickled result (``ok``), else None
     payload: bytes | None = None
-    #: a :class:`~oomguard.jobs.model.FailureClass` value when not ``ok``
-    failure_class: str | None = None
+    #: why it failed (not ``ok``), else None
+    failure_class: FailureClass | None = None
     message: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
     peak_bytes: int | None = None
@@ -56,18 +58,19 @@ Event = AttemptEnded | WorkerDied | Requeued
 
 def failed(
     attempt_id: int,
-    failure_class: str,
+    failure_class: FailureClass | str,
     message: str | None,
     evidence: dict[str, Any],
     peak_bytes: int | None = None,
     worker: str | None = None,
 ) -> AttemptEnded:
-    """An :class:`AttemptEnded` for a failure of class ``failure_class``."""
+    """An :class:`AttemptEnded` for a failure of class ``failure_class`` (a class's value
+    is taken for its :class:`FailureClass`)."""
     return AttemptEnded(
         attempt_id,
         False,
         None,
-        failure_class,
+        FailureClass(failure_class),
         message,
         evidence,
         peak_bytes,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from oomguard.notify.notice import AttemptNotice, to_json
 
 if TYPE_CHECKING:
+    from oomguard.jobs.model import FailureClass
     from oomguard.scheduler.retries import Decision
     from oomguard.scheduler.running import Running
     from oomguard.store.writes import PendingWrites
@@ -40,7 +41,7 @@ class HeldNotices:
         self,
         run: Running,
         outcome: str,
-        fc: str | None = None,
+        fc: FailureClass | None = None,
         evidence: dict[str, Any] | None = None,
         peak: int | None = None,
         decision: Decision | None = None,
@@ -58,7 +59,7 @@ class HeldNotices:
                 attempt=run.n,
                 function=run.task.fn,
                 outcome=outcome,
-                failure_class=fc,
+                failure_class=fc.value if fc is not None else None,
                 final_class=decision.final_class.value if decision and final else None,
                 message=decision.message if decision else None,
                 memory_key=run.key,

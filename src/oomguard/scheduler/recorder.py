@@ -205,7 +205,8 @@ class AttemptRecorder:
             elif run.yielded:
                 self._requeued(Requeued(run.attempt_id, YIELDED))
             else:
-                fc = FailureClass(event.failure_class or FailureClass.ERROR.value)
+                # A class's value (as a Dask answer may carry it) is taken for its class.
+                fc = FailureClass(event.failure_class or FailureClass.ERROR)
                 self.failed(run, fc, event.message, evidence, event.peak_bytes)
         elif isinstance(event, WorkerDied):
             run = self.running.get(event.attempt_id)
@@ -245,17 +246,18 @@ class AttemptRecorder:
         self,
         run: Running,
         state: str,
-        fc: str | None,
+        fc: FailureClass | None,
         evidence: dict[str, Any] | None,
         peak: int | None,
     ) -> None:
         ended_at = time.time()
+        fc_text = fc.value if fc is not None else None
         text = json.dumps(evidence) if evidence else None
         pid = run.worker.pid if run.worker is not None else None
         worker = run.worker.name if run.worker is not None else None
         if run.claim is not None:
             claim = run.claim
-            claim.state, claim.ended_at, claim.failure_class = state, ended_at, fc
+            claim.state, claim.ended_at, claim.failure_class = state, ended_at, fc_text
             claim.peak_bytes, claim.evidence, claim.pid = peak, text, pid
             claim.worker = worker or claim.worker
             run.claim = None
@@ -264,7 +266,7 @@ class AttemptRecorder:
             run.attempt_id,
             run.task.id,
             state=state,
-            failure_class=fc,
+            failure_class=fc_text,
             evidence=text,
             peak_bytes=peak,
             pid=pid,
@@ -276,7 +278,7 @@ class AttemptRecorder:
         self,
         run: Running,
         state: str,
-        fc: str | None,
+        fc: FailureClass | None,
         evidence: dict[str, Any] | None,
         peak: int | None,
     ) -> None:
@@ -341,7 +343,7 @@ class AttemptRecorder:
         evidence.setdefault("limit_bytes", run.limit)
         if peak is not None:
             evidence.setdefault("peak_bytes", peak)
-        self.end(run, "failed", fc.value, evidence, peak)
+        self.end(run, "failed", fc, evidence, peak)
         task = run.task
         now = time.time()
         if fc.is_oom:
@@ -384,7 +386,7 @@ class AttemptRecorder:
                 now=now,
             )
         else:
-            self._fail_task(task, run.n, final_class.value, decision.message, now)
+            self._fail_task(task, run.n, final_class, decision.message, now)
         self.writes.event(
             task.job_id,
             task.id,
@@ -399,7 +401,7 @@ class AttemptRecorder:
             ),
         )
         outcome = "retrying" if retry_at is not None else "failed"
-        self.notices.tell(run, outcome, fc.value, evidence, peak, decision)
+        self.notices.tell(run, outcome, fc, evidence, peak, decision)
 
     def _yield_to_cap_probe(self, killed: Running) -> None:
         """The key of ``killed`` now needs more than the limit that killed it: its other
@@ -425,7 +427,7 @@ class AttemptRecorder:
         """Fail a task of a key proved unfit, without running it."""
         message = unfit_message(key, self.estimates, self.admission.cap)
         self.admission.forget(task.id)
-        self._fail_task(task, task.attempts, FailureClass.NEEDS_MORE_MEMORY.value, message, now)
+        self._fail_task(task, task.attempts, FailureClass.NEEDS_MORE_MEMORY, message, now)
         self.writes.event(
             task.job_id,
             task.id,
@@ -434,13 +436,13 @@ class AttemptRecorder:
         )
 
     def _fail_task(
-        self, task: TaskRow, n: int, failure_class: str, error: str | None, now: float
+        self, task: TaskRow, n: int, fc: FailureClass, error: str | None, now: float
     ) -> None:
         self.writes.task_failed(
             task.id,
             n=n,
             oom_attempts=task.oom_attempts,
-            failure_class=failure_class,
+            failure_class=fc.value,
             error=error,
             now=now,
         )
@@ -449,7 +451,7 @@ class AttemptRecorder:
                 task.id,
                 task.job_id,
                 task.grp,
-                f"replicate task {task.id} failed ({failure_class})",
+                f"replicate task {task.id} failed ({fc.value})",
                 now,
             )
         self.parts_due.add(task.job_id)
@@ -482,10 +484,8 @@ class AttemptRecorder:
             return False
         fc, evidence, peak = explained
         if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
-            self.end(pending.running, "failed", FailureClass.KILLED.value, evidence, peak)
-            self.notices.tell(
-                pending.running, "cancelled", FailureClass.KILLED.value, evidence, peak
-            )
+            self.end(pending.running, "failed", FailureClass.KILLED, evidence, peak)
+            self.notices.tell(pending.running, "cancelled", FailureClass.KILLED, evidence, peak)
         else:
             self.failed(pending.running, fc, None, evidence, peak)
         self.executor.release(worker)

@@ -67,7 +67,7 @@ class HeldSurvivors:
                 evidence["kernel"] = found.to_json()
                 evidence["kernel_lines"] = list(found.lines)
                 if ancestor_limit(found):  # v1 counts the kill here whoever's limit it was
-                    fc = FailureClass.OOM_ANCESTOR.value
+                    fc = FailureClass.OOM_ANCESTOR
             else:
                 evidence["kernel_log"] = self.kmsg.unavailable or "no OOM report for this pid"
             out.append(dataclasses.replace(event, failure_class=fc, evidence=evidence))
