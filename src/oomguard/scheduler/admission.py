@@ -97,9 +97,45 @@ class KeyEstimate:
             return KeyState.KNOWN
         return KeyState.UNKNOWN
 
-    def row(self, key: str) -> tuple[str, int, int, int, int, int, str, float, float]:
-        return (
+    def knowledge(self, key: str) -> KeyKnowledge:
+        """What it knows, as a record (what the store keeps of the key)."""
+        return KeyKnowledge(
             key,
+            self.bytes,
+            self.peak_bytes,
+            self.samples,
+            self.killed_at,
+            self.unfit_cap,
+            self.proof,
+            self.peak_sum,
+            self.peak_sq,
+        )
+
+
+@dataclass(frozen=True)
+class KeyKnowledge:
+    """What one memory key is known to need, as the store keeps it (one row a key)."""
+
+    key: str
+    #: the estimate for its next attempts
+    bytes: int
+    #: the largest peak seen, and how many peaks
+    peak_bytes: int
+    samples: int
+    #: the largest limit an attempt of the key was OOM-killed at (0: none)
+    killed_at: int = 0
+    #: the cap an attempt of the key was OOM-killed at: the key needs more (0: none)
+    unfit_cap: int = 0
+    #: what proved the key unfit
+    proof: str = ""
+    #: sum and sum of squares of the peaks seen
+    peak_sum: float = 0.0
+    peak_sq: float = 0.0
+
+    def row(self) -> tuple[str, int, int, int, int, int, str, float, float]:
+        """The store's row (``put_estimates``), columns in this order."""
+        return (
+            self.key,
             self.bytes,
             self.peak_bytes,
             self.samples,
@@ -208,8 +244,9 @@ class Estimates:
         self.dirty.add(key)
         return est.state()
 
-    def take_dirty(self) -> list[tuple[str, int, int, int, int, int, str, float, float]]:
-        rows = [self.known[k].row(k) for k in sorted(self.dirty)]
+    def take_dirty(self) -> list[KeyKnowledge]:
+        """What changed about keys since the last call (to be stored)."""
+        rows = [self.known[k].knowledge(k) for k in sorted(self.dirty)]
         self.dirty.clear()
         return rows
 

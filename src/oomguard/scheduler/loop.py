@@ -473,7 +473,8 @@ class Scheduler:
         # What the attempts taught about their keys commits with them.
         dirty = self.estimates.take_dirty()
         try:
-            self.recorder.stats.duplicates += self.store.apply(writes, dirty)
+            rows = [k.row() for k in dirty]
+            self.recorder.stats.duplicates += self.store.apply(writes, rows)
             dirty = []
         except sqlite3.OperationalError:
             raise  # the store itself fails (disk, lock): nothing one task did
@@ -490,7 +491,7 @@ class Scheduler:
         self.recorder.notices.release()
         dirty.extend(self.estimates.take_dirty())
         if dirty:
-            self.store.put_estimates(dirty)
+            self.store.put_estimates([k.row() for k in dirty])
 
     def _check_timeouts(self) -> None:
         assert self.executor is not None

@@ -36,9 +36,11 @@ from oomguard.scheduler.broken import BrokenJobs
 from oomguard.scheduler.notices import HeldNotices
 from oomguard.scheduler.retries import (
     OWN_LIMIT_KILLS,
+    Decision,
     RetryPolicy,
+    after_key_kill,
     decide,
-    key_killed,
+    kill_proof,
     unfit_message,
 )
 from oomguard.scheduler.running import YIELDED, Running
@@ -367,7 +369,7 @@ class AttemptRecorder:
             task.memory = decision.memory
         if fc in OWN_LIMIT_KILLS:
             # A kill at the attempt's own limit is knowledge for its whole key, at once.
-            decision = key_killed(self.estimates, run, fc, peak, decision, self.admission.cap)
+            decision = self._key_killed(run, fc, peak, decision)
             if self.estimates.state(run.key) is KeyState.LEARNING:
                 self._yield_to_cap_probe(run)
         if self.broken.failed(task.job_id, fc, message) is not None:
@@ -403,6 +405,23 @@ class AttemptRecorder:
         outcome = "retrying" if retry_at is not None else "failed"
         self.notices.tell(run, outcome, fc, evidence, peak, decision)
 
+    def _key_killed(
+        self, run: Running, fc: FailureClass, peak: int | None, decision: Decision
+    ) -> Decision:
+        """Fold an OOM kill at ``run``'s own limit into its key (see
+        :mod:`oomguard.scheduler.admission`); once the key is proved unfit (killed at the
+        cap, now or before), the task fails without another try."""
+        cap = self.admission.cap
+        state = self.estimates.state(run.key)
+        if state is not KeyState.UNFIT:
+            # Only a key named for memory (--memory-key, @task(memory_key=)) speaks for
+            # all its tasks at the cap; the default key (the function) is too coarse.
+            explicit = run.task.memory_key is not None
+            proof = kill_proof(run, fc, peak)
+            state = self.estimates.killed(run.key, run.limit, peak, cap, proof, explicit)
+        unfit = unfit_message(run.key, self.estimates.proof(run.key), cap)
+        return after_key_kill(decision, state, unfit)
+
     def _yield_to_cap_probe(self, killed: Running) -> None:
         """The key of ``killed`` now needs more than the limit that killed it: its other
         attempts started while it was unknown (its probe, a sibling beside it) and running
@@ -425,7 +444,7 @@ class AttemptRecorder:
 
     def refuse_unfit(self, task: TaskRow, key: str | None, now: float) -> None:
         """Fail a task of a key proved unfit, without running it."""
-        message = unfit_message(key, self.estimates, self.admission.cap)
+        message = unfit_message(key, self.estimates.proof(key), self.admission.cap)
         self.admission.forget(task.id)
         self._fail_task(task, task.attempts, FailureClass.NEEDS_MORE_MEMORY, message, now)
         self.writes.event(

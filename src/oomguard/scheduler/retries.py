@@ -1,4 +1,5 @@
-"""The retry policy: what happens to a task after a failed attempt. Pure logic.
+"""Retry decisions: what happens to a task after a failed attempt. Pure: each function
+returns a :class:`Decision` (or a text); the recorder applies it (estimates included).
 
 * OOM classes (and ``memory_error``) are retried at once with a larger estimate: at least
   double the limit the attempt had and above its peak, up to the most one task may get
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oomguard.jobs.model import FailureClass
-from oomguard.scheduler.admission import Estimates, KeyState, escalate
+from oomguard.scheduler.admission import KeyState, escalate
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
@@ -91,39 +92,29 @@ def decide(
     return Decision(None, fc, None, text)
 
 
-def unfit_message(key: str | None, estimates: Estimates, cap: int) -> str:
+def unfit_message(key: str | None, proof: str, cap: int) -> str:
+    """Why a task of ``key``, proved unfit by ``proof``, fails without running."""
     return (
         f"needs more memory than oomguard can give: memory key {key!r} was OOM-killed with "
         f"the most one task may get here ({format_size(cap)}, --worker-memory / "
-        f"--memory-budget): {estimates.proof(key)}; its tasks do not run again until that "
+        f"--memory-budget): {proof}; its tasks do not run again until that "
         "grows"
     )
 
 
-def key_killed(
-    estimates: Estimates,
-    run: Running,
-    fc: FailureClass,
-    peak: int | None,
-    decision: Decision,
-    cap: int,
-) -> Decision:
-    """Fold an OOM kill at ``run``'s own limit into its key (see
-    :mod:`oomguard.scheduler.admission`); once the key is proved unfit (killed at the cap,
-    now or before), the task fails without another try."""
-    state = estimates.state(run.key)
-    if state is not KeyState.UNFIT:
-        proof = (
-            f"attempt {run.attempt_id} (task {run.task.id}) was OOM-killed ({fc.value}) "
-            f"with a limit of {format_size(run.limit)}"
-            + (f" after reaching {format_size(peak)}" if peak else "")
-        )
-        # Only a key named for memory (--memory-key, @task(memory_key=)) speaks for all
-        # its tasks at the cap; the default key (the function) is too coarse.
-        explicit = run.task.memory_key is not None
-        state = estimates.killed(run.key, run.limit, peak, cap, proof, explicit)
+def kill_proof(run: Running, fc: FailureClass, peak: int | None) -> str:
+    """What an OOM kill of ``run`` at its own limit proves about its key."""
+    return (
+        f"attempt {run.attempt_id} (task {run.task.id}) was OOM-killed ({fc.value}) "
+        f"with a limit of {format_size(run.limit)}"
+        + (f" after reaching {format_size(peak)}" if peak else "")
+    )
+
+
+def after_key_kill(decision: Decision, state: KeyState, unfit: str) -> Decision:
+    """``decision`` once an OOM kill at the attempt's own limit was folded into its key
+    (now in ``state``): a key proved unfit (killed at the cap, now or before) fails the
+    task without another try, saying ``unfit``."""
     if state is not KeyState.UNFIT or decision.retry_at is None:
         return decision
-    return Decision(
-        None, FailureClass.NEEDS_MORE_MEMORY, None, unfit_message(run.key, estimates, cap)
-    )
+    return Decision(None, FailureClass.NEEDS_MORE_MEMORY, None, unfit)
