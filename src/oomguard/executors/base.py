@@ -74,7 +74,7 @@ class Executor(Protocol):
         """End a :meth:`poll` that is waiting now, or the next one, at once (thread-safe:
         another thread added work)."""
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: str, evidence: dict[str, object]) -> None:
         """End ``run``'s attempt now (``timeout``, ``cancel``); its ending comes as an
         event at a later :meth:`poll`."""
 

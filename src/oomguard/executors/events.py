@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.jobs.model import FailureClass
 
@@ -33,7 +33,7 @@ class AttemptEnded:
     #: why it failed (not ``ok``), else None
     failure_class: FailureClass | None = None
     message: str | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, object] = field(default_factory=dict)
     peak_bytes: int | None = None
     #: where it ran: a local worker's name, or a Dask worker's address
     worker: str | None = None
@@ -60,7 +60,7 @@ def failed(
     attempt_id: int,
     failure_class: FailureClass | str,
     message: str | None,
-    evidence: dict[str, Any],
+    evidence: dict[str, object],
     peak_bytes: int | None = None,
     worker: str | None = None,
 ) -> AttemptEnded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
@@ -40,7 +40,7 @@ class LocalExecutor:
                 task_dir=config.task_dir,
             )
         )
-        self.by_attempt: dict[int, Any] = {}
+        self.by_attempt: dict[int, Attempt] = {}
         #: events to hand out at the next poll (attempts whose inputs could not be read)
         self._events: list[Event] = []
         self._spawn_failures = 0
@@ -200,7 +200,7 @@ class LocalExecutor:
                 tries=n,
             ) from err
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: str, evidence: dict[str, object]) -> None:
         worker = run.worker
         if isinstance(worker, Worker) and not worker.dead:
             self.pool.kill(worker, reason, evidence)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.notify.notice import AttemptNotice, to_json
 
@@ -42,7 +42,7 @@ class HeldNotices:
         run: Running,
         outcome: str,
         fc: FailureClass | None = None,
-        evidence: dict[str, Any] | None = None,
+        evidence: dict[str, object] | None = None,
         peak: int | None = None,
         decision: Decision | None = None,
     ) -> None:

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
@@ -249,7 +249,7 @@ class AttemptRecorder:
         run: Running,
         state: str,
         fc: FailureClass | None,
-        evidence: dict[str, Any] | None,
+        evidence: dict[str, object] | None,
         peak: int | None,
     ) -> None:
         ended_at = time.time()
@@ -281,7 +281,7 @@ class AttemptRecorder:
         run: Running,
         state: str,
         fc: FailureClass | None,
-        evidence: dict[str, Any] | None,
+        evidence: dict[str, object] | None,
         peak: int | None,
     ) -> None:
         """End ``run``'s attempt (its task's state is someone else's to write)."""
@@ -308,7 +308,7 @@ class AttemptRecorder:
         run: Running,
         payload: bytes | None,
         peak: int | None,
-        evidence: dict[str, Any] | None = None,
+        evidence: dict[str, object] | None = None,
         learn: bool = True,
     ) -> None:
         self.end(run, "succeeded", None, evidence, peak)
@@ -335,7 +335,7 @@ class AttemptRecorder:
         run: Running,
         fc: FailureClass,
         message: str | None,
-        evidence: dict[str, Any],
+        evidence: dict[str, object],
         peak: int | None,
     ) -> None:
         """End ``run`` as failed with ``fc``; retry its task or fail it for good."""

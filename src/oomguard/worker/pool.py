@@ -87,7 +87,7 @@ class Worker:
     busy: bool = False
     tasks_done: int = 0
     #: set when the pool killed it on purpose: ("watchdog"|"timeout"|"cancel"|"stop", evidence)
-    killed_by: tuple[str, dict[str, Any]] | None = None
+    killed_by: tuple[str, dict[str, object]] | None = None
     peak_sample: int = 0
     counters_before: CgroupCounters | None = None
     retire: str | None = None
@@ -300,7 +300,7 @@ class WorkerPool:
     def idle_workers(self) -> list[Worker]:
         return [w for w in self.workers.values() if not w.busy and not w.dead]
 
-    def kill(self, worker: Worker, reason: str, evidence: dict[str, Any] | None = None) -> None:
+    def kill(self, worker: Worker, reason: str, evidence: dict[str, object] | None = None) -> None:
         if worker.killed_by is None:
             worker.killed_by = (reason, evidence or {})
         self._kill(worker)
@@ -315,7 +315,9 @@ class WorkerPool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, signal.SIGKILL)
 
-    def _reap(self, worker: Worker, block: bool) -> tuple[int, Any] | None:
+    def _reap(
+        self, worker: Worker, block: bool
+    ) -> tuple[int, resource.struct_rusage | None] | None:
         try:
             pid, status, rusage = os.wait4(worker.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
