@@ -1,7 +1,9 @@
-"""The scheduler loop: store → admission → executor → recorder → store.
+"""The loop that steps: store → window → dispatch → executor → recorder → store.
 
-One thread owns the loop. Tasks come from the store in bounded windows (never a whole job
-in memory); the loop admits them by memory and dispatches them to the executor. How each
+One thread owns the loop; :meth:`Scheduler.step` is one pass. The parts it steps are built
+at start by the composition root (:mod:`~oomguard.scheduler.compose`): the window
+(:mod:`~oomguard.scheduler.window`) takes tasks from the store, dispatch
+(:mod:`~oomguard.scheduler.dispatch`) admits them by memory and submits them, and how each
 attempt begins and ends is the :class:`~oomguard.scheduler.recorder.AttemptRecorder`'s:
 its writes are committed here in grouped transactions (the attempt's end, its result, its
 task's new state, the release of its lock and dependants commit together). Other threads
@@ -17,30 +19,25 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.base import Attempt, Executor, Held
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
-from oomguard.results.sink import PartSink
-from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
-from oomguard.scheduler.batching import batch_cap, followers
-from oomguard.scheduler.budget import check_limits, derive_budget
-from oomguard.scheduler.items import call_item
-from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.scheduler.compose import NOTIFY_DRAIN_TIMEOUT, Parts, assemble
 from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
-from oomguard.store.leases import Recovery
-from oomguard.store.sqlite import SqliteStore, TaskRow
+from oomguard.scheduler.window import Window
+from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import PendingWrites
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.cgroups.detect import IsolationPlan
-    from oomguard.kernlog.watch import KernelLogWatch
-    from oomguard.notify.base import Notifier
+    from oomguard.executors.base import Executor
+    from oomguard.scheduler.admission import Admission, Estimates
+    from oomguard.scheduler.recorder import AttemptRecorder
 
 log = logging.getLogger("oomguard.scheduler")
 
@@ -54,8 +51,6 @@ STEP_WAIT = 0.25
 #: the wait while something needs a closer look: tasks held in the window with nothing
 #: running, a death or an OOM kill waiting for the kernel's line
 BLOCKED_WAIT = 0.02
-#: how long stopping waits for queued notifications to be delivered
-NOTIFY_DRAIN_TIMEOUT = 10.0
 
 
 class Scheduler:
@@ -67,21 +62,11 @@ class Scheduler:
         self.id = uuid.uuid4().hex
         self.store = SqliteStore(config.store)
         self.writes = PendingWrites()
-        self.window: deque[TaskRow] = deque()
-        self.window_size = config.window
-        self.executor: Executor | None = None
-        self.kmsg: KernelLogWatch | None = None
-        self.sink: PartSink | None = None
-        #: Sentry, webhooks, JSON logs (None: none configured)
-        self.notifier: Notifier | None = None
-        self.isolation: IsolationPlan | None = None
+        self.window = Window(self.store, config.window, config.batch_size)
+        #: what :meth:`start` built (scheduler/compose.py); None before it
+        self.parts: Parts | None = None
         #: the dashboard's time series, written on its own thread (scheduler/samples.py)
         self.sampler = Sampler(str(config.store))
-        self.recovery: Recovery | None = None
-        self.budget = 0
-        self.admission: Admission
-        self.estimates: Estimates
-        self.recorder: AttemptRecorder
         self.started = False
         self._view = SchedulerView()
         self._view_at = 0.0
@@ -91,88 +76,64 @@ class Scheduler:
         self._parts_at = 0.0
         self._parts_swept = False
         self._cancel_check_at = 0.0
-        self._refill_after = 0.0
         #: the window or the running attempts held something at the last refill
         self._had_work = False
         self._tasks_added = False  # another thread added tasks: look for new jobs now
-        self._batch_sizes: dict[str, int] = {}
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
         #: waiters of other threads (Job.wait) wake when a job finishes or the loop stops
         self.announcements = Announcements()
 
+    # -- the parts, once started --------------------------------------------------------
+
+    @property
+    def executor(self) -> Executor | None:
+        return self.parts.executor if self.parts is not None else None
+
+    @property
+    def budget(self) -> int:
+        return self.parts.budget if self.parts is not None else 0
+
+    @property
+    def isolation(self) -> IsolationPlan | None:
+        return self.parts.isolation if self.parts is not None else None
+
+    @property
+    def admission(self) -> Admission:
+        assert self.parts is not None, "start() first"
+        return self.parts.admission
+
+    @property
+    def estimates(self) -> Estimates:
+        assert self.parts is not None, "start() first"
+        return self.parts.estimates
+
+    @property
+    def recorder(self) -> AttemptRecorder:
+        assert self.parts is not None, "start() first"
+        return self.parts.recorder
+
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
-        from oomguard.cgroups.detect import detect_isolation
-        from oomguard.kernlog.watch import KernelLogWatch
-        from oomguard.notify.build import build_notifier, outbox_filter, start_outbox
-
-        config = self.config
-        self.notifier = build_notifier(config)  # a bad DSN or secret file stops us here
-        self.recovery = self.store.leases.register(self.id, config.lease_ttl, config.lost_retries)
-        start_outbox(self.notifier)  # the store is ours: deliver what it holds
-        self.isolation = detect_isolation(config.isolation)
-        if config.executor == "local":
-            check_limits(config, self.isolation.own_limit_bytes)
-        executor = self.executor = self._make_executor(self.isolation)
-        executor.start()
-        own_limit = self.isolation.own_limit_bytes
-        # A remote executor (Dask) knows the memory of its workers better than this machine.
-        remote_budget = executor.memory_budget()
-        if remote_budget is not None and config.memory_budget is None:
-            self.budget = remote_budget
-        else:
-            self.budget = derive_budget(config, own_limit)
-        cap = min(config.worker_memory or self.budget, self.budget)
-        remote_cap = executor.max_task_memory()
-        if remote_cap is not None:
-            cap = min(cap, remote_cap)
-        self.store.admin.set_meta("memory_budget", str(self.budget))
-        self.store.admin.set_meta("isolation", self.isolation.mode)
-        self.admission = Admission(
-            budget=self.budget, cap=cap, starvation_wait=config.starvation_wait
-        )
-        self.estimates = Estimates(default=config.default_task_memory)
-        self.estimates.load(self.store.estimate_rows(), cap)
-        self.kmsg = KernelLogWatch(config.kernel_log)
-        self.kmsg.start()
-        self.recorder = AttemptRecorder(
-            config=config,
+        parts = self.parts = assemble(
+            self.config,
             scheduler_id=self.id,
             store=self.store,
             writes=self.writes,
-            admission=self.admission,
-            estimates=self.estimates,
-            executor=executor,
-            kmsg=self.kmsg,
-            requeue=self.window.appendleft,
-            next_attempt=self.store.next_attempt_id(),
-            notify=self.notifier.notify if self.notifier is not None else None,
-            keep=outbox_filter(self.notifier),
+            window=self.window,
         )
-        self.sink = PartSink(self.store.path, PartPolicy.of(config))
-        self.sink.start()
         self.sampler.start()
         self.started = True
         self._publish_view(force=True)
         log.info(
             "scheduler %s: isolation %s (%s); budget %s; %d workers",
             self.id[:8],
-            self.isolation.mode,
-            self.isolation.reason,
-            format_size(self.budget),
-            config.workers,
+            parts.isolation.mode,
+            parts.isolation.reason,
+            format_size(parts.budget),
+            self.config.workers,
         )
-
-    def _make_executor(self, isolation: IsolationPlan) -> Executor:
-        if self.config.executor == "dask":
-            from oomguard.executors.dask import DaskExecutor
-
-            return DaskExecutor(self.config, isolation, blobs=self.store.blobs)
-        from oomguard.executors.local import LocalExecutor
-
-        return LocalExecutor(self.config, isolation)
 
     def stop(self) -> None:
         """Stop: running attempts end ``interrupted`` and their tasks (and the window's)
@@ -182,18 +143,17 @@ class Scheduler:
         try:
             if self.started:
                 self._stop_attempts()
-                if self.notifier is not None:
+                if self.parts is not None and self.parts.notifier is not None:
                     self._refresh_active(force=True)  # tell the jobs that just finished
         finally:
-            if self.executor is not None:
-                self.executor.stop()
-            if self.kmsg is not None:
-                self.kmsg.stop()
-            if self.sink is not None:
-                self.sink.stop()
+            parts = self.parts
+            if parts is not None:
+                parts.executor.stop()
+                parts.kmsg.stop()
+                parts.sink.stop()
             self.sampler.stop()
-            if self.notifier is not None:
-                self.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
+            if parts is not None and parts.notifier is not None:
+                parts.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
             self.store.close()
             self.started = False
             self._view = SchedulerView()
@@ -231,13 +191,14 @@ class Scheduler:
     def step(self, timeout: float | None = None) -> None:
         """One pass: take tasks, dispatch, wait up to ``timeout`` for outcomes (less when
         something is due sooner: :meth:`_wait`), record them, and the periodic work."""
-        assert self.executor is not None, "start() first"
-        recorder = self.recorder
+        parts = self.parts
+        assert parts is not None, "start() first"
+        recorder = parts.recorder
         now = time.time()
         self._refill(now)
-        self._dispatch(now)
+        parts.dispatcher.dispatch(now, self.flush)
         most = STEP_WAIT if timeout is None else timeout
-        for event in self.executor.poll(self._wait(now, most)):
+        for event in parts.executor.poll(self._wait(now, most)):
             recorder.handle(event)  # one attempt that cannot be recorded never stops the loop
         recorder.finish_deaths()
         if stops := recorder.broken.take():
@@ -286,7 +247,7 @@ class Scheduler:
 
     def set_window(self, size: int) -> None:
         """Change how many tasks the scheduler keeps in memory (thread-safe)."""
-        self.window_size = max(1, size)
+        self.window.size = max(1, size)
 
     def tasks_added(self) -> None:
         """Tasks were added (thread-safe): look for new jobs at once."""
@@ -310,29 +271,31 @@ class Scheduler:
 
     def parts_error(self, job_id: str) -> str | None:
         """Why the last try to write ``job_id``'s Parquet parts failed (thread-safe)."""
-        return None if self.sink is None else self.sink.errors.get(job_id)
+        return None if self.parts is None else self.parts.sink.errors.get(job_id)
 
     def _publish_view(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._view_at < VIEW_INTERVAL:
             return
         self._view_at = now
-        assert self.executor is not None and self.isolation is not None
+        parts = self.parts
+        assert parts is not None
+        executor, isolation = parts.executor, parts.isolation
         self._view = SchedulerView(
             started=self.started,
-            budget=self.budget,
-            admitted=self.admission.total,
-            running=len(self.recorder.running),
+            budget=parts.budget,
+            admitted=parts.admission.total,
+            running=len(parts.recorder.running),
             window=len(self.window),
-            isolation=self.isolation.mode,
-            isolation_reason=self.isolation.reason,
-            warnings=tuple(self.isolation.warnings),
-            lost_attempts_recovered=self.recovery.lost_attempts if self.recovery else 0,
-            workers=self.executor.worker_pids(),
-            worker_isolation=self.executor.worker_isolation(),
-            recycles=dict(self.executor.recycles),
-            leftovers=dict(self.executor.leftovers),
-            duplicates=self.recorder.stats.duplicates,
+            isolation=isolation.mode,
+            isolation_reason=isolation.reason,
+            warnings=tuple(isolation.warnings),
+            lost_attempts_recovered=parts.recovery.lost_attempts,
+            workers=executor.worker_pids(),
+            worker_isolation=executor.worker_isolation(),
+            recycles=dict(executor.recycles),
+            leftovers=dict(executor.leftovers),
+            duplicates=parts.recorder.stats.duplicates,
             active_jobs=tuple(self._active),
             in_flight=_in_flight(self.recorder.running.values()),
         )
@@ -354,14 +317,15 @@ class Scheduler:
             # A job that finished by any path (its last outcome a failure, cancelled,
             # lost) has its last parts due now, not only when a result arrives.
             self.recorder.parts_due.update(finished)
-            self._batch_sizes = {j: n for j, n in self._batch_sizes.items() if j not in finished}
-            if self.notifier is not None:
+            self.window.forget(finished)
+            notifier = self.parts.notifier if self.parts is not None else None
+            if notifier is not None:
                 for notice in job_notices(self.store, before, self._active):
-                    self.notifier.notify(notice)
+                    notifier.notify(notice)
 
     def _refill(self, now: float) -> None:
         added = self._tasks_added
-        if len(self.window) >= self.window_size // 2 or (now < self._refill_after and not added):
+        if not self.window.due(now, added):
             return
         self._tasks_added = False
         # New tasks may be a new job; the last task in hand ending, a finished job (its
@@ -369,99 +333,7 @@ class Scheduler:
         in_hand = bool(self.window or self.recorder.running)
         self._refresh_active(force=added or (self._had_work and not in_hand))
         self._had_work = in_hand
-        want = self.window_size - len(self.window)
-        for job_id in self._active:
-            if want <= 0:
-                break
-            low = self.store.low_group(job_id)
-            if low is None:
-                continue
-            rows = self.store.take_ready(job_id, want, low + self._batch_size(job_id))
-            # An aggregation goes first: its inputs were just made (held on a Dask worker).
-            self.window.extendleft(reversed([r for r in rows if r.kind == "aggregate"]))
-            self.window.extend(r for r in rows if r.kind != "aggregate")
-            want -= len(rows)
-        # Nothing more was ready: look again a little later, not at every step.
-        self._refill_after = now + 0.02 if want > 0 else 0.0
-
-    def _batch_size(self, job_id: str) -> int:
-        """Open parameter groups allowed for a job: its own batch_size, else the config's."""
-        size = self._batch_sizes.get(job_id)
-        if size is None:
-            spec = self.store.job(job_id)["spec"]
-            size = int(spec.get("batch_size") or self.config.batch_size)
-            self._batch_sizes[job_id] = size
-        return size
-
-    def _memory_key(self, task: TaskRow) -> str | None:
-        return task.memory_key or task.fn
-
-    def _dispatch(self, now: float) -> None:
-        assert self.executor is not None
-        if not self.window:
-            return
-        slots = self.executor.free_slots()
-        if slots <= 0:
-            return
-        recorder = self.recorder
-        # Never more than half a fair share of the window, so every worker gets some.
-        share = max(1, len(self.window) // (2 * max(1, self.config.workers)))
-        skipped: list[TaskRow] = []
-        assignments: list[list[Running]] = []
-        while self.window and slots > 0:
-            task = self.window.popleft()
-            if task.lock_key and task.lock_key in recorder.locks:
-                skipped.append(task)
-                continue
-            key = self._memory_key(task)
-            state = self.estimates.state(key)
-            if state is KeyState.UNFIT:
-                # Proved unfit by a kill at the cap: it fails without running.
-                recorder.refuse_unfit(task, key, time.time())
-                continue
-            run = self._admit(task, key, state, now, slots)
-            if run is None:
-                skipped.append(task)
-                # A task that does not fit blocks the ones behind it only when it starves.
-                if len(skipped) > 256:
-                    break
-                continue
-            group = [run]
-            # Batch short tasks of the same key for one worker (each still runs alone).
-            most = min(share, batch_cap(recorder.durations.get(run.key)))
-            if (
-                most > 1
-                and task.timeout is None
-                and not task.lock_key
-                and run.role is Role.NORMAL
-                and run.key not in recorder.oom_keys
-            ):
-                for nxt in followers(self.window, task, run.key, most, self._memory_key):
-                    group.append(recorder.begin(nxt, run.key, Role.NORMAL, run.limit, now, False))
-            assignments.append(group)
-            slots -= 1
-        self.window.extendleft(reversed(skipped))
-        if assignments:
-            # Claims are durable before any of them runs: an attempt that kills its
-            # scheduler (or the host) at once is still found, and counted, as lost.
-            self.flush()
-        for group in assignments:
-            self.executor.submit(group, self._read_item)
-
-    def _read_item(self, run: Attempt, held: Held | None = None) -> dict[str, Any]:
-        assert isinstance(run, Running)  # what _dispatch submitted, handed back
-        return call_item(run, self.store, held)
-
-    def _admit(
-        self, task: TaskRow, key: str | None, state: KeyState, now: float, idle: int
-    ) -> Running | None:
-        """Start an attempt of ``task`` if admission has room for it (see
-        :mod:`oomguard.scheduler.admission`), else None: it waits in the window."""
-        estimate = self.estimates.estimate(key, task.memory)
-        placement = self.admission.place(task.id, key, state, estimate, idle)
-        if placement is None:
-            return None
-        return self.recorder.begin(task, key, placement.role, placement.limit, now, admit=True)
+        self.window.refill(now, self._active)
 
     def flush(self) -> None:
         """Commit the queued writes (grouped); a group that fails is applied task by task,
@@ -520,7 +392,7 @@ class Scheduler:
         cancelled = self.store.cancelled_among(ids)
         if not cancelled:
             return
-        self.window = deque(t for t in self.window if t.id not in cancelled)
+        self.window.drop(cancelled)
         for task_id in cancelled:
             self.admission.forget(task_id)
         for run in list(running.values()):
@@ -533,7 +405,7 @@ class Scheduler:
         """Have the Parquet parts that are due written: on the sink's thread as the job
         runs; at ``final`` (stopping, or idle) here, after the sink has caught up."""
         self.flush()
-        sink = self.sink
+        sink = self.parts.sink if self.parts is not None else None
         due = self.recorder.parts_due
         while self._parts_asked:
             due.add(self._parts_asked.popleft())
