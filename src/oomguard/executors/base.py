@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
-from oomguard.jobs.model import FailureClass
+from oomguard.jobs.model import FailureClass, KillReason
 
 
 class WorkerRef(Protocol):
@@ -74,7 +74,7 @@ class Executor(Protocol):
         """End a :meth:`poll` that is waiting now, or the next one, at once (thread-safe:
         another thread added work)."""
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, object]) -> None:
+    def kill(self, run: Attempt, reason: KillReason, evidence: dict[str, object]) -> None:
         """End ``run``'s attempt now (``timeout``, ``cancel``); its ending comes as an
         event at a later :meth:`poll`."""
 

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import OomguardError
+from oomguard.jobs.model import KillReason
 from oomguard.worker.messages import Idle, Outcome, Refused
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ class HostPool:
         try:
             pool.send(child, items, clean=bool(items and items[0].get("clean")))
             if self._take_doomed(items):
-                pool.kill(child, "cancel")  # killed between the check above and the send
+                pool.kill(child, KillReason.CANCEL)  # killed between the check above and the send
             recycle: str | None = None
             while child.busy:
                 tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
@@ -305,7 +306,7 @@ class HostPool:
             if done:
                 self._release(child)
             else:  # interrupted (a bug, a signal): the child is in an unknown state
-                pool.kill(child, "stop")
+                pool.kill(child, KillReason.STOP)
                 with contextlib.suppress(Exception):
                     self._retire(child, "error")
 
@@ -375,7 +376,7 @@ class HostPool:
                 while len(self._doomed) > DOOMED_KEPT:
                     self._doomed.popitem(last=False)
             return "absent"
-        self.pool.kill(child, reason, evidence)
+        self.pool.kill(child, KillReason(reason), evidence)
         return "killed"
 
     def _take_doomed(self, items: list[dict[str, Any]]) -> set[int]:

@@ -11,6 +11,7 @@ from oomguard.config import RunnerConfig
 from oomguard.errors import OomguardError, TaskInputError, WorkerSpawnError
 from oomguard.executors.base import Attempt, ItemReader, WorkerRef, input_error_event
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
+from oomguard.jobs.model import KillReason
 from oomguard.worker.messages import Idle, Outcome, Refused
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
 
@@ -200,7 +201,7 @@ class LocalExecutor:
                 tries=n,
             ) from err
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, object]) -> None:
+    def kill(self, run: Attempt, reason: KillReason, evidence: dict[str, object]) -> None:
         worker = run.worker
         if isinstance(worker, Worker) and not worker.dead:
             self.pool.kill(worker, reason, evidence)

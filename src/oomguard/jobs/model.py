@@ -73,3 +73,23 @@ _OOM_CLASSES = frozenset(
         FailureClass.MEMORY_ERROR,
     }
 )
+
+
+class KillReason(str, enum.Enum):
+    """Why oomguard itself killed an attempt (its evidence's ``killed_by_oomguard``)."""
+
+    #: it ran past its task's timeout
+    TIMEOUT = "timeout"
+    #: its task was cancelled, or it was stopped for another reason of the scheduler's
+    CANCEL = "cancel"
+    #: the watchdog saw its memory past its limit (no cgroup)
+    WATCHDOG = "watchdog"
+    #: the pool stopped
+    STOP = "stop"
+
+    # Printed and written as its value (as enum.StrEnum does, from Python 3.11).
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return str(self.value).__format__(spec)

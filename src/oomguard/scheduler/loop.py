@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
+from oomguard.jobs.model import KillReason
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.scheduler.compose import NOTIFY_DRAIN_TIMEOUT, Parts, assemble
@@ -373,7 +374,7 @@ class Scheduler:
         for run in list(self.recorder.timed.values()):
             if run.deadline is not None and now > run.deadline and run.worker is not None:
                 run.deadline = None
-                self.executor.kill(run, "timeout", {"timeout_s": run.task.timeout})
+                self.executor.kill(run, KillReason.TIMEOUT, {"timeout_s": run.task.timeout})
 
     def _stop_jobs(self, causes: dict[str, str]) -> None:
         """Stop jobs that cannot load their task (scheduler/broken.py): their failures are
@@ -397,7 +398,7 @@ class Scheduler:
             self.admission.forget(task_id)
         for run in list(running.values()):
             if run.task.id in cancelled:
-                self.executor.kill(run, "cancel", {})
+                self.executor.kill(run, KillReason.CANCEL, {})
 
     # -- results ----------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
-from oomguard.jobs.model import FailureClass
+from oomguard.jobs.model import FailureClass, KillReason
 from oomguard.notify.notice import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.broken import BrokenJobs
@@ -440,7 +440,7 @@ class AttemptRecorder:
                 and other.worker is not None
             ):
                 other.yielded = True
-                self.executor.kill(other, "cancel", {"reason": YIELDED})
+                self.executor.kill(other, KillReason.CANCEL, {"reason": YIELDED})
 
     def refuse_unfit(self, task: TaskRow, key: str | None, now: float) -> None:
         """Fail a task of a key proved unfit, without running it."""
@@ -502,7 +502,11 @@ class AttemptRecorder:
         if explained is None:
             return False
         fc, evidence, peak = explained
-        if fc == FailureClass.KILLED and worker.killed_by and worker.killed_by[0] == "cancel":
+        if (
+            fc == FailureClass.KILLED
+            and worker.killed_by
+            and worker.killed_by[0] == KillReason.CANCEL
+        ):
             self.end(pending.running, "failed", FailureClass.KILLED, evidence, peak)
             self.notices.tell(pending.running, "cancelled", FailureClass.KILLED, evidence, peak)
         else:
@@ -559,7 +563,7 @@ class AttemptRecorder:
                 # Still running, with nothing of it recorded: stop it; its outcome will
                 # find no attempt to end and is discarded.
                 self.release(run)
-                self.executor.kill(run, "cancel", {})
+                self.executor.kill(run, KillReason.CANCEL, {})
         if salvage.job_id is not None:
             self.parts_due.add(salvage.job_id)
         self.store.apply(salvage.writes)

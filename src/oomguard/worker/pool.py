@@ -38,6 +38,7 @@ import psutil
 
 from oomguard.errors import IsolationError
 from oomguard.jobs.command import open_pidfd
+from oomguard.jobs.model import KillReason
 from oomguard.worker.frames import FrameReader
 from oomguard.worker.leftovers import MARK_ENV, kill_marked
 from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, decode
@@ -86,8 +87,8 @@ class Worker:
     inflight: deque[int] = field(default_factory=deque)
     busy: bool = False
     tasks_done: int = 0
-    #: set when the pool killed it on purpose: ("watchdog"|"timeout"|"cancel"|"stop", evidence)
-    killed_by: tuple[str, dict[str, object]] | None = None
+    #: set when the pool killed it on purpose: why, and the evidence
+    killed_by: tuple[KillReason, dict[str, object]] | None = None
     peak_sample: int = 0
     counters_before: CgroupCounters | None = None
     retire: str | None = None
@@ -300,7 +301,9 @@ class WorkerPool:
     def idle_workers(self) -> list[Worker]:
         return [w for w in self.workers.values() if not w.busy and not w.dead]
 
-    def kill(self, worker: Worker, reason: str, evidence: dict[str, object] | None = None) -> None:
+    def kill(
+        self, worker: Worker, reason: KillReason, evidence: dict[str, object] | None = None
+    ) -> None:
         if worker.killed_by is None:
             worker.killed_by = (reason, evidence or {})
         self._kill(worker)
@@ -400,7 +403,7 @@ class WorkerPool:
 
     def stop(self) -> None:
         for worker in list(self.workers.values()):
-            self.kill(worker, "stop")
+            self.kill(worker, KillReason.STOP)
         stopped = list(self.workers.values())
         for worker in stopped:
             self._reap(worker, block=True)
@@ -508,7 +511,7 @@ class WorkerPool:
         worker.peak_sample = max(worker.peak_sample, rss)
         if worker.limit_bytes and rss > worker.limit_bytes:
             evidence = {"rss_bytes": rss, "limit_bytes": worker.limit_bytes}
-            self.kill(worker, "watchdog", dict(evidence, sampled_every_s=interval))
+            self.kill(worker, KillReason.WATCHDOG, dict(evidence, sampled_every_s=interval))
 
     def sample_peaks(self) -> None:
         """Sample busy workers' RSS (for peak memory where the cgroup cannot say)."""
