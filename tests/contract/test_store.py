@@ -287,7 +287,7 @@ def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
     (instead of SQLite's busy handler sleeping between tries)."""
     import threading
 
-    from oomguard.store.transactions import writer_lock
+    from oomguard.store.connection import writer_lock
 
     a = SqliteStore(tmp_path / "s.sqlite")
     b = SqliteStore(tmp_path / "." / "s.sqlite")

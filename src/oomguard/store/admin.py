@@ -17,22 +17,24 @@ from oomguard.errors import JobActiveError
 from oomguard.store.sql_text import OPEN_SQL, Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
+    from oomguard.store.views import Queries
 
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
 
 
 class Admin:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, queries: Queries) -> None:
+        self._conn = conn
+        self._queries = queries
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def add_counter(self, name: str, delta: int) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "INSERT INTO counters (name, value) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
@@ -42,7 +44,7 @@ class Admin:
     def retry_failed(self, job_id: str) -> int:
         """Make the job's failed tasks ready again with fresh retry counts."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
                 "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
                 "failure_class = NULL, error = NULL, updated_at = ? "
@@ -70,7 +72,7 @@ class Admin:
     def cancel(self, job_id: str) -> int:
         """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
                 "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
                 f"state IN {OPEN_SQL}",
@@ -95,7 +97,7 @@ class Admin:
         ``stopped`` (shown as ``failed``), and ``cause`` is kept in a ``job_stopped`` event.
         Running the same sweep again reopens it (:meth:`reopen_stopped`)."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
                 "UPDATE tasks SET state = 'cancelled', error = ?, updated_at = ? "
                 f"WHERE job_id = ? AND state IN {OPEN_SQL}",
@@ -119,21 +121,13 @@ class Admin:
 
     def stop_cause(self, job_id: str) -> str | None:
         """Why the job was stopped (:meth:`stop_job`), or None if it was not."""
-        row = self._store.db.execute(
-            "SELECT j.state, (SELECT data FROM events WHERE job_id = j.id AND kind = 'job_stopped' "
-            "ORDER BY id DESC LIMIT 1) FROM jobs j WHERE j.id = ?",
-            (job_id,),
-        ).fetchone()
-        if row is None or row[0] != "stopped" or row[1] is None:
-            return None
-        cause = json.loads(row[1]).get("cause")
-        return str(cause) if cause is not None else None
+        return self._queries.stop_cause(job_id)
 
     def reopen_stopped(self, job_id: str) -> int:
         """Make a stopped job runnable again (its task was fixed): the tasks it cancelled
         and those that failed become ready with fresh retry counts; the job is open."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
                 "UPDATE tasks SET state = CASE WHEN kind = 'aggregate' AND deps > 0 "
                 "THEN 'pending' ELSE 'ready' END, not_before = 0, oom_attempts = 0, "
@@ -179,7 +173,7 @@ class Admin:
         """
         counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
         while True:
-            with self._store.transaction() as db:
+            with self._conn.transaction() as db:
                 # Checked in the transaction that deletes: a job retried, or results
                 # stored, between a check and the delete are never lost.
                 self._check_forgettable(db, job_id, force)
@@ -200,7 +194,7 @@ class Admin:
                 counts["tasks"] += db.execute(
                     f"DELETE FROM tasks WHERE id IN ({marks})", ids
                 ).rowcount
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
             db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM samples WHERE job_id = ?", (job_id,))
@@ -234,7 +228,7 @@ class Admin:
                 "stop them",
                 job_id=job_id,
             )
-        unwritten = self._store.queries.unwritten_parts(job_id)
+        unwritten = self._queries.unwritten_parts(job_id)
         if unwritten and not force:
             raise JobActiveError(
                 f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
@@ -248,13 +242,13 @@ class Retention:
     into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.retention``. Each method
     is one short transaction, so a live scheduler on the store is never blocked long."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def expired_jobs(self, cutoff: float, limit: int) -> list[str]:
         """Up to ``limit`` finished jobs (sealed or cancelled, no open task) whose last
         task changed before ``cutoff`` (a job is older than its tasks: created_at first)."""
-        rows = self._store.db.execute(
+        rows = self._conn.db.execute(
             "SELECT j.id FROM jobs j WHERE j.state != 'open' AND j.created_at < ? "
             "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
             f"AND (t.state IN {OPEN_SQL} OR t.updated_at >= ?)) "
@@ -267,7 +261,7 @@ class Retention:
         """Delete the lock rows still held by finished or cancelled tasks (a task's
         dependencies are a count on its own row, so these are the rows a finished task
         can leave behind); the number deleted."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
                 "DELETE FROM locks WHERE task_id NOT IN "
                 f"(SELECT id FROM tasks WHERE state IN {OPEN_SQL})"
@@ -276,7 +270,7 @@ class Retention:
 
     def forget_events(self, cutoff: float) -> int:
         """Delete store-wide events (``job_forgotten`` and the like) older than ``cutoff``."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute("DELETE FROM events WHERE job_id IS NULL AND ts < ?", (cutoff,)).rowcount
         return int(n)
 
@@ -284,10 +278,10 @@ class Retention:
         """Compact the SQLite file (``VACUUM``, then a WAL checkpoint): its size in bytes
         before and after. Needs free disk of about the store's size; it waits for (and
         then blocks) other writers while it runs."""
-        path = str(self._store.path)
+        path = str(self._conn.path)
         before = _size(path)
-        self._store.db.execute("VACUUM")
-        self._store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.db.execute("VACUUM")
+        self._conn.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return before, _size(path)
 
 

@@ -38,7 +38,7 @@ from oomguard.errors import BlobMissingError
 from oomguard.store.ownership import check_owned
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: payloads and results larger than this go to files beside the store
 BLOB_THRESHOLD = 1024 * 1024
@@ -77,8 +77,8 @@ class BlobFiles:
     """The blob files of a store (``STORE.blobs/``); composed into
     :class:`~oomguard.store.sqlite.SqliteStore` as ``store.blobs``."""
 
-    def __init__(self, store: SqliteStore, blob_dir: Path) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, blob_dir: Path) -> None:
+        self._conn = conn
         self.blob_dir = blob_dir
         #: the directory was found (or made) private to this user
         self._checked = False
@@ -113,7 +113,7 @@ class BlobFiles:
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def put(self, data: bytes, *, ahead: bool = False) -> str:
         """Write ``data`` to a file beside the store, named by its hash; return the name.

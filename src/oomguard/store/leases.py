@@ -24,7 +24,7 @@ from oomguard.errors import StoreBusyError
 from oomguard.store.sql_text import Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 
 @dataclass
@@ -46,8 +46,8 @@ def _process_start_time(pid: int) -> float | None:
 
 
 class Leases:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def register(self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5) -> Recovery:
         """Become the store's scheduler; end what a dead scheduler left running.
@@ -60,7 +60,7 @@ class Leases:
         now = time.time()
         me = psutil.Process()
         host = socket.gethostname()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             for sid, s_host, pid, start_time, heartbeat in db.execute(
                 "SELECT id, hostname, pid, start_time, heartbeat FROM schedulers "
                 "WHERE stopped_at IS NULL AND id != ?",
@@ -72,7 +72,7 @@ class Leases:
                     alive = started is not None and abs(started - start_time) < 1.0
                 if alive:
                     raise StoreBusyError(
-                        f"store {str(self._store.path)!r} is in use by a live scheduler "
+                        f"store {str(self._conn.path)!r} is in use by a live scheduler "
                         f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
                         pid=pid,
                         host=s_host,
@@ -177,7 +177,7 @@ class Leases:
 
     def requeue_tasks(self, task_ids: Sequence[int]) -> None:
         """A stopping scheduler hands its tasks back: ready again, its locks released."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.executemany(
                 "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN ('queued', 'running')",
                 [(i,) for i in task_ids],
@@ -185,13 +185,13 @@ class Leases:
             db.execute("DELETE FROM locks")
 
     def heartbeat(self, scheduler_id: str) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE schedulers SET heartbeat = ? WHERE id = ?", (time.time(), scheduler_id)
             )
 
     def unregister(self, scheduler_id: str) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE schedulers SET stopped_at = ? WHERE id = ?", (time.time(), scheduler_id)
             )

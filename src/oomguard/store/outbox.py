@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
+    from oomguard.store.views import Queries
 
 #: the counter of rows deleted before every receiver had them
 DROPPED = "outbox_dropped"
@@ -43,12 +44,13 @@ def receiver_key(url: str) -> str:
 
 
 class Outbox:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, queries: Queries) -> None:
+        self._conn = conn
+        self._queries = queries
 
     def add(self, ts: float, kind: str, notice: str) -> int:
         """A row in a transaction of its own (a job's notice); its id."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             cur = db.execute(
                 "INSERT INTO outbox (ts, kind, notice) VALUES (?, ?, ?)", (ts, kind, notice)
             )
@@ -56,19 +58,19 @@ class Outbox:
 
     def name(self) -> str:
         """This store's name in delivery ids (made once, kept in ``meta``)."""
-        found = self._store.queries.meta(NAME_KEY)
+        found = self._queries.meta(NAME_KEY)
         if found is not None:
             return found
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                 (NAME_KEY, secrets.token_hex(6)),
             )
-        return self._store.queries.meta(NAME_KEY) or ""
+        return self._queries.meta(NAME_KEY) or ""
 
     def cursor(self, receiver: str) -> int:
         """``receiver``'s cursor; a new receiver starts after the rows there are now."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox_cursors (receiver, delivered) "
                 "VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM outbox))",
@@ -81,14 +83,14 @@ class Outbox:
 
     def after(self, cursor: int, limit: int) -> list[OutboxRow]:
         """The rows after ``cursor``, in order."""
-        rows = self._store.db.execute(
+        rows = self._conn.db.execute(
             "SELECT id, ts, kind, notice FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
             (cursor, limit),
         ).fetchall()
         return [OutboxRow(int(i), float(ts), str(k), json.loads(n)) for i, ts, k, n in rows]
 
     def advance(self, receiver: str, delivered: int) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE outbox_cursors SET delivered = MAX(delivered, ?) WHERE receiver = ?",
                 (delivered, receiver),
@@ -97,7 +99,7 @@ class Outbox:
     def trim(self, receivers: Sequence[str], most: int) -> int:
         """Delete the rows every one of ``receivers`` has passed, then the oldest beyond
         ``most`` rows (counted in ``outbox_dropped``); the number dropped."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             if receivers:
                 marks = ",".join("?" * len(receivers))
                 low = db.execute(
@@ -121,15 +123,15 @@ class Outbox:
 
     def count_after(self, cursor: int) -> int:
         """Rows after ``cursor`` (what a receiver there has still to deliver)."""
-        row = self._store.db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (cursor,))
+        row = self._conn.db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (cursor,))
         return int(row.fetchone()[0])
 
     def waiting(self) -> int:
         """Rows in the outbox (not yet passed by every receiver)."""
-        return int(self._store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._conn.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
     def dropped(self) -> int:
-        return self._store.queries.counter(DROPPED)
+        return self._queries.counter(DROPPED)
 
 
 __all__ = ["DROPPED", "Outbox", "OutboxRow", "receiver_key"]

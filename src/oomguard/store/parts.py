@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: the size of a result row stored before schema 2, which did not record it
 _SIZE = "COALESCE(size, LENGTH(value), 0)"
@@ -33,12 +33,12 @@ class PendingResults:
 
 
 class PartBook:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     @property
     def _db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def unwritten(self) -> list[tuple[str, str, int, str]]:
         """``(job_id, kind, n, out)`` of parts assigned but not yet written."""
@@ -83,7 +83,7 @@ class PartBook:
     ) -> tuple[int, int, int]:
         """Commit the next part's rows (oldest first, up to the row and byte bounds, at
         least one); return ``(part number, rows, bytes)``."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute(
                 "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
                 (job_id, kind),
@@ -111,7 +111,7 @@ class PartBook:
 
     def written(self, job_id: str, kind: str, n: int) -> None:
         """Part ``n``'s file was renamed into place."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
                 "UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
                 (job_id, kind, n),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from oomguard.jobs.model import FailureClass
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: failure classes marked on the time axis: the attempt ran out of memory
 MEMORY_CLASSES = tuple(c.value for c in FailureClass if c.is_oom)
@@ -45,13 +45,13 @@ class Sample:
 class Samples:
     """Record, read and bound the time series (``store.samples``)."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._available: bool | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def available(self) -> bool:
         """Whether the store has the table: a store of schema version < 4 opened read-only
@@ -67,7 +67,7 @@ class Samples:
         """Insert ``samples`` in one transaction."""
         if not samples:
             return
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.executemany(
                 "INSERT INTO samples (job_id, ts, budget_bytes, admitted_bytes, "
                 "job_admitted_bytes, running, workers) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -130,10 +130,10 @@ class Samples:
         second row of its older half (a long job keeps its whole span at a coarser step).
         Short transactions on indexes: a scheduler writing the store waits little. Returns
         the rows deleted."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             deleted = int(db.execute("DELETE FROM samples WHERE ts < ?", (older_than,)).rowcount)
         for job_id in jobs:
-            with self._store.transaction() as db:
+            with self._conn.transaction() as db:
                 n = int(
                     db.execute(
                         "SELECT COUNT(*) FROM samples WHERE job_id = ?", (job_id,)

@@ -1,12 +1,15 @@
-"""A store's schema: refusing what is not a store (or is too new), creating a new one from
-``sql/schema.sql`` and migrating an older one through ``sql/migrations/``."""
+"""A store's schema: opening a store file (refusing what is not a store, or is too new),
+creating a new one from ``sql/schema.sql`` and migrating an older one through
+``sql/migrations/``."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
-from oomguard.errors import NotAStoreError, SchemaTooNewError
+from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreError
+from oomguard.store.connection import Connection
 from oomguard.store.sql_text import MIGRATIONS, SCHEMA, SCHEMA_VERSION, split_sql
 
 APPLICATION = "oomguard"
@@ -26,6 +29,34 @@ def connect(path: Path, readonly: bool) -> sqlite3.Connection:
     )
     db.execute("PRAGMA query_only = 1")
     return db
+
+
+def open_connection(path: Path, *, readonly: bool, existed: bool) -> Connection:
+    """A :class:`Connection` to the store file at ``path`` with the store's pragmas set;
+    a file that is not a store is refused (``existed``: the file was not empty).
+
+    Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL`` keeps every committed
+    transaction across a crash of the process; ``OOMGUARD_SQLITE_SYNC=FULL`` fsyncs every
+    commit."""
+    try:
+        db = connect(path, readonly)
+        db.execute("PRAGMA busy_timeout = 30000")
+        if existed:
+            check_existing(db, path)
+        elif readonly:
+            raise StoreError(f"{str(path)!r} is empty: not a store", path=str(path))
+        if not readonly:
+            db.execute("PRAGMA journal_mode = WAL")
+            sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
+            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                sync = "NORMAL"
+            db.execute(f"PRAGMA synchronous = {sync}")
+            db.execute("PRAGMA foreign_keys = OFF")
+    except sqlite3.DatabaseError as err:
+        raise NotAStoreError(
+            f"{str(path)!r} is not an oomguard store ({err})", path=str(path)
+        ) from err
+    return Connection(db, path)
 
 
 def check_existing(db: sqlite3.Connection, path: Path) -> None:

@@ -25,20 +25,19 @@ from typing import Any
 from oomguard.errors import (
     BlobMissingError,
     JobNotFoundError,
-    NotAStoreError,
     StoreError,
 )
 from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
+from oomguard.store.connection import Transaction
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.samples import Samples
-from oomguard.store.schema import check_existing, connect, migrate
+from oomguard.store.schema import migrate, open_connection
 from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, POSITIONAL, Q
-from oomguard.store.transactions import Transaction, writer_lock
 from oomguard.store.views import Queries
 from oomguard.store.writes import PHASES, Write, safe_params
 
@@ -88,7 +87,6 @@ class SqliteStore:
         existing store without writing anything to it (``mode=ro``: no migration, no
         journal mode change; safe beside a live scheduler), for ``oomguard ui``."""
         self.path = Path(path)
-        self._writer = writer_lock(self.path)
         create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
@@ -106,45 +104,31 @@ class SqliteStore:
             # it holds every task's arguments and results, pickles among them.
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        try:
-            self.db = connect(self.path, readonly)
-            self.db.execute("PRAGMA busy_timeout = 30000")
-            if existed:
-                check_existing(self.db, self.path)
-            elif readonly:
-                raise StoreError(f"{str(self.path)!r} is empty: not a store", path=str(path))
-            if not readonly:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
-                if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-                    sync = "NORMAL"
-                self.db.execute(f"PRAGMA synchronous = {sync}")
-                self.db.execute("PRAGMA foreign_keys = OFF")
-        except sqlite3.DatabaseError as err:
-            raise NotAStoreError(
-                f"{str(self.path)!r} is not an oomguard store ({err})", path=str(path)
-            ) from err
+        self._conn = open_connection(self.path, readonly=readonly, existed=existed)
+        #: the SQLite connection (tests and the store's own modules read through it)
+        self.db = self._conn.db
+        self._writer = self._conn.writer
         if not readonly:
             with self.transaction():
                 migrate(self.db)
         self._has_aggregates: dict[str, bool] = {}
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
         #: large payloads, params and results, in files beside the store
-        self.blobs = BlobFiles(self, self.blob_dir)
+        self.blobs = BlobFiles(self._conn, self.blob_dir)
         #: which stored results are in which Parquet part
-        self.parts = PartBook(self)
+        self.parts = PartBook(self._conn)
         #: schedulers, their leases, and the recovery of what a dead one left
-        self.leases = Leases(self)
+        self.leases = Leases(self._conn)
         #: what users read: counts, failures, attempts, results, listings
-        self.queries = Queries(self)
+        self.queries = Queries(self._conn, self.blobs)
         #: what users do: retry, cancel, forget, meta keys
-        self.admin = Admin(self)
+        self.admin = Admin(self._conn, self.queries)
         #: the dashboard's time series (memory, workers' RSS, attempts over time)
-        self.samples = Samples(self)
+        self.samples = Samples(self._conn)
         #: what retention reads and deletes; VACUUM
-        self.retention = Retention(self)
+        self.retention = Retention(self._conn)
         #: notices waiting for the webhooks, and each receiver's cursor
-        self.outbox = Outbox(self)
+        self.outbox = Outbox(self._conn, self.queries)
 
     def close(self) -> None:
         self.db.close()
@@ -162,7 +146,7 @@ class SqliteStore:
 
         This process's connections to one store write one at a time (:func:`writer_lock`):
         a thread waiting for another's transaction wakes as it ends."""
-        return Transaction(self.db, self._writer)
+        return self._conn.transaction()
 
     def next_attempt_id(self) -> int:
         row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
@@ -205,21 +189,10 @@ class SqliteStore:
         return str(row[0]) if row else None
 
     def job(self, job_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, name, namespace, fn, agg, spec, state, created_at, total_groups "
-            "FROM jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no job {job_id!r} in store {str(self.path)!r}", job_id=job_id)
-        keys = ("id", "name", "namespace", "fn", "agg", "spec", "state", "created_at", "groups")
-        job = dict(zip(keys, row, strict=False))
-        job["spec"] = json.loads(job["spec"])
-        return job
+        return self.queries.job(job_id)
 
     def jobs(self) -> list[dict[str, Any]]:
-        ids = [r[0] for r in self.db.execute("SELECT id FROM jobs ORDER BY created_at")]
-        return [self.job(i) for i in ids]
+        return self.queries.jobs()
 
     def resolve_job(self, prefix: str | None, *, whole: bool = False) -> str:
         """A job id from a unique prefix, or the newest job when ``prefix`` is None.

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from oomguard.errors import BlobMissingError
+from oomguard.errors import BlobMissingError, JobNotFoundError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.blobs import BlobFiles
+    from oomguard.store.connection import Connection
 
 #: a scheduler whose heartbeat is older than this is not running (the default lease_ttl)
 LIVE_SCHEDULER_S = 30.0
@@ -31,14 +32,46 @@ class Queries:
     """What users read from the store: counts, failures with their evidence, attempts,
     results, events, listings and the counts ``/metrics`` reports."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, blobs: BlobFiles) -> None:
+        self._conn = conn
+        self._blobs = blobs
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     # -- queries for users ------------------------------------------------------------
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT id, name, namespace, fn, agg, spec, state, created_at, total_groups "
+            "FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(
+                f"no job {job_id!r} in store {str(self._conn.path)!r}", job_id=job_id
+            )
+        keys = ("id", "name", "namespace", "fn", "agg", "spec", "state", "created_at", "groups")
+        job = dict(zip(keys, row, strict=False))
+        job["spec"] = json.loads(job["spec"])
+        return job
+
+    def jobs(self) -> list[dict[str, Any]]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM jobs ORDER BY created_at")]
+        return [self.job(i) for i in ids]
+
+    def stop_cause(self, job_id: str) -> str | None:
+        """Why the job was stopped (``Admin.stop_job``), or None if it was not."""
+        row = self.db.execute(
+            "SELECT j.state, (SELECT data FROM events WHERE job_id = j.id AND kind = 'job_stopped' "
+            "ORDER BY id DESC LIMIT 1) FROM jobs j WHERE j.id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None or row[0] != "stopped" or row[1] is None:
+            return None
+        cause = json.loads(row[1]).get("cause")
+        return str(cause) if cause is not None else None
 
     def counts(self, job_id: str) -> dict[str, int]:
         counts = {
@@ -192,7 +225,7 @@ class Queries:
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """A job's state, counts by state, failures by class and where its results go."""
-        job = self._store.job(job_id)
+        job = self.job(job_id)
         counts = self.counts(job_id)
         total = sum(counts.values())
         finished = sum(counts[s] for s in FINISHED_STATES)
@@ -209,7 +242,7 @@ class Queries:
             "counts": counts,
             "failures_by_class": self.failures_by_class(job_id),
             # Why the job was stopped (its first attempts all failed loading its task).
-            "stopped": self._store.admin.stop_cause(job_id) if job["state"] == "stopped" else None,
+            "stopped": self.stop_cause(job_id) if job["state"] == "stopped" else None,
             "out": job["spec"].get("out"),
             # As the last scheduler on this store saw them.
             "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
@@ -270,7 +303,7 @@ class Queries:
             attempts,
             key,
         ) in self.db.execute(sql, args).fetchall():
-            params = _or_missing(self._store.blobs.params_of, params, params_ref)
+            params = _or_missing(self._blobs.params_of, params, params_ref)
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
             out.append(
@@ -436,9 +469,9 @@ class Queries:
                 tid,
                 grp,
                 rep,
-                _or_missing(self._store.blobs.params_of, params, pref),
+                _or_missing(self._blobs.params_of, params, pref),
                 attempts,
-                _or_missing(self._store.blobs.get, ref) if ref else value,
+                _or_missing(self._blobs.get, ref) if ref else value,
             )
 
     def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -457,7 +490,7 @@ class Queries:
 
         Zero for a job without Parquet output.
         """
-        if not self._store.job(job_id)["spec"].get("out"):
+        if not self.job(job_id)["spec"].get("out"):
             return 0
         row = self.db.execute(
             "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
