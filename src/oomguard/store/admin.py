@@ -14,7 +14,8 @@ import time
 from typing import TYPE_CHECKING
 
 from oomguard.errors import JobActiveError
-from oomguard.store.sql_text import OPEN_SQL, Q
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
     from oomguard.store.connection import Connection
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 FORGET_CHUNK = 20_000
 
 
+@translated
 class Admin:
     def __init__(self, conn: Connection, queries: Queries) -> None:
         self._conn = conn
@@ -31,13 +33,12 @@ class Admin:
 
     def set_meta(self, key: str, value: str) -> None:
         with self._conn.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            db.execute(Q["set_meta"], (key, value))
 
     def add_counter(self, name: str, delta: int) -> None:
         with self._conn.transaction() as db:
             db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                Q["add_counter"],
                 (name, delta),
             )
 
@@ -46,15 +47,12 @@ class Admin:
         now = time.time()
         with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
-                "failure_class = NULL, error = NULL, updated_at = ? "
-                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
+                Q["retry_failed_tasks"],
                 (now, job_id),
             ).rowcount
             # Aggregations that failed because a replicate did wait for it again.
             n += db.execute(
-                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
-                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
+                Q["retry_failed_aggregates"],
                 (now, job_id),
             ).rowcount
             db.execute(
@@ -74,11 +72,10 @@ class Admin:
         now = time.time()
         with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
-                f"state IN {OPEN_SQL}",
+                Q["cancel_tasks"],
                 (now, job_id),
             ).rowcount
-            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+            db.execute(Q["cancel_job"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -99,12 +96,11 @@ class Admin:
         now = time.time()
         with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'cancelled', error = ?, updated_at = ? "
-                f"WHERE job_id = ? AND state IN {OPEN_SQL}",
+                Q["stop_tasks"],
                 (f"not run: the job {cause}", now, job_id),
             ).rowcount
             db.execute(
-                "UPDATE jobs SET state = 'stopped' WHERE id = ? AND state != 'cancelled'",
+                Q["stop_job"],
                 (job_id,),
             )
             db.execute(
@@ -129,26 +125,15 @@ class Admin:
         now = time.time()
         with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = CASE WHEN kind = 'aggregate' AND deps > 0 "
-                "THEN 'pending' ELSE 'ready' END, not_before = 0, oom_attempts = 0, "
-                "failure_class = NULL, error = NULL, updated_at = ? "
-                "WHERE job_id = ? AND state IN ('cancelled', 'failed')",
+                Q["reopen_tasks"],
                 (now, job_id),
             ).rowcount
             # Aggregations failed because a replicate failed: they wait for it again.
-            left = (
-                "(SELECT COUNT(*) FROM tasks r WHERE r.job_id = tasks.job_id "
-                "AND r.grp = tasks.grp AND r.kind = 'task' AND r.state != 'succeeded')"
-            )
             db.execute(
-                f"UPDATE tasks SET deps = {left}, "
-                f"state = CASE WHEN {left} > 0 THEN 'pending' ELSE 'ready' END "
-                "WHERE job_id = ? AND kind = 'aggregate' AND state IN ('ready', 'pending')",
+                Q["reopen_aggregates"],
                 (job_id,),
             )
-            db.execute(
-                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'stopped'", (job_id,)
-            )
+            db.execute(Q["reopen_job"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -177,28 +162,25 @@ class Admin:
                 # Checked in the transaction that deletes: a job retried, or results
                 # stored, between a check and the delete are never lost.
                 self._check_forgettable(db, job_id, force)
-                ids = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM tasks WHERE job_id = ? LIMIT ?", (job_id, FORGET_CHUNK)
-                    )
-                ]
+                ids = [r[0] for r in db.execute(Q["forget_chunk"], (job_id, FORGET_CHUNK))]
                 if not ids:
                     break
-                marks = ",".join("?" * len(ids))
-                for table, column in (("attempts", "task_id"), ("results", "task_id")):
-                    counts[table] += db.execute(
-                        f"DELETE FROM {table} WHERE {column} IN ({marks})", ids
-                    ).rowcount
-                db.execute(f"DELETE FROM locks WHERE task_id IN ({marks})", ids)
-                counts["tasks"] += db.execute(
-                    f"DELETE FROM tasks WHERE id IN ({marks})", ids
+                chunk = (json.dumps(ids),)
+                counts["attempts"] += db.execute(
+                    Q["forget_attempts"],
+                    chunk,
                 ).rowcount
+                counts["results"] += db.execute(
+                    Q["forget_results"],
+                    chunk,
+                ).rowcount
+                db.execute(Q["forget_locks"], chunk)
+                counts["tasks"] += db.execute(Q["forget_tasks"], chunk).rowcount
         with self._conn.transaction() as db:
-            counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
-            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM samples WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            counts["events"] = db.execute(Q["forget_job_events"], (job_id,)).rowcount
+            db.execute(Q["forget_job_parts"], (job_id,))
+            db.execute(Q["forget_job_samples"], (job_id,))
+            db.execute(Q["forget_job_row"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -215,9 +197,7 @@ class Admin:
         """JobActiveError while the job has work in flight, or (unless ``force``) results
         not yet in its Parquet output."""
         row = db.execute(
-            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
-            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ? AND a.state = 'running')",
+            Q["job_in_flight"],
             (job_id, job_id),
         ).fetchone()
         unfinished, running = int(row[0]), int(row[1])
@@ -237,6 +217,7 @@ class Admin:
             )
 
 
+@translated
 class Retention:
     """What retention reads and deletes (``serve --retention``, ``gc --vacuum``): composed
     into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.retention``. Each method
@@ -249,10 +230,7 @@ class Retention:
         """Up to ``limit`` finished jobs (sealed or cancelled, no open task) whose last
         task changed before ``cutoff`` (a job is older than its tasks: created_at first)."""
         rows = self._conn.db.execute(
-            "SELECT j.id FROM jobs j WHERE j.state != 'open' AND j.created_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
-            f"AND (t.state IN {OPEN_SQL} OR t.updated_at >= ?)) "
-            "ORDER BY j.created_at LIMIT ?",
+            Q["expired_jobs"],
             (cutoff, cutoff, limit),
         ).fetchall()
         return [r[0] for r in rows]
@@ -262,16 +240,13 @@ class Retention:
         dependencies are a count on its own row, so these are the rows a finished task
         can leave behind); the number deleted."""
         with self._conn.transaction() as db:
-            n = db.execute(
-                "DELETE FROM locks WHERE task_id NOT IN "
-                f"(SELECT id FROM tasks WHERE state IN {OPEN_SQL})"
-            ).rowcount
+            n = db.execute(Q["release_finished_locks"]).rowcount
         return int(n)
 
     def forget_events(self, cutoff: float) -> int:
         """Delete store-wide events (``job_forgotten`` and the like) older than ``cutoff``."""
         with self._conn.transaction() as db:
-            n = db.execute("DELETE FROM events WHERE job_id IS NULL AND ts < ?", (cutoff,)).rowcount
+            n = db.execute(Q["forget_old_events"], (cutoff,)).rowcount
         return int(n)
 
     def vacuum(self) -> tuple[int, int]:
@@ -280,8 +255,8 @@ class Retention:
         then blocks) other writers while it runs."""
         path = str(self._conn.path)
         before = _size(path)
-        self._conn.db.execute("VACUUM")
-        self._conn.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.db.execute(Q["vacuum"])
+        self._conn.db.execute(Q["wal_checkpoint"])
         return before, _size(path)
 
 

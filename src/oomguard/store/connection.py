@@ -10,6 +10,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from oomguard.store.queries import Q
+
 #: one writer lock per store file in this process (see :func:`writer_lock`)
 _WRITERS: dict[str, threading.RLock] = {}
 _WRITERS_GUARD = threading.Lock()
@@ -40,7 +42,7 @@ class Transaction:
     def __enter__(self) -> sqlite3.Connection:
         self.writer.acquire()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(Q["begin_immediate"])
         except BaseException:
             self.writer.release()
             raise
@@ -49,9 +51,9 @@ class Transaction:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         try:
             if exc_type is None:
-                self.db.execute("COMMIT")
+                self.db.execute(Q["commit"])
             else:
-                self.db.execute("ROLLBACK")
+                self.db.execute(Q["rollback"])
         finally:
             self.writer.release()
 
