@@ -167,7 +167,9 @@ class Scheduler:
         if self.config.executor == "dask":
             from oomguard.executors.dask import DaskExecutor
 
-            return DaskExecutor(self.config, isolation, blobs=self.store.blobs)
+            # executors/ still names the SQLite store's BlobFiles (issue 28's executor part).
+            blobs = self.store.blobs
+            return DaskExecutor(self.config, isolation, blobs=blobs)  # type: ignore[arg-type]
         from oomguard.executors.local import LocalExecutor
 
         return LocalExecutor(self.config, isolation)
