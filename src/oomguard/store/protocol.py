@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
-    from oomguard.store.records import JobRecord, JobSpec, TaskRow
+    from oomguard.store.records import JobRecord, JobSpec, JobTimes, TaskRow
     from oomguard.store.samples import Sample
     from oomguard.store.writes import Write
 
@@ -173,7 +173,7 @@ class QueriesFacet(Protocol):
         """Tasks that failed for good, each with its attempts and their evidence."""
         ...
 
-    def job_times(self, job_id: str) -> dict[str, Any]:
+    def job_times(self, job_id: str) -> JobTimes:
         """When the job's first attempt started, its last one ended, and how many run."""
         ...
 

@@ -72,6 +72,16 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class JobTimes:
+    """When a job's first attempt started and its last one ended (None: not yet), and how
+    many of its attempts run now."""
+
+    started_at: float | None
+    ended_at: float | None
+    running_attempts: int
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """A job as the store holds it."""
 
@@ -95,4 +105,4 @@ class JobRecord:
         return getattr(self, key)
 
 
-__all__ = ["JobRecord", "JobSpec", "TaskRow"]
+__all__ = ["JobRecord", "JobSpec", "JobTimes", "TaskRow"]

@@ -17,7 +17,7 @@ from oomguard.errors import BlobMissingError, JobNotFoundError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
-from oomguard.store.records import JobRecord, JobSpec
+from oomguard.store.records import JobRecord, JobSpec, JobTimes
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
@@ -294,13 +294,17 @@ class Queries:
             )
         return out
 
-    def job_times(self, job_id: str) -> dict[str, Any]:
+    def job_times(self, job_id: str) -> JobTimes:
         """When the job's first attempt started, its last one ended, and how many run."""
         first, last, running = self.db.execute(
             Q["job_times"],
             (job_id,),
         ).fetchone()
-        return {"started_at": first, "ended_at": last, "running_attempts": int(running or 0)}
+        return JobTimes(
+            started_at=None if first is None else float(first),
+            ended_at=None if last is None else float(last),
+            running_attempts=int(running or 0),
+        )
 
     def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
         """The learned estimate of each memory key the job's tasks use."""

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from typing import Any
 
 from oomguard.store.protocol import Store
+from oomguard.store.records import JobTimes
 from oomguard.store.samples import Sample
 from oomguard.ui.charts import PALETTE, Frame, Mark, Series, format_duration, line_chart
 from oomguard.units import format_size
@@ -49,12 +50,12 @@ def job_page(store: Store, job_id: str) -> dict[str, Any]:
     throughput = store.samples.throughput(job_id)
     kills = store.samples.kills(job_id)
     live = status["state"] in LIVE_STATES
-    starts = [t for t in (times["started_at"], samples[0].ts if samples else None) if t]
+    starts = [t for t in (times.started_at, samples[0].ts if samples else None) if t]
     t0 = min(starts) if starts else job.created_at
     ends = [t0 + 1.0, *(s.ts for s in samples[-1:]), *(k["ts"] for k in kills)]
     ends += [b["t"] + b["step"] for b in throughput[-1:]]
-    if times["ended_at"]:
-        ends.append(float(times["ended_at"]))
+    if times.ended_at:
+        ends.append(times.ended_at)
     if live:
         ends.append(now)
     frame = Frame(t0=t0, t1=max(ends))
@@ -204,15 +205,15 @@ def rate_chart(throughput: list[dict[str, Any]], marks: list[Mark], frame: Frame
 
 
 def _timing(
-    status: dict[str, Any], times: dict[str, Any], created_at: float, now: float
+    status: dict[str, Any], times: JobTimes, created_at: float, now: float
 ) -> dict[str, Any]:
-    started = times["started_at"]
+    started = times.started_at
     if started is None:
         duration = None
     elif status["state"] in LIVE_STATES:
         duration = now - started
     else:
-        duration = (times["ended_at"] or started) - started
+        duration = (times.ended_at or started) - started
     tasks = status["tasks"]
     return {
         "created_at": created_at,
