@@ -18,6 +18,8 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     │   ├── NotAStoreError       the file is not an oomguard store
     │   ├── SchemaTooNewError    the store was written by a newer oomguard
     │   ├── StoreBusyError       another live scheduler owns the store
+    │   ├── StoreUnavailable     the store itself fails (disk, lock, read-only): nothing
+    │   │                        the data written did
     │   └── BlobMissingError     a blob file a row refers to is gone (deleted by hand)
     ├── TaskInputError           a task's inputs cannot be read (a missing blob): its
     │                            attempt fails as ``error``, the loop goes on
@@ -101,6 +103,11 @@ class SchemaTooNewError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another live scheduler holds the store."""
+
+
+class StoreUnavailable(StoreError):
+    """The store itself cannot be read or written now (a full disk, a lock held too long,
+    a read-only store): not caused by what was written (``reason``)."""
 
 
 class BlobMissingError(StoreError):

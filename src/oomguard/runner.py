@@ -39,7 +39,9 @@ from oomguard.results.parquet import check_out_dir, table_for
 from oomguard.scheduler.rows import TaskRows
 from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
+from oomguard.store.records import JobSpec
 from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
@@ -94,7 +96,7 @@ class Runner:
             executor=executor,
             **options,
         )
-        self.store = SqliteStore(self.config.store)
+        self.store = open_store(self.config.store)
         #: how task rows are built, for every way of submitting
         self.rows = TaskRows(self.config)
         self._thread: threading.Thread | None = None
@@ -240,7 +242,7 @@ class Runner:
                 return Job(self, job_id)
         else:
             job_id = uuid.uuid4().hex[:12]
-            spec = {"replicates": replicates, "out": out, "batch_size": batch_size}
+            spec = JobSpec(replicates=replicates, out=out, batch_size=batch_size)
             self.store.create_job(
                 job_id,
                 name=title or name or ref,
@@ -313,7 +315,7 @@ class Runner:
                 f"the arguments cannot be pickled: {type(err).__name__}: {err}"
             ) from err
         job_id = uuid.uuid4().hex[:12]
-        self.store.create_job(job_id, name=ref, fn=ref, agg=None, spec={})
+        self.store.create_job(job_id, name=ref, fn=ref, agg=None)
         self.start()
         (row,) = self.rows.group(
             job_id, 0, self.rows.fields(ref, kwargs, options_of(task_fn)), None
@@ -339,7 +341,7 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
+def job_status(store: Store, job_id: str) -> dict[str, Any]:
     """A job's state, counts by state, failures by class and where its results go."""
     return store.queries.job_status(job_id)
 
@@ -432,7 +434,7 @@ class Job:
         waited for.
         """
         store = self.runner.store
-        out = store.job(self.id)["spec"].get("out")
+        out = store.job(self.id).spec.out
         if not out:
             return
         sched = self.runner.scheduler

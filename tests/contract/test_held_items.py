@@ -23,7 +23,7 @@ def store(tmp_path: Path):
 
 
 def _job(store, groups_of: int) -> None:
-    store.create_job("j1", name="t", fn="m:f", agg="m:g", spec={})
+    store.create_job("j1", name="t", fn="m:f", agg="m:g")
     params = json.dumps({"x": 0})
     rows = [
         {"job_id": "j1", "grp": 0, "kind": "task", "replicate": r, "fn": "m:f",

@@ -1,8 +1,10 @@
-"""The store's contract: what the scheduler, the API and the CLI rely on.
+"""The store's contract: what the scheduler, the API and the CLI rely on
+(:class:`~oomguard.store.protocol.Store`).
 
-There is one store implementation (SQLite, :class:`~oomguard.store.sqlite.SqliteStore`);
-these tests pin its behaviour on real files. A second implementation would be added to the
-``store`` fixture's params and run through the same tests.
+The ``store`` fixture opens a store through :func:`~oomguard.store.open_store` for each
+backend in ``BACKENDS``: SQLite on real files today; a second backend (issue 29) is one
+more parameter. Tests that read the SQLite file itself (``store.db``, pragmas, migrations)
+are SQLite's own.
 """
 
 from __future__ import annotations
@@ -17,20 +19,33 @@ from pathlib import Path
 import pytest
 
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
-from oomguard.store.sql_text import MIGRATIONS, SCHEMA_VERSION
+from oomguard.store import open_store
+from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
+#: the store backends the contract runs against (issue 29 adds "postgresql")
+BACKENDS = ["sqlite"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh, empty store of each backend is."""
+    assert request.param == "sqlite"
+    return str(tmp_path / "s.sqlite")
+
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "s.sqlite")
+def store(store_location: str):
+    """A fresh store made by :func:`~oomguard.store.open_store`, as the rest of oomguard
+    gets one."""
+    s = open_store(store_location)
     yield s
     s.close()
 
 
 def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
-    store.create_job("j1", name="t", fn="m:f", agg="m:g" if agg else None, spec={})
+    store.create_job("j1", name="t", fn="m:f", agg="m:g" if agg else None)
     rows = []
     for g in range(n):
         for r in range(groups_of):
@@ -108,7 +123,7 @@ def test_a_store_of_every_older_version_migrates_to_the_fresh_schema(tmp_path: P
         with SqliteStore(path) as store:
             assert _schema(store.db) == _schema(fresh.db)
             assert store.queries.meta("schema_version") == str(SCHEMA_VERSION)
-            assert store.job("old")["name"] == "n"  # its rows are kept
+            assert store.job("old").name == "n"  # its rows are kept
     fresh.close()
 
 
@@ -211,7 +226,7 @@ def test_large_results_go_to_blob_files(store) -> None:
 
 
 def test_large_params_go_to_blob_files_and_come_back(store) -> None:
-    store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
+    store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
     store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
                           **store.blobs.params_row(big))], job_id="j2", groups=1)
@@ -230,19 +245,17 @@ def test_estimates_persist(store) -> None:
 def test_state_queries_read_one_index_not_the_table(store):
     """Every state change rewrites one index entry (``tasks_state``), and the queries that
     ask by state still seek into it: none scans the tasks table."""
-    from oomguard.store.sql_text import ALL_STATES_SQL, LOW_GROUP_SQL, OPEN_SQL, Q
+    from oomguard.store.queries import Q
 
     queries = {
         "take_ready": (Q["take_ready"], {"job_id": "j", "now": 1, "grp_limit": 5, "limit": 3}),
-        "low_group": (LOW_GROUP_SQL, {"job_id": "j"}),
-        "counts": (
-            f"SELECT state, COUNT(*) FROM tasks WHERE state IN {ALL_STATES_SQL} "
-            "AND job_id = ? GROUP BY state",
-            ("j",),
-        ),
-        "open_by_job": (
-            f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_SQL} GROUP BY job_id",
-            (),
+        "low_group": (Q["low_group"], {"job_id": "j"}),
+        "counts": (Q["task_counts"], ("j",)),
+        "open_by_job": (Q["open_tasks_by_job"], ()),
+        "task_list_in_state": (
+            Q["task_list_in_state"],
+            {"job_id": "j", "state": "failed", "after": None, "failure_class": None,
+             "params": False, "limit": 10},
         ),
         "release_dependent": (Q["release_dependent"], {"job_id": "j", "grp": 1, "now": 1}),
     }
@@ -270,7 +283,7 @@ def test_results_of_a_job_without_aggregations_release_nothing(store):
     counts = store.queries.counts(job)
     assert counts["ready"] == 2 and counts["succeeded"] == 4, counts
     assert store._aggregates(job) is True
-    store.create_job("j2", name="t", fn="m:f", agg=None, spec={})
+    store.create_job("j2", name="t", fn="m:f", agg=None)
     assert store._aggregates("j2") is False
     # What it remembers is bounded however many jobs it sees.
     from oomguard.store import sqlite as sqlite_module
@@ -287,7 +300,7 @@ def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
     (instead of SQLite's busy handler sleeping between tries)."""
     import threading
 
-    from oomguard.store.transactions import writer_lock
+    from oomguard.store.connection import writer_lock
 
     a = SqliteStore(tmp_path / "s.sqlite")
     b = SqliteStore(tmp_path / "." / "s.sqlite")
@@ -337,7 +350,7 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
     """The hot path binds tuples (``POSITIONAL``): every named query has a positional twin
     whose placeholders take the row's values in their order; string literals (with a ``:``
     in them) stay as they are."""
-    from oomguard.store.sql_text import POSITIONAL, Positional, Q
+    from oomguard.store.queries import POSITIONAL, Positional, Q
 
     assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
     q = Positional("UPDATE t SET a = :a, b = ':b is text' WHERE id = :id AND c = :a")
@@ -355,3 +368,74 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
     store.db.execute(query.sql, query.values(dict(row, id=2)))
     a, b = store.db.execute("SELECT * FROM attempts ORDER BY id").fetchall()
     assert a[1:] == b[1:] and (a[0], b[0]) == (1, 2)
+
+
+def test_every_statement_is_named_once_and_described():
+    """SQL lives in ``store/sql/*.sql`` only: each statement named once across the files,
+    with a description line (procrastinate's ``queries.sql``)."""
+    from importlib import resources
+
+    from oomguard.store.queries import DESCRIPTIONS, Q, parse_named
+
+    seen: dict[str, str] = {}
+    for entry in (resources.files("oomguard.store") / "sql").iterdir():
+        if entry.name.endswith(".sql") and entry.name != "schema.sql":
+            for name in parse_named(entry.read_text()):
+                assert name not in seen, (name, entry.name, seen.get(name))
+                seen[name] = entry.name
+    assert set(seen) == set(Q)
+    assert not [name for name, about in DESCRIPTIONS.items() if not about]
+    assert not [name for name, sql in Q.items() if "{" in sql]  # every expansion expanded
+
+
+def test_the_open_states_are_the_models():
+    """The task states that may still run are defined once (``jobs.model.OPEN_STATES``):
+    ``{open_states}`` expands to them, and ``low_group`` (one indexed MIN per state) names
+    each of them once."""
+    import re
+
+    from oomguard.jobs.model import OPEN_STATES
+    from oomguard.store.queries import Q
+
+    assert re.findall(r"state = '(\w+)'", Q["low_group"]) == list(OPEN_STATES)
+    expanded = "(" + ", ".join(f"'{state}'" for state in OPEN_STATES) + ")"
+    assert expanded in Q["active_jobs"] and expanded in Q["open_tasks_by_job"]
+
+
+def test_sqlite_errors_leave_the_store_as_store_errors(store, tmp_path: Path):
+    """Nothing above ``store/`` sees ``sqlite3``: a failing store is ``StoreUnavailable``
+    (the scheduler stops on it), a statement SQLite refuses a plain ``StoreError`` (the
+    scheduler fails only the task that brought it)."""
+    from oomguard.errors import StoreError, StoreUnavailable
+
+    _job(store, n=1)
+    with pytest.raises(StoreError) as refused:
+        store.create_job("j1", name="again", fn="m:f", agg=None)
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert isinstance(refused.value.__cause__, sqlite3.IntegrityError)
+    reader = SqliteStore(store.path, readonly=True)
+    try:
+        assert reader.job("j1").name == "t"
+        with pytest.raises(StoreUnavailable) as failed:
+            reader.admin.set_meta("k", "v")
+        assert isinstance(failed.value.__cause__, sqlite3.OperationalError)
+        rows = reader.queries.result_rows("j1")  # a generator: translated as it runs
+        reader.close()
+        with pytest.raises(StoreError):
+            next(rows)
+    finally:
+        reader.close()
+
+
+def test_open_store_refuses_a_backend_it_does_not_have(tmp_path: Path):
+    """``open_store`` is the one place that picks a backend: a path is SQLite; a PostgreSQL
+    URL is refused clearly (no password in the message) until issue 29 adds it."""
+    from oomguard.errors import StoreError
+
+    with pytest.raises(StoreError, match="not supported yet") as refused:
+        open_store("postgresql://user:secret@db.example/oomguard")
+    assert "secret" not in str(refused.value)
+    with open_store(tmp_path / "s.sqlite") as store:
+        assert isinstance(store, SqliteStore)
+    with pytest.raises(StoreError, match="no store"):
+        open_store(tmp_path / "missing.sqlite", create=False)

@@ -88,7 +88,7 @@ def test_a_missing_params_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pat
     store_path = tmp_path / "s.db"
     big = "p" * (100 * 1024)  # params over 64 KiB live in a blob file
     with SqliteStore(store_path) as store:
-        store.create_job("j1", name="blobs", fn="fixtures.tasks:echo", agg=None, spec={})
+        store.create_job("j1", name="blobs", fn="fixtures.tasks:echo", agg=None)
         rows = [dict(store.blobs.params_row({"value": v}), job_id="j1", grp=i, kind="task",
                      fn="fixtures.tasks:echo", state="ready")
                 for i, v in enumerate([big, 1, 2])]
@@ -113,7 +113,7 @@ def test_a_missing_payload_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pa
     import pickle
 
     with SqliteStore(store_path) as store:
-        store.create_job("j1", name="payload", fn="fixtures.tasks:echo", agg=None, spec={})
+        store.create_job("j1", name="payload", fn="fixtures.tasks:echo", agg=None)
         ref = store.blobs.put(pickle.dumps(((b"x" * (2 * 1024 * 1024),), {})))
         store.add_tasks([dict(job_id="j1", grp=0, kind="task", fn="fixtures.tasks:echo",
                               state="ready", payload_ref=ref)], job_id="j1", groups=1)

@@ -36,7 +36,7 @@ def test_a_step_forgets_finished_jobs_past_the_retention_only(tmp_path: Path) ->
         assert keep.step(store) == 0  # nothing is an hour old
         assert store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 3
         # An open job (still accepting tasks) is never forgotten, however old.
-        store.create_job("openjob", name="open", fn="oomguard.examples:noop", agg=None, spec={})
+        store.create_job("openjob", name="open", fn="oomguard.examples:noop", agg=None)
         later = time.time() + 7200
         assert store.retention.expired_jobs(later - 3600, 10) == ids
         retention = Retention(3600.0)
@@ -62,7 +62,7 @@ def test_lock_rows_of_finished_tasks_are_released(tmp_path: Path) -> None:
     store = SqliteStore(str(path))
     try:
         done = [r[0] for r in store.db.execute("SELECT id FROM tasks")]
-        store.create_job("live", name="live", fn="oomguard.examples:noop", agg=None, spec={})
+        store.create_job("live", name="live", fn="oomguard.examples:noop", agg=None)
         with store.transaction() as db:
             db.execute("INSERT INTO tasks (job_id, grp, kind, fn, state, updated_at) "
                        "VALUES ('live', 0, 'task', 'oomguard.examples:noop', 'running', 0)")

@@ -5,7 +5,6 @@ writer; a sampler that cannot write never stops the loop."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 import oomguard
 from fixtures.polling import wait_for
-from oomguard.errors import StoreError
+from oomguard.errors import StoreError, StoreUnavailable
 from oomguard.scheduler.samples import Sampler, snapshot
 from oomguard.store.samples import Sample
 from oomguard.store.sqlite import SqliteStore
@@ -84,7 +83,7 @@ def test_a_read_only_store_reads_beside_a_writer_and_writes_nothing(tmp_path: Pa
         assert reader.samples.count("j") == 1
         writer.samples.record([_sample("j", 2.0)])  # the reader holds no lock
         assert reader.samples.count("j") == 2
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(StoreUnavailable, match="readonly"):
             reader.samples.record([_sample("j", 3.0)])
         assert writer.samples.count("j") == 2
     finally:

@@ -37,7 +37,7 @@ class StandInExecutor:
 @pytest.fixture
 def store(tmp_path: Path):
     s = SqliteStore(tmp_path / "s.sqlite")
-    s.create_job("j1", name="t", fn="m:f", agg="m:g", spec={})
+    s.create_job("j1", name="t", fn="m:f", agg="m:g")
     rows = [{"job_id": "j1", "grp": g, "kind": "task", "replicate": 0, "fn": "m:f",
              "params": json.dumps({"x": g}), "state": "ready"} for g in range(3)]
     rows += [{"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g", "params": "{}",

@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 
 from oomguard.api.tenancy import ANONYMOUS, Grant, Role
 from oomguard.errors import AccessDeniedError, JobNotFoundError
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.protocol import Store
 
 
 def grant_of(request: Request) -> Grant:
@@ -40,7 +40,7 @@ def require(grant: Grant, role: Role, what: str) -> None:
         )
 
 
-def visible_job(store: SqliteStore, grant: Grant, job_id: str) -> str:
+def visible_job(store: Store, grant: Grant, job_id: str) -> str:
     """The job ``job_id`` (a whole id) if ``grant`` reaches its namespace; else
     :class:`JobNotFoundError`, worded as for a job that does not exist."""
     # Whole ids only: a prefix would let a guess of one character reach some job.

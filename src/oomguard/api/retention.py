@@ -12,7 +12,6 @@ is written before the row that refers to it commits). See docs/ARCHITECTURE.md,
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from oomguard.errors import JobActiveError, OomguardError
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 log = logging.getLogger("oomguard.retention")
 
@@ -62,7 +61,7 @@ class Retention:
         self.stats = RetentionStats()
         self._blobs_at = 0.0
 
-    def step(self, store: SqliteStore, now: float | None = None) -> int:
+    def step(self, store: Store, now: float | None = None) -> int:
         """One step; the number of jobs forgotten (STEP_JOBS: more may be due)."""
         now = time.time() if now is None else now
         cutoff = now - self.retention
@@ -91,7 +90,7 @@ class Retention:
         while not stop.wait(wait):
             try:
                 full = self.step(store_for()) >= STEP_JOBS
-            except (sqlite3.Error, OSError, OomguardError) as err:
+            except (OSError, OomguardError) as err:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(err).__name__}: {err}"
                 log.warning("retention step failed (tried again later): %s", err)

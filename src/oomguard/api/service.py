@@ -8,7 +8,6 @@ the :class:`~oomguard.api.metrics.MetricsSource` of ``/metrics``.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 import tracemalloc
@@ -24,7 +23,7 @@ from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
 from oomguard.api.tenancy import Tenancy
 from oomguard.config import RunnerConfig
-from oomguard.errors import ConfigError
+from oomguard.errors import ConfigError, StoreError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
 from oomguard.store.per_thread import ThreadStores
@@ -178,7 +177,7 @@ class ServerState:
         while not self._stop.wait(self.settings.pending_poll_interval):
             try:
                 self.poll_pending()
-            except sqlite3.Error:
+            except StoreError:
                 continue  # a busy store: the counter stays as it was until the next poll
 
     def _retention_loop(self) -> None:

@@ -5,7 +5,7 @@ Tasks are ``module:function`` references from the allowed task modules, called a
 ``command`` and filled from ``args``; ``aggregate``, ``memory``, ``memory_key``,
 ``retries`` and ``timeout`` are checked against the server's limits
 (:func:`task_options`). Each task's arguments are JSON, at most ``max_task_bytes``; large
-ones are kept in a blob file beside the store (:meth:`SqliteStore.params_row`), not in the row. A
+ones are kept in a blob file beside the store (:meth:`Store.params_row`), not in the row. A
 submission is accepted whole or refused whole, and refused as early as it can be: its body
 before it is parsed (:mod:`~oomguard.api.intake`), its size before any argument is built.
 """
@@ -33,7 +33,8 @@ from oomguard.errors import (
 )
 from oomguard.jobs.command import Command
 from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.protocol import Store
+from oomguard.store.records import JobSpec
 from oomguard.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitR
             name=req.name or req.task or f"command {req.command}",
             fn=ref,
             agg=req.aggregate,
-            spec={"source": "http", "fanout": req.fanout, "command": req.command},
+            spec=JobSpec(source="http", fanout=req.fanout, command=req.command),
             namespace=ns,
         )
         state.remember_job(job_id, ns)
@@ -275,7 +276,7 @@ def _group_params(
 
 def _rows(
     state: ServerState,
-    store: SqliteStore,
+    store: Store,
     job_id: str,
     req: SubmitRequest,
     call: _Call,

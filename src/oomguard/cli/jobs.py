@@ -13,7 +13,7 @@ import click
 from oomguard.cli.options import existing_store_option, json_option, token_option
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 
 def print_status(
@@ -30,13 +30,13 @@ def print_status(
 FAILURES_READ = 200
 
 
-def open_store(store: str) -> SqliteStore:
+def open_store(store: str) -> Store:
     from oomguard.errors import StoreError
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store import factory
 
     if not Path(store).exists():
         raise StoreError(f"no store at {store!r}", path=store)
-    return SqliteStore(store, create=False)
+    return factory.open_store(store, create=False)
 
 
 @click.command()

@@ -425,12 +425,12 @@ def stopped_message(how: str, store: str, job_id: str | None) -> str:
     how to go on. Its scheduler has stopped: attempts in flight ended ``interrupted`` and
     run again on resume (docs/ARCHITECTURE.md, "The failure path")."""
     from oomguard.jobs.model import FINISHED_STATES
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.factory import open_store
 
     if job_id is None:
         return f"{how} while the job's tasks were being stored; run the same command to resume"
     try:
-        with SqliteStore(store, create=False) as st:
+        with open_store(store, create=False) as st:
             counts = st.queries.counts(job_id)
     except Exception as err:  # the store is what we could not read: say so, not more
         return (

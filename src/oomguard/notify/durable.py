@@ -27,8 +27,9 @@ import httpx
 from oomguard.notify.notice import AttemptNotice, JobNotice, Notice, from_json, to_json
 from oomguard.notify.secrets import Redactor
 from oomguard.notify.webhook import _Receiver, event_name
+from oomguard.store.factory import open_store
 from oomguard.store.outbox import receiver_key
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.protocol import Store
 
 log = logging.getLogger("oomguard.notify")
 
@@ -57,7 +58,7 @@ class _Stored(_Receiver):
 
     def _run(self) -> None:
         owner = self.durable
-        store = SqliteStore(owner.store_path)
+        store = open_store(owner.store_path)
         try:
             cursor = self.cursor = store.outbox.cursor(self.key)
             while True:
@@ -122,9 +123,9 @@ class DurableWebhooks:
         self.closing = threading.Event()
         self.abandon = threading.Event()
         self._stores = threading.local()
-        self._opened: list[SqliteStore] = []
+        self._opened: list[Store] = []
         self._opened_lock = threading.Lock()
-        store = SqliteStore(store_path)
+        store = open_store(store_path)
         try:
             self.name = store.outbox.name()
         finally:
@@ -147,7 +148,7 @@ class DurableWebhooks:
     def _trim_loop(self) -> None:
         # Its own thread: a receiver stuck on a dead URL must not leave the outbox unbounded,
         # and the scheduler's loop never waits for it.
-        store = SqliteStore(self.store_path)
+        store = open_store(self.store_path)
         try:
             while True:
                 try:
@@ -172,16 +173,16 @@ class DurableWebhooks:
         for receiver in self.receivers:
             receiver.wake.set()
 
-    def _store(self) -> SqliteStore:
-        store: SqliteStore | None = getattr(self._stores, "store", None)
+    def _store(self) -> Store:
+        store: Store | None = getattr(self._stores, "store", None)
         if store is None:
-            store = SqliteStore(self.store_path)
+            store = open_store(self.store_path)
             self._stores.store = store
             with self._opened_lock:
                 self._opened.append(store)
         return store
 
-    def trim(self, store: SqliteStore) -> None:
+    def trim(self, store: Store) -> None:
         dropped = store.outbox.trim([r.key for r in self.receivers], self.most)
         if dropped:
             log.warning(
@@ -205,7 +206,7 @@ class DurableWebhooks:
             self.abandon.set()
             for receiver in started:
                 receiver.thread.join(2.0)
-        store = SqliteStore(self.store_path)
+        store = open_store(self.store_path)
         try:
             for receiver in started:
                 left = store.outbox.count_after(receiver.cursor) if receiver.cursor >= 0 else 0

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from oomguard.errors import OomguardError
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 log = logging.getLogger("oomguard.notify")
 
@@ -324,7 +324,7 @@ def _scalars(evidence: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def job_notices(store: SqliteStore, before: list[str], active: list[str]) -> Iterator[JobNotice]:
+def job_notices(store: Store, before: list[str], active: list[str]) -> Iterator[JobNotice]:
     """Notices of the jobs that became active (``running``) or finished (their final state)
     between two looks at the active jobs, ``before`` and ``active``."""
     was, now = set(before), set(active)

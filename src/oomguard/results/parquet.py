@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from oomguard.config import RunnerConfig
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 log = logging.getLogger("oomguard.results")
 
@@ -144,7 +144,7 @@ def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.table(arrays) if arrays else pa.table({})
 
 
-def table_for(store: SqliteStore, job_id: str, kind: str, part: int | None = None) -> pa.Table:
+def table_for(store: Store, job_id: str, kind: str, part: int | None = None) -> pa.Table:
     # Replicate indices belong to task rows; an aggregation row stands for all of them.
     with_rep = kind == "task" and store.parts.has_replicates(job_id)
     rows = [
@@ -177,7 +177,7 @@ def part_path(out: str | os.PathLike[str], job_id: str, kind: str, n: int) -> Pa
     return Path(out) / KIND_DIR[kind] / f"part-{job_id}-{n:05d}.parquet"
 
 
-def _write_part(store: SqliteStore, job_id: str, kind: str, n: int, out: str) -> None:
+def _write_part(store: Store, job_id: str, kind: str, n: int, out: str) -> None:
     table = table_for(store, job_id, kind, part=n)
     _write_atomic(table, part_path(out, job_id, kind, n))
     store.parts.written(job_id, kind, n)
@@ -203,7 +203,7 @@ class PartPolicy:
 
 
 def write_pending_parts(
-    store: SqliteStore,
+    store: Store,
     policy: PartPolicy,
     *,
     final: bool,
@@ -251,7 +251,7 @@ def _part_failed(errors: dict[str, str] | None, job_id: str, out: str, err: Exce
 
 
 def _write_job_parts(
-    store: SqliteStore,
+    store: Store,
     policy: PartPolicy,
     job_id: str,
     out: str,

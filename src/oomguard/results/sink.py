@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 log = logging.getLogger("oomguard.results")
 
@@ -101,10 +101,10 @@ class PartSink:
             self._thread.join()
 
     def _run(self) -> None:
-        from oomguard.store.sqlite import SqliteStore
+        from oomguard.store.factory import open_store
 
         try:
-            store = SqliteStore(self.store_path, create=False)
+            store = open_store(self.store_path, create=False)
         except BaseException as err:
             log.error("the Parquet part writer cannot open the store: %s", err)
             self.error = err
@@ -127,7 +127,7 @@ class PartSink:
         finally:
             store.close()
 
-    def _pass(self, store: SqliteStore, jobs: set[str] | None) -> None:
+    def _pass(self, store: Store, jobs: set[str] | None) -> None:
         now = time.monotonic()
         if jobs is not None:
             # Rows waiting on time are looked at again without a new request.

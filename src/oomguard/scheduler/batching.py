@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import TaskRow
+    from oomguard.store.records import TaskRow
 
 #: a batch holds about this much work (seconds)
 BATCH_SECONDS = 0.05

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from oomguard.notify.base import Notifier
     from oomguard.scheduler.window import Window
     from oomguard.store.leases import Recovery
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
     from oomguard.store.writes import PendingWrites
 
 #: how long stopping waits for queued notifications to be delivered
@@ -56,7 +56,7 @@ def assemble(
     config: RunnerConfig,
     *,
     scheduler_id: str,
-    store: SqliteStore,
+    store: Store,
     writes: PendingWrites,
     window: Window,
 ) -> Parts:
@@ -141,7 +141,7 @@ def assemble(
     )
 
 
-def _make_executor(config: RunnerConfig, isolation: IsolationPlan, store: SqliteStore) -> Executor:
+def _make_executor(config: RunnerConfig, isolation: IsolationPlan, store: Store) -> Executor:
     if config.executor == "dask":
         from oomguard.executors.dask import DaskExecutor
 

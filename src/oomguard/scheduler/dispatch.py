@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
     from oomguard.scheduler.recorder import AttemptRecorder
     from oomguard.scheduler.window import Window
-    from oomguard.store.sqlite import SqliteStore, TaskRow
+    from oomguard.store.protocol import Store
+    from oomguard.store.records import TaskRow
 
 #: tasks that do not fit, after which the ones behind them wait for the next pass
 MOST_SKIPPED = 256
@@ -35,7 +36,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: SqliteStore,
+        store: Store,
         window: Window,
         admission: Admission,
         estimates: Estimates,

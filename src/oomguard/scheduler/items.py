@@ -11,10 +11,10 @@ from oomguard.executors.base import Held
 
 if TYPE_CHECKING:
     from oomguard.scheduler.running import Running
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.protocol import Store
 
 
-def call_item(run: Running, store: SqliteStore, held: Held | None = None) -> dict[str, Any]:
+def call_item(run: Running, store: Store, held: Held | None = None) -> dict[str, Any]:
     """What a worker needs to run one attempt of ``run.task``.
 
     With ``held`` (an executor that can hold results where they were made: Dask), a task
@@ -59,7 +59,7 @@ def call_item(run: Running, store: SqliteStore, held: Held | None = None) -> dic
     return item
 
 
-def _aggregated(store: SqliteStore, job_id: str) -> bool:
+def _aggregated(store: Store, job_id: str) -> bool:
     """Whether ``job_id``'s results are aggregated (False for a job gone meanwhile)."""
     try:
         return bool(store.job(job_id)["agg"])

@@ -13,7 +13,6 @@ use only :meth:`Scheduler.view` and the thread-safe ``request_parts``, ``set_win
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
+from oomguard.errors import StoreUnavailable
 from oomguard.jobs.model import KillReason
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
@@ -30,7 +30,7 @@ from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
 from oomguard.scheduler.window import Window
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.factory import open_store
 from oomguard.store.writes import PendingWrites
 from oomguard.units import format_size
 
@@ -61,7 +61,7 @@ class Scheduler:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
         self.id = uuid.uuid4().hex
-        self.store = SqliteStore(config.store)
+        self.store = open_store(config.store)
         self.writes = PendingWrites()
         self.window = Window(self.store, config.window, config.batch_size)
         #: what :meth:`start` built (scheduler/compose.py); None before it
@@ -349,7 +349,7 @@ class Scheduler:
             rows = [k.row() for k in dirty]
             self.recorder.stats.duplicates += self.store.apply(writes, rows)
             dirty = []
-        except sqlite3.OperationalError:
+        except StoreUnavailable:
             raise  # the store itself fails (disk, lock): nothing one task did
         except Exception as err:
             # Something one task brought (a value SQLite refuses, a result blob that

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
+from oomguard.errors import StoreUnavailable
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass, KillReason
 from oomguard.notify.notice import AttemptNotice
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters
     from oomguard.executors.base import Executor
     from oomguard.kernlog.watch import KernelLogWatch
-    from oomguard.store.sqlite import SqliteStore, TaskRow
+    from oomguard.store.protocol import Store
+    from oomguard.store.records import TaskRow
     from oomguard.worker.pool import Died
 
 log = logging.getLogger("oomguard.scheduler")
@@ -81,7 +82,7 @@ class AttemptRecorder:
         *,
         config: RunnerConfig,
         scheduler_id: str,
-        store: SqliteStore,
+        store: Store,
         writes: PendingWrites,
         admission: Admission,
         estimates: Estimates,
@@ -546,7 +547,7 @@ class AttemptRecorder:
         for task_id, group in by_task.items():
             try:
                 duplicates += self.store.apply(group)
-            except sqlite3.OperationalError:
+            except StoreUnavailable:
                 raise
             except Exception as err:
                 if task_id is None:

@@ -11,11 +11,11 @@ from typing import Any
 from oomguard.config import RunnerConfig
 from oomguard.errors import PayloadError
 from oomguard.jobs.task import TaskOptions
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.protocol import Store
 
 
 class TaskRows:
-    """Builds rows for :meth:`~oomguard.store.sqlite.SqliteStore.add_tasks`."""
+    """Builds rows for :meth:`~oomguard.store.sqlite.Store.add_tasks`."""
 
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
@@ -47,7 +47,7 @@ class TaskRows:
 
     def common(
         self,
-        store: SqliteStore,
+        store: Store,
         ref: str,
         params: dict[str, Any],
         text: str,

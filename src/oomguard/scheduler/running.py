@@ -10,7 +10,7 @@ from oomguard.executors.base import WorkerRef
 from oomguard.scheduler.admission import Role
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import TaskRow
+    from oomguard.store.records import TaskRow
     from oomguard.store.writes import AttemptRow
 
 

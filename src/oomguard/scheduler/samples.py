@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
 from oomguard.store.samples import Sample
-from oomguard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from oomguard.scheduler.view import SchedulerView
@@ -145,7 +146,7 @@ class Sampler:
     # -- the sampler's thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        store: SqliteStore | None = None
+        store: Store | None = None
         try:
             while True:
                 self._wake.wait(max(self.interval, 0.05))
@@ -161,16 +162,16 @@ class Sampler:
             if store is not None:
                 store.close()
 
-    def _open(self) -> SqliteStore | None:
+    def _open(self) -> Store | None:
         try:
-            store = SqliteStore(self.path, create=False)
-            store.db.execute("PRAGMA busy_timeout = 2000")  # never queue long behind a writer
+            # Never queue long behind a writer.
+            store = open_store(self.path, create=False, busy_timeout=2.0)
             return store
         except Exception as err:
             self._warn(f"cannot open the store for samples: {err}")
             return None
 
-    def _write(self, store: SqliteStore) -> None:
+    def _write(self, store: Store) -> None:
         from oomguard.worker.pool import tree_rss
 
         snaps = []

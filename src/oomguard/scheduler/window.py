@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore, TaskRow
+    from oomguard.store.protocol import Store
+    from oomguard.store.records import TaskRow
 
 #: how long to wait before looking again when nothing more was ready (seconds)
 REFILL_AGAIN = 0.02
@@ -17,7 +18,7 @@ REFILL_AGAIN = 0.02
 class Window:
     """Up to :attr:`size` tasks in memory; the loop refills it when half empty."""
 
-    def __init__(self, store: SqliteStore, size: int, batch_size: int) -> None:
+    def __init__(self, store: Store, size: int, batch_size: int) -> None:
         self.store = store
         #: the tasks, in the order they are dispatched
         self.tasks: deque[TaskRow] = deque()
@@ -62,8 +63,7 @@ class Window:
         """Open parameter groups allowed for a job: its own batch_size, else the config's."""
         size = self._batch_sizes.get(job_id)
         if size is None:
-            spec = self.store.job(job_id)["spec"]
-            size = int(spec.get("batch_size") or self.default_batch_size)
+            size = int(self.store.job(job_id).spec.batch_size or self.default_batch_size)
             self._batch_sizes[job_id] = size
         return size
 

@@ -1,6 +1,11 @@
-"""The durable store: jobs, tasks, attempts, results, events, locks and estimates."""
+"""The durable store: jobs, tasks, attempts, results, events, locks and estimates.
 
-from oomguard.store.sql_text import SCHEMA_VERSION
-from oomguard.store.sqlite import SqliteStore, TaskRow
+Use it through :class:`Store` (the Protocol) and get one from :func:`open_store`."""
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore", "TaskRow"]
+from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
+from oomguard.store.queries import SCHEMA_VERSION
+from oomguard.store.records import TaskRow
+from oomguard.store.sqlite import SqliteStore
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "Store", "TaskRow", "open_store"]

@@ -14,45 +14,45 @@ import time
 from typing import TYPE_CHECKING
 
 from oomguard.errors import JobActiveError
-from oomguard.store.sql_text import OPEN_SQL, Q
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
+    from oomguard.store.views import Queries
 
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
 
 
+@translated
 class Admin:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, queries: Queries) -> None:
+        self._conn = conn
+        self._queries = queries
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._store.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        with self._conn.transaction() as db:
+            db.execute(Q["set_meta"], (key, value))
 
     def add_counter(self, name: str, delta: int) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                Q["add_counter"],
                 (name, delta),
             )
 
     def retry_failed(self, job_id: str) -> int:
         """Make the job's failed tasks ready again with fresh retry counts."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, "
-                "failure_class = NULL, error = NULL, updated_at = ? "
-                "WHERE job_id = ? AND state = 'failed' AND (kind = 'task' OR deps <= 0)",
+                Q["retry_failed_tasks"],
                 (now, job_id),
             ).rowcount
             # Aggregations that failed because a replicate did wait for it again.
             n += db.execute(
-                "UPDATE tasks SET state = 'pending', failure_class = NULL, error = NULL, "
-                "updated_at = ? WHERE job_id = ? AND state = 'failed' AND kind = 'aggregate'",
+                Q["retry_failed_aggregates"],
                 (now, job_id),
             ).rowcount
             db.execute(
@@ -70,13 +70,12 @@ class Admin:
     def cancel(self, job_id: str) -> int:
         """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'cancelled', updated_at = ? WHERE job_id = ? AND "
-                f"state IN {OPEN_SQL}",
+                Q["cancel_tasks"],
                 (now, job_id),
             ).rowcount
-            db.execute("UPDATE jobs SET state = 'cancelled' WHERE id = ?", (job_id,))
+            db.execute(Q["cancel_job"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -95,14 +94,13 @@ class Admin:
         ``stopped`` (shown as ``failed``), and ``cause`` is kept in a ``job_stopped`` event.
         Running the same sweep again reopens it (:meth:`reopen_stopped`)."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = 'cancelled', error = ?, updated_at = ? "
-                f"WHERE job_id = ? AND state IN {OPEN_SQL}",
+                Q["stop_tasks"],
                 (f"not run: the job {cause}", now, job_id),
             ).rowcount
             db.execute(
-                "UPDATE jobs SET state = 'stopped' WHERE id = ? AND state != 'cancelled'",
+                Q["stop_job"],
                 (job_id,),
             )
             db.execute(
@@ -119,42 +117,23 @@ class Admin:
 
     def stop_cause(self, job_id: str) -> str | None:
         """Why the job was stopped (:meth:`stop_job`), or None if it was not."""
-        row = self._store.db.execute(
-            "SELECT j.state, (SELECT data FROM events WHERE job_id = j.id AND kind = 'job_stopped' "
-            "ORDER BY id DESC LIMIT 1) FROM jobs j WHERE j.id = ?",
-            (job_id,),
-        ).fetchone()
-        if row is None or row[0] != "stopped" or row[1] is None:
-            return None
-        cause = json.loads(row[1]).get("cause")
-        return str(cause) if cause is not None else None
+        return self._queries.stop_cause(job_id)
 
     def reopen_stopped(self, job_id: str) -> int:
         """Make a stopped job runnable again (its task was fixed): the tasks it cancelled
         and those that failed become ready with fresh retry counts; the job is open."""
         now = time.time()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             n = db.execute(
-                "UPDATE tasks SET state = CASE WHEN kind = 'aggregate' AND deps > 0 "
-                "THEN 'pending' ELSE 'ready' END, not_before = 0, oom_attempts = 0, "
-                "failure_class = NULL, error = NULL, updated_at = ? "
-                "WHERE job_id = ? AND state IN ('cancelled', 'failed')",
+                Q["reopen_tasks"],
                 (now, job_id),
             ).rowcount
             # Aggregations failed because a replicate failed: they wait for it again.
-            left = (
-                "(SELECT COUNT(*) FROM tasks r WHERE r.job_id = tasks.job_id "
-                "AND r.grp = tasks.grp AND r.kind = 'task' AND r.state != 'succeeded')"
-            )
             db.execute(
-                f"UPDATE tasks SET deps = {left}, "
-                f"state = CASE WHEN {left} > 0 THEN 'pending' ELSE 'ready' END "
-                "WHERE job_id = ? AND kind = 'aggregate' AND state IN ('ready', 'pending')",
+                Q["reopen_aggregates"],
                 (job_id,),
             )
-            db.execute(
-                "UPDATE jobs SET state = 'open' WHERE id = ? AND state = 'stopped'", (job_id,)
-            )
+            db.execute(Q["reopen_job"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -179,32 +158,29 @@ class Admin:
         """
         counts = {"tasks": 0, "attempts": 0, "results": 0, "events": 0}
         while True:
-            with self._store.transaction() as db:
+            with self._conn.transaction() as db:
                 # Checked in the transaction that deletes: a job retried, or results
                 # stored, between a check and the delete are never lost.
                 self._check_forgettable(db, job_id, force)
-                ids = [
-                    r[0]
-                    for r in db.execute(
-                        "SELECT id FROM tasks WHERE job_id = ? LIMIT ?", (job_id, FORGET_CHUNK)
-                    )
-                ]
+                ids = [r[0] for r in db.execute(Q["forget_chunk"], (job_id, FORGET_CHUNK))]
                 if not ids:
                     break
-                marks = ",".join("?" * len(ids))
-                for table, column in (("attempts", "task_id"), ("results", "task_id")):
-                    counts[table] += db.execute(
-                        f"DELETE FROM {table} WHERE {column} IN ({marks})", ids
-                    ).rowcount
-                db.execute(f"DELETE FROM locks WHERE task_id IN ({marks})", ids)
-                counts["tasks"] += db.execute(
-                    f"DELETE FROM tasks WHERE id IN ({marks})", ids
+                chunk = (json.dumps(ids),)
+                counts["attempts"] += db.execute(
+                    Q["forget_attempts"],
+                    chunk,
                 ).rowcount
-        with self._store.transaction() as db:
-            counts["events"] = db.execute("DELETE FROM events WHERE job_id = ?", (job_id,)).rowcount
-            db.execute("DELETE FROM parts WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM samples WHERE job_id = ?", (job_id,))
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                counts["results"] += db.execute(
+                    Q["forget_results"],
+                    chunk,
+                ).rowcount
+                db.execute(Q["forget_locks"], chunk)
+                counts["tasks"] += db.execute(Q["forget_tasks"], chunk).rowcount
+        with self._conn.transaction() as db:
+            counts["events"] = db.execute(Q["forget_job_events"], (job_id,)).rowcount
+            db.execute(Q["forget_job_parts"], (job_id,))
+            db.execute(Q["forget_job_samples"], (job_id,))
+            db.execute(Q["forget_job_row"], (job_id,))
             db.execute(
                 Q["insert_event"],
                 {
@@ -221,9 +197,7 @@ class Admin:
         """JobActiveError while the job has work in flight, or (unless ``force``) results
         not yet in its Parquet output."""
         row = db.execute(
-            f"SELECT (SELECT COUNT(*) FROM tasks WHERE job_id = ? AND state IN {OPEN_SQL}), "
-            "(SELECT COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ? AND a.state = 'running')",
+            Q["job_in_flight"],
             (job_id, job_id),
         ).fetchone()
         unfinished, running = int(row[0]), int(row[1])
@@ -234,7 +208,7 @@ class Admin:
                 "stop them",
                 job_id=job_id,
             )
-        unwritten = self._store.queries.unwritten_parts(job_id)
+        unwritten = self._queries.unwritten_parts(job_id)
         if unwritten and not force:
             raise JobActiveError(
                 f"job {job_id} has {unwritten} result(s) not yet written to its Parquet output; "
@@ -243,22 +217,20 @@ class Admin:
             )
 
 
+@translated
 class Retention:
     """What retention reads and deletes (``serve --retention``, ``gc --vacuum``): composed
     into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.retention``. Each method
     is one short transaction, so a live scheduler on the store is never blocked long."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def expired_jobs(self, cutoff: float, limit: int) -> list[str]:
         """Up to ``limit`` finished jobs (sealed or cancelled, no open task) whose last
         task changed before ``cutoff`` (a job is older than its tasks: created_at first)."""
-        rows = self._store.db.execute(
-            "SELECT j.id FROM jobs j WHERE j.state != 'open' AND j.created_at < ? "
-            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
-            f"AND (t.state IN {OPEN_SQL} OR t.updated_at >= ?)) "
-            "ORDER BY j.created_at LIMIT ?",
+        rows = self._conn.db.execute(
+            Q["expired_jobs"],
             (cutoff, cutoff, limit),
         ).fetchall()
         return [r[0] for r in rows]
@@ -267,27 +239,24 @@ class Retention:
         """Delete the lock rows still held by finished or cancelled tasks (a task's
         dependencies are a count on its own row, so these are the rows a finished task
         can leave behind); the number deleted."""
-        with self._store.transaction() as db:
-            n = db.execute(
-                "DELETE FROM locks WHERE task_id NOT IN "
-                f"(SELECT id FROM tasks WHERE state IN {OPEN_SQL})"
-            ).rowcount
+        with self._conn.transaction() as db:
+            n = db.execute(Q["release_finished_locks"]).rowcount
         return int(n)
 
     def forget_events(self, cutoff: float) -> int:
         """Delete store-wide events (``job_forgotten`` and the like) older than ``cutoff``."""
-        with self._store.transaction() as db:
-            n = db.execute("DELETE FROM events WHERE job_id IS NULL AND ts < ?", (cutoff,)).rowcount
+        with self._conn.transaction() as db:
+            n = db.execute(Q["forget_old_events"], (cutoff,)).rowcount
         return int(n)
 
     def vacuum(self) -> tuple[int, int]:
         """Compact the SQLite file (``VACUUM``, then a WAL checkpoint): its size in bytes
         before and after. Needs free disk of about the store's size; it waits for (and
         then blocks) other writers while it runs."""
-        path = str(self._store.path)
+        path = str(self._conn.path)
         before = _size(path)
-        self._store.db.execute("VACUUM")
-        self._store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.db.execute(Q["vacuum"])
+        self._conn.db.execute(Q["wal_checkpoint"])
         return before, _size(path)
 
 

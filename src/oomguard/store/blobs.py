@@ -35,21 +35,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import BlobMissingError
+from oomguard.store.failures import translated
 from oomguard.store.ownership import check_owned
+from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: payloads and results larger than this go to files beside the store
 BLOB_THRESHOLD = 1024 * 1024
 #: params JSON larger than this is kept in a blob file, not in the task row
 PARAMS_INLINE_MAX = 64 * 1024
 #: the columns that refer to blobs by name
-_REFERENCES = (
-    "SELECT params_ref FROM tasks WHERE params_ref IS NOT NULL "
-    "UNION SELECT payload_ref FROM tasks WHERE payload_ref IS NOT NULL "
-    "UNION SELECT value_ref FROM results WHERE value_ref IS NOT NULL"
-)
+_REFERENCES = Q["referenced_blobs"]
 #: bytes of blobs written ahead of the rows that refer to them whose names are remembered
 #: (:meth:`BlobFiles.put` ``ahead``), at most: the row's own ``put`` hashes none again
 NAMED_MAX_BYTES = 128 * 1024 * 1024
@@ -73,12 +71,13 @@ class GarbageReport:
         return asdict(self)
 
 
+@translated
 class BlobFiles:
     """The blob files of a store (``STORE.blobs/``); composed into
     :class:`~oomguard.store.sqlite.SqliteStore` as ``store.blobs``."""
 
-    def __init__(self, store: SqliteStore, blob_dir: Path) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, blob_dir: Path) -> None:
+        self._conn = conn
         self.blob_dir = blob_dir
         #: the directory was found (or made) private to this user
         self._checked = False
@@ -113,7 +112,7 @@ class BlobFiles:
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def put(self, data: bytes, *, ahead: bool = False) -> str:
         """Write ``data`` to a file beside the store, named by its hash; return the name.
@@ -187,8 +186,7 @@ class BlobFiles:
 
     def _referenced(self, name: str) -> bool:
         row = self.db.execute(
-            "SELECT 1 FROM tasks WHERE params_ref = ? OR payload_ref = ? "
-            "UNION ALL SELECT 1 FROM results WHERE value_ref = ? LIMIT 1",
+            Q["blob_referenced"],
             (name, name, name),
         ).fetchone()
         return row is not None

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import psutil
 
 from oomguard.errors import StoreBusyError
-from oomguard.store.sql_text import Q
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 
 @dataclass
@@ -45,9 +46,10 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
+@translated
 class Leases:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     def register(self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5) -> Recovery:
         """Become the store's scheduler; end what a dead scheduler left running.
@@ -60,10 +62,9 @@ class Leases:
         now = time.time()
         me = psutil.Process()
         host = socket.gethostname()
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             for sid, s_host, pid, start_time, heartbeat in db.execute(
-                "SELECT id, hostname, pid, start_time, heartbeat FROM schedulers "
-                "WHERE stopped_at IS NULL AND id != ?",
+                Q["live_schedulers"],
                 (scheduler_id,),
             ).fetchall():
                 alive = heartbeat > now - lease_ttl
@@ -72,15 +73,14 @@ class Leases:
                     alive = started is not None and abs(started - start_time) < 1.0
                 if alive:
                     raise StoreBusyError(
-                        f"store {str(self._store.path)!r} is in use by a live scheduler "
+                        f"store {str(self._conn.path)!r} is in use by a live scheduler "
                         f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
                         pid=pid,
                         host=s_host,
                     )
-                db.execute("UPDATE schedulers SET stopped_at = ? WHERE id = ?", (now, sid))
+                db.execute(Q["scheduler_stopped"], (now, sid))
             db.execute(
-                "INSERT OR REPLACE INTO schedulers (id, hostname, pid, start_time, started_at, "
-                "heartbeat) VALUES (?, ?, ?, ?, ?, ?)",
+                Q["register_scheduler"],
                 (scheduler_id, host, me.pid, me.create_time(), now, now),
             )
             return self._recover(db, scheduler_id, now, lost_retries)
@@ -89,15 +89,13 @@ class Leases:
         self, db: sqlite3.Connection, scheduler_id: str, now: float, lost_retries: int
     ) -> Recovery:
         lost = db.execute(
-            "SELECT a.id, a.task_id, t.job_id FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE a.state = 'running' AND a.scheduler_id != ?",
+            Q["orphaned_attempts"],
             (scheduler_id,),
         ).fetchall()
         evidence = json.dumps({"reason": "lease expired: the scheduler that ran it died"})
         for attempt_id, task_id, job_id in lost:
             db.execute(
-                "UPDATE attempts SET state = 'failed', failure_class = 'lost', ended_at = ?, "
-                "evidence = ? WHERE id = ?",
+                Q["attempt_lost"],
                 (now, evidence, attempt_id),
             )
             db.execute(
@@ -114,13 +112,12 @@ class Leases:
         for task_id in sorted({task_id for _, task_id, _ in lost}):
             failed += self._fail_if_lost_too_often(db, task_id, now, lost_retries)
         released = db.execute(
-            "DELETE FROM locks WHERE attempt_id IN (SELECT id FROM attempts WHERE state != "
-            "'running' OR scheduler_id != ?)",
+            Q["release_orphaned_locks"],
             (scheduler_id,),
         ).rowcount
         # A lost attempt is not the task's fault: it is retried without using a retry.
         requeued = db.execute(
-            "UPDATE tasks SET state = 'ready', updated_at = ? WHERE state IN ('queued', 'running')",
+            Q["requeue_orphaned_tasks"],
             (now,),
         ).rowcount
         return Recovery(
@@ -134,7 +131,7 @@ class Leases:
         self, db: sqlite3.Connection, task_id: int, now: float, lost_retries: int
     ) -> int:
         (times,) = db.execute(
-            "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND failure_class = 'lost'",
+            Q["lost_attempts"],
             (task_id,),
         ).fetchone()
         if times <= lost_retries:
@@ -145,9 +142,7 @@ class Leases:
             "scheduler, or a host that keeps dying, fails here instead of crash-looping)"
         )
         row = db.execute(
-            "UPDATE tasks SET state = 'failed', failure_class = 'lost', error = ?, "
-            "updated_at = ? WHERE id = ? AND state IN ('queued', 'running', 'ready') "
-            "RETURNING job_id, grp, kind",
+            Q["task_lost_too_often"],
             (error, now, task_id),
         ).fetchone()
         if row is None:
@@ -177,21 +172,17 @@ class Leases:
 
     def requeue_tasks(self, task_ids: Sequence[int]) -> None:
         """A stopping scheduler hands its tasks back: ready again, its locks released."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.executemany(
-                "UPDATE tasks SET state = 'ready' WHERE id = ? AND state IN ('queued', 'running')",
+                Q["requeue_task"],
                 [(i,) for i in task_ids],
             )
-            db.execute("DELETE FROM locks")
+            db.execute(Q["release_all_locks"])
 
     def heartbeat(self, scheduler_id: str) -> None:
-        with self._store.transaction() as db:
-            db.execute(
-                "UPDATE schedulers SET heartbeat = ? WHERE id = ?", (time.time(), scheduler_id)
-            )
+        with self._conn.transaction() as db:
+            db.execute(Q["heartbeat"], (time.time(), scheduler_id))
 
     def unregister(self, scheduler_id: str) -> None:
-        with self._store.transaction() as db:
-            db.execute(
-                "UPDATE schedulers SET stopped_at = ? WHERE id = ?", (time.time(), scheduler_id)
-            )
+        with self._conn.transaction() as db:
+            db.execute(Q["scheduler_stopped"], (time.time(), scheduler_id))

@@ -20,8 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
+
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
+    from oomguard.store.views import Queries
 
 #: the counter of rows deleted before every receiver had them
 DROPPED = "outbox_dropped"
@@ -42,94 +46,88 @@ def receiver_key(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@translated
 class Outbox:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, queries: Queries) -> None:
+        self._conn = conn
+        self._queries = queries
 
     def add(self, ts: float, kind: str, notice: str) -> int:
         """A row in a transaction of its own (a job's notice); its id."""
-        with self._store.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO outbox (ts, kind, notice) VALUES (?, ?, ?)", (ts, kind, notice)
-            )
+        with self._conn.transaction() as db:
+            cur = db.execute(Q["outbox_add"], (ts, kind, notice))
             return int(cur.lastrowid or 0)
 
     def name(self) -> str:
         """This store's name in delivery ids (made once, kept in ``meta``)."""
-        found = self._store.queries.meta(NAME_KEY)
+        found = self._queries.meta(NAME_KEY)
         if found is not None:
             return found
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                Q["meta_default"],
                 (NAME_KEY, secrets.token_hex(6)),
             )
-        return self._store.queries.meta(NAME_KEY) or ""
+        return self._queries.meta(NAME_KEY) or ""
 
     def cursor(self, receiver: str) -> int:
         """``receiver``'s cursor; a new receiver starts after the rows there are now."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO outbox_cursors (receiver, delivered) "
-                "VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM outbox))",
+                Q["outbox_cursor_start"],
                 (receiver,),
             )
-            row = db.execute(
-                "SELECT delivered FROM outbox_cursors WHERE receiver = ?", (receiver,)
-            ).fetchone()
+            row = db.execute(Q["outbox_cursor"], (receiver,)).fetchone()
         return int(row[0])
 
     def after(self, cursor: int, limit: int) -> list[OutboxRow]:
         """The rows after ``cursor``, in order."""
-        rows = self._store.db.execute(
-            "SELECT id, ts, kind, notice FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+        rows = self._conn.db.execute(
+            Q["outbox_after"],
             (cursor, limit),
         ).fetchall()
         return [OutboxRow(int(i), float(ts), str(k), json.loads(n)) for i, ts, k, n in rows]
 
     def advance(self, receiver: str, delivered: int) -> None:
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
-                "UPDATE outbox_cursors SET delivered = MAX(delivered, ?) WHERE receiver = ?",
+                Q["outbox_advance"],
                 (delivered, receiver),
             )
 
     def trim(self, receivers: Sequence[str], most: int) -> int:
         """Delete the rows every one of ``receivers`` has passed, then the oldest beyond
         ``most`` rows (counted in ``outbox_dropped``); the number dropped."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             if receivers:
-                marks = ",".join("?" * len(receivers))
                 low = db.execute(
-                    f"SELECT MIN(delivered), COUNT(*) FROM outbox_cursors "
-                    f"WHERE receiver IN ({marks})",
-                    list(receivers),
+                    Q["outbox_low_cursor"],
+                    (json.dumps(list(receivers)),),
                 ).fetchone()
                 if low[1] == len(receivers) and low[0] is not None:
-                    db.execute("DELETE FROM outbox WHERE id <= ?", (low[0],))
-            top = db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+                    db.execute(Q["outbox_trim"], (low[0],))
+            top = db.execute(Q["outbox_top"]).fetchone()[0]
             if top is None:
                 return 0
-            dropped = db.execute("DELETE FROM outbox WHERE id <= ?", (top - most,)).rowcount
+            dropped = db.execute(Q["outbox_trim"], (top - most,)).rowcount
             if dropped:
                 db.execute(
-                    "INSERT INTO counters (name, value) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    Q["outbox_count_dropped"],
                     (DROPPED, dropped),
                 )
             return int(dropped)
 
     def count_after(self, cursor: int) -> int:
         """Rows after ``cursor`` (what a receiver there has still to deliver)."""
-        row = self._store.db.execute("SELECT COUNT(*) FROM outbox WHERE id > ?", (cursor,))
+        row = self._conn.db.execute(Q["outbox_count_after"], (cursor,))
         return int(row.fetchone()[0])
 
     def waiting(self) -> int:
         """Rows in the outbox (not yet passed by every receiver)."""
-        return int(self._store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(self._conn.db.execute(Q["outbox_count"]).fetchone()[0])
 
     def dropped(self) -> int:
-        return self._store.queries.counter(DROPPED)
+        return self._queries.counter(DROPPED)
 
 
 __all__ = ["DROPPED", "Outbox", "OutboxRow", "receiver_key"]

@@ -15,8 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
+
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: the size of a result row stored before schema 2, which did not record it
 _SIZE = "COALESCE(size, LENGTH(value), 0)"
@@ -32,34 +35,29 @@ class PendingResults:
     bytes: int
 
 
+@translated
 class PartBook:
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
 
     @property
     def _db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def unwritten(self) -> list[tuple[str, str, int, str]]:
         """``(job_id, kind, n, out)`` of parts assigned but not yet written."""
         return [
             (str(j), str(k), int(n), str(o))
-            for j, k, n, o in self._db.execute(
-                "SELECT job_id, kind, n, out FROM parts WHERE written = 0"
-            )
+            for j, k, n, o in self._db.execute(Q["unwritten_parts_all"])
         ]
 
     def outputs(self, jobs: Iterable[str] | None) -> dict[str, str]:
         """Output directory by job, for ``jobs`` (None: every job) that have one; a job
         forgotten meanwhile is simply not there."""
         if jobs is None:
-            rows = self._db.execute("SELECT id, spec FROM jobs").fetchall()
+            rows = self._db.execute(Q["job_specs"]).fetchall()
         else:
-            rows = [
-                row
-                for j in jobs
-                for row in self._db.execute("SELECT id, spec FROM jobs WHERE id = ?", (j,))
-            ]
+            rows = [row for j in jobs for row in self._db.execute(Q["job_spec"], (j,))]
         outs = {}
         for job_id, spec in rows:
             out = json.loads(spec).get("out")
@@ -72,8 +70,7 @@ class PartBook:
         return [
             PendingResults(job_id, str(kind), int(count), int(size))
             for kind, count, size in self._db.execute(
-                f"SELECT kind, COUNT(*), SUM({_SIZE}) FROM results "
-                "WHERE job_id = ? AND part IS NULL GROUP BY kind",
+                Q["results_unassigned"],
                 (job_id,),
             )
         ]
@@ -83,17 +80,16 @@ class PartBook:
     ) -> tuple[int, int, int]:
         """Commit the next part's rows (oldest first, up to the row and byte bounds, at
         least one); return ``(part number, rows, bytes)``."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             row = db.execute(
-                "SELECT COALESCE(MAX(n), 0) FROM parts WHERE job_id = ? AND kind = ?",
+                Q["last_part"],
                 (job_id, kind),
             ).fetchone()
             n = int(row[0]) + 1
             chosen: list[int] = []
             total = 0
             for task_id, size in db.execute(
-                f"SELECT task_id, {_SIZE} FROM results WHERE job_id = ? AND kind = ? "
-                "AND part IS NULL ORDER BY task_id LIMIT ?",
+                Q["results_for_part"],
                 (job_id, kind, max_rows),
             ):
                 if chosen and total + size > max_bytes:
@@ -101,27 +97,24 @@ class PartBook:
                 chosen.append(task_id)
                 total += size
             db.execute(
-                "INSERT INTO parts (job_id, kind, n, out) VALUES (?, ?, ?, ?)",
+                Q["insert_part"],
                 (job_id, kind, n, out),
             )
-            db.executemany(
-                "UPDATE results SET part = ? WHERE task_id = ?", [(n, t) for t in chosen]
-            )
+            db.executemany(Q["result_part"], [(n, t) for t in chosen])
         return n, len(chosen), total
 
     def written(self, job_id: str, kind: str, n: int) -> None:
         """Part ``n``'s file was renamed into place."""
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.execute(
-                "UPDATE parts SET written = 1 WHERE job_id = ? AND kind = ? AND n = ?",
+                Q["part_written"],
                 (job_id, kind, n),
             )
 
     def has_replicates(self, job_id: str) -> bool:
         """Whether the job's tasks are numbered replicates (the rows get the column)."""
         row = self._db.execute(
-            "SELECT 1 FROM tasks WHERE job_id = ? AND kind = 'task' AND replicate IS NOT NULL "
-            "LIMIT 1",
+            Q["has_replicates"],
             (job_id,),
         ).fetchone()
         return row is not None

@@ -1,4 +1,4 @@
-"""One :class:`~oomguard.store.sqlite.SqliteStore` per thread (an SQLite connection belongs
+"""One :class:`~oomguard.store.sqlite.Store` per thread (an SQLite connection belongs
 to the thread that opened it), all closed together: for the HTTP server's and the
 dashboard's request threads."""
 
@@ -8,7 +8,8 @@ import sqlite3
 import threading
 from contextlib import suppress
 
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
 
 
 class ThreadStores:
@@ -16,13 +17,13 @@ class ThreadStores:
         self.path = path
         self.readonly = readonly
         self._local = threading.local()
-        self._all: list[SqliteStore] = []
+        self._all: list[Store] = []
         self._lock = threading.Lock()
 
-    def get(self) -> SqliteStore:
-        store: SqliteStore | None = getattr(self._local, "store", None)
+    def get(self) -> Store:
+        store: Store | None = getattr(self._local, "store", None)
         if store is None:
-            store = SqliteStore(self.path, readonly=self.readonly)
+            store = open_store(self.path, readonly=self.readonly)
             self._local.store = store
             with self._lock:
                 self._all.append(store)

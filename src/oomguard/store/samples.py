@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from oomguard.jobs.model import FailureClass
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.connection import Connection
 
 #: failure classes marked on the time axis: the attempt ran out of memory
 MEMORY_CLASSES = tuple(c.value for c in FailureClass if c.is_oom)
@@ -42,24 +44,23 @@ class Sample:
     workers: dict[str, int] = field(default_factory=dict)
 
 
+@translated
 class Samples:
     """Record, read and bound the time series (``store.samples``)."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
         self._available: bool | None = None
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     def available(self) -> bool:
         """Whether the store has the table: a store of schema version < 4 opened read-only
         (``oomguard ui``) cannot be migrated, and simply has no series."""
         if self._available is None:
-            row = self.db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'samples'"
-            ).fetchone()
+            row = self.db.execute(Q["samples_available"]).fetchone()
             self._available = row is not None
         return self._available
 
@@ -67,10 +68,9 @@ class Samples:
         """Insert ``samples`` in one transaction."""
         if not samples:
             return
-        with self._store.transaction() as db:
+        with self._conn.transaction() as db:
             db.executemany(
-                "INSERT INTO samples (job_id, ts, budget_bytes, admitted_bytes, "
-                "job_admitted_bytes, running, workers) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                Q["insert_sample"],
                 [
                     (
                         s.job_id,
@@ -88,7 +88,7 @@ class Samples:
     def count(self, job_id: str) -> int:
         if not self.available():
             return 0
-        row = self.db.execute("SELECT COUNT(*) FROM samples WHERE job_id = ?", (job_id,))
+        row = self.db.execute(Q["sample_count"], (job_id,))
         return int(row.fetchone()[0])
 
     def series(self, job_id: str, max_points: int = 600) -> list[Sample]:
@@ -98,9 +98,7 @@ class Samples:
         n = self.count(job_id)
         step = max(1, -(-n // max(1, max_points)))
         rows = self.db.execute(
-            "SELECT ts, budget_bytes, admitted_bytes, job_admitted_bytes, running, workers "
-            "FROM (SELECT *, ROW_NUMBER() OVER (ORDER BY ts, id) - 1 AS rn FROM samples "
-            "WHERE job_id = ?) WHERE rn % ? = 0 OR rn = ? - 1 ORDER BY ts, id",
+            Q["sample_series"],
             (job_id, step, n),
         ).fetchall()
         out = []
@@ -130,21 +128,15 @@ class Samples:
         second row of its older half (a long job keeps its whole span at a coarser step).
         Short transactions on indexes: a scheduler writing the store waits little. Returns
         the rows deleted."""
-        with self._store.transaction() as db:
-            deleted = int(db.execute("DELETE FROM samples WHERE ts < ?", (older_than,)).rowcount)
+        with self._conn.transaction() as db:
+            deleted = int(db.execute(Q["prune_samples"], (older_than,)).rowcount)
         for job_id in jobs:
-            with self._store.transaction() as db:
-                n = int(
-                    db.execute(
-                        "SELECT COUNT(*) FROM samples WHERE job_id = ?", (job_id,)
-                    ).fetchone()[0]
-                )
+            with self._conn.transaction() as db:
+                n = int(db.execute(Q["sample_count"], (job_id,)).fetchone()[0])
                 if n <= max_per_job:
                     continue
                 deleted += db.execute(
-                    "DELETE FROM samples WHERE id IN (SELECT id FROM (SELECT id, "
-                    "ROW_NUMBER() OVER (ORDER BY ts, id) AS rn FROM samples WHERE job_id = ?) "
-                    "WHERE rn <= ? AND rn % 2 = 0)",
+                    Q["thin_samples"],
                     (job_id, n // 2),
                 ).rowcount
         return deleted
@@ -157,8 +149,7 @@ class Samples:
         finished for good by the end of the interval (succeeded, or failed at their last
         attempt)."""
         span = self.db.execute(
-            "SELECT MIN(a.ended_at), MAX(a.ended_at) FROM attempts a JOIN tasks t "
-            "ON t.id = a.task_id WHERE t.job_id = ? AND a.ended_at IS NOT NULL",
+            Q["attempts_span"],
             (job_id,),
         ).fetchone()
         if span[0] is None:
@@ -166,12 +157,7 @@ class Samples:
         first, last = float(span[0]), float(span[1])
         step = max(1.0, (last - first) / max(1, max_points))
         rows = self.db.execute(
-            "SELECT CAST((a.ended_at - ?) / ? AS INTEGER) AS b, "
-            "SUM(a.state = 'succeeded'), SUM(a.state = 'failed'), "
-            "SUM(a.state = 'succeeded' OR (t.state = 'failed' AND a.id = "
-            "(SELECT MAX(id) FROM attempts WHERE task_id = t.id))) "
-            "FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ? AND a.ended_at IS NOT NULL GROUP BY b ORDER BY b",
+            Q["throughput"],
             (first, step, job_id),
         ).fetchall()
         out = []
@@ -192,13 +178,9 @@ class Samples:
     def kills(self, job_id: str, limit: int = 500) -> list[dict[str, Any]]:
         """The job's attempts that ran out of memory (OOM kills, ``memory_error``), in time
         order: when, class, memory key, limit, task and attempt."""
-        marks = ",".join("?" * len(MEMORY_CLASSES))
         rows = self.db.execute(
-            "SELECT a.ended_at, a.failure_class, COALESCE(t.memory_key, t.fn), a.limit_bytes, "
-            "a.peak_bytes, a.task_id, a.id, a.pid FROM attempts a JOIN tasks t "
-            f"ON t.id = a.task_id WHERE t.job_id = ? AND a.failure_class IN ({marks}) "
-            "AND a.ended_at IS NOT NULL ORDER BY a.ended_at LIMIT ?",
-            (job_id, *MEMORY_CLASSES, limit),
+            Q["memory_kills"],
+            (job_id, json.dumps(list(MEMORY_CLASSES)), limit),
         ).fetchall()
         keys = ("ts", "failure_class", "key", "limit_bytes", "peak_bytes", "task_id")
         return [

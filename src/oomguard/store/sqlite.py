@@ -18,77 +18,52 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from oomguard.errors import (
     BlobMissingError,
     JobNotFoundError,
-    NotAStoreError,
     StoreError,
 )
 from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
+from oomguard.store.connection import Transaction
+from oomguard.store.failures import translated
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
+from oomguard.store.queries import POSITIONAL, Q
+from oomguard.store.records import JobRecord, JobSpec, TaskRow
 from oomguard.store.samples import Samples
-from oomguard.store.schema import check_existing, connect, migrate
-from oomguard.store.sql_text import LOW_GROUP_SQL, OPEN_SQL, POSITIONAL, Q
-from oomguard.store.transactions import Transaction, writer_lock
+from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
 from oomguard.store.writes import PHASES, Write, safe_params
-
-TASK_COLUMNS = (
-    "id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts, "
-    "oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key"
-)
-
-
-@dataclass
-class TaskRow:
-    """A task as the scheduler needs it to dispatch an attempt."""
-
-    id: int
-    job_id: str
-    grp: int
-    kind: str
-    replicate: int | None
-    fn: str
-    params: str | None
-    params_ref: str | None
-    payload: bytes | None
-    payload_ref: str | None
-    attempts: int
-    oom_attempts: int
-    retries: int
-    oom_retries: int
-    timeout: float | None
-    memory: int | None
-    memory_key: str | None
-    lock_key: str | None
-    #: why the task's inputs cannot be read (a missing blob): it fails without running
-    input_error: str | None = None
-
 
 #: jobs whose having aggregations a store remembers (then it asks again)
 AGGREGATES_KNOWN = 4096
 
 
+@translated
 class SqliteStore:
     """oomguard's durable state in one SQLite file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        readonly: bool = False,
+        busy_timeout: float = 30.0,
     ) -> None:
         """Open (or, with ``create``, make) the store at ``path``. ``readonly`` opens an
         existing store without writing anything to it (``mode=ro``: no migration, no
-        journal mode change; safe beside a live scheduler), for ``oomguard ui``."""
+        journal mode change; safe beside a live scheduler), for ``oomguard ui``.
+        ``busy_timeout``: how long a statement waits for another process's write lock
+        (seconds)."""
         self.path = Path(path)
-        self._writer = writer_lock(self.path)
         create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
@@ -106,45 +81,33 @@ class SqliteStore:
             # it holds every task's arguments and results, pickles among them.
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        try:
-            self.db = connect(self.path, readonly)
-            self.db.execute("PRAGMA busy_timeout = 30000")
-            if existed:
-                check_existing(self.db, self.path)
-            elif readonly:
-                raise StoreError(f"{str(self.path)!r} is empty: not a store", path=str(path))
-            if not readonly:
-                self.db.execute("PRAGMA journal_mode = WAL")
-                sync = os.environ.get("OOMGUARD_SQLITE_SYNC", "NORMAL").upper()
-                if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-                    sync = "NORMAL"
-                self.db.execute(f"PRAGMA synchronous = {sync}")
-                self.db.execute("PRAGMA foreign_keys = OFF")
-        except sqlite3.DatabaseError as err:
-            raise NotAStoreError(
-                f"{str(self.path)!r} is not an oomguard store ({err})", path=str(path)
-            ) from err
+        self._conn = open_connection(
+            self.path, readonly=readonly, existed=existed, busy_timeout=busy_timeout
+        )
+        #: the SQLite connection (tests and the store's own modules read through it)
+        self.db = self._conn.db
+        self._writer = self._conn.writer
         if not readonly:
             with self.transaction():
                 migrate(self.db)
         self._has_aggregates: dict[str, bool] = {}
         self.blob_dir = self.path.with_name(self.path.name + ".blobs")
         #: large payloads, params and results, in files beside the store
-        self.blobs = BlobFiles(self, self.blob_dir)
+        self.blobs = BlobFiles(self._conn, self.blob_dir)
         #: which stored results are in which Parquet part
-        self.parts = PartBook(self)
+        self.parts = PartBook(self._conn)
         #: schedulers, their leases, and the recovery of what a dead one left
-        self.leases = Leases(self)
+        self.leases = Leases(self._conn)
         #: what users read: counts, failures, attempts, results, listings
-        self.queries = Queries(self)
+        self.queries = Queries(self._conn, self.blobs)
         #: what users do: retry, cancel, forget, meta keys
-        self.admin = Admin(self)
+        self.admin = Admin(self._conn, self.queries)
         #: the dashboard's time series (memory, workers' RSS, attempts over time)
-        self.samples = Samples(self)
+        self.samples = Samples(self._conn)
         #: what retention reads and deletes; VACUUM
-        self.retention = Retention(self)
+        self.retention = Retention(self._conn)
         #: notices waiting for the webhooks, and each receiver's cursor
-        self.outbox = Outbox(self)
+        self.outbox = Outbox(self._conn, self.queries)
 
     def close(self) -> None:
         self.db.close()
@@ -162,10 +125,10 @@ class SqliteStore:
 
         This process's connections to one store write one at a time (:func:`writer_lock`):
         a thread waiting for another's transaction wakes as it ends."""
-        return Transaction(self.db, self._writer)
+        return self._conn.transaction()
 
     def next_attempt_id(self) -> int:
-        row = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM attempts").fetchone()
+        row = self.db.execute(Q["next_attempt_id"]).fetchone()
         return int(row[0]) + 1
 
     # -- jobs and tasks ---------------------------------------------------------------
@@ -177,15 +140,23 @@ class SqliteStore:
         name: str,
         fn: str,
         agg: str | None,
-        spec: dict[str, Any],
+        spec: JobSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO jobs (id, name, namespace, fn, agg, spec, fingerprint, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, name, namespace, fn, agg, json.dumps(spec), fingerprint, time.time()),
+                Q["create_job"],
+                (
+                    job_id,
+                    name,
+                    namespace,
+                    fn,
+                    agg,
+                    (spec or JobSpec()).to_json(),
+                    fingerprint,
+                    time.time(),
+                ),
             )
             db.execute(
                 Q["insert_event"],
@@ -199,27 +170,14 @@ class SqliteStore:
             )
 
     def find_job(self, fingerprint: str) -> str | None:
-        row = self.db.execute(
-            "SELECT id FROM jobs WHERE fingerprint = ?", (fingerprint,)
-        ).fetchone()
+        row = self.db.execute(Q["find_job"], (fingerprint,)).fetchone()
         return str(row[0]) if row else None
 
-    def job(self, job_id: str) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, name, namespace, fn, agg, spec, state, created_at, total_groups "
-            "FROM jobs WHERE id = ?",
-            (job_id,),
-        ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"no job {job_id!r} in store {str(self.path)!r}", job_id=job_id)
-        keys = ("id", "name", "namespace", "fn", "agg", "spec", "state", "created_at", "groups")
-        job = dict(zip(keys, row, strict=False))
-        job["spec"] = json.loads(job["spec"])
-        return job
+    def job(self, job_id: str) -> JobRecord:
+        return self.queries.job(job_id)
 
-    def jobs(self) -> list[dict[str, Any]]:
-        ids = [r[0] for r in self.db.execute("SELECT id FROM jobs ORDER BY created_at")]
-        return [self.job(i) for i in ids]
+    def jobs(self) -> list[JobRecord]:
+        return self.queries.jobs()
 
     def resolve_job(self, prefix: str | None, *, whole: bool = False) -> str:
         """A job id from a unique prefix, or the newest job when ``prefix`` is None.
@@ -229,18 +187,16 @@ class SqliteStore:
         if whole:
             if prefix is None:
                 raise JobNotFoundError("no job id given", job_id=None)
-            row = self.db.execute("SELECT id FROM jobs WHERE id = ?", (prefix,)).fetchone()
+            row = self.db.execute(Q["job_id_exact"], (prefix,)).fetchone()
             if row is None:
                 raise JobNotFoundError(f"no job {prefix!r}", job_id=prefix)
             return str(row[0])
         if prefix is None:
-            row = self.db.execute("SELECT id FROM jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+            row = self.db.execute(Q["newest_job"]).fetchone()
             if row is None:
                 raise JobNotFoundError(f"store {str(self.path)!r} has no jobs", job_id=None)
             return str(row[0])
-        rows = self.db.execute(
-            "SELECT id FROM jobs WHERE id = ? OR id LIKE ? ORDER BY id", (prefix, prefix + "%")
-        ).fetchall()
+        rows = self.db.execute(Q["job_ids_by_prefix"], (prefix, prefix + "%")).fetchall()
         exact = [r[0] for r in rows if r[0] == prefix]
         if whole:
             return str(exact[0])
@@ -282,47 +238,36 @@ class SqliteStore:
             "memory_key",
             "lock_key",
         )
-        sql = (
-            f"INSERT INTO tasks ({', '.join(columns)}, updated_at) "
-            f"VALUES ({', '.join('?' for _ in columns)}, ?)"
-        )
         with self.transaction() as db:
             if rows:
                 # Every column, with its default where a row leaves it out (C-level getter:
                 # a submission inserts up to millions of rows).
                 base = dict.fromkeys(columns, None) | {"deps": 0, "retries": 0, "oom_retries": 3}
                 values = operator.itemgetter(*columns)
-                db.executemany(sql, [(*values(base | r), now) for r in rows])
+                db.executemany(Q["insert_task"], [(*values(base | r), now) for r in rows])
             if job_id is not None and groups is not None:
-                db.execute("UPDATE jobs SET total_groups = ? WHERE id = ?", (groups, job_id))
+                db.execute(Q["set_total_groups"], (groups, job_id))
 
     def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None:
         with self.transaction() as db:
             db.execute(
-                "UPDATE jobs SET total_groups = ?, state = CASE WHEN state IN "
-                "('cancelled', 'stopped') THEN state WHEN ? THEN 'sealed' ELSE state END "
-                "WHERE id = ?",
+                Q["seal_job"],
                 (groups, sealed, job_id),
             )
 
     def job_groups(self, job_id: str) -> tuple[int, str]:
-        row = self.db.execute(
-            "SELECT total_groups, state FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = self.db.execute(Q["job_groups"], (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job {job_id!r}", job_id=job_id)
         return int(row[0]), str(row[1])
 
     def active_jobs(self) -> list[str]:
         """Jobs with tasks that are not finished, oldest first."""
-        rows = self.db.execute(
-            "SELECT j.id FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id "
-            f"AND t.state IN {OPEN_SQL}) ORDER BY j.created_at"
-        ).fetchall()
+        rows = self.db.execute(Q["active_jobs"]).fetchall()
         return [str(r[0]) for r in rows]
 
     def low_group(self, job_id: str) -> int | None:
-        row = self.db.execute(LOW_GROUP_SQL, {"job_id": job_id}).fetchone()
+        row = self.db.execute(Q["low_group"], {"job_id": job_id}).fetchone()
         return None if row[0] is None else int(row[0])
 
     def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
@@ -334,7 +279,7 @@ class SqliteStore:
                 {"job_id": job_id, "now": now, "grp_limit": grp_limit, "limit": limit},
             ).fetchall()
             db.executemany(
-                "UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?",
+                Q["task_queued"],
                 [(now, r[0]) for r in rows],
             )
         tasks = [TaskRow(*r) for r in rows]
@@ -347,22 +292,18 @@ class SqliteStore:
         return tasks
 
     def next_not_before(self, job_id: str) -> float | None:
-        row = self.db.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE state = 'ready' AND job_id = ?", (job_id,)
-        ).fetchone()
+        row = self.db.execute(Q["next_not_before"], (job_id,)).fetchone()
         return None if row[0] is None else float(row[0])
 
     def group_inputs(self, job_id: str, grp: int) -> tuple[str | None, list[bytes]]:
         """The params of a group and its replicates' pickled results, by replicate."""
         params_row = self.db.execute(
-            "SELECT params, params_ref FROM tasks WHERE job_id = ? AND grp = ? AND kind = 'task' "
-            "LIMIT 1",
+            Q["group_params"],
             (job_id, grp),
         ).fetchone()
         values = []
         for value, ref in self.db.execute(
-            "SELECT r.value, r.value_ref FROM results r JOIN tasks t ON t.id = r.task_id "
-            "WHERE t.job_id = ? AND t.grp = ? AND t.kind = 'task' ORDER BY t.replicate",
+            Q["group_values"],
             (job_id, grp),
         ):
             values.append(self.blobs.get(ref) if ref else value)
@@ -412,8 +353,7 @@ class SqliteStore:
                 key_estimates.put(db, estimates)
             if duplicates:
                 db.execute(
-                    "INSERT INTO counters (name, value) VALUES ('duplicate_results', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                    Q["count_duplicate_results"],
                     (duplicates,),
                 )
         return duplicates
@@ -422,16 +362,13 @@ class SqliteStore:
         """Store results once per task (a late duplicate is discarded and counted), succeed
         their tasks and release their dependants; return the number of duplicates."""
         ids = [params["task_id"] for params in results]
-        stored: set[int] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            stored.update(
-                r[0]
-                for r in db.execute(
-                    f"SELECT task_id FROM results WHERE task_id IN ({marks})", chunk
-                )
+        stored: set[int] = {
+            r[0]
+            for r in db.execute(
+                Q["stored_results_among"],
+                (json.dumps(ids),),
             )
+        }
         fresh: list[dict[str, Any]] = []
         for params in results:
             if params["task_id"] in stored:
@@ -460,7 +397,7 @@ class SqliteStore:
         if known is None:
             if len(self._has_aggregates) >= AGGREGATES_KNOWN:
                 self._has_aggregates.clear()  # bounded however many jobs a server sees
-            row = self.db.execute("SELECT agg FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self.db.execute(Q["job_aggregation"], (job_id,)).fetchone()
             # An unknown job (forgotten meanwhile): release, as before, to be safe.
             known = self._has_aggregates[job_id] = row is None or row[0] is not None
         return known
@@ -483,23 +420,23 @@ class SqliteStore:
 
     def task_place(self, task_id: int) -> tuple[str, int, str] | None:
         """``(job_id, group, kind)`` of a task, or None if there is no such task."""
-        row = self.db.execute(
-            "SELECT job_id, grp, kind FROM tasks WHERE id = ?", (task_id,)
-        ).fetchone()
+        row = self.db.execute(Q["task_place"], (task_id,)).fetchone()
         return None if row is None else (str(row[0]), int(row[1]), str(row[2]))
 
     def task_state(self, task_id: int) -> str | None:
-        row = self.db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self.db.execute(Q["task_state"], (task_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def cancelled_among(self, task_ids: Sequence[int]) -> set[int]:
         if not task_ids:
             return set()
-        marks = ",".join("?" for _ in task_ids)
         return {
             int(r[0])
             for r in self.db.execute(
-                f"SELECT id FROM tasks WHERE state = 'cancelled' AND id IN ({marks})",
-                tuple(task_ids),
+                Q["cancelled_among"],
+                (json.dumps(list(task_ids)),),
             )
         }
+
+
+__all__ = ["SqliteStore", "TaskRow"]

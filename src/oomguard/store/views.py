@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from oomguard.errors import BlobMissingError
+from oomguard.errors import BlobMissingError, JobNotFoundError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
-from oomguard.store.sql_text import ALL_STATES_SQL, OPEN_SQL
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
+from oomguard.store.records import JobRecord, JobSpec, JobTimes
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
-    from oomguard.store.sqlite import SqliteStore
+    from oomguard.store.blobs import BlobFiles
+    from oomguard.store.connection import Connection
 
 #: a scheduler whose heartbeat is older than this is not running (the default lease_ttl)
 LIVE_SCHEDULER_S = 30.0
@@ -27,18 +30,57 @@ LIVE_SCHEDULER_S = 30.0
 FORGET_CHUNK = 20_000
 
 
+@translated
 class Queries:
     """What users read from the store: counts, failures with their evidence, attempts,
     results, events, listings and the counts ``/metrics`` reports."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, conn: Connection, blobs: BlobFiles) -> None:
+        self._conn = conn
+        self._blobs = blobs
 
     @property
     def db(self) -> sqlite3.Connection:
-        return self._store.db
+        return self._conn.db
 
     # -- queries for users ------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobRecord:
+        row = self.db.execute(
+            Q["job"],
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise JobNotFoundError(
+                f"no job {job_id!r} in store {str(self._conn.path)!r}", job_id=job_id
+            )
+        job_id, name, namespace, fn, agg, spec, state, created_at, groups = row
+        return JobRecord(
+            id=str(job_id),
+            name=str(name),
+            namespace=str(namespace),
+            fn=str(fn),
+            agg=agg,
+            spec=JobSpec.from_json(spec),
+            state=str(state),
+            created_at=float(created_at),
+            groups=int(groups or 0),
+        )
+
+    def jobs(self) -> list[JobRecord]:
+        ids = [r[0] for r in self.db.execute(Q["job_ids"])]
+        return [self.job(i) for i in ids]
+
+    def stop_cause(self, job_id: str) -> str | None:
+        """Why the job was stopped (``Admin.stop_job``), or None if it was not."""
+        row = self.db.execute(
+            Q["stop_cause"],
+            (job_id,),
+        ).fetchone()
+        if row is None or row[0] != "stopped" or row[1] is None:
+            return None
+        cause = json.loads(row[1]).get("cause")
+        return str(cause) if cause is not None else None
 
     def counts(self, job_id: str) -> dict[str, int]:
         counts = {
@@ -51,8 +93,7 @@ class Queries:
             "cancelled": 0,
         }
         for state, n in self.db.execute(
-            f"SELECT state, COUNT(*) FROM tasks WHERE state IN {ALL_STATES_SQL} AND job_id = ? "
-            "GROUP BY state",
+            Q["task_counts"],
             (job_id,),
         ):
             counts[state] = int(n)
@@ -64,22 +105,19 @@ class Queries:
         """The newest ``limit`` jobs (of ``namespaces``; None: of all): id, name,
         namespace, fn, state, created_at."""
         keys = ("job_id", "name", "namespace", "fn", "state", "created_at")
-        args: list[Any]
-        where, args = "", [limit]
-        if namespaces is not None:
-            chosen = sorted(namespaces)
-            if not chosen:
-                return []
-            where = f"WHERE namespace IN ({','.join('?' * len(chosen))}) "
-            args = [*chosen, limit]
-        return [
-            dict(zip(keys, row, strict=True))
-            for row in self.db.execute(
-                "SELECT id, name, namespace, fn, state, created_at FROM jobs "
-                f"{where}ORDER BY created_at DESC LIMIT ?",
-                args,
+        if namespaces is None:
+            rows = self.db.execute(
+                Q["recent_jobs"],
+                (limit,),
             )
-        ]
+        else:
+            if not namespaces:
+                return []
+            rows = self.db.execute(
+                Q["recent_jobs_in_namespaces"],
+                (json.dumps(sorted(namespaces)), limit),
+            )
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def task_list(
         self,
@@ -95,23 +133,15 @@ class Queries:
         class. With ``params``, each row's ``params`` is its JSON text where the row holds
         it; ``params_in_blob`` says they are in a blob file, which is never read here (rows
         of a batch share one blob: a listing would read and parse it once per row)."""
-        sql = (
-            "SELECT id, grp, kind, replicate, fn, state, attempts, failure_class, error, "
-            + ("params, params_ref IS NOT NULL" if params else "NULL, 0")
-            + " FROM tasks WHERE job_id = ?"
-        )
-        args: list[Any] = [job_id]
-        if after is not None:
-            sql += " AND id > ?"
-            args.append(after)
-        if state is not None:
-            sql += " AND state = ?"
-            args.append(state)
-        if failure_class is not None:
-            sql += " AND failure_class = ?"
-            args.append(failure_class)
-        sql += " ORDER BY id LIMIT ?"
-        args.append(limit)
+        args = {
+            "job_id": job_id,
+            "params": params,
+            "after": after,
+            "state": state,
+            "failure_class": failure_class,
+            "limit": limit,
+        }
+        sql = Q["task_list"] if state is None else Q["task_list_in_state"]
         keys = (
             "task_id",
             "group",
@@ -134,48 +164,31 @@ class Queries:
 
     def open_tasks_by_job(self) -> dict[str, int]:
         """Unfinished tasks by job (the index ``tasks_state``: only open tasks are read)."""
-        return {
-            str(job_id): int(n)
-            for job_id, n in self.db.execute(
-                f"SELECT job_id, COUNT(*) FROM tasks WHERE state IN {OPEN_SQL} GROUP BY job_id"
-            )
-        }
+        return {str(job_id): int(n) for job_id, n in self.db.execute(Q["open_tasks_by_job"])}
 
     def job_namespace(self, job_id: str) -> str | None:
-        row = self.db.execute("SELECT namespace FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.db.execute(Q["job_namespace"], (job_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def task_states(self, namespaces: Collection[str] | None = None) -> dict[str, int]:
         """Tasks of every job (or of the jobs of ``namespaces``) by state."""
         if namespaces is None:
-            rows = self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+            rows = self.db.execute(Q["task_states"])
         else:
-            chosen = sorted(namespaces)
-            marks = ",".join("?" * len(chosen))
             rows = self.db.execute(
-                "SELECT state, COUNT(*) FROM tasks WHERE job_id IN "
-                f"(SELECT id FROM jobs WHERE namespace IN ({marks})) GROUP BY state",
-                chosen,
+                Q["task_states_in_namespaces"],
+                (json.dumps(sorted(namespaces)),),
             )
         return {str(s): int(n) for s, n in rows}
 
     def failed_tasks_by_class(self) -> dict[tuple[str, str], int]:
         """Tasks failed for good, by (final class, function)."""
-        return {
-            (str(c), str(f)): int(n)
-            for c, f, n in self.db.execute(
-                "SELECT COALESCE(failure_class, 'unknown'), fn, COUNT(*) FROM tasks "
-                "WHERE state = 'failed' GROUP BY 1, 2"
-            )
-        }
+        return {(str(c), str(f)): int(n) for c, f, n in self.db.execute(Q["failed_tasks_by_class"])}
 
     def ended_attempts_upper(self) -> int:
         """Attempts are ended in id order up to the oldest running one: every attempt with
         an id up to the returned one has ended."""
-        row = self.db.execute(
-            "SELECT (SELECT MIN(id) FROM attempts WHERE state = 'running'), "
-            "(SELECT MAX(id) FROM attempts)"
-        ).fetchone()
+        row = self.db.execute(Q["ended_attempts_upper"]).fetchone()
         return int(row[0] - 1) if row[0] is not None else int(row[1] or 0)
 
     def attempt_failures_between(self, low: int, high: int) -> dict[tuple[str, str], int]:
@@ -183,34 +196,32 @@ class Queries:
         return {
             (str(cls), str(fn)): int(n)
             for cls, fn, n in self.db.execute(
-                "SELECT a.failure_class, t.fn, COUNT(*) FROM attempts a JOIN tasks t "
-                "ON t.id = a.task_id WHERE a.id > ? AND a.id <= ? AND "
-                "a.failure_class IS NOT NULL GROUP BY a.failure_class, t.fn",
+                Q["attempt_failures_between"],
                 (low, high),
             )
         }
 
     def job_status(self, job_id: str) -> dict[str, Any]:
         """A job's state, counts by state, failures by class and where its results go."""
-        job = self._store.job(job_id)
+        job = self.job(job_id)
         counts = self.counts(job_id)
         total = sum(counts.values())
         finished = sum(counts[s] for s in FINISHED_STATES)
         return {
             "job_id": job_id,
-            "name": job["name"],
-            "namespace": job["namespace"],
-            "fn": job["fn"],
-            "aggregate": job["agg"],
-            "state": self._interrupted(job_id, _job_state(job["state"], counts, total)),
-            "groups": job["groups"],
+            "name": job.name,
+            "namespace": job.namespace,
+            "fn": job.fn,
+            "aggregate": job.agg,
+            "state": self._interrupted(job_id, _job_state(job.state, counts, total)),
+            "groups": job.groups,
             "tasks": total,
             "finished": finished,
             "counts": counts,
             "failures_by_class": self.failures_by_class(job_id),
             # Why the job was stopped (its first attempts all failed loading its task).
-            "stopped": self._store.admin.stop_cause(job_id) if job["state"] == "stopped" else None,
-            "out": job["spec"].get("out"),
+            "stopped": self.stop_cause(job_id) if job.state == "stopped" else None,
+            "out": job.spec.out,
             # As the last scheduler on this store saw them.
             "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
             "isolation": self.meta("isolation"),
@@ -223,14 +234,13 @@ class Queries:
         if state not in ("running", "waiting"):
             return state
         live = self.db.execute(
-            "SELECT 1 FROM schedulers WHERE stopped_at IS NULL AND heartbeat > ? LIMIT 1",
+            Q["live_scheduler"],
             (time.time() - LIVE_SCHEDULER_S,),
         ).fetchone()
         if live is not None:
             return state
         stopped = self.db.execute(
-            "SELECT 1 FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? "
-            "AND a.state IN ('interrupted', 'running') LIMIT 1",
+            Q["job_has_unended_attempts"],
             (job_id,),
         ).fetchone()
         return "interrupted" if stopped is not None else state
@@ -240,22 +250,15 @@ class Queries:
         return {
             str(c): int(n)
             for c, n in self.db.execute(
-                "SELECT a.failure_class, COUNT(*) FROM attempts a JOIN tasks t ON t.id = a.task_id "
-                "WHERE t.job_id = ? AND a.failure_class IS NOT NULL GROUP BY a.failure_class",
+                Q["failures_by_class"],
                 (job_id,),
             )
         }
 
     def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Tasks that failed for good, each with its attempts and their evidence."""
-        sql = (
-            "SELECT id, grp, kind, replicate, fn, params, params_ref, failure_class, error, "
-            "attempts, memory_key FROM tasks WHERE job_id = ? AND state = 'failed' ORDER BY id"
-        )
-        args: tuple[Any, ...] = (job_id,)
-        if limit is not None:
-            sql += " LIMIT ?"
-            args += (limit,)
+        # A negative LIMIT is no limit.
+        sql, args = Q["failed_tasks"], (job_id, -1 if limit is None else limit)
         out = []
         for (
             tid,
@@ -270,7 +273,7 @@ class Queries:
             attempts,
             key,
         ) in self.db.execute(sql, args).fetchall():
-            params = _or_missing(self._store.blobs.params_of, params, params_ref)
+            params = _or_missing(self._blobs.params_of, params, params_ref)
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
             out.append(
@@ -291,14 +294,17 @@ class Queries:
             )
         return out
 
-    def job_times(self, job_id: str) -> dict[str, Any]:
+    def job_times(self, job_id: str) -> JobTimes:
         """When the job's first attempt started, its last one ended, and how many run."""
         first, last, running = self.db.execute(
-            "SELECT MIN(a.started_at), MAX(a.ended_at), SUM(a.state = 'running') "
-            "FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ?",
+            Q["job_times"],
             (job_id,),
         ).fetchone()
-        return {"started_at": first, "ended_at": last, "running_attempts": int(running or 0)}
+        return JobTimes(
+            started_at=None if first is None else float(first),
+            ended_at=None if last is None else float(last),
+            running_attempts=int(running or 0),
+        )
 
     def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
         """The learned estimate of each memory key the job's tasks use."""
@@ -314,9 +320,7 @@ class Queries:
         rows = [
             dict(zip(keys, row, strict=True))
             for row in self.db.execute(
-                "SELECT memory_key, bytes, peak_bytes, samples, updated_at, killed_at, unfit_cap "
-                "FROM estimates WHERE memory_key IN (SELECT DISTINCT COALESCE(memory_key, fn) "
-                "FROM tasks WHERE job_id = ?)",
+                Q["job_estimates"],
                 (job_id,),
             )
         ]
@@ -343,8 +347,7 @@ class Queries:
             "params_in_blob",
         )
         row = self.db.execute(
-            "SELECT id, job_id, grp, kind, replicate, fn, state, attempts, failure_class, "
-            "error, memory_key, memory, params, params_ref IS NOT NULL FROM tasks WHERE id = ?",
+            Q["task"],
             (task_id,),
         ).fetchone()
         return None if row is None else dict(zip(keys, row, strict=True))
@@ -365,7 +368,7 @@ class Queries:
             "evidence",
         )
         rows = self.db.execute(
-            f"SELECT id, {', '.join(keys[1:])} FROM attempts WHERE task_id = ? ORDER BY id",
+            Q["task_attempts"],
             (task_id,),
         ).fetchall()
         out = []
@@ -389,9 +392,7 @@ class Queries:
             "memory_key",
         )
         for row in self.db.execute(
-            "SELECT a.id, a.task_id, a.started_at, a.ended_at, a.admitted_bytes, a.limit_bytes, "
-            "a.peak_bytes, a.failure_class, a.state, t.memory_key FROM attempts a "
-            "JOIN tasks t ON t.id = a.task_id WHERE t.job_id = ? ORDER BY a.id",
+            Q["all_attempts"],
             (job_id,),
         ):
             yield dict(zip(keys, row, strict=False))
@@ -402,11 +403,7 @@ class Queries:
         """The stored results of a group's replicates, by replicate, unread: ``(attempt
         id, value, value_ref)``, the attempt whose result was stored (the Dask executor
         sends the results it holds by attempt: docs/ARCHITECTURE.md, "Dask")."""
-        sql = (
-            "SELECT r.attempt_id, r.value, r.value_ref FROM results r "
-            "JOIN tasks t ON t.id = r.task_id "
-            "WHERE t.job_id = ? AND t.grp = ? AND t.kind = 'task' ORDER BY t.replicate"
-        )
+        sql = Q["group_results"]
         return [(a, value, ref) for a, value, ref in self.db.execute(sql, (job_id, grp))]
 
     def result_rows(
@@ -418,17 +415,11 @@ class Queries:
 
         ``params`` or ``value`` is the :class:`BlobMissingError` when its blob file is gone.
         """
-        sql = (
-            "SELECT t.id, t.grp, t.replicate, t.params, t.params_ref, t.attempts, r.value, "
-            "r.value_ref "
-            "FROM results r JOIN tasks t ON t.id = r.task_id "
-            "WHERE r.job_id = ? AND r.kind = ?"
-        )
-        args: list[Any] = [job_id, kind]
-        if part is not None:
-            sql += " AND r.part = ?"
-            args.append(part)
-        sql += " ORDER BY t.id"
+        args: tuple[str | int, ...]
+        if part is None:
+            sql, args = Q["result_rows"], (job_id, kind)
+        else:
+            sql, args = Q["result_rows_of_part"], (job_id, kind, part)
         for tid, grp, rep, params, pref, attempts, value, ref in self.db.execute(sql, args):
             # A blob deleted by hand costs its row its params or value, said in the row;
             # it never stops the Parquet writer (and with it the scheduler).
@@ -436,15 +427,14 @@ class Queries:
                 tid,
                 grp,
                 rep,
-                _or_missing(self._store.blobs.params_of, params, pref),
+                _or_missing(self._blobs.params_of, params, pref),
                 attempts,
-                _or_missing(self._store.blobs.get, ref) if ref else value,
+                _or_missing(self._blobs.get, ref) if ref else value,
             )
 
     def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT id, ts, task_id, kind, data FROM events WHERE job_id = ? "
-            "ORDER BY id DESC LIMIT ?",
+            Q["events"],
             (job_id, limit),
         ).fetchall()
         return [
@@ -457,21 +447,20 @@ class Queries:
 
         Zero for a job without Parquet output.
         """
-        if not self._store.job(job_id)["spec"].get("out"):
+        if not self.job(job_id).spec.out:
             return 0
         row = self.db.execute(
-            "SELECT (SELECT COUNT(*) FROM results WHERE job_id = ? AND part IS NULL) + "
-            "(SELECT COUNT(*) FROM parts WHERE job_id = ? AND written = 0)",
+            Q["unwritten_parts"],
             (job_id, job_id),
         ).fetchone()
         return int(row[0])
 
     def meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute(Q["meta"], (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def counter(self, name: str) -> int:
-        row = self.db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        row = self.db.execute(Q["counter"], (name,)).fetchone()
         return int(row[0]) if row else 0
 
 

@@ -10,8 +10,9 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from oomguard.store.protocol import Store
+from oomguard.store.records import JobTimes
 from oomguard.store.samples import Sample
-from oomguard.store.sqlite import SqliteStore
 from oomguard.ui.charts import PALETTE, Frame, Mark, Series, format_duration, line_chart
 from oomguard.units import format_size
 
@@ -25,7 +26,7 @@ LIVE_STATES = ("running", "waiting")
 
 
 def jobs_page(
-    store: SqliteStore, limit: int = JOBS_SHOWN, namespaces: Collection[str] | None = None
+    store: Store, limit: int = JOBS_SHOWN, namespaces: Collection[str] | None = None
 ) -> dict[str, Any]:
     """The newest jobs (of ``namespaces``; None: of all): name, namespace, state,
     progress, counts, failures by class, started, duration."""
@@ -38,7 +39,7 @@ def jobs_page(
     return {"jobs": jobs, "live": any(j["state"] in LIVE_STATES for j in jobs)}
 
 
-def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
+def job_page(store: Store, job_id: str) -> dict[str, Any]:
     """One job: its status, timing, charts (memory with the OOM kills, progress, tasks/s),
     failed tasks with their evidence, and the learned estimates of its memory keys."""
     now = time.time()
@@ -49,12 +50,12 @@ def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
     throughput = store.samples.throughput(job_id)
     kills = store.samples.kills(job_id)
     live = status["state"] in LIVE_STATES
-    starts = [t for t in (times["started_at"], samples[0].ts if samples else None) if t]
-    t0 = min(starts) if starts else float(job["created_at"])
+    starts = [t for t in (times.started_at, samples[0].ts if samples else None) if t]
+    t0 = min(starts) if starts else job.created_at
     ends = [t0 + 1.0, *(s.ts for s in samples[-1:]), *(k["ts"] for k in kills)]
     ends += [b["t"] + b["step"] for b in throughput[-1:]]
-    if times["ended_at"]:
-        ends.append(float(times["ended_at"]))
+    if times.ended_at:
+        ends.append(times.ended_at)
     if live:
         ends.append(now)
     frame = Frame(t0=t0, t1=max(ends))
@@ -65,7 +66,7 @@ def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
     return {
         "status": status,
         "job": job,
-        **_timing(status, times, job["created_at"], now),
+        **_timing(status, times, job.created_at, now),
         "live": live,
         "samples": len(samples),
         "samples_available": store.samples.available(),
@@ -82,7 +83,7 @@ def job_page(store: SqliteStore, job_id: str) -> dict[str, Any]:
     }
 
 
-def task_page(store: SqliteStore, task_id: int) -> dict[str, Any] | None:
+def task_page(store: Store, task_id: int) -> dict[str, Any] | None:
     """One task and every attempt's evidence (None: no such task)."""
     task = store.queries.task(task_id)
     if task is None:
@@ -204,15 +205,15 @@ def rate_chart(throughput: list[dict[str, Any]], marks: list[Mark], frame: Frame
 
 
 def _timing(
-    status: dict[str, Any], times: dict[str, Any], created_at: float, now: float
+    status: dict[str, Any], times: JobTimes, created_at: float, now: float
 ) -> dict[str, Any]:
-    started = times["started_at"]
+    started = times.started_at
     if started is None:
         duration = None
     elif status["state"] in LIVE_STATES:
         duration = now - started
     else:
-        duration = (times["ended_at"] or started) - started
+        duration = (times.ended_at or started) - started
     tasks = status["tasks"]
     return {
         "created_at": created_at,

@@ -28,8 +28,9 @@ from oomguard.api.guard import UI_COOKIE, UI_LOGIN, UI_LOGOUT, Guard, session_id
 from oomguard.api.tenancy import Tenancy
 from oomguard.errors import JobNotFoundError
 from oomguard.jobs.command import display
+from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
-from oomguard.store.sqlite import SqliteStore
+from oomguard.store.protocol import Store
 from oomguard.ui import pages
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
@@ -53,10 +54,10 @@ MAX_BODY = 16 * 1024
 
 
 class ReadOnlyStores(ThreadStores):
-    """One read-only :class:`SqliteStore` per thread (a connection is per thread)."""
+    """One read-only :class:`Store` per thread (a connection is per thread)."""
 
     def __init__(self, path: str) -> None:
-        SqliteStore(path, readonly=True).close()  # a path that is not a store fails here
+        open_store(path, readonly=True).close()  # a path that is not a store fails here
         super().__init__(path, readonly=True)
 
 
@@ -83,7 +84,7 @@ def _when(ts: float | None) -> str:
 
 def add_ui(
     app: FastAPI,
-    stores: Callable[[], SqliteStore],
+    stores: Callable[[], Store],
     tenancy: Tenancy,
     sessions: Sessions,
     *,

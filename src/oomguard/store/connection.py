@@ -1,6 +1,7 @@
-"""Write transactions on the store: one ``BEGIN IMMEDIATE`` ... ``COMMIT`` each, and one
-writer at a time among this process's connections to a store file (see
-docs/ARCHITECTURE.md, "Store")."""
+"""A connection to one store file: the SQLite connection, its pragmas, the writer lock and
+write transactions (one ``BEGIN IMMEDIATE`` ... ``COMMIT`` each). Every facet of the store
+(admin, leases, outbox, parts, samples, views, blobs) takes this, never the whole store;
+see docs/ARCHITECTURE.md, "The store"."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+
+from oomguard.store.queries import Q
 
 #: one writer lock per store file in this process (see :func:`writer_lock`)
 _WRITERS: dict[str, threading.RLock] = {}
@@ -39,7 +42,7 @@ class Transaction:
     def __enter__(self) -> sqlite3.Connection:
         self.writer.acquire()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(Q["begin_immediate"])
         except BaseException:
             self.writer.release()
             raise
@@ -48,8 +51,31 @@ class Transaction:
     def __exit__(self, exc_type: object, *exc: object) -> None:
         try:
             if exc_type is None:
-                self.db.execute("COMMIT")
+                self.db.execute(Q["commit"])
             else:
-                self.db.execute("ROLLBACK")
+                self.db.execute(Q["rollback"])
         finally:
             self.writer.release()
+
+
+class Connection:
+    """The connection a store's facets share: ``db`` for reads, :meth:`transaction` for
+    writes, and ``path`` for messages and the files beside the store."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self.writer = writer_lock(path)
+
+    def transaction(self) -> Transaction:
+        """``with connection.transaction() as db:`` — one IMMEDIATE transaction.
+
+        This process's connections to one store write one at a time (:func:`writer_lock`):
+        a thread waiting for another's transaction wakes as it ends."""
+        return Transaction(self.db, self.writer)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["Connection", "Transaction", "writer_lock"]

@@ -1,0 +1,52 @@
+-- The webhooks' outbox and each receiver's cursor (store/outbox.py).
+
+-- name: outbox_add
+-- A notice for the webhooks in the outbox.
+INSERT INTO outbox (ts, kind, notice) VALUES (?, ?, ?);
+
+-- name: meta_default
+-- Set a meta key unless it is set (the store's name, made once).
+INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?);
+
+-- name: outbox_cursor_start
+-- A new receiver's cursor, at the end of the outbox (it gets what comes next).
+INSERT OR IGNORE INTO outbox_cursors (receiver, delivered) VALUES (?, (SELECT COALESCE(MAX(id),
+    0) FROM outbox));
+
+-- name: outbox_cursor
+-- The last outbox row receiver ? delivered.
+SELECT delivered FROM outbox_cursors WHERE receiver = ?;
+
+-- name: outbox_after
+-- Up to ? outbox rows after row ?, in order.
+SELECT id, ts, kind, notice FROM outbox WHERE id > ? ORDER BY id LIMIT ?;
+
+-- name: outbox_advance
+-- Move a receiver's cursor forward (never back).
+UPDATE outbox_cursors SET delivered = MAX(delivered, ?) WHERE receiver = ?;
+
+-- name: outbox_low_cursor
+-- The lowest cursor of the receivers in the JSON list ?, and how many of them have one.
+SELECT MIN(delivered), COUNT(*) FROM outbox_cursors WHERE receiver IN (SELECT value FROM
+    json_each(?));
+
+-- name: outbox_trim
+-- Delete the outbox rows up to row ? (every receiver passed them, or they are dropped).
+DELETE FROM outbox WHERE id <= ?;
+
+-- name: outbox_top
+-- The newest outbox row's id.
+SELECT MAX(id) FROM outbox;
+
+-- name: outbox_count_dropped
+-- Add to the counter of outbox rows dropped undelivered.
+INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value +
+    excluded.value;
+
+-- name: outbox_count_after
+-- Outbox rows after row ? (what a receiver there has still to deliver).
+SELECT COUNT(*) FROM outbox WHERE id > ?;
+
+-- name: outbox_count
+-- Rows in the outbox.
+SELECT COUNT(*) FROM outbox;
