@@ -1,4 +1,4 @@
-"""The pool a Dask worker runs its attempts in (``executors/dask_isolation.py``), on its
+"""The pool a Dask worker runs its attempts in (``executors/dask/remote/host_pool.py``), on its
 own: real child processes, a real watchdog kill, a real cgroup where the machine has one."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from fixtures.polling import wait_for
-from oomguard.executors.dask_isolation import THREAD, HostPool
+from oomguard.executors.dask.remote import THREAD
+from oomguard.executors.dask.remote.host_pool import HostPool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,7 +131,7 @@ def test_no_child_to_be_had_is_said_and_nothing_runs(watchdog_pool: HostPool) ->
     # run_calls then runs the group in the Dask worker's thread (nothing ran in a child).
     import errno
 
-    from oomguard.executors.dask_isolation import ChildUnavailable
+    from oomguard.executors.dask.remote.host_pool import ChildUnavailable
 
     assert watchdog_pool.pool is not None
 

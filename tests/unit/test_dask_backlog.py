@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from oomguard.executors.dask_backlog import (
+from oomguard.executors.dask.backlog import (
     GROUP_MAX_ITEMS,
     GROUP_MAX_RESULT_BYTES,
     GROUP_UNSEEN_ITEMS,

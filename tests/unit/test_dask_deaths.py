@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from oomguard.cgroups.cgroup import CgroupCounters
-from oomguard.executors.dask_deaths import NEAR_LIMIT, classify_dask_death
+from oomguard.executors.dask.deaths import NEAR_LIMIT, classify_dask_death
 from oomguard.jobs.model import FailureClass
 from oomguard.kernlog import OomEvent
 

@@ -12,7 +12,7 @@ pytest.importorskip("distributed")
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import TaskInputError
-from oomguard.executors.dask import RECYCLED, DaskExecutor, Flight
+from oomguard.executors.dask.executor import RECYCLED, DaskExecutor, Flight
 from oomguard.executors.events import AttemptEnded, Requeued
 
 

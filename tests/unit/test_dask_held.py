@@ -1,10 +1,12 @@
-"""Replicates' results held on the Dask worker that made them (executors/dask_held.py)."""
+"""Replicates' results held on the Dask worker that made them (executors/dask/held.py and
+executors/dask/remote/held.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from oomguard.executors.dask_held import HeldIndex, HeldResults, refers
+from oomguard.executors.dask.held import HeldIndex
+from oomguard.executors.dask.remote.held import HeldResults, refers
 
 MIB = 1024 * 1024
 

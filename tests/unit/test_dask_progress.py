@@ -1,4 +1,4 @@
-"""Dask progress files (executors/dask_progress.py): in a private runtime directory,
+"""Dask progress files (executors/dask/remote/progress.py): in a private runtime directory,
 opened O_EXCL | O_NOFOLLOW, read after the writer's SIGKILL and removed."""
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.executors.dask_progress import Progress, progress_path, read_progress, runtime_dir
+from oomguard.executors.dask.remote.progress import (
+    Progress,
+    progress_path,
+    read_progress,
+    runtime_dir,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +27,7 @@ def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_killed_writers_progress_is_read_once_then_gone(tmp_root: Path) -> None:
-    code = ("import os, signal; from oomguard.executors.dask_progress import Progress; "
+    code = ("import os, signal; from oomguard.executors.dask.remote.progress import Progress; "
             "p = Progress(); p.note('group-7', 3); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     assert proc.wait(60) == -9

@@ -29,6 +29,7 @@ from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.recorder import AttemptRecorder, Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
+from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.leases import Recovery
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import PendingWrites
@@ -166,7 +167,9 @@ class Scheduler:
         if self.config.executor == "dask":
             from oomguard.executors.dask import DaskExecutor
 
-            return DaskExecutor(self.config, isolation, blobs=self.store.blobs)
+            return DaskExecutor(
+                self.config, isolation, blobs=self.store.blobs, blob_threshold=BLOB_THRESHOLD
+            )
         from oomguard.executors.local import LocalExecutor
 
         return LocalExecutor(self.config, isolation)

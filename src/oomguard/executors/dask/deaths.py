@@ -1,7 +1,7 @@
 """Why a Dask worker died, and what its death means for the group it was running.
 
 When an attempt's future fails with ``KilledWorker``, the executor keeps a
-:class:`PendingDeath` until the evidence of :mod:`oomguard.executors.dask_plugin` arrives
+:class:`PendingDeath` until the evidence of :mod:`oomguard.executors.dask.remote` arrives
 (or :data:`EVIDENCE_WAIT_S` passes): the nanny's death record and its own memory-limit
 restart event, matched to the death by pid (:func:`match_event`).
 :func:`classify_dask_death` turns that evidence into a failure class, and
@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from oomguard.executors.dask_flights import Counters, Flight, failure_event
+from oomguard.diagnosis.classify import describe_status
+from oomguard.executors.dask.flights import Counters, Flight, failure_event
 from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
@@ -54,8 +55,6 @@ def classify_dask_death(
     for local workers. Then the nanny's memory-limit restart, or RSS near the limit at
     death: ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
     """
-    from oomguard.diagnosis.classify import describe_status
-
     rec = record or {}
     evidence: dict[str, Any] = {"executor": "dask", "worker": address, "pid": pid}
     exitcode = rec.get("exitcode")

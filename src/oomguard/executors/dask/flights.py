@@ -11,17 +11,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from distributed import Future
 
 from oomguard.executors.base import Attempt
 from oomguard.executors.events import AttemptEnded, Event, Requeued, failed
-
-if TYPE_CHECKING:
-    from distributed import Future
-
-    from oomguard.store.blobs import BlobFiles
+from oomguard.worker.child import _looks_like_allocation_error
 
 log = logging.getLogger("oomguard.executor.dask")
+
+
+class BlobWriter(Protocol):
+    """Where large results are written as they are fetched (the store's blob files, handed
+    to the executor by whoever builds it: the executor opens no store)."""
+
+    def put(self, data: bytes, *, ahead: bool = False) -> str:
+        """Write ``data`` (atomic, named by its hash); ``ahead``: before the store's row."""
+        ...
 
 
 @dataclass
@@ -100,8 +107,6 @@ def failure_event(
 def error_events(flight: Flight, err: BaseException) -> list[Event]:
     """The outcomes of a group whose Dask task raised ``err`` (not a worker death):
     ``memory_error`` for an allocation error, else ``error``."""
-    from oomguard.worker.child import _looks_like_allocation_error
-
     fc = (
         "memory_error"
         if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
@@ -145,18 +150,17 @@ def outcome_events(
 
 def fetch_answer(
     flight: Flight,
-    blobs: BlobFiles | None,
+    blobs: BlobWriter | None,
+    blob_threshold: int,
     timeout: float,
     fetched: Callable[[], None] | None = None,
 ) -> Any:
     """A finished group's answer (or the exception fetching it raised), fetched on the
-    calling thread; with ``blobs``, each result large enough for a blob file is written
+    calling thread; with ``blobs``, each result larger than ``blob_threshold`` is written
     there, so that the store finds it and the loop neither writes nor fsyncs it.
 
     Once the answer is here ``fetched`` is called (the executor releases the future): the
     next Dask task runs while the results are written (none is reported before)."""
-    from oomguard.store.blobs import BLOB_THRESHOLD
-
     try:
         value = flight.future.result(timeout=timeout)
     except Exception as err:
@@ -167,7 +171,7 @@ def fetch_answer(
     if blobs is not None and isinstance(value, dict):
         for item in value.get("outcomes") or ():
             payload = item.get("payload")
-            if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
+            if item.get("ok") and payload is not None and len(payload) > blob_threshold:
                 try:
                     blobs.put(payload, ahead=True)
                 except Exception as err:  # the store's own put says it, for that task

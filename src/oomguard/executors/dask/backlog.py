@@ -22,7 +22,7 @@ from typing import Any
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.base import Attempt, Held, ItemReader, input_error_event
-from oomguard.executors.dask_isolation import THREAD
+from oomguard.executors.dask.remote import THREAD
 from oomguard.executors.events import Event
 
 #: the most attempts in one Dask task

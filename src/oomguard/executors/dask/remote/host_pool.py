@@ -1,7 +1,7 @@
 """oomguard's worker pool inside a Dask worker: every attempt in a child process of its own
 memory cgroup on the worker host.
 
-The worker plugin (:class:`~oomguard.executors.dask_plugin.WorkerEvidencePlugin`) starts a
+The worker plugin (:class:`~.worker_plugin.WorkerEvidencePlugin`) starts a
 :class:`HostPool` in each Dask worker process. The pool is the local executor's
 :class:`~oomguard.worker.pool.WorkerPool`: child processes (``oomguard.worker.child``),
 each in its own memory cgroup below the Dask worker's own cgroup (found as oomguard finds
@@ -24,23 +24,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from oomguard.cgroups.detect import detect_isolation
+from oomguard.diagnosis.classify import explain_death
 from oomguard.errors import OomguardError
-
-if TYPE_CHECKING:
-    from oomguard.kernlog.watch import KernelLogWatch
-    from oomguard.worker.pool import Died, Worker, WorkerPool
-
-#: the Dask worker's log (distributed configures a handler for its own loggers)
-log = logging.getLogger("distributed.oomguard")
-
-THREAD = "thread"
+from oomguard.executors.dask.remote import THREAD, log
+from oomguard.kernlog.watch import KernelLogWatch
+from oomguard.worker.pool import Died, PoolConfig, Worker, WorkerPool
 
 
 class ChildUnavailable(OomguardError):
@@ -59,27 +54,6 @@ DOOMED_KEPT = 10_000
 
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
 WATCH_INTERVAL_S = 0.1
-
-
-#: glibc's ``mallopt`` parameters
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-#: buffers up to this size come from the heap in a Dask worker whose attempts run in
-#: children (glibc's largest mmap threshold)
-HEAP_BUFFERS = 32 * 1024 * 1024
-
-
-def large_buffers_from_heap() -> None:
-    """In a Dask worker that runs no task itself: results (each copied a few times on its
-    way through) come from the heap, reused, not a fresh ``mmap`` each, page-faulted in:
-    the nanny's ``MALLOC_TRIM_THRESHOLD_`` turned glibc's adaptive threshold off. Free
-    memory above twice that much is still given back."""
-    from oomguard.worker.hygiene import load_libc
-
-    libc = load_libc()
-    mallopt = getattr(libc, "mallopt", None) if libc else None
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS)
-        mallopt(M_TRIM_THRESHOLD, 2 * HEAP_BUFFERS)
 
 
 class HostPool:
@@ -152,10 +126,6 @@ class HostPool:
             self.reason = "thread mode was asked for (--dask-isolation thread)"
             self._say()
             return
-        from oomguard.cgroups.detect import detect_isolation
-        from oomguard.kernlog.watch import KernelLogWatch
-        from oomguard.worker.pool import PoolConfig, WorkerPool
-
         if self.kernel_log:
             self.kmsg = KernelLogWatch(self.kernel_log)
             self.kmsg.start()  # unreadable: said in each death's evidence
@@ -323,8 +293,6 @@ class HostPool:
 
     def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:
         """Classify a child's death here, with this host's counters and kernel log."""
-        from oomguard.diagnosis.classify import explain_death
-
         child = died.worker
         counters_after = None
         if child.cgroup is not None:
@@ -406,4 +374,4 @@ class HostPool:
                 self._spawner = None
 
 
-__all__ = ["THREAD", "ChildUnavailable", "HostPool", "large_buffers_from_heap"]
+__all__ = ["ChildUnavailable", "HostPool"]

@@ -7,7 +7,7 @@ worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory limi
 :attr:`Recycler.recycles` by reason. On a thread of its own (the scheduler loop goes on,
 and gathers what the worker finishes meanwhile), a recycle:
 
-1. **cordons** the worker (:func:`~oomguard.executors.dask_client.cordon`): the Dask
+1. **cordons** the worker (:func:`~oomguard.executors.dask.cluster.cordon`): the Dask
    scheduler assigns it nothing more, and it starts nothing more of what is queued there;
 2. **drains** it: waits until it runs nothing of oomguard's and holds no result oomguard
    has not gathered, at most :data:`DRAIN_TIMEOUT_S`;
@@ -29,7 +29,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.dask_client import cordon, held_on, restart_worker, uncordon
+from oomguard.executors.dask.cluster import cordon, held_on, restart_worker, uncordon
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -3,27 +3,27 @@
 The same promises as the local pool, on Dask:
 
 * **Bounded in-flight window.** Groups of short attempts go as Dask tasks of up to 32
-  (:mod:`~.dask_backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
+  (:mod:`~.backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
   yet; each is released once fetched, and the next runs while its results are written.
 * **Nothing finished runs again.** Each Dask task asks the Dask scheduler once whether its
   key ever started (Dask recomputes a finished key whose worker died before it was
   gathered); a rerun is refused, its attempts reported killed and retried. The nanny
   tells the attempts a dead worker ran from those it never began (requeued).
 * **Memory-aware placement and limits.** Each Dask task asks for ``resources={"MEMORY":
-  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.dask_isolation`).
+  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.remote.host_pool`).
 * **Off the loop.** Answers are fetched, and large results written as blob files, on fetch
-  threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
+  threads (:func:`~oomguard.executors.dask.flights.fetch_answer`).
 * **Aggregations where their inputs are.** Replicates' results are also held on the Dask
   worker that made them; an aggregation is sent there and refers to them instead of
-  carrying them (:mod:`~.dask_held`).
+  carrying them (:mod:`~.held`).
 * **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``, and the
   scheduler's ``allowed-failures`` is 0: a worker death fails the future with
-  ``KilledWorker``, classified from the evidence of :mod:`~.dask_plugin`
+  ``KilledWorker``, classified from the evidence of :mod:`~.remote`
   (:func:`classify_dask_death`) and reported as a failed outcome, so the scheduler's retry
   and OOM-escalation rules apply unchanged.
 * **Recycling.** A worker grown past ``recycle_growth_fraction`` of its memory limit (or
   past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained and
-  restarted through its nanny (:mod:`~.dask_recycling`), counted in
+  restarted through its nanny (:mod:`~.recycling`), counted in
   :attr:`DaskExecutor.recycles` by reason; an attempt that dies with it is requeued.
 """
 
@@ -39,14 +39,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from distributed import Client, Future
+from distributed.scheduler import KilledWorker
+
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.executors.base import Attempt, ItemReader, WorkerRef
-from oomguard.executors.dask_backlog import Backlog
-from oomguard.executors.dask_client import (
+from oomguard.executors.dask.backlog import Backlog
+from oomguard.executors.dask.cluster import (
     check_scheduler,
     connect,
-    import_distributed,
     isolation_of_workers,
     kill_on_worker,
     processing_on,
@@ -54,13 +56,14 @@ from oomguard.executors.dask_client import (
     scheduler_events,
     started_on_worker,
 )
-from oomguard.executors.dask_deaths import (
+from oomguard.executors.dask.deaths import (
     EVIDENCE_WAIT_S,
     PendingDeath,
     classify_dask_death,
     resolve_deaths,
 )
-from oomguard.executors.dask_flights import (
+from oomguard.executors.dask.flights import (
+    BlobWriter,
     Counters,
     DaskWorkerRef,
     Ended,
@@ -72,16 +75,15 @@ from oomguard.executors.dask_flights import (
     lost_events,
     outcome_events,
 )
-from oomguard.executors.dask_held import HeldIndex
-from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
+from oomguard.executors.dask.held import HeldIndex
+from oomguard.executors.dask.recycling import RESTART_TIMEOUT_S, Recycler
+from oomguard.executors.dask.remote import DEATH_TOPIC, NANNY_MEMORY_TOPIC
+from oomguard.executors.dask.remote.tasks import run_calls
 from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
-
     from oomguard.cgroups.detect import IsolationPlan
-    from oomguard.store.blobs import BlobFiles
 
 log = logging.getLogger("oomguard.executor.dask")
 
@@ -101,17 +103,24 @@ class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
     def __init__(
-        self, config: RunnerConfig, isolation: IsolationPlan | None, blobs: BlobFiles | None = None
+        self,
+        config: RunnerConfig,
+        isolation: IsolationPlan | None,
+        blobs: BlobWriter | None = None,
+        blob_threshold: int | None = None,
     ) -> None:
-        import_distributed()
+        if (blobs is None) != (blob_threshold is None):
+            raise ValueError("blobs and blob_threshold go together")
         if not config.dask_address:
             raise ConfigError(
                 "the dask executor needs the scheduler's address: --dask-address tcp://HOST:8786"
             )
         self.config = config
         self.isolation = isolation
-        #: the store's blob files: large results are written there as they are fetched
+        #: the store's blob files: results over ``blob_threshold`` bytes are written there
+        #: as they are fetched
         self.blobs = blobs
+        self.blob_threshold = blob_threshold or 0
         self._fetcher: ThreadPoolExecutor | None = None
         self.client: Client | None = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
@@ -252,8 +261,6 @@ class DaskExecutor:
         self._send()
 
     def _send(self) -> None:
-        from oomguard.executors.dask_plugin import run_calls
-
         window = self.window
         while self.backlog and self._running() < window:
             runs, items, limit, at = self.backlog.take()
@@ -333,7 +340,12 @@ class DaskExecutor:
         blob files there (fsync'd); the answer comes back through ``done``."""
 
         def fetch() -> None:
-            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S, here)))
+            self.done.put(
+                Fetched(
+                    flight,
+                    fetch_answer(flight, self.blobs, self.blob_threshold, FETCH_TIMEOUT_S, here),
+                )
+            )
 
         def here() -> None:  # its slot is free (poll woken) while its results are written
             flight.future.release()  # nothing stays in distributed memory (but held results)
@@ -420,8 +432,6 @@ class DaskExecutor:
         return self._ended_by_error(flight, err)
 
     def _ended_by_error(self, flight: Flight, err: BaseException) -> list[Event]:
-        from distributed.scheduler import KilledWorker
-
         if isinstance(err, KilledWorker):
             last = err.last_worker
             address = str(getattr(last, "address", ""))
@@ -458,8 +468,8 @@ class DaskExecutor:
         if not self.deaths:
             return []
         since = self._started - 1
-        records = scheduler_events(self._client, "oomguard-worker-death", since)
-        restarts = scheduler_events(self._client, "worker-restart-memory", since)
+        records = scheduler_events(self._client, DEATH_TOPIC, since)
+        restarts = scheduler_events(self._client, NANNY_MEMORY_TOPIC, since)
         with self._lock:
             self.deaths, events = resolve_deaths(
                 self.deaths, records, restarts, self.workers, self.counters
