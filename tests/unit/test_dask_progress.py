@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from oomguard.executors.dask.remote.answers import WorkerProgress
 from oomguard.executors.dask.remote.progress import (
     Progress,
     progress_path,
@@ -33,7 +34,7 @@ def test_a_killed_writers_progress_is_read_once_then_gone(tmp_root: Path) -> Non
     assert proc.wait(60) == -9
     directory = runtime_dir()
     assert directory is not None and oct(os.stat(directory).st_mode & 0o777) == "0o700"
-    assert read_progress(proc.pid) == {"key": "group-7", "index": 3}
+    assert read_progress(proc.pid) == WorkerProgress("group-7", 3)
     assert read_progress(proc.pid) is None and os.listdir(directory) == []
 
 
@@ -47,7 +48,7 @@ def test_a_planted_link_is_not_written_through(tmp_root: Path) -> None:
     progress.note("k", 1)
     assert victim.read_text() == "precious"
     assert not os.path.islink(path) and read_progress(os.getpid(), remove=False) == \
-        {"key": "k", "index": 1}
+        WorkerProgress("k", 1)
     progress.close()
     assert not os.path.exists(path)
 

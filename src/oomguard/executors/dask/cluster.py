@@ -14,7 +14,8 @@ it still runs or holds (:func:`held_on`), restarting it through its nanny
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import distributed
@@ -24,6 +25,7 @@ from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.executors.dask.remote import PLUGIN_NAME
 from oomguard.executors.dask.remote import scheduler as on_scheduler
+from oomguard.executors.dask.remote.answers import Evidence
 from oomguard.executors.dask.remote.nanny_plugin import NannyEvidencePlugin
 from oomguard.executors.dask.remote.worker_plugin import (
     WorkerEvidencePlugin,
@@ -57,6 +59,37 @@ def connect(config: RunnerConfig) -> Client:
         raise ConfigError(
             f"cannot connect to the Dask scheduler at {config.dask_address}: {err}"
         ) from err
+
+
+@dataclass(frozen=True)
+class DaskWorker:
+    """What the executor uses of a Dask worker, as the scheduler describes it."""
+
+    nthreads: int = 1
+    memory_limit: int | None = None
+    #: its ``MEMORY`` resource (None: it has none: attempts are placed without it)
+    memory: int | None = None
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value else None
+
+
+def workers(client: Client) -> dict[str, DaskWorker]:
+    """The cluster's workers by address (``Client.scheduler_info``)."""
+    info = client.scheduler_info(n_workers=-1)
+    got: dict[str, DaskWorker] = {}
+    for address, worker in dict(info.get("workers") or {}).items():
+        if not isinstance(worker, Mapping):
+            continue
+        resources = worker.get("resources")
+        memory = resources.get("MEMORY") if isinstance(resources, Mapping) else None
+        got[str(address)] = DaskWorker(
+            nthreads=_int(worker.get("nthreads")) or 1,
+            memory_limit=_int(worker.get("memory_limit")),
+            memory=None if memory is None else int(memory),
+        )
+    return got
 
 
 def register_plugins(client: Client, config: RunnerConfig) -> None:
@@ -114,7 +147,7 @@ def processing_on(client: Client, key: str) -> str | None:
 
 
 def kill_on_worker(
-    client: Client, address: str, attempt_id: int, reason: str, evidence: dict[str, Any]
+    client: Client, address: str, attempt_id: int, reason: str, evidence: Evidence
 ) -> str:
     """Kill the child process running ``attempt_id`` on the worker at ``address``, the
     Dask worker itself untouched: ``killed``, ``absent`` (no child there runs it), or
@@ -135,7 +168,7 @@ def kill_on_worker(
     return answer if isinstance(answer, str) else "thread"
 
 
-def describe_workers(client: Client) -> dict[str, dict[str, Any]]:
+def describe_workers(client: Client) -> dict[str, dict[str, object]]:
     """How each Dask worker isolates attempts (mode, reason, pid, children), by address."""
     try:
         got = client.run(host_isolation, on_error="return")
@@ -165,7 +198,7 @@ def isolation_of_workers(client: Client) -> dict[str, str]:
     return modes
 
 
-def scheduler_events(client: Client, topic: str, since: float) -> list[dict[str, Any]]:
+def scheduler_events(client: Client, topic: str, since: float) -> list[Mapping[str, object]]:
     """The scheduler's events on ``topic`` from ``since`` on (none when it cannot say)."""
     try:
         got = client.get_events(topic)

@@ -37,7 +37,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from distributed import Client, Future
 from distributed.scheduler import KilledWorker
@@ -47,6 +47,7 @@ from oomguard.errors import ConfigError
 from oomguard.executors.base import Attempt, ItemReader, WorkerRef
 from oomguard.executors.dask.backlog import Backlog
 from oomguard.executors.dask.cluster import (
+    DaskWorker,
     check_scheduler,
     connect,
     isolation_of_workers,
@@ -55,6 +56,7 @@ from oomguard.executors.dask.cluster import (
     register_plugins,
     scheduler_events,
     started_on_worker,
+    workers,
 )
 from oomguard.executors.dask.deaths import (
     EVIDENCE_WAIT_S,
@@ -78,6 +80,7 @@ from oomguard.executors.dask.flights import (
 from oomguard.executors.dask.held import HeldIndex
 from oomguard.executors.dask.recycling import RESTART_TIMEOUT_S, Recycler
 from oomguard.executors.dask.remote import DEATH_TOPIC, NANNY_MEMORY_TOPIC
+from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer
 from oomguard.executors.dask.remote.tasks import run_calls
 from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
@@ -127,7 +130,7 @@ class DaskExecutor:
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
-        self.done: queue.Queue[Any] = queue.Queue()
+        self.done: queue.Queue[Future[GroupAnswer] | Ended | Fetched] = queue.Queue()
         #: which worker holds which replicate's result, for its aggregation
         self.held = HeldIndex()
         #: groups of attempts waiting to be sent
@@ -138,7 +141,7 @@ class DaskExecutor:
         self.deaths: list[PendingDeath] = []
         self.recycler = Recycler(config, self.prefix)
         self.counters = Counters()
-        self.workers: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, DaskWorker] = {}
         self.has_memory = False
         self._workers_at = 0.0
         self._warned_no_memory = False
@@ -201,11 +204,10 @@ class DaskExecutor:
         if not force and now - self._workers_at < WORKERS_REFRESH_S:
             return
         self._workers_at = now
-        info = self._client.scheduler_info(n_workers=-1)
-        self.workers = dict(info.get("workers", {}))
+        self.workers = workers(self._client)
         self.held.forget_workers_except(self.workers)
         self.has_memory = bool(self.workers) and all(
-            "MEMORY" in (w.get("resources") or {}) for w in self.workers.values()
+            w.memory is not None for w in self.workers.values()
         )
         if self.workers and not self.has_memory and not self._warned_no_memory:
             self._warned_no_memory = True
@@ -216,12 +218,12 @@ class DaskExecutor:
 
     @property
     def window(self) -> int:
-        threads = sum(int(w.get("nthreads") or 1) for w in self.workers.values())
+        threads = sum(w.nthreads for w in self.workers.values())
         return max(1, self.window_per_thread * threads)
 
     def _largest_memory(self) -> int:
         return max(
-            (int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values()),
+            (w.memory or 0 for w in self.workers.values()),
             default=0,
         )
 
@@ -239,7 +241,7 @@ class DaskExecutor:
 
     def memory_budget(self) -> int | None:
         """The cluster's memory: the sum of its workers' MEMORY resources."""
-        total = sum(int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values())
+        total = sum(w.memory or 0 for w in self.workers.values())
         return total or None
 
     def free_slots(self) -> int:
@@ -309,7 +311,7 @@ class DaskExecutor:
             time.sleep(timeout)
             return []
         self._send()
-        done: list[Any] = []
+        done: list[Future[GroupAnswer] | Ended | Fetched] = []
         try:
             done.append(self.done.get(timeout=timeout))
             while True:
@@ -357,7 +359,7 @@ class DaskExecutor:
         """Dask tasks in the window: sent, their answer not fetched yet."""
         return sum(1 for flight in self.inflight.values() if not flight.fetched)
 
-    def _flight_of(self, future: Future[Any]) -> Flight | None:
+    def _flight_of(self, future: Future[GroupAnswer]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
         return flight if flight is not None and flight.future is future else None
 
@@ -367,7 +369,7 @@ class DaskExecutor:
             if self.by_attempt.get(run.attempt_id) is flight:
                 del self.by_attempt[run.attempt_id]
 
-    def _gathered(self, flight: Flight, value: Any) -> list[Event]:
+    def _gathered(self, flight: Flight, value: GroupAnswer | BaseException) -> list[Event]:
         """The events of a group whose answer was fetched (or whose fetch raised)."""
         if self.inflight.get(flight.key) is not flight:
             return []  # ended meanwhile (cancelled, stopped)
@@ -377,33 +379,32 @@ class DaskExecutor:
             return self._ended_by_error(flight, value)
         return self._outcomes(flight, value)
 
-    def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
-        address = out.get("worker")
+    def _outcomes(self, flight: Flight, out: GroupAnswer) -> list[Event]:
+        address = out.worker
         # The process that ran each attempt: its child, or the Dask worker itself.
-        pids = {o["attempt_id"]: o.get("pid") for o in out.get("outcomes") or ()}
+        pids = {o.attempt_id: o.pid for o in out.outcomes}
         for run in flight.runs:
-            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.get("pid"))
-        if out.get("duplicate"):
+            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.pid)
+        if out.duplicate:
             # It had finished, but its worker died before we gathered the results and Dask
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        if out.get("missing"):  # held inputs gone (dask_held): nothing ran; store next time
+        if out.missing:  # held inputs gone (dask_held): nothing ran; store next time
             return self._requeued(flight, "its inputs held on a Dask worker were gone")
         if address:
             self.held.saw(address, out)
-        if address and out.get("isolation"):
-            self.isolation_modes[address] = str(out["isolation"])
-        self.backlog.saw(flight.runs, out["outcomes"], self.isolation_modes)  # sizes tasks
-        events = outcome_events(flight, out["outcomes"], address, self.counters)
+        if address and out.isolation:
+            self.isolation_modes[address] = out.isolation
+        self.backlog.saw(flight.runs, out.outcomes, self.isolation_modes)  # sizes tasks
+        events = outcome_events(flight, out.outcomes, address, self.counters)
         if address:
-            limit = self.workers.get(address, {}).get("memory_limit")
+            worker = self.workers.get(address)
+            limit = worker.memory_limit if worker is not None else None
             self.recycler.after_group(self._client, address, out, limit)
         return events
 
-    def _results_lost(
-        self, flight: Flight, address: str | None, evidence: dict[str, Any]
-    ) -> list[Event]:
+    def _results_lost(self, flight: Flight, address: str | None, evidence: Evidence) -> list[Event]:
         """The group ran, but its results died with their worker before they were
         gathered: each attempt counts as killed with its worker and is retried (requeued,
         when oomguard restarted that worker)."""
@@ -478,7 +479,7 @@ class DaskExecutor:
 
     # -- killing ----------------------------------------------------------------------
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: str, evidence: Evidence) -> None:
         """End an attempt (timeout, cancel): forget its future, restart its worker.
 
         An attempt in a group with other live attempts is only dropped: the group goes on

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+
+from oomguard.executors.dask.remote.answers import GroupAnswer
 
 #: the most attempts the executor remembers as held (a safety bound; workers drop sooner)
 INDEX_MAX = 100_000
@@ -39,13 +40,13 @@ class HeldIndex:
     def __len__(self) -> int:
         return len(self._at)
 
-    def saw(self, address: str, out: dict[str, Any]) -> None:
+    def saw(self, address: str, out: GroupAnswer) -> None:
         """Note what a group's answer from ``address`` says it holds and dropped."""
-        held = set(out.get("held") or ())
-        for outcome in out.get("outcomes") or () if held else ():
-            if outcome["attempt_id"] in held:
-                self._at[outcome["attempt_id"]] = (address, len(outcome.get("payload") or b""))
-        for attempt_id in out.get("dropped") or ():
+        held = set(out.held)
+        for outcome in out.outcomes if held else ():
+            if outcome.attempt_id in held:
+                self._at[outcome.attempt_id] = (address, len(outcome.payload or b""))
+        for attempt_id in out.dropped:
             self._at.pop(attempt_id, None)
         while len(self._at) > INDEX_MAX:
             self._at.popitem(last=False)

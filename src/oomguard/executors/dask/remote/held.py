@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Any
+
+from oomguard.executors.dask.remote.answers import CallItem, Outcome
 
 #: the most of a Dask worker's memory its held results may use (docs/ARCHITECTURE.md, "Dask")
 HOLD_FRACTION = 0.25
@@ -46,7 +47,7 @@ class HeldResults:
             dropped, self._dropped = self._dropped, []
         return dropped
 
-    def resolve(self, items: Sequence[dict[str, Any]]) -> bool:
+    def resolve(self, items: Sequence[CallItem]) -> bool:
         """Put the held results in the items that refer to them (taken from here); False,
         with nothing taken, when one of them is not held here."""
         wanted = [r["held"] for item in items for r in _refs(item)]
@@ -64,18 +65,16 @@ class HeldResults:
                 ]
         return True
 
-    def keep(
-        self, items: Sequence[dict[str, Any]], outcomes: Iterable[dict[str, Any]], room: int
-    ) -> list[int]:
+    def keep(self, items: Sequence[CallItem], outcomes: Iterable[Outcome], room: int) -> list[int]:
         """Hold the results of the items that ask for it (``hold``), then :meth:`fit` in
         ``room``; return the ids of those held."""
         asked = {item["attempt_id"] for item in items if item.get("hold")}
         kept = []
         for outcome in outcomes:
-            payload = outcome.get("payload")
-            if outcome["attempt_id"] in asked and outcome.get("ok") and payload is not None:
-                self.put(outcome["attempt_id"], payload)
-                kept.append(outcome["attempt_id"])
+            payload = outcome.payload
+            if outcome.attempt_id in asked and outcome.ok and payload is not None:
+                self.put(outcome.attempt_id, payload)
+                kept.append(outcome.attempt_id)
         self.fit(room)
         return kept
 
@@ -86,11 +85,11 @@ class HeldResults:
             self._dropped.clear()
 
 
-def _refs(item: dict[str, Any]) -> list[dict[str, Any]]:
+def _refs(item: CallItem) -> list[dict[str, int]]:
     return [r for r in item.get("results") or () if isinstance(r, dict)]
 
 
-def refers(item: dict[str, Any]) -> bool:
+def refers(item: CallItem) -> bool:
     """Whether ``item`` refers to a result held on a worker."""
     return bool(_refs(item))
 

@@ -27,6 +27,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +35,7 @@ from oomguard.cgroups.detect import detect_isolation
 from oomguard.diagnosis.classify import explain_death
 from oomguard.errors import OomguardError
 from oomguard.executors.dask.remote import THREAD, log
+from oomguard.executors.dask.remote.answers import CallItem, Evidence, Outcome
 from oomguard.kernlog.watch import KernelLogWatch
 from oomguard.worker.pool import Died, PoolConfig, Worker, WorkerPool
 
@@ -161,7 +163,7 @@ class HostPool:
             self.reason,
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """Mode, reason and children, for ``doctor`` and the executor."""
         with self._lock:
             children = len(self._idle) + len(self._busy)
@@ -221,8 +223,8 @@ class HostPool:
     # -- running ----------------------------------------------------------------------
 
     def run(
-        self, items: list[dict[str, Any]], limit: int | None, note: Any = None
-    ) -> list[dict[str, Any]]:
+        self, items: list[CallItem], limit: int | None, note: Callable[[int], None] | None = None
+    ) -> list[Outcome]:
         """Run a group of call items in one child under ``limit`` bytes (None: the Dask
         worker's memory limit). One outcome per attempt: reported by the child, the
         death's class for the attempt its child died running, ``requeue`` for those after
@@ -235,12 +237,12 @@ class HostPool:
         if doomed:  # killed already (its outcome was told): never started
             items = [i for i in items if i["attempt_id"] not in doomed]
             if not items:
-                return [{"attempt_id": a, "requeue": True} for a in doomed]
+                return [Outcome.requeued(a) for a in doomed]
         try:
             child = self._acquire(limit or self.memory_limit)
         except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
             raise ChildUnavailable(f"no child for this group: {type(err).__name__}: {err}") from err
-        outcomes: list[dict[str, Any]] = [{"attempt_id": a, "requeue": True} for a in doomed]
+        outcomes = [Outcome.requeued(a) for a in doomed]
         done = False
         try:
             pool.send(child, items, clean=bool(items and items[0].get("clean")))
@@ -257,7 +259,7 @@ class HostPool:
                             note(len(outcomes))
                     elif msg[0] == "refused":
                         # It could not lower its limit: nothing ran, the group goes back.
-                        outcomes.extend({"attempt_id": a, "requeue": True} for a in msg[2])
+                        outcomes.extend(Outcome.requeued(a) for a in msg[2])
                     elif msg[0] == "idle":
                         recycle = msg[2]
                 if died is not None:
@@ -278,20 +280,14 @@ class HostPool:
                 with contextlib.suppress(Exception):
                     self._retire(child, "error")
 
-    def _outcome(self, msg: tuple[Any, ...], pid: int) -> dict[str, Any]:
+    def _outcome(self, msg: tuple[Any, ...], pid: int) -> Outcome:
+        """The child's ``outcome`` message (``worker/child.py``) as the answer's outcome:
+        the one place the Dask side reads a worker message."""
         _, attempt_id, ok, payload, fc, message, evidence, peak, _recycle = msg
-        return {
-            "attempt_id": attempt_id,
-            "pid": pid,
-            "ok": ok,
-            "payload": payload,
-            "failure_class": fc,
-            "message": message,
-            "evidence": dict(evidence or {}, isolation=self.mode),
-            "peak": peak,
-        }
+        evidence = dict(evidence or {}, isolation=self.mode)
+        return Outcome(attempt_id, ok, payload, fc, message, evidence, peak, pid)
 
-    def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:
+    def _death(self, pool: WorkerPool, died: Died) -> list[Outcome]:
         """Classify a child's death here, with this host's counters and kernel log."""
         child = died.worker
         counters_after = None
@@ -314,19 +310,10 @@ class HostPool:
         fc, evidence, peak = explained
         evidence.update(isolation=self.mode, worker_memory_limit=self.memory_limit)
         first, *rest = died.inflight
-        dead = {
-            "attempt_id": first,
-            "pid": child.pid,
-            "ok": False,
-            "payload": None,
-            "failure_class": fc.value,
-            "message": None,
-            "evidence": evidence,
-            "peak": peak,
-        }
-        return [dead, *({"attempt_id": a, "requeue": True} for a in rest)]
+        dead = Outcome(first, False, None, fc.value, None, evidence, peak, child.pid)
+        return [dead, *(Outcome.requeued(a) for a in rest)]
 
-    def kill(self, attempt_id: int, reason: str, evidence: dict[str, Any]) -> str:
+    def kill(self, attempt_id: int, reason: str, evidence: Evidence) -> str:
         """Kill the child running ``attempt_id`` (a timeout, a cancel): ``killed``;
         ``absent`` when no child here runs it; ``thread`` when nothing can be killed."""
         if self.pool is None:
@@ -346,7 +333,7 @@ class HostPool:
         self.pool.kill(child, reason, evidence)
         return "killed"
 
-    def _take_doomed(self, items: list[dict[str, Any]]) -> set[int]:
+    def _take_doomed(self, items: list[CallItem]) -> set[int]:
         """The attempts of ``items`` killed before a child had them (forgotten here)."""
         with self._lock:
             if not self._doomed:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from distributed import get_client, get_worker
 
 from oomguard import procfs
 from oomguard.executors.dask.remote import THREAD, log
+from oomguard.executors.dask.remote.answers import CallItem, Evidence, GroupAnswer, Outcome
 from oomguard.executors.dask.remote.heap import trim
 from oomguard.executors.dask.remote.held import HOLD_FRACTION, refers
 from oomguard.executors.dask.remote.host_pool import ChildUnavailable
@@ -42,7 +42,7 @@ def _already_started() -> bool:
         return False  # not on a Dask worker (called directly): nothing to guard
 
 
-def _run_item(item: dict[str, Any]) -> dict[str, Any]:
+def _run_item(item: CallItem) -> Outcome:
     rss_before = procfs.rss_bytes() or 0
     maxrss_before = maxrss_bytes()
     t0 = time.time()
@@ -53,21 +53,13 @@ def _run_item(item: dict[str, Any]) -> dict[str, Any]:
     peak = process_peak(maxrss_before, rss_before)
     ok, payload, fc, message = pickle_result(ok, value, fc, message)
     del value
-    evidence: dict[str, Any] = {"elapsed_s": round(elapsed, 6)}
+    evidence: Evidence = {"elapsed_s": round(elapsed, 6)}
     if tb:
         evidence["traceback"] = tb
-    return {
-        "attempt_id": item["attempt_id"],
-        "ok": ok,
-        "payload": payload,
-        "failure_class": fc,
-        "message": message,
-        "evidence": evidence,
-        "peak": peak,
-    }
+    return Outcome(item["attempt_id"], ok, payload, fc, message, evidence, peak)
 
 
-def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str, Any]:
+def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
     """Run a group of call items one after another on this Dask worker.
 
     Where the worker plugin started a :class:`~.host_pool.HostPool`
@@ -83,12 +75,12 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
     """
     address, baseline = _worker_identity()
     if _already_started():
-        return {"duplicate": True, "worker": address, "pid": os.getpid()}
+        return GroupAnswer(address, os.getpid(), duplicate=True)
     plugin = _plugin()
     held = plugin.held if plugin is not None else None
     if not (held.resolve(items) if held is not None else not any(map(refers, items))):
         # A result an aggregation refers to is no longer held here: nothing runs.
-        return {"missing": True, "worker": address, "pid": os.getpid()}
+        return GroupAnswer(address, os.getpid(), missing=True)
     key, progress = _current_key(), plugin.progress if plugin is not None else None
 
     def note(index: int) -> None:
@@ -97,7 +89,7 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
 
     pool = plugin.pool if plugin is not None else None
     recycles_before = dict(pool.recycles) if pool is not None else {}
-    outcomes = []
+    outcomes: list[Outcome] = []
     if pool is not None and pool.isolated:
         # The child collects and trims after its group; this process ran no task.
         note(0)
@@ -115,27 +107,27 @@ def run_calls(items: list[dict[str, Any]], limit: int | None = None) -> dict[str
             outcomes.append(_run_item(item))
         # Against fragmentation: give what the tasks freed back before the next group.
         trim()
-    kept = []
+    kept: list[int] = []
     if held is not None and pool is not None and pool.isolated:
         kept = held.keep(items, outcomes, pool.room(HOLD_FRACTION))
-    recycled = {}
+    recycled: dict[str, int] = {}
     if pool is not None:
         recycled = {
             reason: n - recycles_before.get(reason, 0)
             for reason, n in pool.recycles.items()
             if n > recycles_before.get(reason, 0)
         }
-    return {
-        "outcomes": outcomes,
-        "worker": address,
-        "pid": os.getpid(),
-        "rss_after": procfs.rss_bytes(),
-        "baseline": baseline,
-        "isolation": pool.mode if pool is not None else THREAD,
-        "recycled": recycled,
-        "held": kept,
-        "dropped": held.take_dropped() if held is not None else [],
-    }
+    return GroupAnswer(
+        worker=address,
+        pid=os.getpid(),
+        outcomes=tuple(outcomes),
+        rss_after=procfs.rss_bytes(),
+        baseline=baseline,
+        isolation=pool.mode if pool is not None else THREAD,
+        recycled=recycled,
+        held=tuple(kept),
+        dropped=tuple(held.take_dropped()) if held is not None else (),
+    )
 
 
 def _plugin() -> WorkerEvidencePlugin | None:

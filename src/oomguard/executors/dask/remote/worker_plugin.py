@@ -18,6 +18,7 @@ import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local 
 from oomguard import procfs
 from oomguard.cgroups.detect import detect_isolation
 from oomguard.executors.dask.remote import PLUGIN_NAME, THREAD
+from oomguard.executors.dask.remote.answers import Evidence
 from oomguard.executors.dask.remote.heap import large_buffers_from_heap, trim
 from oomguard.executors.dask.remote.held import HeldResults
 from oomguard.executors.dask.remote.host_pool import HostPool
@@ -138,9 +139,7 @@ def host_isolation(dask_worker: Worker) -> dict[str, object]:
     return {"mode": plan.mode, "reason": f"not started yet; {plan.reason}", "pid": os.getpid()}
 
 
-def kill_on_host(
-    dask_worker: Worker, attempt_id: int, reason: str, evidence: dict[str, object]
-) -> str:
+def kill_on_host(dask_worker: Worker, attempt_id: int, reason: str, evidence: Evidence) -> str:
     """On a Dask worker (``client.run``): kill the child running ``attempt_id``
     (:meth:`~oomguard.executors.dask.remote.host_pool.HostPool.kill`)."""
     plugin = plugin_of(dask_worker)
