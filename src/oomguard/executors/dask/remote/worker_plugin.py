@@ -60,12 +60,7 @@ class WorkerEvidencePlugin(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         try:
-            with open("/proc/self/oom_score_adj") as fh:
-                current = int(fh.read().strip())
-            # Raising needs no privilege; lowering does, and is never what we want here.
-            if self.oom_score_adj > current:
-                with open("/proc/self/oom_score_adj", "w") as fh:
-                    fh.write(str(self.oom_score_adj))
+            procfs.raise_oom_score_adj(self.oom_score_adj)
         except (OSError, ValueError) as err:
             self.oom_score_adj_error = str(err)
         self.progress = Progress()
