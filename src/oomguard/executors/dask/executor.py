@@ -390,7 +390,7 @@ class DaskExecutor:
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        if out.missing:  # held inputs gone (dask_held): nothing ran; store next time
+        if out.missing:  # held inputs gone (held.py): nothing ran; store next time
             return self._requeued(flight, "its inputs held on a Dask worker were gone")
         if address:
             self.held.saw(address, out)
