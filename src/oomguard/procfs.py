@@ -18,6 +18,7 @@ from pathlib import Path
 __all__ = [
     "PROCFS_PATH",
     "cap_eff",
+    "children",
     "cmdline",
     "machine_memory_bytes",
     "meminfo",
@@ -27,11 +28,13 @@ __all__ = [
     "parse_stat",
     "process_start_time",
     "process_state",
+    "raise_oom_score_adj",
     "read_int",
     "read_stat",
     "read_text",
     "rss_bytes",
     "status",
+    "tree_rss",
 ]
 
 PROCFS_PATH = Path("/proc")
@@ -176,6 +179,51 @@ def cap_eff(pid: Pid, procfs_path: str | os.PathLike[str] = PROCFS_PATH) -> int 
         return int(value, 16)
     except ValueError:
         return None
+
+
+def children(pid: Pid, procfs_path: str | os.PathLike[str] = PROCFS_PATH) -> list[int]:
+    """The child processes of ``pid``, from each of its threads' ``children`` file
+    (``/proc/PID/task/TID/children``); empty when it is gone."""
+    tasks = _dir(pid, procfs_path) / "task"
+    try:
+        threads = os.listdir(tasks)
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in threads:
+        text = read_text(tasks / tid / "children") or ""
+        found.extend(int(word) for word in text.split() if word.isdigit())
+    return found
+
+
+def tree_rss(pid: int, procfs_path: str | os.PathLike[str] = PROCFS_PATH) -> int:
+    """RSS of ``pid`` and all its descendants, in bytes (0 if it is gone)."""
+    total = 0
+    todo, seen = [pid], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        rss = rss_bytes(current, procfs_path)
+        if rss is None:
+            if current == pid:
+                return 0
+            continue  # exited meanwhile
+        total += rss
+        todo.extend(children(current, procfs_path))
+    return total
+
+
+def raise_oom_score_adj(
+    value: int, pid: Pid = "self", procfs_path: str | os.PathLike[str] = PROCFS_PATH
+) -> None:
+    """Raise ``pid``'s ``oom_score_adj`` to ``value``; never lower it (raising needs no
+    privilege; lowering does, and is never what oomguard wants). :class:`OSError` or
+    :class:`ValueError` when it cannot be read or written."""
+    path = _dir(pid, procfs_path) / "oom_score_adj"
+    if value > int(path.read_text().strip()):
+        path.write_text(str(value))
 
 
 # ------------------------------------------------------------------ the machine

@@ -16,7 +16,7 @@ import pytest
 
 import oomguard
 from fixtures.dask_cluster import dask_cluster, wait_for, wait_workers, worker_pids
-from oomguard.executors.dask_backlog import GROUP_MAX_ITEMS
+from oomguard.executors.dask.backlog import GROUP_MAX_ITEMS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
 
@@ -172,7 +172,7 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     # behind the other. oomguard recycles the worker after the MemoryError: what ran
     # behind it is gathered first, what waited there is handed back unstarted, and no
     # attempt is lost with the worker and counted as killed.
-    from oomguard.executors.dask import RECYCLED
+    from oomguard.executors.dask.executor import RECYCLED
 
     params = RECYCLE_CASES[case]
     base = tmp_path / "cluster"

@@ -1,4 +1,4 @@
-"""The pool a Dask worker runs its attempts in (``executors/dask_isolation.py``), on its
+"""The pool a Dask worker runs its attempts in (``executors/dask/remote/host_pool.py``), on its
 own: real child processes, a real watchdog kill, a real cgroup where the machine has one."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from fixtures.polling import wait_for
-from oomguard.executors.dask_isolation import THREAD, HostPool
+from oomguard.executors.dask.remote import THREAD
+from oomguard.executors.dask.remote.answers import Outcome
+from oomguard.executors.dask.remote.host_pool import HostPool
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,12 +52,12 @@ def test_a_group_runs_in_a_child_each_attempt_with_its_outcome(watchdog_pool: Ho
         ],
         None,
     )
-    assert [o["attempt_id"] for o in out] == [1, 2, 3]
-    assert [o["ok"] for o in out] == [True, False, True]
-    assert out[1]["failure_class"] == "error" and "nope" in out[1]["message"]
-    assert {o["evidence"]["isolation"] for o in out} == {"watchdog"}
+    assert [o.attempt_id for o in out] == [1, 2, 3]
+    assert [o.ok for o in out] == [True, False, True]
+    assert out[1].failure_class == "error" and "nope" in out[1].message
+    assert {o.evidence["isolation"] for o in out} == {"watchdog"}
     # Not in this process (the Dask worker's): in a child.
-    assert pickle.loads(out[2]["payload"]) not in (os.getpid(), None)
+    assert pickle.loads(out[2].payload) not in (os.getpid(), None)
 
 
 def test_a_child_killed_at_its_limit_ends_its_attempt_and_hands_back_the_rest(
@@ -69,18 +71,18 @@ def test_a_child_killed_at_its_limit_ends_its_attempt_and_hands_back_the_rest(
         ],
         64 * MIB,
     )
-    assert out[0]["attempt_id"] == 1 and out[0]["ok"]
-    assert out[1]["attempt_id"] == 2 and out[1]["failure_class"] == "oom_watchdog"
-    assert out[1]["evidence"]["rss_bytes"] > out[1]["evidence"]["limit_bytes"] == 64 * MIB
-    assert out[1]["evidence"]["worker_memory_limit"] == 256 * MIB
-    assert out[2] == {"attempt_id": 3, "requeue": True}
+    assert out[0].attempt_id == 1 and out[0].ok
+    assert out[1].attempt_id == 2 and out[1].failure_class == "oom_watchdog"
+    assert out[1].evidence["rss_bytes"] > out[1].evidence["limit_bytes"] == 64 * MIB
+    assert out[1].evidence["worker_memory_limit"] == 256 * MIB
+    assert out[2] == Outcome.requeued(3)
     # The pool goes on with a new child.
     (again,) = watchdog_pool.run([_item(4, "oomguard.examples:allocate", mib=1.0)], None)
-    assert again["ok"]
+    assert again.ok
 
 
 def test_kill_ends_only_the_child_running_the_attempt(watchdog_pool: HostPool) -> None:
-    got: list[list[dict[str, Any]]] = []
+    got: list[list[Outcome]] = []
     thread = threading.Thread(
         target=lambda: got.append(
             watchdog_pool.run([_item(7, "fixtures.tasks:sleep_then", x=1, seconds=60)], None)
@@ -91,8 +93,8 @@ def test_kill_ends_only_the_child_running_the_attempt(watchdog_pool: HostPool) -
     wait_for(lambda: watchdog_pool.kill(7, "timeout", {"timeout_s": 1.0}) == "killed")
     thread.join(timeout=60)
     ((outcome,),) = got
-    assert outcome["failure_class"] == "timeout"
-    assert outcome["evidence"]["killed_by_oomguard"] == "timeout"
+    assert outcome.failure_class == "timeout"
+    assert outcome.evidence["killed_by_oomguard"] == "timeout"
 
 
 def test_thread_mode_runs_nothing_in_children() -> None:
@@ -114,8 +116,8 @@ def test_cgroup_mode_makes_and_removes_a_cgroup_per_child(require_cgroup: None) 
         assert pool.pool is not None and pool.pool.cgroups is not None
         run_dir = pool.pool.cgroups.run_dir
         out = pool.run([_item(1, "oomguard.examples:allocate", mib=512.0)], 64 * MIB)
-        assert out[0]["failure_class"] == "oom_cgroup", out
-        ev = out[0]["evidence"]
+        assert out[0].failure_class == "oom_cgroup", out
+        ev = out[0].evidence
         assert ev["cgroup"].startswith(str(run_dir))
         assert ev["cgroup_after"]["oom_kill"] == ev["cgroup_before"]["oom_kill"] + 1
         if ev.get("kernel_log") is None:  # this host's kernel log was readable
@@ -130,7 +132,7 @@ def test_no_child_to_be_had_is_said_and_nothing_runs(watchdog_pool: HostPool) ->
     # run_calls then runs the group in the Dask worker's thread (nothing ran in a child).
     import errno
 
-    from oomguard.executors.dask_isolation import ChildUnavailable
+    from oomguard.executors.dask.remote.host_pool import ChildUnavailable
 
     assert watchdog_pool.pool is not None
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from oomguard.executors.dask_backlog import (
+from oomguard.executors.dask.backlog import (
     GROUP_MAX_ITEMS,
     GROUP_MAX_RESULT_BYTES,
     GROUP_UNSEEN_ITEMS,
     Backlog,
 )
+from oomguard.executors.dask.remote.answers import Outcome
 
 MIB = 1024 * 1024
 ISOLATED = {"tcp://w1": "cgroup-v1", "tcp://w2": "watchdog"}
@@ -49,7 +50,7 @@ def test_small_tasks_until_results_are_seen_then_as_many_as_their_results_allow(
     assert sizes(backlog) == [GROUP_UNSEEN_ITEMS] * (100 // GROUP_UNSEEN_ITEMS) + [100 % 8]
 
     # Small results: up to GROUP_MAX_ITEMS attempts a Dask task.
-    small = [{"attempt_id": 0, "payload": b"x" * 100}, {"attempt_id": 1}]
+    small = [Outcome(0, payload=b"x" * 100), Outcome(1)]
     backlog.saw(runs[:2], small, {"tcp://w1": "thread", "tcp://w2": "cgroup-v1"})
     backlog.add(runs[:20], 0, item)
     assert sizes(backlog) == [8, 8, 4]  # a worker in thread mode: its death costs a task
@@ -59,14 +60,12 @@ def test_small_tasks_until_results_are_seen_then_as_many_as_their_results_allow(
 
     # The largest result seen sizes them: 8 MiB results, 4 a Dask task.
     big = GROUP_MAX_RESULT_BYTES // 4
-    backlog.saw(runs[:1], [{"attempt_id": 0, "payload": b"x" * big}], ISOLATED)
+    backlog.saw(runs[:1], [Outcome(0, payload=b"x" * big)], ISOLATED)
     backlog.add(runs[:10], 0, item)
     assert sizes(backlog) == [4, 4, 2]
 
     # A result larger than the bound: one attempt a Dask task; another function unseen.
-    backlog.saw(
-        runs[:1], [{"attempt_id": 0, "payload": b"x" * (GROUP_MAX_RESULT_BYTES + 1)}], ISOLATED
-    )
+    backlog.saw(runs[:1], [Outcome(0, payload=b"x" * (GROUP_MAX_RESULT_BYTES + 1))], ISOLATED)
     backlog.add(runs[:3], 0, item)
     assert sizes(backlog) == [1, 1, 1]
     other = [FakeRun(i, FakeTask(fn="mod:agg", kind="aggregate")) for i in range(10)]

@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from oomguard.cgroups.cgroup import CgroupCounters
-from oomguard.executors.dask_deaths import NEAR_LIMIT, classify_dask_death
+from oomguard.diagnosis.classify import NEAR_LIMIT
+from oomguard.executors.dask.deaths import classify_dask_death
+from oomguard.executors.dask.remote.answers import DeathRecord
 from oomguard.jobs.model import FailureClass
 from oomguard.kernlog import OomEvent
 
@@ -50,6 +52,11 @@ def record(**fields: Any) -> dict[str, Any]:
     }
     base.update(fields)
     return base
+
+
+def _typed(rec: dict[str, Any] | None) -> DeathRecord | None:
+    """The record as the executor reads it from the scheduler event."""
+    return None if rec is None else DeathRecord.from_json(rec)
 
 
 ROWS: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, FailureClass]] = [
@@ -160,7 +167,7 @@ def test_classify_dask_death(
     row: str, rec: dict[str, Any] | None, restart: dict[str, Any] | None, expected: FailureClass
 ) -> None:
     fc, evidence, peak = classify_dask_death(
-        pid=4242, address=ADDRESS, record=rec, nanny_restart=restart, memory_limit=LIMIT
+        pid=4242, address=ADDRESS, record=_typed(rec), nanny_restart=restart, memory_limit=LIMIT
     )
     assert fc is expected, row
     assert (evidence["executor"], evidence["worker"], evidence["pid"]) == ("dask", ADDRESS, 4242)
@@ -203,7 +210,7 @@ def test_a_parents_memcg_limit_is_oom_ancestor_as_for_local_workers() -> None:
         counters_after=counters(1),
     )
     fc, _, _ = classify_dask_death(
-        pid=4242, address=ADDRESS, record=rec, nanny_restart=None, memory_limit=LIMIT
+        pid=4242, address=ADDRESS, record=_typed(rec), nanny_restart=None, memory_limit=LIMIT
     )
     assert fc is FailureClass.OOM_ANCESTOR
 
@@ -249,6 +256,6 @@ def test_a_sigkill_with_oom_evidence_gets_the_class_local_workers_get(
         counters_after=dict(c_after.to_json(), path="/sys/fs/cgroup" + WORKER_CG, version=2),
     )
     dask, _, _ = classify_dask_death(
-        pid=4242, address=ADDRESS, record=rec, nanny_restart=None, memory_limit=LIMIT
+        pid=4242, address=ADDRESS, record=_typed(rec), nanny_restart=None, memory_limit=LIMIT
     )
     assert dask is local, row

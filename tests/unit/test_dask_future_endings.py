@@ -12,7 +12,9 @@ pytest.importorskip("distributed")
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import TaskInputError
-from oomguard.executors.dask import RECYCLED, DaskExecutor, Flight
+from oomguard.executors.dask.cluster import DaskWorker
+from oomguard.executors.dask.executor import RECYCLED, DaskExecutor, Flight
+from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
 from oomguard.executors.events import AttemptEnded, Requeued
 
 
@@ -129,7 +131,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
-    ex.workers = {"tcp://w1": {"nthreads": 1}}  # a window of 4 Dask tasks
+    ex.workers = {"tcp://w1": DaskWorker(nthreads=1)}  # a window of 4 Dask tasks
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in range(64)]
     ex.submit(runs, read_item)
     # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
@@ -152,7 +154,7 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = RecordingClient()
-    ex.workers = {"tcp://w1": {"nthreads": 1}}
+    ex.workers = {"tcp://w1": DaskWorker(nthreads=1)}
     runs = [
         SimpleNamespace(attempt_id=i, limit=64 * 1024 * 1024, worker=None, clean=False)
         for i in range(3)
@@ -180,9 +182,9 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     ex.client = Client()
-    ex.workers = {"tcp://a": {"nthreads": 1}, "tcp://b": {"nthreads": 1}}
-    ex.held.saw("tcp://a", {"outcomes": [{"attempt_id": 1, "payload": b"x"}], "held": [1]})
-    ex.held.saw("tcp://b", {"outcomes": [{"attempt_id": 2, "payload": b"x"}], "held": [2]})
+    ex.workers = {"tcp://a": DaskWorker(nthreads=1), "tcp://b": DaskWorker(nthreads=1)}
+    ex.held.saw("tcp://a", GroupAnswer("tcp://a", 1, (Outcome(1, payload=b"x"),), held=(1,)))
+    ex.held.saw("tcp://b", GroupAnswer("tcp://b", 2, (Outcome(2, payload=b"x"),), held=(2,)))
     inputs = {10: [1], 11: [2], 12: [None]}  # aggregation attempt -> its replicates' attempts
 
     def read_item(run: Any, held: Any = None) -> dict[str, Any]:
@@ -199,5 +201,5 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
         {"workers": ["tcp://b"], "priority": 1},
     ]
     flight = ex.inflight[f"{ex.prefix}-10"]
-    events = ex._outcomes(flight, {"missing": True, "worker": "tcp://a"})
+    events = ex._outcomes(flight, GroupAnswer("tcp://a", 1, missing=True))
     assert [(type(e), e.attempt_id) for e in events] == [(Requeued, 10)]

@@ -1,16 +1,21 @@
-"""Replicates' results held on the Dask worker that made them (executors/dask_held.py)."""
+"""Replicates' results held on the Dask worker that made them (executors/dask/held.py and
+executors/dask/remote/held.py)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from oomguard.executors.dask_held import HeldIndex, HeldResults, refers
+from oomguard.executors.dask.held import HeldIndex
+from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
+from oomguard.executors.dask.remote.held import HeldResults, refers
 
 MIB = 1024 * 1024
 
 
-def outcome(attempt_id: int, payload: bytes | None = b"r", ok: bool = True) -> dict[str, Any]:
-    return {"attempt_id": attempt_id, "ok": ok, "payload": payload}
+def outcome(attempt_id: int, payload: bytes | None = b"r", ok: bool = True) -> Outcome:
+    return Outcome(attempt_id, ok, payload)
+
+
+def answer(*outcomes: Outcome, held: tuple[int, ...], dropped: tuple[int, ...] = ()) -> GroupAnswer:
+    return GroupAnswer("tcp://any", 1, outcomes, held=held, dropped=dropped)
 
 
 def test_a_worker_holds_what_is_asked_and_drops_the_oldest_beyond_its_room() -> None:
@@ -41,16 +46,14 @@ def test_an_item_gets_its_held_results_once_and_nothing_is_taken_when_one_is_mis
 
 def test_the_index_sends_an_aggregation_where_most_of_its_inputs_are_held() -> None:
     index = HeldIndex()
-    index.saw(
-        "tcp://a", {"outcomes": [outcome(1, b"x" * 10), outcome(2, b"x" * 10)], "held": [1, 2]}
-    )
-    index.saw("tcp://b", {"outcomes": [outcome(3, b"x" * 30)], "held": [3]})
-    index.saw("tcp://a", {"outcomes": [outcome(4, b"x")], "held": [4], "dropped": [4]})
+    index.saw("tcp://a", answer(outcome(1, b"x" * 10), outcome(2, b"x" * 10), held=(1, 2)))
+    index.saw("tcp://b", answer(outcome(3, b"x" * 30), held=(3,)))
+    index.saw("tcp://a", answer(outcome(4, b"x"), held=(4,), dropped=(4,)))
     assert len(index) == 3  # 4 was dropped by its worker
     # b holds 30 bytes of them, a 20: b gets it, and only 3 is sent by reference.
     assert index([1, 2, 3, None]) == ("tcp://b", {3})
     assert index([3]) == (None, set())  # each held result is sent for once
     assert index([1, 2]) == ("tcp://a", {1, 2})
-    index.saw("tcp://a", {"outcomes": [outcome(5)], "held": [5]})
+    index.saw("tcp://a", answer(outcome(5), held=(5,)))
     index.forget_workers_except(["tcp://b"])  # a is gone (restarted, removed)
     assert index([5]) == (None, set())

@@ -1,4 +1,4 @@
-"""Dask progress files (executors/dask_progress.py): in a private runtime directory,
+"""Dask progress files (executors/dask/remote/progress.py): in a private runtime directory,
 opened O_EXCL | O_NOFOLLOW, read after the writer's SIGKILL and removed."""
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.executors.dask_progress import Progress, progress_path, read_progress, runtime_dir
+from oomguard.executors.dask.remote.answers import WorkerProgress
+from oomguard.executors.dask.remote.progress import (
+    Progress,
+    progress_path,
+    read_progress,
+    runtime_dir,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -22,13 +28,13 @@ def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_killed_writers_progress_is_read_once_then_gone(tmp_root: Path) -> None:
-    code = ("import os, signal; from oomguard.executors.dask_progress import Progress; "
+    code = ("import os, signal; from oomguard.executors.dask.remote.progress import Progress; "
             "p = Progress(); p.note('group-7', 3); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     assert proc.wait(60) == -9
     directory = runtime_dir()
     assert directory is not None and oct(os.stat(directory).st_mode & 0o777) == "0o700"
-    assert read_progress(proc.pid) == {"key": "group-7", "index": 3}
+    assert read_progress(proc.pid) == WorkerProgress("group-7", 3)
     assert read_progress(proc.pid) is None and os.listdir(directory) == []
 
 
@@ -42,7 +48,7 @@ def test_a_planted_link_is_not_written_through(tmp_root: Path) -> None:
     progress.note("k", 1)
     assert victim.read_text() == "precious"
     assert not os.path.islink(path) and read_progress(os.getpid(), remove=False) == \
-        {"key": "k", "index": 1}
+        WorkerProgress("k", 1)
     progress.close()
     assert not os.path.exists(path)
 

@@ -21,8 +21,8 @@ from distributed.core import Status
 
 from fixtures.polling import wait_for
 from oomguard.config import RunnerConfig
-from oomguard.executors import dask_recycling
-from oomguard.executors.dask_recycling import Recycler
+from oomguard.executors.dask import recycling as dask_recycling
+from oomguard.executors.dask.recycling import Recycler
 
 ADDRESS = "tcp://127.0.0.1:40001"
 PREFIX = "oomguard-test"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from oomguard.executors.dask_isolation import CHILD_ENV_DROP
+from oomguard.executors.dask.remote.host_pool import CHILD_ENV_DROP
 from oomguard.worker.pool import PoolConfig, WorkerPool
 
 

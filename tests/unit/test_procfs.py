@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,38 @@ def test_the_real_proc_agrees_with_the_scheduler_budget() -> None:
     rss = procfs.rss_bytes()
     assert rss is not None and rss > 0
     assert budget.machine_memory() == procfs.machine_memory_bytes() > 0
+
+
+def test_a_process_tree_and_its_rss(fake_proc: Path) -> None:
+    # 42 has two threads with a child each (43, 44); 44 has a child 45; 46 is not in it.
+    for pid, kids in ((42, {42: "43 ", 50: "44"}), (43, {43: ""}), (44, {44: "45 "})):
+        for tid, text in kids.items():
+            (fake_proc / str(pid) / "task" / str(tid)).mkdir(parents=True)
+            (fake_proc / str(pid) / "task" / str(tid) / "children").write_text(text)
+    for pid, pages in ((43, 100), (44, 10), (45, 1), (46, 1000)):
+        (fake_proc / str(pid)).mkdir(exist_ok=True)
+        (fake_proc / str(pid) / "statm").write_text(f"9 {pages} 0 0 0 0 0\n")
+    assert sorted(procfs.children(42, fake_proc)) == [43, 44]
+    assert procfs.children(45, fake_proc) == [] and procfs.children(99, fake_proc) == []
+    assert procfs.tree_rss(42, fake_proc) == (300 + 100 + 10 + 1) * procfs.page_size()
+    assert procfs.tree_rss(99, fake_proc) == 0
+
+
+def test_the_real_tree_rss_counts_a_child() -> None:
+    code = "import sys; sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    try:
+        own = procfs.rss_bytes(os.getpid()) or 0
+        assert child.pid in procfs.children(os.getpid())
+        assert procfs.tree_rss(os.getpid()) > own
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait()
+
+
+def test_oom_score_adj_is_raised_never_lowered(fake_proc: Path) -> None:
+    procfs.raise_oom_score_adj(800, 42, fake_proc)
+    assert procfs.oom_score_adj(42, fake_proc) == 800
+    procfs.raise_oom_score_adj(100, 42, fake_proc)
+    assert procfs.oom_score_adj(42, fake_proc) == 800

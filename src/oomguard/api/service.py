@@ -289,7 +289,7 @@ class ServerState:
         return view.admitted if view.started else None
 
     def worker_rss(self) -> dict[str, int]:
-        from oomguard.worker.pool import tree_rss
+        from oomguard.procfs import tree_rss
 
         return {name: tree_rss(pid) for name, pid in self.runner.view().workers.items()}
 

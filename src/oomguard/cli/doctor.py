@@ -81,9 +81,10 @@ def _dask_workers(address: str) -> dict[str, dict[str, object]]:
     """Each Dask worker's isolation of attempts, by address (exit 10 if unreachable)."""
     from oomguard.config import RunnerConfig
     from oomguard.errors import ConfigError
-    from oomguard.executors.dask_client import connect, describe_workers
 
-    try:
+    try:  # the package says which extra to install when distributed is missing
+        from oomguard.executors.dask.cluster import connect, describe_workers
+
         client = connect(RunnerConfig(executor="dask", dask_address=address))
     except ConfigError as err:
         click.echo(f"oomguard: {err}", err=True)

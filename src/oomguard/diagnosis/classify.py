@@ -1,4 +1,6 @@
-"""Classify a worker's death with the evidence of the kernel and the cgroup.
+"""Classify a worker's death with the evidence of the kernel and the cgroup: the one
+table of death rules, for a local worker (:func:`classify_death`) and for a Dask worker
+process (:func:`classify_dask_death`), both reading the same kernel and counter rules.
 
 The rules are the "Failure classes" table of ``docs/ARCHITECTURE.md``. Counters are read
 when ``wait4`` returns and before the worker's cgroup is removed: the kernel counts the
@@ -12,6 +14,7 @@ import resource
 import signal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from oomguard.cgroups.cgroup import classify_counters
 from oomguard.jobs.model import FailureClass
 
 if TYPE_CHECKING:
@@ -72,8 +75,6 @@ def classify_death(
     kernel_event: OomEvent | None,
 ) -> tuple[FailureClass, dict[str, Any]]:
     """The class of a worker's death and the evidence that decided it."""
-    from oomguard.cgroups.cgroup import classify_counters
-
     evidence: dict[str, Any] = describe_status(status)
     if counters_before is not None:
         evidence["cgroup_before"] = counters_before.to_json()
@@ -177,3 +178,50 @@ def explain_death(
     elif worker.peak_sample:
         peak = worker.peak_sample
     return fc, evidence, peak
+
+
+# ------------------------------------------------------------------ a Dask worker's death
+
+#: a Dask worker is "near its memory limit" at death above this fraction of it
+NEAR_LIMIT = 0.9
+
+
+def classify_dask_death(
+    *,
+    exitcode: int | None,
+    kernel_event: OomEvent | None,
+    counters_before: CgroupCounters | None,
+    counters_after: CgroupCounters | None,
+    nanny_terminated: bool,
+    last_rss: int | None,
+    memory_limit: int | None,
+) -> tuple[FailureClass, str | None]:
+    """The class of a Dask worker process's death from its nanny's record, and who killed
+    it where that decided (``killed_by``); ``exitcode`` is multiprocessing's (``-N``: killed
+    by signal N; None: unknown).
+
+    Kernel evidence first, by the rules of :func:`classify_death`: a kernel OOM report for
+    the pid is ``oom_system`` when global, ``oom_ancestor`` when the limit hit was another
+    memcg's than the worker's (:func:`ancestor_limit`), else ``oom_cgroup``; a SIGKILL while
+    the worker's cgroup counted an OOM kill is what ``classify_counters`` says. Then the
+    nanny's memory-limit restart (``nanny_terminated``), or RSS near the limit at death:
+    ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
+    """
+    sigkill = exitcode == -signal.SIGKILL
+    if kernel_event is not None:
+        if _global(kernel_event):
+            return FailureClass.OOM_SYSTEM, None
+        if ancestor_limit(kernel_event):
+            return FailureClass.OOM_ANCESTOR, None
+        return FailureClass.OOM_CGROUP, None
+    if sigkill and counters_before is not None and counters_after is not None:
+        verdict = classify_counters(counters_before, counters_after)
+        if verdict is not None:
+            return FailureClass(verdict), None
+    if nanny_terminated:
+        return FailureClass.OOM_WATCHDOG, "dask nanny (worker memory limit)"
+    if memory_limit and last_rss and last_rss >= NEAR_LIMIT * memory_limit:
+        return FailureClass.OOM_WATCHDOG, "near the worker memory limit at death"
+    if exitcode is None or sigkill:
+        return FailureClass.KILLED, None
+    return FailureClass.CRASHED, None

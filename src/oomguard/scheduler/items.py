@@ -62,6 +62,6 @@ def call_item(run: Running, store: Store, held: Held | None = None) -> dict[str,
 def _aggregated(store: Store, job_id: str) -> bool:
     """Whether ``job_id``'s results are aggregated (False for a job gone meanwhile)."""
     try:
-        return bool(store.job(job_id)["agg"])
+        return bool(store.job(job_id).agg)
     except JobNotFoundError:
         return False

@@ -172,7 +172,7 @@ class Sampler:
             return None
 
     def _write(self, store: Store) -> None:
-        from oomguard.worker.pool import tree_rss
+        from oomguard.procfs import tree_rss
 
         snaps = []
         while self._queue:

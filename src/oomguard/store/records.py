@@ -99,10 +99,5 @@ class JobRecord:
     #: parameter groups stored so far
     groups: int
 
-    def __getitem__(self, key: str) -> object:
-        """Transitional: ``executors/base.py`` still reads ``job["agg"]`` (issue 28's
-        executor part removes that read); everything else reads attributes."""
-        return getattr(self, key)
-
 
 __all__ = ["JobRecord", "JobSpec", "JobTimes", "TaskRow"]

@@ -32,7 +32,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from oomguard.jobs.command import MARK_ENV
-from oomguard.procfs import PROCFS_PATH, process_state, read_text
+from oomguard.procfs import PROCFS_PATH, children, process_state
 
 #: prctl option that makes the caller a child subreaper
 PR_SET_CHILD_SUBREAPER = 36
@@ -104,15 +104,7 @@ class Leftovers:
             if len(data) == _READ and self._procs_path is not None:  # a long list
                 data = Path(self._procs_path).read_bytes()
             return [pid for pid in _pids(data.decode("ascii", "replace")) if pid != self._me]
-        tasks = self._proc_root / str(self._me) / "task"
-        try:
-            threads = os.listdir(tasks)
-        except OSError:
-            return []
-        found: list[int] = []
-        for tid in threads:
-            found.extend(_pids(read_text(tasks / tid / "children") or ""))
-        return found
+        return children(self._me, self._proc_root)
 
     def _gone(self, pid: int) -> bool:
         state = process_state(pid, self._proc_root)

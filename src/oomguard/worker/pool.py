@@ -39,6 +39,7 @@ import psutil
 from oomguard.errors import IsolationError
 from oomguard.jobs.command import open_pidfd
 from oomguard.jobs.model import KillReason
+from oomguard.procfs import tree_rss
 from oomguard.worker.frames import FrameReader
 from oomguard.worker.leftovers import MARK_ENV, kill_marked
 from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, decode
@@ -536,18 +537,3 @@ def _received(worker: Worker, msg: Message) -> Message:
         msg = Refused(msg.message, tuple(worker.inflight))
         worker.inflight.clear()
     return msg
-
-
-def tree_rss(pid: int) -> int:
-    """RSS of a process and all its descendants, in bytes (0 if it is gone)."""
-    try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-        return int(total)
-    except psutil.Error:
-        return 0

@@ -7,7 +7,7 @@ worker's RSS; a worker grown past ``recycle_growth_fraction`` of its memory limi
 :attr:`Recycler.recycles` by reason. On a thread of its own (the scheduler loop goes on,
 and gathers what the worker finishes meanwhile), a recycle:
 
-1. **cordons** the worker (:func:`~oomguard.executors.dask_client.cordon`): the Dask
+1. **cordons** the worker (:func:`~oomguard.executors.dask.cluster.cordon`): the Dask
    scheduler assigns it nothing more, and it starts nothing more of what is queued there;
 2. **drains** it: waits until it runs nothing of oomguard's and holds no result oomguard
    has not gathered, at most :data:`DRAIN_TIMEOUT_S`;
@@ -26,10 +26,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
-from oomguard.executors.dask_client import cordon, held_on, restart_worker, uncordon
+from oomguard.executors.dask.cluster import cordon, held_on, restart_worker, uncordon
+from oomguard.executors.dask.remote import THREAD
+from oomguard.executors.dask.remote.answers import GroupAnswer
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -70,24 +72,24 @@ class Recycler:
         self._lock = threading.Lock()
 
     def after_group(
-        self, client: Client, address: str, out: dict[str, Any], limit: int | None
+        self, client: Client, address: str, out: GroupAnswer, limit: int | None
     ) -> None:
         """Count the group ``out`` ran on ``address`` and recycle the worker if it is due.
 
         ``limit`` is the worker's memory limit, where the scheduler reports one.
         """
-        outcomes = out.get("outcomes") or []
-        if out.get("isolation") not in (None, "thread"):
+        outcomes = out.outcomes
+        if out.isolation not in (None, THREAD):
             # Attempts ran in the worker's children, which its pool recycles itself
             # (grown, MemoryError, max tasks): the Dask worker did not grow; keep it.
             with self._lock:
-                for reason, n in (out.get("recycled") or {}).items():
-                    self.recycles[reason] = self.recycles.get(reason, 0) + int(n)
+                for why, n in out.recycled.items():
+                    self.recycles[why] = self.recycles.get(why, 0) + n
             return
         n = self._tasks_on[address] = self._tasks_on.get(address, 0) + len(outcomes)
-        reason = None
-        rss, baseline = out.get("rss_after"), out.get("baseline")
-        if any(o.get("failure_class") == "memory_error" for o in outcomes):
+        reason: str | None = None
+        rss, baseline = out.rss_after, out.baseline
+        if any(o.failure_class == "memory_error" for o in outcomes):
             reason = "memory_error"
         elif (
             limit

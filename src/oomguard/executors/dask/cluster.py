@@ -6,53 +6,50 @@ started and where a key is running, reading its event topics (the evidence of wo
 deaths), and recycling a worker: cordoning it (:func:`cordon`), asking what of oomguard's
 it still runs or holds (:func:`held_on`), restarting it through its nanny
 (:func:`restart_worker`). Each question to the scheduler is answered within
-:data:`SCHEDULER_CALL_S` or raises :class:`TimeoutError`. ``distributed`` is an optional
-extra: :func:`import_distributed` imports it when the executor is built and names the
-extra to install when it is missing.
+:data:`SCHEDULER_CALL_S` or raises :class:`TimeoutError`. What runs on the scheduler is
+:mod:`oomguard.executors.dask.remote.scheduler`; on the workers,
+:mod:`~oomguard.executors.dask.remote.worker_plugin`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import distributed
+from distributed import Client
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
-
-if TYPE_CHECKING:
-    from distributed import Client, Scheduler
-    from distributed.core import Status
+from oomguard.executors.dask.remote import PLUGIN_NAME
+from oomguard.executors.dask.remote import scheduler as on_scheduler
+from oomguard.executors.dask.remote.answers import Evidence
+from oomguard.executors.dask.remote.nanny_plugin import NannyEvidencePlugin
+from oomguard.executors.dask.remote.worker_plugin import (
+    WorkerEvidencePlugin,
+    host_isolation,
+    kill_on_host,
+)
 
 log = logging.getLogger("oomguard.executor.dask")
 
-MISSING = "the dask executor needs dask[distributed]: pip install 'oomguard[dask]'"
 #: the longest oomguard waits for the Dask scheduler to answer one question
 SCHEDULER_CALL_S = 30.0
 
 
-def _on_scheduler(client: Client, function: Any, extra_s: float = 0.0, **kwargs: Any) -> Any:
+def _on_scheduler(
+    client: Client, function: Callable[..., object], extra_s: float = 0.0, **kwargs: object
+) -> Any:
     """``function(dask_scheduler=..., **kwargs)`` run on the Dask scheduler, its answer
     awaited at most :data:`SCHEDULER_CALL_S` (plus ``extra_s``)."""
     # callback_timeout is Client.sync's own deadline; the other keywords go to function.
-    return client.run_on_scheduler(  # type: ignore[no-untyped-call]
-        function, callback_timeout=SCHEDULER_CALL_S + extra_s, **kwargs
-    )
-
-
-def import_distributed() -> ModuleType:
-    """The ``distributed`` module, or :class:`ConfigError` naming the extra to install."""
-    try:
-        import distributed
-    except ImportError as err:
-        raise ConfigError(MISSING) from err
-    return distributed
+    return client.run_on_scheduler(function, callback_timeout=SCHEDULER_CALL_S + extra_s, **kwargs)
 
 
 def connect(config: RunnerConfig) -> Client:
     """A client of the scheduler at ``config.dask_address``; :class:`ConfigError` if down."""
-    distributed = import_distributed()
     try:
         client: Client = distributed.Client(
             config.dask_address, timeout="10s", set_as_default=False
@@ -64,14 +61,39 @@ def connect(config: RunnerConfig) -> Client:
         ) from err
 
 
+@dataclass(frozen=True)
+class DaskWorker:
+    """What the executor uses of a Dask worker, as the scheduler describes it."""
+
+    nthreads: int = 1
+    memory_limit: int | None = None
+    #: its ``MEMORY`` resource (None: it has none: attempts are placed without it)
+    memory: int | None = None
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value else None
+
+
+def workers(client: Client) -> dict[str, DaskWorker]:
+    """The cluster's workers by address (``Client.scheduler_info``)."""
+    info = client.scheduler_info(n_workers=-1)
+    got: dict[str, DaskWorker] = {}
+    for address, worker in dict(info.get("workers") or {}).items():
+        if not isinstance(worker, Mapping):
+            continue
+        resources = worker.get("resources")
+        memory = resources.get("MEMORY") if isinstance(resources, Mapping) else None
+        got[str(address)] = DaskWorker(
+            nthreads=_int(worker.get("nthreads")) or 1,
+            memory_limit=_int(worker.get("memory_limit")),
+            memory=None if memory is None else int(memory),
+        )
+    return got
+
+
 def register_plugins(client: Client, config: RunnerConfig) -> None:
     """Register oomguard's worker and nanny plugins, the evidence of worker deaths."""
-    from oomguard.executors.dask_plugin import (
-        PLUGIN_NAME,
-        NannyEvidencePlugin,
-        WorkerEvidencePlugin,
-    )
-
     worker_plugin = WorkerEvidencePlugin(
         config.worker_oom_score_adj,
         isolation=config.dask_isolation,
@@ -86,17 +108,8 @@ def register_plugins(client: Client, config: RunnerConfig) -> None:
 
 def check_scheduler(client: Client) -> None:
     """Warn about scheduler settings that break oomguard's promises (allowed-failures)."""
-
-    def settings(dask_scheduler: Scheduler) -> dict[str, Any]:
-        import dask
-
-        return {
-            "allowed_failures": dask_scheduler.allowed_failures,
-            "worker_saturation": dask.config.get("distributed.scheduler.worker-saturation"),
-        }
-
     try:
-        got = _on_scheduler(client, settings)
+        got = _on_scheduler(client, on_scheduler.settings)
     except Exception as err:  # a scheduler that refuses run_on_scheduler still works
         log.info("cannot read the Dask scheduler's settings: %s", err)
         return
@@ -118,37 +131,27 @@ def started_on_worker(client: Client | None, key: str) -> bool:
     """Whether the task ``key`` ever started on a worker (``True`` when it cannot tell)."""
     if client is None:
         return True
-    from oomguard.executors.dask_plugin import was_started
-
     try:
-        return bool(_on_scheduler(client, was_started, key=key))
+        return bool(_on_scheduler(client, on_scheduler.was_started, key=key))
     except Exception:
         return True  # cannot tell: count it as the attempt that died
 
 
 def processing_on(client: Client, key: str) -> str | None:
     """The address of the worker running the task ``key`` now, if the scheduler knows."""
-
-    def where(dask_scheduler: Scheduler, key: str) -> str | None:
-        ts = dask_scheduler.tasks.get(key)
-        ws = getattr(ts, "processing_on", None)
-        return None if ws is None else str(ws.address)
-
     try:
-        got = _on_scheduler(client, where, key=key)
+        got = _on_scheduler(client, on_scheduler.processing_on, key=key)
     except Exception:
         return None
     return None if got is None else str(got)
 
 
 def kill_on_worker(
-    client: Client, address: str, attempt_id: int, reason: str, evidence: dict[str, Any]
+    client: Client, address: str, attempt_id: int, reason: str, evidence: Evidence
 ) -> str:
     """Kill the child process running ``attempt_id`` on the worker at ``address``, the
     Dask worker itself untouched: ``killed``, ``absent`` (no child there runs it), or
     ``thread`` (that worker runs attempts in its own thread, or cannot be asked)."""
-    from oomguard.executors.dask_plugin import kill_on_host
-
     try:
         got = client.run(
             kill_on_host,
@@ -165,10 +168,8 @@ def kill_on_worker(
     return answer if isinstance(answer, str) else "thread"
 
 
-def describe_workers(client: Client) -> dict[str, dict[str, Any]]:
+def describe_workers(client: Client) -> dict[str, dict[str, object]]:
     """How each Dask worker isolates attempts (mode, reason, pid, children), by address."""
-    from oomguard.executors.dask_plugin import host_isolation
-
     try:
         got = client.run(host_isolation, on_error="return")
     except Exception as err:
@@ -197,7 +198,7 @@ def isolation_of_workers(client: Client) -> dict[str, str]:
     return modes
 
 
-def scheduler_events(client: Client, topic: str, since: float) -> list[dict[str, Any]]:
+def scheduler_events(client: Client, topic: str, since: float) -> list[Mapping[str, object]]:
     """The scheduler's events on ``topic`` from ``since`` on (none when it cannot say)."""
     try:
         got = client.get_events(topic)
@@ -215,37 +216,12 @@ def cordon(client: Client, address: str) -> bool:
     itself, which from then on starts none of the tasks queued there; those it is running
     go on. False: the scheduler knows no such worker (it is gone already).
     """
-
-    def on_scheduler(dask_scheduler: Scheduler, address: str) -> bool:
-        from distributed.core import Status
-
-        return _set_status(dask_scheduler, address, Status.closing_gracefully, "cordon")
-
-    return bool(_on_scheduler(client, on_scheduler, address=address))
+    return bool(_on_scheduler(client, on_scheduler.cordon, address=address))
 
 
 def uncordon(client: Client, address: str) -> bool:
     """Undo :func:`cordon`: the worker at ``address`` runs tasks again."""
-
-    def on_scheduler(dask_scheduler: Scheduler, address: str) -> bool:
-        from distributed.core import Status
-
-        return _set_status(dask_scheduler, address, Status.running, "uncordon")
-
-    return bool(_on_scheduler(client, on_scheduler, address=address))
-
-
-def _set_status(dask_scheduler: Scheduler, address: str, status: Status, why: str) -> bool:
-    """On the Dask scheduler: set a worker's status there, then tell the worker."""
-    ws = dask_scheduler.workers.get(address)
-    if ws is None:
-        return False
-    stimulus_id = f"oomguard-{why}-{time.time()}"
-    dask_scheduler.handle_worker_status_change(status, ws, stimulus_id)
-    comm = dask_scheduler.stream_comms.get(address)
-    if comm is not None:
-        comm.send({"op": "worker-status-change", "status": status.name, "stimulus_id": stimulus_id})
-    return True
+    return bool(_on_scheduler(client, on_scheduler.uncordon, address=address))
 
 
 def held_on(client: Client, address: str, prefix: str) -> tuple[list[str], list[str]] | None:
@@ -255,25 +231,7 @@ def held_on(client: Client, address: str, prefix: str) -> tuple[list[str], list[
     wait to be gathered (their results live in that worker's memory); *queued* ones are
     assigned to it and never started. None: the scheduler knows no such worker.
     """
-
-    def on_scheduler(
-        dask_scheduler: Scheduler, address: str, prefix: str
-    ) -> tuple[list[str], list[str]] | None:
-        from oomguard.executors.dask_plugin import was_started
-
-        ws = dask_scheduler.workers.get(address)
-        if ws is None:
-            return None
-        busy: list[str] = []
-        queued: list[str] = []
-        for ts in ws.processing:
-            key = str(ts.key)
-            if key.startswith(prefix):
-                (busy if was_started(dask_scheduler, key) else queued).append(key)
-        busy += [str(ts.key) for ts in ws.has_what if str(ts.key).startswith(prefix)]
-        return busy, queued
-
-    got = _on_scheduler(client, on_scheduler, address=address, prefix=prefix)
+    got = _on_scheduler(client, on_scheduler.held_on, address=address, prefix=prefix)
     return None if got is None else (list(got[0]), list(got[1]))
 
 
@@ -282,25 +240,13 @@ def restart_worker(client: Client, address: str, prefix: str, timeout: float) ->
     closed), waiting at most ``timeout`` seconds for its process to end and not for the
     new one to join; the keys starting with ``prefix`` it had when it was told to go.
     """
-
-    async def on_scheduler(
-        dask_scheduler: Scheduler, address: str, prefix: str, timeout: float
-    ) -> tuple[list[str], dict[str, Any]]:
-        ws = dask_scheduler.workers.get(address)
-        if ws is None:
-            return [], {address: "gone already"}
-        keys = [str(ts.key) for ts in (*ws.processing, *ws.has_what)]
-        got = await dask_scheduler.restart_workers(
-            [address],
-            timeout=timeout,
-            wait_for_workers=False,
-            on_error="return",
-            stimulus_id=f"oomguard-recycle-{time.time()}",
-        )
-        return [key for key in keys if key.startswith(prefix)], dict(got)
-
     keys, got = _on_scheduler(
-        client, on_scheduler, extra_s=timeout, address=address, prefix=prefix, timeout=timeout
+        client,
+        on_scheduler.restart_worker,
+        extra_s=timeout,
+        address=address,
+        prefix=prefix,
+        timeout=timeout,
     )
     if got.get(address) != "OK":
         log.warning("restarting Dask worker %s: %s", address, got.get(address))

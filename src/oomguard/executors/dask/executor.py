@@ -3,27 +3,27 @@
 The same promises as the local pool, on Dask:
 
 * **Bounded in-flight window.** Groups of short attempts go as Dask tasks of up to 32
-  (:mod:`~.dask_backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
+  (:mod:`~.backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
   yet; each is released once fetched, and the next runs while its results are written.
 * **Nothing finished runs again.** Each Dask task asks the Dask scheduler once whether its
   key ever started (Dask recomputes a finished key whose worker died before it was
   gathered); a rerun is refused, its attempts reported killed and retried. The nanny
   tells the attempts a dead worker ran from those it never began (requeued).
 * **Memory-aware placement and limits.** Each Dask task asks for ``resources={"MEMORY":
-  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.dask_isolation`).
+  limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.remote.host_pool`).
 * **Off the loop.** Answers are fetched, and large results written as blob files, on fetch
-  threads (:func:`~oomguard.executors.dask_flights.fetch_answer`).
+  threads (:func:`~oomguard.executors.dask.flights.fetch_answer`).
 * **Aggregations where their inputs are.** Replicates' results are also held on the Dask
   worker that made them; an aggregation is sent there and refers to them instead of
-  carrying them (:mod:`~.dask_held`).
+  carrying them (:mod:`~.held`).
 * **oomguard retries, Dask does not.** Futures are submitted with ``retries=0``, and the
   scheduler's ``allowed-failures`` is 0: a worker death fails the future with
-  ``KilledWorker``, classified from the evidence of :mod:`~.dask_plugin`
+  ``KilledWorker``, classified from the evidence of :mod:`~.remote`
   (:func:`classify_dask_death`) and reported as a failed outcome, so the scheduler's retry
   and OOM-escalation rules apply unchanged.
 * **Recycling.** A worker grown past ``recycle_growth_fraction`` of its memory limit (or
   past ``max_tasks_per_worker``, or after a ``MemoryError``) is cordoned, drained and
-  restarted through its nanny (:mod:`~.dask_recycling`), counted in
+  restarted through its nanny (:mod:`~.recycling`), counted in
   :attr:`DaskExecutor.recycles` by reason; an attempt that dies with it is requeued.
 """
 
@@ -37,30 +37,35 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from distributed import Client, Future
+from distributed.scheduler import KilledWorker
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
 from oomguard.executors.base import Attempt, ItemReader, WorkerRef
-from oomguard.executors.dask_backlog import Backlog
-from oomguard.executors.dask_client import (
+from oomguard.executors.dask.backlog import Backlog
+from oomguard.executors.dask.cluster import (
+    DaskWorker,
     check_scheduler,
     connect,
-    import_distributed,
     isolation_of_workers,
     kill_on_worker,
     processing_on,
     register_plugins,
     scheduler_events,
     started_on_worker,
+    workers,
 )
-from oomguard.executors.dask_deaths import (
+from oomguard.executors.dask.deaths import (
     EVIDENCE_WAIT_S,
     PendingDeath,
     classify_dask_death,
     resolve_deaths,
 )
-from oomguard.executors.dask_flights import (
+from oomguard.executors.dask.flights import (
+    BlobWriter,
     Counters,
     DaskWorkerRef,
     Ended,
@@ -72,16 +77,16 @@ from oomguard.executors.dask_flights import (
     lost_events,
     outcome_events,
 )
-from oomguard.executors.dask_held import HeldIndex
-from oomguard.executors.dask_recycling import RESTART_TIMEOUT_S, Recycler
+from oomguard.executors.dask.held import HeldIndex
+from oomguard.executors.dask.recycling import RESTART_TIMEOUT_S, Recycler
+from oomguard.executors.dask.remote import DEATH_TOPIC, NANNY_MEMORY_TOPIC
+from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer
+from oomguard.executors.dask.remote.tasks import run_calls
 from oomguard.executors.events import Event, Requeued
-from oomguard.jobs.model import FailureClass
+from oomguard.jobs.model import FailureClass, KillReason
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
-
     from oomguard.cgroups.detect import IsolationPlan
-    from oomguard.store.blobs import BlobFiles
 
 log = logging.getLogger("oomguard.executor.dask")
 
@@ -101,24 +106,31 @@ class DaskExecutor:
     """Runs attempts as Dask futures on the cluster at ``config.dask_address``."""
 
     def __init__(
-        self, config: RunnerConfig, isolation: IsolationPlan | None, blobs: BlobFiles | None = None
+        self,
+        config: RunnerConfig,
+        isolation: IsolationPlan | None,
+        blobs: BlobWriter | None = None,
+        blob_threshold: int | None = None,
     ) -> None:
-        import_distributed()
+        if (blobs is None) != (blob_threshold is None):
+            raise ValueError("blobs and blob_threshold go together")
         if not config.dask_address:
             raise ConfigError(
                 "the dask executor needs the scheduler's address: --dask-address tcp://HOST:8786"
             )
         self.config = config
         self.isolation = isolation
-        #: the store's blob files: large results are written there as they are fetched
+        #: the store's blob files: results over ``blob_threshold`` bytes are written there
+        #: as they are fetched
         self.blobs = blobs
+        self.blob_threshold = blob_threshold or 0
         self._fetcher: ThreadPoolExecutor | None = None
         self.client: Client | None = None
         self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
-        self.done: queue.Queue[Any] = queue.Queue()
+        self.done: queue.Queue[Future[GroupAnswer] | Ended | Fetched] = queue.Queue()
         #: which worker holds which replicate's result, for its aggregation
         self.held = HeldIndex()
         #: groups of attempts waiting to be sent
@@ -129,7 +141,7 @@ class DaskExecutor:
         self.deaths: list[PendingDeath] = []
         self.recycler = Recycler(config, self.prefix)
         self.counters = Counters()
-        self.workers: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, DaskWorker] = {}
         self.has_memory = False
         self._workers_at = 0.0
         self._warned_no_memory = False
@@ -192,11 +204,10 @@ class DaskExecutor:
         if not force and now - self._workers_at < WORKERS_REFRESH_S:
             return
         self._workers_at = now
-        info = self._client.scheduler_info(n_workers=-1)
-        self.workers = dict(info.get("workers", {}))
+        self.workers = workers(self._client)
         self.held.forget_workers_except(self.workers)
         self.has_memory = bool(self.workers) and all(
-            "MEMORY" in (w.get("resources") or {}) for w in self.workers.values()
+            w.memory is not None for w in self.workers.values()
         )
         if self.workers and not self.has_memory and not self._warned_no_memory:
             self._warned_no_memory = True
@@ -207,12 +218,12 @@ class DaskExecutor:
 
     @property
     def window(self) -> int:
-        threads = sum(int(w.get("nthreads") or 1) for w in self.workers.values())
+        threads = sum(w.nthreads for w in self.workers.values())
         return max(1, self.window_per_thread * threads)
 
     def _largest_memory(self) -> int:
         return max(
-            (int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values()),
+            (w.memory or 0 for w in self.workers.values()),
             default=0,
         )
 
@@ -230,7 +241,7 @@ class DaskExecutor:
 
     def memory_budget(self) -> int | None:
         """The cluster's memory: the sum of its workers' MEMORY resources."""
-        total = sum(int((w.get("resources") or {}).get("MEMORY", 0)) for w in self.workers.values())
+        total = sum(w.memory or 0 for w in self.workers.values())
         return total or None
 
     def free_slots(self) -> int:
@@ -252,8 +263,6 @@ class DaskExecutor:
         self._send()
 
     def _send(self) -> None:
-        from oomguard.executors.dask_plugin import run_calls
-
         window = self.window
         while self.backlog and self._running() < window:
             runs, items, limit, at = self.backlog.take()
@@ -302,7 +311,7 @@ class DaskExecutor:
             time.sleep(timeout)
             return []
         self._send()
-        done: list[Any] = []
+        done: list[Future[GroupAnswer] | Ended | Fetched] = []
         try:
             done.append(self.done.get(timeout=timeout))
             while True:
@@ -333,7 +342,12 @@ class DaskExecutor:
         blob files there (fsync'd); the answer comes back through ``done``."""
 
         def fetch() -> None:
-            self.done.put(Fetched(flight, fetch_answer(flight, self.blobs, FETCH_TIMEOUT_S, here)))
+            self.done.put(
+                Fetched(
+                    flight,
+                    fetch_answer(flight, self.blobs, self.blob_threshold, FETCH_TIMEOUT_S, here),
+                )
+            )
 
         def here() -> None:  # its slot is free (poll woken) while its results are written
             flight.future.release()  # nothing stays in distributed memory (but held results)
@@ -345,7 +359,7 @@ class DaskExecutor:
         """Dask tasks in the window: sent, their answer not fetched yet."""
         return sum(1 for flight in self.inflight.values() if not flight.fetched)
 
-    def _flight_of(self, future: Future[Any]) -> Flight | None:
+    def _flight_of(self, future: Future[GroupAnswer]) -> Flight | None:
         flight = self.inflight.get(str(future.key))
         return flight if flight is not None and flight.future is future else None
 
@@ -355,7 +369,7 @@ class DaskExecutor:
             if self.by_attempt.get(run.attempt_id) is flight:
                 del self.by_attempt[run.attempt_id]
 
-    def _gathered(self, flight: Flight, value: Any) -> list[Event]:
+    def _gathered(self, flight: Flight, value: GroupAnswer | BaseException) -> list[Event]:
         """The events of a group whose answer was fetched (or whose fetch raised)."""
         if self.inflight.get(flight.key) is not flight:
             return []  # ended meanwhile (cancelled, stopped)
@@ -365,33 +379,32 @@ class DaskExecutor:
             return self._ended_by_error(flight, value)
         return self._outcomes(flight, value)
 
-    def _outcomes(self, flight: Flight, out: dict[str, Any]) -> list[Event]:
-        address = out.get("worker")
+    def _outcomes(self, flight: Flight, out: GroupAnswer) -> list[Event]:
+        address = out.worker
         # The process that ran each attempt: its child, or the Dask worker itself.
-        pids = {o["attempt_id"]: o.get("pid") for o in out.get("outcomes") or ()}
+        pids = {o.attempt_id: o.pid for o in out.outcomes}
         for run in flight.runs:
-            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.get("pid"))
-        if out.get("duplicate"):
+            run.worker = DaskWorkerRef(address, pids.get(run.attempt_id) or out.pid)
+        if out.duplicate:
             # It had finished, but its worker died before we gathered the results and Dask
             # ran it again: the wrapper refused to, so each attempt counts as killed with
             # its worker, and oomguard retries them under new attempts.
             return self._results_lost(flight, address, {"rerun_on": address})
-        if out.get("missing"):  # held inputs gone (dask_held): nothing ran; store next time
+        if out.missing:  # held inputs gone (held.py): nothing ran; store next time
             return self._requeued(flight, "its inputs held on a Dask worker were gone")
         if address:
             self.held.saw(address, out)
-        if address and out.get("isolation"):
-            self.isolation_modes[address] = str(out["isolation"])
-        self.backlog.saw(flight.runs, out["outcomes"], self.isolation_modes)  # sizes tasks
-        events = outcome_events(flight, out["outcomes"], address, self.counters)
+        if address and out.isolation:
+            self.isolation_modes[address] = out.isolation
+        self.backlog.saw(flight.runs, out.outcomes, self.isolation_modes)  # sizes tasks
+        events = outcome_events(flight, out.outcomes, address, self.counters)
         if address:
-            limit = self.workers.get(address, {}).get("memory_limit")
+            worker = self.workers.get(address)
+            limit = worker.memory_limit if worker is not None else None
             self.recycler.after_group(self._client, address, out, limit)
         return events
 
-    def _results_lost(
-        self, flight: Flight, address: str | None, evidence: dict[str, Any]
-    ) -> list[Event]:
+    def _results_lost(self, flight: Flight, address: str | None, evidence: Evidence) -> list[Event]:
         """The group ran, but its results died with their worker before they were
         gathered: each attempt counts as killed with its worker and is retried (requeued,
         when oomguard restarted that worker)."""
@@ -420,8 +433,6 @@ class DaskExecutor:
         return self._ended_by_error(flight, err)
 
     def _ended_by_error(self, flight: Flight, err: BaseException) -> list[Event]:
-        from distributed.scheduler import KilledWorker
-
         if isinstance(err, KilledWorker):
             last = err.last_worker
             address = str(getattr(last, "address", ""))
@@ -458,8 +469,8 @@ class DaskExecutor:
         if not self.deaths:
             return []
         since = self._started - 1
-        records = scheduler_events(self._client, "oomguard-worker-death", since)
-        restarts = scheduler_events(self._client, "worker-restart-memory", since)
+        records = scheduler_events(self._client, DEATH_TOPIC, since)
+        restarts = scheduler_events(self._client, NANNY_MEMORY_TOPIC, since)
         with self._lock:
             self.deaths, events = resolve_deaths(
                 self.deaths, records, restarts, self.workers, self.counters
@@ -468,7 +479,7 @@ class DaskExecutor:
 
     # -- killing ----------------------------------------------------------------------
 
-    def kill(self, run: Attempt, reason: str, evidence: dict[str, Any]) -> None:
+    def kill(self, run: Attempt, reason: KillReason, evidence: Evidence) -> None:
         """End an attempt (timeout, cancel): forget its future, restart its worker.
 
         An attempt in a group with other live attempts is only dropped: the group goes on
@@ -484,7 +495,9 @@ class DaskExecutor:
             address = processing_on(self._client, flight.key)
             killed = "thread"
             if address:
-                killed = kill_on_worker(self._client, address, run.attempt_id, reason, evidence)
+                killed = kill_on_worker(
+                    self._client, address, run.attempt_id, reason.value, evidence
+                )
             if killed == "killed":
                 # Only its child died: the group's answer comes back (its outcome moot)
                 # and the Dask worker keeps running, nothing else lost.
@@ -493,9 +506,9 @@ class DaskExecutor:
                 self.inflight.pop(flight.key, None)
                 self._client.cancel([flight.future])
                 if address and killed == "thread":
-                    self.recycler.recycle(self._client, address, reason)
-        fc = FailureClass.TIMEOUT if reason == "timeout" else FailureClass.KILLED
-        evidence = dict(evidence, executor="dask", killed_by_oomguard=reason, worker=address)
+                    self.recycler.recycle(self._client, address, reason.value)
+        fc = FailureClass.TIMEOUT if reason is KillReason.TIMEOUT else FailureClass.KILLED
+        evidence = dict(evidence, executor="dask", killed_by_oomguard=reason.value, worker=address)
         self.done.put(
             Ended(
                 failure_event(

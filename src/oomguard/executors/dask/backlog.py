@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.base import Attempt, Held, ItemReader, input_error_event
-from oomguard.executors.dask_isolation import THREAD
+from oomguard.executors.dask.remote import THREAD
+from oomguard.executors.dask.remote.answers import CallItem, Outcome
 from oomguard.executors.events import Event
 
 #: the most attempts in one Dask task
@@ -48,7 +48,7 @@ class Backlog:
         self._held = held
         self._read_item: ItemReader | None = None
         #: (runs, limit, the first run's item when already read)
-        self._groups: deque[tuple[Sequence[Attempt], int, dict[str, Any] | None]] = deque()
+        self._groups: deque[tuple[Sequence[Attempt], int, CallItem | None]] = deque()
         #: the largest result seen of each (kind, function)
         self._result_bytes: dict[tuple[str, str] | None, int] = {}
         #: every Dask worker runs attempts in children (none in ``thread`` mode)
@@ -72,15 +72,15 @@ class Backlog:
     def saw(
         self,
         runs: Sequence[Attempt],
-        outcomes: Sequence[dict[str, Any]],
+        outcomes: Sequence[Outcome],
         modes: Mapping[str, str],
     ) -> None:
         """Note the sizes of the results a Dask task of ``runs`` brought back, and the
         Dask workers' isolation ``modes`` (address -> mode) known so far."""
         self._isolated = bool(modes) and THREAD not in modes.values()
         by_id = {run.attempt_id: run for run in runs}
-        for item in outcomes:
-            run, payload = by_id.get(item["attempt_id"]), item.get("payload")
+        for outcome in outcomes:
+            run, payload = by_id.get(outcome.attempt_id), outcome.payload
             if run is None or payload is None:
                 continue
             key = _function(run)
@@ -96,7 +96,7 @@ class Backlog:
     def clear(self) -> None:
         self._groups.clear()
 
-    def take(self) -> tuple[list[Attempt], list[dict[str, Any]], int, str | None]:
+    def take(self) -> tuple[list[Attempt], list[CallItem], int, str | None]:
         """The next Dask task's attempts, their call items, its limit and the worker it
         must go to (where results its items refer to are held), if any.
 
@@ -106,7 +106,7 @@ class Backlog:
         an error outcome.
         """
         runs, limit, first = self._groups.popleft()
-        items: list[dict[str, Any]] = []
+        items: list[CallItem] = []
         sent: list[Attempt] = []
         size = 0
         at: str | None = None
@@ -138,7 +138,7 @@ def _function(run: Attempt) -> tuple[str, str] | None:
     return None if task is None else (task.kind, task.fn)
 
 
-def _item_bytes(item: dict[str, Any]) -> int:
+def _item_bytes(item: CallItem) -> int:
     """The rough size of a call item's inputs (what it sends to the worker)."""
     size = len(item.get("payload") or b"") + len(item.get("params") or "")
     # A result held on the worker ({"held": attempt id}) is not sent.

@@ -1,7 +1,7 @@
 """Why a Dask worker died, and what its death means for the group it was running.
 
 When an attempt's future fails with ``KilledWorker``, the executor keeps a
-:class:`PendingDeath` until the evidence of :mod:`oomguard.executors.dask_plugin` arrives
+:class:`PendingDeath` until the evidence of :mod:`oomguard.executors.dask.remote` arrives
 (or :data:`EVIDENCE_WAIT_S` passes): the nanny's death record and its own memory-limit
 restart event, matched to the death by pid (:func:`match_event`).
 :func:`classify_dask_death` turns that evidence into a failure class, and
@@ -11,15 +11,17 @@ restart event, matched to the death by pid (:func:`match_event`).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from oomguard.executors.dask_flights import Counters, Flight, failure_event
+from oomguard.diagnosis import classify
+from oomguard.diagnosis.classify import describe_status
+from oomguard.executors.dask.cluster import DaskWorker
+from oomguard.executors.dask.flights import Counters, Flight, failure_event
+from oomguard.executors.dask.remote.answers import DeathRecord, Evidence, as_json
 from oomguard.executors.events import Event, Requeued
 from oomguard.jobs.model import FailureClass
 
-#: a worker is "near its memory limit" at death above this fraction of it
-NEAR_LIMIT = 0.9
 #: how long to wait for the nanny's death record after a worker died
 EVIDENCE_WAIT_S = 1.5
 
@@ -37,33 +39,25 @@ def classify_dask_death(
     *,
     pid: int | None,
     address: str,
-    record: dict[str, Any] | None,
-    nanny_restart: dict[str, Any] | None,
+    record: DeathRecord | None,
+    nanny_restart: Mapping[str, object] | None,
     memory_limit: int | None,
-) -> tuple[FailureClass, dict[str, Any], int | None]:
+) -> tuple[FailureClass, Evidence, int | None]:
     """The class of a Dask worker's death, the evidence that decided it, and its peak.
 
     ``record`` is the nanny plugin's death record, ``nanny_restart`` the nanny's own
     ``worker-restart-memory`` event for the pid; either may be missing (no nanny, plugin
-    not registered, evidence late). Kernel evidence comes first: a kernel OOM kill names
-    the pid in its ``Killed process`` line (``oom_system`` when global; when a memory
-    cgroup's limit, ``oom_cgroup`` if it is the worker's own cgroup and ``oom_ancestor`` if
-    the line's ``oom_memcg`` is not its ``task_memcg``), or the worker's cgroup ``oom_kill``
-    counter rose while it died by SIGKILL (``oom_ancestor`` where v2's ``oom`` did not rise
-    with it). These are the rules of :func:`~oomguard.diagnosis.classify.classify_death`
-    for local workers. Then the nanny's memory-limit restart, or RSS near the limit at
-    death: ``oom_watchdog``. Otherwise ``killed`` (SIGKILL or unknown) or ``crashed``.
+    not registered, evidence late). The rules are
+    :func:`oomguard.diagnosis.classify.classify_dask_death`'s, beside the local ones.
     """
-    from oomguard.diagnosis.classify import describe_status
-
-    rec = record or {}
-    evidence: dict[str, Any] = {"executor": "dask", "worker": address, "pid": pid}
-    exitcode = rec.get("exitcode")
+    evidence: Evidence = {"executor": "dask", "worker": address, "pid": pid}
+    exitcode = record.exitcode if record is not None else None
     if exitcode is not None:
         # multiprocessing's exitcode: -N for "killed by signal N", as a wait status.
         status = (-exitcode) & 0x7F if exitcode < 0 else (exitcode & 0xFF) << 8
         evidence.update(describe_status(status))
         evidence["exitcode"] = exitcode
+    wire = record.to_json() if record is not None else {}
     for key in (
         "start_time",
         "rss",
@@ -76,70 +70,53 @@ def classify_dask_death(
         "kernel_log",
         "nanny_terminated",
     ):
-        if rec.get(key) is not None:
-            evidence["pid_start_time" if key == "start_time" else key] = rec[key]
+        if wire.get(key) is not None:
+            evidence["pid_start_time" if key == "start_time" else key] = wire[key]
     if record is None:
         evidence["nanny_record"] = "none received: no nanny, or the plugin is not registered"
-    limit = rec.get("memory_limit") or memory_limit
+    limit = (record.memory_limit if record is not None else None) or memory_limit
     if limit:
         evidence["worker_memory_limit"] = limit
-    peak = rec.get("peak_rss") or (nanny_restart or {}).get("rss") or None
-    sigkill = exitcode == -9
-    kernel = rec.get("kernel")
-    if kernel:
-        if kernel.get("oom_type") == "global" or kernel.get("constraint") == "CONSTRAINT_NONE":
-            return FailureClass.OOM_SYSTEM, evidence, peak
-        if _parent_limit(kernel):
-            return FailureClass.OOM_ANCESTOR, evidence, peak
-        return FailureClass.OOM_CGROUP, evidence, peak
-    before, after = rec.get("counters_before") or {}, rec.get("counters_after") or {}
-    if sigkill and _rose(before, after, "oom_kill"):
-        # v2's memory.events is hierarchical: oom_kill also rises when a parent's limit
-        # was hit, "oom" only for limits at or below the worker's cgroup. v1 has no "oom".
-        v1 = before.get("oom") is None or after.get("oom") is None
-        if v1 or _rose(before, after, "oom"):
-            return FailureClass.OOM_CGROUP, evidence, peak
-        return FailureClass.OOM_ANCESTOR, evidence, peak
-    if nanny_restart is not None or rec.get("nanny_terminated"):
-        evidence["killed_by"] = "dask nanny (worker memory limit)"
-        if nanny_restart is not None:
-            evidence["nanny_rss"] = nanny_restart.get("rss")
-        return FailureClass.OOM_WATCHDOG, evidence, peak
-    last = rec.get("rss")
-    if limit and last and last >= NEAR_LIMIT * limit:
-        evidence["killed_by"] = "near the worker memory limit at death"
-        return FailureClass.OOM_WATCHDOG, evidence, peak
-    if exitcode is None or sigkill:
-        return FailureClass.KILLED, evidence, peak
-    return FailureClass.CRASHED, evidence, peak
+    restart_rss = nanny_restart.get("rss") if nanny_restart is not None else None
+    peak = (
+        (record.peak_rss if record is not None else None)
+        or (restart_rss if isinstance(restart_rss, int) else None)
+        or None
+    )
+    before = record.counters_before if record is not None else None
+    after = record.counters_after if record is not None else None
+    fc, killed_by = classify.classify_dask_death(
+        exitcode=exitcode,
+        kernel_event=record.kernel if record is not None else None,
+        counters_before=before.counters if before is not None else None,
+        counters_after=after.counters if after is not None else None,
+        nanny_terminated=nanny_restart is not None
+        or (record is not None and record.nanny_terminated),
+        last_rss=record.rss if record is not None else None,
+        memory_limit=limit,
+    )
+    if killed_by is not None:
+        evidence["killed_by"] = killed_by
+    if fc is FailureClass.OOM_WATCHDOG and nanny_restart is not None:
+        evidence["nanny_rss"] = as_json(restart_rss)
+    return fc, evidence, peak
 
 
-def _parent_limit(kernel: dict[str, Any]) -> bool:
-    """Whether a kernel OOM report names a limit hit in another memory cgroup than the
-    victim's own (a pod's or a container's): ``oom_memcg`` is not ``task_memcg``."""
-    oom_memcg, task_memcg = kernel.get("oom_memcg"), kernel.get("task_memcg")
-    if not oom_memcg or not task_memcg:
-        return False
-    return str(oom_memcg).rstrip("/") != str(task_memcg).rstrip("/")
-
-
-def _rose(before: dict[str, Any], after: dict[str, Any], counter: str) -> bool:
-    return (after.get(counter) or 0) > (before.get(counter) or 0)
-
-
-def match_event(messages: list[dict[str, Any]], death: PendingDeath) -> dict[str, Any] | None:
-    """The latest of ``messages`` about the dead worker's pid (a copy), if any."""
+def match_event(
+    messages: Sequence[Mapping[str, object]], death: PendingDeath
+) -> Mapping[str, object] | None:
+    """The latest of ``messages`` about the dead worker's pid, if any."""
     for msg in reversed(messages):
         if death.pid is not None and msg.get("pid") == death.pid:
-            return dict(msg)
+            return msg
     return None
 
 
 def group_death_events(
     death: PendingDeath,
-    record: dict[str, Any] | None,
+    record: DeathRecord | None,
     fc: FailureClass,
-    evidence: dict[str, Any],
+    evidence: Evidence,
     peak: int | None,
     counters: Counters,
 ) -> list[Event]:
@@ -153,10 +130,10 @@ def group_death_events(
     class.
     """
     runs = death.flight.runs
-    progress = (record or {}).get("progress") or {}
+    progress = record.progress if record is not None else None
     index: int | None = None
-    if progress.get("key") == death.flight.key and len(runs) > 1:
-        index = min(int(progress.get("index", 0)), len(runs) - 1)
+    if progress is not None and progress.key == death.flight.key and len(runs) > 1:
+        index = min(progress.index, len(runs) - 1)
     elif len(runs) == 1:
         index = 0
     message = f"the Dask worker running it died ({fc.value})"
@@ -192,9 +169,9 @@ def group_death_events(
 
 def resolve_deaths(
     deaths: list[PendingDeath],
-    records: list[dict[str, Any]],
-    restarts: list[dict[str, Any]],
-    workers: dict[str, dict[str, Any]],
+    records: Sequence[Mapping[str, object]],
+    restarts: Sequence[Mapping[str, object]],
+    workers: Mapping[str, DaskWorker],
     counters: Counters,
 ) -> tuple[list[PendingDeath], list[Event]]:
     """Classify the deaths whose nanny record came (or that waited long enough): return
@@ -203,12 +180,14 @@ def resolve_deaths(
     events: list[Event] = []
     keep = []
     for death in deaths:
-        record = match_event(records, death)
+        message = match_event(records, death)
+        record = DeathRecord.from_json(message) if message is not None else None
         restart = match_event(restarts, death)
         if record is None and now < death.deadline:
             keep.append(death)
             continue
-        limit = workers.get(death.address, {}).get("memory_limit")
+        worker = workers.get(death.address)
+        limit = worker.memory_limit if worker is not None else None
         fc, evidence, peak = classify_dask_death(
             pid=death.pid,
             address=death.address,

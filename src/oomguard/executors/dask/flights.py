@@ -11,17 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
+
+from distributed import Future
 
 from oomguard.executors.base import Attempt
+from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer, Outcome
 from oomguard.executors.events import AttemptEnded, Event, Requeued, failed
-
-if TYPE_CHECKING:
-    from distributed import Future
-
-    from oomguard.store.blobs import BlobFiles
+from oomguard.jobs.model import FailureClass
+from oomguard.worker.child import _looks_like_allocation_error
 
 log = logging.getLogger("oomguard.executor.dask")
+
+
+class BlobWriter(Protocol):
+    """Where large results are written as they are fetched (the store's blob files, handed
+    to the executor by whoever builds it: the executor opens no store)."""
+
+    def put(self, data: bytes, *, ahead: bool = False) -> str:
+        """Write ``data`` (atomic, named by its hash); ``ahead``: before the store's row."""
+        ...
 
 
 @dataclass
@@ -37,7 +46,7 @@ class Flight:
     """One Dask task: a group of attempts run one after another on one worker."""
 
     runs: Sequence[Attempt]
-    future: Future[Any]
+    future: Future[GroupAnswer]
     limit: int
     sent: float
     #: attempts of the group already ended by :meth:`DaskExecutor.kill`
@@ -49,7 +58,7 @@ class Flight:
     def key(self) -> str:
         return str(self.future.key)
 
-    def live(self) -> list[Any]:
+    def live(self) -> list[Attempt]:
         return [run for run in self.runs if run.attempt_id not in self.dropped]
 
 
@@ -82,14 +91,14 @@ class Fetched:
     """A finished group's answer, fetched off the loop thread (or what fetching raised)."""
 
     flight: Flight
-    value: Any
+    value: GroupAnswer | BaseException
 
 
 def failure_event(
     run: Attempt,
     fc: str,
     message: str,
-    evidence: dict[str, Any],
+    evidence: Evidence,
     peak: int | None,
     address: str | None,
 ) -> AttemptEnded:
@@ -100,43 +109,41 @@ def failure_event(
 def error_events(flight: Flight, err: BaseException) -> list[Event]:
     """The outcomes of a group whose Dask task raised ``err`` (not a worker death):
     ``memory_error`` for an allocation error, else ``error``."""
-    from oomguard.worker.child import _looks_like_allocation_error
-
     fc = (
         "memory_error"
         if isinstance(err, MemoryError) or _looks_like_allocation_error(err)
         else "error"
     )
     message = f"{type(err).__name__}: {err}"
-    evidence = {"executor": "dask", "dask_error": message}
+    evidence: Evidence = {"executor": "dask", "dask_error": message}
     return [failure_event(run, fc, message, evidence, None, None) for run in flight.live()]
 
 
 def outcome_events(
-    flight: Flight, outcomes: list[dict[str, Any]], address: str | None, counters: Counters
+    flight: Flight, outcomes: Sequence[Outcome], address: str | None, counters: Counters
 ) -> list[Event]:
     """The events of the outcomes a group sent back from the worker at ``address``."""
     events: list[Event] = []
-    for item in outcomes:
-        attempt_id = item["attempt_id"]
+    for outcome in outcomes:
+        attempt_id = outcome.attempt_id
         if attempt_id in flight.dropped:
             continue  # ended by kill() while its group went on: the outcome is moot
-        if item.get("requeue"):
+        if outcome.requeue:
             # Its child died running an attempt before it in the group: never begun.
             counters.requeued += 1
             events.append(Requeued(attempt_id))
             continue
         counters.gathered += 1
-        evidence = dict(item.get("evidence") or {}, executor="dask")
+        evidence = dict(outcome.evidence, executor="dask")
         events.append(
             AttemptEnded(
                 attempt_id,
-                bool(item["ok"]),
-                item.get("payload"),
-                item.get("failure_class"),
-                item.get("message"),
+                outcome.ok,
+                outcome.payload,
+                FailureClass(outcome.failure_class) if outcome.failure_class else None,
+                outcome.message,
                 evidence,
-                item.get("peak"),
+                outcome.peak,
                 address,
             )
         )
@@ -145,18 +152,17 @@ def outcome_events(
 
 def fetch_answer(
     flight: Flight,
-    blobs: BlobFiles | None,
+    blobs: BlobWriter | None,
+    blob_threshold: int,
     timeout: float,
     fetched: Callable[[], None] | None = None,
-) -> Any:
+) -> GroupAnswer | BaseException:
     """A finished group's answer (or the exception fetching it raised), fetched on the
-    calling thread; with ``blobs``, each result large enough for a blob file is written
+    calling thread; with ``blobs``, each result larger than ``blob_threshold`` is written
     there, so that the store finds it and the loop neither writes nor fsyncs it.
 
     Once the answer is here ``fetched`` is called (the executor releases the future): the
     next Dask task runs while the results are written (none is reported before)."""
-    from oomguard.store.blobs import BLOB_THRESHOLD
-
     try:
         value = flight.future.result(timeout=timeout)
     except Exception as err:
@@ -164,10 +170,12 @@ def fetch_answer(
     flight.fetched = True
     if fetched is not None:
         fetched()
-    if blobs is not None and isinstance(value, dict):
-        for item in value.get("outcomes") or ():
-            payload = item.get("payload")
-            if item.get("ok") and payload is not None and len(payload) > BLOB_THRESHOLD:
+    if not isinstance(value, GroupAnswer):
+        return TypeError(f"a Dask task of oomguard answered {type(value).__name__}")
+    if blobs is not None:
+        for outcome in value.outcomes:
+            payload = outcome.payload
+            if outcome.ok and payload is not None and len(payload) > blob_threshold:
                 try:
                     blobs.put(payload, ahead=True)
                 except Exception as err:  # the store's own put says it, for that task
@@ -176,7 +184,7 @@ def fetch_answer(
 
 
 def lost_events(
-    flight: Flight, address: str | None, evidence: dict[str, Any], counters: Counters
+    flight: Flight, address: str | None, evidence: Evidence, counters: Counters
 ) -> list[Event]:
     """The group ran, but its results died with their worker before they were gathered:
     each live attempt counts as killed with its worker (and is retried)."""

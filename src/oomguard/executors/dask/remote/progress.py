@@ -13,7 +13,8 @@ import contextlib
 import os
 import stat
 import tempfile
-from typing import Any
+
+from oomguard.executors.dask.remote.answers import WorkerProgress
 
 
 def runtime_dir() -> str | None:
@@ -43,8 +44,8 @@ def progress_path(pid: int) -> str | None:
     return None if directory is None else os.path.join(directory, f"dask-{pid}.progress")
 
 
-def read_progress(pid: int, remove: bool = True) -> dict[str, Any] | None:
-    """``{"key": <Dask key>, "index": <attempt started last>}`` of a worker process."""
+def read_progress(pid: int, remove: bool = True) -> WorkerProgress | None:
+    """The Dask key and the index of the attempt a worker process started last."""
     path = progress_path(pid)
     if path is None:
         return None
@@ -54,7 +55,7 @@ def read_progress(pid: int, remove: bool = True) -> dict[str, Any] | None:
             key, index = fh.read(Progress.WIDTH).split()[:2]
         if remove:
             os.unlink(path)
-        return {"key": key.decode(), "index": int(index)}
+        return WorkerProgress(key.decode(), int(index))
     except (OSError, ValueError):
         return None
 

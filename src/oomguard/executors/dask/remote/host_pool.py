@@ -1,7 +1,7 @@
 """oomguard's worker pool inside a Dask worker: every attempt in a child process of its own
 memory cgroup on the worker host.
 
-The worker plugin (:class:`~oomguard.executors.dask_plugin.WorkerEvidencePlugin`) starts a
+The worker plugin (:class:`~.worker_plugin.WorkerEvidencePlugin`) starts a
 :class:`HostPool` in each Dask worker process. The pool is the local executor's
 :class:`~oomguard.worker.pool.WorkerPool`: child processes (``oomguard.worker.child``),
 each in its own memory cgroup below the Dask worker's own cgroup (found as oomguard finds
@@ -24,25 +24,22 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
 
+from oomguard.cgroups.detect import detect_isolation
+from oomguard.diagnosis.classify import explain_death
 from oomguard.errors import OomguardError
+from oomguard.executors.dask.remote import THREAD, log
+from oomguard.executors.dask.remote.answers import CallItem, Evidence, Outcome
 from oomguard.jobs.model import KillReason
-from oomguard.worker.messages import Idle, Outcome, Refused
-
-if TYPE_CHECKING:
-    from oomguard.kernlog.watch import KernelLogWatch
-    from oomguard.worker.pool import Died, Worker, WorkerPool
-
-#: the Dask worker's log (distributed configures a handler for its own loggers)
-log = logging.getLogger("distributed.oomguard")
-
-THREAD = "thread"
+from oomguard.kernlog.watch import KernelLogWatch
+from oomguard.worker.messages import Idle, Refused
+from oomguard.worker.messages import Outcome as WorkerOutcome
+from oomguard.worker.pool import Died, PoolConfig, Worker, WorkerPool
 
 
 class ChildUnavailable(OomguardError):
@@ -61,27 +58,6 @@ DOOMED_KEPT = 10_000
 
 #: how often a waiting thread wakes up to sample its child (watchdog mode)
 WATCH_INTERVAL_S = 0.1
-
-
-#: glibc's ``mallopt`` parameters
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-#: buffers up to this size come from the heap in a Dask worker whose attempts run in
-#: children (glibc's largest mmap threshold)
-HEAP_BUFFERS = 32 * 1024 * 1024
-
-
-def large_buffers_from_heap() -> None:
-    """In a Dask worker that runs no task itself: results (each copied a few times on its
-    way through) come from the heap, reused, not a fresh ``mmap`` each, page-faulted in:
-    the nanny's ``MALLOC_TRIM_THRESHOLD_`` turned glibc's adaptive threshold off. Free
-    memory above twice that much is still given back."""
-    from oomguard.worker.hygiene import load_libc
-
-    libc = load_libc()
-    mallopt = getattr(libc, "mallopt", None) if libc else None
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS)
-        mallopt(M_TRIM_THRESHOLD, 2 * HEAP_BUFFERS)
 
 
 class HostPool:
@@ -154,10 +130,6 @@ class HostPool:
             self.reason = "thread mode was asked for (--dask-isolation thread)"
             self._say()
             return
-        from oomguard.cgroups.detect import detect_isolation
-        from oomguard.kernlog.watch import KernelLogWatch
-        from oomguard.worker.pool import PoolConfig, WorkerPool
-
         if self.kernel_log:
             self.kmsg = KernelLogWatch(self.kernel_log)
             self.kmsg.start()  # unreadable: said in each death's evidence
@@ -193,7 +165,7 @@ class HostPool:
             self.reason,
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """Mode, reason and children, for ``doctor`` and the executor."""
         with self._lock:
             children = len(self._idle) + len(self._busy)
@@ -253,8 +225,8 @@ class HostPool:
     # -- running ----------------------------------------------------------------------
 
     def run(
-        self, items: list[dict[str, Any]], limit: int | None, note: Any = None
-    ) -> list[dict[str, Any]]:
+        self, items: list[CallItem], limit: int | None, note: Callable[[int], None] | None = None
+    ) -> list[Outcome]:
         """Run a group of call items in one child under ``limit`` bytes (None: the Dask
         worker's memory limit). One outcome per attempt: reported by the child, the
         death's class for the attempt its child died running, ``requeue`` for those after
@@ -267,12 +239,12 @@ class HostPool:
         if doomed:  # killed already (its outcome was told): never started
             items = [i for i in items if i["attempt_id"] not in doomed]
             if not items:
-                return [{"attempt_id": a, "requeue": True} for a in doomed]
+                return [Outcome.requeued(a) for a in doomed]
         try:
             child = self._acquire(limit or self.memory_limit)
         except Exception as err:  # EMFILE, ENOMEM, never ready, a cgroup refused
             raise ChildUnavailable(f"no child for this group: {type(err).__name__}: {err}") from err
-        outcomes: list[dict[str, Any]] = [{"attempt_id": a, "requeue": True} for a in doomed]
+        outcomes = [Outcome.requeued(a) for a in doomed]
         done = False
         try:
             pool.send(child, items, clean=bool(items and items[0].get("clean")))
@@ -283,13 +255,13 @@ class HostPool:
                 tick = WATCH_INTERVAL_S if pool.watchdog else 1.0
                 messages, died = pool.poll_worker(child, tick)
                 for msg in messages:
-                    if isinstance(msg, Outcome):
+                    if isinstance(msg, WorkerOutcome):
                         outcomes.append(self._outcome(msg, child.pid))
                         if note is not None:
                             note(len(outcomes))
                     elif isinstance(msg, Refused):
                         # It could not lower its limit: nothing ran, the group goes back.
-                        outcomes.extend({"attempt_id": a, "requeue": True} for a in msg.attempt_ids)
+                        outcomes.extend(Outcome.requeued(a) for a in msg.attempt_ids)
                     elif isinstance(msg, Idle):
                         recycle = msg.recycle
                 if died is not None:
@@ -310,22 +282,17 @@ class HostPool:
                 with contextlib.suppress(Exception):
                     self._retire(child, "error")
 
-    def _outcome(self, msg: Outcome, pid: int) -> dict[str, Any]:
-        return {
-            "attempt_id": msg.attempt_id,
-            "pid": pid,
-            "ok": msg.ok,
-            "payload": msg.payload,
-            "failure_class": msg.failure_class,
-            "message": msg.message,
-            "evidence": dict(msg.evidence, isolation=self.mode),
-            "peak": msg.peak_bytes,
-        }
+    def _outcome(self, msg: WorkerOutcome, pid: int) -> Outcome:
+        """The child's outcome message (``worker/messages.py``) as the answer's outcome:
+        the one place the Dask side reads a worker message."""
+        fc = msg.failure_class.value if msg.failure_class is not None else None
+        evidence = dict(msg.evidence, isolation=self.mode)
+        return Outcome(
+            msg.attempt_id, msg.ok, msg.payload, fc, msg.message, evidence, msg.peak_bytes, pid
+        )
 
-    def _death(self, pool: WorkerPool, died: Died) -> list[dict[str, Any]]:
+    def _death(self, pool: WorkerPool, died: Died) -> list[Outcome]:
         """Classify a child's death here, with this host's counters and kernel log."""
-        from oomguard.diagnosis.classify import explain_death
-
         child = died.worker
         counters_after = None
         if child.cgroup is not None:
@@ -347,19 +314,10 @@ class HostPool:
         fc, evidence, peak = explained
         evidence.update(isolation=self.mode, worker_memory_limit=self.memory_limit)
         first, *rest = died.inflight
-        dead = {
-            "attempt_id": first,
-            "pid": child.pid,
-            "ok": False,
-            "payload": None,
-            "failure_class": fc.value,
-            "message": None,
-            "evidence": evidence,
-            "peak": peak,
-        }
-        return [dead, *({"attempt_id": a, "requeue": True} for a in rest)]
+        dead = Outcome(first, False, None, fc.value, None, evidence, peak, child.pid)
+        return [dead, *(Outcome.requeued(a) for a in rest)]
 
-    def kill(self, attempt_id: int, reason: str, evidence: dict[str, Any]) -> str:
+    def kill(self, attempt_id: int, reason: str, evidence: Evidence) -> str:
         """Kill the child running ``attempt_id`` (a timeout, a cancel): ``killed``;
         ``absent`` when no child here runs it; ``thread`` when nothing can be killed."""
         if self.pool is None:
@@ -379,7 +337,7 @@ class HostPool:
         self.pool.kill(child, KillReason(reason), evidence)
         return "killed"
 
-    def _take_doomed(self, items: list[dict[str, Any]]) -> set[int]:
+    def _take_doomed(self, items: list[CallItem]) -> set[int]:
         """The attempts of ``items`` killed before a child had them (forgotten here)."""
         with self._lock:
             if not self._doomed:
@@ -407,4 +365,4 @@ class HostPool:
                 self._spawner = None
 
 
-__all__ = ["THREAD", "ChildUnavailable", "HostPool", "large_buffers_from_heap"]
+__all__ = ["ChildUnavailable", "HostPool"]

@@ -1,0 +1,97 @@
+"""Replicates' results held on the Dask worker that made them, for their aggregation: the
+worker's side (:class:`HeldResults`); the executor keeps where each is
+(:class:`~oomguard.executors.dask.held.HeldIndex`, which describes the whole scheme).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+from oomguard.executors.dask.remote.answers import CallItem, Outcome
+
+#: the most of a Dask worker's memory its held results may use (docs/ARCHITECTURE.md, "Dask")
+HOLD_FRACTION = 0.25
+
+
+class HeldResults:
+    """On a Dask worker: results held for their aggregation, by attempt id (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._results: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        #: attempts dropped since the last :meth:`take_dropped`
+        self._dropped: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def put(self, attempt_id: int, payload: bytes) -> None:
+        with self._lock:
+            if attempt_id not in self._results:
+                self._results[attempt_id] = payload
+                self.bytes += len(payload)
+
+    def fit(self, room: int) -> None:
+        """Drop the oldest until at most ``room`` bytes are held."""
+        with self._lock:
+            while self._results and self.bytes > max(room, 0):
+                attempt_id, payload = self._results.popitem(last=False)
+                self.bytes -= len(payload)
+                self._dropped.append(attempt_id)
+
+    def take_dropped(self) -> list[int]:
+        with self._lock:
+            dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def resolve(self, items: Sequence[CallItem]) -> bool:
+        """Put the held results in the items that refer to them (taken from here); False,
+        with nothing taken, when one of them is not held here."""
+        wanted = [r["held"] for item in items for r in _refs(item)]
+        if not wanted:
+            return True
+        with self._lock:
+            if any(a not in self._results for a in wanted):
+                return False
+            got = {a: self._results.pop(a) for a in wanted}
+            self.bytes -= sum(len(v) for v in got.values())
+        for item in items:
+            if refers(item):
+                item["results"] = [
+                    got[r["held"]] if isinstance(r, dict) else r for r in item["results"]
+                ]
+        return True
+
+    def keep(self, items: Sequence[CallItem], outcomes: Iterable[Outcome], room: int) -> list[int]:
+        """Hold the results of the items that ask for it (``hold``), then :meth:`fit` in
+        ``room``; return the ids of those held."""
+        asked = {item["attempt_id"] for item in items if item.get("hold")}
+        kept = []
+        for outcome in outcomes:
+            payload = outcome.payload
+            if outcome.attempt_id in asked and outcome.ok and payload is not None:
+                self.put(outcome.attempt_id, payload)
+                kept.append(outcome.attempt_id)
+        self.fit(room)
+        return kept
+
+    def clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+            self.bytes = 0
+            self._dropped.clear()
+
+
+def _refs(item: CallItem) -> list[dict[str, int]]:
+    return [r for r in item.get("results") or () if isinstance(r, dict)]
+
+
+def refers(item: CallItem) -> bool:
+    """Whether ``item`` refers to a result held on a worker."""
+    return bool(_refs(item))
+
+
+__all__ = ["HeldResults", "refers"]

@@ -1,0 +1,154 @@
+"""The task wrapper: what every group of attempts is submitted as, run on a Dask worker.
+
+:func:`run_calls` runs the group in a child of the worker's
+:class:`~oomguard.executors.dask.remote.host_pool.HostPool`, in its own memory cgroup under
+the limit admission gave it (a death there is classified on this host and returned as the
+attempt's outcome); in ``thread`` mode it runs each call item here with the local worker's
+own ``_run_one`` (same classification of ``MemoryError`` and exceptions). Values come back
+pickled (the scheduler stores bytes); then garbage is collected and ``malloc_trim(0)``
+called so freed memory goes back to the OS, and the worker's resident memory after trimming
+is reported, so the executor can recycle workers that keep growing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from distributed import get_client, get_worker
+
+from oomguard import procfs
+from oomguard.executors.dask.remote import THREAD, log
+from oomguard.executors.dask.remote.answers import CallItem, Evidence, GroupAnswer, Outcome
+from oomguard.executors.dask.remote.heap import trim
+from oomguard.executors.dask.remote.held import HOLD_FRACTION, refers
+from oomguard.executors.dask.remote.host_pool import ChildUnavailable
+from oomguard.executors.dask.remote.scheduler import first_start
+from oomguard.executors.dask.remote.worker_plugin import WorkerEvidencePlugin, plugin_of
+from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
+
+
+def _already_started() -> bool:
+    """Whether this Dask task's key ran before: Dask recomputes a finished key whose worker
+    died before oomguard gathered it; its attempts must not run twice behind its back.
+
+    One round trip to the Dask scheduler per Dask task, which is a whole group of attempts.
+    """
+    try:
+        key = str(get_worker().get_current_task())
+        first: bool = get_client().run_on_scheduler(first_start, key=key)
+        return not first
+    except ValueError:
+        return False  # not on a Dask worker (called directly): nothing to guard
+
+
+def _run_item(item: CallItem) -> Outcome:
+    rss_before = procfs.rss_bytes() or 0
+    maxrss_before = maxrss_bytes()
+    t0 = time.time()
+    # A Dask worker imports task modules from the directory it was started in (after
+    # everything installed), as a local worker does from its caller's.
+    ok, value, fc, message, tb = _run_one(item, os.getcwd())
+    elapsed = time.time() - t0
+    peak = process_peak(maxrss_before, rss_before)
+    ok, payload, fc, message = pickle_result(ok, value, fc, message)
+    del value
+    evidence: Evidence = {"elapsed_s": round(elapsed, 6)}
+    if tb:
+        evidence["traceback"] = tb
+    return Outcome(item["attempt_id"], ok, payload, fc, message, evidence, peak)
+
+
+def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
+    """Run a group of call items one after another on this Dask worker.
+
+    Where the worker plugin started a :class:`~.host_pool.HostPool`
+    the group runs in one of its children, in its own memory cgroup under ``limit`` (the
+    limit admission gave it; None: the worker's memory limit), and a death there comes
+    back as the attempt's classified outcome. In ``thread`` mode the items run here.
+
+    Each item keeps its own outcome; like the local pool's batches, garbage is collected
+    and malloc trimmed once after the group, and the worker's RSS reported then. Before
+    each item the worker notes its position (:func:`read_progress`), so when the worker
+    dies mid-group the executor can tell the attempts that ran from those that never began.
+    Results asked to be held are kept here for their aggregation (:mod:`.held`).
+    """
+    address, baseline = _worker_identity()
+    if _already_started():
+        return GroupAnswer(address, os.getpid(), duplicate=True)
+    plugin = _plugin()
+    held = plugin.held if plugin is not None else None
+    if not (held.resolve(items) if held is not None else not any(map(refers, items))):
+        # A result an aggregation refers to is no longer held here: nothing runs.
+        return GroupAnswer(address, os.getpid(), missing=True)
+    key, progress = _current_key(), plugin.progress if plugin is not None else None
+
+    def note(index: int) -> None:
+        if progress is not None and key is not None:
+            progress.note(key, index)
+
+    pool = plugin.pool if plugin is not None else None
+    recycles_before = dict(pool.recycles) if pool is not None else {}
+    outcomes: list[Outcome] = []
+    if pool is not None and pool.isolated:
+        # The child collects and trims after its group; this process ran no task.
+        note(0)
+        if held is not None:  # held results never use memory an attempt was given
+            held.fit(pool.room(HOLD_FRACTION, limit or pool.memory_limit or 0))
+        try:
+            outcomes = pool.run(items, limit, note)
+        except ChildUnavailable as err:
+            # Nothing ran: this group runs here, in the worker's thread, as in thread mode.
+            log.warning("oomguard: %s; running it in the Dask worker's thread", err)
+            pool = None
+    if pool is None or not pool.isolated:
+        for index, item in enumerate(items):
+            note(index)
+            outcomes.append(_run_item(item))
+        # Against fragmentation: give what the tasks freed back before the next group.
+        trim()
+    kept: list[int] = []
+    if held is not None and pool is not None and pool.isolated:
+        kept = held.keep(items, outcomes, pool.room(HOLD_FRACTION))
+    recycled: dict[str, int] = {}
+    if pool is not None:
+        recycled = {
+            reason: n - recycles_before.get(reason, 0)
+            for reason, n in pool.recycles.items()
+            if n > recycles_before.get(reason, 0)
+        }
+    return GroupAnswer(
+        worker=address,
+        pid=os.getpid(),
+        outcomes=tuple(outcomes),
+        rss_after=procfs.rss_bytes(),
+        baseline=baseline,
+        isolation=pool.mode if pool is not None else THREAD,
+        recycled=recycled,
+        held=tuple(kept),
+        dropped=tuple(held.take_dropped()) if held is not None else (),
+    )
+
+
+def _plugin() -> WorkerEvidencePlugin | None:
+    """This Dask worker's plugin (None: not on a Dask worker, or none registered)."""
+    try:
+        return plugin_of(get_worker())
+    except ValueError:
+        return None
+
+
+def _current_key() -> str | None:
+    try:
+        return str(get_worker().get_current_task())
+    except ValueError:
+        return None
+
+
+def _worker_identity() -> tuple[str | None, int | None]:
+    try:
+        worker = get_worker()
+    except ValueError:
+        return None, None
+    plugin = plugin_of(worker)
+    return str(worker.address), plugin.baseline if plugin is not None else None
