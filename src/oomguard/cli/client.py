@@ -12,6 +12,7 @@ import click
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, token_option
+from oomguard.cli.render import FAILURES_READ, print_heap, print_status, print_submitted
 from oomguard.errors import OomguardError
 
 if TYPE_CHECKING:
@@ -91,16 +92,6 @@ retries_option = click.option(
 )
 
 
-def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(
-            f"job {result['job_id']}: {result['tasks']} task(s) accepted "
-            f"(namespace {result['namespace']})"
-        )
-
-
 @click.command()
 @click.argument("task")
 @server_option
@@ -151,7 +142,7 @@ def submit(
             raise click.UsageError("--set changes keys of a spec file: give one")
         body = {"task": task, "args": _args(args_json), "namespace": namespace}
     with _client(server, token_file, retries) as client:
-        _print_submitted(client.post("/v1/jobs", body), as_json)
+        print_submitted(client.post("/v1/jobs", body), as_json)
 
 
 @click.command("submit-batch")
@@ -211,7 +202,7 @@ def submit_batch(
     if batch_size is not None:
         body["batch_size"] = batch_size
     with _client(server, token_file, retries) as client:
-        _print_submitted(client.post("/v1/jobs", body), as_json)
+        print_submitted(client.post("/v1/jobs", body), as_json)
 
 
 @click.group()
@@ -227,20 +218,9 @@ def profile() -> None:
 @_client_errors
 def profile_heap(server: str, token_file: str | None, limit: int, as_json: bool) -> None:
     """Top allocation sites of a server started with --heap-profiling."""
-    from oomguard.units import format_size
-
     with _client(server, token_file) as client:
         report = client.get("/v1/debug/heap", limit=limit)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(
-        f"rss {format_size(report['rss_bytes'])}, traced "
-        f"{format_size(report['traced_current_bytes'])} (peak "
-        f"{format_size(report['traced_peak_bytes'])})"
-    )
-    for site in report["top"]:
-        click.echo(f"{format_size(site['size_bytes']):>10}  {site['count']:>8}  {site['site']}")
+    print_heap(report, as_json)
 
 
 def remote_status(
@@ -251,7 +231,6 @@ def remote_status(
     Without JOB, the newest job. ``TASKS_FAILED`` when the job finished with failures.
     """
     from oomguard.api.client import ApiError, ServerConnectionError
-    from oomguard.cli.jobs import FAILURES_READ, print_status
 
     try:
         with _client(url, token_file) as client:

@@ -6,28 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from oomguard.cli.options import existing_store_option, json_option, token_option
+from oomguard.cli.render import FAILURES_READ, print_json, print_status
 
 if TYPE_CHECKING:
     from oomguard.store.sqlite import SqliteStore
-
-
-def print_status(
-    status: dict[str, Any], failures: list[dict[str, Any]] | None = None, groups: int = 5
-) -> None:
-    """Tell a person how the job went (cli/report.py: the same for run and status)."""
-    from oomguard.cli.report import render
-
-    for line in render(status, failures or [], groups):
-        click.echo(line)
-
-
-#: failed tasks read to group them (``--failures`` says how many groups are shown)
-FAILURES_READ = 200
 
 
 def open_store(store: str) -> SqliteStore:
@@ -91,7 +78,7 @@ def status(
             | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
             for k, r in estimates.items()
         }
-        click.echo(json.dumps(info, default=str))
+        print_json(info)
         return
     print_status(info, failures, groups=show_failures)
 
@@ -187,4 +174,4 @@ def register(cli: click.Group) -> None:
         cli.add_command(command)
 
 
-__all__ = ["open_store", "print_status", "register"]
+__all__ = ["open_store", "register"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -14,25 +12,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.jobs import FAILURES_READ, print_status
-from oomguard.cli.options import (
-    RUN_SECTIONS,
-    SectionedCommand,
-    config_option,
-    json_option,
-    lost_retries_option,
-    notify_options,
-    size,
-    store_option,
-    worker_options,
-)
+from oomguard.cli.options import RUN_SECTIONS, SectionedCommand
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
-from oomguard.cli.spec import (
-    SpecReader,
-    is_spec,
-    merge,
-    parameter_rows,
-)
+from oomguard.cli.render import FAILURES_READ, next_steps, print_status, run_summary
+from oomguard.cli.run_options import RUN_OPTIONS, run_options
+from oomguard.cli.spec import SpecReader, is_spec, merge, parameter_rows
 from oomguard.config import config_source, load_config
 from oomguard.errors import ConfigError, JobStoppedError, PayloadError
 from oomguard.units import format_size
@@ -43,147 +27,7 @@ if TYPE_CHECKING:
 
 @click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
 @click.argument("task", required=False)
-@click.option(
-    "--params",
-    "params_file",
-    default=None,
-    envvar="OOMGUARD_PARAMS",
-    show_envvar=True,
-    help="JSON Lines file: one object of keyword arguments a line.",
-)
-@click.option(
-    "--cmd",
-    default=None,
-    envvar="OOMGUARD_CMD",
-    show_envvar=True,
-    help="Run a program instead of TASK: a command line whose {NAME} fields are "
-    "parameters, e.g. 'simulate --agents {n_agents} --seed {replicate}' (an argument "
-    "list: no shell, unless --shell).",
-)
-@click.option(
-    "--shell",
-    is_flag=True,
-    default=None,
-    envvar="OOMGUARD_SHELL",
-    show_envvar=True,
-    help="Run --cmd through /bin/sh (parameters are quoted for it).",
-)
-@click.option(
-    "--name",
-    default=None,
-    envvar="OOMGUARD_NAME",
-    show_envvar=True,
-    help="The job's name: running a job of the same name (and task) again resumes it "
-    "[default: from the parameters].",
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    envvar="OOMGUARD_SET",
-    show_envvar=True,
-    help="Change a key of the spec file (repeat); grid.NAME=[...] changes a grid list. "
-    "Options given on the command line win over the file.",
-)
-@click.option(
-    "--replicates",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_REPLICATES",
-    show_envvar=True,
-    help="Run each parameter set R times, as fn(**params, replicate=i).",
-)
-@click.option(
-    "--aggregate",
-    "aggregate",
-    default=None,
-    envvar="OOMGUARD_AGGREGATE",
-    show_envvar=True,
-    help="AGG (module:function or file.py:function) called as "
-    "agg(params, results) once a parameter set's replicates succeeded.",
-)
-@store_option
-@click.option(
-    "--out",
-    default=None,
-    envvar="OOMGUARD_OUT",
-    show_envvar=True,
-    help="Directory for Parquet results (OUT/tasks, OUT/aggregates).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_WORKERS",
-    show_envvar=True,
-    help="Worker processes [default: CPU count].",
-)
-@click.option(
-    "--task-memory",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_TASK_MEMORY",
-    show_envvar=True,
-    help="Declared memory estimate for every task of the run.",
-)
-@click.option(
-    "--memory-key",
-    default=None,
-    envvar="OOMGUARD_MEMORY_KEY",
-    show_envvar=True,
-    help="Parameter whose value keys learned memory estimates, e.g. n_agents.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_BATCH_SIZE",
-    show_envvar=True,
-    help="Most parameter groups (replicates + aggregation) open at once.",
-)
-@lost_retries_option
-@worker_options
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "dask"]),
-    default=None,
-    envvar="OOMGUARD_EXECUTOR",
-    show_envvar=True,
-    help="Where attempts run.",
-)
-@click.option(
-    "--dask-address",
-    default=None,
-    envvar="OOMGUARD_DASK_ADDRESS",
-    show_envvar=True,
-    help="tcp://host:port of a Dask scheduler (with --executor dask).",
-)
-@click.option(
-    "--dask-isolation",
-    type=click.Choice(["auto", "cgroup", "watchdog", "thread"]),
-    default=None,
-    envvar="OOMGUARD_DASK_ISOLATION",
-    show_envvar=True,
-    help="Where attempts run on a Dask worker: auto (a child process in its own memory "
-    "cgroup, else under the RSS watchdog), cgroup, watchdog, or thread (in the Dask "
-    "worker itself: nothing isolated).",
-)
-@click.option(
-    "--dask-local",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_DASK_LOCAL",
-    show_envvar=True,
-    help="Start a local Dask cluster of N workers to try the dask executor.",
-)
-@notify_options
-@config_option(
-    "TOML config file to read; without it ./oomguard.toml is read only if you own it and "
-    "only you may write it, and it may not set where oomguard connects (dask_address, "
-    "kernel_log, notify_url, sentry_dsn, executor)"
-)
-@json_option("Print one JSON object at the end.")
+@run_options
 def run(**given: Any) -> None:
     """Run TASK (module:function or path/to/file.py:function), or the program of --cmd,
     for every line of --params; or run the job a spec file describes (TASK is then a
@@ -200,7 +44,7 @@ def run(**given: Any) -> None:
     values = dict(given)
     if is_spec(task):
         assert task is not None
-        spec = SpecReader(ctx.command).read(ctx, task, given["sets"])
+        spec = SpecReader(RUN_OPTIONS).read(ctx, task, given["sets"])
         values = merge(ctx, spec, given)
         job, task = spec.job, None
     elif given["sets"]:
@@ -389,35 +233,12 @@ def _sweep(
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "job_id": status["job_id"],
-                    "counts": status["counts"],
-                    "failures_by_class": status["failures_by_class"],
-                    "out": status["out"],
-                    "state": status["state"],
-                }
-            )
-        )
+        click.echo(run_summary(status))
     else:
         print_status(status, failures)
         click.echo(next_steps(config.store, status))
     if status["counts"]["failed"] or status.get("stopped"):
         sys.exit(int(ExitCode.TASKS_FAILED))
-
-
-def next_steps(store: str, status: dict[str, Any]) -> str:
-    """The commands that show more of a job, printed at the end of ``run``."""
-    where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(store)}"
-    job = status["job_id"]
-    lines = [
-        f"next: oomguard status {job}{where} --json  (every attempt's evidence)",
-        f"      oomguard ui{where}  (the dashboard, on http://127.0.0.1:8766/ui/)",
-    ]
-    if status["counts"].get("succeeded"):
-        lines.append(f"      oomguard results {job}{where}  (the results as JSON lines)")
-    return "\n".join(lines)
 
 
 def stopped_message(how: str, store: str, job_id: str | None) -> str:

@@ -78,11 +78,12 @@ def _line_of(text: str, key: str, json_file: bool) -> int | None:
 
 
 class SpecReader:
-    """Reads a spec file against the parameters of the ``run`` command."""
+    """Reads a spec file against a schema: the options of ``run``
+    (:data:`oomguard.cli.run_options.RUN_OPTIONS`), each key checked as its option is."""
 
-    def __init__(self, command: click.Command) -> None:
+    def __init__(self, schema: Iterable[click.Parameter]) -> None:
         self.by_key: dict[str, click.Parameter] = {}
-        for param in command.params:
+        for param in schema:
             if not isinstance(param, click.Option) or param.name in NOT_IN_SPEC:
                 continue
             for opt in param.opts:

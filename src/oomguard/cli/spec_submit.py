@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from oomguard.cli.run_options import RUN_OPTIONS
 from oomguard.cli.spec import SpecReader, parameter_rows
 from oomguard.errors import ConfigError
 
@@ -32,10 +33,7 @@ SENT = {
 
 def spec_body(ctx: click.Context, path: str, sets: tuple[str, ...]) -> dict[str, Any]:
     """The submission a spec file describes."""
-    from oomguard.cli.run import run
-
-    run_ctx = click.Context(run, info_name="run", parent=ctx)
-    spec = SpecReader(run).read(run_ctx, path, sets)
+    spec = SpecReader(RUN_OPTIONS).read(ctx, path, sets)
     job = spec.job
     if "cmd" in job:
         raise ConfigError(
