@@ -28,6 +28,7 @@ from oomguard.errors import (
     TaskReferenceError,
 )
 from oomguard.jobs.model import FINISHED_STATES
+from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.jobs.task import (
     TaskOptions,
     load,
@@ -207,20 +208,33 @@ class Runner:
         Submitting a sweep with the same ``name`` (and function) again resumes it;
         ``title`` is only what ``status`` shows (default: the name).
         """
-        ref = reference_of(fn)
-        agg_ref = reference_of(aggregate) if aggregate is not None else None
-        task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
+        return self.submit_job(
+            job_spec(
+                fn,
+                params,
+                replicates=replicates,
+                aggregate=aggregate,
+                batch_size=batch_size,
+                out=out,
+                name=name,
+                title=title,
+                namespace=namespace,
+            )
+        )
+
+    def submit_job(self, spec: JobSpec) -> Job:
+        """Submit the job ``spec`` describes (:func:`oomguard.jobs.spec.job_spec` builds
+        one): what :meth:`sweep` does, for a spec the CLI built."""
+        ref, agg_ref = spec.reference, spec.aggregate_reference
+        task_fn = load(ref, self.config.task_dir) if isinstance(spec.task, str) else spec.task
+        aggregate = spec.aggregate
         agg_fn = (
             (load(agg_ref, self.config.task_dir) if isinstance(aggregate, str) else aggregate)
             if agg_ref
             else None
         )
-        if replicates is not None and replicates < 1:
-            raise PayloadError(f"replicates must be at least 1, not {replicates}")
-        if agg_ref and not replicates:
-            replicates = 1
-        if batch_size is not None and batch_size < 1:
-            raise PayloadError(f"batch size must be at least 1, not {batch_size}")
+        replicates, batch_size, name = spec.replicates, spec.batch_size, spec.name
+        out, title, namespace, params = spec.out, spec.title, spec.namespace, spec.params
         if out is not None:
             out = str(check_out_dir(out).resolve())
         fingerprint = None
@@ -240,13 +254,12 @@ class Runner:
                 return Job(self, job_id)
         else:
             job_id = uuid.uuid4().hex[:12]
-            spec = {"replicates": replicates, "out": out, "batch_size": batch_size}
             self.store.create_job(
                 job_id,
                 name=title or name or ref,
                 fn=ref,
                 agg=agg_ref,
-                spec=spec,
+                spec={"replicates": replicates, "out": out, "batch_size": batch_size},
                 fingerprint=fingerprint,
                 namespace=namespace,
             )

@@ -19,6 +19,7 @@ from oomguard.cli.run_options import RUN_OPTIONS, run_options
 from oomguard.cli.spec import SpecReader, is_spec, merge, parameter_rows
 from oomguard.config import config_source, load_config
 from oomguard.errors import ConfigError, JobStoppedError, PayloadError
+from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
@@ -63,7 +64,17 @@ def run(**given: Any) -> None:
     if out is not None:
         check_out_dir(out)
     title = f"{label} --params {params_file}" if params_file else f"{label} ({given['task']})"
-    _sweep(fn, params, title=title, name=name, aggregate=aggregate, out=out, values=values)
+    submission = job_spec(
+        fn,
+        params,
+        replicates=values.pop("replicates"),
+        aggregate=aggregate,
+        name=name,
+        title=title,
+        out=out,
+        batch_size=values.get("batch_size"),
+    )
+    _sweep(submission, values)
 
 
 def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tuple[Any, str]:
@@ -124,16 +135,7 @@ def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) 
             )
 
 
-def _sweep(
-    fn: Any,
-    params: Iterable[dict[str, Any]],
-    *,
-    title: str,
-    name: str,
-    aggregate: str | None,
-    out: str | None,
-    values: dict[str, Any],
-) -> None:
+def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
     from oomguard.notify.build import check_notifications
     from oomguard.runner import Runner
 
@@ -142,7 +144,6 @@ def _sweep(
         values.pop("as_json"),
         values.pop("dask_local"),
     )
-    replicates = values.pop("replicates")
     for key in ("task", "sets"):
         values.pop(key, None)
     options = values
@@ -191,16 +192,7 @@ def _sweep(
                 for warning in view.warnings:
                     logging.getLogger("oomguard").warning("%s", warning)
             try:
-                job = runner.sweep(
-                    fn,
-                    params,
-                    replicates=replicates,
-                    aggregate=aggregate,
-                    out=out,
-                    name=name,
-                    title=title,
-                    batch_size=options.get("batch_size"),
-                )
+                job = runner.submit_job(spec)
                 job_id = job.id
                 status = job.wait(progress=plain and sys.stderr.isatty())
             except JobStoppedError as err:
