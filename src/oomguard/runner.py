@@ -15,11 +15,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
+    ConfigError,
     JobNotFoundError,
     JobStoppedError,
     OomguardError,
@@ -29,6 +30,7 @@ from oomguard.errors import (
 )
 from oomguard.jobs.model import FINISHED_STATES
 from oomguard.jobs.spec import JobSpec, job_spec
+from oomguard.jobs.status import Failure, JobStatus
 from oomguard.jobs.task import (
     TaskOptions,
     load,
@@ -45,6 +47,8 @@ from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -59,8 +63,12 @@ PARTS_STALL = 300.0
 WAIT_RECHECK = 2.0
 
 
-def _memory(value: str | int | None) -> int | None:
-    return None if value is None else parse_size(value)
+def _memory(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float):
+        raise ConfigError(f"a memory size is a number of bytes or a string, not {value!r:.80}")
+    return parse_size(value)
 
 
 class Runner:
@@ -74,7 +82,7 @@ class Runner:
         executor: str | None = None,
         *,
         config: RunnerConfig | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         refuse_in_worker_import("oomguard.Runner")
         sizes = (
@@ -190,10 +198,10 @@ class Runner:
 
     def sweep(
         self,
-        fn: Callable[..., Any] | str,
-        params: Iterable[dict[str, Any]],
+        fn: Callable[..., object] | str,
+        params: Iterable[Mapping[str, object]],
         replicates: int | None = None,
-        aggregate: Callable[..., Any] | str | None = None,
+        aggregate: Callable[..., object] | str | None = None,
         batch_size: int | None = None,
         out: str | None = None,
         name: str | None = None,
@@ -315,7 +323,7 @@ class Runner:
             aggregate = self.rows.fields(agg_ref, params, agg_opts)
         return self.rows.group(job_id, grp, common, replicates, aggregate)
 
-    def submit(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+    def submit(self, fn: Callable[..., object] | str, *args: object, **kwargs: object) -> Job:
         """Submit one call ``fn(*args, **kwargs)`` as a job of one task."""
         ref = reference_of(fn)
         task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
@@ -344,7 +352,7 @@ class Runner:
         return Job(self, self.store.resolve_job(job_id))
 
 
-def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+def _chunks(it: Iterator[T], n: int) -> Iterator[list[T]]:
     while True:
         chunk = list(itertools.islice(it, n))
         if not chunk:
@@ -352,9 +360,14 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def job_status(store: SqliteStore, job_id: str) -> dict[str, Any]:
+def job_status(store: SqliteStore, job_id: str) -> JobStatus:
     """A job's state, counts by state, failures by class and where its results go."""
-    return store.queries.job_status(job_id)
+    return JobStatus.from_json(store.queries.job_status(job_id))
+
+
+def job_failures(store: SqliteStore, job_id: str, limit: int | None = None) -> list[Failure]:
+    """The job's tasks that failed for good (the first ``limit``), with their attempts."""
+    return [Failure.from_json(f) for f in store.queries.failed_tasks(job_id, limit)]
 
 
 class Job:
@@ -367,7 +380,7 @@ class Job:
     def __repr__(self) -> str:
         return f"<oomguard Job {self.id}>"
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JobStatus:
         """Counts by state, failures by class, and where the results go."""
         return job_status(self.runner.store, self.id)
 
@@ -375,7 +388,7 @@ class Job:
         _groups, state = self.runner.store.job_groups(self.id)
         return state != "open" and self.runner.store.low_group(self.id) is None
 
-    def wait(self, timeout: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> JobStatus:
         """Block until every task finished (a progress bar on a terminal); return status().
 
         Raises :class:`~oomguard.errors.JobStoppedError` if the job was stopped because its
@@ -489,9 +502,9 @@ class Job:
             raise JobNotFoundError(f"kind must be task or aggregate, not {kind!r}")
         return table_for(self.runner.store, self.id, kind)
 
-    def failures(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def failures(self, limit: int | None = None) -> list[Failure]:
         """Tasks that failed for good, with each attempt's class and evidence."""
-        return self.runner.store.queries.failed_tasks(self.id, limit)
+        return job_failures(self.runner.store, self.id, limit)
 
 
-__all__ = ["Job", "Runner", "TaskReferenceError", "job_status"]
+__all__ = ["Job", "Runner", "TaskReferenceError", "job_failures", "job_status"]

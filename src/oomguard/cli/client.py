@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -14,11 +14,12 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, token_option
 from oomguard.cli.render import FAILURES_READ, print_heap, print_status, print_submitted
 from oomguard.errors import OomguardError
+from oomguard.jobs.jsonvalue import JSONObject
 
 if TYPE_CHECKING:
     from oomguard.api.client import ApiClient
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def exit_code_for_client(err: OomguardError) -> ExitCode:
@@ -44,7 +45,7 @@ def _client_errors(fn: F) -> F:
     """Connection and HTTP errors become a message and an exit code (never a traceback)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: object, **kwargs: object) -> object:
         # Imported when a client command runs: the HTTP stack is not every command's cost.
         from oomguard.api.client import ApiError, ServerConnectionError
 
@@ -57,7 +58,7 @@ def _client_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _args(text: str | None) -> dict[str, Any]:
+def _args(text: str | None) -> JSONObject:
     if text is None:
         return {}
     try:
@@ -192,7 +193,7 @@ def submit_batch(
     as_json: bool,
 ) -> None:
     """Submit COUNT x FANOUT tasks of TASK as one job (accepted whole or refused whole)."""
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "task": task,
         "args": _args(args_json),
         "namespace": namespace,
@@ -231,6 +232,7 @@ def remote_status(
     Without JOB, the newest job. ``TASKS_FAILED`` when the job finished with failures.
     """
     from oomguard.api.client import ApiError, ServerConnectionError
+    from oomguard.jobs.status import Failure, JobStatus
 
     try:
         with _client(url, token_file) as client:
@@ -252,7 +254,8 @@ def remote_status(
     if as_json:
         click.echo(json.dumps(status | {"failures": failures[:show_failures]}))
     else:
-        print_status(status, failures, groups=show_failures)
+        told = [Failure.from_json(f) for f in failures]
+        print_status(JobStatus.from_json(status), told, groups=show_failures)
     return int(ExitCode.TASKS_FAILED if status["state"] == "failed" else ExitCode.OK)
 
 

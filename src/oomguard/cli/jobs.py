@@ -61,24 +61,28 @@ def status(
         from oomguard.cli.client import remote_status
 
         sys.exit(remote_status(server, job, token_file, as_json, show_failures))
-    from oomguard.runner import job_status
+    from oomguard.runner import job_failures, job_status
 
     with open_store(store) as st:
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
-        failures = st.queries.failed_tasks(job_id, limit=FAILURES_READ if show_failures else 0)
+        failures = job_failures(st, job_id, limit=FAILURES_READ if show_failures else 0)
         estimates = st.estimate_rows()
     if as_json:
-        info["failures"] = failures[:show_failures]
-        info["estimates"] = {
-            k: {
-                name: r[name]
-                for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+        print_json(
+            info.to_json()
+            | {
+                "failures": [f.to_json() for f in failures[:show_failures]],
+                "estimates": {
+                    k: {
+                        name: r[name]
+                        for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+                    }
+                    | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
+                    for k, r in estimates.items()
+                },
             }
-            | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
-            for k, r in estimates.items()
-        }
-        print_json(info)
+        )
         return
     print_status(info, failures, groups=show_failures)
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import click
 
 from oomguard.cli.report import render
+from oomguard.jobs.status import Failure, JobStatus
 from oomguard.units import format_size
 
 #: failed tasks read to group them (``--failures`` says how many groups are shown)
@@ -22,9 +22,7 @@ RUN_SUMMARY_KEYS = ("job_id", "counts", "failures_by_class", "out", "state")
 
 
 def print_status(
-    status: dict[str, Any],
-    failures: Sequence[dict[str, Any]] | None = None,
-    groups: int = 5,
+    status: JobStatus, failures: Sequence[Failure] | None = None, groups: int = 5
 ) -> None:
     """Tell a person how the job went (cli/report.py: the same for run and status)."""
     for line in render(status, failures or [], groups):
@@ -36,21 +34,21 @@ def print_json(value: object) -> None:
     click.echo(json.dumps(value, default=str))
 
 
-def run_summary(status: Mapping[str, object]) -> str:
+def run_summary(status: JobStatus) -> str:
     """The JSON object ``run --json`` prints at the end."""
-    return json.dumps({key: status[key] for key in RUN_SUMMARY_KEYS})
+    document = status.to_json()
+    return json.dumps({key: document[key] for key in RUN_SUMMARY_KEYS})
 
 
-def next_steps(store: str, status: Mapping[str, object]) -> str:
+def next_steps(store: str, status: JobStatus) -> str:
     """The commands that show more of a job, printed at the end of ``run``."""
     where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(store)}"
-    job = status["job_id"]
+    job = status.job_id
     lines = [
         f"next: oomguard status {job}{where} --json  (every attempt's evidence)",
         f"      oomguard ui{where}  (the dashboard, on http://127.0.0.1:8766/ui/)",
     ]
-    counts = status["counts"]
-    if isinstance(counts, Mapping) and counts.get("succeeded"):
+    if status.counts.get("succeeded"):
         lines.append(f"      oomguard results {job}{where}  (the results as JSON lines)")
     return "\n".join(lines)
 

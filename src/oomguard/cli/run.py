@@ -24,6 +24,7 @@ from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.jobs.command import Command
+    from oomguard.jobs.status import Failure, JobStatus
 
 
 @click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
@@ -137,7 +138,7 @@ def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) 
 
 def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
     from oomguard.notify.build import check_notifications
-    from oomguard.runner import Runner
+    from oomguard.runner import Runner, job_failures
 
     store, as_json, dask_local = (
         values.pop("store"),
@@ -168,8 +169,8 @@ def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
     # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.
     plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
-    status: dict[str, Any] = {}
-    failures: list[dict[str, Any]] = []
+    status: JobStatus | None = None
+    failures: list[Failure] = []
     job_id: str | None = None
     try:
         with Runner(config=config) as runner:
@@ -203,8 +204,8 @@ def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
                 # once the runner has stopped its workers.
                 if runner.died is None:
                     raise
-            if status and not as_json:
-                failures = runner.store.queries.failed_tasks(status["job_id"], FAILURES_READ)
+            if status is not None and not as_json:
+                failures = job_failures(runner.store, status.job_id, FAILURES_READ)
     except KeyboardInterrupt:
         say(stopped_message("interrupted", config.store, job_id), config.log_format)
         sys.exit(int(ExitCode.INTERRUPTED))
@@ -224,12 +225,13 @@ def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
             logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
+    assert status is not None  # the job was waited for, or stopped: either way it has one
     if as_json:
         click.echo(run_summary(status))
     else:
         print_status(status, failures)
         click.echo(next_steps(config.store, status))
-    if status["counts"]["failed"] or status.get("stopped"):
+    if status.counts.get("failed") or status.stopped:
         sys.exit(int(ExitCode.TASKS_FAILED))
 
 
