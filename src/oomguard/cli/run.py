@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,8 +17,9 @@ from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.render import FAILURES_READ, next_steps, print_status, run_summary
 from oomguard.cli.run_options import RUN_OPTIONS, run_options
 from oomguard.cli.spec import SpecReader, is_spec, merge, parameter_rows
-from oomguard.config import config_source, load_config
+from oomguard.config import config_from, config_source
 from oomguard.errors import ConfigError, JobStoppedError, PayloadError
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.units import format_size
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 @click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
 @click.argument("task", required=False)
 @run_options
-def run(**given: Any) -> None:
+def run(**given: object) -> None:
     """Run TASK (module:function or path/to/file.py:function), or the program of --cmd,
     for every line of --params; or run the job a spec file describes (TASK is then a
     .toml or .json file: see the README, "Jobs as files").
@@ -41,44 +42,59 @@ def run(**given: Any) -> None:
     from oomguard.results.parquet import check_out_dir
 
     ctx = click.get_current_context()
-    task: str | None = given["task"]
-    job: dict[str, Any] = {}
+    task = _text(given["task"])
+    sets = given["sets"]
+    sets = tuple(str(item) for item in sets) if isinstance(sets, tuple) else ()
+    job: JSONObject = {}
     values = dict(given)
     if is_spec(task):
         assert task is not None
-        spec = SpecReader(RUN_OPTIONS).read(ctx, task, given["sets"])
+        spec = SpecReader(RUN_OPTIONS).read(ctx, task, sets)
         values = merge(ctx, spec, given)
         job, task = spec.job, None
-    elif given["sets"]:
+    elif sets:
         raise ConfigError("--set changes keys of a spec file: give one (oomguard run study.toml)")
     fn, label = _task(task, values, job)
-    aggregate = values["aggregate"]
+    aggregate = _text(values.pop("aggregate"))
     if aggregate:
         from oomguard.jobs.task import load
 
         load(aggregate, os.getcwd())
-    params_file = values.pop("params_file")
-    params, digest, source = _parameters(params_file, job, fn, values)
-    values.pop("aggregate")
-    name = values.pop("name") or job.get("name") or f"{source}:{digest}"
-    out = values.pop("out")
+    params_file = _text(values.pop("params_file"))
+    # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
+    replicates = _number(values.pop("replicates"))
+    params, digest, source = _parameters(params_file, job, fn, bool(replicates or aggregate))
+    name = _text(values.pop("name")) or _text(job.get("name")) or f"{source}:{digest}"
+    out = _text(values.pop("out"))
     if out is not None:
         check_out_dir(out)
     title = f"{label} --params {params_file}" if params_file else f"{label} ({given['task']})"
     submission = job_spec(
         fn,
         params,
-        replicates=values.pop("replicates"),
+        replicates=replicates,
         aggregate=aggregate,
         name=name,
         title=title,
         out=out,
-        batch_size=values.get("batch_size"),
+        batch_size=_number(values.get("batch_size")),
     )
     _sweep(submission, values)
 
 
-def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tuple[Any, str]:
+def _text(value: object) -> str | None:
+    """An option's value that is a string (None when not given)."""
+    return value if isinstance(value, str) else None
+
+
+def _number(value: object) -> int | None:
+    """An option's value that is a whole number (None when not given)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _task(
+    task: str | None, values: dict[str, object], job: JSONObject
+) -> tuple[str | Command, str]:
     """The task function's reference (checked) or the :class:`Command`, and its label."""
     from oomguard.jobs.command import command
     from oomguard.jobs.task import load
@@ -94,13 +110,15 @@ def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tupl
     if cmd is None and task is None:
         cmd = job.get("cmd")
         shell = job.get("shell") if shell is None else shell
-        task = job.get("task")
-    if cmd is not None:
+        task = _text(job.get("task"))
+    if isinstance(cmd, list):
+        cmd = [str(part) for part in cmd]
+    if isinstance(cmd, str | list):
         program = command(cmd, bool(shell))
         return program, str(program)
     if shell:
         raise ConfigError("--shell goes with --cmd")
-    if task is None:
+    if not isinstance(task, str):
         raise ConfigError("no task: give TASK, --cmd, or a spec file with task or cmd")
     # Module references are looked up in this directory too (after everything installed),
     # here and in the workers (RunnerConfig.task_dir, the current directory by default).
@@ -109,21 +127,19 @@ def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tupl
 
 
 def _parameters(
-    params_file: str | None, job: dict[str, Any], fn: Any, values: dict[str, Any]
-) -> tuple[Iterable[dict[str, Any]], str, str]:
+    params_file: str | None, job: JSONObject, fn: str | Command, numbered: bool
+) -> tuple[Iterable[JSONObject], str, str]:
     """The parameter sets (streamed from a file), their digest and where they came from."""
     found = parameter_rows(params_file, job)
     if found is None:
         raise ConfigError("no parameters: give --params, or params, rows or [grid] in a spec")
     rows, digest, source = found
     if not isinstance(fn, str) and isinstance(rows, list):
-        # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
-        numbered = bool(values.get("replicates") or values.get("aggregate"))
         _check_fields(fn, rows, numbered)
     return rows, digest, source
 
 
-def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) -> None:
+def _check_fields(program: Command, rows: list[JSONObject], numbered: bool) -> None:
     # Said before anything runs, not as one error per task.
     have = {"replicate"} if numbered else set()
     for i, row in enumerate(rows):
@@ -136,14 +152,14 @@ def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) 
             )
 
 
-def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
+def _sweep(spec: JobSpec, values: dict[str, object]) -> None:
     from oomguard.notify.build import check_notifications
     from oomguard.runner import Runner, job_failures
 
     store, as_json, dask_local = (
-        values.pop("store"),
-        values.pop("as_json"),
-        values.pop("dask_local"),
+        str(values.pop("store")),
+        bool(values.pop("as_json")),
+        _number(values.pop("dask_local")),
     )
     for key in ("task", "sets"):
         values.pop(key, None)
@@ -151,12 +167,11 @@ def _sweep(spec: JobSpec, values: dict[str, Any]) -> None:
     closer = None
     if dask_local:
         options["executor"] = "dask"
-    source = config_source(options.pop("config_file"), implicit=True)
+    source = config_source(_text(options.pop("config_file")), implicit=True)
     if source.note:  # before the file is read: its errors follow this line
-        say(source.note, options.get("log_format") or "plain")
-    config = load_config(
-        source=source, store=store, **{k: v for k, v in options.items() if v is not None}
-    )
+        say(source.note, _text(options.get("log_format")) or "plain")
+    given = {k: v for k, v in options.items() if v is not None}
+    config = config_from(given | {"store": store}, source=source)
     if dask_local:
         from oomguard.cli.dask_options import local_cluster
 

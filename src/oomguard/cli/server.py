@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from oomguard.api.service import ServerState
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 DEFAULT_LISTEN = "127.0.0.1:8765"
 
 

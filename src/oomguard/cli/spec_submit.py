@@ -17,18 +17,20 @@ import os
 import click
 
 from oomguard.cli.run_options import RUN_OPTIONS
-from oomguard.cli.spec import SpecReader, parameter_rows
+from oomguard.cli.spec import (
+    SpecReader,
+    job_str,
+    option_float,
+    option_int,
+    option_str,
+    parameter_rows,
+)
 from oomguard.errors import ConfigError
 from oomguard.jobs.spec import JobSpec, job_spec
 
-#: spec options (parameter names) → the submission's fields
-SENT = {
-    "aggregate": "aggregate",
-    "task_memory": "memory",
-    "memory_key": "memory_key",
-    "retries": "retries",
-    "task_timeout": "timeout",
-}
+#: spec options (parameter names) a submission carries (as aggregate, memory,
+#: memory_key, retries and timeout)
+SENT = ("aggregate", "task_memory", "memory_key", "retries", "task_timeout")
 
 
 def spec_body(ctx: click.Context, path: str, sets: tuple[str, ...]) -> dict[str, object]:
@@ -50,13 +52,13 @@ def spec_job(ctx: click.Context, path: str, sets: tuple[str, ...]) -> JobSpec:
         raise ConfigError(f"{path}: no task: give task or command")
     for key in ("task", "aggregate"):
         _refuse_file(path, key, job.get(key) if key == "task" else spec.options.get(key))
-    options = dict(spec.options)
-    found = parameter_rows(options.pop("params_file", None), job)
+    found = parameter_rows(option_str(spec, "params_file"), job)
     if found is None:
         raise ConfigError(f"{path}: no parameters: give params, rows or [grid]")
-    sent = {name: options.pop(name, None) for name in SENT}
-    replicates = options.pop("replicates", None)
-    left = sorted(k.replace("_", "-") for k, v in options.items() if v is not None)
+    taken = {"params_file", "replicates", *SENT}
+    left = sorted(
+        k.replace("_", "-") for k, v in spec.options.items() if v is not None and k not in taken
+    )
     if left:
         click.echo(
             f"oomguard: note: {path}: {', '.join(left)} set up a local run: the server uses "
@@ -66,13 +68,13 @@ def spec_job(ctx: click.Context, path: str, sets: tuple[str, ...]) -> JobSpec:
     return job_spec(
         str(job.get("command") or job["task"]),
         list(found[0]),
-        replicates=replicates,
-        aggregate=sent["aggregate"],
-        name=job.get("name"),
-        memory=sent["task_memory"],
-        memory_key=sent["memory_key"],
-        retries=sent["retries"],
-        timeout=sent["task_timeout"],
+        replicates=option_int(spec, "replicates"),
+        aggregate=option_str(spec, "aggregate"),
+        name=job_str(spec, "name"),
+        memory=option_int(spec, "task_memory"),
+        memory_key=option_str(spec, "memory_key"),
+        retries=option_int(spec, "retries"),
+        timeout=option_float(spec, "task_timeout"),
         declared="command" in job,
     )
 
