@@ -9,7 +9,7 @@ forget and the heap report ``admin``; a job outside the caller's namespaces is 4
 from __future__ import annotations
 
 import tracemalloc
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -45,7 +45,7 @@ MAX_LIMIT = 1000
 #: the most failed tasks (with every attempt's evidence) one answer carries
 MAX_FAILURES = 200
 #: the body of ``POST /v1/jobs`` in the OpenAPI schema (the route reads it itself)
-SUBMIT_BODY: dict[str, Any] = {
+SUBMIT_BODY: dict[str, object] = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},

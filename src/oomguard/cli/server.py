@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -194,7 +194,7 @@ def serve(
     max_retries: int,
     retention: str | None,
     config_file: str | None,
-    **options: Any,
+    **options: object,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
 

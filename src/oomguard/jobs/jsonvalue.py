@@ -1,5 +1,5 @@
 """JSON values: what a user's parameters, results and a failure's evidence are when they
-cross a layer as JSON (a real recursive type, not ``Any``)."""
+cross a layer as JSON (a real recursive type)."""
 
 from __future__ import annotations
 

@@ -46,8 +46,10 @@ def _counts(value: object) -> dict[str, int]:
 
 
 class _JsonView(Mapping[str, Any]):
-    """The JSON form read as a mapping (the dicts of earlier versions). ``Any``: what a
-    key holds depends on the key, as it did in the dict."""
+    """The JSON form read as a mapping (the dicts of earlier versions)."""
+
+    # Its values are typed loosely (what a key holds depends on the key, as it did in the
+    # dict): code that wants types reads the attributes.
 
     def to_json(self) -> JSONObject:
         raise NotImplementedError

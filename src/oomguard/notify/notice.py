@@ -287,8 +287,9 @@ def to_json(notice: Notice) -> tuple[str, str]:
 
 
 def from_json(kind: str, fields: Mapping[str, Any]) -> Notice:
-    """The notice :func:`to_json` wrote (``fields``: its JSON, parsed). ``Any``: each
-    field's value is what :func:`to_json` wrote for it, which mypy cannot follow."""
+    """The notice :func:`to_json` wrote (``fields``: its JSON, parsed)."""
+    # Typed loosely: each field's value is what to_json wrote for it, which mypy cannot
+    # follow through the mapping.
     if kind == "job":
         return JobNotice(**fields)
     values = dict(fields)
