@@ -22,14 +22,17 @@ import typing
 from oomguard.errors import OomguardError
 from oomguard.jobs import FailureClass, TaskState, task
 from oomguard.jobs.command import command
+from oomguard.jobs.status import Failure, JobStatus
 
 if typing.TYPE_CHECKING:
     from oomguard.config import RunnerConfig
     from oomguard.runner import Job, Runner
 
 __all__ = [
+    "Failure",
     "FailureClass",
     "Job",
+    "JobStatus",
     "OomguardError",
     "Runner",
     "RunnerConfig",

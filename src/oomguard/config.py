@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,8 @@ class RunnerConfig:
         if self.notify_timeout <= 0:
             raise ConfigError("the notify timeout must be more than 0 seconds")
 
-    def replace(self, **changes: Any) -> RunnerConfig:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+    def replace(self, **changes: object) -> RunnerConfig:
+        return _built({k: v for k, v in changes.items() if v is not None}, self)
 
 
 _SIZE_FIELDS = {
@@ -219,7 +220,7 @@ _SIZE_FIELDS = {
 _LIST_FIELDS = ("notify_url", "notify_on", "redact")
 
 
-def _as_tuple(name: str, value: Any) -> tuple[str, ...]:
+def _as_tuple(name: str, value: object) -> tuple[str, ...]:
     """A list field from a string (split on whitespace; for ``notify_on`` on commas too)
     or a sequence."""
     if value is None:
@@ -232,19 +233,31 @@ def _as_tuple(name: str, value: Any) -> tuple[str, ...]:
     raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _built(values: dict[str, object], base: RunnerConfig | None = None) -> RunnerConfig:
+    """A config of ``values`` (over ``base``'s); RunnerConfig checks them in __post_init__."""
+    # Any: the values are given by name, each of its field's type (from _coerce, or the
+    # caller's), which mypy cannot follow through a dict
+    checked: dict[str, Any] = values
+    return RunnerConfig(**checked) if base is None else dataclasses.replace(base, **checked)
+
+
+def _coerce(name: str, value: object) -> object:
     types = {f.name: f.type for f in fields(RunnerConfig)}
     if name in _SIZE_FIELDS:
+        if not isinstance(value, str | int | float):
+            raise ConfigError(f"{name}: expected a size, got {value!r}")
         return parse_size(value)
     if name in _LIST_FIELDS:
         return _as_tuple(name, value)
     if name == "retention" and isinstance(value, str):
         return parse_duration(value)
     kind = str(types[name])
+    if kind.startswith(("int", "float")) and not isinstance(value, str | int | float):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
     try:
-        if kind.startswith("int"):
+        if kind.startswith("int") and isinstance(value, str | int | float):
             return int(value)
-        if kind.startswith("float"):
+        if kind.startswith("float") and isinstance(value, str | int | float):
             return float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: expected a number, got {value!r}") from None
@@ -317,15 +330,27 @@ def load_config(
     env: dict[str, str] | None = None,
     *,
     source: ConfigSource | None = None,
-    **overrides: Any,
+    **overrides: object,
 ) -> RunnerConfig:
     """Build the config: ``overrides`` > ``OOMGUARD_*`` env > the config file > defaults.
 
     The file is ``source``'s, else ``path`` or ``OOMGUARD_CONFIG`` (never an unnamed
     one: see :func:`config_source`)."""
+    return config_from(overrides, path, env, source=source)
+
+
+def config_from(
+    overrides: Mapping[str, object],
+    path: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    source: ConfigSource | None = None,
+) -> RunnerConfig:
+    """:func:`load_config` with the overrides as a mapping (option values by name, as the
+    CLI has them)."""
     env = dict(os.environ if env is None else env)
     known = {f.name for f in fields(RunnerConfig)}
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     if source is None:
         source = config_source(path, env)
     file = source.file
@@ -356,4 +381,4 @@ def load_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config option(s): {', '.join(unknown)}")
-    return RunnerConfig(**values)
+    return _built(values)

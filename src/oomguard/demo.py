@@ -108,15 +108,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{samples} {'sample' if samples == 1 else 'samples'})"
             )
         print()
-        failures = runner.store.queries.failed_tasks(job.id, 200)
-        for line in render(status, failures):
+        for line in render(status, job.failures(200)):
             print(line)
         store = out / "demo.sqlite"
         print(f"  Parquet: {out / 'results' / 'tasks'}/, {out / 'results' / 'aggregates'}/")
         print("next: . .venv/bin/activate  (puts oomguard on PATH), then")
         print(f"      oomguard ui --store {store}  (the dashboard: http://127.0.0.1:8766/ui/)")
         print(f"      oomguard status --store {store} --json  (every attempt's evidence)")
-    return 0 if status["counts"]["failed"] == 0 else 1
+    return 0 if status.counts.get("failed", 0) == 0 else 1
 
 
 if __name__ == "__main__":

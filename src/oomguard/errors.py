@@ -41,27 +41,25 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class OomguardError(Exception):
     """Root of every error oomguard raises on purpose."""
 
-    def __init__(self, message: str, **data: Any) -> None:
+    def __init__(self, message: str, **data: object) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
         for key, value in data.items():
             setattr(self, key, value)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild, (type(self), self.message, self.data))
 
     def __str__(self) -> str:
         return self.message
 
 
-def _rebuild(cls: type[OomguardError], message: str, data: dict[str, Any]) -> OomguardError:
+def _rebuild(cls: type[OomguardError], message: str, data: dict[str, object]) -> OomguardError:
     err = cls.__new__(cls)
     OomguardError.__init__(err, message, **data)
     return err

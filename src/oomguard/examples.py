@@ -6,13 +6,12 @@ These are the server's default allowed tasks (``--tasks-module oomguard.examples
 from __future__ import annotations
 
 import time
-from typing import Any
 
 MIB = 1024 * 1024
 _PAGE = 4096
 
 
-def noop(x: Any = None) -> Any:
+def noop(x: object = None) -> object:
     """Return the argument."""
     return x
 
@@ -23,7 +22,7 @@ def sleep(seconds: float = 0.1) -> float:
     return seconds
 
 
-def allocate(mib: float = 1.0, hold: float = 0.0, **_: Any) -> dict[str, Any]:
+def allocate(mib: float = 1.0, hold: float = 0.0, **_: object) -> dict[str, float]:
     """Allocate ``mib`` MiB, touching every page so it is really resident; hold it
     ``hold`` seconds; return what was allocated.
 
@@ -41,8 +40,12 @@ def allocate(mib: float = 1.0, hold: float = 0.0, **_: Any) -> dict[str, Any]:
 
 
 def simulate(
-    n_agents: int = 100, steps: int = 10, replicate: int = 0, mib_per_agent: float = 0.0, **_: Any
-) -> dict[str, Any]:
+    n_agents: int = 100,
+    steps: int = 10,
+    replicate: int = 0,
+    mib_per_agent: float = 0.0,
+    **_: object,
+) -> dict[str, float]:
     """A toy agent simulation: memory grows with ``n_agents`` (``mib_per_agent`` each)."""
     import random
 
@@ -60,16 +63,22 @@ def simulate(
     return {"top_share": sum(top) / sum(wealth), "max_wealth": max(wealth)}
 
 
-def mean_of(params: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+def mean_of(params: dict[str, object], results: list[object]) -> dict[str, float]:
     """Aggregation: the mean of each numeric result field over the replicates."""
-    out: dict[str, Any] = {"replicates": len(results)}
+    out: dict[str, float] = {"replicates": len(results)}
     if results and isinstance(results[0], dict):
         for key in results[0]:
-            values = [r[key] for r in results if isinstance(r.get(key), (int, float))]
+            values = [
+                value
+                for r in results
+                if isinstance(r, dict) and isinstance(value := r.get(key), int | float)
+            ]
             if values:
                 out[f"mean_{key}"] = sum(values) / len(values)
-    elif results and all(isinstance(r, (int, float)) for r in results):
-        out["mean"] = sum(results) / len(results)
+    else:
+        numbers = [r for r in results if isinstance(r, int | float)]
+        if numbers and len(numbers) == len(results):
+            out["mean"] = sum(numbers) / len(numbers)
     return out
 
 

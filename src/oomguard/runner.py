@@ -15,11 +15,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
+    ConfigError,
     JobNotFoundError,
     JobStoppedError,
     OomguardError,
@@ -28,6 +29,8 @@ from oomguard.errors import (
     TaskReferenceError,
 )
 from oomguard.jobs.model import FINISHED_STATES
+from oomguard.jobs.spec import JobSpec, job_spec
+from oomguard.jobs.status import Failure, JobStatus
 from oomguard.jobs.task import (
     TaskOptions,
     load,
@@ -41,10 +44,12 @@ from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.factory import open_store
 from oomguard.store.protocol import Store
-from oomguard.store.records import JobSpec
+from oomguard.store.records import StoredSpec
 from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,8 +65,12 @@ PARTS_STALL = 300.0
 WAIT_RECHECK = 2.0
 
 
-def _memory(value: str | int | None) -> int | None:
-    return None if value is None else parse_size(value)
+def _memory(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float):
+        raise ConfigError(f"a memory size is a number of bytes or a string, not {value!r:.80}")
+    return parse_size(value)
 
 
 class Runner:
@@ -75,7 +84,7 @@ class Runner:
         executor: str | None = None,
         *,
         config: RunnerConfig | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         refuse_in_worker_import("oomguard.Runner")
         sizes = (
@@ -191,10 +200,10 @@ class Runner:
 
     def sweep(
         self,
-        fn: Callable[..., Any] | str,
-        params: Iterable[dict[str, Any]],
+        fn: Callable[..., object] | str,
+        params: Iterable[Mapping[str, object]],
         replicates: int | None = None,
-        aggregate: Callable[..., Any] | str | None = None,
+        aggregate: Callable[..., object] | str | None = None,
         batch_size: int | None = None,
         out: str | None = None,
         name: str | None = None,
@@ -209,20 +218,33 @@ class Runner:
         Submitting a sweep with the same ``name`` (and function) again resumes it;
         ``title`` is only what ``status`` shows (default: the name).
         """
-        ref = reference_of(fn)
-        agg_ref = reference_of(aggregate) if aggregate is not None else None
-        task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
+        return self.submit_job(
+            job_spec(
+                fn,
+                params,
+                replicates=replicates,
+                aggregate=aggregate,
+                batch_size=batch_size,
+                out=out,
+                name=name,
+                title=title,
+                namespace=namespace,
+            )
+        )
+
+    def submit_job(self, spec: JobSpec) -> Job:
+        """Submit the job ``spec`` describes (:func:`oomguard.jobs.spec.job_spec` builds
+        one): what :meth:`sweep` does, for a spec the CLI built."""
+        ref, agg_ref = spec.reference, spec.aggregate_reference
+        task_fn = load(ref, self.config.task_dir) if isinstance(spec.task, str) else spec.task
+        aggregate = spec.aggregate
         agg_fn = (
             (load(agg_ref, self.config.task_dir) if isinstance(aggregate, str) else aggregate)
             if agg_ref
             else None
         )
-        if replicates is not None and replicates < 1:
-            raise PayloadError(f"replicates must be at least 1, not {replicates}")
-        if agg_ref and not replicates:
-            replicates = 1
-        if batch_size is not None and batch_size < 1:
-            raise PayloadError(f"batch size must be at least 1, not {batch_size}")
+        replicates, batch_size, name = spec.replicates, spec.batch_size, spec.name
+        out, title, namespace, params = spec.out, spec.title, spec.namespace, spec.params
         if out is not None:
             out = str(check_out_dir(out).resolve())
         fingerprint = None
@@ -242,13 +264,13 @@ class Runner:
                 return Job(self, job_id)
         else:
             job_id = uuid.uuid4().hex[:12]
-            spec = JobSpec(replicates=replicates, out=out, batch_size=batch_size)
+            stored = StoredSpec(replicates=replicates, out=out, batch_size=batch_size)
             self.store.create_job(
                 job_id,
                 name=title or name or ref,
                 fn=ref,
                 agg=agg_ref,
-                spec=spec,
+                spec=stored,
                 fingerprint=fingerprint,
                 namespace=namespace,
             )
@@ -304,7 +326,7 @@ class Runner:
             aggregate = self.rows.fields(agg_ref, params, agg_opts)
         return self.rows.group(job_id, grp, common, replicates, aggregate)
 
-    def submit(self, fn: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> Job:
+    def submit(self, fn: Callable[..., object] | str, *args: object, **kwargs: object) -> Job:
         """Submit one call ``fn(*args, **kwargs)`` as a job of one task."""
         ref = reference_of(fn)
         task_fn = load(ref, self.config.task_dir) if isinstance(fn, str) else fn
@@ -333,7 +355,7 @@ class Runner:
         return Job(self, self.store.resolve_job(job_id))
 
 
-def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
+def _chunks(it: Iterator[T], n: int) -> Iterator[list[T]]:
     while True:
         chunk = list(itertools.islice(it, n))
         if not chunk:
@@ -341,9 +363,14 @@ def _chunks(it: Iterator[Any], n: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def job_status(store: Store, job_id: str) -> dict[str, Any]:
+def job_status(store: Store, job_id: str) -> JobStatus:
     """A job's state, counts by state, failures by class and where its results go."""
-    return store.queries.job_status(job_id)
+    return JobStatus.from_json(store.queries.job_status(job_id))
+
+
+def job_failures(store: Store, job_id: str, limit: int | None = None) -> list[Failure]:
+    """The job's tasks that failed for good (the first ``limit``), with their attempts."""
+    return [Failure.from_json(f) for f in store.queries.failed_tasks(job_id, limit)]
 
 
 class Job:
@@ -356,7 +383,7 @@ class Job:
     def __repr__(self) -> str:
         return f"<oomguard Job {self.id}>"
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> JobStatus:
         """Counts by state, failures by class, and where the results go."""
         return job_status(self.runner.store, self.id)
 
@@ -364,7 +391,7 @@ class Job:
         _groups, state = self.runner.store.job_groups(self.id)
         return state != "open" and self.runner.store.low_group(self.id) is None
 
-    def wait(self, timeout: float | None = None, progress: bool | None = None) -> dict[str, Any]:
+    def wait(self, timeout: float | None = None, progress: bool | None = None) -> JobStatus:
         """Block until every task finished (a progress bar on a terminal); return status().
 
         Raises :class:`~oomguard.errors.JobStoppedError` if the job was stopped because its
@@ -478,9 +505,9 @@ class Job:
             raise JobNotFoundError(f"kind must be task or aggregate, not {kind!r}")
         return table_for(self.runner.store, self.id, kind)
 
-    def failures(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def failures(self, limit: int | None = None) -> list[Failure]:
         """Tasks that failed for good, with each attempt's class and evidence."""
-        return self.runner.store.queries.failed_tasks(self.id, limit)
+        return job_failures(self.runner.store, self.id, limit)
 
 
-__all__ = ["Job", "Runner", "TaskReferenceError", "job_status"]
+__all__ = ["Job", "Runner", "TaskReferenceError", "job_failures", "job_status"]

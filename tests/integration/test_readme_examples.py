@@ -112,7 +112,7 @@ def test_python_example_without_guard_fails_fast_and_stops_the_job(tmp_path: Pat
     script.write_text(python_example())
     proc, _ = _run_script(script, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "'state': 'succeeded'" in proc.stdout
+    assert "state='succeeded'" in proc.stdout  # print(job.status()): a JobStatus
     db = sqlite3.connect(tmp_path / "sweep.sqlite")
     try:
         assert db.execute("SELECT COUNT(*) FROM jobs WHERE name = 'sweep-1'").fetchone()[0] == 1
@@ -134,7 +134,7 @@ def test_python_example_with_guard_succeeds(tmp_path: Path) -> None:
     script.write_text(python_example())
     proc, _ = _run_script(script, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "'state': 'succeeded'" in proc.stdout
+    assert "state='succeeded'" in proc.stdout  # print(job.status()): a JobStatus
     assert "'succeeded': 1, 'failed': 0" in proc.stdout  # the single call
     tasks = ds.dataset(tmp_path / "results" / "tasks").to_table()
     assert tasks.num_rows == 60

@@ -21,8 +21,10 @@ def _packages() -> list[str]:
 
 def test_the_public_api() -> None:
     assert sorted(oomguard.__all__) == [
+        "Failure",
         "FailureClass",
         "Job",
+        "JobStatus",
         "OomguardError",
         "Runner",
         "RunnerConfig",

@@ -62,7 +62,7 @@ def test_exported_members() -> None:
     import oomguard
 
     assert sorted(oomguard.__all__) == sorted(
-        ["FailureClass", "Job", "OomguardError", "Runner", "RunnerConfig", "TaskState", "command",
-         "task"])
+        ["Failure", "FailureClass", "Job", "JobStatus", "OomguardError", "Runner", "RunnerConfig",
+         "TaskState", "command", "task"])
     for name in oomguard.__all__:
         assert getattr(oomguard, name) is not None

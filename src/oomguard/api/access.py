@@ -12,8 +12,6 @@ See docs/ARCHITECTURE.md ("Tenancy").
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -54,7 +52,7 @@ def visible_job(store: Store, grant: Grant, job_id: str) -> str:
     return found
 
 
-def audit(request: Request, **fields: Any) -> None:
+def audit(request: Request, **fields: object) -> None:
     """Add ``fields`` to the request's audit line (see :mod:`~oomguard.api.guard`)."""
     line = getattr(request.state, "audit", None)
     if line is None:

@@ -72,7 +72,7 @@ class ApiClient:
         method: str,
         path: str,
         *,
-        json: Any = None,
+        json: object = None,
         params: dict[str, Any] | None = None,
         retry: bool = True,
     ) -> httpx.Response:

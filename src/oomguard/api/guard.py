@@ -30,7 +30,7 @@ import logging
 from collections.abc import Collection, Mapping
 from contextlib import suppress
 from http.cookies import CookieError, SimpleCookie
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -139,7 +139,7 @@ class Guard:
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        state: dict[str, Any] = scope.setdefault("state", {})
+        state: dict[str, object] = scope.setdefault("state", {})
         refusal = self._refusal(scope, headers, state)
         if refusal is not None:
             status, code, message, extra = refusal
@@ -181,7 +181,7 @@ class Guard:
                 _audit(scope, state, answered)
 
     def _refusal(
-        self, scope: Scope, headers: Mapping[str, str], state: dict[str, Any]
+        self, scope: Scope, headers: Mapping[str, str], state: dict[str, object]
     ) -> tuple[int, str, str, dict[str, str] | None] | None:
         """(status, code, message, headers) of the refusal, or None: the request may pass
         (and ``state["grant"]`` is its caller)."""
@@ -289,17 +289,18 @@ def session_id(headers: Mapping[str, str]) -> str | None:
     return morsel.value if morsel is not None and morsel.value else None
 
 
-def _audit(scope: Scope, state: Mapping[str, Any], status: int) -> None:
+def _audit(scope: Scope, state: Mapping[str, object], status: int) -> None:
     grant = state.get("grant")
     client = scope.get("client")
-    line: dict[str, Any] = {
+    extra = state.get("audit")
+    line: dict[str, object] = {
         "audit": "request",
         "label": grant.label if isinstance(grant, Grant) else None,
         "method": scope["method"],
         "path": scope["path"][:200],
         "status": status,
         "client": client[0] if client else None,
-        **state.get("audit", {}),
+        **(extra if isinstance(extra, dict) else {}),
     }
     audit_log.info("%s", json.dumps(line, sort_keys=True))
 

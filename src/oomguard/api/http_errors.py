@@ -42,10 +42,14 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """The JSON error body every refusal of the API has."""
-    body = {"error": {"code": code, "message": message}}
+    body: dict[str, dict[str, object]] = {"error": {"code": code, "message": message}}
     if details is not None:
         body["error"]["details"] = details
     return JSONResponse(body, status_code=status, headers=headers)
@@ -100,7 +104,8 @@ def add_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
                 400, "malformed_json", "the request body is not valid JSON", errors
             )
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
+        loc = first["loc"]
+        where = ".".join(str(p) for p in loc) if isinstance(loc, list | tuple) else ""
         return error_response(422, "invalid_request", f"{where}: {first['msg']}{more}", errors)
 
     @app.exception_handler(StarletteHTTPException)

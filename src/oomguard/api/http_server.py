@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import h11
 import uvicorn
@@ -108,7 +108,7 @@ def protocol(read_timeout: float) -> type[Deadlines]:
     return type("Deadlines", (Deadlines,), {"read_timeout": read_timeout})
 
 
-def uvicorn_config(app: Any, listening: Listening) -> uvicorn.Config:
+def uvicorn_config(app: Callable[..., object], listening: Listening) -> uvicorn.Config:
     """The uvicorn config ``serve`` runs ``app`` with (its lifespan on, no access log)."""
     return uvicorn.Config(
         app,

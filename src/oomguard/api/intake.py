@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import pydantic_core
 from fastapi.exceptions import RequestValidationError
@@ -100,7 +99,7 @@ def too_many_tasks(total: int, what: str, limit: int) -> BackpressureError:
     )
 
 
-def _shape_errors(data: Any) -> Iterable[dict[str, Any]]:
+def _shape_errors(data: object) -> Iterable[dict[str, object]]:
     """Errors the model would give once per item (unknown fields, ``tasks`` items that are
     not objects), lazily: the caller takes the first few."""
     if not isinstance(data, dict):
@@ -124,12 +123,12 @@ def _shape_errors(data: Any) -> Iterable[dict[str, Any]]:
                 }
 
 
-def shown_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def shown_errors(errors: Sequence[Mapping[str, object]]) -> list[dict[str, object]]:
     """At most :data:`MAX_ERRORS` errors as answered: ``loc``, ``msg``, ``type``, each
     part cut to a size (a field name may be as long as the body)."""
     return [
         {
-            "loc": [p if isinstance(p, int) else str(p)[:100] for p in e.get("loc", ())][:20],
+            "loc": [p if isinstance(p, int) else str(p)[:100] for p in _loc(e)][:20],
             "msg": in_words(e)[:300],
             "type": str(e.get("type", ""))[:60],
         }
@@ -137,13 +136,19 @@ def shown_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def in_words(error: Mapping[str, Any]) -> str:
+def _loc(error: Mapping[str, object]) -> Sequence[object]:
+    """Where an error is: the path of keys and indexes (pydantic's ``loc``)."""
+    loc = error.get("loc", ())
+    return loc if isinstance(loc, list | tuple) else ()
+
+
+def in_words(error: Mapping[str, object]) -> str:
     """An error's message for a person: a value that missed a field's pattern is told
     what the field takes (:data:`~oomguard.api.schemas.PATTERN_WORDS`), not the regex."""
     msg = str(error.get("msg", ""))
     if error.get("type") != "string_pattern_mismatch":
         return msg
-    loc = [p for p in error.get("loc", ()) if isinstance(p, str)]
+    loc = [p for p in _loc(error) if isinstance(p, str)]
     words = PATTERN_WORDS.get(loc[-1]) if loc else None
     return words if words is not None else "is not of the form this field takes"
 

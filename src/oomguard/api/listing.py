@@ -16,6 +16,7 @@ from typing import Any
 import pydantic_core
 
 from oomguard.api.schemas import TaskInfo, TaskList
+from oomguard.jobs.jsonvalue import JSONObject
 
 #: characters of a task's error a listing shows
 ERROR_MAX = 2000
@@ -46,7 +47,7 @@ def task_list(job_id: str, rows: Iterable[dict[str, Any]], budget: int) -> TaskL
     return TaskList(job_id=job_id, tasks=tasks)
 
 
-def _params(text: str | None, in_blob: bool) -> tuple[tuple[dict[str, Any], int] | None, bool]:
+def _params(text: str | None, in_blob: bool) -> tuple[tuple[JSONObject, int] | None, bool]:
     """((arguments, their JSON size), truncated): None where not asked for or not listable."""
     if in_blob:
         return None, True

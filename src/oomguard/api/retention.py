@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import JobActiveError, OomguardError
 
@@ -43,7 +44,7 @@ class RetentionStats:
     errors: int = 0
     last_error: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -83,7 +84,7 @@ class Retention:
         self.stats.steps += 1
         return forgotten
 
-    def run(self, store_for: Any, stop: threading.Event) -> None:
+    def run(self, store_for: Callable[[], Store], stop: threading.Event) -> None:
         """Step every ``interval`` until ``stop`` (at once again while a step was full);
         an error is logged and counted, and the next step tries again."""
         wait = self.interval

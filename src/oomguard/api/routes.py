@@ -9,7 +9,7 @@ forget and the heap report ``admin``; a job outside the caller's namespaces is 4
 from __future__ import annotations
 
 import tracemalloc
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -38,14 +38,14 @@ from oomguard.api.service import ServerState
 from oomguard.api.submissions import submit as submit_job
 from oomguard.api.tenancy import NAMESPACE, Role, visible
 from oomguard.errors import AccessDeniedError
-from oomguard.runner import job_status
+from oomguard.runner import job_failures, job_status
 
 #: the most items a listing may ask for
 MAX_LIMIT = 1000
 #: the most failed tasks (with every attempt's evidence) one answer carries
 MAX_FAILURES = 200
 #: the body of ``POST /v1/jobs`` in the OpenAPI schema (the route reads it itself)
-SUBMIT_BODY: dict[str, Any] = {
+SUBMIT_BODY: dict[str, object] = {
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": SubmitRequest.model_json_schema()}},
@@ -93,7 +93,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         grant = grant_of(request)
         require(grant, Role.READ, "reading a job")
         store = state.stores.get()
-        return JobStatus(**job_status(store, visible_job(store, grant, job_id)))
+        status = job_status(store, visible_job(store, grant, job_id))
+        return JobStatus.model_validate(status.to_json())
 
     @app.get("/v1/jobs/{job_id}/failures", response_model=FailureList)
     def get_failures(
@@ -105,7 +106,8 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         require(grant, Role.READ, "reading a job's failures")
         store = state.stores.get()
         job_id = visible_job(store, grant, job_id)
-        return FailureList(job_id=job_id, failures=store.queries.failed_tasks(job_id, limit))
+        failures = job_failures(store, job_id, limit)
+        return FailureList(job_id=job_id, failures=[f.to_json() for f in failures])
 
     @app.get("/v1/jobs/{job_id}/tasks", response_model=TaskList)
     def get_tasks(

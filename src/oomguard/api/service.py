@@ -14,7 +14,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import psutil
 
@@ -22,7 +22,7 @@ from oomguard.api.backpressure import Backpressure, MemoryPressure
 from oomguard.api.metrics import ServerMetrics
 from oomguard.api.retention import Retention
 from oomguard.api.tenancy import Tenancy
-from oomguard.config import RunnerConfig
+from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import ConfigError, StoreError
 from oomguard.jobs.command import Command, label
 from oomguard.runner import Runner
@@ -88,7 +88,7 @@ class ServerSettings:
     default_batch_size: int = 5000
     pending_poll_interval: float = 0.5
     rss_sample_interval: float = 0.2
-    runner_options: dict[str, Any] = field(default_factory=dict)
+    runner_options: dict[str, object] = field(default_factory=dict)
     #: programs submissions may run, by name (``--commands FILE``)
     commands: dict[str, Command] = field(default_factory=dict)
     #: the most retries a submission may ask for
@@ -109,8 +109,9 @@ class ServerState:
         # Workers of a server run in "/" and import only what is installed (or on
         # PYTHONPATH), never from the directory the server was started in.
         options = {"task_dir": "", **settings.runner_options}
+        base = settings.base_config or load_config(env={})
         self.runner = Runner(
-            store=settings.store, workers=settings.workers, config=settings.base_config, **options
+            config=base.replace(store=settings.store, workers=settings.workers, **options)
         )
         self.stores = ThreadStores(self.runner.config.store)
         self.backpressure = Backpressure(
@@ -123,7 +124,7 @@ class ServerState:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._namespaces: dict[str, str] = {}
-        self._cache: dict[str, tuple[float, Any]] = {}
+        self._cache: dict[str, tuple[float, object]] = {}
         self._failures: dict[tuple[str, str], int] = {}
         self._failures_seen = 0
         self._failures_lock = threading.Lock()

@@ -32,19 +32,20 @@ from oomguard.errors import (
     TaskReferenceError,
 )
 from oomguard.jobs.command import Command
+from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
 from oomguard.store.protocol import Store
-from oomguard.store.records import JobSpec
+from oomguard.store.records import StoredSpec
 from oomguard.units import format_size, parse_size
 
 if TYPE_CHECKING:
     from oomguard.api.service import ServerSettings, ServerState
 
 #: one group's arguments and their JSON text
-GroupArgs = tuple[dict[str, Any], str]
+GroupArgs = tuple[dict[str, object], str]
 
 
-def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Any:
+def check_task(task_modules: tuple[str, ...], ref: str, fanout: int) -> Callable[..., object]:
     """The function named by ``ref`` if it is allowed, else TaskReferenceError."""
     module_name, _, name = ref.partition(":")
     if module_name not in task_modules:
@@ -110,23 +111,24 @@ def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitR
     fn, ref = _callable(settings, req)
     agg = check_task(settings.task_modules, req.aggregate, 1) if req.aggregate else None
     opts = task_options(state, req, fn)
+    spec = job_spec_of(req, ref, settings.default_batch_size)
     store = state.stores.get()
     job_id = uuid.uuid4().hex[:12]
-    batch = req.batch_size or settings.default_batch_size
+    batch = spec.batch_size or settings.default_batch_size
     with state.backpressure.reserve(ns, total, job_id):
         groups = _group_params(req, _binder(fn), settings.max_task_bytes)
         store.create_job(
             job_id,
-            name=req.name or req.task or f"command {req.command}",
-            fn=ref,
-            agg=req.aggregate,
-            spec=JobSpec(source="http", fanout=req.fanout, command=req.command),
-            namespace=ns,
+            name=spec.name or spec.reference,
+            fn=spec.reference,
+            agg=spec.aggregate_reference,
+            spec=StoredSpec(source="http", fanout=req.fanout, command=req.command),
+            namespace=spec.namespace,
         )
         state.remember_job(job_id, ns)
         try:
             done = 0
-            call = _Call(ref, opts, req.aggregate, options_of(agg) if agg else None)
+            call = _Call(ref, opts, spec.aggregate_reference, options_of(agg) if agg else None)
             for rows, done in _rows(state, store, job_id, req, call, groups, batch):
                 store.add_tasks(rows, job_id=job_id, groups=done)
                 state.runner.tasks_added()
@@ -147,6 +149,25 @@ def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitR
     )
 
 
+def job_spec_of(req: SubmitRequest, ref: str, default_batch: int) -> JobSpec:
+    """The HTTP model mapped onto a :class:`JobSpec` (its parameter sets are the request's
+    ``args`` and ``tasks``, checked and bound by :func:`_group_params`; its memory is
+    checked against this server's limits by :func:`task_options`)."""
+    return job_spec(
+        ref,
+        (),
+        replicates=req.fanout,
+        aggregate=req.aggregate,
+        name=req.name or req.task or f"command {req.command}",
+        batch_size=req.batch_size or default_batch,
+        namespace=req.namespace,
+        memory_key=req.memory_key,
+        retries=req.retries,
+        timeout=req.timeout,
+        declared=req.command is not None,
+    )
+
+
 def _check_batch(settings: ServerSettings, namespace: str, total: int) -> None:
     """A batch larger than the server (or its namespace) may ever hold is refused for good
     (413 ``batch_too_large``): retrying it later would not help."""
@@ -157,7 +178,7 @@ def _check_batch(settings: ServerSettings, namespace: str, total: int) -> None:
         raise too_many_tasks(total, f"the quota of namespace {namespace!r}", quota)
 
 
-def _callable(settings: ServerSettings, req: SubmitRequest) -> tuple[Any, str]:
+def _callable(settings: ServerSettings, req: SubmitRequest) -> tuple[Callable[..., object], str]:
     """The function (or the operator's :class:`Command`) a submission names, and its
     reference."""
     if req.command is not None:
@@ -173,11 +194,11 @@ def _callable(settings: ServerSettings, req: SubmitRequest) -> tuple[Any, str]:
     return check_task(settings.task_modules, req.task, req.fanout), req.task
 
 
-def task_options(state: ServerState, req: SubmitRequest, fn: Any) -> TaskOptions:
+def task_options(state: ServerState, req: SubmitRequest, fn: Callable[..., object]) -> TaskOptions:
     """The task's own options, with what the submission asks for, checked against the
     server's limits (its workers' memory, ``--max-retries``, ``--timeout``)."""
     config = state.runner.config
-    changes: dict[str, Any] = {}
+    opts = options_of(fn)
     if req.memory is not None:
         try:
             memory = parse_size(req.memory)
@@ -191,32 +212,32 @@ def task_options(state: ServerState, req: SubmitRequest, fn: Any) -> TaskOptions
                 f"(more than 0, at most {format_size(cap or 0)}: serve --worker-memory / "
                 "--memory-budget)"
             )
-        changes["memory"] = memory
+        opts = dataclasses.replace(opts, memory=memory)
     if req.retries is not None:
         if req.retries > state.settings.max_retries:
             raise PayloadError(
                 f"retries {req.retries} is more than the {state.settings.max_retries} this "
                 "server allows (serve --max-retries)"
             )
-        changes["retries"] = req.retries
+        opts = dataclasses.replace(opts, retries=req.retries)
     if req.timeout is not None:
         if config.task_timeout is not None and req.timeout > config.task_timeout:
             raise PayloadError(
                 f"timeout {req.timeout:g} s is more than the {config.task_timeout:g} s this "
                 "server allows (serve --timeout)"
             )
-        changes["timeout"] = req.timeout
+        opts = dataclasses.replace(opts, timeout=req.timeout)
     if req.memory_key is not None:
-        changes["memory_key"] = req.memory_key
-    return dataclasses.replace(options_of(fn), **changes)
+        opts = dataclasses.replace(opts, memory_key=req.memory_key)
+    return opts
 
 
-def _binder(fn: Any) -> Callable[[dict[str, Any]], None]:
+def _binder(fn: Callable[..., object]) -> Callable[[dict[str, object]], None]:
     """Checks one task's arguments against what it takes (TypeError when they do not fit)."""
     if isinstance(fn, Command):
         fields = fn.fields
 
-        def fill(call: dict[str, Any]) -> None:
+        def fill(call: dict[str, object]) -> None:
             missing = sorted(fields - set(call))
             if missing:
                 raise TypeError(f"missing argument(s) {', '.join(missing)} of its template")
@@ -228,7 +249,7 @@ def _binder(fn: Any) -> Callable[[dict[str, Any]], None]:
         return fill
     signature = inspect.signature(unwrap(fn))
 
-    def bind(call: dict[str, Any]) -> None:
+    def bind(call: dict[str, object]) -> None:
         signature.bind(**call)
 
     return bind
@@ -245,11 +266,11 @@ class _Call:
 
 
 def _group_params(
-    req: SubmitRequest, bind: Callable[[dict[str, Any]], None], max_task_bytes: int
+    req: SubmitRequest, bind: Callable[[dict[str, object]], None], max_task_bytes: int
 ) -> list[GroupArgs] | GroupArgs:
     """Each group's args and their JSON, checked for size and against the signature."""
 
-    def check(args: dict[str, Any], index: int | None) -> GroupArgs:
+    def check(args: dict[str, object], index: int | None) -> GroupArgs:
         where = "args" if index is None else f"tasks[{index}]"
         text = json.dumps(args, separators=(",", ":"))
         if len(text) > max_task_bytes:
@@ -309,4 +330,4 @@ def _rows(
         yield rows, req.groups
 
 
-__all__ = ["check_task", "submit"]
+__all__ = ["check_task", "job_spec_of", "submit"]

@@ -30,7 +30,6 @@ import re
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from oomguard.api.schemas import NAMESPACE_PATTERN
 from oomguard.errors import ConfigError
@@ -147,7 +146,7 @@ def read_tokens(path: str | os.PathLike[str]) -> Tenancy:
     return Tenancy(grants)
 
 
-def _entry(where: str, label: str, entry: Any) -> tuple[str, Grant]:
+def _entry(where: str, label: str, entry: object) -> tuple[str, Grant]:
     here = f"{where}, [tokens.{label}]"
     if not LABEL.match(label):
         raise ConfigError(f"{here}: a label is 1-64 letters, digits and _ . : -")
@@ -169,7 +168,7 @@ def _entry(where: str, label: str, entry: Any) -> tuple[str, Grant]:
     return token.strip(), Grant(label, parsed, _namespaces(here, entry.get("namespaces")))
 
 
-def _namespaces(here: str, value: Any) -> frozenset[str] | None:
+def _namespaces(here: str, value: object) -> frozenset[str] | None:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f'{here}: namespaces must be a list of names (or ["*"])')
     if EVERY in value:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import click
 
@@ -104,7 +103,7 @@ class BenchResult:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "accepted": self.accepted,
             "rejected": self.rejected,
@@ -309,8 +308,8 @@ def bench(
             f" submitted in {out['submit_seconds']} s, total {out['total_seconds']} s"
         )
         click.echo(
-            f"scheduler peak RSS {format_size(out['peak_rss_bytes'])} "
-            f"(limit {format_size(out['scheduler_memory_limit_bytes'])})"
+            f"scheduler peak RSS {format_size(result.peak_rss)} "
+            f"(limit {format_size(result.rss_limit)})"
         )
         if not out["all_accepted_completed"]:
             click.echo("oomguard: not every accepted task finished", err=True)

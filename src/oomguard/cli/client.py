@@ -6,18 +6,20 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, token_option
+from oomguard.cli.render import FAILURES_READ, print_heap, print_status, print_submitted
 from oomguard.errors import OomguardError
+from oomguard.jobs.jsonvalue import JSONObject
 
 if TYPE_CHECKING:
     from oomguard.api.client import ApiClient
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def exit_code_for_client(err: OomguardError) -> ExitCode:
@@ -43,7 +45,7 @@ def _client_errors(fn: F) -> F:
     """Connection and HTTP errors become a message and an exit code (never a traceback)."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: object, **kwargs: object) -> object:
         # Imported when a client command runs: the HTTP stack is not every command's cost.
         from oomguard.api.client import ApiError, ServerConnectionError
 
@@ -56,7 +58,7 @@ def _client_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _args(text: str | None) -> dict[str, Any]:
+def _args(text: str | None) -> JSONObject:
     if text is None:
         return {}
     try:
@@ -89,16 +91,6 @@ retries_option = click.option(
     help="retries of a submission refused with 429 (exponential backoff, Retry-After)",
     **env("RETRIES"),
 )
-
-
-def _print_submitted(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(
-            f"job {result['job_id']}: {result['tasks']} task(s) accepted "
-            f"(namespace {result['namespace']})"
-        )
 
 
 @click.command()
@@ -151,7 +143,7 @@ def submit(
             raise click.UsageError("--set changes keys of a spec file: give one")
         body = {"task": task, "args": _args(args_json), "namespace": namespace}
     with _client(server, token_file, retries) as client:
-        _print_submitted(client.post("/v1/jobs", body), as_json)
+        print_submitted(client.post("/v1/jobs", body), as_json)
 
 
 @click.command("submit-batch")
@@ -201,7 +193,7 @@ def submit_batch(
     as_json: bool,
 ) -> None:
     """Submit COUNT x FANOUT tasks of TASK as one job (accepted whole or refused whole)."""
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "task": task,
         "args": _args(args_json),
         "namespace": namespace,
@@ -211,7 +203,7 @@ def submit_batch(
     if batch_size is not None:
         body["batch_size"] = batch_size
     with _client(server, token_file, retries) as client:
-        _print_submitted(client.post("/v1/jobs", body), as_json)
+        print_submitted(client.post("/v1/jobs", body), as_json)
 
 
 @click.group()
@@ -227,20 +219,9 @@ def profile() -> None:
 @_client_errors
 def profile_heap(server: str, token_file: str | None, limit: int, as_json: bool) -> None:
     """Top allocation sites of a server started with --heap-profiling."""
-    from oomguard.units import format_size
-
     with _client(server, token_file) as client:
         report = client.get("/v1/debug/heap", limit=limit)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(
-        f"rss {format_size(report['rss_bytes'])}, traced "
-        f"{format_size(report['traced_current_bytes'])} (peak "
-        f"{format_size(report['traced_peak_bytes'])})"
-    )
-    for site in report["top"]:
-        click.echo(f"{format_size(site['size_bytes']):>10}  {site['count']:>8}  {site['site']}")
+    print_heap(report, as_json)
 
 
 def remote_status(
@@ -251,7 +232,7 @@ def remote_status(
     Without JOB, the newest job. ``TASKS_FAILED`` when the job finished with failures.
     """
     from oomguard.api.client import ApiError, ServerConnectionError
-    from oomguard.cli.jobs import FAILURES_READ, print_status
+    from oomguard.jobs.status import Failure, JobStatus
 
     try:
         with _client(url, token_file) as client:
@@ -273,7 +254,8 @@ def remote_status(
     if as_json:
         click.echo(json.dumps(status | {"failures": failures[:show_failures]}))
     else:
-        print_status(status, failures, groups=show_failures)
+        told = [Failure.from_json(f) for f in failures]
+        print_status(JobStatus.from_json(status), told, groups=show_failures)
     return int(ExitCode.TASKS_FAILED if status["state"] == "failed" else ExitCode.OK)
 
 

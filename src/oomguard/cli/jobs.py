@@ -6,28 +6,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from oomguard.cli.options import existing_store_option, json_option, token_option
+from oomguard.cli.render import FAILURES_READ, print_json, print_status
 
 if TYPE_CHECKING:
     from oomguard.store.protocol import Store
-
-
-def print_status(
-    status: dict[str, Any], failures: list[dict[str, Any]] | None = None, groups: int = 5
-) -> None:
-    """Tell a person how the job went (cli/report.py: the same for run and status)."""
-    from oomguard.cli.report import render
-
-    for line in render(status, failures or [], groups):
-        click.echo(line)
-
-
-#: failed tasks read to group them (``--failures`` says how many groups are shown)
-FAILURES_READ = 200
 
 
 def open_store(store: str) -> Store:
@@ -74,24 +61,28 @@ def status(
         from oomguard.cli.client import remote_status
 
         sys.exit(remote_status(server, job, token_file, as_json, show_failures))
-    from oomguard.runner import job_status
+    from oomguard.runner import job_failures, job_status
 
     with open_store(store) as st:
         job_id = st.resolve_job(job)
         info = job_status(st, job_id)
-        failures = st.queries.failed_tasks(job_id, limit=FAILURES_READ if show_failures else 0)
+        failures = job_failures(st, job_id, limit=FAILURES_READ if show_failures else 0)
         estimates = st.estimate_rows()
     if as_json:
-        info["failures"] = failures[:show_failures]
-        info["estimates"] = {
-            k: {
-                name: r[name]
-                for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+        print_json(
+            info.to_json()
+            | {
+                "failures": [f.to_json() for f in failures[:show_failures]],
+                "estimates": {
+                    k: {
+                        name: r[name]
+                        for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+                    }
+                    | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
+                    for k, r in estimates.items()
+                },
             }
-            | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
-            for k, r in estimates.items()
-        }
-        click.echo(json.dumps(info, default=str))
+        )
         return
     print_status(info, failures, groups=show_failures)
 
@@ -187,4 +178,4 @@ def register(cli: click.Group) -> None:
         cli.add_command(command)
 
 
-__all__ = ["open_store", "print_status", "register"]
+__all__ = ["open_store", "register"]

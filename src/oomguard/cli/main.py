@@ -8,7 +8,6 @@ Every command module registers its commands on :data:`cli`. Errors derived from
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
@@ -41,7 +40,7 @@ def exit_code_for(err: errors.OomguardError) -> ExitCode:
 class OomguardGroup(click.Group):
     """A click group that turns oomguard errors into a message and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except errors.OomguardError as err:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 import click
 
@@ -18,14 +18,21 @@ from oomguard.units import parse_size
 if TYPE_CHECKING:
     from oomguard.api.tenancy import Tenancy
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 STORE_HELP = "SQLite store file (created if missing)."
 #: the help of --store for commands that only use a store that exists
 EXISTING_STORE_HELP = "SQLite store file (it must exist: exit 4 if it does not)."
 
 
-def env(name: str) -> dict[str, Any]:
+class EnvFallback(TypedDict):
+    """The keyword arguments of an option's ``OOMGUARD_*`` fallback."""
+
+    envvar: str
+    show_envvar: bool
+
+
+def env(name: str) -> EnvFallback:
     """``envvar=OOMGUARD_<NAME>`` shown in ``--help``."""
     return {"envvar": f"OOMGUARD_{name}", "show_envvar": True}
 
@@ -200,20 +207,21 @@ def notify_options(f: F) -> F:
 
     @functools.wraps(f)
     def merged(
-        *args: Any, notify_url_file: str | None, sentry_dsn_file: str | None, **kwargs: Any
-    ) -> Any:
+        *args: object, notify_url_file: str | None, sentry_dsn_file: str | None, **kwargs: object
+    ) -> object:
         from oomguard.notify.secrets import read_lines, read_secret_file
 
         if notify_url_file:
             urls = read_lines(notify_url_file, "--notify-url-file")
-            kwargs["notify_url"] = (*(kwargs.get("notify_url") or ()), *urls)
+            given = kwargs.get("notify_url")
+            kwargs["notify_url"] = (*(given if isinstance(given, tuple) else ()), *urls)
         if sentry_dsn_file:
             if kwargs.get("sentry_dsn"):
                 raise ConfigError("--sentry-dsn and --sentry-dsn-file do not go together")
             kwargs["sentry_dsn"] = read_secret_file(sentry_dsn_file, "--sentry-dsn-file")
         return f(*args, **kwargs)
 
-    g: Any = merged
+    g: Callable[..., object] = merged
     g = click.option(
         "--log-format",
         type=click.Choice(["plain", "json"]),
@@ -283,7 +291,7 @@ def notify_options(f: F) -> F:
         "in the process list.",
         **env("SENTRY_DSN_FILE"),
     )(g)
-    decorated: F = click.option(
+    decorated = click.option(
         "--sentry-dsn",
         default=None,
         metavar="DSN",
@@ -291,7 +299,8 @@ def notify_options(f: F) -> F:
         "Prefer --sentry-dsn-file or the environment.",
         **env("SENTRY_DSN"),
     )(g)
-    return decorated
+    # functools.wraps kept f's name and signature for click; its options are added above
+    return cast(F, decorated)
 
 
 def worker_options(f: F) -> F:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from types import FrameType
-from typing import Any
 
 
 class Terminated(BaseException):
@@ -86,7 +85,7 @@ def say(text: str, log_format: str, level: int = logging.INFO) -> None:
 __all__ = ["Terminated", "log_to_stderr", "say", "stop_on_sigterm"]
 
 
-def terminate(proc: subprocess.Popen[Any], grace: float = 30.0) -> None:
+def terminate(proc: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 30.0) -> None:
     """Stop a process we started: SIGTERM, ``grace`` seconds to exit, then SIGKILL; reaped
     either way."""
     if proc.poll() is not None:

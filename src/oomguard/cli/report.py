@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Iterable
-from typing import Any
 
+from oomguard.jobs.jsonvalue import JSON
+from oomguard.jobs.status import Failure, JobStatus
 from oomguard.units import format_size
 
 #: the width lines are wrapped at (kernel lines and messages are wrapped, never cut)
@@ -61,62 +62,56 @@ def wrap(text: str, indent: str, first: str = "") -> list[str]:
     return lines
 
 
-def _key_label(failure: dict[str, Any]) -> str:
-    key = failure.get("memory_key")
+def _key_label(failure: Failure) -> str:
+    key = failure.memory_key
     if key and "|" in key:
-        return str(key.split("|", 1)[1])
-    params = failure.get("params")
+        return key.split("|", 1)[1]
+    params = failure.params
     if isinstance(params, dict) and params:
         return ", ".join(f"{k}={json.dumps(v)}" for k, v in list(params.items())[:3])
     return "-"
 
 
-def _kernel_line(evidence: dict[str, Any]) -> str | None:
-    lines = [str(x) for x in evidence.get("kernel_lines") or []]
+def _kernel_line(evidence: JSON) -> str | None:
+    found = evidence.get("kernel_lines") if isinstance(evidence, dict) else None
+    lines = [str(x) for x in found] if isinstance(found, list) else []
     for line in reversed(lines):
         if "Killed process" in line or "killed process" in line:
             return line
     return lines[-1] if lines else None
 
 
-def header_lines(status: dict[str, Any]) -> list[str]:
+def header_lines(status: JobStatus) -> list[str]:
     """The job's state, counts, failed attempts by class, budget and output."""
-    c = status["counts"]
-    where = (
-        f", namespace {status['namespace']}"
-        if status.get("namespace") not in (None, "default")
-        else ""
-    )
-    lines = [f"job {status['job_id']} ({task_label(status['name'])}{where}): {status['state']}"]
+    where = f", namespace {status.namespace}" if status.namespace != "default" else ""
+    lines = [f"job {status.job_id} ({task_label(status.name)}{where}): {status.state}"]
     lines.append(
-        f"  tasks: {status.get('finished', 0)} of {status.get('tasks', 0)} finished: "
-        + ", ".join(f"{k} {v}" for k, v in c.items() if v)
+        f"  tasks: {status.finished} of {status.tasks} finished: "
+        + ", ".join(f"{k} {v}" for k, v in status.counts.items() if v)
     )
-    if status.get("stopped"):
-        lines.extend(wrap(f"the job {status['stopped']}", "  "))
-    if status["failures_by_class"]:
+    if status.stopped:
+        lines.extend(wrap(f"the job {status.stopped}", "  "))
+    if status.failures_by_class:
         lines.append(
             "  failed attempts by class (retried or not): "
-            + ", ".join(f"{k} {v}" for k, v in sorted(status["failures_by_class"].items()))
+            + ", ".join(f"{k} {v}" for k, v in sorted(status.failures_by_class.items()))
         )
-    if status.get("memory_budget_bytes"):
+    if status.memory_budget_bytes:
         lines.append(
-            f"  memory budget: {format_size(status['memory_budget_bytes'])} "
-            f"(isolation: {status.get('isolation')})"
+            f"  memory budget: {format_size(status.memory_budget_bytes)} "
+            f"(isolation: {status.isolation})"
         )
-    if status.get("out"):
-        lines.append(f"  results: {status['out']}")
+    if status.out:
+        lines.append(f"  results: {status.out}")
     return lines
 
 
-def failure_lines(
-    failures: Iterable[dict[str, Any]], failed: int, groups_shown: int = 5
-) -> list[str]:
+def failure_lines(failures: Iterable[Failure], failed: int, groups_shown: int = 5) -> list[str]:
     """The tasks that failed for good (``failed`` in all), grouped by class and key; the
     first ``groups_shown`` groups are told."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[Failure]] = {}
     for f in failures:
-        groups.setdefault((str(f["failure_class"]), _key_label(f)), []).append(f)
+        groups.setdefault((str(f.failure_class), _key_label(f)), []).append(f)
     if not groups:
         return []
     shown = sum(len(g) for g in groups.values())
@@ -125,21 +120,21 @@ def failure_lines(
         f"  failed for good: {failed} task{'s' if failed != 1 else ''}{more}, by class and key:"
     ]
     for (fc, key), items in list(groups.items())[:groups_shown]:
-        ids = ", ".join(str(f["task_id"]) for f in items[:8]) + (", ..." if len(items) > 8 else "")
+        ids = ", ".join(str(f.task_id) for f in items[:8]) + (", ..." if len(items) > 8 else "")
         first = items[0]
         lines.append(
             f"    {fc}, {key}: {len(items)} task{'s' if len(items) != 1 else ''} "
-            f"({task_label(str(first['fn']))}; task {ids})"
+            f"({task_label(first.fn)}; task {ids})"
         )
-        if first.get("error"):
-            lines.extend(wrap(str(first["error"]), "      "))
-        attempts = first.get("attempts") or []
-        last = attempts[-1] if attempts else {}
-        ev = last.get("evidence") or {}
-        limit, peak = last.get("limit_bytes"), last.get("peak_bytes")
+        if first.error:
+            lines.extend(wrap(first.error, "      "))
+        last = first.attempts[-1] if first.attempts else None
+        ev = last.evidence if last is not None else None
+        limit = last.limit_bytes if last is not None else None
+        peak = last.peak_bytes if last is not None else None
         if limit or peak:
             lines.append(
-                f"      last attempt ({first.get('attempt_count', len(attempts))} in all): "
+                f"      last attempt ({first.attempt_count} in all): "
                 f"limit {format_size(limit) if limit else '-'}, "
                 f"peak {format_size(peak) if peak else '-'}"
             )
@@ -158,11 +153,9 @@ def failure_lines(
     return lines
 
 
-def render(
-    status: dict[str, Any], failures: Iterable[dict[str, Any]], groups_shown: int = 5
-) -> list[str]:
+def render(status: JobStatus, failures: Iterable[Failure], groups_shown: int = 5) -> list[str]:
     """Everything a person is told about a job: :func:`header_lines`, :func:`failure_lines`."""
-    failed = int(status["counts"].get("failed", 0))
+    failed = status.counts.get("failed", 0)
     return header_lines(status) + failure_lines(failures, failed, groups_shown)
 
 

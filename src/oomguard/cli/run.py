@@ -3,188 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from oomguard.cli.exit_codes import ExitCode
-from oomguard.cli.jobs import FAILURES_READ, print_status
-from oomguard.cli.options import (
-    RUN_SECTIONS,
-    SectionedCommand,
-    config_option,
-    json_option,
-    lost_retries_option,
-    notify_options,
-    size,
-    store_option,
-    worker_options,
-)
+from oomguard.cli.options import RUN_SECTIONS, SectionedCommand
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
-from oomguard.cli.spec import (
-    SpecReader,
-    is_spec,
-    merge,
-    parameter_rows,
-)
-from oomguard.config import config_source, load_config
+from oomguard.cli.render import FAILURES_READ, next_steps, print_status, run_summary
+from oomguard.cli.run_options import RUN_OPTIONS, run_options
+from oomguard.cli.spec import SpecReader, is_spec, merge, parameter_rows
+from oomguard.config import config_from, config_source
 from oomguard.errors import ConfigError, JobStoppedError, PayloadError
+from oomguard.jobs.jsonvalue import JSONObject
+from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.units import format_size
 
 if TYPE_CHECKING:
     from oomguard.jobs.command import Command
+    from oomguard.jobs.status import Failure, JobStatus
 
 
 @click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
 @click.argument("task", required=False)
-@click.option(
-    "--params",
-    "params_file",
-    default=None,
-    envvar="OOMGUARD_PARAMS",
-    show_envvar=True,
-    help="JSON Lines file: one object of keyword arguments a line.",
-)
-@click.option(
-    "--cmd",
-    default=None,
-    envvar="OOMGUARD_CMD",
-    show_envvar=True,
-    help="Run a program instead of TASK: a command line whose {NAME} fields are "
-    "parameters, e.g. 'simulate --agents {n_agents} --seed {replicate}' (an argument "
-    "list: no shell, unless --shell).",
-)
-@click.option(
-    "--shell",
-    is_flag=True,
-    default=None,
-    envvar="OOMGUARD_SHELL",
-    show_envvar=True,
-    help="Run --cmd through /bin/sh (parameters are quoted for it).",
-)
-@click.option(
-    "--name",
-    default=None,
-    envvar="OOMGUARD_NAME",
-    show_envvar=True,
-    help="The job's name: running a job of the same name (and task) again resumes it "
-    "[default: from the parameters].",
-)
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="KEY=VALUE",
-    envvar="OOMGUARD_SET",
-    show_envvar=True,
-    help="Change a key of the spec file (repeat); grid.NAME=[...] changes a grid list. "
-    "Options given on the command line win over the file.",
-)
-@click.option(
-    "--replicates",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_REPLICATES",
-    show_envvar=True,
-    help="Run each parameter set R times, as fn(**params, replicate=i).",
-)
-@click.option(
-    "--aggregate",
-    "aggregate",
-    default=None,
-    envvar="OOMGUARD_AGGREGATE",
-    show_envvar=True,
-    help="AGG (module:function or file.py:function) called as "
-    "agg(params, results) once a parameter set's replicates succeeded.",
-)
-@store_option
-@click.option(
-    "--out",
-    default=None,
-    envvar="OOMGUARD_OUT",
-    show_envvar=True,
-    help="Directory for Parquet results (OUT/tasks, OUT/aggregates).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_WORKERS",
-    show_envvar=True,
-    help="Worker processes [default: CPU count].",
-)
-@click.option(
-    "--task-memory",
-    callback=size,
-    default=None,
-    envvar="OOMGUARD_TASK_MEMORY",
-    show_envvar=True,
-    help="Declared memory estimate for every task of the run.",
-)
-@click.option(
-    "--memory-key",
-    default=None,
-    envvar="OOMGUARD_MEMORY_KEY",
-    show_envvar=True,
-    help="Parameter whose value keys learned memory estimates, e.g. n_agents.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_BATCH_SIZE",
-    show_envvar=True,
-    help="Most parameter groups (replicates + aggregation) open at once.",
-)
-@lost_retries_option
-@worker_options
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "dask"]),
-    default=None,
-    envvar="OOMGUARD_EXECUTOR",
-    show_envvar=True,
-    help="Where attempts run.",
-)
-@click.option(
-    "--dask-address",
-    default=None,
-    envvar="OOMGUARD_DASK_ADDRESS",
-    show_envvar=True,
-    help="tcp://host:port of a Dask scheduler (with --executor dask).",
-)
-@click.option(
-    "--dask-isolation",
-    type=click.Choice(["auto", "cgroup", "watchdog", "thread"]),
-    default=None,
-    envvar="OOMGUARD_DASK_ISOLATION",
-    show_envvar=True,
-    help="Where attempts run on a Dask worker: auto (a child process in its own memory "
-    "cgroup, else under the RSS watchdog), cgroup, watchdog, or thread (in the Dask "
-    "worker itself: nothing isolated).",
-)
-@click.option(
-    "--dask-local",
-    type=click.IntRange(min=1),
-    default=None,
-    envvar="OOMGUARD_DASK_LOCAL",
-    show_envvar=True,
-    help="Start a local Dask cluster of N workers to try the dask executor.",
-)
-@notify_options
-@config_option(
-    "TOML config file to read; without it ./oomguard.toml is read only if you own it and "
-    "only you may write it, and it may not set where oomguard connects (dask_address, "
-    "kernel_log, notify_url, sentry_dsn, executor)"
-)
-@json_option("Print one JSON object at the end.")
-def run(**given: Any) -> None:
+@run_options
+def run(**given: object) -> None:
     """Run TASK (module:function or path/to/file.py:function), or the program of --cmd,
     for every line of --params; or run the job a spec file describes (TASK is then a
     .toml or .json file: see the README, "Jobs as files").
@@ -195,34 +42,59 @@ def run(**given: Any) -> None:
     from oomguard.results.parquet import check_out_dir
 
     ctx = click.get_current_context()
-    task: str | None = given["task"]
-    job: dict[str, Any] = {}
+    task = _text(given["task"])
+    sets = given["sets"]
+    sets = tuple(str(item) for item in sets) if isinstance(sets, tuple) else ()
+    job: JSONObject = {}
     values = dict(given)
     if is_spec(task):
         assert task is not None
-        spec = SpecReader(ctx.command).read(ctx, task, given["sets"])
+        spec = SpecReader(RUN_OPTIONS).read(ctx, task, sets)
         values = merge(ctx, spec, given)
         job, task = spec.job, None
-    elif given["sets"]:
+    elif sets:
         raise ConfigError("--set changes keys of a spec file: give one (oomguard run study.toml)")
     fn, label = _task(task, values, job)
-    aggregate = values["aggregate"]
+    aggregate = _text(values.pop("aggregate"))
     if aggregate:
         from oomguard.jobs.task import load
 
         load(aggregate, os.getcwd())
-    params_file = values.pop("params_file")
-    params, digest, source = _parameters(params_file, job, fn, values)
-    values.pop("aggregate")
-    name = values.pop("name") or job.get("name") or f"{source}:{digest}"
-    out = values.pop("out")
+    params_file = _text(values.pop("params_file"))
+    # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
+    replicates = _number(values.pop("replicates"))
+    params, digest, source = _parameters(params_file, job, fn, bool(replicates or aggregate))
+    name = _text(values.pop("name")) or _text(job.get("name")) or f"{source}:{digest}"
+    out = _text(values.pop("out"))
     if out is not None:
         check_out_dir(out)
     title = f"{label} --params {params_file}" if params_file else f"{label} ({given['task']})"
-    _sweep(fn, params, title=title, name=name, aggregate=aggregate, out=out, values=values)
+    submission = job_spec(
+        fn,
+        params,
+        replicates=replicates,
+        aggregate=aggregate,
+        name=name,
+        title=title,
+        out=out,
+        batch_size=_number(values.get("batch_size")),
+    )
+    _sweep(submission, values)
 
 
-def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tuple[Any, str]:
+def _text(value: object) -> str | None:
+    """An option's value that is a string (None when not given)."""
+    return value if isinstance(value, str) else None
+
+
+def _number(value: object) -> int | None:
+    """An option's value that is a whole number (None when not given)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _task(
+    task: str | None, values: dict[str, object], job: JSONObject
+) -> tuple[str | Command, str]:
     """The task function's reference (checked) or the :class:`Command`, and its label."""
     from oomguard.jobs.command import command
     from oomguard.jobs.task import load
@@ -238,13 +110,15 @@ def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tupl
     if cmd is None and task is None:
         cmd = job.get("cmd")
         shell = job.get("shell") if shell is None else shell
-        task = job.get("task")
-    if cmd is not None:
+        task = _text(job.get("task"))
+    if isinstance(cmd, list):
+        cmd = [str(part) for part in cmd]
+    if isinstance(cmd, str | list):
         program = command(cmd, bool(shell))
         return program, str(program)
     if shell:
         raise ConfigError("--shell goes with --cmd")
-    if task is None:
+    if not isinstance(task, str):
         raise ConfigError("no task: give TASK, --cmd, or a spec file with task or cmd")
     # Module references are looked up in this directory too (after everything installed),
     # here and in the workers (RunnerConfig.task_dir, the current directory by default).
@@ -253,21 +127,19 @@ def _task(task: str | None, values: dict[str, Any], job: dict[str, Any]) -> tupl
 
 
 def _parameters(
-    params_file: str | None, job: dict[str, Any], fn: Any, values: dict[str, Any]
-) -> tuple[Iterable[dict[str, Any]], str, str]:
+    params_file: str | None, job: JSONObject, fn: str | Command, numbered: bool
+) -> tuple[Iterable[JSONObject], str, str]:
     """The parameter sets (streamed from a file), their digest and where they came from."""
     found = parameter_rows(params_file, job)
     if found is None:
         raise ConfigError("no parameters: give --params, or params, rows or [grid] in a spec")
     rows, digest, source = found
     if not isinstance(fn, str) and isinstance(rows, list):
-        # With an aggregation, tasks get replicate= even without --replicates (Runner.sweep).
-        numbered = bool(values.get("replicates") or values.get("aggregate"))
         _check_fields(fn, rows, numbered)
     return rows, digest, source
 
 
-def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) -> None:
+def _check_fields(program: Command, rows: list[JSONObject], numbered: bool) -> None:
     # Said before anything runs, not as one error per task.
     have = {"replicate"} if numbered else set()
     for i, row in enumerate(rows):
@@ -280,37 +152,26 @@ def _check_fields(program: Command, rows: list[dict[str, Any]], numbered: bool) 
             )
 
 
-def _sweep(
-    fn: Any,
-    params: Iterable[dict[str, Any]],
-    *,
-    title: str,
-    name: str,
-    aggregate: str | None,
-    out: str | None,
-    values: dict[str, Any],
-) -> None:
+def _sweep(spec: JobSpec, values: dict[str, object]) -> None:
     from oomguard.notify.build import check_notifications
-    from oomguard.runner import Runner
+    from oomguard.runner import Runner, job_failures
 
     store, as_json, dask_local = (
-        values.pop("store"),
-        values.pop("as_json"),
-        values.pop("dask_local"),
+        str(values.pop("store")),
+        bool(values.pop("as_json")),
+        _number(values.pop("dask_local")),
     )
-    replicates = values.pop("replicates")
     for key in ("task", "sets"):
         values.pop(key, None)
     options = values
     closer = None
     if dask_local:
         options["executor"] = "dask"
-    source = config_source(options.pop("config_file"), implicit=True)
+    source = config_source(_text(options.pop("config_file")), implicit=True)
     if source.note:  # before the file is read: its errors follow this line
-        say(source.note, options.get("log_format") or "plain")
-    config = load_config(
-        source=source, store=store, **{k: v for k, v in options.items() if v is not None}
-    )
+        say(source.note, _text(options.get("log_format")) or "plain")
+    given = {k: v for k, v in options.items() if v is not None}
+    config = config_from(given | {"store": store}, source=source)
     if dask_local:
         from oomguard.cli.dask_options import local_cluster
 
@@ -323,8 +184,8 @@ def _sweep(
     # With JSON logs every line on stderr is JSON: the scheduler logs its start instead.
     plain = not as_json and config.log_format == "plain"
     stop_on_sigterm()
-    status: dict[str, Any] = {}
-    failures: list[dict[str, Any]] = []
+    status: JobStatus | None = None
+    failures: list[Failure] = []
     job_id: str | None = None
     try:
         with Runner(config=config) as runner:
@@ -347,16 +208,7 @@ def _sweep(
                 for warning in view.warnings:
                     logging.getLogger("oomguard").warning("%s", warning)
             try:
-                job = runner.sweep(
-                    fn,
-                    params,
-                    replicates=replicates,
-                    aggregate=aggregate,
-                    out=out,
-                    name=name,
-                    title=title,
-                    batch_size=options.get("batch_size"),
-                )
+                job = runner.submit_job(spec)
                 job_id = job.id
                 status = job.wait(progress=plain and sys.stderr.isatty())
             except JobStoppedError as err:
@@ -367,8 +219,8 @@ def _sweep(
                 # once the runner has stopped its workers.
                 if runner.died is None:
                     raise
-            if status and not as_json:
-                failures = runner.store.queries.failed_tasks(status["job_id"], FAILURES_READ)
+            if status is not None and not as_json:
+                failures = job_failures(runner.store, status.job_id, FAILURES_READ)
     except KeyboardInterrupt:
         say(stopped_message("interrupted", config.store, job_id), config.log_format)
         sys.exit(int(ExitCode.INTERRUPTED))
@@ -388,36 +240,14 @@ def _sweep(
             logging.ERROR,
         )
         sys.exit(int(ExitCode.SCHEDULER_DIED))
+    assert status is not None  # the job was waited for, or stopped: either way it has one
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "job_id": status["job_id"],
-                    "counts": status["counts"],
-                    "failures_by_class": status["failures_by_class"],
-                    "out": status["out"],
-                    "state": status["state"],
-                }
-            )
-        )
+        click.echo(run_summary(status))
     else:
         print_status(status, failures)
         click.echo(next_steps(config.store, status))
-    if status["counts"]["failed"] or status.get("stopped"):
+    if status.counts.get("failed") or status.stopped:
         sys.exit(int(ExitCode.TASKS_FAILED))
-
-
-def next_steps(store: str, status: dict[str, Any]) -> str:
-    """The commands that show more of a job, printed at the end of ``run``."""
-    where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(store)}"
-    job = status["job_id"]
-    lines = [
-        f"next: oomguard status {job}{where} --json  (every attempt's evidence)",
-        f"      oomguard ui{where}  (the dashboard, on http://127.0.0.1:8766/ui/)",
-    ]
-    if status["counts"].get("succeeded"):
-        lines.append(f"      oomguard results {job}{where}  (the results as JSON lines)")
-    return "\n".join(lines)
 
 
 def stopped_message(how: str, store: str, job_id: str | None) -> str:

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from oomguard.api.service import ServerState
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 DEFAULT_LISTEN = "127.0.0.1:8765"
 
 
@@ -194,7 +194,7 @@ def serve(
     max_retries: int,
     retention: str | None,
     config_file: str | None,
-    **options: Any,
+    **options: object,
 ) -> None:
     """Run the scheduler, its workers and the HTTP API in one process.
 

@@ -24,12 +24,12 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from oomguard.errors import ConfigError, InputFileNotFoundError, PayloadError
+from oomguard.jobs.jsonvalue import JSON, JSONObject
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,9 +54,9 @@ class Spec:
 
     path: str
     #: option values by click parameter name (``worker_memory``), converted
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, object] = field(default_factory=dict)
     #: ``task``, ``cmd``, ``shell``, ``rows``, ``grid``, ``name`` as given
-    job: dict[str, Any] = field(default_factory=dict)
+    job: JSONObject = field(default_factory=dict)
 
 
 def is_spec(argument: str | None) -> bool:
@@ -78,11 +78,12 @@ def _line_of(text: str, key: str, json_file: bool) -> int | None:
 
 
 class SpecReader:
-    """Reads a spec file against the parameters of the ``run`` command."""
+    """Reads a spec file against a schema: the options of ``run``
+    (:data:`oomguard.cli.run_options.RUN_OPTIONS`), each key checked as its option is."""
 
-    def __init__(self, command: click.Command) -> None:
+    def __init__(self, schema: Iterable[click.Parameter]) -> None:
         self.by_key: dict[str, click.Parameter] = {}
-        for param in command.params:
+        for param in schema:
             if not isinstance(param, click.Option) or param.name in NOT_IN_SPEC:
                 continue
             for opt in param.opts:
@@ -156,7 +157,7 @@ class _Where:
         return f"{self.path}:{line}" if line else self.path
 
 
-def _load(path: str) -> tuple[dict[str, Any], str]:
+def _load(path: str) -> tuple[JSONObject, str]:
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
@@ -201,7 +202,7 @@ def _deepest_line(text: str) -> int:
     return best_line
 
 
-def _parse(path: str, text: str) -> tuple[dict[str, Any], str]:
+def _parse(path: str, text: str) -> tuple[JSONObject, str]:
     if path.endswith(".json"):
         try:
             data = json.loads(text)
@@ -224,7 +225,7 @@ def _parse(path: str, text: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}:{line}: not valid TOML ({reason})") from None
 
 
-def _apply_set(data: dict[str, Any], item: str, reader: SpecReader) -> None:
+def _apply_set(data: JSONObject, item: str, reader: SpecReader) -> None:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -253,7 +254,7 @@ def _apply_set(data: dict[str, Any], item: str, reader: SpecReader) -> None:
     data[key] = value
 
 
-def _job_value(where: _Where, key: str, value: Any, base: str) -> Any:
+def _job_value(where: _Where, key: str, value: JSON, base: str) -> JSON:
     def bad(expected: str) -> ConfigError:
         return ConfigError(f"{where.at(key)}: {key}: expected {expected}, got {value!r:.80}")
 
@@ -307,7 +308,7 @@ def _relative_ref(ref: str, base: str) -> str:
     return ref
 
 
-def merge(ctx: click.Context, spec: Spec, given: dict[str, Any]) -> dict[str, Any]:
+def merge(ctx: click.Context, spec: Spec, given: dict[str, object]) -> dict[str, object]:
     """``given`` (the command's parameters) with the spec's values where the command line
     (or the environment) did not set them."""
     merged = dict(given)
@@ -320,22 +321,47 @@ def merge(ctx: click.Context, spec: Spec, given: dict[str, Any]) -> dict[str, An
 
 
 def parameter_rows(
-    params_file: str | None, job: dict[str, Any]
-) -> tuple[Iterable[dict[str, Any]], str, str] | None:
+    params_file: str | None, job: JSONObject
+) -> tuple[Iterable[JSONObject], str, str] | None:
     """The parameter sets (streamed from a file), their digest and where they came from
     (``params``, ``rows``, ``grid``); None when the spec gives none."""
     if params_file is not None:
         digest, _count = check_params_file(params_file)
         return iter_params_file(params_file), digest, "params"
-    if "rows" in job:
-        return job["rows"], rows_digest(job["rows"]), "rows"
-    if "grid" in job:
-        rows = list(expand_grid(job["grid"]))
+    given = job.get("rows")
+    if isinstance(given, list):  # each a table: checked when the spec was read
+        rows = [row for row in given if isinstance(row, dict)]
+        return rows, rows_digest(rows), "rows"
+    grid = job.get("grid")
+    if isinstance(grid, dict):
+        rows = list(expand_grid(grid))
         return rows, rows_digest(rows), "grid"
     return None
 
 
-def expand_grid(grid: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def option_int(spec: Spec, name: str) -> int | None:
+    """An integer option of the spec (its value was converted by its option's type)."""
+    value = spec.options.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def option_float(spec: Spec, name: str) -> float | None:
+    value = spec.options.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def option_str(spec: Spec, name: str) -> str | None:
+    value = spec.options.get(name)
+    return value if isinstance(value, str) else None
+
+
+def job_str(spec: Spec, key: str) -> str | None:
+    """A string key of the job (``task``, ``cmd`` as a line, ``name``, ``command``)."""
+    value = spec.job.get(key)
+    return value if isinstance(value, str) else None
+
+
+def expand_grid(grid: JSONObject) -> Iterator[JSONObject]:
     """The product of the grid's lists (the first key varies slowest)."""
     names = list(grid)
     axes = [v if isinstance(v, list) else [v] for v in grid.values()]
@@ -382,7 +408,7 @@ def check_params_file(path: str) -> tuple[str, int]:
     return digest.hexdigest(), count
 
 
-def iter_params_file(path: str) -> Iterator[dict[str, Any]]:
+def iter_params_file(path: str) -> Iterator[JSONObject]:
     with open(path, "rb") as fh:
         for raw in fh:
             if raw.strip():
@@ -396,5 +422,9 @@ __all__ = [
     "expand_grid",
     "is_spec",
     "iter_params_file",
+    "job_str",
     "merge",
+    "option_float",
+    "option_int",
+    "option_str",
 ]

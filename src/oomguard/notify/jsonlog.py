@@ -19,8 +19,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.notify.base import Outbox
 from oomguard.notify.notice import (
     AttemptNotice,
@@ -40,7 +41,7 @@ LEVELS = {
 }
 
 
-def json_line(notice: Notice) -> dict[str, Any]:
+def json_line(notice: Notice) -> JSONObject:
     """The JSON log line of a notice."""
     if isinstance(notice, JobNotice):
         level = {"failed": "error", "cancelled": "warning"}.get(notice.state, "info")

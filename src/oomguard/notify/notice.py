@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from oomguard.errors import OomguardError
+from oomguard.jobs.jsonvalue import JSON, JSONObject
 
 if TYPE_CHECKING:
     from oomguard.store.protocol import Store
@@ -91,7 +92,7 @@ class AttemptNotice:
     #: the task's traceback (``error``, ``memory_error``) or oomguard's own (internal errors)
     traceback: str | None = None
     #: a few scalars of the attempt's evidence (signal, exit code, who killed it)
-    evidence: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, JSON] = field(default_factory=dict)
     at: float = field(default_factory=time.time)
 
     @property
@@ -138,7 +139,7 @@ class AttemptNotice:
         peak_bytes: int | None = None,
         worker: str | None = None,
         retry_at: float | None = None,
-        evidence: Mapping[str, Any] | None = None,
+        evidence: Mapping[str, object] | None = None,
     ) -> AttemptNotice:
         """A notice with ``evidence`` reduced to what notifications carry, bounded."""
         evidence = evidence or {}
@@ -212,7 +213,7 @@ def kernel_excerpt(lines: object) -> tuple[str, ...]:
     return tuple(text)
 
 
-def notice_fields(notice: Notice) -> dict[str, Any]:
+def notice_fields(notice: Notice) -> JSONObject:
     """The notice's fields as JSON-ready values, with the same keys, always present (null
     when they do not apply), for every channel. See README "Notifications"."""
     if isinstance(notice, JobNotice):
@@ -287,6 +288,8 @@ def to_json(notice: Notice) -> tuple[str, str]:
 
 def from_json(kind: str, fields: Mapping[str, Any]) -> Notice:
     """The notice :func:`to_json` wrote (``fields``: its JSON, parsed)."""
+    # Typed loosely: each field's value is what to_json wrote for it, which mypy cannot
+    # follow through the mapping.
     if kind == "job":
         return JobNotice(**fields)
     values = dict(fields)
@@ -311,8 +314,8 @@ def _tail(text: str, limit: int) -> str:
     return text if len(text) <= limit else "…" + text[len(text) - limit + 1 :]
 
 
-def _scalars(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _scalars(evidence: Mapping[str, object]) -> JSONObject:
+    out: JSONObject = {}
     for key in EVIDENCE_KEYS:
         value = evidence.get(key)
         if value is None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from oomguard.errors import ConfigError
 from oomguard.private_files import check_private, read_private
+
+V = TypeVar("V")
 
 #: what a redacted match becomes
 REDACTED = "[redacted]"
@@ -112,18 +114,23 @@ class Redactor:
             value = pattern.sub(REDACTED, value)
         return value
 
-    def value(self, value: Any) -> Any:
-        """``value`` with every string in it (keys of mappings included) redacted."""
+    def value(self, value: V) -> V:
+        """``value`` with every string in it (keys of mappings included) redacted: of the
+        same shape (a tuple becomes a list, as in JSON)."""
         if not self.patterns:
             return value
         if isinstance(value, str):
-            return self.text(value)
+            return cast(V, self.text(value))
         if isinstance(value, dict):
-            return {
-                (self.text(k) if isinstance(k, str) else k): self.value(v) for k, v in value.items()
-            }
+            return cast(
+                V,
+                {
+                    (self.text(k) if isinstance(k, str) else k): self.value(v)
+                    for k, v in value.items()
+                },
+            )
         if isinstance(value, (list, tuple)):
-            return [self.value(v) for v in value]
+            return cast(V, [self.value(v) for v in value])
         return value
 
 

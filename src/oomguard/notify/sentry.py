@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from oomguard.errors import ConfigError
 from oomguard.jobs.command import label
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.notify.base import Outbox
 from oomguard.notify.notice import AttemptNotice, Notice, summary, weigh
 from oomguard.notify.secrets import Redactor
@@ -33,6 +34,7 @@ from oomguard.units import format_size
 
 if TYPE_CHECKING:
     import sentry_sdk
+    from sentry_sdk._types import Event
 
 log = logging.getLogger("oomguard.notify")
 
@@ -44,7 +46,7 @@ SDK_QUEUE = 250
 FLUSH_EVERY = 100
 
 
-def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
+def sentry_event(notice: AttemptNotice) -> JSONObject:
     """The Sentry event (a JSON-ready dict) for a failed attempt."""
     group = notice.group_class or "unknown"
     task = label(notice.function)
@@ -58,7 +60,7 @@ def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
         body += ["", "kernel:", *notice.kernel_lines]
     if notice.traceback:
         body += ["", notice.traceback.rstrip()]
-    context: dict[str, Any] = {
+    context: JSONObject = {
         "job_id": notice.job_id,
         "task_id": notice.task_id,
         "attempt_id": notice.attempt_id,
@@ -75,7 +77,7 @@ def sentry_event(notice: AttemptNotice) -> dict[str, Any]:
         "retry_at": notice.retry_at,
         **dict(notice.evidence),
     }
-    tags = {
+    tags: JSONObject = {
         "failure_class": notice.failure_class or "unknown",
         "function": task,
         "final": "true" if notice.final else "false",
@@ -162,7 +164,8 @@ class SentryNotifier:
     def _deliver(self, notice: AttemptNotice) -> bool:
         # Queued on the SDK's transport, which sends (and rate-limits) from its own thread.
         event = self.redactor.value(sentry_event(notice))
-        sent = self.client.capture_event(event) is not None
+        # The SDK's Event is a TypedDict of the keys sentry_event writes.
+        sent = self.client.capture_event(cast("Event", event)) is not None
         self._handed += 1
         if self._handed % FLUSH_EVERY == 0:
             self.client.flush(timeout=self.timeout)

@@ -31,10 +31,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
 
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.notify.base import Outbox, OutboxStats
 from oomguard.notify.notice import JobNotice, Notice, notice_fields, rfc3339
 from oomguard.notify.secrets import Redactor, redact_url
@@ -70,7 +71,7 @@ def event_name(notice: Notice, on: Sequence[str]) -> str | None:
     return None
 
 
-def webhook_body(event: str, notice: Notice, seq: int, delivery_id: str) -> dict[str, Any]:
+def webhook_body(event: str, notice: Notice, seq: int, delivery_id: str) -> JSONObject:
     """The JSON body of one POST: ``event``, ``id``, ``seq``, ``time`` (when the event
     happened), ``text`` (a line for people, Slack-safe: it makes the body a valid Slack
     incoming-webhook message), then the notice's raw fields

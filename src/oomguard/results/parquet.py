@@ -22,10 +22,10 @@ import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import BlobMissingError, OutputError
 from oomguard.units import safe_text
@@ -76,8 +76,9 @@ def result_row(
     attempts: int,
     value: bytes | BlobMissingError | None,
     with_replicate: bool,
-) -> dict[str, Any]:
-    row: dict[str, Any] = {"task_id": task_id, "group": grp}
+) -> dict[str, object]:
+    """One row of a results table: identity, parameters (the user's), result or why not."""
+    row: dict[str, object] = {"task_id": task_id, "group": grp}
     if isinstance(params, BlobMissingError):
         row["params_error"] = str(params)
     else:
@@ -116,11 +117,11 @@ def _utf8(value: object) -> object:
     return value
 
 
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+def rows_to_table(rows: Sequence[Mapping[str, object]]) -> pa.Table:
     """An Arrow table from row dicts; columns Arrow cannot type are stored pickled."""
     import pyarrow as pa
 
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, list[object]] = {}
     for i, row in enumerate(rows):
         for key, val in row.items():
             columns.setdefault(key, [None] * i).append(val)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
-    from oomguard.store.records import JobRecord, JobSpec, JobTimes, TaskRow
+    from oomguard.store.records import JobRecord, JobTimes, StoredSpec, TaskRow
     from oomguard.store.samples import Sample
     from oomguard.store.writes import Write
 
@@ -421,7 +421,7 @@ class Store(Protocol):
         name: str,
         fn: str,
         agg: str | None,
-        spec: JobSpec | None = None,
+        spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
     ) -> None: ...

@@ -34,7 +34,7 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
-class JobSpec:
+class StoredSpec:
     """How a job was submitted, as the store keeps it (JSON in the job's row). A job from
     the Python API sets ``replicates``, ``out`` and ``batch_size``; one submitted over HTTP
     sets ``source="http"``, ``fanout`` and ``command``; unset fields are None."""
@@ -63,7 +63,7 @@ class JobSpec:
         )
 
     @classmethod
-    def from_json(cls, text: str | None) -> JobSpec:
+    def from_json(cls, text: str | None) -> StoredSpec:
         """A stored spec; keys this oomguard does not know (a newer one wrote them) are
         left out."""
         data = json.loads(text) if text else {}
@@ -92,7 +92,7 @@ class JobRecord:
     fn: str
     #: the aggregation function, if the job has one
     agg: str | None
-    spec: JobSpec
+    spec: StoredSpec
     #: open, sealed, cancelled or stopped
     state: str
     created_at: float
@@ -100,4 +100,4 @@ class JobRecord:
     groups: int
 
 
-__all__ = ["JobRecord", "JobSpec", "JobTimes", "TaskRow"]
+__all__ = ["JobRecord", "JobTimes", "StoredSpec", "TaskRow"]

@@ -36,7 +36,7 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.queries import POSITIONAL, Q
-from oomguard.store.records import JobRecord, JobSpec, TaskRow
+from oomguard.store.records import JobRecord, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -140,7 +140,7 @@ class SqliteStore:
         name: str,
         fn: str,
         agg: str | None,
-        spec: JobSpec | None = None,
+        spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
     ) -> None:
@@ -153,7 +153,7 @@ class SqliteStore:
                     namespace,
                     fn,
                     agg,
-                    (spec or JobSpec()).to_json(),
+                    (spec or StoredSpec()).to_json(),
                     fingerprint,
                     time.time(),
                 ),

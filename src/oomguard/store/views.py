@@ -17,7 +17,7 @@ from oomguard.errors import BlobMissingError, JobNotFoundError
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
-from oomguard.store.records import JobRecord, JobSpec, JobTimes
+from oomguard.store.records import JobRecord, JobTimes, StoredSpec
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Queries:
             namespace=str(namespace),
             fn=str(fn),
             agg=agg,
-            spec=JobSpec.from_json(spec),
+            spec=StoredSpec.from_json(spec),
             state=str(state),
             created_at=float(created_at),
             groups=int(groups or 0),
