@@ -74,6 +74,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 #: children that live as long as the test process by design (started once, on demand)
 KEPT_FOR_THE_SESSION = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+#: the test process's children when the test function was called (after every fixture
+#: was set up, a module-scoped one asked for with getfixturevalue included)
+CHILDREN_AT_CALL = pytest.StashKey[set[tuple[int, float]]]()
 
 
 def _children() -> dict[tuple[int, float], psutil.Process]:
@@ -90,12 +93,22 @@ def _children() -> dict[tuple[int, float], psutil.Process]:
     return found
 
 
-def _kept(process: psutil.Process) -> bool:
+def _kept(process: psutil.Process, before: set[tuple[int, float]]) -> bool:
+    """Spared: multiprocessing's session helpers, and anything started by a process that
+    was there before the test (a Dask nanny restarting its worker, a module-scoped
+    server starting its own workers): their owner stops them."""
     try:
         command = " ".join(process.cmdline())
+        if any(name in command for name in KEPT_FOR_THE_SESSION):
+            return True
+        return any((parent.pid, parent.create_time()) in before for parent in process.parents())
     except psutil.Error:
         return True
-    return any(name in command for name in KEPT_FOR_THE_SESSION)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    item.stash[CHILDREN_AT_CALL] = set(_children())
 
 
 @pytest.fixture(autouse=True)
@@ -105,15 +118,18 @@ def reap_leftover_children(request: pytest.FixtureRequest) -> Iterator[None]:
     A leak is reported (a warning in the log and a list at the end of the run), not
     failed: failing would not free the process, and a leaked worker, server or Dask
     process holding a port, a cgroup or a pipe must never hang the rest of the run.
-    Processes that existed before the test (a module-scoped fixture's server or cluster,
-    set up before this function-scoped fixture) are left alone; so are the ones
-    multiprocessing keeps for the session. Being autouse, this fixture is set up before
-    and torn down after the test's other function-scoped fixtures, so what those stop on
-    teardown is not counted as a leak.
+
+    What the test function started is a leak when it outlives the test's fixtures (this
+    autouse fixture is set up first, so torn down last among the function-scoped ones).
+    Processes there when the function was called are left alone, and so is what they
+    start: fixtures own them, module-scoped ones (a cluster, a server) outlive the test by
+    design. A test whose setup failed is not looked at.
     """
-    before = set(_children())
     yield
-    left = [p for key, p in _children().items() if key not in before and not _kept(p)]
+    before = request.node.stash.get(CHILDREN_AT_CALL, None)
+    if before is None:
+        return
+    left = [p for key, p in _children().items() if key not in before and not _kept(p, before)]
     if not left:
         return
     names = []
