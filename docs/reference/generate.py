@@ -301,11 +301,12 @@ def http_page() -> str:
     assert isinstance(paths, dict)
     out = [HEADER, "# HTTP API\n\n"]
     out.append(
-        "The routes of `oomguard serve` (and of `oomguard ui` for `/ui/`), from its OpenAPI "
-        "document (served at `/openapi.json`). Every route but `/healthz` wants "
+        "The API routes of `oomguard serve`, from its OpenAPI document (served at "
+        "`/openapi.json`; the dashboard's pages under `/ui/` are not in it: "
+        "[the dashboard guide](../guide/dashboard.md)). Every route but `/healthz` wants "
         "`Authorization: Bearer TOKEN` when the server has a token; requests that change "
         "state send `Content-Type: application/json` or `X-Oomguard-Client`. Errors are "
-        '`{"error": CODE, "message": ...}`. How to use them: '
+        '`{"error": {"code": CODE, "message": ...}}`. How to use them: '
         "[the server guide](../guide/server.md).\n\n"
     )
     for path in sorted(paths):
