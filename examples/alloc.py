@@ -1,5 +1,5 @@
 """A program that allocates MIB mebibytes and prints a JSON object on its last line:
-the command task of examples/commands.toml (see the README, "Any program as a task")."""
+the command task of examples/commands.toml (see docs/guide/commands.md)."""
 
 import json
 import sys

@@ -1,4 +1,4 @@
-"""The task functions of examples/study.toml (see the README, "Jobs as files")."""
+"""The task functions of examples/study.toml (see docs/guide/jobs-as-files.md)."""
 
 from __future__ import annotations
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +70,103 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("system") is not None:
             item.add_marker(pytest.mark.xdist_group("system"))
+
+
+#: children that live as long as the test process by design (started once, on demand)
+KEPT_FOR_THE_SESSION = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+#: the test process's children when the test function was called (after every fixture
+#: was set up, a module-scoped one asked for with getfixturevalue included)
+CHILDREN_AT_CALL = pytest.StashKey[set[tuple[int, float]]]()
+
+
+def _children() -> dict[tuple[int, float], psutil.Process]:
+    """The test process's live descendants, each named by (pid, start time): pids are
+    reused."""
+    found: dict[tuple[int, float], psutil.Process] = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue  # exited: it holds nothing and hangs nothing
+            found[(child.pid, child.create_time())] = child
+        except psutil.Error:
+            continue
+    return found
+
+
+def _kept(process: psutil.Process, before: set[tuple[int, float]]) -> bool:
+    """Spared: multiprocessing's session helpers, and anything started by a process that
+    was there before the test (a Dask nanny restarting its worker, a module-scoped
+    server starting its own workers): their owner stops them."""
+    try:
+        command = " ".join(process.cmdline())
+        if any(name in command for name in KEPT_FOR_THE_SESSION):
+            return True
+        return any((parent.pid, parent.create_time()) in before for parent in process.parents())
+    except psutil.Error:
+        return True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    item.stash[CHILDREN_AT_CALL] = set(_children())
+
+
+@pytest.fixture(autouse=True)
+def reap_leftover_children(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Reap any child process a test leaves: terminate, wait, kill.
+
+    A leak is reported (a warning in the log and a list at the end of the run), not
+    failed: failing would not free the process, and a leaked worker, server or Dask
+    process holding a port, a cgroup or a pipe must never hang the rest of the run.
+
+    What the test function started is a leak when it outlives the test's fixtures (this
+    autouse fixture is set up first, so torn down last among the function-scoped ones).
+    Processes there when the function was called are left alone, and so is what they
+    start: fixtures own them, module-scoped ones (a cluster, a server) outlive the test by
+    design. A test whose setup failed is not looked at.
+    """
+    yield
+    before = request.node.stash.get(CHILDREN_AT_CALL, None)
+    if before is None:
+        return
+    left = [p for key, p in _children().items() if key not in before and not _kept(p, before)]
+    if not left:
+        return
+    names = []
+    for process in left:
+        try:
+            names.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+            process.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(left, timeout=5)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+    for name in names:
+        # In the teardown's report: it reaches the controlling process under pytest-xdist.
+        request.node.user_properties.append(("reaped", name))
+    logging.getLogger("tests.reaper").warning(
+        "%s left %d process(es), reaped: %s", request.node.nodeid, len(names), names
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the processes tests left behind (reaped after each), so leaks get fixed."""
+    leaks = sorted(
+        {
+            (report.nodeid, str(value))
+            for reports in terminalreporter.stats.values()
+            for report in reports
+            if isinstance(report, pytest.TestReport) and report.when == "teardown"
+            for key, value in report.user_properties
+            if key == "reaped"
+        }
+    )
+    if leaks:
+        terminalreporter.section("child processes left by tests (reaped)")
+        for nodeid, name in leaks:
+            terminalreporter.write_line(f"{nodeid}: {name}")

@@ -13,7 +13,6 @@ import json
 import re
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,11 +93,12 @@ def test_a_daemonising_command_under_recycling_leaves_nothing_and_the_server_ser
                                   "tasks": [{"pid_file": str(pid_file)}] * 3})
         assert status["counts"]["succeeded"] == 3, (status, served.output())
         _none_left(pid_file, 3)
-        # A daemon that keeps the program's stdout open does not hold the attempt either.
-        t0 = time.monotonic()
+        # A daemon that keeps the program's stdout open does not hold the attempt either:
+        # the attempt ends while its daemon (a 60 s sleep) lives, and the daemon is then
+        # swept as its leftover (left_processes >= 1, checked below for every attempt).
         status = _submit(served, {"command": "daemon_keeps_stdout",
                                   "args": {"pid_file": str(pid_file)}})
-        assert status["counts"]["succeeded"] == 1 and time.monotonic() - t0 < 30, status
+        assert status["counts"]["succeeded"] == 1, status
         _none_left(pid_file, 4)
         # Each attempt says what it left; the server goes on serving.
         left = [e.get("left_processes", 0) for e in _evidence(served.store)]
