@@ -146,3 +146,50 @@ def test_the_rate_limit_holds_a_crash_loop_and_counts_it(tmp_path: Path) -> None
     body = body_of(recorder.sent[0][0], 2, "x")
     assert body["suppressed"] == 2 and "+2 more" in str(body["text"])
     json.dumps(body)
+
+
+def test_a_journal_export_is_read_and_its_cursor_is_the_time_since_boot(tmp_path: Path) -> None:
+    from oomguard.agent.reader import FileSource
+
+    journal = REPORT.parent / "local_memcg_v1_journal_json_6.18.log"
+    state = tmp_path / "cursor.json"
+    recorder = Recorder()
+    agent = Agent(AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
+                  channels=[recorder], open_log=lambda spec: FileSource(str(journal)))
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not recorder.sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    agent.stop()
+    thread.join(5)
+    ((report, _),) = recorder.sent
+    assert (report.event.victim_pid, report.seq) == (3128, None)
+    cursor = load_cursor(state)
+    assert cursor is not None and cursor.seq is None
+    assert cursor.stamp == pytest.approx(190.933863)
+    again = Recorder()
+    agent = Agent(AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
+                  channels=[again], open_log=lambda spec: FileSource(str(journal)))
+    thread = threading.Thread(target=agent.run)
+    thread.start()
+    time.sleep(1.0)
+    agent.stop()
+    thread.join(5)
+    assert again.sent == []
+
+
+def test_a_group_kill_names_every_member_and_its_cgroup() -> None:
+    from oomguard.agent.attribution import NoPodNames
+    from oomguard.agent.reader import SeenKill
+    from oomguard.agent.report import Role, build_report
+    from oomguard.kernlog import parse_text
+
+    events = parse_text((REPORT.parent / "synth_oom_group_v2_6.x.log").read_text())
+    reports = [build_report(SeenKill(e, None, e.timestamp), NoPodNames(),
+                            cgroup_root=Path("/nonexistent"), node="n") for e in events]
+    assert [r.event.victim_pid for r in reports] == [5001, 5002, 5000]
+    assert all(r.fields()["group_kill"] is True for r in reports)
+    assert {r.workload.unit for r in reports} == {"job-1.scope"}
+    assert all(r.trigger_cgroup == "/job.slice/job-1.scope" for r in reports)
+    assert {r.role for r in reports} == {Role.UNKNOWN}

@@ -17,6 +17,7 @@ import errno
 import os
 import select
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ __all__ = [
 SETTLE_S = 0.25
 #: quiet time after which a report still without a victim is handed out anyway (cut)
 GIVE_UP_S = 3.0
+#: how often a source without a descriptor to wait on (a file) is read
+POLL_S = 0.2
 _READ_SIZE = 16384
 
 
@@ -99,11 +102,13 @@ class KmsgSource:
         self._last_seq: int | None = None
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            # A saved file standing in for the device is always readable: poll it instead.
+            self._is_device = stat.S_ISCHR(os.fstat(self._fd).st_mode)
         except OSError as err:
             raise KernelLogUnavailable(_reason(err, path), path=path) from None
 
     def fileno(self) -> int | None:
-        return self._fd
+        return self._fd if self._is_device else None
 
     def read(self) -> list[LogLine]:
         out: list[LogLine] = []
@@ -266,11 +271,16 @@ class KillReader:
         self.lines_read = 0
         self.last_read_at: float | None = None
 
+    @property
+    def settling(self) -> bool:
+        """Whether lines came that may still complete a report (poll again soon)."""
+        return self._unsettled
+
     def wait(self, timeout: float) -> None:
         """Sleep until the source has something, or ``timeout`` seconds."""
         fd = self.source.fileno()
         if fd is None:
-            time.sleep(timeout)
+            time.sleep(min(timeout, POLL_S))
             return
         with contextlib.suppress(InterruptedError, OSError, ValueError):
             select.select([fd], [], [], timeout)

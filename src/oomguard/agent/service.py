@@ -33,8 +33,11 @@ log = logging.getLogger("oomguard.agent")
 
 #: seconds between tries to reopen a kernel log that failed
 REOPEN_S = 2.0
-#: how long one wait for the log lasts (the loop's tick)
+#: how long one wait for the log lasts while a report may still be completing
 TICK_S = 0.1
+#: how long one wait lasts when the log is idle (the device wakes the loop when a record
+#: comes; a file or pipe standing in for it is polled at this pace)
+IDLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,10 @@ class Agent:
         next_policy = time.monotonic() + self.config.policy_interval_s
         try:
             while not self.stopping.is_set():
-                reader = self._step(reader)
+                wait = TICK_S if reader.settling else IDLE_S
+                if self.policy is not None:
+                    wait = max(0.0, min(wait, next_policy - time.monotonic()))
+                reader = self._step(reader, wait)
                 if self.policy is not None and time.monotonic() >= next_policy:
                     self.policy.reconcile()
                     next_policy = time.monotonic() + self.config.policy_interval_s
@@ -105,8 +111,8 @@ class Agent:
             for channel in self.channels:
                 channel.close()
 
-    def _step(self, reader: KillReader) -> KillReader:
-        reader.wait(TICK_S)
+    def _step(self, reader: KillReader, wait: float) -> KillReader:
+        reader.wait(wait)
         lines_before = reader.lines_read
         errors_before = reader.parser.errors
         try:
