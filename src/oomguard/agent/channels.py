@@ -165,7 +165,7 @@ class SentryChannel:
         fields = report.fields()
         workload = report.workload
         event: dict[str, object] = {
-            "message": report.summary() + "\n\n" + "\n".join(report.event.lines),
+            "message": report.summary() + "\n\n" + "\n".join(report.kernel_lines()),
             "level": _SENTRY_LEVEL[report.severity],
             "logger": "oomguard.agent",
             "fingerprint": ["oomguard-agent", workload.key],

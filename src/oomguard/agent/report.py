@@ -21,6 +21,7 @@ from pathlib import Path
 from oomguard.agent.attribution import PodNames, Trigger, Workload, trigger_of, workload_of
 from oomguard.agent.reader import SeenKill
 from oomguard.agent.severity import Severity, severity_of
+from oomguard.kernlog import kmsg
 from oomguard.kernlog.event import OomEvent
 
 __all__ = ["JsonValue", "KillReport", "Role", "build_report", "role_of"]
@@ -95,6 +96,10 @@ class KillReport:
             f"{self.role.value}) in {self.workload.label}{limit} on {self.node}"
         )
 
+    def kernel_lines(self) -> tuple[str, ...]:
+        """The kernel's lines of the report, as people read them."""
+        return tuple(_kernel_text(line) for line in self.event.lines)
+
     def fields(self) -> dict[str, JsonValue]:
         """The report's JSON fields (the webhook body, the JSON log line)."""
         w = self.workload
@@ -125,8 +130,14 @@ class KillReport:
             "oom_score_adj": event.oom_score_adj,
             "boot_seconds": self.stamp,
             "kmsg_seq": self.seq,
-            "kernel_lines": list(event.lines),
+            "kernel_lines": list(self.kernel_lines()),
         }
+
+
+def _kernel_text(line: str) -> str:
+    """A line as people read it: a raw kmsg record without its ``prio,seq,usec;`` header."""
+    record = kmsg.parse_record(line)
+    return line if record is None else f"[{record.stamp:12.6f}] {record.text}"
 
 
 def build_report(
