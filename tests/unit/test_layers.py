@@ -57,6 +57,7 @@ def test_the_oom_package_is_gone() -> None:
 #: every layer from the top down; a layer imports only layers below it (and the shared ones)
 LAYERS = (
     ("cli",),
+    ("agent",),
     ("ui",),
     ("api",),
     ("runner",),

@@ -70,7 +70,8 @@ def _register() -> None:
     # stays free of CLI code.
     import importlib
 
-    for name in ("run", "jobs", "upkeep", "oom", "doctor", "server", "client", "bench", "ui"):
+    commands = ("run", "jobs", "upkeep", "oom", "doctor", "server", "client", "bench", "ui")
+    for name in (*commands, "agent"):
         try:
             module = importlib.import_module(f"oomguard.cli.{name}")
         except ModuleNotFoundError as err:
