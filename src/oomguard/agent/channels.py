@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol, cast
 
 import httpx
 
@@ -24,6 +24,9 @@ from oomguard.agent.severity import Severity
 from oomguard.notify.secrets import Redactor, redact_url
 from oomguard.notify.slack import MAX_TEXT, cap, slack_escape
 from oomguard.notify.webhook import EVENT_HEADER, ID_HEADER, RETRY_STATUSES, sign
+
+if TYPE_CHECKING:
+    from sentry_sdk._types import Event
 
 __all__ = ["Channel", "JsonLogChannel", "SentryChannel", "WebhookChannel", "body_of"]
 
@@ -183,7 +186,8 @@ class SentryChannel:
             "contexts": {"oom_kill": {**fields, "suppressed": suppressed}},
             "timestamp": report.seen_at,
         }
-        sent = self.client.capture_event(self.redactor.value(event)) is not None
+        # The SDK's Event is a TypedDict of the keys built above.
+        sent = self.client.capture_event(cast("Event", self.redactor.value(event))) is not None
         self.client.flush(timeout=self.timeout)
         return sent
 
