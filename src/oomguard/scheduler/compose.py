@@ -17,6 +17,7 @@ from oomguard.scheduler.admission import Admission, Estimates
 from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.dispatch import Dispatcher
 from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.store.blobs import BLOB_THRESHOLD
 
 if TYPE_CHECKING:
     from oomguard.cgroups.detect import IsolationPlan
@@ -145,7 +146,7 @@ def _make_executor(config: RunnerConfig, isolation: IsolationPlan, store: Store)
     if config.executor == "dask":
         from oomguard.executors.dask import DaskExecutor
 
-        return DaskExecutor(config, isolation, blobs=store.blobs)
+        return DaskExecutor(config, isolation, blobs=store.blobs, blob_threshold=BLOB_THRESHOLD)
     from oomguard.executors.local import LocalExecutor
 
     return LocalExecutor(config, isolation)
