@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -59,7 +59,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
 
 
 @pytest.fixture
-def cli():
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli
 
 
