@@ -58,8 +58,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     )
 
 
+#: the ``cli`` fixture: :func:`run_cli`
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
 @pytest.fixture
-def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+def cli() -> RunCli:
     return run_cli
 
 
