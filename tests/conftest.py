@@ -6,7 +6,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -58,8 +58,12 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     )
 
 
+#: the ``cli`` fixture: :func:`run_cli`
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
 @pytest.fixture
-def cli():
+def cli() -> RunCli:
     return run_cli
 
 

@@ -15,6 +15,7 @@ import pytest
 import oomguard
 from fixtures import contract_tasks as ct
 from fixtures.dask_cluster import MIB, dask_cluster
+from oomguard.jobs.status import Failure
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,7 +42,7 @@ def runner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[oomguard.
         yield run
 
 
-def _only_failure(job: Any) -> dict[str, Any]:
+def _only_failure(job: oomguard.Job) -> Failure:
     status = job.wait(timeout=60, progress=False)
     assert status["state"] != "running", status
     (failure,) = job.failures()

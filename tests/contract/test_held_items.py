@@ -5,24 +5,30 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from oomguard.scheduler.items import call_item
+from oomguard.store.records import TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
+if TYPE_CHECKING:
+    from oomguard.scheduler.running import Running
+
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "s.sqlite")
     yield s
     s.close()
 
 
-def _job(store, groups_of: int) -> None:
+def _job(store: SqliteStore, groups_of: int) -> None:
     store.create_job("j1", name="t", fn="m:f", agg="m:g")
     params = json.dumps({"x": 0})
     rows = [
@@ -36,7 +42,7 @@ def _job(store, groups_of: int) -> None:
     store.set_job_groups("j1", 1, sealed=True)
 
 
-def _succeed(store, task, attempt_id: int, value: bytes) -> None:
+def _succeed(store: SqliteStore, task: TaskRow, attempt_id: int, value: bytes) -> None:
     writes = PendingWrites()
     writes.insert_attempt(AttemptRow(id=attempt_id, task_id=task.id, n=1, scheduler_id="s1",
                                      started_at=time.time(), admitted_bytes=0, limit_bytes=0,
@@ -49,7 +55,7 @@ def _succeed(store, task, attempt_id: int, value: bytes) -> None:
 
 
 def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_others(
-    store,
+    store: SqliteStore,
 ) -> None:
     _job(store, groups_of=3)
     reps = store.take_ready("j1", 10, 10)
@@ -57,16 +63,16 @@ def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_ot
     for attempt_id, (task, value) in enumerate(zip(reps, values, strict=True), start=1):
         _succeed(store, task, attempt_id, value)
     # A replicate of a job with an aggregation is asked to be held where it runs.
-    rep = SimpleNamespace(attempt_id=9, task=reps[0])
+    rep = cast("Running", SimpleNamespace(attempt_id=9, task=reps[0]))
     assert call_item(rep, store, lambda ids: (None, set()))["hold"]
     assert "hold" not in call_item(rep, store)
     (agg,) = store.take_ready("j1", 10, 10)
-    run = SimpleNamespace(attempt_id=10, task=agg)
+    run = cast("Running", SimpleNamespace(attempt_id=10, task=agg))
     plain = call_item(run, store)
     assert plain["results"] == values and plain["form"] == "agg"
     asked: list[list[int | None]] = []
 
-    def held(ids: list[int | None]) -> tuple[str | None, set[int]]:
+    def held(ids: Sequence[int | None]) -> tuple[str | None, set[int]]:
         asked.append(list(ids))
         return "tcp://w1", {2}
 

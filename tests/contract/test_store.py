@@ -14,13 +14,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
-from oomguard.store import open_store
+from oomguard.store import Store, open_store
 from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
+from oomguard.store.records import TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
@@ -36,7 +38,7 @@ def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(store_location: str):
+def store(store_location: str) -> Iterator[Store]:
     """A fresh store made by :func:`~oomguard.store.open_store`, as the rest of oomguard
     gets one."""
     s = open_store(store_location)
@@ -44,7 +46,7 @@ def store(store_location: str):
     s.close()
 
 
-def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
+def _job(store: Store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
     store.create_job("j1", name="t", fn="m:f", agg="m:g" if agg else None)
     rows = []
     for g in range(n):
@@ -60,7 +62,7 @@ def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
     return "j1"
 
 
-def _claim(store, task, attempt_id: int, sid: str = "s1") -> None:
+def _claim(store: Store, task: TaskRow, attempt_id: int, sid: str = "s1") -> None:
     writes = PendingWrites()
     writes.insert_attempt(AttemptRow(id=attempt_id, task_id=task.id, n=1, scheduler_id=sid,
                                      started_at=time.time(), admitted_bytes=0, limit_bytes=0,
@@ -69,7 +71,7 @@ def _claim(store, task, attempt_id: int, sid: str = "s1") -> None:
     store.apply(writes.take())
 
 
-def _result(store, task, attempt_id: int, value: bytes = b"v") -> int:
+def _result(store: Store, task: TaskRow, attempt_id: int, value: bytes = b"v") -> int:
     writes = PendingWrites()
     writes.result(task.id, job_id=task.job_id, attempt_id=attempt_id, value=value,
                   kind=task.kind, grp=task.grp, n=1, now=time.time())
@@ -127,7 +129,7 @@ def test_a_store_of_every_older_version_migrates_to_the_fresh_schema(tmp_path: P
     fresh.close()
 
 
-def test_take_ready_respects_window_and_open_groups(store) -> None:
+def test_take_ready_respects_window_and_open_groups(store: Store) -> None:
     _job(store, n=10, groups_of=2)
     rows = store.take_ready("j1", limit=100, grp_limit=3)
     assert sorted({r.grp for r in rows}) == [0, 1, 2]
@@ -136,7 +138,7 @@ def test_take_ready_respects_window_and_open_groups(store) -> None:
     assert store.take_ready("j1", limit=100, grp_limit=3) == []
 
 
-def test_result_is_stored_exactly_once(store) -> None:
+def test_result_is_stored_exactly_once(store: Store) -> None:
     _job(store, n=1, groups_of=2, agg=True)
     t0, t1 = store.take_ready("j1", 10, 10)
     _claim(store, t0, 1)
@@ -152,7 +154,8 @@ def test_result_is_stored_exactly_once(store) -> None:
     assert store.queries.counts("j1")["ready"] == 1 and store.queries.counts("j1")["pending"] == 0
 
 
-def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Path) -> None:
+def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_path: Path) -> None:
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     _job(store, n=2)
     t0, _ = store.take_ready("j1", 10, 10)
     # A scheduler process that has exited: its pid is gone.
@@ -173,7 +176,7 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Pa
     assert attempt["failure_class"] == "lost"
 
 
-def test_live_scheduler_keeps_the_store(store) -> None:
+def test_live_scheduler_keeps_the_store(store: Store) -> None:
     store.leases.register("a", lease_ttl=30)
     other = SqliteStore(store.path)
     with pytest.raises(StoreBusyError):
@@ -202,7 +205,7 @@ def test_not_a_store_and_newer_schema_are_refused(tmp_path: Path) -> None:
     db.close()
 
 
-def test_retry_failed_and_cancel(store) -> None:
+def test_retry_failed_and_cancel(store: Store) -> None:
     _job(store, n=3)
     rows = store.take_ready("j1", 10, 10)
     writes = PendingWrites()
@@ -215,7 +218,8 @@ def test_retry_failed_and_cancel(store) -> None:
     assert store.queries.counts("j1")["cancelled"] == 3
 
 
-def test_large_results_go_to_blob_files(store) -> None:
+def test_large_results_go_to_blob_files(store: Store) -> None:
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     _job(store, n=1)
     (t0,) = store.take_ready("j1", 10, 10)
     big = b"x" * (2 * 1024 * 1024)
@@ -225,29 +229,32 @@ def test_large_results_go_to_blob_files(store) -> None:
     assert next(store.queries.result_rows("j1"))[-1] == big
 
 
-def test_large_params_go_to_blob_files_and_come_back(store) -> None:
+def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
     store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
                           **store.blobs.params_row(big))], job_id="j2", groups=1)
     assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
     (task,) = store.take_ready("j2", 10, 10)
-    assert json.loads(task.params) == big
-    assert json.loads(store.group_inputs("j2", 0)[0]) == big
+    assert task.params is not None and json.loads(task.params) == big
+    first_input = store.group_inputs("j2", 0)[0]
+    assert first_input is not None and json.loads(first_input) == big
 
 
-def test_estimates_persist(store) -> None:
+def test_estimates_persist(store: Store) -> None:
     store.put_estimates([("f|n=1", 100, 80, 3)])
     store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
     assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}
 
 
-def test_state_queries_read_one_index_not_the_table(store):
+def test_state_queries_read_one_index_not_the_table(store: Store) -> None:
     """Every state change rewrites one index entry (``tasks_state``), and the queries that
     ask by state still seek into it: none scans the tasks table."""
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     from oomguard.store.queries import Q
 
-    queries = {
+    queries: dict[str, tuple[str, dict[str, int | str | None] | tuple[str, ...]]] = {
         "take_ready": (Q["take_ready"], {"job_id": "j", "now": 1, "grp_limit": 5, "limit": 3}),
         "low_group": (Q["low_group"], {"job_id": "j"}),
         "counts": (Q["task_counts"], ("j",)),
@@ -272,9 +279,10 @@ def test_state_queries_read_one_index_not_the_table(store):
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
-def test_results_of_a_job_without_aggregations_release_nothing(store):
+def test_results_of_a_job_without_aggregations_release_nothing(store: Store) -> None:
     """A job without aggregations has no dependants to release; one with them still
     releases its aggregation when the last replicate succeeds."""
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     job = _job(store, n=2, groups_of=2, agg=True)
     tasks = [t for t in store.take_ready(job, 10, 10) if t.kind == "task"]
     for i, task in enumerate(tasks, start=1):
@@ -294,7 +302,7 @@ def test_results_of_a_job_without_aggregations_release_nothing(store):
     assert store._aggregates(job) is True and store._aggregates("j2") is False
 
 
-def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
+def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path) -> None:
     """Connections of one process to one store share a writer lock, held for exactly the
     length of a write transaction: a thread waiting for another's commit wakes as it ends
     (instead of SQLite's busy handler sleeping between tries)."""
@@ -346,10 +354,11 @@ def test_one_writer_at_a_time_among_this_process_connections(tmp_path: Path):
         other.close()
 
 
-def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
+def test_positional_queries_bind_the_same_values_as_the_named_ones(store: Store) -> None:
     """The hot path binds tuples (``POSITIONAL``): every named query has a positional twin
     whose placeholders take the row's values in their order; string literals (with a ``:``
     in them) stay as they are."""
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     from oomguard.store.queries import POSITIONAL, Positional, Q
 
     assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
@@ -370,7 +379,7 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store):
     assert a[1:] == b[1:] and (a[0], b[0]) == (1, 2)
 
 
-def test_every_statement_is_named_once_and_described():
+def test_every_statement_is_named_once_and_described() -> None:
     """SQL lives in ``store/sql/*.sql`` only: each statement named once across the files,
     with a description line (procrastinate's ``queries.sql``)."""
     from importlib import resources
@@ -388,7 +397,7 @@ def test_every_statement_is_named_once_and_described():
     assert not [name for name, sql in Q.items() if "{" in sql]  # every expansion expanded
 
 
-def test_the_open_states_are_the_models():
+def test_the_open_states_are_the_models() -> None:
     """The task states that may still run are defined once (``jobs.model.OPEN_STATES``):
     ``{open_states}`` expands to them, and ``low_group`` (one indexed MIN per state) names
     each of them once."""
@@ -402,7 +411,7 @@ def test_the_open_states_are_the_models():
     assert expanded in Q["active_jobs"] and expanded in Q["open_tasks_by_job"]
 
 
-def test_sqlite_errors_leave_the_store_as_store_errors(store, tmp_path: Path):
+def test_sqlite_errors_leave_the_store_as_store_errors(store: Store, tmp_path: Path) -> None:
     """Nothing above ``store/`` sees ``sqlite3``: a failing store is ``StoreUnavailable``
     (the scheduler stops on it), a statement SQLite refuses a plain ``StoreError`` (the
     scheduler fails only the task that brought it)."""
@@ -427,7 +436,7 @@ def test_sqlite_errors_leave_the_store_as_store_errors(store, tmp_path: Path):
         reader.close()
 
 
-def test_open_store_refuses_a_backend_it_does_not_have(tmp_path: Path):
+def test_open_store_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
     """``open_store`` is the one place that picks a backend: a path is SQLite; a PostgreSQL
     URL is refused clearly (no password in the message) until issue 29 adds it."""
     from oomguard.errors import StoreError

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from oomguard.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
 @pytest.fixture
@@ -19,7 +24,7 @@ def params(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path, cli, params: Path) -> Path:
+def store(tmp_path: Path, cli: RunCli, params: Path) -> Path:
     s = tmp_path / "s.sqlite"
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(s),
               "--workers", "1", "--json")
@@ -31,7 +36,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _check(res, code: ExitCode, words: str) -> None:
+def _check(res: subprocess.CompletedProcess[str], code: ExitCode, words: str) -> None:
     assert res.returncode == int(code), (res.returncode, res.stderr)
     assert "Traceback" not in res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
@@ -45,7 +50,7 @@ def _check(res, code: ExitCode, words: str) -> None:
     ("just-a-name", "invalid task reference"),
     ("/nonexistent/file.py:f", "no such file"),
 ])
-def test_unknown_task(cli, params: Path, store: Path, task: str, words: str) -> None:
+def test_unknown_task(cli: RunCli, params: Path, store: Path, task: str, words: str) -> None:
     before = _digest(store)
     res = cli("run", task, "--params", str(params), "--store", str(store))
     _check(res, ExitCode.NOT_FOUND, words)
@@ -57,7 +62,7 @@ def test_unknown_task(cli, params: Path, store: Path, task: str, words: str) -> 
     ("{not json", "not valid JSON"),
     ('"text"', "expected a JSON object"),
 ])
-def test_bad_params_line(cli, tmp_path: Path, store: Path, line: str, words: str) -> None:
+def test_bad_params_line(cli: RunCli, tmp_path: Path, store: Path, line: str, words: str) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"x": 1}\n' + line + "\n")
     before = _digest(store)
@@ -67,14 +72,14 @@ def test_bad_params_line(cli, tmp_path: Path, store: Path, line: str, words: str
     assert _digest(store) == before
 
 
-def test_missing_params_file(cli, tmp_path: Path) -> None:
+def test_missing_params_file(cli: RunCli, tmp_path: Path) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(tmp_path / "none.jsonl"),
               "--store", str(tmp_path / "s.sqlite"))
     _check(res, ExitCode.NOT_FOUND, "no params file")  # 3, as the README lists
     assert not (tmp_path / "s.sqlite").exists()
 
 
-def test_store_that_is_not_a_store(cli, tmp_path: Path, params: Path) -> None:
+def test_store_that_is_not_a_store(cli: RunCli, tmp_path: Path, params: Path) -> None:
     bogus = tmp_path / "notes.txt"
     bogus.write_text("my precious notes\n" * 50)
     before = _digest(bogus)
@@ -83,7 +88,7 @@ def test_store_that_is_not_a_store(cli, tmp_path: Path, params: Path) -> None:
     assert _digest(bogus) == before
 
 
-def test_out_dir_that_is_a_file(cli, tmp_path: Path, params: Path) -> None:
+def test_out_dir_that_is_a_file(cli: RunCli, tmp_path: Path, params: Path) -> None:
     out = tmp_path / "out"
     out.write_text("x")
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
@@ -92,24 +97,24 @@ def test_out_dir_that_is_a_file(cli, tmp_path: Path, params: Path) -> None:
 
 
 @pytest.mark.parametrize("size", ["lots", "-1", "12 parsecs"])
-def test_bad_size(cli, tmp_path: Path, params: Path, size: str) -> None:
+def test_bad_size(cli: RunCli, tmp_path: Path, params: Path, size: str) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
               str(tmp_path / "s.sqlite"), "--worker-memory", size)
     _check(res, ExitCode.USAGE, "invalid memory size")
 
 
-def test_worker_memory_larger_than_the_machine(cli, tmp_path: Path, params: Path) -> None:
+def test_worker_memory_larger_than_the_machine(cli: RunCli, tmp_path: Path, params: Path) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
               str(tmp_path / "s.sqlite"), "--worker-memory", "100TiB")
     _check(res, ExitCode.USAGE, "larger than")
 
 
-def test_unknown_job(cli, store: Path) -> None:
+def test_unknown_job(cli: RunCli, store: Path) -> None:
     res = cli("status", "ffffffff", "--store", str(store))
     _check(res, ExitCode.NOT_FOUND, "no job 'ffffffff'")
 
 
-def test_rerun_resumes_instead_of_running_again(cli, params: Path, store: Path) -> None:
+def test_rerun_resumes_instead_of_running_again(cli: RunCli, params: Path, store: Path) -> None:
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(store),
               "--json")
     assert res.returncode == 0
@@ -130,7 +135,7 @@ def test_rerun_resumes_instead_of_running_again(cli, params: Path, store: Path) 
      "cannot read --notify-secret-file"),
     (["--sentry-dsn", "not-a-dsn"], "is not a valid Sentry DSN"),
 ])
-def test_bad_notification_settings(cli, params: Path, store: Path, args: list[str],
+def test_bad_notification_settings(cli: RunCli, params: Path, store: Path, args: list[str],
                                    words: str) -> None:
     before = _digest(store)
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(store),
@@ -139,7 +144,7 @@ def test_bad_notification_settings(cli, params: Path, store: Path, args: list[st
     assert _digest(store) == before
 
 
-def test_help_texts_agree_with_the_readme(cli) -> None:
+def test_help_texts_agree_with_the_readme(cli: RunCli) -> None:
     """run's options in sections with their defaults; readers of a store never create it."""
     res = cli("run", "--help")
     assert res.returncode == 0, res.stderr

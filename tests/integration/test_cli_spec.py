@@ -10,11 +10,15 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from oomguard.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -32,14 +36,16 @@ steps = [1, 2, 3, 4]
 """
 
 
-def _table(directory: Path) -> list[dict]:
+def _table(directory: Path) -> list[dict[str, Any]]:
     rows = pq.read_table(directory).to_pylist()
     for row in rows:
         row.pop("task_id")
     return sorted(rows, key=lambda r: (r["group"], r.get("replicate") or 0))
 
 
-def test_a_grid_spec_writes_the_same_parquet_as_its_params_file(tmp_path: Path, cli) -> None:
+def test_a_grid_spec_writes_the_same_parquet_as_its_params_file(
+    tmp_path: Path, cli: RunCli
+) -> None:
     spec = tmp_path / "study.toml"
     spec.write_text(SPEC)
     res = cli("run", str(spec), "--store", str(tmp_path / "a.sqlite"), "--json")
@@ -66,7 +72,7 @@ def test_a_grid_spec_writes_the_same_parquet_as_its_params_file(tmp_path: Path, 
         assert from_spec == from_file
 
 
-def test_a_json_spec_with_rows_and_a_file_task(tmp_path: Path, cli) -> None:
+def test_a_json_spec_with_rows_and_a_file_task(tmp_path: Path, cli: RunCli) -> None:
     (tmp_path / "work.py").write_text("def double(x):\n    return {'y': 2 * x}\n")
     spec = tmp_path / "job.json"
     spec.write_text(json.dumps({"task": "work.py:double", "rows": [{"x": 1}, {"x": 5}],
@@ -83,7 +89,7 @@ def test_a_json_spec_with_rows_and_a_file_task(tmp_path: Path, cli) -> None:
     assert len(pq.read_table(tmp_path / "o" / "tasks")) == 2
 
 
-def test_set_changes_the_file_and_the_command_line_wins(tmp_path: Path, cli) -> None:
+def test_set_changes_the_file_and_the_command_line_wins(tmp_path: Path, cli: RunCli) -> None:
     spec = tmp_path / "study.toml"
     spec.write_text(SPEC.replace("replicates = 3", "replicates = 2"))
     res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"), "--json",
@@ -128,7 +134,7 @@ def test_set_changes_the_file_and_the_command_line_wins(tmp_path: Path, cli) -> 
      "no parameters: give --params, or params, rows or [grid] in a spec"),
 ])
 def test_bad_specs_are_refused_with_file_line_and_key(
-    tmp_path: Path, cli, name: str, text: str, sets: tuple[str, ...], where: str
+    tmp_path: Path, cli: RunCli, name: str, text: str, sets: tuple[str, ...], where: str
 ) -> None:
     spec = tmp_path / name
     spec.write_text(text)
@@ -143,7 +149,7 @@ def test_bad_specs_are_refused_with_file_line_and_key(
     assert not store.exists()  # nothing was stored
 
 
-def test_a_spec_command_must_have_its_parameters(tmp_path: Path, cli) -> None:
+def test_a_spec_command_must_have_its_parameters(tmp_path: Path, cli: RunCli) -> None:
     spec = tmp_path / "cmd.toml"
     spec.write_text('cmd = ["echo", "{n}", "{seed}"]\nrows = [{n = 1}]\n')
     res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"))
@@ -152,7 +158,7 @@ def test_a_spec_command_must_have_its_parameters(tmp_path: Path, cli) -> None:
     assert not (tmp_path / "s.sqlite").exists()
 
 
-def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli) -> None:
+def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"word": "a b; c"}\n{"word": "d"}\n')
     code = "import json, sys; print(json.dumps(dict(got=sys.argv[1])))"
@@ -167,7 +173,7 @@ def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli) -> None:
     assert res.returncode == int(ExitCode.USAGE) and "give TASK or --cmd, not both" in res.stderr
 
 
-def test_a_spec_command_with_an_aggregation_gets_its_replicate(tmp_path: Path, cli) -> None:
+def test_a_spec_command_with_an_aggregation_gets_its_replicate(tmp_path: Path, cli: RunCli) -> None:
     code = "import json, sys; print(json.dumps(dict(v=int(sys.argv[1]) * 10 + int(sys.argv[2]))))"
     spec = tmp_path / "cmd.toml"
     spec.write_text(f"cmd = {json.dumps([sys.executable, '-c', code, '{n}', '{replicate}'])}\n"

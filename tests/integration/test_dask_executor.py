@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import oomguard
-from fixtures.dask_cluster import dask_cluster, wait_for, wait_workers, worker_pids
+from fixtures.dask_cluster import dask_cluster, wait_workers, worker_pids
+from fixtures.polling import wait_for
 from oomguard.executors.dask.backlog import GROUP_MAX_ITEMS
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
@@ -68,7 +69,11 @@ def test_sweep_on_dask_writes_the_same_rows_as_the_local_pool(cluster: str, tmp_
             assert status["state"] == "succeeded", status
             assert status["counts"]["succeeded"] == 120
             if executor == "dask":
+                from oomguard.executors.dask.executor import DaskExecutor
+
+                assert runner.scheduler is not None
                 executor_obj = runner.scheduler.executor
+                assert isinstance(executor_obj, DaskExecutor)
                 # The window, never the job: a few Dask tasks per worker thread, each of
                 # a bounded group of attempts.
                 window = executor_obj.window
@@ -148,13 +153,15 @@ def test_worker_sigkilled_mid_job_loses_nothing_and_recomputes_nothing(
     wait_workers(cluster)
 
 
-RECYCLE_CASES = {
+RECYCLE_CASES: dict[str, list[dict[str, Any]]] = {
     # The first group's first task raises MemoryError and its second returns 96 MiB:
     # while the scheduler loop writes that result to its blob file, the worker runs the
     # groups behind it. Their results must be gathered before the worker is restarted.
     # (First one quick task: the function's first attempt runs alone, as a probe.)
-    "finished_behind_it": [{"x": -1}, {"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0}]
-    + [{"x": i} for i in range(2, 60)],
+    "finished_behind_it": [
+        {"x": -1}, {"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0},
+        *({"x": i} for i in range(2, 60)),
+    ],
     # Groups of 0.1 s tasks: when the worker is recycled, one runs (it finishes and is
     # gathered first) and the others wait there, never started (they are requeued).
     "queued_behind_it": [{"x": -1}, {"x": 0, "fail": True}]
@@ -190,6 +197,7 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
     ):
         job = runner.sweep("fixtures.tasks:quick_or_memory_error", params)
         status = job.wait(timeout=120, progress=False)
+        assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = dict(runner.scheduler.executor.recycles)
         attempts = list(runner.store.queries.all_attempts(job.id))
         skipped = [runner.store.queries.attempts(a["task_id"])
@@ -279,7 +287,12 @@ def test_watchdog_mode_kills_an_outgrowing_attempt_alone(cluster: str, tmp_path:
         dask_isolation="watchdog",
         worker_memory="256MiB",
     ) as runner:
-        assert set(runner.scheduler.executor.isolation_modes.values()) == {"watchdog"}
+        from oomguard.executors.dask.executor import DaskExecutor
+
+        assert runner.scheduler is not None
+        executor = runner.scheduler.executor
+        assert isinstance(executor, DaskExecutor)
+        assert set(executor.isolation_modes.values()) == {"watchdog"}
         job = runner.sweep("oomguard.examples:allocate", [{"mib": 1024.0}, {"mib": 1.0}])
         status = job.wait(timeout=120, progress=False)
         (failure,) = job.failures()

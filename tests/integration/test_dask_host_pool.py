@@ -54,9 +54,11 @@ def test_a_group_runs_in_a_child_each_attempt_with_its_outcome(watchdog_pool: Ho
     )
     assert [o.attempt_id for o in out] == [1, 2, 3]
     assert [o.ok for o in out] == [True, False, True]
-    assert out[1].failure_class == "error" and "nope" in out[1].message
+    assert out[1].failure_class == "error"
+    assert out[1].message is not None and "nope" in out[1].message
     assert {o.evidence["isolation"] for o in out} == {"watchdog"}
     # Not in this process (the Dask worker's): in a child.
+    assert out[2].payload is not None
     assert pickle.loads(out[2].payload) not in (os.getpid(), None)
 
 
@@ -73,8 +75,9 @@ def test_a_child_killed_at_its_limit_ends_its_attempt_and_hands_back_the_rest(
     )
     assert out[0].attempt_id == 1 and out[0].ok
     assert out[1].attempt_id == 2 and out[1].failure_class == "oom_watchdog"
-    assert out[1].evidence["rss_bytes"] > out[1].evidence["limit_bytes"] == 64 * MIB
-    assert out[1].evidence["worker_memory_limit"] == 256 * MIB
+    evidence: dict[str, Any] = out[1].evidence
+    assert evidence["rss_bytes"] > evidence["limit_bytes"] == 64 * MIB
+    assert evidence["worker_memory_limit"] == 256 * MIB
     assert out[2] == Outcome.requeued(3)
     # The pool goes on with a new child.
     (again,) = watchdog_pool.run([_item(4, "oomguard.examples:allocate", mib=1.0)], None)
@@ -117,7 +120,7 @@ def test_cgroup_mode_makes_and_removes_a_cgroup_per_child(require_cgroup: None) 
         run_dir = pool.pool.cgroups.run_dir
         out = pool.run([_item(1, "oomguard.examples:allocate", mib=512.0)], 64 * MIB)
         assert out[0].failure_class == "oom_cgroup", out
-        ev = out[0].evidence
+        ev: dict[str, Any] = out[0].evidence
         assert ev["cgroup"].startswith(str(run_dir))
         assert ev["cgroup_after"]["oom_kill"] == ev["cgroup_before"]["oom_kill"] + 1
         if ev.get("kernel_log") is None:  # this host's kernel log was readable

@@ -108,7 +108,8 @@ def test_a_server_whose_scheduler_died_refuses_with_503(
             raise RuntimeError(MESSAGE)
 
         with caplog.at_level(logging.ERROR, logger="oomguard"):
-            state.runner.scheduler.step = step
+            assert state.runner.scheduler is not None
+            state.runner.scheduler.step = step  # type: ignore[method-assign]
             wait_for(lambda: state.runner.died is not None, timeout=10)
         health = client.get("/healthz")
         assert health.status_code == 503

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +20,7 @@ from oomguard.store.sqlite import SqliteStore
 pytestmark = pytest.mark.timeout(180)
 
 
-def _parquet_rows(out: Path) -> list[dict]:
+def _parquet_rows(out: Path) -> list[dict[str, Any]]:
     return pq.ParquetDataset(out / "tasks").read().to_pylist() if (out / "tasks").exists() else []
 
 

@@ -7,11 +7,15 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
 @pytest.fixture
@@ -26,7 +30,7 @@ def blob(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("min_age", ["0s", "5m", "9m59s"])
 def test_below_the_floor_is_refused_and_deletes_nothing(
-    tmp_path: Path, blob: Path, cli, min_age: str
+    tmp_path: Path, blob: Path, cli: RunCli, min_age: str
 ) -> None:
     for dry_run in ([], ["--dry-run"]):
         refused = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", min_age,
@@ -38,7 +42,7 @@ def test_below_the_floor_is_refused_and_deletes_nothing(
         assert blob.exists()
 
 
-def test_the_floor_itself_is_allowed(tmp_path: Path, blob: Path, cli) -> None:
+def test_the_floor_itself_is_allowed(tmp_path: Path, blob: Path, cli: RunCli) -> None:
     done = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", "10m", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -47,7 +51,9 @@ def test_the_floor_itself_is_allowed(tmp_path: Path, blob: Path, cli) -> None:
 
 
 @pytest.mark.parametrize("force", [["--force"], []], ids=["option", "env"])
-def test_force_goes_below_the_floor(tmp_path: Path, blob: Path, cli, force: list[str]) -> None:
+def test_force_goes_below_the_floor(
+    tmp_path: Path, blob: Path, cli: RunCli, force: list[str]
+) -> None:
     env = None if force else {"OOMGUARD_GC_FORCE": "1"}
     done = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", "1m", *force,
                "--json", env=env)

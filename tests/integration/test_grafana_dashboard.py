@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,7 +16,7 @@ from fixtures.serve_process import serve
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "oomguard.json"
 
 
-def _queried(dashboard: dict) -> dict[str, set[str]]:
+def _queried(dashboard: dict[str, Any]) -> dict[str, set[str]]:
     names: dict[str, set[str]] = {}
     for panel in dashboard["panels"]:
         targets = panel.get("targets") or []

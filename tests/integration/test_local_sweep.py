@@ -10,13 +10,18 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
 
 import oomguard
 from fixtures.polling import wait_for
+from oomguard.executors.local import LocalExecutor
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -63,7 +68,10 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
         assert [a["failure_class"] for a in attempts] == ["killed", None]
         assert attempts[0]["pid"] == pid
         assert attempts[0]["evidence"]["signal_name"] == "SIGKILL"
-        assert len(runner.scheduler.executor.pool.workers) == 2
+        assert runner.scheduler is not None
+        executor = runner.scheduler.executor
+        assert isinstance(executor, LocalExecutor)
+        assert len(executor.pool.workers) == 2
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
@@ -90,6 +98,7 @@ def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
         status = job.wait(timeout=60, progress=False)
         assert status["counts"]["succeeded"] == 4
         assert status["failures_by_class"] == {"killed": 1}
+        assert isinstance(runner.store, SqliteStore)  # looks inside the SQLite backend
         with runner.store.transaction() as db:
             assert db.execute("SELECT COUNT(*) FROM locks").fetchone()[0] == 0
     spans = []
@@ -114,7 +123,7 @@ def test_store_rejects_files_that_are_not_stores(tmp_path: Path) -> None:
     assert bogus.read_text().startswith("hello")
 
 
-def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli) -> None:
+def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text("\n".join(json.dumps({"message": f"boom {i}"}) for i in range(3)) + "\n")
     store = str(tmp_path / "s.sqlite")
@@ -130,7 +139,7 @@ def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli) -> None:
     assert "RuntimeError: boom" in tb
 
 
-def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli) -> None:
+def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"message": "always"}) + "\n" + json.dumps({"x": 5}) + "\n")
     store = str(tmp_path / "s.sqlite")
@@ -169,7 +178,7 @@ def test_unpicklable_argument_is_refused_and_nothing_stored(tmp_path: Path) -> N
         assert runner.store.jobs() == []
 
 
-def test_timeout_kills_the_attempt_and_says_so(tmp_path: Path, cli) -> None:
+def test_timeout_kills_the_attempt_and_says_so(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"seconds": 30}) + "\n" + json.dumps({"seconds": 0}) + "\n")
     store = str(tmp_path / "s.sqlite")
@@ -190,7 +199,7 @@ def test_wait_says_when_results_are_not_yet_written_to_parquet(
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
         # A scheduler that never gets round to its Parquet parts (a stuck disk, say).
         monkeypatch.setattr(runner.scheduler, "_write_parts", lambda final: None)
-        job = runner.sweep("oomguard.examples:noop", [{"x": 1}, {"x": 2}], out=tmp_path / "o")
+        job = runner.sweep("oomguard.examples:noop", [{"x": 1}, {"x": 2}], out=str(tmp_path / "o"))
         with pytest.raises(TimeoutError, match="2 results were not yet written to"):
             job.wait(timeout=3, progress=False)
         assert job.status()["counts"]["succeeded"] == 2

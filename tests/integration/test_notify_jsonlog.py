@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,7 +26,7 @@ JOB_KEYS = {
 }  # fmt: skip
 
 
-def test_run_with_json_logs(tmp_path: Path, cli) -> None:
+def test_run_with_json_logs(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"message": "a"}\n{"message": "b"}\n')
     res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store",
@@ -43,7 +47,7 @@ def test_run_with_json_logs(tmp_path: Path, cli) -> None:
     assert {line["event"] for line in lines} <= {"attempt_ended", "job_state", "log"}
 
 
-def test_plain_logs_stay_the_default(tmp_path: Path, cli) -> None:
+def test_plain_logs_stay_the_default(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"x": 1}\n')
     res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",

@@ -37,7 +37,7 @@ def outbox_rows(store: Path) -> int:
 
 
 def finished(url: str, job_id: str) -> bool:
-    return httpx.get(f"{url}/v1/jobs/{job_id}").json()["state"] == "failed"
+    return bool(httpx.get(f"{url}/v1/jobs/{job_id}").json()["state"] == "failed")
 
 
 def test_a_restart_delivers_what_a_dead_receiver_missed_once(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ GUARD = 'if __name__ == "__main__":'
 
 def python_example(document: Path = README) -> str:
     """The document's Python example (the block that starts a Runner)."""
-    blocks = re.findall(r"```python\n(.*?)```", document.read_text(), re.S)
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", document.read_text(), re.S)
     (found,) = [b for b in blocks if "oomguard.Runner(" in b and GUARD in b]
     return found
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import oomguard
 from oomguard.api.retention import STEP_JOBS, Retention, interval_for
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -84,7 +88,7 @@ def test_intervals_and_step_size() -> None:
     assert STEP_JOBS >= 1
 
 
-def test_gc_vacuum_compacts_the_store(tmp_path: Path, cli) -> None:
+def test_gc_vacuum_compacts_the_store(tmp_path: Path, cli: RunCli) -> None:
     path = tmp_path / "s.sqlite"
     (job_id,) = _finished_jobs(path, 1, tasks=3000)
     res = cli("forget", job_id, "--store", str(path))

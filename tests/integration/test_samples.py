@@ -18,7 +18,9 @@ from oomguard.store.samples import Sample
 from oomguard.store.sqlite import SqliteStore
 
 
-def _sample(job_id: str, ts: float, admitted: int = 100, workers: dict | None = None) -> Sample:
+def _sample(
+    job_id: str, ts: float, admitted: int = 100, workers: dict[str, int] | None = None
+) -> Sample:
     return Sample(job_id, ts, 1000, admitted, admitted, 1, workers or {"w1": 5})
 
 
@@ -34,6 +36,7 @@ def test_a_running_job_is_sampled_with_its_workers_rss_and_forget_deletes_it(
         assert wait_for(lambda: store.samples.count(job.id) >= 2, timeout=30)
         series = store.samples.series(job.id)
         assert [s.ts for s in series] == sorted(s.ts for s in series)
+        assert runner.scheduler is not None
         assert all(s.budget_bytes == runner.scheduler.budget for s in series)
         busy = [s for s in series if s.running]
         assert busy, series

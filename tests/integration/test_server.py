@@ -24,7 +24,9 @@ from oomguard.cli.bench import free_port, spawned_server
 from oomguard.cli.client import remote_status
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.process import terminate
+from oomguard.errors import BlobMissingError
 from oomguard.store.blobs import PARAMS_INLINE_MAX
+from oomguard.store.sqlite import SqliteStore
 
 NOOP = "oomguard.examples:noop"
 #: requests that change state need a JSON body or this header (see api.guard)
@@ -203,9 +205,16 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
             thread.join(30)
 
 
+def _stored(value: bytes | BlobMissingError) -> bytes:
+    """A result's pickled value, which the test expects stored (not a missing blob)."""
+    assert isinstance(value, bytes), value
+    return value
+
+
 def stored_counts(state: ServerState) -> tuple[int, int, int]:
     """(jobs, tasks, blob files) in the store behind the app."""
     store = state.stores.get()
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     jobs = store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
     tasks = store.db.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
     blobs = len(list(store.blob_dir.iterdir())) if store.blob_dir.exists() else 0
@@ -224,13 +233,14 @@ def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) 
     status = wait_done(url, job_id)
     assert status["state"] == "succeeded" and status["counts"]["succeeded"] == 3
     store = state.stores.get()
+    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     rows = store.db.execute(
         "SELECT params IS NULL, params_ref IS NOT NULL FROM tasks WHERE job_id = ? ORDER BY id",
         (job_id,),
     ).fetchall()
     assert rows == [(1, 1), (0, 0), (1, 1)]  # only args over PARAMS_INLINE_MAX go to a blob
     assert len(big) > PARAMS_INLINE_MAX
-    results = [pickle.loads(value) for *_, value in store.queries.result_rows(job_id)]
+    results = [pickle.loads(_stored(value)) for *_, value in store.queries.result_rows(job_id)]
     assert results == [big, "small", other]
     listed = httpx.get(f"{url}/v1/jobs/{job_id}/tasks", params={"params": "full"})
     tasks = listed.json()["tasks"]
@@ -244,7 +254,8 @@ def test_large_args_stored_as_blob_and_run(in_process: tuple[str, ServerState]) 
     assert wait_done(url, job_id)["counts"]["succeeded"] == 2
     refs = store.db.execute("SELECT params_ref FROM tasks WHERE job_id = ?", (job_id,)).fetchall()
     assert len(refs) == 2 and refs[0] == refs[1] and refs[0][0] is not None
-    assert [pickle.loads(value) for *_, value in store.queries.result_rows(job_id)] == [big, big]
+    rows_after = store.queries.result_rows(job_id)
+    assert [pickle.loads(_stored(value)) for *_, value in rows_after] == [big, big]
 
 
 @pytest.mark.parametrize("form", ["args", "tasks"])

@@ -60,9 +60,9 @@ def test_cross_site_requests_cannot_cancel(server: Served) -> None:
         assert r.status_code == 404, r.text
         assert httpx.get(f"{url}/v1/jobs/{prefix}").status_code == 404
         assert httpx.get(f"{url}/v1/jobs/{prefix}/tasks").status_code == 404
-    status = job_state(url, job_id)
-    assert status["state"] in ("waiting", "running"), status
-    assert status["counts"]["cancelled"] == 0  # type: ignore[index]
+    seen = job_state(url, job_id)
+    assert seen["state"] in ("waiting", "running"), seen
+    assert seen["counts"]["cancelled"] == 0  # type: ignore[index]
     # The server's own origin, a JSON request, or the client header: allowed.
     same = httpx.get(f"{url}/v1/jobs/{job_id}", headers={"Origin": url})
     assert same.status_code == 200, same.text

@@ -12,6 +12,7 @@ import ssl
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,13 +155,14 @@ def test_worker_oom_score_adj_only_raised(tmp_path: Path) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"x": 1}\n')
     run = ("run", "oomguard.examples:noop", "--params", str(params), "--store")
-    for how in (
+    hows: tuple[dict[str, Any], ...] = (
         {"args": ("--worker-oom-score-adj", "-500")},
         {"env": {"OOMGUARD_WORKER_OOM_SCORE_ADJ": "-1"}},
         {"config": "worker_oom_score_adj = -1000\n"},
-    ):
+    )
+    for how in hows:
         store = tmp_path / f"s{len(list(tmp_path.iterdir()))}.sqlite"
-        env = dict(how.get("env", {}))  # type: ignore[call-overload]
+        env = dict(how.get("env", {}))
         if "config" in how:
             (tmp_path / "oomguard.toml").write_text(str(how["config"]))
             env["OOMGUARD_CONFIG"] = str(tmp_path / "oomguard.toml")

@@ -114,7 +114,7 @@ def test_submissions_are_read_off_the_event_loop(
     from oomguard.api.app import ServerSettings, create_app, serving_state
 
     on_loop: list[bool] = []
-    read = submissions.read_submission
+    read = submissions.read_submission  # type: ignore[attr-defined]  # the name it calls
 
     def watched(*args: Any) -> Any:
         try:

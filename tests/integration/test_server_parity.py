@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,6 +17,9 @@ from fixtures.polling import wait_for
 from fixtures.serve_process import Served, serve
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = pytest.mark.timeout(300)
 MIB = 1024**2
@@ -107,7 +110,7 @@ def test_submissions_past_the_limits_are_refused_and_store_nothing(
     assert httpx.get(f"{server.url}/v1/jobs").json()["jobs"] == []
 
 
-def test_submit_a_spec_file_to_a_server(server: Served, tmp_path: Path, cli) -> None:
+def test_submit_a_spec_file_to_a_server(server: Served, tmp_path: Path, cli: RunCli) -> None:
     spec = tmp_path / "study.toml"
     spec.write_text('command = "echo"\nreplicates = 2\nworkers = 8\ntask-memory = "32MiB"\n'
                     '[grid]\nword = ["x", "yy", "zzz"]\n')
@@ -131,7 +134,7 @@ def test_submit_a_spec_file_to_a_server(server: Served, tmp_path: Path, cli) -> 
     assert len(httpx.get(f"{server.url}/v1/jobs").json()["jobs"]) == 1
 
 
-def test_bad_commands_file_stops_serve(tmp_path: Path, cli) -> None:
+def test_bad_commands_file_stops_serve(tmp_path: Path, cli: RunCli) -> None:
     commands = tmp_path / "commands.toml"
     commands.write_text('bad = ["prog", "{0}"]\n')
     res = cli("serve", "--store", str(tmp_path / "s.sqlite"), "--commands", str(commands),
@@ -159,7 +162,7 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
             wait_for(lambda j=job_id: gone_or_done(j), timeout=60, interval=0.1)
 
         def empty() -> bool:
-            return httpx.get(f"{served.url}/v1/jobs").json()["jobs"] == []
+            return bool(httpx.get(f"{served.url}/v1/jobs").json()["jobs"] == [])
 
         wait_for(empty, timeout=60, interval=0.2)
         metrics = httpx.get(f"{served.url}/metrics").text
@@ -194,7 +197,7 @@ def test_a_failing_command_is_an_error_with_its_stderr(server: Served) -> None:
 
 
 def test_a_spec_whose_task_is_a_file_is_refused_before_any_request(
-    tmp_path: Path, cli
+    tmp_path: Path, cli: RunCli
 ) -> None:
     """The README's study names sweep.py:simulate: a server imports no file, and says so
     before anything is sent (port 9: a request would fail as a connection error)."""
@@ -225,7 +228,7 @@ def test_a_refused_field_is_told_in_words_not_as_a_regex(server: Served) -> None
     assert r.status_code == 422 and "a program the server's operator declared" in r.text
 
 
-def test_status_server_tells_what_status_store_tells(server: Served, cli) -> None:
+def test_status_server_tells_what_status_store_tells(server: Served, cli: RunCli) -> None:
     r = _post(server, {"task": "oomguard.examples:fail", "tasks": [{"message": "no luck"},
                                                                   {"message": "bad day"}]})
     assert r.status_code == 201, r.text

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 import oomguard
-import oomguard.worker.pool as pool_module
 from fixtures.polling import wait_for
 from oomguard.errors import WorkerSpawnError
 from oomguard.store.sqlite import SqliteStore
@@ -47,7 +46,7 @@ def test_workers_that_fail_to_start_are_retried_with_backoff(
     with oomguard.Runner(store=str(tmp_path / "s.db"), workers=2,
                          max_tasks_per_worker=1) as runner:
         popen = FailingPopen(failures=3)
-        monkeypatch.setattr(pool_module.subprocess, "Popen", popen)
+        monkeypatch.setattr("oomguard.worker.pool.subprocess.Popen", popen)
         job = runner.sweep("fixtures.tasks:echo", [{"value": i} for i in range(6)])
         status = job.wait(timeout=90, progress=False)
         assert status["counts"]["succeeded"] == 6
@@ -63,7 +62,7 @@ def test_the_scheduler_stops_with_the_reason_when_no_worker_can_start(
     runner = oomguard.Runner(store=str(tmp_path / "s.db"), workers=1, max_tasks_per_worker=1)
     runner.start()
     try:
-        monkeypatch.setattr(pool_module.subprocess, "Popen", FailingPopen(failures=None))
+        monkeypatch.setattr("oomguard.worker.pool.subprocess.Popen", FailingPopen(failures=None))
         job = runner.sweep("fixtures.tasks:echo", [{"value": i} for i in range(3)])
         with pytest.raises(WorkerSpawnError, match="no worker could be started") as info:
             job.wait(timeout=90, progress=False)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 import oomguard
 from fixtures.polling import wait_for
 from fixtures.ui_process import Dashboard, dashboard
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
 def _points(html: str) -> list[int]:
@@ -93,7 +97,9 @@ def test_the_page_of_a_running_job_follows_it(tmp_path: Path) -> None:
         assert 'data-live="0"' in done and "12/12" in done
 
 
-def test_bad_input_to_oomguard_ui_is_an_error_and_creates_nothing(tmp_path: Path, cli) -> None:
+def test_bad_input_to_oomguard_ui_is_an_error_and_creates_nothing(
+    tmp_path: Path, cli: RunCli
+) -> None:
     missing = tmp_path / "missing.sqlite"
     res = cli("ui", "--store", str(missing), "--listen", "127.0.0.1:0")
     assert res.returncode == 4, res.stderr  # ExitCode.STORE

@@ -7,15 +7,26 @@ import os
 import pickle
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
 
 import oomguard
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.errors import BlobMissingError
 from oomguard.store.sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from conftest import RunCli
+
 pytestmark = pytest.mark.timeout(180)
+
+
+def _stored(value: bytes | BlobMissingError) -> bytes:
+    """A result's pickled value, which the test expects stored (not a missing blob)."""
+    assert isinstance(value, bytes), value
+    return value
 
 
 def _age(directory: Path, seconds: float) -> None:
@@ -25,13 +36,13 @@ def _age(directory: Path, seconds: float) -> None:
         os.utime(path, (then, then))
 
 
-def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, cli) -> None:
+def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, cli: RunCli) -> None:
     store = tmp_path / "s.sqlite"
     blobs = tmp_path / "s.sqlite.blobs"
     with oomguard.Runner(store=str(store), workers=2) as runner:
         # seed 1 is in both jobs: its result blob is shared and must survive.
         old = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 2, 3)],
-                           out=tmp_path / "old", name="old")
+                           out=str(tmp_path / "old"), name="old")
         old.wait(timeout=120, progress=False)
         keep = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 4)],
                             name="keep")
@@ -63,11 +74,12 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     assert 2 * one < report["removed_bytes"] < 2 * (one + 64)
     # The job that was kept still reads every result, the shared one included.
     with SqliteStore(store, create=False) as st:
-        values = sorted(pickle.loads(v)[0] for *_, v in st.queries.result_rows(keep.id, "task"))
+        values = sorted(
+            pickle.loads(_stored(v))[0] for *_, v in st.queries.result_rows(keep.id, "task"))
     assert values == [1, 4]
 
 
-def test_forget_refuses_a_job_with_work_in_flight(tmp_path: Path, cli) -> None:
+def test_forget_refuses_a_job_with_work_in_flight(tmp_path: Path, cli: RunCli) -> None:
     store = tmp_path / "s.sqlite"
     with oomguard.Runner(store=str(store), workers=1) as runner:
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 30.0}, {"seconds": 0.0}])
@@ -106,7 +118,7 @@ def test_gc_keeps_a_blob_that_is_reused_and_clears_leftover_temporaries(tmp_path
         assert (st.blob_dir / name).read_bytes() == b"x" * 10
 
 
-def test_gc_rejects_a_bad_duration(tmp_path: Path, cli) -> None:
+def test_gc_rejects_a_bad_duration(tmp_path: Path, cli: RunCli) -> None:
     SqliteStore(tmp_path / "s.sqlite").close()
     bad = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", "soon")
     assert bad.returncode == ExitCode.USAGE

@@ -62,6 +62,7 @@ def test_serve_workers_never_import_from_its_directory(tmp_path: Path) -> None:
         assert state == "succeeded", served.output()
         with SqliteStore(served.store) as store:
             (*_, value), = store.queries.result_rows(job_id)
+        assert isinstance(value, bytes), value  # stored, not a missing blob
         where = pickle.loads(value)
     assert not mark.exists(), "the planted oomguard package ran in a worker"
     # The worker ran in "/", with neither its directory nor the server's on its path; the

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(400)]
 MIB = 1024**2
 OWN_LIMIT = ("oom_cgroup", "oom_watchdog", "memory_error")
 
 
-def test_mixed_sweep_learns_from_the_first_kill(tmp_path, cli, require_cgroup: None) -> None:
+def test_mixed_sweep_learns_from_the_first_kill(
+    tmp_path: Path, cli: RunCli, require_cgroup: None
+) -> None:
     params = ([{"mib": 40, "hold": 0.05}] * 30 + [{"mib": 700, "hold": 0.3}] * 6
               + [{"mib": 3072}] * 2)
     random.Random(7).shuffle(params)
@@ -44,7 +51,7 @@ def test_mixed_sweep_learns_from_the_first_kill(tmp_path, cli, require_cgroup: N
     assert counts.get("succeeded") == 36, (counts, failed)
     assert sorted(f["failure_class"] for f in failed) == ["needs_more_memory"] * 2
 
-    by_key: dict[str, list[dict]] = {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
     for a in attempts:
         by_key.setdefault(a["memory_key"], []).append(a)
     kills = {k: [a for a in v if (a["failure_class"] or "").startswith(("oom_", "memory"))]
@@ -96,7 +103,7 @@ def test_mixed_sweep_learns_from_the_first_kill(tmp_path, cli, require_cgroup: N
 
 
 def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
-    tmp_path, require_cgroup: None
+    tmp_path: Path, require_cgroup: None
 ) -> None:
     """Two tasks of a new key that needs more than the cap, 2 workers, an ample budget:
     one starts as the probe (at its declared 64 MiB), the other beside it as a generous

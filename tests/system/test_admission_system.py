@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 import oomguard
@@ -11,7 +14,7 @@ MIB = 1024**2
 GIB = 1024**3
 
 
-def _max_concurrent_admitted(attempts: list[dict]) -> int:
+def _max_concurrent_admitted(attempts: list[dict[str, Any]]) -> int:
     points = []
     for a in attempts:
         points.append((a["started_at"], a["admitted_bytes"] or 0))
@@ -25,7 +28,7 @@ def _max_concurrent_admitted(attempts: list[dict]) -> int:
 
 
 def test_mixed_sweep_learns_estimates_and_fits_the_budget(
-    tmp_path: tuple, require_cgroup: None
+    tmp_path: Path, require_cgroup: None
 ) -> None:
     params = [{"mib": 1200 if i % 6 == 5 else 100, "hold": 0.3 if i % 6 == 5 else 0.1}
               for i in range(60)]
@@ -35,6 +38,7 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
         status = job.wait(timeout=240, progress=False)
         assert status["counts"]["succeeded"] == 60, job.failures()
         attempts = list(runner.store.queries.all_attempts(job.id))
+        assert runner.scheduler is not None
         assert runner.scheduler.admission.high_water <= 2 * GIB
     big = [a for a in attempts if a["memory_key"].endswith("mib=1200")]
     oom_big = [a for a in big if (a["failure_class"] or "").startswith("oom_")]
@@ -48,7 +52,7 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
     assert max(a["limit_bytes"] for a in small[1:]) < 256 * MIB
 
 
-def test_task_beyond_budget_ends_needs_more_memory(tmp_path, require_cgroup: None) -> None:
+def test_task_beyond_budget_ends_needs_more_memory(tmp_path: Path, require_cgroup: None) -> None:
     params = [{"mib": 4096}] + [{"mib": 20} for _ in range(8)]
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, memory_budget="2GiB",
                          memory_key="mib") as runner:

@@ -11,11 +11,15 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from oomguard.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 PROGRAM = Path(__file__).resolve().parent.parent / "fixtures" / "alloc_program.py"
@@ -23,7 +27,7 @@ MIB = 1024**2
 
 
 def test_command_sweep_is_oom_killed_escalated_and_classified(
-    tmp_path: Path, cli, require_cgroup: None
+    tmp_path: Path, cli: RunCli, require_cgroup: None
 ) -> None:
     params = tmp_path / "p.jsonl"
     sizes = [10, 20, 200, 900]
@@ -43,7 +47,7 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
         (failure,) = st.queries.failed_tasks(summary["job_id"], None)
     finally:
         st.close()
-    by_mib: dict[int, list[dict]] = {}
+    by_mib: dict[int, list[dict[str, Any]]] = {}
     for a in attempts:
         by_mib.setdefault(int(a["memory_key"].rpartition("=")[2]), []).append(a)
 

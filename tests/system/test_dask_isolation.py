@@ -67,7 +67,11 @@ def test_task_over_the_limit_is_killed_alone_in_its_cgroup_on_the_worker_host(
             # Declared small: the big task is killed at a smaller limit first, then escalated.
             task_memory="64MiB",
         ) as runner:
+            from oomguard.executors.dask.executor import DaskExecutor
+
+            assert runner.scheduler is not None
             executor = runner.scheduler.executor
+            assert isinstance(executor, DaskExecutor)
             assert set(executor.isolation_modes.values()) <= {"cgroup-v1", "cgroup-v2"}, (
                 executor.isolation_modes
             )

@@ -5,23 +5,28 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import oomguard
 from fixtures.polling import wait_for
+from oomguard.executors.local import LocalExecutor
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 
 
-def _params(path: Path, rows: list[dict]) -> str:
+def _params(path: Path, rows: list[dict[str, Any]]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
 
 @pytest.mark.parametrize("isolation", ["cgroup", "watchdog"])
 def test_sweep_with_tasks_beyond_worker_memory(
-    tmp_path: Path, cli, require_cgroup: None, isolation: str
+    tmp_path: Path, cli: RunCli, require_cgroup: None, isolation: str
 ) -> None:
     rows = [{"mib": 1024 if i % 8 == 3 else 8, "tag": i} for i in range(40)]
     params = _params(tmp_path / "p.jsonl", rows)
@@ -86,6 +91,7 @@ def test_memory_error_is_classified_and_worker_recycled(tmp_path: Path) -> None:
         assert failure["failure_class"] == "needs_more_memory"
         # The worker is retired on the "idle" message that follows the outcome, so the
         # counter may move one poll after the task became final.
+        assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = runner.scheduler.executor.recycles
         n = len(failure["attempts"])
         assert wait_for(lambda: recycles.get("memory_error", 0) >= n, timeout=10)
@@ -99,6 +105,7 @@ def test_fragmentation_growth_is_bounded_by_recycling(tmp_path: Path) -> None:
         job = runner.sweep("fixtures.tasks:fragment",
                            ({"i": i, "keep_every": 5} for i in range(20)))
         job.wait(timeout=120, progress=False)
+        assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = runner.scheduler.executor.recycles
         assert wait_for(lambda: recycles.get("rss_growth", 0) >= 1, timeout=10)
         kept = [r["result"] for r in job.results().to_pylist()]
@@ -112,7 +119,10 @@ def test_fragmentation_growth_is_bounded_by_recycling(tmp_path: Path) -> None:
 def test_workers_raise_their_oom_score_adj(tmp_path: Path) -> None:
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
                          worker_oom_score_adj=700) as runner:
-        pool = runner.scheduler.executor.pool
+        assert runner.scheduler is not None
+        executor = runner.scheduler.executor
+        assert isinstance(executor, LocalExecutor)
+        pool = executor.pool
         (worker,) = pool.workers.values()
         assert Path(f"/proc/{worker.pid}/oom_score_adj").read_text().strip() == "700"
         assert Path(f"/proc/{os.getpid()}/oom_score_adj").read_text().strip() != "700"

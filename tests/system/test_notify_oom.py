@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,6 +13,9 @@ import oomguard
 from fixtures.polling import wait_for
 from fixtures.receivers import Recorder, SentryRelay
 from oomguard.notify.webhook import verify
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytest.importorskip("sentry_sdk", reason="needs the sentry extra: pip install 'oomguard[sentry]'")
 
@@ -48,7 +52,7 @@ def test_an_oom_killed_task_is_one_event_with_the_kernel_line(
 
 
 def test_needs_more_memory_is_an_error_event_and_a_signed_webhook(
-    tmp_path: Path, cli, require_cgroup: None
+    tmp_path: Path, cli: RunCli, require_cgroup: None
 ) -> None:
     """``oomguard run`` of a 1 GiB task under --worker-memory 256MiB: killed at the most
     oomguard can give, it fails as needs_more_memory: an error-level Sentry event, and a

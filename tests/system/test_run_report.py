@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from oomguard.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -21,7 +25,7 @@ def _joined(text: str) -> str:
 
 
 def test_run_ends_with_the_failures_grouped_with_their_evidence(
-    require_cgroup: None, cli, tmp_path: Path
+    require_cgroup: None, cli: RunCli, tmp_path: Path
 ) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps({"mib": m}) + "\n" for m in (8, 300, 300, 320)))
@@ -52,7 +56,7 @@ def test_run_ends_with_the_failures_grouped_with_their_evidence(
     assert status.stdout == report
 
 
-def test_a_command_task_is_shown_by_its_command_line(cli, tmp_path: Path) -> None:
+def test_a_command_task_is_shown_by_its_command_line(cli: RunCli, tmp_path: Path) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"word": "luck"}) + "\n")
     cmd = f"{sys.executable} -c 'import sys; sys.exit(\"no \" + sys.argv[1])' {{word}}"

@@ -14,10 +14,14 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.ui_process import dashboard
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
@@ -60,7 +64,7 @@ def screenshot(chromium: str, tmp_path: Path, url: str, name: str, height: int) 
 
 
 def test_the_job_page_shows_an_oom_kill_in_a_browser(
-    tmp_path: Path, cli, require_cgroup: None, chromium: str
+    tmp_path: Path, cli: RunCli, require_cgroup: None, chromium: str
 ) -> None:
     # Small tasks, and one of 600 MiB in workers limited to 256 MiB: the kernel kills it
     # (oom_cgroup) until it fails as needs_more_memory at --worker-memory.

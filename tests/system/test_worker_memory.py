@@ -73,7 +73,7 @@ def _result(messages: list[Message]) -> Any:
 
 def _leave_200_mib(pool: WorkerPool, worker: Worker) -> int:
     _run(pool, worker, 2048 * MiB, _item("rss_now"))  # numpy-free floor, modules loaded
-    floor = _result(_run(pool, worker, 2048 * MiB, _item("rss_now")))
+    floor: int = _result(_run(pool, worker, 2048 * MiB, _item("rss_now")))
     held = _result(_run(pool, worker, 2048 * MiB, _item("leave_freed", mib=200)))
     assert held - floor > 150 * MiB
     return floor

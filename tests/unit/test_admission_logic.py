@@ -8,6 +8,7 @@ from oomguard.scheduler.admission import (
     Admission,
     Estimates,
     KeyState,
+    Placement,
     Role,
     escalate,
 )
@@ -24,7 +25,7 @@ class Clock:
 
 
 def _start(adm: Admission, attempt: int, key: str, state: KeyState, estimate: int,
-           idle: int = 1):
+           idle: int = 1) -> Placement | None:
     placement = adm.place(attempt, key, state, estimate, idle)
     if placement is not None:
         adm.start(attempt, placement.limit, key, placement.role)

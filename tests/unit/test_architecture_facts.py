@@ -133,7 +133,7 @@ def sql_literals() -> list[str]:
         if _rel(path) == QUERY_LOADER:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            text = None
+            text: str | None = None
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 text = node.value
             elif isinstance(node, ast.JoinedStr):
@@ -143,6 +143,7 @@ def sql_literals() -> list[str]:
                     if isinstance(v, ast.Constant) and isinstance(v.value, str)
                 )
             if text and _SQL.match(text):
+                assert isinstance(node, (ast.Constant, ast.JoinedStr))
                 found.append(f"{_rel(path)}:{node.lineno}: {text.strip()[:60]!r}")
     return found
 

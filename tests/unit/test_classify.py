@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from oomguard.cgroups.cgroup import CgroupCounters
-from oomguard.diagnosis.classify import classify_death, describe_status, explain_death
+from oomguard.diagnosis.classify import Death, classify_death, describe_status, explain_death
 from oomguard.jobs.model import FailureClass
 from oomguard.kernlog import OomEvent
+from oomguard.kernlog.watch import KernelLogWatch
 
 MiB = 1024 * 1024
 
@@ -234,9 +235,11 @@ class FakeKmsg:
 def test_a_sigkill_without_a_kernel_line_waits_for_it() -> None:
     died = Died(FakeWorker(), SIGKILL)
     kmsg = FakeKmsg([])
-    assert explain_death(died, None, kmsg, waited_enough=False) is None
+    assert explain_death(
+        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False) is None
     assert kmsg.asked == [(4101, WORKER)]
-    explained = explain_death(died, None, kmsg, waited_enough=True)
+    explained = explain_death(
+        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=True)
     assert explained is not None
     fc, evidence, peak = explained
     assert fc is FailureClass.KILLED and peak is None
@@ -250,7 +253,9 @@ def test_a_sigkill_without_a_kernel_line_waits_for_it() -> None:
 
 def test_the_kernel_line_decides_and_the_peak_comes_from_the_cgroup() -> None:
     died = Died(FakeWorker(counters_before=v1(0)), SIGKILL, FakeRusage(ru_maxrss=2048))
-    explained = explain_death(died, v1(1), FakeKmsg([POD_LIMIT_V1]), waited_enough=False)
+    explained = explain_death(
+        cast(Death, died), v1(1), cast(KernelLogWatch, FakeKmsg([POD_LIMIT_V1])),
+        waited_enough=False)
     assert explained is not None
     fc, evidence, peak = explained
     assert fc is FailureClass.OOM_ANCESTOR and peak == 256 * MiB
@@ -260,7 +265,8 @@ def test_the_kernel_line_decides_and_the_peak_comes_from_the_cgroup() -> None:
 @pytest.mark.parametrize("reason", ["timeout", "cancel", "watchdog", "stop"])
 def test_own_kills_do_not_wait_for_the_kernel(reason: str) -> None:
     died = Died(FakeWorker(killed_by=(reason, {}), cgroup=None, peak_sample=5 * MiB), SIGKILL)
-    explained = explain_death(died, None, FakeKmsg([]), waited_enough=False)
+    explained = explain_death(
+        cast(Death, died), None, cast(KernelLogWatch, FakeKmsg([])), waited_enough=False)
     assert explained is not None
     assert explained[2] == 5 * MiB and "kernel_log" not in explained[1]
 
@@ -268,7 +274,8 @@ def test_own_kills_do_not_wait_for_the_kernel(reason: str) -> None:
 def test_an_unreadable_kernel_log_does_not_wait_and_says_why() -> None:
     died = Died(FakeWorker(), SIGKILL)
     kmsg = FakeKmsg([GLOBAL], unavailable="cannot read /dev/kmsg: Permission denied")
-    explained = explain_death(died, None, kmsg, waited_enough=False)
+    explained = explain_death(
+        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False)
     assert explained is not None
     fc, evidence, _ = explained
     assert fc is FailureClass.KILLED and kmsg.asked == []

@@ -77,7 +77,8 @@ def test_a_non_zero_exit_fails_with_the_stderr_tail() -> None:
         command([sys.executable, PROGRAM, "1", "--exit", "3"])()
     err = info.value
     assert err.data["exit_status"] == 3
-    assert "failing with 3" in err.data["stderr_tail"]
+    stderr_tail = err.data["stderr_tail"]
+    assert isinstance(stderr_tail, str) and "failing with 3" in stderr_tail
     assert str(err).startswith("command exited with status 3; stderr: allocated 1 MiB")
     # It crosses process boundaries (worker -> scheduler) intact.
     again = pickle.loads(pickle.dumps(err))

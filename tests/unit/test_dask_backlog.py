@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from oomguard.executors.base import Attempt
 from oomguard.executors.dask.backlog import (
     GROUP_MAX_ITEMS,
     GROUP_MAX_RESULT_BYTES,
@@ -45,7 +46,7 @@ def sizes(backlog: Backlog) -> list[int]:
 
 def test_small_tasks_until_results_are_seen_then_as_many_as_their_results_allow() -> None:
     backlog = Backlog(lambda event: None)
-    runs = [FakeRun(i) for i in range(100)]
+    runs = cast(list[Attempt], [FakeRun(i) for i in range(100)])
     backlog.add(runs, 0, item)
     assert sizes(backlog) == [GROUP_UNSEEN_ITEMS] * (100 // GROUP_UNSEEN_ITEMS) + [100 % 8]
 
@@ -68,6 +69,7 @@ def test_small_tasks_until_results_are_seen_then_as_many_as_their_results_allow(
     backlog.saw(runs[:1], [Outcome(0, payload=b"x" * (GROUP_MAX_RESULT_BYTES + 1))], ISOLATED)
     backlog.add(runs[:3], 0, item)
     assert sizes(backlog) == [1, 1, 1]
-    other = [FakeRun(i, FakeTask(fn="mod:agg", kind="aggregate")) for i in range(10)]
+    other = cast(list[Attempt], [FakeRun(i, FakeTask(fn="mod:agg", kind="aggregate"))
+                                 for i in range(10)])
     backlog.add(other, 0, item)
     assert sizes(backlog) == [GROUP_UNSEEN_ITEMS, 2]

@@ -4,7 +4,7 @@ input here; the real-cluster behaviour is in tests/integration/test_dask_executo
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -13,9 +13,14 @@ pytest.importorskip("distributed")
 from oomguard.config import RunnerConfig
 from oomguard.errors import TaskInputError
 from oomguard.executors.dask.cluster import DaskWorker
-from oomguard.executors.dask.executor import RECYCLED, DaskExecutor, Flight
+from oomguard.executors.dask.executor import RECYCLED, DaskExecutor
+from oomguard.executors.dask.flights import Ended, Flight
 from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
 from oomguard.executors.events import AttemptEnded, Requeued
+
+if TYPE_CHECKING:
+    import distributed
+    from distributed.scheduler import WorkerState
 
 
 class EndedFuture:
@@ -44,7 +49,7 @@ def _ended(
     if recycled_on is not None:
         ex.recycler._doom(recycled_on, [future.key])
     runs = [SimpleNamespace(attempt_id=i, worker=None, clean=False) for i in (1, 2)]
-    flight = Flight(runs, future, limit=0, sent=0.0)
+    flight = Flight(runs, cast("distributed.Future[GroupAnswer]", future), limit=0, sent=0.0)
     ex.inflight[flight.key] = flight
     events = ex._failed_future(flight)
     assert future.released and flight.key not in ex.inflight
@@ -73,7 +78,7 @@ def test_a_killed_worker_oomguard_restarted_requeues_its_attempts() -> None:
     from distributed.scheduler import KilledWorker
 
     worker = SimpleNamespace(address="tcp://127.0.0.1:40001", pid=4242)
-    err = KilledWorker("oomguard-test-1", worker, 0)
+    err = KilledWorker("oomguard-test-1", cast("WorkerState", worker), 0)
     events, ex = _ended("error", err, recycled_on=worker.address)
     assert events == [Requeued(1, RECYCLED), Requeued(2, RECYCLED)]
     assert not ex.deaths  # not a death to classify
@@ -84,7 +89,7 @@ def test_a_killed_worker_elsewhere_is_a_death_even_if_its_key_was_on_a_recycled_
 
     # Moved off the recycled worker (stolen) before it went, then died on another one.
     worker = SimpleNamespace(address="tcp://127.0.0.1:40002", pid=4242)
-    err = KilledWorker("oomguard-test-1", worker, 0)
+    err = KilledWorker("oomguard-test-1", cast("WorkerState", worker), 0)
     events, ex = _ended("error", err, recycled_on="tcp://127.0.0.1:40001")
     assert events == []  # waits for the nanny's evidence, then classified
     assert [d.address for d in ex.deaths] == [worker.address]
@@ -130,13 +135,14 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
         return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
-    ex.client = RecordingClient()
+    client = RecordingClient()
+    ex.client = cast("distributed.Client", client)
     ex.workers = {"tcp://w1": DaskWorker(nthreads=1)}  # a window of 4 Dask tasks
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in range(64)]
     ex.submit(runs, read_item)
     # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
     # and nothing read for the rest but the one that did not fit the last group.
-    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [
+    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [
         [0, 1, 2],
         [3, 4, 5],
         [6, 7],
@@ -153,17 +159,20 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
         return {"attempt_id": run.attempt_id, "form": "json", "params": "{}"}
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
-    ex.client = RecordingClient()
+    client = RecordingClient()
+    ex.client = cast("distributed.Client", client)
     ex.workers = {"tcp://w1": DaskWorker(nthreads=1)}
     runs = [
         SimpleNamespace(attempt_id=i, limit=64 * 1024 * 1024, worker=None, clean=False)
         for i in range(3)
     ]
     ex.submit(runs, read_item)
-    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[0, 2]]
+    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [[0, 2]]
     # The group runs on the worker host under the limit admission gave it.
-    assert ex.client.limits == [64 * 1024 * 1024]
-    event = ex.done.get_nowait().event
+    assert client.limits == [64 * 1024 * 1024]
+    done = ex.done.get_nowait()
+    assert isinstance(done, Ended)
+    event = done.event
     assert isinstance(event, AttemptEnded)
     assert (event.attempt_id, event.ok, event.failure_class) == (1, False, "error")
     assert event.message and "input blob abc is missing" in event.message
@@ -181,7 +190,8 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
             return super().submit(fn, items, limit, key=key, **kwargs)
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
-    ex.client = Client()
+    client = Client()
+    ex.client = cast("distributed.Client", client)
     ex.workers = {"tcp://a": DaskWorker(nthreads=1), "tcp://b": DaskWorker(nthreads=1)}
     ex.held.saw("tcp://a", GroupAnswer("tcp://a", 1, (Outcome(1, payload=b"x"),), held=(1,)))
     ex.held.saw("tcp://b", GroupAnswer("tcp://b", 2, (Outcome(2, payload=b"x"),), held=(2,)))
@@ -195,8 +205,8 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in (10, 11, 12)]
     ex.submit(runs, read_item)
     # One Dask task per worker holding inputs; one needing none joins the last.
-    assert [[i["attempt_id"] for i in items] for items in ex.client.submitted] == [[10], [11, 12]]
-    assert ex.client.where == [
+    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [[10], [11, 12]]
+    assert client.where == [
         {"workers": ["tcp://a"], "priority": 1},
         {"workers": ["tcp://b"], "priority": 1},
     ]

@@ -11,13 +11,16 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 pytest.importorskip("distributed")
 
 from distributed.core import Status
+
+if TYPE_CHECKING:
+    import distributed
 
 from fixtures.polling import wait_for
 from oomguard.config import RunnerConfig
@@ -112,7 +115,7 @@ class Client:
 def recycle(client: Client, reason: str = "memory_error") -> Recycler:
     """Recycle the worker and wait for the recycle to end."""
     recycler = Recycler(RunnerConfig(executor="dask", dask_address="tcp://x:1"), PREFIX)
-    recycler.recycle(client, ADDRESS, reason)
+    recycler.recycle(cast("distributed.Client", client), ADDRESS, reason)
     wait_for(lambda: not recycler.restarting)
     recycler.stop(timeout=30)
     return recycler
@@ -171,7 +174,7 @@ def test_a_death_while_the_restart_is_under_way_is_oomguards_doing() -> None:
     # A key the scheduler gave the worker after the drain's last look (it cannot, once
     # cordoned; a worker's own status change can race the cordon) dies with it too.
     sched.on_restart = lambda: during.append(recycler.took(f"{PREFIX}-9", ADDRESS))
-    recycler.recycle(client, ADDRESS, "max_tasks")
+    recycler.recycle(cast("distributed.Client", client), ADDRESS, "max_tasks")
     wait_for(lambda: not recycler.restarting)
     assert during == [True]
     assert not recycler.took(f"{PREFIX}-9", ADDRESS)  # not once the restart is over
@@ -202,13 +205,15 @@ def test_a_worker_is_recycled_once_at_a_time_and_stop_cuts_its_drain_short() -> 
     polled = threading.Event()
     client.before_call = lambda n: polled.set() if n >= 2 else None
     recycler = Recycler(RunnerConfig(executor="dask", dask_address="tcp://x:1"), PREFIX)
-    recycler.recycle(client, ADDRESS, "rss_growth")
-    recycler.recycle(client, ADDRESS, "rss_growth")  # under way: not again
+    recycler.recycle(cast("distributed.Client", client), ADDRESS, "rss_growth")
+    # under way: not again
+    recycler.recycle(cast("distributed.Client", client), ADDRESS, "rss_growth")
     assert polled.wait(10)
     recycler.stop(timeout=30)  # the drain ends at once, the worker is restarted
     assert len(sched.restarted) == 1 and recycler.recycles == {"rss_growth": 1}
     assert recycler.took(f"{PREFIX}-1", ADDRESS)
-    recycler.recycle(client, ADDRESS, "rss_growth")  # stopped: no more recycles
+    # stopped: no more recycles
+    recycler.recycle(cast("distributed.Client", client), ADDRESS, "rss_growth")
     assert recycler.recycles == {"rss_growth": 1}
 
 

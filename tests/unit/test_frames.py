@@ -29,7 +29,12 @@ def test_a_message_larger_than_a_read_and_than_the_pipe_is_assembled() -> None:
     reader = FrameReader(r)
     big = os.urandom(3 * CHUNK + 17)
     out = Connection(w, readable=False)
-    writer = threading.Thread(target=lambda: (out.send_bytes(big), out.send_bytes(b"after")))
+
+    def write() -> None:
+        out.send_bytes(big)
+        out.send_bytes(b"after")
+
+    writer = threading.Thread(target=write)
     writer.start()
     got: list[bytes] = []
     while len(got) < 2:

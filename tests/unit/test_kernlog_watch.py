@@ -25,7 +25,7 @@ def _wakeups(native_id: int) -> int:
 
 
 @pytest.mark.skipif(not os.access("/dev/kmsg", os.R_OK), reason="/dev/kmsg is not readable")
-def test_on_the_device_it_sleeps_until_stopped_and_stops_at_once():
+def test_on_the_device_it_sleeps_until_stopped_and_stops_at_once() -> None:
     watch = KernelLogWatch("/dev/kmsg")
     watch.start()
     assert watch.unavailable is None
@@ -44,7 +44,7 @@ def test_on_the_device_it_sleeps_until_stopped_and_stops_at_once():
     assert not thread.is_alive()
 
 
-def test_a_plain_file_is_polled_and_its_kills_are_found(tmp_path: Path):
+def test_a_plain_file_is_polled_and_its_kills_are_found(tmp_path: Path) -> None:
     log = tmp_path / "kmsg"
     log.write_text("")
     watch = KernelLogWatch(str(log))

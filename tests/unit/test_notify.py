@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,7 @@ def test_a_notice_keeps_bounded_text_and_the_killed_process_line() -> None:
     assert notice.kernel_lines[-1] == KILLED and notice.kernel_lines[0] == "line 0"
     assert notice.message is not None and len(notice.message) == MAX_MESSAGE
     assert notice.traceback is not None and len(notice.traceback) <= 8000
+    assert isinstance(notice.evidence["kernel_log"], str)
     assert len(notice.evidence["kernel_log"]) <= 300
     assert kernel_excerpt("not a list") == ()
 
@@ -104,7 +106,7 @@ def test_outcomes_say_failed_and_final() -> None:
 
 
 def test_sentry_event_of_a_final_oom_kill() -> None:
-    event = sentry_event(oom_notice("failed"))
+    event: dict[str, Any] = sentry_event(oom_notice("failed"))
     assert event["level"] == "error"
     assert event["culprit"] == event["transaction"] == "oomguard.examples:allocate"
     assert event["fingerprint"] == ["oomguard", "oomguard.examples:allocate", "needs_more_memory"]
@@ -120,7 +122,7 @@ def test_sentry_event_of_a_final_oom_kill() -> None:
 
 
 def test_sentry_event_of_a_retried_error_carries_the_traceback() -> None:
-    event = sentry_event(error_notice("retrying"))
+    event: dict[str, Any] = sentry_event(error_notice("retrying"))
     assert event["level"] == "warning"
     assert event["fingerprint"] == ["oomguard", "oomguard.examples:fail", "error"]
     assert "Traceback (most recent call last)" in event["message"]
@@ -170,7 +172,8 @@ def test_notify_on_selects_events(
 
 
 def test_webhook_body_and_signature() -> None:
-    body = webhook_body("task_failed", oom_notice("failed"), seq=3, delivery_id="r-3")
+    body: dict[str, Any] = webhook_body(
+        "task_failed", oom_notice("failed"), seq=3, delivery_id="r-3")
     assert body["event"] == "task_failed" and body["seq"] == 3 and body["id"] == "r-3"
     assert body["text"].startswith("oomguard: oomguard.examples:allocate: task 7")
     assert body["failure_class"] == "oom_cgroup" and body["final_class"] == "needs_more_memory"
@@ -245,7 +248,8 @@ def test_json_lines_have_stable_keys() -> None:
     assert json_line(error_notice("retrying"))["level"] == "warning"
     job = JobNotice(job_id="j", name="n", namespace="d", function="m:f", state="succeeded")
     assert list(json_line(job)) == JOB_KEYS
-    assert json_line(job)["ts"].endswith("Z")
+    ts = json_line(job)["ts"]
+    assert isinstance(ts, str) and ts.endswith("Z")
 
 
 def test_json_log_notifier_writes_a_line_per_notice() -> None:

@@ -85,7 +85,8 @@ def test_the_real_proc_agrees_with_the_scheduler_budget() -> None:
     assert procfs.process_start_time("self") == me[3]
     rss = procfs.rss_bytes()
     assert rss is not None and rss > 0
-    assert budget.machine_memory() == procfs.machine_memory_bytes() > 0
+    machine = procfs.machine_memory_bytes()
+    assert machine is not None and budget.machine_memory() == machine > 0
 
 
 def test_a_process_tree_and_its_rss(fake_proc: Path) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from oomguard.config import RunnerConfig
 from oomguard.executors.events import AttemptEnded, Requeued
+from oomguard.jobs import FailureClass
+from oomguard.notify import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates, Role
 from oomguard.scheduler.recorder import AttemptRecorder
 from oomguard.store.sqlite import SqliteStore, TaskRow
@@ -35,7 +38,7 @@ class StandInExecutor:
 
 
 @pytest.fixture
-def store(tmp_path: Path):
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "s.sqlite")
     s.create_job("j1", name="t", fn="m:f", agg="m:g")
     rows = [{"job_id": "j1", "grp": g, "kind": "task", "replicate": 0, "fn": "m:f",
@@ -49,7 +52,7 @@ def store(tmp_path: Path):
 
 
 @pytest.fixture
-def recorder(store: SqliteStore):
+def recorder(store: SqliteStore) -> AttemptRecorder:
     from oomguard.store.writes import PendingWrites
 
     requeued: list[TaskRow] = []
@@ -104,7 +107,8 @@ def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
 ) -> None:
     (run,) = _begin(recorder, store)
     _commit(recorder, store)
-    recorder.handle(AttemptEnded(run.attempt_id, False, None, "error", "ValueError: x", {}))
+    recorder.handle(AttemptEnded(run.attempt_id, False, None, FailureClass.ERROR, "ValueError: x",
+                                 {}))
     _commit(recorder, store)
     (failed, agg) = store.queries.failed_tasks("j1")
     assert failed["failure_class"] == "error" and failed["error"]
@@ -128,7 +132,7 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
     a, b = _begin(recorder, store, 2)
     _commit(recorder, store)
     # A failure class oomguard does not know: recording it raises.
-    recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))
+    recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))  # type: ignore[arg-type]
     recorder.handle(AttemptEnded(b.attempt_id, True, b"\x80\x04N."))
     _commit(recorder, store)
     (failure,) = [f for f in store.queries.failed_tasks("j1") if f["kind"] == "task"]
@@ -176,16 +180,17 @@ def test_every_ending_is_told_to_the_notifier(
     recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB,
                                  worker="w1"))
     tb = "Traceback (most recent call last):\nValueError: x\n"
-    recorder.handle(AttemptEnded(b.attempt_id, False, None, "error", "ValueError: x",
+    recorder.handle(AttemptEnded(b.attempt_id, False, None, FailureClass.ERROR, "ValueError: x",
                                  {"traceback": tb}, worker="w2"))
-    recorder.handle(AttemptEnded(c.attempt_id, False, None, "error", "ValueError: y", {}))
+    recorder.handle(AttemptEnded(c.attempt_id, False, None, FailureClass.ERROR, "ValueError: y",
+                                 {}))
     _commit(recorder, store)
     recorder.interrupt(_begin(recorder, store, 1)[0])  # a's aggregation, now ready
     assert len(notifier.notices) == 3  # the interruption waits for its commit
     _commit(recorder, store)
     notices = notifier.notices
     assert all(isinstance(n, AttemptNotice) for n in notices)
-    ok, retried, final, stopped = notices  # type: ignore[misc]
+    ok, retried, final, stopped = cast(list[AttemptNotice], notices)
     assert (ok.outcome, ok.peak_bytes, ok.worker, ok.function) == ("succeeded", 3 * MIB, "w1",
                                                                     "m:f")
     assert (retried.outcome, retried.failure_class, retried.final_class) == ("retrying", "error",
@@ -236,4 +241,5 @@ def test_notices_wait_for_their_commit_and_skip_what_was_not_stored(
     recorder.apply_by_task(writes)
     recorder.notices.release()
     # b's result could not be stored: the store says it failed, so no "succeeded" for it.
-    assert [(n.task_id, n.outcome) for n in notifier.notices] == [(a.task.id, "succeeded")]
+    assert [(n.task_id, n.outcome) for n in cast(list[AttemptNotice], notifier.notices)] == [
+        (a.task.id, "succeeded")]

@@ -5,8 +5,11 @@ tests/system/test_command_oom.py."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from oomguard.executors.events import AttemptEnded, failed
 from oomguard.kernlog.event import OomEvent
+from oomguard.kernlog.watch import KernelLogWatch
 from oomguard.scheduler.survivors import HeldSurvivors
 
 CG = "/sys/fs/cgroup/memory/oomguard-1/w0"
@@ -38,7 +41,7 @@ def _event(pid: int, oom_memcg: str = "/oomguard-1/w0") -> OomEvent:
 
 def test_held_until_the_kernel_line_comes_then_given_it() -> None:
     watch = FakeWatch()
-    held = HeldSurvivors(watch, wait=60.0)
+    held = HeldSurvivors(cast(KernelLogWatch, watch), wait=60.0)
     assert held.hold(_survivor())
     assert held.due() == [] and len(held) == 1  # no line yet, and still time to wait
     watch.events.append(_event(4242))
@@ -46,7 +49,8 @@ def test_held_until_the_kernel_line_comes_then_given_it() -> None:
     assert ended.failure_class == "oom_cgroup"
     assert ended.evidence["kernel_lines"] == [
         "Memory cgroup out of memory: Killed process 4242 (sim)"]
-    assert ended.evidence["kernel"]["victim_pid"] == 4242
+    kernel = ended.evidence["kernel"]
+    assert isinstance(kernel, dict) and kernel["victim_pid"] == 4242
     assert not held.hold(ended)  # looked up already: recorded as it is now
     assert len(held) == 0
 
@@ -54,14 +58,14 @@ def test_held_until_the_kernel_line_comes_then_given_it() -> None:
 def test_a_parents_limit_is_oom_ancestor() -> None:
     watch = FakeWatch()
     watch.events.append(_event(4242, oom_memcg="/"))
-    held = HeldSurvivors(watch, wait=60.0)
+    held = HeldSurvivors(cast(KernelLogWatch, watch), wait=60.0)
     assert held.hold(_survivor())
     (ended,) = held.due()
     assert ended.failure_class == "oom_ancestor"
 
 
 def test_after_the_wait_it_goes_without_the_line_saying_why() -> None:
-    held = HeldSurvivors(FakeWatch(), wait=0.0)
+    held = HeldSurvivors(cast(KernelLogWatch, FakeWatch()), wait=0.0)
     assert held.hold(_survivor())
     (ended,) = held.due()
     assert ended.evidence["kernel_log"] == "no OOM report for this pid"
@@ -70,7 +74,7 @@ def test_after_the_wait_it_goes_without_the_line_saying_why() -> None:
 
 def test_only_survivor_ooms_with_a_readable_log_are_held() -> None:
     watch = FakeWatch()
-    held = HeldSurvivors(watch, wait=60.0)
+    held = HeldSurvivors(cast(KernelLogWatch, watch), wait=60.0)
     assert not held.hold(AttemptEnded(1, True, b"x"))
     assert not held.hold(failed(2, "error", "boom", {}))
     watch.unavailable = "permission denied"

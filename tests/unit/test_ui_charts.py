@@ -42,7 +42,11 @@ def test_lines_marks_and_legend_are_drawn_and_parse_as_svg() -> None:
     assert kill is not None and kill.get("data-class") == "oom_cgroup"
     assert kill.findtext(f"{SVG}title") == "oom_cgroup: key k, limit 256MiB"
     # The mark sits where its time is on the axis: halfway.
-    x = float(kill.find(f"{SVG}line").get("x1"))  # type: ignore[union-attr]
+    mark = kill.find(f"{SVG}line")
+    assert mark is not None
+    x1 = mark.get("x1")
+    assert x1 is not None
+    x = float(x1)
     assert x == pm(frame.x(130.0))
     assert frame.left < x < frame.width - frame.right
     texts = [t.text for t in root.iter(f"{SVG}text")]

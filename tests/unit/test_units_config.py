@@ -55,7 +55,9 @@ def test_errors_survive_pickling() -> None:
 
     err = IsolationError("no cgroup", cgroup="/x", limit_bytes=5)
     copy = pickle.loads(pickle.dumps(err))
-    assert type(copy) is IsolationError and copy.cgroup == "/x" and str(copy) == "no cgroup"
+    # The error's data are its attributes too (set from its keyword arguments).
+    assert type(copy) is IsolationError and copy.cgroup == "/x"  # type: ignore[attr-defined]
+    assert str(copy) == "no cgroup"
 
 
 def test_exported_members() -> None:

@@ -10,7 +10,7 @@ from oomguard import procfs
 from oomguard.worker import child
 
 
-def test_rss_from_the_open_statm_is_the_rss_procfs_reads():
+def test_rss_from_the_open_statm_is_the_rss_procfs_reads() -> None:
     fresh = procfs.rss_bytes()
     kept = child.rss_bytes()
     assert fresh is not None and kept > 0
@@ -23,17 +23,17 @@ def test_rss_from_the_open_statm_is_the_rss_procfs_reads():
         del block
 
 
-def test_open_file_follows_changes_and_reports_what_it_cannot_open(tmp_path: Path):
+def test_open_file_follows_changes_and_reports_what_it_cannot_open(tmp_path: Path) -> None:
     path = tmp_path / "memory.events"
     path.write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
     opened = child._OpenFile(str(path))
-    assert opened.read() is not None and "oom_kill 0" in opened.read()
+    assert opened.read() is not None and "oom_kill 0" in (opened.read() or "")
     path.write_text("low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n")  # same file, new text
     assert "oom_kill 2" in (opened.read() or "")
     assert child._OpenFile(str(tmp_path / "missing")).read() is None
 
 
-def test_cgroup_kill_counter_read_through_the_kept_file(tmp_path: Path):
+def test_cgroup_kill_counter_read_through_the_kept_file(tmp_path: Path) -> None:
     """v2: ``memory.events``; v1: ``memory.oom_control``; a counter the kernel does not
     give is None, not 0."""
     v2 = tmp_path / "v2"
