@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> typing.Any:
+def __getattr__(name: str) -> object:
     # Lazy, so that worker processes importing oomguard.jobs do not pay for pyarrow & co.
     if name in ("Runner", "Job"):
         from oomguard import runner

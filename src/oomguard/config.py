@@ -13,15 +13,13 @@ from it; ``serve`` and the Python API never read an unnamed file
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from oomguard.errors import ConfigError
 from oomguard.units import parse_duration, parse_size
@@ -235,10 +233,16 @@ def _as_tuple(name: str, value: object) -> tuple[str, ...]:
 
 def _built(values: dict[str, object], base: RunnerConfig | None = None) -> RunnerConfig:
     """A config of ``values`` (over ``base``'s); RunnerConfig checks them in __post_init__."""
-    # Any: the values are given by name, each of its field's type (from _coerce, or the
-    # caller's), which mypy cannot follow through a dict
-    checked: dict[str, Any] = values
-    return RunnerConfig(**checked) if base is None else dataclasses.replace(base, **checked)
+    if base is not None:
+        given = {f.name: getattr(base, f.name) for f in fields(RunnerConfig) if f.init}
+        values = given | values
+    return _by_name(RunnerConfig, values)
+
+
+def _by_name(make: Callable[..., RunnerConfig], values: Mapping[str, object]) -> RunnerConfig:
+    # Each value is of its field's type (from _coerce, or the caller's), which mypy cannot
+    # follow through the mapping.
+    return make(**values)
 
 
 def _coerce(name: str, value: object) -> object:

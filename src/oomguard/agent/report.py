@@ -21,12 +21,11 @@ from pathlib import Path
 from oomguard.agent.attribution import PodNames, Trigger, Workload, trigger_of, workload_of
 from oomguard.agent.reader import SeenKill
 from oomguard.agent.severity import Severity, severity_of
+from oomguard.jobs.jsonvalue import JSON as JsonValue
 from oomguard.kernlog import kmsg
 from oomguard.kernlog.event import OomEvent
 
 __all__ = ["JsonValue", "KillReport", "Role", "build_report", "role_of"]
-
-JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 
 
 class Role(str, Enum):

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import httpx
 
 from oomguard.errors import BackpressureError, OomguardError, ServerConnectionError
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.private_files import read_private
+
+#: a query parameter's value
+Param = str | int | float | bool
 
 
 class ApiError(OomguardError):
@@ -73,7 +76,7 @@ class ApiClient:
         path: str,
         *,
         json: object = None,
-        params: dict[str, Any] | None = None,
+        params: Mapping[str, Param] | None = None,
         retry: bool = True,
     ) -> httpx.Response:
         """One request; a 429 is retried (when ``retry``); other errors raise."""
@@ -110,16 +113,29 @@ class ApiClient:
             )
         return response
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.send(
-            "GET", path, params={k: v for k, v in params.items() if v is not None}
-        ).json()
+    def get(self, path: str, **params: Param | None) -> JSONObject:
+        """The JSON object a GET of ``path`` answers (parameters that are None left out)."""
+        response = self.send("GET", path, params={k: v for k, v in params.items() if v is not None})
+        return _object(response)
 
-    def post(self, path: str, body: Any = None, *, retry: bool = True) -> Any:
-        return self.send("POST", path, json=body, retry=retry).json()
+    def post(self, path: str, body: object = None, *, retry: bool = True) -> JSONObject:
+        """The JSON object a POST of ``body`` to ``path`` answers."""
+        return _object(self.send("POST", path, json=body, retry=retry))
 
     def metrics(self) -> str:
         return self.send("GET", "/metrics").text
+
+
+def _object(response: httpx.Response) -> JSONObject:
+    # Every answer of the API is a JSON object: anything else is not the API's.
+    value = response.json()
+    if not isinstance(value, dict):
+        raise ApiError(
+            f"server answered {response.status_code} with JSON that is not an object",
+            status=response.status_code,
+            code="not_an_object",
+        )
+    return value
 
 
 def _retry_after(response: httpx.Response) -> float | None:

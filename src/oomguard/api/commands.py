@@ -27,7 +27,6 @@ import dataclasses
 import json
 import re
 import sys
-from typing import Any
 
 from oomguard.api.schemas import COMMAND_PATTERN
 from oomguard.errors import ConfigError
@@ -49,7 +48,7 @@ def read_commands(path: str) -> dict[str, Command]:
             text = fh.read()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"--commands {path!r}: cannot read it: {err}") from None
-    data: Any
+    data: object
     try:
         data = json.loads(text) if path.endswith(".json") else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as err:
@@ -70,10 +69,12 @@ def read_commands(path: str) -> dict[str, Command]:
 _TABLE_KEYS = ("argv", "cwd", "env", "fields")
 
 
-def declared(entry: Any) -> Command:
+def declared(entry: object) -> Command:
     """One declared command from its list, string or table form (ConfigError if wrong)."""
-    if not isinstance(entry, dict):
+    if isinstance(entry, (str, list, tuple)):
         return dataclasses.replace(command(entry), declared=True)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"a command is a string or a list of strings, not {entry!r}")
     unknown = sorted(set(entry) - set(_TABLE_KEYS))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} (a table has {_TABLE_KEYS})")

@@ -6,8 +6,6 @@ errors (:mod:`oomguard.errors`). The status codes and ``code`` strings are part 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,9 +24,9 @@ from oomguard.errors import (
     TaskReferenceError,
 )
 
-ERRORS = {"model": ErrorBody}
+ERRORS: dict[str, object] = {"model": ErrorBody}
 #: the error answers every route may give, as shown in the OpenAPI schema
-RESPONSES: dict[int | str, dict[str, Any]] = {
+RESPONSES: dict[int | str, dict[str, object]] = {
     400: ERRORS,
     401: ERRORS,
     403: ERRORS,

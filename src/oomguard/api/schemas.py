@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -90,7 +90,7 @@ class SubmitRequest(_Strict):
     timeout: float | None = Field(
         default=None, gt=0, description="seconds a task may run (at most serve --timeout)"
     )
-    args: dict[str, Any] = Field(
+    args: dict[str, object] = Field(
         default_factory=dict, description="keyword arguments (JSON) of every task"
     )
     namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
@@ -98,7 +98,7 @@ class SubmitRequest(_Strict):
     count: int | None = Field(
         default=None, ge=1, le=MAX_COUNT, description="number of parameter groups"
     )
-    tasks: list[dict[str, Any]] | None = Field(
+    tasks: list[dict[str, object]] | None = Field(
         default=None, min_length=1, description="one parameter group per item"
     )
     fanout: int = Field(default=1, ge=1, le=10_000, description="tasks per parameter group")
@@ -160,7 +160,7 @@ class FailureList(_Strict):
     kernel's lines, the limit, the peak, the traceback): what ``oomguard status`` tells."""
 
     job_id: str
-    failures: list[dict[str, Any]]
+    failures: list[Mapping[str, object]]
 
 
 class JobSummary(_Strict):
@@ -187,7 +187,7 @@ class TaskInfo(_Strict):
     failure_class: str | None
     error: str | None
     #: the task's arguments, with ``?params=full`` (None otherwise)
-    params: dict[str, Any] | None
+    params: Mapping[str, object] | None
     #: asked for, but not listed: too large (kept in a blob file) or not listable JSON
     params_truncated: bool = False
 
@@ -237,7 +237,7 @@ class Health(_Strict):
 class ErrorDetail(_Strict):
     code: str
     message: str
-    details: Any = None
+    details: object = None
 
 
 class ErrorBody(_Strict):

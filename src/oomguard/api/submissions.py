@@ -19,7 +19,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.api.intake import read_submission, too_many_tasks
 from oomguard.api.schemas import SubmitRequest, SubmitResponse
@@ -303,12 +303,13 @@ def _rows(
     call: _Call,
     groups: list[GroupArgs] | GroupArgs,
     batch: int,
-) -> Iterator[tuple[list[dict[str, Any]], int]]:
+) -> Iterator[tuple[list[dict[str, object]], int]]:
     """Rows in chunks of about ``batch``, with the number of groups written so far."""
     opts = call.opts
     build = state.runner.rows
-    common: dict[str, Any] | None = None
-    rows: list[dict[str, Any]] = []
+    # Rows are only passed through here: the store reads their columns.
+    common: dict[str, object] | None = None
+    rows: list[dict[str, object]] = []
     replicates = req.fanout if req.fanout > 1 else None
     for g in range(req.groups):
         if isinstance(groups, tuple):

@@ -28,6 +28,13 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, started_server_options, token_option
 from oomguard.cli.process import terminate
 from oomguard.errors import BackpressureError, OomguardError
+from oomguard.jobs.jsonvalue import JSON
+
+
+def _count(counts: JSON, key: str) -> int:
+    """A job's count of tasks in state ``key`` (its answer's ``counts``)."""
+    value = counts.get(key) if isinstance(counts, dict) else None
+    return value if isinstance(value, int) else 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -175,7 +182,7 @@ def run_bench(
             result.latencies.append(elapsed)
             if code is None:
                 result.accepted += n
-                result.jobs.append(job["job_id"])
+                result.jobs.append(str(job["job_id"]))
             elif code == "error":
                 result.errors += n
             else:
@@ -199,8 +206,9 @@ def run_bench(
                 while True:
                     status = client.get(f"/v1/jobs/{job_id}")
                     if status["state"] not in ("waiting", "running"):
-                        result.completed += status["counts"]["succeeded"]
-                        result.failed += status["counts"]["failed"] + status["counts"]["cancelled"]
+                        counts = status.get("counts")
+                        result.completed += _count(counts, "succeeded")
+                        result.failed += _count(counts, "failed") + _count(counts, "cancelled")
                         break
                     if time.monotonic() > deadline:
                         result.timed_out = True

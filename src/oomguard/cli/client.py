@@ -14,7 +14,7 @@ from oomguard.cli.exit_codes import ExitCode
 from oomguard.cli.options import env, json_option, token_option
 from oomguard.cli.render import FAILURES_READ, print_heap, print_status, print_submitted
 from oomguard.errors import OomguardError
-from oomguard.jobs.jsonvalue import JSONObject
+from oomguard.jobs.jsonvalue import JSON, JSONObject
 
 if TYPE_CHECKING:
     from oomguard.api.client import ApiClient
@@ -68,6 +68,11 @@ def _args(text: str | None) -> JSONObject:
     if not isinstance(value, dict):
         raise click.BadParameter("must be a JSON object of keyword arguments", param_hint="--args")
     return value
+
+
+def _objects(value: JSON) -> list[JSONObject]:
+    """The objects of a list an answer holds (an answer's ``jobs``, ``failures``)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _client(server: str, token_file: str | None, retries: int = 8) -> ApiClient:
@@ -237,22 +242,25 @@ def remote_status(
     try:
         with _client(url, token_file) as client:
             if job is None:
-                jobs = client.get("/v1/jobs", limit=1)["jobs"]
+                jobs = _objects(client.get("/v1/jobs", limit=1).get("jobs"))
                 if not jobs:
                     click.echo("oomguard: error: the server has no jobs", err=True)
                     return int(ExitCode.NOT_FOUND)
                 job = str(jobs[0]["job_id"])
             status = client.get(f"/v1/jobs/{job}")
+            counts = status.get("counts")
             failures = (
-                client.get(f"/v1/jobs/{job}/failures", limit=FAILURES_READ)["failures"]
-                if status["counts"].get("failed")
+                _objects(
+                    client.get(f"/v1/jobs/{job}/failures", limit=FAILURES_READ).get("failures")
+                )
+                if isinstance(counts, dict) and counts.get("failed")
                 else []
             )
     except (ApiError, ServerConnectionError) as err:
         click.echo(f"oomguard: error: {err}", err=True)
         return int(exit_code_for_client(err))
     if as_json:
-        click.echo(json.dumps(status | {"failures": failures[:show_failures]}))
+        click.echo(json.dumps({**status, "failures": failures[:show_failures]}))
     else:
         told = [Failure.from_json(f) for f in failures]
         print_status(JobStatus.from_json(status), told, groups=show_failures)

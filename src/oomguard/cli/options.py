@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, TypedDict, TypeVar, cast
 
 import click
 
@@ -377,14 +377,11 @@ WORKER_OPTION_NAMES = (
 
 
 class SectionedCommand(click.Command):
-    """A command whose ``--help`` lists its options in sections (``sections``: titles and
-    the parameter names under each, in order); options in no section come last."""
+    """A command whose ``--help`` lists its options in sections (``sections``, set by a
+    subclass: titles and the parameter names under each, in order); options in no section
+    come last."""
 
-    def __init__(
-        self, *args: Any, sections: tuple[tuple[str, tuple[str, ...]], ...] = (), **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.sections = sections
+    sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         records: dict[str, tuple[str, str]] = {}

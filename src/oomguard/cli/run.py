@@ -28,7 +28,13 @@ if TYPE_CHECKING:
     from oomguard.jobs.status import Failure, JobStatus
 
 
-@click.command(cls=SectionedCommand, sections=RUN_SECTIONS)
+class RunCommand(SectionedCommand):
+    """``oomguard run``: its ``--help`` in sections."""
+
+    sections = RUN_SECTIONS
+
+
+@click.command(cls=RunCommand)
 @click.argument("task", required=False)
 @run_options
 def run(**given: object) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import resource
 import signal
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from oomguard.cgroups.cgroup import classify_counters
 from oomguard.jobs.model import FailureClass
@@ -35,7 +36,7 @@ class DeadWorker(Protocol):
     @property
     def cgroup(self) -> MemoryCgroup | None: ...
     @property
-    def killed_by(self) -> tuple[str, dict[str, Any]] | None: ...
+    def killed_by(self) -> tuple[str, Mapping[str, object]] | None: ...
     @property
     def counters_before(self) -> CgroupCounters | None: ...
     @property
@@ -53,7 +54,7 @@ class Death(Protocol):
     def rusage(self) -> resource.struct_rusage | None: ...
 
 
-def describe_status(status: int) -> dict[str, Any]:
+def describe_status(status: int) -> dict[str, object]:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -69,13 +70,13 @@ def describe_status(status: int) -> dict[str, Any]:
 def classify_death(
     status: int,
     *,
-    killed_by: tuple[str, dict[str, Any]] | None,
+    killed_by: tuple[str, Mapping[str, object]] | None,
     counters_before: CgroupCounters | None,
     counters_after: CgroupCounters | None,
     kernel_event: OomEvent | None,
-) -> tuple[FailureClass, dict[str, Any]]:
+) -> tuple[FailureClass, dict[str, object]]:
     """The class of a worker's death and the evidence that decided it."""
-    evidence: dict[str, Any] = describe_status(status)
+    evidence = describe_status(status)
     if counters_before is not None:
         evidence["cgroup_before"] = counters_before.to_json()
     if counters_after is not None:
@@ -137,7 +138,7 @@ def explain_death(
     kmsg: KernelLogWatch | None,
     *,
     waited_enough: bool,
-) -> tuple[FailureClass, dict[str, Any], int | None] | None:
+) -> tuple[FailureClass, dict[str, object], int | None] | None:
     """Class, evidence and peak memory of a worker's death, or None to wait for the kernel.
 
     ``died`` has ``.worker`` (``pid``, ``start_time``, ``name``, ``cgroup``, ``killed_by``,

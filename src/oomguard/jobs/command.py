@@ -29,12 +29,12 @@ import signal
 import string
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from oomguard.errors import ConfigError, OomguardError, PayloadError
 from oomguard.jobs.command_fields import Field, check_template
+from oomguard.jobs.jsonvalue import JSON, JSONObject
 
 PREFIX = "cmd:"
 #: bytes of stderr kept (the end of it)
@@ -95,15 +95,17 @@ class Command:
     @property
     def reference(self) -> str:
         """The reference the store keeps and workers load."""
-        body: dict[str, Any] = {"argv": list(self.argv), "shell": self.shell}
+        body: JSONObject = {"argv": list[JSON](self.argv), "shell": self.shell}
         if self.declared:
             body["declared"] = True
             if self.cwd is not None:
                 body["cwd"] = self.cwd
             if self.env is not None:
-                body["env"] = dict(self.env)
+                env: JSONObject = dict(self.env)
+                body["env"] = env
             if self.types:
-                body["fields"] = {name: f.to_json() for name, f in self.types}
+                fields: JSONObject = {name: f.to_json() for name, f in self.types}
+                body["fields"] = fields
         return PREFIX + json.dumps(body, separators=(",", ":"))
 
     @property
@@ -111,7 +113,7 @@ class Command:
         """The parameter names the template uses."""
         return {name for arg in self.argv for name in fields_of(arg)}
 
-    def args(self, params: dict[str, Any]) -> list[str]:
+    def args(self, params: Mapping[str, object]) -> list[str]:
         """The argument list for ``params`` (with shell: one command line, values quoted);
         PayloadError when a declared command's field does not accept its value."""
         if self.declared:
@@ -136,7 +138,7 @@ class Command:
                 raise PayloadError(f"command argument {arg!r} cannot be formatted: {err}") from None
         return out
 
-    def __call__(self, **params: Any) -> dict[str, Any]:
+    def __call__(self, **params: JSON) -> JSONObject:
         args = self.args(params)
         if not self.declared:
             return run(args, self.shell)
@@ -186,7 +188,7 @@ def fields_of(template: str) -> list[str]:
     return [name for _, name, _, _ in parsed if name is not None]
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     # JSON spelling for what is not a string, so a list or a bool reads as it was given.
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -268,7 +270,7 @@ def run(
     *,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> JSONObject:
     """Run the program (in ``cwd``, with ``env``; None: the worker's); its result dict,
     or :class:`CommandFailed`."""
     try:
@@ -319,7 +321,7 @@ def run(
             command_pid=proc.pid,
             stderr_tail=stderr_tail,
         )
-    result: dict[str, Any] = {}
+    result: JSONObject = {}
     parsed = _json_object(last)
     if parsed is not None:
         result.update({f"stdout.{k}" if k in OWN_KEYS else k: v for k, v in parsed.items()})
@@ -328,7 +330,7 @@ def run(
     return result
 
 
-def _json_object(line: bytes) -> dict[str, Any] | None:
+def _json_object(line: bytes) -> JSONObject | None:
     text = line.strip()
     if not text.startswith(b"{"):
         return None

@@ -18,9 +18,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from oomguard.errors import ConfigError, PayloadError
+from oomguard.jobs.jsonvalue import JSON, JSONObject
 
 FIELD_TYPES = ("str", "int", "float", "enum", "regex")
 #: an interpreter's "run this text" flag: -c, -e, a short cluster ending in one (-lc),
@@ -58,7 +58,7 @@ class Field:
                 raise ConfigError(f"pattern {self.pattern!r} is not a regex: {err}") from None
 
     @classmethod
-    def from_table(cls, data: Any) -> Field:
+    def from_table(cls, data: object) -> Field:
         """A field from its table (``{type = "int"}``); ConfigError saying what is wrong."""
         if not isinstance(data, dict):
             raise ConfigError(f'expected a table such as {{type = "int"}}, not {data!r}')
@@ -76,18 +76,18 @@ class Field:
             raise ConfigError("pattern is a string")
         return cls(str(data.get("type", "str")), tuple(values), pattern, options)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JSONObject:
         """The field as the reference keeps it (defaults left out)."""
-        out: dict[str, Any] = {"type": self.type}
+        out: JSONObject = {"type": self.type}
         if self.values:
-            out["values"] = list(self.values)
+            out["values"] = list[JSON](self.values)
         if self.pattern is not None:
             out["pattern"] = self.pattern
         if self.options:
             out["options"] = True
         return out
 
-    def text(self, name: str, value: Any) -> str:
+    def text(self, name: str, value: object) -> str:
         """The argument text of ``value`` for this field; PayloadError when it does not fit."""
         text = _typed(name, self, value)
         if len(text) > MAX_VALUE:
@@ -102,7 +102,7 @@ class Field:
         return text
 
 
-def _typed(name: str, field: Field, value: Any) -> str:
+def _typed(name: str, field: Field, value: object) -> str:
     if field.type == "int":
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise PayloadError(f"field {name}: expected an integer, not {value!r}")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Generic, ParamSpec, TypeVar, overload
 
 from oomguard.errors import ConfigError, MainGuardError, TaskReferenceError
 from oomguard.units import parse_size
@@ -60,6 +60,32 @@ class TaskFunction(Generic[P, R]):
         return f"<oomguard task {reference_of(self.fn)}>"
 
 
+@overload
+def task(
+    fn: Callable[P, R],
+    *,
+    retries: int = ...,
+    timeout: float | None = ...,
+    memory: str | int | None = ...,
+    memory_key: str | None = ...,
+    lock: str | None = ...,
+    oom_retries: int = ...,
+) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(
+    fn: None = None,
+    *,
+    retries: int = ...,
+    timeout: float | None = ...,
+    memory: str | int | None = ...,
+    memory_key: str | None = ...,
+    lock: str | None = ...,
+    oom_retries: int = ...,
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+
 def task(
     fn: Callable[P, R] | None = None,
     *,
@@ -69,7 +95,7 @@ def task(
     memory_key: str | None = None,
     lock: str | None = None,
     oom_retries: int = 3,
-) -> Any:
+) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Declare a task's options: ``@oomguard.task(retries=2, timeout=60, memory="2GiB")``.
 
     ``lock`` is a format string over the task's keyword arguments
@@ -201,7 +227,7 @@ def refuse_in_worker_import(what: str) -> None:
     )
 
 
-def load(ref: str, task_dir: str | None = None) -> Callable[..., Any]:
+def load(ref: str, task_dir: str | None = None) -> Callable[..., object]:
     """Import the callable named by ``ref`` (a TaskFunction stays wrapped).
 
     A module is imported from ``sys.path``, and then from ``task_dir`` (the caller's

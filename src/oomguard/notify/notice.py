@@ -15,10 +15,10 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import OomguardError
 from oomguard.jobs.jsonvalue import JSON, JSONObject
@@ -286,15 +286,20 @@ def to_json(notice: Notice) -> tuple[str, str]:
     return kind, json.dumps(fields, separators=(",", ":"), default=str)
 
 
-def from_json(kind: str, fields: Mapping[str, Any]) -> Notice:
+def from_json(kind: str, fields: Mapping[str, object]) -> Notice:
     """The notice :func:`to_json` wrote (``fields``: its JSON, parsed)."""
-    # Typed loosely: each field's value is what to_json wrote for it, which mypy cannot
-    # follow through the mapping.
     if kind == "job":
-        return JobNotice(**fields)
+        return _by_name(JobNotice, fields)
     values = dict(fields)
-    values["kernel_lines"] = tuple(values.get("kernel_lines") or ())
-    return AttemptNotice(**values)
+    lines = values.get("kernel_lines")
+    values["kernel_lines"] = tuple(lines) if isinstance(lines, list | tuple) else ()
+    return _by_name(AttemptNotice, values)
+
+
+def _by_name(make: Callable[..., Notice], values: Mapping[str, object]) -> Notice:
+    # Each field's value is what to_json wrote for it, which mypy cannot follow through
+    # the mapping: the dataclass checks nothing more than it did.
+    return make(**values)
 
 
 def rfc3339(at: float) -> str:

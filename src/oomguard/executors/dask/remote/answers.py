@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from oomguard.cgroups.cgroup import CgroupCounters
+from oomguard.jobs.jsonvalue import JSON
 from oomguard.kernlog.event import OomEvent, event_from_json
 
-#: evidence, as stored with an attempt: JSON
-JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 Evidence: TypeAlias = "dict[str, object]"
 #: a call item as the scheduler builds it (``executors/base.py`` ``call_item``): its task
 #: arguments and aggregated results are the user's. The one name the Dask side reads it by.
