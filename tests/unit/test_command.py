@@ -97,7 +97,8 @@ def test_a_program_killed_by_a_signal_says_which_and_its_pid() -> None:
 def test_stderr_is_kept_as_a_tail_only() -> None:
     code = "import sys; sys.stderr.write('x' * 100000 + 'END')"
     result = command([sys.executable, "-c", code])()
-    assert len(result["stderr_tail"]) == 4096 and result["stderr_tail"].endswith("END")
+    tail = result["stderr_tail"]
+    assert isinstance(tail, str) and len(tail) == 4096 and tail.endswith("END")
 
 
 def test_a_program_that_cannot_start_fails_saying_so() -> None:
@@ -157,9 +158,11 @@ def test_the_reading_ends_when_the_program_exits_not_its_leftover() -> None:
     code = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
             "print('{\"left\": %d}' % p.pid, flush=True)")
     result = run([sys.executable, "-c", code])
+    left = result["left"]
+    assert isinstance(left, int)
     try:
-        assert result["exit_status"] == 0 and result["left"] > 0
+        assert result["exit_status"] == 0 and left > 0
         # The attempt ended while the leftover still lives and holds the program's stdout.
-        os.kill(result["left"], 0)
+        os.kill(left, 0)
     finally:
-        os.kill(result["left"], signal.SIGKILL)
+        os.kill(left, signal.SIGKILL)
