@@ -13,6 +13,7 @@ import pytest
 from oomguard.scheduler.items import call_item
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
+from oomguard.worker.calls import AggregateCall, HeldRef
 
 
 @pytest.fixture
@@ -58,12 +59,13 @@ def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_ot
         _succeed(store, task, attempt_id, value)
     # A replicate of a job with an aggregation is asked to be held where it runs.
     rep = SimpleNamespace(attempt_id=9, task=reps[0])
-    assert call_item(rep, store, lambda ids: (None, set()))["hold"]
-    assert "hold" not in call_item(rep, store)
+    assert call_item(rep, store, lambda ids: (None, set())).hold
+    assert not call_item(rep, store).hold
     (agg,) = store.take_ready("j1", 10, 10)
     run = SimpleNamespace(attempt_id=10, task=agg)
     plain = call_item(run, store)
-    assert plain["results"] == values and plain["form"] == "agg"
+    assert isinstance(plain, AggregateCall) and plain.results == tuple(values)
+    assert plain.at is None
     asked: list[list[int | None]] = []
 
     def held(ids: list[int | None]) -> tuple[str | None, set[int]]:
@@ -72,5 +74,6 @@ def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_ot
 
     item = call_item(run, store, held)
     assert asked == [[1, 2, 3]]  # the attempts whose results were stored, by replicate
-    assert item["results"] == [b"small", {"held": 2}, values[2]] and item["at"] == "tcp://w1"
-    assert item["params"] == plain["params"]
+    assert isinstance(item, AggregateCall)
+    assert item.results == (b"small", HeldRef(2), values[2]) and item.at == "tcp://w1"
+    assert item.params == plain.params

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
-from typing import Any
 
 from oomguard.jobs.model import FailureClass
+from oomguard.worker.calls import CallItem
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Attempts a worker runs in order, under one memory limit."""
 
-    items: list[dict[str, Any]]
+    items: list[CallItem]
     #: the limit the attempts run under (bytes; None: unlimited), for the worker's hygiene
     limit: int | None
     #: the worker lowers its own cgroup's limit to ``limit`` first (after giving memory
