@@ -34,6 +34,11 @@ class Batch:
     #: the first attempt must measure a clean peak (worker/hygiene.py)
     clean: bool = False
 
+    def __reduce__(self) -> tuple[type[Batch], tuple[object, ...]]:
+        # Its fields in order: the default for a frozen dataclass with slots reads them
+        # through dataclasses.fields on both sides, once a batch, on the hot path.
+        return Batch, (self.items, self.limit, self.lower, self.clean)
+
 
 @dataclass(frozen=True, slots=True)
 class Ready:
