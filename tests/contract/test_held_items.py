@@ -16,6 +16,7 @@ from oomguard.scheduler.items import call_item
 from oomguard.store.records import TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
+from oomguard.worker.calls import AggregateCall, HeldRef
 
 if TYPE_CHECKING:
     from oomguard.scheduler.running import Running
@@ -64,12 +65,13 @@ def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_ot
         _succeed(store, task, attempt_id, value)
     # A replicate of a job with an aggregation is asked to be held where it runs.
     rep = cast("Running", SimpleNamespace(attempt_id=9, task=reps[0]))
-    assert call_item(rep, store, lambda ids: (None, set()))["hold"]
-    assert "hold" not in call_item(rep, store)
+    assert call_item(rep, store, lambda ids: (None, set())).hold
+    assert not call_item(rep, store).hold
     (agg,) = store.take_ready("j1", 10, 10)
     run = cast("Running", SimpleNamespace(attempt_id=10, task=agg))
     plain = call_item(run, store)
-    assert plain["results"] == values and plain["form"] == "agg"
+    assert isinstance(plain, AggregateCall) and plain.results == tuple(values)
+    assert plain.at is None
     asked: list[list[int | None]] = []
 
     def held(ids: Sequence[int | None]) -> tuple[str | None, set[int]]:
@@ -78,5 +80,6 @@ def test_an_aggregation_refers_to_the_results_an_executor_holds_and_reads_the_ot
 
     item = call_item(run, store, held)
     assert asked == [[1, 2, 3]]  # the attempts whose results were stored, by replicate
-    assert item["results"] == [b"small", {"held": 2}, values[2]] and item["at"] == "tcp://w1"
-    assert item["params"] == plain["params"]
+    assert isinstance(item, AggregateCall)
+    assert item.results == (b"small", HeldRef(2), values[2]) and item.at == "tcp://w1"
+    assert item.params == plain.params

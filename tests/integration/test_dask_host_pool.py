@@ -16,20 +16,15 @@ from fixtures.polling import wait_for
 from oomguard.executors.dask.remote import THREAD
 from oomguard.executors.dask.remote.answers import Outcome
 from oomguard.executors.dask.remote.host_pool import HostPool
+from oomguard.worker.calls import JsonCall
 
 pytestmark = pytest.mark.timeout(120)
 
 MIB = 1024 * 1024
 
 
-def _item(attempt_id: int, fn: str, **params: Any) -> dict[str, Any]:
-    return {
-        "attempt_id": attempt_id,
-        "fn": fn,
-        "form": "json",
-        "params": json.dumps(params),
-        "replicate": None,
-    }
+def _item(attempt_id: int, fn: str, **params: Any) -> JsonCall:
+    return JsonCall(attempt_id, fn, json.dumps(params))
 
 
 @pytest.fixture

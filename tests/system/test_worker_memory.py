@@ -14,6 +14,7 @@ import pytest
 
 from fixtures.polling import wait_for
 from oomguard.cgroups.detect import detect_isolation
+from oomguard.worker.calls import JsonCall
 from oomguard.worker.hygiene import IDLE_TRIM_S
 from oomguard.worker.messages import Idle, Message, Outcome, Refused
 from oomguard.worker.pool import PoolConfig, Worker, WorkerPool
@@ -36,12 +37,11 @@ def pool(require_cgroup: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Work
         p.stop()
 
 
-def _item(fn: str, **params: Any) -> dict[str, Any]:
-    return {"attempt_id": next(_ids), "fn": f"fixtures.tasks:{fn}", "form": "json",
-            "params": json.dumps(params)}
+def _item(fn: str, **params: Any) -> JsonCall:
+    return JsonCall(next(_ids), f"fixtures.tasks:{fn}", json.dumps(params))
 
 
-def _run(pool: WorkerPool, worker: Worker, limit: int | None, item: dict[str, Any],
+def _run(pool: WorkerPool, worker: Worker, limit: int | None, item: JsonCall,
          clean: bool = False) -> list[Message]:
     """Send one attempt under ``limit``; its messages up to the worker's idle."""
     pool.set_limit(worker, limit)
@@ -136,7 +136,7 @@ def test_a_limit_below_what_the_worker_keeps_alive_is_refused_and_nothing_runs(
     item = _item("rss_now")
     messages = _run(pool, worker, 128 * MiB, item)
     refused = [m for m in messages if isinstance(m, Refused)]
-    assert refused and refused[0].attempt_ids == (item["attempt_id"],)
+    assert refused and refused[0].attempt_ids == (item.attempt_id,)
     assert not [m for m in messages if isinstance(m, Outcome)]  # nothing of the batch ran
     last = messages[-1]
     assert isinstance(last, Idle) and last.recycle == "limit_change"

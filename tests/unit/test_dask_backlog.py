@@ -13,6 +13,7 @@ from oomguard.executors.dask.backlog import (
     Backlog,
 )
 from oomguard.executors.dask.remote.answers import Outcome
+from oomguard.worker.calls import JsonCall
 
 MIB = 1024 * 1024
 ISOLATED = {"tcp://w1": "cgroup-v1", "tcp://w2": "watchdog"}
@@ -32,8 +33,8 @@ class FakeRun:
     worker: Any = None
 
 
-def item(run: Any, held: Any = None) -> dict[str, Any]:
-    return {"attempt_id": run.attempt_id, "params": "{}"}
+def item(run: Any, held: Any = None) -> JsonCall:
+    return JsonCall(run.attempt_id, run.task.fn, "{}")
 
 
 def sizes(backlog: Backlog) -> list[int]:

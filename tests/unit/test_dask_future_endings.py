@@ -17,6 +17,7 @@ from oomguard.executors.dask.executor import RECYCLED, DaskExecutor
 from oomguard.executors.dask.flights import Ended, Flight
 from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
 from oomguard.executors.events import AttemptEnded, Requeued
+from oomguard.worker.calls import AggregateCall, CallItem, HeldRef, JsonCall
 
 if TYPE_CHECKING:
     import distributed
@@ -110,12 +111,12 @@ class RecordingClient:
     """Takes submissions and never finishes them: what is in flight stays in flight."""
 
     def __init__(self) -> None:
-        self.submitted: list[list[dict[str, Any]]] = []
+        self.submitted: list[list[CallItem]] = []
         #: the limit each group was sent with (run_calls(items, limit))
         self.limits: list[int | None] = []
 
     def submit(
-        self, fn: Any, items: list[dict[str, Any]], limit: int | None, *, key: str, **kwargs: Any
+        self, fn: Any, items: list[CallItem], limit: int | None, *, key: str, **kwargs: Any
     ) -> Any:
         self.submitted.append(items)
         self.limits.append(limit)
@@ -130,9 +131,9 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 ) -> None:
     reads: list[int] = []
 
-    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> CallItem:
         reads.append(run.attempt_id)  # an aggregation's inputs: 5 MiB of results
-        return {"attempt_id": run.attempt_id, "results": [b"r" * (5 * 1024 * 1024)]}
+        return AggregateCall(run.attempt_id, "m:g", None, (b"r" * (5 * 1024 * 1024),))
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     client = RecordingClient()
@@ -142,7 +143,7 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
     ex.submit(runs, read_item)
     # 4 groups in flight (groups of at most 8, and under 16 MiB of inputs: 3 aggregations),
     # and nothing read for the rest but the one that did not fit the last group.
-    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [
+    assert [[i.attempt_id for i in items] for items in client.submitted] == [
         [0, 1, 2],
         [3, 4, 5],
         [6, 7],
@@ -153,10 +154,10 @@ def test_inputs_are_read_when_a_group_is_sent_and_groups_are_bounded_by_bytes(
 
 
 def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_still_runs() -> None:
-    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> CallItem:
         if run.attempt_id == 1:
             raise TaskInputError("input blob abc is missing (no file 'x.blobs/abc')")
-        return {"attempt_id": run.attempt_id, "form": "json", "params": "{}"}
+        return JsonCall(run.attempt_id, "m:f", "{}")
 
     ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
     client = RecordingClient()
@@ -167,7 +168,7 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
         for i in range(3)
     ]
     ex.submit(runs, read_item)
-    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [[0, 2]]
+    assert [[i.attempt_id for i in items] for items in client.submitted] == [[0, 2]]
     # The group runs on the worker host under the limit admission gave it.
     assert client.limits == [64 * 1024 * 1024]
     done = ex.done.get_nowait()
@@ -177,6 +178,24 @@ def test_an_attempt_whose_inputs_cannot_be_read_ends_as_error_and_its_group_stil
     assert (event.attempt_id, event.ok, event.failure_class) == (1, False, "error")
     assert event.message and "input blob abc is missing" in event.message
     assert event.evidence["input_error"]
+
+
+def test_a_clean_group_sends_its_first_item_marked_clean_on_a_copy() -> None:
+    read: list[CallItem] = []
+
+    def read_item(run: Any, held: Any = None) -> CallItem:
+        read.append(JsonCall(run.attempt_id, "m:f", "{}"))
+        return read[-1]
+
+    ex = DaskExecutor(RunnerConfig(executor="dask", dask_address="tcp://127.0.0.1:1"), None)
+    client = RecordingClient()
+    ex.client = cast("distributed.Client", client)
+    ex.workers = {"tcp://w1": DaskWorker(nthreads=1)}
+    runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=i == 0) for i in range(2)]
+    ex.submit(runs, read_item)
+    ((first, second),) = client.submitted
+    assert first.clean and not second.clean  # a probe's peak: measured clean
+    assert first == JsonCall(0, "m:f", "{}", clean=True) and not read[0].clean
 
 
 def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_gone() -> None:
@@ -197,15 +216,15 @@ def test_aggregations_go_where_their_inputs_are_held_and_come_back_requeued_if_g
     ex.held.saw("tcp://b", GroupAnswer("tcp://b", 2, (Outcome(2, payload=b"x"),), held=(2,)))
     inputs = {10: [1], 11: [2], 12: [None]}  # aggregation attempt -> its replicates' attempts
 
-    def read_item(run: Any, held: Any = None) -> dict[str, Any]:
+    def read_item(run: Any, held: Any = None) -> CallItem:
         at, ids = held(inputs[run.attempt_id])
-        item = {"attempt_id": run.attempt_id, "results": [{"held": a} for a in ids]}
-        return dict(item, at=at) if ids else item
+        results = tuple(HeldRef(a) for a in ids)
+        return AggregateCall(run.attempt_id, "m:g", None, results, at=at if ids else None)
 
     runs = [SimpleNamespace(attempt_id=i, limit=0, worker=None, clean=False) for i in (10, 11, 12)]
     ex.submit(runs, read_item)
     # One Dask task per worker holding inputs; one needing none joins the last.
-    assert [[i["attempt_id"] for i in items] for items in client.submitted] == [[10], [11, 12]]
+    assert [[i.attempt_id for i in items] for items in client.submitted] == [[10], [11, 12]]
     assert client.where == [
         {"workers": ["tcp://a"], "priority": 1},
         {"workers": ["tcp://b"], "priority": 1},

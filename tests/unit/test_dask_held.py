@@ -6,6 +6,7 @@ from __future__ import annotations
 from oomguard.executors.dask.held import HeldIndex
 from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
 from oomguard.executors.dask.remote.held import HeldResults, refers
+from oomguard.worker.calls import AggregateCall, HeldRef, JsonCall
 
 MIB = 1024 * 1024
 
@@ -20,7 +21,7 @@ def answer(*outcomes: Outcome, held: tuple[int, ...], dropped: tuple[int, ...] =
 
 def test_a_worker_holds_what_is_asked_and_drops_the_oldest_beyond_its_room() -> None:
     held = HeldResults()
-    items = [{"attempt_id": i, "hold": i != 3} for i in range(1, 5)]
+    items = [JsonCall(i, "m:f", None, hold=i != 3) for i in range(1, 5)]
     outs = [outcome(1, b"a" * MIB), outcome(2, b"b" * MIB), outcome(3), outcome(4, ok=False)]
     assert held.keep(items, outs, room=8 * MIB) == [1, 2]  # 3 not asked, 4 failed
     assert (len(held), held.bytes) == (2, 2 * MIB)
@@ -31,17 +32,22 @@ def test_a_worker_holds_what_is_asked_and_drops_the_oldest_beyond_its_room() -> 
 
 def test_an_item_gets_its_held_results_once_and_nothing_is_taken_when_one_is_missing() -> None:
     held = HeldResults()
-    held.keep([{"attempt_id": 1, "hold": True}], [outcome(1, b"one")], room=MIB)
-    held.keep([{"attempt_id": 2, "hold": True}], [outcome(2, b"two")], room=MIB)
-    agg = {"attempt_id": 9, "form": "agg", "results": [{"held": 1}, b"stored", {"held": 2}]}
-    assert refers(agg) and not refers({"attempt_id": 8, "form": "json"})
-    missing = {"attempt_id": 10, "form": "agg", "results": [{"held": 1}, {"held": 7}]}
-    assert not held.resolve([missing])
+    held.keep([JsonCall(1, "m:f", None, hold=True)], [outcome(1, b"one")], room=MIB)
+    held.keep([JsonCall(2, "m:f", None, hold=True)], [outcome(2, b"two")], room=MIB)
+    agg = AggregateCall(9, "m:g", None, (HeldRef(1), b"stored", HeldRef(2)))
+    plain = JsonCall(8, "m:f", None)
+    assert refers(agg) and not refers(plain)
+    missing = AggregateCall(10, "m:g", None, (HeldRef(1), HeldRef(7)))
+    assert held.resolve([missing]) is None
     assert len(held) == 2  # nothing taken
-    assert held.resolve([agg])
-    assert agg["results"] == [b"one", b"stored", b"two"]
+    resolved = held.resolve([agg, plain])
+    assert resolved is not None and resolved[1] is plain
+    (filled, _) = resolved
+    assert isinstance(filled, AggregateCall) and filled.results == (b"one", b"stored", b"two")
+    assert agg.results == (HeldRef(1), b"stored", HeldRef(2))  # the item itself is unchanged
     assert len(held) == 0 and held.bytes == 0
-    assert not held.resolve([{"attempt_id": 11, "results": [{"held": 1}]}])  # used once
+    used = AggregateCall(11, "m:g", None, (HeldRef(1),))
+    assert held.resolve([used]) is None  # used once
 
 
 def test_the_index_sends_an_aggregation_where_most_of_its_inputs_are_held() -> None:

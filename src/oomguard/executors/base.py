@@ -6,17 +6,18 @@ local worker died running it (the scheduler classifies the death), or it was req
 
 Executors never see the scheduler nor the store: :meth:`Executor.submit` gets the attempts
 and an :data:`ItemReader` (the scheduler's: :func:`oomguard.scheduler.items.call_item`)
-that builds each attempt's call item.
+that builds each attempt's call item (:mod:`oomguard.worker.calls`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from oomguard.errors import TaskInputError
 from oomguard.executors.events import AttemptEnded, Event, failed
 from oomguard.jobs.model import FailureClass, KillReason
+from oomguard.worker.calls import CallItem
 
 
 class WorkerRef(Protocol):
@@ -44,7 +45,7 @@ class Attempt(Protocol):
 
 #: where the executor already holds some attempts' results (``(attempt ids) -> (where,
 #: the ids it holds there)``): an aggregation's item refers to those instead of carrying
-#: their bytes (:mod:`~oomguard.executors.dask_held`)
+#: their bytes (:mod:`~oomguard.executors.dask.held`)
 Held = Callable[[Sequence[int | None]], tuple[str | None, set[int]]]
 
 
@@ -53,7 +54,7 @@ class ItemReader(Protocol):
     :func:`~oomguard.scheduler.items.call_item`, over the store); raises
     :class:`~oomguard.errors.TaskInputError` when the attempt's inputs cannot be read."""
 
-    def __call__(self, run: Attempt, held: Held | None = None) -> dict[str, Any]: ...
+    def __call__(self, run: Attempt, held: Held | None = None) -> CallItem: ...
 
 
 class Executor(Protocol):

@@ -5,7 +5,7 @@ of one key for one worker, and the submission of each group with the scheduler's
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.executors.base import Attempt, Executor, Held
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from oomguard.scheduler.window import Window
     from oomguard.store.protocol import Store
     from oomguard.store.records import TaskRow
+    from oomguard.worker.calls import CallItem
 
 #: tasks that do not fit, after which the ones behind them wait for the next pass
 MOST_SKIPPED = 256
@@ -106,7 +107,7 @@ class Dispatcher:
         for group in assignments:
             self.executor.submit(group, self.read_item)
 
-    def read_item(self, run: Attempt, held: Held | None = None) -> dict[str, Any]:
+    def read_item(self, run: Attempt, held: Held | None = None) -> CallItem:
         """The call item of ``run`` (the executor's :class:`ItemReader`)."""
         assert isinstance(run, Running)  # what dispatch submitted, handed back
         return call_item(run, self.store, held)

@@ -17,13 +17,14 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
 
 from oomguard import procfs
 from oomguard.cgroups.v2 import parse_flat_keyed
 from oomguard.errors import IsolationError
 from oomguard.jobs.model import FailureClass
+from oomguard.worker.calls import AggregateCall, CallItem, HeldRef, JsonCall, PickledCall
 from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
 from oomguard.worker.leftovers import Leftovers
 from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, encode
@@ -126,8 +127,29 @@ class _Cgroup:
         return None
 
 
+def call(item: CallItem, fn: Callable[..., object]) -> object:
+    """Call the task's function ``fn`` as ``item``'s form says (worker/calls.py)."""
+    if isinstance(item, JsonCall):
+        kwargs = json.loads(item.params) if item.params else {}
+        if item.replicate is not None:
+            kwargs["replicate"] = item.replicate
+        return fn(**kwargs)
+    if isinstance(item, AggregateCall):
+        params = json.loads(item.params) if item.params else {}
+        results = []
+        for value in item.results:
+            if isinstance(value, HeldRef):  # put in by the Dask worker holding it, else refused
+                raise RuntimeError(f"the result of attempt {value.attempt_id} is not here")
+            results.append(pickle.loads(value))
+        return fn(params, results)
+    if isinstance(item, PickledCall):
+        args, kwargs = pickle.loads(item.payload)
+        return fn(*args, **kwargs)
+    raise TypeError(f"not a call item: {type(item).__name__}")
+
+
 def _run_one(
-    item: dict[str, Any], task_dir: str | None = None
+    item: CallItem, task_dir: str | None = None
 ) -> tuple[bool, object, FailureClass | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback).
 
@@ -137,21 +159,9 @@ def _run_one(
     from oomguard.jobs.task import load, unwrap, worker_import
 
     try:
-        with worker_import(item["fn"]):
-            fn = unwrap(load(item["fn"], task_dir))
-        kind = item["form"]
-        if kind == "json":
-            kwargs = json.loads(item["params"]) if item["params"] else {}
-            if item.get("replicate") is not None:
-                kwargs["replicate"] = item["replicate"]
-            value = fn(**kwargs)
-        elif kind == "agg":
-            params = json.loads(item["params"]) if item["params"] else {}
-            results = [pickle.loads(v) for v in item["results"]]
-            value = fn(params, results)
-        else:
-            args, kwargs = pickle.loads(item["payload"])
-            value = fn(*args, **kwargs)
+        with worker_import(item.fn):
+            fn = unwrap(load(item.fn, task_dir))
+        value = call(item, fn)
     except MemoryError:
         tb = traceback.format_exc(limit=20)
         return False, None, FailureClass.MEMORY_ERROR, "MemoryError", tb
@@ -324,7 +334,7 @@ def main(argv: list[str]) -> None:
                 recycle = "memory_error"
                 memory_error = True
             del value
-            outcome = Outcome(item["attempt_id"], ok, payload, fc, message, evidence, peak, recycle)
+            outcome = Outcome(item.attempt_id, ok, payload, fc, message, evidence, peak, recycle)
             _send(conn_out, outcome)
         rss = rss_bytes()
         if len(items) > 1 and rss > batch_rss + GC_GROWTH:

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
-from typing import Any
 
 from oomguard.jobs.model import FailureClass
+from oomguard.worker.calls import CallItem
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Attempts a worker runs in order, under one memory limit."""
 
-    items: list[dict[str, Any]]
+    items: list[CallItem]
     #: the limit the attempts run under (bytes; None: unlimited), for the worker's hygiene
     limit: int | None
     #: the worker lowers its own cgroup's limit to ``limit`` first (after giving memory
@@ -33,6 +33,11 @@ class Batch:
     lower: bool = False
     #: the first attempt must measure a clean peak (worker/hygiene.py)
     clean: bool = False
+
+    def __reduce__(self) -> tuple[type[Batch], tuple[object, ...]]:
+        # Its fields in order: the default for a frozen dataclass with slots reads them
+        # through dataclasses.fields on both sides, once a batch, on the hot path.
+        return Batch, (self.items, self.limit, self.lower, self.clean)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
     from oomguard.cgroups.detect import IsolationPlan
     from oomguard.cgroups.workers import WorkerCgroups
+    from oomguard.worker.calls import CallItem
 
 log = logging.getLogger("oomguard.pool")
 
@@ -285,12 +286,12 @@ class WorkerPool:
             worker.lower_pending = lowering
         worker.limit_bytes = limit
 
-    def send(self, worker: Worker, items: list[dict[str, Any]], clean: bool = False) -> None:
+    def send(self, worker: Worker, items: list[CallItem], clean: bool = False) -> None:
         """Send ``items`` to run in order; ``clean``: the first must measure a clean peak
         (an attempt at the cap: worker/hygiene.py)."""
         if worker.cgroup is not None:
             worker.counters_before = worker.cgroup.counters()
-        worker.inflight.extend(item["attempt_id"] for item in items)
+        worker.inflight.extend(item.attempt_id for item in items)
         worker.busy = True
         worker.peak_sample = 0
         batch = Batch(items, worker.limit_bytes, worker.lower_pending, clean)

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from oomguard.errors import TaskInputError
 from oomguard.executors.base import Attempt, Held, ItemReader, input_error_event
 from oomguard.executors.dask.remote import THREAD
-from oomguard.executors.dask.remote.answers import CallItem, Outcome
+from oomguard.executors.dask.remote.answers import Outcome
 from oomguard.executors.events import Event
+from oomguard.worker.calls import CallItem, input_bytes
 
 #: the most attempts in one Dask task
 GROUP_MAX_ITEMS = 32
@@ -120,15 +121,15 @@ class Backlog:
                 except TaskInputError as err:
                     self._ended(input_error_event(run, err))
                     continue
-            item_size = _item_bytes(item)
-            elsewhere = at is not None and item.get("at") not in (None, at)
+            item_size = input_bytes(item)
+            elsewhere = at is not None and item.at not in (None, at)
             if items and (size + item_size > GROUP_MAX_BYTES or elsewhere):
                 self._groups.appendleft((runs[i:], limit, item))
                 break
             items.append(item)
             sent.append(run)
             size += item_size
-            at = at or item.get("at")
+            at = at or item.at
         return sent, items, limit, at
 
 
@@ -136,13 +137,6 @@ def _function(run: Attempt) -> tuple[str, str] | None:
     """What an attempt's results are sized by: its task's kind and function."""
     task = getattr(run, "task", None)
     return None if task is None else (task.kind, task.fn)
-
-
-def _item_bytes(item: CallItem) -> int:
-    """The rough size of a call item's inputs (what it sends to the worker)."""
-    size = len(item.get("payload") or b"") + len(item.get("params") or "")
-    # A result held on the worker ({"held": attempt id}) is not sent.
-    return size + sum(len(r) for r in item.get("results") or () if not isinstance(r, dict))
 
 
 __all__ = ["GROUP_MAX_BYTES", "GROUP_MAX_ITEMS", "GROUP_MAX_RESULT_BYTES", "Backlog"]

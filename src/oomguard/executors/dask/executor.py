@@ -37,6 +37,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from distributed import Client, Future
@@ -269,7 +270,8 @@ class DaskExecutor:
             if not runs:
                 continue  # none of them could be read: each ended with an error outcome
             if runs[0].clean and items:
-                items[0]["clean"] = True  # a probe's peak: measured clean (worker/hygiene.py)
+                # A probe's peak: measured clean (worker/hygiene.py).
+                items[0] = replace(items[0], clean=True)
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}

@@ -10,9 +10,10 @@ results it holds, and which it dropped (``held``, ``dropped``). That side lives 
 worker (:mod:`oomguard.executors.dask.remote.held`); this module is the executor's.
 
 The executor keeps where each is (:class:`HeldIndex`). When an aggregation's item is read
-(:func:`~oomguard.executors.base.call_item`), the replicates whose *stored* result is the
-one of an attempt held on a worker (the store's ``results.attempt_id``) are sent as
-``{"held": attempt_id}`` instead of their bytes, and the Dask task goes to that worker:
+(:func:`~oomguard.scheduler.items.call_item`), the replicates whose *stored* result is the
+one of an attempt held on a worker (the store's ``results.attempt_id``) are sent as a
+:class:`~oomguard.worker.calls.HeldRef` instead of their bytes, and the Dask task goes to
+that worker:
 the results are neither read back from the store nor shipped to the cluster again. A held
 result is used once (taken from both sides); a retry of the aggregation reads the store.
 A worker that no longer holds one (dropped, restarted) answers ``missing`` before running

@@ -5,24 +5,21 @@ nannies back to the executor.
 attempt: frozen dataclasses of plain values, pickled by distributed, cheap (the payload is
 already the pickled result, as the store keeps it). A nanny publishes a
 :class:`DeathRecord` when its worker process dies, as a scheduler event: JSON on the wire
-(:meth:`DeathRecord.to_json`), read back once (:meth:`DeathRecord.from_json`). A call
-item, what the executor sends, is read here under one name, :data:`CallItem`.
+(:meth:`DeathRecord.to_json`), read back once (:meth:`DeathRecord.from_json`). What the
+executor sends, call items, is :mod:`oomguard.worker.calls`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from oomguard.cgroups.cgroup import CgroupCounters
 from oomguard.jobs.jsonvalue import JSON
 from oomguard.kernlog.event import OomEvent, event_from_json
 
 Evidence: TypeAlias = "dict[str, object]"
-#: a call item as the scheduler builds it (``executors/base.py`` ``call_item``): its task
-#: arguments and aggregated results are the user's. The one name the Dask side reads it by.
-CallItem: TypeAlias = "dict[str, Any]"
 
 
 @dataclass(frozen=True)
@@ -205,7 +202,6 @@ class DeathRecord:
 
 __all__ = [
     "JSON",
-    "CallItem",
     "CgroupReading",
     "DeathRecord",
     "Evidence",

@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from oomguard.executors.dask.remote.answers import CallItem, Outcome
+from oomguard.executors.dask.remote.answers import Outcome
+from oomguard.worker.calls import AggregateCall, CallItem, HeldRef, held_refs
 
 #: the most of a Dask worker's memory its held results may use (docs/ARCHITECTURE.md, "Dask")
 HOLD_FRACTION = 0.25
@@ -47,28 +49,23 @@ class HeldResults:
             dropped, self._dropped = self._dropped, []
         return dropped
 
-    def resolve(self, items: Sequence[CallItem]) -> bool:
-        """Put the held results in the items that refer to them (taken from here); False,
+    def resolve(self, items: Sequence[CallItem]) -> list[CallItem] | None:
+        """The items with the held results they refer to put in (taken from here); None,
         with nothing taken, when one of them is not held here."""
-        wanted = [r["held"] for item in items for r in _refs(item)]
+        wanted = [a for item in items for a in held_refs(item)]
         if not wanted:
-            return True
+            return list(items)
         with self._lock:
             if any(a not in self._results for a in wanted):
-                return False
+                return None
             got = {a: self._results.pop(a) for a in wanted}
             self.bytes -= sum(len(v) for v in got.values())
-        for item in items:
-            if refers(item):
-                item["results"] = [
-                    got[r["held"]] if isinstance(r, dict) else r for r in item["results"]
-                ]
-        return True
+        return [_filled(item, got) for item in items]
 
     def keep(self, items: Sequence[CallItem], outcomes: Iterable[Outcome], room: int) -> list[int]:
         """Hold the results of the items that ask for it (``hold``), then :meth:`fit` in
         ``room``; return the ids of those held."""
-        asked = {item["attempt_id"] for item in items if item.get("hold")}
+        asked = {item.attempt_id for item in items if item.hold}
         kept = []
         for outcome in outcomes:
             payload = outcome.payload
@@ -85,13 +82,17 @@ class HeldResults:
             self._dropped.clear()
 
 
-def _refs(item: CallItem) -> list[dict[str, int]]:
-    return [r for r in item.get("results") or () if isinstance(r, dict)]
+def _filled(item: CallItem, got: dict[int, bytes]) -> CallItem:
+    """``item`` with the results it refers to as held replaced by their bytes in ``got``."""
+    if not isinstance(item, AggregateCall) or not held_refs(item):
+        return item
+    results = tuple(got[r.attempt_id] if isinstance(r, HeldRef) else r for r in item.results)
+    return replace(item, results=results)
 
 
 def refers(item: CallItem) -> bool:
     """Whether ``item`` refers to a result held on a worker."""
-    return bool(_refs(item))
+    return bool(held_refs(item))
 
 
 __all__ = ["HeldResults", "refers"]

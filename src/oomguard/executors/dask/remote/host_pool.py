@@ -34,9 +34,10 @@ from oomguard.cgroups.detect import detect_isolation
 from oomguard.diagnosis.classify import explain_death
 from oomguard.errors import OomguardError
 from oomguard.executors.dask.remote import THREAD, log
-from oomguard.executors.dask.remote.answers import CallItem, Evidence, Outcome
+from oomguard.executors.dask.remote.answers import Evidence, Outcome
 from oomguard.jobs.model import KillReason
 from oomguard.kernlog.watch import KernelLogWatch
+from oomguard.worker.calls import CallItem
 from oomguard.worker.messages import Idle, Refused
 from oomguard.worker.messages import Outcome as WorkerOutcome
 from oomguard.worker.pool import Died, PoolConfig, Worker, WorkerPool
@@ -237,7 +238,7 @@ class HostPool:
             raise ChildUnavailable("the pool is closed")
         doomed = self._take_doomed(items)
         if doomed:  # killed already (its outcome was told): never started
-            items = [i for i in items if i["attempt_id"] not in doomed]
+            items = [i for i in items if i.attempt_id not in doomed]
             if not items:
                 return [Outcome.requeued(a) for a in doomed]
         try:
@@ -247,7 +248,7 @@ class HostPool:
         outcomes = [Outcome.requeued(a) for a in doomed]
         done = False
         try:
-            pool.send(child, items, clean=bool(items and items[0].get("clean")))
+            pool.send(child, items, clean=bool(items and items[0].clean))
             if self._take_doomed(items):
                 pool.kill(child, KillReason.CANCEL)  # killed between the check above and the send
             recycle: str | None = None
@@ -342,7 +343,7 @@ class HostPool:
         with self._lock:
             if not self._doomed:
                 return set()
-            doomed = {i["attempt_id"] for i in items if i["attempt_id"] in self._doomed}
+            doomed = {i.attempt_id for i in items if i.attempt_id in self._doomed}
             for attempt_id in doomed:
                 del self._doomed[attempt_id]
         return doomed

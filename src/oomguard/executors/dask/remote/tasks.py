@@ -19,12 +19,13 @@ from distributed import get_client, get_worker
 
 from oomguard import procfs
 from oomguard.executors.dask.remote import THREAD, log
-from oomguard.executors.dask.remote.answers import CallItem, Evidence, GroupAnswer, Outcome
+from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer, Outcome
 from oomguard.executors.dask.remote.heap import trim
 from oomguard.executors.dask.remote.held import HOLD_FRACTION, refers
 from oomguard.executors.dask.remote.host_pool import ChildUnavailable
 from oomguard.executors.dask.remote.scheduler import first_start
 from oomguard.executors.dask.remote.worker_plugin import WorkerEvidencePlugin, plugin_of
+from oomguard.worker.calls import CallItem
 from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
 
 
@@ -56,7 +57,7 @@ def _run_item(item: CallItem) -> Outcome:
     evidence: Evidence = {"elapsed_s": round(elapsed, 6)}
     if tb:
         evidence["traceback"] = tb
-    return Outcome(item["attempt_id"], ok, payload, fc, message, evidence, peak)
+    return Outcome(item.attempt_id, ok, payload, fc, message, evidence, peak)
 
 
 def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
@@ -78,9 +79,11 @@ def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
         return GroupAnswer(address, os.getpid(), duplicate=True)
     plugin = _plugin()
     held = plugin.held if plugin is not None else None
-    if not (held.resolve(items) if held is not None else not any(map(refers, items))):
+    resolved = held.resolve(items) if held is not None else items
+    if resolved is None or (held is None and any(map(refers, items))):
         # A result an aggregation refers to is no longer held here: nothing runs.
         return GroupAnswer(address, os.getpid(), missing=True)
+    items = resolved
     key, progress = _current_key(), plugin.progress if plugin is not None else None
 
     def note(index: int) -> None:
