@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
     from oomguard.store.blobs import GarbageReport
+    from oomguard.store.dashboard import KeyEstimate, LineageAttempt
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
@@ -317,6 +318,18 @@ class SamplesFacet(Protocol):
         ...
 
 
+class DashboardFacet(Protocol):
+    """What the dashboard's own pages read (``store.dashboard``)."""
+
+    def lineage(self, task_id: int) -> list[LineageAttempt]:
+        """The task's attempts in order (empty: no such task, or none started)."""
+        ...
+
+    def key_estimate(self, key: str) -> KeyEstimate | None:
+        """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
+        ...
+
+
 class OutboxFacet(Protocol):
     """Notices waiting for the webhooks, and each receiver's cursor (``store.outbox``)."""
 
@@ -404,6 +417,11 @@ class Store(Protocol):
     @property
     def outbox(self) -> OutboxFacet:
         """Notices waiting for the webhooks, and each receiver's cursor."""
+        ...
+
+    @property
+    def dashboard(self) -> DashboardFacet:
+        """What the dashboard's own pages read: retry lineage, a key's estimate."""
         ...
 
     def close(self) -> None: ...
@@ -497,6 +515,7 @@ class Store(Protocol):
 __all__ = [
     "AdminFacet",
     "BlobsFacet",
+    "DashboardFacet",
     "LeasesFacet",
     "OutboxFacet",
     "PartsFacet",

@@ -31,7 +31,7 @@ from oomguard.jobs.command import display
 from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.protocol import Store
-from oomguard.ui import pages
+from oomguard.ui import pages, task_page
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
@@ -131,10 +131,10 @@ def add_ui(
         if place is not None:
             namespace = store.queries.job_namespace(place[0])
             if namespace is not None and grant.sees(namespace):
-                data = pages.task_page(store, task_id)
+                data = task_page.task_page(store, task_id)
         if data is None:
             return page("missing.html", 404, what=f"task {task_id}")
-        return page("task.html", **data)
+        return page("task.html", 200, **data)
 
     @app.get("/ui/static/{name}", include_in_schema=False)
     def ui_static(name: str) -> Response:

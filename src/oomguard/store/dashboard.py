@@ -1,0 +1,118 @@
+"""What the dashboard's own pages read: a task's retry lineage (each attempt's limit and
+peak) and the learned estimate of its memory key.
+
+Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.dashboard``; its
+statements are in ``sql/dashboard.sql``. Every answer is a frozen record; nothing here
+writes. See docs/ARCHITECTURE.md ("The dashboard").
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from oomguard.store.failures import translated
+from oomguard.store.queries import Q
+
+if TYPE_CHECKING:
+    from oomguard.store.connection import Connection
+
+
+@dataclass(frozen=True)
+class LineageAttempt:
+    """One attempt of a task: what it was given, what it used, how it ended."""
+
+    attempt_id: int
+    #: 1-based attempt number of the task
+    n: int
+    worker: str | None
+    pid: int | None
+    state: str
+    started_at: float
+    ended_at: float | None
+    failure_class: str | None
+    #: the memory estimate admitted for this attempt
+    admitted_bytes: int | None
+    #: the kernel's (or the watchdog's) limit it ran under
+    limit_bytes: int | None
+    peak_bytes: int | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran (None: still running)."""
+        return None if self.ended_at is None else max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class KeyEstimate:
+    """What a memory key is known to need, learned from its tasks' peaks."""
+
+    key: str
+    #: the estimate admitted to the key's next attempt (largest peak with a margin)
+    bytes: int
+    peak_bytes: int
+    samples: int
+    updated_at: float
+    #: when a task of the key was last killed for memory (None: never)
+    killed_at: float | None
+    #: the limit the key was found not to fit under (None: none)
+    unfit_cap: int | None
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def _opt_float(value: object) -> float | None:
+    return None if value is None else float(str(value))
+
+
+@translated
+class DashboardReads:
+    """The dashboard's reads (``store.dashboard``)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._conn.db
+
+    def lineage(self, task_id: int) -> list[LineageAttempt]:
+        """The task's attempts in order (empty: no such task, or none started)."""
+        return [
+            LineageAttempt(
+                attempt_id=int(row[0]),
+                n=int(row[1]),
+                worker=None if row[2] is None else str(row[2]),
+                pid=_opt_int(row[3]),
+                state=str(row[4]),
+                started_at=float(row[5]),
+                ended_at=_opt_float(row[6]),
+                failure_class=None if row[7] is None else str(row[7]),
+                admitted_bytes=_opt_int(row[8]),
+                limit_bytes=_opt_int(row[9]),
+                peak_bytes=_opt_int(row[10]),
+            )
+            for row in self.db.execute(Q["dashboard_lineage"], (task_id,))
+        ]
+
+    def key_estimate(self, key: str) -> KeyEstimate | None:
+        """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
+        row = self.db.execute(Q["dashboard_key_estimate"], (key,)).fetchone()
+        if row is None:
+            return None
+        return KeyEstimate(
+            key=key,
+            bytes=int(row[0]),
+            peak_bytes=int(row[1]),
+            samples=int(row[2]),
+            updated_at=float(row[3]),
+            # 0 is how the table says never / none
+            killed_at=_opt_float(row[4]) or None,
+            unfit_cap=_opt_int(row[5]) or None,
+        )
+
+
+__all__ = ["DashboardReads", "KeyEstimate", "LineageAttempt"]
