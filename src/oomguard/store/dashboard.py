@@ -1,5 +1,5 @@
 """What the dashboard's own pages read: a task's retry lineage (each attempt's limit and
-peak) and the learned estimate of its memory key.
+peak), the learned estimate of its memory key, and the failures list searched.
 
 Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.dashboard``; its
 statements are in ``sql/dashboard.sql``. Every answer is a frozen record; nothing here
@@ -8,7 +8,9 @@ writes. See docs/ARCHITECTURE.md ("The dashboard").
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,39 @@ class KeyEstimate:
     killed_at: float | None
     #: the limit the key was found not to fit under (None: none)
     unfit_cap: int | None
+
+
+@dataclass(frozen=True)
+class FailureQuery:
+    """What the failures list is filtered by (each None: any) and where its page starts."""
+
+    #: a part of the task's function (any case)
+    task: str | None = None
+    failure_class: str | None = None
+    namespace: str | None = None
+    #: a part of the error text (any case)
+    error: str | None = None
+    #: ended at or after (epoch seconds)
+    since: float | None = None
+    #: ended before (epoch seconds)
+    until: float | None = None
+    #: the previous page's last row, ``(ended_at, task_id)``: this page starts after it
+    before: tuple[float, int] | None = None
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A task that failed for good, as the failures list shows it."""
+
+    task_id: int
+    job_id: str
+    namespace: str
+    fn: str
+    failure_class: str | None
+    error: str | None
+    attempts: int
+    #: when it failed for good (the task's last update)
+    ended_at: float
 
 
 def _opt_int(value: object) -> int | None:
@@ -114,5 +149,37 @@ class DashboardReads:
             unfit_cap=_opt_int(row[5]) or None,
         )
 
+    def failures(
+        self, query: FailureQuery, namespaces: Collection[str] | None, limit: int
+    ) -> list[FailedTask]:
+        """A page of at most ``limit`` tasks that failed for good, newest first, of
+        ``namespaces`` (None: of all), filtered by ``query``."""
+        before_ts, before_id = query.before if query.before is not None else (None, None)
+        params = {
+            "namespaces": None if namespaces is None else json.dumps(sorted(namespaces)),
+            "namespace": query.namespace,
+            "task": query.task,
+            "failure_class": query.failure_class,
+            "error": query.error,
+            "since": query.since,
+            "until": query.until,
+            "before_ts": before_ts,
+            "before_id": before_id,
+            "limit": limit,
+        }
+        return [
+            FailedTask(
+                task_id=int(row[0]),
+                job_id=str(row[1]),
+                namespace=str(row[2]),
+                fn=str(row[3]),
+                failure_class=None if row[4] is None else str(row[4]),
+                error=None if row[5] is None else str(row[5]),
+                attempts=int(row[6]),
+                ended_at=float(row[7]),
+            )
+            for row in self.db.execute(Q["dashboard_failures"], params)
+        ]
 
-__all__ = ["DashboardReads", "KeyEstimate", "LineageAttempt"]
+
+__all__ = ["DashboardReads", "FailedTask", "FailureQuery", "KeyEstimate", "LineageAttempt"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
     from oomguard.store.blobs import GarbageReport
-    from oomguard.store.dashboard import KeyEstimate, LineageAttempt
+    from oomguard.store.dashboard import FailedTask, FailureQuery, KeyEstimate, LineageAttempt
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
@@ -327,6 +327,13 @@ class DashboardFacet(Protocol):
 
     def key_estimate(self, key: str) -> KeyEstimate | None:
         """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
+        ...
+
+    def failures(
+        self, query: FailureQuery, namespaces: Collection[str] | None, limit: int
+    ) -> list[FailedTask]:
+        """A page of at most ``limit`` tasks that failed for good, newest first, of
+        ``namespaces`` (None: of all), filtered by ``query``."""
         ...
 
 

@@ -31,7 +31,7 @@ from oomguard.jobs.command import display
 from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.protocol import Store
-from oomguard.ui import pages, task_page
+from oomguard.ui import pages, search, task_page
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
@@ -121,6 +121,30 @@ def add_ui(
         except JobNotFoundError:
             return page("missing.html", 404, what=f"job {job_id[:64]}")
         return page("job.html", **data)
+
+    @app.get("/ui/failures", include_in_schema=False)
+    def ui_failures(
+        request: Request,
+        task: str = "",
+        failure_class: str = "",
+        namespace: str = "",
+        error: str = "",
+        since: str = "",
+        until: str = "",
+        before: str = "",
+    ) -> Response:
+        # Declared one by one: the API refuses a query parameter its route does not take.
+        params = {
+            "task": task,
+            "failure_class": failure_class,
+            "namespace": namespace,
+            "error": error,
+            "since": since,
+            "until": until,
+            "before": before,
+        }
+        view = search.failures_page(stores(), params, grant_of(request).namespaces)
+        return page("failures.html", view=view)
 
     @app.get("/ui/tasks/{task_id}", include_in_schema=False)
     def ui_task(request: Request, task_id: int) -> Response:

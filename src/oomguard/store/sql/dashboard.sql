@@ -10,3 +10,24 @@ SELECT id, n, worker, pid, state, started_at, ended_at, failure_class, admitted_
 -- The learned estimate of one memory key (no row: nothing learned yet).
 SELECT bytes, peak_bytes, samples, updated_at, killed_at, unfit_cap FROM estimates
     WHERE memory_key = ?;
+
+-- name: dashboard_failures
+-- A page of the tasks that failed for good, newest first, of the namespaces in the JSON list
+-- :namespaces (NULL: all), filtered (each NULL: any) by namespace, task (a part of its
+-- function, any case), failure class, error text (a part, any case) and the time it ended
+-- (:since inclusive, :until exclusive); after the cursor (:before_ts, :before_id) of the
+-- previous page's last row.
+SELECT t.id, t.job_id, j.namespace, t.fn, t.failure_class, t.error, t.attempts, t.updated_at
+FROM tasks t JOIN jobs j ON j.id = t.job_id
+WHERE t.state = 'failed'
+  AND (:namespaces IS NULL OR j.namespace IN (SELECT value FROM json_each(:namespaces)))
+  AND (:namespace IS NULL OR j.namespace = :namespace)
+  AND (:task IS NULL OR instr(lower(t.fn), lower(:task)) > 0)
+  AND (:failure_class IS NULL OR t.failure_class = :failure_class)
+  AND (:error IS NULL OR instr(lower(COALESCE(t.error, '')), lower(:error)) > 0)
+  AND (:since IS NULL OR t.updated_at >= :since)
+  AND (:until IS NULL OR t.updated_at < :until)
+  AND (:before_ts IS NULL OR t.updated_at < :before_ts
+       OR (t.updated_at = :before_ts AND t.id < :before_id))
+ORDER BY t.updated_at DESC, t.id DESC
+LIMIT :limit;
