@@ -1,5 +1,6 @@
 """What the dashboard's own pages read: a task's retry lineage (each attempt's limit and
-peak), the learned estimate of its memory key, and the failures list searched.
+peak), the learned estimate of its memory key, the failures list searched, and the work
+still to run with the memory admitted to it against the budget.
 
 Composed into :class:`~oomguard.store.sqlite.SqliteStore` as ``store.dashboard``; its
 statements are in ``sql/dashboard.sql``. Every answer is a frozen record; nothing here
@@ -95,6 +96,32 @@ class FailedTask:
     ended_at: float
 
 
+@dataclass(frozen=True)
+class OpenJob:
+    """A job with tasks that may still run: how many run, how many wait."""
+
+    job_id: str
+    name: str
+    namespace: str
+    running: int
+    #: pending, ready or queued
+    waiting: int
+    #: the memory admitted to its attempts at the latest sample (None: none taken)
+    admitted_bytes: int | None = None
+    #: when that sample was taken
+    sampled_at: float | None = None
+
+
+@dataclass(frozen=True)
+class MemoryNow:
+    """The scheduler's latest sample of the memory it hands out."""
+
+    ts: float
+    budget_bytes: int
+    #: admitted to every attempt in flight, of every job
+    admitted_bytes: int
+
+
 def _opt_int(value: object) -> int | None:
     return None if value is None else int(str(value))
 
@@ -181,5 +208,44 @@ class DashboardReads:
             for row in self.db.execute(Q["dashboard_failures"], params)
         ]
 
+    def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:
+        """The jobs of ``namespaces`` (None: of all) with tasks that may still run, most
+        running first, each with the memory its attempts were admitted at the latest
+        sample."""
+        listed = None if namespaces is None else json.dumps(sorted(namespaces))
+        jobs = []
+        for job_id, name, namespace, running, waiting in self.db.execute(
+            Q["dashboard_open_work"], {"namespaces": listed}
+        ).fetchall():
+            sample = self.db.execute(Q["dashboard_job_last_sample"], (job_id,)).fetchone()
+            jobs.append(
+                OpenJob(
+                    job_id=str(job_id),
+                    name=str(name),
+                    namespace=str(namespace),
+                    running=int(running),
+                    waiting=int(waiting),
+                    admitted_bytes=None if sample is None else int(sample[1]),
+                    sampled_at=None if sample is None else float(sample[0]),
+                )
+            )
+        return jobs
 
-__all__ = ["DashboardReads", "FailedTask", "FailureQuery", "KeyEstimate", "LineageAttempt"]
+    def memory_now(self) -> MemoryNow | None:
+        """The scheduler's latest sample of the budget and what is admitted against it
+        (None: no sample taken)."""
+        row = self.db.execute(Q["dashboard_last_sample"]).fetchone()
+        if row is None:
+            return None
+        return MemoryNow(ts=float(row[0]), budget_bytes=int(row[1]), admitted_bytes=int(row[2]))
+
+
+__all__ = [
+    "DashboardReads",
+    "FailedTask",
+    "FailureQuery",
+    "KeyEstimate",
+    "LineageAttempt",
+    "MemoryNow",
+    "OpenJob",
+]

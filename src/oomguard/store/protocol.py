@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
     from oomguard.store.blobs import GarbageReport
-    from oomguard.store.dashboard import FailedTask, FailureQuery, KeyEstimate, LineageAttempt
+    from oomguard.store.dashboard import (
+        FailedTask,
+        FailureQuery,
+        KeyEstimate,
+        LineageAttempt,
+        MemoryNow,
+        OpenJob,
+    )
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
@@ -334,6 +341,17 @@ class DashboardFacet(Protocol):
     ) -> list[FailedTask]:
         """A page of at most ``limit`` tasks that failed for good, newest first, of
         ``namespaces`` (None: of all), filtered by ``query``."""
+        ...
+
+    def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:
+        """The jobs of ``namespaces`` (None: of all) with tasks that may still run, most
+        running first, each with the memory its attempts were admitted at the latest
+        sample."""
+        ...
+
+    def memory_now(self) -> MemoryNow | None:
+        """The scheduler's latest sample of the budget and what is admitted against it
+        (None: no sample taken)."""
         ...
 
 

@@ -31,7 +31,7 @@ from oomguard.jobs.command import display
 from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.protocol import Store
-from oomguard.ui import pages, search, task_page
+from oomguard.ui import pages, search, task_page, work
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
@@ -145,6 +145,10 @@ def add_ui(
         }
         view = search.failures_page(stores(), params, grant_of(request).namespaces)
         return page("failures.html", view=view)
+
+    @app.get("/ui/work", include_in_schema=False)
+    def ui_work(request: Request) -> Response:
+        return page("work.html", view=work.work_page(stores(), grant_of(request).namespaces))
 
     @app.get("/ui/tasks/{task_id}", include_in_schema=False)
     def ui_task(request: Request, task_id: int) -> Response:

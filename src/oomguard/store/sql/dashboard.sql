@@ -31,3 +31,23 @@ WHERE t.state = 'failed'
        OR (t.updated_at = :before_ts AND t.id < :before_id))
 ORDER BY t.updated_at DESC, t.id DESC
 LIMIT :limit;
+
+-- name: dashboard_open_work
+-- Each job with tasks that may still run, of the namespaces in the JSON list :namespaces
+-- (NULL: all): its tasks running and waiting (pending, ready, queued), most running first.
+SELECT t.job_id, j.name, j.namespace,
+    SUM(t.state = 'running'), SUM(t.state IN ('pending', 'ready', 'queued'))
+FROM tasks t JOIN jobs j ON j.id = t.job_id
+WHERE t.state IN {open_states}
+  AND (:namespaces IS NULL OR j.namespace IN (SELECT value FROM json_each(:namespaces)))
+GROUP BY t.job_id
+ORDER BY 4 DESC, 5 DESC, t.job_id;
+
+-- name: dashboard_last_sample
+-- The scheduler's latest sample of the memory it hands out (any job's): when, the budget,
+-- and what is admitted to every attempt in flight.
+SELECT ts, budget_bytes, admitted_bytes FROM samples ORDER BY ts DESC LIMIT 1;
+
+-- name: dashboard_job_last_sample
+-- A job's latest sample: when, the memory admitted to its attempts, and how many ran.
+SELECT ts, job_admitted_bytes, running FROM samples WHERE job_id = ? ORDER BY ts DESC LIMIT 1;
