@@ -97,6 +97,40 @@ class FailedTask:
 
 
 @dataclass(frozen=True)
+class JobQuery:
+    """What the jobs list is filtered by (each None: any) and where its page starts."""
+
+    #: a part of the job's function or name (any case)
+    task: str | None = None
+    #: as users see it: running, waiting, succeeded, failed, cancelled
+    state: str | None = None
+    #: of one of its failed tasks
+    failure_class: str | None = None
+    namespace: str | None = None
+    #: a part of the error of one of its failed tasks (any case)
+    error: str | None = None
+    #: created at or after (epoch seconds)
+    since: float | None = None
+    #: created before (epoch seconds)
+    until: float | None = None
+    #: the previous page's last row, ``(created_at, job_id)``: this page starts after it
+    before: tuple[float, str] | None = None
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as the searched jobs list shows it."""
+
+    job_id: str
+    name: str
+    namespace: str
+    fn: str
+    created_at: float
+    #: as users see it: running, waiting, succeeded, failed, cancelled
+    state: str
+
+
+@dataclass(frozen=True)
 class OpenJob:
     """A job with tasks that may still run: how many run, how many wait."""
 
@@ -208,6 +242,35 @@ class DashboardReads:
             for row in self.db.execute(Q["dashboard_failures"], params)
         ]
 
+    def jobs(self, query: JobQuery, namespaces: Collection[str] | None, limit: int) -> list[JobRow]:
+        """A page of at most ``limit`` jobs, newest first, of ``namespaces`` (None: of
+        all), filtered by ``query``."""
+        before_ts, before_id = query.before if query.before is not None else (None, None)
+        params = {
+            "namespaces": None if namespaces is None else json.dumps(sorted(namespaces)),
+            "namespace": query.namespace,
+            "task": query.task,
+            "state": query.state,
+            "failure_class": query.failure_class,
+            "error": query.error,
+            "since": query.since,
+            "until": query.until,
+            "before_ts": before_ts,
+            "before_id": before_id,
+            "limit": limit,
+        }
+        return [
+            JobRow(
+                job_id=str(row[0]),
+                name=str(row[1]),
+                namespace=str(row[2]),
+                fn=str(row[3]),
+                created_at=float(row[4]),
+                state=str(row[5]),
+            )
+            for row in self.db.execute(Q["dashboard_jobs"], params)
+        ]
+
     def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:
         """The jobs of ``namespaces`` (None: of all) with tasks that may still run, most
         running first, each with the memory its attempts were admitted at the latest
@@ -244,6 +307,8 @@ __all__ = [
     "DashboardReads",
     "FailedTask",
     "FailureQuery",
+    "JobQuery",
+    "JobRow",
     "KeyEstimate",
     "LineageAttempt",
     "MemoryNow",

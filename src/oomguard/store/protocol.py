@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from oomguard.store.dashboard import (
         FailedTask,
         FailureQuery,
+        JobQuery,
+        JobRow,
         KeyEstimate,
         LineageAttempt,
         MemoryNow,
@@ -341,6 +343,11 @@ class DashboardFacet(Protocol):
     ) -> list[FailedTask]:
         """A page of at most ``limit`` tasks that failed for good, newest first, of
         ``namespaces`` (None: of all), filtered by ``query``."""
+        ...
+
+    def jobs(self, query: JobQuery, namespaces: Collection[str] | None, limit: int) -> list[JobRow]:
+        """A page of at most ``limit`` jobs, newest first, of ``namespaces`` (None: of
+        all), filtered by ``query``."""
         ...
 
     def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:

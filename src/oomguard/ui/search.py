@@ -1,6 +1,7 @@
-"""The failures list searched: the filters a URL's query holds (task, failure class,
-namespace, error text, time range, the page's cursor), read into a
-:class:`~oomguard.store.dashboard.FailureQuery`, and the page they give, newest first, with
+"""The searched lists, failures and jobs: the filters a URL's query holds (task, state,
+failure class, namespace, error text, time range, the page's cursor), read into a
+:class:`~oomguard.store.dashboard.FailureQuery` or
+:class:`~oomguard.store.dashboard.JobQuery`, and the page they give, newest first, with
 the link to the next (older) page. Every filter is in the URL, so a search is a bookmark.
 
 Reads only (``store.dashboard``). See docs/ARCHITECTURE.md ("The dashboard").
@@ -14,7 +15,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from oomguard.jobs.model import FailureClass
-from oomguard.store.dashboard import FailedTask, FailureQuery
+from oomguard.store.dashboard import FailedTask, FailureQuery, JobQuery, JobRow
 from oomguard.store.protocol import Store
 
 #: failed tasks on one page
@@ -23,6 +24,10 @@ PAGE_SIZE = 50
 MAX_TEXT = 200
 #: the query parameters of a search, in the order its URL lists them
 FIELDS = ("task", "failure_class", "namespace", "error", "since", "until")
+#: those of the jobs list
+JOB_FIELDS = ("task", "state", "failure_class", "namespace", "error", "since", "until")
+#: a job's states as users see them
+JOB_STATES = ("running", "waiting", "succeeded", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class FailuresPage:
     classes: list[str]
 
 
+_BAD_CURSOR = "the page link is not one this dashboard made: from the newest"
+
+
 def _time(text: str) -> float:
     """``2026-12-07``, ``2026-12-07T17:30`` (a form's ``datetime-local``) or with seconds,
     in UTC: epoch seconds."""
@@ -51,10 +59,22 @@ def _time(text: str) -> float:
     return moment.timestamp()
 
 
-def read_query(params: Mapping[str, str]) -> tuple[FailureQuery, dict[str, str], list[str]]:
-    """The search in a URL's query parameters: the query, the filters as given, and what
-    was not understood (left out of the query, said on the page)."""
-    form = {name: params.get(name, "").strip()[:MAX_TEXT] for name in FIELDS}
+@dataclass(frozen=True)
+class _Filters:
+    """What both lists are filtered by, read from a URL's query."""
+
+    form: dict[str, str]
+    problems: list[str]
+    failure_class: str | None
+    since: float | None
+    until: float | None
+
+    def text(self, name: str) -> str | None:
+        return self.form.get(name) or None
+
+
+def _filters(params: Mapping[str, str], fields: tuple[str, ...]) -> _Filters:
+    form = {name: params.get(name, "").strip()[:MAX_TEXT] for name in fields}
     problems: list[str] = []
     classes = {c.value for c in FailureClass}
     failure_class = form["failure_class"] or None
@@ -69,6 +89,13 @@ def read_query(params: Mapping[str, str]) -> tuple[FailureQuery, dict[str, str],
                 times[name] = _time(form[name])
             except ValueError:
                 problems.append(f"{name}: {form[name]!r} is not a date (YYYY-MM-DD[THH:MM])")
+    return _Filters(form, problems, failure_class, times["since"], times["until"])
+
+
+def read_query(params: Mapping[str, str]) -> tuple[FailureQuery, dict[str, str], list[str]]:
+    """The failures search in a URL's query parameters: the query, the filters as given,
+    and what was not understood (left out of the query, said on the page)."""
+    f = _filters(params, FIELDS)
     before: tuple[float, int] | None = None
     cursor = params.get("before", "")
     if cursor:
@@ -76,17 +103,91 @@ def read_query(params: Mapping[str, str]) -> tuple[FailureQuery, dict[str, str],
         try:
             before = (float(ts), int(task_id))
         except ValueError:
-            problems.append("the page link is not one this dashboard made: from the newest")
+            f.problems.append(_BAD_CURSOR)
     query = FailureQuery(
-        task=form["task"] or None,
-        failure_class=failure_class,
-        namespace=form["namespace"] or None,
-        error=form["error"] or None,
-        since=times["since"],
-        until=times["until"],
+        task=f.text("task"),
+        failure_class=f.failure_class,
+        namespace=f.text("namespace"),
+        error=f.text("error"),
+        since=f.since,
+        until=f.until,
         before=before,
     )
-    return query, form, problems
+    return query, f.form, f.problems
+
+
+def read_job_query(params: Mapping[str, str]) -> tuple[JobQuery, dict[str, str], list[str]]:
+    """The jobs search in a URL's query parameters, as :func:`read_query` reads the
+    failures search, with the state."""
+    f = _filters(params, JOB_FIELDS)
+    state = f.text("state")
+    if state is not None and state not in JOB_STATES:
+        f.problems.append(f"{state!r} is not a job state ({', '.join(JOB_STATES)})")
+        state = None
+    before: tuple[float, str] | None = None
+    cursor = params.get("before", "")
+    if cursor:
+        ts, _, job_id = cursor.partition(":")
+        try:
+            before = (float(ts), job_id)
+        except ValueError:
+            f.problems.append(_BAD_CURSOR)
+    query = JobQuery(
+        task=f.text("task"),
+        state=state,
+        failure_class=f.failure_class,
+        namespace=f.text("namespace"),
+        error=f.text("error"),
+        since=f.since,
+        until=f.until,
+        before=before,
+    )
+    return query, f.form, f.problems
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """What the searched jobs list shows: each job with its status (counts, failures by
+    class, as the store's ``job_status`` gives them)."""
+
+    query: JobQuery
+    form: Mapping[str, str]
+    jobs: list[tuple[JobRow, object]]
+    older: str | None
+    newest: str | None
+    problems: list[str]
+    classes: list[str]
+    states: tuple[str, ...]
+
+
+def jobs_page(
+    store: Store,
+    params: Mapping[str, str],
+    namespaces: Collection[str] | None,
+    page_size: int = PAGE_SIZE,
+) -> JobsPage:
+    """A page of the jobs of ``namespaces`` (None: of all) that ``params`` search for."""
+    query, form, problems = read_job_query(params)
+    rows = store.dashboard.jobs(query, namespaces, page_size + 1)
+    shown = rows[:page_size]
+    kept = {name: value for name, value in form.items() if value}
+    older = None
+    if len(rows) > page_size:
+        last = shown[-1]
+        older = "/ui/jobs?" + urlencode({**kept, "before": f"{last.created_at!r}:{last.job_id}"})
+    newest = None
+    if query.before is not None:
+        newest = "/ui/jobs" + ("?" + urlencode(kept) if kept else "")
+    return JobsPage(
+        query=query,
+        form=form,
+        jobs=[(row, store.queries.job_status(row.job_id)) for row in shown],
+        older=older,
+        newest=newest,
+        problems=problems,
+        classes=sorted(c.value for c in FailureClass),
+        states=JOB_STATES,
+    )
 
 
 def failures_page(
@@ -120,4 +221,15 @@ def failures_page(
     )
 
 
-__all__ = ["FIELDS", "PAGE_SIZE", "FailuresPage", "failures_page", "read_query"]
+__all__ = [
+    "FIELDS",
+    "JOB_FIELDS",
+    "JOB_STATES",
+    "PAGE_SIZE",
+    "FailuresPage",
+    "JobsPage",
+    "failures_page",
+    "jobs_page",
+    "read_job_query",
+    "read_query",
+]

@@ -146,6 +146,32 @@ def add_ui(
         view = search.failures_page(stores(), params, grant_of(request).namespaces)
         return page("failures.html", view=view)
 
+    @app.get("/ui/jobs", include_in_schema=False)
+    def ui_jobs_search(
+        request: Request,
+        task: str = "",
+        state: str = "",
+        failure_class: str = "",
+        namespace: str = "",
+        error: str = "",
+        since: str = "",
+        until: str = "",
+        before: str = "",
+    ) -> Response:
+        # Declared one by one: the API refuses a query parameter its route does not take.
+        params = {
+            "task": task,
+            "state": state,
+            "failure_class": failure_class,
+            "namespace": namespace,
+            "error": error,
+            "since": since,
+            "until": until,
+            "before": before,
+        }
+        view = search.jobs_page(stores(), params, grant_of(request).namespaces)
+        return page("jobs_search.html", view=view)
+
     @app.get("/ui/work", include_in_schema=False)
     def ui_work(request: Request) -> Response:
         return page("work.html", view=work.work_page(stores(), grant_of(request).namespaces))

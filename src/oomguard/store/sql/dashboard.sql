@@ -51,3 +51,44 @@ SELECT ts, budget_bytes, admitted_bytes FROM samples ORDER BY ts DESC LIMIT 1;
 -- name: dashboard_job_last_sample
 -- A job's latest sample: when, the memory admitted to its attempts, and how many ran.
 SELECT ts, job_admitted_bytes, running FROM samples WHERE job_id = ? ORDER BY ts DESC LIMIT 1;
+
+-- name: dashboard_jobs
+-- A page of jobs, newest first, of the namespaces in the JSON list :namespaces (NULL: all),
+-- filtered (each NULL: any) by namespace, task (a part of the job's function or name, any
+-- case), state as users see it (running, waiting, succeeded, failed, cancelled), a failure
+-- class or error text (a part, any case) of one of its tasks, and when it was created
+-- (:since inclusive, :until exclusive); after the cursor (:before_ts, :before_id) of the
+-- previous page's last row. Each row with its state as users see it.
+SELECT id, name, namespace, fn, created_at, shown FROM (
+    SELECT j.id, j.name, j.namespace, j.fn, j.created_at,
+        CASE
+            WHEN j.state = 'cancelled' THEN 'cancelled'
+            WHEN j.state = 'stopped' THEN 'failed'
+            WHEN j.state = 'open' OR EXISTS (SELECT 1 FROM tasks t
+                    WHERE t.state IN {open_states} AND t.job_id = j.id) THEN
+                CASE WHEN EXISTS (SELECT 1 FROM tasks t
+                        WHERE t.state IN ('running', 'succeeded', 'failed') AND t.job_id = j.id)
+                    THEN 'running' ELSE 'waiting' END
+            WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.state = 'failed' AND t.job_id = j.id)
+                THEN 'failed'
+            ELSE 'succeeded'
+        END AS shown
+    FROM jobs j
+    WHERE (:namespaces IS NULL OR j.namespace IN (SELECT value FROM json_each(:namespaces)))
+      AND (:namespace IS NULL OR j.namespace = :namespace)
+      AND (:task IS NULL OR instr(lower(j.fn), lower(:task)) > 0
+           OR instr(lower(j.name), lower(:task)) > 0)
+      AND (:since IS NULL OR j.created_at >= :since)
+      AND (:until IS NULL OR j.created_at < :until)
+      AND (:before_ts IS NULL OR j.created_at < :before_ts
+           OR (j.created_at = :before_ts AND j.id < :before_id))
+      AND (:failure_class IS NULL OR EXISTS (SELECT 1 FROM tasks t
+               WHERE t.state = 'failed' AND t.job_id = j.id
+                 AND t.failure_class = :failure_class))
+      AND (:error IS NULL OR EXISTS (SELECT 1 FROM tasks t
+               WHERE t.state = 'failed' AND t.job_id = j.id
+                 AND instr(lower(COALESCE(t.error, '')), lower(:error)) > 0))
+)
+WHERE :state IS NULL OR shown = :state
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
