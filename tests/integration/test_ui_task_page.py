@@ -54,5 +54,6 @@ def test_a_task_killed_then_retried_with_more_memory_tells_its_lineage(tmp_path:
     estimate = html[html.index('id="estimate"'):]
     assert "oomguard.examples:allocate" in estimate[:300]
     assert "Nothing learned yet" not in estimate and "largest peak" in estimate
+    assert "killed for memory</dt><dd>at a limit of " in estimate  # a limit, not a time
     assert f'id="attempt-{last.n}"' in html
 

@@ -71,3 +71,7 @@ def test_the_store_reads_a_lineage_and_a_key_estimate(tmp_path: Path) -> None:
     assert (estimate.key, estimate.bytes, estimate.peak_bytes, estimate.samples) == (
         "k", 300 * MiB, 250 * MiB, 4)
     assert estimate.killed_at is None and estimate.unfit_cap is None
+    with open_store(str(tmp_path / "s.sqlite")) as store:
+        store.put_estimates([("k", 300 * MiB, 250 * MiB, 4, 128 * MiB, 0)])
+        killed = store.dashboard.key_estimate("k")
+    assert killed is not None and killed.killed_at == 128 * MiB and killed.unfit_cap is None

@@ -57,9 +57,9 @@ class KeyEstimate:
     peak_bytes: int
     samples: int
     updated_at: float
-    #: when a task of the key was last killed for memory (None: never)
-    killed_at: float | None
-    #: the limit the key was found not to fit under (None: none)
+    #: the largest limit an attempt of the key was killed for memory at (None: never)
+    killed_at: int | None
+    #: the cap the key was killed at: it needs more than oomguard can give (None: not so)
     unfit_cap: int | None
 
 
@@ -147,6 +147,17 @@ class OpenJob:
 
 
 @dataclass(frozen=True)
+class OpenTotals:
+    """The work still to run, overall."""
+
+    running: int
+    #: pending, ready or queued
+    waiting: int
+    #: jobs with any
+    jobs: int
+
+
+@dataclass(frozen=True)
 class MemoryNow:
     """The scheduler's latest sample of the memory it hands out."""
 
@@ -206,7 +217,7 @@ class DashboardReads:
             samples=int(row[2]),
             updated_at=float(row[3]),
             # 0 is how the table says never / none
-            killed_at=_opt_float(row[4]) or None,
+            killed_at=_opt_int(row[4]) or None,
             unfit_cap=_opt_int(row[5]) or None,
         )
 
@@ -271,14 +282,14 @@ class DashboardReads:
             for row in self.db.execute(Q["dashboard_jobs"], params)
         ]
 
-    def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:
-        """The jobs of ``namespaces`` (None: of all) with tasks that may still run, most
-        running first, each with the memory its attempts were admitted at the latest
-        sample."""
+    def open_work(self, namespaces: Collection[str] | None, limit: int) -> list[OpenJob]:
+        """The first ``limit`` jobs of ``namespaces`` (None: of all) with tasks that may
+        still run, most running first, each with the memory its attempts were admitted at
+        the latest sample."""
         listed = None if namespaces is None else json.dumps(sorted(namespaces))
         jobs = []
         for job_id, name, namespace, running, waiting in self.db.execute(
-            Q["dashboard_open_work"], {"namespaces": listed}
+            Q["dashboard_open_work"], {"namespaces": listed, "limit": limit}
         ).fetchall():
             sample = self.db.execute(Q["dashboard_job_last_sample"], (job_id,)).fetchone()
             jobs.append(
@@ -293,6 +304,14 @@ class DashboardReads:
                 )
             )
         return jobs
+
+    def open_totals(self, namespaces: Collection[str] | None) -> OpenTotals:
+        """The tasks of ``namespaces`` (None: of all) running and waiting, overall."""
+        listed = None if namespaces is None else json.dumps(sorted(namespaces))
+        running, waiting, jobs = self.db.execute(
+            Q["dashboard_open_totals"], {"namespaces": listed}
+        ).fetchone()
+        return OpenTotals(running=int(running), waiting=int(waiting), jobs=int(jobs))
 
     def memory_now(self) -> MemoryNow | None:
         """The scheduler's latest sample of the budget and what is admitted against it
@@ -313,4 +332,5 @@ __all__ = [
     "LineageAttempt",
     "MemoryNow",
     "OpenJob",
+    "OpenTotals",
 ]

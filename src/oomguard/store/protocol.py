@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         LineageAttempt,
         MemoryNow,
         OpenJob,
+        OpenTotals,
     )
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
@@ -350,10 +351,14 @@ class DashboardFacet(Protocol):
         all), filtered by ``query``."""
         ...
 
-    def open_work(self, namespaces: Collection[str] | None) -> list[OpenJob]:
-        """The jobs of ``namespaces`` (None: of all) with tasks that may still run, most
-        running first, each with the memory its attempts were admitted at the latest
-        sample."""
+    def open_work(self, namespaces: Collection[str] | None, limit: int) -> list[OpenJob]:
+        """The first ``limit`` jobs of ``namespaces`` (None: of all) with tasks that may
+        still run, most running first, each with the memory its attempts were admitted at
+        the latest sample."""
+        ...
+
+    def open_totals(self, namespaces: Collection[str] | None) -> OpenTotals:
+        """The tasks of ``namespaces`` (None: of all) running and waiting, overall."""
         ...
 
     def memory_now(self) -> MemoryNow | None:

@@ -34,14 +34,25 @@ LIMIT :limit;
 
 -- name: dashboard_open_work
 -- Each job with tasks that may still run, of the namespaces in the JSON list :namespaces
--- (NULL: all): its tasks running and waiting (pending, ready, queued), most running first.
+-- (NULL: all): its tasks running and waiting (pending, ready, queued), most running first;
+-- the first :limit.
 SELECT t.job_id, j.name, j.namespace,
     SUM(t.state = 'running'), SUM(t.state IN ('pending', 'ready', 'queued'))
 FROM tasks t JOIN jobs j ON j.id = t.job_id
 WHERE t.state IN {open_states}
   AND (:namespaces IS NULL OR j.namespace IN (SELECT value FROM json_each(:namespaces)))
 GROUP BY t.job_id
-ORDER BY 4 DESC, 5 DESC, t.job_id;
+ORDER BY 4 DESC, 5 DESC, t.job_id
+LIMIT :limit;
+
+-- name: dashboard_open_totals
+-- The tasks running and waiting (pending, ready, queued) of every job of the namespaces in
+-- the JSON list :namespaces (NULL: all), and how many jobs have any.
+SELECT COALESCE(SUM(t.state = 'running'), 0),
+    COALESCE(SUM(t.state IN ('pending', 'ready', 'queued')), 0), COUNT(DISTINCT t.job_id)
+FROM tasks t JOIN jobs j ON j.id = t.job_id
+WHERE t.state IN {open_states}
+  AND (:namespaces IS NULL OR j.namespace IN (SELECT value FROM json_each(:namespaces)));
 
 -- name: dashboard_last_sample
 -- The scheduler's latest sample of the memory it hands out (any job's): when, the budget,
