@@ -4,9 +4,13 @@
   flight), and one that does not (most steps);
 * the store: bytes per sample row, and rows written per second by the sampler's thread;
 * the pages: how long the jobs page and a job page (data, SVG charts and HTML) take for a
-  job of ``--tasks`` tasks run for real (no-op tasks, 2 workers) and ``--samples`` samples.
+  job of ``--tasks`` tasks run for real (no-op tasks, 2 workers) and ``--samples`` samples;
+* with ``--big-jobs``: every page (jobs, searched jobs, failures, work, task) over a store
+  of that many jobs of ``--big-tasks`` tasks each in all, inserted in bulk through the
+  store's API (``create_job``, ``add_tasks``; 95% succeeded, 4% failed, 1% waiting).
 
     .venv/bin/python benchmarks/dashboard.py --tasks 20000 --samples 20000
+    .venv/bin/python benchmarks/dashboard.py --big-jobs 10000 --big-tasks 1000000
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import oomguard
 from oomguard.scheduler.samples import Sampler
 from oomguard.store.samples import Sample
 from oomguard.store.sqlite import SqliteStore
-from oomguard.ui import pages
+from oomguard.ui import pages, search, task_page, work
 from oomguard.ui.web import _environment
 
 
@@ -115,12 +119,77 @@ def page_cost(path: str, tasks: int, samples: int) -> dict[str, Any]:
     return out
 
 
+def big_store_cost(path: str, jobs: int, tasks: int) -> dict[str, Any]:
+    """Page times over a store of ``jobs`` jobs and ``tasks`` tasks in all."""
+    per_job = max(1, tasks // jobs)
+    states = ["succeeded"] * 95 + ["failed"] * 4 + ["ready"]
+    t = time.perf_counter()
+    with SqliteStore(path) as store:
+        rows: list[dict[str, Any]] = []
+        for j in range(jobs):
+            job_id = f"j{j:06d}"
+            store.create_job(job_id, name=f"sweep-{j}", fn=f"bench.tasks:f{j % 50}", agg=None,
+                             namespace=f"ns{j % 10}")
+            for i in range(per_job):
+                rows.append({"job_id": job_id, "grp": i, "kind": "task", "replicate": None,
+                             "fn": f"bench.tasks:f{j % 50}", "params": f'{{"x": {i}}}',
+                             "state": states[(i * 7 + j) % 100]})
+            if len(rows) >= 20_000:
+                store.add_tasks(rows)
+                rows = []
+        if rows:
+            store.add_tasks(rows)
+    built_s = time.perf_counter() - t
+    env = _environment()
+    out: dict[str, Any] = {"build_s": built_s, "jobs": jobs, "tasks": per_job * jobs}
+    with SqliteStore(path, readonly=True) as store:
+        failed = search.failures_page(store, {}, None).failures
+        some_task = failed[0].task_id if failed else 1
+        views: list[tuple[str, Any, str, str]] = [
+            ("jobs", lambda: pages.jobs_page(store), "jobs.html", ""),
+            ("jobs_search", lambda: search.jobs_page(store, {}, None), "jobs_search.html", "view"),
+            ("jobs_search_failed", lambda: search.jobs_page(store, {"state": "failed"}, None),
+             "jobs_search.html", "view"),
+            ("jobs_search_task", lambda: search.jobs_page(store, {"task": "f7"}, None),
+             "jobs_search.html", "view"),
+            ("failures", lambda: search.failures_page(store, {}, None), "failures.html", "view"),
+            ("failures_namespace", lambda: search.failures_page(store, {"namespace": "ns3"},
+                                                                ["ns3"]),
+             "failures.html", "view"),
+            ("work", lambda: work.work_page(store, None), "work.html", "view"),
+            ("task", lambda: task_page.task_page(store, some_task), "task.html", ""),
+        ]
+        for name, build, template, key in views:
+            times = []
+            for _ in range(5):
+                t = time.perf_counter()
+                data = build()
+                context = {key: data} if key else data
+                env.get_template(template).render(read_only=True, login=False, **context)
+                times.append(time.perf_counter() - t)
+            out[f"{name}_ms"] = statistics.median(times) * 1e3
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--running", type=int, default=64)
+    parser.add_argument("--big-jobs", type=int, default=0)
+    parser.add_argument("--big-tasks", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.big_jobs:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = big_store_cost(str(Path(tmp) / "big.sqlite"), args.big_jobs, args.big_tasks)
+        print(table(
+            ["page", "median of 5"],
+            [[k[:-3], f"{v:.1f} ms"] for k, v in big.items() if k.endswith("_ms")]
+            + [[f"store built ({big['jobs']} jobs, {big['tasks']} tasks)",
+                f"{big['build_s']:.1f} s"]],
+        ))
+        emit("dashboard_big", vars(args), big)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         loop = loop_cost(str(Path(tmp) / "loop.sqlite"), args.running)
         store = store_cost(str(Path(tmp) / "rows.sqlite"), args.samples)

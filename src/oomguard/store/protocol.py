@@ -15,6 +15,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
     from oomguard.store.blobs import GarbageReport
+    from oomguard.store.dashboard import (
+        FailedTask,
+        FailureQuery,
+        JobQuery,
+        JobRow,
+        KeyEstimate,
+        LineageAttempt,
+        MemoryNow,
+        OpenJob,
+        OpenTotals,
+    )
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
@@ -317,6 +328,45 @@ class SamplesFacet(Protocol):
         ...
 
 
+class DashboardFacet(Protocol):
+    """What the dashboard's own pages read (``store.dashboard``)."""
+
+    def lineage(self, task_id: int) -> list[LineageAttempt]:
+        """The task's attempts in order (empty: no such task, or none started)."""
+        ...
+
+    def key_estimate(self, key: str) -> KeyEstimate | None:
+        """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
+        ...
+
+    def failures(
+        self, query: FailureQuery, namespaces: Collection[str] | None, limit: int
+    ) -> list[FailedTask]:
+        """A page of at most ``limit`` tasks that failed for good, newest first, of
+        ``namespaces`` (None: of all), filtered by ``query``."""
+        ...
+
+    def jobs(self, query: JobQuery, namespaces: Collection[str] | None, limit: int) -> list[JobRow]:
+        """A page of at most ``limit`` jobs, newest first, of ``namespaces`` (None: of
+        all), filtered by ``query``."""
+        ...
+
+    def open_work(self, namespaces: Collection[str] | None, limit: int) -> list[OpenJob]:
+        """The first ``limit`` jobs of ``namespaces`` (None: of all) with tasks that may
+        still run, most running first, each with the memory its attempts were admitted at
+        the latest sample."""
+        ...
+
+    def open_totals(self, namespaces: Collection[str] | None) -> OpenTotals:
+        """The tasks of ``namespaces`` (None: of all) running and waiting, overall."""
+        ...
+
+    def memory_now(self) -> MemoryNow | None:
+        """The scheduler's latest sample of the budget and what is admitted against it
+        (None: no sample taken)."""
+        ...
+
+
 class OutboxFacet(Protocol):
     """Notices waiting for the webhooks, and each receiver's cursor (``store.outbox``)."""
 
@@ -404,6 +454,11 @@ class Store(Protocol):
     @property
     def outbox(self) -> OutboxFacet:
         """Notices waiting for the webhooks, and each receiver's cursor."""
+        ...
+
+    @property
+    def dashboard(self) -> DashboardFacet:
+        """What the dashboard's own pages read: retry lineage, a key's estimate."""
         ...
 
     def close(self) -> None: ...
@@ -497,6 +552,7 @@ class Store(Protocol):
 __all__ = [
     "AdminFacet",
     "BlobsFacet",
+    "DashboardFacet",
     "LeasesFacet",
     "OutboxFacet",
     "PartsFacet",

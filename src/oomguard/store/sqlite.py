@@ -30,6 +30,7 @@ from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.connection import Transaction
+from oomguard.store.dashboard import DashboardReads
 from oomguard.store.failures import translated
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
@@ -108,6 +109,8 @@ class SqliteStore:
         self.retention = Retention(self._conn)
         #: notices waiting for the webhooks, and each receiver's cursor
         self.outbox = Outbox(self._conn, self.queries)
+        #: what the dashboard's own pages read (retry lineage, a key's estimate)
+        self.dashboard = DashboardReads(self._conn)
 
     def close(self) -> None:
         self.db.close()

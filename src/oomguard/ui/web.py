@@ -31,7 +31,7 @@ from oomguard.jobs.command import display
 from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.protocol import Store
-from oomguard.ui import pages
+from oomguard.ui import pages, search, task_page, work
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
@@ -122,6 +122,60 @@ def add_ui(
             return page("missing.html", 404, what=f"job {job_id[:64]}")
         return page("job.html", **data)
 
+    @app.get("/ui/failures", include_in_schema=False)
+    def ui_failures(
+        request: Request,
+        task: str = "",
+        failure_class: str = "",
+        namespace: str = "",
+        error: str = "",
+        since: str = "",
+        until: str = "",
+        before: str = "",
+    ) -> Response:
+        # Declared one by one: the API refuses a query parameter its route does not take.
+        params = {
+            "task": task,
+            "failure_class": failure_class,
+            "namespace": namespace,
+            "error": error,
+            "since": since,
+            "until": until,
+            "before": before,
+        }
+        view = search.failures_page(stores(), params, grant_of(request).namespaces)
+        return page("failures.html", view=view)
+
+    @app.get("/ui/jobs", include_in_schema=False)
+    def ui_jobs_search(
+        request: Request,
+        task: str = "",
+        state: str = "",
+        failure_class: str = "",
+        namespace: str = "",
+        error: str = "",
+        since: str = "",
+        until: str = "",
+        before: str = "",
+    ) -> Response:
+        # Declared one by one: the API refuses a query parameter its route does not take.
+        params = {
+            "task": task,
+            "state": state,
+            "failure_class": failure_class,
+            "namespace": namespace,
+            "error": error,
+            "since": since,
+            "until": until,
+            "before": before,
+        }
+        view = search.jobs_page(stores(), params, grant_of(request).namespaces)
+        return page("jobs_search.html", view=view)
+
+    @app.get("/ui/work", include_in_schema=False)
+    def ui_work(request: Request) -> Response:
+        return page("work.html", view=work.work_page(stores(), grant_of(request).namespaces))
+
     @app.get("/ui/tasks/{task_id}", include_in_schema=False)
     def ui_task(request: Request, task_id: int) -> Response:
         store = stores()
@@ -131,10 +185,10 @@ def add_ui(
         if place is not None:
             namespace = store.queries.job_namespace(place[0])
             if namespace is not None and grant.sees(namespace):
-                data = pages.task_page(store, task_id)
+                data = task_page.task_page(store, task_id)
         if data is None:
             return page("missing.html", 404, what=f"task {task_id}")
-        return page("task.html", **data)
+        return page("task.html", 200, **data)
 
     @app.get("/ui/static/{name}", include_in_schema=False)
     def ui_static(name: str) -> Response:
