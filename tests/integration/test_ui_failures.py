@@ -106,7 +106,7 @@ def test_the_failures_page_shows_the_callers_namespaces_only(tmp_path: Path) -> 
             return bool(status["state"] == "failed")
 
         for k in tokens:
-            assert wait_for(lambda k=k: failed(k), timeout=60)  # type: ignore[misc]
+            assert wait_for(lambda k=k: failed(k), timeout=60)
         login = httpx.post(f"{url}/ui/login", content=f"token={tokens['a']}",
                            headers={"Content-Type": "application/x-www-form-urlencoded",
                                     "Origin": url})
