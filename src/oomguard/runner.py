@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import pickle
 import sys
 import threading
@@ -205,7 +206,7 @@ class Runner:
         replicates: int | None = None,
         aggregate: Callable[..., object] | str | None = None,
         batch_size: int | None = None,
-        out: str | None = None,
+        out: str | os.PathLike[str] | None = None,
         name: str | None = None,
         title: str | None = None,
         namespace: str = "default",

@@ -33,7 +33,7 @@ def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -
     params = ({"x": i, "marker_dir": str(markers)} for i in range(200))
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
         job = runner.sweep("fixtures.tasks:counted", params, replicates=3,
-                           aggregate="fixtures.tasks:total", out=str(out))
+                           aggregate="fixtures.tasks:total", out=out)
         status = job.wait(timeout=180, progress=False)
         assert status["counts"]["succeeded"] == 800
         assert status["state"] == "succeeded"
@@ -199,7 +199,7 @@ def test_wait_says_when_results_are_not_yet_written_to_parquet(
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1) as runner:
         # A scheduler that never gets round to its Parquet parts (a stuck disk, say).
         monkeypatch.setattr(runner.scheduler, "_write_parts", lambda final: None)
-        job = runner.sweep("oomguard.examples:noop", [{"x": 1}, {"x": 2}], out=str(tmp_path / "o"))
+        job = runner.sweep("oomguard.examples:noop", [{"x": 1}, {"x": 2}], out=tmp_path / "o")
         with pytest.raises(TimeoutError, match="2 results were not yet written to"):
             job.wait(timeout=3, progress=False)
         assert job.status()["counts"]["succeeded"] == 2

@@ -21,7 +21,7 @@ def test_parts_are_bounded_by_bytes_not_only_rows(tmp_path: Path) -> None:
     out = tmp_path / "out"
     # 1.5 MiB results, 4 MiB parts: two results a part, however many rows a part may hold.
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, part_bytes="4MiB") as r:
-        job = r.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in range(7)], out=str(out))
+        job = r.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in range(7)], out=out)
         job.wait(timeout=120, progress=False)
     sizes = [pq.ParquetFile(p).metadata.num_rows for p in _parts(out)]
     assert sum(sizes) == 7
@@ -35,7 +35,7 @@ def test_a_result_waits_at_most_part_max_delay_for_its_part(tmp_path: Path) -> N
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, part_max_delay=0.5) as r:
         job = r.sweep(
             "fixtures.tasks:sleep_then", [{"x": 1, "seconds": 0.0}, {"x": 2, "seconds": 30.0}],
-            out=str(out),
+            out=out,
         )
         # The quick task's row is in a part while the slow one still runs: the job is not
         # finished and far from part_rows, so only the delay can have cut that part.
@@ -55,7 +55,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     path = tmp_path / "old.sqlite"
     out = tmp_path / "out"
     with oomguard.Runner(store=str(path), workers=1) as r:
-        job = r.sweep("fixtures.tasks:sleep_then", [{"x": 1}, {"x": 2}], out=str(out))
+        job = r.sweep("fixtures.tasks:sleep_then", [{"x": 1}, {"x": 2}], out=out)
         job.wait(timeout=60, progress=False)
     # Turn it back into schema 1, with its results not yet exported.
     db = sqlite3.connect(path)

@@ -42,7 +42,7 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     with oomguard.Runner(store=str(store), workers=2) as runner:
         # seed 1 is in both jobs: its result blob is shared and must survive.
         old = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 2, 3)],
-                           out=str(tmp_path / "old"), name="old")
+                           out=tmp_path / "old", name="old")
         old.wait(timeout=120, progress=False)
         keep = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 4)],
                             name="keep")

@@ -9,6 +9,7 @@ parameter sets stay a stream (a params file is never read whole).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -63,7 +64,7 @@ def job_spec(
     aggregate: Task | None = None,
     name: str | None = None,
     title: str | None = None,
-    out: str | None = None,
+    out: str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     namespace: str = "default",
     memory: int | None = None,
@@ -91,7 +92,7 @@ def job_spec(
         aggregate_reference=agg_ref,
         name=name,
         title=title,
-        out=out,
+        out=os.fspath(out) if out is not None else None,
         batch_size=batch_size,
         namespace=namespace,
         memory=memory,
