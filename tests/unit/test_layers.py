@@ -60,6 +60,7 @@ LAYERS = (
     ("agent",),
     ("ui",),
     ("api",),
+    ("executor",),  # oomguard.Executor: on a Runner
     ("runner",),
     ("scheduler",),
     ("notify",),
