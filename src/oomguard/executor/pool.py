@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import json
 import os
 import pickle
 import shutil
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from oomguard.executor.call import (
     CALL_REF,
@@ -38,6 +39,7 @@ from oomguard.jobs.status import Failure
 from oomguard.jobs.task import TaskOptions
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
 
 T = TypeVar("T")
 
@@ -100,6 +102,8 @@ class Executor(concurrent.futures.Executor):
         workers = max_workers or os.cpu_count() or 1
         self._runner = Runner(path, workers, memory_budget, None, config=None, **options)
         self._store = self._runner.store
+        #: answers of calls finished by an earlier executor on this store, by call digest
+        self._finished = _finished_calls(self._store) if store is not None else {}
         self._job = "ex-" + uuid.uuid4().hex[:12]
         self._store.create_job(self._job, name="executor", fn=CALL_REF, agg=None)
         self._lock = threading.Lock()
@@ -122,18 +126,24 @@ class Executor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[T]:
         """Schedule ``fn(*args, **kwargs)``; its future."""
         blob = encode_call(fn, args, kwargs, self._initializer)
-        future: concurrent.futures.Future[T] = self._add(CALL_REF, fn, blob)
-        return future
+        # The future holds what fn returns: T, as the caller's type checker reads it.
+        return cast("concurrent.futures.Future[T]", self._add(CALL_REF, fn, blob))
 
     def _add(
         self, ref: str, fn: Callable[..., object], blob: bytes
-    ) -> concurrent.futures.Future[T]:
+    ) -> concurrent.futures.Future[object]:
         payload = pickle.dumps(((blob,), {}), protocol=pickle.HIGHEST_PROTOCOL)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            grp = self._groups
             digest = call_digest(blob, next(self._order))
+            if (done := self._finished.pop(digest, None)) is not None:
+                # Finished by an earlier run of this script: its answer, not a new run.
+                future: concurrent.futures.Future[object] = concurrent.futures.Future()
+                future.set_running_or_notify_cancel()
+                self._settle(future, decode(done))
+                return future
+            grp = self._groups
             rows = self._runner.rows
             fields = rows.fields(ref, {}, TaskOptions())
             fields["memory_key"] = qualified_name(fn)
@@ -143,8 +153,8 @@ class Executor(concurrent.futures.Executor):
                 row["payload_ref"] = self._store.blobs.put(payload)
             else:
                 row["payload"] = payload
-            future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            self._futures[grp] = future  # type: ignore[assignment]
+            future = concurrent.futures.Future()
+            self._futures[grp] = future
             self._groups = grp + 1
             self._store.add_tasks([row], job_id=self._job, groups=grp + 1)
         self._runner.tasks_added()
@@ -278,7 +288,7 @@ class Executor(concurrent.futures.Executor):
                         if isinstance(value, BaseException):
                             self._finish(grp, None, value)
                         else:
-                            self._finish(grp, decode(pickle.loads(value)), None)
+                            self._finish(grp, decode(_answer_blob(value)), None)
                 for data in store.queries.failed_tasks(self._job):
                     if data["group"] in open_groups:
                         failure = Failure.from_json(data)
@@ -293,9 +303,41 @@ class Executor(concurrent.futures.Executor):
             return
         if error is not None:
             future.set_exception(error)
-        elif isinstance(answer, Raised):
+        else:
+            self._settle(future, answer)
+
+    @staticmethod
+    def _settle(future: concurrent.futures.Future[object], answer: object) -> None:
+        if isinstance(answer, Raised):
             future.set_exception(_rebuilt(answer))
         elif isinstance(answer, Returned):
             future.set_result(answer.value)
         else:  # a map chunk: its answers, read by map
             future.set_result(answer)
+
+
+def _answer_blob(value: bytes) -> bytes:
+    """What :func:`~oomguard.executor.call.run_call` returned, from its stored result."""
+    blob = pickle.loads(value)
+    assert isinstance(blob, bytes)
+    return blob
+
+
+def _finished_calls(store: Store) -> dict[str, bytes]:
+    """The answers of the calls that executors finished on ``store``, by call digest
+    (:func:`~oomguard.executor.call.call_digest`, kept as the task's parameters); the
+    calls they left unfinished are cancelled."""
+    found: dict[str, bytes] = {}
+    for job in store.jobs():
+        if job.fn != CALL_REF:
+            continue
+        # What an earlier run left unfinished is this run's to submit again (or not): the
+        # scheduler must not run it behind its back.
+        if job.state != "cancelled":
+            store.admin.cancel(job.id)
+        for _tid, _grp, _rep, params, _n, value in store.queries.result_rows(job.id):
+            if isinstance(params, str) and not isinstance(value, BaseException):
+                digest = json.loads(params).get("call")
+                if isinstance(digest, str):
+                    found[digest] = _answer_blob(value)
+    return found
