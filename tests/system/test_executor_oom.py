@@ -33,3 +33,16 @@ def test_one_call_past_the_limit_fails_alone(require_cgroup: None) -> None:
         assert [f.result(120) for f in [ex.submit(sum, [i, 1]) for i in range(4)]] == [1, 2, 3, 4]
         late = ex.submit(allocate, 4).exception(120)
         assert isinstance(late, oomguard.CallMemoryError)
+
+
+def test_joblib_raises_the_memory_error_after_the_retries(require_cgroup: None) -> None:
+    import joblib
+
+    import oomguard.joblib  # noqa: F401  (registers the backend)
+
+    with pytest.raises(oomguard.CallMemoryError) as info:
+        with joblib.parallel_config(backend="oomguard", n_jobs=2, worker_memory="300MiB"):
+            joblib.Parallel()(joblib.delayed(allocate)(1024 if i == 3 else 4) for i in range(8))
+    assert isinstance(info.value, MemoryError)
+    assert info.value.kernel_line is not None
+    assert "Killed process" in info.value.kernel_line
