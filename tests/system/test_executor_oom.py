@@ -38,11 +38,11 @@ def test_one_call_past_the_limit_fails_alone(require_cgroup: None) -> None:
 def test_joblib_raises_the_memory_error_after_the_retries(require_cgroup: None) -> None:
     import joblib
 
-    import oomguard.joblib  # noqa: F401  (registers the backend)
+    import oomguard.joblib  # registers the backend
 
-    with pytest.raises(oomguard.CallMemoryError) as info:
-        with joblib.parallel_config(backend="oomguard", n_jobs=2, worker_memory="300MiB"):
-            joblib.Parallel()(joblib.delayed(allocate)(1024 if i == 3 else 4) for i in range(8))
+    config = joblib.parallel_config(backend="oomguard", n_jobs=2, worker_memory="300MiB")
+    with pytest.raises(oomguard.CallMemoryError) as info, config:
+        joblib.Parallel()(joblib.delayed(allocate)(1024 if i == 3 else 4) for i in range(8))
     assert isinstance(info.value, MemoryError)
     assert info.value.kernel_line is not None
     assert "Killed process" in info.value.kernel_line
