@@ -13,6 +13,9 @@ The public API::
         table = job.results()
 
     job = runner.sweep(oomguard.command("simulate --agents {n_agents}"), params)
+
+    with oomguard.Executor(max_workers=4, worker_memory="2GiB") as ex:  # as ProcessPoolExecutor
+        results = list(ex.map(simulate_one, range(100), chunksize=8))
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from oomguard.jobs.status import Failure, JobStatus
 
 if typing.TYPE_CHECKING:
     from oomguard.config import RunnerConfig
+    from oomguard.executor import CallFailedError, CallMemoryError, Executor, WorkerDiedError
     from oomguard.runner import Job, Runner
 
 __all__ = [
+    "CallFailedError",
+    "CallMemoryError",
+    "Executor",
     "Failure",
     "FailureClass",
     "Job",
@@ -37,6 +44,7 @@ __all__ = [
     "Runner",
     "RunnerConfig",
     "TaskState",
+    "WorkerDiedError",
     "command",
     "task",
 ]
@@ -48,6 +56,10 @@ def __getattr__(name: str) -> object:
         from oomguard import runner
 
         return getattr(runner, name)
+    if name in ("Executor", "CallFailedError", "CallMemoryError", "WorkerDiedError"):
+        from oomguard import executor
+
+        return getattr(executor, name)
     if name == "RunnerConfig":
         from oomguard.config import RunnerConfig
 

@@ -21,6 +21,9 @@ def _packages() -> list[str]:
 
 def test_the_public_api() -> None:
     assert sorted(oomguard.__all__) == [
+        "CallFailedError",
+        "CallMemoryError",
+        "Executor",
         "Failure",
         "FailureClass",
         "Job",
@@ -29,6 +32,7 @@ def test_the_public_api() -> None:
         "Runner",
         "RunnerConfig",
         "TaskState",
+        "WorkerDiedError",
         "command",
         "task",
     ]

@@ -60,6 +60,8 @@ LAYERS = (
     ("agent",),
     ("ui",),
     ("api",),
+    ("joblib",),  # the joblib backend: on an Executor
+    ("executor",),  # oomguard.Executor: on a Runner
     ("runner",),
     ("scheduler",),
     ("notify",),

@@ -1,0 +1,343 @@
+"""The executor: :class:`Executor`, a ``concurrent.futures.Executor`` on a
+:class:`~oomguard.runner.Runner`.
+
+Every call is one task of one job (per executor) in the Runner's store, run by the
+Runner's workers in their memory cgroups, so a call killed by the kernel is classified,
+retried with more memory as any task is, and fails only its own future. A collector
+thread reads what ended from the store and completes the futures.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import itertools
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar, cast
+
+from oomguard.executor.call import (
+    CALL_REF,
+    CHUNK_REF,
+    Raised,
+    Returned,
+    call_digest,
+    decode,
+    encode_call,
+    encode_chunk,
+    qualified_name,
+)
+from oomguard.executor.exceptions import RemoteTraceback, failure_error
+from oomguard.jobs.status import Failure
+from oomguard.jobs.task import TaskOptions
+from oomguard.store.blobs import BLOB_THRESHOLD
+from oomguard.store.factory import open_store
+from oomguard.store.protocol import Store
+
+T = TypeVar("T")
+
+#: how often the collector asks the store what ended, at most
+POLL_S = 0.01
+
+
+def _rebuilt(answer: Raised) -> BaseException:
+    err: BaseException
+    if answer.exception is not None:
+        try:
+            loaded = decode(answer.exception)
+            err = loaded if isinstance(loaded, BaseException) else RuntimeError(answer.text)
+        except Exception:
+            err = RuntimeError(answer.text)
+    else:
+        err = RuntimeError(answer.text)
+    err.__cause__ = RemoteTraceback(answer.traceback)
+    return err
+
+
+class Executor(concurrent.futures.Executor):
+    """``with oomguard.Executor(max_workers=4, worker_memory="2GiB") as ex: ...``: a
+    ``ProcessPoolExecutor`` whose workers run in memory cgroups; a worker's death fails
+    only its own future (:class:`~oomguard.executor.exceptions.WorkerDiedError`), a call
+    OOM-killed at its limit runs again with more memory, and only a call that cannot fit
+    fails (:class:`~oomguard.executor.exceptions.CallMemoryError`, a ``MemoryError``)."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[object, ...] = (),
+        max_tasks_per_child: int | None = None,
+        worker_memory: str | int | None = None,
+        memory_budget: str | int | None = None,
+        retries: int = 0,
+        store: str | os.PathLike[str] | None = None,
+        task_memory: str | int | None = None,
+    ) -> None:
+        from oomguard.runner import Runner
+
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        self._tmp: str | None = None
+        if store is None:
+            self._tmp = tempfile.mkdtemp(prefix="oomguard-executor-")
+            path = os.path.join(self._tmp, "executor.sqlite")
+        else:
+            path = os.fspath(store)
+        self._initializer = None if initializer is None else (initializer, tuple(initargs))
+        options: dict[str, object] = {"retries": retries}
+        if worker_memory is not None:
+            options["worker_memory"] = worker_memory
+        if task_memory is not None:
+            options["task_memory"] = task_memory
+        if max_tasks_per_child is not None:
+            options["max_tasks_per_worker"] = max_tasks_per_child
+        workers = max_workers or os.cpu_count() or 1
+        self._runner = Runner(path, workers, memory_budget, None, config=None, **options)
+        self._store = self._runner.store
+        #: answers of calls finished by an earlier executor on this store, by call digest
+        self._finished = _finished_calls(self._store) if store is not None else {}
+        self._job = "ex-" + uuid.uuid4().hex[:12]
+        self._store.create_job(self._job, name="executor", fn=CALL_REF, agg=None)
+        self._lock = threading.Lock()
+        self._futures: dict[int, concurrent.futures.Future[object]] = {}
+        self._order = itertools.count()
+        self._groups = 0
+        self._shutdown = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._runner.start()
+        self._collector = threading.Thread(
+            target=self._collect, name="oomguard-executor", daemon=True
+        )
+        self._collector.start()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: object, **kwargs: object
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; its future."""
+        blob = encode_call(fn, args, kwargs, self._initializer)
+        # The future holds what fn returns: T, as the caller's type checker reads it.
+        return cast("concurrent.futures.Future[T]", self._add(CALL_REF, fn, blob))
+
+    def _add(
+        self, ref: str, fn: Callable[..., object], blob: bytes
+    ) -> concurrent.futures.Future[object]:
+        payload = pickle.dumps(((blob,), {}), protocol=pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            digest = call_digest(blob, next(self._order))
+            if (done := self._finished.pop(digest, None)) is not None:
+                # Finished by an earlier run of this script: its answer, not a new run.
+                future: concurrent.futures.Future[object] = concurrent.futures.Future()
+                future.set_running_or_notify_cancel()
+                self._settle(future, decode(done))
+                return future
+            grp = self._groups
+            rows = self._runner.rows
+            fields = rows.fields(ref, {}, TaskOptions())
+            fields["memory_key"] = qualified_name(fn)
+            common = dict(fields, **self._store.blobs.params_row({"call": digest}))
+            (row,) = rows.group(self._job, grp, common, None)
+            if len(payload) > BLOB_THRESHOLD:
+                row["payload_ref"] = self._store.blobs.put(payload)
+            else:
+                row["payload"] = payload
+            future = concurrent.futures.Future()
+            self._futures[grp] = future
+            self._groups = grp + 1
+            self._store.add_tasks([row], job_id=self._job, groups=grp + 1)
+        self._runner.tasks_added()
+        self._wake.set()
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[object],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """``fn`` over the iterables, in order; ``chunksize`` calls per task; at most
+        ``buffersize`` tasks submitted ahead of the results taken; ``timeout`` counted
+        from this call."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        calls = zip(*iterables, strict=False)
+        chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
+
+        def submit_chunk(chunk: list[tuple[object, ...]]) -> concurrent.futures.Future[object]:
+            return self._add(CHUNK_REF, fn, encode_chunk(fn, chunk, self._initializer))
+
+        ahead = itertools.islice(chunks, buffersize) if buffersize is not None else chunks
+        futures = collections.deque(submit_chunk(c) for c in ahead)
+        return self._results(futures, chunks, submit_chunk, deadline)
+
+    def _results(
+        self,
+        futures: collections.deque[concurrent.futures.Future[object]],
+        more: Iterator[list[tuple[object, ...]]],
+        submit_chunk: Callable[[list[tuple[object, ...]]], concurrent.futures.Future[object]],
+        deadline: float | None,
+    ) -> Iterator[T]:
+        try:
+            while futures:
+                future = futures.popleft()
+                if (chunk := next(more, None)) is not None:
+                    futures.append(submit_chunk(chunk))
+                left = None if deadline is None else deadline - time.monotonic()
+                answers = future.result(left)
+                assert isinstance(answers, list)
+                for answer in answers:
+                    if isinstance(answer, Raised):
+                        raise _rebuilt(answer)
+                    assert isinstance(answer, Returned)
+                    yield answer.value  # type: ignore[misc]
+        finally:
+            for future in futures:
+                future.cancel()
+
+    # -- ending -----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more submissions; with ``cancel_futures`` the calls not started are
+        cancelled; with ``wait``, returns when every call ended and the workers stopped."""
+        with self._lock:
+            self._shutdown = True
+            futures = list(self._futures.values())
+        if cancel_futures:
+            for future in futures:
+                if not future.running():
+                    future.cancel()
+        if wait:
+            concurrent.futures.wait(futures)
+            self._close()
+        else:
+            threading.Thread(
+                target=self._close_after, args=(futures,), name="oomguard-executor-close"
+            ).start()
+
+    def _close_after(self, futures: list[concurrent.futures.Future[object]]) -> None:
+        concurrent.futures.wait(futures)
+        self._close()
+
+    def terminate_workers(self) -> None:
+        """Stop the workers now: the calls not ended fail or are cancelled; no more
+        submissions (as ``ProcessPoolExecutor.terminate_workers``)."""
+        self._end_now()
+
+    def kill_workers(self) -> None:
+        """Kill the workers now (as ``ProcessPoolExecutor.kill_workers``)."""
+        self._end_now()
+
+    def _end_now(self) -> None:
+        with self._lock:
+            self._shutdown = True
+            futures = list(self._futures.values())
+        for future in futures:
+            future.cancel()
+        self._close()
+        for future in futures:
+            if not future.done():
+                future.set_exception(RuntimeError("the executor's workers were stopped"))
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+        self._wake.set()
+        if threading.current_thread() is not self._collector:
+            self._collector.join()
+        self._runner.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # -- collecting -------------------------------------------------------------------
+
+    def _collect(self) -> None:
+        store = open_store(self._store.path.as_posix())
+        seen_ended = 0
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(POLL_S)
+                self._wake.clear()
+                counts = store.queries.counts(self._job)
+                ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+                if ended == seen_ended:
+                    continue
+                seen_ended = ended
+                with self._lock:
+                    open_groups = set(self._futures)
+                for _tid, grp, _rep, _params, _n, value in store.queries.result_rows(self._job):
+                    if grp in open_groups:
+                        if isinstance(value, BaseException):
+                            self._finish(grp, None, value)
+                        else:
+                            self._finish(grp, decode(_answer_blob(value)), None)
+                for data in store.queries.failed_tasks(self._job):
+                    if data["group"] in open_groups:
+                        failure = Failure.from_json(data)
+                        self._finish(failure.group, None, failure_error(failure))
+        finally:
+            store.close()
+
+    def _finish(self, grp: int, answer: object, error: BaseException | None) -> None:
+        with self._lock:
+            future = self._futures.pop(grp, None)
+        if future is None or not future.set_running_or_notify_cancel():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            self._settle(future, answer)
+
+    @staticmethod
+    def _settle(future: concurrent.futures.Future[object], answer: object) -> None:
+        if isinstance(answer, Raised):
+            future.set_exception(_rebuilt(answer))
+        elif isinstance(answer, Returned):
+            future.set_result(answer.value)
+        else:  # a map chunk: its answers, read by map
+            future.set_result(answer)
+
+
+def _answer_blob(value: bytes) -> bytes:
+    """What :func:`~oomguard.executor.call.run_call` returned, from its stored result."""
+    blob = pickle.loads(value)
+    assert isinstance(blob, bytes)
+    return blob
+
+
+def _finished_calls(store: Store) -> dict[str, bytes]:
+    """The answers of the calls that executors finished on ``store``, by call digest
+    (:func:`~oomguard.executor.call.call_digest`, kept as the task's parameters); the
+    calls they left unfinished are cancelled."""
+    found: dict[str, bytes] = {}
+    for job in store.jobs():
+        if job.fn != CALL_REF:
+            continue
+        # What an earlier run left unfinished is this run's to submit again (or not): the
+        # scheduler must not run it behind its back.
+        if job.state != "cancelled":
+            store.admin.cancel(job.id)
+        for _tid, _grp, _rep, params, _n, value in store.queries.result_rows(job.id):
+            if isinstance(params, str) and not isinstance(value, BaseException):
+                digest = json.loads(params).get("call")
+                if isinstance(digest, str):
+                    found[digest] = _answer_blob(value)
+    return found
