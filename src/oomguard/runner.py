@@ -365,12 +365,12 @@ def _chunks(it: Iterator[T], n: int) -> Iterator[list[T]]:
 
 def job_status(store: Store, job_id: str) -> JobStatus:
     """A job's state, counts by state, failures by class and where its results go."""
-    return JobStatus.from_json(store.queries.job_status(job_id))
+    return JobStatus.from_record(store.queries.job_status(job_id))
 
 
 def job_failures(store: Store, job_id: str, limit: int | None = None) -> list[Failure]:
     """The job's tasks that failed for good (the first ``limit``), with their attempts."""
-    return [Failure.from_json(f) for f in store.queries.failed_tasks(job_id, limit)]
+    return [Failure.from_record(f) for f in store.queries.failed_tasks(job_id, limit)]
 
 
 class Job:

@@ -21,6 +21,7 @@ import pytest
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
 from oomguard.store import open_store
 from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
+from oomguard.store.records import KeyEstimate
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
@@ -170,7 +171,7 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store, tmp_path: Pa
     assert recovery.released_locks == 1
     assert store.queries.counts("j1")["ready"] == 2
     (attempt,) = store.queries.attempts(t0.id)
-    assert attempt["failure_class"] == "lost"
+    assert attempt.failure_class == "lost"
 
 
 def test_live_scheduler_keeps_the_store(store) -> None:
@@ -237,8 +238,8 @@ def test_large_params_go_to_blob_files_and_come_back(store) -> None:
 
 
 def test_estimates_persist(store) -> None:
-    store.put_estimates([("f|n=1", 100, 80, 3)])
-    store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
+    store.put_estimates([KeyEstimate("f|n=1", 100, 80, 3)])
+    store.put_estimates([KeyEstimate("f|n=1", 200, 160, 4), KeyEstimate("f|n=2", 10, 8, 1)])
     assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}
 
 

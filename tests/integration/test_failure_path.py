@@ -161,7 +161,7 @@ def test_a_task_that_kills_its_scheduler_fails_as_lost_after_lost_retries(
     assert status["counts"]["failed"] == 1
     with SqliteStore(tmp_path / "s.db") as store:
         (failure,) = store.queries.failed_tasks(store.resolve_job(None))
-    assert failure["failure_class"] == "lost"
-    assert "lost 2 times" in failure["error"]
-    assert [a["failure_class"] for a in failure["attempts"]] == ["lost", "lost"]
+    assert failure.failure_class == "lost"
+    assert failure.error is not None and "lost 2 times" in failure.error
+    assert [a.failure_class for a in failure.attempts] == ["lost", "lost"]
     assert os.path.exists(tmp_path / "s.db")

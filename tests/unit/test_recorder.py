@@ -107,8 +107,8 @@ def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
     recorder.handle(AttemptEnded(run.attempt_id, False, None, "error", "ValueError: x", {}))
     _commit(recorder, store)
     (failed, agg) = store.queries.failed_tasks("j1")
-    assert failed["failure_class"] == "error" and failed["error"]
-    assert agg["failure_class"] == "upstream_failed"
+    assert failed.failure_class == "error" and failed.error
+    assert agg.failure_class == "upstream_failed"
     assert recorder.parts_due == {"j1"}
 
 
@@ -131,9 +131,9 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
     recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))
     recorder.handle(AttemptEnded(b.attempt_id, True, b"\x80\x04N."))
     _commit(recorder, store)
-    (failure,) = [f for f in store.queries.failed_tasks("j1") if f["kind"] == "task"]
-    assert failure["failure_class"] == "error"
-    assert "oomguard could not record this attempt: ValueError" in failure["error"]
+    (failure,) = [f for f in store.queries.failed_tasks("j1") if f.kind == "task"]
+    assert failure.failure_class == "error"
+    assert "oomguard could not record this attempt: ValueError" in failure.error
     assert store.queries.counts("j1")["succeeded"] == 1
 
 
@@ -157,9 +157,9 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     recorder.apply_by_task(writes)
     counts = store.queries.counts("j1")
     assert counts["succeeded"] == 2 and counts["failed"] == 2  # b and its aggregation
-    failure = next(f for f in store.queries.failed_tasks("j1") if f["task_id"] == b.task.id)
-    assert failure["error"].startswith("error: result could not be stored: OSError")
-    assert failure["attempts"][-1]["failure_class"] == "error"
+    failure = next(f for f in store.queries.failed_tasks("j1") if f.task_id == b.task.id)
+    assert failure.error.startswith("error: result could not be stored: OSError")
+    assert failure.attempts[-1].failure_class == "error"
 
 
 def test_every_ending_is_told_to_the_notifier(

@@ -18,7 +18,23 @@ if TYPE_CHECKING:
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
-    from oomguard.store.records import JobRecord, JobTimes, StoredSpec, TaskRow
+    from oomguard.store.records import (
+        AttemptRecord,
+        AttemptSpan,
+        EventRecord,
+        FailedTask,
+        JobListing,
+        JobProgress,
+        JobRecord,
+        JobTimes,
+        KeyEstimate,
+        KillPoint,
+        StoredSpec,
+        TaskDetail,
+        TaskListing,
+        TaskRow,
+        ThroughputPoint,
+    )
     from oomguard.store.samples import Sample
     from oomguard.store.writes import Write
 
@@ -117,9 +133,8 @@ class QueriesFacet(Protocol):
 
     def recent_jobs(
         self, limit: int, namespaces: Collection[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The newest ``limit`` jobs (of ``namespaces``; None: of all): id, name,
-        namespace, fn, state, created_at."""
+    ) -> list[JobListing]:
+        """The newest ``limit`` jobs (of ``namespaces``; None: of all)."""
         ...
 
     def task_list(
@@ -131,7 +146,7 @@ class QueriesFacet(Protocol):
         limit: int = 100,
         after: int | None = None,
         params: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskListing]:
         """The job's tasks in id order after task ``after``, filtered by state and failure
         class. With ``params``, each row's ``params`` is its JSON text where the row holds
         it; ``params_in_blob`` says they are in a blob file, which is never read here (rows
@@ -161,7 +176,7 @@ class QueriesFacet(Protocol):
         """Failed attempts with ``low < id <= high`` by (class, function)."""
         ...
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str) -> JobProgress:
         """A job's state, counts by state, failures by class and where its results go."""
         ...
 
@@ -169,7 +184,7 @@ class QueriesFacet(Protocol):
         """Failed attempts of the job by failure class (every attempt, retried or not)."""
         ...
 
-    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[FailedTask]:
         """Tasks that failed for good, each with its attempts and their evidence."""
         ...
 
@@ -177,18 +192,23 @@ class QueriesFacet(Protocol):
         """When the job's first attempt started, its last one ended, and how many run."""
         ...
 
-    def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
-        """The learned estimate of each memory key the job's tasks use."""
+    def job_estimates(self, job_id: str) -> list[KeyEstimate]:
+        """The learned estimate of each memory key the job's tasks use (without the
+        spread of its peaks or the proof of an unfit key: ``estimate_rows`` has them)."""
         ...
 
-    def task(self, task_id: int) -> dict[str, Any] | None:
+    def task(self, task_id: int) -> TaskDetail | None:
         """One task: its job, function, state, final class and error (params as JSON text,
         or ``params_in_blob``); None when there is no such task."""
         ...
 
-    def attempts(self, task_id: int) -> list[dict[str, Any]]: ...
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """A task's attempts in order, with their evidence."""
+        ...
 
-    def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]: ...
+    def all_attempts(self, job_id: str) -> Iterator[AttemptSpan]:
+        """Every attempt of the job in order, with its task's memory key."""
+        ...
 
     def group_results(
         self, job_id: str, grp: int
@@ -206,7 +226,9 @@ class QueriesFacet(Protocol):
         """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
         ...
 
-    def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    def events(self, job_id: str, limit: int = 100) -> list[EventRecord]:
+        """The job's newest ``limit`` events, oldest first."""
+        ...
 
     def unwritten_parts(self, job_id: str) -> int:
         """Stored results of the job not yet in a Parquet part, plus parts not yet renamed."""
@@ -304,14 +326,14 @@ class SamplesFacet(Protocol):
         the rows deleted."""
         ...
 
-    def throughput(self, job_id: str, max_points: int = 300) -> list[dict[str, Any]]:
+    def throughput(self, job_id: str, max_points: int = 300) -> list[ThroughputPoint]:
         """Attempts of the job ended per interval: ``t`` (start of the interval),
         ``step`` (seconds), ``succeeded``, ``failed`` (attempts), and ``done``: tasks
         finished for good by the end of the interval (succeeded, or failed at their last
         attempt)."""
         ...
 
-    def kills(self, job_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    def kills(self, job_id: str, limit: int = 500) -> list[KillPoint]:
         """The job's attempts that ran out of memory (OOM kills, ``memory_error``), in time
         order: when, class, memory key, limit, task and attempt."""
         ...
@@ -466,7 +488,7 @@ class Store(Protocol):
         """The params of a group and its replicates' pickled results, by replicate."""
         ...
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[Sequence[Any]] = ()) -> int:
+    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction."""
@@ -476,13 +498,12 @@ class Store(Protocol):
         """``{memory_key: (estimate, largest peak, samples)}``."""
         ...
 
-    def estimate_rows(self) -> dict[str, dict[str, Any]]:
+    def estimate_rows(self) -> dict[str, KeyEstimate]:
         """Everything each memory key is known to need (``scheduler/admission.py``)."""
         ...
 
-    def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
-        peak_sum, peak_sq])`` rows."""
+    def put_estimates(self, rows: Iterable[KeyEstimate]) -> None:
+        """Upsert what memory keys are known to need."""
         ...
 
     def task_place(self, task_id: int) -> tuple[str, int, str] | None:

@@ -36,7 +36,7 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.queries import POSITIONAL, Q
-from oomguard.store.records import JobRecord, StoredSpec, TaskRow
+from oomguard.store.records import JobRecord, KeyEstimate, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -309,7 +309,7 @@ class SqliteStore:
             values.append(self.blobs.get(ref) if ref else value)
         return (self.blobs.params_of(*params_row) if params_row else None), values
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[Sequence[Any]] = ()) -> int:
+    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction.
@@ -326,7 +326,7 @@ class SqliteStore:
             return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
 
     def _apply(
-        self, ops: list[tuple[str, dict[str, Any]]], estimates: Sequence[Sequence[Any]]
+        self, ops: list[tuple[str, dict[str, Any]]], estimates: Sequence[KeyEstimate]
     ) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
@@ -408,13 +408,12 @@ class SqliteStore:
         """``{memory_key: (estimate, largest peak, samples)}``."""
         return key_estimates.summary(self.db)
 
-    def estimate_rows(self) -> dict[str, dict[str, Any]]:
+    def estimate_rows(self) -> dict[str, KeyEstimate]:
         """Everything each memory key is known to need (``scheduler/admission.py``)."""
         return key_estimates.rows(self.db)
 
-    def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
-        peak_sum, peak_sq])`` rows."""
+    def put_estimates(self, rows: Iterable[KeyEstimate]) -> None:
+        """Upsert what memory keys are known to need."""
         with self.transaction() as db:
             key_estimates.put(db, rows)
 
