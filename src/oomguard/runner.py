@@ -16,7 +16,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
@@ -44,7 +45,7 @@ from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.factory import open_store
 from oomguard.store.protocol import Store
-from oomguard.store.records import StoredSpec
+from oomguard.store.records import NewTask, StoredSpec
 from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
@@ -309,7 +310,7 @@ class Runner:
         replicates: int | None,
         agg_ref: str | None,
         agg_opts: TaskOptions | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[NewTask]:
         if not isinstance(params, dict):
             raise PayloadError(
                 f"parameter set {grp} is not a dict of keyword arguments: {params!r:.80}", index=grp
@@ -343,9 +344,9 @@ class Runner:
             job_id, 0, self.rows.fields(ref, kwargs, options_of(task_fn)), None
         )
         if len(payload) > BLOB_THRESHOLD:
-            row["payload_ref"] = self.store.blobs.put(payload)
+            row = replace(row, payload_ref=self.store.blobs.put(payload))
         else:
-            row["payload"] = payload
+            row = replace(row, payload=payload)
         self.store.add_tasks([row], job_id=job_id, groups=1)
         self.store.set_job_groups(job_id, 1, sealed=True)
         self.tasks_added()

@@ -21,7 +21,7 @@ import pytest
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
 from oomguard.store import open_store
 from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
-from oomguard.store.records import KeyEstimate
+from oomguard.store.records import KeyEstimate, NewTask
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
@@ -50,12 +50,12 @@ def _job(store, n: int = 10, groups_of: int = 1, agg: bool = False) -> str:
     rows = []
     for g in range(n):
         for r in range(groups_of):
-            rows.append({"job_id": "j1", "grp": g, "kind": "task", "replicate": r, "fn": "m:f",
-                         "params": json.dumps({"x": g}), "state": "ready"})
+            rows.append(NewTask(job_id="j1", grp=g, kind="task", replicate=r, fn="m:f",
+                                params=json.dumps({"x": g}), state="ready"))
         if agg:
-            rows.append({"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g",
-                         "params": json.dumps({"x": g}), "state": "pending",
-                         "deps": groups_of})
+            rows.append(NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g",
+                                params=json.dumps({"x": g}), state="pending",
+                                deps=groups_of))
     store.add_tasks(rows, job_id="j1", groups=n)
     store.set_job_groups("j1", n, sealed=True)
     return "j1"
@@ -229,8 +229,10 @@ def test_large_results_go_to_blob_files(store) -> None:
 def test_large_params_go_to_blob_files_and_come_back(store) -> None:
     store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
-    store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
-                          **store.blobs.params_row(big))], job_id="j2", groups=1)
+    stored = store.blobs.params_row(big)
+    store.add_tasks([NewTask(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
+                             params=stored.params, params_ref=stored.params_ref)],
+                    job_id="j2", groups=1)
     assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
     (task,) = store.take_ready("j2", 10, 10)
     assert json.loads(task.params) == big

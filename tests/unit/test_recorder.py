@@ -14,6 +14,7 @@ from oomguard.config import RunnerConfig
 from oomguard.executors.events import AttemptEnded, Requeued
 from oomguard.scheduler.admission import Admission, Estimates, Role
 from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.store.records import NewTask
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import AttemptRow
 
@@ -38,10 +39,10 @@ class StandInExecutor:
 def store(tmp_path: Path):
     s = SqliteStore(tmp_path / "s.sqlite")
     s.create_job("j1", name="t", fn="m:f", agg="m:g")
-    rows = [{"job_id": "j1", "grp": g, "kind": "task", "replicate": 0, "fn": "m:f",
-             "params": json.dumps({"x": g}), "state": "ready"} for g in range(3)]
-    rows += [{"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g", "params": "{}",
-              "state": "pending", "deps": 1} for g in range(3)]
+    rows = [NewTask(job_id="j1", grp=g, kind="task", replicate=0, fn="m:f",
+                    params=json.dumps({"x": g}), state="ready") for g in range(3)]
+    rows += [NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g", params="{}",
+                     state="pending", deps=1) for g in range(3)]
     s.add_tasks(rows, job_id="j1", groups=3)
     s.set_job_groups("j1", 3, sealed=True)
     yield s

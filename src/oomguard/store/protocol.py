@@ -8,9 +8,9 @@ each (docs/ARCHITECTURE.md, "The store").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
         JobTimes,
         KeyEstimate,
         KillPoint,
+        NewTask,
+        StoredParams,
         StoredSpec,
         TaskDetail,
         TaskListing,
@@ -61,7 +63,7 @@ class BlobsFacet(Protocol):
         """A task's params JSON, read from its blob file when it was too large for the row."""
         ...
 
-    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
+    def params_row(self, params: Mapping[str, object] | str) -> StoredParams:
         """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
         ...
 
@@ -460,12 +462,12 @@ class Store(Protocol):
 
     def add_tasks(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[NewTask],
         *,
         job_id: str | None = None,
         groups: int | None = None,
     ) -> None:
-        """Insert tasks (dicts with the tasks table's columns) in one transaction."""
+        """Insert tasks in one transaction."""
         ...
 
     def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None: ...

@@ -103,6 +103,15 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class StoredParams:
+    """A task's keyword arguments as its row keeps them: their JSON text, or the name of
+    the blob file holding it when too large for the row (``store.blobs.params_row``)."""
+
+    params: str | None
+    params_ref: str | None
+
+
+@dataclass(frozen=True)
 class NewTask:
     """A task to insert (:meth:`~oomguard.store.protocol.Store.add_tasks`): the tasks
     table's columns a submission sets; ``scheduler/rows.py`` builds them."""
@@ -121,9 +130,10 @@ class NewTask:
     #: a pickled call (a command's closure), or the blob holding it
     payload: bytes | None = None
     payload_ref: str | None = None
+    #: replicates an aggregation waits for
     deps: int = 0
     retries: int = 0
-    oom_retries: int | None = None
+    oom_retries: int = 3
     timeout: float | None = None
     memory: int | None = None
     memory_key: str | None = None
@@ -338,6 +348,7 @@ __all__ = [
     "KeyEstimate",
     "KillPoint",
     "NewTask",
+    "StoredParams",
     "StoredSpec",
     "TaskDetail",
     "TaskListing",

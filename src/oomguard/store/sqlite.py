@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import operator
 import os
 import sqlite3
 import time
@@ -36,7 +35,7 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.queries import POSITIONAL, Q
-from oomguard.store.records import JobRecord, KeyEstimate, StoredSpec, TaskRow
+from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -208,43 +207,45 @@ class SqliteStore:
 
     def add_tasks(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[NewTask],
         *,
         job_id: str | None = None,
         groups: int | None = None,
     ) -> None:
-        """Insert tasks (dicts with the tasks table's columns) in one transaction.
+        """Insert tasks in one transaction.
 
         With ``job_id`` and ``groups``, the job's count of inserted groups is updated in the
         same transaction, so an interrupted submission resumes where it stopped.
         """
         now = time.time()
-        columns = (
-            "job_id",
-            "grp",
-            "kind",
-            "replicate",
-            "fn",
-            "params",
-            "params_ref",
-            "payload",
-            "payload_ref",
-            "state",
-            "deps",
-            "retries",
-            "oom_retries",
-            "timeout",
-            "memory",
-            "memory_key",
-            "lock_key",
-        )
         with self.transaction() as db:
             if rows:
-                # Every column, with its default where a row leaves it out (C-level getter:
-                # a submission inserts up to millions of rows).
-                base = dict.fromkeys(columns, None) | {"deps": 0, "retries": 0, "oom_retries": 3}
-                values = operator.itemgetter(*columns)
-                db.executemany(Q["insert_task"], [(*values(base | r), now) for r in rows])
+                db.executemany(
+                    Q["insert_task"],
+                    [
+                        (
+                            r.job_id,
+                            r.grp,
+                            r.kind,
+                            r.replicate,
+                            r.fn,
+                            r.params,
+                            r.params_ref,
+                            r.payload,
+                            r.payload_ref,
+                            r.state,
+                            r.deps,
+                            r.retries,
+                            r.oom_retries,
+                            r.timeout,
+                            r.memory,
+                            r.memory_key,
+                            r.lock_key,
+                            now,
+                        )
+                        for r in rows
+                    ],
+                )
             if job_id is not None and groups is not None:
                 db.execute(Q["set_total_groups"], (groups, job_id))
 
