@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import BlobMissingError
 from oomguard.store.failures import translated
@@ -69,7 +69,7 @@ class GarbageReport:
     temporary_removed: int  # half-written files left by a killed process
     dry_run: bool
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
 

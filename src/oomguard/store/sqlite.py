@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from oomguard.errors import (
     BlobMissingError,
@@ -34,7 +33,7 @@ from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
-from oomguard.store.queries import POSITIONAL, Q
+from oomguard.store.queries import POSITIONAL, Q, SqlParams
 from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
@@ -326,12 +325,10 @@ class SqliteStore:
         except UnicodeEncodeError:
             return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
 
-    def _apply(
-        self, ops: list[tuple[str, dict[str, Any]]], estimates: Sequence[KeyEstimate]
-    ) -> int:
+    def _apply(self, ops: list[tuple[str, SqlParams]], estimates: Sequence[KeyEstimate]) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
-        phases: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        phases: dict[int, list[tuple[str, SqlParams]]] = {}
         for name, params in ops:
             phases.setdefault(PHASES[name], []).append((name, params))
         duplicates = 0
@@ -359,7 +356,7 @@ class SqliteStore:
                 )
         return duplicates
 
-    def _store_results(self, db: sqlite3.Connection, results: list[dict[str, Any]]) -> int:
+    def _store_results(self, db: sqlite3.Connection, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed
         their tasks and release their dependants; return the number of duplicates."""
         ids = [params["task_id"] for params in results]
@@ -370,12 +367,14 @@ class SqliteStore:
                 (json.dumps(ids),),
             )
         }
-        fresh: list[dict[str, Any]] = []
+        fresh: list[SqlParams] = []
         for params in results:
-            if params["task_id"] in stored:
+            task_id = int(params["task_id"] or 0)
+            if task_id in stored:
                 continue
-            stored.add(params["task_id"])
+            stored.add(task_id)
             value = params["value"]
+            assert value is None or isinstance(value, bytes)  # a result write's pickle
             row = dict(params, value_ref=None, size=None if value is None else len(value))
             if value is not None and len(value) > BLOB_THRESHOLD:
                 row["value_ref"] = self.blobs.put(value)
@@ -385,7 +384,9 @@ class SqliteStore:
             for name in ("insert_result", "task_succeeded"):
                 query = POSITIONAL[name]
                 db.executemany(query.sql, [query.values(r) for r in fresh])
-            released = [r for r in fresh if r["kind"] == "task" and self._aggregates(r["job_id"])]
+            released = [
+                r for r in fresh if r["kind"] == "task" and self._aggregates(str(r["job_id"]))
+            ]
             if released:
                 query = POSITIONAL["release_dependent"]
                 db.executemany(query.sql, [query.values(r) for r in released])
