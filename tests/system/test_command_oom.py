@@ -62,8 +62,8 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
 
     # 200 MiB is killed with the limit the declared 128 MiB gave it, then succeeds with more.
     mid = sorted(by_mib[200], key=lambda a: a.attempt_id)
-    assert mid[0]["failure_class"] == "oom_cgroup" and mid[0]["limit_bytes"] < 200 * MIB
-    assert mid[-1]["state"] == "succeeded" and mid[-1]["limit_bytes"] > 200 * MIB
+    assert mid[0].failure_class == "oom_cgroup" and mid[0].limit_bytes < 200 * MIB
+    assert mid[-1].state == "succeeded" and mid[-1].limit_bytes > 200 * MIB
 
     # The small ones ran once, and the program's JSON is in the Parquet columns.
     assert all(len(by_mib[m]) == 1 for m in (10, 20))
