@@ -128,14 +128,14 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, name: str) -> dict[
         sched_cpu = time.process_time() - cpu0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    kills = [a for a in attempts if (a["failure_class"] or "").startswith(("oom_", "memory"))]
+    kills = [a for a in attempts if (a.failure_class or "").startswith(("oom_", "memory"))]
     return {
         "wall_s": wall,
         "succeeded": status["counts"]["succeeded"],
         "attempts": len(attempts),
         "oom_kills": len(kills),
         "scheduler_cpu_s": sched_cpu,
-        "largest_peak_mib": max((v["peak_bytes"] for v in knowledge.values()), default=0)
+        "largest_peak_mib": max((v.peak_bytes for v in knowledge.values()), default=0)
         / 2**20,
     }
 

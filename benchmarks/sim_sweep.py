@@ -134,7 +134,7 @@ def drive_oomguard(plan: dict[str, Any], out: Path) -> dict[str, Any]:
         attempts = list(runner.store.queries.all_attempts(job.id))
     aggregates = ds.dataset(out / "parquet" / "aggregates").to_table().to_pylist()
     succeeded = ds.dataset(out / "parquet" / "tasks").count_rows()
-    kills = [a for a in attempts if str(a["failure_class"] or "").startswith("oom")]
+    kills = [a for a in attempts if str(a.failure_class or "").startswith("oom")]
     tasks = len(params) * plan["replicates"]
     return {
         "succeeded": succeeded,

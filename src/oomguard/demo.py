@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         status = job.wait()
         attempts = list(runner.store.queries.all_attempts(job.id))
-        kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
+        kills = [a for a in attempts if (a.failure_class or "").startswith("oom_")]
         print()
         print(
             f"{len(kills)} {'attempt was' if len(kills) == 1 else 'attempts were'} "
@@ -73,29 +73,36 @@ def main(argv: list[str] | None = None) -> int:
         )
         for a in kills:
             (ev,) = [
-                x["evidence"]
-                for x in runner.store.queries.attempts(a["task_id"])
-                if x["attempt_id"] == a["attempt_id"]
+                x.evidence if isinstance(x.evidence, dict) else {}
+                for x in runner.store.queries.attempts(a.task_id)
+                if x.attempt_id == a.attempt_id
             ]
-            kernel = [line for line in ev.get("kernel_lines", []) if "Killed process" in line]
+            lines = ev.get("kernel_lines")
+            kernel = [
+                str(line)
+                for line in (lines if isinstance(lines, list) else [])
+                if "Killed process" in str(line)
+            ]
             print(
-                f"  task {a['task_id']} ({a['memory_key'].split('|')[-1]}): "
-                f"{a['failure_class']} at a limit of {format_size(a['limit_bytes'])}"
+                f"  task {a.task_id} ({(a.memory_key or '').split('|')[-1]}): "
+                f"{a.failure_class} at a limit of {format_size(a.limit_bytes)}"
             )
             if kernel:  # the kernel's whole line, wrapped
                 print("\n".join(wrap(kernel[-1].strip(), "    ", "kernel: ")))
             elif ev.get("killed_by_oomguard"):
-                print(f"    watchdog: RSS {format_size(ev.get('rss_bytes'))} over the limit")
+                rss = ev.get("rss_bytes")
+                print(
+                    f"    watchdog: RSS {format_size(rss if isinstance(rss, int) else None)} "
+                    "over the limit"
+                )
             retried = [
-                x
-                for x in runner.store.queries.attempts(a["task_id"])
-                if x["attempt_id"] > a["attempt_id"]
+                x for x in runner.store.queries.attempts(a.task_id) if x.attempt_id > a.attempt_id
             ]
             if retried:
                 last = retried[-1]
                 print(
-                    f"    retried with a limit of {format_size(last['limit_bytes'])}: "
-                    f"{last['state']} (peak {format_size(last['peak_bytes'])})"
+                    f"    retried with a limit of {format_size(last.limit_bytes)}: "
+                    f"{last.state} (peak {format_size(last.peak_bytes)})"
                 )
         print()
         print("learned estimates (the estimate: the peaks seen, plus a margin from their spread):")

@@ -17,7 +17,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
 from oomguard.config import RunnerConfig, load_config
 from oomguard.errors import (
@@ -45,7 +46,7 @@ from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.factory import open_store
 from oomguard.store.protocol import Store
-from oomguard.store.records import StoredSpec
+from oomguard.store.records import NewTask, StoredSpec
 from oomguard.units import parse_size
 
 log = logging.getLogger("oomguard.scheduler")
@@ -310,7 +311,7 @@ class Runner:
         replicates: int | None,
         agg_ref: str | None,
         agg_opts: TaskOptions | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[NewTask]:
         if not isinstance(params, dict):
             raise PayloadError(
                 f"parameter set {grp} is not a dict of keyword arguments: {params!r:.80}", index=grp
@@ -344,9 +345,9 @@ class Runner:
             job_id, 0, self.rows.fields(ref, kwargs, options_of(task_fn)), None
         )
         if len(payload) > BLOB_THRESHOLD:
-            row["payload_ref"] = self.store.blobs.put(payload)
+            row = replace(row, payload_ref=self.store.blobs.put(payload))
         else:
-            row["payload"] = payload
+            row = replace(row, payload=payload)
         self.store.add_tasks([row], job_id=job_id, groups=1)
         self.store.set_job_groups(job_id, 1, sealed=True)
         self.tasks_added()
@@ -366,12 +367,12 @@ def _chunks(it: Iterator[T], n: int) -> Iterator[list[T]]:
 
 def job_status(store: Store, job_id: str) -> JobStatus:
     """A job's state, counts by state, failures by class and where its results go."""
-    return JobStatus.from_json(store.queries.job_status(job_id))
+    return JobStatus.from_record(store.queries.job_status(job_id))
 
 
 def job_failures(store: Store, job_id: str, limit: int | None = None) -> list[Failure]:
     """The job's tasks that failed for good (the first ``limit``), with their attempts."""
-    return [Failure.from_json(f) for f in store.queries.failed_tasks(job_id, limit)]
+    return [Failure.from_record(f) for f in store.queries.failed_tasks(job_id, limit)]
 
 
 class Job:

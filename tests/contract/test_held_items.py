@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from oomguard.scheduler.items import call_item
-from oomguard.store.records import TaskRow
+from oomguard.store.records import NewTask, TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 from oomguard.worker.calls import AggregateCall, HeldRef
@@ -33,12 +33,12 @@ def _job(store: SqliteStore, groups_of: int) -> None:
     store.create_job("j1", name="t", fn="m:f", agg="m:g")
     params = json.dumps({"x": 0})
     rows = [
-        {"job_id": "j1", "grp": 0, "kind": "task", "replicate": r, "fn": "m:f",
-         "params": params, "state": "ready"}
+        NewTask(job_id="j1", grp=0, kind="task", replicate=r, fn="m:f",
+                params=params, state="ready")
         for r in range(groups_of)
     ]
-    rows.append({"job_id": "j1", "grp": 0, "kind": "aggregate", "fn": "m:g",
-                 "params": params, "state": "pending", "deps": groups_of})
+    rows.append(NewTask(job_id="j1", grp=0, kind="aggregate", fn="m:g",
+                        params=params, state="pending", deps=groups_of))
     store.add_tasks(rows, job_id="j1", groups=1)
     store.set_job_groups("j1", 1, sealed=True)
 

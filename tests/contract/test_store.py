@@ -22,7 +22,7 @@ import pytest
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
 from oomguard.store import Store, open_store
 from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
-from oomguard.store.records import TaskRow
+from oomguard.store.records import KeyEstimate, NewTask, TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
@@ -51,12 +51,12 @@ def _job(store: Store, n: int = 10, groups_of: int = 1, agg: bool = False) -> st
     rows = []
     for g in range(n):
         for r in range(groups_of):
-            rows.append({"job_id": "j1", "grp": g, "kind": "task", "replicate": r, "fn": "m:f",
-                         "params": json.dumps({"x": g}), "state": "ready"})
+            rows.append(NewTask(job_id="j1", grp=g, kind="task", replicate=r, fn="m:f",
+                                params=json.dumps({"x": g}), state="ready"))
         if agg:
-            rows.append({"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g",
-                         "params": json.dumps({"x": g}), "state": "pending",
-                         "deps": groups_of})
+            rows.append(NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g",
+                                params=json.dumps({"x": g}), state="pending",
+                                deps=groups_of))
     store.add_tasks(rows, job_id="j1", groups=n)
     store.set_job_groups("j1", n, sealed=True)
     return "j1"
@@ -173,7 +173,7 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_p
     assert recovery.released_locks == 1
     assert store.queries.counts("j1")["ready"] == 2
     (attempt,) = store.queries.attempts(t0.id)
-    assert attempt["failure_class"] == "lost"
+    assert attempt.failure_class == "lost"
 
 
 def test_live_scheduler_keeps_the_store(store: Store) -> None:
@@ -233,8 +233,10 @@ def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
     assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
     store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
-    store.add_tasks([dict(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
-                          **store.blobs.params_row(big))], job_id="j2", groups=1)
+    stored = store.blobs.params_row(big)
+    store.add_tasks([NewTask(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
+                             params=stored.params, params_ref=stored.params_ref)],
+                    job_id="j2", groups=1)
     assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
     (task,) = store.take_ready("j2", 10, 10)
     assert task.params is not None and json.loads(task.params) == big
@@ -243,8 +245,8 @@ def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
 
 
 def test_estimates_persist(store: Store) -> None:
-    store.put_estimates([("f|n=1", 100, 80, 3)])
-    store.put_estimates([("f|n=1", 200, 160, 4), ("f|n=2", 10, 8, 1)])
+    store.put_estimates([KeyEstimate("f|n=1", 100, 80, 3)])
+    store.put_estimates([KeyEstimate("f|n=1", 200, 160, 4), KeyEstimate("f|n=2", 10, 8, 1)])
     assert store.estimates() == {"f|n=1": (200, 160, 4), "f|n=2": (10, 8, 1)}
 
 

@@ -200,19 +200,19 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
         assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = dict(runner.scheduler.executor.recycles)
         attempts = list(runner.store.queries.all_attempts(job.id))
-        skipped = [runner.store.queries.attempts(a["task_id"])
-                   for a in attempts if a["state"] == "skipped"]
+        skipped = [runner.store.queries.attempts(a.task_id)
+                   for a in attempts if a.state == "skipped"]
     assert status["counts"]["succeeded"] == len(params) - 1, status
     assert status["counts"]["failed"] == 1, status
     # Every failed attempt is the MemoryError task's own; the others ended with their
     # outcome, or were handed back unstarted ("skipped", no class, not an attempt).
     assert set(status["failures_by_class"]) == {"memory_error"}, status["failures_by_class"]
-    assert {(a["state"], a["failure_class"]) for a in attempts} <= {
+    assert {(a.state, a.failure_class) for a in attempts} <= {
         ("succeeded", None),
         ("skipped", None),
         ("failed", "memory_error"),
     }
-    reasons = {a["evidence"]["reason"] for task in skipped for a in task if a["state"] == "skipped"}
+    reasons = {a.evidence["reason"] for task in skipped for a in task if a.state == "skipped"}
     assert reasons <= {RECYCLED}, reasons
     if case == "queued_behind_it":
         assert reasons == {RECYCLED}
@@ -270,7 +270,7 @@ def test_a_second_runner_on_the_cluster_leaves_the_first_ones_attempts_running(
         attempts = list(first.store.queries.all_attempts(slow.id))
     assert status["state"] == "succeeded", status
     # One attempt, one run: it was never killed and run again.
-    assert [a["state"] for a in attempts] == ["succeeded"], attempts
+    assert [a.state for a in attempts] == ["succeeded"], attempts
     assert len(list(pids.glob("1-*.run"))) == 1
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import oomguard
 from conftest import run_cli
+from oomguard.store.records import NewTask
 from oomguard.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.timeout(180)
@@ -90,9 +91,10 @@ def test_a_missing_params_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pat
     big = "p" * (100 * 1024)  # params over 64 KiB live in a blob file
     with SqliteStore(store_path) as store:
         store.create_job("j1", name="blobs", fn="fixtures.tasks:echo", agg=None)
-        rows = [dict(store.blobs.params_row({"value": v}), job_id="j1", grp=i, kind="task",
-                     fn="fixtures.tasks:echo", state="ready")
-                for i, v in enumerate([big, 1, 2])]
+        stored = [store.blobs.params_row({"value": v}) for v in [big, 1, 2]]
+        rows = [NewTask(job_id="j1", grp=i, kind="task", fn="fixtures.tasks:echo",
+                        state="ready", params=p.params, params_ref=p.params_ref)
+                for i, p in enumerate(stored)]
         store.add_tasks(rows, job_id="j1", groups=3)
         store.set_job_groups("j1", 3, sealed=True)
         (blob,) = list(store.blob_dir.iterdir())
@@ -116,8 +118,8 @@ def test_a_missing_payload_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pa
     with SqliteStore(store_path) as store:
         store.create_job("j1", name="payload", fn="fixtures.tasks:echo", agg=None)
         ref = store.blobs.put(pickle.dumps(((b"x" * (2 * 1024 * 1024),), {})))
-        store.add_tasks([dict(job_id="j1", grp=0, kind="task", fn="fixtures.tasks:echo",
-                              state="ready", payload_ref=ref)], job_id="j1", groups=1)
+        store.add_tasks([NewTask(job_id="j1", grp=0, kind="task", fn="fixtures.tasks:echo",
+                                 state="ready", payload_ref=ref)], job_id="j1", groups=1)
         store.set_job_groups("j1", 1, sealed=True)
         (store.blob_dir / ref).unlink()
     with oomguard.Runner(store=str(store_path), workers=1) as runner:
@@ -162,7 +164,7 @@ def test_a_task_that_kills_its_scheduler_fails_as_lost_after_lost_retries(
     assert status["counts"]["failed"] == 1
     with SqliteStore(tmp_path / "s.db") as store:
         (failure,) = store.queries.failed_tasks(store.resolve_job(None))
-    assert failure["failure_class"] == "lost"
-    assert "lost 2 times" in failure["error"]
-    assert [a["failure_class"] for a in failure["attempts"]] == ["lost", "lost"]
+    assert failure.failure_class == "lost"
+    assert failure.error is not None and "lost 2 times" in failure.error
+    assert [a.failure_class for a in failure.attempts] == ["lost", "lost"]
     assert os.path.exists(tmp_path / "s.db")

@@ -65,9 +65,9 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
         assert status["counts"]["succeeded"] == 6
         assert status["failures_by_class"] == {"killed": 1}
         attempts = runner.store.queries.attempts(1)
-        assert [a["failure_class"] for a in attempts] == ["killed", None]
-        assert attempts[0]["pid"] == pid
-        assert attempts[0]["evidence"]["signal_name"] == "SIGKILL"
+        assert [a.failure_class for a in attempts] == ["killed", None]
+        assert attempts[0].pid == pid
+        assert attempts[0].evidence["signal_name"] == "SIGKILL"
         assert runner.scheduler is not None
         executor = runner.scheduler.executor
         assert isinstance(executor, LocalExecutor)

@@ -87,7 +87,7 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         assert indexes == {"tasks_job_grp", "tasks_state"}
         # Schema 3: what each memory key is known to need, kept from schema 1's estimates.
         knowledge = st.estimate_rows()
-        assert knowledge and all(r["samples"] >= 1 and r["killed_at"] == 0
+        assert knowledge and all(r.samples >= 1 and r.killed_at == 0
                                  for r in knowledge.values())
     with oomguard.Runner(store=str(path), workers=1) as r:
         r.job(job.id).wait(timeout=60, progress=False)

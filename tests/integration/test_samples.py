@@ -46,8 +46,8 @@ def test_a_running_job_is_sampled_with_its_workers_rss_and_forget_deletes_it(
         assert {"w1", "w2"} <= {name for s in series for name in s.workers}
         assert max(rss for s in series for rss in s.workers.values()) > 10 * 1024**2
         ends = store.samples.throughput(job.id)
-        assert sum(b["succeeded"] for b in ends) == 8
-        assert ends[-1]["done"] == 8
+        assert sum(b.succeeded for b in ends) == 8
+        assert ends[-1].done == 8
     with SqliteStore(path) as store:
         store.admin.forget_job(job.id)
         assert store.samples.count(job.id) == 0

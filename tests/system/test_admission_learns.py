@@ -49,12 +49,12 @@ def test_mixed_sweep_learns_from_the_first_kill(
         counts = store.queries.counts(job_id)
         knowledge = store.estimate_rows()
     assert counts.get("succeeded") == 36, (counts, failed)
-    assert sorted(f["failure_class"] for f in failed) == ["needs_more_memory"] * 2
+    assert sorted(f.failure_class for f in failed) == ["needs_more_memory"] * 2
 
     by_key: dict[str, list[dict[str, Any]]] = {}
     for a in attempts:
-        by_key.setdefault(a["memory_key"], []).append(a)
-    kills = {k: [a for a in v if (a["failure_class"] or "").startswith(("oom_", "memory"))]
+        by_key.setdefault(a.memory_key, []).append(a)
+    kills = {k: [a for a in v if (a.failure_class or "").startswith(("oom_", "memory"))]
              for k, v in by_key.items()}
     assert all(len(v) <= 2 for v in kills.values()), {k: len(v) for k, v in kills.items()}
     assert sum(len(v) for v in kills.values()) <= 4
@@ -63,28 +63,28 @@ def test_mixed_sweep_learns_from_the_first_kill(
     # No attempt starts at a limit that already OOM-killed an attempt of its key.
     for key, killed in kills.items():
         for kill in killed:
-            later = [a for a in by_key[key] if a["started_at"] >= kill["ended_at"]]
-            assert all(a["limit_bytes"] > kill["limit_bytes"] for a in later), (key, kill, later)
+            later = [a for a in by_key[key] if a.started_at >= kill.ended_at]
+            assert all(a.limit_bytes > kill.limit_bytes for a in later), (key, kill, later)
 
     # The 3 GiB key was proved unfit at the cap; the task that had not run yet never ran.
     big_key = next(k for k in knowledge if k.endswith("mib=3072"))
-    assert knowledge[big_key]["unfit_cap"] == int(1.5 * 1024 * MIB)
+    assert knowledge[big_key].unfit_cap == int(1.5 * 1024 * MIB)
     big_kills = kills[big_key]
-    assert big_kills[-1]["limit_bytes"] == int(1.5 * 1024 * MIB)
-    assert big_kills[-1]["failure_class"] in OWN_LIMIT
+    assert big_kills[-1].limit_bytes == int(1.5 * 1024 * MIB)
+    assert big_kills[-1].failure_class in OWN_LIMIT
     # Its two tasks ran twice in all: the probe at the declared limit and one attempt at
     # the cap; the task that was not the one killed at the cap then failed without running.
     assert len(by_key[big_key]) == 2
     proof = f"attempt {big_kills[-1]['attempt_id']}"
-    refused = [f for f in failed if f["task_id"] != big_kills[-1]["task_id"]]
-    assert len(refused) == 1 and proof in refused[0]["error"]
-    assert refused[0]["attempts"][-1]["ended_at"] <= big_kills[-1]["ended_at"]
+    refused = [f for f in failed if f.task_id != big_kills[-1].task_id]
+    assert len(refused) == 1 and proof in refused[0].error
+    assert refused[0].attempts[-1].ended_at <= big_kills[-1].ended_at
 
     # The 700 MiB key: one kill at its declared limit, then learned in one step at the cap.
     mid_key = next(k for k in knowledge if k.endswith("mib=700"))
     assert len(kills[mid_key]) <= 1
-    assert knowledge[mid_key]["samples"] == 6
-    assert knowledge[mid_key]["killed_at"] in (0, kills[mid_key][0]["limit_bytes"] if
+    assert knowledge[mid_key].samples == 6
+    assert knowledge[mid_key].killed_at in (0, kills[mid_key][0].limit_bytes if
                                                 kills[mid_key] else 0)
 
     # A later job of the unfit key at the same cap fails without running at all.
@@ -97,9 +97,9 @@ def test_mixed_sweep_learns_from_the_first_kill(
     with SqliteStore(str(store_path)) as store:
         job2 = store.resolve_job(None)
         (failure,) = store.queries.failed_tasks(job2, limit=10)
-        assert failure["failure_class"] == "needs_more_memory"
-        assert failure["attempt_count"] == 0
-        assert "needs more memory" in failure["error"]
+        assert failure.failure_class == "needs_more_memory"
+        assert failure.attempt_count == 0
+        assert "needs more memory" in failure.error
 
 
 def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
@@ -120,13 +120,13 @@ def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
         attempts = list(runner.store.queries.all_attempts(job.id))
         failed = runner.store.queries.failed_tasks(job.id, limit=10)
     assert status["counts"].get("failed") == 2, status
-    assert sorted(f["failure_class"] for f in failed) == ["needs_more_memory"] * 2
-    limits = sorted(a["limit_bytes"] for a in attempts)
-    kills = [a for a in attempts if (a["failure_class"] or "").startswith("oom_")]
-    assert len(kills) <= 2, [(a["limit_bytes"], a["failure_class"]) for a in attempts]
-    assert max(a["limit_bytes"] for a in kills) == cap  # the last kill is at the cap
+    assert sorted(f.failure_class for f in failed) == ["needs_more_memory"] * 2
+    limits = sorted(a.limit_bytes for a in attempts)
+    kills = [a for a in attempts if (a.failure_class or "").startswith("oom_")]
+    assert len(kills) <= 2, [(a.limit_bytes, a.failure_class) for a in attempts]
+    assert max(a.limit_bytes for a in kills) == cap  # the last kill is at the cap
     # The sibling really ran beside the probe (else this test proves nothing) and was
     # stopped, not counted: skipped, with the reason.
-    siblings = [a for a in attempts if a["limit_bytes"] == 4 * 128 * MIB]
+    siblings = [a for a in attempts if a.limit_bytes == 4 * 128 * MIB]
     assert siblings, limits
-    assert all(a["state"] == "skipped" for a in siblings), siblings
+    assert all(a.state == "skipped" for a in siblings), siblings

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import oomguard
+from oomguard.store.records import AttemptSpan
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(300)]
 MIB = 1024**2
 GIB = 1024**3
 
 
-def _max_concurrent_admitted(attempts: list[dict[str, Any]]) -> int:
+def _max_concurrent_admitted(attempts: list[AttemptSpan]) -> int:
     points = []
     for a in attempts:
-        points.append((a["started_at"], a["admitted_bytes"] or 0))
-        points.append((a["ended_at"] or a["started_at"], -(a["admitted_bytes"] or 0)))
+        points.append((a.started_at, a.admitted_bytes or 0))
+        points.append((a.ended_at or a.started_at, -(a.admitted_bytes or 0)))
     points.sort(key=lambda p: (p[0], p[1]))  # ends before starts at the same instant
     total = peak = 0
     for _, delta in points:
@@ -40,16 +40,16 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
         attempts = list(runner.store.queries.all_attempts(job.id))
         assert runner.scheduler is not None
         assert runner.scheduler.admission.high_water <= 2 * GIB
-    big = [a for a in attempts if a["memory_key"].endswith("mib=1200")]
-    oom_big = [a for a in big if (a["failure_class"] or "").startswith("oom_")]
+    big = [a for a in attempts if a.memory_key.endswith("mib=1200")]
+    oom_big = [a for a in big if (a.failure_class or "").startswith("oom_")]
     assert len(oom_big) <= 1, "the big key was OOM-killed again after its estimate was learned"
-    small_oom = [a for a in attempts if a["memory_key"].endswith("mib=100")
-                 and a["failure_class"]]
+    small_oom = [a for a in attempts if a.memory_key.endswith("mib=100")
+                 and a.failure_class]
     assert not small_oom
     assert _max_concurrent_admitted(attempts) <= 2 * GIB
     # After the first (probe) attempt of the small key, small tasks ran packed.
-    small = [a for a in attempts if a["memory_key"].endswith("mib=100")]
-    assert max(a["limit_bytes"] for a in small[1:]) < 256 * MIB
+    small = [a for a in attempts if a.memory_key.endswith("mib=100")]
+    assert max(a.limit_bytes for a in small[1:]) < 256 * MIB
 
 
 def test_task_beyond_budget_ends_needs_more_memory(tmp_path: Path, require_cgroup: None) -> None:

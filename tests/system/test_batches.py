@@ -28,7 +28,7 @@ def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
     assert batched > 1, "the tasks were not batched: nothing was tested"
     by_task: dict[int, list[str | None]] = {}
     for a in attempts:
-        by_task.setdefault(a["task_id"], []).append(a["failure_class"])
+        by_task.setdefault(a.task_id, []).append(a.failure_class)
     killed_task = min(by_task) + 3  # the fourth task: params are inserted in order
     assert all(c == "oom_cgroup" for c in by_task[killed_task])
     others = {t: c for t, c in by_task.items() if t != killed_task}
@@ -37,10 +37,10 @@ def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
 
 def _batches(runner: oomguard.Runner, job_id: str) -> list[list[int]]:
     """Attempts that started on the same worker within 1 ms of each other: one message."""
-    rows = sorted(runner.store.queries.all_attempts(job_id), key=lambda a: a["started_at"])
+    rows = sorted(runner.store.queries.all_attempts(job_id), key=lambda a: a.started_at)
     groups: list[list[int]] = []
     for a in rows:
-        if groups and a["started_at"] - rows[groups[-1][-1]]["started_at"] < 1e-3:
+        if groups and a.started_at - rows[groups[-1][-1]].started_at < 1e-3:
             groups[-1].append(rows.index(a))
         else:
             groups.append([rows.index(a)])

@@ -49,15 +49,15 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
         st.close()
     by_mib: dict[int, list[dict[str, Any]]] = {}
     for a in attempts:
-        by_mib.setdefault(int(a["memory_key"].rpartition("=")[2]), []).append(a)
+        by_mib.setdefault(int(a.memory_key.rpartition("=")[2]), []).append(a)
 
     # 900 MiB never fits the 512 MiB a worker may have: OOM-killed at the cap, then no more.
-    assert failure["params"] == {"mib": 900}
-    assert failure["failure_class"] == "needs_more_memory"
-    kills = [a for a in failure["attempts"] if a["failure_class"] == "oom_cgroup"]
-    assert kills and kills[-1]["limit_bytes"] == 512 * MIB
+    assert failure.params == {"mib": 900}
+    assert failure.failure_class == "needs_more_memory"
+    kills = [a for a in failure.attempts if a.failure_class == "oom_cgroup"]
+    assert kills and kills[-1].limit_bytes == 512 * MIB
     for kill in kills:
-        evidence = kill["evidence"]
+        evidence = kill.evidence
         assert evidence["survivor"] is True  # the program died, its worker did not
         pid = evidence["command_pid"]
         assert any(f"Killed process {pid} " in line for line in evidence["kernel_lines"]), evidence
@@ -65,9 +65,9 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
         assert evidence["cgroup_oom_kill"][1] == evidence["cgroup_oom_kill"][0] + 1
 
     # 200 MiB is killed with the limit the declared 128 MiB gave it, then succeeds with more.
-    mid = sorted(by_mib[200], key=lambda a: a["attempt_id"])
-    assert mid[0]["failure_class"] == "oom_cgroup" and mid[0]["limit_bytes"] < 200 * MIB
-    assert mid[-1]["state"] == "succeeded" and mid[-1]["limit_bytes"] > 200 * MIB
+    mid = sorted(by_mib[200], key=lambda a: a.attempt_id)
+    assert mid[0].failure_class == "oom_cgroup" and mid[0].limit_bytes < 200 * MIB
+    assert mid[-1].state == "succeeded" and mid[-1].limit_bytes > 200 * MIB
 
     # The small ones ran once, and the program's JSON is in the Parquet columns.
     assert all(len(by_mib[m]) == 1 for m in (10, 20))

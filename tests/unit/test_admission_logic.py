@@ -137,7 +137,7 @@ def test_estimates_learn_a_margin_from_the_spread_and_persist_as_rows() -> None:
     # Peaks 60 and 100 MiB: mean 80, spread 20; 3 spreads above the largest peak.
     assert est.get("k")[0] == 160 * MIB
     rows = est.take_dirty()
-    assert [(r.key, r.bytes, r.peak_bytes, r.samples) for r in rows] == [
+    assert [(r.memory_key, r.bytes, r.peak_bytes, r.samples) for r in rows] == [
         ("k", 160 * MIB, 100 * MIB, 2)
     ]
     assert est.take_dirty() == []
@@ -175,10 +175,7 @@ def test_a_kill_at_the_cap_ends_the_key_until_the_cap_grows() -> None:
     est.killed("k", 128 * MIB, None, cap, "attempt 1")
     assert est.killed("k", cap, cap, cap, "attempt 9 was OOM-killed") is KeyState.UNFIT
     assert "attempt 9" in est.proof("k")
-    rows = {r.key: r.row() for r in est.take_dirty()}
-    names = ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap", "proof",
-             "peak_sum", "peak_sq")
-    stored = {k: dict(zip(names, r[1:], strict=True)) for k, r in rows.items()}
+    stored = {r.memory_key: r for r in est.take_dirty()}
     same = Estimates(default=64 * MIB)
     same.load(stored, cap)
     assert same.state("k") is KeyState.UNFIT  # a later job at the same cap: still unfit

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from oomguard.api.listing import ERROR_MAX, task_list
+from oomguard.store.records import TaskListing
 
 
 def row(
     task_id: int, params: str | None = None, *, in_blob: bool = False, error: str | None = None
-) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "group": task_id,
-        "kind": "task",
-        "replicate": None,
-        "fn": "m:f",
-        "state": "succeeded",
-        "attempts": 1,
-        "failure_class": None,
-        "error": error,
-        "params": params,
-        "params_in_blob": in_blob,
-    }
+) -> TaskListing:
+    return TaskListing(
+        task_id=task_id,
+        group=task_id,
+        kind="task",
+        replicate=None,
+        fn="m:f",
+        state="succeeded",
+        attempts=1,
+        failure_class=None,
+        error=error,
+        params=params,
+        params_in_blob=in_blob,
+    )
 
 
 def test_unlistable_arguments_are_marked_not_a_500() -> None:

@@ -17,6 +17,7 @@ from oomguard.jobs import FailureClass
 from oomguard.notify import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates, Role
 from oomguard.scheduler.recorder import AttemptRecorder
+from oomguard.store.records import NewTask
 from oomguard.store.sqlite import SqliteStore, TaskRow
 from oomguard.store.writes import AttemptRow
 
@@ -41,10 +42,10 @@ class StandInExecutor:
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "s.sqlite")
     s.create_job("j1", name="t", fn="m:f", agg="m:g")
-    rows = [{"job_id": "j1", "grp": g, "kind": "task", "replicate": 0, "fn": "m:f",
-             "params": json.dumps({"x": g}), "state": "ready"} for g in range(3)]
-    rows += [{"job_id": "j1", "grp": g, "kind": "aggregate", "fn": "m:g", "params": "{}",
-              "state": "pending", "deps": 1} for g in range(3)]
+    rows = [NewTask(job_id="j1", grp=g, kind="task", replicate=0, fn="m:f",
+                    params=json.dumps({"x": g}), state="ready") for g in range(3)]
+    rows += [NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g", params="{}",
+                     state="pending", deps=1) for g in range(3)]
     s.add_tasks(rows, job_id="j1", groups=3)
     s.set_job_groups("j1", 3, sealed=True)
     yield s
@@ -111,8 +112,8 @@ def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
                                  {}))
     _commit(recorder, store)
     (failed, agg) = store.queries.failed_tasks("j1")
-    assert failed["failure_class"] == "error" and failed["error"]
-    assert agg["failure_class"] == "upstream_failed"
+    assert failed.failure_class == "error" and failed.error
+    assert agg.failure_class == "upstream_failed"
     assert recorder.parts_due == {"j1"}
 
 
@@ -135,9 +136,9 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
     recorder.handle(AttemptEnded(a.attempt_id, False, None, "no_such_class", "?", {}))  # type: ignore[arg-type]
     recorder.handle(AttemptEnded(b.attempt_id, True, b"\x80\x04N."))
     _commit(recorder, store)
-    (failure,) = [f for f in store.queries.failed_tasks("j1") if f["kind"] == "task"]
-    assert failure["failure_class"] == "error"
-    assert "oomguard could not record this attempt: ValueError" in failure["error"]
+    (failure,) = [f for f in store.queries.failed_tasks("j1") if f.kind == "task"]
+    assert failure.failure_class == "error"
+    assert "oomguard could not record this attempt: ValueError" in failure.error
     assert store.queries.counts("j1")["succeeded"] == 1
 
 
@@ -161,9 +162,9 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     recorder.apply_by_task(writes)
     counts = store.queries.counts("j1")
     assert counts["succeeded"] == 2 and counts["failed"] == 2  # b and its aggregation
-    failure = next(f for f in store.queries.failed_tasks("j1") if f["task_id"] == b.task.id)
-    assert failure["error"].startswith("error: result could not be stored: OSError")
-    assert failure["attempts"][-1]["failure_class"] == "error"
+    failure = next(f for f in store.queries.failed_tasks("j1") if f.task_id == b.task.id)
+    assert failure.error.startswith("error: result could not be stored: OSError")
+    assert failure.attempts[-1].failure_class == "error"
 
 
 def test_every_ending_is_told_to_the_notifier(

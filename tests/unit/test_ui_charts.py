@@ -122,9 +122,11 @@ def test_memory_chart_is_scaled_by_the_workers_not_a_whole_budget_admission() ->
 
 
 def test_progress_chart_ends_at_the_finished_count() -> None:
+    from oomguard.store.records import ThroughputPoint
     from oomguard.ui.pages import progress_chart
 
-    buckets = [{"t": 0.0, "step": 1.0, "done": 10}, {"t": 1.0, "step": 1.0, "done": 15}]
+    buckets = [ThroughputPoint(t=0.0, step=1.0, succeeded=10, failed=0, done=10),
+               ThroughputPoint(t=1.0, step=1.0, succeeded=5, failed=0, done=15)]
     svg = progress_chart(buckets, 16, [], Frame(0, 3), finished=16)
     root = ET.fromstring(svg)
     (line,) = root.findall(f"{SVG}polyline")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.store.dashboard import KeyEstimate, LineageAttempt
+from oomguard.store.dashboard import LearnedEstimate, LineageAttempt
 from oomguard.store.factory import open_store
 from oomguard.ui.task_page import attempts_chart, lineage_story
 
@@ -67,7 +67,7 @@ def test_the_store_reads_a_lineage_and_a_key_estimate(tmp_path: Path) -> None:
         assert store.dashboard.key_estimate("k") is None
         store.put_estimates([("k", 300 * MiB, 250 * MiB, 4)])
         estimate = store.dashboard.key_estimate("k")
-    assert isinstance(estimate, KeyEstimate)
+    assert isinstance(estimate, LearnedEstimate)
     assert (estimate.key, estimate.bytes, estimate.peak_bytes, estimate.samples) == (
         "k", 300 * MiB, 250 * MiB, 4)
     assert estimate.killed_at is None and estimate.unfit_cap is None

@@ -11,12 +11,12 @@ byte budget (``truncated``, with ``next_after`` to ask for the rest).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import pydantic_core
 
 from oomguard.api.schemas import TaskInfo, TaskList
 from oomguard.jobs.jsonvalue import JSONObject
+from oomguard.store.records import TaskListing
 
 #: characters of a task's error a listing shows
 ERROR_MAX = 2000
@@ -24,25 +24,36 @@ ERROR_MAX = 2000
 ROW_BYTES = 300
 
 
-def task_list(job_id: str, rows: Iterable[dict[str, Any]], budget: int) -> TaskList:
+def task_list(job_id: str, rows: Iterable[TaskListing], budget: int) -> TaskList:
     """The listing of ``rows`` (from ``store.queries.task_list``), at most about
     ``budget`` bytes of JSON (one row at least)."""
     tasks: list[TaskInfo] = []
     used = 0
     for row in rows:
-        params, truncated = _params(row["params"], row["params_in_blob"])
-        fields = {k: v for k, v in row.items() if k not in ("params", "params_in_blob")}
-        error = fields["error"]
+        params, truncated = _params(row.params, row.params_in_blob)
+        error = row.error
         if error is not None and len(error) > ERROR_MAX:
-            fields["error"] = error[:ERROR_MAX] + f"... ({len(error) - ERROR_MAX} more characters)"
-        cost = ROW_BYTES + len(fields["error"] or "") + (params[1] if params else 0)
+            error = error[:ERROR_MAX] + f"... ({len(error) - ERROR_MAX} more characters)"
+        cost = ROW_BYTES + len(error or "") + (params[1] if params else 0)
         if tasks and used + cost > budget:
             return TaskList(
                 job_id=job_id, tasks=tasks, truncated=True, next_after=tasks[-1].task_id
             )
         used += cost
         tasks.append(
-            TaskInfo(**fields, params=params[0] if params else None, params_truncated=truncated)
+            TaskInfo(
+                task_id=row.task_id,
+                group=row.group,
+                kind=row.kind,
+                replicate=row.replicate,
+                fn=row.fn,
+                state=row.state,
+                attempts=row.attempts,
+                failure_class=row.failure_class,
+                error=error,
+                params=params[0] if params else None,
+                params_truncated=truncated,
+            )
         )
     return TaskList(job_id=job_id, tasks=tasks)
 

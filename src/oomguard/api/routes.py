@@ -86,7 +86,19 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         require(grant, Role.READ, "listing jobs")
         shown = visible(grant, namespace)
         rows = state.stores.get().queries.recent_jobs(limit, namespaces=shown)
-        return JobList(jobs=[JobSummary(**row) for row in rows])
+        return JobList(
+            jobs=[
+                JobSummary(
+                    job_id=row.job_id,
+                    name=row.name,
+                    namespace=row.namespace,
+                    fn=row.fn,
+                    state=row.state,
+                    created_at=row.created_at,
+                )
+                for row in rows
+            ]
+        )
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus)
     def get_job(request: Request, job_id: str) -> JobStatus:

@@ -34,8 +34,9 @@ from oomguard.errors import (
 from oomguard.jobs.command import Command
 from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
+from oomguard.scheduler.rows import TaskFields
 from oomguard.store.protocol import Store
-from oomguard.store.records import StoredSpec
+from oomguard.store.records import NewTask, StoredSpec
 from oomguard.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -303,13 +304,12 @@ def _rows(
     call: _Call,
     groups: list[GroupArgs] | GroupArgs,
     batch: int,
-) -> Iterator[tuple[list[dict[str, object]], int]]:
+) -> Iterator[tuple[list[NewTask], int]]:
     """Rows in chunks of about ``batch``, with the number of groups written so far."""
     opts = call.opts
     build = state.runner.rows
-    # Rows are only passed through here: the store reads their columns.
-    common: dict[str, object] | None = None
-    rows: list[dict[str, object]] = []
+    common: TaskFields | None = None
+    rows: list[NewTask] = []
     replicates = req.fanout if req.fanout > 1 else None
     for g in range(req.groups):
         if isinstance(groups, tuple):

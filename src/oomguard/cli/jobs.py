@@ -75,10 +75,13 @@ def status(
                 "failures": [f.to_json() for f in failures[:show_failures]],
                 "estimates": {
                     k: {
-                        name: r[name]
-                        for name in ("bytes", "peak_bytes", "samples", "killed_at", "unfit_cap")
+                        "bytes": r.bytes,
+                        "peak_bytes": r.peak_bytes,
+                        "samples": r.samples,
+                        "killed_at": r.killed_at,
+                        "unfit_cap": r.unfit_cap,
                     }
-                    | ({"needs_more_memory": r["proof"]} if r["unfit_cap"] else {})
+                    | ({"needs_more_memory": r.proof} if r.unfit_cap else {})
                     for k, r in estimates.items()
                 },
             }

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TypeVar, cast
 
 from oomguard.executor.call import (
@@ -145,14 +146,18 @@ class Executor(concurrent.futures.Executor):
                 return future
             grp = self._groups
             rows = self._runner.rows
-            fields = rows.fields(ref, {}, TaskOptions())
-            fields["memory_key"] = qualified_name(fn)
-            common = dict(fields, **self._store.blobs.params_row({"call": digest}))
+            stored = self._store.blobs.params_row({"call": digest})
+            common = replace(
+                rows.fields(ref, {}, TaskOptions()),
+                memory_key=qualified_name(fn),
+                params=stored.params,
+                params_ref=stored.params_ref,
+            )
             (row,) = rows.group(self._job, grp, common, None)
             if len(payload) > BLOB_THRESHOLD:
-                row["payload_ref"] = self._store.blobs.put(payload)
+                row = replace(row, payload_ref=self._store.blobs.put(payload))
             else:
-                row["payload"] = payload
+                row = replace(row, payload=payload)
             future = concurrent.futures.Future()
             self._futures[grp] = future
             self._groups = grp + 1
@@ -289,9 +294,9 @@ class Executor(concurrent.futures.Executor):
                             self._finish(grp, None, value)
                         else:
                             self._finish(grp, decode(_answer_blob(value)), None)
-                for data in store.queries.failed_tasks(self._job):
-                    if data["group"] in open_groups:
-                        failure = Failure.from_json(data)
+                for record in store.queries.failed_tasks(self._job):
+                    if record.group in open_groups:
+                        failure = Failure.from_record(record)
                         self._finish(failure.group, None, failure_error(failure))
         finally:
             store.close()

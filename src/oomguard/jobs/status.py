@@ -1,11 +1,12 @@
 """What the public API tells about a job: :class:`JobStatus` (``Job.status()``,
 ``Job.wait()``) and :class:`Failure` with its :class:`Attempt` records (``Job.failures()``).
 
-Each is a frozen dataclass built from the store's answer (:meth:`from_json`) and written
-back as the same JSON (:meth:`to_json`: what ``oomguard status --json`` and the HTTP
-routes print, key for key). Each is also a read-only mapping of that JSON form, so code
-written against the dicts these methods used to return (``job.wait()["counts"]``, as in
-the README) keeps working; typed code reads the attributes.
+Each is a frozen dataclass built from the store's records (:meth:`from_record`) or a
+server's JSON answer (:meth:`from_json`), and written back as the same JSON
+(:meth:`to_json`: what ``oomguard status --json`` and the HTTP routes print, key for key).
+Each is also a read-only mapping of that JSON form, so code written against the dicts these
+methods used to return (``job.wait()["counts"]``, as in the README) keeps working; typed
+code reads the attributes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oomguard.jobs.jsonvalue import JSON, JSONObject
+from oomguard.store.records import AttemptRecord, FailedTask, JobProgress
 
 
 def _int(value: object) -> int:
@@ -46,10 +48,11 @@ def _counts(value: object) -> dict[str, int]:
 
 
 class _JsonView(Mapping[str, Any]):
-    """The JSON form read as a mapping (the dicts of earlier versions)."""
+    """The JSON form read as a mapping (the dicts of earlier versions).
 
-    # Its values are typed loosely (what a key holds depends on the key, as it did in the
-    # dict): code that wants types reads the attributes.
+    What a key holds depends on the key, as it did in the dicts, so a value is ``Any``:
+    code written against the dicts (``job.wait()["counts"]["succeeded"]``) type-checks
+    unchanged. New code reads the typed attributes."""
 
     def to_json(self) -> JSONObject:
         raise NotImplementedError
@@ -86,6 +89,27 @@ class JobStatus(_JsonView):
     out: str | None = None
     memory_budget_bytes: int | None = None
     isolation: str | None = None
+
+    @classmethod
+    def from_record(cls, record: JobProgress) -> JobStatus:
+        """From the store's record of the job."""
+        return cls(
+            job_id=record.job_id,
+            name=record.name,
+            namespace=record.namespace,
+            fn=record.fn,
+            aggregate=record.aggregate,
+            state=record.state,
+            groups=record.groups,
+            tasks=record.tasks,
+            finished=record.finished,
+            counts=dict(record.counts),
+            failures_by_class=dict(record.failures_by_class),
+            stopped=record.stopped,
+            out=record.out,
+            memory_budget_bytes=record.memory_budget_bytes,
+            isolation=record.isolation,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> JobStatus:
@@ -150,6 +174,24 @@ class Attempt(_JsonView):
     evidence: JSON = None
 
     @classmethod
+    def from_record(cls, record: AttemptRecord) -> Attempt:
+        """From the store's record of the attempt."""
+        return cls(
+            attempt_id=record.attempt_id,
+            n=record.n,
+            worker=record.worker,
+            pid=record.pid,
+            state=record.state,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            failure_class=record.failure_class,
+            admitted_bytes=record.admitted_bytes,
+            limit_bytes=record.limit_bytes,
+            peak_bytes=record.peak_bytes,
+            evidence=record.evidence,
+        )
+
+    @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Attempt:
         return cls(
             attempt_id=_int(data["attempt_id"]),
@@ -201,6 +243,23 @@ class Failure(_JsonView):
     attempt_count: int
     #: what its memory estimate is learned under (``fn|NAME=VALUE``)
     memory_key: str | None
+
+    @classmethod
+    def from_record(cls, record: FailedTask) -> Failure:
+        """From the store's record of the failed task."""
+        return cls(
+            task_id=record.task_id,
+            group=record.group,
+            kind=record.kind,
+            replicate=record.replicate,
+            fn=record.fn,
+            params=record.params,
+            failure_class=record.failure_class,
+            error=record.error,
+            attempts=tuple(Attempt.from_record(a) for a in record.attempts),
+            attempt_count=record.attempt_count,
+            memory_key=record.memory_key,
+        )
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Failure:

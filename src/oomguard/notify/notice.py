@@ -344,11 +344,11 @@ def job_notices(store: Store, before: list[str], active: list[str]) -> Iterator[
             continue
         yield JobNotice(
             job_id=job_id,
-            name=s["name"],
-            namespace=s["namespace"],
-            function=s["fn"],
-            state="running" if job_id in now else s["state"],
-            tasks=s["tasks"],
-            counts=s["counts"],
-            failures_by_class=s["failures_by_class"],
+            name=s.name,
+            namespace=s.namespace,
+            function=s.fn,
+            state="running" if job_id in now else s.state,
+            tasks=s.tasks,
+            counts=s.counts,
+            failures_by_class=s.failures_by_class,
         )

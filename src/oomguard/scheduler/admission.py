@@ -33,9 +33,10 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from oomguard.store.records import KeyEstimate as StoredEstimate
 
 MIB = 1024 * 1024
 #: the least margin above the largest peak seen (a fraction of it)
@@ -97,45 +98,10 @@ class KeyEstimate:
             return KeyState.KNOWN
         return KeyState.UNKNOWN
 
-    def knowledge(self, key: str) -> KeyKnowledge:
+    def knowledge(self, key: str) -> StoredEstimate:
         """What it knows, as a record (what the store keeps of the key)."""
-        return KeyKnowledge(
+        return StoredEstimate(
             key,
-            self.bytes,
-            self.peak_bytes,
-            self.samples,
-            self.killed_at,
-            self.unfit_cap,
-            self.proof,
-            self.peak_sum,
-            self.peak_sq,
-        )
-
-
-@dataclass(frozen=True)
-class KeyKnowledge:
-    """What one memory key is known to need, as the store keeps it (one row a key)."""
-
-    key: str
-    #: the estimate for its next attempts
-    bytes: int
-    #: the largest peak seen, and how many peaks
-    peak_bytes: int
-    samples: int
-    #: the largest limit an attempt of the key was OOM-killed at (0: none)
-    killed_at: int = 0
-    #: the cap an attempt of the key was OOM-killed at: the key needs more (0: none)
-    unfit_cap: int = 0
-    #: what proved the key unfit
-    proof: str = ""
-    #: sum and sum of squares of the peaks seen
-    peak_sum: float = 0.0
-    peak_sq: float = 0.0
-
-    def row(self) -> tuple[str, int, int, int, int, int, str, float, float]:
-        """The store's row (``put_estimates``), columns in this order."""
-        return (
-            self.key,
             self.bytes,
             self.peak_bytes,
             self.samples,
@@ -153,19 +119,19 @@ class Estimates:
     known: dict[str, KeyEstimate] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
 
-    def load(self, rows: dict[str, dict[str, Any]], cap: int) -> None:
-        """Take the keys a store remembers. A key proved unfit at a smaller cap than
-        today's is tried again (with the cap, as after a kill below it)."""
+    def load(self, rows: Mapping[str, StoredEstimate], cap: int) -> None:
+        """Take the keys a store remembers (by key). A key proved unfit at a smaller cap
+        than today's is tried again (with the cap, as after a kill below it)."""
         for key, r in rows.items():
             est = KeyEstimate(
-                bytes=int(r["bytes"]),
-                peak_bytes=int(r["peak_bytes"]),
-                samples=int(r["samples"]),
-                peak_sum=float(r.get("peak_sum") or 0.0),
-                peak_sq=float(r.get("peak_sq") or 0.0),
-                killed_at=int(r.get("killed_at") or 0),
-                unfit_cap=int(r.get("unfit_cap") or 0),
-                proof=str(r.get("proof") or ""),
+                bytes=r.bytes,
+                peak_bytes=r.peak_bytes,
+                samples=r.samples,
+                peak_sum=r.peak_sum,
+                peak_sq=r.peak_sq,
+                killed_at=r.killed_at,
+                unfit_cap=r.unfit_cap,
+                proof=r.proof,
             )
             if est.unfit_cap and est.unfit_cap < cap:
                 est.killed_at = max(est.killed_at, est.unfit_cap)
@@ -244,7 +210,7 @@ class Estimates:
         self.dirty.add(key)
         return est.state()
 
-    def take_dirty(self) -> list[KeyKnowledge]:
+    def take_dirty(self) -> list[StoredEstimate]:
         """What changed about keys since the last call (to be stored)."""
         rows = [self.known[k].knowledge(k) for k in sorted(self.dirty)]
         self.dirty.clear()

@@ -346,8 +346,7 @@ class Scheduler:
         # What the attempts taught about their keys commits with them.
         dirty = self.estimates.take_dirty()
         try:
-            rows = [k.row() for k in dirty]
-            self.recorder.stats.duplicates += self.store.apply(writes, rows)
+            self.recorder.stats.duplicates += self.store.apply(writes, dirty)
             dirty = []
         except StoreUnavailable:
             raise  # the store itself fails (disk, lock): nothing one task did
@@ -364,7 +363,7 @@ class Scheduler:
         self.recorder.notices.release()
         dirty.extend(self.estimates.take_dirty())
         if dirty:
-            self.store.put_estimates([k.row() for k in dirty])
+            self.store.put_estimates(dirty)
 
     def _check_timeouts(self) -> None:
         assert self.executor is not None

@@ -7,6 +7,7 @@ failure path".
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
@@ -46,7 +47,7 @@ def unrecordable(
     n = oom_attempts = 0
     for write in group:
         if isinstance(write.params, AttemptRow):
-            row = AttemptRow(**write.parameters())
+            row = dataclasses.replace(write.params)
             row.state, row.ended_at, row.failure_class = "failed", now, "error"
             row.evidence = evidence
             fix.insert_attempt(row)

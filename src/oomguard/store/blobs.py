@@ -30,14 +30,16 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.errors import BlobMissingError
 from oomguard.store.failures import translated
 from oomguard.store.ownership import check_owned
 from oomguard.store.queries import Q
+from oomguard.store.records import StoredParams
 
 if TYPE_CHECKING:
     from oomguard.store.connection import Connection
@@ -67,7 +69,7 @@ class GarbageReport:
     temporary_removed: int  # half-written files left by a killed process
     dry_run: bool
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
 
@@ -177,12 +179,12 @@ class BlobFiles:
         """A task's params JSON, read from its blob file when it was too large for the row."""
         return self.get(params_ref).decode() if params_ref else params
 
-    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
+    def params_row(self, params: Mapping[str, object] | str) -> StoredParams:
         """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
         text = params if isinstance(params, str) else json.dumps(params)
         if len(text) > PARAMS_INLINE_MAX:
-            return {"params": None, "params_ref": self.put(text.encode())}
-        return {"params": text, "params_ref": None}
+            return StoredParams(params=None, params_ref=self.put(text.encode()))
+        return StoredParams(params=text, params_ref=None)
 
     def _referenced(self, name: str) -> bool:
         row = self.db.execute(

@@ -48,7 +48,7 @@ class LineageAttempt:
 
 
 @dataclass(frozen=True)
-class KeyEstimate:
+class LearnedEstimate:
     """What a memory key is known to need, learned from its tasks' peaks."""
 
     key: str
@@ -82,7 +82,7 @@ class FailureQuery:
 
 
 @dataclass(frozen=True)
-class FailedTask:
+class FailureRow:
     """A task that failed for good, as the failures list shows it."""
 
     task_id: int
@@ -205,12 +205,12 @@ class DashboardReads:
             for row in self.db.execute(Q["dashboard_lineage"], (task_id,))
         ]
 
-    def key_estimate(self, key: str) -> KeyEstimate | None:
+    def key_estimate(self, key: str) -> LearnedEstimate | None:
         """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
         row = self.db.execute(Q["dashboard_key_estimate"], (key,)).fetchone()
         if row is None:
             return None
-        return KeyEstimate(
+        return LearnedEstimate(
             key=key,
             bytes=int(row[0]),
             peak_bytes=int(row[1]),
@@ -223,7 +223,7 @@ class DashboardReads:
 
     def failures(
         self, query: FailureQuery, namespaces: Collection[str] | None, limit: int
-    ) -> list[FailedTask]:
+    ) -> list[FailureRow]:
         """A page of at most ``limit`` tasks that failed for good, newest first, of
         ``namespaces`` (None: of all), filtered by ``query``."""
         before_ts, before_id = query.before if query.before is not None else (None, None)
@@ -240,7 +240,7 @@ class DashboardReads:
             "limit": limit,
         }
         return [
-            FailedTask(
+            FailureRow(
                 task_id=int(row[0]),
                 job_id=str(row[1]),
                 namespace=str(row[2]),
@@ -324,11 +324,11 @@ class DashboardReads:
 
 __all__ = [
     "DashboardReads",
-    "FailedTask",
     "FailureQuery",
+    "FailureRow",
     "JobQuery",
     "JobRow",
-    "KeyEstimate",
+    "LearnedEstimate",
     "LineageAttempt",
     "MemoryNow",
     "OpenJob",

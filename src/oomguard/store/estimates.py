@@ -5,31 +5,52 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 from oomguard.store.queries import Q
+from oomguard.store.records import KeyEstimate
 
 
 def summary(db: sqlite3.Connection) -> dict[str, tuple[int, int, int]]:
     return {str(k): (int(b), int(p), int(s)) for k, b, p, s in db.execute(Q["estimates_summary"])}
 
 
-def rows(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    cur = db.execute(Q["estimate_rows"])
-    names = [d[0] for d in cur.description]
-    return {str(r[0]): dict(zip(names[1:], r[1:], strict=True)) for r in cur}
+def rows(db: sqlite3.Connection) -> dict[str, KeyEstimate]:
+    return {
+        str(key): KeyEstimate(
+            memory_key=str(key),
+            bytes=int(b),
+            peak_bytes=int(p),
+            samples=int(n),
+            killed_at=int(killed or 0),
+            unfit_cap=int(unfit or 0),
+            proof=str(proof or ""),
+            peak_sum=float(psum or 0.0),
+            peak_sq=float(psq or 0.0),
+            updated_at=None if updated is None else float(updated),
+        )
+        for key, b, p, n, killed, unfit, proof, psum, psq, updated in db.execute(Q["estimate_rows"])
+    }
 
 
-def put(db: sqlite3.Connection, rows: Iterable[Sequence[Any]]) -> None:
-    """Upsert rows inside the caller's transaction; missing trailing values default."""
+def put(db: sqlite3.Connection, rows: Iterable[KeyEstimate]) -> None:
+    """Upsert rows inside the caller's transaction (written now)."""
     now = time.time()
-    full = []
-    for row in rows:
-        key, b, p, s, *rest = row
-        killed, unfit, proof, psum, psq = (list(rest) + [0, 0, "", 0.0, 0.0][len(rest) :])[:5]
-        full.append((key, b, p, s, now, killed, unfit, proof, psum, psq))
     db.executemany(
         Q["put_estimate"],
-        full,
+        [
+            (
+                r.memory_key,
+                r.bytes,
+                r.peak_bytes,
+                r.samples,
+                now,
+                r.killed_at,
+                r.unfit_cap,
+                r.proof,
+                r.peak_sum,
+                r.peak_sq,
+            )
+            for r in rows
+        ],
     )

@@ -18,8 +18,9 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from oomguard.jobs.jsonvalue import JSONObject
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 
@@ -38,7 +39,8 @@ class OutboxRow:
     id: int
     ts: float
     kind: str
-    notice: dict[str, Any]
+    #: the notice's fields (JSON, as ``notify.notice.to_json`` wrote them)
+    notice: JSONObject
 
 
 def receiver_key(url: str) -> str:

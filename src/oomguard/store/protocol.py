@@ -8,19 +8,19 @@ each (docs/ARCHITECTURE.md, "The store").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
     from oomguard.store.blobs import GarbageReport
     from oomguard.store.dashboard import (
-        FailedTask,
         FailureQuery,
+        FailureRow,
         JobQuery,
         JobRow,
-        KeyEstimate,
+        LearnedEstimate,
         LineageAttempt,
         MemoryNow,
         OpenJob,
@@ -29,7 +29,25 @@ if TYPE_CHECKING:
     from oomguard.store.leases import Recovery
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
-    from oomguard.store.records import JobRecord, JobTimes, StoredSpec, TaskRow
+    from oomguard.store.records import (
+        AttemptRecord,
+        AttemptSpan,
+        EventRecord,
+        FailedTask,
+        JobListing,
+        JobProgress,
+        JobRecord,
+        JobTimes,
+        KeyEstimate,
+        KillPoint,
+        NewTask,
+        StoredParams,
+        StoredSpec,
+        TaskDetail,
+        TaskListing,
+        TaskRow,
+        ThroughputPoint,
+    )
     from oomguard.store.samples import Sample
     from oomguard.store.writes import Write
 
@@ -56,7 +74,7 @@ class BlobsFacet(Protocol):
         """A task's params JSON, read from its blob file when it was too large for the row."""
         ...
 
-    def params_row(self, params: dict[str, Any] | str) -> dict[str, str | None]:
+    def params_row(self, params: Mapping[str, object] | str) -> StoredParams:
         """``params``/``params_ref`` columns for keyword arguments (large ones in a blob)."""
         ...
 
@@ -128,9 +146,8 @@ class QueriesFacet(Protocol):
 
     def recent_jobs(
         self, limit: int, namespaces: Collection[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The newest ``limit`` jobs (of ``namespaces``; None: of all): id, name,
-        namespace, fn, state, created_at."""
+    ) -> list[JobListing]:
+        """The newest ``limit`` jobs (of ``namespaces``; None: of all)."""
         ...
 
     def task_list(
@@ -142,7 +159,7 @@ class QueriesFacet(Protocol):
         limit: int = 100,
         after: int | None = None,
         params: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskListing]:
         """The job's tasks in id order after task ``after``, filtered by state and failure
         class. With ``params``, each row's ``params`` is its JSON text where the row holds
         it; ``params_in_blob`` says they are in a blob file, which is never read here (rows
@@ -172,7 +189,7 @@ class QueriesFacet(Protocol):
         """Failed attempts with ``low < id <= high`` by (class, function)."""
         ...
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str) -> JobProgress:
         """A job's state, counts by state, failures by class and where its results go."""
         ...
 
@@ -180,7 +197,7 @@ class QueriesFacet(Protocol):
         """Failed attempts of the job by failure class (every attempt, retried or not)."""
         ...
 
-    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[FailedTask]:
         """Tasks that failed for good, each with its attempts and their evidence."""
         ...
 
@@ -188,18 +205,23 @@ class QueriesFacet(Protocol):
         """When the job's first attempt started, its last one ended, and how many run."""
         ...
 
-    def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
-        """The learned estimate of each memory key the job's tasks use."""
+    def job_estimates(self, job_id: str) -> list[KeyEstimate]:
+        """The learned estimate of each memory key the job's tasks use (without the
+        spread of its peaks or the proof of an unfit key: ``estimate_rows`` has them)."""
         ...
 
-    def task(self, task_id: int) -> dict[str, Any] | None:
+    def task(self, task_id: int) -> TaskDetail | None:
         """One task: its job, function, state, final class and error (params as JSON text,
         or ``params_in_blob``); None when there is no such task."""
         ...
 
-    def attempts(self, task_id: int) -> list[dict[str, Any]]: ...
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """A task's attempts in order, with their evidence."""
+        ...
 
-    def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]: ...
+    def all_attempts(self, job_id: str) -> Iterator[AttemptSpan]:
+        """Every attempt of the job in order, with its task's memory key."""
+        ...
 
     def group_results(
         self, job_id: str, grp: int
@@ -217,7 +239,9 @@ class QueriesFacet(Protocol):
         """``(task_id, grp, replicate, params, attempts, pickled value)`` of stored results."""
         ...
 
-    def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    def events(self, job_id: str, limit: int = 100) -> list[EventRecord]:
+        """The job's newest ``limit`` events, oldest first."""
+        ...
 
     def unwritten_parts(self, job_id: str) -> int:
         """Stored results of the job not yet in a Parquet part, plus parts not yet renamed."""
@@ -315,14 +339,14 @@ class SamplesFacet(Protocol):
         the rows deleted."""
         ...
 
-    def throughput(self, job_id: str, max_points: int = 300) -> list[dict[str, Any]]:
+    def throughput(self, job_id: str, max_points: int = 300) -> list[ThroughputPoint]:
         """Attempts of the job ended per interval: ``t`` (start of the interval),
         ``step`` (seconds), ``succeeded``, ``failed`` (attempts), and ``done``: tasks
         finished for good by the end of the interval (succeeded, or failed at their last
         attempt)."""
         ...
 
-    def kills(self, job_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    def kills(self, job_id: str, limit: int = 500) -> list[KillPoint]:
         """The job's attempts that ran out of memory (OOM kills, ``memory_error``), in time
         order: when, class, memory key, limit, task and attempt."""
         ...
@@ -335,13 +359,13 @@ class DashboardFacet(Protocol):
         """The task's attempts in order (empty: no such task, or none started)."""
         ...
 
-    def key_estimate(self, key: str) -> KeyEstimate | None:
+    def key_estimate(self, key: str) -> LearnedEstimate | None:
         """The learned estimate of memory key ``key`` (None: nothing learned yet)."""
         ...
 
     def failures(
         self, query: FailureQuery, namespaces: Collection[str] | None, limit: int
-    ) -> list[FailedTask]:
+    ) -> list[FailureRow]:
         """A page of at most ``limit`` tasks that failed for good, newest first, of
         ``namespaces`` (None: of all), filtered by ``query``."""
         ...
@@ -493,12 +517,12 @@ class Store(Protocol):
 
     def add_tasks(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[NewTask],
         *,
         job_id: str | None = None,
         groups: int | None = None,
     ) -> None:
-        """Insert tasks (dicts with the tasks table's columns) in one transaction."""
+        """Insert tasks in one transaction."""
         ...
 
     def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None: ...
@@ -521,7 +545,7 @@ class Store(Protocol):
         """The params of a group and its replicates' pickled results, by replicate."""
         ...
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[Sequence[Any]] = ()) -> int:
+    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction."""
@@ -531,13 +555,12 @@ class Store(Protocol):
         """``{memory_key: (estimate, largest peak, samples)}``."""
         ...
 
-    def estimate_rows(self) -> dict[str, dict[str, Any]]:
+    def estimate_rows(self) -> dict[str, KeyEstimate]:
         """Everything each memory key is known to need (``scheduler/admission.py``)."""
         ...
 
-    def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
-        peak_sum, peak_sq])`` rows."""
+    def put_estimates(self, rows: Iterable[KeyEstimate]) -> None:
+        """Upsert what memory keys are known to need."""
         ...
 
     def task_place(self, task_id: int) -> tuple[str, int, str] | None:

@@ -19,13 +19,18 @@ from __future__ import annotations
 import operator
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
-from typing import Any
+from typing import TypeAlias
 
 from oomguard.jobs.model import OPEN_STATES, TaskState
 
 _SQL_DIR = resources.files("oomguard.store") / "sql"
+
+#: a value SQLite stores (a statement's parameter)
+SqlValue: TypeAlias = str | int | float | bytes | None
+#: a statement's named parameters
+SqlParams: TypeAlias = dict[str, SqlValue]
 
 
 def _state_list(states: Iterable[str]) -> str:
@@ -105,7 +110,7 @@ class Positional:
 
         self.sql = re.sub(r"'[^']*'|:(\w+)", placeholder, sql)
         #: a row's values in the order of the placeholders (always a tuple)
-        self.values: Callable[[dict[str, Any]], tuple[Any, ...]]
+        self.values: Callable[[Mapping[str, SqlValue]], tuple[SqlValue, ...]]
         if len(names) > 1:
             self.values = operator.itemgetter(*names)
         elif names:
@@ -149,6 +154,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "Positional",
     "Q",
+    "SqlParams",
+    "SqlValue",
     "parse_named",
     "split_sql",
 ]

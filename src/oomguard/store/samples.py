@@ -14,11 +14,12 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from oomguard.jobs.model import FailureClass
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
+from oomguard.store.records import KillPoint, ThroughputPoint
 
 if TYPE_CHECKING:
     from oomguard.store.connection import Connection
@@ -143,7 +144,7 @@ class Samples:
 
     # -- what the attempts tell over time ---------------------------------------------------
 
-    def throughput(self, job_id: str, max_points: int = 300) -> list[dict[str, Any]]:
+    def throughput(self, job_id: str, max_points: int = 300) -> list[ThroughputPoint]:
         """Attempts of the job ended per interval: ``t`` (start of the interval),
         ``step`` (seconds), ``succeeded``, ``failed`` (attempts), and ``done``: tasks
         finished for good by the end of the interval (succeeded, or failed at their last
@@ -165,27 +166,35 @@ class Samples:
         for bucket, ok, failed, finished in rows:
             done += int(finished or 0)
             out.append(
-                {
-                    "t": first + int(bucket) * step,
-                    "step": step,
-                    "succeeded": int(ok or 0),
-                    "failed": int(failed or 0),
-                    "done": done,
-                }
+                ThroughputPoint(
+                    t=first + int(bucket) * step,
+                    step=step,
+                    succeeded=int(ok or 0),
+                    failed=int(failed or 0),
+                    done=done,
+                )
             )
         return out
 
-    def kills(self, job_id: str, limit: int = 500) -> list[dict[str, Any]]:
+    def kills(self, job_id: str, limit: int = 500) -> list[KillPoint]:
         """The job's attempts that ran out of memory (OOM kills, ``memory_error``), in time
         order: when, class, memory key, limit, task and attempt."""
         rows = self.db.execute(
             Q["memory_kills"],
             (job_id, json.dumps(list(MEMORY_CLASSES)), limit),
         ).fetchall()
-        keys = ("ts", "failure_class", "key", "limit_bytes", "peak_bytes", "task_id")
         return [
-            {**dict(zip(keys, row[:6], strict=True)), "attempt_id": row[6], "pid": row[7]}
-            for row in rows
+            KillPoint(
+                ts=ts,
+                failure_class=fc,
+                key=key,
+                limit_bytes=limit_bytes,
+                peak_bytes=peak,
+                task_id=tid,
+                attempt_id=aid,
+                pid=pid,
+            )
+            for ts, fc, key, limit_bytes, peak, tid, aid, pid in rows
         ]
 
 

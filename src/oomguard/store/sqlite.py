@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import operator
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from oomguard.errors import (
     BlobMissingError,
@@ -36,8 +34,8 @@ from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
-from oomguard.store.queries import POSITIONAL, Q
-from oomguard.store.records import JobRecord, StoredSpec, TaskRow
+from oomguard.store.queries import POSITIONAL, Q, SqlParams
+from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -211,43 +209,45 @@ class SqliteStore:
 
     def add_tasks(
         self,
-        rows: Sequence[dict[str, Any]],
+        rows: Sequence[NewTask],
         *,
         job_id: str | None = None,
         groups: int | None = None,
     ) -> None:
-        """Insert tasks (dicts with the tasks table's columns) in one transaction.
+        """Insert tasks in one transaction.
 
         With ``job_id`` and ``groups``, the job's count of inserted groups is updated in the
         same transaction, so an interrupted submission resumes where it stopped.
         """
         now = time.time()
-        columns = (
-            "job_id",
-            "grp",
-            "kind",
-            "replicate",
-            "fn",
-            "params",
-            "params_ref",
-            "payload",
-            "payload_ref",
-            "state",
-            "deps",
-            "retries",
-            "oom_retries",
-            "timeout",
-            "memory",
-            "memory_key",
-            "lock_key",
-        )
         with self.transaction() as db:
             if rows:
-                # Every column, with its default where a row leaves it out (C-level getter:
-                # a submission inserts up to millions of rows).
-                base = dict.fromkeys(columns, None) | {"deps": 0, "retries": 0, "oom_retries": 3}
-                values = operator.itemgetter(*columns)
-                db.executemany(Q["insert_task"], [(*values(base | r), now) for r in rows])
+                db.executemany(
+                    Q["insert_task"],
+                    [
+                        (
+                            r.job_id,
+                            r.grp,
+                            r.kind,
+                            r.replicate,
+                            r.fn,
+                            r.params,
+                            r.params_ref,
+                            r.payload,
+                            r.payload_ref,
+                            r.state,
+                            r.deps,
+                            r.retries,
+                            r.oom_retries,
+                            r.timeout,
+                            r.memory,
+                            r.memory_key,
+                            r.lock_key,
+                            now,
+                        )
+                        for r in rows
+                    ],
+                )
             if job_id is not None and groups is not None:
                 db.execute(Q["set_total_groups"], (groups, job_id))
 
@@ -312,7 +312,7 @@ class SqliteStore:
             values.append(self.blobs.get(ref) if ref else value)
         return (self.blobs.params_of(*params_row) if params_row else None), values
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[Sequence[Any]] = ()) -> int:
+    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction.
@@ -328,12 +328,10 @@ class SqliteStore:
         except UnicodeEncodeError:
             return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
 
-    def _apply(
-        self, ops: list[tuple[str, dict[str, Any]]], estimates: Sequence[Sequence[Any]]
-    ) -> int:
+    def _apply(self, ops: list[tuple[str, SqlParams]], estimates: Sequence[KeyEstimate]) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
-        phases: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+        phases: dict[int, list[tuple[str, SqlParams]]] = {}
         for name, params in ops:
             phases.setdefault(PHASES[name], []).append((name, params))
         duplicates = 0
@@ -361,7 +359,7 @@ class SqliteStore:
                 )
         return duplicates
 
-    def _store_results(self, db: sqlite3.Connection, results: list[dict[str, Any]]) -> int:
+    def _store_results(self, db: sqlite3.Connection, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed
         their tasks and release their dependants; return the number of duplicates."""
         ids = [params["task_id"] for params in results]
@@ -372,12 +370,14 @@ class SqliteStore:
                 (json.dumps(ids),),
             )
         }
-        fresh: list[dict[str, Any]] = []
+        fresh: list[SqlParams] = []
         for params in results:
-            if params["task_id"] in stored:
+            task_id = int(params["task_id"] or 0)
+            if task_id in stored:
                 continue
-            stored.add(params["task_id"])
+            stored.add(task_id)
             value = params["value"]
+            assert value is None or isinstance(value, bytes)  # a result write's pickle
             row = dict(params, value_ref=None, size=None if value is None else len(value))
             if value is not None and len(value) > BLOB_THRESHOLD:
                 row["value_ref"] = self.blobs.put(value)
@@ -387,7 +387,9 @@ class SqliteStore:
             for name in ("insert_result", "task_succeeded"):
                 query = POSITIONAL[name]
                 db.executemany(query.sql, [query.values(r) for r in fresh])
-            released = [r for r in fresh if r["kind"] == "task" and self._aggregates(r["job_id"])]
+            released = [
+                r for r in fresh if r["kind"] == "task" and self._aggregates(str(r["job_id"]))
+            ]
             if released:
                 query = POSITIONAL["release_dependent"]
                 db.executemany(query.sql, [query.values(r) for r in released])
@@ -411,13 +413,12 @@ class SqliteStore:
         """``{memory_key: (estimate, largest peak, samples)}``."""
         return key_estimates.summary(self.db)
 
-    def estimate_rows(self) -> dict[str, dict[str, Any]]:
+    def estimate_rows(self) -> dict[str, KeyEstimate]:
         """Everything each memory key is known to need (``scheduler/admission.py``)."""
         return key_estimates.rows(self.db)
 
-    def put_estimates(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Upsert ``(key, bytes, peak_bytes, samples[, killed_at, unfit_cap, proof,
-        peak_sum, peak_sq])`` rows."""
+    def put_estimates(self, rows: Iterable[KeyEstimate]) -> None:
+        """Upsert what memory keys are known to need."""
         with self.transaction() as db:
             key_estimates.put(db, rows)
 

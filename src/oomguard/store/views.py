@@ -11,13 +11,27 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from oomguard.errors import BlobMissingError, JobNotFoundError
+from oomguard.jobs.jsonvalue import JSON
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
-from oomguard.store.records import JobRecord, JobTimes, StoredSpec
+from oomguard.store.records import (
+    AttemptRecord,
+    AttemptSpan,
+    EventRecord,
+    FailedTask,
+    JobListing,
+    JobProgress,
+    JobRecord,
+    JobTimes,
+    KeyEstimate,
+    StoredSpec,
+    TaskDetail,
+    TaskListing,
+)
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
@@ -101,10 +115,8 @@ class Queries:
 
     def recent_jobs(
         self, limit: int, namespaces: Collection[str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The newest ``limit`` jobs (of ``namespaces``; None: of all): id, name,
-        namespace, fn, state, created_at."""
-        keys = ("job_id", "name", "namespace", "fn", "state", "created_at")
+    ) -> list[JobListing]:
+        """The newest ``limit`` jobs (of ``namespaces``; None: of all)."""
         if namespaces is None:
             rows = self.db.execute(
                 Q["recent_jobs"],
@@ -117,7 +129,17 @@ class Queries:
                 Q["recent_jobs_in_namespaces"],
                 (json.dumps(sorted(namespaces)), limit),
             )
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return [
+            JobListing(
+                job_id=str(job_id),
+                name=str(name),
+                namespace=str(namespace),
+                fn=str(fn),
+                state=str(state),
+                created_at=float(created_at),
+            )
+            for job_id, name, namespace, fn, state, created_at in rows
+        ]
 
     def task_list(
         self,
@@ -128,7 +150,7 @@ class Queries:
         limit: int = 100,
         after: int | None = None,
         params: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskListing]:
         """The job's tasks in id order after task ``after``, filtered by state and failure
         class. With ``params``, each row's ``params`` is its JSON text where the row holds
         it; ``params_in_blob`` says they are in a blob file, which is never read here (rows
@@ -142,22 +164,23 @@ class Queries:
             "limit": limit,
         }
         sql = Q["task_list"] if state is None else Q["task_list_in_state"]
-        keys = (
-            "task_id",
-            "group",
-            "kind",
-            "replicate",
-            "fn",
-            "state",
-            "attempts",
-            "failure_class",
-            "error",
-            "params",
-            "params_in_blob",
-        )
         return [
-            dict(zip(keys, (*row[:-1], bool(row[-1])), strict=True))
-            for row in self.db.execute(sql, args).fetchall()
+            TaskListing(
+                task_id=tid,
+                group=grp,
+                kind=kind,
+                replicate=rep,
+                fn=fn,
+                state=st,
+                attempts=attempts,
+                failure_class=fc,
+                error=error,
+                params=text,
+                params_in_blob=bool(in_blob),
+            )
+            for tid, grp, kind, rep, fn, st, attempts, fc, error, text, in_blob in self.db.execute(
+                sql, args
+            ).fetchall()
         ]
 
     # -- counts over the whole store (metrics) -------------------------------------------
@@ -201,31 +224,31 @@ class Queries:
             )
         }
 
-    def job_status(self, job_id: str) -> dict[str, Any]:
+    def job_status(self, job_id: str) -> JobProgress:
         """A job's state, counts by state, failures by class and where its results go."""
         job = self.job(job_id)
         counts = self.counts(job_id)
         total = sum(counts.values())
         finished = sum(counts[s] for s in FINISHED_STATES)
-        return {
-            "job_id": job_id,
-            "name": job.name,
-            "namespace": job.namespace,
-            "fn": job.fn,
-            "aggregate": job.agg,
-            "state": self._interrupted(job_id, _job_state(job.state, counts, total)),
-            "groups": job.groups,
-            "tasks": total,
-            "finished": finished,
-            "counts": counts,
-            "failures_by_class": self.failures_by_class(job_id),
+        return JobProgress(
+            job_id=job_id,
+            name=job.name,
+            namespace=job.namespace,
+            fn=job.fn,
+            aggregate=job.agg,
+            state=self._interrupted(job_id, _job_state(job.state, counts, total)),
+            groups=job.groups,
+            tasks=total,
+            finished=finished,
+            counts=counts,
+            failures_by_class=self.failures_by_class(job_id),
             # Why the job was stopped (its first attempts all failed loading its task).
-            "stopped": self.stop_cause(job_id) if job.state == "stopped" else None,
-            "out": job.spec.out,
+            stopped=self.stop_cause(job_id) if job.state == "stopped" else None,
+            out=job.spec.out,
             # As the last scheduler on this store saw them.
-            "memory_budget_bytes": int(budget) if (budget := self.meta("memory_budget")) else None,
-            "isolation": self.meta("isolation"),
-        }
+            memory_budget_bytes=int(budget) if (budget := self.meta("memory_budget")) else None,
+            isolation=self.meta("isolation"),
+        )
 
     def _interrupted(self, job_id: str, state: str) -> str:
         """``interrupted`` for a job with work left that was stopped (Ctrl-C, SIGTERM,
@@ -255,7 +278,7 @@ class Queries:
             )
         }
 
-    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+    def failed_tasks(self, job_id: str, limit: int | None = None) -> list[FailedTask]:
         """Tasks that failed for good, each with its attempts and their evidence."""
         # A negative LIMIT is no limit.
         sql, args = Q["failed_tasks"], (job_id, -1 if limit is None else limit)
@@ -277,20 +300,19 @@ class Queries:
             if isinstance(params, BlobMissingError):
                 params = json.dumps({"params_missing": str(params)})
             out.append(
-                {
-                    "task_id": tid,
-                    "group": grp,
-                    "kind": kind,
-                    "replicate": rep,
-                    "fn": fn,
-                    "params": json.loads(params) if params else None,
-                    "failure_class": fc,
-                    "error": error,
-                    "attempts": self.attempts(tid),
-                    "attempt_count": attempts,
-                    # what its memory estimate is learned under (fn|NAME=VALUE)
-                    "memory_key": key,
-                }
+                FailedTask(
+                    task_id=tid,
+                    group=grp,
+                    kind=kind,
+                    replicate=rep,
+                    fn=fn,
+                    params=_json(params),
+                    failure_class=fc,
+                    error=error,
+                    attempts=tuple(self.attempts(tid)),
+                    attempt_count=attempts,
+                    memory_key=key,
+                )
             )
         return out
 
@@ -306,96 +328,108 @@ class Queries:
             running_attempts=int(running or 0),
         )
 
-    def job_estimates(self, job_id: str) -> list[dict[str, Any]]:
-        """The learned estimate of each memory key the job's tasks use."""
-        keys = (
-            "memory_key",
-            "bytes",
-            "peak_bytes",
-            "samples",
-            "updated_at",
-            "killed_at",
-            "unfit_cap",
-        )
+    def job_estimates(self, job_id: str) -> list[KeyEstimate]:
+        """The learned estimate of each memory key the job's tasks use (without the
+        spread of its peaks or the proof of an unfit key: ``estimate_rows`` has them)."""
         rows = [
-            dict(zip(keys, row, strict=True))
-            for row in self.db.execute(
+            KeyEstimate(
+                memory_key=str(key),
+                bytes=int(b),
+                peak_bytes=int(peak),
+                samples=int(n),
+                updated_at=None if updated is None else float(updated),
+                killed_at=int(killed or 0),
+                unfit_cap=int(unfit or 0),
+            )
+            for key, b, peak, n, updated, killed, unfit in self.db.execute(
                 Q["job_estimates"],
                 (job_id,),
             )
         ]
         # In the order of the key's value (50 before 100), not as strings.
-        return sorted(rows, key=lambda r: key_order(str(r["memory_key"])))
+        return sorted(rows, key=lambda r: key_order(r.memory_key))
 
-    def task(self, task_id: int) -> dict[str, Any] | None:
+    def task(self, task_id: int) -> TaskDetail | None:
         """One task: its job, function, state, final class and error (params as JSON text,
         or ``params_in_blob``); None when there is no such task."""
-        keys = (
-            "task_id",
-            "job_id",
-            "group",
-            "kind",
-            "replicate",
-            "fn",
-            "state",
-            "attempt_count",
-            "failure_class",
-            "error",
-            "memory_key",
-            "memory",
-            "params",
-            "params_in_blob",
-        )
         row = self.db.execute(
             Q["task"],
             (task_id,),
         ).fetchone()
-        return None if row is None else dict(zip(keys, row, strict=True))
-
-    def attempts(self, task_id: int) -> list[dict[str, Any]]:
-        keys = (
-            "attempt_id",
-            "n",
-            "worker",
-            "pid",
-            "state",
-            "started_at",
-            "ended_at",
-            "failure_class",
-            "admitted_bytes",
-            "limit_bytes",
-            "peak_bytes",
-            "evidence",
+        if row is None:
+            return None
+        (tid, job_id, grp, kind, rep, fn, state, attempts, fc, error, key, memory, text, blob) = row
+        return TaskDetail(
+            task_id=tid,
+            job_id=job_id,
+            group=grp,
+            kind=kind,
+            replicate=rep,
+            fn=fn,
+            state=state,
+            attempt_count=attempts,
+            failure_class=fc,
+            error=error,
+            memory_key=key,
+            memory=memory,
+            params=text,
+            params_in_blob=bool(blob),
         )
-        rows = self.db.execute(
-            Q["task_attempts"],
-            (task_id,),
-        ).fetchall()
-        out = []
-        for row in rows:
-            item = dict(zip(keys, row, strict=False))
-            item["evidence"] = json.loads(item["evidence"]) if item["evidence"] else None
-            out.append(item)
-        return out
 
-    def all_attempts(self, job_id: str) -> Iterator[dict[str, Any]]:
-        keys = (
-            "attempt_id",
-            "task_id",
-            "started_at",
-            "ended_at",
-            "admitted_bytes",
-            "limit_bytes",
-            "peak_bytes",
-            "failure_class",
-            "state",
-            "memory_key",
-        )
-        for row in self.db.execute(
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """A task's attempts in order, with their evidence."""
+        return [
+            AttemptRecord(
+                attempt_id=aid,
+                n=n,
+                worker=worker,
+                pid=pid,
+                state=state,
+                started_at=started,
+                ended_at=ended,
+                failure_class=fc,
+                admitted_bytes=admitted,
+                limit_bytes=limit,
+                peak_bytes=peak,
+                evidence=_json(evidence),
+            )
+            for (
+                aid,
+                n,
+                worker,
+                pid,
+                state,
+                started,
+                ended,
+                fc,
+                admitted,
+                limit,
+                peak,
+                evidence,
+            ) in self.db.execute(
+                Q["task_attempts"],
+                (task_id,),
+            ).fetchall()
+        ]
+
+    def all_attempts(self, job_id: str) -> Iterator[AttemptSpan]:
+        """Every attempt of the job in order, with its task's memory key."""
+        for aid, tid, started, ended, admitted, limit, peak, fc, state, key in self.db.execute(
             Q["all_attempts"],
             (job_id,),
         ):
-            yield dict(zip(keys, row, strict=False))
+            yield AttemptSpan(
+                attempt_id=aid,
+                task_id=tid,
+                started_at=started,
+                ended_at=ended,
+                admitted_bytes=admitted,
+                limit_bytes=limit,
+                peak_bytes=peak,
+                failure_class=fc,
+                state=state,
+                memory_key=key,
+            )
 
     def group_results(
         self, job_id: str, grp: int
@@ -432,13 +466,14 @@ class Queries:
                 _or_missing(self._blobs.get, ref) if ref else value,
             )
 
-    def events(self, job_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    def events(self, job_id: str, limit: int = 100) -> list[EventRecord]:
+        """The job's newest ``limit`` events, oldest first."""
         rows = self.db.execute(
             Q["events"],
             (job_id, limit),
         ).fetchall()
         return [
-            {"id": i, "ts": ts, "task_id": t, "kind": k, "data": json.loads(d) if d else None}
+            EventRecord(id=i, ts=ts, task_id=t, kind=k, data=_json(d))
             for i, ts, t, k, d in reversed(rows)
         ]
 
@@ -473,6 +508,12 @@ def _or_missing(read: Callable[..., T], *args: object) -> T | BlobMissingError:
         return read(*args)
     except BlobMissingError as err:
         return err
+
+
+def _json(text: str | None) -> JSON:
+    """JSON text as stored (None or empty: None)."""
+    value: JSON = json.loads(text) if text else None
+    return value
 
 
 def _job_state(stored: str, counts: dict[str, int], total: int) -> str:

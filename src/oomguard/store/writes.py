@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
+from oomguard.store.queries import SqlParams
 from oomguard.units import safe_text
 
 
@@ -45,10 +45,10 @@ class Write:
 
     query: str
     task_id: int | None
-    params: dict[str, Any] | AttemptRow
+    params: SqlParams | AttemptRow
     attempt_id: int | None = None
 
-    def parameters(self) -> dict[str, Any]:
+    def parameters(self) -> SqlParams:
         if isinstance(self.params, AttemptRow):
             return dict(vars(self.params))  # flat: cheaper than dataclasses.asdict
         return self.params
@@ -75,7 +75,7 @@ PHASES = {
 }
 
 
-def safe_params(params: dict[str, Any]) -> dict[str, Any]:
+def safe_params(params: SqlParams) -> SqlParams:
     """``params`` with every string made encodable (:func:`~oomguard.units.safe_text`)."""
     return {k: safe_text(v) if isinstance(v, str) else v for k, v in params.items()}
 
@@ -106,7 +106,7 @@ class PendingWrites:
         self,
         query: str,
         task_id: int | None,
-        params: dict[str, Any] | AttemptRow,
+        params: SqlParams | AttemptRow,
         attempt_id: int | None = None,
     ) -> None:
         if not self._writes:
@@ -131,7 +131,7 @@ class PendingWrites:
         worker: str | None,
         ended_at: float,
     ) -> None:
-        params = {
+        params: SqlParams = {
             "id": attempt_id,
             "state": state,
             "ended_at": ended_at,
@@ -168,7 +168,7 @@ class PendingWrites:
         error: str | None,
         now: float,
     ) -> None:
-        params = {
+        params: SqlParams = {
             "task_id": task_id,
             "n": n,
             "oom_attempts": oom_attempts,
@@ -190,7 +190,7 @@ class PendingWrites:
         error: str | None,
         now: float,
     ) -> None:
-        params = {
+        params: SqlParams = {
             "task_id": task_id,
             "n": n,
             "oom_attempts": oom_attempts,
@@ -202,7 +202,7 @@ class PendingWrites:
 
     def fail_dependent(self, task_id: int, job_id: str, grp: int, error: str, now: float) -> None:
         """Fail the aggregation waiting on ``task_id`` (a replicate that failed for good)."""
-        params = {"job_id": job_id, "grp": grp, "now": now, "error": error}
+        params: SqlParams = {"job_id": job_id, "grp": grp, "now": now, "error": error}
         self._add("fail_dependent", task_id, params)
 
     def result(
@@ -218,7 +218,7 @@ class PendingWrites:
         now: float,
     ) -> None:
         """Store a result (exactly once per task), succeed its task, release dependants."""
-        params = {
+        params: SqlParams = {
             "task_id": task_id,
             "job_id": job_id,
             "attempt_id": attempt_id,
@@ -233,14 +233,14 @@ class PendingWrites:
     # -- locks and events ---------------------------------------------------------------
 
     def acquire_lock(self, key: str, attempt_id: int, task_id: int) -> None:
-        params = {"key": key, "attempt_id": attempt_id, "task_id": task_id}
+        params: SqlParams = {"key": key, "attempt_id": attempt_id, "task_id": task_id}
         self._add("acquire_lock", task_id, params, attempt_id)
 
     def release_lock(self, attempt_id: int, task_id: int) -> None:
         self._add("release_lock", task_id, {"attempt_id": attempt_id})
 
     def event(self, job_id: str | None, task_id: int | None, kind: str, data: str) -> None:
-        params = {
+        params: SqlParams = {
             "ts": time.time(),
             "job_id": job_id,
             "task_id": task_id,

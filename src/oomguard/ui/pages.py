@@ -1,17 +1,26 @@
 """What each dashboard page shows, read from the store (the templates only lay it out).
 
-Every function takes a store and returns plain data plus the charts as SVG markup; none
-writes. See docs/ARCHITECTURE.md ("The dashboard").
+Every function takes a store and returns what its template lays out (the store's records,
+a few rows of its own, the charts as SVG markup); none writes. See docs/ARCHITECTURE.md
+("The dashboard").
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
+from oomguard.jobs.jsonvalue import JSON
 from oomguard.store.protocol import Store
-from oomguard.store.records import JobTimes
+from oomguard.store.records import (
+    AttemptRecord,
+    FailedTask,
+    JobProgress,
+    JobTimes,
+    KillPoint,
+    ThroughputPoint,
+)
 from oomguard.store.samples import Sample
 from oomguard.ui.charts import PALETTE, Frame, Mark, Series, format_duration, line_chart
 from oomguard.units import format_size
@@ -24,22 +33,56 @@ FAILED_SHOWN = 50
 WORKERS_DRAWN = 12
 LIVE_STATES = ("running", "waiting")
 
+#: what a page's template is given (its names and values)
+Context = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a job was made and started, how long it ran, and its percent finished."""
+
+    created_at: float
+    started_at: float | None
+    duration: float | None
+    percent: float
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job on the jobs page: its status and its timing."""
+
+    status: JobProgress
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class AttemptEvidence:
+    """An attempt on the task page, its evidence taken apart for the template."""
+
+    attempt: AttemptRecord
+    kernel_lines: list[str]
+    #: the kernel's report, parsed
+    kernel: JSON
+    traceback: JSON
+    #: the rest of the evidence
+    other: dict[str, JSON]
+
 
 def jobs_page(
     store: Store, limit: int = JOBS_SHOWN, namespaces: Collection[str] | None = None
-) -> dict[str, Any]:
+) -> Context:
     """The newest jobs (of ``namespaces``; None: of all): name, namespace, state,
     progress, counts, failures by class, started, duration."""
     now = time.time()
     jobs = []
     for row in store.queries.recent_jobs(limit, namespaces=namespaces):
-        status = store.queries.job_status(row["job_id"])
-        times = store.queries.job_times(row["job_id"])
-        jobs.append({**status, **_timing(status, times, row["created_at"], now)})
-    return {"jobs": jobs, "live": any(j["state"] in LIVE_STATES for j in jobs)}
+        status = store.queries.job_status(row.job_id)
+        times = store.queries.job_times(row.job_id)
+        jobs.append(JobRow(status, _timing(status, times, row.created_at, now)))
+    return {"jobs": jobs, "live": any(j.status.state in LIVE_STATES for j in jobs)}
 
 
-def job_page(store: Store, job_id: str) -> dict[str, Any]:
+def job_page(store: Store, job_id: str) -> Context:
     """One job: its status, timing, charts (memory with the OOM kills, progress, tasks/s),
     failed tasks with their evidence, and the learned estimates of its memory keys."""
     now = time.time()
@@ -49,11 +92,11 @@ def job_page(store: Store, job_id: str) -> dict[str, Any]:
     samples = store.samples.series(job_id)
     throughput = store.samples.throughput(job_id)
     kills = store.samples.kills(job_id)
-    live = status["state"] in LIVE_STATES
+    live = status.state in LIVE_STATES
     starts = [t for t in (times.started_at, samples[0].ts if samples else None) if t]
     t0 = min(starts) if starts else job.created_at
-    ends = [t0 + 1.0, *(s.ts for s in samples[-1:]), *(k["ts"] for k in kills)]
-    ends += [b["t"] + b["step"] for b in throughput[-1:]]
+    ends = [t0 + 1.0, *(s.ts for s in samples[-1:]), *(k.ts for k in kills)]
+    ends += [b.t + b.step for b in throughput[-1:]]
     if times.ended_at:
         ends.append(times.ended_at)
     if live:
@@ -61,42 +104,52 @@ def job_page(store: Store, job_id: str) -> dict[str, Any]:
     frame = Frame(t0=t0, t1=max(ends))
     marks = [_kill_mark(k, t0) for k in kills]
     failed = store.queries.failed_tasks(job_id, limit=FAILED_SHOWN)
-    for task in failed:
-        task["kernel_lines"] = _kernel_lines(task["attempts"])
+    timing = _timing(status, times, job.created_at, now)
     return {
         "status": status,
         "job": job,
-        **_timing(status, times, job.created_at, now),
+        "created_at": timing.created_at,
+        "started_at": timing.started_at,
+        "duration": timing.duration,
+        "percent": timing.percent,
         "live": live,
         "samples": len(samples),
         "samples_available": store.samples.available(),
         "memory_chart": memory_chart(samples, marks, frame),
-        "progress_chart": progress_chart(
-            throughput, status["tasks"], marks, frame, status["finished"]
-        ),
+        "progress_chart": progress_chart(throughput, status.tasks, marks, frame, status.finished),
         "rate_chart": rate_chart(throughput, marks, frame),
-        "kills": [{**k, "at": format_duration(k["ts"] - t0)} for k in kills],
+        "kills": kills,
+        # when each kill happened, from the start of the job (by attempt)
+        "kill_at": {k.attempt_id: format_duration(k.ts - t0) for k in kills},
         "failed": failed,
-        "failed_more": max(0, status["counts"]["failed"] - len(failed)),
+        # the kernel's lines of each failed task (by task)
+        "kernel_lines": {t.task_id: _kernel_lines(t) for t in failed},
+        "failed_more": max(0, status.counts["failed"] - len(failed)),
         "estimates": store.queries.job_estimates(job_id),
         "now": now,
     }
 
 
-def task_page(store: Store, task_id: int) -> dict[str, Any] | None:
+def task_page(store: Store, task_id: int) -> Context | None:
     """One task and every attempt's evidence (None: no such task)."""
     task = store.queries.task(task_id)
     if task is None:
         return None
-    attempts = store.queries.attempts(task_id)
-    for attempt in attempts:
-        ev = attempt["evidence"] or {}
-        attempt["kernel_lines"] = list(ev.get("kernel_lines") or [])
-        attempt["traceback"] = ev.get("traceback")
-        attempt["other"] = {
-            k: v for k, v in ev.items() if k not in ("kernel_lines", "traceback", "kernel")
-        }
-        attempt["kernel"] = ev.get("kernel")
+    attempts = []
+    for attempt in store.queries.attempts(task_id):
+        ev = attempt.evidence if isinstance(attempt.evidence, dict) else {}
+        lines = ev.get("kernel_lines")
+        attempts.append(
+            AttemptEvidence(
+                attempt=attempt,
+                kernel_lines=[str(x) for x in lines] if isinstance(lines, list) else [],
+                kernel=ev.get("kernel"),
+                traceback=ev.get("traceback"),
+                other={
+                    k: v for k, v in ev.items() if k not in ("kernel_lines", "traceback", "kernel")
+                },
+            )
+        )
     return {"task": task, "attempts": attempts}
 
 
@@ -167,7 +220,7 @@ def memory_chart(samples: list[Sample], marks: list[Mark], frame: Frame) -> str:
 
 
 def progress_chart(
-    throughput: list[dict[str, Any]],
+    throughput: Sequence[ThroughputPoint],
     total: int,
     marks: list[Mark],
     frame: Frame,
@@ -175,7 +228,7 @@ def progress_chart(
 ) -> str:
     """Tasks finished over time; it ends at ``finished`` (the store's count now), which the
     last sampled second may not have seen yet."""
-    points = [(b["t"] + b["step"], float(b["done"])) for b in throughput]
+    points = [(b.t + b.step, float(b.done)) for b in throughput]
     if points:
         points.insert(0, (frame.t0, 0.0))
     if finished is not None and points and points[-1][1] < finished:
@@ -191,62 +244,61 @@ def progress_chart(
     )
 
 
-def rate_chart(throughput: list[dict[str, Any]], marks: list[Mark], frame: Frame) -> str:
-    ok = [(b["t"], b["succeeded"] / b["step"]) for b in throughput]
-    failed = [(b["t"], b["failed"] / b["step"]) for b in throughput]
+def rate_chart(throughput: Sequence[ThroughputPoint], marks: list[Mark], frame: Frame) -> str:
+    ok = [(b.t, b.succeeded / b.step) for b in throughput]
+    failed = [(b.t, b.failed / b.step) for b in throughput]
     series = [Series("attempts succeeded / s", ok, PALETTE[0], steps=True)]
     if any(v for _t, v in failed):
         series.append(Series("attempts failed / s", failed, PALETTE[5], steps=True))
-    step = throughput[0]["step"] if throughput else 1.0
+    step = throughput[0].step if throughput else 1.0
     return line_chart("Tasks per second", frame, series, marks, note=f"per {format_duration(step)}")
 
 
 # -- helpers -------------------------------------------------------------------------------
 
 
-def _timing(
-    status: dict[str, Any], times: JobTimes, created_at: float, now: float
-) -> dict[str, Any]:
+def _timing(status: JobProgress, times: JobTimes, created_at: float, now: float) -> Timing:
     started = times.started_at
     if started is None:
         duration = None
-    elif status["state"] in LIVE_STATES:
+    elif status.state in LIVE_STATES:
         duration = now - started
     else:
         duration = (times.ended_at or started) - started
-    tasks = status["tasks"]
-    return {
-        "created_at": created_at,
-        "started_at": started,
-        "duration": duration,
-        "percent": round(100.0 * status["finished"] / tasks, 1) if tasks else 0.0,
-    }
+    tasks = status.tasks
+    return Timing(
+        created_at=created_at,
+        started_at=started,
+        duration=duration,
+        percent=round(100.0 * status.finished / tasks, 1) if tasks else 0.0,
+    )
 
 
-def _kill_mark(kill: dict[str, Any], t0: float) -> Mark:
-    limit = kill["limit_bytes"]
+def _kill_mark(kill: KillPoint, t0: float) -> Mark:
+    limit = kill.limit_bytes
     title = (
-        f"{kill['failure_class']} at +{format_duration(kill['ts'] - t0)}: key {kill['key']}, "
-        f"limit {format_size(limit)}, task {kill['task_id']}, attempt {kill['attempt_id']}"
+        f"{kill.failure_class} at +{format_duration(kill.ts - t0)}: key {kill.key}, "
+        f"limit {format_size(limit)}, task {kill.task_id}, attempt {kill.attempt_id}"
     )
     return Mark(
-        t=float(kill["ts"]),
-        label=str(kill["failure_class"]),
+        t=float(kill.ts),
+        label=str(kill.failure_class),
         title=title,
         data={
-            "class": str(kill["failure_class"]),
-            "key": str(kill["key"]),
+            "class": str(kill.failure_class),
+            "key": str(kill.key),
             "limit": str(limit or ""),
-            "task": str(kill["task_id"]),
+            "task": str(kill.task_id),
         },
     )
 
 
-def _kernel_lines(attempts: list[dict[str, Any]]) -> list[str]:
+def _kernel_lines(task: FailedTask) -> list[str]:
     """The kernel's lines of the task's last attempt that has some."""
-    for attempt in reversed(attempts):
-        lines = (attempt.get("evidence") or {}).get("kernel_lines")
-        if lines:
+    for attempt in reversed(task.attempts):
+        ev = attempt.evidence
+        lines = ev.get("kernel_lines") if isinstance(ev, Mapping) else None
+        if isinstance(lines, list) and lines:
             return [str(line) for line in lines]
     return []
 
@@ -260,4 +312,14 @@ def _size_axis(value: float) -> str:
     return format_size(int(value))
 
 
-__all__ = ["job_page", "jobs_page", "memory_chart", "progress_chart", "rate_chart", "task_page"]
+__all__ = [
+    "AttemptEvidence",
+    "JobRow",
+    "Timing",
+    "job_page",
+    "jobs_page",
+    "memory_chart",
+    "progress_chart",
+    "rate_chart",
+    "task_page",
+]

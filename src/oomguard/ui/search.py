@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 from oomguard.jobs.model import FailureClass
-from oomguard.store.dashboard import FailedTask, FailureQuery, JobQuery, JobRow
+from oomguard.store.dashboard import FailureQuery, FailureRow, JobQuery, JobRow
 from oomguard.store.protocol import Store
 
 #: failed tasks on one page
@@ -37,7 +37,7 @@ class FailuresPage:
     query: FailureQuery
     #: the filters as given (the form shows them back)
     form: Mapping[str, str]
-    failures: list[FailedTask]
+    failures: list[FailureRow]
     #: the URL of the next (older) page (None: this is the last)
     older: str | None
     #: the URL of the first page of this search (None: this is the first)

@@ -14,6 +14,7 @@ from html import escape
 from oomguard.jobs.model import FailureClass
 from oomguard.store.dashboard import LineageAttempt
 from oomguard.store.protocol import Store
+from oomguard.store.records import TaskDetail
 from oomguard.ui import pages
 from oomguard.ui.charts import KILL_COLOUR, PALETTE, nice_bytes
 from oomguard.units import format_size
@@ -33,7 +34,8 @@ def task_page(store: Store, task_id: int) -> dict[str, object] | None:
         return None
     lineage = store.dashboard.lineage(task_id)
     task = data["task"]
-    key = task.get("memory_key") or task.get("fn")
+    assert isinstance(task, TaskDetail)
+    key = task.memory_key or task.fn
     return {
         **data,
         "lineage": lineage,

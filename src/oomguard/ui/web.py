@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -98,7 +97,7 @@ def add_ui(
     throttle = throttle if throttle is not None else LoginThrottle()
     login = not tenancy.open
 
-    def page(name: str, http_status: int = 200, **context: Any) -> HTMLResponse:
+    def page(name: str, http_status: int = 200, /, **context: object) -> HTMLResponse:
         html = env.get_template(name).render(
             read_only=read_only, login=login, login_page=name == "login.html", **context
         )
