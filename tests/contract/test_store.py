@@ -361,7 +361,7 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store: Store)
     whose placeholders take the row's values in their order; string literals (with a ``:``
     in them) stay as they are."""
     assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
-    from oomguard.store.queries import POSITIONAL, Positional, Q
+    from oomguard.store.queries import POSITIONAL, Positional, Q, SqlParams
 
     assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
     q = Positional("UPDATE t SET a = :a, b = ':b is text' WHERE id = :id AND c = :a")
@@ -371,9 +371,10 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store: Store)
     # The same row through the named and the positional insert: the same stored row.
     job = _job(store, n=1)
     (task,) = store.take_ready(job, 1, 1)
-    row = {"id": 1, "task_id": task.id, "n": 1, "scheduler_id": "s", "worker": "w", "pid": 9,
-           "state": "running", "started_at": 1.5, "ended_at": None, "failure_class": None,
-           "admitted_bytes": 10, "limit_bytes": 20, "peak_bytes": None, "evidence": "{}"}
+    row: SqlParams = {
+        "id": 1, "task_id": task.id, "n": 1, "scheduler_id": "s", "worker": "w", "pid": 9,
+        "state": "running", "started_at": 1.5, "ended_at": None, "failure_class": None,
+        "admitted_bytes": 10, "limit_bytes": 20, "peak_bytes": None, "evidence": "{}"}
     store.db.execute(Q["insert_attempt"], row)
     query = POSITIONAL["insert_attempt"]
     store.db.execute(query.sql, query.values(dict(row, id=2)))

@@ -18,6 +18,7 @@ import oomguard
 from fixtures.dask_cluster import dask_cluster, wait_workers, worker_pids
 from fixtures.polling import wait_for
 from oomguard.executors.dask.backlog import GROUP_MAX_ITEMS
+from oomguard.jobs.jsonvalue import JSON
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(180)]
 
@@ -212,7 +213,12 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
         ("skipped", None),
         ("failed", "memory_error"),
     }
-    reasons = {a.evidence["reason"] for task in skipped for a in task if a.state == "skipped"}
+    reasons: set[JSON] = set()
+    for task in skipped:
+        for a in task:
+            if a.state == "skipped":
+                assert isinstance(a.evidence, dict), a.evidence
+                reasons.add(a.evidence["reason"])
     assert reasons <= {RECYCLED}, reasons
     if case == "queued_behind_it":
         assert reasons == {RECYCLED}

@@ -67,7 +67,9 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
         attempts = runner.store.queries.attempts(1)
         assert [a.failure_class for a in attempts] == ["killed", None]
         assert attempts[0].pid == pid
-        assert attempts[0].evidence["signal_name"] == "SIGKILL"
+        evidence = attempts[0].evidence
+        assert isinstance(evidence, dict), evidence
+        assert evidence["signal_name"] == "SIGKILL"
         assert runner.scheduler is not None
         executor = runner.scheduler.executor
         assert isinstance(executor, LocalExecutor)

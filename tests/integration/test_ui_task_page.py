@@ -21,7 +21,7 @@ def test_a_task_killed_then_retried_with_more_memory_tells_its_lineage(tmp_path:
         status = job.wait(timeout=120, progress=False)
         assert status["counts"]["succeeded"] == 1, status
     with open_store(str(path), readonly=True) as store:
-        task_id = int(store.queries.task_list(job.id, limit=1)[0]["task_id"])
+        task_id = store.queries.task_list(job.id, limit=1)[0].task_id
         lineage = store.dashboard.lineage(task_id)
     assert len(lineage) >= 2, lineage
     first, last = lineage[0], lineage[-1]

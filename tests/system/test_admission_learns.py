@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
+from oomguard.store.records import AttemptRecord, AttemptSpan
 from oomguard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -24,6 +25,26 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.system, pytest.mark.timeout(400)]
 MIB = 1024**2
 OWN_LIMIT = ("oom_cgroup", "oom_watchdog", "memory_error")
+
+
+def _key(a: AttemptSpan) -> str:
+    assert a.memory_key is not None, a  # the sweep keys every task by its size
+    return a.memory_key
+
+
+def _limit(a: AttemptSpan) -> int:
+    assert a.limit_bytes is not None, a  # every attempt ran under a limit
+    return a.limit_bytes
+
+
+def _started(a: AttemptSpan) -> float:
+    assert a.started_at is not None, a  # every attempt started
+    return a.started_at
+
+
+def _ended(a: AttemptSpan | AttemptRecord) -> float:
+    assert a.ended_at is not None, a  # every attempt ended
+    return a.ended_at
 
 
 def test_mixed_sweep_learns_from_the_first_kill(
@@ -49,11 +70,11 @@ def test_mixed_sweep_learns_from_the_first_kill(
         counts = store.queries.counts(job_id)
         knowledge = store.estimate_rows()
     assert counts.get("succeeded") == 36, (counts, failed)
-    assert sorted(f.failure_class for f in failed) == ["needs_more_memory"] * 2
+    assert [f.failure_class for f in failed] == ["needs_more_memory"] * 2
 
-    by_key: dict[str, list[dict[str, Any]]] = {}
+    by_key: dict[str, list[AttemptSpan]] = {}
     for a in attempts:
-        by_key.setdefault(a.memory_key, []).append(a)
+        by_key.setdefault(_key(a), []).append(a)
     kills = {k: [a for a in v if (a.failure_class or "").startswith(("oom_", "memory"))]
              for k, v in by_key.items()}
     assert all(len(v) <= 2 for v in kills.values()), {k: len(v) for k, v in kills.items()}
@@ -63,8 +84,8 @@ def test_mixed_sweep_learns_from_the_first_kill(
     # No attempt starts at a limit that already OOM-killed an attempt of its key.
     for key, killed in kills.items():
         for kill in killed:
-            later = [a for a in by_key[key] if a.started_at >= kill.ended_at]
-            assert all(a.limit_bytes > kill.limit_bytes for a in later), (key, kill, later)
+            later = [a for a in by_key[key] if _started(a) >= _ended(kill)]
+            assert all(_limit(a) > _limit(kill) for a in later), (key, kill, later)
 
     # The 3 GiB key was proved unfit at the cap; the task that had not run yet never ran.
     big_key = next(k for k in knowledge if k.endswith("mib=3072"))
@@ -75,10 +96,10 @@ def test_mixed_sweep_learns_from_the_first_kill(
     # Its two tasks ran twice in all: the probe at the declared limit and one attempt at
     # the cap; the task that was not the one killed at the cap then failed without running.
     assert len(by_key[big_key]) == 2
-    proof = f"attempt {big_kills[-1]['attempt_id']}"
+    proof = f"attempt {big_kills[-1].attempt_id}"
     refused = [f for f in failed if f.task_id != big_kills[-1].task_id]
-    assert len(refused) == 1 and proof in refused[0].error
-    assert refused[0].attempts[-1].ended_at <= big_kills[-1].ended_at
+    assert len(refused) == 1 and refused[0].error is not None and proof in refused[0].error
+    assert _ended(refused[0].attempts[-1]) <= _ended(big_kills[-1])
 
     # The 700 MiB key: one kill at its declared limit, then learned in one step at the cap.
     mid_key = next(k for k in knowledge if k.endswith("mib=700"))
@@ -99,6 +120,7 @@ def test_mixed_sweep_learns_from_the_first_kill(
         (failure,) = store.queries.failed_tasks(job2, limit=10)
         assert failure.failure_class == "needs_more_memory"
         assert failure.attempt_count == 0
+        assert failure.error is not None
         assert "needs more memory" in failure.error
 
 
@@ -120,11 +142,11 @@ def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
         attempts = list(runner.store.queries.all_attempts(job.id))
         failed = runner.store.queries.failed_tasks(job.id, limit=10)
     assert status["counts"].get("failed") == 2, status
-    assert sorted(f.failure_class for f in failed) == ["needs_more_memory"] * 2
-    limits = sorted(a.limit_bytes for a in attempts)
+    assert [f.failure_class for f in failed] == ["needs_more_memory"] * 2
+    limits = sorted(_limit(a) for a in attempts)
     kills = [a for a in attempts if (a.failure_class or "").startswith("oom_")]
     assert len(kills) <= 2, [(a.limit_bytes, a.failure_class) for a in attempts]
-    assert max(a.limit_bytes for a in kills) == cap  # the last kill is at the cap
+    assert max(_limit(a) for a in kills) == cap  # the last kill is at the cap
     # The sibling really ran beside the probe (else this test proves nothing) and was
     # stopped, not counted: skipped, with the reason.
     siblings = [a for a in attempts if a.limit_bytes == 4 * 128 * MIB]

@@ -27,6 +27,16 @@ def _max_concurrent_admitted(attempts: list[AttemptSpan]) -> int:
     return peak
 
 
+def _key(a: AttemptSpan) -> str:
+    assert a.memory_key is not None, a  # the sweep keys every task by its size
+    return a.memory_key
+
+
+def _limit(a: AttemptSpan) -> int:
+    assert a.limit_bytes is not None, a  # every attempt ran under a limit
+    return a.limit_bytes
+
+
 def test_mixed_sweep_learns_estimates_and_fits_the_budget(
     tmp_path: Path, require_cgroup: None
 ) -> None:
@@ -40,16 +50,16 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
         attempts = list(runner.store.queries.all_attempts(job.id))
         assert runner.scheduler is not None
         assert runner.scheduler.admission.high_water <= 2 * GIB
-    big = [a for a in attempts if a.memory_key.endswith("mib=1200")]
+    big = [a for a in attempts if _key(a).endswith("mib=1200")]
     oom_big = [a for a in big if (a.failure_class or "").startswith("oom_")]
     assert len(oom_big) <= 1, "the big key was OOM-killed again after its estimate was learned"
-    small_oom = [a for a in attempts if a.memory_key.endswith("mib=100")
+    small_oom = [a for a in attempts if _key(a).endswith("mib=100")
                  and a.failure_class]
     assert not small_oom
     assert _max_concurrent_admitted(attempts) <= 2 * GIB
     # After the first (probe) attempt of the small key, small tasks ran packed.
-    small = [a for a in attempts if a.memory_key.endswith("mib=100")]
-    assert max(a.limit_bytes for a in small[1:]) < 256 * MIB
+    small = [a for a in attempts if _key(a).endswith("mib=100")]
+    assert max(_limit(a) for a in small[1:]) < 256 * MIB
 
 
 def test_task_beyond_budget_ends_needs_more_memory(tmp_path: Path, require_cgroup: None) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import oomguard
+from oomguard.store.records import AttemptSpan
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
@@ -37,11 +38,16 @@ def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
 
 def _batches(runner: oomguard.Runner, job_id: str) -> list[list[int]]:
     """Attempts that started on the same worker within 1 ms of each other: one message."""
-    rows = sorted(runner.store.queries.all_attempts(job_id), key=lambda a: a.started_at)
+    rows = sorted(runner.store.queries.all_attempts(job_id), key=_started)
     groups: list[list[int]] = []
     for a in rows:
-        if groups and a.started_at - rows[groups[-1][-1]].started_at < 1e-3:
+        if groups and _started(a) - _started(rows[groups[-1][-1]]) < 1e-3:
             groups[-1].append(rows.index(a))
         else:
             groups.append([rows.index(a)])
     return groups
+
+
+def _started(a: AttemptSpan) -> float:
+    assert a.started_at is not None, a  # every attempt of the job started
+    return a.started_at

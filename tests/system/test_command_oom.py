@@ -11,11 +11,12 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 import pytest
 
+from oomguard.store.records import AttemptSpan
 from oomguard.store.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
         (failure,) = st.queries.failed_tasks(summary["job_id"], None)
     finally:
         st.close()
-    by_mib: dict[int, list[dict[str, Any]]] = {}
+    by_mib: dict[int, list[AttemptSpan]] = {}
     for a in attempts:
+        assert a.memory_key is not None, a
         by_mib.setdefault(int(a.memory_key.rpartition("=")[2]), []).append(a)
 
     # 900 MiB never fits the 512 MiB a worker may have: OOM-killed at the cap, then no more.
@@ -58,14 +60,26 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
     assert kills and kills[-1].limit_bytes == 512 * MIB
     for kill in kills:
         evidence = kill.evidence
+        assert isinstance(evidence, dict), evidence
         assert evidence["survivor"] is True  # the program died, its worker did not
         pid = evidence["command_pid"]
-        assert any(f"Killed process {pid} " in line for line in evidence["kernel_lines"]), evidence
-        assert evidence["kernel"]["victim_pid"] == pid
-        assert evidence["cgroup_oom_kill"][1] == evidence["cgroup_oom_kill"][0] + 1
+        lines = evidence["kernel_lines"]
+        assert isinstance(lines, list), evidence
+        assert any(
+            isinstance(line, str) and f"Killed process {pid} " in line for line in lines
+        ), evidence
+        kernel = evidence["kernel"]
+        assert isinstance(kernel, dict), evidence
+        assert kernel["victim_pid"] == pid
+        oom_kills = evidence["cgroup_oom_kill"]
+        assert isinstance(oom_kills, list), evidence
+        before, after = oom_kills[0], oom_kills[1]
+        assert isinstance(before, int), evidence
+        assert after == before + 1
 
     # 200 MiB is killed with the limit the declared 128 MiB gave it, then succeeds with more.
     mid = sorted(by_mib[200], key=lambda a: a.attempt_id)
+    assert mid[0].limit_bytes is not None and mid[-1].limit_bytes is not None, mid
     assert mid[0].failure_class == "oom_cgroup" and mid[0].limit_bytes < 200 * MIB
     assert mid[-1].state == "succeeded" and mid[-1].limit_bytes > 200 * MIB
 

@@ -65,7 +65,7 @@ def test_task_failures_and_search_pages_in_a_browser(chromium: str, tmp_path: Pa
                               name="reads-broken-inputs")
         grown.wait(timeout=120, progress=False)
         broken.wait(timeout=120, progress=False)
-        task_id = int(runner.store.queries.task_list(grown.id, limit=1)[0]["task_id"])
+        task_id = runner.store.queries.task_list(grown.id, limit=1)[0].task_id
     with dashboard(path, tmp_path) as ui:
         task = _browser(chromium, tmp_path, "--dump-dom", f"{ui.url}/ui/tasks/{task_id}")
         assert '<p class="story">attempt 1 at ' in task and "oom_watchdog" in task

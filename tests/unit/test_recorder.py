@@ -138,6 +138,7 @@ def test_an_event_that_cannot_be_recorded_fails_only_its_attempt(
     _commit(recorder, store)
     (failure,) = [f for f in store.queries.failed_tasks("j1") if f.kind == "task"]
     assert failure.failure_class == "error"
+    assert failure.error is not None
     assert "oomguard could not record this attempt: ValueError" in failure.error
     assert store.queries.counts("j1")["succeeded"] == 1
 
@@ -163,6 +164,7 @@ def test_a_commit_group_that_fails_is_applied_task_by_task(
     counts = store.queries.counts("j1")
     assert counts["succeeded"] == 2 and counts["failed"] == 2  # b and its aggregation
     failure = next(f for f in store.queries.failed_tasks("j1") if f.task_id == b.task.id)
+    assert failure.error is not None
     assert failure.error.startswith("error: result could not be stored: OSError")
     assert failure.attempts[-1].failure_class == "error"
 

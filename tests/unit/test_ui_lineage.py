@@ -12,6 +12,7 @@ import pytest
 
 from oomguard.store.dashboard import LearnedEstimate, LineageAttempt
 from oomguard.store.factory import open_store
+from oomguard.store.records import KeyEstimate
 from oomguard.ui.task_page import attempts_chart, lineage_story
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -65,13 +66,13 @@ def test_the_store_reads_a_lineage_and_a_key_estimate(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "s.sqlite")) as store:
         assert store.dashboard.lineage(12345) == []
         assert store.dashboard.key_estimate("k") is None
-        store.put_estimates([("k", 300 * MiB, 250 * MiB, 4)])
+        store.put_estimates([KeyEstimate("k", 300 * MiB, 250 * MiB, 4)])
         estimate = store.dashboard.key_estimate("k")
     assert isinstance(estimate, LearnedEstimate)
     assert (estimate.key, estimate.bytes, estimate.peak_bytes, estimate.samples) == (
         "k", 300 * MiB, 250 * MiB, 4)
     assert estimate.killed_at is None and estimate.unfit_cap is None
     with open_store(str(tmp_path / "s.sqlite")) as store:
-        store.put_estimates([("k", 300 * MiB, 250 * MiB, 4, 128 * MiB, 0)])
+        store.put_estimates([KeyEstimate("k", 300 * MiB, 250 * MiB, 4, 128 * MiB, 0)])
         killed = store.dashboard.key_estimate("k")
     assert killed is not None and killed.killed_at == 128 * MiB and killed.unfit_cap is None
