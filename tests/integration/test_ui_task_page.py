@@ -28,7 +28,9 @@ def test_a_task_killed_then_retried_with_more_memory_tells_its_lineage(tmp_path:
     assert first.failure_class == "oom_watchdog" and first.limit_bytes is not None
     assert last.state == "succeeded" and last.limit_bytes is not None
     assert last.limit_bytes > first.limit_bytes
-    assert last.peak_bytes is not None and last.peak_bytes >= 100 * 2**20
+    # A watchdog's peak is sampled: on a loaded machine it can miss the top of a short hold,
+    # so only its presence is asserted here (the cgroup tests assert peaks exactly).
+    assert last.peak_bytes is not None and last.peak_bytes > 0
     assert [a.n for a in lineage] == list(range(1, len(lineage) + 1))
 
     with dashboard(path, tmp_path) as ui:
