@@ -248,7 +248,7 @@ def test_refused_without_the_token_from_elsewhere_and_for_readers(server: Served
     page = httpx.get(f"{url}{path}", cookies=viewer)
     assert page.status_code == 403 and "needs the submit role" in html.unescape(page.text)
     assert "csrf" not in page.text
-    r = _post(url, path, viewer, {"csrf": token}, url)
+    r = _post(url, path, viewer, {"csrf": token}, url)  # its page gave it no token
     assert r.status_code == 403
     # Another namespace's job is missing.
     foreign = _login(url, "team-b-ci")
@@ -258,6 +258,7 @@ def test_refused_without_the_token_from_elsewhere_and_for_readers(server: Served
     assert _tasks(server, job_id) == before
     refused = [x for x in _audit(server) if x.get("refused") == "csrf"]
     assert refused and all(x["status"] == 403 for x in refused)
+    assert any(x["label"] == "team-a-viewer" and x["status"] == 403 for x in refused)
 
 
 def test_oom_killed_tasks_retried_with_more_memory_from_the_failures_page(

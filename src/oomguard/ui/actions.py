@@ -235,10 +235,13 @@ def add_actions(
                     f"{format_size(choice.memory or 0)}"
                 )
         except AccessDeniedError as err:
+            audit(request, action=kind, refused="role")
             return page("confirm.html", 403, error=str(err), job_id=job_id[:64])
         except JobNotFoundError:
+            audit(request, action=kind, refused="job")
             return page("missing.html", 404, what=f"job {job_id[:64]}")
         except BadForm as err:
+            audit(request, action=kind, refused="form")
             return page("confirm.html", 400, error=str(err), job_id=job_id[:64])
         audit(request, action=kind, job_id=job_id, tasks=n)
         return page("confirm.html", done=done, job_id=job_id)
