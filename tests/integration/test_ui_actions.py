@@ -197,6 +197,33 @@ def test_retry_all_by_class_and_chosen_with_a_confirmation(server: Served) -> No
     assert entry["path"] == base and entry["status"] == 200
 
 
+def test_retry_all_counts_and_retries_the_aggregations_as_oomguard_retry(
+    server: Served,
+) -> None:
+    url = server.url
+    job_id = _submit(
+        url,
+        {
+            # Over --worker-memory (96MiB): each replicate is killed at the cap.
+            "task": "oomguard.examples:allocate",
+            "args": {"mib": 150},
+            "fanout": 2,
+            "aggregate": "oomguard.examples:mean_of",
+        },
+    )
+    assert _finished(url, job_id)["state"] == "failed"
+    states = sorted(s for s, _a, _m in _tasks(server, job_id).values())
+    assert states == ["failed"] * 3  # two replicates and their aggregation
+    cookies = _login(url, "team-a-ci")
+    path = f"/ui/actions/jobs/{job_id}/retry"
+    count, token = _confirm(url, path, cookies)
+    assert count == 3
+    assert _confirm(url, f"{path}?failure_class=upstream_failed", cookies)[0] == 0
+    done = _post(url, path, cookies, {"csrf": token}, url)
+    assert done.status_code == 200 and "3 task(s) ready to run again" in done.text
+    assert _finished(url, job_id)["state"] == "failed"
+
+
 def test_cancel_with_a_confirmation(server: Served) -> None:
     url = server.url
     job_id = _submit(url, {"task": "oomguard.examples:sleep", "args": {"seconds": 30}, "count": 4})

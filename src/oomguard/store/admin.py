@@ -91,7 +91,8 @@ class Admin:
         return int(n)
 
     def count_chosen(self, job_id: str, choice: RetryChoice) -> int:
-        """How many tasks :meth:`retry_chosen` would make ready now."""
+        """How many tasks :meth:`retry_chosen` would make ready now (with an empty
+        choice: how many :meth:`retry_failed` would, its aggregations included)."""
         row = self._conn.db.execute(Q["count_chosen_tasks"], choice.params(job_id)).fetchone()
         return int(row[0])
 

@@ -241,7 +241,8 @@ class AdminFacet(Protocol):
         ...
 
     def count_chosen(self, job_id: str, choice: RetryChoice) -> int:
-        """How many tasks :meth:`retry_chosen` would make ready now."""
+        """How many tasks :meth:`retry_chosen` would make ready now (with an empty
+        choice: how many :meth:`retry_failed` would, its aggregations included)."""
         ...
 
     def retry_chosen(self, job_id: str, choice: RetryChoice) -> int:

@@ -224,7 +224,10 @@ def add_actions(
                 done = f"{n} task(s) cancelled"
             elif kind == "retry":
                 choice = _retry(store, job_id, form)[1]
-                n = store.admin.retry_chosen(job_id, choice)
+                if choice == RetryChoice():  # all of them: as `oomguard retry` does
+                    n = store.admin.retry_failed(job_id)
+                else:
+                    n = store.admin.retry_chosen(job_id, choice)
                 done = f"{n} task(s) ready to run again"
             else:
                 choice = _raise(store, job_id, form)[1]
