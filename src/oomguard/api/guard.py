@@ -13,8 +13,10 @@ It runs before FastAPI reads a body, so a refused request is never parsed:
 * **Origin**: when a browser sends one, it must be the server's own (same host and port);
 * **requests that change state** (POST, PUT, PATCH, DELETE) must say
   ``Content-Type: application/json`` or carry ``X-Oomguard-Client``: a page of another
-  site can send neither without a CORS preflight, which this server never grants. The one
-  form, the dashboard's login (``POST /ui/login``), must carry the server's own Origin;
+  site can send neither without a CORS preflight, which this server never grants. The
+  dashboard's forms, its login (``POST /ui/login``) and its actions
+  (``POST /ui/actions/...``, which also take the session cookie and check a per-session
+  CSRF token: :mod:`~oomguard.ui.actions`), must carry the server's own Origin;
 * **no pickle**: pickle content types get 415 unread;
 * **body size**: over the limit, refused from ``Content-Length``, or cut off as it arrives.
 
@@ -57,6 +59,8 @@ UI_LOGIN = "/ui/login"
 UI_LOGOUT = "/ui/logout"
 #: the dashboard's stylesheet and script (files of the package, the same for everyone)
 UI_STATIC = "/ui/static/"
+#: the dashboard's actions: a form POST with the session cookie, same Origin, CSRF token
+UI_ACTIONS = "/ui/actions/"
 #: the cookie the login form sets; accepted for ``GET`` of the dashboard's pages only
 UI_COOKIE = "oomguard_ui"
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -208,7 +212,10 @@ class Guard:
         # are what may come without the token.
         login = path in (UI_LOGIN, UI_LOGOUT) and (page or method == "POST")
         public = login or (page and path.startswith(UI_STATIC))
-        grant = self._caller(headers, page)
+        # An action's POST takes the session cookie only with the server's own Origin
+        # (checked above); the route checks its CSRF token.
+        action = path.startswith(UI_ACTIONS) and method == "POST" and origin is not None
+        grant = self._caller(headers, page or action)
         if grant is not None:
             state["grant"] = grant
         elif path != "/healthz" and not public:
@@ -229,9 +236,10 @@ class Guard:
             )
         json_type = ctype == "application/json" or ctype.endswith("+json")
         client = CLIENT_HEADER in headers and not ctype
-        # A form is accepted only for the login and logout, and only with the server's own
-        # Origin (checked above): a page of another site cannot log a browser in or out.
-        form = login and method == "POST" and ctype == FORM_TYPE and origin is not None
+        # A form is accepted only for the login, logout and the actions, and only with the
+        # server's own Origin (checked above): a page of another site cannot log a browser
+        # in or out, nor act for it.
+        form = (login or action) and method == "POST" and ctype == FORM_TYPE and origin is not None
         if method in CHANGING and not json_type and not client and not form:
             return (
                 415,
@@ -313,6 +321,7 @@ __all__ = [
     "CHANGING",
     "CLIENT_HEADER",
     "PICKLE_TYPES",
+    "UI_ACTIONS",
     "UI_COOKIE",
     "UI_LOGIN",
     "UI_LOGOUT",

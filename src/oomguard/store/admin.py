@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oomguard.errors import JobActiveError
@@ -23,6 +24,28 @@ if TYPE_CHECKING:
 
 #: tasks deleted per transaction by forget_job, so a live scheduler is never blocked long
 FORGET_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class RetryChoice:
+    """Which failed tasks of a job a dashboard retry makes ready again: those of
+    ``classes`` (None: any class), of ``task_ids`` (None: any), of ``memory_key`` (None:
+    any key); ``memory``: their declared memory is raised to at least this (bytes; None:
+    kept). The scheduler takes a declaration as a floor of the key's estimate."""
+
+    classes: tuple[str, ...] | None = None
+    task_ids: tuple[int, ...] | None = None
+    memory_key: str | None = None
+    memory: int | None = None
+
+    def params(self, job_id: str) -> dict[str, object]:
+        return {
+            "job_id": job_id,
+            "classes": None if self.classes is None else json.dumps(list(self.classes)),
+            "ids": None if self.task_ids is None else json.dumps(list(self.task_ids)),
+            "memory_key": self.memory_key,
+            "memory": self.memory,
+        }
 
 
 @translated
@@ -66,6 +89,41 @@ class Admin:
                 },
             )
         return int(n)
+
+    def count_chosen(self, job_id: str, choice: RetryChoice) -> int:
+        """How many tasks :meth:`retry_chosen` would make ready now (with an empty
+        choice: how many :meth:`retry_failed` would, its aggregations included)."""
+        row = self._conn.db.execute(Q["count_chosen_tasks"], choice.params(job_id)).fetchone()
+        return int(row[0])
+
+    def retry_chosen(self, job_id: str, choice: RetryChoice) -> int:
+        """Make the job's failed tasks that ``choice`` names ready again with fresh retry
+        counts (as :meth:`retry_failed` does), raising their declared memory if it says."""
+        now = time.time()
+        with self._conn.transaction() as db:
+            n = db.execute(Q["retry_chosen_tasks"], {**choice.params(job_id), "now": now}).rowcount
+            db.execute(
+                Q["insert_event"],
+                {
+                    "ts": now,
+                    "job_id": job_id,
+                    "task_id": None,
+                    "kind": "retry_failed",
+                    "data": json.dumps(
+                        {
+                            "tasks": n,
+                            "classes": choice.classes,
+                            "memory_key": choice.memory_key,
+                            "memory": choice.memory,
+                        }
+                    ),
+                },
+            )
+        return int(n)
+
+    def count_open(self, job_id: str) -> int:
+        """How many tasks :meth:`cancel` would cancel now (the job's open tasks)."""
+        return int(self._conn.db.execute(Q["count_open_tasks"], (job_id,)).fetchone()[0])
 
     def cancel(self, job_id: str) -> int:
         """Cancel the job's unfinished tasks (a running attempt is stopped by its scheduler)."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from oomguard.errors import BlobMissingError
+    from oomguard.store.admin import RetryChoice
     from oomguard.store.blobs import GarbageReport
     from oomguard.store.dashboard import (
         FailureQuery,
@@ -261,6 +262,20 @@ class AdminFacet(Protocol):
 
     def retry_failed(self, job_id: str) -> int:
         """Make the job's failed tasks ready again with fresh retry counts."""
+        ...
+
+    def count_chosen(self, job_id: str, choice: RetryChoice) -> int:
+        """How many tasks :meth:`retry_chosen` would make ready now (with an empty
+        choice: how many :meth:`retry_failed` would, its aggregations included)."""
+        ...
+
+    def retry_chosen(self, job_id: str, choice: RetryChoice) -> int:
+        """Make the job's failed tasks that ``choice`` names ready again with fresh retry
+        counts (as :meth:`retry_failed` does), raising their declared memory if it says."""
+        ...
+
+    def count_open(self, job_id: str) -> int:
+        """How many tasks :meth:`cancel` would cancel now (the job's open tasks)."""
         ...
 
     def cancel(self, job_id: str) -> int:

@@ -30,7 +30,7 @@ from oomguard.jobs.command import display
 from oomguard.store.factory import open_store
 from oomguard.store.per_thread import ThreadStores
 from oomguard.store.protocol import Store
-from oomguard.ui import pages, search, task_page, work
+from oomguard.ui import actions, pages, search, task_page, work
 from oomguard.ui.charts import format_duration
 from oomguard.ui.session import LoginThrottle, Sessions
 from oomguard.units import format_size
@@ -42,7 +42,9 @@ PAGE_HEADERS = {
     "base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with a
+    # form's POST, which the guard refuses (the login and the actions need the real one).
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 STATIC = {"style.css": "text/css; charset=utf-8", "live.js": "text/javascript; charset=utf-8"}
@@ -72,6 +74,8 @@ def _environment() -> Environment:
     env.filters["duration"] = lambda s: NONE if s is None else format_duration(s)
     env.filters["svg"] = Markup  # charts are built escaped (ui/charts.py)
     env.filters["task"] = display  # a command task by its command line, not its JSON
+    env.globals["memory_classes"] = actions.MEMORY_CLASSES
+    env.globals["raise_link"] = actions.raise_link
     return env
 
 
@@ -102,6 +106,9 @@ def add_ui(
             read_only=read_only, login=login, login_page=name == "login.html", **context
         )
         return HTMLResponse(html, status_code=http_status, headers=PAGE_HEADERS)
+
+    if not read_only:  # a dashboard over a read-only store offers no action
+        actions.add_actions(app, stores, page, actions.Csrf())
 
     @app.get("/ui", include_in_schema=False)
     def ui_root() -> Response:

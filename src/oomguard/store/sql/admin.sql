@@ -109,3 +109,15 @@ VACUUM;
 -- name: wal_checkpoint
 -- Write the WAL back into the store file and truncate it (after VACUUM).
 PRAGMA wal_checkpoint(TRUNCATE);
+
+-- name: count_chosen_tasks
+-- How many of a job's failed tasks a dashboard retry would touch: :classes (JSON list or NULL: any class), :ids (JSON list or NULL: any task), :memory_key (NULL: any key; a task without one is keyed by its function); with none of them, those retry_failed_tasks and retry_failed_aggregates touch.
+SELECT count(*) FROM tasks WHERE job_id = :job_id AND state = 'failed' AND (kind = 'task' OR deps <= 0 OR (kind = 'aggregate' AND :classes IS NULL AND :ids IS NULL AND :memory_key IS NULL)) AND (:classes IS NULL OR failure_class IN (SELECT value FROM json_each(:classes))) AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))) AND (:memory_key IS NULL OR coalesce(memory_key, fn) = :memory_key);
+
+-- name: retry_chosen_tasks
+-- Make the chosen failed tasks of a job ready with fresh retry counts (as retry_failed_tasks), their declared memory raised to at least :memory (NULL: kept).
+UPDATE tasks SET state = 'ready', not_before = 0, oom_attempts = 0, failure_class = NULL, error = NULL, memory = CASE WHEN :memory IS NULL THEN memory ELSE max(coalesce(memory, 0), :memory) END, updated_at = :now WHERE job_id = :job_id AND state = 'failed' AND (kind = 'task' OR deps <= 0) AND (:classes IS NULL OR failure_class IN (SELECT value FROM json_each(:classes))) AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))) AND (:memory_key IS NULL OR coalesce(memory_key, fn) = :memory_key);
+
+-- name: count_open_tasks
+-- How many of a job's tasks a cancel would touch (its open tasks).
+SELECT count(*) FROM tasks WHERE job_id = ? AND state IN {open_states};
