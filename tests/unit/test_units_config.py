@@ -64,7 +64,8 @@ def test_exported_members() -> None:
     import oomguard
 
     assert sorted(oomguard.__all__) == sorted(
-        ["Failure", "FailureClass", "Job", "JobStatus", "OomguardError", "Runner", "RunnerConfig",
-         "TaskState", "command", "task"])
+        ["CallFailedError", "CallMemoryError", "Executor", "Failure", "FailureClass", "Job",
+         "JobStatus", "OomguardError", "Runner", "RunnerConfig", "TaskState", "WorkerDiedError",
+         "command", "task"])
     for name in oomguard.__all__:
         assert getattr(oomguard, name) is not None
