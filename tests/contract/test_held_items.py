@@ -33,25 +33,53 @@ def _job(store: SqliteStore, groups_of: int) -> None:
     store.create_job("j1", name="t", fn="m:f", agg="m:g")
     params = json.dumps({"x": 0})
     rows = [
-        NewTask(job_id="j1", grp=0, kind="task", replicate=r, fn="m:f",
-                params=params, state="ready")
+        NewTask(
+            job_id="j1", grp=0, kind="task", replicate=r, fn="m:f", params=params, state="ready"
+        )
         for r in range(groups_of)
     ]
-    rows.append(NewTask(job_id="j1", grp=0, kind="aggregate", fn="m:g",
-                        params=params, state="pending", deps=groups_of))
+    rows.append(
+        NewTask(
+            job_id="j1",
+            grp=0,
+            kind="aggregate",
+            fn="m:g",
+            params=params,
+            state="pending",
+            deps=groups_of,
+        )
+    )
     store.add_tasks(rows, job_id="j1", groups=1)
     store.set_job_groups("j1", 1, sealed=True)
 
 
 def _succeed(store: SqliteStore, task: TaskRow, attempt_id: int, value: bytes) -> None:
     writes = PendingWrites()
-    writes.insert_attempt(AttemptRow(id=attempt_id, task_id=task.id, n=1, scheduler_id="s1",
-                                     started_at=time.time(), admitted_bytes=0, limit_bytes=0,
-                                     worker="w1", pid=1))
+    writes.insert_attempt(
+        AttemptRow(
+            id=attempt_id,
+            task_id=task.id,
+            n=1,
+            scheduler_id="s1",
+            started_at=time.time(),
+            admitted_bytes=0,
+            limit_bytes=0,
+            worker="w1",
+            pid=1,
+        )
+    )
     writes.task_running(task.id, 1, time.time(), attempt_id)
     store.apply(writes.take())
-    writes.result(task.id, job_id=task.job_id, attempt_id=attempt_id, value=value,
-                  kind=task.kind, grp=task.grp, n=1, now=time.time())
+    writes.result(
+        task.id,
+        job_id=task.job_id,
+        attempt_id=attempt_id,
+        value=value,
+        kind=task.kind,
+        grp=task.grp,
+        n=1,
+        now=time.time(),
+    )
     store.apply(writes.take())
 
 

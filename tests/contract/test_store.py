@@ -51,12 +51,29 @@ def _job(store: Store, n: int = 10, groups_of: int = 1, agg: bool = False) -> st
     rows = []
     for g in range(n):
         for r in range(groups_of):
-            rows.append(NewTask(job_id="j1", grp=g, kind="task", replicate=r, fn="m:f",
-                                params=json.dumps({"x": g}), state="ready"))
+            rows.append(
+                NewTask(
+                    job_id="j1",
+                    grp=g,
+                    kind="task",
+                    replicate=r,
+                    fn="m:f",
+                    params=json.dumps({"x": g}),
+                    state="ready",
+                )
+            )
         if agg:
-            rows.append(NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g",
-                                params=json.dumps({"x": g}), state="pending",
-                                deps=groups_of))
+            rows.append(
+                NewTask(
+                    job_id="j1",
+                    grp=g,
+                    kind="aggregate",
+                    fn="m:g",
+                    params=json.dumps({"x": g}),
+                    state="pending",
+                    deps=groups_of,
+                )
+            )
     store.add_tasks(rows, job_id="j1", groups=n)
     store.set_job_groups("j1", n, sealed=True)
     return "j1"
@@ -64,17 +81,35 @@ def _job(store: Store, n: int = 10, groups_of: int = 1, agg: bool = False) -> st
 
 def _claim(store: Store, task: TaskRow, attempt_id: int, sid: str = "s1") -> None:
     writes = PendingWrites()
-    writes.insert_attempt(AttemptRow(id=attempt_id, task_id=task.id, n=1, scheduler_id=sid,
-                                     started_at=time.time(), admitted_bytes=0, limit_bytes=0,
-                                     worker="w1", pid=1))
+    writes.insert_attempt(
+        AttemptRow(
+            id=attempt_id,
+            task_id=task.id,
+            n=1,
+            scheduler_id=sid,
+            started_at=time.time(),
+            admitted_bytes=0,
+            limit_bytes=0,
+            worker="w1",
+            pid=1,
+        )
+    )
     writes.task_running(task.id, 1, time.time(), attempt_id)
     store.apply(writes.take())
 
 
 def _result(store: Store, task: TaskRow, attempt_id: int, value: bytes = b"v") -> int:
     writes = PendingWrites()
-    writes.result(task.id, job_id=task.job_id, attempt_id=attempt_id, value=value,
-                  kind=task.kind, grp=task.grp, n=1, now=time.time())
+    writes.result(
+        task.id,
+        job_id=task.job_id,
+        attempt_id=attempt_id,
+        value=value,
+        kind=task.kind,
+        grp=task.grp,
+        n=1,
+        now=time.time(),
+    )
     return store.apply(writes.take())
 
 
@@ -101,8 +136,18 @@ def test_migrations_add_up_to_the_schema(tmp_path: Path) -> None:
     for _version, sql in MIGRATIONS:
         migrated.executescript(sql)
     assert _schema(migrated) == _schema(fresh.db)
-    assert {"jobs", "tasks", "attempts", "results", "events", "locks", "estimates",
-            "parts", "schedulers", "meta"} <= set(_schema(fresh.db))
+    assert {
+        "jobs",
+        "tasks",
+        "attempts",
+        "results",
+        "events",
+        "locks",
+        "estimates",
+        "parts",
+        "schedulers",
+        "meta",
+    } <= set(_schema(fresh.db))
     assert fresh.queries.meta("schema_version") == str(SCHEMA_VERSION)
     assert fresh.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     fresh.close()
@@ -118,8 +163,9 @@ def test_a_store_of_every_older_version_migrates_to_the_fresh_schema(tmp_path: P
             db.executescript(sql)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('application', 'oomguard')")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),))
-        db.execute("INSERT INTO jobs (id, name, fn, spec, created_at) "
-                   "VALUES ('old', 'n', 'm:f', '{}', 0)")
+        db.execute(
+            "INSERT INTO jobs (id, name, fn, spec, created_at) VALUES ('old', 'n', 'm:f', '{}', 0)"
+        )
         db.commit()
         db.close()
         with SqliteStore(path) as store:
@@ -159,11 +205,17 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_p
     _job(store, n=2)
     t0, _ = store.take_ready("j1", 10, 10)
     # A scheduler process that has exited: its pid is gone.
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(proc.stdout)
-    store.db.execute("INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
-                     (__import__("socket").gethostname(), dead_pid, time.time()))
+    store.db.execute(
+        "INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
+        (__import__("socket").gethostname(), dead_pid, time.time()),
+    )
     _claim(store, t0, 1, sid="old")
     writes = PendingWrites()
     writes.acquire_lock("k", 1, t0.id)
@@ -234,9 +286,21 @@ def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
     store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
     stored = store.blobs.params_row(big)
-    store.add_tasks([NewTask(job_id="j2", grp=0, kind="task", fn="m:f", state="ready",
-                             params=stored.params, params_ref=stored.params_ref)],
-                    job_id="j2", groups=1)
+    store.add_tasks(
+        [
+            NewTask(
+                job_id="j2",
+                grp=0,
+                kind="task",
+                fn="m:f",
+                state="ready",
+                params=stored.params,
+                params_ref=stored.params_ref,
+            )
+        ],
+        job_id="j2",
+        groups=1,
+    )
     assert store.db.execute("SELECT params FROM tasks").fetchone()[0] is None
     (task,) = store.take_ready("j2", 10, 10)
     assert task.params is not None and json.loads(task.params) == big
@@ -263,21 +327,35 @@ def test_state_queries_read_one_index_not_the_table(store: Store) -> None:
         "open_by_job": (Q["open_tasks_by_job"], ()),
         "task_list_in_state": (
             Q["task_list_in_state"],
-            {"job_id": "j", "state": "failed", "after": None, "failure_class": None,
-             "params": False, "limit": 10},
+            {
+                "job_id": "j",
+                "state": "failed",
+                "after": None,
+                "failure_class": None,
+                "params": False,
+                "limit": 10,
+            },
         ),
         "release_dependent": (Q["release_dependent"], {"job_id": "j", "grp": 1, "now": 1}),
     }
-    indexes = {r[0] for r in store.db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")}
+    indexes = {
+        r[0]
+        for r in store.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+        )
+    }
     assert indexes == {"tasks_job_grp", "tasks_state"}
     for name, (sql, args) in queries.items():
         plan = [r[-1] for r in store.db.execute("EXPLAIN QUERY PLAN " + sql, args)]
         assert not any(step.startswith("SCAN tasks") for step in plan), (name, plan)
         assert any("USING" in step and "INDEX" in step for step in plan), (name, plan)
     # take_ready comes out in group order without sorting
-    plan = [r[-1] for r in store.db.execute("EXPLAIN QUERY PLAN " + queries["take_ready"][0],
-                                            queries["take_ready"][1])]
+    plan = [
+        r[-1]
+        for r in store.db.execute(
+            "EXPLAIN QUERY PLAN " + queries["take_ready"][0], queries["take_ready"][1]
+        )
+    ]
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
@@ -372,9 +450,21 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store: Store)
     job = _job(store, n=1)
     (task,) = store.take_ready(job, 1, 1)
     row: SqlParams = {
-        "id": 1, "task_id": task.id, "n": 1, "scheduler_id": "s", "worker": "w", "pid": 9,
-        "state": "running", "started_at": 1.5, "ended_at": None, "failure_class": None,
-        "admitted_bytes": 10, "limit_bytes": 20, "peak_bytes": None, "evidence": "{}"}
+        "id": 1,
+        "task_id": task.id,
+        "n": 1,
+        "scheduler_id": "s",
+        "worker": "w",
+        "pid": 9,
+        "state": "running",
+        "started_at": 1.5,
+        "ended_at": None,
+        "failure_class": None,
+        "admitted_bytes": 10,
+        "limit_bytes": 20,
+        "peak_bytes": None,
+        "evidence": "{}",
+    }
     store.db.execute(Q["insert_attempt"], row)
     query = POSITIONAL["insert_attempt"]
     store.db.execute(query.sql, query.values(dict(row, id=2)))

@@ -34,8 +34,9 @@ POD_PATH = f"/kubepods/burstable/pod{UID}/{CID}"
 def _pod_log(tmp: Path) -> Path:
     """The recorded kmsg report, its cgroup moved to a pod's container."""
     text = (REPORTS / "local_memcg_v1_kmsg_6.18.log").read_text()
-    text = text.replace("/process_api/c66312b277881b075c01bdd1b4fabe94/kernlog_fixture_2288",
-                        POD_PATH)
+    text = text.replace(
+        "/process_api/c66312b277881b075c01bdd1b4fabe94/kernlog_fixture_2288", POD_PATH
+    )
     path = tmp / "kern.log"
     path.write_text(text)
     return path
@@ -51,7 +52,9 @@ def _port() -> int:
 def _agent(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "oomguard.cli.main", "agent", "--lookback", "1000d", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT / "tests")),
     )
 
@@ -86,11 +89,21 @@ class Kubelet:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = json.dumps({"kind": "PodList", "items": [{
-                    "metadata": {"uid": UID, "namespace": "batch", "name": "etl-7f9c"},
-                    "status": {"containerStatuses": [
-                        {"name": "main", "containerID": f"containerd://{CID}"}]},
-                }]}).encode()
+                body = json.dumps(
+                    {
+                        "kind": "PodList",
+                        "items": [
+                            {
+                                "metadata": {"uid": UID, "namespace": "batch", "name": "etl-7f9c"},
+                                "status": {
+                                    "containerStatuses": [
+                                        {"name": "main", "containerID": f"containerd://{CID}"}
+                                    ]
+                                },
+                            }
+                        ],
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -125,10 +138,24 @@ def test_a_kill_to_a_signed_webhook_sentry_and_json_logs_named_by_the_kubelet(
     secret.chmod(0o600)
     port = _port()
     with Recorder() as hook, SentryRelay() as relay:
-        agent = _agent("--kernel-log", str(_pod_log(tmp_path)), "--notify-url", hook.url,
-                       "--notify-secret-file", str(secret), "--sentry-dsn", relay.dsn,
-                       "--log-format", "json", "--kubelet-url", kubelet.url,
-                       "--listen", f"127.0.0.1:{port}", "--node-name", "node-1")
+        agent = _agent(
+            "--kernel-log",
+            str(_pod_log(tmp_path)),
+            "--notify-url",
+            hook.url,
+            "--notify-secret-file",
+            str(secret),
+            "--sentry-dsn",
+            relay.dsn,
+            "--log-format",
+            "json",
+            "--kubelet-url",
+            kubelet.url,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--node-name",
+            "node-1",
+        )
         try:
             _until(lambda: hook.received() and relay.events())
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
@@ -151,9 +178,10 @@ def test_a_kill_to_a_signed_webhook_sentry_and_json_logs_named_by_the_kubelet(
     assert event["tags"]["namespace"] == "batch" and event["tags"]["pod"] == "etl-7f9c"
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert [line["victim_pid"] for line in lines if line.get("event") == "oom_kill"] == [3128]
-    assert ('oomguard_agent_oom_kills_total{command="python",container="main",'
-            'namespace="batch",pod="etl-7f9c",severity="warning",trigger="cgroup",unit=""} 1.0'
-            ) in metrics
+    assert (
+        'oomguard_agent_oom_kills_total{command="python",container="main",'
+        'namespace="batch",pod="etl-7f9c",severity="warning",trigger="cgroup",unit=""} 1.0'
+    ) in metrics
     assert health["ok"] is True and health["kills_seen"] == 1 and health["lines_read"] > 0
 
 
@@ -173,8 +201,14 @@ def test_without_the_kubelet_a_pod_is_its_uid(tmp_path: Path, kubelet: Kubelet) 
     away.close()
 
     with Recorder() as hook:
-        agent = _agent("--kernel-log", str(_pod_log(tmp_path)), "--notify-url", hook.url,
-                       "--kubelet-url", "http://127.0.0.1:9")
+        agent = _agent(
+            "--kernel-log",
+            str(_pod_log(tmp_path)),
+            "--notify-url",
+            hook.url,
+            "--kubelet-url",
+            "http://127.0.0.1:9",
+        )
         try:
             _until(hook.received)
         finally:

@@ -27,11 +27,18 @@ def _promtool() -> str:
     return promtool
 
 
-@pytest.mark.parametrize("args", [["check", "rules", "alerts.yml"],
-                                  ["test", "rules", "alerts_test.yml"]])
+@pytest.mark.parametrize(
+    "args", [["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]]
+)
 def test_promtool_checks_and_tests_the_alert_rules(args: list[str]) -> None:
-    done = subprocess.run([_promtool(), *args], capture_output=True, text=True, timeout=60,
-                          cwd=DEPLOY, env=dict(os.environ))
+    done = subprocess.run(
+        [_promtool(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=DEPLOY,
+        env=dict(os.environ),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

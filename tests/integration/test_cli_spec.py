@@ -56,13 +56,29 @@ def test_a_grid_spec_writes_the_same_parquet_as_its_params_file(
     assert summary["out"] == str(tmp_path / "spec-out")
 
     params = tmp_path / "p.jsonl"
-    params.write_text("".join(
-        json.dumps({"n_agents": n, "steps": s}) + "\n"
-        for n, s in itertools.product([10, 20, 30], [1, 2, 3, 4])))
-    res = cli("run", "oomguard.examples:simulate", "--params", str(params), "--replicates", "3",
-              "--aggregate", "oomguard.examples:mean_of", "--workers", "2",
-              "--store", str(tmp_path / "b.sqlite"), "--out", str(tmp_path / "file-out"),
-              "--json")
+    params.write_text(
+        "".join(
+            json.dumps({"n_agents": n, "steps": s}) + "\n"
+            for n, s in itertools.product([10, 20, 30], [1, 2, 3, 4])
+        )
+    )
+    res = cli(
+        "run",
+        "oomguard.examples:simulate",
+        "--params",
+        str(params),
+        "--replicates",
+        "3",
+        "--aggregate",
+        "oomguard.examples:mean_of",
+        "--workers",
+        "2",
+        "--store",
+        str(tmp_path / "b.sqlite"),
+        "--out",
+        str(tmp_path / "file-out"),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
 
     for kind, count in (("tasks", 36), ("aggregates", 12)):
@@ -75,8 +91,17 @@ def test_a_grid_spec_writes_the_same_parquet_as_its_params_file(
 def test_a_json_spec_with_rows_and_a_file_task(tmp_path: Path, cli: RunCli) -> None:
     (tmp_path / "work.py").write_text("def double(x):\n    return {'y': 2 * x}\n")
     spec = tmp_path / "job.json"
-    spec.write_text(json.dumps({"task": "work.py:double", "rows": [{"x": 1}, {"x": 5}],
-                                "out": "o", "workers": 1, "name": "doubling"}))
+    spec.write_text(
+        json.dumps(
+            {
+                "task": "work.py:double",
+                "rows": [{"x": 1}, {"x": 5}],
+                "out": "o",
+                "workers": 1,
+                "name": "doubling",
+            }
+        )
+    )
     res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"), "--json", cwd=Path("/"))
     assert res.returncode == 0, res.stderr
     first = json.loads(res.stdout)["job_id"]
@@ -92,47 +117,113 @@ def test_a_json_spec_with_rows_and_a_file_task(tmp_path: Path, cli: RunCli) -> N
 def test_set_changes_the_file_and_the_command_line_wins(tmp_path: Path, cli: RunCli) -> None:
     spec = tmp_path / "study.toml"
     spec.write_text(SPEC.replace("replicates = 3", "replicates = 2"))
-    res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"), "--json",
-              "--set", "grid.n_agents=[10]", "--set", "replicates=1",
-              "--set", "aggregate=oomguard.examples:mean_of",
-              "--out", str(tmp_path / "cli-out"))
+    res = cli(
+        "run",
+        str(spec),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--json",
+        "--set",
+        "grid.n_agents=[10]",
+        "--set",
+        "replicates=1",
+        "--set",
+        "aggregate=oomguard.examples:mean_of",
+        "--out",
+        str(tmp_path / "cli-out"),
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     # 1 x 4 groups of 1 replicate and an aggregation; --out given here beats out = ...
     assert summary["counts"]["succeeded"] == 8
     assert summary["out"] == str(tmp_path / "cli-out")
     assert not (tmp_path / "spec-out").exists()
-    res = cli("run", str(spec), "--store", str(tmp_path / "s2.sqlite"), "--json",
-              "--set", "grid.n_agents=[10]", "--set", "grid.steps=[1]", "--replicates", "4")
+    res = cli(
+        "run",
+        str(spec),
+        "--store",
+        str(tmp_path / "s2.sqlite"),
+        "--json",
+        "--set",
+        "grid.n_agents=[10]",
+        "--set",
+        "grid.steps=[1]",
+        "--replicates",
+        "4",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["counts"]["succeeded"] == 5
 
 
-@pytest.mark.parametrize("name,text,sets,where", [
-    ("unknown.toml", SPEC.replace("workers = 2", "wrokers = 2"), (),
-     "unknown.toml:5: unknown key 'wrokers'"),
-    ("badvalue.toml", SPEC.replace("replicates = 3", "replicates = 0"), (),
-     "badvalue.toml:4: replicates: 0 is not in the range x>=1"),
-    ("badsize.toml", SPEC + "", ("worker-memory=lots",),
-     "badsize.toml: worker-memory: invalid memory size 'lots'"),
-    ("syntax.toml", SPEC.replace("steps = [1, 2, 3, 4]", "steps = [1, 2"), (),
-     "syntax.toml:10: not valid TOML (Unclosed array)"),
-    ("table.toml", SPEC + "\n[other]\nx = 1\n", (), "table.toml:12: unknown key 'other'"),
-    ("twosources.toml", 'params = "p.jsonl"\n' + SPEC, (),
-     "twosources.toml:9: grid: give one of params, rows or [grid], not params and grid"),
-    ("emptyaxis.toml", SPEC.replace("steps = [1, 2, 3, 4]", "steps = []"), (),
-     "emptyaxis.toml:10: grid.steps: an empty list makes no rows"),
-    ("badset.toml", SPEC, ("worker=3",), "--set 'worker=3': unknown key 'worker'"),
-    ("unknown.json", json.dumps({"task": "oomguard.examples:noop", "rows": [{}],
-                                 "out": "x"}, indent=1).replace('"out"', '"output"'), (),
-     "unknown.json:6: unknown key 'output'"),
-    ("rows.toml", 'task = "oomguard.examples:noop"\nrows = [1, 2]\n', (),
-     "rows.toml:2: rows[0]: expected a table of parameters"),
-    ("both.toml", 'task = "oomguard.examples:noop"\nrows = [{x = 1}]\n[grid]\nx = [1]\n', (),
-     "both.toml:3: grid: give one of params, rows or [grid], not rows and grid"),
-    ("none.toml", 'task = "oomguard.examples:noop"\n', (),
-     "no parameters: give --params, or params, rows or [grid] in a spec"),
-])
+@pytest.mark.parametrize(
+    "name,text,sets,where",
+    [
+        (
+            "unknown.toml",
+            SPEC.replace("workers = 2", "wrokers = 2"),
+            (),
+            "unknown.toml:5: unknown key 'wrokers'",
+        ),
+        (
+            "badvalue.toml",
+            SPEC.replace("replicates = 3", "replicates = 0"),
+            (),
+            "badvalue.toml:4: replicates: 0 is not in the range x>=1",
+        ),
+        (
+            "badsize.toml",
+            SPEC + "",
+            ("worker-memory=lots",),
+            "badsize.toml: worker-memory: invalid memory size 'lots'",
+        ),
+        (
+            "syntax.toml",
+            SPEC.replace("steps = [1, 2, 3, 4]", "steps = [1, 2"),
+            (),
+            "syntax.toml:10: not valid TOML (Unclosed array)",
+        ),
+        ("table.toml", SPEC + "\n[other]\nx = 1\n", (), "table.toml:12: unknown key 'other'"),
+        (
+            "twosources.toml",
+            'params = "p.jsonl"\n' + SPEC,
+            (),
+            "twosources.toml:9: grid: give one of params, rows or [grid], not params and grid",
+        ),
+        (
+            "emptyaxis.toml",
+            SPEC.replace("steps = [1, 2, 3, 4]", "steps = []"),
+            (),
+            "emptyaxis.toml:10: grid.steps: an empty list makes no rows",
+        ),
+        ("badset.toml", SPEC, ("worker=3",), "--set 'worker=3': unknown key 'worker'"),
+        (
+            "unknown.json",
+            json.dumps(
+                {"task": "oomguard.examples:noop", "rows": [{}], "out": "x"}, indent=1
+            ).replace('"out"', '"output"'),
+            (),
+            "unknown.json:6: unknown key 'output'",
+        ),
+        (
+            "rows.toml",
+            'task = "oomguard.examples:noop"\nrows = [1, 2]\n',
+            (),
+            "rows.toml:2: rows[0]: expected a table of parameters",
+        ),
+        (
+            "both.toml",
+            'task = "oomguard.examples:noop"\nrows = [{x = 1}]\n[grid]\nx = [1]\n',
+            (),
+            "both.toml:3: grid: give one of params, rows or [grid], not rows and grid",
+        ),
+        (
+            "none.toml",
+            'task = "oomguard.examples:noop"\n',
+            (),
+            "no parameters: give --params, or params, rows or [grid] in a spec",
+        ),
+    ],
+)
 def test_bad_specs_are_refused_with_file_line_and_key(
     tmp_path: Path, cli: RunCli, name: str, text: str, sets: tuple[str, ...], where: str
 ) -> None:
@@ -163,9 +254,20 @@ def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli: RunCli) -
     params.write_text('{"word": "a b; c"}\n{"word": "d"}\n')
     code = "import json, sys; print(json.dumps(dict(got=sys.argv[1])))"
     cmd = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{word}}"
-    res = cli("run", "--cmd", cmd, "--params", str(params),
-              "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o"),
-              "--workers", "1", "--json")
+    res = cli(
+        "run",
+        "--cmd",
+        cmd,
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "1",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     rows = pq.read_table(tmp_path / "o" / "tasks").to_pylist()
     assert sorted(r["got"] for r in rows) == ["a b; c", "d"]
@@ -176,12 +278,13 @@ def test_cmd_runs_a_program_from_the_command_line(tmp_path: Path, cli: RunCli) -
 def test_a_spec_command_with_an_aggregation_gets_its_replicate(tmp_path: Path, cli: RunCli) -> None:
     code = "import json, sys; print(json.dumps(dict(v=int(sys.argv[1]) * 10 + int(sys.argv[2]))))"
     spec = tmp_path / "cmd.toml"
-    spec.write_text(f"cmd = {json.dumps([sys.executable, '-c', code, '{n}', '{replicate}'])}\n"
-                    'aggregate = "oomguard.examples:mean_of"\nworkers = 1\nout = "o"\n'
-                    "rows = [{n = 1}, {n = 2}]\n")
+    spec.write_text(
+        f"cmd = {json.dumps([sys.executable, '-c', code, '{n}', '{replicate}'])}\n"
+        'aggregate = "oomguard.examples:mean_of"\nworkers = 1\nout = "o"\n'
+        "rows = [{n = 1}, {n = 2}]\n"
+    )
     res = cli("run", str(spec), "--store", str(tmp_path / "s.sqlite"), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["counts"]["succeeded"] == 4  # 2 tasks + 2 aggregations
-    rows = sorted(pq.read_table(tmp_path / "o" / "aggregates").to_pylist(),
-                  key=lambda r: r["n"])
+    rows = sorted(pq.read_table(tmp_path / "o" / "aggregates").to_pylist(), key=lambda r: r["n"])
     assert [(r["n"], r["mean_v"]) for r in rows] == [(1, 10.0), (2, 20.0)]

@@ -22,8 +22,18 @@ BAD = "worker_oom_score_adj = -1000\n"
 
 def _run(cli: Any, where: Path) -> Any:
     (where / "p.jsonl").write_text('{"x": 1}\n')
-    return cli("run", "oomguard.examples:noop", "--params", "p.jsonl", "--store", "s.sqlite",
-               "--workers", "1", cwd=where, timeout=120)
+    return cli(
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        "p.jsonl",
+        "--store",
+        "s.sqlite",
+        "--workers",
+        "1",
+        cwd=where,
+        timeout=120,
+    )
 
 
 def _plant(where: Path, text: str, mode: int = 0o644, uid: int | None = None) -> Path:
@@ -43,11 +53,14 @@ def test_run_reads_its_own_private_oomguard_toml_and_says_so(tmp_path: Path, cli
     assert f"config from {path.resolve()} (found in this directory)" in res.stderr
 
 
-@pytest.mark.parametrize("mode,uid,why", [
-    (0o666, None, "it is writable by group or others (mode 666)"),
-    (0o664, None, "it is writable by group or others (mode 664)"),
-    (0o644, 65534, "it is owned by uid 65534, not by you"),
-])
+@pytest.mark.parametrize(
+    "mode,uid,why",
+    [
+        (0o666, None, "it is writable by group or others (mode 666)"),
+        (0o664, None, "it is writable by group or others (mode 664)"),
+        (0o644, 65534, "it is owned by uid 65534, not by you"),
+    ],
+)
 def test_run_ignores_an_oomguard_toml_others_could_have_planted(
     tmp_path: Path, cli: Any, mode: int, uid: int | None, why: str
 ) -> None:
@@ -77,8 +90,18 @@ def test_run_config_option_names_the_file(tmp_path: Path, cli: Any) -> None:
     elsewhere = _plant(tmp_path / "conf", BAD, 0o666)  # named: the user's choice
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "p.jsonl").write_text('{"x": 1}\n')
-    res = cli("run", "oomguard.examples:noop", "--params", "p.jsonl", "--store", "s.sqlite",
-              "--config", str(elsewhere), cwd=tmp_path / "work", timeout=120)
+    res = cli(
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        "p.jsonl",
+        "--store",
+        "s.sqlite",
+        "--config",
+        str(elsewhere),
+        cwd=tmp_path / "work",
+        timeout=120,
+    )
     assert res.returncode == ExitCode.USAGE, res.stderr
     assert f"config from {elsewhere.resolve()}" in res.stderr
 
@@ -88,9 +111,12 @@ def test_serve_beside_a_planted_oomguard_toml_starts_ignores_it_and_says_so(
 ) -> None:
     # Each of these, read, would hurt: history gone in seconds, every failure sent away,
     # a "Dask scheduler" that speaks pickle to the server.
-    planted = _plant(tmp_path / "cwd", 'retention = "2s"\nexecutor = "dask"\n'
-                     'dask_address = "tcp://127.0.0.1:9"\n'
-                     'notify_url = ["http://127.0.0.1:9/steal"]\n')
+    planted = _plant(
+        tmp_path / "cwd",
+        'retention = "2s"\nexecutor = "dask"\n'
+        'dask_address = "tcp://127.0.0.1:9"\n'
+        'notify_url = ["http://127.0.0.1:9/steal"]\n',
+    )
     with serve(tmp_path, "--workers", "1", cwd=planted.parent) as served:
         r = httpx.post(f"{served.url}/v1/jobs", json={"task": "oomguard.examples:noop"})
         assert r.status_code == 201, r.text
@@ -102,7 +128,7 @@ def test_serve_beside_a_planted_oomguard_toml_starts_ignores_it_and_says_so(
 
 
 def test_serve_reads_the_config_it_is_given(tmp_path: Path) -> None:
-    conf = _plant(tmp_path / "conf", "retention = \"7d\"\nworkers = 1\n")
+    conf = _plant(tmp_path / "conf", 'retention = "7d"\nworkers = 1\n')
     with serve(tmp_path, "--config", str(conf)) as served:
         assert f"config from {conf.resolve()}" in served.output()
         assert "oomguard_retention_deleted" in httpx.get(f"{served.url}/metrics").text

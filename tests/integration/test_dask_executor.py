@@ -160,7 +160,9 @@ RECYCLE_CASES: dict[str, list[dict[str, Any]]] = {
     # groups behind it. Their results must be gathered before the worker is restarted.
     # (First one quick task: the function's first attempt runs alone, as a probe.)
     "finished_behind_it": [
-        {"x": -1}, {"x": 0, "fail": True}, {"x": 1, "result_mib": 96.0},
+        {"x": -1},
+        {"x": 0, "fail": True},
+        {"x": 1, "result_mib": 96.0},
         *({"x": i} for i in range(2, 60)),
     ],
     # Groups of 0.1 s tasks: when the worker is recycled, one runs (it finishes and is
@@ -201,8 +203,9 @@ def test_a_worker_recycled_after_a_memory_error_takes_no_queued_task_with_it(
         assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = dict(runner.scheduler.executor.recycles)
         attempts = list(runner.store.queries.all_attempts(job.id))
-        skipped = [runner.store.queries.attempts(a.task_id)
-                   for a in attempts if a.state == "skipped"]
+        skipped = [
+            runner.store.queries.attempts(a.task_id) for a in attempts if a.state == "skipped"
+        ]
     assert status["counts"]["succeeded"] == len(params) - 1, status
     assert status["counts"]["failed"] == 1, status
     # Every failed attempt is the MemoryError task's own; the others ended with their

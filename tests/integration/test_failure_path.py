@@ -30,12 +30,28 @@ def test_cli_run_with_out_returns_when_the_last_outcome_is_an_oom_kill(
 ) -> None:
     # The issue's reproduction: 3 small tasks, and one OOM-killed at the cap that ends last.
     params = tmp_path / "p.jsonl"
-    params.write_text("".join(json.dumps(p) + "\n" for p in (
-        {"mib": 20}, {"mib": 1024}, {"mib": 20}, {"mib": 20})))
+    params.write_text(
+        "".join(
+            json.dumps(p) + "\n" for p in ({"mib": 20}, {"mib": 1024}, {"mib": 20}, {"mib": 20})
+        )
+    )
     out = tmp_path / "out"
-    proc = run_cli("run", "oomguard.examples:allocate", "--params", str(params),
-                   "--store", str(tmp_path / "s.db"), "--out", str(out), "--workers", "2",
-                   "--worker-memory", "256MiB", "--json", timeout=90)
+    proc = run_cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.db"),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--worker-memory",
+        "256MiB",
+        "--json",
+        timeout=90,
+    )
     assert proc.returncode == 1, proc.stderr  # finished, with a failed task
     status = json.loads(proc.stdout)
     assert status["counts"]["succeeded"] == 3 and status["counts"]["failed"] == 1
@@ -48,17 +64,19 @@ def test_cli_run_with_out_returns_when_the_last_outcome_is_an_oom_kill(
 def test_job_wait_returns_when_a_job_ends_on_an_error(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with oomguard.Runner(store=str(tmp_path / "s.db"), workers=2) as runner:
-        ok = runner.sweep("fixtures.tasks:echo", [{"value": i} for i in range(3)],
-                          out=str(out / "ok"))
+        ok = runner.sweep(
+            "fixtures.tasks:echo", [{"value": i} for i in range(3)], out=str(out / "ok")
+        )
         ok.wait(timeout=60, progress=False)
-        job = runner.sweep("fixtures.tasks:fail_after",
-                           [{"seconds": 1.0}], out=str(out / "bad"))
+        job = runner.sweep("fixtures.tasks:fail_after", [{"seconds": 1.0}], out=str(out / "bad"))
         status = job.wait(timeout=60, progress=False)
         assert status["state"] == "failed"
         # A job whose results all arrived before its last task failed.
-        mixed = runner.sweep("fixtures.tasks:echo",
-                             [{"value": 1}, {"value": 2}, {"seconds": 1.5, "fail": True}],
-                             out=str(out / "mixed"))
+        mixed = runner.sweep(
+            "fixtures.tasks:echo",
+            [{"value": 1}, {"value": 2}, {"seconds": 1.5, "fail": True}],
+            out=str(out / "mixed"),
+        )
         status = mixed.wait(timeout=60, progress=False)
         assert status["counts"]["succeeded"] == 2 and status["counts"]["failed"] == 1
     assert sorted(r["result"] for r in _parquet_rows(out / "ok")) == [0, 1, 2]
@@ -74,15 +92,18 @@ def test_lone_surrogates_in_an_error_and_a_result_never_stop_the_scheduler(tmp_p
         (failure,) = bad.failures()
         assert failure["failure_class"] == "error"
         assert "bad \\ud800 text" in failure["error"]
-        job = runner.sweep("fixtures.tasks:echo",
-                           [{"value": "x\udcff"}, {"value": {"k": "\ud83d"}}, {"value": "3"}],
-                           out=str(out))
+        job = runner.sweep(
+            "fixtures.tasks:echo",
+            [{"value": "x\udcff"}, {"value": {"k": "\ud83d"}}, {"value": "3"}],
+            out=str(out),
+        )
         status = job.wait(timeout=60, progress=False)
         assert status["counts"]["succeeded"] == 3, status
         assert runner.alive
     rows = _parquet_rows(out)
-    values = sorted(str(r.get("result") if r.get("result") is not None else r.get("k"))
-                    for r in rows)
+    values = sorted(
+        str(r.get("result") if r.get("result") is not None else r.get("k")) for r in rows
+    )
     assert values == ["3", "\\ud83d", "x\\udcff"]
 
 
@@ -92,9 +113,18 @@ def test_a_missing_params_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pat
     with SqliteStore(store_path) as store:
         store.create_job("j1", name="blobs", fn="fixtures.tasks:echo", agg=None)
         stored = [store.blobs.params_row({"value": v}) for v in [big, 1, 2]]
-        rows = [NewTask(job_id="j1", grp=i, kind="task", fn="fixtures.tasks:echo",
-                        state="ready", params=p.params, params_ref=p.params_ref)
-                for i, p in enumerate(stored)]
+        rows = [
+            NewTask(
+                job_id="j1",
+                grp=i,
+                kind="task",
+                fn="fixtures.tasks:echo",
+                state="ready",
+                params=p.params,
+                params_ref=p.params_ref,
+            )
+            for i, p in enumerate(stored)
+        ]
         store.add_tasks(rows, job_id="j1", groups=3)
         store.set_job_groups("j1", 3, sealed=True)
         (blob,) = list(store.blob_dir.iterdir())
@@ -118,8 +148,20 @@ def test_a_missing_payload_blob_fails_its_task_and_the_loop_goes_on(tmp_path: Pa
     with SqliteStore(store_path) as store:
         store.create_job("j1", name="payload", fn="fixtures.tasks:echo", agg=None)
         ref = store.blobs.put(pickle.dumps(((b"x" * (2 * 1024 * 1024),), {})))
-        store.add_tasks([NewTask(job_id="j1", grp=0, kind="task", fn="fixtures.tasks:echo",
-                                 state="ready", payload_ref=ref)], job_id="j1", groups=1)
+        store.add_tasks(
+            [
+                NewTask(
+                    job_id="j1",
+                    grp=0,
+                    kind="task",
+                    fn="fixtures.tasks:echo",
+                    state="ready",
+                    payload_ref=ref,
+                )
+            ],
+            job_id="j1",
+            groups=1,
+        )
         store.set_job_groups("j1", 1, sealed=True)
         (store.blob_dir / ref).unlink()
     with oomguard.Runner(store=str(store_path), workers=1) as runner:
@@ -151,9 +193,18 @@ def test_a_task_that_kills_its_scheduler_fails_as_lost_after_lost_retries(
     tmp_path: Path, require_cgroup: None
 ) -> None:
     params = tmp_path / "p.jsonl"
-    params.write_text('{}\n')
-    args = ("run", "fixtures.tasks:kill_scheduler", "--params", str(params),
-            "--store", str(tmp_path / "s.db"), "--workers", "1", "--json")
+    params.write_text("{}\n")
+    args = (
+        "run",
+        "fixtures.tasks:kill_scheduler",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.db"),
+        "--workers",
+        "1",
+        "--json",
+    )
     env = {"OOMGUARD_LOST_RETRIES": "1"}
     for _ in range(2):  # killed by its own task, twice
         proc = run_cli(*args, env=env, timeout=60)

@@ -33,8 +33,7 @@ def test_below_the_floor_is_refused_and_deletes_nothing(
     tmp_path: Path, blob: Path, cli: RunCli, min_age: str
 ) -> None:
     for dry_run in ([], ["--dry-run"]):
-        refused = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", min_age,
-                      *dry_run)
+        refused = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", min_age, *dry_run)
         assert refused.returncode == ExitCode.USAGE, refused.stderr
         assert f"'{min_age}' is below the 10m floor" in refused.stderr
         assert "--force" in refused.stderr
@@ -55,8 +54,9 @@ def test_force_goes_below_the_floor(
     tmp_path: Path, blob: Path, cli: RunCli, force: list[str]
 ) -> None:
     env = None if force else {"OOMGUARD_GC_FORCE": "1"}
-    done = cli("gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", "1m", *force,
-               "--json", env=env)
+    done = cli(
+        "gc", "--store", str(tmp_path / "s.sqlite"), "--min-age", "1m", *force, "--json", env=env
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["removed"] == 1
     assert not blob.exists()

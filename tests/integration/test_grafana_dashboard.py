@@ -35,11 +35,13 @@ def test_every_metric_the_dashboard_queries_is_served(tmp_path: Path) -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     queried = _queried(dashboard)
-    assert {"oomguard_memory_admitted_bytes", "oomguard_worker_rss_bytes",
-            "oomguard_attempt_failures_total"} <= set(queried)
+    assert {
+        "oomguard_memory_admitted_bytes",
+        "oomguard_worker_rss_bytes",
+        "oomguard_attempt_failures_total",
+    } <= set(queried)
     with serve(tmp_path, "--workers", "1") as served:
-        r = httpx.post(f"{served.url}/v1/jobs",
-                       json={"task": "oomguard.examples:fail", "args": {}})
+        r = httpx.post(f"{served.url}/v1/jobs", json={"task": "oomguard.examples:fail", "args": {}})
         assert r.status_code == 201, r.text
         text = httpx.get(f"{served.url}/metrics").text
     exposed: set[str] = set()
@@ -53,6 +55,8 @@ def test_every_metric_the_dashboard_queries_is_served(tmp_path: Path) -> None:
 
 
 def test_the_names_are_read_from_the_queries_not_from_their_labels() -> None:
-    panel = {"title": "t", "targets": [
-        {"expr": 'sum by (class) (rate(oomguard_nope_total{class=~"oom_.*"}[5m]))'}]}
+    panel = {
+        "title": "t",
+        "targets": [{"expr": 'sum by (class) (rate(oomguard_nope_total{class=~"oom_.*"}[5m]))'}],
+    }
     assert _queried({"panels": [panel]}) == {"oomguard_nope_total": {"t"}}

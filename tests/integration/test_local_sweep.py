@@ -32,8 +32,13 @@ def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -
     out = tmp_path / "out"
     params = ({"x": i, "marker_dir": str(markers)} for i in range(200))
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
-        job = runner.sweep("fixtures.tasks:counted", params, replicates=3,
-                           aggregate="fixtures.tasks:total", out=out)
+        job = runner.sweep(
+            "fixtures.tasks:counted",
+            params,
+            replicates=3,
+            aggregate="fixtures.tasks:total",
+            out=out,
+        )
         status = job.wait(timeout=180, progress=False)
         assert status["counts"]["succeeded"] == 800
         assert status["state"] == "succeeded"
@@ -55,8 +60,7 @@ def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -
 def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     pids.mkdir()
-    params = [{"x": i, "pid_dir": str(pids), "seconds": 30.0 if i == 0 else 0.0}
-              for i in range(6)]
+    params = [{"x": i, "pid_dir": str(pids), "seconds": 30.0 if i == 0 else 0.0} for i in range(6)]
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as runner:
         job = runner.sweep("fixtures.tasks:pid_then_sleep", params)
         pid = int(wait_for(lambda: (pids / "0.pid").exists() and (pids / "0.pid").read_text()))
@@ -81,17 +85,21 @@ def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> 
 def test_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
-    params = [{"account": "a", "x": i, "log_dir": str(logs), "seconds": 20.0 if i == 0 else 0.2}
-              for i in range(3)]
+    params = [
+        {"account": "a", "x": i, "log_dir": str(logs), "seconds": 20.0 if i == 0 else 0.2}
+        for i in range(3)
+    ]
     params.append({"account": "b", "x": 3, "log_dir": str(logs), "seconds": 0.2})
     # A declared estimate: no probe attempt, so task 3 runs beside the lock holder.
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2,
-                         task_memory="64MiB") as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=2, task_memory="64MiB"
+    ) as runner:
         job = runner.sweep("fixtures.tasks:locked", params)
         pid = int(wait_for(lambda: (logs / "0.pid").exists() and (logs / "0.pid").read_text()))
         # Task 3 (account b) runs to its end on the other worker meanwhile ...
-        wait_for(lambda: any(p.name.startswith("3-") and "end" in p.read_text()
-                             for p in logs.iterdir()))
+        wait_for(
+            lambda: any(p.name.startswith("3-") and "end" in p.read_text() for p in logs.iterdir())
+        )
         # ... while 0 holds account:a, no other task of account a has started.
         started = [p.name.split("-")[0] for p in logs.iterdir() if not p.name.endswith(".pid")]
         assert "1" not in started and "2" not in started
@@ -129,8 +137,17 @@ def test_status_json_lists_failures_with_evidence(tmp_path: Path, cli: RunCli) -
     params = tmp_path / "p.jsonl"
     params.write_text("\n".join(json.dumps({"message": f"boom {i}"}) for i in range(3)) + "\n")
     store = str(tmp_path / "s.sqlite")
-    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
-              "--workers", "1", "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:fail",
+        "--params",
+        str(params),
+        "--store",
+        store,
+        "--workers",
+        "1",
+        "--json",
+    )
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
     assert summary["counts"]["failed"] == 3
@@ -145,14 +162,32 @@ def test_retry_failed_runs_failed_tasks_again(tmp_path: Path, cli: RunCli) -> No
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"message": "always"}) + "\n" + json.dumps({"x": 5}) + "\n")
     store = str(tmp_path / "s.sqlite")
-    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
-              "--workers", "1", "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:fail",
+        "--params",
+        str(params),
+        "--store",
+        store,
+        "--workers",
+        "1",
+        "--json",
+    )
     assert res.returncode == 1
     job = json.loads(res.stdout)["job_id"]
     res = cli("retry", job, "--failed", "--store", store)
     assert res.returncode == 0 and "2 task(s) ready" in res.stdout
-    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store", store,
-              "--workers", "1", "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:fail",
+        "--params",
+        str(params),
+        "--store",
+        store,
+        "--workers",
+        "1",
+        "--json",
+    )
     assert res.returncode == 1
     info = json.loads(cli("status", job, "--store", store, "--json").stdout)
     assert info["counts"]["failed"] == 2
@@ -184,8 +219,19 @@ def test_timeout_kills_the_attempt_and_says_so(tmp_path: Path, cli: RunCli) -> N
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"seconds": 30}) + "\n" + json.dumps({"seconds": 0}) + "\n")
     store = str(tmp_path / "s.sqlite")
-    res = cli("run", "oomguard.examples:sleep", "--params", str(params), "--store", store,
-              "--workers", "2", "--timeout", "0.5", "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:sleep",
+        "--params",
+        str(params),
+        "--store",
+        store,
+        "--workers",
+        "2",
+        "--timeout",
+        "0.5",
+        "--json",
+    )
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
     assert summary["failures_by_class"] == {"timeout": 1}

@@ -29,9 +29,20 @@ JOB_KEYS = {
 def test_run_with_json_logs(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"message": "a"}\n{"message": "b"}\n')
-    res = cli("run", "oomguard.examples:fail", "--params", str(params), "--store",
-              str(tmp_path / "s.sqlite"), "--workers", "1", "--retries", "1", "--json",
-              env={"OOMGUARD_LOG_FORMAT": "json"})
+    res = cli(
+        "run",
+        "oomguard.examples:fail",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--workers",
+        "1",
+        "--retries",
+        "1",
+        "--json",
+        env={"OOMGUARD_LOG_FORMAT": "json"},
+    )
     assert res.returncode == 1, res.stderr
     assert json.loads(res.stdout)["counts"]["failed"] == 2  # stdout is unchanged
     lines = [json.loads(line) for line in res.stderr.splitlines()]  # every line is JSON
@@ -40,7 +51,8 @@ def test_run_with_json_logs(tmp_path: Path, cli: RunCli) -> None:
     assert all(set(line) == ATTEMPT_KEYS for line in attempts)
     assert all(set(line) == JOB_KEYS for line in jobs)
     assert Counter((a["outcome"], a["level"]) for a in attempts) == {
-        ("retrying", "warning"): 2, ("failed", "error"): 2
+        ("retrying", "warning"): 2,
+        ("failed", "error"): 2,
     }
     assert [(j["state"], j["level"]) for j in jobs] == [("running", "info"), ("failed", "error")]
     assert jobs[-1]["counts"]["failed"] == 2 and jobs[-1]["failures_by_class"] == {"error": 4}
@@ -50,8 +62,16 @@ def test_run_with_json_logs(tmp_path: Path, cli: RunCli) -> None:
 def test_plain_logs_stay_the_default(tmp_path: Path, cli: RunCli) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text('{"x": 1}\n')
-    res = cli("run", "oomguard.examples:noop", "--params", str(params), "--store",
-              str(tmp_path / "s.sqlite"), "--workers", "1")
+    res = cli(
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--workers",
+        "1",
+    )
     assert res.returncode == 0, res.stderr
     assert res.stderr.startswith("oomguard: isolation ")
     assert "attempt_ended" not in res.stderr

@@ -41,9 +41,7 @@ def test_a_webhook_url_is_never_printed_nor_on_the_command_line(tmp_path: Path) 
     port = closed_port()  # a receiver that is down: the server logs about it
     hook = f"http://127.0.0.1:{port}{SECRET_PATH}"
     urls = private(tmp_path / "urls", f"# the team's Slack\n{hook}\n")
-    started, url = serving(
-        tmp_path, "--notify-url-file", str(urls), "--notify-on", "failed"
-    )
+    started, url = serving(tmp_path, "--notify-url-file", str(urls), "--notify-on", "failed")
     try:
         cmdline = Path(f"/proc/{started.pid}/cmdline").read_bytes().decode()
         assert SECRET_PATH not in cmdline and str(urls) in cmdline
@@ -59,8 +57,9 @@ def test_a_webhook_url_is_never_printed_nor_on_the_command_line(tmp_path: Path) 
     assert "HookTokenThatIsTheCredential" not in out and "T0ABCDEF" not in out
 
 
-@pytest.mark.parametrize("option", ["--notify-url-file", "--notify-secret-file",
-                                    "--sentry-dsn-file", "--tokens-file"])
+@pytest.mark.parametrize(
+    "option", ["--notify-url-file", "--notify-secret-file", "--sentry-dsn-file", "--tokens-file"]
+)
 def test_a_secret_file_others_can_read_is_refused(tmp_path: Path, option: str) -> None:
     path = private(tmp_path / "secret", "http://127.0.0.1:9/hook\n", mode=0o644)
     args = [sys.executable, "-m", "oomguard.cli.main", "serve", "--store",
@@ -135,8 +134,10 @@ def test_a_long_user_string_is_capped_in_the_text(tmp_path: Path) -> None:
         started, url = serving(tmp_path, "--notify-url-file", str(urls), "--notify-on", "final")
         try:
             message = "<" * 5000
-            r = httpx.post(f"{url}/v1/jobs",
-                           json={"task": "oomguard.examples:fail", "args": {"message": message}})
+            r = httpx.post(
+                f"{url}/v1/jobs",
+                json={"task": "oomguard.examples:fail", "args": {"message": message}},
+            )
             assert r.status_code == 201
             (post,) = wait_for(hook.received, timeout=60)
             stop_serve(started)

@@ -20,10 +20,12 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_100_failures_of_one_function_and_class_are_one_fingerprint(tmp_path: Path) -> None:
     with SentryRelay() as relay:
-        with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2,
-                             sentry_dsn=relay.dsn) as runner:
-            failing = runner.sweep("oomguard.examples:fail",
-                                   ({"message": f"bad input {i}"} for i in range(100)))
+        with oomguard.Runner(
+            store=str(tmp_path / "s.sqlite"), workers=2, sentry_dsn=relay.dsn
+        ) as runner:
+            failing = runner.sweep(
+                "oomguard.examples:fail", ({"message": f"bad input {i}"} for i in range(100))
+            )
             other = runner.sweep("fixtures.tasks:fail_after", [{"seconds": 0}])
             fine = runner.sweep("oomguard.examples:noop", [{"x": i} for i in range(20)])
             for job in (failing, other, fine):
@@ -55,13 +57,20 @@ def test_100_failures_of_one_function_and_class_are_one_fingerprint(tmp_path: Pa
 
 def test_a_retried_error_is_a_warning_and_its_last_attempt_an_error(tmp_path: Path) -> None:
     with SentryRelay() as relay:
-        with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1, retries=1,
-                             retry_backoff=0.05, sentry_dsn=relay.dsn) as runner:
+        with oomguard.Runner(
+            store=str(tmp_path / "s.sqlite"),
+            workers=1,
+            retries=1,
+            retry_backoff=0.05,
+            sentry_dsn=relay.dsn,
+        ) as runner:
             runner.sweep("oomguard.examples:fail", [{"message": "once more"}]).wait(
-                timeout=120, progress=False)
+                timeout=120, progress=False
+            )
         events = wait_for(lambda: len(relay.events()) >= 2 and relay.events(), timeout=30)
     assert [(e["level"], e["contexts"]["oomguard"]["attempt"]) for e in events] == [
-        ("warning", 1), ("error", 2)
+        ("warning", 1),
+        ("error", 2),
     ]
     assert events[0]["fingerprint"] == events[1]["fingerprint"]
 
@@ -76,9 +85,18 @@ def test_a_burst_larger_than_the_sdk_queue_arrives_whole() -> None:
     with SentryRelay() as relay:
         notifier = SentryNotifier(relay.dsn, queue_size=n)
         for i in range(n):
-            notifier.notify(AttemptNotice.of(
-                job_id="j", task_id=i, attempt_id=i, attempt=1, function="m:f",
-                outcome="retrying", failure_class="timeout", message="ran past 1 s"))
+            notifier.notify(
+                AttemptNotice.of(
+                    job_id="j",
+                    task_id=i,
+                    attempt_id=i,
+                    attempt=1,
+                    function="m:f",
+                    outcome="retrying",
+                    failure_class="timeout",
+                    message="ran past 1 s",
+                )
+            )
         notifier.close(60)
         events = relay.events()
     assert sorted(e["contexts"]["oomguard"]["task_id"] for e in events) == list(range(n))

@@ -30,13 +30,22 @@ from oomguard.notify.webhook import WebhookNotifier
 def whsec(key: bytes) -> str:
     return "whsec_" + base64.b64encode(key).decode()
 
+
 pytestmark = pytest.mark.timeout(300)
 
 
 def failure(i: int, message: str = "boom") -> AttemptNotice:
     return AttemptNotice.of(
-        job_id="j", task_id=i, attempt_id=i, attempt=1, function="m:f", outcome="failed",
-        failure_class="error", final_class="error", message=message, limit_bytes=1 << 26,
+        job_id="j",
+        task_id=i,
+        attempt_id=i,
+        attempt=1,
+        function="m:f",
+        outcome="failed",
+        failure_class="error",
+        final_class="error",
+        message=message,
+        limit_bytes=1 << 26,
     )
 
 
@@ -45,11 +54,17 @@ def test_every_post_is_signed_and_verifies(tmp_path: Path) -> None:
     secret.write_text(whsec(b"s3cret") + "\n")
     secret.chmod(0o600)
     with Recorder() as hook:
-        with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
-                             notify_url=[hook.url], notify_on=["failed", "job"],
-                             notify_secret_file=str(secret)) as runner:
-            job = runner.sweep("oomguard.examples:fail", [{"message": f"m{i}"} for i in range(3)]
-                               + [{"message": "x", "unused": 1}])
+        with oomguard.Runner(
+            store=str(tmp_path / "s.sqlite"),
+            workers=1,
+            notify_url=[hook.url],
+            notify_on=["failed", "job"],
+            notify_secret_file=str(secret),
+        ) as runner:
+            job = runner.sweep(
+                "oomguard.examples:fail",
+                [{"message": f"m{i}"} for i in range(3)] + [{"message": "x", "unused": 1}],
+            )
             job.wait(timeout=120, progress=False)
         posts = hook.received()
     assert [p.json()["event"] for p in posts] == ["task_failed"] * 4 + ["job_finished"]
@@ -111,8 +126,7 @@ def test_a_receiver_that_is_down_then_back_gets_every_event_in_order() -> None:
 
 def test_a_receiver_that_never_comes_back_costs_bounded_memory() -> None:
     url = f"http://127.0.0.1:{closed_port()}/hook"
-    notifier = WebhookNotifier([url], on=["failed"], queue_size=100, backoff=0.05,
-                               backoff_max=0.5)
+    notifier = WebhookNotifier([url], on=["failed"], queue_size=100, backoff=0.05, backoff_max=0.5)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -133,11 +147,21 @@ def test_a_receiver_that_never_comes_back_costs_bounded_memory() -> None:
 def test_serve_posts_final_failures_and_logs_json(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     with Recorder() as hook:
-        started, url = serve(tmp_path, store, "--notify-url", hook.url, "--notify-on", "final",
-                             "--log-format", "json")
+        started, url = serve(
+            tmp_path,
+            store,
+            "--notify-url",
+            hook.url,
+            "--notify-on",
+            "final",
+            "--log-format",
+            "json",
+        )
         try:
-            r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:fail",
-                                                   "args": {"message": "served"}})
+            r = httpx.post(
+                f"{url}/v1/jobs",
+                json={"task": "oomguard.examples:fail", "args": {"message": "served"}},
+            )
             assert r.status_code == 201, r.text
             (post,) = wait_for(hook.received, timeout=60)
             stop_serve(started)

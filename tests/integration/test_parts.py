@@ -34,7 +34,8 @@ def test_a_result_waits_at_most_part_max_delay_for_its_part(tmp_path: Path) -> N
     out = tmp_path / "out"
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, part_max_delay=0.5) as r:
         job = r.sweep(
-            "fixtures.tasks:sleep_then", [{"x": 1, "seconds": 0.0}, {"x": 2, "seconds": 30.0}],
+            "fixtures.tasks:sleep_then",
+            [{"x": 1, "seconds": 0.0}, {"x": 2, "seconds": 30.0}],
             out=out,
         )
         # The quick task's row is in a part while the slow one still runs: the job is not
@@ -67,8 +68,10 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     db.execute("DROP TABLE outbox_cursors")
     db.execute("DROP INDEX tasks_state")  # schema 5: the three indexes it replaced
     db.execute("CREATE INDEX tasks_ready ON tasks(job_id, grp, id) WHERE state = 'ready'")
-    db.execute("CREATE INDEX tasks_open ON tasks(job_id, grp) "
-               "WHERE state IN ('pending', 'ready', 'queued', 'running')")
+    db.execute(
+        "CREATE INDEX tasks_open ON tasks(job_id, grp) "
+        "WHERE state IN ('pending', 'ready', 'queued', 'running')"
+    )
     db.execute("CREATE INDEX tasks_job_state ON tasks(job_id, state)")
     db.execute("UPDATE results SET part = NULL")
     db.execute("DELETE FROM parts")
@@ -82,13 +85,16 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
         assert st.queries.meta("schema_version") == str(SCHEMA_VERSION)
         columns = {row[1] for row in st.db.execute("PRAGMA table_info(results)")}
         assert "size" in columns
-        indexes = {row[0] for row in st.db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")}
+        indexes = {
+            row[0]
+            for row in st.db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'"
+            )
+        }
         assert indexes == {"tasks_job_grp", "tasks_state"}
         # Schema 3: what each memory key is known to need, kept from schema 1's estimates.
         knowledge = st.estimate_rows()
-        assert knowledge and all(r.samples >= 1 and r.killed_at == 0
-                                 for r in knowledge.values())
+        assert knowledge and all(r.samples >= 1 and r.killed_at == 0 for r in knowledge.values())
     with oomguard.Runner(store=str(path), workers=1) as r:
         r.job(job.id).wait(timeout=60, progress=False)
     assert sorted(pq.read_table(out / "tasks").column("x").to_pylist()) == [1, 2]
@@ -109,9 +115,25 @@ def test_two_jobs_writing_to_one_out_keep_both_jobs_rows(tmp_path: Path) -> None
 
     def run(params: Path) -> None:
         proc = subprocess.run(
-            [sys.executable, "-m", "oomguard.cli.main", "run", "oomguard.examples:noop",
-             "--params", str(params), "--out", "out", "--store", "s.sqlite", "--workers", "2"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "oomguard.cli.main",
+                "run",
+                "oomguard.examples:noop",
+                "--params",
+                str(params),
+                "--out",
+                "out",
+                "--store",
+                "s.sqlite",
+                "--workers",
+                "2",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 0, proc.stderr
 

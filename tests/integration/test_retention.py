@@ -48,14 +48,18 @@ def test_a_step_forgets_finished_jobs_past_the_retention_only(tmp_path: Path) ->
         assert retention.stats.jobs == 3 and retention.stats.tasks == 15
         counts = store.db.execute(
             "SELECT (SELECT COUNT(*) FROM jobs), (SELECT COUNT(*) FROM tasks), "
-            "(SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM results)").fetchone()
+            "(SELECT COUNT(*) FROM attempts), (SELECT COUNT(*) FROM results)"
+        ).fetchone()
         assert tuple(counts) == (1, 0, 0, 0)
         # The forget events themselves go once they are older than the retention.
         assert retention.step(store, now=later + 7200) == 0
         assert retention.stats.events >= 3
-        assert store.db.execute(
-            "SELECT COUNT(*) FROM events WHERE job_id IS NULL AND kind = 'job_forgotten'"
-        ).fetchone()[0] == 0
+        assert (
+            store.db.execute(
+                "SELECT COUNT(*) FROM events WHERE job_id IS NULL AND kind = 'job_forgotten'"
+            ).fetchone()[0]
+            == 0
+        )
     finally:
         store.close()
 
@@ -68,13 +72,15 @@ def test_lock_rows_of_finished_tasks_are_released(tmp_path: Path) -> None:
         done = [r[0] for r in store.db.execute("SELECT id FROM tasks")]
         store.create_job("live", name="live", fn="oomguard.examples:noop", agg=None)
         with store.transaction() as db:
-            db.execute("INSERT INTO tasks (job_id, grp, kind, fn, state, updated_at) "
-                       "VALUES ('live', 0, 'task', 'oomguard.examples:noop', 'running', 0)")
+            db.execute(
+                "INSERT INTO tasks (job_id, grp, kind, fn, state, updated_at) "
+                "VALUES ('live', 0, 'task', 'oomguard.examples:noop', 'running', 0)"
+            )
             live = db.execute("SELECT MAX(id) FROM tasks").fetchone()[0]
-            db.execute("INSERT INTO locks (key, attempt_id, task_id) VALUES ('a', 1, ?)",
-                       (done[0],))
-            db.execute("INSERT INTO locks (key, attempt_id, task_id) VALUES ('b', 2, ?)",
-                       (live,))
+            db.execute(
+                "INSERT INTO locks (key, attempt_id, task_id) VALUES ('a', 1, ?)", (done[0],)
+            )
+            db.execute("INSERT INTO locks (key, attempt_id, task_id) VALUES ('b', 2, ?)", (live,))
         assert store.retention.release_finished() == 1
         assert [r[0] for r in store.db.execute("SELECT key FROM locks")] == ["b"]
     finally:

@@ -20,8 +20,20 @@ def test_run_stops_a_job_whose_workers_cannot_import_its_task(tmp_path: Path) ->
     )
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(200)))
-    res = run_cli("run", "script.py:f", "--params", str(params), "--retries", "2",
-                  "--workers", "2", "--store", "s.sqlite", cwd=tmp_path, timeout=120)
+    res = run_cli(
+        "run",
+        "script.py:f",
+        "--params",
+        str(params),
+        "--retries",
+        "2",
+        "--workers",
+        "2",
+        "--store",
+        "s.sqlite",
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert res.returncode == int(ExitCode.TASKS_FAILED), res.stderr
     told = " ".join(line.strip() for line in res.stdout.splitlines())
     assert "the job stopped after its first 3 attempts all failed loading the task" in told

@@ -41,8 +41,9 @@ def test_a_running_job_is_sampled_with_its_workers_rss_and_forget_deletes_it(
         busy = [s for s in series if s.running]
         assert busy, series
         # Each attempt was admitted some memory; the workers' RSS was read from /proc.
-        assert all(s.job_admitted_bytes > 0 and s.admitted_bytes >= s.job_admitted_bytes
-                   for s in busy)
+        assert all(
+            s.job_admitted_bytes > 0 and s.admitted_bytes >= s.job_admitted_bytes for s in busy
+        )
         assert {"w1", "w2"} <= {name for s in series for name in s.workers}
         assert max(rss for s in series for rss in s.workers.values()) > 10 * 1024**2
         ends = store.samples.throughput(job.id)

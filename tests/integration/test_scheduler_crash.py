@@ -38,13 +38,28 @@ def test_scheduler_killed_repeatedly_resumes_without_recomputing(tmp_path: Path)
     markers.mkdir()
     params = tmp_path / "p.jsonl"
     n = 150
-    params.write_text("".join(
-        json.dumps({"x": i, "marker_dir": str(markers), "seconds": 0.02}) + "\n"
-        for i in range(n)))
+    params.write_text(
+        "".join(
+            json.dumps({"x": i, "marker_dir": str(markers), "seconds": 0.02}) + "\n"
+            for i in range(n)
+        )
+    )
     store = tmp_path / "s.sqlite"
     out = tmp_path / "out"
-    cmd = [*OOMGUARD, "run", "fixtures.tasks:counted", "--params", str(params), "--store",
-           str(store), "--out", str(out), "--workers", "2", "--json"]
+    cmd = [
+        *OOMGUARD,
+        "run",
+        "fixtures.tasks:counted",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--json",
+    ]
     rng = random.Random(7)
     kills: list[tuple[float, set[int]]] = []
     for _ in range(4):
@@ -89,8 +104,17 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps({"seconds": 0.5}) + "\n" for _ in range(12)))
     store = tmp_path / "s.sqlite"
-    cmd = [*OOMGUARD, "run", "oomguard.examples:sleep", "--params", str(params), "--store",
-           str(store), "--workers", "2"]
+    cmd = [
+        *OOMGUARD,
+        "run",
+        "oomguard.examples:sleep",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not _stored_tasks(store) and time.monotonic() < deadline:
@@ -120,8 +144,18 @@ def test_parts_left_unwritten_by_a_killed_scheduler_are_written_on_restart(
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(5)))
     store, out = tmp_path / "s.sqlite", tmp_path / "out"
-    cmd = [*OOMGUARD, "run", "oomguard.examples:noop", "--params", str(params), "--store",
-           str(store), "--out", str(out), "--json"]
+    cmd = [
+        *OOMGUARD,
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--json",
+    ]
     assert subprocess.run(cmd, capture_output=True, timeout=120).returncode == 0
     # As if killed after the job's last result was stored, before its Parquet part.
     db = sqlite3.connect(store)

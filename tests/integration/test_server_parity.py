@@ -30,11 +30,28 @@ ECHO = "import json, sys; print(json.dumps(dict(word=sys.argv[1], n=len(sys.argv
 def server(tmp_path: Path) -> Any:
     commands = tmp_path / "commands.toml"
     fail = [sys.executable, "-c", "import sys; sys.exit('no ' + sys.argv[1])", "{word}"]
-    commands.write_text(f"echo = {json.dumps([sys.executable, '-c', ECHO, '{word}'])}\n"
-                        f"fail = {json.dumps(fail)}\n")
-    with serve(tmp_path, "--workers", "2", "--worker-memory", "256MiB", "--retries", "1",
-               "--timeout", "30", "--max-retries", "3", "--commands", str(commands),
-               "--max-tasks-per-worker", "50", "--worker-oom-score-adj", "900") as served:
+    commands.write_text(
+        f"echo = {json.dumps([sys.executable, '-c', ECHO, '{word}'])}\nfail = {json.dumps(fail)}\n"
+    )
+    with serve(
+        tmp_path,
+        "--workers",
+        "2",
+        "--worker-memory",
+        "256MiB",
+        "--retries",
+        "1",
+        "--timeout",
+        "30",
+        "--max-retries",
+        "3",
+        "--commands",
+        str(commands),
+        "--max-tasks-per-worker",
+        "50",
+        "--worker-oom-score-adj",
+        "900",
+    ) as served:
         yield served
 
 
@@ -54,11 +71,20 @@ def _rows(served: Served, job_id: str) -> tuple[list[dict[str, Any]], list[dict[
         db = store.db
         db.row_factory = None
         names = ("kind", "state", "memory", "retries", "timeout", "memory_key", "fn")
-        tasks = [dict(zip(names, r, strict=True)) for r in db.execute(
-            f"SELECT {', '.join(names)} FROM tasks WHERE job_id = ? ORDER BY id", (job_id,))]
-        attempts = [{"limit_bytes": r[0]} for r in db.execute(
-            "SELECT a.limit_bytes FROM attempts a JOIN tasks t ON t.id = a.task_id "
-            "WHERE t.job_id = ?", (job_id,))]
+        tasks = [
+            dict(zip(names, r, strict=True))
+            for r in db.execute(
+                f"SELECT {', '.join(names)} FROM tasks WHERE job_id = ? ORDER BY id", (job_id,)
+            )
+        ]
+        attempts = [
+            {"limit_bytes": r[0]}
+            for r in db.execute(
+                "SELECT a.limit_bytes FROM attempts a JOIN tasks t ON t.id = a.task_id "
+                "WHERE t.job_id = ?",
+                (job_id,),
+            )
+        ]
     finally:
         store.close()
     return tasks, attempts
@@ -69,9 +95,19 @@ def _post(served: Served, body: dict[str, Any]) -> httpx.Response:
 
 
 def test_a_declared_command_runs_with_spec_fields_within_limits(server: Served) -> None:
-    r = _post(server, {"command": "echo", "tasks": [{"word": "a b; c"}, {"word": "$(id)"}],
-                       "fanout": 2, "aggregate": "oomguard.examples:mean_of",
-                       "memory": "64MiB", "retries": 2, "timeout": 10, "memory_key": "word"})
+    r = _post(
+        server,
+        {
+            "command": "echo",
+            "tasks": [{"word": "a b; c"}, {"word": "$(id)"}],
+            "fanout": 2,
+            "aggregate": "oomguard.examples:mean_of",
+            "memory": "64MiB",
+            "retries": 2,
+            "timeout": 10,
+            "memory_key": "word",
+        },
+    )
     assert r.status_code == 201, r.text
     assert r.json()["tasks"] == 6  # 2 groups x 2 replicates + 2 aggregations
     status = _done(server, r.json()["job_id"])
@@ -80,27 +116,45 @@ def test_a_declared_command_runs_with_spec_fields_within_limits(server: Served) 
     work = [t for t in tasks if t["kind"] == "task"]
     assert len(work) == 4 and all(t["fn"].startswith("cmd:") for t in work)
     assert {(t["memory"], t["retries"], t["timeout"]) for t in work} == {(64 * MIB, 2, 10.0)}
-    assert all(t["memory_key"].endswith(("word=\"a b; c\"", "word=\"$(id)\"")) for t in work)
+    assert all(t["memory_key"].endswith(('word="a b; c"', 'word="$(id)"')) for t in work)
     assert [t["fn"] for t in tasks if t["kind"] == "aggregate"] == ["oomguard.examples:mean_of"] * 2
     # serve --worker-memory bounds every attempt, as it does for run.
     assert attempts and all(0 < a["limit_bytes"] <= 256 * MIB for a in attempts)
 
 
-@pytest.mark.parametrize("body,status,words", [
-    ({"command": "rm", "args": {}}, 422,
-     "no command named 'rm' on this server (declared: echo, fail)"),
-    ({"command": "echo", "args": {}}, 422, "missing argument(s) word of its template"),
-    ({"task": "oomguard.examples:noop", "command": "echo"}, 422, "give either task or command"),
-    ({"command": "echo", "args": {"word": "x"}, "memory": "1GiB"}, 422,
-     "is not what one task may get on this server"),
-    ({"command": "echo", "args": {"word": "x"}, "memory": "lots"}, 422, "invalid memory size"),
-    ({"command": "echo", "args": {"word": "x"}, "retries": 4}, 422,
-     "retries 4 is more than the 3 this server allows"),
-    ({"command": "echo", "args": {"word": "x"}, "timeout": 31}, 422,
-     "timeout 31 s is more than the 30 s this server allows"),
-    ({"task": "oomguard.examples:noop", "aggregate": "os:system"}, 422,
-     "is not from an allowed task module"),
-])
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        (
+            {"command": "rm", "args": {}},
+            422,
+            "no command named 'rm' on this server (declared: echo, fail)",
+        ),
+        ({"command": "echo", "args": {}}, 422, "missing argument(s) word of its template"),
+        ({"task": "oomguard.examples:noop", "command": "echo"}, 422, "give either task or command"),
+        (
+            {"command": "echo", "args": {"word": "x"}, "memory": "1GiB"},
+            422,
+            "is not what one task may get on this server",
+        ),
+        ({"command": "echo", "args": {"word": "x"}, "memory": "lots"}, 422, "invalid memory size"),
+        (
+            {"command": "echo", "args": {"word": "x"}, "retries": 4},
+            422,
+            "retries 4 is more than the 3 this server allows",
+        ),
+        (
+            {"command": "echo", "args": {"word": "x"}, "timeout": 31},
+            422,
+            "timeout 31 s is more than the 30 s this server allows",
+        ),
+        (
+            {"task": "oomguard.examples:noop", "aggregate": "os:system"},
+            422,
+            "is not from an allowed task module",
+        ),
+    ],
+)
 def test_submissions_past_the_limits_are_refused_and_store_nothing(
     server: Served, body: dict[str, Any], status: int, words: str
 ) -> None:
@@ -112,8 +166,10 @@ def test_submissions_past_the_limits_are_refused_and_store_nothing(
 
 def test_submit_a_spec_file_to_a_server(server: Served, tmp_path: Path, cli: RunCli) -> None:
     spec = tmp_path / "study.toml"
-    spec.write_text('command = "echo"\nreplicates = 2\nworkers = 8\ntask-memory = "32MiB"\n'
-                    '[grid]\nword = ["x", "yy", "zzz"]\n')
+    spec.write_text(
+        'command = "echo"\nreplicates = 2\nworkers = 8\ntask-memory = "32MiB"\n'
+        '[grid]\nword = ["x", "yy", "zzz"]\n'
+    )
     res = cli("submit", str(spec), "--server", server.url, "--json")
     assert res.returncode == 0, res.stderr
     assert "workers set up a local run" in res.stderr
@@ -137,12 +193,26 @@ def test_submit_a_spec_file_to_a_server(server: Served, tmp_path: Path, cli: Run
 def test_bad_commands_file_stops_serve(tmp_path: Path, cli: RunCli) -> None:
     commands = tmp_path / "commands.toml"
     commands.write_text('bad = ["prog", "{0}"]\n')
-    res = cli("serve", "--store", str(tmp_path / "s.sqlite"), "--commands", str(commands),
-              "--listen", "127.0.0.1:0")
+    res = cli(
+        "serve",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--commands",
+        str(commands),
+        "--listen",
+        "127.0.0.1:0",
+    )
     assert res.returncode == int(ExitCode.USAGE)
     assert "bad: command argument '{0}': {0} is not a parameter name" in res.stderr
-    res = cli("serve", "--store", str(tmp_path / "s.sqlite"), "--retention", "soon",
-              "--listen", "127.0.0.1:0")
+    res = cli(
+        "serve",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--retention",
+        "soon",
+        "--listen",
+        "127.0.0.1:0",
+    )
     assert res.returncode == int(ExitCode.USAGE) and "invalid duration 'soon'" in res.stderr
 
 
@@ -153,6 +223,7 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
             r = _post(served, {"task": "oomguard.examples:noop", "args": {"x": i}, "count": 3})
             assert r.status_code == 201, r.text
             ids.append(r.json()["job_id"])
+
         def gone_or_done(job_id: str) -> bool:
             # One answer per look: a job may be forgotten between two requests.
             r = httpx.get(f"{served.url}/v1/jobs/{job_id}")
@@ -166,15 +237,19 @@ def test_retention_forgets_finished_jobs(tmp_path: Path) -> None:
 
         wait_for(empty, timeout=60, interval=0.2)
         metrics = httpx.get(f"{served.url}/metrics").text
-        (line,) = [x for x in metrics.splitlines()
-                   if x.startswith('oomguard_retention_deleted_total{kind="jobs"}')]
+        (line,) = [
+            x
+            for x in metrics.splitlines()
+            if x.startswith('oomguard_retention_deleted_total{kind="jobs"}')
+        ]
         assert float(line.split()[-1]) == 5
         store = SqliteStore(str(served.store))
         try:
             counts = store.db.execute(
                 "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM attempts), "
                 "(SELECT COUNT(*) FROM results), (SELECT COUNT(*) FROM events "
-                "WHERE job_id IS NOT NULL)").fetchone()
+                "WHERE job_id IS NOT NULL)"
+            ).fetchone()
         finally:
             store.close()
         assert tuple(counts) == (0, 0, 0, 0)
@@ -192,8 +267,9 @@ def test_a_failing_command_is_an_error_with_its_stderr(server: Served) -> None:
     # Metrics name a command by its program, not by its whole template.
     program = Path(sys.executable).name
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert f'oomguard_attempt_failures_total{{class="error",function="cmd:{program}"}} 2.0' \
-        in metrics, metrics
+    assert (
+        f'oomguard_attempt_failures_total{{class="error",function="cmd:{program}"}} 2.0' in metrics
+    ), metrics
 
 
 def test_a_spec_whose_task_is_a_file_is_refused_before_any_request(
@@ -229,8 +305,13 @@ def test_a_refused_field_is_told_in_words_not_as_a_regex(server: Served) -> None
 
 
 def test_status_server_tells_what_status_store_tells(server: Served, cli: RunCli) -> None:
-    r = _post(server, {"task": "oomguard.examples:fail", "tasks": [{"message": "no luck"},
-                                                                  {"message": "bad day"}]})
+    r = _post(
+        server,
+        {
+            "task": "oomguard.examples:fail",
+            "tasks": [{"message": "no luck"}, {"message": "bad day"}],
+        },
+    )
     assert r.status_code == 201, r.text
     job_id = r.json()["job_id"]
     assert _done(server, job_id)["state"] == "failed"

@@ -43,8 +43,7 @@ def test_workers_that_fail_to_start_are_retried_with_backoff(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="oomguard.executor")
-    with oomguard.Runner(store=str(tmp_path / "s.db"), workers=2,
-                         max_tasks_per_worker=1) as runner:
+    with oomguard.Runner(store=str(tmp_path / "s.db"), workers=2, max_tasks_per_worker=1) as runner:
         popen = FailingPopen(failures=3)
         monkeypatch.setattr("oomguard.worker.pool.subprocess.Popen", popen)
         job = runner.sweep("fixtures.tasks:echo", [{"value": i} for i in range(6)])

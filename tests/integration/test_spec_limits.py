@@ -23,9 +23,21 @@ def _limited() -> None:
 
 def _run(tmp_path: Path, spec: Path, *verb: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oomguard.cli.main", *(verb or ("run",)), str(spec),
-         "--store", str(tmp_path / "s.sqlite")],
-        capture_output=True, text=True, timeout=60, preexec_fn=_limited, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "oomguard.cli.main",
+            *(verb or ("run",)),
+            str(spec),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_limited,
+        cwd=tmp_path,
+    )
 
 
 def test_a_grid_is_counted_before_its_rows_are_built(tmp_path: Path) -> None:

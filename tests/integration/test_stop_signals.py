@@ -47,8 +47,10 @@ def test_signal_stops_cleanly(
             # How far it got and how to go on; the job is `interrupted`, not `running`.
             how = "interrupted" if signum == signal.SIGINT else "terminated"
             assert f"oomguard: {how}: job " in err, err
-            assert ": 0 of 1 tasks done; the attempts that were running ended as " \
-                "interrupted and run again; run the same command to resume" in err, err
+            assert (
+                ": 0 of 1 tasks done; the attempts that were running ended as "
+                "interrupted and run again; run the same command to resume" in err
+            ), err
             status = run_cli("status", "--store", str(store))
             assert status.returncode == 0, status.stderr
             assert status.stdout.splitlines()[0].endswith(": interrupted"), status.stdout

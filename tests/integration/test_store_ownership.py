@@ -32,14 +32,21 @@ def _digest(path: Path) -> str:
 def _run(cli: Any, tmp_path: Path, store: Path) -> Any:
     params = tmp_path / "p.jsonl"
     params.write_text('{"x": 1}\n')
-    return cli("run", "oomguard.examples:noop", "--params", str(params), "--store", str(store),
-               "--workers", "1", timeout=120)
+    return cli(
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--workers",
+        "1",
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
-def test_a_store_file_others_may_write_is_refused(
-    tmp_path: Path, cli: Any, suffix: str
-) -> None:
+def test_a_store_file_others_may_write_is_refused(tmp_path: Path, cli: Any, suffix: str) -> None:
     store = _store(tmp_path)
     target = Path(f"{store}{suffix}")
     if not target.exists():
@@ -48,8 +55,10 @@ def test_a_store_file_others_may_write_is_refused(
     before = _digest(store)
     res = _run(cli, tmp_path, store)
     assert res.returncode == ExitCode.STORE, res.stderr
-    assert f"store file {str(target)!r} may be written by its group or others (mode 0666)" \
+    assert (
+        f"store file {str(target)!r} may be written by its group or others (mode 0666)"
         in res.stderr
+    )
     assert f"chmod 600 {str(target)!r}" in res.stderr and "Traceback" not in res.stderr
     assert _digest(store) == before
     status = cli("status", "--store", str(store), timeout=60)
@@ -66,8 +75,20 @@ def test_a_store_another_user_owns_is_refused(tmp_path: Path, cli: Any) -> None:
     assert "belongs to uid 65534, not to this user" in res.stderr
     # serve refuses it too, before it listens.
     served = subprocess.run(
-        [sys.executable, "-m", "oomguard.cli.main", "serve", "--store", str(store),
-         "--listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "oomguard.cli.main",
+            "serve",
+            "--store",
+            str(store),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert served.returncode == ExitCode.STORE, served.stderr
     assert "belongs to uid 65534" in served.stderr
 

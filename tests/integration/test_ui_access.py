@@ -131,16 +131,21 @@ def test_the_login_form_is_refused_from_other_sites_and_without_an_origin(
         r = httpx.get(f"{url}{path}", headers={"Host": f"evil.example:{server.port}"})
         assert r.status_code == 403, r.text
     # A form to any other path is still refused, logged in or not.
-    other = httpx.post(f"{url}/v1/jobs", content="x=1", headers={**FORM, "Origin": url,
-                       "Authorization": f"Bearer {TOKEN}"})
+    other = httpx.post(
+        f"{url}/v1/jobs",
+        content="x=1",
+        headers={**FORM, "Origin": url, "Authorization": f"Bearer {TOKEN}"},
+    )
     assert other.status_code == 415
 
 
 def test_a_tokenless_loopback_server_shows_its_pages_to_loopback(tmp_path: Path) -> None:
     with serve(tmp_path, "--workers", "1") as served:
         url = served.url
-        r = httpx.post(f"{url}/v1/jobs", json={"task": "oomguard.examples:noop", "args": {},
-                                              "name": "tokenless"})
+        r = httpx.post(
+            f"{url}/v1/jobs",
+            json={"task": "oomguard.examples:noop", "args": {}, "name": "tokenless"},
+        )
         assert r.status_code == 201, r.text
         page = httpx.get(f"{url}/ui/")
         assert page.status_code == 200 and "tokenless" in page.text

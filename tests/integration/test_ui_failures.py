@@ -36,13 +36,17 @@ def _older(html: str) -> str | None:
 def test_failures_searched_filtered_and_paged(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     started = time.time()
-    with oomguard.Runner(store=str(path), workers=2, isolation="watchdog",
-                         worker_memory="96MiB", memory_key="mib") as runner:
-        broken = runner.sweep("oomguard.examples:fail",
-                              [{"message": f"broken <{i}> on purpose"} for i in range(55)],
-                              namespace="alpha")
-        big = runner.sweep("oomguard.examples:allocate", [{"mib": 200, "hold": 0.5}],
-                           namespace="beta")
+    with oomguard.Runner(
+        store=str(path), workers=2, isolation="watchdog", worker_memory="96MiB", memory_key="mib"
+    ) as runner:
+        broken = runner.sweep(
+            "oomguard.examples:fail",
+            [{"message": f"broken <{i}> on purpose"} for i in range(55)],
+            namespace="alpha",
+        )
+        big = runner.sweep(
+            "oomguard.examples:allocate", [{"mib": 200, "hold": 0.5}], namespace="beta"
+        )
         assert broken.wait(timeout=180, progress=False)["counts"]["failed"] == 55
         assert big.wait(timeout=180, progress=False)["counts"]["failed"] == 1
     with dashboard(path, tmp_path) as ui:
@@ -85,31 +89,42 @@ def test_failures_searched_filtered_and_paged(tmp_path: Path) -> None:
 def test_the_failures_page_shows_the_callers_namespaces_only(tmp_path: Path) -> None:
     tokens = {"a": "token-of-team-a-0123456789", "b": "token-of-team-b-0123456789"}
     toml = tmp_path / "tokens.toml"
-    toml.write_text("".join(
-        f'[tokens.team-{k}]\ntoken = "{t}"\nrole = "submit"\nnamespaces = ["team-{k}"]\n\n'
-        for k, t in tokens.items()))
+    toml.write_text(
+        "".join(
+            f'[tokens.team-{k}]\ntoken = "{t}"\nrole = "submit"\nnamespaces = ["team-{k}"]\n\n'
+            for k, t in tokens.items()
+        )
+    )
     toml.chmod(0o600)
     with serve(tmp_path, "--workers", "1", "--tokens-file", str(toml)) as served:
         url = served.url
         ids = {}
         for k, token in tokens.items():
-            body = {"task": "oomguard.examples:fail", "args": {"message": f"failure of {k}"},
-                    "namespace": f"team-{k}", "name": f"failing-{k}"}
-            answer = httpx.post(f"{url}/v1/jobs", json=body,
-                                headers={"Authorization": f"Bearer {token}"})
+            body = {
+                "task": "oomguard.examples:fail",
+                "args": {"message": f"failure of {k}"},
+                "namespace": f"team-{k}",
+                "name": f"failing-{k}",
+            }
+            answer = httpx.post(
+                f"{url}/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
             assert answer.status_code == 201, answer.text
             ids[k] = answer.json()["job_id"]
 
         def failed(k: str) -> bool:
-            status = httpx.get(f"{url}/v1/jobs/{ids[k]}",
-                               headers={"Authorization": f"Bearer {tokens[k]}"}).json()
+            status = httpx.get(
+                f"{url}/v1/jobs/{ids[k]}", headers={"Authorization": f"Bearer {tokens[k]}"}
+            ).json()
             return bool(status["state"] == "failed")
 
         for k in tokens:
             assert wait_for(lambda k=k: failed(k), timeout=60)
-        login = httpx.post(f"{url}/ui/login", content=f"token={tokens['a']}",
-                           headers={"Content-Type": "application/x-www-form-urlencoded",
-                                    "Origin": url})
+        login = httpx.post(
+            f"{url}/ui/login",
+            content=f"token={tokens['a']}",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": url},
+        )
         assert login.status_code == 303, login.text
         cookies = {"oomguard_ui": SimpleCookie(login.headers["set-cookie"])["oomguard_ui"].value}
         assert httpx.get(f"{url}/ui/failures", follow_redirects=False).status_code == 303

@@ -28,10 +28,16 @@ def test_jobs_searched_by_task_state_class_error_namespace_and_time(tmp_path: Pa
     path = tmp_path / "s.sqlite"
     started = time.time()
     with oomguard.Runner(store=str(path), workers=2, isolation="watchdog") as runner:
-        ok = [runner.sweep("oomguard.examples:noop", [{"x": i}], name=f"fine-{i}",
-                           namespace="alpha") for i in range(3)]
-        bad = runner.sweep("oomguard.examples:fail", [{"message": "the <disk> is full"}],
-                           name="broken", namespace="beta")
+        ok = [
+            runner.sweep("oomguard.examples:noop", [{"x": i}], name=f"fine-{i}", namespace="alpha")
+            for i in range(3)
+        ]
+        bad = runner.sweep(
+            "oomguard.examples:fail",
+            [{"message": "the <disk> is full"}],
+            name="broken",
+            namespace="beta",
+        )
         for job in [*ok, bad]:
             job.wait(timeout=120, progress=False)
     with dashboard(path, tmp_path) as ui:

@@ -42,7 +42,7 @@ def _finished_job_pages(client: Dashboard, ok_id: str, bad_id: str) -> None:
     assert "default-src 'none'" in jobs.headers["content-security-policy"]
     for job_id in (ok_id, bad_id):
         assert f'<a href="/ui/jobs/{job_id}">{job_id}</a>' in jobs.text
-    row = jobs.text[jobs.text.index(f'data-job="{bad_id}"'):]
+    row = jobs.text[jobs.text.index(f'data-job="{bad_id}"') :]
     row = row[: row.index("</tr>")]
     assert 'class="state failed"' in row and "error 2" in row
     assert '<progress value="2" max="2">' in row
@@ -55,7 +55,7 @@ def _finished_job_pages(client: Dashboard, ok_id: str, bad_id: str) -> None:
     assert len(points) == 3 and all(n > 0 for n in points), points  # memory, progress, rate
     assert "w1 RSS" in page
     assert "oomguard.examples:allocate" in page  # its memory key, learned
-    assert re.search(r"<td class=\"num\">\d+</td>", page[page.index("Learned memory"):])
+    assert re.search(r"<td class=\"num\">\d+</td>", page[page.index("Learned memory") :])
 
     failed = client.get(f"/ui/jobs/{bad_id}").text
     assert "broken &lt;on purpose&gt;" in failed and "<on purpose>" not in failed
@@ -81,8 +81,10 @@ def _finished_job_pages(client: Dashboard, ok_id: str, bad_id: str) -> None:
 
 def test_the_page_of_a_running_job_follows_it(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(path), workers=1, isolation="watchdog") as runner, \
-            dashboard(path, tmp_path) as client:  # read-only, beside the live scheduler
+    with (
+        oomguard.Runner(store=str(path), workers=1, isolation="watchdog") as runner,
+        dashboard(path, tmp_path) as client,
+    ):  # read-only, beside the live scheduler
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 0.4}] * 12)
 
         def finished() -> int:
@@ -129,8 +131,9 @@ def test_oomguard_ui_with_a_token_asks_for_it_once(tmp_path: Path) -> None:
         assert ui.get("/ui/").headers["location"] == "/ui/login"
         assert "<form" in ui.get("/ui/login").text
         form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": ui.url}
-        crowded = httpx.post(f"{ui.url}/ui/login", content="a=1&b=2&c=3&d=4&e=5&token=x",
-                             headers=form)
+        crowded = httpx.post(
+            f"{ui.url}/ui/login", content="a=1&b=2&c=3&d=4&e=5&token=x", headers=form
+        )
         assert crowded.status_code == 400
         ok = httpx.post(f"{ui.url}/ui/login", content=f"token={token}", headers=form)
         assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
@@ -142,19 +145,21 @@ def test_keys_in_value_order_and_a_key_proven_unfit_says_so(tmp_path: Path) -> N
     """Learned estimates listed 5, 40, 200 (not as strings: 200, 40, 5), and a key killed at
     the most one task may get says it needs more memory, not `0B · 0B · 0 samples`."""
     path = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(path), workers=2, isolation="watchdog",
-                         worker_memory="96MiB", memory_key="mib") as runner:
-        job = runner.sweep("oomguard.examples:allocate",
-                           [{"mib": 5, "hold": 0.2}, {"mib": 40, "hold": 0.2},
-                            {"mib": 200, "hold": 0.5}])
+    with oomguard.Runner(
+        store=str(path), workers=2, isolation="watchdog", worker_memory="96MiB", memory_key="mib"
+    ) as runner:
+        job = runner.sweep(
+            "oomguard.examples:allocate",
+            [{"mib": 5, "hold": 0.2}, {"mib": 40, "hold": 0.2}, {"mib": 200, "hold": 0.5}],
+        )
         status = job.wait(timeout=120, progress=False)
         assert status["counts"]["failed"] == 1, status
     with dashboard(path, tmp_path) as ui:
         page = ui.get(f"/ui/jobs/{job.id}").text
-    table = page[page.index("Learned memory estimates"):]
+    table = page[page.index("Learned memory estimates") :]
     keys = re.findall(r"<code>oomguard.examples:allocate\|mib=(\d+)</code>", table)
     assert keys == ["5", "40", "200"], keys
-    unfit = table[table.index('<tr class="unfit">'):]
+    unfit = table[table.index('<tr class="unfit">') :]
     unfit = unfit[: unfit.index("</tr>")]
     assert "mib=200" in unfit and "needs more memory" in unfit and "killed even at 96MiB" in unfit
     assert "0B" not in unfit

@@ -15,8 +15,13 @@ from oomguard.store.factory import open_store
 
 def test_a_task_killed_then_retried_with_more_memory_tells_its_lineage(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(path), workers=1, isolation="watchdog",
-                         task_memory="48MiB", worker_memory="600MiB") as runner:
+    with oomguard.Runner(
+        store=str(path),
+        workers=1,
+        isolation="watchdog",
+        task_memory="48MiB",
+        worker_memory="600MiB",
+    ) as runner:
         job = runner.sweep("oomguard.examples:allocate", [{"mib": 120, "hold": 0.6}])
         status = job.wait(timeout=120, progress=False)
         assert status["counts"]["succeeded"] == 1, status
@@ -43,19 +48,21 @@ def test_a_task_killed_then_retried_with_more_memory_tells_its_lineage(tmp_path:
     told = story[1].split(" \u2192 ")
     assert len(told) == len(lineage)
     assert told[-1].startswith(f"attempt {last.n} at ") and " succeeded, peak " in told[-1]
-    bars = re.findall(r'<g class="attempt" data-n="(\d+)" data-class="(\w*)" '
-                      r'data-limit="(\d*)" data-peak="(\d*)">', html)
+    bars = re.findall(
+        r'<g class="attempt" data-n="(\d+)" data-class="(\w*)" '
+        r'data-limit="(\d*)" data-peak="(\d*)">',
+        html,
+    )
     assert [int(n) for n, *_ in bars] == [a.n for a in lineage]
     assert bars[0][1] == "oom_watchdog" and bars[-1][1] == ""
     assert int(bars[-1][2]) == last.limit_bytes and int(bars[-1][3]) == last.peak_bytes
     assert f'data-bars="{len(lineage)}"' in html
-    rows = html[html.index('<table class="lineage">'):]
+    rows = html[html.index('<table class="lineage">') :]
     rows = rows[: rows.index("</table>")]
     assert rows.count("<tr>") == len(lineage) + 1  # the header and one row per attempt
     assert "w1" in rows
-    estimate = html[html.index('id="estimate"'):]
+    estimate = html[html.index('id="estimate"') :]
     assert "oomguard.examples:allocate" in estimate[:300]
     assert "Nothing learned yet" not in estimate and "largest peak" in estimate
     assert "killed for memory</dt><dd>at a limit of " in estimate  # a limit, not a time
     assert f'id="attempt-{last.n}"' in html
-

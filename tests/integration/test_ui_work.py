@@ -15,10 +15,17 @@ from fixtures.ui_process import dashboard
 
 def test_running_and_waiting_work_and_memory_against_the_budget(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(path), workers=2, isolation="watchdog",
-                         task_memory="64MiB", worker_memory="512MiB",
-                         memory_budget="1GiB") as runner, \
-            dashboard(path, tmp_path) as ui:
+    with (
+        oomguard.Runner(
+            store=str(path),
+            workers=2,
+            isolation="watchdog",
+            task_memory="64MiB",
+            worker_memory="512MiB",
+            memory_budget="1GiB",
+        ) as runner,
+        dashboard(path, tmp_path) as ui,
+    ):
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 1.0}] * 10)
 
         def busy() -> str | None:

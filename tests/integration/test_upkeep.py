@@ -41,11 +41,16 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     blobs = tmp_path / "s.sqlite.blobs"
     with oomguard.Runner(store=str(store), workers=2) as runner:
         # seed 1 is in both jobs: its result blob is shared and must survive.
-        old = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 2, 3)],
-                           out=tmp_path / "old", name="old")
+        old = runner.sweep(
+            "fixtures.tasks:blob_result",
+            [{"seed": s} for s in (1, 2, 3)],
+            out=tmp_path / "old",
+            name="old",
+        )
         old.wait(timeout=120, progress=False)
-        keep = runner.sweep("fixtures.tasks:blob_result", [{"seed": s} for s in (1, 4)],
-                            name="keep")
+        keep = runner.sweep(
+            "fixtures.tasks:blob_result", [{"seed": s} for s in (1, 4)], name="keep"
+        )
         keep.wait(timeout=120, progress=False)
     assert len(list(blobs.iterdir())) == 4  # seeds 1, 2, 3, 4: equal results share a file
     _age(blobs, 7200)
@@ -54,7 +59,10 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)
     assert {k: counts[k] for k in ("job_id", "tasks", "attempts", "results")} == {
-        "job_id": old.id, "tasks": 3, "attempts": 3, "results": 3,
+        "job_id": old.id,
+        "tasks": 3,
+        "attempts": 3,
+        "results": 3,
     }
     assert counts["events"] >= 1
     gone = cli("status", old.id, "--store", str(store))
@@ -75,7 +83,8 @@ def test_forget_then_gc_frees_only_what_the_forgotten_job_used(tmp_path: Path, c
     # The job that was kept still reads every result, the shared one included.
     with SqliteStore(store, create=False) as st:
         values = sorted(
-            pickle.loads(_stored(v))[0] for *_, v in st.queries.result_rows(keep.id, "task"))
+            pickle.loads(_stored(v))[0] for *_, v in st.queries.result_rows(keep.id, "task")
+        )
     assert values == [1, 4]
 
 

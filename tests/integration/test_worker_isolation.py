@@ -61,7 +61,7 @@ def test_serve_workers_never_import_from_its_directory(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert state == "succeeded", served.output()
         with SqliteStore(served.store) as store:
-            (*_, value), = store.queries.result_rows(job_id)
+            ((*_, value),) = store.queries.result_rows(job_id)
         assert isinstance(value, bytes), value  # stored, not a missing blob
         where = pickle.loads(value)
     assert not mark.exists(), "the planted oomguard package ran in a worker"
@@ -95,8 +95,16 @@ def test_task_file_directory_is_not_searched(tmp_path: Path) -> None:
     params = elsewhere / "p.jsonl"
     params.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(3)))
     done = oomguard_cli(
-        "run", f"{shared}/task.py:double", "--params", str(params), "--store",
-        str(elsewhere / "s.sqlite"), "--out", str(elsewhere / "out"), "--workers", "1",
+        "run",
+        f"{shared}/task.py:double",
+        "--params",
+        str(params),
+        "--store",
+        str(elsewhere / "s.sqlite"),
+        "--out",
+        str(elsewhere / "out"),
+        "--workers",
+        "1",
         cwd=elsewhere,
     )
     assert not mark.exists(), "the planted pyarrow.py ran"
@@ -117,8 +125,15 @@ def test_run_still_finds_modules_in_its_directory(tmp_path: Path) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"name": "made-by-task.txt"}) + "\n")
     done = oomguard_cli(
-        "run", "mytasks:touch", "--params", str(params), "--store", str(tmp_path / "s.sqlite"),
-        "--workers", "1", cwd=tmp_path,
+        "run",
+        "mytasks:touch",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--workers",
+        "1",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "made-by-task.txt").read_text() == "here"

@@ -50,16 +50,30 @@ def _ended(a: AttemptSpan | AttemptRecord) -> float:
 def test_mixed_sweep_learns_from_the_first_kill(
     tmp_path: Path, cli: RunCli, require_cgroup: None
 ) -> None:
-    params = ([{"mib": 40, "hold": 0.05}] * 30 + [{"mib": 700, "hold": 0.3}] * 6
-              + [{"mib": 3072}] * 2)
+    params = (
+        [{"mib": 40, "hold": 0.05}] * 30 + [{"mib": 700, "hold": 0.3}] * 6 + [{"mib": 3072}] * 2
+    )
     random.Random(7).shuffle(params)
     params_file = tmp_path / "params.jsonl"
     params_file.write_text("".join(json.dumps(p) + "\n" for p in params))
     store_path = tmp_path / "s.sqlite"
-    proc = cli("run", "oomguard.examples:allocate", "--params", str(params_file),
-               "--store", str(store_path), "--workers", "4", "--memory-budget", "1.5GiB",
-               "--task-memory", "64MiB", "--memory-key", "mib",
-               timeout=360)
+    proc = cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        str(params_file),
+        "--store",
+        str(store_path),
+        "--workers",
+        "4",
+        "--memory-budget",
+        "1.5GiB",
+        "--task-memory",
+        "64MiB",
+        "--memory-key",
+        "mib",
+        timeout=360,
+    )
     # The job ends by itself: with failures, `run` exits 1.
     assert proc.returncode == 1, proc.stderr[-3000:]
 
@@ -75,8 +89,10 @@ def test_mixed_sweep_learns_from_the_first_kill(
     by_key: dict[str, list[AttemptSpan]] = {}
     for a in attempts:
         by_key.setdefault(_key(a), []).append(a)
-    kills = {k: [a for a in v if (a.failure_class or "").startswith(("oom_", "memory"))]
-             for k, v in by_key.items()}
+    kills = {
+        k: [a for a in v if (a.failure_class or "").startswith(("oom_", "memory"))]
+        for k, v in by_key.items()
+    }
     assert all(len(v) <= 2 for v in kills.values()), {k: len(v) for k, v in kills.items()}
     assert sum(len(v) for v in kills.values()) <= 4
     assert not [a for k, v in kills.items() if k.endswith("mib=40") for a in v]
@@ -105,15 +121,29 @@ def test_mixed_sweep_learns_from_the_first_kill(
     mid_key = next(k for k in knowledge if k.endswith("mib=700"))
     assert len(kills[mid_key]) <= 1
     assert knowledge[mid_key].samples == 6
-    assert knowledge[mid_key].killed_at in (0, kills[mid_key][0].limit_bytes if
-                                                kills[mid_key] else 0)
+    assert knowledge[mid_key].killed_at in (
+        0,
+        kills[mid_key][0].limit_bytes if kills[mid_key] else 0,
+    )
 
     # A later job of the unfit key at the same cap fails without running at all.
     again = tmp_path / "again.jsonl"
     again.write_text(json.dumps({"mib": 3072}) + "\n")
-    proc = cli("run", "oomguard.examples:allocate", "--params", str(again),
-               "--store", str(store_path), "--workers", "1", "--memory-budget", "1.5GiB",
-               "--memory-key", "mib", timeout=120)
+    proc = cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        str(again),
+        "--store",
+        str(store_path),
+        "--workers",
+        "1",
+        "--memory-budget",
+        "1.5GiB",
+        "--memory-key",
+        "mib",
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     with SqliteStore(str(store_path)) as store:
         job2 = store.resolve_job(None)
@@ -134,10 +164,16 @@ def test_a_probe_with_a_generous_sibling_is_killed_at_most_twice(
     import oomguard
 
     cap = 1536 * MIB
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, memory_budget=cap,
-                         task_memory="64MiB", memory_key="mib") as runner:
-        job = runner.sweep("fixtures.tasks:alloc_slowly",
-                           [{"mib": 2048, "step_mib": 64, "pause": 0.15}] * 2)
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"),
+        workers=2,
+        memory_budget=cap,
+        task_memory="64MiB",
+        memory_key="mib",
+    ) as runner:
+        job = runner.sweep(
+            "fixtures.tasks:alloc_slowly", [{"mib": 2048, "step_mib": 64, "pause": 0.15}] * 2
+        )
         status = job.wait(timeout=180, progress=False)
         attempts = list(runner.store.queries.all_attempts(job.id))
         failed = runner.store.queries.failed_tasks(job.id, limit=10)

@@ -40,10 +40,12 @@ def _limit(a: AttemptSpan) -> int:
 def test_mixed_sweep_learns_estimates_and_fits_the_budget(
     tmp_path: Path, require_cgroup: None
 ) -> None:
-    params = [{"mib": 1200 if i % 6 == 5 else 100, "hold": 0.3 if i % 6 == 5 else 0.1}
-              for i in range(60)]
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=4, memory_budget="2GiB",
-                         memory_key="mib") as runner:
+    params = [
+        {"mib": 1200 if i % 6 == 5 else 100, "hold": 0.3 if i % 6 == 5 else 0.1} for i in range(60)
+    ]
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=4, memory_budget="2GiB", memory_key="mib"
+    ) as runner:
         job = runner.sweep("oomguard.examples:allocate", params)
         status = job.wait(timeout=240, progress=False)
         assert status["counts"]["succeeded"] == 60, job.failures()
@@ -53,8 +55,7 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
     big = [a for a in attempts if _key(a).endswith("mib=1200")]
     oom_big = [a for a in big if (a.failure_class or "").startswith("oom_")]
     assert len(oom_big) <= 1, "the big key was OOM-killed again after its estimate was learned"
-    small_oom = [a for a in attempts if _key(a).endswith("mib=100")
-                 and a.failure_class]
+    small_oom = [a for a in attempts if _key(a).endswith("mib=100") and a.failure_class]
     assert not small_oom
     assert _max_concurrent_admitted(attempts) <= 2 * GIB
     # After the first (probe) attempt of the small key, small tasks ran packed.
@@ -64,8 +65,9 @@ def test_mixed_sweep_learns_estimates_and_fits_the_budget(
 
 def test_task_beyond_budget_ends_needs_more_memory(tmp_path: Path, require_cgroup: None) -> None:
     params = [{"mib": 4096}] + [{"mib": 20} for _ in range(8)]
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2, memory_budget="2GiB",
-                         memory_key="mib") as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=2, memory_budget="2GiB", memory_key="mib"
+    ) as runner:
         job = runner.sweep("oomguard.examples:allocate", params)
         status = job.wait(timeout=240, progress=False)
         assert status["counts"]["succeeded"] == 8

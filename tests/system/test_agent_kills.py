@@ -77,8 +77,9 @@ def pod_cgroup(require_cgroup: None) -> Iterator[PodCgroup]:
             made.append(directory)
         limit_file = "memory.max" if version == 2 else "memory.limit_in_bytes"
         (dirs[-1] / limit_file).write_text(str(LIMIT))
-        yield PodCgroup(dirs[-1], "/" + str(dirs[-1].relative_to(mount)), pod_uid, container_id,
-                        dirs)
+        yield PodCgroup(
+            dirs[-1], "/" + str(dirs[-1].relative_to(mount)), pod_uid, container_id, dirs
+        )
     finally:
         for directory in reversed(made):
             for pid in (directory / "cgroup.procs").read_text().split():
@@ -107,10 +108,26 @@ class AgentProcess:
         self.stderr = (tmp / f"agent-{time.monotonic_ns()}.err").open("w+")
         env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oomguard.cli.main", "agent", "--kernel-log", "kmsg",
-             "--listen", f"127.0.0.1:{port}", "--notify-url", hook.url,
-             "--state", str(tmp / "cursor.json"), "--lookback", "2m", "--rate-limit", "0s"],
-            stderr=self.stderr, env=env,
+            [
+                sys.executable,
+                "-m",
+                "oomguard.cli.main",
+                "agent",
+                "--kernel-log",
+                "kmsg",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--notify-url",
+                hook.url,
+                "--state",
+                str(tmp / "cursor.json"),
+                "--lookback",
+                "2m",
+                "--rate-limit",
+                "0s",
+            ],
+            stderr=self.stderr,
+            env=env,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -165,9 +182,14 @@ def _wait_for(hook: Recorder, pod_uid: str, count: int, timeout: float) -> list[
 
 
 def _pod_counter(metrics: str, pod_uid: str) -> float:
-    found = [float(m.group(1)) for m in re.finditer(
-        r'^oomguard_agent_oom_kills_total\{[^}]*pod="' + pod_uid + r'"[^}]*\} (\S+)$',
-        metrics, re.M)]
+    found = [
+        float(m.group(1))
+        for m in re.finditer(
+            r'^oomguard_agent_oom_kills_total\{[^}]*pod="' + pod_uid + r'"[^}]*\} (\S+)$',
+            metrics,
+            re.M,
+        )
+    ]
     return sum(found)
 
 
@@ -197,8 +219,9 @@ def test_kills_in_a_pod_cgroup_are_reported_by_pod_and_counted(
             assert _pod_counter(response.text, uid) == 1
 
             # A child of the container's init killed: the container runs on.
-            init = subprocess.Popen([sys.executable, "-c", INIT], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE)
+            init = subprocess.Popen(
+                [sys.executable, "-c", INIT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
             pod_cgroup.add(init.pid)
             assert init.stdin is not None and init.stdout is not None
             init.stdin.write(b"go\n")

@@ -67,10 +67,24 @@ def _agent(tmp: Path, policy: Path, *extra: str) -> subprocess.Popen[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     agent = subprocess.Popen(
-        [sys.executable, "-m", "oomguard.cli.main", "agent", "--kernel-log",
-         str(tmp / "empty.log"), "--policy", str(policy), "--policy-interval", "0.2s",
-         "--listen", f"127.0.0.1:{port}", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "oomguard.cli.main",
+            "agent",
+            "--kernel-log",
+            str(tmp / "empty.log"),
+            "--policy",
+            str(policy),
+            "--policy-interval",
+            "0.2s",
+            "--listen",
+            f"127.0.0.1:{port}",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT / "tests")),
     )
 

@@ -20,8 +20,9 @@ def test_a_child_oom_kill_in_a_batch_is_the_task_that_started_it(
     # One worker; after the first (the probe) the tasks take microseconds, so they go out
     # in batches of several, the fourth (which starts a 600 MiB child) among them.
     params = [{"mib": 600 if i == 3 else 0} for i in range(12)]
-    with oomguard.Runner(store=str(tmp_path / "s.db"), workers=1, worker_memory="256MiB",
-                         task_memory="128MiB") as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.db"), workers=1, worker_memory="256MiB", task_memory="128MiB"
+    ) as runner:
         job = runner.sweep("fixtures.tasks:alloc_in_child", params)
         job.wait(timeout=150, progress=False)
         attempts = list(runner.store.queries.all_attempts(job.id))

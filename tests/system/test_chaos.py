@@ -31,14 +31,24 @@ SEEDS = {
     # results, 2 MiB results in blob files read back by aggregations and the sink.
     514: (False, {"cgroup", "out", "aggregate", "oom", "error", "unpicklable", "large"}),
     # cgroup, --out: lone surrogates in a result and in an error message, MemoryError.
-    58: (False, {"cgroup", "out", "surrogate_result", "surrogate_error", "memory_error",
-                 "unpicklable", "large", "oom"}),
+    58: (
+        False,
+        {
+            "cgroup",
+            "out",
+            "surrogate_result",
+            "surrogate_error",
+            "memory_error",
+            "unpicklable",
+            "large",
+            "oom",
+        },
+    ),
     # watchdog, no --out: watchdog OOM kills, a timeout, SIGABRT, sys.exit.
     1917: (False, {"watchdog", "no-out", "oom", "timeout", "abort", "exit", "large"}),
     # cgroup, --out: crashes by signal and os._exit (retried with backoff), a timeout and
     # an OOM kill of the task's child: the job's last outcome is a failure.
-    44: (False, {"cgroup", "out", "segv", "abort", "os_exit", "timeout", "oom_child",
-                 "error"}),
+    44: (False, {"cgroup", "out", "segv", "abort", "os_exit", "timeout", "oom_child", "error"}),
     # cgroup, --out, --aggregate: blob files deleted under the running scheduler.
     30: (False, {"cgroup", "out", "aggregate", "large", "error", "lose_blobs"}),
     # Dask (--dask-local 2), --out, --aggregate: errors, unpicklable and large results.
@@ -73,8 +83,10 @@ def test_chaos_seed(seed: int, tmp_path: Path, require_cgroup: None) -> None:
     assert not missing, f"seed {seed} no longer makes a job with {sorted(missing)}"
     outcome = chaos.run_seed(seed, timeout=BOUND_S, dask=dask, base=str(tmp_path))
     problems = outcome.findings.problems()
-    detail = [f"seed {seed} ({outcome.plan.describe()}), exit {outcome.rc}, "
-              f"{outcome.seconds:.1f} s:", *problems]
+    detail = [
+        f"seed {seed} ({outcome.plan.describe()}), exit {outcome.rc}, {outcome.seconds:.1f} s:",
+        *problems,
+    ]
     if outcome.findings.hang:
         detail.append(f"threads: {'; '.join(outcome.findings.stuck_at)}")
         detail.append(f"store at the hang: {outcome.store_at_hang}")

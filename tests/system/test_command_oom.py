@@ -35,9 +35,26 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
     params.write_text("".join(json.dumps({"mib": m}) + "\n" for m in sizes))
     store, out = tmp_path / "s.sqlite", tmp_path / "out"
     cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(PROGRAM))} {{mib}} --label m{{mib}}"
-    res = cli("run", "--cmd", cmd, "--params", str(params), "--store", str(store),
-              "--workers", "2", "--task-memory", "128MiB", "--worker-memory", "512MiB",
-              "--memory-key", "mib", "--out", str(out), "--json")
+    res = cli(
+        "run",
+        "--cmd",
+        cmd,
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+        "--task-memory",
+        "128MiB",
+        "--worker-memory",
+        "512MiB",
+        "--memory-key",
+        "mib",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.returncode == 1, res.stderr  # one task failed for good
     summary = json.loads(res.stdout)
     assert summary["counts"]["succeeded"] == 3 and summary["counts"]["failed"] == 1
@@ -65,9 +82,9 @@ def test_command_sweep_is_oom_killed_escalated_and_classified(
         pid = evidence["command_pid"]
         lines = evidence["kernel_lines"]
         assert isinstance(lines, list), evidence
-        assert any(
-            isinstance(line, str) and f"Killed process {pid} " in line for line in lines
-        ), evidence
+        assert any(isinstance(line, str) and f"Killed process {pid} " in line for line in lines), (
+            evidence
+        )
         kernel = evidence["kernel"]
         assert isinstance(kernel, dict), evidence
         assert kernel["victim_pid"] == pid

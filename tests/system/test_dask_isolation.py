@@ -139,8 +139,18 @@ def test_dask_local_enforces_worker_memory_as_the_local_pool_does(
     for name, extra in (("local", []), ("dask", ["--dask-local", "1"])):
         store = str(tmp_path / f"{name}.sqlite")
         res = cli(
-            "run", "oomguard.examples:allocate", "--params", str(params), "--store", store,
-            "--worker-memory", "256MiB", "--workers", "1", "--json", *extra,
+            "run",
+            "oomguard.examples:allocate",
+            "--params",
+            str(params),
+            "--store",
+            store,
+            "--worker-memory",
+            "256MiB",
+            "--workers",
+            "1",
+            "--json",
+            *extra,
         )
         assert res.returncode == 1, res.stderr  # one task failed for good
         summaries[name] = json.loads(res.stdout)
@@ -150,7 +160,8 @@ def test_dask_local_enforces_worker_memory_as_the_local_pool_does(
         assert failure["failure_class"] == "needs_more_memory"
         last = failure["attempts"][-1]
         assert last["failure_class"] == "oom_cgroup" and last["limit_bytes"] == WORKER_MEMORY
-        assert any(f"Killed process {last['pid']} " in line
-                   for line in last["evidence"]["kernel_lines"])
+        assert any(
+            f"Killed process {last['pid']} " in line for line in last["evidence"]["kernel_lines"]
+        )
     assert summaries["dask"]["counts"] == summaries["local"]["counts"]
     assert set(summaries["dask"]["failures_by_class"]) == {"oom_cgroup"}

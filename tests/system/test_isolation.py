@@ -31,9 +31,21 @@ def test_sweep_with_tasks_beyond_worker_memory(
     rows = [{"mib": 1024 if i % 8 == 3 else 8, "tag": i} for i in range(40)]
     params = _params(tmp_path / "p.jsonl", rows)
     store = str(tmp_path / "s.sqlite")
-    res = cli("run", "oomguard.examples:allocate", "--params", params, "--store", store,
-              "--worker-memory", "256MiB", "--workers", "2", "--isolation", isolation,
-              "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        params,
+        "--store",
+        store,
+        "--worker-memory",
+        "256MiB",
+        "--workers",
+        "2",
+        "--isolation",
+        isolation,
+        "--json",
+    )
     # The scheduler was untouched: it finished and reported (exit 1: some tasks failed).
     assert res.returncode == 1, res.stderr
     summary = json.loads(res.stdout)
@@ -56,8 +68,9 @@ def test_sweep_with_tasks_beyond_worker_memory(
         assert attempt["limit_bytes"] == 256 * 1024**2
         if isolation == "cgroup":
             assert ev["cgroup_after"]["oom_kill"] == ev["cgroup_before"]["oom_kill"] + 1
-            assert any(f"Killed process {attempt['pid']} " in line
-                       for line in ev["kernel_lines"]), ev.get("kernel_lines")
+            assert any(
+                f"Killed process {attempt['pid']} " in line for line in ev["kernel_lines"]
+            ), ev.get("kernel_lines")
             assert ev["kernel"]["victim_pid"] == attempt["pid"]
         else:
             assert ev["killed_by_oomguard"] == "watchdog"
@@ -68,8 +81,9 @@ def test_sweep_with_tasks_beyond_worker_memory(
 def test_child_process_blowing_the_limit_is_caught(
     tmp_path: Path, require_cgroup: None, isolation: str
 ) -> None:
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1, isolation=isolation,
-                         worker_memory="256MiB") as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=1, isolation=isolation, worker_memory="256MiB"
+    ) as runner:
         job = runner.sweep("fixtures.tasks:alloc_in_child", [{"mib": 1024}, {"mib": 8}])
         status = job.wait(timeout=120, progress=False)
         assert status["counts"] == {**status["counts"], "succeeded": 1, "failed": 1}
@@ -80,8 +94,9 @@ def test_child_process_blowing_the_limit_is_caught(
 
 
 def test_memory_error_is_classified_and_worker_recycled(tmp_path: Path) -> None:
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
-                         isolation="watchdog") as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=1, isolation="watchdog"
+    ) as runner:
         job = runner.submit("fixtures.tasks:raise_memory_error")
         job.wait(timeout=60, progress=False)
         failure = job.failures()[0]
@@ -100,10 +115,16 @@ def test_memory_error_is_classified_and_worker_recycled(tmp_path: Path) -> None:
 
 def test_fragmentation_growth_is_bounded_by_recycling(tmp_path: Path) -> None:
     # Each task keeps ~1/5 of 200k small objects alive: RSS grows ~6 MiB a task.
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1, isolation="watchdog",
-                         worker_memory="128MiB", recycle_growth_fraction=0.25) as runner:
-        job = runner.sweep("fixtures.tasks:fragment",
-                           ({"i": i, "keep_every": 5} for i in range(20)))
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"),
+        workers=1,
+        isolation="watchdog",
+        worker_memory="128MiB",
+        recycle_growth_fraction=0.25,
+    ) as runner:
+        job = runner.sweep(
+            "fixtures.tasks:fragment", ({"i": i, "keep_every": 5} for i in range(20))
+        )
         job.wait(timeout=120, progress=False)
         assert runner.scheduler is not None and runner.scheduler.executor is not None
         recycles = runner.scheduler.executor.recycles
@@ -117,8 +138,9 @@ def test_fragmentation_growth_is_bounded_by_recycling(tmp_path: Path) -> None:
 
 
 def test_workers_raise_their_oom_score_adj(tmp_path: Path) -> None:
-    with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
-                         worker_oom_score_adj=700) as runner:
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=1, worker_oom_score_adj=700
+    ) as runner:
         assert runner.scheduler is not None
         executor = runner.scheduler.executor
         assert isinstance(executor, LocalExecutor)

@@ -86,18 +86,25 @@ def _metric(served: Served, name: str, label: str) -> float:
 def test_a_daemonising_command_under_recycling_leaves_nothing_and_the_server_serves(
     tmp_path: Path, pid_file: Path, require_cgroup: None
 ) -> None:
-    with serve(tmp_path, "--workers", "1", "--max-tasks-per-worker", "1",
-               "--commands", str(_commands(tmp_path))) as served:
+    with serve(
+        tmp_path,
+        "--workers",
+        "1",
+        "--max-tasks-per-worker",
+        "1",
+        "--commands",
+        str(_commands(tmp_path)),
+    ) as served:
         own = own_memory_cgroup(served.pid)
-        status = _submit(served, {"command": "daemon",
-                                  "tasks": [{"pid_file": str(pid_file)}] * 3})
+        status = _submit(served, {"command": "daemon", "tasks": [{"pid_file": str(pid_file)}] * 3})
         assert status["counts"]["succeeded"] == 3, (status, served.output())
         _none_left(pid_file, 3)
         # A daemon that keeps the program's stdout open does not hold the attempt either:
         # the attempt ends while its daemon (a 60 s sleep) lives, and the daemon is then
         # swept as its leftover (left_processes >= 1, checked below for every attempt).
-        status = _submit(served, {"command": "daemon_keeps_stdout",
-                                  "args": {"pid_file": str(pid_file)}})
+        status = _submit(
+            served, {"command": "daemon_keeps_stdout", "args": {"pid_file": str(pid_file)}}
+        )
         assert status["counts"]["succeeded"] == 1, status
         _none_left(pid_file, 4)
         # Each attempt says what it left; the server goes on serving.
@@ -115,26 +122,46 @@ def test_limit_change_and_worker_death_leave_nothing(
     tmp_path: Path, pid_file: Path, require_cgroup: None
 ) -> None:
     task = "fixtures.daemons:daemonize"
-    with serve(tmp_path, "--workers", "1", "--tasks-module", "fixtures.daemons",
-               "--worker-memory", "1GiB") as served:
+    with serve(
+        tmp_path, "--workers", "1", "--tasks-module", "fixtures.daemons", "--worker-memory", "1GiB"
+    ) as served:
         own = own_memory_cgroup(served.pid)
         # 200 MiB stay in the worker: the next job's 64 MiB limit cannot be set on it
         # (v1 refuses with EBUSY; v2 OOM-kills it), so it is replaced.
-        big = _submit(served, {"task": task, "memory": "512MiB", "retries": 0,
-                               "args": {"pid_file": str(pid_file), "hold_mib": 200}})
+        big = _submit(
+            served,
+            {
+                "task": task,
+                "memory": "512MiB",
+                "retries": 0,
+                "args": {"pid_file": str(pid_file), "hold_mib": 200},
+            },
+        )
         assert big["counts"]["succeeded"] == 1, (big, served.output())
-        small = _submit(served, {"task": "fixtures.daemons:small_daemon", "memory": "64MiB",
-                                 "retries": 0, "args": {"pid_file": str(pid_file)}})
+        small = _submit(
+            served,
+            {
+                "task": "fixtures.daemons:small_daemon",
+                "memory": "64MiB",
+                "retries": 0,
+                "args": {"pid_file": str(pid_file)},
+            },
+        )
         assert small["counts"]["succeeded"] == 1, small
         # A task that leaves a daemon and kills its own worker.
-        died = _submit(served, {"task": task, "retries": 0,
-                                "args": {"pid_file": str(pid_file), "die": True}})
+        died = _submit(
+            served, {"task": task, "retries": 0, "args": {"pid_file": str(pid_file), "die": True}}
+        )
         assert died["counts"]["failed"] == 1, died
         _none_left(pid_file, 3)
         assert _metric(served, "oomguard_worker_recycles_total", "limit_change") == 1
         assert _metric(served, "oomguard_worker_leftovers_total", "cgroups_not_removed") == 0
-        assert _submit(served, {"task": task, "args": {"pid_file": str(pid_file)}})[
-            "counts"]["succeeded"] == 1
+        assert (
+            _submit(served, {"task": task, "args": {"pid_file": str(pid_file)}})["counts"][
+                "succeeded"
+            ]
+            == 1
+        )
         _none_left(pid_file, 4)
         pid = served.pid
     assert served.proc.returncode == 0, served.output()
@@ -144,17 +171,30 @@ def test_limit_change_and_worker_death_leave_nothing(
 def test_watchdog_mode_collects_daemons_of_commands_and_of_dead_workers(
     tmp_path: Path, pid_file: Path
 ) -> None:
-    with serve(tmp_path, "--workers", "1", "--isolation", "watchdog",
-               "--tasks-module", "fixtures.daemons",
-               "--commands", str(_commands(tmp_path))) as served:
-        status = _submit(served, {"command": "daemon",
-                                  "tasks": [{"pid_file": str(pid_file)}] * 2})
+    with serve(
+        tmp_path,
+        "--workers",
+        "1",
+        "--isolation",
+        "watchdog",
+        "--tasks-module",
+        "fixtures.daemons",
+        "--commands",
+        str(_commands(tmp_path)),
+    ) as served:
+        status = _submit(served, {"command": "daemon", "tasks": [{"pid_file": str(pid_file)}] * 2})
         assert status["counts"]["succeeded"] == 2, (status, served.output())
         _none_left(pid_file, 2)
         assert all(e.get("left_processes", 0) >= 1 for e in _evidence(served.store))
         # The worker dies: no subreaper is left, the daemon carries the worker's mark.
-        died = _submit(served, {"task": "fixtures.daemons:daemonize", "retries": 0,
-                                "args": {"pid_file": str(pid_file), "die": True}})
+        died = _submit(
+            served,
+            {
+                "task": "fixtures.daemons:daemonize",
+                "retries": 0,
+                "args": {"pid_file": str(pid_file), "die": True},
+            },
+        )
         assert died["counts"]["failed"] == 1, died
         _none_left(pid_file, 3)
         assert _metric(served, "oomguard_worker_leftovers_total", "processes_killed") >= 1
@@ -168,9 +208,20 @@ def test_run_cmd_with_a_daemon_exits_and_leaves_nothing(
     params = tmp_path / "p.jsonl"
     params.write_text('{"i": 0}\n{"i": 1}\n')
     store = tmp_path / "s.sqlite"
-    res = cli("run", "--cmd", f"{sys.executable} {DAEMON} {pid_file}", "--params", str(params),
-              "--store", str(store), "--workers", "1", "--max-tasks-per-worker", "1",
-              timeout=120)
+    res = cli(
+        "run",
+        "--cmd",
+        f"{sys.executable} {DAEMON} {pid_file}",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--workers",
+        "1",
+        "--max-tasks-per-worker",
+        "1",
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     _none_left(pid_file, 2)
     assert [e.get("left_processes", 0) >= 1 for e in _evidence(store)] == [True, True]

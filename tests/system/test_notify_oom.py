@@ -28,9 +28,14 @@ def test_an_oom_killed_task_is_one_event_with_the_kernel_line(
     """Killed at 128 MiB (64 MiB declared + headroom), retried with more, and it succeeds:
     one warning event for the kill, tagged with its class, the kernel's line in its body."""
     with SentryRelay() as relay:
-        with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=1,
-                             isolation="cgroup", worker_memory="1GiB", task_memory="64MiB",
-                             sentry_dsn=relay.dsn) as runner:
+        with oomguard.Runner(
+            store=str(tmp_path / "s.sqlite"),
+            workers=1,
+            isolation="cgroup",
+            worker_memory="1GiB",
+            task_memory="64MiB",
+            sentry_dsn=relay.dsn,
+        ) as runner:
             job = runner.sweep("oomguard.examples:allocate", [{"mib": 200}])
             status = job.wait(timeout=120, progress=False)
         assert status["counts"]["succeeded"] == 1
@@ -63,11 +68,27 @@ def test_needs_more_memory_is_an_error_event_and_a_signed_webhook(
     secret.write_text("hook-key\n")
     secret.chmod(0o600)
     with SentryRelay() as relay, Recorder() as hook:
-        res = cli("run", "oomguard.examples:allocate", "--params", str(params),
-                  "--store", str(tmp_path / "s.sqlite"), "--workers", "1",
-                  "--worker-memory", "256MiB", "--isolation", "cgroup", "--json",
-                  "--sentry-dsn", relay.dsn, "--notify-url", hook.url,
-                  "--notify-secret-file", str(secret))
+        res = cli(
+            "run",
+            "oomguard.examples:allocate",
+            "--params",
+            str(params),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--workers",
+            "1",
+            "--worker-memory",
+            "256MiB",
+            "--isolation",
+            "cgroup",
+            "--json",
+            "--sentry-dsn",
+            relay.dsn,
+            "--notify-url",
+            hook.url,
+            "--notify-secret-file",
+            str(secret),
+        )
         assert res.returncode == 1, res.stderr
         # The process drained its queues before it exited.
         events = relay.events()
@@ -76,8 +97,7 @@ def test_needs_more_memory_is_an_error_event_and_a_signed_webhook(
     assert event["level"] == "error"
     assert event["tags"]["failure_class"] == "oom_cgroup"
     assert event["tags"]["final_class"] == "needs_more_memory"
-    assert event["fingerprint"] == ["oomguard", "oomguard.examples:allocate",
-                                    "needs_more_memory"]
+    assert event["fingerprint"] == ["oomguard", "oomguard.examples:allocate", "needs_more_memory"]
     assert event["message"].startswith("oomguard.examples:allocate: needs_more_memory")
     assert any("Killed process" in line for line in event["message"].splitlines())
     assert event["contexts"]["oomguard"]["limit_bytes"] == 256 * 1024**2

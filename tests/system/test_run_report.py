@@ -29,9 +29,21 @@ def test_run_ends_with_the_failures_grouped_with_their_evidence(
 ) -> None:
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps({"mib": m}) + "\n" for m in (8, 300, 300, 320)))
-    res = cli("run", "oomguard.examples:allocate", "--params", str(params), "--memory-key",
-              "mib", "--worker-memory", "128MiB", "--workers", "2", "--store", "s.sqlite",
-              cwd=tmp_path)
+    res = cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        str(params),
+        "--memory-key",
+        "mib",
+        "--worker-memory",
+        "128MiB",
+        "--workers",
+        "2",
+        "--store",
+        "s.sqlite",
+        cwd=tmp_path,
+    )
     assert res.returncode == int(ExitCode.TASKS_FAILED), res.stderr
     out = res.stdout
     assert out.splitlines()[0].endswith(": failed"), out
@@ -46,8 +58,9 @@ def test_run_ends_with_the_failures_grouped_with_their_evidence(
     joined = _joined(out)
     assert "Killed process" in joined and "oom_score_adj:" in joined  # whole, not cut
     assert all(len(line) <= 100 for line in out.splitlines() if "kernel" in line)
-    assert "to change: give it more memory: --worker-memory (each task's most; now 128MiB)" \
-        in joined
+    assert (
+        "to change: give it more memory: --worker-memory (each task's most; now 128MiB)" in joined
+    )
     assert "next: oomguard status" in out and "oomguard ui --store s.sqlite" in out
     # `status` tells the same (one renderer).
     status = cli("status", "--store", "s.sqlite", cwd=tmp_path)
@@ -60,8 +73,7 @@ def test_a_command_task_is_shown_by_its_command_line(cli: RunCli, tmp_path: Path
     params = tmp_path / "p.jsonl"
     params.write_text(json.dumps({"word": "luck"}) + "\n")
     cmd = f"{sys.executable} -c 'import sys; sys.exit(\"no \" + sys.argv[1])' {{word}}"
-    res = cli("run", "--cmd", cmd, "--params", str(params), "--store", "s.sqlite",
-              cwd=tmp_path)
+    res = cli("run", "--cmd", cmd, "--params", str(params), "--store", "s.sqlite", cwd=tmp_path)
     assert res.returncode == int(ExitCode.TASKS_FAILED), res.stderr
     assert "cmd:" not in res.stdout and "cmd:[" not in res.stdout
     assert f"{sys.executable} -c" in _joined(res.stdout)

@@ -39,9 +39,19 @@ def chromium() -> str:
 def _browser(chromium: str, tmp_path: Path, *args: str) -> str:
     profile = tmp_path / "chromium-profile"
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=180,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -54,8 +64,14 @@ def dump_dom(chromium: str, tmp_path: Path, url: str) -> str:
 
 def screenshot(chromium: str, tmp_path: Path, url: str, name: str, height: int) -> Path:
     out = tmp_path / name
-    _browser(chromium, tmp_path, "--hide-scrollbars", f"--window-size=1400,{height}",
-             f"--screenshot={out}", url)
+    _browser(
+        chromium,
+        tmp_path,
+        "--hide-scrollbars",
+        f"--window-size=1400,{height}",
+        f"--screenshot={out}",
+        url,
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keep = os.environ.get("OOMGUARD_UI_SCREENSHOTS")
     if keep:
@@ -72,9 +88,21 @@ def test_the_job_page_shows_an_oom_kill_in_a_browser(
     params = tmp_path / "p.jsonl"
     params.write_text("".join(json.dumps(r) + "\n" for r in rows))
     store = tmp_path / "s.sqlite"
-    res = cli("run", "oomguard.examples:allocate", "--params", str(params), "--store",
-              str(store), "--worker-memory", "256MiB", "--workers", "2", "--isolation",
-              "cgroup", "--json")
+    res = cli(
+        "run",
+        "oomguard.examples:allocate",
+        "--params",
+        str(params),
+        "--store",
+        str(store),
+        "--worker-memory",
+        "256MiB",
+        "--workers",
+        "2",
+        "--isolation",
+        "cgroup",
+        "--json",
+    )
     assert res.returncode == 1, res.stderr  # one task failed for good
     job_id = json.loads(res.stdout)["job_id"]
 
@@ -87,13 +115,15 @@ def test_the_job_page_shows_an_oom_kill_in_a_browser(
         assert "oom_cgroup" in page
         assert "needs_more_memory" in page
         assert re.search(r"Killed process \d+ \(python", page), page[-3000:]
-        charts = re.findall(r'<svg class="chart"[^>]*data-points="(\d+)" data-marks="(\d+)"',
-                            page)
+        charts = re.findall(r'<svg class="chart"[^>]*data-points="(\d+)" data-marks="(\d+)"', page)
         assert len(charts) == 3, charts
         points, marks = (int(n) for n in charts[0])  # memory over time
         assert points > 0 and marks >= 1, charts
-        kill = re.search(r'<g class="kill" data-class="(oom_cgroup)" data-key="([^"]+)" '
-                         r'data-limit="(\d+)"', page)
+        kill = re.search(
+            r'<g class="kill" data-class="(oom_cgroup)" data-key="([^"]+)" '
+            r'data-limit="(\d+)"',
+            page,
+        )
         assert kill is not None
         assert kill[2] == "oomguard.examples:allocate"
         assert int(kill[3]) <= 256 * 1024**2
@@ -108,21 +138,26 @@ def test_the_job_page_shows_an_oom_kill_in_a_browser(
         screenshot(chromium, tmp_path, f"{ui.url}/ui/jobs/{job_id}", "job.png", 1500)
 
 
-def test_a_running_job_page_refreshes_itself_in_the_browser(
-    tmp_path: Path, chromium: str
-) -> None:
+def test_a_running_job_page_refreshes_itself_in_the_browser(tmp_path: Path, chromium: str) -> None:
     """live.js fetches the page again and swaps its #live element in place (the browser's
     virtual time lets its timer fire at once; the fetch is real)."""
     import oomguard
 
     store = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(store), workers=1, isolation="watchdog") as runner, \
-            dashboard(store, tmp_path) as ui:
+    with (
+        oomguard.Runner(store=str(store), workers=1, isolation="watchdog") as runner,
+        dashboard(store, tmp_path) as ui,
+    ):
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 0.5}] * 40)
         page = dump_dom(chromium, tmp_path, f"{ui.url}/ui/jobs/{job.id}")
         assert 'data-live="1"' in page
-        refreshed = _browser(chromium, tmp_path, "--virtual-time-budget=7000", "--dump-dom",
-                             f"{ui.url}/ui/jobs/{job.id}")
+        refreshed = _browser(
+            chromium,
+            tmp_path,
+            "--virtual-time-budget=7000",
+            "--dump-dom",
+            f"{ui.url}/ui/jobs/{job.id}",
+        )
         found = re.search(r'<main id="live" data-live="\d" data-refreshes="(\d+)"', refreshed)
         assert found is not None and int(found[1]) >= 1, refreshed[:2000]
         assert f"Job {job.id}" in refreshed

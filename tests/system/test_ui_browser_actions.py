@@ -55,11 +55,21 @@ class Browser:
             os.dup2(from_child, 4)
 
         self.proc = subprocess.Popen(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-dev-shm-usage", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "about:blank"],
-            preexec_fn=fds, pass_fds=(3, 4, to_child, from_child),  # kept after fds()
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-pipe",
+                f"--user-data-dir={profile}",
+                "about:blank",
+            ],
+            preexec_fn=fds,
+            pass_fds=(3, 4, to_child, from_child),  # kept after fds()
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_child)
         os.close(from_child)
@@ -113,9 +123,7 @@ class Browser:
     def run(self, script: str, navigates: bool = False) -> Any:
         """Evaluate ``script`` in the page (and wait for the page it opens)."""
         self.events.clear()
-        answer = self.call(
-            "Runtime.evaluate", session=True, expression=script, returnByValue=True
-        )
+        answer = self.call("Runtime.evaluate", session=True, expression=script, returnByValue=True)
         assert "exceptionDetails" not in answer, answer
         if navigates:
             self._loaded()
@@ -149,8 +157,12 @@ def test_retry_with_more_memory_from_the_failures_page(browser: Browser, tmp_pat
     with serve(tmp_path, *args, "--worker-memory", "96MiB") as first:
         r = httpx.post(
             f"{first.url}/v1/jobs",
-            json={"task": "oomguard.examples:allocate", "args": {"mib": 150, "hold": 0.2},
-                  "namespace": "team-a", "name": "needs-more"},
+            json={
+                "task": "oomguard.examples:allocate",
+                "args": {"mib": 150, "hold": 0.2},
+                "namespace": "team-a",
+                "name": "needs-more",
+            },
             headers=BEARER,
         )
         assert r.status_code == 201, r.text

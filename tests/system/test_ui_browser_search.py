@@ -36,9 +36,19 @@ def chromium() -> str:
 def _browser(chromium: str, tmp_path: Path, *args: str) -> str:
     profile = tmp_path / "chromium-profile"
     done = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=180,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -46,8 +56,14 @@ def _browser(chromium: str, tmp_path: Path, *args: str) -> str:
 
 def _screenshot(chromium: str, tmp_path: Path, url: str, name: str, height: int) -> None:
     out = tmp_path / name
-    _browser(chromium, tmp_path, "--hide-scrollbars", f"--window-size=1400,{height}",
-             f"--screenshot={out}", url)
+    _browser(
+        chromium,
+        tmp_path,
+        "--hide-scrollbars",
+        f"--window-size=1400,{height}",
+        f"--screenshot={out}",
+        url,
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keep = os.environ.get("OOMGUARD_UI_SCREENSHOTS")
     if keep:
@@ -56,13 +72,23 @@ def _screenshot(chromium: str, tmp_path: Path, url: str, name: str, height: int)
 
 def test_task_failures_and_search_pages_in_a_browser(chromium: str, tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
-    with oomguard.Runner(store=str(path), workers=2, isolation="watchdog",
-                         task_memory="48MiB", worker_memory="600MiB") as runner:
-        grown = runner.sweep("oomguard.examples:allocate", [{"mib": 120, "hold": 0.6}],
-                             name="grows-past-its-estimate")
-        broken = runner.sweep("oomguard.examples:fail",
-                              [{"message": f"input file {i} is truncated"} for i in range(4)],
-                              name="reads-broken-inputs")
+    with oomguard.Runner(
+        store=str(path),
+        workers=2,
+        isolation="watchdog",
+        task_memory="48MiB",
+        worker_memory="600MiB",
+    ) as runner:
+        grown = runner.sweep(
+            "oomguard.examples:allocate",
+            [{"mib": 120, "hold": 0.6}],
+            name="grows-past-its-estimate",
+        )
+        broken = runner.sweep(
+            "oomguard.examples:fail",
+            [{"message": f"input file {i} is truncated"} for i in range(4)],
+            name="reads-broken-inputs",
+        )
         grown.wait(timeout=120, progress=False)
         broken.wait(timeout=120, progress=False)
         task_id = runner.store.queries.task_list(grown.id, limit=1)[0].task_id
@@ -70,8 +96,9 @@ def test_task_failures_and_search_pages_in_a_browser(chromium: str, tmp_path: Pa
         task = _browser(chromium, tmp_path, "--dump-dom", f"{ui.url}/ui/tasks/{task_id}")
         assert '<p class="story">attempt 1 at ' in task and "oom_watchdog" in task
         assert len(re.findall(r'<g class="attempt"', task)) >= 2
-        failures = _browser(chromium, tmp_path, "--dump-dom",
-                            f"{ui.url}/ui/failures?error=truncated")
+        failures = _browser(
+            chromium, tmp_path, "--dump-dom", f"{ui.url}/ui/failures?error=truncated"
+        )
         assert len(re.findall(r'<tr class="failure"', failures)) == 4
         assert '<label for="f-error">' in failures
         found = _browser(chromium, tmp_path, "--dump-dom", f"{ui.url}/ui/jobs?state=failed")

@@ -41,8 +41,9 @@ def _item(fn: str, **params: Any) -> JsonCall:
     return JsonCall(next(_ids), f"fixtures.tasks:{fn}", json.dumps(params))
 
 
-def _run(pool: WorkerPool, worker: Worker, limit: int | None, item: JsonCall,
-         clean: bool = False) -> list[Message]:
+def _run(
+    pool: WorkerPool, worker: Worker, limit: int | None, item: JsonCall, clean: bool = False
+) -> list[Message]:
     """Send one attempt under ``limit``; its messages up to the worker's idle."""
     pool.set_limit(worker, limit)
     pool.send(worker, [item], clean=clean)
@@ -112,8 +113,7 @@ def test_an_idle_worker_gives_its_memory_back(pool: WorkerPool) -> None:
     worker = pool.idle_workers()[0]
     floor = _leave_200_mib(pool, worker)
     proc = psutil.Process(worker.pid)
-    assert wait_for(lambda: proc.memory_info().rss - floor < 50 * MiB,
-                    timeout=IDLE_TRIM_S + 5)
+    assert wait_for(lambda: proc.memory_info().rss - floor < 50 * MiB, timeout=IDLE_TRIM_S + 5)
 
 
 def test_the_worker_lowers_its_own_limit_after_giving_memory_back(pool: WorkerPool) -> None:

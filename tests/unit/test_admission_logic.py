@@ -24,8 +24,9 @@ class Clock:
         return self.now
 
 
-def _start(adm: Admission, attempt: int, key: str, state: KeyState, estimate: int,
-           idle: int = 1) -> Placement | None:
+def _start(
+    adm: Admission, attempt: int, key: str, state: KeyState, estimate: int, idle: int = 1
+) -> Placement | None:
     placement = adm.place(attempt, key, state, estimate, idle)
     if placement is not None:
         adm.start(attempt, placement.limit, key, placement.role)

@@ -34,14 +34,25 @@ CID = "b27201334a41cd0749d053b18378d7ea65617b8e26277197ea25c974da1a5a8a"
         (f"/kubepods/pod{UID}/{CID}", "guaranteed", None),
         (f"/kubepods/burstable/pod{UID}/crio-{CID}", "burstable", "cri-o"),
         # systemd driver
-        (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UND}.slice/"
-         f"cri-containerd-{CID}.scope", "burstable", "containerd"),
-        (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UND}.slice/"
-         f"crio-{CID}.scope", "besteffort", "cri-o"),
+        (
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UND}.slice/"
+            f"cri-containerd-{CID}.scope",
+            "burstable",
+            "containerd",
+        ),
+        (
+            f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UND}.slice/"
+            f"crio-{CID}.scope",
+            "besteffort",
+            "cri-o",
+        ),
         (f"/kubepods.slice/kubepods-pod{UND}.slice/docker-{CID}.scope", "guaranteed", "docker"),
         # nested: kind / k3d nodes in a container, a node inside a bigger cgroup tree
-        (f"/system.slice/docker-{'f' * 64}.scope/kubepods/besteffort/pod{UID}/{CID}",
-         "besteffort", None),
+        (
+            f"/system.slice/docker-{'f' * 64}.scope/kubepods/besteffort/pod{UID}/{CID}",
+            "besteffort",
+            None,
+        ),
         (f"/process_api/abc/kubepods/burstable/pod{UID}/{CID}", "burstable", None),
     ],
 )
@@ -84,12 +95,27 @@ def test_names_from_the_kubelet_and_the_uid_without_it() -> None:
     ("path", "kind", "unit", "slice_", "user"),
     [
         ("/system.slice/sshd.service", WorkloadKind.UNIT, "sshd.service", "system.slice", None),
-        ("/system.slice/kubelet.service", WorkloadKind.UNIT, "kubelet.service", "system.slice",
-         None),
-        ("/user.slice/user-1000.slice/session-2.scope", WorkloadKind.SESSION, "session-2.scope",
-         "user-1000.slice", 1000),
-        ("/user.slice/user-21417.slice/user@21417.service", WorkloadKind.SESSION,
-         "user@21417.service", "user-21417.slice", 21417),
+        (
+            "/system.slice/kubelet.service",
+            WorkloadKind.UNIT,
+            "kubelet.service",
+            "system.slice",
+            None,
+        ),
+        (
+            "/user.slice/user-1000.slice/session-2.scope",
+            WorkloadKind.SESSION,
+            "session-2.scope",
+            "user-1000.slice",
+            1000,
+        ),
+        (
+            "/user.slice/user-21417.slice/user@21417.service",
+            WorkloadKind.SESSION,
+            "user@21417.service",
+            "user-21417.slice",
+            21417,
+        ),
         ("/machine.slice", WorkloadKind.UNIT, None, "machine.slice", None),
         ("/nomad/ebb8fbe9-aef0-95e3-1429-7747f66b7a82", WorkloadKind.CGROUP, None, None, None),
     ],
@@ -115,8 +141,7 @@ def _events(name: str) -> list[OomEvent]:
 def test_the_seed_reports() -> None:
     (istio,) = [e for e in _events("istio_42734_task_in_v1_syslog_3.10") if e.task_memcg]
     w = workload_of(istio)
-    assert (w.pod_uid, w.container_id, w.runtime, w.qos) == (
-        UID, CID, "docker", "burstable")
+    assert (w.pod_uid, w.container_id, w.runtime, w.qos) == (UID, CID, "docker", "burstable")
     assert trigger_of(istio) is Trigger.CGROUP
 
     gpud = next(e for e in _events("gpud_70_summary_mems_range_syslog_5.x") if e.task_memcg)

@@ -54,12 +54,15 @@ def test_rules_in_order_once_per_process(tmp_path: Path) -> None:
     _process(proc, 13, "bash", "/user.slice/user-0.slice/session-1.scope")
     _process(proc, 14, "kworker/0:1", "/", flags=0x00200000)
     seen: list[Change] = []
-    reconciler = Reconciler(policy, proc_root=proc, cgroup_root=tmp_path / "none",
-                            report=seen.append)
+    reconciler = Reconciler(
+        policy, proc_root=proc, cgroup_root=tmp_path / "none", report=seen.append
+    )
     changes = [c for c in reconciler.reconcile() if c.setting == "oom_score_adj"]
     assert {(c.target.split()[1], c.new, c.outcome) for c in changes} == {
-        ("10", "1000", Outcome.CHANGED), ("11", "900", Outcome.CHANGED),
-        ("12", "-900", Outcome.CHANGED)}
+        ("10", "1000", Outcome.CHANGED),
+        ("11", "900", Outcome.CHANGED),
+        ("12", "-900", Outcome.CHANGED),
+    }
     assert (proc / "10/oom_score_adj").read_text() == "1000"
     assert (proc / "13/oom_score_adj").read_text() == "0\n"
     assert [c for c in seen if c.setting == "oom_score_adj"] == changes
@@ -68,8 +71,9 @@ def test_rules_in_order_once_per_process(tmp_path: Path) -> None:
     (proc / "10/oom_score_adj").write_text("0")
     assert not [c for c in reconciler.reconcile() if c.setting == "oom_score_adj"]
     (proc / "10/cgroup").write_text(f"4:memory:{POD}/inner\n")
-    assert [c.target.split()[1] for c in reconciler.reconcile()
-            if c.setting == "oom_score_adj"] == ["10"]
+    assert [
+        c.target.split()[1] for c in reconciler.reconcile() if c.setting == "oom_score_adj"
+    ] == ["10"]
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
@@ -77,8 +81,13 @@ def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     policy_file.write_text(POLICY)
     proc = tmp_path / "proc"
     _process(proc, 10, "worker", POD)
-    dry = Reconciler(load_policy(policy_file), dry_run=True, proc_root=proc,
-                     cgroup_root=tmp_path, report=lambda c: None)
+    dry = Reconciler(
+        load_policy(policy_file),
+        dry_run=True,
+        proc_root=proc,
+        cgroup_root=tmp_path,
+        report=lambda c: None,
+    )
     (change,) = [c for c in dry.reconcile() if c.setting == "oom_score_adj"]
     assert change.outcome is Outcome.WOULD_CHANGE
     assert change.describe().startswith("policy: would set oom_score_adj of pid 10 (worker)")
@@ -95,16 +104,27 @@ def test_memory_oom_group_on_v2_and_unsupported_on_v1(tmp_path: Path) -> None:
     (root / "cgroup.controllers").write_text("cpu memory\n")
     (scope / "memory.oom.group").write_text("1\n")
     (root / "kubepods.slice/memory.oom.group").write_text("1\n")
-    reconciler = Reconciler(load_policy(policy_file), proc_root=tmp_path / "noproc",
-                            cgroup_root=root, report=lambda c: None)
+    reconciler = Reconciler(
+        load_policy(policy_file),
+        proc_root=tmp_path / "noproc",
+        cgroup_root=root,
+        report=lambda c: None,
+    )
     (tmp_path / "noproc").mkdir()
     (change,) = reconciler.reconcile()
     assert (change.target, change.old, change.new) == (
-        "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope", "1", "0")
+        "/kubepods.slice/kubepods-pod1.slice/cri-containerd-abc.scope",
+        "1",
+        "0",
+    )
     assert (scope / "memory.oom.group").read_text() == "0"
     assert (root / "kubepods.slice/memory.oom.group").read_text() == "1\n"
-    v1 = Reconciler(load_policy(policy_file), proc_root=tmp_path / "noproc",
-                    cgroup_root=tmp_path / "v1", report=lambda c: None)
+    v1 = Reconciler(
+        load_policy(policy_file),
+        proc_root=tmp_path / "noproc",
+        cgroup_root=tmp_path / "v1",
+        report=lambda c: None,
+    )
     (unsupported,) = v1.reconcile()
     assert unsupported.outcome is Outcome.UNSUPPORTED
     assert v1.reconcile() == []  # said once

@@ -21,8 +21,12 @@ from oomguard.agent.report import KillReport
 from oomguard.agent.service import Agent, AgentConfig
 from oomguard.errors import ConfigError
 
-REPORT = Path(__file__).resolve().parent.parent / "fixtures" / "oom_reports" / (
-    "local_memcg_v1_kmsg_6.18.log")
+REPORT = (
+    Path(__file__).resolve().parent.parent
+    / "fixtures"
+    / "oom_reports"
+    / ("local_memcg_v1_kmsg_6.18.log")
+)
 
 
 def _report(n: int) -> str:
@@ -54,16 +58,20 @@ class Recorder:
         pass
 
 
-def _run(log: Path, state: Path | None, *, lookback: float = 1e9, until: int = 0,
-         rate: float = 0.0) -> Recorder:
+def _run(
+    log: Path, state: Path | None, *, lookback: float = 1e9, until: int = 0, rate: float = 0.0
+) -> Recorder:
     """Run an agent over ``log`` until ``until`` reports came and the log was read."""
     recorder = Recorder()
 
     def open_log(spec: str) -> LogSource:
         return KmsgSource(str(log))
 
-    agent = Agent(AgentConfig(state=state, lookback_s=lookback, rate_limit_s=rate),
-                  channels=[recorder], open_log=open_log)
+    agent = Agent(
+        AgentConfig(state=state, lookback_s=lookback, rate_limit_s=rate),
+        channels=[recorder],
+        open_log=open_log,
+    )
     thread = threading.Thread(target=agent.run)
     thread.start()
     deadline = time.monotonic() + 10
@@ -101,8 +109,7 @@ def test_a_restart_repeats_nothing_and_misses_nothing(tmp_path: Path) -> None:
     log.write_text(_report(1) + _report(2))
     first = _run(log, state, until=2)
     assert [r.event.victim_pid for r, _ in first.sent] == [4001, 4002]
-    assert load_cursor(state) == Cursor(
-        boot_id(), 2344, pytest.approx(210.933863))  # type: ignore[arg-type]  # equal to a float
+    assert load_cursor(state) == Cursor(boot_id(), 2344, pytest.approx(210.933863))  # type: ignore[arg-type]  # equal to a float
     assert _run(log, state).sent == []  # nothing repeated
     with log.open("a") as handle:  # killed while the agent was stopped
         handle.write(_report(3))
@@ -137,7 +144,14 @@ def test_the_rate_limit_holds_a_crash_loop_and_counts_it(tmp_path: Path) -> None
         now[0] = t
         decisions.append(limiter.decide("pod/x/"))
     assert [(d.send, d.suppressed) for d in decisions] == [
-        (True, 0), (False, 1), (False, 2), (False, 3), (True, 3), (False, 1), (True, 1)]
+        (True, 0),
+        (False, 1),
+        (False, 2),
+        (False, 3),
+        (True, 3),
+        (False, 1),
+        (True, 1),
+    ]
     assert limiter.decide("pod/y/").send  # another workload is not held
 
     log = tmp_path / "kmsg"
@@ -155,8 +169,11 @@ def test_a_journal_export_is_read_and_its_cursor_is_the_time_since_boot(tmp_path
     journal = REPORT.parent / "local_memcg_v1_journal_json_6.18.log"
     state = tmp_path / "cursor.json"
     recorder = Recorder()
-    agent = Agent(AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
-                  channels=[recorder], open_log=lambda spec: FileSource(str(journal)))
+    agent = Agent(
+        AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
+        channels=[recorder],
+        open_log=lambda spec: FileSource(str(journal)),
+    )
     thread = threading.Thread(target=agent.run)
     thread.start()
     deadline = time.monotonic() + 10
@@ -170,8 +187,11 @@ def test_a_journal_export_is_read_and_its_cursor_is_the_time_since_boot(tmp_path
     assert cursor is not None and cursor.seq is None
     assert cursor.stamp == pytest.approx(190.933863)
     again = Recorder()
-    agent = Agent(AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
-                  channels=[again], open_log=lambda spec: FileSource(str(journal)))
+    agent = Agent(
+        AgentConfig(state=state, lookback_s=1e9, rate_limit_s=0),
+        channels=[again],
+        open_log=lambda spec: FileSource(str(journal)),
+    )
     thread = threading.Thread(target=agent.run)
     thread.start()
     time.sleep(1.0)
@@ -187,8 +207,12 @@ def test_a_group_kill_names_every_member_and_its_cgroup() -> None:
     from oomguard.kernlog import parse_text
 
     events = parse_text((REPORT.parent / "synth_oom_group_v2_6.x.log").read_text())
-    reports = [build_report(SeenKill(e, None, e.timestamp), NoPodNames(),
-                            cgroup_root=Path("/nonexistent"), node="n") for e in events]
+    reports = [
+        build_report(
+            SeenKill(e, None, e.timestamp), NoPodNames(), cgroup_root=Path("/nonexistent"), node="n"
+        )
+        for e in events
+    ]
     assert [r.event.victim_pid for r in reports] == [5001, 5002, 5000]
     assert all(r.fields()["group_kill"] is True for r in reports)
     assert {r.workload.unit for r in reports} == {"job-1.scope"}

@@ -33,7 +33,8 @@ def test_journald_and_dbus_in_seed_reports_are_critical() -> None:
     assert journald["(journald):16432"] is Severity.CRITICAL  # systemd's name before exec
     assert journald["python3:16295"] is Severity.ERROR
     assert _severities("rpi_5297_arm_global_then_invoker_6.1")["dbus-daemon:327"] is (
-        Severity.CRITICAL)
+        Severity.CRITICAL
+    )
 
 
 def test_a_workload_at_its_own_limit_is_a_warning() -> None:

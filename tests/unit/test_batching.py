@@ -14,10 +14,18 @@ from oomguard.scheduler.batching import (
 from oomguard.store.sqlite import TaskRow
 
 
-def _task(i: int, *, params: str = "{}", fn: str = "m:f", kind: str = "task",
-          timeout: float | None = None, ref: str | None = None) -> TaskRow:
-    return TaskRow(i, "j", i, kind, None, fn, params, ref, None, None, 0, 0, 0, 3, timeout,
-                   None, None, None)
+def _task(
+    i: int,
+    *,
+    params: str = "{}",
+    fn: str = "m:f",
+    kind: str = "task",
+    timeout: float | None = None,
+    ref: str | None = None,
+) -> TaskRow:
+    return TaskRow(
+        i, "j", i, kind, None, fn, params, ref, None, None, 0, 0, 0, 3, timeout, None, None, None
+    )
 
 
 def _key(task: TaskRow) -> str:

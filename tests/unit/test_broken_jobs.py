@@ -41,4 +41,3 @@ def test_different_reference_errors_are_not_one_broken_reference() -> None:
     assert all(broken.failed("j", ERR, GUARD) is None for _ in range(5))
     # Jobs are counted apart.
     assert [broken.failed("k", ERR, MISSING) for _ in range(3)][-1] is not None
-

@@ -235,11 +235,14 @@ class FakeKmsg:
 def test_a_sigkill_without_a_kernel_line_waits_for_it() -> None:
     died = Died(FakeWorker(), SIGKILL)
     kmsg = FakeKmsg([])
-    assert explain_death(
-        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False) is None
+    assert (
+        explain_death(cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False)
+        is None
+    )
     assert kmsg.asked == [(4101, WORKER)]
     explained = explain_death(
-        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=True)
+        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=True
+    )
     assert explained is not None
     fc, evidence, peak = explained
     assert fc is FailureClass.KILLED and peak is None
@@ -254,8 +257,11 @@ def test_a_sigkill_without_a_kernel_line_waits_for_it() -> None:
 def test_the_kernel_line_decides_and_the_peak_comes_from_the_cgroup() -> None:
     died = Died(FakeWorker(counters_before=v1(0)), SIGKILL, FakeRusage(ru_maxrss=2048))
     explained = explain_death(
-        cast(Death, died), v1(1), cast(KernelLogWatch, FakeKmsg([POD_LIMIT_V1])),
-        waited_enough=False)
+        cast(Death, died),
+        v1(1),
+        cast(KernelLogWatch, FakeKmsg([POD_LIMIT_V1])),
+        waited_enough=False,
+    )
     assert explained is not None
     fc, evidence, peak = explained
     assert fc is FailureClass.OOM_ANCESTOR and peak == 256 * MiB
@@ -266,7 +272,8 @@ def test_the_kernel_line_decides_and_the_peak_comes_from_the_cgroup() -> None:
 def test_own_kills_do_not_wait_for_the_kernel(reason: str) -> None:
     died = Died(FakeWorker(killed_by=(reason, {}), cgroup=None, peak_sample=5 * MiB), SIGKILL)
     explained = explain_death(
-        cast(Death, died), None, cast(KernelLogWatch, FakeKmsg([])), waited_enough=False)
+        cast(Death, died), None, cast(KernelLogWatch, FakeKmsg([])), waited_enough=False
+    )
     assert explained is not None
     assert explained[2] == 5 * MiB and "kernel_log" not in explained[1]
 
@@ -275,7 +282,8 @@ def test_an_unreadable_kernel_log_does_not_wait_and_says_why() -> None:
     died = Died(FakeWorker(), SIGKILL)
     kmsg = FakeKmsg([GLOBAL], unavailable="cannot read /dev/kmsg: Permission denied")
     explained = explain_death(
-        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False)
+        cast(Death, died), None, cast(KernelLogWatch, kmsg), waited_enough=False
+    )
     assert explained is not None
     fc, evidence, _ = explained
     assert fc is FailureClass.KILLED and kmsg.asked == []

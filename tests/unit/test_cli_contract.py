@@ -26,10 +26,23 @@ def test_every_option_has_an_env_fallback() -> None:
         for param in cmd.params:
             if isinstance(param, click.Option) and param.name != "help":
                 env = param.envvar
-                if not (isinstance(env, str) and env.startswith("OOMGUARD_")
-                        and param.show_envvar):
+                if not (isinstance(env, str) and env.startswith("OOMGUARD_") and param.show_envvar):
                     missing.append(f"{' '.join(path)} {param.opts[0]}")
     assert not missing, missing
     # The contract's command names.
-    assert {"run", "status", "results", "retry", "cancel", "serve", "submit", "submit-batch",
-            "bench", "oom events", "oom tree", "oom cgroup", "doctor", "profile heap"} <= names
+    assert {
+        "run",
+        "status",
+        "results",
+        "retry",
+        "cancel",
+        "serve",
+        "submit",
+        "submit-batch",
+        "bench",
+        "oom events",
+        "oom tree",
+        "oom cgroup",
+        "doctor",
+        "profile heap",
+    } <= names

@@ -43,8 +43,14 @@ def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
 def run_args(tmp_path: Path) -> list[str]:
     params = tmp_path / "p.jsonl"
     params.write_text('{"x": 1}\n')
-    return ["run", "oomguard.examples:noop", "--params", str(params), "--store",
-            str(tmp_path / "s.sqlite")]
+    return [
+        "run",
+        "oomguard.examples:noop",
+        "--params",
+        str(params),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
 
 
 @pytest.fixture
@@ -66,12 +72,19 @@ def run_config(monkeypatch: pytest.MonkeyPatch) -> list[RunnerConfig]:
 
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
-    [([], {}, 5), (["--lost-retries", "2"], {}, 2), ([], {"OOMGUARD_LOST_RETRIES": "0"}, 0),
-     (["--lost-retries", "7"], {"OOMGUARD_LOST_RETRIES": "1"}, 7)],
+    [
+        ([], {}, 5),
+        (["--lost-retries", "2"], {}, 2),
+        ([], {"OOMGUARD_LOST_RETRIES": "0"}, 0),
+        (["--lost-retries", "7"], {"OOMGUARD_LOST_RETRIES": "1"}, 7),
+    ],
 )
 def test_run_lost_retries(
-    run_args: list[str], run_config: list[RunnerConfig], args: list[str],
-    env: dict[str, str], expected: int,
+    run_args: list[str],
+    run_config: list[RunnerConfig],
+    args: list[str],
+    env: dict[str, str],
+    expected: int,
 ) -> None:
     result = _invoke([*run_args, *args], env)
     assert result.exit_code == ExitCode.USAGE and "seen" in result.output, result.output
@@ -98,7 +111,10 @@ def serve_config(monkeypatch: pytest.MonkeyPatch) -> list[RunnerConfig]:
     [([], {}, 5), (["--lost-retries", "3"], {}, 3), ([], {"OOMGUARD_LOST_RETRIES": "0"}, 0)],
 )
 def test_serve_lost_retries(
-    tmp_path: Path, serve_config: list[RunnerConfig], args: list[str], env: dict[str, str],
+    tmp_path: Path,
+    serve_config: list[RunnerConfig],
+    args: list[str],
+    env: dict[str, str],
     expected: int,
 ) -> None:
     store = str(tmp_path / "s.sqlite")
@@ -109,8 +125,11 @@ def test_serve_lost_retries(
 
 @pytest.mark.parametrize("command", ["run", "serve"])
 def test_negative_lost_retries_is_a_usage_error(
-    run_args: list[str], run_config: list[RunnerConfig], serve_config: list[RunnerConfig],
-    tmp_path: Path, command: str,
+    run_args: list[str],
+    run_config: list[RunnerConfig],
+    serve_config: list[RunnerConfig],
+    tmp_path: Path,
+    command: str,
 ) -> None:
     args = run_args if command == "run" else ["serve", "--store", str(tmp_path / "x.sqlite")]
     result = _invoke([*args, "--lost-retries", "-1"])

@@ -32,7 +32,12 @@ def test_a_command_line_becomes_an_argument_list_and_a_reference() -> None:
     assert cmd.argv == ("simulate", "--agents", "{n_agents}", "--seed", "{replicate}")
     assert cmd.fields == {"n_agents", "replicate"}
     assert cmd.args({"n_agents": 10, "replicate": 2}) == [
-        "simulate", "--agents", "10", "--seed", "2"]
+        "simulate",
+        "--agents",
+        "10",
+        "--seed",
+        "2",
+    ]
     ref = reference_of(cmd)
     assert is_command(ref)
     assert from_reference(ref) == cmd
@@ -106,13 +111,16 @@ def test_a_program_that_cannot_start_fails_saying_so() -> None:
         command(["/nonexistent/prog"])()
 
 
-@pytest.mark.parametrize("cmd,shell,words", [
-    ([], False, "non-empty list"),
-    (["a", "b"], True, "one string"),
-    (["prog", "{0}"], False, "not a parameter name"),
-    (["prog", "{a.b}"], False, "not a parameter name"),
-    ("prog 'unclosed", False, "cannot be split"),
-])
+@pytest.mark.parametrize(
+    "cmd,shell,words",
+    [
+        ([], False, "non-empty list"),
+        (["a", "b"], True, "one string"),
+        (["prog", "{0}"], False, "not a parameter name"),
+        (["prog", "{a.b}"], False, "not a parameter name"),
+        ("prog 'unclosed", False, "cannot be split"),
+    ],
+)
 def test_bad_commands_are_refused(cmd: list[str] | str, shell: bool, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         command(cmd, shell)
@@ -155,8 +163,10 @@ def test_the_reading_ends_when_the_program_exits_not_its_leftover() -> None:
 
     from oomguard.jobs.command import run
 
-    code = ("import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
-            "print('{\"left\": %d}' % p.pid, flush=True)")
+    code = (
+        "import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
+        "print('{\"left\": %d}' % p.pid, flush=True)"
+    )
     result = run([sys.executable, "-c", code])
     left = result["left"]
     assert isinstance(left, int)

@@ -70,7 +70,8 @@ def test_small_tasks_until_results_are_seen_then_as_many_as_their_results_allow(
     backlog.saw(runs[:1], [Outcome(0, payload=b"x" * (GROUP_MAX_RESULT_BYTES + 1))], ISOLATED)
     backlog.add(runs[:3], 0, item)
     assert sizes(backlog) == [1, 1, 1]
-    other = cast(list[Attempt], [FakeRun(i, FakeTask(fn="mod:agg", kind="aggregate"))
-                                 for i in range(10)])
+    other = cast(
+        list[Attempt], [FakeRun(i, FakeTask(fn="mod:agg", kind="aggregate")) for i in range(10)]
+    )
     backlog.add(other, 0, item)
     assert sizes(backlog) == [GROUP_UNSEEN_ITEMS, 2]

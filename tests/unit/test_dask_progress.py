@@ -28,8 +28,10 @@ def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_killed_writers_progress_is_read_once_then_gone(tmp_root: Path) -> None:
-    code = ("import os, signal; from oomguard.executors.dask.remote.progress import Progress; "
-            "p = Progress(); p.note('group-7', 3); os.kill(os.getpid(), signal.SIGKILL)")
+    code = (
+        "import os, signal; from oomguard.executors.dask.remote.progress import Progress; "
+        "p = Progress(); p.note('group-7', 3); os.kill(os.getpid(), signal.SIGKILL)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     assert proc.wait(60) == -9
     directory = runtime_dir()
@@ -47,8 +49,9 @@ def test_a_planted_link_is_not_written_through(tmp_root: Path) -> None:
     progress = Progress()
     progress.note("k", 1)
     assert victim.read_text() == "precious"
-    assert not os.path.islink(path) and read_progress(os.getpid(), remove=False) == \
-        WorkerProgress("k", 1)
+    assert not os.path.islink(path) and read_progress(os.getpid(), remove=False) == WorkerProgress(
+        "k", 1
+    )
     progress.close()
     assert not os.path.exists(path)
 

@@ -47,7 +47,8 @@ def test_all_names_exist_and_are_public(name: str) -> None:
         public = [
             n
             for n, v in vars(module).items()
-            if not n.startswith("_") and getattr(v, "__module__", name) != name
+            if not n.startswith("_")
+            and getattr(v, "__module__", name) != name
             and not isinstance(v, type(importlib))
         ]
         assert public == [], f"{name} has public names but no __all__: {public}"

@@ -35,8 +35,13 @@ print(json.dumps({"first": first, "gone": gone, "again": sweeper.sweep()}))
 def test_sweep_kills_what_the_cgroup_lists_besides_the_worker(tmp_path: Path) -> None:
     # In a process of its own: the sweep makes its process a child subreaper.
     cg = write_files(tmp_path / "w1", V2_FILES)
-    out = subprocess.run([sys.executable, "-c", SWEEP, str(cg)], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SWEEP, str(cg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     # Both killed and reaped (no zombie left); nothing new listed: nothing killed, and
     # the worker itself never.
     assert json.loads(out) == {"first": 2, "gone": [True, True], "again": 0}

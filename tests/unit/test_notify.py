@@ -66,7 +66,7 @@ def error_notice(outcome: str = "retrying") -> AttemptNotice:
         final_class="error" if outcome == "failed" else None,
         message="RuntimeError: boom",
         limit_bytes=64 * MIB,
-        evidence={"traceback": 'Traceback (most recent call last):\n  ...\nRuntimeError: boom\n'},
+        evidence={"traceback": "Traceback (most recent call last):\n  ...\nRuntimeError: boom\n"},
     )
 
 
@@ -173,7 +173,8 @@ def test_notify_on_selects_events(
 
 def test_webhook_body_and_signature() -> None:
     body: dict[str, Any] = webhook_body(
-        "task_failed", oom_notice("failed"), seq=3, delivery_id="r-3")
+        "task_failed", oom_notice("failed"), seq=3, delivery_id="r-3"
+    )
     assert body["event"] == "task_failed" and body["seq"] == 3 and body["id"] == "r-3"
     assert body["text"].startswith("oomguard: oomguard.examples:allocate: task 7")
     assert body["failure_class"] == "oom_cgroup" and body["final_class"] == "needs_more_memory"
@@ -268,8 +269,9 @@ def test_json_formatter_for_log_records() -> None:
     except ValueError:
         import sys
 
-        record = logging.LogRecord("oomguard.x", logging.ERROR, "f", 1, "oops %s", ("a",),
-                                   sys.exc_info())
+        record = logging.LogRecord(
+            "oomguard.x", logging.ERROR, "f", 1, "oops %s", ("a",), sys.exc_info()
+        )
     line = json.loads(JsonFormatter().format(record))
     assert list(line) == ["ts", "level", "logger", "event", "message", "exception"]
     assert line["message"] == "oops a" and line["level"] == "error" and line["event"] == "log"

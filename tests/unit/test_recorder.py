@@ -42,10 +42,24 @@ class StandInExecutor:
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(tmp_path / "s.sqlite")
     s.create_job("j1", name="t", fn="m:f", agg="m:g")
-    rows = [NewTask(job_id="j1", grp=g, kind="task", replicate=0, fn="m:f",
-                    params=json.dumps({"x": g}), state="ready") for g in range(3)]
-    rows += [NewTask(job_id="j1", grp=g, kind="aggregate", fn="m:g", params="{}",
-                     state="pending", deps=1) for g in range(3)]
+    rows = [
+        NewTask(
+            job_id="j1",
+            grp=g,
+            kind="task",
+            replicate=0,
+            fn="m:f",
+            params=json.dumps({"x": g}),
+            state="ready",
+        )
+        for g in range(3)
+    ]
+    rows += [
+        NewTask(
+            job_id="j1", grp=g, kind="aggregate", fn="m:g", params="{}", state="pending", deps=1
+        )
+        for g in range(3)
+    ]
     s.add_tasks(rows, job_id="j1", groups=3)
     s.set_job_groups("j1", 3, sealed=True)
     yield s
@@ -89,8 +103,9 @@ def test_an_attempt_that_ends_before_its_claim_is_committed_is_inserted_ended(
     recorder: AttemptRecorder, store: SqliteStore
 ) -> None:
     (run,) = _begin(recorder, store)
-    recorder.handle(AttemptEnded(run.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB,
-                                 worker="w1"))
+    recorder.handle(
+        AttemptEnded(run.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB, worker="w1")
+    )
     claims = [w.params for w in recorder.writes if w.query == "insert_attempt"]
     assert len(claims) == 1 and isinstance(claims[0], AttemptRow)
     assert claims[0].state == "succeeded" and claims[0].peak_bytes == 3 * MIB
@@ -108,8 +123,9 @@ def test_a_failed_task_fails_its_aggregation_and_is_due_for_parts(
 ) -> None:
     (run,) = _begin(recorder, store)
     _commit(recorder, store)
-    recorder.handle(AttemptEnded(run.attempt_id, False, None, FailureClass.ERROR, "ValueError: x",
-                                 {}))
+    recorder.handle(
+        AttemptEnded(run.attempt_id, False, None, FailureClass.ERROR, "ValueError: x", {})
+    )
     _commit(recorder, store)
     (failed, agg) = store.queries.failed_tasks("j1")
     assert failed.failure_class == "error" and failed.error
@@ -180,13 +196,24 @@ def test_every_ending_is_told_to_the_notifier(
     b.task.retries = 1
     a.worker = SimpleNamespace(name="w1", pid=123)  # as the executor sets it
     _commit(recorder, store)
-    recorder.handle(AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB,
-                                 worker="w1"))
+    recorder.handle(
+        AttemptEnded(a.attempt_id, True, b"\x80\x04K\x01.", peak_bytes=3 * MIB, worker="w1")
+    )
     tb = "Traceback (most recent call last):\nValueError: x\n"
-    recorder.handle(AttemptEnded(b.attempt_id, False, None, FailureClass.ERROR, "ValueError: x",
-                                 {"traceback": tb}, worker="w2"))
-    recorder.handle(AttemptEnded(c.attempt_id, False, None, FailureClass.ERROR, "ValueError: y",
-                                 {}))
+    recorder.handle(
+        AttemptEnded(
+            b.attempt_id,
+            False,
+            None,
+            FailureClass.ERROR,
+            "ValueError: x",
+            {"traceback": tb},
+            worker="w2",
+        )
+    )
+    recorder.handle(
+        AttemptEnded(c.attempt_id, False, None, FailureClass.ERROR, "ValueError: y", {})
+    )
     _commit(recorder, store)
     recorder.interrupt(_begin(recorder, store, 1)[0])  # a's aggregation, now ready
     assert len(notifier.notices) == 3  # the interruption waits for its commit
@@ -194,13 +221,24 @@ def test_every_ending_is_told_to_the_notifier(
     notices = notifier.notices
     assert all(isinstance(n, AttemptNotice) for n in notices)
     ok, retried, final, stopped = cast(list[AttemptNotice], notices)
-    assert (ok.outcome, ok.peak_bytes, ok.worker, ok.function) == ("succeeded", 3 * MIB, "w1",
-                                                                    "m:f")
-    assert (retried.outcome, retried.failure_class, retried.final_class) == ("retrying", "error",
-                                                                              None)
+    assert (ok.outcome, ok.peak_bytes, ok.worker, ok.function) == (
+        "succeeded",
+        3 * MIB,
+        "w1",
+        "m:f",
+    )
+    assert (retried.outcome, retried.failure_class, retried.final_class) == (
+        "retrying",
+        "error",
+        None,
+    )
     assert retried.retry_at is not None and retried.traceback == tb
     assert (retried.task_id, retried.job_id, retried.attempt, retried.memory_key) == (
-        b.task.id, "j1", 1, "k")
+        b.task.id,
+        "j1",
+        1,
+        "k",
+    )
     assert retried.limit_bytes == 64 * MIB and retried.message == "ValueError: x"
     assert retried.worker == "w2"  # from the event when the executor set none
     assert (final.outcome, final.final_class, final.final) == ("failed", "error", True)
@@ -245,4 +283,5 @@ def test_notices_wait_for_their_commit_and_skip_what_was_not_stored(
     recorder.notices.release()
     # b's result could not be stored: the store says it failed, so no "succeeded" for it.
     assert [(n.task_id, n.outcome) for n in cast(list[AttemptNotice], notifier.notices)] == [
-        (a.task.id, "succeeded")]
+        (a.task.id, "succeeded")
+    ]

@@ -14,8 +14,17 @@ POLICY = RetryPolicy(death_retries=3, backoff=0.5, backoff_max=4.0)
 
 def _decide(fc: FailureClass, **kw: object) -> Decision:
     args: dict[str, Any] = dict(
-        policy=POLICY, now=100.0, attempt=1, oom_attempts=0, retries=0, oom_retries=3,
-        limit=640 * MIB, peak=640 * MIB, memory=None, cap=2 * GIB)
+        policy=POLICY,
+        now=100.0,
+        attempt=1,
+        oom_attempts=0,
+        retries=0,
+        oom_retries=3,
+        limit=640 * MIB,
+        peak=640 * MIB,
+        memory=None,
+        cap=2 * GIB,
+    )
     args.update(kw)
     return decide(fc, **args)
 

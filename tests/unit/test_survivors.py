@@ -28,15 +28,22 @@ class FakeWatch:
 
 
 def _survivor(pid: int = 4242) -> AttemptEnded:
-    return failed(7, "oom_cgroup", "CommandFailed: command (pid 4242) was killed by SIGKILL",
-                  {"survivor": True, "command_pid": pid, "cgroup": CG,
-                   "cgroup_oom_kill": [0, 1]})
+    return failed(
+        7,
+        "oom_cgroup",
+        "CommandFailed: command (pid 4242) was killed by SIGKILL",
+        {"survivor": True, "command_pid": pid, "cgroup": CG, "cgroup_oom_kill": [0, 1]},
+    )
 
 
 def _event(pid: int, oom_memcg: str = "/oomguard-1/w0") -> OomEvent:
-    return OomEvent(oom_type="memcg", victim_pid=pid, oom_memcg=oom_memcg,
-                    task_memcg="/oomguard-1/w0",
-                    lines=(f"Memory cgroup out of memory: Killed process {pid} (sim)",))
+    return OomEvent(
+        oom_type="memcg",
+        victim_pid=pid,
+        oom_memcg=oom_memcg,
+        task_memcg="/oomguard-1/w0",
+        lines=(f"Memory cgroup out of memory: Killed process {pid} (sim)",),
+    )
 
 
 def test_held_until_the_kernel_line_comes_then_given_it() -> None:
@@ -48,7 +55,8 @@ def test_held_until_the_kernel_line_comes_then_given_it() -> None:
     (ended,) = held.due()
     assert ended.failure_class == "oom_cgroup"
     assert ended.evidence["kernel_lines"] == [
-        "Memory cgroup out of memory: Killed process 4242 (sim)"]
+        "Memory cgroup out of memory: Killed process 4242 (sim)"
+    ]
     kernel = ended.evidence["kernel"]
     assert isinstance(kernel, dict) and kernel["victim_pid"] == 4242
     assert not held.hold(ended)  # looked up already: recorded as it is now

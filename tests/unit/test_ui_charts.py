@@ -26,8 +26,14 @@ def test_lines_marks_and_legend_are_drawn_and_parse_as_svg() -> None:
             Series("admitted", [(100.0, 0.0), (130.0, 512.0), (160.0, 256.0)], steps=True),
             Series("w1 RSS", [(110.0, 128.0)]),
         ],
-        [Mark(t=130.0, label="oom_cgroup", title="oom_cgroup: key k, limit 256MiB",
-              data={"class": "oom_cgroup", "limit": "268435456"})],
+        [
+            Mark(
+                t=130.0,
+                label="oom_cgroup",
+                title="oom_cgroup: key k, limit 256MiB",
+                data={"class": "oom_cgroup", "limit": "268435456"},
+            )
+        ],
         y_bytes=True,
     )
     root = ET.fromstring(svg)
@@ -60,8 +66,13 @@ def pm(value: float) -> float:
 
 def test_text_from_the_store_is_escaped() -> None:
     evil = '<script>alert("x")</script>&'
-    svg = line_chart(evil, Frame(0, 1), [Series(evil, [(0.0, 1.0)])],
-                     [Mark(0.5, evil, evil, {"key": evil})], note=evil)
+    svg = line_chart(
+        evil,
+        Frame(0, 1),
+        [Series(evil, [(0.0, 1.0)])],
+        [Mark(0.5, evil, evil, {"key": evil})],
+        note=evil,
+    )
     assert "<script>" not in svg
     root = ET.fromstring(svg)  # still well-formed
     assert root.findtext(f"{SVG}title") == evil
@@ -86,8 +97,11 @@ def test_round_numbers_for_axes_and_durations() -> None:
 
 def _y_labels(svg: str) -> list[str]:
     root = ET.fromstring(svg)
-    return [t.text or "" for t in root.iter(f"{SVG}text") if t.get("text-anchor") == "end"
-            and t.get("font-size") == "11" and t.get("fill") == "#444"]
+    return [
+        t.text or ""
+        for t in root.iter(f"{SVG}text")
+        if t.get("text-anchor") == "end" and t.get("font-size") == "11" and t.get("fill") == "#444"
+    ]
 
 
 def test_y_labels_are_round_numbers() -> None:
@@ -111,9 +125,19 @@ def test_memory_chart_is_scaled_by_the_workers_not_a_whole_budget_admission() ->
     # A key's first attempt is admitted the whole 23 GiB for a second; workers use ~60 MiB.
     samples = [
         Sample("j", float(t), 23 * gib, adm, adm, 1, {"w1": 60 * mib, "w2": 55 * mib})
-        for t, adm in [(0, 23 * gib), (1, 64 * mib), (2, 128 * mib), (3, 128 * mib),
-                       (4, 64 * mib), (5, 128 * mib), (6, 64 * mib), (7, 128 * mib),
-                       (8, 64 * mib), (9, 128 * mib), (10, 64 * mib)]
+        for t, adm in [
+            (0, 23 * gib),
+            (1, 64 * mib),
+            (2, 128 * mib),
+            (3, 128 * mib),
+            (4, 64 * mib),
+            (5, 128 * mib),
+            (6, 64 * mib),
+            (7, 128 * mib),
+            (8, 64 * mib),
+            (9, 128 * mib),
+            (10, 64 * mib),
+        ]
     ]
     svg = memory_chart(samples, [], Frame(0, 10))
     labels = [x for x in _y_labels(svg) if x.endswith("B")]  # the size axis
@@ -125,8 +149,10 @@ def test_progress_chart_ends_at_the_finished_count() -> None:
     from oomguard.store.records import ThroughputPoint
     from oomguard.ui.pages import progress_chart
 
-    buckets = [ThroughputPoint(t=0.0, step=1.0, succeeded=10, failed=0, done=10),
-               ThroughputPoint(t=1.0, step=1.0, succeeded=5, failed=0, done=15)]
+    buckets = [
+        ThroughputPoint(t=0.0, step=1.0, succeeded=10, failed=0, done=10),
+        ThroughputPoint(t=1.0, step=1.0, succeeded=5, failed=0, done=15),
+    ]
     svg = progress_chart(buckets, 16, [], Frame(0, 3), finished=16)
     root = ET.fromstring(svg)
     (line,) = root.findall(f"{SVG}polyline")

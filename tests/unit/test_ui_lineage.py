@@ -21,15 +21,25 @@ MiB = 2**20
 
 def _attempt(n: int, cls: str | None, limit: int | None, peak: int | None) -> LineageAttempt:
     return LineageAttempt(
-        attempt_id=n, n=n, worker="w1", pid=100 + n, state="failed" if cls else "succeeded",
-        started_at=10.0 * n, ended_at=10.0 * n + 2.5, failure_class=cls,
-        admitted_bytes=limit, limit_bytes=limit, peak_bytes=peak,
+        attempt_id=n,
+        n=n,
+        worker="w1",
+        pid=100 + n,
+        state="failed" if cls else "succeeded",
+        started_at=10.0 * n,
+        ended_at=10.0 * n + 2.5,
+        failure_class=cls,
+        admitted_bytes=limit,
+        limit_bytes=limit,
+        peak_bytes=peak,
     )
 
 
 def test_the_story_of_a_task_killed_then_given_more() -> None:
-    lineage = [_attempt(1, "oom_cgroup", 256 * MiB, 256 * MiB),
-               _attempt(2, None, 512 * MiB, 410 * MiB)]
+    lineage = [
+        _attempt(1, "oom_cgroup", 256 * MiB, 256 * MiB),
+        _attempt(2, None, 512 * MiB, 410 * MiB),
+    ]
     assert lineage_story(lineage) == (
         "attempt 1 at 256MiB oom_cgroup, peak 256MiB \u2192 "
         "attempt 2 at 512MiB succeeded, peak 410MiB"
@@ -41,9 +51,11 @@ def test_the_story_of_a_task_killed_then_given_more() -> None:
 
 
 def test_the_chart_draws_limit_and_peak_per_attempt_and_parses_as_svg() -> None:
-    lineage = [_attempt(1, "oom_cgroup", 256 * MiB, 256 * MiB),
-               _attempt(2, "<b>odd</b>", None, None),
-               _attempt(3, None, 512 * MiB, 410 * MiB)]
+    lineage = [
+        _attempt(1, "oom_cgroup", 256 * MiB, 256 * MiB),
+        _attempt(2, "<b>odd</b>", None, None),
+        _attempt(3, None, 512 * MiB, 410 * MiB),
+    ]
     svg = attempts_chart(lineage)
     root = ET.fromstring(svg)
     bars = root.findall(f"{SVG}g")
@@ -70,7 +82,11 @@ def test_the_store_reads_a_lineage_and_a_key_estimate(tmp_path: Path) -> None:
         estimate = store.dashboard.key_estimate("k")
     assert isinstance(estimate, LearnedEstimate)
     assert (estimate.key, estimate.bytes, estimate.peak_bytes, estimate.samples) == (
-        "k", 300 * MiB, 250 * MiB, 4)
+        "k",
+        300 * MiB,
+        250 * MiB,
+        4,
+    )
     assert estimate.killed_at is None and estimate.unfit_cap is None
     with open_store(str(tmp_path / "s.sqlite")) as store:
         store.put_estimates([KeyEstimate("k", 300 * MiB, 250 * MiB, 4, 128 * MiB, 0)])

@@ -9,11 +9,20 @@ from oomguard.errors import ConfigError, InvalidSizeError
 from oomguard.units import format_size, parse_size
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("2GB", 2_000_000_000), ("1.5GiB", 1536 * 1024**2), ("512M", 512 * 1024**2),
-    ("512MiB", 512 * 1024**2), ("2Gi", 2 * 1024**3), ("0", 0), ("1024", 1024),
-    ("64 KiB", 65536), (" 1kb ", 1000),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("2GB", 2_000_000_000),
+        ("1.5GiB", 1536 * 1024**2),
+        ("512M", 512 * 1024**2),
+        ("512MiB", 512 * 1024**2),
+        ("2Gi", 2 * 1024**3),
+        ("0", 0),
+        ("1024", 1024),
+        ("64 KiB", 65536),
+        (" 1kb ", 1000),
+    ],
+)
 def test_sizes(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
@@ -64,8 +73,22 @@ def test_exported_members() -> None:
     import oomguard
 
     assert sorted(oomguard.__all__) == sorted(
-        ["CallFailedError", "CallMemoryError", "Executor", "Failure", "FailureClass", "Job",
-         "JobStatus", "OomguardError", "Runner", "RunnerConfig", "TaskState", "WorkerDiedError",
-         "command", "task"])
+        [
+            "CallFailedError",
+            "CallMemoryError",
+            "Executor",
+            "Failure",
+            "FailureClass",
+            "Job",
+            "JobStatus",
+            "OomguardError",
+            "Runner",
+            "RunnerConfig",
+            "TaskState",
+            "WorkerDiedError",
+            "command",
+            "task",
+        ]
+    )
     for name in oomguard.__all__:
         assert getattr(oomguard, name) is not None
