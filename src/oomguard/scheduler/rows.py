@@ -13,13 +13,14 @@ from oomguard.config import RunnerConfig
 from oomguard.errors import PayloadError
 from oomguard.jobs.task import TaskOptions
 from oomguard.store.protocol import Store
-from oomguard.store.records import NewTask
+from oomguard.store.records import NewTask, StoredParams
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TaskFields:
     """The columns a task's function and options decide, and its parameters' (shared by
-    the tasks of a parameter group)."""
+    the tasks of a parameter group). Not frozen for the reason :class:`NewTask` is not:
+    one is built per parameter group."""
 
     fn: str
     retries: int
@@ -69,8 +70,15 @@ class TaskRows:
     def __init__(self, config: RunnerConfig) -> None:
         self.config = config
 
-    def fields(self, ref: str, params: Mapping[str, object], opts: TaskOptions) -> TaskFields:
-        """The tasks-table columns that a task's options decide (retries, memory, lock)."""
+    def fields(
+        self,
+        ref: str,
+        params: Mapping[str, object],
+        opts: TaskOptions,
+        stored: StoredParams | None = None,
+    ) -> TaskFields:
+        """The tasks-table columns that a task's options decide (retries, memory, lock),
+        with the parameters as ``stored`` (None: none)."""
         config = self.config
         key_param = opts.memory_key or config.memory_key
         memory_key = None
@@ -92,6 +100,8 @@ class TaskRows:
             memory=opts.memory or config.task_memory,
             memory_key=memory_key,
             lock_key=lock_key,
+            params=stored.params if stored is not None else None,
+            params_ref=stored.params_ref if stored is not None else None,
         )
 
     def common(
@@ -104,10 +114,7 @@ class TaskRows:
     ) -> TaskFields:
         """The columns a group's tasks share: their options' and their parameters' (kept
         in a blob file beside ``store`` when large)."""
-        stored = store.blobs.params_row(text)
-        return replace(
-            self.fields(ref, params, opts), params=stored.params, params_ref=stored.params_ref
-        )
+        return self.fields(ref, params, opts, store.blobs.params_row(text))
 
     def group(
         self,

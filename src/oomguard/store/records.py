@@ -111,10 +111,14 @@ class StoredParams:
     params_ref: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewTask:
     """A task to insert (:meth:`~oomguard.store.protocol.Store.add_tasks`): the tasks
-    table's columns a submission sets; ``scheduler/rows.py`` builds them."""
+    table's columns a submission sets; ``scheduler/rows.py`` builds them.
+
+    Not frozen, though nothing changes one once built: a submission builds one per task,
+    and a frozen dataclass's ``__init__`` costs three times as much (3 us against 0.9 us
+    for these 17 fields), which a million-task sweep pays on its submitting thread."""
 
     job_id: str
     grp: int
