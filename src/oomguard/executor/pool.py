@@ -51,6 +51,8 @@ T = TypeVar("T")
 #: how long the collector waits for the scheduler to tell it of ended calls before it asks
 #: the store whether any ended untold (cancelled, lost)
 FALLBACK_S = 0.25
+#: most row templates kept (one per function and task reference)
+TEMPLATES_MAX = 256
 
 
 def _rebuilt(answer: Raised) -> BaseException:
@@ -120,6 +122,7 @@ class Executor(concurrent.futures.Executor):
         self._stop = threading.Event()
         #: rows submitted, not yet stored (the collector stores them, a burst at a time)
         self._unstored: list[NewTask] = []
+        self._templates: dict[tuple[str, str], NewTask] = {}
         #: what the collector is woken by: tasks that ended (told by the scheduler once
         #: its store holds them), or None (rows to store, or the end)
         self._inbox: queue.SimpleQueue[Sequence[TaskEnded] | None] = queue.SimpleQueue()
@@ -155,19 +158,16 @@ class Executor(concurrent.futures.Executor):
                 self._settle(future, decode(done))
                 return future
             grp = self._groups
-            rows = self._runner.rows
             stored = self._store.blobs.params_row({"call": digest})
-            common = replace(
-                rows.fields(ref, {}, TaskOptions()),
-                memory_key=qualified_name(fn),
+            big = len(payload) > BLOB_THRESHOLD
+            row = replace(
+                self._template(ref, qualified_name(fn)),
+                grp=grp,
                 params=stored.params,
                 params_ref=stored.params_ref,
+                payload=None if big else payload,
+                payload_ref=self._store.blobs.put(payload) if big else None,
             )
-            (row,) = rows.group(self._job, grp, common, None)
-            if len(payload) > BLOB_THRESHOLD:
-                row = replace(row, payload_ref=self._store.blobs.put(payload))
-            else:
-                row = replace(row, payload=payload)
             future = concurrent.futures.Future()
             self._futures[grp] = future
             self._groups = grp + 1
@@ -177,6 +177,18 @@ class Executor(concurrent.futures.Executor):
         if first:
             self._inbox.put(None)
         return future
+
+    def _template(self, ref: str, key: str) -> NewTask:
+        """The row of every call of ``ref`` with memory key ``key``, but its group,
+        parameters and payload (built once)."""
+        template = self._templates.get((ref, key))
+        if template is None:
+            common = replace(self._runner.rows.fields(ref, {}, TaskOptions()), memory_key=key)
+            (template,) = self._runner.rows.group(self._job, 0, common, None)
+            if len(self._templates) >= TEMPLATES_MAX:
+                self._templates.clear()
+            self._templates[(ref, key)] = template
+        return template
 
     def map(
         self,
