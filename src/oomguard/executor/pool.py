@@ -338,9 +338,15 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             rows, self._unstored = self._unstored, []
             groups = self._groups
-        if rows:
+        if not rows:
+            return
+        try:
             store.add_tasks(rows, job_id=self._job, groups=groups)
-            self._runner.tasks_added()
+        except Exception as err:  # not stored, so never run: their futures fail with why
+            for row in rows:
+                self._finish(row.grp, None, err)
+            return
+        self._runner.tasks_added()
 
     def _settle_told(self, store: Store, ended: list[TaskEnded]) -> None:
         """Settle the futures of the tasks the scheduler told of: a result from what it
