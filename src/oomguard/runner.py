@@ -41,6 +41,7 @@ from oomguard.jobs.task import (
     refuse_in_worker_import,
 )
 from oomguard.results.parquet import check_out_dir, table_for
+from oomguard.scheduler.endings import Endings
 from oomguard.scheduler.rows import TaskRows
 from oomguard.scheduler.view import SchedulerView
 from oomguard.store.blobs import BLOB_THRESHOLD
@@ -117,6 +118,8 @@ class Runner:
         #: what the scheduler loop died of after it started (None while it lives or stops)
         self.died: BaseException | None = None
         self.scheduler: Scheduler | None = None
+        #: the tasks of watched jobs, told as they end (the Executor's, in this process)
+        self.endings = Endings()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -134,7 +137,7 @@ class Runner:
             return
         from oomguard.scheduler.loop import Scheduler
 
-        sched = self.scheduler = Scheduler(self.config)
+        sched = self.scheduler = Scheduler(self.config, self.endings)
         self._thread = threading.Thread(
             target=self._run, args=(sched,), name="oomguard-scheduler", daemon=True
         )

@@ -149,3 +149,19 @@ def test_a_worker_death_fails_only_its_future(ex: oomguard.Executor) -> None:
         else:
             assert future.result(120) == i * i
     assert list(ex.map(square, range(5))) == [0, 1, 4, 9, 16]  # and it goes on
+
+
+def test_5000_calls_settle_each_with_its_own_answer() -> None:
+    """Many calls in a burst: stored a burst at a time, settled as the scheduler tells of
+    their ends (results, a raised exception, a death), none lost, none mixed up."""
+    with oomguard.Executor(max_workers=2) as ex:
+        futures = [ex.submit(square, i) for i in range(5000)]
+        raised = ex.submit(fail, 5)
+        died = ex.submit(die, 3)
+        _done, not_done = cf.wait([*futures, raised, died], timeout=240)
+        assert not not_done
+        assert [f.result() for f in futures] == [i * i for i in range(5000)]
+        err = raised.exception()
+        assert isinstance(err, Boom) and err.code == 5
+        assert isinstance(died.exception(), oomguard.WorkerDiedError)
+        assert ex.submit(square, 12).result(60) == 144  # and it goes on

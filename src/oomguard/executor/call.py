@@ -12,8 +12,10 @@ type, its attributes and the remote traceback (:class:`Raised`).
 from __future__ import annotations
 
 import hashlib
+import pickle
 import traceback
-from collections.abc import Callable, Sequence
+import types
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import cloudpickle
@@ -51,6 +53,53 @@ Initializer = tuple[Callable[..., object], tuple[object, ...]]
 _initialized: set[str] = set()
 
 
+#: the types of arguments the standard pickle writes as cloudpickle would (no code, no
+#: class of ``__main__``): calls with only these skip cloudpickle's slower pickler
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+#: plain functions (no closure) already pickled, by identity (each kept, so its id stays
+#: its own): a function sent again is not pickled again. Like ProcessPoolExecutor's
+#: workers, which see a script's globals as they were when they started, a function's
+#: globals travel as they were when the executor first sent it.
+_sent: dict[int, tuple[Callable[..., object], bytes]] = {}
+#: most functions kept in :data:`_sent` (and in a worker's :data:`_loaded`)
+SENT_MAX = 256
+#: the functions a worker process unpickled, by their pickle
+_loaded: dict[bytes, Callable[..., object]] = {}
+
+
+def _fn_blob(fn: Callable[..., object]) -> bytes:
+    hit = _sent.get(id(fn))
+    if hit is not None and hit[0] is fn:
+        return hit[1]
+    blob = bytes(cloudpickle.dumps(fn))
+    if isinstance(fn, types.FunctionType) and fn.__closure__ is None:
+        if len(_sent) >= SENT_MAX:
+            _sent.clear()
+        _sent[id(fn)] = (fn, blob)
+    return blob
+
+
+def _fn(blob: bytes) -> Callable[..., object]:
+    fn = _loaded.get(blob)
+    if fn is None:
+        fn = cloudpickle.loads(blob)
+        assert callable(fn)
+        if len(_loaded) >= SENT_MAX:
+            _loaded.clear()
+        _loaded[blob] = fn
+    return fn
+
+
+def _plain(values: Iterable[object]) -> bool:
+    return all(type(v) in _PLAIN for v in values)
+
+
+def _dumps(value: object, plain: bool) -> bytes:
+    if plain:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return bytes(cloudpickle.dumps(value))
+
+
 def encode_call(
     fn: Callable[..., object],
     args: Sequence[object],
@@ -58,7 +107,8 @@ def encode_call(
     init: Initializer | None = None,
 ) -> bytes:
     """One call, by value (with the initializer its worker runs first, once)."""
-    return bytes(cloudpickle.dumps((_init_blob(init), fn, tuple(args), kwargs)))
+    plain = _plain(args) and _plain(kwargs.values())
+    return _dumps((_init_blob(init), _fn_blob(fn), tuple(args), kwargs), plain)
 
 
 def encode_chunk(
@@ -67,7 +117,8 @@ def encode_chunk(
     init: Initializer | None = None,
 ) -> bytes:
     """Calls of one function (a map chunk), by value."""
-    return bytes(cloudpickle.dumps((_init_blob(init), fn, list(calls))))
+    plain = all(_plain(args) for args in calls)
+    return _dumps((_init_blob(init), _fn_blob(fn), list(calls)), plain)
 
 
 def _init_blob(init: Initializer | None) -> bytes | None:
@@ -116,13 +167,14 @@ def run_call(blob: bytes) -> bytes:
     """Run one call (in a worker): its :class:`Answer`, cloudpickled."""
     init, fn, args, kwargs = cloudpickle.loads(blob)
     _initialize(init)
-    return _packed(_answer(fn, args, kwargs))
+    return _packed(_answer(_fn(fn), args, kwargs))
 
 
 def run_chunk(blob: bytes) -> bytes:
     """Run a map chunk (in a worker): the list of its calls' answers, cloudpickled; a
     call that raised ends the chunk (as ``ProcessPoolExecutor.map`` does)."""
-    init, fn, calls = cloudpickle.loads(blob)
+    init, fn_blob, calls = cloudpickle.loads(blob)
+    fn = _fn(fn_blob)
     _initialize(init)
     answers: list[Answer] = []
     for args in calls:

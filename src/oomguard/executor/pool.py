@@ -4,7 +4,8 @@
 Every call is one task of one job (per executor) in the Runner's store, run by the
 Runner's workers in their memory cgroups, so a call killed by the kernel is classified,
 retried with more memory as any task is, and fails only its own future. A collector
-thread reads what ended from the store and completes the futures.
+thread completes the futures from what the scheduler tells it as calls end (once its
+store holds them), and stores the calls submitted in a burst in one transaction.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import itertools
 import json
 import os
 import pickle
+import queue
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import TypeVar, cast
 
@@ -38,14 +40,19 @@ from oomguard.executor.call import (
 from oomguard.executor.exceptions import RemoteTraceback, failure_error
 from oomguard.jobs.status import Failure
 from oomguard.jobs.task import TaskOptions
+from oomguard.scheduler.endings import TaskEnded
 from oomguard.store.blobs import BLOB_THRESHOLD
 from oomguard.store.factory import open_store
 from oomguard.store.protocol import Store
+from oomguard.store.records import NewTask
 
 T = TypeVar("T")
 
-#: how often the collector asks the store what ended, at most
-POLL_S = 0.01
+#: how long the collector waits for the scheduler to tell it of ended calls before it asks
+#: the store whether any ended untold (cancelled, lost)
+FALLBACK_S = 0.25
+#: most row templates kept (one per function and task reference)
+TEMPLATES_MAX = 256
 
 
 def _rebuilt(answer: Raised) -> BaseException:
@@ -113,7 +120,13 @@ class Executor(concurrent.futures.Executor):
         self._groups = 0
         self._shutdown = False
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        #: rows submitted, not yet stored (the collector stores them, a burst at a time)
+        self._unstored: list[NewTask] = []
+        self._templates: dict[tuple[str, str], NewTask] = {}
+        #: what the collector is woken by: tasks that ended (told by the scheduler once
+        #: its store holds them), or None (rows to store, or the end)
+        self._inbox: queue.SimpleQueue[Sequence[TaskEnded] | None] = queue.SimpleQueue()
+        self._runner.endings.watch(self._job, self._inbox.put)
         self._runner.start()
         self._collector = threading.Thread(
             target=self._collect, name="oomguard-executor", daemon=True
@@ -145,26 +158,37 @@ class Executor(concurrent.futures.Executor):
                 self._settle(future, decode(done))
                 return future
             grp = self._groups
-            rows = self._runner.rows
             stored = self._store.blobs.params_row({"call": digest})
-            common = replace(
-                rows.fields(ref, {}, TaskOptions()),
-                memory_key=qualified_name(fn),
+            big = len(payload) > BLOB_THRESHOLD
+            row = replace(
+                self._template(ref, qualified_name(fn)),
+                grp=grp,
                 params=stored.params,
                 params_ref=stored.params_ref,
+                payload=None if big else payload,
+                payload_ref=self._store.blobs.put(payload) if big else None,
             )
-            (row,) = rows.group(self._job, grp, common, None)
-            if len(payload) > BLOB_THRESHOLD:
-                row = replace(row, payload_ref=self._store.blobs.put(payload))
-            else:
-                row = replace(row, payload=payload)
             future = concurrent.futures.Future()
             self._futures[grp] = future
             self._groups = grp + 1
-            self._store.add_tasks([row], job_id=self._job, groups=grp + 1)
-        self._runner.tasks_added()
-        self._wake.set()
+            # Stored by the collector with the others of this burst: one transaction.
+            self._unstored.append(row)
+            first = len(self._unstored) == 1
+        if first:
+            self._inbox.put(None)
         return future
+
+    def _template(self, ref: str, key: str) -> NewTask:
+        """The row of every call of ``ref`` with memory key ``key``, but its group,
+        parameters and payload (built once)."""
+        template = self._templates.get((ref, key))
+        if template is None:
+            common = replace(self._runner.rows.fields(ref, {}, TaskOptions()), memory_key=key)
+            (template,) = self._runner.rows.group(self._job, 0, common, None)
+            if len(self._templates) >= TEMPLATES_MAX:
+                self._templates.clear()
+            self._templates[(ref, key)] = template
+        return template
 
     def map(
         self,
@@ -265,9 +289,10 @@ class Executor(concurrent.futures.Executor):
             if self._stop.is_set():
                 return
             self._stop.set()
-        self._wake.set()
+        self._inbox.put(None)
         if threading.current_thread() is not self._collector:
             self._collector.join()
+        self._runner.endings.unwatch(self._job)
         self._runner.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -276,30 +301,83 @@ class Executor(concurrent.futures.Executor):
 
     def _collect(self) -> None:
         store = open_store(self._store.path.as_posix())
-        seen_ended = 0
+        #: tasks the scheduler told of; the store's count of ended tasks when it was
+        #: last read for those it did not tell of
+        told = 0
+        read_at = 0
         try:
-            while not self._stop.is_set():
-                self._wake.wait(POLL_S)
-                self._wake.clear()
-                counts = store.queries.counts(self._job)
-                ended = counts["succeeded"] + counts["failed"] + counts["cancelled"]
-                if ended == seen_ended:
-                    continue
-                seen_ended = ended
-                with self._lock:
-                    open_groups = set(self._futures)
-                for _tid, grp, _rep, _params, _n, value in store.queries.result_rows(self._job):
-                    if grp in open_groups:
-                        if isinstance(value, BaseException):
-                            self._finish(grp, None, value)
-                        else:
-                            self._finish(grp, decode(_answer_blob(value)), None)
-                for record in store.queries.failed_tasks(self._job):
-                    if record.group in open_groups:
-                        failure = Failure.from_record(record)
-                        self._finish(failure.group, None, failure_error(failure))
+            while True:
+                try:
+                    batches = [self._inbox.get(timeout=FALLBACK_S)]
+                except queue.Empty:
+                    batches = []
+                while True:
+                    try:
+                        batches.append(self._inbox.get_nowait())
+                    except queue.Empty:
+                        break
+                if self._stop.is_set():
+                    return
+                self._store_rows(store)
+                ended = [e for batch in batches if batch is not None for e in batch]
+                told += len(ended)
+                self._settle_told(store, ended)
+                if not batches and self._futures:
+                    # Nothing told for a while: anything the store holds that was not told
+                    # (cancelled, lost, a commit that failed for its task) is read there.
+                    counts = store.queries.counts(self._job)
+                    ended_n = counts["succeeded"] + counts["failed"] + counts["cancelled"]
+                    if ended_n > told and ended_n != read_at:
+                        self._settle_from_store(store)
+                        read_at = ended_n
         finally:
             store.close()
+
+    def _store_rows(self, store: Store) -> None:
+        """Store the rows submitted since the last time, in one transaction."""
+        with self._lock:
+            rows, self._unstored = self._unstored, []
+            groups = self._groups
+        if not rows:
+            return
+        try:
+            store.add_tasks(rows, job_id=self._job, groups=groups)
+        except Exception as err:  # not stored, so never run: their futures fail with why
+            for row in rows:
+                self._finish(row.grp, None, err)
+            return
+        self._runner.tasks_added()
+
+    def _settle_told(self, store: Store, ended: list[TaskEnded]) -> None:
+        """Settle the futures of the tasks the scheduler told of: a result from what it
+        told; a failure (its attempts and evidence) and a result kept as a blob, from the
+        store, which holds them before anything is told."""
+        failed = stored = False
+        for task in ended:
+            if task.failure_class is not None:
+                failed = True
+            elif task.value is not None:
+                self._finish(task.group, decode(_answer_blob(task.value)), None)
+            else:
+                stored = True
+        if failed or stored:
+            self._settle_from_store(store, results=stored)
+
+    def _settle_from_store(self, store: Store, results: bool = True) -> None:
+        """Settle the open futures whose calls the store holds as ended."""
+        with self._lock:
+            open_groups = set(self._futures)
+        rows = store.queries.result_rows(self._job) if results else ()
+        for _tid, grp, _rep, _params, _n, value in rows:
+            if grp in open_groups:
+                if isinstance(value, BaseException):
+                    self._finish(grp, None, value)
+                else:
+                    self._finish(grp, decode(_answer_blob(value)), None)
+        for record in store.queries.failed_tasks(self._job):
+            if record.group in open_groups:
+                failure = Failure.from_record(record)
+                self._finish(failure.group, None, failure_error(failure))
 
     def _finish(self, grp: int, answer: object, error: BaseException | None) -> None:
         with self._lock:

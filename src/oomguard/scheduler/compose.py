@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from oomguard.executors.base import Executor
     from oomguard.kernlog.watch import KernelLogWatch
     from oomguard.notify.base import Notifier
+    from oomguard.scheduler.endings import Endings
     from oomguard.scheduler.window import Window
     from oomguard.store.leases import Recovery
     from oomguard.store.protocol import Store
@@ -60,6 +61,7 @@ def assemble(
     store: Store,
     writes: PendingWrites,
     window: Window,
+    endings: Endings | None = None,
 ) -> Parts:
     """Build and start the parts; on a failure, stop those started and raise."""
     from oomguard.cgroups.detect import detect_isolation
@@ -110,6 +112,7 @@ def assemble(
             next_attempt=store.next_attempt_id(),
             notify=notifier.notify if notifier is not None else None,
             keep=outbox_filter(notifier),
+            endings=endings,
         )
         dispatcher = Dispatcher(
             store=store,

@@ -26,6 +26,7 @@ from oomguard.jobs.model import KillReason
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.scheduler.compose import NOTIFY_DRAIN_TIMEOUT, Parts, assemble
+from oomguard.scheduler.endings import Endings
 from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
@@ -58,8 +59,10 @@ class Scheduler:
     """Takes tasks from the store, admits them by memory, runs them on an executor; the
     :attr:`recorder` records how every attempt ended."""
 
-    def __init__(self, config: RunnerConfig) -> None:
+    def __init__(self, config: RunnerConfig, endings: Endings | None = None) -> None:
         self.config = config
+        #: the tasks of watched jobs, told as their ends are committed
+        self.endings = endings if endings is not None else Endings()
         self.id = uuid.uuid4().hex
         self.store = open_store(config.store)
         self.writes = PendingWrites()
@@ -123,6 +126,7 @@ class Scheduler:
             store=self.store,
             writes=self.writes,
             window=self.window,
+            endings=self.endings,
         )
         self.sampler.start()
         self.started = True
@@ -359,7 +363,8 @@ class Scheduler:
                 err,
             )
             self.recorder.stats.duplicates += self.recorder.apply_by_task(writes)
-        # Only what the store now holds is told (Sentry, webhooks, JSON logs).
+        # Only what the store now holds is told (Sentry, webhooks, JSON logs, watchers).
+        self.endings.release(self.recorder.notices.unrecorded)
         self.recorder.notices.release()
         dirty.extend(self.estimates.take_dirty())
         if dirty:

@@ -33,6 +33,7 @@ from oomguard.jobs.model import FailureClass, KillReason
 from oomguard.notify.notice import AttemptNotice
 from oomguard.scheduler.admission import Admission, Estimates, KeyState, Role
 from oomguard.scheduler.broken import BrokenJobs
+from oomguard.scheduler.endings import Endings, TaskEnded
 from oomguard.scheduler.notices import HeldNotices
 from oomguard.scheduler.retries import (
     OWN_LIMIT_KILLS,
@@ -92,6 +93,7 @@ class AttemptRecorder:
         next_attempt: int,
         notify: Callable[[AttemptNotice], None] | None = None,
         keep: Callable[[AttemptNotice], bool] | None = None,
+        endings: Endings | None = None,
     ) -> None:
         self.config = config
         self.scheduler_id = scheduler_id
@@ -106,6 +108,8 @@ class AttemptRecorder:
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
         #: notices of endings, sent once the commit that records them is done
         self.notices = HeldNotices(notify, keep, writes)
+        #: tasks of watched jobs that ended, told once committed (the Executor's)
+        self.endings = endings if endings is not None else Endings()
         self.retry_policy = RetryPolicy(
             death_retries=config.death_retries,
             backoff=config.retry_backoff,
@@ -326,6 +330,7 @@ class AttemptRecorder:
             n=run.n,
             now=time.time(),
         )
+        self.endings.hold(TaskEnded(task.job_id, task.id, task.grp, payload))
         self.stats.succeeded += 1
         self.broken.succeeded(task.job_id)
         self.parts_due.add(task.job_id)
@@ -466,6 +471,7 @@ class AttemptRecorder:
             error=error,
             now=now,
         )
+        self.endings.hold(TaskEnded(task.job_id, task.id, task.grp, None, fc.value))
         if task.kind == "task":
             self.writes.fail_dependent(
                 task.id,
