@@ -24,7 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src
+	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy src tests
 
 bench: $(STAMP)
