@@ -9,15 +9,13 @@ browser fails. OOMGUARD_UI_SCREENSHOTS=DIR keeps the screenshots (docs/img/ are 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from fixtures.browser import dump_dom, find_chromium, run_browser, screenshot
 from fixtures.ui_process import dashboard
 
 if TYPE_CHECKING:
@@ -28,55 +26,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true but chromium is not installed (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return found
-
-
-def _browser(chromium: str, tmp_path: Path, *args: str) -> str:
-    profile = tmp_path / "chromium-profile"
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def dump_dom(chromium: str, tmp_path: Path, url: str) -> str:
-    """The page's DOM after it loaded and its scripts ran."""
-    return _browser(chromium, tmp_path, "--dump-dom", url)
-
-
-def screenshot(chromium: str, tmp_path: Path, url: str, name: str, height: int) -> Path:
-    out = tmp_path / name
-    _browser(
-        chromium,
-        tmp_path,
-        "--hide-scrollbars",
-        f"--window-size=1400,{height}",
-        f"--screenshot={out}",
-        url,
-    )
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    keep = os.environ.get("OOMGUARD_UI_SCREENSHOTS")
-    if keep:
-        shutil.copy(out, Path(keep) / name)
-    return out
+    return find_chromium()
 
 
 def test_the_job_page_shows_an_oom_kill_in_a_browser(
@@ -151,7 +101,7 @@ def test_a_running_job_page_refreshes_itself_in_the_browser(tmp_path: Path, chro
         job = runner.sweep("oomguard.examples:sleep", [{"seconds": 0.5}] * 40)
         page = dump_dom(chromium, tmp_path, f"{ui.url}/ui/jobs/{job.id}")
         assert 'data-live="1"' in page
-        refreshed = _browser(
+        refreshed = run_browser(
             chromium,
             tmp_path,
             "--virtual-time-budget=7000",

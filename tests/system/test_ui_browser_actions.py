@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fixtures.browser import find_chromium
 from fixtures.polling import wait_for
 from fixtures.serve_process import serve
 
@@ -34,12 +34,7 @@ BEARER = {"Authorization": f"Bearer {TOKEN}", "X-Oomguard-Client": "test"}
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail("CI=true but chromium is not installed (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    return found
+    return find_chromium()
 
 
 class Browser:

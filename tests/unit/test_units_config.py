@@ -67,28 +67,3 @@ def test_errors_survive_pickling() -> None:
     # The error's data are its attributes too (set from its keyword arguments).
     assert type(copy) is IsolationError and copy.cgroup == "/x"  # type: ignore[attr-defined]
     assert str(copy) == "no cgroup"
-
-
-def test_exported_members() -> None:
-    import oomguard
-
-    assert sorted(oomguard.__all__) == sorted(
-        [
-            "CallFailedError",
-            "CallMemoryError",
-            "Executor",
-            "Failure",
-            "FailureClass",
-            "Job",
-            "JobStatus",
-            "OomguardError",
-            "Runner",
-            "RunnerConfig",
-            "TaskState",
-            "WorkerDiedError",
-            "command",
-            "task",
-        ]
-    )
-    for name in oomguard.__all__:
-        assert getattr(oomguard, name) is not None
