@@ -231,12 +231,13 @@ def run_cgroups(ran: Ran, dirs: set[str]) -> set[str]:
 
 
 def new_cgroups(ran: Ran) -> set[str]:
-    """Cgroup directories that appeared during the run, but for other oomguard processes'
-    (``oomguard-<pid>-...`` of another pid: another user of this cgroup may run oomguard)."""
+    """oomguard's cgroup directories that appeared during the run and are the run's own
+    (``oomguard-<pid>-...`` of its pid). Others are not the run's: another oomguard
+    process's, or another program's sharing this cgroup (a test beside it makes its own)."""
     found = set()
     for d in ran.cgroups_after - ran.cgroups_before:
         m = _RUN_DIR_RE.match(d.split(os.sep)[0])
-        if m is None or int(m["pid"]) == ran.pid:
+        if m is not None and int(m["pid"]) == ran.pid:
             found.add(d)
     return found
 
