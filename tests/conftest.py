@@ -72,13 +72,46 @@ def cli() -> RunCli:
     return run_cli
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`make test` runs two test processes (`-n 2 --dist loadgroup`, pytest-xdist): the
     system tests, which measure real kernel OOM kills and memory high-water marks, stay in
-    one group and so run one after another on one process, beside the rest."""
+    one group and so run one after another on one process, beside the rest.
+
+    ``tryfirst``: pytest-xdist reads the groups in its own hook of this name, so the
+    markers must be added before it runs. Its hook names the group by suffixing the item's
+    ``_nodeid``, which pytest 9 no longer reads; :func:`_group_suffix` does it again in a
+    form pytest 9 reads, so the group holds on both."""
     for item in items:
         if item.get_closest_marker("system") is not None:
             item.add_marker(pytest.mark.xdist_group("system"))
+
+
+class _GroupSuffix:
+    """After pytest-xdist's own hook on a worker process: an item of an ``xdist_group``
+    whose id still has no ``@group`` suffix gets it in the id pytest 9 reads (``_id``), so
+    that ``--dist loadgroup`` sends the group to one process (pytest-xdist 3.8 sets only
+    ``_nodeid``, which pytest 9 ignores)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        if not getattr(config.option, "loadgroup", False):
+            return
+        for item in items:
+            names = {
+                str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                for mark in item.iter_markers("xdist_group")
+            }
+            if names and "@" not in item.nodeid:
+                from _pytest.nodeid import NodeId
+
+                item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(names))}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_GroupSuffix(), "oomguard-xdist-group-suffix")
 
 
 #: children that live as long as the test process by design (started once, on demand)
