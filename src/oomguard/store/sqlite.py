@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.connection import Transaction
 from oomguard.store.dashboard import DashboardReads
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
@@ -63,6 +63,8 @@ class SqliteStore:
         ``busy_timeout``: how long a statement waits for another process's write lock
         (seconds)."""
         self.path = Path(path)
+        #: what :func:`~oomguard.store.factory.open_store` takes to open it again
+        self.location = os.fspath(path)
         create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
@@ -359,7 +361,7 @@ class SqliteStore:
                 )
         return duplicates
 
-    def _store_results(self, db: sqlite3.Connection, results: list[SqlParams]) -> int:
+    def _store_results(self, db: Db, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed
         their tasks and release their dependants; return the number of duplicates."""
         ids = [params["task_id"] for params in results]
