@@ -96,15 +96,16 @@ def build() -> tuple[dict[str, str], dict[str, Statement]]:
     pg: dict[str, str] = {}
     by_text: dict[str, Statement] = {}
     for name, sqlite_sql in Q.items():
-        source = overrides.get(name, sqlite_sql)
-        pg[name] = translate(source)
+        pg[name] = translate(overrides.get(name, sqlite_sql))
         previous = by_text.get(sqlite_sql)
         if previous is not None and previous.sql != pg[name]:
             raise RuntimeError(f"statement {name!r} repeats another's text, not its override")
         by_text[sqlite_sql] = Statement(pg[name])
-        positional = POSITIONAL.get(name)
-        if positional is not None:
-            by_text[positional.sql] = Statement(pg[name], tuple(placeholder_names(sqlite_sql)))
+    for name, positional in POSITIONAL.items():
+        # A positional twin whose text is a named statement's (insert_outbox's is
+        # outbox_add's) runs as that statement: the same columns in the same order.
+        if positional.sql not in by_text:
+            by_text[positional.sql] = Statement(pg[name], tuple(placeholder_names(Q[name])))
     for name, sql in own.items():
         pg[name] = translate(sql)
         by_text[sql] = Statement(pg[name])
