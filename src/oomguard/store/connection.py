@@ -65,6 +65,8 @@ class Connection:
     def __init__(self, db: Db, path: Path) -> None:
         self.db = db
         self.path = path
+        #: the store as messages name it (a PostgreSQL URL without its password)
+        self.where = str(path)
         self.writer = writer_lock(path)
 
     def transaction(self) -> Transaction:

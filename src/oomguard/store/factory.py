@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from oomguard.store.location import is_url
 from oomguard.store.protocol import Store
 from oomguard.store.sqlite import SqliteStore
 
@@ -29,11 +30,6 @@ def open_store(
 
         return PostgresStore(text, create=create, readonly=readonly, busy_timeout=busy_timeout)
     return SqliteStore(location, create=create, readonly=readonly, busy_timeout=busy_timeout)
-
-
-def is_url(location: str | os.PathLike[str]) -> bool:
-    """Whether ``location`` names a PostgreSQL store (a URL), not an SQLite file."""
-    return os.fspath(location).startswith(("postgresql://", "postgres://"))
 
 
 __all__ = ["is_url", "open_store"]

@@ -73,7 +73,7 @@ class Leases:
                     alive = started is not None and abs(started - start_time) < 1.0
                 if alive:
                     raise StoreBusyError(
-                        f"store {str(self._conn.path)!r} is in use by a live scheduler "
+                        f"store {self._conn.where!r} is in use by a live scheduler "
                         f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
                         pid=pid,
                         host=s_host,

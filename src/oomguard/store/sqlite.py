@@ -197,7 +197,7 @@ class SqliteStore:
         if prefix is None:
             row = self.db.execute(Q["newest_job"]).fetchone()
             if row is None:
-                raise JobNotFoundError(f"store {str(self.path)!r} has no jobs", job_id=None)
+                raise JobNotFoundError(f"store {self._conn.where!r} has no jobs", job_id=None)
             return str(row[0])
         rows = self.db.execute(Q["job_ids_by_prefix"], (prefix, prefix + "%")).fetchall()
         exact = [r[0] for r in rows if r[0] == prefix]
@@ -206,7 +206,9 @@ class SqliteStore:
         if len(rows) == 1:
             return str(rows[0][0])
         if not rows:
-            raise JobNotFoundError(f"no job {prefix!r} in store {str(self.path)!r}", job_id=prefix)
+            raise JobNotFoundError(
+                f"no job {prefix!r} in store {self._conn.where!r}", job_id=prefix
+            )
         raise JobNotFoundError(f"job id prefix {prefix!r} is ambiguous", job_id=prefix)
 
     def add_tasks(

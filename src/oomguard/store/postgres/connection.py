@@ -16,11 +16,11 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from oomguard.errors import StoreError, StoreUnavailable
 from oomguard.store.connection import Connection
 from oomguard.store.db import Params
+from oomguard.store.location import shown
 from oomguard.store.postgres.dialect import BY_TEXT, Statement, translate
 
 if TYPE_CHECKING:
@@ -36,14 +36,7 @@ _AD_HOC_MAX = 1024
 
 def redacted(url: str) -> str:
     """``url`` without its user and password, for messages: ``postgresql://host/db``."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    query = "&".join(
-        kv for kv in parts.query.split("&") if kv.split("=")[0] in ("host", "port", "options")
-    )
-    return f"{parts.scheme}://{host}{parts.path}" + (f"?{query}" if query else "")
+    return shown(url)
 
 
 def _statement(sql: str) -> Statement:
@@ -187,6 +180,7 @@ class PgConnection(Connection):
     def __init__(self, db: PgDb, url: str) -> None:
         self.db = db
         self.path = Path(redacted(url))
+        self.where = redacted(url)
         with _WRITERS_GUARD:
             key = redacted(url)
             lock = _WRITERS.get(key)
