@@ -159,3 +159,37 @@ def test_scheduler_killed_on_postgresql_resumes_without_recomputing(
     assert _count(postgres_url, "SELECT COUNT(*) FROM results") == n
     lost = "SELECT COUNT(*) FROM attempts WHERE failure_class = 'lost'"
     assert _count(postgres_url, lost) >= 1
+
+
+def test_runner_forget_and_gc_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """``Runner(store=URL)`` runs a sweep (params over the inline limit go to the blobs
+    table and come back to the worker); ``oomguard forget`` and ``gc`` work on the URL:
+    the blob no row refers to after the forget is collected."""
+    import oomguard
+
+    with oomguard.Runner(store=postgres_url, workers=1) as runner:
+        runner.start()
+        big = "y" * (100 * 1024)
+        job = runner.sweep("oomguard.examples:noop", [{"x": "a"}, {"x": big}], name="pg")
+        status = job.wait(progress=False)
+        job_id = status["job_id"]
+        assert status["counts"]["succeeded"] == 2
+        assert sorted(r["result"] for r in job.results().to_pylist()) == ["a", big]
+    assert _count(postgres_url, "SELECT COUNT(*) FROM blobs") == 1
+    forget = subprocess.run(
+        [*OOMGUARD, "forget", str(job_id), "--store", postgres_url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert forget.returncode == 0, forget.stderr
+    assert _count(postgres_url, "SELECT COUNT(*) FROM tasks") == 0
+    gc = subprocess.run(
+        [*OOMGUARD, "gc", "--store", postgres_url, "--min-age", "0s", "--force", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gc.returncode == 0, gc.stderr
+    assert json.loads(gc.stdout)["removed"] == 1
+    assert _count(postgres_url, "SELECT COUNT(*) FROM blobs") == 0
