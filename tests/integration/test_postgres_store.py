@@ -32,8 +32,9 @@ def _nulls(sql: str) -> tuple[None, ...] | dict[str, None]:
 
 def test_every_statement_runs_on_postgresql(postgres_url: str) -> None:
     """Each named statement (translated, or its override) runs on a migrated database with
-    NULL parameters, each in a transaction rolled back: PostgreSQL parses and types every
-    one. Only a constraint may refuse a NULL (an INSERT of a NOT NULL column)."""
+    NULL parameters, each in a transaction rolled back (a write also as an executemany,
+    its parameters bound on the server): PostgreSQL parses and types every one. Only a
+    constraint may refuse a NULL (an INSERT of a NOT NULL column)."""
     import psycopg
 
     PostgresStore(postgres_url).close()
@@ -43,14 +44,21 @@ def test_every_statement_runs_on_postgresql(postgres_url: str) -> None:
         for name, sql in {**Q, **OWN}.items():
             if name in _OUTSIDE:
                 continue
-            db.execute("BEGIN")
-            try:
-                db.execute(sql, _nulls(sql)).fetchall()
-            except Exception as err:
-                if not isinstance(err.__cause__, psycopg.IntegrityError):
-                    refused[name] = str(err)
-            finally:
-                db.execute("ROLLBACK")
+            # A write may come in an executemany, its parameters bound on the server:
+            # typed by their columns, not as literals.
+            write = sql.split()[0] in ("INSERT", "UPDATE", "DELETE")
+            for many in (False, True) if write else (False,):
+                db.execute("BEGIN")
+                try:
+                    if many:
+                        db.executemany(sql, [_nulls(sql)] * 2)
+                    else:
+                        db.execute(sql, _nulls(sql)).fetchall()
+                except Exception as err:
+                    if not isinstance(err.__cause__, psycopg.IntegrityError):
+                        refused[name] = str(err)
+                finally:
+                    db.execute("ROLLBACK")
         db.execute(Q["vacuum"])
     finally:
         db.close()

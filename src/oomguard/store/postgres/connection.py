@@ -116,7 +116,10 @@ class PgDb:
 
         statement = _statement(sql)
         try:
-            cursor = self._conn.cursor()
+            # Bound on the server: the hot path's writes, row after row of one statement,
+            # parsed and planned once (prepared), not once per row as a literal query.
+            # Their parameters are typed by the columns they go to, as a NULL must be.
+            cursor: psycopg.Cursor[Any] = psycopg.Cursor(self._conn)
             cursor.executemany(statement.sql, [_bind(statement, p) for p in parameters])
             return PgCursor(cursor)
         except psycopg.Error as err:
