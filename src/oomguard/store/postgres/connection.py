@@ -6,8 +6,9 @@ oomguard's store errors here, at the boundary.
 
 Autocommit: a statement outside a transaction commits alone; the write transactions are
 the connection's explicit ``BEGIN ... COMMIT`` (:class:`~oomguard.store.connection.Transaction`).
-Parameters are bound on the client (``ClientCursor``): a ``NULL`` needs no type, as in
-SQLite, and an ``executemany`` runs in one pipeline."""
+An ``execute`` binds its parameters on the client (``ClientCursor``): a ``NULL`` needs no
+type, as in SQLite. An ``executemany`` (the hot path's writes, whose parameters the
+columns type) binds them on the server, in one pipeline, the statement prepared once."""
 
 from __future__ import annotations
 
