@@ -14,6 +14,10 @@ before the clock starts; the clock stops when every result is back (peers) or wh
 is finished in the store (oomguard, ``job.wait()``). Dask is capped at ``--dask-max`` tasks
 (default 10,000) since its per-task overhead makes larger runs slow; Ray runs only when it is
 importable. oomguard's store lives in a fresh temporary directory for each run.
+
+``--store-url postgresql://...`` adds the peer ``oomguard-pg``: the same run with its store
+in PostgreSQL, in a fresh schema of that database for each run (the user needs CREATE on
+the database), run right after the SQLite one for each N.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from oomguard.examples import noop
 FN = "oomguard.examples:noop"
 
 
-def run_oomguard(n: int, workers: int) -> dict[str, Any]:
+def run_oomguard(n: int, workers: int, store: str | None = None) -> dict[str, Any]:
     import oomguard
 
     tmp = tempfile.mkdtemp(prefix="oomguard-bench-")
     try:
-        with oomguard.Runner(store=os.path.join(tmp, "store.sqlite"), workers=workers) as r:
+        with oomguard.Runner(store=store or os.path.join(tmp, "store.sqlite"),
+                             workers=workers) as r:
             r.start()
             t0 = time.perf_counter()
             cpu0 = time.process_time()
@@ -120,8 +125,29 @@ def run_ray(n: int, workers: int) -> dict[str, Any]:
     return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok}
 
 
+#: the database of the oomguard-pg peer (--store-url)
+STORE_URL: list[str] = []
+
+
+def run_oomguard_pg(n: int, workers: int) -> dict[str, Any]:
+    """oomguard with its store in a fresh schema of the --store-url database."""
+    import psycopg
+
+    schema = f"bench_{os.getpid()}_{time.time_ns()}"
+    with psycopg.connect(STORE_URL[0], autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in STORE_URL[0] else "?"
+    url = f"{STORE_URL[0]}{sep}options=-csearch_path%3D{schema}"
+    try:
+        return run_oomguard(n, workers, store=url)
+    finally:
+        with psycopg.connect(STORE_URL[0], autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
 PEERS = {
     "oomguard": run_oomguard,
+    "oomguard-pg": run_oomguard_pg,
     "processpool": run_processpool,
     "loky": run_loky,
     "dask": run_dask,
@@ -138,10 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dask-max", type=int, default=10000,
                    help="run Dask only for N up to this (default 10000; it is slow)")
     p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    p.add_argument("--store-url", default=None,
+                   help="a PostgreSQL database for the oomguard-pg peer (skipped without)")
     args = p.parse_args(argv)
 
     notes: list[str] = []
     peers = list(args.peers)
+    if args.store_url:
+        from oomguard.store.location import shown
+
+        STORE_URL.append(args.store_url)
+        args.store_url = shown(args.store_url)  # the printed arguments show no password
+    elif "oomguard-pg" in peers:
+        peers.remove("oomguard-pg")
     if "ray" in peers:
         try:
             import ray  # noqa: F401

@@ -17,6 +17,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 # Worker processes import test task functions (fixtures.tasks) too.
 os.environ["PYTHONPATH"] = str(ROOT / "tests") + os.pathsep + os.environ.get("PYTHONPATH", "")
 
+#: fixtures defined in their own modules (a throwaway PostgreSQL cluster)
+pytest_plugins = ["fixtures.postgres"]
+
 OOMGUARD = [sys.executable, "-m", "oomguard.cli.main"]
 
 

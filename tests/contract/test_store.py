@@ -2,9 +2,9 @@
 (:class:`~oomguard.store.protocol.Store`).
 
 The ``store`` fixture opens a store through :func:`~oomguard.store.open_store` for each
-backend in ``BACKENDS``: SQLite on real files today; a second backend (issue 29) is one
-more parameter. Tests that read the SQLite file itself (``store.db``, pragmas, migrations)
-are SQLite's own.
+backend in ``BACKENDS``: SQLite on real files, PostgreSQL in a fresh database of a real
+throwaway cluster (``fixtures/postgres.py``). Tests that read the SQLite file itself
+(pragmas, query plans, migrations) are SQLite's own (:func:`sqlite_only`).
 """
 
 from __future__ import annotations
@@ -21,20 +21,39 @@ import pytest
 
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
 from oomguard.store import Store, open_store
+from oomguard.store.db import Db
+from oomguard.store.factory import is_url
 from oomguard.store.queries import MIGRATIONS, SCHEMA_VERSION
 from oomguard.store.records import KeyEstimate, NewTask, TaskRow
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.writes import AttemptRow, PendingWrites
 
-#: the store backends the contract runs against (issue 29 adds "postgresql")
-BACKENDS = ["sqlite"]
+#: the store backends the contract runs against
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def store_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a fresh, empty store of each backend is."""
-    assert request.param == "sqlite"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
     return str(tmp_path / "s.sqlite")
+
+
+def sqlite_only(store: Store) -> SqliteStore:
+    """Skip a test that looks inside the SQLite backend (its file, pragmas, query plans)
+    on the other backends."""
+    if is_url(store.location):
+        pytest.skip("looks inside the SQLite backend")
+    assert isinstance(store, SqliteStore)
+    return store
+
+
+def sql_store(store: Store) -> SqliteStore:
+    """``store`` with its SQL connection and private parts: both backends run the same
+    statements (PostgreSQL's translated by its connection), the methods of one class."""
+    assert isinstance(store, SqliteStore)
+    return store
 
 
 @pytest.fixture
@@ -113,7 +132,7 @@ def _result(store: Store, task: TaskRow, attempt_id: int, value: bytes = b"v") -
     return store.apply(writes.take())
 
 
-def _schema(db: sqlite3.Connection) -> dict[str, object]:
+def _schema(db: Db) -> dict[str, object]:
     """Tables with their columns, indexes (with their columns and WHERE) and keys."""
     shape: dict[str, object] = {}
     for kind, name, sql in db.execute(
@@ -201,7 +220,7 @@ def test_result_is_stored_exactly_once(store: Store) -> None:
 
 
 def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_path: Path) -> None:
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sql_store(store)
     _job(store, n=2)
     t0, _ = store.take_ready("j1", 10, 10)
     # A scheduler process that has exited: its pid is gone.
@@ -230,7 +249,7 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_p
 
 def test_live_scheduler_keeps_the_store(store: Store) -> None:
     store.leases.register("a", lease_ttl=30)
-    other = SqliteStore(store.path)
+    other = open_store(store.location)
     with pytest.raises(StoreBusyError):
         other.leases.register("b", lease_ttl=30)
     other.close()
@@ -271,7 +290,7 @@ def test_retry_failed_and_cancel(store: Store) -> None:
 
 
 def test_large_results_go_to_blob_files(store: Store) -> None:
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sql_store(store)
     _job(store, n=1)
     (t0,) = store.take_ready("j1", 10, 10)
     big = b"x" * (2 * 1024 * 1024)
@@ -282,7 +301,7 @@ def test_large_results_go_to_blob_files(store: Store) -> None:
 
 
 def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sql_store(store)
     store.create_job("j2", name="t", fn="m:f", agg=None)
     big = {"blob": "y" * (200 * 1024)}
     stored = store.blobs.params_row(big)
@@ -317,7 +336,7 @@ def test_estimates_persist(store: Store) -> None:
 def test_state_queries_read_one_index_not_the_table(store: Store) -> None:
     """Every state change rewrites one index entry (``tasks_state``), and the queries that
     ask by state still seek into it: none scans the tasks table."""
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sqlite_only(store)
     from oomguard.store.queries import Q
 
     queries: dict[str, tuple[str, dict[str, int | str | None] | tuple[str, ...]]] = {
@@ -362,7 +381,7 @@ def test_state_queries_read_one_index_not_the_table(store: Store) -> None:
 def test_results_of_a_job_without_aggregations_release_nothing(store: Store) -> None:
     """A job without aggregations has no dependants to release; one with them still
     releases its aggregation when the last replicate succeeds."""
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sql_store(store)
     job = _job(store, n=2, groups_of=2, agg=True)
     tasks = [t for t in store.take_ready(job, 10, 10) if t.kind == "task"]
     for i, task in enumerate(tasks, start=1):
@@ -438,7 +457,7 @@ def test_positional_queries_bind_the_same_values_as_the_named_ones(store: Store)
     """The hot path binds tuples (``POSITIONAL``): every named query has a positional twin
     whose placeholders take the row's values in their order; string literals (with a ``:``
     in them) stay as they are."""
-    assert isinstance(store, SqliteStore)  # looks inside the SQLite backend
+    store = sql_store(store)
     from oomguard.store.queries import POSITIONAL, Positional, Q, SqlParams
 
     assert set(POSITIONAL) == {name for name, sql in Q.items() if ":" in sql}
@@ -504,23 +523,33 @@ def test_the_open_states_are_the_models() -> None:
     assert expanded in Q["active_jobs"] and expanded in Q["open_tasks_by_job"]
 
 
+def _driver_errors(store: Store) -> tuple[type[BaseException], type[BaseException]]:
+    """The driver's (refused statement, store unusable) errors of ``store``'s backend."""
+    if is_url(store.location):
+        import psycopg
+
+        return psycopg.IntegrityError, psycopg.errors.ReadOnlySqlTransaction
+    return sqlite3.IntegrityError, sqlite3.OperationalError
+
+
 def test_sqlite_errors_leave_the_store_as_store_errors(store: Store, tmp_path: Path) -> None:
-    """Nothing above ``store/`` sees ``sqlite3``: a failing store is ``StoreUnavailable``
-    (the scheduler stops on it), a statement SQLite refuses a plain ``StoreError`` (the
-    scheduler fails only the task that brought it)."""
+    """Nothing above ``store/`` sees the driver (``sqlite3``, psycopg): a failing store is
+    ``StoreUnavailable`` (the scheduler stops on it), a statement the database refuses a
+    plain ``StoreError`` (the scheduler fails only the task that brought it)."""
     from oomguard.errors import StoreError, StoreUnavailable
 
+    integrity, unusable = _driver_errors(store)
     _job(store, n=1)
     with pytest.raises(StoreError) as refused:
         store.create_job("j1", name="again", fn="m:f", agg=None)
     assert not isinstance(refused.value, StoreUnavailable)
-    assert isinstance(refused.value.__cause__, sqlite3.IntegrityError)
-    reader = SqliteStore(store.path, readonly=True)
+    assert isinstance(refused.value.__cause__, integrity)
+    reader = open_store(store.location, readonly=True)
     try:
         assert reader.job("j1").name == "t"
         with pytest.raises(StoreUnavailable) as failed:
             reader.admin.set_meta("k", "v")
-        assert isinstance(failed.value.__cause__, sqlite3.OperationalError)
+        assert isinstance(failed.value.__cause__, unusable)
         rows = reader.queries.result_rows("j1")  # a generator: translated as it runs
         reader.close()
         with pytest.raises(StoreError):
@@ -529,15 +558,29 @@ def test_sqlite_errors_leave_the_store_as_store_errors(store: Store, tmp_path: P
         reader.close()
 
 
-def test_open_store_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
-    """``open_store`` is the one place that picks a backend: a path is SQLite; a PostgreSQL
-    URL is refused clearly (no password in the message) until issue 29 adds it."""
-    from oomguard.errors import StoreError
+def test_open_store_picks_the_backend_and_hides_the_password(tmp_path: Path) -> None:
+    """``open_store`` is the one place that picks a backend: a path is SQLite, a
+    ``postgresql://`` URL PostgreSQL; a database it cannot reach is ``StoreUnavailable``,
+    and no message shows the URL's password."""
+    from oomguard.errors import StoreError, StoreUnavailable
 
-    with pytest.raises(StoreError, match="not supported yet") as refused:
-        open_store("postgresql://user:secret@db.example/oomguard")
-    assert "secret" not in str(refused.value)
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreUnavailable) as refused:
+        open_store("postgresql://user:secret@/oomguard?host=/nonexistent&connect_timeout=1")
+    assert "secret" not in str(refused.value) and "secret" not in repr(refused.value.__dict__)
     with open_store(tmp_path / "s.sqlite") as store:
-        assert isinstance(store, SqliteStore)
+        assert isinstance(store, SqliteStore) and not is_url(store.location)
     with pytest.raises(StoreError, match="no store"):
         open_store(tmp_path / "missing.sqlite", create=False)
+
+
+def test_a_postgresql_url_opens_a_postgresql_store(postgres_url: str) -> None:
+    from oomguard.errors import StoreError
+    from oomguard.store.postgres.store import PostgresStore
+
+    with pytest.raises(StoreError, match="no store"):
+        open_store(postgres_url, create=False)
+    with open_store(postgres_url.replace("postgresql://", "postgres://")) as store:
+        assert isinstance(store, PostgresStore) and store.location.startswith("postgres://")
+    with open_store(postgres_url, readonly=True) as reader:
+        assert reader.jobs() == []

@@ -69,7 +69,6 @@ def _rows(served: Served, job_id: str) -> tuple[list[dict[str, Any]], list[dict[
     store = SqliteStore(str(served.store))
     try:
         db = store.db
-        db.row_factory = None
         names = ("kind", "state", "memory", "retries", "timeout", "memory_key", "fn")
         tasks = [
             dict(zip(names, r, strict=True))

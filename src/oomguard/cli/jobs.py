@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 def open_store(store: str) -> Store:
     from oomguard.errors import StoreError
     from oomguard.store import factory
+    from oomguard.store.location import is_url
 
-    if not Path(store).exists():
+    if not is_url(store) and not Path(store).exists():
         raise StoreError(f"no store at {store!r}", path=store)
     return factory.open_store(store, create=False)
 

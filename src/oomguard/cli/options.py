@@ -20,9 +20,14 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., object])
 
-STORE_HELP = "SQLite store file (created if missing)."
+STORE_HELP = (
+    "SQLite store file, or a postgresql:// URL (created if missing; the URL's password is "
+    "never printed)."
+)
 #: the help of --store for commands that only use a store that exists
-EXISTING_STORE_HELP = "SQLite store file (it must exist: exit 4 if it does not)."
+EXISTING_STORE_HELP = (
+    "SQLite store file, or a postgresql:// URL (it must exist: exit 4 if it does not)."
+)
 
 
 class EnvFallback(TypedDict):

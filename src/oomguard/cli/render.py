@@ -12,6 +12,7 @@ import click
 
 from oomguard.cli.report import render
 from oomguard.jobs.status import Failure, JobStatus
+from oomguard.store.location import shown as shown_store
 from oomguard.units import format_size
 
 #: failed tasks read to group them (``--failures`` says how many groups are shown)
@@ -42,7 +43,8 @@ def run_summary(status: JobStatus) -> str:
 
 def next_steps(store: str, status: JobStatus) -> str:
     """The commands that show more of a job, printed at the end of ``run``."""
-    where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(store)}"
+    # A URL is shown without its password (give it again, or through PGPASSWORD).
+    where = "" if store == "oomguard.sqlite" else f" --store {shlex.quote(shown_store(store))}"
     job = status.job_id
     lines = [
         f"next: oomguard status {job}{where} --json  (every attempt's evidence)",

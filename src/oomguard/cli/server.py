@@ -30,6 +30,7 @@ from oomguard.cli.options import (
 )
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.errors import ConfigError
+from oomguard.store.location import shown as shown_store
 
 if TYPE_CHECKING:
     import uvicorn
@@ -302,7 +303,7 @@ def serve(
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         scheme = "https" if tls_cert else "http"
         serving = (
-            f"serving on {scheme}://{shown}:{bound} (store {store}, "
+            f"serving on {scheme}://{shown}:{bound} (store {shown_store(store)}, "
             f"{state.runner.config.workers} workers, scheduler memory limit "
             f"{format_size(limit)}, max pending {max_pending_tasks}); "
             f"dashboard on {scheme}://{shown}:{bound}/ui/"

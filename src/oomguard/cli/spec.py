@@ -30,6 +30,7 @@ from click.core import ParameterSource
 
 from oomguard.errors import ConfigError, InputFileNotFoundError, PayloadError
 from oomguard.jobs.jsonvalue import JSON, JSONObject
+from oomguard.store.location import is_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,7 +121,7 @@ class SpecReader:
                 raise ConfigError(f"{where.at(raw_key)}: {raw_key}: {err.message}") from None
             except ConfigError as err:
                 raise ConfigError(f"{where.at(raw_key)}: {raw_key}: {err}") from None
-            if param.name in PATH_KEYS and isinstance(converted, str):
+            if param.name in PATH_KEYS and isinstance(converted, str) and not is_url(converted):
                 converted = os.path.join(base, converted)
             elif param.name == "aggregate" and isinstance(converted, str):
                 converted = _relative_ref(converted, base)

@@ -18,6 +18,7 @@ from oomguard.cli.options import (
 from oomguard.cli.process import Terminated, log_to_stderr, say, stop_on_sigterm
 from oomguard.cli.server import is_loopback, parse_listen
 from oomguard.errors import ConfigError
+from oomguard.store.location import shown as shown_store
 
 DEFAULT_UI_LISTEN = "127.0.0.1:8766"
 
@@ -90,7 +91,8 @@ def ui(
         stop_on_sigterm()
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         say(
-            f"dashboard on http://{shown}:{sock.getsockname()[1]}/ui/ (store {store}, read-only)",
+            f"dashboard on http://{shown}:{sock.getsockname()[1]}/ui/ "
+            f"(store {shown_store(store)}, read-only)",
             "plain",
         )
         sys.stderr.flush()

@@ -300,7 +300,7 @@ class Executor(concurrent.futures.Executor):
     # -- collecting -------------------------------------------------------------------
 
     def _collect(self) -> None:
-        store = open_store(self._store.path.as_posix())
+        store = open_store(self._store.location)
         #: tasks the scheduler told of; the store's count of ended tasks when it was
         #: last read for those it did not tell of
         told = 0

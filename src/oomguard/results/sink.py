@@ -15,6 +15,7 @@ and then writes what is left itself, so nothing is left behind when it returns.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -41,7 +42,7 @@ class PartSink:
     """
 
     def __init__(self, store_path: str | Path, policy: PartPolicy) -> None:
-        self.store_path = Path(store_path)
+        self.store_path = os.fspath(store_path)
         self.policy = policy
         #: since when rows of (job, kind) have waited for a part
         self.waiting: dict[tuple[str, str], float] = {}

@@ -123,7 +123,7 @@ def assemble(
             executor=executor,
             workers=config.workers,
         )
-        sink = PartSink(store.path, PartPolicy.of(config))
+        sink = PartSink(store.location, PartPolicy.of(config))
         sink.start()
     except BaseException:
         for stop in reversed(started):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from oomguard.errors import JobActiveError
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 
@@ -251,7 +251,7 @@ class Admin:
             )
         return counts
 
-    def _check_forgettable(self, db: sqlite3.Connection, job_id: str, force: bool) -> None:
+    def _check_forgettable(self, db: Db, job_id: str, force: bool) -> None:
         """JobActiveError while the job has work in flight, or (unless ``force``) results
         not yet in its Parquet output."""
         row = db.execute(

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sqlite3
 import stat
 import tempfile
 import threading
@@ -33,9 +32,10 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from oomguard.errors import BlobMissingError
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.ownership import check_owned
 from oomguard.store.queries import Q
@@ -55,6 +55,15 @@ _REFERENCES = Q["referenced_blobs"]
 NAMED_MAX_BYTES = 128 * 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".gc-"
+
+
+class BlobReader(Protocol):
+    """What reads blobs back (the store's views): files here, a table on PostgreSQL
+    (:class:`~oomguard.store.postgres.blobs.BlobTable`)."""
+
+    def get(self, name: str) -> bytes: ...
+
+    def params_of(self, params: str | None, params_ref: str | None) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,7 @@ class BlobFiles:
             self.check_dir()
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Db:
         return self._conn.db
 
     def put(self, data: bytes, *, ahead: bool = False) -> str:

@@ -6,10 +6,10 @@ see docs/ARCHITECTURE.md, "The store"."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from pathlib import Path
 
+from oomguard.store.db import Db
 from oomguard.store.queries import Q
 
 #: one writer lock per store file in this process (see :func:`writer_lock`)
@@ -35,11 +35,11 @@ class Transaction:
     """``with Transaction(db, writer) as db:`` — the writer lock, then one IMMEDIATE
     transaction; committed, or rolled back on an exception; the lock released either way."""
 
-    def __init__(self, db: sqlite3.Connection, writer: threading.RLock) -> None:
+    def __init__(self, db: Db, writer: threading.RLock) -> None:
         self.db = db
         self.writer = writer
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> Db:
         self.writer.acquire()
         try:
             self.db.execute(Q["begin_immediate"])
@@ -62,9 +62,11 @@ class Connection:
     """The connection a store's facets share: ``db`` for reads, :meth:`transaction` for
     writes, and ``path`` for messages and the files beside the store."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, db: Db, path: Path) -> None:
         self.db = db
         self.path = path
+        #: the store as messages name it (a PostgreSQL URL without its password)
+        self.where = str(path)
         self.writer = writer_lock(path)
 
     def transaction(self) -> Transaction:

@@ -10,11 +10,11 @@ writes. See docs/ARCHITECTURE.md ("The dashboard").
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 
@@ -183,7 +183,7 @@ class DashboardReads:
         self._conn = conn
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Db:
         return self._conn.db
 
     def lineage(self, task_id: int) -> list[LineageAttempt]:

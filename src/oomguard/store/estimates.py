@@ -3,19 +3,19 @@ admission, ``scheduler/admission.py``, keeps it; see docs/ARCHITECTURE.md, "Admi
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 
+from oomguard.store.db import Db
 from oomguard.store.queries import Q
 from oomguard.store.records import KeyEstimate
 
 
-def summary(db: sqlite3.Connection) -> dict[str, tuple[int, int, int]]:
+def summary(db: Db) -> dict[str, tuple[int, int, int]]:
     return {str(k): (int(b), int(p), int(s)) for k, b, p, s in db.execute(Q["estimates_summary"])}
 
 
-def rows(db: sqlite3.Connection) -> dict[str, KeyEstimate]:
+def rows(db: Db) -> dict[str, KeyEstimate]:
     return {
         str(key): KeyEstimate(
             memory_key=str(key),
@@ -33,7 +33,7 @@ def rows(db: sqlite3.Connection) -> dict[str, KeyEstimate]:
     }
 
 
-def put(db: sqlite3.Connection, rows: Iterable[KeyEstimate]) -> None:
+def put(db: Db, rows: Iterable[KeyEstimate]) -> None:
     """Upsert rows inside the caller's transaction (written now)."""
     now = time.time()
     db.executemany(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 from oomguard.errors import StoreBusyError
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 
@@ -73,7 +73,7 @@ class Leases:
                     alive = started is not None and abs(started - start_time) < 1.0
                 if alive:
                     raise StoreBusyError(
-                        f"store {str(self._conn.path)!r} is in use by a live scheduler "
+                        f"store {self._conn.where!r} is in use by a live scheduler "
                         f"(pid {pid} on {s_host}); stop it or wait {lease_ttl:.0f}s after it died",
                         pid=pid,
                         host=s_host,
@@ -85,9 +85,7 @@ class Leases:
             )
             return self._recover(db, scheduler_id, now, lost_retries)
 
-    def _recover(
-        self, db: sqlite3.Connection, scheduler_id: str, now: float, lost_retries: int
-    ) -> Recovery:
+    def _recover(self, db: Db, scheduler_id: str, now: float, lost_retries: int) -> Recovery:
         lost = db.execute(
             Q["orphaned_attempts"],
             (scheduler_id,),
@@ -127,9 +125,7 @@ class Leases:
             failed_lost=failed,
         )
 
-    def _fail_if_lost_too_often(
-        self, db: sqlite3.Connection, task_id: int, now: float, lost_retries: int
-    ) -> int:
+    def _fail_if_lost_too_often(self, db: Db, task_id: int, now: float, lost_retries: int) -> int:
         (times,) = db.execute(
             Q["lost_attempts"],
             (task_id,),

@@ -10,11 +10,11 @@ rows, and no row is ever in two parts.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 
@@ -41,7 +41,7 @@ class PartBook:
         self._conn = conn
 
     @property
-    def _db(self) -> sqlite3.Connection:
+    def _db(self) -> Db:
         return self._conn.db
 
     def unwritten(self) -> list[tuple[str, str, int, str]]:

@@ -1,9 +1,9 @@
 """What the rest of oomguard needs of a store, as a typing ``Protocol``: the scheduler, the
 API and dashboard, the results sink, the notifications and the CLI use a store only through
 :class:`Store`, and get one from :func:`~oomguard.store.factory.open_store`. SQLite
-(:class:`~oomguard.store.sqlite.SqliteStore`) is the one backend today; a second one (issue
-29: PostgreSQL) implements this beside it, and ``tests/contract/test_store.py`` runs against
-each (docs/ARCHITECTURE.md, "The store").
+(:class:`~oomguard.store.sqlite.SqliteStore`) is the default backend; PostgreSQL
+(:class:`~oomguard.store.postgres.store.PostgresStore`) implements this beside it, and
+``tests/contract/test_store.py`` runs against each (docs/ARCHITECTURE.md, "The store").
 """
 
 from __future__ import annotations
@@ -453,6 +453,12 @@ class Store(Protocol):
     @property
     def path(self) -> Path:
         """Where the store is (a file for SQLite), for messages and the files beside it."""
+        ...
+
+    @property
+    def location(self) -> str:
+        """What :func:`~oomguard.store.factory.open_store` takes to open the store again
+        (a path, or a PostgreSQL URL with its password: never shown)."""
         ...
 
     @property

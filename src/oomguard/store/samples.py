@@ -11,12 +11,12 @@ job's rows. See docs/ARCHITECTURE.md ("Store", "The dashboard").
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from oomguard.jobs.model import FailureClass
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 from oomguard.store.records import KillPoint, ThroughputPoint
@@ -54,7 +54,7 @@ class Samples:
         self._available: bool | None = None
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Db:
         return self._conn.db
 
     def available(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreError
 from oomguard.store.connection import Connection
+from oomguard.store.db import Db
 from oomguard.store.queries import MIGRATIONS, SCHEMA, SCHEMA_VERSION, Q, split_sql
 
 APPLICATION = "oomguard"
@@ -63,7 +64,7 @@ def open_connection(
     return Connection(db, path)
 
 
-def check_existing(db: sqlite3.Connection, path: Path) -> None:
+def check_existing(db: Db, path: Path) -> None:
     """Refuse a file that is not an oomguard store, or whose schema is newer than ours."""
     tables = {r[0] for r in db.execute(Q["tables"])}
     if not tables:
@@ -89,7 +90,7 @@ def check_existing(db: sqlite3.Connection, path: Path) -> None:
         )
 
 
-def migrate(db: sqlite3.Connection) -> None:
+def migrate(db: Db) -> None:
     """Make an empty file a store (sql/schema.sql) or bring an older one up to date
     (sql/migrations/), inside the caller's transaction."""
     tables = {r[0] for r in db.execute(Q["tables"])}

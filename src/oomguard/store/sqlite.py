@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from oomguard.store.admin import Admin, Retention
 from oomguard.store.blobs import BLOB_THRESHOLD, BlobFiles
 from oomguard.store.connection import Transaction
 from oomguard.store.dashboard import DashboardReads
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.leases import Leases
 from oomguard.store.outbox import Outbox
@@ -63,6 +63,8 @@ class SqliteStore:
         ``busy_timeout``: how long a statement waits for another process's write lock
         (seconds)."""
         self.path = Path(path)
+        #: what :func:`~oomguard.store.factory.open_store` takes to open it again
+        self.location = os.fspath(path)
         create = create and not readonly
         if self.path.is_dir():
             raise StoreError(f"store path {str(self.path)!r} is a directory", path=str(path))
@@ -195,7 +197,7 @@ class SqliteStore:
         if prefix is None:
             row = self.db.execute(Q["newest_job"]).fetchone()
             if row is None:
-                raise JobNotFoundError(f"store {str(self.path)!r} has no jobs", job_id=None)
+                raise JobNotFoundError(f"store {self._conn.where!r} has no jobs", job_id=None)
             return str(row[0])
         rows = self.db.execute(Q["job_ids_by_prefix"], (prefix, prefix + "%")).fetchall()
         exact = [r[0] for r in rows if r[0] == prefix]
@@ -204,7 +206,9 @@ class SqliteStore:
         if len(rows) == 1:
             return str(rows[0][0])
         if not rows:
-            raise JobNotFoundError(f"no job {prefix!r} in store {str(self.path)!r}", job_id=prefix)
+            raise JobNotFoundError(
+                f"no job {prefix!r} in store {self._conn.where!r}", job_id=prefix
+            )
         raise JobNotFoundError(f"job id prefix {prefix!r} is ambiguous", job_id=prefix)
 
     def add_tasks(
@@ -359,7 +363,7 @@ class SqliteStore:
                 )
         return duplicates
 
-    def _store_results(self, db: sqlite3.Connection, results: list[SqlParams]) -> int:
+    def _store_results(self, db: Db, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed
         their tasks and release their dependants; return the number of duplicates."""
         ids = [params["task_id"] for params in results]

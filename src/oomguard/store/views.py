@@ -8,7 +8,6 @@ from the scheduler's hot path.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from oomguard.errors import BlobMissingError, JobNotFoundError
 from oomguard.jobs.jsonvalue import JSON
 from oomguard.jobs.model import FINISHED_STATES, OPEN_STATES
+from oomguard.store.db import Db
 from oomguard.store.failures import translated
 from oomguard.store.queries import Q
 from oomguard.store.records import (
@@ -35,7 +35,7 @@ from oomguard.store.records import (
 from oomguard.units import key_order
 
 if TYPE_CHECKING:
-    from oomguard.store.blobs import BlobFiles
+    from oomguard.store.blobs import BlobReader
     from oomguard.store.connection import Connection
 
 #: a scheduler whose heartbeat is older than this is not running (the default lease_ttl)
@@ -49,12 +49,12 @@ class Queries:
     """What users read from the store: counts, failures with their evidence, attempts,
     results, events, listings and the counts ``/metrics`` reports."""
 
-    def __init__(self, conn: Connection, blobs: BlobFiles) -> None:
+    def __init__(self, conn: Connection, blobs: BlobReader) -> None:
         self._conn = conn
         self._blobs = blobs
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Db:
         return self._conn.db
 
     # -- queries for users ------------------------------------------------------------

@@ -1,0 +1,5 @@
+-- PostgreSQL's own text of the statements of sql/connection.sql.
+
+-- name: begin_immediate
+-- Begin a write transaction (READ COMMITTED: one scheduler writes; rows it reads are its own).
+BEGIN ISOLATION LEVEL READ COMMITTED;
