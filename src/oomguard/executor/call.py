@@ -4,14 +4,17 @@ sends back for it.
 A worker runs every Executor call through :func:`run_call` (the reserved task reference
 :data:`CALL_REF`): the whole call travels as one cloudpickled blob in the task's pickled
 payload, so lambdas, closures and functions of ``__main__`` run as importable ones do, and
-the worker needs nothing of its own for them. The answer is cloudpickled too (a result of
-any picklable type, a lambda included), and an exception comes back as a value, with its
-type, its attributes and the remote traceback (:class:`Raised`).
+the worker needs nothing of its own for them. The answer is pickled by the standard pickler
+where it can be and cloudpickled where it must be (a result of any picklable type, a lambda
+included), and an exception comes back as a value, with its type, its attributes and the
+remote traceback (:class:`Raised`). A map chunk (:data:`CHUNK_REF`) answers with its
+values in one list (:class:`ChunkAnswer`), not an answer per call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import pickle
 import traceback
 import types
@@ -32,6 +35,11 @@ class Returned:
 
     value: object
 
+    def __reduce__(self) -> tuple[type[Returned], tuple[object]]:
+        # A dataclass's default reduction (copyreg, its __dict__ as state) costs about
+        # three times as much, once per call on both sides.
+        return Returned, (self.value,)
+
 
 @dataclass(frozen=True)
 class Raised:
@@ -42,8 +50,23 @@ class Raised:
     text: str
     traceback: str
 
+    def __reduce__(self) -> tuple[type[Raised], tuple[bytes | None, str, str]]:
+        return Raised, (self.exception, self.text, self.traceback)
+
 
 Answer = Returned | Raised
+
+
+@dataclass(frozen=True)
+class ChunkAnswer:
+    """What a map chunk's calls returned, in order, and the call that raised (the last
+    one run: a call that raises ends its chunk), if one did."""
+
+    values: list[object]
+    raised: Raised | None = None
+
+    def __reduce__(self) -> tuple[type[ChunkAnswer], tuple[list[object], Raised | None]]:
+        return ChunkAnswer, (self.values, self.raised)
 
 
 #: an executor's ``initializer`` and ``initargs``
@@ -91,7 +114,7 @@ def _fn(blob: bytes) -> Callable[..., object]:
 
 
 def _plain(values: Iterable[object]) -> bool:
-    return all(type(v) in _PLAIN for v in values)
+    return _PLAIN.issuperset(map(type, values))
 
 
 def _dumps(value: object, plain: bool) -> bytes:
@@ -117,7 +140,7 @@ def encode_chunk(
     init: Initializer | None = None,
 ) -> bytes:
     """Calls of one function (a map chunk), by value."""
-    plain = all(_plain(args) for args in calls)
+    plain = _plain(itertools.chain.from_iterable(calls))
     return _dumps((_init_blob(init), _fn_blob(fn), list(calls)), plain)
 
 
@@ -147,15 +170,26 @@ def _answer(fn: Callable[..., object], args: Sequence[object], kwargs: dict[str,
     except MemoryError:
         raise  # the worker's to see: retried with more memory, as any task's
     except Exception as err:
-        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        try:
-            blob: bytes | None = bytes(cloudpickle.dumps(err))
-        except Exception:
-            blob = None
-        return Raised(blob, repr(err), tb)
+        return _raised(err)
+
+
+def _raised(err: Exception) -> Raised:
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    try:
+        blob: bytes | None = bytes(cloudpickle.dumps(err))
+    except Exception:
+        blob = None
+    return Raised(blob, repr(err), tb)
 
 
 def _packed(answer: object) -> bytes:
+    # The standard pickler first (C, several times as fast on a chunk's many values): it
+    # refuses what only cloudpickle can write (a lambda, a class made by cloudpickle in
+    # this worker from the caller's __main__), and those are cloudpickled.
+    try:
+        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        pass
     try:
         return bytes(cloudpickle.dumps(answer))
     except Exception as err:  # a result that cannot be pickled: the caller's error
@@ -164,25 +198,27 @@ def _packed(answer: object) -> bytes:
 
 
 def run_call(blob: bytes) -> bytes:
-    """Run one call (in a worker): its :class:`Answer`, cloudpickled."""
+    """Run one call (in a worker): its :class:`Answer`, pickled."""
     init, fn, args, kwargs = cloudpickle.loads(blob)
     _initialize(init)
     return _packed(_answer(_fn(fn), args, kwargs))
 
 
 def run_chunk(blob: bytes) -> bytes:
-    """Run a map chunk (in a worker): the list of its calls' answers, cloudpickled; a
-    call that raised ends the chunk (as ``ProcessPoolExecutor.map`` does)."""
+    """Run a map chunk (in a worker): its :class:`ChunkAnswer`, pickled; a call that
+    raised ends the chunk (as ``ProcessPoolExecutor.map`` does)."""
     init, fn_blob, calls = cloudpickle.loads(blob)
     fn = _fn(fn_blob)
     _initialize(init)
-    answers: list[Answer] = []
+    values: list[object] = []
     for args in calls:
-        answer = _answer(fn, args, {})
-        answers.append(answer)
-        if isinstance(answer, Raised):
-            break
-    return _packed(answers)
+        try:
+            values.append(fn(*args))
+        except MemoryError:
+            raise  # the worker's to see: the chunk is retried with more memory
+        except Exception as err:
+            return _packed(ChunkAnswer(values, _raised(err)))
+    return _packed(ChunkAnswer(values))
 
 
 def decode(blob: bytes) -> object:
