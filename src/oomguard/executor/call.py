@@ -69,11 +69,8 @@ class ChunkAnswer:
         return ChunkAnswer, (self.values, self.raised)
 
 
-#: an executor's ``initializer`` and ``initargs``
-Initializer = tuple[Callable[..., object], tuple[object, ...]]
-
-#: digests of the initializers this worker process ran (process-local, in the worker)
-_initialized: set[str] = set()
+#: the initializers this worker process ran, as pickled (process-local, in the worker)
+_initialized: set[bytes] = set()
 
 
 #: the types of arguments the standard pickle writes as cloudpickle would (no code, no
@@ -127,35 +124,37 @@ def encode_call(
     fn: Callable[..., object],
     args: Sequence[object],
     kwargs: dict[str, object],
-    init: Initializer | None = None,
+    init: bytes | None = None,
 ) -> bytes:
-    """One call, by value (with the initializer its worker runs first, once)."""
+    """One call, by value (with the initializer its worker runs first, once:
+    :func:`pickled_initializer`)."""
     plain = _plain(args) and _plain(kwargs.values())
-    return _dumps((_init_blob(init), _fn_blob(fn), tuple(args), kwargs), plain)
+    return _dumps((init, _fn_blob(fn), tuple(args), kwargs), plain)
 
 
 def encode_chunk(
     fn: Callable[..., object],
     calls: Sequence[tuple[object, ...]],
-    init: Initializer | None = None,
+    init: bytes | None = None,
 ) -> bytes:
     """Calls of one function (a map chunk), by value."""
     plain = _plain(itertools.chain.from_iterable(calls))
-    return _dumps((_init_blob(init), _fn_blob(fn), list(calls)), plain)
+    return _dumps((init, _fn_blob(fn), list(calls)), plain)
 
 
-def _init_blob(init: Initializer | None) -> bytes | None:
-    return None if init is None else bytes(cloudpickle.dumps(init))
+def pickled_initializer(fn: Callable[..., object], args: tuple[object, ...]) -> bytes:
+    """An executor's ``initializer`` and ``initargs``, pickled once, when the executor is
+    made (as ``ProcessPoolExecutor`` does), not at every call."""
+    return bytes(cloudpickle.dumps((fn, args)))
 
 
 def _initialize(blob: bytes | None) -> None:
     if blob is None:
         return
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest not in _initialized:
+    if blob not in _initialized:
         fn, args = cloudpickle.loads(blob)
         fn(*args)
-        _initialized.add(digest)
+        _initialized.add(blob)
 
 
 def call_digest(blob: bytes, order: int) -> str:

@@ -36,6 +36,7 @@ from oomguard.executor.call import (
     decode,
     encode_call,
     encode_chunk,
+    pickled_initializer,
     qualified_name,
 )
 from oomguard.executor.exceptions import RemoteTraceback, failure_error
@@ -102,7 +103,9 @@ class Executor(concurrent.futures.Executor):
             path = os.path.join(self._tmp, "executor.sqlite")
         else:
             path = os.fspath(store)
-        self._initializer = None if initializer is None else (initializer, tuple(initargs))
+        self._initializer = (
+            None if initializer is None else pickled_initializer(initializer, tuple(initargs))
+        )
         options: dict[str, object] = {"retries": retries}
         if worker_memory is not None:
             options["worker_memory"] = worker_memory
