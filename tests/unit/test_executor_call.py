@@ -73,14 +73,18 @@ def test_a_chunk_ends_at_its_first_call_that_raises() -> None:
     assert "invalid literal" in answer.raised.traceback
 
 
-def test_answers_only_cloudpickle_can_write_come_back() -> None:
-    """The standard pickler refuses a lambda among the values: the answer is cloudpickled."""
+def test_plain_answers_by_the_standard_pickler_others_by_cloudpickle() -> None:
+    """Plain values (numbers, strings, bytes, None) are pickled by the standard pickler;
+    anything else, a lambda included, by cloudpickle, and it comes back."""
+    assert b"cloudpickle" not in run_chunk(encode_chunk(twice, [(1,), (2,)]))
+    assert b"cloudpickle" not in run_call(encode_call(twice, (3,), {}))
+    assert b"cloudpickle" in run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)]))
     answer = decode(run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)])))
     assert isinstance(answer, ChunkAnswer)
     (made,) = answer.values
     assert callable(made)
     assert made() == 7
-    single = decode(run_call(encode_call(apply, (lambda x: lambda: x * 2, 4), {})))
+    single = decode(run_call(encode_call(apply, (lambda x: lambda: x * 2, 4), {})))  # by value
     assert isinstance(single, Returned)
     assert callable(single.value)
     assert single.value() == 8

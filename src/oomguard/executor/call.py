@@ -5,10 +5,11 @@ A worker runs every Executor call through :func:`run_call` (the reserved task re
 :data:`CALL_REF`): the whole call travels as one cloudpickled blob in the task's pickled
 payload, so lambdas, closures and functions of ``__main__`` run as importable ones do, and
 the worker needs nothing of its own for them. The answer is pickled by the standard pickler
-where it can be and cloudpickled where it must be (a result of any picklable type, a lambda
-included), and an exception comes back as a value, with its type, its attributes and the
-remote traceback (:class:`Raised`). A map chunk (:data:`CHUNK_REF`) answers with its
-values in one list (:class:`ChunkAnswer`), not an answer per call.
+when its values are plain (numbers, strings, bytes, None) and cloudpickled otherwise (a
+result of any picklable type, a lambda included), and an exception comes back as a value,
+with its type, its attributes and the remote traceback (:class:`Raised`). A map chunk
+(:data:`CHUNK_REF`) answers with its values in one list (:class:`ChunkAnswer`), not an
+answer per call.
 """
 
 from __future__ import annotations
@@ -181,15 +182,14 @@ def _raised(err: Exception) -> Raised:
     return Raised(blob, repr(err), tb)
 
 
-def _packed(answer: object) -> bytes:
-    # The standard pickler first (C, several times as fast on a chunk's many values): it
-    # refuses what only cloudpickle can write (a lambda, a class made by cloudpickle in
-    # this worker from the caller's __main__), and those are cloudpickled.
+def _packed(answer: object, plain: bool = False) -> bytes:
+    """``answer`` pickled: by the standard pickler when its values are ``plain`` (C, several
+    times as fast on a chunk's many values), else by cloudpickle, which writes by value
+    what this worker cannot name (a lambda, a class cloudpickle made here from the caller's
+    ``__main__``) where the standard pickler would import modules to look for it."""
     try:
-        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:
-        pass
-    try:
+        if plain:
+            return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         return bytes(cloudpickle.dumps(answer))
     except Exception as err:  # a result that cannot be pickled: the caller's error
         tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
@@ -200,7 +200,8 @@ def run_call(blob: bytes) -> bytes:
     """Run one call (in a worker): its :class:`Answer`, pickled."""
     init, fn, args, kwargs = cloudpickle.loads(blob)
     _initialize(init)
-    return _packed(_answer(_fn(fn), args, kwargs))
+    answer = _answer(_fn(fn), args, kwargs)
+    return _packed(answer, isinstance(answer, Returned) and type(answer.value) in _PLAIN)
 
 
 def run_chunk(blob: bytes) -> bytes:
@@ -216,8 +217,8 @@ def run_chunk(blob: bytes) -> bytes:
         except MemoryError:
             raise  # the worker's to see: the chunk is retried with more memory
         except Exception as err:
-            return _packed(ChunkAnswer(values, _raised(err)))
-    return _packed(ChunkAnswer(values))
+            return _packed(ChunkAnswer(values, _raised(err)), _plain(values))
+    return _packed(ChunkAnswer(values), _plain(values))
 
 
 def decode(blob: bytes) -> object:
