@@ -67,3 +67,50 @@ def test_a_script_killed_and_run_again_gets_its_finished_calls(tmp_path: Path) -
     assert "ALL [0, 10, 20, 30, 40, 50]" in again.stdout
     assert [_runs(runs, i) for i in range(4)] == [1, 1, 1, 1]
     assert _runs(runs, 4) == 2 and _runs(runs, 5) == 2
+
+
+MAP_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import oomguard
+
+    runs = sys.argv[2]
+
+    def work(i):
+        with open(os.path.join(runs, f"{i}.{os.getpid()}.{time.time_ns()}"), "w"):
+            pass
+        if i == 9:
+            raise ValueError("nine")
+        return i * 10
+
+    if __name__ == "__main__":
+        with oomguard.Executor(max_workers=2, store=sys.argv[1]) as ex:
+            out = []
+            try:
+                for value in ex.map(work, range(12), chunksize=4):
+                    out.append(value)
+            except ValueError as err:
+                print("RAISED", repr(err), flush=True)
+            print("VALUES", out, flush=True)
+    """
+)
+
+
+def test_map_chunks_run_again_come_from_the_store(tmp_path: Path) -> None:
+    """A map's chunks (their values, and the call that raised) are in the store: the same
+    script run again gets them from there, running none of them again."""
+    script = tmp_path / "map_script.py"
+    script.write_text(MAP_SCRIPT)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    cmd = [sys.executable, str(script), str(tmp_path / "calls.sqlite"), str(runs)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stderr
+    expected = "VALUES [0, 10, 20, 30, 40, 50, 60, 70, 80]"
+    assert "RAISED ValueError('nine')" in first.stdout and expected in first.stdout
+    ran = sorted(p.name.split(".")[0] for p in runs.iterdir())
+    assert ran == sorted(str(i) for i in range(10))  # 9 raised: the rest of its chunk not run
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert "RAISED ValueError('nine')" in again.stdout and expected in again.stdout
+    assert sorted(p.name.split(".")[0] for p in runs.iterdir()) == ran  # none ran again

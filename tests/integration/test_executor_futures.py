@@ -165,3 +165,41 @@ def test_5000_calls_settle_each_with_its_own_answer() -> None:
         assert isinstance(err, Boom) and err.code == 5
         assert isinstance(died.exception(), oomguard.WorkerDiedError)
         assert ex.submit(square, 12).result(60) == 144  # and it goes on
+
+
+def count_init(name: str) -> None:
+    os.environ[name] = str(int(os.environ.get(name, "0")) + 1)
+
+
+def inits(_x: int) -> tuple[int, str]:
+    return os.getpid(), os.environ.get("OOMGUARD_TEST_INITS", "")
+
+
+def test_the_initializer_runs_once_in_each_worker_before_its_calls() -> None:
+    """Pickled once with the executor, run once by each worker before its first call,
+    submitted or in a map chunk."""
+    with oomguard.Executor(
+        max_workers=2, initializer=count_init, initargs=("OOMGUARD_TEST_INITS",)
+    ) as ex:
+        seen = [f.result(60) for f in [ex.submit(inits, i) for i in range(20)]]
+        seen += list(ex.map(inits, range(300), chunksize=16))
+    assert {count for _pid, count in seen} == {"1"}
+    assert os.environ.get("OOMGUARD_TEST_INITS") is None  # run in the workers only
+
+
+def die_at(x: int) -> int:
+    if x == 5:
+        os._exit(3)
+    return x
+
+
+def test_a_map_chunk_whose_worker_dies_fails_at_its_place() -> None:
+    """A chunk is one task: a death inside it fails that chunk (after the death retries),
+    map yields what came before it and raises there; the executor goes on."""
+    with oomguard.Executor(max_workers=2) as ex:
+        it = ex.map(die_at, range(12), chunksize=4)
+        assert [next(it) for _ in range(4)] == [0, 1, 2, 3]
+        with pytest.raises(oomguard.WorkerDiedError) as info:
+            next(it)
+        assert info.value.failure_class in ("crashed", "killed")
+        assert list(ex.map(square, range(6), chunksize=4)) == [0, 1, 4, 9, 16, 25]

@@ -7,7 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from oomguard.executor import call
-from oomguard.executor.call import Returned, decode, encode_call, encode_chunk, run_call, run_chunk
+from oomguard.executor.call import (
+    ChunkAnswer,
+    Raised,
+    Returned,
+    decode,
+    encode_call,
+    encode_chunk,
+    run_call,
+    run_chunk,
+)
 
 
 def twice(x: int) -> int:
@@ -48,6 +57,34 @@ def test_a_closure_is_pickled_at_each_call_with_its_values_then() -> None:
 
 
 def test_chunk_with_plain_and_with_code_arguments() -> None:
-    assert decode(run_chunk(encode_chunk(twice, [(1,), (2,)]))) == [Returned(2), Returned(4)]
+    assert decode(run_chunk(encode_chunk(twice, [(1,), (2,)]))) == ChunkAnswer([2, 4])
     chunk = encode_chunk(apply, [(abs, -3), (lambda x: x * x, 3)])
-    assert decode(run_chunk(chunk)) == [Returned(3), Returned(9)]
+    assert decode(run_chunk(chunk)) == ChunkAnswer([3, 9])
+
+
+def test_a_chunk_ends_at_its_first_call_that_raises() -> None:
+    answer = decode(run_chunk(encode_chunk(apply, [(abs, -1), (int, "x"), (abs, -3)])))
+    assert isinstance(answer, ChunkAnswer)
+    assert answer.values == [1]
+    assert isinstance(answer.raised, Raised)
+    assert answer.raised.exception is not None
+    err = decode(answer.raised.exception)
+    assert isinstance(err, ValueError)
+    assert "invalid literal" in answer.raised.traceback
+
+
+def test_plain_answers_by_the_standard_pickler_others_by_cloudpickle() -> None:
+    """Plain values (numbers, strings, bytes, None) are pickled by the standard pickler;
+    anything else, a lambda included, by cloudpickle, and it comes back."""
+    assert b"cloudpickle" not in run_chunk(encode_chunk(twice, [(1,), (2,)]))
+    assert b"cloudpickle" not in run_call(encode_call(twice, (3,), {}))
+    assert b"cloudpickle" in run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)]))
+    answer = decode(run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)])))
+    assert isinstance(answer, ChunkAnswer)
+    (made,) = answer.values
+    assert callable(made)
+    assert made() == 7
+    single = decode(run_call(encode_call(apply, (lambda x: lambda: x * 2, 4), {})))  # by value
+    assert isinstance(single, Returned)
+    assert callable(single.value)
+    assert single.value() == 8

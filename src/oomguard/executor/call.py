@@ -4,14 +4,18 @@ sends back for it.
 A worker runs every Executor call through :func:`run_call` (the reserved task reference
 :data:`CALL_REF`): the whole call travels as one cloudpickled blob in the task's pickled
 payload, so lambdas, closures and functions of ``__main__`` run as importable ones do, and
-the worker needs nothing of its own for them. The answer is cloudpickled too (a result of
-any picklable type, a lambda included), and an exception comes back as a value, with its
-type, its attributes and the remote traceback (:class:`Raised`).
+the worker needs nothing of its own for them. The answer is pickled by the standard pickler
+when its values are plain (numbers, strings, bytes, None) and cloudpickled otherwise (a
+result of any picklable type, a lambda included), and an exception comes back as a value,
+with its type, its attributes and the remote traceback (:class:`Raised`). A map chunk
+(:data:`CHUNK_REF`) answers with its values in one list (:class:`ChunkAnswer`), not an
+answer per call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import pickle
 import traceback
 import types
@@ -32,6 +36,11 @@ class Returned:
 
     value: object
 
+    def __reduce__(self) -> tuple[type[Returned], tuple[object]]:
+        # A dataclass's default reduction (copyreg, its __dict__ as state) costs about
+        # three times as much, once per call on both sides.
+        return Returned, (self.value,)
+
 
 @dataclass(frozen=True)
 class Raised:
@@ -42,15 +51,27 @@ class Raised:
     text: str
     traceback: str
 
+    def __reduce__(self) -> tuple[type[Raised], tuple[bytes | None, str, str]]:
+        return Raised, (self.exception, self.text, self.traceback)
+
 
 Answer = Returned | Raised
 
 
-#: an executor's ``initializer`` and ``initargs``
-Initializer = tuple[Callable[..., object], tuple[object, ...]]
+@dataclass(frozen=True)
+class ChunkAnswer:
+    """What a map chunk's calls returned, in order, and the call that raised (the last
+    one run: a call that raises ends its chunk), if one did."""
 
-#: digests of the initializers this worker process ran (process-local, in the worker)
-_initialized: set[str] = set()
+    values: list[object]
+    raised: Raised | None = None
+
+    def __reduce__(self) -> tuple[type[ChunkAnswer], tuple[list[object], Raised | None]]:
+        return ChunkAnswer, (self.values, self.raised)
+
+
+#: the initializers this worker process ran, as pickled (process-local, in the worker)
+_initialized: set[bytes] = set()
 
 
 #: the types of arguments the standard pickle writes as cloudpickle would (no code, no
@@ -91,7 +112,7 @@ def _fn(blob: bytes) -> Callable[..., object]:
 
 
 def _plain(values: Iterable[object]) -> bool:
-    return all(type(v) in _PLAIN for v in values)
+    return _PLAIN.issuperset(map(type, values))
 
 
 def _dumps(value: object, plain: bool) -> bytes:
@@ -104,35 +125,37 @@ def encode_call(
     fn: Callable[..., object],
     args: Sequence[object],
     kwargs: dict[str, object],
-    init: Initializer | None = None,
+    init: bytes | None = None,
 ) -> bytes:
-    """One call, by value (with the initializer its worker runs first, once)."""
+    """One call, by value (with the initializer its worker runs first, once:
+    :func:`pickled_initializer`)."""
     plain = _plain(args) and _plain(kwargs.values())
-    return _dumps((_init_blob(init), _fn_blob(fn), tuple(args), kwargs), plain)
+    return _dumps((init, _fn_blob(fn), tuple(args), kwargs), plain)
 
 
 def encode_chunk(
     fn: Callable[..., object],
     calls: Sequence[tuple[object, ...]],
-    init: Initializer | None = None,
+    init: bytes | None = None,
 ) -> bytes:
     """Calls of one function (a map chunk), by value."""
-    plain = all(_plain(args) for args in calls)
-    return _dumps((_init_blob(init), _fn_blob(fn), list(calls)), plain)
+    plain = _plain(itertools.chain.from_iterable(calls))
+    return _dumps((init, _fn_blob(fn), list(calls)), plain)
 
 
-def _init_blob(init: Initializer | None) -> bytes | None:
-    return None if init is None else bytes(cloudpickle.dumps(init))
+def pickled_initializer(fn: Callable[..., object], args: tuple[object, ...]) -> bytes:
+    """An executor's ``initializer`` and ``initargs``, pickled once, when the executor is
+    made (as ``ProcessPoolExecutor`` does), not at every call."""
+    return bytes(cloudpickle.dumps((fn, args)))
 
 
 def _initialize(blob: bytes | None) -> None:
     if blob is None:
         return
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest not in _initialized:
+    if blob not in _initialized:
         fn, args = cloudpickle.loads(blob)
         fn(*args)
-        _initialized.add(digest)
+        _initialized.add(blob)
 
 
 def call_digest(blob: bytes, order: int) -> str:
@@ -147,16 +170,26 @@ def _answer(fn: Callable[..., object], args: Sequence[object], kwargs: dict[str,
     except MemoryError:
         raise  # the worker's to see: retried with more memory, as any task's
     except Exception as err:
-        tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        try:
-            blob: bytes | None = bytes(cloudpickle.dumps(err))
-        except Exception:
-            blob = None
-        return Raised(blob, repr(err), tb)
+        return _raised(err)
 
 
-def _packed(answer: object) -> bytes:
+def _raised(err: Exception) -> Raised:
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
     try:
+        blob: bytes | None = bytes(cloudpickle.dumps(err))
+    except Exception:
+        blob = None
+    return Raised(blob, repr(err), tb)
+
+
+def _packed(answer: object, plain: bool = False) -> bytes:
+    """``answer`` pickled: by the standard pickler when its values are ``plain`` (C, several
+    times as fast on a chunk's many values), else by cloudpickle, which writes by value
+    what this worker cannot name (a lambda, a class cloudpickle made here from the caller's
+    ``__main__``) where the standard pickler would import modules to look for it."""
+    try:
+        if plain:
+            return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         return bytes(cloudpickle.dumps(answer))
     except Exception as err:  # a result that cannot be pickled: the caller's error
         tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
@@ -164,25 +197,28 @@ def _packed(answer: object) -> bytes:
 
 
 def run_call(blob: bytes) -> bytes:
-    """Run one call (in a worker): its :class:`Answer`, cloudpickled."""
+    """Run one call (in a worker): its :class:`Answer`, pickled."""
     init, fn, args, kwargs = cloudpickle.loads(blob)
     _initialize(init)
-    return _packed(_answer(_fn(fn), args, kwargs))
+    answer = _answer(_fn(fn), args, kwargs)
+    return _packed(answer, isinstance(answer, Returned) and type(answer.value) in _PLAIN)
 
 
 def run_chunk(blob: bytes) -> bytes:
-    """Run a map chunk (in a worker): the list of its calls' answers, cloudpickled; a
-    call that raised ends the chunk (as ``ProcessPoolExecutor.map`` does)."""
+    """Run a map chunk (in a worker): its :class:`ChunkAnswer`, pickled; a call that
+    raised ends the chunk (as ``ProcessPoolExecutor.map`` does)."""
     init, fn_blob, calls = cloudpickle.loads(blob)
     fn = _fn(fn_blob)
     _initialize(init)
-    answers: list[Answer] = []
+    values: list[object] = []
     for args in calls:
-        answer = _answer(fn, args, {})
-        answers.append(answer)
-        if isinstance(answer, Raised):
-            break
-    return _packed(answers)
+        try:
+            values.append(fn(*args))
+        except MemoryError:
+            raise  # the worker's to see: the chunk is retried with more memory
+        except Exception as err:
+            return _packed(ChunkAnswer(values, _raised(err)), _plain(values))
+    return _packed(ChunkAnswer(values), _plain(values))
 
 
 def decode(blob: bytes) -> object:

@@ -23,18 +23,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
-from typing import TypeVar, cast
+from dataclasses import fields, replace
+from typing import Any, TypeVar, cast
 
 from oomguard.executor.call import (
     CALL_REF,
     CHUNK_REF,
+    ChunkAnswer,
     Raised,
     Returned,
     call_digest,
     decode,
     encode_call,
     encode_chunk,
+    pickled_initializer,
     qualified_name,
 )
 from oomguard.executor.exceptions import RemoteTraceback, failure_error
@@ -53,6 +55,8 @@ T = TypeVar("T")
 FALLBACK_S = 0.25
 #: most row templates kept (one per function and task reference)
 TEMPLATES_MAX = 256
+#: the fields of a call's row that are its own; the others are its function's (a template)
+_OWN_FIELDS = frozenset({"grp", "params", "params_ref", "payload", "payload_ref"})
 
 
 def _rebuilt(answer: Raised) -> BaseException:
@@ -99,7 +103,9 @@ class Executor(concurrent.futures.Executor):
             path = os.path.join(self._tmp, "executor.sqlite")
         else:
             path = os.fspath(store)
-        self._initializer = None if initializer is None else (initializer, tuple(initargs))
+        self._initializer = (
+            None if initializer is None else pickled_initializer(initializer, tuple(initargs))
+        )
         options: dict[str, object] = {"retries": retries}
         if worker_memory is not None:
             options["worker_memory"] = worker_memory
@@ -110,8 +116,10 @@ class Executor(concurrent.futures.Executor):
         workers = max_workers or os.cpu_count() or 1
         self._runner = Runner(path, workers, memory_budget, None, config=None, **options)
         self._store = self._runner.store
+        #: calls are kept to be found again by a later run (their digests stored)
+        self._durable = store is not None
         #: answers of calls finished by an earlier executor on this store, by call digest
-        self._finished = _finished_calls(self._store) if store is not None else {}
+        self._finished = _finished_calls(self._store) if self._durable else {}
         self._job = "ex-" + uuid.uuid4().hex[:12]
         self._store.create_job(self._job, name="executor", fn=CALL_REF, agg=None)
         self._lock = threading.Lock()
@@ -122,7 +130,7 @@ class Executor(concurrent.futures.Executor):
         self._stop = threading.Event()
         #: rows submitted, not yet stored (the collector stores them, a burst at a time)
         self._unstored: list[NewTask] = []
-        self._templates: dict[tuple[str, str], NewTask] = {}
+        self._templates: dict[tuple[str, str], dict[str, object]] = {}
         #: what the collector is woken by: tasks that ended (told by the scheduler once
         #: its store holds them), or None (rows to store, or the end)
         self._inbox: queue.SimpleQueue[Sequence[TaskEnded] | None] = queue.SimpleQueue()
@@ -147,26 +155,31 @@ class Executor(concurrent.futures.Executor):
         self, ref: str, fn: Callable[..., object], blob: bytes
     ) -> concurrent.futures.Future[object]:
         payload = pickle.dumps(((blob,), {}), protocol=pickle.HIGHEST_PROTOCOL)
+        common = self._template(ref, qualified_name(fn))
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            digest = call_digest(blob, next(self._order))
-            if (done := self._finished.pop(digest, None)) is not None:
-                # Finished by an earlier run of this script: its answer, not a new run.
-                future: concurrent.futures.Future[object] = concurrent.futures.Future()
-                future.set_running_or_notify_cancel()
-                self._settle(future, decode(done))
-                return future
+            order = next(self._order)
+            params = None
+            if self._durable:
+                # Kept as the task's parameters, so a later run finds the call's answer.
+                digest = call_digest(blob, order)
+                if (done := self._finished.pop(digest, None)) is not None:
+                    # Finished by an earlier run of this script: its answer, not a new run.
+                    future: concurrent.futures.Future[object] = concurrent.futures.Future()
+                    future.set_running_or_notify_cancel()
+                    self._settle(future, decode(done))
+                    return future
+                params = f'{{"call": "{digest}"}}'  # json.dumps({"call": digest}), inline
             grp = self._groups
-            stored = self._store.blobs.params_row({"call": digest})
             big = len(payload) > BLOB_THRESHOLD
-            row = replace(
-                self._template(ref, qualified_name(fn)),
+            row = NewTask(
                 grp=grp,
-                params=stored.params,
-                params_ref=stored.params_ref,
+                params=params,
+                params_ref=None,
                 payload=None if big else payload,
                 payload_ref=self._store.blobs.put(payload) if big else None,
+                **cast("dict[str, Any]", common),  # NewTask's own fields, from a row
             )
             future = concurrent.futures.Future()
             self._futures[grp] = future
@@ -178,13 +191,18 @@ class Executor(concurrent.futures.Executor):
             self._inbox.put(None)
         return future
 
-    def _template(self, ref: str, key: str) -> NewTask:
-        """The row of every call of ``ref`` with memory key ``key``, but its group,
-        parameters and payload (built once)."""
+    def _template(self, ref: str, key: str) -> dict[str, object]:
+        """The fields of the row of every call of ``ref`` with memory key ``key``, but
+        those of its own (:data:`_OWN_FIELDS`), built once: a row is then one ``NewTask``
+        call (``dataclasses.replace`` of a whole row cost about as much as the rest of a
+        submission)."""
         template = self._templates.get((ref, key))
         if template is None:
             common = replace(self._runner.rows.fields(ref, {}, TaskOptions()), memory_key=key)
-            (template,) = self._runner.rows.group(self._job, 0, common, None)
+            (row,) = self._runner.rows.group(self._job, 0, common, None)
+            template = {
+                f.name: getattr(row, f.name) for f in fields(row) if f.name not in _OWN_FIELDS
+            }
             if len(self._templates) >= TEMPLATES_MAX:
                 self._templates.clear()
             self._templates[(ref, key)] = template
@@ -229,13 +247,19 @@ class Executor(concurrent.futures.Executor):
                 if (chunk := next(more, None)) is not None:
                     futures.append(submit_chunk(chunk))
                 left = None if deadline is None else deadline - time.monotonic()
-                answers = future.result(left)
-                assert isinstance(answers, list)
-                for answer in answers:
-                    if isinstance(answer, Raised):
-                        raise _rebuilt(answer)
-                    assert isinstance(answer, Returned)
-                    yield answer.value  # type: ignore[misc]
+                answer = future.result(left)
+                if isinstance(answer, ChunkAnswer):
+                    yield from answer.values  # type: ignore[misc]
+                    if answer.raised is not None:
+                        raise _rebuilt(answer.raised)
+                    continue
+                # A chunk stored by an earlier version: an answer per call.
+                assert isinstance(answer, list)
+                for each in answer:
+                    if isinstance(each, Raised):
+                        raise _rebuilt(each)
+                    assert isinstance(each, Returned)
+                    yield each.value  # type: ignore[misc]
         finally:
             for future in futures:
                 future.cancel()
