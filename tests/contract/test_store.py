@@ -213,7 +213,8 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_p
     )
     dead_pid = int(proc.stdout)
     store.db.execute(
-        "INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
+        "INSERT INTO schedulers (id, hostname, pid, start_time, started_at, heartbeat) "
+        "VALUES ('old', ?, ?, 1.0, 0, ?)",
         (__import__("socket").gethostname(), dead_pid, time.time()),
     )
     _claim(store, t0, 1, sid="old")

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import StoreUnavailable
+from oomguard.errors import StoreUnavailable, TakenOverError
 from oomguard.jobs.model import KillReason
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
@@ -66,12 +66,15 @@ class Scheduler:
         self.id = uuid.uuid4().hex
         self.store = open_store(config.store)
         self.writes = PendingWrites()
-        self.window = Window(self.store, config.window, config.batch_size)
+        self.window = Window(self.store, config.window, config.batch_size, owner=self.id)
         #: what :meth:`start` built (scheduler/compose.py); None before it
         self.parts: Parts | None = None
         #: the dashboard's time series, written on its own thread (scheduler/samples.py)
         self.sampler = Sampler(str(config.store))
         self.started = False
+        #: found taken over by another replica (its lease expired): it records nothing
+        #: more, and stopping hands nothing back (none of it is its own any more)
+        self.taken_over = False
         self._view = SchedulerView()
         self._view_at = 0.0
         self._active: list[str] = []
@@ -146,7 +149,7 @@ class Scheduler:
         the kernel-log and part threads, and the store are closed."""
         self.announcements.announce()
         try:
-            if self.started:
+            if self.started and not self.taken_over:
                 self._stop_attempts()
                 if self.parts is not None and self.parts.notifier is not None:
                     self._refresh_active(force=True)  # tell the jobs that just finished
@@ -171,7 +174,9 @@ class Scheduler:
             # Stopping is not the task's fault: put it back without using an attempt.
             self.recorder.interrupt(run)
         self.flush()
-        self.store.leases.requeue_tasks([r.task.id for r in running] + [t.id for t in self.window])
+        self.store.leases.requeue_tasks(
+            [r.task.id for r in running] + [t.id for t in self.window], self.id
+        )
         self._write_parts(final=True)
         self.store.leases.unregister(self.id)
 
@@ -179,12 +184,19 @@ class Scheduler:
 
     def run(self, stop: threading.Event, until_idle: bool = False) -> None:
         """Run until ``stop`` is set, or nothing is left to do."""
-        while not stop.is_set():
-            self.step()
-            if until_idle and self.idle():
-                self.flush()
-                self._write_parts(final=True)
-                return
+        try:
+            while not stop.is_set():
+                self.step()
+                if until_idle and self.idle():
+                    self.flush()
+                    self._write_parts(final=True)
+                    return
+        except TakenOverError as err:
+            # Another replica found this one dead and took its attempts and tasks over:
+            # stop at once (stop() kills the workers, records and hands back nothing).
+            self.taken_over = True
+            log.error("scheduler %s: %s; stopping", self.id[:8], err)
+            raise
 
     def idle(self) -> bool:
         recorder = self.recorder
@@ -216,9 +228,8 @@ class Scheduler:
             or not recorder.running
         ):
             self.flush()
-        if now - self._heartbeat_at >= self.config.heartbeat_interval:
-            self.store.leases.heartbeat(self.id)
-            self._heartbeat_at = now
+        if now - self._heartbeat_at >= self._heartbeat_every:
+            self._heartbeat(now)
         if now - self._cancel_check_at >= 1.0:
             self._cancel_check_at = now
             self._check_cancelled()
@@ -228,6 +239,35 @@ class Scheduler:
         # A sample is taken from the view: a fresh one when a sample is due.
         self._publish_view(force=self.sampler.due())
         self.sampler.tick(self._view)
+
+    @property
+    def _heartbeat_every(self) -> float:
+        # Several heartbeats per lease: one late heartbeat never lets the lease expire.
+        return min(self.config.heartbeat_interval, self.config.lease_ttl / 3)
+
+    def _heartbeat(self, now: float) -> None:
+        """Renew the lease (:class:`TakenOverError` if another replica took this one over);
+        a replica then takes over the replicas that died, and learns the estimates others
+        taught."""
+        self.store.leases.heartbeat(self.id)
+        self._heartbeat_at = now
+        if not self.config.replica:
+            return
+        for taken in self.store.leases.take_over_dead(
+            self.id, self.config.lease_ttl, self.config.lost_retries
+        ):
+            log.warning(
+                "scheduler %s took over scheduler %s (%s): %d attempts lost, %d tasks ready "
+                "again, %d locks released",
+                self.id[:8],
+                taken.scheduler_id[:8],
+                taken.reason,
+                taken.recovery.lost_attempts,
+                taken.recovery.requeued_tasks,
+                taken.recovery.released_locks,
+            )
+            self._tasks_added = True  # its tasks are ready: take them
+        self.estimates.learn_shared(self.store.estimate_rows())
 
     def _wait(self, now: float, most: float) -> float:
         """How long this step may wait for an outcome: attempts that run for seconds wake
@@ -350,8 +390,17 @@ class Scheduler:
         # What the attempts taught about their keys commits with them.
         dirty = self.estimates.take_dirty()
         try:
-            self.recorder.stats.duplicates += self.store.apply(writes, dirty)
+            self.recorder.stats.duplicates += self.store.apply(writes, dirty, self.id)
             dirty = []
+        except TakenOverError:
+            # Fenced: another replica took this one's attempts over; what they did is
+            # dropped (counted in the store: fenced_writes), never recorded over theirs.
+            log.error(
+                "scheduler %s was taken over: %d writes of its attempts dropped (fenced)",
+                self.id[:8],
+                len(writes),
+            )
+            raise
         except StoreUnavailable:
             raise  # the store itself fails (disk, lock): nothing one task did
         except Exception as err:

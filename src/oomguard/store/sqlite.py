@@ -23,6 +23,7 @@ from oomguard.errors import (
     BlobMissingError,
     JobNotFoundError,
     StoreError,
+    TakenOverError,
 )
 from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
@@ -273,18 +274,29 @@ class SqliteStore:
         row = self.db.execute(Q["low_group"], {"job_id": job_id}).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
-        """Move up to ``limit`` ready tasks into the scheduler's window (state ``queued``)."""
+    def take_ready(
+        self, job_id: str, limit: int, grp_limit: int, owner: str | None = None
+    ) -> list[TaskRow]:
+        """Move up to ``limit`` ready tasks into the window of scheduler ``owner`` (state
+        ``queued``, ``owner`` theirs), in one transaction; nothing if ``owner`` was taken
+        over (:class:`~oomguard.errors.TakenOverError`)."""
         now = time.time()
         with self.transaction() as db:
+            if owner is not None:
+                self.leases.fence(db, owner)
             rows = db.execute(
                 Q["take_ready"],
                 {"job_id": job_id, "now": now, "grp_limit": grp_limit, "limit": limit},
             ).fetchall()
-            db.executemany(
-                Q["task_queued"],
-                [(now, r[0]) for r in rows],
-            )
+            if rows:
+                claimed = {
+                    r[0]
+                    for r in db.execute(
+                        Q["task_queued"],
+                        {"owner": owner, "now": now, "ids": json.dumps([r[0] for r in rows])},
+                    )
+                }
+                rows = [r for r in rows if r[0] in claimed]
         tasks = [TaskRow(*r) for r in rows]
         for task in tasks:
             if task.params_ref is not None:
@@ -312,7 +324,12 @@ class SqliteStore:
             values.append(self.blobs.get(ref) if ref else value)
         return (self.blobs.params_of(*params_row) if params_row else None), values
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
+    def apply(
+        self,
+        writes: Iterable[Write],
+        estimates: Sequence[KeyEstimate] = (),
+        scheduler_id: str | None = None,
+    ) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction.
@@ -321,14 +338,30 @@ class SqliteStore:
         already stored for its task is discarded (exactly-once results); the number of
         discarded duplicates is returned. Text that UTF-8 cannot encode (lone surrogates
         in a task's error message) is stored escaped.
+
+        Fencing: with ``scheduler_id`` (the scheduler whose writes these are), nothing
+        commits if it was taken over, or if an attempt the writes end is no longer running
+        under it: the transaction is rolled back, the refused writes counted
+        (``fenced_writes``) and :class:`~oomguard.errors.TakenOverError` raised.
         """
         ops = [(w.query, w.parameters()) for w in writes]
         try:
-            return self._apply(ops, estimates)
-        except UnicodeEncodeError:
-            return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
+            try:
+                return self._apply(ops, estimates, scheduler_id)
+            except UnicodeEncodeError:
+                safe = [(name, safe_params(params)) for name, params in ops]
+                return self._apply(safe, estimates, scheduler_id)
+        except TakenOverError:
+            with self.transaction() as db:
+                db.execute(Q["count_fenced"], (len(ops),))
+            raise
 
-    def _apply(self, ops: list[tuple[str, SqlParams]], estimates: Sequence[KeyEstimate]) -> int:
+    def _apply(
+        self,
+        ops: list[tuple[str, SqlParams]],
+        estimates: Sequence[KeyEstimate],
+        scheduler_id: str | None,
+    ) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
         phases: dict[int, list[tuple[str, SqlParams]]] = {}
@@ -336,6 +369,8 @@ class SqliteStore:
             phases.setdefault(PHASES[name], []).append((name, params))
         duplicates = 0
         with self.transaction() as db:
+            if scheduler_id is not None:
+                self._fence(db, scheduler_id, phases.get(PHASES["end_attempt"], []))
             for phase in sorted(phases):
                 writes = phases[phase]
                 if writes[0][0] == "result":
@@ -358,6 +393,26 @@ class SqliteStore:
                     (duplicates,),
                 )
         return duplicates
+
+    def _fence(
+        self, db: sqlite3.Connection, scheduler_id: str, ends: list[tuple[str, SqlParams]]
+    ) -> None:
+        """Refuse (raise, rolling back) the writes of a scheduler taken over, or that end an
+        attempt no longer running under it."""
+        self.leases.fence(db, scheduler_id)
+        if not ends:
+            return
+        (stale,) = db.execute(
+            Q["stale_attempts_among"],
+            {"ids": json.dumps([p["id"] for _, p in ends]), "owner": scheduler_id},
+        ).fetchone()
+        if stale:
+            raise TakenOverError(
+                f"scheduler {scheduler_id}: {stale} of the attempts it ends are no longer "
+                "its own (taken over): it records nothing more",
+                scheduler_id=scheduler_id,
+                by=None,
+            )
 
     def _store_results(self, db: sqlite3.Connection, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed

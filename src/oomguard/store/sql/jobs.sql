@@ -43,8 +43,12 @@ SELECT j.id FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.i
     {open_states}) ORDER BY j.created_at;
 
 -- name: task_queued
--- A task taken into the scheduler's window (state queued).
-UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?;
+-- Tasks :ids taken into the window of scheduler :owner (state queued, the scheduler its owner), in the
+-- transaction that read it ready. PostgreSQL: take_ready's SELECT adds FOR UPDATE SKIP LOCKED,
+-- so replicas claiming at once take different tasks; the state test keeps a claim single (only
+-- the tasks returned were claimed).
+UPDATE tasks SET state = 'queued', owner = :owner, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'ready' RETURNING id;
 
 -- name: next_not_before
 -- When a job's earliest ready task may run (its retry back-off).

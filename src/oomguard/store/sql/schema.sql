@@ -1,4 +1,4 @@
--- The oomguard store's schema as it is now (version 6): what a new store is made from.
+-- The oomguard store's schema as it is now (version 7): what a new store is made from.
 -- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
 -- the migrations add up to this file). Change both together: a new migration, and here.
 CREATE TABLE meta (
@@ -6,7 +6,8 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 
--- One row per scheduler process that has owned the store; the live one heartbeats.
+-- One row per scheduler process that has used the store; the live ones heartbeat. An
+-- exclusive scheduler is alone; replicas share the store with each other.
 CREATE TABLE schedulers (
     id          TEXT PRIMARY KEY,
     hostname    TEXT NOT NULL,
@@ -14,7 +15,10 @@ CREATE TABLE schedulers (
     start_time  REAL NOT NULL,   -- process start time: a pid alone is reused
     started_at  REAL NOT NULL,
     heartbeat   REAL NOT NULL,
-    stopped_at  REAL
+    stopped_at  REAL,
+    replica     INTEGER NOT NULL DEFAULT 0,  -- 1: shares the store with other replicas
+    taken_over_at REAL,          -- found dead and taken over: its writes are refused
+    taken_over_by TEXT           -- the scheduler that took it over
 );
 
 CREATE TABLE jobs (
@@ -55,7 +59,8 @@ CREATE TABLE tasks (
     not_before   REAL NOT NULL DEFAULT 0,   -- retry backoff
     failure_class TEXT,
     error        TEXT,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    owner        TEXT                       -- the scheduler that took it into its window
 );
 CREATE INDEX tasks_job_grp ON tasks(job_id, grp);
 -- One index on the state, rewritten once when a task's state changes: the ready tasks of a

@@ -1,0 +1,11 @@
+-- oomguard store, schema version 7: several schedulers (replicas) on one store.
+-- A scheduler registers as a replica (shares the store with other live replicas) or as
+-- the exclusive owner (alone, as before). A task taken into a scheduler's window names
+-- its owner; a dead scheduler is taken over by a live replica, in one transaction that
+-- marks it (taken_over_at, taken_over_by), ends its running attempts lost and makes its
+-- owned tasks ready. A scheduler's writes commit only while it is not taken over
+-- (fencing). See store/leases.py and docs/ARCHITECTURE.md, "The store".
+ALTER TABLE schedulers ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE schedulers ADD COLUMN taken_over_at REAL;
+ALTER TABLE schedulers ADD COLUMN taken_over_by TEXT;
+ALTER TABLE tasks ADD COLUMN owner TEXT;
