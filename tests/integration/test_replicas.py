@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -215,3 +216,54 @@ def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(tmp_path: Path
             silent,
             taken_at,
         ) == [(0,)]
+
+
+def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) -> None:
+    limits = ("--max-pending-tasks", "50", "--namespace-quota", "team=30", "--workers", "1")
+    with replicas(tmp_path, 2, *limits) as servers:
+        accepted = {"team": 0, "default": 0}
+        refused: list[str] = []
+        lock = threading.Lock()
+
+        def submit(namespace: str, first: int) -> None:
+            with httpx.Client(timeout=60) as client:
+                for i in range(16):
+                    server = servers[(first + i) % 2]
+                    r = client.post(
+                        f"{server.url}/v1/jobs",
+                        json={
+                            "task": "oomguard.examples:sleep",
+                            "count": 5,
+                            "args": {"seconds": 120},
+                            "namespace": namespace,
+                        },
+                    )
+                    with lock:
+                        if r.status_code == 201:
+                            accepted[namespace] += 5
+                        else:
+                            assert r.status_code == 429, r.text
+                            refused.append(r.json()["error"]["code"])
+
+        threads = [
+            threading.Thread(target=submit, args=(ns, first))
+            for ns in ("team", "default")
+            for first in (0, 1)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert refused, "the submissions never reached a limit"
+        assert set(refused) <= {"queue_full", "namespace_quota"}, refused
+        assert accepted["team"] <= 30 and sum(accepted.values()) <= 50, accepted
+        # The store agrees: no more open tasks than the limits (they sleep for minutes).
+        store = servers[0].store
+        open_states = "('pending', 'ready', 'queued', 'running')"
+        ((total,),) = _rows(store, f"SELECT COUNT(*) FROM tasks WHERE state IN {open_states}")
+        ((team,),) = _rows(
+            store,
+            "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+            f"WHERE t.state IN {open_states} AND j.namespace = 'team'",
+        )
+        assert total == sum(accepted.values()) and team == accepted["team"]

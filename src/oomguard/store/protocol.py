@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         KeyEstimate,
         KillPoint,
         NewTask,
+        Quota,
         StoredParams,
         StoredSpec,
         TaskDetail,
@@ -539,7 +540,11 @@ class Store(Protocol):
         spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
-    ) -> None: ...
+        quota: Quota | None = None,
+    ) -> None:
+        """Insert a job; with ``quota``, only if its tasks fit the store's pending tasks and
+        its namespace's, checked in the same transaction (every replica's tasks counted)."""
+        ...
 
     def find_job(self, fingerprint: str) -> str | None: ...
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from oomguard.errors import (
+    BackpressureError,
     BlobMissingError,
     JobNotFoundError,
     StoreError,
@@ -36,7 +37,7 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.queries import POSITIONAL, Q, SqlParams
-from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, TaskRow
+from oomguard.store.records import JobRecord, KeyEstimate, NewTask, Quota, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -44,6 +45,11 @@ from oomguard.store.writes import PHASES, Write, safe_params
 
 #: jobs whose having aggregations a store remembers (then it asks again)
 AGGREGATES_KNOWN = 4096
+#: how long (seconds) a submission's reservation counts while its tasks are written: one
+#: cut off by a crash stops holding room after this
+RESERVATION_HELD = 600.0
+#: the Retry-After proposed when a quota refuses a submission (seconds)
+RETRY_LATER = 1.0
 
 
 @translated
@@ -145,8 +151,15 @@ class SqliteStore:
         spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
+        quota: Quota | None = None,
     ) -> None:
+        """Insert a job. With ``quota``, first check that its tasks fit the store's pending
+        tasks (every scheduler's) and its namespace's, in the same transaction
+        (:class:`~oomguard.errors.BackpressureError` if not), and hold their room."""
+        now = time.time()
         with self.transaction() as db:
+            if quota is not None:
+                self._check_quota(db, quota, namespace, now)
             db.execute(
                 Q["create_job"],
                 (
@@ -157,7 +170,8 @@ class SqliteStore:
                     agg,
                     (spec or StoredSpec()).to_json(),
                     fingerprint,
-                    time.time(),
+                    now,
+                    quota.tasks if quota is not None else 0,
                 ),
             )
             db.execute(
@@ -170,6 +184,35 @@ class SqliteStore:
                     "data": json.dumps({"name": name}),
                 },
             )
+
+    @staticmethod
+    def _check_quota(db: sqlite3.Connection, quota: Quota, namespace: str, now: float) -> None:
+        since = now - RESERVATION_HELD
+        n = quota.tasks
+        if quota.max_pending is not None:
+            (pending,) = db.execute(Q["pending_tasks"], {"since": since}).fetchone()
+            if pending + n > quota.max_pending:
+                raise BackpressureError(
+                    f"the store has {pending} pending tasks; {n} more would exceed "
+                    f"--max-pending-tasks {quota.max_pending}: retry later",
+                    code="queue_full",
+                    retry_after=RETRY_LATER,
+                    pending=pending,
+                    limit=quota.max_pending,
+                )
+        if quota.namespace_quota is not None:
+            (pending,) = db.execute(
+                Q["namespace_pending_tasks"], {"since": since, "ns": namespace}
+            ).fetchone()
+            if pending + n > quota.namespace_quota:
+                raise BackpressureError(
+                    f"namespace {namespace!r} has {pending} pending tasks; {n} more would "
+                    f"exceed its quota of {quota.namespace_quota}: retry later",
+                    code="namespace_quota",
+                    retry_after=RETRY_LATER,
+                    pending=pending,
+                    limit=quota.namespace_quota,
+                )
 
     def find_job(self, fingerprint: str) -> str | None:
         row = self.db.execute(Q["find_job"], (fingerprint,)).fetchone()

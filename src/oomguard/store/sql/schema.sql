@@ -31,7 +31,8 @@ CREATE TABLE jobs (
     fingerprint TEXT,                -- identifies a sweep so running it again resumes it
     state       TEXT NOT NULL DEFAULT 'open',   -- open (accepting), sealed (all tasks in), cancelled
     created_at  REAL NOT NULL,
-    total_groups INTEGER NOT NULL DEFAULT 0
+    total_groups INTEGER NOT NULL DEFAULT 0,
+    reserved    INTEGER NOT NULL DEFAULT 0   -- tasks a submission holds room for until written
 );
 CREATE UNIQUE INDEX jobs_fingerprint ON jobs(fingerprint) WHERE fingerprint IS NOT NULL;
 

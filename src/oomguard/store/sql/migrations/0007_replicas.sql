@@ -4,8 +4,11 @@
 -- its owner; a dead scheduler is taken over by a live replica, in one transaction that
 -- marks it (taken_over_at, taken_over_by), ends its running attempts lost and makes its
 -- owned tasks ready. A scheduler's writes commit only while it is not taken over
--- (fencing). See store/leases.py and docs/ARCHITECTURE.md, "The store".
+-- (fencing). A job submitted over HTTP reserves its tasks (jobs.reserved) in the
+-- transaction that checks the server's quotas, so replicas' quotas hold across them. See
+-- store/leases.py and docs/ARCHITECTURE.md, "The store".
 ALTER TABLE schedulers ADD COLUMN replica INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE schedulers ADD COLUMN taken_over_at REAL;
 ALTER TABLE schedulers ADD COLUMN taken_over_by TEXT;
 ALTER TABLE tasks ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;
