@@ -720,3 +720,32 @@ def test_a_task_lost_too_often_in_takeovers_fails_as_lost(store_location: str) -
         assert a.task_state(task.id) == "failed"
     finally:
         a.close()
+
+
+def test_one_replica_at_a_time_holds_a_receivers_cursor(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        a.outbox.add(1.0, "job", "{}")
+        assert a.outbox.hold("r", "a", 30) == 1  # a new receiver starts after what is there
+        assert b.outbox.hold("r", "b", 30) is None  # a delivers to it; b does not
+        assert a.outbox.hold("r", "a", 30) == 1  # renewed
+        a.outbox.advance("r", 5)
+        a.leases.unregister("a")  # a stops: its holds end
+        assert b.outbox.hold("r", "b", 30) == 5
+        # A holder found dead lets go of its holds at its takeover.
+        assert b.outbox.hold("r2", "b", 30) is not None
+        c = open_store(store_location)
+        try:
+            c.leases.register("c", lease_ttl=0.2, replica=True)
+            assert c.outbox.hold("r2", "c", 30) is None  # b lives and holds it
+            time.sleep(0.3)  # b's lease lapses
+            c.leases.heartbeat("c")
+            assert [t.scheduler_id for t in c.leases.take_over_dead("c", 0.2)] == ["b"]
+            assert c.outbox.hold("r2", "c", 30) is not None
+        finally:
+            c.close()
+    finally:
+        a.close()
+        b.close()

@@ -77,7 +77,7 @@ def assemble(
         recovery = store.leases.register(
             scheduler_id, config.lease_ttl, config.lost_retries, replica=config.replica
         )
-        start_outbox(notifier)  # deliver what the store holds (see docs/guide/replicas.md)
+        start_outbox(notifier, scheduler_id, config.lease_ttl)  # one replica delivers at a time
         isolation = detect_isolation(config.isolation)
         if config.executor == "local":
             check_limits(config, isolation.own_limit_bytes)

@@ -130,6 +130,7 @@ class Leases:
                 # Alone: whatever is running or queued is a dead scheduler's (as ever).
                 for sid, _ in dead:
                     db.execute(Q["scheduler_stopped"], (now, sid))
+                    db.execute(Q["outbox_let_go"], (sid,))
                 return self._recover(db, scheduler_id, now, lost_retries)
             total = Recovery(0, 0, 0, 0)
             for sid, why in dead:
@@ -222,6 +223,7 @@ class Leases:
         for task_id in sorted({task_id for _, task_id, _ in lost}):
             failed += self._fail_if_lost_too_often(db, task_id, now, lost_retries)
         released = db.execute(Q["release_scheduler_locks"], (dead_id,)).rowcount
+        db.execute(Q["outbox_let_go"], (dead_id,))  # its webhooks: delivered by another
         requeued = db.execute(Q["requeue_owned_tasks"], {"now": now, "owner": dead_id}).rowcount
         db.execute(
             Q["insert_event"],
@@ -382,3 +384,4 @@ class Leases:
     def unregister(self, scheduler_id: str) -> None:
         with self._conn.transaction() as db:
             db.execute(Q["scheduler_stopped"], (time.time(), scheduler_id))
+            db.execute(Q["outbox_let_go"], (scheduler_id,))

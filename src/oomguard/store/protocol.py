@@ -443,6 +443,11 @@ class OutboxFacet(Protocol):
         """``receiver``'s cursor; a new receiver starts after the rows there are now."""
         ...
 
+    def hold(self, receiver: str, holder: str, seconds: float) -> int | None:
+        """Hold ``receiver``'s cursor for scheduler ``holder`` (renewed each call): its
+        cursor, or None while another scheduler holds it (one delivers at a time)."""
+        ...
+
     def after(self, cursor: int, limit: int) -> list[OutboxRow]:
         """The rows after ``cursor``, in order."""
         ...

@@ -171,5 +171,7 @@ CREATE TABLE outbox (
 );
 CREATE TABLE outbox_cursors (
     receiver  TEXT PRIMARY KEY,   -- SHA-256 of the receiver's URL: never the URL itself
-    delivered INTEGER NOT NULL    -- the last outbox id it delivered or gave up on
+    delivered INTEGER NOT NULL,   -- the last outbox id it delivered or gave up on
+    holder    TEXT,               -- the scheduler delivering to it now (one at a time)
+    held_until REAL NOT NULL DEFAULT 0  -- its hold lapses then unless renewed
 );
