@@ -749,3 +749,16 @@ def test_one_replica_at_a_time_holds_a_receivers_cursor(store_location: str) -> 
     finally:
         a.close()
         b.close()
+
+
+def test_each_job_change_is_told_by_one_replica(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=1)
+        assert a.leases.claim_job_notice("j1", "running")
+        assert not b.leases.claim_job_notice("j1", "running")  # told already
+        assert b.leases.claim_job_notice("j1", "succeeded")
+        assert not a.leases.claim_job_notice("j1", "succeeded")
+    finally:
+        a.close()
+        b.close()

@@ -25,7 +25,7 @@ from oomguard.cli.exit_codes import ExitCode
 pytestmark = pytest.mark.timeout(300)
 
 #: a short lease, so the tests see takeovers within seconds (heartbeats every third)
-LEASE = "2"
+LEASE = "3"
 
 
 @contextmanager
@@ -208,6 +208,19 @@ def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(tmp_path: Path
             taken_at,
         )
         assert taken and all(t[1:] == ("failed", "lost") for t in taken), taken
+        # What it still tried to record was refused and counted, in the store and /metrics.
+        fenced = _rows(store, "SELECT value FROM counters WHERE name = 'fenced_writes'")
+        count = fenced[0][0] if fenced else 0
+        wait_for(
+            lambda: (
+                f"oomguard_fenced_writes_total {float(count)}" in httpx.get(f"{b.url}/metrics").text
+            ),
+            timeout=30,
+            what="the fenced writes in /metrics",
+        )
+        assert _rows(store, "SELECT COUNT(*) FROM events WHERE kind = 'scheduler_taken_over'") == [
+            (1,)
+        ]
         # None of the attempts taken over has a result; each task's result is the live one's.
         assert _rows(
             store,

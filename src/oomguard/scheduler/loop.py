@@ -27,6 +27,7 @@ from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.scheduler.compose import NOTIFY_DRAIN_TIMEOUT, Parts, assemble
 from oomguard.scheduler.endings import Endings
+from oomguard.scheduler.lease import LeaseKeeper, heartbeat_every
 from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
@@ -80,6 +81,9 @@ class Scheduler:
         self._active: list[str] = []
         self._active_at = 0.0
         self._heartbeat_at = 0.0
+        #: the lease thread, once started
+        self.lease: LeaseKeeper | None = None
+        self._takeovers_seen = 0
         self._parts_at = 0.0
         self._parts_swept = False
         self._cancel_check_at = 0.0
@@ -123,6 +127,11 @@ class Scheduler:
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
+        # The lease is kept on a thread of its own (scheduler/lease.py), from before the
+        # scheduler registers (in assemble), so that however long the rest of the start
+        # takes, its heartbeats come within the lease.
+        self.lease = LeaseKeeper(self.config, self.id, self.wake)
+        self.lease.start()
         parts = self.parts = assemble(
             self.config,
             scheduler_id=self.id,
@@ -160,6 +169,8 @@ class Scheduler:
                 parts.kmsg.stop()
                 parts.sink.stop()
             self.sampler.stop()
+            if self.lease is not None:
+                self.lease.stop()
             if parts is not None and parts.notifier is not None:
                 parts.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
             self.store.close()
@@ -228,8 +239,7 @@ class Scheduler:
             or not recorder.running
         ):
             self.flush()
-        if now - self._heartbeat_at >= self._heartbeat_every:
-            self._heartbeat(now)
+        self._lease_news(now)
         if now - self._cancel_check_at >= 1.0:
             self._cancel_check_at = now
             self._check_cancelled()
@@ -240,34 +250,21 @@ class Scheduler:
         self._publish_view(force=self.sampler.due())
         self.sampler.tick(self._view)
 
-    @property
-    def _heartbeat_every(self) -> float:
-        # Several heartbeats per lease: one late heartbeat never lets the lease expire.
-        return min(self.config.heartbeat_interval, self.config.lease_ttl / 3)
-
-    def _heartbeat(self, now: float) -> None:
-        """Renew the lease (:class:`TakenOverError` if another replica took this one over);
-        a replica then takes over the replicas that died, and learns the estimates others
-        taught."""
-        self.store.leases.heartbeat(self.id)
-        self._heartbeat_at = now
-        if not self.config.replica:
+    def _lease_news(self, now: float) -> None:
+        """What the lease thread found: this scheduler taken over (raised: it stops), or
+        dead replicas taken over (their tasks are ready: look now). A replica also learns,
+        every heartbeat interval, the memory estimates the others taught."""
+        lease = self.lease
+        if lease is None:
             return
-        for taken in self.store.leases.take_over_dead(
-            self.id, self.config.lease_ttl, self.config.lost_retries
-        ):
-            log.warning(
-                "scheduler %s took over scheduler %s (%s): %d attempts lost, %d tasks ready "
-                "again, %d locks released",
-                self.id[:8],
-                taken.scheduler_id[:8],
-                taken.reason,
-                taken.recovery.lost_attempts,
-                taken.recovery.requeued_tasks,
-                taken.recovery.released_locks,
-            )
-            self._tasks_added = True  # its tasks are ready: take them
-        self.estimates.learn_shared(self.store.estimate_rows())
+        if lease.taken_over is not None:
+            raise lease.taken_over
+        if lease.takeovers != self._takeovers_seen:
+            self._takeovers_seen = lease.takeovers
+            self._tasks_added = True
+        if self.config.replica and now - self._heartbeat_at >= heartbeat_every(self.config):
+            self._heartbeat_at = now
+            self.estimates.learn_shared(self.store.estimate_rows())
 
     def _wait(self, now: float, most: float) -> float:
         """How long this step may wait for an outcome: attempts that run for seconds wake
@@ -366,6 +363,10 @@ class Scheduler:
             notifier = self.parts.notifier if self.parts is not None else None
             if notifier is not None:
                 for notice in job_notices(self.store, before, self._active):
+                    if self.config.replica and not self.store.leases.claim_job_notice(
+                        notice.job_id, notice.state
+                    ):
+                        continue  # another replica told it
                     notifier.notify(notice)
 
     def _refill(self, now: float) -> None:

@@ -381,6 +381,14 @@ class Leases:
             if not db.execute(Q["heartbeat"], (time.time(), scheduler_id)).rowcount:
                 self._fence(db, scheduler_id)
 
+    def claim_job_notice(self, job_id: str, state: str) -> bool:
+        """Whether this scheduler tells that job ``job_id`` is now ``state``: the first to
+        claim a change tells it (replicas each see every job change)."""
+        with self._conn.transaction() as db:
+            return bool(
+                db.execute(Q["claim_job_notice"], {"job_id": job_id, "state": state}).rowcount
+            )
+
     def unregister(self, scheduler_id: str) -> None:
         with self._conn.transaction() as db:
             db.execute(Q["scheduler_stopped"], (time.time(), scheduler_id))

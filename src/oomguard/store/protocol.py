@@ -143,6 +143,11 @@ class LeasesFacet(Protocol):
         """Reserve ``n`` attempt ids no other scheduler will use; return the first."""
         ...
 
+    def claim_job_notice(self, job_id: str, state: str) -> bool:
+        """Whether this scheduler tells that ``job_id`` is now ``state`` (the first to
+        claim it: replicas tell each job change once)."""
+        ...
+
     def requeue_tasks(self, task_ids: Sequence[int], scheduler_id: str) -> None:
         """A stopping scheduler hands its tasks back: ready again, its locks released."""
         ...

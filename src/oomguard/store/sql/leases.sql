@@ -99,3 +99,8 @@ INSERT INTO counters (name, value) VALUES ('fenced_writes', ?) ON CONFLICT(name)
 -- name: scheduler_row
 -- Scheduler ?'s host, pid, process start time and heartbeat, if it is not stopped.
 SELECT hostname, pid, start_time, heartbeat FROM schedulers WHERE id = ? AND stopped_at IS NULL;
+
+-- name: claim_job_notice
+-- The scheduler that moves job :job_id's told state to :state tells it (no row changed:
+-- another replica told it already).
+UPDATE jobs SET told = :state WHERE id = :job_id AND (told IS NULL OR told != :state);

@@ -32,7 +32,8 @@ CREATE TABLE jobs (
     state       TEXT NOT NULL DEFAULT 'open',   -- open (accepting), sealed (all tasks in), cancelled
     created_at  REAL NOT NULL,
     total_groups INTEGER NOT NULL DEFAULT 0,
-    reserved    INTEGER NOT NULL DEFAULT 0   -- tasks a submission holds room for until written
+    reserved    INTEGER NOT NULL DEFAULT 0,  -- tasks a submission holds room for until written
+    told        TEXT                 -- the state its notifications last told (replicas: once)
 );
 CREATE UNIQUE INDEX jobs_fingerprint ON jobs(fingerprint) WHERE fingerprint IS NOT NULL;
 

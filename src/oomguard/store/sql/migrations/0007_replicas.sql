@@ -12,6 +12,8 @@ ALTER TABLE schedulers ADD COLUMN taken_over_at REAL;
 ALTER TABLE schedulers ADD COLUMN taken_over_by TEXT;
 ALTER TABLE tasks ADD COLUMN owner TEXT;
 ALTER TABLE jobs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;
+-- The state of the job the notifications last told (replicas tell each change once).
+ALTER TABLE jobs ADD COLUMN told TEXT;
 -- One scheduler at a time delivers each receiver's webhooks: the one holding its cursor.
 ALTER TABLE outbox_cursors ADD COLUMN holder TEXT;
 ALTER TABLE outbox_cursors ADD COLUMN held_until REAL NOT NULL DEFAULT 0;
