@@ -762,3 +762,30 @@ def test_each_job_change_is_told_by_one_replica(store_location: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_replicas_take_a_lock_one_at_a_time(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=2)
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        t0, t1 = a.take_ready("j1", 2, 100, owner="a")
+        assert a.leases.take_lock("k", 1, t0.id, "a")
+        assert not b.leases.take_lock("k", 2, t1.id, "b")  # a holds it
+        a.leases.drop_lock("k", 1, "a")  # its attempt did not start
+        assert b.leases.take_lock("k", 2, t1.id, "b")
+        # The attempt's end releases it, as an exclusive scheduler's lock.
+        writes = PendingWrites()
+        writes.release_lock(2, t1.id)
+        b.apply(writes.take(), scheduler_id="b")
+        assert a.leases.take_lock("k", 3, t0.id, "a")
+        # A takeover releases the locks the dead replica took, started or not.
+        time.sleep(0.3)
+        b.leases.heartbeat("b")
+        (taken,) = b.leases.take_over_dead("b", 0.2)
+        assert taken.recovery.released_locks == 1
+        assert b.leases.take_lock("k", 4, t1.id, "b")
+    finally:
+        a.close()
+        b.close()

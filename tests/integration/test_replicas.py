@@ -5,6 +5,7 @@ SQLite store; the store is read with plain SQL to count what happened."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -280,3 +281,37 @@ def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) ->
             f"WHERE t.state IN {open_states} AND j.namespace = 'team'",
         )
         assert total == sum(accepted.values()) and team == accepted["team"]
+
+
+def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
+    logs = tmp_path / "locked"
+    logs.mkdir()
+    args = ("--workers", "2", "--tasks-module", "fixtures.tasks")
+    with replicas(tmp_path, 2, *args) as (a, b):
+        jobs = []
+        for i in range(4):  # one lock key, tasks of it submitted to both replicas
+            r = httpx.post(
+                f"{(a, b)[i % 2].url}/v1/jobs",
+                json={
+                    "task": "fixtures.tasks:locked",
+                    "tasks": [{"x": 10 * i + k} for k in range(5)],
+                    "args": {"account": "one", "log_dir": str(logs), "seconds": 0.05},
+                },
+                timeout=60,
+            )
+            assert r.status_code == 201, r.text
+            jobs.append(str(r.json()["job_id"]))
+        wait_for(lambda: _done(a, jobs), timeout=240, interval=0.2, what="all jobs done")
+        _exactly_once(a.store, 20)
+        ran = _rows(a.store, "SELECT DISTINCT scheduler_id FROM attempts")
+        assert len(ran) == 2, ran  # both replicas ran some
+    spans = []
+    for log in logs.iterdir():
+        if log.suffix == ".pid":
+            continue
+        lines = log.read_text().split()
+        spans.append((float(lines[0]), float(lines[3])))
+    spans.sort()
+    assert len(spans) == 20
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two tasks of one lock ran at once"

@@ -110,6 +110,11 @@ class AttemptRecorder:
         self._attempt_ids = (
             itertools.count(next_attempt) if isinstance(next_attempt, int) else next_attempt
         )
+        #: the id drawn ahead for the next attempt (:meth:`draw_attempt_id`)
+        self._drawn: int | None = None
+        #: locks are taken in the store before an attempt starts (replicas share them),
+        #: not queued with its claim
+        self.shared_locks = config.replica
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
         #: notices of endings, sent once the commit that records them is done
         self.notices = HeldNotices(notify, keep, writes)
@@ -144,7 +149,8 @@ class AttemptRecorder:
         self, task: TaskRow, key: str | None, role: Role, limit: int, now: float, admit: bool
     ) -> Running:
         """Claim an attempt of ``task`` (queued as writes; committed before it is sent)."""
-        attempt_id = next(self._attempt_ids)
+        attempt_id = self.draw_attempt_id()
+        self._drawn = None
         n = task.attempts + 1
         task.attempts = n
         run = Running(attempt_id, task, n, key, role, limit, now)
@@ -168,10 +174,17 @@ class AttemptRecorder:
         )
         self.writes.insert_attempt(run.claim)
         self.writes.task_running(task.id, n, now, attempt_id)
-        if task.lock_key:
+        if task.lock_key and not self.shared_locks:
             self.writes.acquire_lock(task.lock_key, attempt_id, task.id)
         self.running[attempt_id] = run
         return run
+
+    def draw_attempt_id(self) -> int:
+        """The id the next attempt begun will have (drawn once: a replica takes a lock in
+        its name before the attempt begins)."""
+        if self._drawn is None:
+            self._drawn = next(self._attempt_ids)
+        return self._drawn
 
     def writes_taken(self) -> None:
         """The queued writes were taken to be committed (claims included): later changes

@@ -222,7 +222,7 @@ class Leases:
         failed = 0
         for task_id in sorted({task_id for _, task_id, _ in lost}):
             failed += self._fail_if_lost_too_often(db, task_id, now, lost_retries)
-        released = db.execute(Q["release_scheduler_locks"], (dead_id,)).rowcount
+        released = db.execute(Q["release_scheduler_locks"], {"owner": dead_id}).rowcount
         db.execute(Q["outbox_let_go"], (dead_id,))  # its webhooks: delivered by another
         requeued = db.execute(Q["requeue_owned_tasks"], {"now": now, "owner": dead_id}).rowcount
         db.execute(
@@ -373,13 +373,31 @@ class Leases:
                 Q["requeue_task"],
                 [(i,) for i in task_ids],
             )
-            db.execute(Q["release_scheduler_locks"], (scheduler_id,))
+            db.execute(Q["release_scheduler_locks"], {"owner": scheduler_id})
 
     def heartbeat(self, scheduler_id: str) -> None:
         """Renew ``scheduler_id``'s lease; :class:`TakenOverError` if it was taken over."""
         with self._conn.transaction() as db:
             if not db.execute(Q["heartbeat"], (time.time(), scheduler_id)).rowcount:
                 self._fence(db, scheduler_id)
+
+    def take_lock(self, key: str, attempt_id: int, task_id: int, scheduler_id: str) -> bool:
+        """Replica ``scheduler_id`` takes lock ``key`` for its attempt ``attempt_id`` (not
+        started yet): whether it got it (False: another holds it). Replicas take locks here,
+        each in a transaction of its own, before the attempt starts; the attempt's end
+        releases it as an exclusive scheduler's (``release_lock``), a takeover with the
+        replica's other locks."""
+        with self._conn.transaction() as db:
+            self._fence(db, scheduler_id)
+            params = {"key": key, "attempt_id": attempt_id, "task_id": task_id}
+            return bool(db.execute(Q["take_lock"], {**params, "owner": scheduler_id}).rowcount)
+
+    def drop_lock(self, key: str, attempt_id: int, scheduler_id: str) -> None:
+        """Give back lock ``key`` taken for attempt ``attempt_id``, which did not start."""
+        with self._conn.transaction() as db:
+            db.execute(
+                Q["drop_lock"], {"key": key, "attempt_id": attempt_id, "owner": scheduler_id}
+            )
 
     def claim_job_notice(self, job_id: str, state: str) -> bool:
         """Whether this scheduler tells that job ``job_id`` is now ``state``: the first to

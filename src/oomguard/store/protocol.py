@@ -143,6 +143,15 @@ class LeasesFacet(Protocol):
         """Reserve ``n`` attempt ids no other scheduler will use; return the first."""
         ...
 
+    def take_lock(self, key: str, attempt_id: int, task_id: int, scheduler_id: str) -> bool:
+        """Replica ``scheduler_id`` takes lock ``key`` for attempt ``attempt_id`` (about to
+        start), in a transaction of its own: whether it got it."""
+        ...
+
+    def drop_lock(self, key: str, attempt_id: int, scheduler_id: str) -> None:
+        """Give back lock ``key`` taken for attempt ``attempt_id``, which did not start."""
+        ...
+
     def claim_job_notice(self, job_id: str, state: str) -> bool:
         """Whether this scheduler tells that ``job_id`` is now ``state`` (the first to
         claim it: replicas tell each job change once)."""

@@ -48,8 +48,20 @@ UPDATE tasks SET state = 'failed', failure_class = 'lost', error = ?, updated_at
 UPDATE tasks SET state = 'ready', owner = NULL WHERE id = ? AND state IN ('queued', 'running');
 
 -- name: release_scheduler_locks
--- Delete the locks held by attempts of scheduler ? (it stops, or it was taken over).
-DELETE FROM locks WHERE attempt_id IN (SELECT id FROM attempts WHERE scheduler_id = ?);
+-- Delete the locks scheduler :owner took or its attempts hold (it stops, or was taken over).
+DELETE FROM locks WHERE owner = :owner OR attempt_id IN (SELECT id FROM attempts WHERE
+    scheduler_id = :owner);
+
+-- name: take_lock
+-- Replica :owner takes lock :key for its attempt :attempt_id (about to start) if no one holds
+-- it (no row changed: held). The same on PostgreSQL (ON CONFLICT DO NOTHING).
+INSERT INTO locks (key, attempt_id, task_id, owner) VALUES (:key, :attempt_id, :task_id, :owner)
+    ON CONFLICT(key) DO NOTHING;
+
+-- name: drop_lock
+-- Replica :owner gives back lock :key it took for attempt :attempt_id (the attempt did not
+-- start).
+DELETE FROM locks WHERE key = :key AND attempt_id = :attempt_id AND owner = :owner;
 
 -- name: heartbeat
 -- A scheduler's heartbeat: its lease is renewed, unless it was taken over (no row then).

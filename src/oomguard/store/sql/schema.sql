@@ -126,7 +126,8 @@ CREATE INDEX events_job ON events(job_id, id);
 CREATE TABLE locks (
     key        TEXT PRIMARY KEY,
     attempt_id INTEGER NOT NULL,
-    task_id    INTEGER NOT NULL
+    task_id    INTEGER NOT NULL,
+    owner      TEXT               -- the replica that took it (NULL: an exclusive scheduler's)
 );
 
 CREATE TABLE estimates (

@@ -14,6 +14,9 @@ ALTER TABLE tasks ADD COLUMN owner TEXT;
 ALTER TABLE jobs ADD COLUMN reserved INTEGER NOT NULL DEFAULT 0;
 -- The state of the job the notifications last told (replicas tell each change once).
 ALTER TABLE jobs ADD COLUMN told TEXT;
+-- A lock names the scheduler that took it (a replica takes a lock in the store before its
+-- attempt starts; a takeover releases the dead one's).
+ALTER TABLE locks ADD COLUMN owner TEXT;
 -- One scheduler at a time delivers each receiver's webhooks: the one holding its cursor.
 ALTER TABLE outbox_cursors ADD COLUMN holder TEXT;
 ALTER TABLE outbox_cursors ADD COLUMN held_until REAL NOT NULL DEFAULT 0;
