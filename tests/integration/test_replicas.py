@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+import oomguard
 from fixtures.polling import wait_for
 from fixtures.serve_process import Served, serve
 from oomguard.cli.exit_codes import ExitCode
+from oomguard.errors import StoreBusyError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -315,3 +317,17 @@ def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
     assert len(spans) == 20
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, "two tasks of one lock ran at once"
+
+
+def test_runners_as_replicas_share_a_store_and_exclusive_ones_refuse(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.sqlite")
+    with (
+        oomguard.Runner(store=store, workers=1, replica=True) as one,
+        oomguard.Runner(store=store, workers=1, replica=True) as two,
+    ):
+        alone = oomguard.Runner(store=store, workers=1)
+        with pytest.raises(StoreBusyError):
+            alone.start()
+        alone.close()
+        job = one.sweep("oomguard.examples:noop", [{"x": i} for i in range(20)])
+        assert two.job(job.id).wait(timeout=120)["counts"]["succeeded"] == 20
