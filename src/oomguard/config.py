@@ -76,8 +76,13 @@ class RunnerConfig:
     retry_backoff_max: float = 60.0
     #: in-memory window of tasks taken from the store
     window: int = 2000
+    #: seconds after which a scheduler that did not heartbeat is dead (its attempts lost)
     lease_ttl: float = 30.0
+    #: seconds between heartbeats (at most a third of `lease_ttl` is used)
     heartbeat_interval: float = 5.0
+    #: share the store with other live replicas (`oomguard serve --replica`) instead of
+    #: owning it alone; each replica takes over the dead ones (docs/guide/replicas.md)
+    replica: bool = False
     #: the longest an outcome waits for its commit group to commit (seconds)
     commit_interval: float = 0.02
     commit_max: int = 2000

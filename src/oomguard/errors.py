@@ -18,6 +18,8 @@ boundaries between workers, the scheduler and Dask), so each defines ``__reduce_
     │   ├── NotAStoreError       the file is not an oomguard store
     │   ├── SchemaTooNewError    the store was written by a newer oomguard
     │   ├── StoreBusyError       another live scheduler owns the store
+    │   ├── TakenOverError       this scheduler was found dead and taken over by a
+    │   │                        replica: it records nothing more (fencing)
     │   ├── StoreUnavailable     the store itself fails (disk, lock, read-only): nothing
     │   │                        the data written did
     │   └── BlobMissingError     a blob file a row refers to is gone (deleted by hand)
@@ -101,6 +103,12 @@ class SchemaTooNewError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another live scheduler holds the store."""
+
+
+class TakenOverError(StoreError):
+    """This scheduler was found dead (its lease expired) and taken over by another replica
+    (``scheduler_id``, ``by``): what it still holds is not its own, so it records nothing
+    more and stops."""
 
 
 class StoreUnavailable(StoreError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError
+from oomguard.errors import NotAStoreError, SchemaTooNewError, StoreBusyError, TakenOverError
 from oomguard.store import Store, open_store
 from oomguard.store.db import Db
 from oomguard.store.factory import is_url
@@ -232,7 +232,8 @@ def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_p
     )
     dead_pid = int(proc.stdout)
     store.db.execute(
-        "INSERT INTO schedulers VALUES ('old', ?, ?, 1.0, 0, ?, NULL)",
+        "INSERT INTO schedulers (id, hostname, pid, start_time, started_at, heartbeat) "
+        "VALUES ('old', ?, ?, 1.0, 0, ?)",
         (__import__("socket").gethostname(), dead_pid, time.time()),
     )
     _claim(store, t0, 1, sid="old")
@@ -584,3 +585,250 @@ def test_a_postgresql_url_opens_a_postgresql_store(postgres_url: str) -> None:
         assert isinstance(store, PostgresStore) and store.location.startswith("postgres://")
     with open_store(postgres_url, readonly=True) as reader:
         assert reader.jobs() == []
+
+
+# -- replicas: several schedulers on one store (issue 29) --------------------------------
+
+
+def _end(store: Store, task: TaskRow, attempt_id: int, sid: str) -> int:
+    """The writes of attempt ``attempt_id`` succeeding, applied as scheduler ``sid``'s."""
+    writes = PendingWrites()
+    writes.end_attempt(
+        attempt_id,
+        task.id,
+        state="succeeded",
+        failure_class=None,
+        evidence=None,
+        peak_bytes=None,
+        pid=1,
+        worker="w1",
+        ended_at=time.time(),
+    )
+    writes.result(
+        task.id,
+        job_id=task.job_id,
+        attempt_id=attempt_id,
+        value=b"v",
+        kind=task.kind,
+        grp=task.grp,
+        n=1,
+        now=time.time(),
+    )
+    return store.apply(writes.take(), scheduler_id=sid)
+
+
+def test_replicas_coexist_and_exclusive_schedulers_refuse_them(store_location: str) -> None:
+    a, b, c = (open_store(store_location) for _ in range(3))
+    try:
+        a.leases.register("a", lease_ttl=30, replica=True)
+        b.leases.register("b", lease_ttl=30, replica=True)  # a second live replica: fine
+        with pytest.raises(StoreBusyError, match="live replica"):
+            c.leases.register("c", lease_ttl=30)  # an exclusive one refuses live replicas
+        a.leases.unregister("a")
+        b.leases.unregister("b")
+        c.leases.register("c", lease_ttl=30)
+        with pytest.raises(StoreBusyError, match="only with replicas"):
+            a.leases.register("a2", lease_ttl=30, replica=True)  # ... and they refuse it
+    finally:
+        for s in (a, b, c):
+            s.close()
+
+
+def test_claims_name_their_owner_and_never_overlap(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=10)
+        a.leases.register("a", lease_ttl=30, replica=True)
+        b.leases.register("b", lease_ttl=30, replica=True)
+        mine = a.take_ready("j1", 4, 100, owner="a")
+        theirs = b.take_ready("j1", 100, 100, owner="b")
+        assert len(mine) == 4 and len(theirs) == 6
+        assert not {t.id for t in mine} & {t.id for t in theirs}
+        assert a.take_ready("j1", 100, 100, owner="a") == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_dead_replica_is_taken_over_in_one_step(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=4)
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        t0, t1 = a.take_ready("j1", 2, 100, owner="a")
+        (t2,) = b.take_ready("j1", 1, 100, owner="b")
+        _claim(a, t0, 1, sid="a")
+        _claim(b, t2, 2, sid="b")
+        writes = PendingWrites()
+        writes.acquire_lock("k", 1, t0.id)
+        a.apply(writes.take(), scheduler_id="a")
+        # While a's heartbeat is fresh nothing is taken, however long it has run.
+        assert b.leases.take_over_dead("b", lease_ttl=30) == []
+        time.sleep(0.3)  # past a's lease of 0.2 s, without a heartbeat
+        b.leases.heartbeat("b")
+        (taken,) = b.leases.take_over_dead("b", lease_ttl=0.2)
+        assert taken.scheduler_id == "a" and "heartbeat" in taken.reason
+        assert taken.recovery.lost_attempts == 1
+        assert taken.recovery.requeued_tasks == 2  # t0 (running) and t1 (queued)
+        assert taken.recovery.released_locks == 1
+        (attempt,) = b.queries.attempts(t0.id)
+        assert attempt.state == "failed" and attempt.failure_class == "lost"
+        assert isinstance(attempt.evidence, dict) and attempt.evidence["scheduler_id"] == "a"
+        # b's own claim and attempt are untouched; a's tasks are ready for anyone.
+        assert b.task_state(t2.id) == "running"
+        assert (b.queries.attempts(t2.id))[0].state == "running"
+        assert b.task_state(t0.id) == b.task_state(t1.id) == "ready"
+        assert b.leases.take_over_dead("b", lease_ttl=0.2) == []  # once
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_replica_taken_over_records_nothing(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=2)
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        t0, t1 = a.take_ready("j1", 2, 100, owner="a")
+        _claim(a, t0, 1, sid="a")
+        time.sleep(0.3)
+        b.leases.heartbeat("b")
+        assert len(b.leases.take_over_dead("b", lease_ttl=0.2)) == 1
+        # b runs t0 again and stores its result ...
+        (again,) = b.take_ready("j1", 1, 100, owner="b")
+        assert again.id == t0.id
+        _claim(b, again, 2, sid="b")
+        # ... and what a still had of it is refused: the end, the result, the task's state.
+        with pytest.raises(TakenOverError):
+            _end(a, t0, 1, "a")
+        assert b.queries.counter("fenced_writes") == 2
+        assert b.task_state(t0.id) == "running"
+        assert [r.state for r in b.queries.attempts(t0.id)] == ["failed", "running"]
+        assert _end(b, again, 2, "b") == 0
+        assert b.task_state(t0.id) == "succeeded"
+        # a claims nothing more, and its heartbeat says it was taken over.
+        with pytest.raises(TakenOverError):
+            a.take_ready("j1", 10, 100, owner="a")
+        assert b.task_state(t1.id) == "ready"
+        with pytest.raises(TakenOverError):
+            a.leases.heartbeat("a")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_attempt_not_running_under_its_writer_is_fenced(store: Store) -> None:
+    _job(store, n=1)
+    store.leases.register("a", lease_ttl=30, replica=True)
+    (task,) = store.take_ready("j1", 1, 100, owner="a")
+    _claim(store, task, 1, sid="other")  # not a's attempt
+    with pytest.raises(TakenOverError):
+        _end(store, task, 1, "a")
+    assert store.queries.counter("fenced_writes") == 2
+    assert store.task_state(task.id) == "running"
+
+
+def test_replicas_reserve_disjoint_attempt_ids(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=1)
+        (task,) = a.take_ready("j1", 1, 100)
+        _claim(a, task, 7, sid="x")  # an attempt already numbered 7
+        first = a.leases.reserve_attempt_ids(100)
+        second = b.leases.reserve_attempt_ids(100)
+        assert first == 8  # above every attempt stored
+        assert second >= first + 100  # no overlap
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_task_lost_too_often_in_takeovers_fails_as_lost(store_location: str) -> None:
+    a = open_store(store_location)
+    try:
+        _job(a, n=1)
+        a.leases.register("live", lease_ttl=0.2, replica=True)
+        for n in range(1, 4):
+            dead = open_store(store_location)
+            dead.leases.register(f"dead{n}", lease_ttl=0.2, replica=True)
+            (task,) = dead.take_ready("j1", 1, 100, owner=f"dead{n}")
+            _claim(dead, task, n, sid=f"dead{n}")
+            dead.close()
+            time.sleep(0.3)
+            a.leases.heartbeat("live")
+            (taken,) = a.leases.take_over_dead("live", lease_ttl=0.2, lost_retries=2)
+        assert taken.recovery.failed_lost == 1  # the third loss, with lost_retries 2
+        assert a.task_state(task.id) == "failed"
+    finally:
+        a.close()
+
+
+def test_one_replica_at_a_time_holds_a_receivers_cursor(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        a.outbox.add(1.0, "job", "{}")
+        assert a.outbox.hold("r", "a", 30) == 1  # a new receiver starts after what is there
+        assert b.outbox.hold("r", "b", 30) is None  # a delivers to it; b does not
+        assert a.outbox.hold("r", "a", 30) == 1  # renewed
+        a.outbox.advance("r", 5)
+        a.leases.unregister("a")  # a stops: its holds end
+        assert b.outbox.hold("r", "b", 30) == 5
+        # A holder found dead lets go of its holds at its takeover.
+        assert b.outbox.hold("r2", "b", 30) is not None
+        c = open_store(store_location)
+        try:
+            c.leases.register("c", lease_ttl=0.2, replica=True)
+            assert c.outbox.hold("r2", "c", 30) is None  # b lives and holds it
+            time.sleep(0.3)  # b's lease lapses
+            c.leases.heartbeat("c")
+            assert [t.scheduler_id for t in c.leases.take_over_dead("c", 0.2)] == ["b"]
+            assert c.outbox.hold("r2", "c", 30) is not None
+        finally:
+            c.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_each_job_change_is_told_by_one_replica(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=1)
+        assert a.leases.claim_job_notice("j1", "running")
+        assert not b.leases.claim_job_notice("j1", "running")  # told already
+        assert b.leases.claim_job_notice("j1", "succeeded")
+        assert not a.leases.claim_job_notice("j1", "succeeded")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_replicas_take_a_lock_one_at_a_time(store_location: str) -> None:
+    a, b = open_store(store_location), open_store(store_location)
+    try:
+        _job(a, n=2)
+        a.leases.register("a", lease_ttl=0.2, replica=True)
+        b.leases.register("b", lease_ttl=0.2, replica=True)
+        t0, t1 = a.take_ready("j1", 2, 100, owner="a")
+        assert a.leases.take_lock("k", 1, t0.id, "a")
+        assert not b.leases.take_lock("k", 2, t1.id, "b")  # a holds it
+        a.leases.drop_lock("k", 1, "a")  # its attempt did not start
+        assert b.leases.take_lock("k", 2, t1.id, "b")
+        # The attempt's end releases it, as an exclusive scheduler's lock.
+        writes = PendingWrites()
+        writes.release_lock(2, t1.id)
+        b.apply(writes.take(), scheduler_id="b")
+        assert a.leases.take_lock("k", 3, t0.id, "a")
+        # A takeover releases the locks the dead replica took, started or not.
+        time.sleep(0.3)
+        b.leases.heartbeat("b")
+        (taken,) = b.leases.take_over_dead("b", 0.2)
+        assert taken.recovery.released_locks == 1
+        assert b.leases.take_lock("k", 4, t1.id, "b")
+    finally:
+        a.close()
+        b.close()

@@ -185,3 +185,19 @@ def test_a_kill_at_the_cap_ends_the_key_until_the_cap_grows() -> None:
     # A larger cap tries again: with the cap, as after a kill below it.
     assert larger.state("k") is KeyState.LEARNING
     assert larger.estimate("k", None) > 128 * MIB
+
+
+def test_a_replica_learns_what_another_taught_unless_it_knows_more() -> None:
+    cap = 1536 * MIB
+    taught = Estimates(default=64 * MIB)
+    for peak in (300, 310, 320):
+        taught.learn("k", peak * MIB)
+    taught.learn("mine", 100 * MIB)
+    shared = {r.memory_key: r for r in taught.take_dirty()}  # as the store holds them
+    other = Estimates(default=64 * MIB)
+    other.load({}, cap)
+    other.learn("mine", 200 * MIB)  # its own news of "mine", not yet stored
+    assert other.learn_shared(shared) == 1
+    assert other.estimate("k", None) == taught.estimate("k", None)  # a key it did not know
+    assert other.estimate("mine", None) >= 200 * MIB  # its unstored news is kept
+    assert other.learn_shared(shared) == 0  # nothing newer the second time

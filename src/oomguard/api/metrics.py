@@ -54,6 +54,8 @@ class MetricsSource(Protocol):
 
     def outbox_counts(self) -> dict[str, int]: ...
 
+    def fenced_writes(self) -> int: ...
+
 
 class _StateCollector(Collector):
     """The gauges read from the source; of ``namespaces`` only, where given."""
@@ -169,6 +171,12 @@ class _StateCollector(Collector):
             "oomguard_notifications_waiting",
             "Webhook notices in the store's outbox that some receiver has not had yet",
             value=outbox.get("waiting", 0),
+        )
+        yield CounterMetricFamily(
+            "oomguard_fenced_writes",
+            "Writes of a replica's attempts refused because another replica had taken it over "
+            "(its lease expired): dropped, never recorded over the new attempts",
+            value=src.fenced_writes(),
         )
         kept = src.retention_counts()
         if kept:

@@ -311,6 +311,12 @@ class ServerState:
         result: dict[str, int] = self._cached("outbox", 1.0, compute)
         return result
 
+    def fenced_writes(self) -> int:
+        result: int = self._cached(
+            "fenced", 1.0, lambda: self.stores.get().queries.counter("fenced_writes")
+        )
+        return result
+
     def retention_counts(self) -> dict[str, int]:
         if self.retention is None:
             return {}

@@ -36,7 +36,7 @@ from oomguard.jobs.spec import JobSpec, job_spec
 from oomguard.jobs.task import TaskOptions, load, options_of, unwrap
 from oomguard.scheduler.rows import TaskFields
 from oomguard.store.protocol import Store
-from oomguard.store.records import NewTask, StoredSpec
+from oomguard.store.records import NewTask, Quota, StoredSpec
 from oomguard.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitR
             agg=spec.aggregate_reference,
             spec=StoredSpec(source="http", fanout=req.fanout, command=req.command),
             namespace=spec.namespace,
+            quota=_quota(state, ns, total),
         )
         state.remember_job(job_id, ns)
         try:
@@ -147,6 +148,19 @@ def submit(state: ServerState, body: bytes, grant: Grant = ANONYMOUS) -> SubmitR
         groups=req.groups,
         namespace=ns,
         status_url=f"/v1/jobs/{job_id}",
+    )
+
+
+def _quota(state: ServerState, namespace: str, total: int) -> Quota | None:
+    """Replicas check the quotas again against the whole store, as the job is inserted:
+    this server's counter knows only its own submissions since its last sync."""
+    if not state.runner.config.replica:
+        return None
+    settings = state.settings
+    return Quota(
+        total,
+        max_pending=settings.max_pending_tasks,
+        namespace_quota=settings.namespace_quotas.get(namespace),
     )
 
 

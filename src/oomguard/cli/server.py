@@ -165,6 +165,24 @@ def is_loopback(host: str) -> bool:
     help="forget finished jobs older than this (e.g. 7d, 12h, 30m, 10s) and remove "
     "unreferenced blobs, periodically [default: the retention config key, else keep all]",
 )
+@click.option(
+    "--replica/--no-replica",
+    "replica",
+    default=None,
+    **env("REPLICA"),
+    help="share the store with other live `serve --replica` processes (each takes over the "
+    "dead ones; a replica that was taken over exits 13) instead of owning it alone "
+    "[default: the replica config key, else no]",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    metavar="SECONDS",
+    **env("LEASE_TTL"),
+    help="a scheduler that has not heartbeat for this long is dead: a replica takes over "
+    "its attempts (lost) and tasks [default: the lease_ttl config key, else 30]",
+)
 @lost_retries_option
 @worker_options
 @notify_options

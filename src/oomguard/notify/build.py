@@ -135,8 +135,11 @@ def outbox_filter(notifier: Notifier | None) -> Callable[[AttemptNotice], bool] 
     return durable.keeps if durable is not None else None
 
 
-def start_outbox(notifier: Notifier | None) -> None:
-    """Start delivering from the store's outbox (once the scheduler owns the store)."""
+def start_outbox(
+    notifier: Notifier | None, scheduler_id: str | None = None, lease_ttl: float = 30.0
+) -> None:
+    """Start delivering from the store's outbox, once scheduler ``scheduler_id`` registered
+    (it delivers to a receiver while it holds its cursor: one replica at a time)."""
     durable = _durable(notifier)
     if durable is not None:
-        durable.start()
+        durable.start(scheduler_id, lease_ttl)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 import httpx
@@ -39,6 +40,8 @@ BATCH = 100
 POLL = 1.0
 #: rows the outbox holds at most (then the oldest are dropped, counted)
 OUTBOX_ROWS = 100_000
+#: seconds a scheduler's hold of a receiver's cursor lasts past its last renewal
+HOLD = 30.0
 
 
 class _Stored(_Receiver):
@@ -62,6 +65,16 @@ class _Stored(_Receiver):
         try:
             cursor = self.cursor = store.outbox.cursor(self.key)
             while True:
+                # One scheduler at a time delivers to a receiver (replicas share the store):
+                # the one holding its cursor, renewed at each batch; the others wait.
+                held = store.outbox.hold(self.key, owner.holder, owner.hold_seconds)
+                if held is None:
+                    if owner.closing.is_set():
+                        return  # another scheduler delivers them
+                    self.wake.wait(owner.poll)
+                    self.wake.clear()
+                    continue
+                cursor = self.cursor = max(cursor, held)
                 rows = store.outbox.after(cursor, BATCH)
                 if not rows:
                     if owner.closing.is_set():
@@ -122,6 +135,9 @@ class DurableWebhooks:
         self.transport = transport
         self.closing = threading.Event()
         self.abandon = threading.Event()
+        #: the scheduler delivering (:meth:`start`), and how long its holds last
+        self.holder = ""
+        self.hold_seconds = HOLD
         self._stores = threading.local()
         self._opened: list[Store] = []
         self._opened_lock = threading.Lock()
@@ -136,11 +152,15 @@ class DurableWebhooks:
             target=self._trim_loop, name="oomguard-outbox-trim", daemon=True
         )
 
-    def start(self) -> None:
-        """Start delivering, once this scheduler owns the store (another one's receivers
-        would deliver the same rows)."""
+    def start(self, holder: str | None = None, hold_seconds: float = HOLD) -> None:
+        """Start delivering, once scheduler ``holder`` registered on the store: each
+        receiver delivers while it holds that receiver's cursor (one scheduler at a time:
+        replicas would deliver every row twice), renewed each batch, for ``hold_seconds``
+        at most past the last renewal (a dead holder is let go of at its takeover)."""
         if self._trimmer.ident is not None:
             return
+        self.holder = holder if holder is not None else uuid.uuid4().hex
+        self.hold_seconds = hold_seconds
         for receiver in self.receivers:
             receiver.thread.start()
         self._trimmer.start()

@@ -119,9 +119,32 @@ class Estimates:
     known: dict[str, KeyEstimate] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
 
+    #: the cap the estimates were loaded under (:meth:`learn_shared` loads with it)
+    cap: int = 0
+
+    def learn_shared(self, rows: Mapping[str, StoredEstimate]) -> int:
+        """Take what other schedulers sharing the store (replicas) taught: a stored key this
+        one does not know, or knows from fewer samples or a smaller kill, unless it has
+        news of its own about it not yet stored. Returns how many keys were taken."""
+        newer = {
+            key: r
+            for key, r in rows.items()
+            if key not in self.dirty
+            and (
+                (est := self.known.get(key)) is None
+                or r.samples > est.samples
+                or r.killed_at > est.killed_at
+                or (r.unfit_cap and not est.unfit_cap)
+            )
+        }
+        if newer:
+            self.load(newer, self.cap)
+        return len(newer)
+
     def load(self, rows: Mapping[str, StoredEstimate], cap: int) -> None:
         """Take the keys a store remembers (by key). A key proved unfit at a smaller cap
         than today's is tried again (with the cap, as after a kill below it)."""
+        self.cap = cap
         for key, r in rows.items():
             est = KeyEstimate(
                 bytes=r.bytes,

@@ -6,7 +6,7 @@ part cannot be built."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from oomguard.scheduler.budget import check_limits, derive_budget
 from oomguard.scheduler.dispatch import Dispatcher
 from oomguard.scheduler.recorder import AttemptRecorder
 from oomguard.store.blobs import BLOB_THRESHOLD
+from oomguard.store.leases import ATTEMPT_ID_BLOCK
 
 if TYPE_CHECKING:
     from oomguard.cgroups.detect import IsolationPlan
@@ -73,8 +74,10 @@ def assemble(
         notifier = build_notifier(config)  # a bad DSN or secret file stops us here
         if notifier is not None:
             started.append(lambda: notifier.close(NOTIFY_DRAIN_TIMEOUT))
-        recovery = store.leases.register(scheduler_id, config.lease_ttl, config.lost_retries)
-        start_outbox(notifier)  # the store is ours: deliver what it holds
+        recovery = store.leases.register(
+            scheduler_id, config.lease_ttl, config.lost_retries, replica=config.replica
+        )
+        start_outbox(notifier, scheduler_id, config.lease_ttl)  # one replica delivers at a time
         isolation = detect_isolation(config.isolation)
         if config.executor == "local":
             check_limits(config, isolation.own_limit_bytes)
@@ -109,7 +112,7 @@ def assemble(
             executor=executor,
             kmsg=kmsg,
             requeue=window.put_back,
-            next_attempt=store.next_attempt_id(),
+            next_attempt=attempt_ids(store) if config.replica else store.next_attempt_id(),
             notify=notifier.notify if notifier is not None else None,
             keep=outbox_filter(notifier),
             endings=endings,
@@ -143,6 +146,14 @@ def assemble(
         dispatcher=dispatcher,
         sink=sink,
     )
+
+
+def attempt_ids(store: Store) -> Iterator[int]:
+    """A replica's attempt ids: drawn from blocks reserved in the store as each runs out,
+    so replicas sharing a store never number two attempts alike."""
+    while True:
+        first = store.leases.reserve_attempt_ids()
+        yield from range(first, first + ATTEMPT_ID_BLOCK)
 
 
 def _make_executor(config: RunnerConfig, isolation: IsolationPlan, store: Store) -> Executor:

@@ -67,19 +67,28 @@ class Dispatcher:
         share = max(1, len(window) // (2 * max(1, self.workers)))
         skipped: list[TaskRow] = []
         assignments: list[list[Running]] = []
+        refused: set[str] = set()  # lock keys another replica holds (asked once a pass)
         while window and slots > 0:
             task = window.popleft()
             if task.lock_key and task.lock_key in recorder.locks:
+                skipped.append(task)
+                continue
+            locked = bool(task.lock_key) and recorder.shared_locks
+            if locked and not self._take_lock(task, refused):
                 skipped.append(task)
                 continue
             key = memory_key(task)
             state = self.estimates.state(key)
             if state is KeyState.UNFIT:
                 # Proved unfit by a kill at the cap: it fails without running.
+                if locked:
+                    self._drop_lock(task)
                 recorder.refuse_unfit(task, key, time.time())
                 continue
             run = self._admit(task, key, state, now, slots)
             if run is None:
+                if locked:
+                    self._drop_lock(task)
                 skipped.append(task)
                 # A task that does not fit blocks the ones behind it only when it starves.
                 if len(skipped) > MOST_SKIPPED:
@@ -106,6 +115,28 @@ class Dispatcher:
             flush()
         for group in assignments:
             self.executor.submit(group, self.read_item)
+
+    def _take_lock(self, task: TaskRow, refused: set[str]) -> bool:
+        """A replica takes ``task``'s lock in the store (other replicas may hold it), in
+        the name of the attempt it is about to begin."""
+        key = task.lock_key
+        assert key is not None
+        if key in refused:
+            return False
+        recorder = self.recorder
+        if self.store.leases.take_lock(
+            key, recorder.draw_attempt_id(), task.id, recorder.scheduler_id
+        ):
+            return True
+        refused.add(key)
+        return False
+
+    def _drop_lock(self, task: TaskRow) -> None:
+        assert task.lock_key is not None
+        recorder = self.recorder
+        self.store.leases.drop_lock(
+            task.lock_key, recorder.draw_attempt_id(), recorder.scheduler_id
+        )
 
     def read_item(self, run: Attempt, held: Held | None = None) -> CallItem:
         """The call item of ``run`` (the executor's :class:`ItemReader`)."""

@@ -21,12 +21,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
-from oomguard.errors import StoreUnavailable
+from oomguard.errors import StoreUnavailable, TakenOverError
 from oomguard.jobs.model import KillReason
 from oomguard.notify.notice import job_notices
 from oomguard.results.parquet import PartPolicy, write_pending_parts
 from oomguard.scheduler.compose import NOTIFY_DRAIN_TIMEOUT, Parts, assemble
 from oomguard.scheduler.endings import Endings
+from oomguard.scheduler.lease import LeaseKeeper, heartbeat_every
 from oomguard.scheduler.running import Running
 from oomguard.scheduler.samples import Sampler
 from oomguard.scheduler.view import Announcements, SchedulerView
@@ -66,17 +67,23 @@ class Scheduler:
         self.id = uuid.uuid4().hex
         self.store = open_store(config.store)
         self.writes = PendingWrites()
-        self.window = Window(self.store, config.window, config.batch_size)
+        self.window = Window(self.store, config.window, config.batch_size, owner=self.id)
         #: what :meth:`start` built (scheduler/compose.py); None before it
         self.parts: Parts | None = None
         #: the dashboard's time series, written on its own thread (scheduler/samples.py)
         self.sampler = Sampler(str(config.store))
         self.started = False
+        #: found taken over by another replica (its lease expired): it records nothing
+        #: more, and stopping hands nothing back (none of it is its own any more)
+        self.taken_over = False
         self._view = SchedulerView()
         self._view_at = 0.0
         self._active: list[str] = []
         self._active_at = 0.0
         self._heartbeat_at = 0.0
+        #: the lease thread, once started
+        self.lease: LeaseKeeper | None = None
+        self._takeovers_seen = 0
         self._parts_at = 0.0
         self._parts_swept = False
         self._cancel_check_at = 0.0
@@ -120,6 +127,11 @@ class Scheduler:
     # -- start and stop ---------------------------------------------------------------
 
     def start(self) -> None:
+        # The lease is kept on a thread of its own (scheduler/lease.py), from before the
+        # scheduler registers (in assemble), so that however long the rest of the start
+        # takes, its heartbeats come within the lease.
+        self.lease = LeaseKeeper(self.config, self.id, self.wake)
+        self.lease.start()
         parts = self.parts = assemble(
             self.config,
             scheduler_id=self.id,
@@ -146,7 +158,7 @@ class Scheduler:
         the kernel-log and part threads, and the store are closed."""
         self.announcements.announce()
         try:
-            if self.started:
+            if self.started and not self.taken_over:
                 self._stop_attempts()
                 if self.parts is not None and self.parts.notifier is not None:
                     self._refresh_active(force=True)  # tell the jobs that just finished
@@ -157,6 +169,8 @@ class Scheduler:
                 parts.kmsg.stop()
                 parts.sink.stop()
             self.sampler.stop()
+            if self.lease is not None:
+                self.lease.stop()
             if parts is not None and parts.notifier is not None:
                 parts.notifier.close(NOTIFY_DRAIN_TIMEOUT)  # after the workers: they go first
             self.store.close()
@@ -171,7 +185,9 @@ class Scheduler:
             # Stopping is not the task's fault: put it back without using an attempt.
             self.recorder.interrupt(run)
         self.flush()
-        self.store.leases.requeue_tasks([r.task.id for r in running] + [t.id for t in self.window])
+        self.store.leases.requeue_tasks(
+            [r.task.id for r in running] + [t.id for t in self.window], self.id
+        )
         self._write_parts(final=True)
         self.store.leases.unregister(self.id)
 
@@ -179,12 +195,19 @@ class Scheduler:
 
     def run(self, stop: threading.Event, until_idle: bool = False) -> None:
         """Run until ``stop`` is set, or nothing is left to do."""
-        while not stop.is_set():
-            self.step()
-            if until_idle and self.idle():
-                self.flush()
-                self._write_parts(final=True)
-                return
+        try:
+            while not stop.is_set():
+                self.step()
+                if until_idle and self.idle():
+                    self.flush()
+                    self._write_parts(final=True)
+                    return
+        except TakenOverError as err:
+            # Another replica found this one dead and took its attempts and tasks over:
+            # stop at once (stop() kills the workers, records and hands back nothing).
+            self.taken_over = True
+            log.error("scheduler %s: %s; stopping", self.id[:8], err)
+            raise
 
     def idle(self) -> bool:
         recorder = self.recorder
@@ -216,9 +239,7 @@ class Scheduler:
             or not recorder.running
         ):
             self.flush()
-        if now - self._heartbeat_at >= self.config.heartbeat_interval:
-            self.store.leases.heartbeat(self.id)
-            self._heartbeat_at = now
+        self._lease_news(now)
         if now - self._cancel_check_at >= 1.0:
             self._cancel_check_at = now
             self._check_cancelled()
@@ -228,6 +249,22 @@ class Scheduler:
         # A sample is taken from the view: a fresh one when a sample is due.
         self._publish_view(force=self.sampler.due())
         self.sampler.tick(self._view)
+
+    def _lease_news(self, now: float) -> None:
+        """What the lease thread found: this scheduler taken over (raised: it stops), or
+        dead replicas taken over (their tasks are ready: look now). A replica also learns,
+        every heartbeat interval, the memory estimates the others taught."""
+        lease = self.lease
+        if lease is None:
+            return
+        if lease.taken_over is not None:
+            raise lease.taken_over
+        if lease.takeovers != self._takeovers_seen:
+            self._takeovers_seen = lease.takeovers
+            self._tasks_added = True
+        if self.config.replica and now - self._heartbeat_at >= heartbeat_every(self.config):
+            self._heartbeat_at = now
+            self.estimates.learn_shared(self.store.estimate_rows())
 
     def _wait(self, now: float, most: float) -> float:
         """How long this step may wait for an outcome: attempts that run for seconds wake
@@ -326,6 +363,10 @@ class Scheduler:
             notifier = self.parts.notifier if self.parts is not None else None
             if notifier is not None:
                 for notice in job_notices(self.store, before, self._active):
+                    if self.config.replica and not self.store.leases.claim_job_notice(
+                        notice.job_id, notice.state
+                    ):
+                        continue  # another replica told it
                     notifier.notify(notice)
 
     def _refill(self, now: float) -> None:
@@ -350,8 +391,17 @@ class Scheduler:
         # What the attempts taught about their keys commits with them.
         dirty = self.estimates.take_dirty()
         try:
-            self.recorder.stats.duplicates += self.store.apply(writes, dirty)
+            self.recorder.stats.duplicates += self.store.apply(writes, dirty, self.id)
             dirty = []
+        except TakenOverError:
+            # Fenced: another replica took this one's attempts over; what they did is
+            # dropped (counted in the store: fenced_writes), never recorded over theirs.
+            log.error(
+                "scheduler %s was taken over: %d writes of its attempts dropped (fenced)",
+                self.id[:8],
+                len(writes),
+            )
+            raise
         except StoreUnavailable:
             raise  # the store itself fails (disk, lock): nothing one task did
         except Exception as err:

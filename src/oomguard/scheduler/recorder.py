@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from oomguard.config import RunnerConfig
 from oomguard.diagnosis.classify import explain_death
-from oomguard.errors import StoreUnavailable
+from oomguard.errors import StoreUnavailable, TakenOverError
 from oomguard.executors.events import AttemptEnded, Event, Requeued, WorkerDied
 from oomguard.jobs.model import FailureClass, KillReason
 from oomguard.notify.notice import AttemptNotice
@@ -90,7 +91,7 @@ class AttemptRecorder:
         executor: Executor,
         kmsg: KernelLogWatch | None,
         requeue: Callable[[TaskRow], None],
-        next_attempt: int,
+        next_attempt: int | Iterator[int],
         notify: Callable[[AttemptNotice], None] | None = None,
         keep: Callable[[AttemptNotice], bool] | None = None,
         endings: Endings | None = None,
@@ -104,7 +105,16 @@ class AttemptRecorder:
         self.executor = executor
         self.kmsg = kmsg
         self._requeue = requeue
-        self._next_attempt = next_attempt
+        #: the ids of this scheduler's attempts: counted from ``next_attempt``, or (a
+        #: replica) drawn from blocks reserved in the store
+        self._attempt_ids = (
+            itertools.count(next_attempt) if isinstance(next_attempt, int) else next_attempt
+        )
+        #: the id drawn ahead for the next attempt (:meth:`draw_attempt_id`)
+        self._drawn: int | None = None
+        #: locks are taken in the store before an attempt starts (replicas share them),
+        #: not queued with its claim
+        self.shared_locks = config.replica
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
         #: notices of endings, sent once the commit that records them is done
         self.notices = HeldNotices(notify, keep, writes)
@@ -139,8 +149,8 @@ class AttemptRecorder:
         self, task: TaskRow, key: str | None, role: Role, limit: int, now: float, admit: bool
     ) -> Running:
         """Claim an attempt of ``task`` (queued as writes; committed before it is sent)."""
-        attempt_id = self._next_attempt
-        self._next_attempt += 1
+        attempt_id = self.draw_attempt_id()
+        self._drawn = None
         n = task.attempts + 1
         task.attempts = n
         run = Running(attempt_id, task, n, key, role, limit, now)
@@ -164,10 +174,17 @@ class AttemptRecorder:
         )
         self.writes.insert_attempt(run.claim)
         self.writes.task_running(task.id, n, now, attempt_id)
-        if task.lock_key:
+        if task.lock_key and not self.shared_locks:
             self.writes.acquire_lock(task.lock_key, attempt_id, task.id)
         self.running[attempt_id] = run
         return run
+
+    def draw_attempt_id(self) -> int:
+        """The id the next attempt begun will have (drawn once: a replica takes a lock in
+        its name before the attempt begins)."""
+        if self._drawn is None:
+            self._drawn = next(self._attempt_ids)
+        return self._drawn
 
     def writes_taken(self) -> None:
         """The queued writes were taken to be committed (claims included): later changes
@@ -552,8 +569,8 @@ class AttemptRecorder:
         duplicates = 0
         for task_id, group in by_task.items():
             try:
-                duplicates += self.store.apply(group)
-            except StoreUnavailable:
+                duplicates += self.store.apply(group, scheduler_id=self.scheduler_id)
+            except (StoreUnavailable, TakenOverError):
                 raise
             except Exception as err:
                 if task_id is None:
@@ -573,4 +590,4 @@ class AttemptRecorder:
                 self.executor.kill(run, KillReason.CANCEL, {})
         if salvage.job_id is not None:
             self.parts_due.add(salvage.job_id)
-        self.store.apply(salvage.writes)
+        self.store.apply(salvage.writes, scheduler_id=self.scheduler_id)

@@ -18,8 +18,10 @@ REFILL_AGAIN = 0.02
 class Window:
     """Up to :attr:`size` tasks in memory; the loop refills it when half empty."""
 
-    def __init__(self, store: Store, size: int, batch_size: int) -> None:
+    def __init__(self, store: Store, size: int, batch_size: int, owner: str | None = None) -> None:
         self.store = store
+        #: the scheduler whose window this is: the tasks it takes are claimed for it
+        self.owner = owner
         #: the tasks, in the order they are dispatched
         self.tasks: deque[TaskRow] = deque()
         self.size = size
@@ -51,7 +53,9 @@ class Window:
             low = self.store.low_group(job_id)
             if low is None:
                 continue
-            rows = self.store.take_ready(job_id, want, low + self.batch_size(job_id))
+            rows = self.store.take_ready(
+                job_id, want, low + self.batch_size(job_id), owner=self.owner
+            )
             # An aggregation goes first: its inputs were just made (held on a Dask worker).
             self.tasks.extendleft(reversed([r for r in rows if r.kind == "aggregate"]))
             self.tasks.extend(r for r in rows if r.kind != "aggregate")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -81,6 +82,19 @@ class Outbox:
             )
             row = db.execute(Q["outbox_cursor"], (receiver,)).fetchone()
         return int(row[0])
+
+    def hold(self, receiver: str, holder: str, seconds: float) -> int | None:
+        """Hold ``receiver``'s cursor for scheduler ``holder`` for ``seconds`` (renewed at
+        each call): its cursor, or None while another scheduler holds it. Several
+        schedulers (replicas) on one store deliver each row once: the holder does."""
+        now = time.time()
+        with self._conn.transaction() as db:
+            db.execute(Q["outbox_cursor_start"], (receiver,))
+            row = db.execute(
+                Q["outbox_hold"],
+                {"holder": holder, "until": now + seconds, "receiver": receiver, "now": now},
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def after(self, cursor: int, limit: int) -> list[OutboxRow]:
         """The rows after ``cursor``, in order."""

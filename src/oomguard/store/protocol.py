@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         OpenJob,
         OpenTotals,
     )
-    from oomguard.store.leases import Recovery
+    from oomguard.store.leases import Recovery, TakeOver
     from oomguard.store.outbox import OutboxRow
     from oomguard.store.parts import PendingResults
     from oomguard.store.records import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         KeyEstimate,
         KillPoint,
         NewTask,
+        Quota,
         StoredParams,
         StoredSpec,
         TaskDetail,
@@ -119,15 +120,50 @@ class PartsFacet(Protocol):
 class LeasesFacet(Protocol):
     """Schedulers, their leases, and the recovery of what a dead one left (``store.leases``)."""
 
-    def register(self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5) -> Recovery:
-        """Become the store's scheduler; end what a dead scheduler left running."""
+    def register(
+        self,
+        scheduler_id: str,
+        lease_ttl: float,
+        lost_retries: int = 5,
+        *,
+        replica: bool = False,
+    ) -> Recovery:
+        """Register as the store's exclusive scheduler, or as a ``replica`` sharing it;
+        end what dead schedulers left running."""
         ...
 
-    def requeue_tasks(self, task_ids: Sequence[int]) -> None:
+    def take_over_dead(
+        self, scheduler_id: str, lease_ttl: float, lost_retries: int = 5
+    ) -> list[TakeOver]:
+        """Replica ``scheduler_id`` takes over each dead scheduler, one transaction each
+        (marked taken over, its running attempts lost, its tasks ready, its locks free)."""
+        ...
+
+    def reserve_attempt_ids(self, n: int = ...) -> int:
+        """Reserve ``n`` attempt ids no other scheduler will use; return the first."""
+        ...
+
+    def take_lock(self, key: str, attempt_id: int, task_id: int, scheduler_id: str) -> bool:
+        """Replica ``scheduler_id`` takes lock ``key`` for attempt ``attempt_id`` (about to
+        start), in a transaction of its own: whether it got it."""
+        ...
+
+    def drop_lock(self, key: str, attempt_id: int, scheduler_id: str) -> None:
+        """Give back lock ``key`` taken for attempt ``attempt_id``, which did not start."""
+        ...
+
+    def claim_job_notice(self, job_id: str, state: str) -> bool:
+        """Whether this scheduler tells that ``job_id`` is now ``state`` (the first to
+        claim it: replicas tell each job change once)."""
+        ...
+
+    def requeue_tasks(self, task_ids: Sequence[int], scheduler_id: str) -> None:
         """A stopping scheduler hands its tasks back: ready again, its locks released."""
         ...
 
-    def heartbeat(self, scheduler_id: str) -> None: ...
+    def heartbeat(self, scheduler_id: str) -> None:
+        """Renew the lease; :class:`~oomguard.errors.TakenOverError` if taken over."""
+        ...
 
     def unregister(self, scheduler_id: str) -> None: ...
 
@@ -421,6 +457,11 @@ class OutboxFacet(Protocol):
         """``receiver``'s cursor; a new receiver starts after the rows there are now."""
         ...
 
+    def hold(self, receiver: str, holder: str, seconds: float) -> int | None:
+        """Hold ``receiver``'s cursor for scheduler ``holder`` (renewed each call): its
+        cursor, or None while another scheduler holds it (one delivers at a time)."""
+        ...
+
     def after(self, cursor: int, limit: int) -> list[OutboxRow]:
         """The rows after ``cursor``, in order."""
         ...
@@ -524,7 +565,11 @@ class Store(Protocol):
         spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
-    ) -> None: ...
+        quota: Quota | None = None,
+    ) -> None:
+        """Insert a job; with ``quota``, only if its tasks fit the store's pending tasks and
+        its namespace's, checked in the same transaction (every replica's tasks counted)."""
+        ...
 
     def find_job(self, fingerprint: str) -> str | None: ...
 
@@ -556,8 +601,11 @@ class Store(Protocol):
 
     def low_group(self, job_id: str) -> int | None: ...
 
-    def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
-        """Move up to ``limit`` ready tasks into the scheduler's window (state ``queued``)."""
+    def take_ready(
+        self, job_id: str, limit: int, grp_limit: int, owner: str | None = None
+    ) -> list[TaskRow]:
+        """Move up to ``limit`` ready tasks into the window of scheduler ``owner`` (state
+        ``queued``, owned by it) in one transaction; none once it was taken over."""
         ...
 
     def next_not_before(self, job_id: str) -> float | None: ...
@@ -566,10 +614,16 @@ class Store(Protocol):
         """The params of a group and its replicates' pickled results, by replicate."""
         ...
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
+    def apply(
+        self,
+        writes: Iterable[Write],
+        estimates: Sequence[KeyEstimate] = (),
+        scheduler_id: str | None = None,
+    ) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
-        one transaction."""
+        one transaction; with ``scheduler_id``, fenced: nothing commits once it was taken
+        over (:class:`~oomguard.errors.TakenOverError`)."""
         ...
 
     def estimates(self) -> dict[str, tuple[int, int, int]]:

@@ -36,6 +36,19 @@ class TaskRow:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """The room a submission of ``tasks`` asks for, within a server's limits: checked against
+    the whole store (every replica's tasks) in the transaction that inserts its job, which
+    then holds the room (``jobs.reserved``) until its tasks are written."""
+
+    tasks: int
+    #: the store's pending tasks at most (``--max-pending-tasks``; None: no limit)
+    max_pending: int | None = None
+    #: the namespace's pending tasks at most (``--namespace-quota``; None: no quota)
+    namespace_quota: int | None = None
+
+
+@dataclass(frozen=True)
 class StoredSpec:
     """How a job was submitted, as the store keeps it (JSON in the job's row). A job from
     the Python API sets ``replicates``, ``out`` and ``batch_size``; one submitted over HTTP

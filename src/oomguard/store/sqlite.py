@@ -19,9 +19,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from oomguard.errors import (
+    BackpressureError,
     BlobMissingError,
     JobNotFoundError,
     StoreError,
+    TakenOverError,
 )
 from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
@@ -35,7 +37,7 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.ownership import check_store_files
 from oomguard.store.parts import PartBook
 from oomguard.store.queries import POSITIONAL, Q, SqlParams
-from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, TaskRow
+from oomguard.store.records import JobRecord, KeyEstimate, NewTask, Quota, StoredSpec, TaskRow
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
@@ -43,6 +45,11 @@ from oomguard.store.writes import PHASES, Write, safe_params
 
 #: jobs whose having aggregations a store remembers (then it asks again)
 AGGREGATES_KNOWN = 4096
+#: how long (seconds) a submission's reservation counts while its tasks are written: one
+#: cut off by a crash stops holding room after this
+RESERVATION_HELD = 600.0
+#: the Retry-After proposed when a quota refuses a submission (seconds)
+RETRY_LATER = 1.0
 
 
 @translated
@@ -146,8 +153,15 @@ class SqliteStore:
         spec: StoredSpec | None = None,
         fingerprint: str | None = None,
         namespace: str = "default",
+        quota: Quota | None = None,
     ) -> None:
+        """Insert a job. With ``quota``, first check that its tasks fit the store's pending
+        tasks (every scheduler's) and its namespace's, in the same transaction
+        (:class:`~oomguard.errors.BackpressureError` if not), and hold their room."""
+        now = time.time()
         with self.transaction() as db:
+            if quota is not None:
+                self._check_quota(db, quota, namespace, now)
             db.execute(
                 Q["create_job"],
                 (
@@ -158,7 +172,8 @@ class SqliteStore:
                     agg,
                     (spec or StoredSpec()).to_json(),
                     fingerprint,
-                    time.time(),
+                    now,
+                    quota.tasks if quota is not None else 0,
                 ),
             )
             db.execute(
@@ -171,6 +186,35 @@ class SqliteStore:
                     "data": json.dumps({"name": name}),
                 },
             )
+
+    @staticmethod
+    def _check_quota(db: Db, quota: Quota, namespace: str, now: float) -> None:
+        since = now - RESERVATION_HELD
+        n = quota.tasks
+        if quota.max_pending is not None:
+            (pending,) = db.execute(Q["pending_tasks"], {"since": since}).fetchone()
+            if pending + n > quota.max_pending:
+                raise BackpressureError(
+                    f"the store has {pending} pending tasks; {n} more would exceed "
+                    f"--max-pending-tasks {quota.max_pending}: retry later",
+                    code="queue_full",
+                    retry_after=RETRY_LATER,
+                    pending=pending,
+                    limit=quota.max_pending,
+                )
+        if quota.namespace_quota is not None:
+            (pending,) = db.execute(
+                Q["namespace_pending_tasks"], {"since": since, "ns": namespace}
+            ).fetchone()
+            if pending + n > quota.namespace_quota:
+                raise BackpressureError(
+                    f"namespace {namespace!r} has {pending} pending tasks; {n} more would "
+                    f"exceed its quota of {quota.namespace_quota}: retry later",
+                    code="namespace_quota",
+                    retry_after=RETRY_LATER,
+                    pending=pending,
+                    limit=quota.namespace_quota,
+                )
 
     def find_job(self, fingerprint: str) -> str | None:
         row = self.db.execute(Q["find_job"], (fingerprint,)).fetchone()
@@ -277,18 +321,29 @@ class SqliteStore:
         row = self.db.execute(Q["low_group"], {"job_id": job_id}).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def take_ready(self, job_id: str, limit: int, grp_limit: int) -> list[TaskRow]:
-        """Move up to ``limit`` ready tasks into the scheduler's window (state ``queued``)."""
+    def take_ready(
+        self, job_id: str, limit: int, grp_limit: int, owner: str | None = None
+    ) -> list[TaskRow]:
+        """Move up to ``limit`` ready tasks into the window of scheduler ``owner`` (state
+        ``queued``, ``owner`` theirs), in one transaction; nothing if ``owner`` was taken
+        over (:class:`~oomguard.errors.TakenOverError`)."""
         now = time.time()
         with self.transaction() as db:
+            if owner is not None:
+                self.leases.fence(db, owner)
             rows = db.execute(
                 Q["take_ready"],
                 {"job_id": job_id, "now": now, "grp_limit": grp_limit, "limit": limit},
             ).fetchall()
-            db.executemany(
-                Q["task_queued"],
-                [(now, r[0]) for r in rows],
-            )
+            if rows:
+                claimed = {
+                    r[0]
+                    for r in db.execute(
+                        Q["task_queued"],
+                        {"owner": owner, "now": now, "ids": json.dumps([r[0] for r in rows])},
+                    )
+                }
+                rows = [r for r in rows if r[0] in claimed]
         tasks = [TaskRow(*r) for r in rows]
         for task in tasks:
             if task.params_ref is not None:
@@ -316,7 +371,12 @@ class SqliteStore:
             values.append(self.blobs.get(ref) if ref else value)
         return (self.blobs.params_of(*params_row) if params_row else None), values
 
-    def apply(self, writes: Iterable[Write], estimates: Sequence[KeyEstimate] = ()) -> int:
+    def apply(
+        self,
+        writes: Iterable[Write],
+        estimates: Sequence[KeyEstimate] = (),
+        scheduler_id: str | None = None,
+    ) -> int:
         """Commit queued writes (:class:`~oomguard.store.writes.PendingWrites`), and the
         memory keys' ``estimates`` they taught (rows as :meth:`put_estimates` takes), in
         one transaction.
@@ -325,14 +385,30 @@ class SqliteStore:
         already stored for its task is discarded (exactly-once results); the number of
         discarded duplicates is returned. Text that UTF-8 cannot encode (lone surrogates
         in a task's error message) is stored escaped.
+
+        Fencing: with ``scheduler_id`` (the scheduler whose writes these are), nothing
+        commits if it was taken over, or if an attempt the writes end is no longer running
+        under it: the transaction is rolled back, the refused writes counted
+        (``fenced_writes``) and :class:`~oomguard.errors.TakenOverError` raised.
         """
         ops = [(w.query, w.parameters()) for w in writes]
         try:
-            return self._apply(ops, estimates)
-        except UnicodeEncodeError:
-            return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
+            try:
+                return self._apply(ops, estimates, scheduler_id)
+            except UnicodeEncodeError:
+                safe = [(name, safe_params(params)) for name, params in ops]
+                return self._apply(safe, estimates, scheduler_id)
+        except TakenOverError:
+            with self.transaction() as db:
+                db.execute(Q["count_fenced"], (len(ops),))
+            raise
 
-    def _apply(self, ops: list[tuple[str, SqlParams]], estimates: Sequence[KeyEstimate]) -> int:
+    def _apply(
+        self,
+        ops: list[tuple[str, SqlParams]],
+        estimates: Sequence[KeyEstimate],
+        scheduler_id: str | None,
+    ) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
         phases: dict[int, list[tuple[str, SqlParams]]] = {}
@@ -340,6 +416,8 @@ class SqliteStore:
             phases.setdefault(PHASES[name], []).append((name, params))
         duplicates = 0
         with self.transaction() as db:
+            if scheduler_id is not None:
+                self._fence(db, scheduler_id, phases.get(PHASES["end_attempt"], []))
             for phase in sorted(phases):
                 writes = phases[phase]
                 if writes[0][0] == "result":
@@ -362,6 +440,24 @@ class SqliteStore:
                     (duplicates,),
                 )
         return duplicates
+
+    def _fence(self, db: Db, scheduler_id: str, ends: list[tuple[str, SqlParams]]) -> None:
+        """Refuse (raise, rolling back) the writes of a scheduler taken over, or that end an
+        attempt no longer running under it."""
+        self.leases.fence(db, scheduler_id)
+        if not ends:
+            return
+        (stale,) = db.execute(
+            Q["stale_attempts_among"],
+            {"ids": json.dumps([p["id"] for _, p in ends]), "owner": scheduler_id},
+        ).fetchone()
+        if stale:
+            raise TakenOverError(
+                f"scheduler {scheduler_id}: {stale} of the attempts it ends are no longer "
+                "its own (taken over): it records nothing more",
+                scheduler_id=scheduler_id,
+                by=None,
+            )
 
     def _store_results(self, db: Db, results: list[SqlParams]) -> int:
         """Store results once per task (a late duplicate is discarded and counted), succeed

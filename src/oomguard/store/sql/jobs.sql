@@ -5,9 +5,30 @@
 SELECT COALESCE(MAX(id), 0) FROM attempts;
 
 -- name: create_job
--- A new job row.
-INSERT INTO jobs (id, name, namespace, fn, agg, spec, fingerprint, created_at) VALUES (?, ?, ?,
-    ?, ?, ?, ?, ?);
+-- A new job row (reserved: the tasks its submission holds room for until they are written).
+INSERT INTO jobs (id, name, namespace, fn, agg, spec, fingerprint, created_at, reserved) VALUES
+    (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: pending_tasks
+-- Tasks pending in the whole store (every scheduler's, replicas' too): the open tasks, and
+-- what the submissions still being written (open jobs created since :since) hold room for
+-- but have not written yet. Counted in the transaction that inserts a submission's job, so
+-- count and reservation are one step. PostgreSQL: take pg_advisory_xact_lock(<quota>) first
+-- (a lock per store, or per namespace), as under READ COMMITTED two submissions would both
+-- count before either inserts; MAX(a, b) there is GREATEST(a, b).
+SELECT (SELECT COUNT(*) FROM tasks WHERE state IN {open_states})
+     + (SELECT COALESCE(SUM(MAX(j.reserved - (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.id),
+                                0)), 0)
+        FROM jobs j WHERE j.state = 'open' AND j.reserved > 0 AND j.created_at > :since);
+
+-- name: namespace_pending_tasks
+-- pending_tasks of namespace :ns alone (the same lock on PostgreSQL).
+SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id
+        WHERE t.state IN {open_states} AND j.namespace = :ns)
+     + (SELECT COALESCE(SUM(MAX(j.reserved - (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.id),
+                                0)), 0)
+        FROM jobs j WHERE j.state = 'open' AND j.reserved > 0 AND j.created_at > :since
+        AND j.namespace = :ns);
 
 -- name: find_job
 -- The job submitted with this fingerprint (a resubmission resumes it).
@@ -43,8 +64,12 @@ SELECT j.id FROM jobs j WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.i
     {open_states}) ORDER BY j.created_at;
 
 -- name: task_queued
--- A task taken into the scheduler's window (state queued).
-UPDATE tasks SET state = 'queued', updated_at = ? WHERE id = ?;
+-- Tasks :ids taken into the window of scheduler :owner (state queued, the scheduler its owner), in the
+-- transaction that read it ready. PostgreSQL: take_ready's SELECT adds FOR UPDATE SKIP LOCKED,
+-- so replicas claiming at once take different tasks; the state test keeps a claim single (only
+-- the tasks returned were claimed).
+UPDATE tasks SET state = 'queued', owner = :owner, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'ready' RETURNING id;
 
 -- name: next_not_before
 -- When a job's earliest ready task may run (its retry back-off).

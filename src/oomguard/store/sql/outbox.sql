@@ -50,3 +50,15 @@ SELECT COUNT(*) FROM outbox WHERE id > ?;
 -- name: outbox_count
 -- Rows in the outbox.
 SELECT COUNT(*) FROM outbox;
+
+-- name: outbox_hold
+-- Scheduler :holder holds receiver :receiver's cursor until :until (one scheduler delivers to
+-- a receiver at a time: replicas would deliver every row twice): taken if free, its own, or
+-- lapsed; the cursor if held, no row if another holds it.
+UPDATE outbox_cursors SET holder = :holder, held_until = :until
+WHERE receiver = :receiver AND (holder IS NULL OR holder = :holder OR held_until < :now)
+RETURNING delivered;
+
+-- name: outbox_let_go
+-- The holds of scheduler ? end (it stopped, or it was taken over).
+UPDATE outbox_cursors SET holder = NULL, held_until = 0 WHERE holder = ?;

@@ -1,4 +1,4 @@
--- The oomguard store's schema as it is now (version 6): what a new store is made from.
+-- The oomguard store's schema as it is now (version 7): what a new store is made from.
 -- Older stores reach it through sql/migrations/ (tests/contract/test_store.py checks that
 -- the migrations add up to this file). Change both together: a new migration, and here.
 CREATE TABLE meta (
@@ -6,7 +6,8 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 
--- One row per scheduler process that has owned the store; the live one heartbeats.
+-- One row per scheduler process that has used the store; the live ones heartbeat. An
+-- exclusive scheduler is alone; replicas share the store with each other.
 CREATE TABLE schedulers (
     id          TEXT PRIMARY KEY,
     hostname    TEXT NOT NULL,
@@ -14,7 +15,10 @@ CREATE TABLE schedulers (
     start_time  REAL NOT NULL,   -- process start time: a pid alone is reused
     started_at  REAL NOT NULL,
     heartbeat   REAL NOT NULL,
-    stopped_at  REAL
+    stopped_at  REAL,
+    replica     INTEGER NOT NULL DEFAULT 0,  -- 1: shares the store with other replicas
+    taken_over_at REAL,          -- found dead and taken over: its writes are refused
+    taken_over_by TEXT           -- the scheduler that took it over
 );
 
 CREATE TABLE jobs (
@@ -27,7 +31,9 @@ CREATE TABLE jobs (
     fingerprint TEXT,                -- identifies a sweep so running it again resumes it
     state       TEXT NOT NULL DEFAULT 'open',   -- open (accepting), sealed (all tasks in), cancelled
     created_at  REAL NOT NULL,
-    total_groups INTEGER NOT NULL DEFAULT 0
+    total_groups INTEGER NOT NULL DEFAULT 0,
+    reserved    INTEGER NOT NULL DEFAULT 0,  -- tasks a submission holds room for until written
+    told        TEXT                 -- the state its notifications last told (replicas: once)
 );
 CREATE UNIQUE INDEX jobs_fingerprint ON jobs(fingerprint) WHERE fingerprint IS NOT NULL;
 
@@ -55,7 +61,8 @@ CREATE TABLE tasks (
     not_before   REAL NOT NULL DEFAULT 0,   -- retry backoff
     failure_class TEXT,
     error        TEXT,
-    updated_at   REAL NOT NULL
+    updated_at   REAL NOT NULL,
+    owner        TEXT                       -- the scheduler that took it into its window
 );
 CREATE INDEX tasks_job_grp ON tasks(job_id, grp);
 -- One index on the state, rewritten once when a task's state changes: the ready tasks of a
@@ -119,7 +126,8 @@ CREATE INDEX events_job ON events(job_id, id);
 CREATE TABLE locks (
     key        TEXT PRIMARY KEY,
     attempt_id INTEGER NOT NULL,
-    task_id    INTEGER NOT NULL
+    task_id    INTEGER NOT NULL,
+    owner      TEXT               -- the replica that took it (NULL: an exclusive scheduler's)
 );
 
 CREATE TABLE estimates (
@@ -165,5 +173,7 @@ CREATE TABLE outbox (
 );
 CREATE TABLE outbox_cursors (
     receiver  TEXT PRIMARY KEY,   -- SHA-256 of the receiver's URL: never the URL itself
-    delivered INTEGER NOT NULL    -- the last outbox id it delivered or gave up on
+    delivered INTEGER NOT NULL,   -- the last outbox id it delivered or gave up on
+    holder    TEXT,               -- the scheduler delivering to it now (one at a time)
+    held_until REAL NOT NULL DEFAULT 0  -- its hold lapses then unless renewed
 );

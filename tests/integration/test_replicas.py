@@ -1,0 +1,333 @@
+"""Several ``oomguard serve --replica`` processes on one store (issue 29): they share the
+work, take over a replica that dies (SIGKILL) or goes silent (SIGSTOP past its lease), and
+a replica taken over records nothing more (fencing). Real servers, real workers, one real
+SQLite store; the store is read with plain SQL to count what happened."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import oomguard
+from fixtures.polling import wait_for
+from fixtures.serve_process import Served, serve
+from oomguard.cli.exit_codes import ExitCode
+from oomguard.errors import StoreBusyError
+
+pytestmark = pytest.mark.timeout(300)
+
+#: a short lease, so the tests see takeovers within seconds (heartbeats every third)
+LEASE = "3"
+
+
+@contextmanager
+def replicas(tmp_path: Path, n: int, *args: str) -> Iterator[list[Served]]:
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                serve(tmp_path, "--replica", "--lease-ttl", LEASE, *args, name=f"replica{i}")
+            )
+            for i in range(n)
+        ]
+
+
+def _rows(store: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(store, timeout=30)
+    try:
+        return [tuple(r) for r in db.execute(sql, params)]
+    finally:
+        db.close()
+
+
+def _scheduler_of(store: Path, pid: int) -> str:
+    rows = _rows(store, "SELECT id FROM schedulers WHERE pid = ?", pid)
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
+def _submit(server: Served, task: str, count: int, args: dict[str, object]) -> str:
+    r = httpx.post(
+        f"{server.url}/v1/jobs", json={"task": task, "count": count, "args": args}, timeout=60
+    )
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["job_id"])
+
+
+def _done(server: Served, job_ids: list[str]) -> bool:
+    for job_id in job_ids:
+        status = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=30).json()
+        if status["state"] not in ("succeeded", "failed", "cancelled"):
+            return False
+    return True
+
+
+def _exactly_once(store: Path, tasks: int) -> None:
+    """Every task succeeded, with one result and one succeeded attempt; nothing discarded
+    as a duplicate."""
+    assert _rows(store, "SELECT COUNT(*) FROM tasks WHERE state != 'succeeded'") == [(0,)]
+    assert _rows(store, "SELECT COUNT(*) FROM tasks") == [(tasks,)]
+    assert _rows(store, "SELECT COUNT(*) FROM results") == [(tasks,)]
+    twice = _rows(
+        store,
+        "SELECT task_id FROM attempts WHERE state = 'succeeded' GROUP BY task_id "
+        "HAVING COUNT(*) > 1",
+    )
+    assert twice == []
+    # Each result is its succeeded attempt's.
+    assert _rows(
+        store,
+        "SELECT COUNT(*) FROM results r JOIN attempts a ON a.id = r.attempt_id "
+        "WHERE a.state = 'succeeded' AND a.task_id = r.task_id",
+    ) == [(tasks,)]
+    assert _rows(store, "SELECT value FROM counters WHERE name = 'duplicate_results'") in (
+        [],
+        [(0,)],
+    )
+
+
+def test_two_replicas_share_the_work_exactly_once(tmp_path: Path) -> None:
+    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
+        jobs = []
+        for i in range(8):  # 8 jobs of 40, submitted to each replica in turn
+            jobs.append(_submit((a, b)[i % 2], "oomguard.examples:noop", 40, {"x": i}))
+        wait_for(lambda: _done(a, jobs), timeout=240, interval=0.2, what="all jobs done")
+        store = a.store
+        _exactly_once(store, 320)
+        ran = dict(
+            _rows(
+                store,
+                "SELECT scheduler_id, COUNT(*) FROM attempts WHERE state = 'succeeded' "
+                "GROUP BY scheduler_id",
+            )
+        )
+        assert set(ran) == {_scheduler_of(store, a.pid), _scheduler_of(store, b.pid)}, ran
+        # Attempt ids come from disjoint blocks: no two attempts share one.
+        assert _rows(store, "SELECT COUNT(*) = COUNT(DISTINCT id) FROM attempts") == [(1,)]
+        # Both answer /healthz while they live.
+        for server in (a, b):
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def _running_attempts(store: Path, scheduler_id: str) -> int:
+    rows = _rows(
+        store,
+        "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND state = 'running'",
+        scheduler_id,
+    )
+    return int(rows[0][0])
+
+
+def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(tmp_path: Path) -> None:
+    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
+        store = a.store
+        dead = _scheduler_of(store, a.pid)
+        alive = _scheduler_of(store, b.pid)
+        job = _submit(a, "oomguard.examples:sleep", 30, {"seconds": 0.5})
+        wait_for(lambda: _running_attempts(store, dead) > 0, timeout=120, what="a running")
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        # The other replica finds it dead (its process is gone) at its next heartbeat.
+        wait_for(
+            lambda: (
+                _rows(store, "SELECT taken_over_by FROM schedulers WHERE id = ?", dead)
+                == [(alive,)]
+            ),
+            timeout=60,
+            what="the dead replica taken over",
+        )
+        wait_for(lambda: _done(b, [job]), timeout=240, interval=0.2, what="the job done")
+        _exactly_once(store, 30)
+        lost = _rows(
+            store,
+            "SELECT task_id, failure_class, evidence FROM attempts WHERE scheduler_id = ? "
+            "AND state = 'failed'",
+            dead,
+        )
+        assert lost, "the killed replica had attempts running"
+        assert _rows(
+            store,
+            "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND state = 'running'",
+            dead,
+        ) == [(0,)]
+        for task_id, failure_class, evidence in lost:
+            assert failure_class == "lost"
+            assert json.loads(str(evidence))["scheduler_id"] == dead
+            # ... and retried by the live replica, which ran it to success.
+            assert _rows(
+                store,
+                "SELECT scheduler_id FROM attempts WHERE task_id = ? AND state = 'succeeded'",
+                task_id,
+            ) == [(alive,)]
+
+
+def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(tmp_path: Path) -> None:
+    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
+        store = a.store
+        silent = _scheduler_of(store, a.pid)
+        alive = _scheduler_of(store, b.pid)
+        job = _submit(a, "oomguard.examples:sleep", 30, {"seconds": 0.5})
+        wait_for(lambda: _running_attempts(store, silent) > 0, timeout=120, what="a running")
+        os.kill(a.pid, signal.SIGSTOP)  # alive, but silent: a partition
+        try:
+            wait_for(
+                lambda: (
+                    _rows(store, "SELECT taken_over_by FROM schedulers WHERE id = ?", silent)
+                    == [(alive,)]
+                ),
+                timeout=60,
+                what="the silent replica taken over",
+            )
+        finally:
+            os.kill(a.pid, signal.SIGCONT)
+        # It finds it was taken over and exits 13 (its supervisor restarts it).
+        assert a.proc.wait(120) == ExitCode.SCHEDULER_DIED, a.output()
+        assert "was taken over" in a.output(), a.output()
+        wait_for(lambda: _done(b, [job]), timeout=240, interval=0.2, what="the job done")
+        _exactly_once(store, 30)
+        ((taken_at,),) = _rows(store, "SELECT taken_over_at FROM schedulers WHERE id = ?", silent)
+        # Nothing of it recorded after the takeover: no attempt started, none ended by it.
+        assert _rows(
+            store,
+            "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND "
+            "(started_at > ? OR state = 'running')",
+            silent,
+            taken_at,
+        ) == [(0,)]
+        taken = _rows(
+            store,
+            "SELECT id, state, failure_class FROM attempts WHERE scheduler_id = ? AND ended_at = ?",
+            silent,
+            taken_at,
+        )
+        assert taken and all(t[1:] == ("failed", "lost") for t in taken), taken
+        # What it still tried to record was refused and counted, in the store and /metrics.
+        fenced = _rows(store, "SELECT value FROM counters WHERE name = 'fenced_writes'")
+        count = fenced[0][0] if fenced else 0
+        wait_for(
+            lambda: (
+                f"oomguard_fenced_writes_total {float(count)}" in httpx.get(f"{b.url}/metrics").text
+            ),
+            timeout=30,
+            what="the fenced writes in /metrics",
+        )
+        assert _rows(store, "SELECT COUNT(*) FROM events WHERE kind = 'scheduler_taken_over'") == [
+            (1,)
+        ]
+        # None of the attempts taken over has a result; each task's result is the live one's.
+        assert _rows(
+            store,
+            "SELECT COUNT(*) FROM results WHERE attempt_id IN "
+            "(SELECT id FROM attempts WHERE scheduler_id = ? AND ended_at = ?)",
+            silent,
+            taken_at,
+        ) == [(0,)]
+
+
+def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) -> None:
+    limits = ("--max-pending-tasks", "50", "--namespace-quota", "team=30", "--workers", "1")
+    with replicas(tmp_path, 2, *limits) as servers:
+        accepted = {"team": 0, "default": 0}
+        refused: list[str] = []
+        lock = threading.Lock()
+
+        def submit(namespace: str, first: int) -> None:
+            with httpx.Client(timeout=60) as client:
+                for i in range(16):
+                    server = servers[(first + i) % 2]
+                    r = client.post(
+                        f"{server.url}/v1/jobs",
+                        json={
+                            "task": "oomguard.examples:sleep",
+                            "count": 5,
+                            "args": {"seconds": 120},
+                            "namespace": namespace,
+                        },
+                    )
+                    with lock:
+                        if r.status_code == 201:
+                            accepted[namespace] += 5
+                        else:
+                            assert r.status_code == 429, r.text
+                            refused.append(r.json()["error"]["code"])
+
+        threads = [
+            threading.Thread(target=submit, args=(ns, first))
+            for ns in ("team", "default")
+            for first in (0, 1)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert refused, "the submissions never reached a limit"
+        assert set(refused) <= {"queue_full", "namespace_quota"}, refused
+        assert accepted["team"] <= 30 and sum(accepted.values()) <= 50, accepted
+        # The store agrees: no more open tasks than the limits (they sleep for minutes).
+        store = servers[0].store
+        open_states = "('pending', 'ready', 'queued', 'running')"
+        ((total,),) = _rows(store, f"SELECT COUNT(*) FROM tasks WHERE state IN {open_states}")
+        ((team,),) = _rows(
+            store,
+            "SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+            f"WHERE t.state IN {open_states} AND j.namespace = 'team'",
+        )
+        assert total == sum(accepted.values()) and team == accepted["team"]
+
+
+def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
+    logs = tmp_path / "locked"
+    logs.mkdir()
+    args = ("--workers", "2", "--tasks-module", "fixtures.tasks")
+    with replicas(tmp_path, 2, *args) as (a, b):
+        jobs = []
+        for i in range(4):  # one lock key, tasks of it submitted to both replicas
+            r = httpx.post(
+                f"{(a, b)[i % 2].url}/v1/jobs",
+                json={
+                    "task": "fixtures.tasks:locked",
+                    "tasks": [{"x": 10 * i + k} for k in range(5)],
+                    "args": {"account": "one", "log_dir": str(logs), "seconds": 0.05},
+                },
+                timeout=60,
+            )
+            assert r.status_code == 201, r.text
+            jobs.append(str(r.json()["job_id"]))
+        wait_for(lambda: _done(a, jobs), timeout=240, interval=0.2, what="all jobs done")
+        _exactly_once(a.store, 20)
+        ran = _rows(a.store, "SELECT DISTINCT scheduler_id FROM attempts")
+        assert len(ran) == 2, ran  # both replicas ran some
+    spans = []
+    for log in logs.iterdir():
+        if log.suffix == ".pid":
+            continue
+        lines = log.read_text().split()
+        spans.append((float(lines[0]), float(lines[3])))
+    spans.sort()
+    assert len(spans) == 20
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end, "two tasks of one lock ran at once"
+
+
+def test_runners_as_replicas_share_a_store_and_exclusive_ones_refuse(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.sqlite")
+    with (
+        oomguard.Runner(store=store, workers=1, replica=True) as one,
+        oomguard.Runner(store=store, workers=1, replica=True) as two,
+    ):
+        alone = oomguard.Runner(store=store, workers=1)
+        with pytest.raises(StoreBusyError):
+            alone.start()
+        alone.close()
+        job = one.sweep("oomguard.examples:noop", [{"x": i} for i in range(20)])
+        assert two.job(job.id).wait(timeout=120)["counts"]["succeeded"] == 20
