@@ -374,6 +374,8 @@ def test_each_dask_task_names_its_key_to_the_scheduler_as_it_starts(
         from oomguard.executors.dask.executor import DaskExecutor
 
         assert isinstance(executor, DaskExecutor) and executor.guarded
+        # The workers are on 127.0.0.1: answers come straight from them.
+        assert executor.direct
         attempts = list(runner.store.queries.all_attempts(job.id))
         keys = {f"{executor.prefix}-{a.attempt_id}" for a in attempts}
         wait_for(lambda: any(started_on_worker(executor.client, key) for key in keys), timeout=30)
