@@ -3,16 +3,20 @@ aggregations, each result ~1 MiB, on the same LocalCluster configuration, one ta
 outgrowing its worker mid-run (``--grow-mib``, 1.5 x the worker's memory by default;
 ``--grow-mib 0`` for none).
 
-Measures, for each: wall time, the peak resident memory of the Dask worker processes and
-their children (sampled every 0.1 s with psutil), the peak RSS growth of the benchmark
-process itself (the Dask client holding gathered results, or oomguard's scheduler), how many task
-executions were recomputations of tasks that had already run (executions are counted with
-marker files written by the task itself; the outgrowing task's own runs are counted apart),
-and how many Dask worker processes were replaced. On plain Dask the outgrowing task takes
-its worker down, and the results held there are recomputed; oomguard runs each attempt in
-a child process in its own memory cgroup on the worker host (``--dask-isolation``), so the
-task is killed alone, retried larger up to ``--memory-limit``, and ends
-``needs_more_memory``.
+Measures, for each: wall time, the CPU time of the whole side (``cpu_user_s``,
+``cpu_sys_s``: this process, where the LocalCluster's scheduler runs beside the client or
+oomguard's scheduler, and every Dask worker process and child it started, reaped when the
+cluster closes; on a shared machine the CPU time moves less with the load than the wall
+time does; ``cpu_here_s``: this process's share), the peak resident memory of the Dask
+worker processes and their children (sampled every 0.1 s with psutil), the peak RSS growth
+of the benchmark process itself (the Dask client holding gathered results, or oomguard's
+scheduler), how many task executions were recomputations of tasks that had already run
+(executions are counted with marker files written by the task itself; the outgrowing
+task's own runs are counted apart), and how many Dask worker processes were replaced. On
+plain Dask the outgrowing task takes its worker down, and the results held there are
+recomputed; oomguard runs each attempt in a child process in its own memory cgroup on the
+worker host (``--dask-isolation``), so the task is killed alone, retried larger up to
+``--memory-limit``, and ends ``needs_more_memory``.
 
     .venv/bin/python benchmarks/dask_window.py --params 200 --memory-limit 1GiB
     .venv/bin/python benchmarks/dask_window.py            # 2,000 x 5, as the issue asks
@@ -146,10 +150,13 @@ class Trial:
         #: the replicate that outgrows its worker (none with --grow-mib 0)
         self.grower = f"{args.params // 2}-0" if args.grow_mib else None
         self.pids: list[int] = []
+        #: the row :meth:`row` returned: the CPU times are added once the cluster is closed
+        self.result: dict[str, Any] = {}
 
     def __enter__(self) -> Trial:
         from distributed import Client
 
+        self.times = os.times()
         self.markers.mkdir()
         self.address, self._close = cluster(self.args)
         try:
@@ -182,7 +189,7 @@ class Trial:
         grower_runs = runs.pop(self.grower, 0) if self.grower else 0
         others = self.n_tasks - (1 if self.grower else 0)
         self.sampler.refresh()
-        return {
+        self.result = {
             "wall_s": wall,
             "peak_worker_rss_mib": self.sampler.peak // MIB,
             "client_rss_growth_mib": self.sampler.own_peak // MIB,
@@ -194,6 +201,7 @@ class Trial:
             "workers_replaced": len(set(self.pids) - set(self.sampler.pids)),
             **fields,
         }
+        return self.result
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -201,6 +209,15 @@ class Trial:
             self.client.close()
         finally:
             self._close()
+        # Every process of the cluster has been reaped: its CPU time is in ours.
+        end = os.times()
+        user = end.user - self.times.user + end.children_user - self.times.children_user
+        system = end.system - self.times.system
+        system += end.children_system - self.times.children_system
+        here = end.user - self.times.user + end.system - self.times.system
+        self.result.update(
+            cpu_user_s=round(user, 2), cpu_sys_s=round(system, 2), cpu_here_s=round(here, 2)
+        )
 
 
 def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -237,7 +254,8 @@ def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             aggs_ok = sum(1 for f in aggs if f.status == "finished")
         else:
             ok, aggs_ok = got["ok"], got["aggs_ok"]
-        return {"timed_out": timed_out, **trial.row(tasks_ok=ok, aggregations_ok=aggs_ok)}
+        # The row itself: the CPU times are added to it once the cluster is closed.
+        return trial.row(timed_out=timed_out, tasks_ok=ok, aggregations_ok=aggs_ok)
 
 
 def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -319,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = (
         "timed_out",
         "wall_s",
+        "cpu_user_s",
+        "cpu_sys_s",
+        "cpu_here_s",
         "peak_worker_rss_mib",
         "client_rss_growth_mib",
         "executions",

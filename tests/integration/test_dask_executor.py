@@ -313,3 +313,70 @@ def test_watchdog_mode_kills_an_outgrowing_attempt_alone(cluster: str, tmp_path:
     assert ev["isolation"] == "watchdog" and ev["killed_by_oomguard"] == "watchdog"
     assert ev["rss_bytes"] > ev["limit_bytes"] == 256 * MIB
     assert worker_pids(cluster) == before
+
+
+def test_a_finished_key_whose_worker_died_before_it_was_gathered_is_refused_not_rerun(
+    cluster: str, tmp_path: Path
+) -> None:
+    # The scheduler's start guard: a key of oomguard's that finished on a worker that then
+    # died is recomputed by Dask elsewhere; it runs nothing there and answers
+    # "duplicate" (no Dask task asks the scheduler before it runs).
+    import uuid
+
+    from fixtures.tasks import counted
+    from oomguard.executors.dask.cluster import register_start_guard
+    from oomguard.executors.dask.remote import KEY_PREFIX
+    from oomguard.executors.dask.remote.answers import GroupAnswer
+
+    wait_workers(cluster)
+    markers = tmp_path / "m"
+    markers.mkdir()
+    pids = worker_pids(cluster)
+    victim = sorted(pids)[0]
+    with distributed.Client(cluster, timeout="20s", set_as_default=False) as client:
+        assert register_start_guard(client)
+        assert register_start_guard(client)  # the next Runner finds it there
+        future = client.submit(
+            counted,
+            1,
+            str(markers),
+            key=f"{KEY_PREFIX}test-{uuid.uuid4().hex[:8]}",
+            workers=[victim],
+            allow_other_workers=True,
+            pure=False,
+        )
+        wait_for(lambda: future.status == "finished", timeout=60)
+        os.kill(pids[victim], signal.SIGKILL)
+        answer = future.result(timeout=60)
+        assert isinstance(answer, GroupAnswer), answer
+        assert answer.duplicate and not answer.outcomes
+        assert answer.worker is not None and answer.worker != victim
+        # It ran once: on the worker that died.
+        assert len(list(markers.iterdir())) == 1
+        future.release()
+    wait_workers(cluster)
+
+
+def test_each_dask_task_names_its_key_to_the_scheduler_as_it_starts(
+    cluster: str, tmp_path: Path
+) -> None:
+    # Without a round trip: on the worker's stream (a scheduler event the guard reads).
+    from oomguard.executors.dask.cluster import started_on_worker
+
+    wait_workers(cluster)
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=2, executor="dask", dask_address=cluster
+    ) as runner:
+        job = runner.sweep("fixtures.tasks:sleep_then", [{"x": i} for i in range(3)])
+        assert job.wait(timeout=60, progress=False)["state"] == "succeeded"
+        assert runner.scheduler is not None
+        executor = runner.scheduler.executor
+        from oomguard.executors.dask.executor import DaskExecutor
+
+        assert isinstance(executor, DaskExecutor) and executor.guarded
+        # The workers are on 127.0.0.1: answers come straight from them.
+        assert executor.direct
+        attempts = list(runner.store.queries.all_attempts(job.id))
+        keys = {f"{executor.prefix}-{a.attempt_id}" for a in attempts}
+        wait_for(lambda: any(started_on_worker(executor.client, key) for key in keys), timeout=30)
+        assert not started_on_worker(executor.client, f"{executor.prefix}-never-sent")

@@ -14,12 +14,13 @@ it still runs or holds (:func:`held_on`), restarting it through its nanny
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import distributed
 from distributed import Client
+from distributed.comm.core import connect as connect_comm
 
 from oomguard.config import RunnerConfig
 from oomguard.errors import ConfigError
@@ -37,6 +38,8 @@ log = logging.getLogger("oomguard.executor.dask")
 
 #: the longest oomguard waits for the Dask scheduler to answer one question
 SCHEDULER_CALL_S = 30.0
+#: the longest oomguard waits to reach a Dask worker at start (see :func:`gather_directly`)
+REACH_S = 2.0
 
 
 def _on_scheduler(
@@ -92,8 +95,32 @@ def workers(client: Client) -> dict[str, DaskWorker]:
     return got
 
 
-def register_plugins(client: Client, config: RunnerConfig) -> None:
-    """Register oomguard's worker and nanny plugins, the evidence of worker deaths."""
+def gather_directly(client: Client, addresses: Collection[str]) -> bool:
+    """Gather results straight from the Dask workers, not through the scheduler, when this
+    process can reach each of ``addresses`` (within :data:`REACH_S`): each result then
+    crosses the network once, and out of band (``Outcome.__reduce_ex__``: the scheduler's
+    own connections pickle with protocol 4, in band). A worker that cannot be reached later
+    is gathered from through the scheduler (distributed's own fallback)."""
+
+    async def reach() -> None:
+        for address in addresses:
+            comm = await connect_comm(address, timeout=REACH_S, **client.connection_args)
+            comm.abort()
+
+    try:
+        client.sync(reach, callback_timeout=REACH_S * max(1, len(addresses)) + 1)
+    except Exception as err:
+        log.info("results are gathered through the Dask scheduler: %s", err)
+        return False
+    client.direct_to_workers = True
+    return True
+
+
+def register_plugins(client: Client, config: RunnerConfig) -> bool:
+    """Register oomguard's worker and nanny plugins, the evidence of worker deaths, and the
+    scheduler's :class:`~oomguard.executors.dask.remote.scheduler.StartGuard`: whether the
+    guard runs there (else each Dask task asks the scheduler before it runs)."""
+    guarded = register_start_guard(client)
     worker_plugin = WorkerEvidencePlugin(
         config.worker_oom_score_adj,
         isolation=config.dask_isolation,
@@ -104,6 +131,22 @@ def register_plugins(client: Client, config: RunnerConfig) -> None:
     )
     client.register_plugin(worker_plugin, name=PLUGIN_NAME)
     client.register_plugin(NannyEvidencePlugin(config.kernel_log), name=PLUGIN_NAME)
+    return guarded
+
+
+def register_start_guard(client: Client) -> bool:
+    """Run :class:`~oomguard.executors.dask.remote.scheduler.StartGuard` on the scheduler
+    (once: a second Runner finds it there); False if the scheduler refused it."""
+    try:
+        client.register_plugin(on_scheduler.StartGuard(), name=on_scheduler.StartGuard.name)
+    except Exception as err:  # oomguard not importable there, an old distributed
+        log.warning(
+            "the Dask scheduler would not run oomguard's start guard (%s): each Dask task "
+            "asks the scheduler whether it ran before, one round trip each",
+            err,
+        )
+        return False
+    return True
 
 
 def check_scheduler(client: Client) -> None:

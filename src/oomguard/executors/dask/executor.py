@@ -5,9 +5,11 @@ The same promises as the local pool, on Dask:
 * **Bounded in-flight window.** Groups of short attempts go as Dask tasks of up to 32
   (:mod:`~.backlog`), at most ``WINDOW_PER_THREAD`` per worker thread not fetched
   yet; each is released once fetched, and the next runs while its results are written.
-* **Nothing finished runs again.** Each Dask task asks the Dask scheduler once whether its
-  key ever started (Dask recomputes a finished key whose worker died before it was
-  gathered); a rerun is refused, its attempts reported killed and retried. The nanny
+* **Nothing finished runs again.** Dask recomputes a finished key whose worker died before
+  it was gathered: the scheduler plugin :class:`~.remote.scheduler.StartGuard` swaps such
+  a key's task for a refusal as it leaves ``memory`` (no round trip before each Dask
+  task; where the guard cannot run, or in ``thread`` mode, each Dask task asks the
+  scheduler once); a rerun's attempts are reported killed and retried. The nanny
   tells the attempts a dead worker ran from those it never began (requeued).
 * **Memory-aware placement and limits.** Each Dask task asks for ``resources={"MEMORY":
   limit}`` and runs in a child in its own memory cgroup under it (:mod:`~.remote.host_pool`).
@@ -51,6 +53,7 @@ from oomguard.executors.dask.cluster import (
     DaskWorker,
     check_scheduler,
     connect,
+    gather_directly,
     isolation_of_workers,
     kill_on_worker,
     processing_on,
@@ -80,7 +83,7 @@ from oomguard.executors.dask.flights import (
 )
 from oomguard.executors.dask.held import HeldIndex
 from oomguard.executors.dask.recycling import RESTART_TIMEOUT_S, Recycler
-from oomguard.executors.dask.remote import DEATH_TOPIC, NANNY_MEMORY_TOPIC
+from oomguard.executors.dask.remote import DEATH_TOPIC, KEY_PREFIX, NANNY_MEMORY_TOPIC
 from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer
 from oomguard.executors.dask.remote.tasks import run_calls
 from oomguard.executors.events import Event, Requeued
@@ -127,7 +130,7 @@ class DaskExecutor:
         self.blob_threshold = blob_threshold or 0
         self._fetcher: ThreadPoolExecutor | None = None
         self.client: Client | None = None
-        self.prefix = f"oomguard-{uuid.uuid4().hex[:8]}"
+        self.prefix = f"{KEY_PREFIX}{uuid.uuid4().hex[:8]}"
         #: Dask key -> its group of attempts
         self.inflight: dict[str, Flight] = {}
         self.by_attempt: dict[int, Flight] = {}
@@ -150,6 +153,10 @@ class DaskExecutor:
         self._lock = threading.Lock()
         #: how each Dask worker runs attempts (``cgroup-v1``, ``watchdog``, ``thread`` ...)
         self.isolation_modes: dict[str, str] = {}
+        #: the scheduler runs oomguard's start guard: no round trip before each Dask task
+        self.guarded = False
+        #: answers are gathered straight from the workers (not through the scheduler)
+        self.direct = False
 
     # -- start and stop ---------------------------------------------------------------
 
@@ -163,9 +170,10 @@ class DaskExecutor:
         self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="oomguard-fetch")
         self.client = connect(self.config)
         self._started = time.time()
-        register_plugins(self.client, self.config)
+        self.guarded = register_plugins(self.client, self.config)
         check_scheduler(self.client)
         self._refresh_workers(force=True)
+        self.direct = gather_directly(self._client, list(self.workers))
         self.isolation_modes.update(isolation_of_workers(self._client))
 
     def stop(self) -> None:
@@ -284,6 +292,7 @@ class DaskExecutor:
                     run_calls,
                     items,
                     limit or None,
+                    guarded=self.guarded,
                     key=f"{self.prefix}-{runs[0].attempt_id}",
                     resources=resources,
                     retries=0,

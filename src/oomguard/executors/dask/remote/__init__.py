@@ -22,9 +22,21 @@ PLUGIN_NAME = "oomguard-evidence"
 DEATH_TOPIC = "oomguard-worker-death"
 #: scheduler event topic the nanny uses when it restarts a worker over its memory limit
 NANNY_MEMORY_TOPIC = "worker-restart-memory"
+#: scheduler event topic a Dask worker names each of oomguard's keys on as it starts it
+STARTED_TOPIC = "oomguard-started"
+#: what every Dask key of oomguard's starts with
+KEY_PREFIX = "oomguard-"
 #: a Dask worker that runs attempts in its own thread (no pool of children)
 THREAD = "thread"
 #: the Dask worker's log (distributed configures a handler for its own loggers)
 log = logging.getLogger("distributed.oomguard")
 
-__all__ = ["DEATH_TOPIC", "NANNY_MEMORY_TOPIC", "PLUGIN_NAME", "THREAD", "log"]
+__all__ = [
+    "DEATH_TOPIC",
+    "KEY_PREFIX",
+    "NANNY_MEMORY_TOPIC",
+    "PLUGIN_NAME",
+    "STARTED_TOPIC",
+    "THREAD",
+    "log",
+]

@@ -11,15 +11,19 @@ executor sends, call items, is :mod:`oomguard.worker.calls`.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import SupportsIndex, TypeAlias
 
 from oomguard.cgroups.cgroup import CgroupCounters
 from oomguard.jobs.jsonvalue import JSON
 from oomguard.kernlog.event import OomEvent, event_from_json
 
 Evidence: TypeAlias = "dict[str, object]"
+
+#: a result at least this large leaves a Dask worker as a buffer of its own (out of band)
+OUT_OF_BAND_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,45 @@ class Outcome:
     @classmethod
     def requeued(cls, attempt_id: int) -> Outcome:
         return cls(attempt_id, requeue=True)
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[object, ...]:
+        # Its fields in order, a large payload as a PickleBuffer: distributed pickles an
+        # answer with protocol 5 and a buffer callback where both ends speak it (a Dask
+        # worker to the executor's client, gathered directly), so the result is sent from
+        # the bytes the child sent, not copied into the pickle first.
+        data = self.payload
+        payload: bytes | pickle.PickleBuffer | None = data
+        if data is not None and int(protocol) >= 5 and len(data) >= OUT_OF_BAND_BYTES:
+            payload = pickle.PickleBuffer(data)
+        return _outcome, (
+            self.attempt_id,
+            self.ok,
+            payload,
+            self.failure_class,
+            self.message,
+            self.evidence,
+            self.peak,
+            self.pid,
+            self.requeue,
+        )
+
+
+def _outcome(
+    attempt_id: int,
+    ok: bool,
+    payload: bytes | memoryview | None,
+    failure_class: str | None,
+    message: str | None,
+    evidence: Evidence,
+    peak: int | None,
+    pid: int | None,
+    requeue: bool,
+) -> Outcome:
+    """An :class:`Outcome` unpickled; an out-of-band payload (a view of the frame it came
+    in) becomes bytes, as the store keeps it."""
+    if payload is not None and not isinstance(payload, bytes):
+        payload = bytes(payload)
+    return Outcome(attempt_id, ok, payload, failure_class, message, evidence, peak, pid, requeue)
 
 
 @dataclass(frozen=True)

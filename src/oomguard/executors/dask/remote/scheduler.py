@@ -1,6 +1,8 @@
 """What oomguard asks of the Dask scheduler, run there (``client.run_on_scheduler``): which
 keys ever started, the scheduler's settings, where a key runs, a worker's status (cordon),
-what oomguard's a worker still has, and restarting a worker through its nanny.
+what oomguard's a worker still has, and restarting a worker through its nanny; and the
+scheduler plugin :class:`StartGuard`, which learns the started keys without a round trip
+and turns a rerun of a finished key into :func:`refuse_rerun`.
 
 Each function takes the ``dask_scheduler`` distributed passes in; the client side
 (:mod:`oomguard.executors.dask.cluster`) sends them by reference, so the scheduler imports
@@ -9,12 +11,19 @@ this module (oomguard installed beside distributed, as on the workers).
 
 from __future__ import annotations
 
+import os
 import time
 from collections import OrderedDict
+from typing import Any
 
 import dask
-from distributed import Scheduler
+from dask.task_spec import Task
+from distributed import Scheduler, get_worker
 from distributed.core import Status
+from distributed.diagnostics.plugin import SchedulerPlugin
+
+from oomguard.executors.dask.remote import KEY_PREFIX, STARTED_TOPIC
+from oomguard.executors.dask.remote.answers import GroupAnswer
 
 #: started keys the Dask scheduler remembers (oldest forgotten first)
 STARTED_KEEP = 100_000
@@ -35,6 +44,55 @@ def first_start(dask_scheduler: Scheduler, key: str) -> bool:
     while len(started) > STARTED_KEEP:
         started.popitem(last=False)
     return True
+
+
+class StartGuard(SchedulerPlugin):
+    """The Dask scheduler's side of "nothing finished runs again", with no round trip
+    before each Dask task.
+
+    * A Dask worker names each of oomguard's keys on :data:`STARTED_TOPIC` as it starts it
+      (``Worker.log_event``: a message on the stream it already has to the scheduler,
+      sent before the task's own ``task-finished``): :meth:`log_event` marks it started
+      (:func:`first_start`), for :func:`was_started` and :func:`held_on`.
+    * A key of oomguard's that leaves ``memory`` (its results lost with their worker, or
+      released) will never run its group again: its ``run_spec`` becomes
+      :func:`refuse_rerun`, so if Dask recomputes it (its worker died before oomguard
+      gathered it), the worker answers ``duplicate`` and runs nothing. The swap happens in
+      the transition out of ``memory``, before the key can be sent to another worker.
+    """
+
+    name = "oomguard-start-guard"
+    #: registered once per scheduler: the next Runner finds it there
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.scheduler: Scheduler | None = None
+
+    async def start(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def log_event(self, topic: str, msg: Any) -> None:
+        if topic == STARTED_TOPIC and isinstance(msg, str) and self.scheduler is not None:
+            first_start(self.scheduler, msg)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "memory" or finish == "memory" or self.scheduler is None:
+            return
+        if not (isinstance(key, str) and key.startswith(KEY_PREFIX)):
+            return
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and ts.run_spec is not None:
+            ts.run_spec = Task(key, refuse_rerun)
+
+
+def refuse_rerun() -> GroupAnswer:
+    """What a finished key of oomguard's runs if Dask computes it again (on a Dask
+    worker): nothing, answered ``duplicate`` (:class:`StartGuard`)."""
+    try:
+        address: str | None = str(get_worker().address)
+    except ValueError:
+        address = None
+    return GroupAnswer(address, os.getpid(), duplicate=True)
 
 
 def was_started(dask_scheduler: Scheduler, key: str) -> bool:

@@ -18,7 +18,7 @@ import time
 from distributed import get_client, get_worker
 
 from oomguard import procfs
-from oomguard.executors.dask.remote import THREAD, log
+from oomguard.executors.dask.remote import STARTED_TOPIC, THREAD, log
 from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer, Outcome
 from oomguard.executors.dask.remote.heap import trim
 from oomguard.executors.dask.remote.held import HOLD_FRACTION, refers
@@ -29,18 +29,27 @@ from oomguard.worker.calls import CallItem
 from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
 
 
-def _already_started() -> bool:
+def _already_started(noted: bool) -> bool:
     """Whether this Dask task's key ran before: Dask recomputes a finished key whose worker
     died before oomguard gathered it; its attempts must not run twice behind its back.
 
-    One round trip to the Dask scheduler per Dask task, which is a whole group of attempts.
+    ``noted`` (the scheduler runs :class:`~.scheduler.StartGuard`, and the group runs in a
+    child): the key is only named to the scheduler as started, on the worker's stream,
+    with no wait; a rerun never gets here (the guard swapped it for
+    :func:`~.scheduler.refuse_rerun`). Otherwise one round trip to the Dask scheduler: in
+    ``thread`` mode the group may kill this worker at once (a segfault, ``os._exit``),
+    and the scheduler must know it started before it can die of it.
     """
     try:
-        key = str(get_worker().get_current_task())
-        first: bool = get_client().run_on_scheduler(first_start, key=key)
-        return not first
+        worker = get_worker()
     except ValueError:
         return False  # not on a Dask worker (called directly): nothing to guard
+    key = str(worker.get_current_task())
+    if noted:
+        worker.log_event(STARTED_TOPIC, key)
+        return False
+    first: bool = get_client().run_on_scheduler(first_start, key=key)
+    return not first
 
 
 def _run_item(item: CallItem) -> Outcome:
@@ -60,7 +69,9 @@ def _run_item(item: CallItem) -> Outcome:
     return Outcome(item.attempt_id, ok, payload, fc, message, evidence, peak)
 
 
-def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
+def run_calls(
+    items: list[CallItem], limit: int | None = None, guarded: bool = False
+) -> GroupAnswer:
     """Run a group of call items one after another on this Dask worker.
 
     Where the worker plugin started a :class:`~.host_pool.HostPool`
@@ -73,11 +84,14 @@ def run_calls(items: list[CallItem], limit: int | None = None) -> GroupAnswer:
     each item the worker notes its position (:func:`read_progress`), so when the worker
     dies mid-group the executor can tell the attempts that ran from those that never began.
     Results asked to be held are kept here for their aggregation (:mod:`.held`).
+    ``guarded``: the Dask scheduler runs :class:`~.scheduler.StartGuard` (see
+    :func:`_already_started`).
     """
     address, baseline = _worker_identity()
-    if _already_started():
-        return GroupAnswer(address, os.getpid(), duplicate=True)
     plugin = _plugin()
+    isolated = plugin is not None and plugin.pool is not None and plugin.pool.isolated
+    if _already_started(guarded and isolated):
+        return GroupAnswer(address, os.getpid(), duplicate=True)
     held = plugin.held if plugin is not None else None
     resolved = held.resolve(items) if held is not None else items
     if resolved is None or (held is None and any(map(refers, items))):

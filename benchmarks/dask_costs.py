@@ -1,0 +1,149 @@
+"""What each Dask task of oomguard's costs around its attempts, the old way and the new,
+interleaved in one run on one LocalCluster (1 worker, 1 thread; its scheduler runs in this
+process):
+
+* **the start check**: a Dask task asking the scheduler whether its key ran before
+  (``run_on_scheduler(first_start)``, one round trip, as every Dask task did) against
+  naming its key as started on the worker's stream (``Worker.log_event``, no wait; the
+  scheduler's ``StartGuard`` refuses reruns): seconds on the worker, per Dask task;
+* **the way back**: gathering one answer of ``--outcomes`` results of ``--result-mib``
+  MiB through the Dask scheduler (as the executor did) against straight from the worker,
+  in band and out of band (``Outcome.__reduce_ex__``): wall seconds per answer, and the
+  CPU seconds of this process (client and scheduler) and of the worker.
+
+    .venv/bin/python benchmarks/dask_costs.py --checks 300 --gathers 20
+
+Prints a table and one final ``JSON: {...}`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import psutil
+from _common import emit, quiet_dask_logs, table
+
+MIB = 1024 * 1024
+
+
+def check(mode: str) -> float:
+    """On the worker: the seconds one start check of ``mode`` keeps the Dask task."""
+    from distributed import get_client, get_worker
+
+    from oomguard.executors.dask.remote import STARTED_TOPIC
+    from oomguard.executors.dask.remote.scheduler import first_start
+
+    worker = get_worker()
+    key = str(worker.get_current_task())
+    t0 = time.perf_counter()
+    if mode == "round_trip":
+        get_client().run_on_scheduler(first_start, key=key)
+    else:
+        worker.log_event(STARTED_TOPIC, key)
+    return time.perf_counter() - t0
+
+
+def answer(n: int, mib: float) -> Any:
+    """On the worker: a group's answer of ``n`` results of ``mib`` MiB each."""
+    from oomguard.executors.dask.remote.answers import GroupAnswer, Outcome
+
+    blob = int(mib * MIB)
+    outcomes = tuple(Outcome(i, True, os.urandom(blob)) for i in range(n))
+    return GroupAnswer("w", os.getpid(), outcomes)
+
+
+def set_out_of_band(threshold: int) -> None:
+    """On the worker: results from ``threshold`` bytes go out of band."""
+    from oomguard.executors.dask.remote import answers
+
+    answers.OUT_OF_BAND_BYTES = threshold
+
+
+def cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checks", type=int, default=300, help="Dask tasks per start check kind")
+    ap.add_argument("--gathers", type=int, default=20, help="answers gathered per way back")
+    ap.add_argument("--outcomes", type=int, default=32)
+    ap.add_argument("--result-mib", type=float, default=1.0)
+    args = ap.parse_args(argv)
+    quiet_dask_logs()
+
+    from distributed import Client, LocalCluster
+
+    from oomguard.executors.dask.cluster import register_start_guard
+    from oomguard.executors.dask.remote import KEY_PREFIX
+    from oomguard.executors.dask.remote.answers import OUT_OF_BAND_BYTES
+
+    load = os.getloadavg()
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = Client(cluster, set_as_default=False)
+    try:
+        assert register_start_guard(client)
+        worker = psutil.Process(next(iter(client.run(os.getpid).values())))
+        me = psutil.Process()
+        checks: dict[str, list[float]] = {"round_trip": [], "noted": []}
+        for _ in range(args.checks):
+            for mode in checks:  # interleaved, one Dask task at a time
+                key = f"{KEY_PREFIX}bench-{uuid.uuid4().hex}"
+                checks[mode].append(client.submit(check, mode, key=key, pure=False).result())
+        ways: dict[str, list[float]] = {
+            "via_scheduler": [],
+            "direct_in_band": [],
+            "direct_out_of_band": [],
+        }
+        spent: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+        for _ in range(args.gathers):
+            for way in ways:
+                client.run(
+                    set_out_of_band, 1 << 62 if way == "direct_in_band" else OUT_OF_BAND_BYTES
+                )
+                future = client.submit(answer, args.outcomes, args.result_mib, pure=False)
+                while future.status != "finished":  # made there, not gathered yet
+                    time.sleep(0.005)
+                here, there = cpu(me), cpu(worker)
+                t0 = time.perf_counter()
+                got = client.gather(future, direct=way != "via_scheduler")
+                ways[way].append(time.perf_counter() - t0)
+                spent[way].append((cpu(me) - here, cpu(worker) - there))
+                assert len(got.outcomes) == args.outcomes
+                assert all(type(o.payload) is bytes for o in got.outcomes)
+                future.release()
+                del got
+    finally:
+        client.close()
+        cluster.close()  # type: ignore[no-untyped-call]
+
+    results: dict[str, dict[str, float]] = {}
+    for mode, values in checks.items():
+        results[f"check_{mode}"] = {
+            "median_us": round(statistics.median(values) * 1e6, 1),
+            "mean_us": round(statistics.fmean(values) * 1e6, 1),
+        }
+    for way, values in ways.items():
+        results[f"gather_{way}"] = {
+            "median_ms": round(statistics.median(values) * 1e3, 2),
+            "cpu_here_ms": round(statistics.median(h for h, _ in spent[way]) * 1e3, 2),
+            "cpu_worker_ms": round(statistics.median(w for _, w in spent[way]) * 1e3, 2),
+        }
+    rows = [[name, *(f"{k}={v}" for k, v in r.items())] for name, r in results.items()]
+    print(table(["", "a", "b", "c"], [row + [""] * (4 - len(row)) for row in rows]))
+    print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    emit("dask_costs", args, results, notes=[f"load average at the start: {load}"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
