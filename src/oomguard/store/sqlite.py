@@ -39,7 +39,7 @@ from oomguard.store.records import JobRecord, KeyEstimate, NewTask, StoredSpec, 
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
-from oomguard.store.writes import PHASES, Write, safe_params
+from oomguard.store.writes import PHASES, AttemptRow, Write, safe_params
 
 #: jobs whose having aggregations a store remembers (then it asks again)
 AGGREGATES_KNOWN = 4096
@@ -322,34 +322,52 @@ class SqliteStore:
         discarded duplicates is returned. Text that UTF-8 cannot encode (lone surrogates
         in a task's error message) is stored escaped.
         """
-        ops = [(w.query, w.parameters()) for w in writes]
+        writes = list(writes)
         try:
-            return self._apply(ops, estimates)
+            return self._apply(writes, estimates, safe=False)
         except UnicodeEncodeError:
-            return self._apply([(name, safe_params(params)) for name, params in ops], estimates)
+            return self._apply(writes, estimates, safe=True)
 
-    def _apply(self, ops: list[tuple[str, SqlParams]], estimates: Sequence[KeyEstimate]) -> int:
+    def _apply(self, writes: list[Write], estimates: Sequence[KeyEstimate], safe: bool) -> int:
         # One executemany per query and phase, not one statement per write: the writes are
         # run phase by phase (see writes.PHASES), each query's rows together.
-        phases: dict[int, list[tuple[str, SqlParams]]] = {}
-        for name, params in ops:
-            phases.setdefault(PHASES[name], []).append((name, params))
+        phases: dict[int, list[Write]] = {}
+        for write in writes:
+            phase = PHASES[write.query]
+            same = phases.get(phase)
+            if same is None:
+                phases[phase] = [write]
+            else:
+                same.append(write)
         duplicates = 0
         with self.transaction() as db:
             for phase in sorted(phases):
-                writes = phases[phase]
-                if writes[0][0] == "result":
-                    duplicates += self._store_results(db, [params for _, params in writes])
+                group = phases[phase]
+                if group[0].query == "result":
+                    results = [_params(w, safe) for w in group]
+                    duplicates += self._store_results(db, results)
                     continue
                 start = 0
-                while start < len(writes):
-                    name = writes[start][0]
-                    end = start
-                    while end < len(writes) and writes[end][0] == name:
+                while start < len(group):
+                    name = group[start].query
+                    end = start + 1
+                    while end < len(group) and group[end].query == name:
                         end += 1
-                    query = POSITIONAL[name]
-                    db.executemany(query.sql, [query.values(p) for _, p in writes[start:end]])
+                    run = group[start:end]
                     start = end
+                    if name == "insert_attempt":
+                        # Claims, the usual case, bind none of the columns of an ending.
+                        claims: list[Write] = []
+                        ended: list[Write] = []
+                        for write in run:
+                            row = write.params
+                            fresh = isinstance(row, AttemptRow) and row.started_only()
+                            (claims if fresh else ended).append(write)
+                        if claims:
+                            _execute_many(db, "insert_claim", claims, safe)
+                        run = ended
+                    if run:
+                        _execute_many(db, name, run, safe)
             if estimates:
                 key_estimates.put(db, estimates)
             if duplicates:
@@ -441,6 +459,21 @@ class SqliteStore:
                 (json.dumps(list(task_ids)),),
             )
         }
+
+
+def _params(write: Write, safe: bool) -> SqlParams:
+    """``write``'s parameters; ``safe``: every string made encodable."""
+    return safe_params(write.parameters()) if safe else write.parameters()
+
+
+def _execute_many(db: sqlite3.Connection, name: str, writes: list[Write], safe: bool) -> None:
+    """Run the query ``name`` once for each of ``writes`` (one ``executemany``)."""
+    query = POSITIONAL[name]
+    values = query.values
+    if safe:
+        db.executemany(query.sql, [values(safe_params(w.parameters())) for w in writes])
+    else:
+        db.executemany(query.sql, [values(w.fields()) for w in writes])
 
 
 __all__ = ["SqliteStore", "TaskRow"]
