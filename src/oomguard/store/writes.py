@@ -60,6 +60,12 @@ class Write:
     query: str
     task_id: int | None
     params: SqlParams | AttemptRow
+    #: its query's place in a commit (:data:`PHASES`)
+    phase: int
+    #: what is bound at the commit: ``params``, or an attempt row's own fields (its
+    #: ``__dict__``, so an attempt that ends before its claim is committed is inserted
+    #: ended)
+    bound: Mapping[str, SqlValue]
     attempt_id: int | None = None
 
     def parameters(self) -> SqlParams:
@@ -67,11 +73,6 @@ class Write:
         if isinstance(self.params, AttemptRow):
             return dict(vars(self.params))  # flat: cheaper than dataclasses.asdict
         return self.params
-
-    def fields(self) -> Mapping[str, SqlValue]:
-        """The parameters as they are now, not copied (to be bound at once)."""
-        params = self.params
-        return vars(params) if isinstance(params, AttemptRow) else params
 
 
 #: the order in which a commit group's writes run, by query. For any one task, its writes
@@ -131,7 +132,8 @@ class PendingWrites:
     ) -> None:
         if not self._writes:
             self.first_at = time.time()
-        self._writes.append(Write(query, task_id, params, attempt_id))
+        bound = vars(params) if isinstance(params, AttemptRow) else params
+        self._writes.append(Write(query, task_id, params, PHASES[query], bound, attempt_id))
 
     # -- attempts -----------------------------------------------------------------------
 
