@@ -18,6 +18,15 @@ importable. oomguard's store lives in a fresh temporary directory for each run.
 ``--store-url postgresql://...`` adds the peer ``oomguard-pg``: the same run with its store
 in PostgreSQL, in a fresh schema of that database for each run (the user needs CREATE on
 the database), run right after the SQLite one for each N.
+
+For oomguard it also prints where the scheduler's process spent its CPU, in us per task,
+from each thread's own CPU clock (``time.pthread_getcpuclockid``): ``loop us`` is the
+scheduler loop's thread alone (the aim: at most 30), ``submit us`` the submitting thread
+while it submits, ``wait us`` the same thread while it waits, ``other us`` every other
+thread (the sampler, the part writer, the kernel-log reader). The JSON keeps
+``scheduler_cpu_us_per_task`` (the whole process) and adds ``loop_thread_cpu_us_per_task``,
+``submit_cpu_us_per_task``, ``main_thread_cpu_us_per_task`` (submitting and waiting) and
+``other_threads_cpu_us_per_task``.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -38,6 +48,13 @@ from oomguard.examples import noop
 FN = "oomguard.examples:noop"
 
 
+def _thread_cpu(thread: threading.Thread | None) -> float:
+    """CPU seconds ``thread`` has used (its own clock: user + system, to the nanosecond)."""
+    if thread is None or thread.ident is None or not thread.is_alive():
+        return 0.0
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
 def run_oomguard(n: int, workers: int, store: str | None = None) -> dict[str, Any]:
     import oomguard
 
@@ -46,17 +63,32 @@ def run_oomguard(n: int, workers: int, store: str | None = None) -> dict[str, An
         with oomguard.Runner(store=store or os.path.join(tmp, "store.sqlite"),
                              workers=workers) as r:
             r.start()
+            loop = next(t for t in threading.enumerate() if t.name == "oomguard-scheduler")
             t0 = time.perf_counter()
             cpu0 = time.process_time()
+            loop0, main0 = _thread_cpu(loop), time.thread_time()
             job = r.sweep(FN, ({"x": i} for i in range(n)), name=f"throughput-{n}")
             t_sub = time.perf_counter() - t0
+            submit = time.thread_time() - main0
             status = job.wait(progress=False)
             elapsed = time.perf_counter() - t0
-            # The scheduler's process: the loop, the submission and its helper threads.
+            # Read while the loop thread lives: the loop alone, the submitting (this)
+            # thread, and the rest of the process (the sampler, the part writer, ...).
+            loop_cpu = _thread_cpu(loop) - loop0
+            main_cpu = time.thread_time() - main0
             cpu = time.process_time() - cpu0
         ok = status["counts"]["succeeded"]
-        return {"seconds": elapsed, "submit_seconds": t_sub, "succeeded": ok,
-                "scheduler_cpu_us_per_task": cpu / n * 1e6}
+        return {
+            "seconds": elapsed,
+            "submit_seconds": t_sub,
+            "succeeded": ok,
+            # the whole process: the loop, the submission and the other threads
+            "scheduler_cpu_us_per_task": cpu / n * 1e6,
+            "loop_thread_cpu_us_per_task": loop_cpu / n * 1e6,
+            "submit_cpu_us_per_task": submit / n * 1e6,
+            "main_thread_cpu_us_per_task": main_cpu / n * 1e6,
+            "other_threads_cpu_us_per_task": (cpu - loop_cpu - main_cpu) / n * 1e6,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -201,18 +233,26 @@ def main(argv: list[str] | None = None) -> int:
         og = per.get("oomguard", {}).get("tasks_per_s")
         for peer, r in per.items():
             if "skipped" in r:
-                rows.append([n, peer, None, None, None, None, r["skipped"]])
+                rows.append([n, peer, None, None, None, None, None, None, None, None,
+                             r["skipped"]])
                 continue
             ratio = og / r["tasks_per_s"] if og and peer != "oomguard" else None
             r["oomguard_ratio"] = ratio
-            note = (f"scheduler CPU {r['scheduler_cpu_us_per_task']:.0f} us/task"
-                    if "scheduler_cpu_us_per_task" in r else "")
+            if "loop_thread_cpu_us_per_task" in r:
+                note = f"process CPU {r['scheduler_cpu_us_per_task']:.0f} us/task"
+                cpu = [r["loop_thread_cpu_us_per_task"], r["submit_cpu_us_per_task"],
+                       r["main_thread_cpu_us_per_task"] - r["submit_cpu_us_per_task"],
+                       r["other_threads_cpu_us_per_task"]]
+            else:
+                note, cpu = "", [None] * 4
             rows.append([n, peer, r["seconds"], r["tasks_per_s"], r["succeeded"],
-                         ratio, note])
+                         ratio, *cpu, note])
         results[str(n)] = per
 
-    print(table(["n", "runner", "seconds", "tasks/s", "succeeded", "oomguard/peer", "note"],
-                rows))
+    # CPU columns, us per task: the scheduler loop's thread, the submitting thread while
+    # it submits and then while it waits, and every other thread of the process.
+    print(table(["n", "runner", "seconds", "tasks/s", "succeeded", "oomguard/peer",
+                 "loop us", "submit us", "wait us", "other us", "note"], rows))
     emit("throughput", args, results, notes)
     return 0
 

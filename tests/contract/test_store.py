@@ -219,6 +219,36 @@ def test_result_is_stored_exactly_once(store: Store) -> None:
     assert store.queries.counts("j1")["ready"] == 1 and store.queries.counts("j1")["pending"] == 0
 
 
+def test_claims_and_attempts_ended_before_their_claim_are_stored_whole(store: Store) -> None:
+    # A claim is inserted without the columns of an ending (insert_claim); an attempt that
+    # ended before its claim was committed is inserted with them (insert_attempt).
+    _job(store, n=2)
+    first, second = store.take_ready("j1", 10, 100)
+    claim = AttemptRow(
+        id=1, task_id=first.id, n=1, scheduler_id="s1", started_at=10.0,
+        admitted_bytes=64, limit_bytes=128,
+    )  # fmt: skip
+    ended = AttemptRow(
+        id=2, task_id=second.id, n=1, scheduler_id="s1", started_at=11.0,
+        admitted_bytes=0, limit_bytes=256, state="failed", worker="w2", pid=42,
+        ended_at=12.0, failure_class="error", peak_bytes=99, evidence='{"a": 1}',
+    )  # fmt: skip
+    writes = PendingWrites()
+    writes.insert_attempt(claim)
+    writes.insert_attempt(ended)
+    store.apply(writes.take())
+    (one,) = store.queries.attempts(first.id)
+    assert (one.attempt_id, one.n, one.state, one.started_at) == (1, 1, "running", 10.0)
+    assert (one.admitted_bytes, one.limit_bytes) == (64, 128)
+    assert (one.worker, one.pid, one.ended_at, one.failure_class) == (None, None, None, None)
+    assert (one.peak_bytes, one.evidence) == (None, None)
+    (two,) = store.queries.attempts(second.id)
+    assert (two.attempt_id, two.state, two.worker, two.pid) == (2, "failed", "w2", 42)
+    assert (two.started_at, two.ended_at, two.failure_class) == (11.0, 12.0, "error")
+    assert (two.admitted_bytes, two.limit_bytes, two.peak_bytes) == (0, 256, 99)
+    assert two.evidence == {"a": 1}
+
+
 def test_dead_scheduler_attempts_are_lost_and_locks_released(store: Store, tmp_path: Path) -> None:
     store = sql_store(store)
     _job(store, n=2)

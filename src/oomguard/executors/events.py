@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from oomguard.worker.pool import Died
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptEnded:
+    """How one attempt ended, as an executor tells it. Not frozen (never changed once
+    made): one is made for each attempt on the scheduler's loop, and a frozen ``__init__``
+    of its eight fields costs several times a plain one."""
+
     attempt_id: int
     ok: bool
     #: the pickled result (``ok``), else None

@@ -45,7 +45,10 @@ class BrokenJobs:
         self.stopped: dict[str, str] = {}
 
     def succeeded(self, job_id: str) -> None:
-        self._seen.setdefault(job_id, _Seen()).healthy = True
+        seen = self._seen.get(job_id)  # not setdefault: a _Seen made for every success
+        if seen is None:
+            seen = self._seen[job_id] = _Seen()
+        seen.healthy = True
 
     def failed(self, job_id: str, fc: FailureClass, message: str | None) -> str | None:
         """Count a failed attempt; the cause if the job is (or was just) stopped."""

@@ -209,15 +209,13 @@ class AttemptRecorder:
                 return
             if self.survivors.hold(event):
                 return  # back from finish_deaths with the kernel's line
-            evidence = dict(event.evidence)
+            evidence = event.evidence  # read here; copied before anything is added
             elapsed = evidence.get("elapsed_s")
             if isinstance(elapsed, (int, float)):
                 seen = self.durations.get(run.key)
                 self.durations[run.key] = (
                     float(elapsed) if seen is None else 0.8 * seen + 0.2 * float(elapsed)
                 )
-            if event.worker is not None:
-                evidence["worker"] = event.worker
             if event.ok:
                 # A peak reached within memory an earlier attempt left is a bound only:
                 # learned from a probe (it must teach something), never from the others.
@@ -231,6 +229,9 @@ class AttemptRecorder:
             else:
                 # A class's value (as a Dask answer may carry it) is taken for its class.
                 fc = FailureClass(event.failure_class or FailureClass.ERROR)
+                evidence = dict(evidence)
+                if event.worker is not None:
+                    evidence["worker"] = event.worker
                 self.failed(run, fc, event.message, evidence, event.peak_bytes)
         elif isinstance(event, WorkerDied):
             run = self.running.get(event.attempt_id)
@@ -347,7 +348,8 @@ class AttemptRecorder:
             n=run.n,
             now=time.time(),
         )
-        self.endings.hold(TaskEnded(task.job_id, task.id, task.grp, payload))
+        if self.endings.watched(task.job_id):
+            self.endings.hold(TaskEnded(task.job_id, task.id, task.grp, payload))
         self.stats.succeeded += 1
         self.broken.succeeded(task.job_id)
         self.parts_due.add(task.job_id)

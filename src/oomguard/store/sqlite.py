@@ -16,6 +16,8 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 
 from oomguard.errors import (
@@ -41,7 +43,7 @@ from oomguard.store.records import JobRecord, KeyEstimate, NewTask, Quota, Store
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
-from oomguard.store.writes import PHASES, Write, safe_params
+from oomguard.store.writes import AttemptRow, Write, safe_params
 
 #: jobs whose having aggregations a store remembers (then it asks again)
 AGGREGATES_KNOWN = 4096
@@ -391,47 +393,49 @@ class SqliteStore:
         under it: the transaction is rolled back, the refused writes counted
         (``fenced_writes``) and :class:`~oomguard.errors.TakenOverError` raised.
         """
-        ops = [(w.query, w.parameters()) for w in writes]
+        writes = list(writes)
         try:
             try:
-                return self._apply(ops, estimates, scheduler_id)
+                return self._apply(writes, estimates, scheduler_id, safe=False)
             except UnicodeEncodeError:
-                safe = [(name, safe_params(params)) for name, params in ops]
-                return self._apply(safe, estimates, scheduler_id)
+                return self._apply(writes, estimates, scheduler_id, safe=True)
         except TakenOverError:
             with self.transaction() as db:
-                db.execute(Q["count_fenced"], (len(ops),))
+                db.execute(Q["count_fenced"], (len(writes),))
             raise
 
     def _apply(
         self,
-        ops: list[tuple[str, SqlParams]],
+        writes: list[Write],
         estimates: Sequence[KeyEstimate],
         scheduler_id: str | None,
+        safe: bool,
     ) -> int:
-        # One executemany per query and phase, not one statement per write: the writes are
-        # run phase by phase (see writes.PHASES), each query's rows together.
-        phases: dict[int, list[tuple[str, SqlParams]]] = {}
-        for name, params in ops:
-            phases.setdefault(PHASES[name], []).append((name, params))
+        # One executemany per run of one query, phase by phase (see writes.PHASES); the sort
+        # is stable, so a phase's writes keep their order (its lock writes, each task's).
         duplicates = 0
         with self.transaction() as db:
             if scheduler_id is not None:
-                self._fence(db, scheduler_id, phases.get(PHASES["end_attempt"], []))
-            for phase in sorted(phases):
-                writes = phases[phase]
-                if writes[0][0] == "result":
-                    duplicates += self._store_results(db, [params for _, params in writes])
+                ends = [(w.query, w.parameters()) for w in writes if w.query == "end_attempt"]
+                self._fence(db, scheduler_id, ends)
+            for name, same in groupby(sorted(writes, key=_PHASE), key=_QUERY):
+                run = list(same)
+                if name == "result":
+                    duplicates += self._store_results(db, [_params(w, safe) for w in run])
                     continue
-                start = 0
-                while start < len(writes):
-                    name = writes[start][0]
-                    end = start
-                    while end < len(writes) and writes[end][0] == name:
-                        end += 1
-                    query = POSITIONAL[name]
-                    db.executemany(query.sql, [query.values(p) for _, p in writes[start:end]])
-                    start = end
+                if name == "insert_attempt":
+                    # Claims, the usual case, bind none of the columns of an ending.
+                    claims: list[Write] = []
+                    ended: list[Write] = []
+                    for write in run:
+                        row = write.params
+                        fresh = isinstance(row, AttemptRow) and row.started_only()
+                        (claims if fresh else ended).append(write)
+                    if claims:
+                        _execute_many(db, "insert_claim", claims, safe)
+                    run = ended
+                if run:
+                    _execute_many(db, name, run, safe)
             if estimates:
                 key_estimates.put(db, estimates)
             if duplicates:
@@ -486,13 +490,14 @@ class SqliteStore:
         if fresh:
             for name in ("insert_result", "task_succeeded"):
                 query = POSITIONAL[name]
-                db.executemany(query.sql, [query.values(r) for r in fresh])
-            released = [
-                r for r in fresh if r["kind"] == "task" and self._aggregates(str(r["job_id"]))
-            ]
-            if released:
+                db.executemany(query.sql, map(query.values, fresh))
+            # Asked once per job of the group, not once per result.
+            jobs = {str(r["job_id"]) for r in fresh}
+            aggregated = {job for job in jobs if self._aggregates(job)}
+            if aggregated:
+                released = [r for r in fresh if r["kind"] == "task" and r["job_id"] in aggregated]
                 query = POSITIONAL["release_dependent"]
-                db.executemany(query.sql, [query.values(r) for r in released])
+                db.executemany(query.sql, map(query.values, released))
         return len(results) - len(fresh)
 
     def _aggregates(self, job_id: str) -> bool:
@@ -541,6 +546,26 @@ class SqliteStore:
                 (json.dumps(list(task_ids)),),
             )
         }
+
+
+_PHASE = attrgetter("phase")
+_QUERY = attrgetter("query")
+_BOUND = attrgetter("bound")
+
+
+def _params(write: Write, safe: bool) -> SqlParams:
+    """``write``'s parameters; ``safe``: every string made encodable."""
+    return safe_params(write.parameters()) if safe else write.parameters()
+
+
+def _execute_many(db: Db, name: str, writes: list[Write], safe: bool) -> None:
+    """Run the query ``name`` once for each of ``writes`` (one ``executemany``)."""
+    query = POSITIONAL[name]
+    if safe:
+        db.executemany(query.sql, [query.values(safe_params(w.parameters())) for w in writes])
+    else:
+        # Each row laid out in C (itemgetters over map): no Python bytecode per write.
+        db.executemany(query.sql, map(query.values, map(_BOUND, writes)))
 
 
 __all__ = ["SqliteStore", "TaskRow"]

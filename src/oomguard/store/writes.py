@@ -11,10 +11,10 @@ fails can be applied again task by task, failing only the task whose writes brea
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from oomguard.store.queries import SqlParams
+from oomguard.store.queries import SqlParams, SqlValue
 from oomguard.units import safe_text
 
 
@@ -38,17 +38,38 @@ class AttemptRow:
     peak_bytes: int | None = None
     evidence: str | None = None
 
+    def started_only(self) -> bool:
+        """Nothing of its ending is known yet (it may be inserted as ``insert_claim``)."""
+        return (
+            self.state == "running"
+            and self.ended_at is None
+            and self.worker is None
+            and self.pid is None
+            and self.failure_class is None
+            and self.peak_bytes is None
+            and self.evidence is None
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Write:
-    """One queued write: a named query (or ``result``) and its parameters."""
+    """One queued write: a named query (or ``result``) and its parameters. Not frozen
+    (never changed once queued): a frozen ``__init__`` costs 2 us against 0.4 us, and the
+    loop queues four of these for each task."""
 
     query: str
     task_id: int | None
     params: SqlParams | AttemptRow
+    #: its query's place in a commit (:data:`PHASES`)
+    phase: int
+    #: what is bound at the commit: ``params``, or an attempt row's own fields (its
+    #: ``__dict__``, so an attempt that ends before its claim is committed is inserted
+    #: ended)
+    bound: Mapping[str, SqlValue]
     attempt_id: int | None = None
 
     def parameters(self) -> SqlParams:
+        """The parameters, a copy for an attempt row (its fields as they are now)."""
         if isinstance(self.params, AttemptRow):
             return dict(vars(self.params))  # flat: cheaper than dataclasses.asdict
         return self.params
@@ -111,7 +132,8 @@ class PendingWrites:
     ) -> None:
         if not self._writes:
             self.first_at = time.time()
-        self._writes.append(Write(query, task_id, params, attempt_id))
+        bound = vars(params) if isinstance(params, AttemptRow) else params
+        self._writes.append(Write(query, task_id, params, PHASES[query], bound, attempt_id))
 
     # -- attempts -----------------------------------------------------------------------
 

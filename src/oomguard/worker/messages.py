@@ -49,9 +49,11 @@ class Ready:
     baseline_rss: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
-    """How one attempt of a batch ended."""
+    """How one attempt of a batch ended. Not frozen (never changed once made): one is
+    made for each attempt on both sides of the pipe, and a frozen ``__init__`` of eight
+    fields costs several times a plain one."""
 
     attempt_id: int
     ok: bool

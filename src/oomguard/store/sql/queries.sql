@@ -20,6 +20,14 @@ INSERT INTO attempts (id, task_id, n, scheduler_id, worker, pid, state, started_
 VALUES (:id, :task_id, :n, :scheduler_id, :worker, :pid, :state, :started_at, :ended_at,
         :failure_class, :admitted_bytes, :limit_bytes, :peak_bytes, :evidence);
 
+-- name: insert_claim
+-- An attempt as it starts, nothing of its ending known: insert_attempt with those columns
+-- left NULL (each NULL bound costs the sqlite3 module an adapter lookup, about 0.4 us).
+INSERT INTO attempts (id, task_id, n, scheduler_id, state, started_at, admitted_bytes,
+                      limit_bytes)
+VALUES (:id, :task_id, :n, :scheduler_id, 'running', :started_at, :admitted_bytes,
+        :limit_bytes);
+
 -- name: end_attempt
 -- An attempt's ending: state, class, peak memory, evidence.
 UPDATE attempts SET state = :state, ended_at = :ended_at, failure_class = :failure_class,
