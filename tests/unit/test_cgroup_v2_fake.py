@@ -203,3 +203,30 @@ def test_worker_name_validation(tree: tuple[Path, Path, Path]) -> None:
     workers.remove_all()
     with pytest.raises(IsolationError, match="cgroup isolation plan"):
         WorkerCgroups.create(detect_isolation("watchdog", proc_root=proc, cgroup_root=root))
+
+
+def test_two_subtrees_in_one_process_never_share_workers(tree: tuple[Path, Path, Path]) -> None:
+    """Two Runners (or a Runner and an Executor) in one process: each has its own run
+    subtree, so worker names never collide and one closing leaves the other's workers."""
+    proc, root, own = tree
+    plan = detect_isolation(proc_root=proc, cgroup_root=root)
+    first = WorkerCgroups.create(plan, proc_root=proc)
+    second = WorkerCgroups.create(plan, proc_root=proc)
+    me = os.getpid()
+    assert first.run_dir == own / f"oomguard-{me}-1000"
+    assert second.run_dir == own / f"oomguard-{me}-1000-1"
+    a = first.new_worker("w1", 64 * 1024**2)
+    b = second.new_worker("w1", 64 * 1024**2)
+    assert a.path != b.path
+
+    first.remove_all()
+    assert not first.run_dir.exists()
+    assert b.path.is_dir()
+    # The name is free again, and a crashed run's leftovers are still recognised by pid.
+    third = WorkerCgroups.create(plan, proc_root=proc)
+    assert third.run_dir == first.run_dir
+    third.remove_all()
+    second.remove_all()
+    assert [p.name for p in own.iterdir() if p.name.startswith("oomguard-")] == [
+        "oomguard-scheduler"
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from pathlib import Path
 
 from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _write
@@ -23,6 +24,25 @@ from oomguard.procfs import process_start_time, read_text
 _RUN_DIR_RE = re.compile(r"^oomguard-(?:probe-)?(?P<pid>[0-9]+)-(?P<start>[0-9]+)(?:-[0-9a-f]+)?$")
 
 
+#: the run subtrees this process's :class:`WorkerCgroups` use now: two Runners (or a Runner
+#: and an Executor) in one process each get their own, so neither names, kills nor removes
+#: the other's workers
+_IN_USE: set[Path] = set()
+_IN_USE_GUARD = threading.Lock()
+
+
+def _claim_run_dir(own: Path, pid: int, start: int) -> Path:
+    """``<own>/oomguard-<pid>-<start>``, or ``...-<n>`` (hex) if this process already uses it."""
+    with _IN_USE_GUARD:
+        run_dir = own / f"oomguard-{pid}-{start}"
+        n = 0
+        while run_dir in _IN_USE:
+            n += 1
+            run_dir = own / f"oomguard-{pid}-{start}-{n:x}"
+        _IN_USE.add(run_dir)
+        return run_dir
+
+
 def _alive(pid: int, start: int, proc_root: Path) -> bool:
     return process_start_time(pid, proc_root) == start
 
@@ -30,7 +50,8 @@ def _alive(pid: int, start: int, proc_root: Path) -> bool:
 class WorkerCgroups:
     """The subtree of oomguard worker cgroups below the own cgroup.
 
-    Layout: ``<own>/oomguard-<pid>-<start_time>/worker-N``.
+    Layout: ``<own>/oomguard-<pid>-<start_time>/worker-N``; a second one in the same
+    process at once gets ``oomguard-<pid>-<start_time>-<n>``.
     """
 
     def __init__(
@@ -66,7 +87,7 @@ class WorkerCgroups:
         if start is None:
             raise IsolationError(f"cannot read the start time of process {me}", pid=me)
         remove_leftovers(own, version, proc_root=proc_root)
-        run_dir = own / f"oomguard-{me}-{start}"
+        run_dir = _claim_run_dir(own, me, start)
         try:
             if version == 2:
                 _enable_memory_v2(own, me)
@@ -75,6 +96,8 @@ class WorkerCgroups:
             if version == 2:
                 cgroupfs._write(run_dir / "cgroup.subtree_control", "+memory")
         except OSError as err:
+            with _IN_USE_GUARD:
+                _IN_USE.discard(run_dir)
             raise IsolationError(
                 f"cannot create worker cgroups below {own}: {err.strerror or err}",
                 cgroup=str(own),
@@ -122,6 +145,9 @@ class WorkerCgroups:
             MemoryCgroup(self.run_dir, self.version).remove()
         except IsolationError as err:
             first = first or err
+        else:
+            with _IN_USE_GUARD:
+                _IN_USE.discard(self.run_dir)
         if first is not None:
             raise first
 
