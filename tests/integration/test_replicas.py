@@ -22,7 +22,10 @@ import pytest
 
 import oomguard
 from fixtures.polling import wait_for
+from fixtures.postgres import PORT as PG_PORT
+from fixtures.postgres import Cluster
 from fixtures.serve_process import Served, serve
+from fixtures.tcp_proxy import proxy_to
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.errors import StoreBusyError
 from oomguard.store.location import is_url
@@ -475,3 +478,67 @@ def test_a_replica_killed_three_times_loses_nothing_and_runs_nothing_twice(
                 f"{dead}: {len(lost)} lost, taken over {taken_at - heartbeat:.2f}s after its "
                 f"last heartbeat (lease {LEASE}s)"
             )
+
+
+def test_a_replica_cut_from_postgresql_stops_and_is_taken_over(
+    tmp_path: Path, postgres_cluster: Cluster
+) -> None:
+    """A replica whose connection to PostgreSQL is cut (through a TCP proxy that closes its
+    connections and refuses new ones) stops at its next statement: it records nothing more
+    and exits 13 for its supervisor (the store does not reconnect). The other replica takes
+    it over: the attempts it was running end lost, with no result, and run again; started
+    again through the proxy once it is back, it registers anew. Every result exactly once."""
+    direct = postgres_cluster.create_database()
+    database = direct.split("?")[0].rsplit("/", 1)[1]
+    socket_path = postgres_cluster.socket_dir / f".s.PGSQL.{PG_PORT}"
+    with proxy_to(socket_path) as proxy, ExitStack() as stack:
+        through = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
+        config = tmp_path / "oomguard.toml"
+        config.write_text("window = 4\n")  # both replicas find tasks to claim
+        args = ("--replica", "--lease-ttl", LEASE, "--workers", "2", "--config", str(config))
+        live = stack.enter_context(serve(tmp_path, *args, name="live", location=direct))
+        cut = stack.enter_context(serve(tmp_path, *args, name="cut", location=through))
+        alive, gone = _scheduler_of(direct, live.pid), _scheduler_of(direct, cut.pid)
+        job = _submit(cut, "oomguard.examples:sleep", 30, {"seconds": 0.5})
+        wait_for(lambda: _running_attempts(direct, gone) > 0, timeout=120, what="a running")
+        proxy.cut()
+        assert cut.proc.wait(120) == ExitCode.SCHEDULER_DIED, cut.output()
+        assert "cannot be used now" in cut.output(), cut.output()
+        wait_for(
+            lambda: (
+                _rows(direct, "SELECT taken_over_by FROM schedulers WHERE id = ?", gone)
+                == [(alive,)]
+            ),
+            timeout=60,
+            what="the cut replica taken over",
+        )
+        proxy.restore()
+        again = stack.enter_context(serve(tmp_path, *args, name="again", location=through))
+        assert _scheduler_of(direct, again.pid) not in (alive, gone)
+        wait_for(lambda: _done(live, [job]), timeout=240, interval=0.2, what="the job done")
+        _exactly_once(direct, 30)
+        ((taken_at,),) = _rows(direct, "SELECT taken_over_at FROM schedulers WHERE id = ?", gone)
+        # Nothing of it after the takeover: no attempt started or still running, no task
+        # its own; the attempts taken over ended lost, with no result.
+        assert _rows(
+            direct,
+            "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND "
+            "(started_at > ? OR state = 'running')",
+            gone,
+            taken_at,
+        ) == [(0,)]
+        assert _rows(direct, "SELECT COUNT(*) FROM tasks WHERE owner = ?", gone) == [(0,)]
+        taken = _rows(
+            direct,
+            "SELECT state, failure_class FROM attempts WHERE scheduler_id = ? AND ended_at = ?",
+            gone,
+            taken_at,
+        )
+        assert taken and all(t == ("failed", "lost") for t in taken), taken
+        assert _rows(
+            direct,
+            "SELECT COUNT(*) FROM results WHERE attempt_id IN "
+            "(SELECT id FROM attempts WHERE scheduler_id = ? AND ended_at = ?)",
+            gone,
+            taken_at,
+        ) == [(0,)]
