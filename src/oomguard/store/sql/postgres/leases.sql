@@ -20,9 +20,10 @@ INSERT INTO schedulers (id, hostname, pid, start_time, started_at, heartbeat, re
 -- row) waits for that transaction and then sees its writes, or the fence waits for the
 -- takeover and sees it. The row is locked whether or not it was taken over: a filter on
 -- taken_over_at in the locking scan would skip the row as this statement's snapshot had it
--- and lock nothing.
-SELECT taken_over_by FROM (SELECT taken_over_by, taken_over_at FROM schedulers WHERE id = ?
-    FOR SHARE) AS s WHERE taken_over_at IS NOT NULL;
+-- and lock nothing. A MATERIALIZED CTE, as the planner pushes a subquery's outer filter
+-- into its locking scan.
+WITH fence AS MATERIALIZED (SELECT taken_over_by, taken_over_at FROM schedulers WHERE id = ?
+    FOR SHARE) SELECT taken_over_by FROM fence WHERE taken_over_at IS NOT NULL;
 
 -- name: scheduler_row
 -- Scheduler ?'s host, pid, process start time and heartbeat, if it is not stopped; its row
