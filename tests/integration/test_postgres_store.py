@@ -7,16 +7,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from oomguard.store import open_store
 from oomguard.store.postgres.connection import PgConnection, connect
-from oomguard.store.postgres.dialect import OWN
+from oomguard.store.postgres.dialect import OWN, PG
 from oomguard.store.postgres.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from oomguard.store.postgres.store import PostgresStore
 from oomguard.store.queries import Q
+from oomguard.store.records import NewTask
 from oomguard.store.sqlite import SqliteStore
 
 #: statements that are a transaction's own bounds, or run outside any
@@ -196,3 +199,70 @@ def test_large_payloads_live_in_the_database(postgres_url: str) -> None:
         assert store.blobs.get(name) == big
     finally:
         store.close()
+
+
+def _session(url: str) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(url)  # transactions: the first statement begins one
+    conn.execute("SET lock_timeout = '1s'")
+    conn.commit()
+    return conn
+
+
+def test_replicas_races_are_closed_by_row_locks(postgres_url: str) -> None:
+    """READ COMMITTED, two sessions as two replicas: a takeover waits for a write
+    transaction that read the fence (and the fence, run after the takeover commits, sees
+    it); a claim skips the rows another claim holds; two takeovers of one scheduler change
+    it once."""
+    import psycopg
+
+    store = PostgresStore(postgres_url)
+    store.leases.register("a", 30.0, replica=True)
+    store.leases.register("b", 30.0, replica=True)
+    store.create_job("j", name="t", fn="m:f", agg=None)
+    store.add_tasks(
+        [NewTask(job_id="j", grp=i, kind="task", fn="m:f", state="ready") for i in range(4)]
+    )
+    store.close()
+    one, two = _session(postgres_url), _session(postgres_url)
+    try:
+        take_over = {"id": "a", "by": "b", "now": 1.0}
+        # Replica a's write transaction read its fence: b's takeover of a waits for it.
+        assert one.execute(PG["scheduler_fence"], ("a",)).fetchall() == []
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            two.execute(PG["take_over_scheduler"], take_over)
+        two.rollback()
+        one.commit()
+        # b takes a over (not committed yet): a's fence waits, then refuses.
+        assert two.execute(PG["take_over_scheduler"], take_over).rowcount == 1
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            one.execute(PG["scheduler_fence"], ("a",))
+        one.rollback()
+        # A second takeover of a, racing the first, changes nothing once it commits.
+        three = _session(postgres_url)
+        try:
+            three.execute("SET lock_timeout = 0")
+            done: list[int] = []
+            racer = threading.Thread(
+                target=lambda: done.append(
+                    three.execute(PG["take_over_scheduler"], {**take_over, "by": "c"}).rowcount
+                )
+            )
+            racer.start()
+            two.commit()
+            racer.join(30)
+            three.commit()
+            assert done == [0]
+        finally:
+            three.close()
+        assert one.execute(PG["scheduler_fence"], ("a",)).fetchall() == [("b",)]
+        one.rollback()
+        # Two claims at once take different ready tasks.
+        params = {"job_id": "j", "now": 2e9, "grp_limit": 10, "limit": 2}
+        first = {r[0] for r in one.execute(PG["take_ready"], params)}
+        second = {r[0] for r in two.execute(PG["take_ready"], params)}
+        assert len(first) == 2 and len(second) == 2 and not first & second
+    finally:
+        one.close()
+        two.close()

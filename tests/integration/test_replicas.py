@@ -1,7 +1,8 @@
 """Several ``oomguard serve --replica`` processes on one store (issue 29): they share the
 work, take over a replica that dies (SIGKILL) or goes silent (SIGSTOP past its lease), and
 a replica taken over records nothing more (fencing). Real servers, real workers, one real
-SQLite store; the store is read with plain SQL to count what happened."""
+store: each test runs on a SQLite file and on a PostgreSQL database of the throwaway cluster
+(tests/fixtures/postgres.py); the store is read with plain SQL to count what happened."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ import pytest
 
 import oomguard
 from fixtures.polling import wait_for
+from fixtures.postgres import PORT as PG_PORT
+from fixtures.postgres import Cluster
 from fixtures.serve_process import Served, serve
+from fixtures.tcp_proxy import proxy_to
 from oomguard.cli.exit_codes import ExitCode
 from oomguard.errors import StoreBusyError
+from oomguard.store.location import is_url
+from oomguard.store.postgres.dialect import translate
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,18 +37,41 @@ pytestmark = pytest.mark.timeout(300)
 LEASE = "3"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The replicas' store: ``serve.sqlite`` in ``tmp_path``, or a fresh PostgreSQL
+    database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return str(tmp_path / "serve.sqlite")
+
+
 @contextmanager
-def replicas(tmp_path: Path, n: int, *args: str) -> Iterator[list[Served]]:
+def replicas(tmp_path: Path, location: str, n: int, *args: str) -> Iterator[list[Served]]:
     with ExitStack() as stack:
         yield [
             stack.enter_context(
-                serve(tmp_path, "--replica", "--lease-ttl", LEASE, *args, name=f"replica{i}")
+                serve(
+                    tmp_path,
+                    "--replica",
+                    "--lease-ttl",
+                    LEASE,
+                    *args,
+                    name=f"replica{i}",
+                    location=location,
+                )
             )
             for i in range(n)
         ]
 
 
-def _rows(store: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+def _rows(store: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (SQLite's dialect, ``?`` placeholders) in the store at ``store``."""
+    if is_url(store):
+        import psycopg
+
+        with psycopg.connect(store, autocommit=True) as conn:
+            return [tuple(r) for r in conn.execute(translate(sql), params).fetchall()]
     db = sqlite3.connect(store, timeout=30)
     try:
         return [tuple(r) for r in db.execute(sql, params)]
@@ -50,7 +79,7 @@ def _rows(store: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
         db.close()
 
 
-def _scheduler_of(store: Path, pid: int) -> str:
+def _scheduler_of(store: str, pid: int) -> str:
     rows = _rows(store, "SELECT id FROM schedulers WHERE pid = ?", pid)
     assert len(rows) == 1, rows
     return str(rows[0][0])
@@ -72,7 +101,7 @@ def _done(server: Served, job_ids: list[str]) -> bool:
     return True
 
 
-def _exactly_once(store: Path, tasks: int) -> None:
+def _exactly_once(store: str, tasks: int) -> None:
     """Every task succeeded, with one result and one succeeded attempt; nothing discarded
     as a duplicate."""
     assert _rows(store, "SELECT COUNT(*) FROM tasks WHERE state != 'succeeded'") == [(0,)]
@@ -96,13 +125,13 @@ def _exactly_once(store: Path, tasks: int) -> None:
     )
 
 
-def test_two_replicas_share_the_work_exactly_once(tmp_path: Path) -> None:
-    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
+def test_two_replicas_share_the_work_exactly_once(tmp_path: Path, location: str) -> None:
+    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
         jobs = []
         for i in range(8):  # 8 jobs of 40, submitted to each replica in turn
             jobs.append(_submit((a, b)[i % 2], "oomguard.examples:noop", 40, {"x": i}))
         wait_for(lambda: _done(a, jobs), timeout=240, interval=0.2, what="all jobs done")
-        store = a.store
+        store = a.location
         _exactly_once(store, 320)
         ran = dict(
             _rows(
@@ -119,7 +148,7 @@ def test_two_replicas_share_the_work_exactly_once(tmp_path: Path) -> None:
             assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-def _running_attempts(store: Path, scheduler_id: str) -> int:
+def _running_attempts(store: str, scheduler_id: str) -> int:
     rows = _rows(
         store,
         "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND state = 'running'",
@@ -128,9 +157,11 @@ def _running_attempts(store: Path, scheduler_id: str) -> int:
     return int(rows[0][0])
 
 
-def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(tmp_path: Path) -> None:
-    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
-        store = a.store
+def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(
+    tmp_path: Path, location: str
+) -> None:
+    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
+        store = a.location
         dead = _scheduler_of(store, a.pid)
         alive = _scheduler_of(store, b.pid)
         job = _submit(a, "oomguard.examples:sleep", 30, {"seconds": 0.5})
@@ -171,9 +202,11 @@ def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(tmp_path: P
             ) == [(alive,)]
 
 
-def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(tmp_path: Path) -> None:
-    with replicas(tmp_path, 2, "--workers", "2") as (a, b):
-        store = a.store
+def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(
+    tmp_path: Path, location: str
+) -> None:
+    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
+        store = a.location
         silent = _scheduler_of(store, a.pid)
         alive = _scheduler_of(store, b.pid)
         job = _submit(a, "oomguard.examples:sleep", 30, {"seconds": 0.5})
@@ -234,9 +267,11 @@ def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(tmp_path: Path
         ) == [(0,)]
 
 
-def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) -> None:
+def test_quotas_hold_across_replicas_under_racing_submissions(
+    tmp_path: Path, location: str
+) -> None:
     limits = ("--max-pending-tasks", "50", "--namespace-quota", "team=30", "--workers", "1")
-    with replicas(tmp_path, 2, *limits) as servers:
+    with replicas(tmp_path, location, 2, *limits) as servers:
         accepted = {"team": 0, "default": 0}
         refused: list[str] = []
         lock = threading.Lock()
@@ -274,7 +309,7 @@ def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) ->
         assert set(refused) <= {"queue_full", "namespace_quota"}, refused
         assert accepted["team"] <= 30 and sum(accepted.values()) <= 50, accepted
         # The store agrees: no more open tasks than the limits (they sleep for minutes).
-        store = servers[0].store
+        store = servers[0].location
         open_states = "('pending', 'ready', 'queued', 'running')"
         ((total,),) = _rows(store, f"SELECT COUNT(*) FROM tasks WHERE state IN {open_states}")
         ((team,),) = _rows(
@@ -285,11 +320,11 @@ def test_quotas_hold_across_replicas_under_racing_submissions(tmp_path: Path) ->
         assert total == sum(accepted.values()) and team == accepted["team"]
 
 
-def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
+def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path, location: str) -> None:
     logs = tmp_path / "locked"
     logs.mkdir()
     args = ("--workers", "2", "--tasks-module", "fixtures.tasks")
-    with replicas(tmp_path, 2, *args) as (a, b):
+    with replicas(tmp_path, location, 2, *args) as (a, b):
         jobs = []
         for i in range(4):  # one lock key, tasks of it submitted to both replicas
             r = httpx.post(
@@ -304,8 +339,8 @@ def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
             assert r.status_code == 201, r.text
             jobs.append(str(r.json()["job_id"]))
         wait_for(lambda: _done(a, jobs), timeout=240, interval=0.2, what="all jobs done")
-        _exactly_once(a.store, 20)
-        ran = _rows(a.store, "SELECT DISTINCT scheduler_id FROM attempts")
+        _exactly_once(a.location, 20)
+        ran = _rows(a.location, "SELECT DISTINCT scheduler_id FROM attempts")
         assert len(ran) == 2, ran  # both replicas ran some
     spans = []
     for log in logs.iterdir():
@@ -319,8 +354,10 @@ def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path) -> None:
         assert start >= end, "two tasks of one lock ran at once"
 
 
-def test_runners_as_replicas_share_a_store_and_exclusive_ones_refuse(tmp_path: Path) -> None:
-    store = str(tmp_path / "s.sqlite")
+def test_runners_as_replicas_share_a_store_and_exclusive_ones_refuse(
+    tmp_path: Path, location: str
+) -> None:
+    store = str(tmp_path / "s.sqlite") if not is_url(location) else location
     with (
         oomguard.Runner(store=store, workers=1, replica=True) as one,
         oomguard.Runner(store=store, workers=1, replica=True) as two,
@@ -330,4 +367,178 @@ def test_runners_as_replicas_share_a_store_and_exclusive_ones_refuse(tmp_path: P
             alone.start()
         alone.close()
         job = one.sweep("oomguard.examples:noop", [{"x": i} for i in range(20)])
-        assert two.job(job.id).wait(timeout=120)["counts"]["succeeded"] == 20
+        status = two.job(job.id).wait(timeout=120)
+        assert status["counts"]["succeeded"] == 20, status
+
+
+#: the chaos test's tasks (of 20 ms) and kills
+TASKS = 2000
+KILLS = 3
+
+
+def _submit_many(server: Served) -> list[str]:
+    jobs = []
+    for i in range(4):  # 4 jobs of 500 sleeps of 20 ms
+        r = httpx.post(
+            f"{server.url}/v1/jobs",
+            json={
+                "task": "oomguard.examples:sleep",
+                "tasks": [{"seconds": 0.02} for _ in range(TASKS // 4)],
+                "name": f"chaos{i}",
+            },
+            timeout=120,
+        )
+        assert r.status_code == 201, r.text
+        jobs.append(str(r.json()["job_id"]))
+    return jobs
+
+
+@pytest.mark.slow
+def test_a_replica_killed_three_times_loses_nothing_and_runs_nothing_twice(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Chaos on PostgreSQL: two replicas share 2,000 tasks of 20 ms while one is killed
+    with SIGKILL three times and started again each time. Every task done exactly once;
+    each killed replica taken over by the live one, its running attempts ended ``lost``
+    with evidence naming it, each task it lost run again to success by a live replica
+    after the takeover. From the store's schedulers, attempts, results and events. Costly
+    (real servers, 2,000 tasks, three restarts: about a minute here): marked ``slow``."""
+    store = postgres_url
+    # A small window (the default takes 2,000 tasks at once): each replica, the restarted
+    # one too, finds tasks still ready to claim.
+    config = tmp_path / "oomguard.toml"
+    config.write_text("window = 20\n")
+    args = ("--replica", "--lease-ttl", LEASE, "--workers", "3", "--config", str(config))
+    with ExitStack() as stack:
+        live = stack.enter_context(serve(tmp_path, *args, name="live", location=store))
+        alive = _scheduler_of(store, live.pid)
+        victim = stack.enter_context(serve(tmp_path, *args, name="victim0", location=store))
+        jobs = _submit_many(live)
+        killed: list[str] = []
+        for n in range(KILLS):
+            dead = _scheduler_of(store, victim.pid)
+            wait_for(
+                lambda dead=dead: _running_attempts(store, dead) > 0,
+                timeout=120,
+                interval=0.01,
+                what=f"the victim ({dead}) running attempts",
+            )
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait()
+            killed.append(dead)
+            wait_for(
+                lambda dead=dead: (
+                    _rows(store, "SELECT taken_over_by FROM schedulers WHERE id = ?", dead)
+                    == [(alive,)]
+                ),
+                timeout=60,
+                what=f"the killed victim ({dead}) taken over",
+            )
+            victim = stack.enter_context(
+                serve(tmp_path, *args, name=f"victim{n + 1}", location=store)
+            )
+        wait_for(lambda: _done(live, jobs), timeout=240, interval=0.2, what="all jobs done")
+        _exactly_once(store, TASKS)
+        assert _rows(store, "SELECT COUNT(*) FROM attempts WHERE state = 'running'") == [(0,)]
+        for dead in killed:
+            ((taken_at, by, heartbeat),) = _rows(
+                store,
+                "SELECT taken_over_at, taken_over_by, heartbeat FROM schedulers WHERE id = ?",
+                dead,
+            )
+            assert by == alive
+            lost = _rows(
+                store,
+                "SELECT id, task_id, state, failure_class, evidence, ended_at FROM attempts "
+                "WHERE scheduler_id = ? AND (failure_class = 'lost' OR ended_at = ?)",
+                dead,
+                taken_at,
+            )
+            assert lost, f"{dead} had attempts running when it was killed"
+            for _id, task_id, state, failure_class, evidence, ended_at in lost:
+                assert (state, failure_class, ended_at) == ("failed", "lost", taken_at)
+                assert json.loads(str(evidence))["scheduler_id"] == dead
+                # Retried by a live replica (not the dead one), after the takeover.
+                ((runner, started),) = _rows(
+                    store,
+                    "SELECT scheduler_id, started_at FROM attempts WHERE task_id = ? AND "
+                    "state = 'succeeded'",
+                    task_id,
+                )
+                assert runner != dead and started >= taken_at
+            events = _rows(
+                store,
+                "SELECT data FROM events WHERE kind = 'scheduler_taken_over'",
+            )
+            mine = [
+                json.loads(str(d)) for (d,) in events if json.loads(str(d))["scheduler_id"] == dead
+            ]
+            assert len(mine) == 1 and mine[0]["by"] == alive and mine[0]["lost"] == len(lost)
+            print(
+                f"{dead}: {len(lost)} lost, taken over {taken_at - heartbeat:.2f}s after its "
+                f"last heartbeat (lease {LEASE}s)"
+            )
+
+
+def test_a_replica_cut_from_postgresql_stops_and_is_taken_over(
+    tmp_path: Path, postgres_cluster: Cluster
+) -> None:
+    """A replica whose connection to PostgreSQL is cut (through a TCP proxy that closes its
+    connections and refuses new ones) stops at its next statement: it records nothing more
+    and exits 13 for its supervisor (the store does not reconnect). The other replica takes
+    it over: the attempts it was running end lost, with no result, and run again; started
+    again through the proxy once it is back, it registers anew. Every result exactly once."""
+    direct = postgres_cluster.create_database()
+    database = direct.split("?")[0].rsplit("/", 1)[1]
+    socket_path = postgres_cluster.socket_dir / f".s.PGSQL.{PG_PORT}"
+    with proxy_to(socket_path) as proxy, ExitStack() as stack:
+        through = f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}"
+        config = tmp_path / "oomguard.toml"
+        config.write_text("window = 4\n")  # both replicas find tasks to claim
+        args = ("--replica", "--lease-ttl", LEASE, "--workers", "2", "--config", str(config))
+        live = stack.enter_context(serve(tmp_path, *args, name="live", location=direct))
+        cut = stack.enter_context(serve(tmp_path, *args, name="cut", location=through))
+        alive, gone = _scheduler_of(direct, live.pid), _scheduler_of(direct, cut.pid)
+        job = _submit(cut, "oomguard.examples:sleep", 30, {"seconds": 0.5})
+        wait_for(lambda: _running_attempts(direct, gone) > 0, timeout=120, what="a running")
+        proxy.cut()
+        assert cut.proc.wait(120) == ExitCode.SCHEDULER_DIED, cut.output()
+        assert "cannot be used now" in cut.output(), cut.output()
+        wait_for(
+            lambda: (
+                _rows(direct, "SELECT taken_over_by FROM schedulers WHERE id = ?", gone)
+                == [(alive,)]
+            ),
+            timeout=60,
+            what="the cut replica taken over",
+        )
+        proxy.restore()
+        again = stack.enter_context(serve(tmp_path, *args, name="again", location=through))
+        assert _scheduler_of(direct, again.pid) not in (alive, gone)
+        wait_for(lambda: _done(live, [job]), timeout=240, interval=0.2, what="the job done")
+        _exactly_once(direct, 30)
+        ((taken_at,),) = _rows(direct, "SELECT taken_over_at FROM schedulers WHERE id = ?", gone)
+        # Nothing of it after the takeover: no attempt started or still running, no task
+        # its own; the attempts taken over ended lost, with no result.
+        assert _rows(
+            direct,
+            "SELECT COUNT(*) FROM attempts WHERE scheduler_id = ? AND "
+            "(started_at > ? OR state = 'running')",
+            gone,
+            taken_at,
+        ) == [(0,)]
+        assert _rows(direct, "SELECT COUNT(*) FROM tasks WHERE owner = ?", gone) == [(0,)]
+        taken = _rows(
+            direct,
+            "SELECT state, failure_class FROM attempts WHERE scheduler_id = ? AND ended_at = ?",
+            gone,
+            taken_at,
+        )
+        assert taken and all(t == ("failed", "lost") for t in taken), taken
+        assert _rows(
+            direct,
+            "SELECT COUNT(*) FROM results WHERE attempt_id IN "
+            "(SELECT id FROM attempts WHERE scheduler_id = ? AND ended_at = ?)",
+            gone,
+            taken_at,
+        ) == [(0,)]

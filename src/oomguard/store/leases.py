@@ -103,6 +103,7 @@ class Leases:
         me = psutil.Process()
         host = socket.gethostname()
         with self._conn.transaction() as db:
+            db.execute(Q["lock_leases"])  # PostgreSQL: one registering or taking over at a time
             live_replicas = 0
             dead: list[tuple[str, str]] = []
             for sid, s_host, pid, _start, heartbeat, other_replica in self._others(
@@ -180,6 +181,7 @@ class Leases:
         taken: list[TakeOver] = []
         for sid, _why in found:
             with self._conn.transaction() as db:
+                db.execute(Q["lock_leases"])  # PostgreSQL: one taking over at a time
                 self._fence(db, scheduler_id)
                 # Read again inside the transaction: it may have heartbeat since.
                 row = db.execute(Q["scheduler_row"], (sid,)).fetchone()

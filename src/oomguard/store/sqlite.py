@@ -193,6 +193,7 @@ class SqliteStore:
     def _check_quota(db: Db, quota: Quota, namespace: str, now: float) -> None:
         since = now - RESERVATION_HELD
         n = quota.tasks
+        db.execute(Q["lock_quotas"])  # PostgreSQL: count and reserve, one at a time
         if quota.max_pending is not None:
             (pending,) = db.execute(Q["pending_tasks"], {"since": since}).fetchone()
             if pending + n > quota.max_pending:

@@ -26,7 +26,8 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-#: PostgreSQL's migrations, numbered on their own (version 1 is SQLite's version 6)
+#: PostgreSQL's migrations, numbered on their own (version 1 is SQLite's version 6, version 3
+#: its version 7)
 MIGRATIONS = _migrations()
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

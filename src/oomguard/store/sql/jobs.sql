@@ -9,6 +9,12 @@ SELECT COALESCE(MAX(id), 0) FROM attempts;
 INSERT INTO jobs (id, name, namespace, fn, agg, spec, fingerprint, created_at, reserved) VALUES
     (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
+-- name: lock_quotas
+-- Serialize the quota checks of submissions (count, then insert the job that reserves):
+-- nothing on SQLite (its IMMEDIATE transaction already does); on PostgreSQL
+-- pg_advisory_xact_lock(<oomguard quotas>), held to the end of the transaction.
+SELECT 'lock_quotas';
+
 -- name: pending_tasks
 -- Tasks pending in the whole store (every scheduler's, replicas' too): the open tasks, and
 -- what the submissions still being written (open jobs created since :since) hold room for

@@ -1,5 +1,11 @@
 -- Schedulers' leases and the recovery of what a dead one left (store/leases.py).
 
+-- name: lock_leases
+-- Serialize registering and taking over among schedulers: nothing on SQLite (its IMMEDIATE
+-- transaction already does); on PostgreSQL pg_advisory_xact_lock(<oomguard leases>), taken
+-- first in the transaction, held to its end.
+SELECT 'lock_leases';
+
 -- name: live_schedulers
 -- Schedulers not marked stopped, other than scheduler ?, and whether each is a replica.
 -- PostgreSQL: register and take over also take pg_advisory_xact_lock(<oomguard leases>)

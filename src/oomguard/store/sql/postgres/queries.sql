@@ -14,3 +14,17 @@ SELECT MIN(g) FROM (
     UNION ALL SELECT MIN(grp) AS g FROM tasks WHERE state = 'queued' AND job_id = :job_id
     UNION ALL SELECT MIN(grp) AS g FROM tasks WHERE state = 'running' AND job_id = :job_id
 ) AS lows;
+
+-- name: take_ready
+-- Tasks of one job that may run now, in group order, within the open-group window; locked
+-- FOR UPDATE SKIP LOCKED to the end of the claiming transaction (task_queued), so replicas
+-- claiming at once take different tasks and never wait on each other. A row another
+-- replica claimed and committed meanwhile is read again as it is now (no longer ready: not
+-- returned).
+SELECT id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts,
+       oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key
+FROM tasks
+WHERE job_id = :job_id AND state = 'ready' AND not_before <= :now AND grp < :grp_limit
+ORDER BY grp, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
