@@ -51,7 +51,7 @@ def _grouped_run(store: Store) -> int:
                 started_at=now + i,
                 admitted_bytes=10 * i,
                 limit_bytes=1000,
-                worker=f"w{i % 2}",
+                worker=f'w"\\{i % 2} é',  # quoted, escaped, not ASCII
                 pid=None if i == 3 else 4000 + i,
             )
         )
