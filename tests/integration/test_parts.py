@@ -63,6 +63,16 @@ def test_a_schema_1_store_is_migrated_and_its_results_exported(tmp_path: Path) -
     db.execute("ALTER TABLE results DROP COLUMN size")
     for column in ("peak_sum", "peak_sq", "killed_at", "unfit_cap", "proof"):  # schema 3
         db.execute(f"ALTER TABLE estimates DROP COLUMN {column}")
+    for table, column in (  # schema 7
+        ("schedulers", "replica"),
+        ("schedulers", "taken_over_at"),
+        ("schedulers", "taken_over_by"),
+        ("tasks", "owner"),
+        ("jobs", "reserved"),
+        ("jobs", "told"),
+        ("locks", "owner"),
+    ):
+        db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.execute("DROP TABLE samples")  # schema 4
     db.execute("DROP TABLE outbox")  # schema 6
     db.execute("DROP TABLE outbox_cursors")

@@ -157,7 +157,7 @@ def test_a_failed_statement_rolls_its_pipelined_transaction_back(postgres_url: s
         store.add_tasks([row, row], job_id="j1", groups=1)
         first = min(task.id for task in store.take_ready("j1", 10, 10))
         with store.transaction() as db:
-            changed = db.execute(Q["task_queued"], (time.time(), first)).rowcount
+            changed = db.execute(Q["requeue_task"], (first,)).rowcount
         assert changed == 1
         assert store.job_groups("j1")[0] == 1
     finally:
