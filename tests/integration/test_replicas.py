@@ -320,6 +320,35 @@ def test_quotas_hold_across_replicas_under_racing_submissions(
         assert total == sum(accepted.values()) and team == accepted["team"]
 
 
+def test_max_namespaces_holds_across_replicas(tmp_path: Path, location: str) -> None:
+    """Each replica sees the namespaces of the other's pending tasks: with room for two,
+    a third namespace is refused whichever replica it goes to, a namespace with a quota of
+    its own is not counted, and a namespace already pending is still taken."""
+    limits = ("--max-namespaces", "2", "--namespace-quota", "vip=100", "--workers", "1")
+    with replicas(tmp_path, location, 2, *limits) as (a, b):
+
+        def post(server: Served, namespace: str) -> httpx.Response:
+            return httpx.post(
+                f"{server.url}/v1/jobs",
+                json={
+                    "task": "oomguard.examples:sleep",
+                    "count": 1,
+                    "args": {"seconds": 120},
+                    "namespace": namespace,
+                },
+                timeout=60,
+            )
+
+        assert post(a, "one").status_code == 201
+        assert post(b, "two").status_code == 201
+        for server in (a, b):
+            refused = post(server, "three")
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_namespaces"
+        assert post(a, "two").status_code == 201  # pending already: still taken
+        assert post(b, "vip").status_code == 201  # its own quota: not counted
+
+
 def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path, location: str) -> None:
     logs = tmp_path / "locked"
     logs.mkdir()

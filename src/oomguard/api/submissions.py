@@ -161,6 +161,8 @@ def _quota(state: ServerState, namespace: str, total: int) -> Quota | None:
         total,
         max_pending=settings.max_pending_tasks,
         namespace_quota=settings.namespace_quotas.get(namespace),
+        max_namespaces=settings.max_namespaces,
+        quoted=tuple(settings.namespace_quotas),
     )
 
 

@@ -46,6 +46,11 @@ class Quota:
     max_pending: int | None = None
     #: the namespace's pending tasks at most (``--namespace-quota``; None: no quota)
     namespace_quota: int | None = None
+    #: namespaces without a quota of their own that may have pending tasks at once
+    #: (``--max-namespaces``; None: any number); checked only for such a namespace
+    max_namespaces: int | None = None
+    #: the namespaces that have a quota of their own (not counted against max_namespaces)
+    quoted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,23 @@ class SqliteStore:
                     pending=pending,
                     limit=quota.namespace_quota,
                 )
+        elif quota.max_namespaces is not None:
+            active = {
+                str(row[0])
+                for row in db.execute(
+                    Q["active_namespaces"],
+                    {"since": since, "quoted": json.dumps(list(quota.quoted))},
+                )
+            }
+            if namespace not in active and len(active) >= quota.max_namespaces:
+                raise BackpressureError(
+                    f"{len(active)} namespaces have pending tasks, the most "
+                    f"--max-namespaces ({quota.max_namespaces}) allows: retry {namespace!r} "
+                    "once one of them has none",
+                    code="too_many_namespaces",
+                    retry_after=RETRY_LATER,
+                    limit=quota.max_namespaces,
+                )
 
     def find_job(self, fingerprint: str) -> str | None:
         row = self.db.execute(Q["find_job"], (fingerprint,)).fetchone()

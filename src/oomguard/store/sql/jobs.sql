@@ -27,6 +27,15 @@ SELECT (SELECT COUNT(*) FROM tasks WHERE state IN {open_states})
                                 0)), 0)
         FROM jobs j WHERE j.state = 'open' AND j.reserved > 0 AND j.created_at > :since);
 
+-- name: active_namespaces
+-- The namespaces with pending tasks in the whole store (open tasks, or room a submission
+-- still being written holds), but those in :quoted (a JSON list: namespaces with a quota of
+-- their own): what --max-namespaces counts. PostgreSQL: under lock_quotas, as pending_tasks.
+SELECT DISTINCT j.namespace FROM jobs j
+WHERE j.namespace NOT IN (SELECT value FROM json_each(:quoted))
+    AND ((j.state = 'open' AND j.reserved > 0 AND j.created_at > :since)
+         OR EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state IN {open_states}));
+
 -- name: namespace_pending_tasks
 -- pending_tasks of namespace :ns alone (the same lock on PostgreSQL).
 SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id

@@ -44,3 +44,11 @@ SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id
 UPDATE tasks SET state = 'queued', owner = :owner, updated_at = :now
 WHERE id IN (SELECT CAST(value AS bigint) FROM jsonb_array_elements_text(CAST(:ids AS jsonb))
     AS value) AND state = 'ready' RETURNING id;
+
+-- name: active_namespaces
+-- active_namespaces with jsonb_array_elements_text for json_each.
+SELECT DISTINCT j.namespace FROM jobs j
+WHERE j.namespace NOT IN (SELECT value FROM jsonb_array_elements_text(CAST(:quoted AS jsonb))
+    AS value)
+    AND ((j.state = 'open' AND j.reserved > 0 AND j.created_at > :since)
+         OR EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state IN {open_states}));
