@@ -169,7 +169,8 @@ def _running_attempts(store: str, scheduler_id: str) -> int:
 def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(
     tmp_path: Path, location: str
 ) -> None:
-    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
+    args = ("--workers", "2", *_small_window(tmp_path))
+    with replicas(tmp_path, location, 2, *args) as (a, b):
         store = a.location
         dead = _scheduler_of(store, a.pid)
         alive = _scheduler_of(store, b.pid)
