@@ -83,6 +83,10 @@ class RunnerConfig:
     #: share the store with other live replicas (`oomguard serve --replica`) instead of
     #: owning it alone; each replica takes over the dead ones (docs/guide/replicas.md)
     replica: bool = False
+    #: the longest the scheduler's loop waits when nothing wakes it (seconds): how soon it
+    #: finds tasks another process made ready when no wake-up tells it (SQLite; PostgreSQL
+    #: notifies, see docs/guide/postgresql.md)
+    idle_wait: float = 0.25
     #: the longest an outcome waits for its commit group to commit (seconds)
     commit_interval: float = 0.02
     commit_max: int = 2000

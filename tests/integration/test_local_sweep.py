@@ -301,8 +301,6 @@ def test_the_loop_sleeps_while_attempts_run_and_wakes_for_new_work(
     """While an attempt runs for seconds the loop wakes a few times a second, not 20; a
     job added meanwhile wakes it at once (here the loop would otherwise sleep on until the
     long attempt ends), and so does closing the Runner."""
-    from oomguard.scheduler import loop
-
     with oomguard.Runner(store=str(tmp_path / "s.sqlite"), workers=2) as r:
         r.start()
         assert r.scheduler is not None
@@ -321,10 +319,10 @@ def test_the_loop_sleeps_while_attempts_run_and_wakes_for_new_work(
         time.sleep(0.5)  # the loop waits on the long attempt
         steps = 0
         time.sleep(1.0)
-        assert steps <= 1.0 / loop.STEP_WAIT + 2  # was 20 or more at the 50 ms pace
+        assert steps <= 1.0 / sched.idle_wait + 2  # was 20 or more at the 50 ms pace
         # The loop's next wait is for ever (as good as): only a wake ends it before the
         # long attempt does, 2 minutes from now.
-        monkeypatch.setattr(loop, "STEP_WAIT", 3600.0)
+        monkeypatch.setattr(sched, "idle_wait", 3600.0)
         time.sleep(0.5)
         quick = r.submit("oomguard.examples:noop", 1)
         assert quick.wait(timeout=100, progress=False)["counts"]["succeeded"] == 1

@@ -65,6 +65,15 @@ def replicas(tmp_path: Path, location: str, n: int, *args: str) -> Iterator[list
         ]
 
 
+def _small_window(tmp_path: Path) -> tuple[str, str]:
+    """``--config`` with a window of 4 tasks: each replica claims a few at a time, so both
+    run some of a job submitted to one (on PostgreSQL the other is woken by its NOTIFY at
+    once and, with the default window of 2,000, may claim the whole job first)."""
+    config = tmp_path / "window.toml"
+    config.write_text("window = 4\n")
+    return ("--config", str(config))
+
+
 def _rows(store: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """The rows of ``sql`` (SQLite's dialect, ``?`` placeholders) in the store at ``store``."""
     if is_url(store):
@@ -160,7 +169,8 @@ def _running_attempts(store: str, scheduler_id: str) -> int:
 def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(
     tmp_path: Path, location: str
 ) -> None:
-    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
+    args = ("--workers", "2", *_small_window(tmp_path))
+    with replicas(tmp_path, location, 2, *args) as (a, b):
         store = a.location
         dead = _scheduler_of(store, a.pid)
         alive = _scheduler_of(store, b.pid)
@@ -205,7 +215,8 @@ def test_a_replica_killed_has_its_attempts_lost_and_run_by_the_other(
 def test_a_replica_silent_past_its_lease_is_taken_over_and_fenced(
     tmp_path: Path, location: str
 ) -> None:
-    with replicas(tmp_path, location, 2, "--workers", "2") as (a, b):
+    args = ("--workers", "2", *_small_window(tmp_path))
+    with replicas(tmp_path, location, 2, *args) as (a, b):
         store = a.location
         silent = _scheduler_of(store, a.pid)
         alive = _scheduler_of(store, b.pid)
@@ -352,7 +363,7 @@ def test_max_namespaces_holds_across_replicas(tmp_path: Path, location: str) -> 
 def test_a_lock_is_held_by_one_replica_at_a_time(tmp_path: Path, location: str) -> None:
     logs = tmp_path / "locked"
     logs.mkdir()
-    args = ("--workers", "2", "--tasks-module", "fixtures.tasks")
+    args = ("--workers", "2", "--tasks-module", "fixtures.tasks", *_small_window(tmp_path))
     with replicas(tmp_path, location, 2, *args) as (a, b):
         jobs = []
         for i in range(4):  # one lock key, tasks of it submitted to both replicas

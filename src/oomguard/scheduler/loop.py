@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from oomguard.executors.base import Executor
     from oomguard.scheduler.admission import Admission, Estimates
     from oomguard.scheduler.recorder import AttemptRecorder
+    from oomguard.store.wakeups import Wakeups
 
 log = logging.getLogger("oomguard.scheduler")
 
@@ -49,8 +50,6 @@ PART_DRAIN_TIMEOUT = 120.0
 #: how often (seconds) the read-only view for other threads is refreshed, and the loop
 #: looks for jobs that other processes added
 VIEW_INTERVAL = ACTIVE_INTERVAL = 0.25
-#: the longest a step waits for an outcome (outcomes, new tasks and stops end it at once)
-STEP_WAIT = 0.25
 #: the wait while something needs a closer look: tasks held in the window with nothing
 #: running, a death or an OOM kill waiting for the kernel's line
 BLOCKED_WAIT = 0.02
@@ -90,6 +89,12 @@ class Scheduler:
         #: the window or the running attempts held something at the last refill
         self._had_work = False
         self._tasks_added = False  # another thread added tasks: look for new jobs now
+        #: the longest a step waits for an outcome (outcomes, new tasks, wake-ups and stops
+        #: end it at once): the poll for tasks other processes add (config ``idle_wait``)
+        self.idle_wait = config.idle_wait
+        #: wake-ups from the store when other processes make tasks ready (a PostgreSQL
+        #: listener; nothing on SQLite), from start() to stop()
+        self.wakeups: Wakeups | None = None
         #: jobs whose parts a waiter asked for (from other threads: a deque is thread-safe)
         self._parts_asked: deque[str] = deque()
         #: waiters of other threads (Job.wait) wake when a job finishes or the loop stops
@@ -140,6 +145,8 @@ class Scheduler:
             window=self.window,
             endings=self.endings,
         )
+        # Tasks another replica or process makes ready wake the loop as local ones do.
+        self.wakeups = self.store.listen(self.tasks_added)
         self.sampler.start()
         self.started = True
         self._publish_view(force=True)
@@ -169,6 +176,9 @@ class Scheduler:
                 parts.kmsg.stop()
                 parts.sink.stop()
             self.sampler.stop()
+            if self.wakeups is not None:
+                self.wakeups.close()
+                self.wakeups = None
             if self.lease is not None:
                 self.lease.stop()
             if parts is not None and parts.notifier is not None:
@@ -225,7 +235,7 @@ class Scheduler:
         now = time.time()
         self._refill(now)
         parts.dispatcher.dispatch(now, self.flush)
-        most = STEP_WAIT if timeout is None else timeout
+        most = self.idle_wait if timeout is None else timeout
         for event in parts.executor.poll(self._wait(now, most)):
             recorder.handle(event)  # one attempt that cannot be recorded never stops the loop
         recorder.finish_deaths()

@@ -88,6 +88,8 @@ class Admin:
                     "data": json.dumps({"tasks": n}),
                 },
             )
+            if n:
+                self._conn.tasks_ready(db)
         return int(n)
 
     def count_chosen(self, job_id: str, choice: RetryChoice) -> int:
@@ -119,6 +121,8 @@ class Admin:
                     ),
                 },
             )
+            if n:
+                self._conn.tasks_ready(db)
         return int(n)
 
     def count_open(self, job_id: str) -> int:
@@ -202,6 +206,7 @@ class Admin:
                     "data": json.dumps({"tasks": n}),
                 },
             )
+            self._conn.tasks_ready(db)
         return int(n)
 
     def forget_job(self, job_id: str, force: bool = False) -> dict[str, int]:

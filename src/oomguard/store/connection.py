@@ -76,6 +76,11 @@ class Connection:
         a thread waiting for another's transaction wakes as it ends."""
         return Transaction(self.db, self.writer)
 
+    def tasks_ready(self, db: Db) -> None:
+        """In transaction ``db``: tasks became ready (added, retried, reopened, put back).
+        SQLite tells nobody: other processes' schedulers find them when they next look
+        (the loop's ``idle_wait``); PostgreSQL sends a ``NOTIFY`` with the commit."""
+
     def close(self) -> None:
         self.db.close()
 

@@ -194,6 +194,7 @@ class Leases:
                 got = self._take_over(db, sid, scheduler_id, why_now, now, lost_retries)
                 if got is not None:
                     taken.append(TakeOver(sid, why_now, got))
+                    self._conn.tasks_ready(db)  # every live replica may take them
         return taken
 
     def _take_over(
@@ -368,6 +369,8 @@ class Leases:
                 [(i,) for i in task_ids],
             )
             db.execute(Q["release_scheduler_locks"], {"owner": scheduler_id})
+            if task_ids:
+                self._conn.tasks_ready(db)  # the other replicas take them now
 
     def heartbeat(self, scheduler_id: str) -> None:
         """Renew ``scheduler_id``'s lease; :class:`TakenOverError` if it was taken over."""

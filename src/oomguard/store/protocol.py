@@ -8,7 +8,7 @@ API and dashboard, the results sink, the notifications and the CLI use a store o
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         ThroughputPoint,
     )
     from oomguard.store.samples import Sample
+    from oomguard.store.wakeups import Wakeups
     from oomguard.store.writes import Write
 
 
@@ -548,6 +549,12 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def listen(self, wake: Callable[[], None]) -> Wakeups:
+        """Call ``wake()`` (from another thread) when another process makes tasks ready
+        in this store, until the answer is closed: a listener on PostgreSQL, nothing on
+        SQLite (:mod:`oomguard.store.wakeups`). A wake-up may come with nothing new."""
+        ...
 
     def __enter__(self) -> Store: ...
 

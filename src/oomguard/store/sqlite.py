@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import attrgetter
 from pathlib import Path
@@ -43,6 +43,7 @@ from oomguard.store.records import JobRecord, KeyEstimate, NewTask, Quota, Store
 from oomguard.store.samples import Samples
 from oomguard.store.schema import migrate, open_connection
 from oomguard.store.views import Queries
+from oomguard.store.wakeups import NoWakeups, Wakeups
 from oomguard.store.writes import AttemptRow, Write, safe_params
 
 #: jobs whose having aggregations a store remembers (then it asks again)
@@ -123,6 +124,10 @@ class SqliteStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def listen(self, wake: Callable[[], None]) -> Wakeups:
+        """Nothing to listen to: a scheduler finds other processes' tasks by its poll."""
+        return NoWakeups()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -318,6 +323,8 @@ class SqliteStore:
                 )
             if job_id is not None and groups is not None:
                 db.execute(Q["set_total_groups"], (groups, job_id))
+            if rows:
+                self._conn.tasks_ready(db)  # other replicas look now (PostgreSQL)
 
     def set_job_groups(self, job_id: str, groups: int, *, sealed: bool) -> None:
         with self.transaction() as db:

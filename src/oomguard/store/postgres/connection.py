@@ -29,7 +29,7 @@ from oomguard.store.connection import Connection, Transaction
 from oomguard.store.db import Db, Params
 from oomguard.store.location import shown
 from oomguard.store.postgres.batch import BATCHES
-from oomguard.store.postgres.dialect import BY_TEXT, Statement, translate
+from oomguard.store.postgres.dialect import BY_TEXT, OWN, Statement, translate
 from oomguard.store.queries import Q
 
 if TYPE_CHECKING:
@@ -333,6 +333,14 @@ def connect(url: str, *, readonly: bool, timeout: float = 30.0) -> PgDb:
         ) from None  # the driver's message may carry the URL
     conn.adapters.register_loader("numeric", _numeric_loader())
     db = PgDb(conn, where)
+    # A session idle inside a transaction for 60 s is ended by the server and its locks
+    # released: a replica frozen (SIGSTOP, a paused VM) between two statements of a
+    # transaction that locked its scheduler's row would otherwise hold up its own takeover
+    # until it is continued. A fixed 60 s, two default lease TTLs, not the lease TTL: the
+    # store does not know it (the CLI and the HTTP threads open stores too), and a live
+    # session never idles in a transaction for more than a round trip (the client sends a
+    # transaction's statements in a pipeline, its COMMIT with them).
+    db.execute(OWN["pg_idle_in_transaction_timeout"])
     if readonly:
         db.execute("SET default_transaction_read_only = on")
     return db
@@ -361,6 +369,12 @@ class PgConnection(Connection):
         """``with connection.transaction() as db:`` — one transaction, pipelined
         (:class:`PgTransaction`)."""
         return PgTransaction(self.db, self.writer)
+
+    def tasks_ready(self, db: Db) -> None:
+        """In transaction ``db``: tell the listening schedulers (every replica's
+        :class:`~oomguard.store.postgres.listener.Listener`) that tasks became ready. A
+        ``NOTIFY``: delivered when the transaction commits, never if it rolls back."""
+        db.execute(OWN["pg_notify_tasks"])
 
 
 __all__ = [

@@ -12,6 +12,8 @@ as with SQLite (its lease in ``schedulers``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from oomguard.store.admin import Admin, Retention
 from oomguard.store.dashboard import DashboardReads
 from oomguard.store.leases import Leases
@@ -19,10 +21,12 @@ from oomguard.store.outbox import Outbox
 from oomguard.store.parts import PartBook
 from oomguard.store.postgres.blobs import BlobTable
 from oomguard.store.postgres.connection import PgConnection, connect, redacted
+from oomguard.store.postgres.listener import Listener
 from oomguard.store.postgres.schema import migrate, require_store
 from oomguard.store.samples import Samples
 from oomguard.store.sqlite import SqliteStore
 from oomguard.store.views import Queries
+from oomguard.store.wakeups import Wakeups
 
 
 class PostgresStore(SqliteStore):
@@ -70,6 +74,11 @@ class PostgresStore(SqliteStore):
         self.retention = Retention(self._conn)
         self.outbox = Outbox(self._conn, self.queries)
         self.dashboard = DashboardReads(self._conn)
+
+    def listen(self, wake: Callable[[], None]) -> Wakeups:
+        """A :class:`~oomguard.store.postgres.listener.Listener` on this database: its own
+        connection and thread, ``wake()`` for each committed submission, anyone's."""
+        return Listener(self.location, wake)
 
     def __enter__(self) -> PostgresStore:
         return self

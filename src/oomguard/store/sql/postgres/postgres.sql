@@ -34,3 +34,17 @@ SELECT name, length(data), touched_at FROM blobs;
 DELETE FROM blobs WHERE name = :name AND touched_at < :cutoff AND NOT EXISTS (SELECT 1 FROM
     tasks WHERE params_ref = :name OR payload_ref = :name) AND NOT EXISTS (SELECT 1 FROM results
     WHERE value_ref = :name);
+
+-- name: pg_notify_tasks
+-- Tell every listening scheduler that tasks became ready (sent with the transaction's
+-- COMMIT, dropped with its ROLLBACK; one per transaction: PostgreSQL folds repeats).
+SELECT pg_notify('oomguard_tasks', current_schema());
+
+-- name: pg_listen_tasks
+-- Hear pg_notify_tasks on this session (store/postgres/listener.py).
+LISTEN oomguard_tasks;
+
+-- name: pg_idle_in_transaction_timeout
+-- A session idle inside a transaction this long is ended by the server, its locks released
+-- (a replica frozen mid-transaction cannot hold its takeover's row locks for ever).
+SET idle_in_transaction_session_timeout = '60s';
