@@ -25,7 +25,7 @@ from oomguard.cgroups.v2 import parse_flat_keyed
 from oomguard.errors import IsolationError
 from oomguard.jobs.model import FailureClass
 from oomguard.worker.calls import AggregateCall, CallItem, HeldRef, JsonCall, PickledCall
-from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, load_libc
+from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, keep_freed_memory, load_libc
 from oomguard.worker.leftovers import Leftovers
 from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, encode
 
@@ -247,6 +247,7 @@ def main(argv: list[str]) -> None:
         os.chdir(task_dir)
 
     hygiene = Hygiene(rss_bytes)
+    keep_freed_memory()
     baseline = hygiene.trim()
     growth_limit = cfg.get("recycle_growth_bytes")
     max_tasks = cfg.get("max_tasks") or 0

@@ -59,6 +59,34 @@ def malloc_trim() -> bool:
     return True
 
 
+#: glibc's ``mallopt`` parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: allocations below this come from the heap, so that what one attempt frees the next
+#: reuses (glibc's own threshold rises to this, its largest, only as it sees large frees)
+MMAP_THRESHOLD = 32 * MIB
+#: free memory at the heap's top that ``free()`` keeps instead of giving it back at once
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+
+
+def keep_freed_memory() -> bool:
+    """Fix glibc's mmap and trim thresholds, so that whether a worker gives memory back
+    after each ``free()`` no longer depends on its allocation history.
+
+    glibc adjusts both as a process frees large blocks; a worker whose first large frees
+    were small kept its thresholds low and shrank its heap after almost every free, so its
+    next attempt faulted the same pages in again: 3-4 times the page faults of a run where
+    they had risen, from the same tasks and the same batches. With them fixed the worker
+    keeps freed memory as a long-running process does, and gives it back when it must, by
+    :meth:`Hygiene.trim` (``malloc_trim`` ignores the threshold). False without glibc."""
+    libc = load_libc()
+    mallopt = getattr(libc, "mallopt", None) if libc else None
+    if mallopt is None:
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
 def room_for(limit: int) -> int:
     """The headroom an attempt admitted with ``limit`` has above its estimate.
 
