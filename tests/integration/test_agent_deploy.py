@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
+from fixtures.programs import required_program
 from oomguard.cli.agent import agent_command
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "agent"
 
 
 def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install -y prometheus)")
-    return promtool
+    return required_program("promtool", "apt-get install -y prometheus")
 
 
 @pytest.mark.parametrize(

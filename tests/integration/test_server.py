@@ -412,11 +412,9 @@ def test_scheduler_limit_above_container_limit(tmp_path: Path) -> None:
 
 
 def test_promtool_checks_alert_rules() -> None:
-    import shutil
+    from fixtures.programs import required_program
 
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (apt-get install -y prometheus)")
+    promtool = required_program("promtool", "apt-get install -y prometheus")
     rules = Path(__file__).parents[2] / "deploy" / "prometheus" / "alerts.yml"
     done = subprocess.run(
         [promtool, "check", "rules", str(rules)],
