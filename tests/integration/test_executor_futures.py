@@ -76,6 +76,8 @@ def test_map_in_order_with_chunks_and_buffer(ex: oomguard.Executor) -> None:
     assert list(ex.map(square, range(30))) == [x * x for x in range(30)]
     assert list(ex.map(square, range(100), chunksize=7)) == [x * x for x in range(100)]
     assert list(ex.map(pow, range(10), range(3), chunksize=2)) == [1, 1, 4]
+    # Over one iterable each item is the one argument, a tuple too (sent as values).
+    assert list(ex.map(len, [(1, 2), (3,), ()], chunksize=2)) == [2, 1, 0]
     out = ex.map(square, iter(range(50)), chunksize=4, buffersize=2)
     assert list(out) == [x * x for x in range(50)]
 

@@ -4,6 +4,7 @@ arguments, closures), and run as the worker runs it."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 from oomguard.executor import call
@@ -60,6 +61,24 @@ def test_chunk_with_plain_and_with_code_arguments() -> None:
     assert decode(run_chunk(encode_chunk(twice, [(1,), (2,)]))) == ChunkAnswer([2, 4])
     chunk = encode_chunk(apply, [(abs, -3), (lambda x: x * x, 3)])
     assert decode(run_chunk(chunk)) == ChunkAnswer([3, 9])
+
+
+def test_a_chunk_of_values_calls_with_each_value_alone() -> None:
+    """A map over one iterable sends its values, not a tuple per call: a tuple among
+    them is one argument, as ``map(fn, [(1, 2)])`` calls ``fn((1, 2))``."""
+    assert decode(run_chunk(encode_chunk(twice, [1, 2], star=False))) == ChunkAnswer([2, 4])
+    answer = decode(run_chunk(encode_chunk(len, [(1, 2), "abc", 7], star=False)))
+    assert isinstance(answer, ChunkAnswer)
+    assert answer.values == [2, 3]
+    assert answer.raised is not None and "TypeError" in answer.raised.text
+    made = decode(run_chunk(encode_chunk(lambda f: f(5), [abs, lambda x: -x], star=False)))
+    assert made == ChunkAnswer([5, -5])
+
+
+def test_a_chunk_stored_before_chunks_of_values_still_runs() -> None:
+    """A chunk as stored by the version before (init, function, arguments a call)."""
+    blob = pickle.dumps((None, call._fn_blob(twice), [(1,), (3,)]))
+    assert decode(run_chunk(blob)) == ChunkAnswer([2, 6])
 
 
 def test_a_chunk_ends_at_its_first_call_that_raises() -> None:

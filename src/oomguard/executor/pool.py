@@ -224,11 +224,13 @@ class Executor(concurrent.futures.Executor):
         if buffersize is not None and buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
         deadline = None if timeout is None else time.monotonic() + timeout
-        calls = zip(*iterables, strict=False)
+        # Over one iterable, a chunk is its values, not a tuple of arguments a call.
+        star = len(iterables) != 1
+        calls: Iterator[object] = zip(*iterables, strict=False) if star else iter(iterables[0])
         chunks = iter(lambda: list(itertools.islice(calls, chunksize)), [])
 
-        def submit_chunk(chunk: list[tuple[object, ...]]) -> concurrent.futures.Future[object]:
-            return self._add(CHUNK_REF, fn, encode_chunk(fn, chunk, self._initializer))
+        def submit_chunk(chunk: list[object]) -> concurrent.futures.Future[object]:
+            return self._add(CHUNK_REF, fn, encode_chunk(fn, chunk, self._initializer, star))
 
         ahead = itertools.islice(chunks, buffersize) if buffersize is not None else chunks
         futures = collections.deque(submit_chunk(c) for c in ahead)
@@ -237,8 +239,8 @@ class Executor(concurrent.futures.Executor):
     def _results(
         self,
         futures: collections.deque[concurrent.futures.Future[object]],
-        more: Iterator[list[tuple[object, ...]]],
-        submit_chunk: Callable[[list[tuple[object, ...]]], concurrent.futures.Future[object]],
+        more: Iterator[list[object]],
+        submit_chunk: Callable[[list[object]], concurrent.futures.Future[object]],
         deadline: float | None,
     ) -> Iterator[T]:
         try:
