@@ -97,6 +97,11 @@ def test_plain_answers_by_the_standard_pickler_others_by_cloudpickle() -> None:
     anything else, a lambda included, by cloudpickle, and it comes back."""
     assert b"cloudpickle" not in run_chunk(encode_chunk(twice, [(1,), (2,)]))
     assert b"cloudpickle" not in run_call(encode_call(twice, (3,), {}))
+    # A plain value returned travels as a one-item tuple; an answer stored by the
+    # version before (a pickled Returned) decodes the same.
+    assert pickle.loads(run_call(encode_call(twice, (3,), {}))) == (6,)
+    assert decode(pickle.dumps(Returned(6))) == Returned(6)
+    assert decode(run_call(encode_call(lambda: (1, 2), (), {}))) == Returned((1, 2))
     assert b"cloudpickle" in run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)]))
     answer = decode(run_chunk(encode_chunk(apply, [(lambda x: lambda: x, 7)])))
     assert isinstance(answer, ChunkAnswer)

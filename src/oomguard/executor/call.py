@@ -205,11 +205,15 @@ def _packed(answer: object, plain: bool = False) -> bytes:
 
 
 def run_call(blob: bytes) -> bytes:
-    """Run one call (in a worker): its :class:`Answer`, pickled."""
+    """Run one call (in a worker): its :class:`Answer`, pickled; a plain value returned
+    as a one-item tuple (:func:`decode` makes it a :class:`Returned`): pickling the class
+    by name cost 2 us of the worker's time a call, and loading it 1.5 us of the caller's."""
     init, fn, args, kwargs = cloudpickle.loads(blob)
     _initialize(init)
     answer = _answer(_fn(fn), args, kwargs)
-    return _packed(answer, isinstance(answer, Returned) and type(answer.value) in _PLAIN)
+    if isinstance(answer, Returned) and type(answer.value) in _PLAIN:
+        return pickle.dumps((answer.value,), protocol=pickle.HIGHEST_PROTOCOL)
+    return _packed(answer)
 
 
 def run_chunk(blob: bytes) -> bytes:
@@ -237,8 +241,12 @@ def run_chunk(blob: bytes) -> bytes:
 
 
 def decode(blob: bytes) -> object:
-    """What :func:`run_call` or :func:`run_chunk` sent back."""
-    return cloudpickle.loads(blob)
+    """What :func:`run_call` or :func:`run_chunk` sent back (a one-item tuple: a plain
+    value returned)."""
+    answer = cloudpickle.loads(blob)
+    if type(answer) is tuple:
+        return Returned(answer[0])
+    return answer
 
 
 def qualified_name(fn: Callable[..., object]) -> str:
