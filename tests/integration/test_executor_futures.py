@@ -47,6 +47,17 @@ def die(code: int) -> int:
     os._exit(code)
 
 
+def refuse_to_load() -> object:
+    raise ValueError("this answer cannot be loaded here")
+
+
+class Unloadable:
+    """A result that pickles in the worker and fails to load in the caller."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return refuse_to_load, ()
+
+
 @pytest.fixture
 def ex() -> Iterator[oomguard.Executor]:
     with oomguard.Executor(max_workers=2) as executor:
@@ -115,6 +126,18 @@ def test_callbacks_after_completion_run_at_once(ex: oomguard.Executor) -> None:
     seen: list[int] = []
     future.add_done_callback(lambda f: seen.append(f.result()))
     assert seen == [9]
+
+
+def test_an_answer_that_cannot_be_loaded_fails_only_its_future(ex: oomguard.Executor) -> None:
+    """The answer is loaded on the executor's side as the call's end is told: failing to
+    load it fails that future with why, and the executor goes on."""
+    seen: list[cf.Future[Unloadable]] = []
+    future = ex.submit(Unloadable)
+    future.add_done_callback(seen.append)
+    with pytest.raises(ValueError, match="cannot be loaded here"):
+        future.result(60)
+    assert ex.submit(square, 6).result(60) == 36
+    assert seen == [future]
 
 
 def test_cancel_of_a_pending_future() -> None:

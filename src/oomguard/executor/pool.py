@@ -4,8 +4,10 @@
 Every call is one task of one job (per executor) in the Runner's store, run by the
 Runner's workers in their memory cgroups, so a call killed by the kernel is classified,
 retried with more memory as any task is, and fails only its own future. A collector
-thread completes the futures from what the scheduler tells it as calls end (once its
-store holds them), and stores the calls submitted in a burst in one transaction.
+thread stores the calls submitted in a burst in one transaction; a call's future is
+settled as the scheduler tells of its end, right after the commit that records it (on
+the scheduler's thread; a failure, or an answer kept as a blob, by the collector, from the
+store).
 """
 
 from __future__ import annotations
@@ -134,7 +136,10 @@ class Executor(concurrent.futures.Executor):
         #: what the collector is woken by: tasks that ended (told by the scheduler once
         #: its store holds them), or None (rows to store, or the end)
         self._inbox: queue.SimpleQueue[Sequence[TaskEnded] | None] = queue.SimpleQueue()
-        self._runner.endings.watch(self._job, self._inbox.put)
+        #: calls whose endings the scheduler told (read by the collector: those the store
+        #: holds beyond these ended another way)
+        self._told = 0
+        self._runner.endings.watch(self._job, self._on_ended)
         self._runner.start()
         self._collector = threading.Thread(
             target=self._collect, name="oomguard-executor", daemon=True
@@ -168,7 +173,10 @@ class Executor(concurrent.futures.Executor):
                     # Finished by an earlier run of this script: its answer, not a new run.
                     future: concurrent.futures.Future[object] = concurrent.futures.Future()
                     future.set_running_or_notify_cancel()
-                    self._settle(future, decode(done))
+                    try:
+                        self._settle(future, decode(done))
+                    except Exception as err:  # an answer that cannot be loaded here
+                        future.set_exception(err)
                     return future
                 params = f'{{"call": "{digest}"}}'  # json.dumps({"call": digest}), inline
             grp = self._groups
@@ -325,11 +333,33 @@ class Executor(concurrent.futures.Executor):
 
     # -- collecting -------------------------------------------------------------------
 
+    def _on_ended(self, ended: Sequence[TaskEnded]) -> None:
+        """What the scheduler tells, on its thread, right after the commit that records
+        ``ended``: a call's answer held in its ending settles its future here (not through
+        the collector: a thread hop fewer); a failure or an answer kept as a blob goes to
+        the collector, which reads it from the store."""
+        rest = [task for task in ended if task.failure_class is not None or task.value is None]
+        self._told += len(ended)  # only here: one thread counts
+        for task in ended:
+            if task.failure_class is None and task.value is not None:
+                self._finish_answer(task.group, task.value)
+        if rest:
+            self._inbox.put(rest)
+
+    def _finish_answer(self, grp: int, value: bytes) -> None:
+        """Settle call ``grp``'s future with its answer as stored (an answer that cannot
+        be loaded here fails its future with why)."""
+        try:
+            answer = decode(_answer_blob(value))
+        except Exception as err:
+            self._finish(grp, None, err)
+        else:
+            self._finish(grp, answer, None)
+
     def _collect(self) -> None:
         store = open_store(self._store.location)
-        #: tasks the scheduler told of; the store's count of ended tasks when it was
-        #: last read for those it did not tell of
-        told = 0
+        #: the store's count of ended tasks when it was last read for those the
+        #: scheduler did not tell of
         read_at = 0
         try:
             while True:
@@ -346,14 +376,13 @@ class Executor(concurrent.futures.Executor):
                     return
                 self._store_rows(store)
                 ended = [e for batch in batches if batch is not None for e in batch]
-                told += len(ended)
                 self._settle_told(store, ended)
                 if not batches and self._futures:
                     # Nothing told for a while: anything the store holds that was not told
                     # (cancelled, lost, a commit that failed for its task) is read there.
                     counts = store.queries.counts(self._job)
                     ended_n = counts["succeeded"] + counts["failed"] + counts["cancelled"]
-                    if ended_n > told and ended_n != read_at:
+                    if ended_n > self._told and ended_n != read_at:
                         self._settle_from_store(store)
                         read_at = ended_n
         finally:
@@ -383,7 +412,7 @@ class Executor(concurrent.futures.Executor):
             if task.failure_class is not None:
                 failed = True
             elif task.value is not None:
-                self._finish(task.group, decode(_answer_blob(task.value)), None)
+                self._finish_answer(task.group, task.value)
             else:
                 stored = True
         if failed or stored:
@@ -399,7 +428,7 @@ class Executor(concurrent.futures.Executor):
                 if isinstance(value, BaseException):
                     self._finish(grp, None, value)
                 else:
-                    self._finish(grp, decode(_answer_blob(value)), None)
+                    self._finish_answer(grp, value)
         for record in store.queries.failed_tasks(self._job):
             if record.group in open_groups:
                 failure = Failure.from_record(record)
