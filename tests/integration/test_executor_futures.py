@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -138,6 +139,22 @@ def test_an_answer_that_cannot_be_loaded_fails_only_its_future(ex: oomguard.Exec
         future.result(60)
     assert ex.submit(square, 6).result(60) == 36
     assert seen == [future]
+
+
+def test_done_callbacks_run_off_the_scheduler_thread(ex: oomguard.Executor) -> None:
+    """A future's answer is settled on the scheduler's thread, but one with done callbacks
+    by the collector: a callback may take long (joblib pickles and submits its next batch
+    from one) and must not hold up the loop."""
+    names: list[str] = []
+    futures = [ex.submit(square, i) for i in range(20)]
+    for future in futures:
+        future.add_done_callback(lambda f: names.append(threading.current_thread().name))
+    assert [f.result(60) for f in futures] == [i * i for i in range(20)]
+    deadline = time.monotonic() + 60
+    while len(names) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)  # a callback runs just after its future's waiters are woken
+    assert len(names) == 20
+    assert "oomguard-scheduler" not in names
 
 
 def test_cancel_of_a_pending_future() -> None:

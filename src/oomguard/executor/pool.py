@@ -6,8 +6,8 @@ Runner's workers in their memory cgroups, so a call killed by the kernel is clas
 retried with more memory as any task is, and fails only its own future. A collector
 thread stores the calls submitted in a burst in one transaction; a call's future is
 settled as the scheduler tells of its end, right after the commit that records it (on
-the scheduler's thread; a failure, or an answer kept as a blob, by the collector, from the
-store).
+the scheduler's thread; a future with done callbacks, a failure, or an answer kept as a
+blob, by the collector).
 """
 
 from __future__ import annotations
@@ -336,15 +336,26 @@ class Executor(concurrent.futures.Executor):
     def _on_ended(self, ended: Sequence[TaskEnded]) -> None:
         """What the scheduler tells, on its thread, right after the commit that records
         ``ended``: a call's answer held in its ending settles its future here (not through
-        the collector: a thread hop fewer); a failure or an answer kept as a blob goes to
-        the collector, which reads it from the store."""
-        rest = [task for task in ended if task.failure_class is not None or task.value is None]
-        self._told += len(ended)  # only here: one thread counts
+        the collector: a thread hop fewer), unless the future has done callbacks, which
+        must not hold up the scheduler (joblib's pickles and submits its next batch from
+        one); those, failures and answers kept as blobs go to the collector."""
+        rest = []
         for task in ended:
-            if task.failure_class is None and task.value is not None:
+            if task.failure_class is None and task.value is not None and not self._called(task):
                 self._finish_answer(task.group, task.value)
+            else:
+                rest.append(task)
+        self._told += len(ended)  # only here: one thread counts
         if rest:
             self._inbox.put(rest)
+
+    def _called(self, task: TaskEnded) -> bool:
+        """Whether ``task``'s future has done callbacks (read without the executor's lock:
+        one dict lookup; a callback added just after runs on the scheduler's thread)."""
+        future = self._futures.get(task.group)
+        # Future keeps its callbacks in _done_callbacks (CPython, since 3.2); where it
+        # does not, every answer goes through the collector.
+        return future is not None and bool(getattr(future, "_done_callbacks", True))
 
     def _finish_answer(self, grp: int, value: bytes) -> None:
         """Settle call ``grp``'s future with its answer as stored (an answer that cannot
