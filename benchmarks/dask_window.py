@@ -295,6 +295,8 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 isolation=sorted(set(ex.isolation_modes.values())),
                 max_in_flight=ex.counters.max_in_flight,
                 max_futures_in_flight=ex.counters.max_futures_in_flight,
+                # results aggregations took from another worker (None: a version without)
+                held_from_peers=getattr(ex.counters, "held_from_peers", None),
                 recycles=ex.recycles,
             )
         return row
