@@ -9,9 +9,16 @@ process):
 * **the way back**: gathering one answer of ``--outcomes`` results of ``--result-mib``
   MiB through the Dask scheduler (as the executor did) against straight from the worker,
   in band and out of band (``Outcome.__reduce_ex__``): wall seconds per answer, and the
-  CPU seconds of this process (client and scheduler) and of the worker.
+  CPU seconds of this process (client and scheduler) and of the worker;
+* **the way up** (``--only up``, no Dask): a group of ``--outcomes`` results of
+  ``--result-mib`` MiB each run in a child of a Dask worker's pool (``HostPool``, started
+  in this process, which stands for the Dask worker), ``--groups`` times: the CPU seconds
+  of this process and of the child per result, beyond making the result (the child
+  pickles ``bytes(n)``). Run it on two versions to compare them
+  (``PYTHONPATH=<other checkout>/src``).
 
     .venv/bin/python benchmarks/dask_costs.py --checks 300 --gathers 20
+    .venv/bin/python benchmarks/dask_costs.py --only up --groups 40
 
 Prints a table and one final ``JSON: {...}`` line.
 """
@@ -65,6 +72,59 @@ def set_out_of_band(threshold: int) -> None:
     answers.OUT_OF_BAND_BYTES = threshold
 
 
+def make(n: int) -> bytes:
+    """In the child: a result of ``n`` bytes (zero pages: making it costs little)."""
+    return bytes(n)
+
+
+def way_up(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """CPU per result on the way from a child of the pool up to the Dask worker."""
+    import pickle
+
+    from oomguard.executors.dask.remote.heap import large_buffers_from_heap
+    from oomguard.executors.dask.remote.host_pool import HostPool
+    from oomguard.worker.calls import PickledCall
+
+    large_buffers_from_heap()  # as the worker plugin sets a Dask worker up
+    pool = HostPool(task_dir=os.path.dirname(os.path.abspath(__file__)))
+    pool.start()
+    try:
+        assert pool.isolated, pool.reason
+        n = int(args.result_mib * MIB)
+        call = pickle.dumps(((n,), {}))
+        me = psutil.Process()
+        here: list[float] = []
+        child: list[float] = []
+        wall: list[float] = []
+        attempt = 0
+        for _ in range(args.groups):
+            items = []
+            for _ in range(args.outcomes):
+                attempt += 1
+                items.append(PickledCall(attempt, "dask_costs:make", call))
+            kids = me.children()
+            before = cpu(me), sum(cpu(k) for k in kids)
+            t0 = time.perf_counter()
+            outcomes = pool.run(list(items), None)
+            wall.append(time.perf_counter() - t0)
+            here.append(cpu(me) - before[0])
+            child.append(sum(cpu(k) for k in kids) - before[1])
+            assert all(o.ok and o.payload is not None and len(o.payload) > n for o in outcomes)
+            del outcomes
+    finally:
+        pool.close()
+    # CPU times tick every 10 ms: summed over the groups, not a median of each
+    per = 1e3 / (args.outcomes * args.groups)
+    return {
+        "up": {
+            "mode": pool.mode,
+            "wall_ms_per_result": round(sum(wall) * per, 3),
+            "cpu_worker_ms_per_result": round(sum(here) * per, 3),
+            "cpu_child_ms_per_result": round(sum(child) * per, 3),
+        }
+    }
+
+
 def cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
@@ -76,8 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gathers", type=int, default=20, help="answers gathered per way back")
     ap.add_argument("--outcomes", type=int, default=32)
     ap.add_argument("--result-mib", type=float, default=1.0)
+    ap.add_argument("--groups", type=int, default=40, help="groups run up from a child")
+    ap.add_argument("--only", choices=("up",), default=None, help="only the way up")
     args = ap.parse_args(argv)
     quiet_dask_logs()
+    if args.only == "up":
+        load = os.getloadavg()
+        up = way_up(args)
+        print(table(["", *up["up"]], [["up", *up["up"].values()]]))
+        print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        emit("dask_costs", args, up, notes=[f"load average at the start: {load}"])
+        return 0
 
     from distributed import Client, LocalCluster
 

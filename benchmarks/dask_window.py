@@ -20,6 +20,11 @@ worker host (``--dask-isolation``), so the task is killed alone, retried larger 
 
     .venv/bin/python benchmarks/dask_window.py --params 200 --memory-limit 1GiB
     .venv/bin/python benchmarks/dask_window.py            # 2,000 x 5, as the issue asks
+    .venv/bin/python benchmarks/dask_window.py --params 200 --grow-mib 0 --pairs 5
+
+``--pairs N`` runs N pairs, interleaved (plain Dask first in every other pair), and adds
+oomguard's ratios to plain Dask within each pair (wall, and CPU: user + system), their
+medians and ranges, and the load average before each run.
 
 At 2,000 x 5 plain Dask's workers must hold ~10 GiB of results: with 2 x 4 GiB workers
 their nannies restart them and they recompute, over and over; ``--plain-timeout`` (600 s)
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -289,6 +295,8 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 isolation=sorted(set(ex.isolation_modes.values())),
                 max_in_flight=ex.counters.max_in_flight,
                 max_futures_in_flight=ex.counters.max_futures_in_flight,
+                # results aggregations took from another worker (None: a version without)
+                held_from_peers=getattr(ex.counters, "held_from_peers", None),
                 recycles=ex.recycles,
             )
         return row
@@ -316,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", choices=("plain", "oomguard"), default=None)
     ap.add_argument(
+        "--pairs", type=int, default=1, help="pairs run, interleaved (plain first every other)"
+    )
+    ap.add_argument(
         "--plain-timeout",
         type=float,
         default=600.0,
@@ -327,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
 
         args.grow_mib = 1.5 * parse_size(args.memory_limit) / MIB
     quiet_dask_logs()
+    if args.pairs > 1:
+        return pairs(args)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="oomguard-dask-bench-") as tmp:
         work = Path(tmp)
@@ -334,23 +347,81 @@ def main(argv: list[str] | None = None) -> int:
             rows["plain_dask"] = run_plain(args, work)
         if args.only in (None, "oomguard"):
             rows["oomguard_dask"] = run_oomguard(args, work)
-    cols = (
-        "timed_out",
-        "wall_s",
-        "cpu_user_s",
-        "cpu_sys_s",
-        "cpu_here_s",
-        "peak_worker_rss_mib",
-        "client_rss_growth_mib",
-        "executions",
-        "recomputed",
-        "outgrowing_runs",
-        "workers_replaced",
-        "tasks_ok",
-        "aggregations_ok",
+    print(
+        table(
+            ["", *COLUMNS], [[name, *(row.get(c) for c in COLUMNS)] for name, row in rows.items()]
+        )
     )
-    print(table(["", *cols], [[name, *(row.get(c) for c in cols)] for name, row in rows.items()]))
     emit("dask_window", args, rows)
+    return 0
+
+
+COLUMNS = (
+    "timed_out",
+    "wall_s",
+    "cpu_user_s",
+    "cpu_sys_s",
+    "cpu_here_s",
+    "peak_worker_rss_mib",
+    "client_rss_growth_mib",
+    "executions",
+    "recomputed",
+    "outgrowing_runs",
+    "workers_replaced",
+    "tasks_ok",
+    "aggregations_ok",
+)
+
+
+def _cpu(row: dict[str, Any]) -> float:
+    return float(row["cpu_user_s"]) + float(row["cpu_sys_s"])
+
+
+def pairs(args: argparse.Namespace) -> int:
+    """``--pairs``: the two sides in turn, each pair's ratios, their medians and ranges."""
+    runs: list[dict[str, Any]] = []
+    for n in range(args.pairs):
+        order = ("plain", "oomguard") if n % 2 == 0 else ("oomguard", "plain")
+        pair: dict[str, Any] = {"pair": n}
+        for side in order:
+            load = os.getloadavg()[0]
+            with tempfile.TemporaryDirectory(prefix="oomguard-dask-bench-") as tmp:
+                run = run_plain if side == "plain" else run_oomguard
+                pair[side] = dict(run(args, Path(tmp)), load_before=round(load, 2))
+        plain, og = pair["plain"], pair["oomguard"]
+        pair["wall_ratio"] = round(og["wall_s"] / plain["wall_s"], 3)
+        pair["cpu_ratio"] = round(_cpu(og) / _cpu(plain), 3)
+        runs.append(pair)
+        print(
+            f"pair {n} ({order[0]} first): wall {plain['wall_s']} / {og['wall_s']} s, "
+            f"cpu {_cpu(plain):.2f} / {_cpu(og):.2f} s (plain / oomguard), "
+            f"ratios {pair['wall_ratio']} wall, {pair['cpu_ratio']} cpu, "
+            f"load {plain['load_before']} / {og['load_before']}",
+            flush=True,
+        )
+    summary: dict[str, Any] = {}
+    for key in ("wall_ratio", "cpu_ratio"):
+        values = [p[key] for p in runs]
+        summary[key] = {
+            "median": round(statistics.median(values), 3),
+            "min": min(values),
+            "max": max(values),
+        }
+    for side in ("plain", "oomguard"):
+        summary[f"{side}_wall_s_median"] = statistics.median(p[side]["wall_s"] for p in runs)
+        summary[f"{side}_cpu_s_median"] = round(statistics.median(_cpu(p[side]) for p in runs), 2)
+    loads = [p[side]["load_before"] for p in runs for side in ("plain", "oomguard")]
+    summary["load_before"] = {"min": min(loads), "max": max(loads)}
+    print(
+        table(
+            ["", "median", "min", "max"],
+            [
+                [k, summary[k]["median"], summary[k]["min"], summary[k]["max"]]
+                for k in ("wall_ratio", "cpu_ratio")
+            ],
+        )
+    )
+    emit("dask_window", args, {"pairs": runs, "summary": summary})
     return 0
 
 

@@ -380,3 +380,42 @@ def test_each_dask_task_names_its_key_to_the_scheduler_as_it_starts(
         keys = {f"{executor.prefix}-{a.attempt_id}" for a in attempts}
         wait_for(lambda: any(started_on_worker(executor.client, key) for key in keys), timeout=30)
         assert not started_on_worker(executor.client, f"{executor.prefix}-never-sent")
+
+
+def test_an_aggregation_takes_the_results_another_worker_holds_straight_from_it(
+    cluster: str,
+) -> None:
+    import json
+    import pickle
+
+    from oomguard.executors.dask.remote import PLUGIN_NAME
+    from oomguard.executors.dask.remote.tasks import run_calls
+    from oomguard.executors.dask.remote.worker_plugin import WorkerEvidencePlugin
+    from oomguard.worker.calls import AggregateCall, HeldRef, JsonCall
+
+    wait_workers(cluster)
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.register_plugin(WorkerEvidencePlugin(kernel_log_wait=0.0), name=PLUGIN_NAME)
+        a, b = sorted(client.scheduler_info()["workers"])
+        reps = [
+            JsonCall(i, "fixtures.tasks:sleep_then", json.dumps({"x": i}), hold=True)
+            for i in (1, 2)
+        ]
+        made = client.submit(run_calls, reps, guarded=True, workers=[a], pure=False).result()
+        assert made.worker == a and made.held == (1, 2), made
+        # On b, referring to the results a holds: b takes them from a, a gives them up.
+        agg = AggregateCall(3, "fixtures.tasks:total", None, (HeldRef(1), HeldRef(2)))
+        peers = {1: a, 2: a}
+        out = client.submit(
+            run_calls, [agg], guarded=True, peers=peers, workers=[b], pure=False
+        ).result()
+        assert out.worker == b and out.fetched == 2 and not out.missing, out
+        (result,) = out.outcomes
+        assert result.ok and result.payload is not None
+        assert pickle.loads(result.payload) == {"sum_y": 3, "n": 2}
+        # Used once: asked again, a holds nothing, and nothing runs on b.
+        again = AggregateCall(4, "fixtures.tasks:total", None, (HeldRef(1),))
+        out = client.submit(
+            run_calls, [again], guarded=True, peers=peers, workers=[b], pure=False
+        ).result()
+        assert out.missing and out.fetched == 0 and not out.outcomes, out

@@ -56,10 +56,26 @@ def test_the_index_sends_an_aggregation_where_most_of_its_inputs_are_held() -> N
     index.saw("tcp://b", answer(outcome(3, b"x" * 30), held=(3,)))
     index.saw("tcp://a", answer(outcome(4, b"x"), held=(4,), dropped=(4,)))
     assert len(index) == 3  # 4 was dropped by its worker
-    # b holds 30 bytes of them, a 20: b gets it, and only 3 is sent by reference.
-    assert index([1, 2, 3, None]) == ("tcp://b", {3})
+    # b holds 30 bytes of them, a 20: b gets it, and all three are sent by reference;
+    # b takes 1 and 2 from a, where they are held.
+    assert index([1, 2, 3, None]) == ("tcp://b", {1, 2, 3})
+    agg = AggregateCall(9, "m:g", None, (HeldRef(1), HeldRef(2), HeldRef(3), b"stored"))
+    assert index.peers([JsonCall(8, "m:f", None), agg]) == {
+        1: "tcp://a",
+        2: "tcp://a",
+        3: "tcp://b",
+    }
+    assert index.peers([agg]) == {}  # told once
     assert index([3]) == (None, set())  # each held result is sent for once
-    assert index([1, 2]) == ("tcp://a", {1, 2})
     index.saw("tcp://a", answer(outcome(5), held=(5,)))
     index.forget_workers_except(["tcp://b"])  # a is gone (restarted, removed)
     assert index([5]) == (None, set())
+
+
+def test_a_worker_hands_over_the_results_it_holds_once() -> None:
+    held = HeldResults()
+    items = [JsonCall(i, "m:f", None, hold=True) for i in (1, 2)]
+    held.keep(items, [outcome(1, b"one"), outcome(2, b"two")], room=MIB)
+    assert held.take([2, 7]) == {2: b"two"}  # 7 is not held here
+    assert (len(held), held.bytes) == (1, 3)
+    assert held.take([2]) == {}

@@ -6,7 +6,7 @@ import os
 import threading
 from multiprocessing.connection import Connection
 
-from oomguard.worker.frames import CHUNK, FrameReader
+from oomguard.worker.frames import CHUNK, DIRECT, FrameReader, write_frame
 
 
 def test_many_messages_come_back_whole_and_in_order() -> None:
@@ -36,7 +36,7 @@ def test_a_message_larger_than_a_read_and_than_the_pipe_is_assembled() -> None:
 
     writer = threading.Thread(target=write)
     writer.start()
-    got: list[bytes] = []
+    got: list[bytes | bytearray] = []
     while len(got) < 2:
         got += reader.read()
     writer.join()
@@ -53,5 +53,28 @@ def test_a_partial_frame_waits_for_the_rest() -> None:
     assert reader.read() == []
     os.write(w, frame[6:])
     assert reader.read() == [b"hello"]
+    os.close(w)
+    os.close(r)
+
+
+def test_a_frame_in_parts_is_one_message_and_a_large_one_is_read_into_its_own_buffer() -> None:
+    r, w = os.pipe()
+    reader = FrameReader(r)
+    head, tail = b"head", os.urandom(3 * CHUNK + 5)  # larger than a read, than the pipe
+
+    def write() -> None:
+        write_frame(w, (head, tail))
+        write_frame(w, (b"small",))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    got: list[bytes | bytearray] = []
+    while len(got) < 2:
+        got += reader.read()
+    writer.join()
+    assert got == [head + tail, b"small"]
+    # Read straight into a buffer of the frame's size, handed over as it is.
+    assert type(got[0]) is bytearray and type(got[1]) is bytes
+    assert len(got[0]) >= DIRECT
     os.close(w)
     os.close(r)

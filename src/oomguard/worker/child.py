@@ -25,9 +25,10 @@ from oomguard.cgroups.v2 import parse_flat_keyed
 from oomguard.errors import IsolationError
 from oomguard.jobs.model import FailureClass
 from oomguard.worker.calls import AggregateCall, CallItem, HeldRef, JsonCall, PickledCall
+from oomguard.worker.frames import write_frame
 from oomguard.worker.hygiene import IDLE_TRIM_S, SLACK, Hygiene, keep_freed_memory, load_libc
 from oomguard.worker.leftovers import Leftovers
-from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, encode
+from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refused, encode_parts
 
 PR_SET_PDEATHSIG = 1
 
@@ -357,7 +358,11 @@ def main(argv: list[str]) -> None:
 
 
 def _send(conn_out: Connection, message: Message) -> None:
-    conn_out.send_bytes(encode(message))
+    parts = encode_parts(message)
+    if len(parts) == 1:
+        conn_out.send_bytes(parts[0])
+    else:  # a large result after its outcome, in the same frame (worker/messages.py)
+        write_frame(conn_out.fileno(), parts)
 
 
 def maxrss_bytes() -> int:

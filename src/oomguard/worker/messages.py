@@ -9,7 +9,10 @@ is answered with :class:`Refused` and ``Idle(rss, "limit_change")``: nothing of 
 A worker's messages cross the pipe as :func:`encode` writes them and :func:`decode` reads
 them back: a plain tuple of the kind's number and the fields in order. Pickling the
 instances themselves costs a class lookup by name on each side (about 10-20 us a message
-here, more than the rest of a no-op attempt's round trip); the tuple costs none.
+here, more than the rest of a no-op attempt's round trip); the tuple costs none. An outcome
+whose result is :data:`TAIL_BYTES` or larger crosses as :func:`encode_parts` writes it: the
+tuple with the result's length in its place, then the result itself, in the same frame
+(``worker/frames.py``), so the result is neither copied into the pickle nor out of it.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ Message = Ready | Outcome | Idle | Refused
 #: the kinds of message, by their number on the wire
 _KINDS: tuple[type[Message], ...] = (Ready, Outcome, Idle, Refused)
 _NUMBER = {kind: number for number, kind in enumerate(_KINDS)}
+_OUTCOME = _NUMBER[Outcome]
+#: where an outcome's payload is in its tuple on the wire (after the kind's number)
+_PAYLOAD = 1 + Outcome.__slots__.index("payload")
+
+#: an outcome's payload at least this large follows its pickled tuple (:func:`encode_parts`)
+TAIL_BYTES = 64 * 1024
 
 
 def encode(message: Message) -> bytes:
@@ -103,11 +112,40 @@ def encode(message: Message) -> bytes:
     return pickle.dumps((_NUMBER[kind], *fields), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode(data: bytes) -> Message:
-    """The message a worker sent as ``data`` (written by :func:`encode`)."""
-    number, *fields = pickle.loads(data)
+def encode_parts(message: Message) -> tuple[bytes, ...]:
+    """``message`` as the parts of one frame: :func:`encode`'s bytes, or for an outcome
+    with a payload of :data:`TAIL_BYTES` or more, its tuple with the payload's length in
+    the payload's place, then the payload itself (not copied: a result of 1 MiB crossed
+    as a pickle inside a pickle was copied twice more, once on each side)."""
+    payload = message.payload if isinstance(message, Outcome) else None
+    if payload is None or len(payload) < TAIL_BYTES:
+        return (encode(message),)
+    fields = [_OUTCOME, *(getattr(message, name) for name in Outcome.__slots__)]
+    fields[_PAYLOAD] = len(payload)
+    return pickle.dumps(tuple(fields), protocol=pickle.HIGHEST_PROTOCOL), payload
+
+
+def decode(data: bytes | bytearray) -> Message:
+    """The message a worker sent as ``data`` (written by :func:`encode` or
+    :func:`encode_parts`)."""
+    number, *fields = pickle.loads(data)  # a pickle ends where a payload after it begins
+    if number == _OUTCOME and isinstance(fields[_PAYLOAD - 1], int):
+        size = fields[_PAYLOAD - 1]
+        with memoryview(data) as view:
+            fields[_PAYLOAD - 1] = view[len(data) - size :].tobytes()
     message: Message = _KINDS[number](*fields)
     return message
 
 
-__all__ = ["Batch", "Idle", "Message", "Outcome", "Ready", "Refused", "decode", "encode"]
+__all__ = [
+    "TAIL_BYTES",
+    "Batch",
+    "Idle",
+    "Message",
+    "Outcome",
+    "Ready",
+    "Refused",
+    "decode",
+    "encode",
+    "encode_parts",
+]

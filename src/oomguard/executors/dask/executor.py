@@ -283,8 +283,10 @@ class DaskExecutor:
             resources = None
             if self.has_memory and limit:
                 resources = {"MEMORY": min(limit, self._largest_memory())}
-            # To where the results its aggregations refer to are held (else: "missing").
+            # To where most results its aggregations refer to are held; it takes the others
+            # from the workers holding them (else: "missing").
             where = {"workers": [at], "allow_other_workers": True, "priority": 1} if at else {}
+            peers = self.held.peers(items) if at else {}
             with warnings.catch_warnings():
                 # Aggregations carry their replicates' results: not a mistake here.
                 warnings.filterwarnings("ignore", message="Sending large graph")
@@ -293,6 +295,7 @@ class DaskExecutor:
                     items,
                     limit or None,
                     guarded=self.guarded,
+                    peers=peers or None,
                     key=f"{self.prefix}-{runs[0].attempt_id}",
                     resources=resources,
                     retries=0,
@@ -405,6 +408,7 @@ class DaskExecutor:
             return self._requeued(flight, "its inputs held on a Dask worker were gone")
         if address:
             self.held.saw(address, out)
+        self.counters.held_from_peers += out.fetched
         if address and out.isolation:
             self.isolation_modes[address] = out.isolation
         self.backlog.saw(flight.runs, out.outcomes, self.isolation_modes)  # sizes tasks

@@ -69,6 +69,8 @@ class Counters:
     worker_deaths: int = 0
     requeued: int = 0
     lost_before_gather: int = 0
+    #: held results an aggregation's worker took from the worker holding them
+    held_from_peers: int = 0
     #: the most attempts in flight at once (at most window x GROUP_MAX_ITEMS)
     max_in_flight: int = 0
     #: the most Dask futures in flight at once (at most the window)

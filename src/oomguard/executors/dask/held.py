@@ -13,8 +13,10 @@ The executor keeps where each is (:class:`HeldIndex`). When an aggregation's ite
 (:func:`~oomguard.scheduler.items.call_item`), the replicates whose *stored* result is the
 one of an attempt held on a worker (the store's ``results.attempt_id``) are sent as a
 :class:`~oomguard.worker.calls.HeldRef` instead of their bytes, and the Dask task goes to
-that worker:
-the results are neither read back from the store nor shipped to the cluster again. A held
+the worker holding most of them; it takes the others straight from the workers holding
+them (:func:`~.remote.tasks.run_calls` ``peers``: one transfer between two workers, as Dask
+moves a task's dependencies). The results are neither read back from the store nor
+shipped through this process and the Dask scheduler again. A held
 result is used once (taken from both sides); a retry of the aggregation reads the store.
 A worker that no longer holds one (dropped, restarted) answers ``missing`` before running
 anything, and the group's attempts are requeued, to be read from the store next time.
@@ -27,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 from oomguard.executors.dask.remote.answers import GroupAnswer
+from oomguard.worker.calls import CallItem, held_refs
 
 #: the most attempts the executor remembers as held (a safety bound; workers drop sooner)
 INDEX_MAX = 100_000
@@ -37,6 +40,8 @@ class HeldIndex:
 
     def __init__(self) -> None:
         self._at: OrderedDict[int, tuple[str, int]] = OrderedDict()
+        #: where each result taken for an item is (until the item is sent: :meth:`peers`)
+        self._taken: OrderedDict[int, str] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._at)
@@ -63,7 +68,8 @@ class HeldIndex:
 
     def __call__(self, attempt_ids: Sequence[int | None]) -> tuple[str | None, set[int]]:
         """The worker holding the most bytes of these attempts' results, and those of them
-        it holds (taken from the index: each held result is sent for once)."""
+        held on any worker (taken from the index: each held result is sent for once; where
+        each is, :meth:`peers` says)."""
         by_worker: dict[str, int] = {}
         for attempt_id in attempt_ids:
             at = self._at.get(attempt_id) if attempt_id is not None else None
@@ -74,10 +80,23 @@ class HeldIndex:
         address = max(by_worker, key=lambda a: by_worker[a])
         taken = set()
         for attempt_id in attempt_ids:
-            if attempt_id is not None and self._at.get(attempt_id, ("",))[0] == address:
-                del self._at[attempt_id]
+            at = self._at.pop(attempt_id, None) if attempt_id is not None else None
+            if attempt_id is not None and at is not None:
                 taken.add(attempt_id)
+                self._taken[attempt_id] = at[0]
+        while len(self._taken) > INDEX_MAX:  # items read and never sent
+            self._taken.popitem(last=False)
         return address, taken
+
+    def peers(self, items: Iterable[CallItem]) -> dict[int, str]:
+        """Where each result ``items`` refer to as held is (forgotten here)."""
+        out = {}
+        for item in items:
+            for attempt_id in held_refs(item):
+                at = self._taken.pop(attempt_id, None)
+                if at is not None:
+                    out[attempt_id] = at
+        return out
 
 
 __all__ = ["HeldIndex"]

@@ -24,6 +24,8 @@ DEATH_TOPIC = "oomguard-worker-death"
 NANNY_MEMORY_TOPIC = "worker-restart-memory"
 #: scheduler event topic a Dask worker names each of oomguard's keys on as it starts it
 STARTED_TOPIC = "oomguard-started"
+#: the Dask worker handler another worker takes held results from (worker_plugin.py)
+TAKE_HELD_OP = "oomguard_take_held"
 #: what every Dask key of oomguard's starts with
 KEY_PREFIX = "oomguard-"
 #: a Dask worker that runs attempts in its own thread (no pool of children)
@@ -37,6 +39,7 @@ __all__ = [
     "NANNY_MEMORY_TOPIC",
     "PLUGIN_NAME",
     "STARTED_TOPIC",
+    "TAKE_HELD_OP",
     "THREAD",
     "log",
 ]

@@ -108,6 +108,8 @@ class GroupAnswer:
     #: attempts whose results are now held on this worker, and those it dropped
     held: tuple[int, ...] = ()
     dropped: tuple[int, ...] = ()
+    #: results its aggregations took from the other workers holding them
+    fetched: int = 0
     duplicate: bool = False
     missing: bool = False
 

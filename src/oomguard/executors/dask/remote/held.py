@@ -44,6 +44,13 @@ class HeldResults:
                 self.bytes -= len(payload)
                 self._dropped.append(attempt_id)
 
+    def take(self, attempt_ids: Iterable[int]) -> dict[int, bytes]:
+        """Those of ``attempt_ids`` held here, taken (for another worker's aggregation)."""
+        with self._lock:
+            got = {a: self._results.pop(a) for a in attempt_ids if a in self._results}
+            self.bytes -= sum(len(v) for v in got.values())
+        return got
+
     def take_dropped(self) -> list[int]:
         with self._lock:
             dropped, self._dropped = self._dropped, []

@@ -12,20 +12,23 @@ is reported, so the executor can recycle workers that keep growing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import Mapping
 
 from distributed import get_client, get_worker
+from distributed.utils import sync
 
 from oomguard import procfs
-from oomguard.executors.dask.remote import STARTED_TOPIC, THREAD, log
+from oomguard.executors.dask.remote import STARTED_TOPIC, TAKE_HELD_OP, THREAD, log
 from oomguard.executors.dask.remote.answers import Evidence, GroupAnswer, Outcome
 from oomguard.executors.dask.remote.heap import trim
-from oomguard.executors.dask.remote.held import HOLD_FRACTION, refers
+from oomguard.executors.dask.remote.held import HOLD_FRACTION, HeldResults, refers
 from oomguard.executors.dask.remote.host_pool import ChildUnavailable
 from oomguard.executors.dask.remote.scheduler import first_start
 from oomguard.executors.dask.remote.worker_plugin import WorkerEvidencePlugin, plugin_of
-from oomguard.worker.calls import CallItem
+from oomguard.worker.calls import CallItem, held_refs
 from oomguard.worker.child import _run_one, maxrss_bytes, pickle_result, process_peak
 
 
@@ -69,8 +72,53 @@ def _run_item(item: CallItem) -> Outcome:
     return Outcome(item.attempt_id, ok, payload, fc, message, evidence, peak)
 
 
+#: how long a Dask worker waits for another to hand over the results it holds
+TAKE_HELD_S = 10.0
+
+
+def _bring_held(
+    items: list[CallItem], held: HeldResults, peers: Mapping[int, str], here: str | None
+) -> list[int]:
+    """Take the results ``items`` refer to and another worker holds (``peers``: where
+    each is) from that worker, straight (one transfer, as Dask moves a dependency), and
+    hold them here for :meth:`~.held.HeldResults.resolve`; the ids that came. One that does
+    not come (its worker dropped it, died, did not answer in :data:`TAKE_HELD_S`) leaves
+    the group ``missing``, as before."""
+    wanted: dict[str, list[int]] = {}
+    for item in items:
+        for attempt_id in held_refs(item):
+            at = peers.get(attempt_id)
+            if at is not None and at != here:
+                wanted.setdefault(at, []).append(attempt_id)
+    if not wanted:
+        return []
+    worker = get_worker()
+
+    async def take(address: str, attempt_ids: list[int]) -> list[tuple[int, bytes]]:
+        call = getattr(worker.rpc(address), TAKE_HELD_OP)
+        got: list[tuple[int, bytes]] = await asyncio.wait_for(
+            call(attempt_ids=attempt_ids), TAKE_HELD_S
+        )
+        return got
+
+    brought: list[int] = []
+    for address, attempt_ids in wanted.items():
+        try:
+            got = sync(worker.loop, take, address, attempt_ids)
+        except Exception as err:  # gone, or not answering: the group comes back missing
+            log.info("oomguard: no held results from %s: %s", address, err)
+            continue
+        for attempt_id, payload in got:
+            held.put(attempt_id, bytes(payload))
+            brought.append(attempt_id)
+    return brought
+
+
 def run_calls(
-    items: list[CallItem], limit: int | None = None, guarded: bool = False
+    items: list[CallItem],
+    limit: int | None = None,
+    guarded: bool = False,
+    peers: Mapping[int, str] | None = None,
 ) -> GroupAnswer:
     """Run a group of call items one after another on this Dask worker.
 
@@ -83,9 +131,10 @@ def run_calls(
     and malloc trimmed once after the group, and the worker's RSS reported then. Before
     each item the worker notes its position (:func:`read_progress`), so when the worker
     dies mid-group the executor can tell the attempts that ran from those that never began.
-    Results asked to be held are kept here for their aggregation (:mod:`.held`).
-    ``guarded``: the Dask scheduler runs :class:`~.scheduler.StartGuard` (see
-    :func:`_already_started`).
+    Results asked to be held are kept here for their aggregation (:mod:`.held`); those
+    its aggregations refer to that other workers hold (``peers``: attempt id -> worker
+    address) are taken from them first (:func:`_bring_held`). ``guarded``: the Dask
+    scheduler runs :class:`~.scheduler.StartGuard` (see :func:`_already_started`).
     """
     address, baseline = _worker_identity()
     plugin = _plugin()
@@ -93,9 +142,13 @@ def run_calls(
     if _already_started(guarded and isolated):
         return GroupAnswer(address, os.getpid(), duplicate=True)
     held = plugin.held if plugin is not None else None
+    fetched = _bring_held(items, held, peers, address) if held is not None and peers else []
     resolved = held.resolve(items) if held is not None else items
     if resolved is None or (held is None and any(map(refers, items))):
-        # A result an aggregation refers to is no longer held here: nothing runs.
+        # A result an aggregation refers to is no longer held here: nothing runs (and
+        # what was brought for it goes: the executor reads the store next time).
+        if held is not None:
+            held.take(fetched)
         return GroupAnswer(address, os.getpid(), missing=True)
     items = resolved
     key, progress = _current_key(), plugin.progress if plugin is not None else None
@@ -144,6 +197,7 @@ def run_calls(
         recycled=recycled,
         held=tuple(kept),
         dropped=tuple(held.take_dropped()) if held is not None else (),
+        fetched=len(fetched),
     )
 
 

@@ -13,11 +13,12 @@ import os
 
 from distributed import Worker
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.protocol.serialize import Serialize, to_serialize
 
 import oomguard.jobs.task  # noqa: F401  (part of the baseline, as in the local pool)
 from oomguard import procfs
 from oomguard.cgroups.detect import detect_isolation
-from oomguard.executors.dask.remote import PLUGIN_NAME, THREAD
+from oomguard.executors.dask.remote import PLUGIN_NAME, TAKE_HELD_OP, THREAD
 from oomguard.executors.dask.remote.answers import Evidence
 from oomguard.executors.dask.remote.heap import large_buffers_from_heap, trim
 from oomguard.executors.dask.remote.held import HeldResults
@@ -65,6 +66,9 @@ class WorkerEvidencePlugin(WorkerPlugin):
             self.oom_score_adj_error = str(err)
         self.progress = Progress()
         self.held = HeldResults()
+        # Another worker running an aggregation takes the results held here straight
+        # from this one, as Dask moves a task's dependencies (remote/tasks.py).
+        worker.handlers[TAKE_HELD_OP] = self.take_held
         self._start_pool(worker)
         if self.pool is not None and self.pool.isolated:
             large_buffers_from_heap()
@@ -98,7 +102,15 @@ class WorkerEvidencePlugin(WorkerPlugin):
         self.pool = pool
         pool.start()
 
+    def take_held(self, attempt_ids: list[int]) -> list[tuple[int, Serialize]]:
+        """The worker handler :data:`TAKE_HELD_OP`: those of ``attempt_ids`` held here,
+        taken, each as a frame of its own (not copied into the message)."""
+        got = self.held.take(attempt_ids) if self.held is not None else {}
+        return [(a, to_serialize(payload)) for a, payload in got.items()]  # type: ignore[no-untyped-call]
+
     def teardown(self, worker: Worker) -> None:
+        if worker.handlers.get(TAKE_HELD_OP) == self.take_held:
+            del worker.handlers[TAKE_HELD_OP]
         if self.pool is not None:
             status = getattr(getattr(worker, "status", None), "name", "")
             if status in ("running", "paused", "closing_gracefully"):
