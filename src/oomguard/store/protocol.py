@@ -615,6 +615,13 @@ class Store(Protocol):
         ``queued``, owned by it) in one transaction; none once it was taken over."""
         ...
 
+    def read_ready(
+        self, job_id: str, limit: int, grp_limit: int, held: Iterable[int] = ()
+    ) -> list[TaskRow]:
+        """Up to ``limit`` ready tasks not among ``held``, read and left ready (a
+        scheduler that owns the store alone takes its window without a write)."""
+        ...
+
     def next_not_before(self, job_id: str) -> float | None: ...
 
     def group_inputs(self, job_id: str, grp: int) -> tuple[str | None, list[bytes]]:
