@@ -225,6 +225,23 @@ def test_read_ready_reads_without_claiming_and_skips_what_is_held(store: Store) 
     assert store.read_ready("j1", limit=100, grp_limit=3, held=held + [t.id for t in rest]) == []
 
 
+def test_a_connection_that_defers_checkpoints_leaves_them_to_another(store_location: str) -> None:
+    # The scheduler loop's connection checkpoints only past 10,000 WAL pages; the sampler's
+    # checkpoint() copies what it committed into the store file (PostgreSQL: nothing to do).
+    loop, other = open_store(store_location), open_store(store_location)
+    try:
+        loop.defer_checkpoints()
+        _job(loop, n=50)
+        other.checkpoint()
+        assert len(loop.read_ready("j1", 100, 100)) == 50
+        if isinstance(loop, SqliteStore) and not is_url(store_location):
+            (pages,) = loop.db.execute("PRAGMA wal_autocheckpoint").fetchone()
+            assert pages == 10_000
+    finally:
+        loop.close()
+        other.close()
+
+
 def test_result_is_stored_exactly_once(store: Store) -> None:
     _job(store, n=1, groups_of=2, agg=True)
     t0, t1 = store.take_ready("j1", 10, 10)

@@ -150,6 +150,9 @@ class Scheduler:
         # Tasks another replica or process makes ready wake the loop as local ones do.
         self.wakeups = self.store.listen(self.tasks_added)
         self.sampler.start()
+        # The sampler's thread checkpoints the WAL after each of its writes (about once a
+        # second): the loop's commits no longer stall on a checkpoint's fsyncs.
+        self.store.defer_checkpoints()
         self.started = True
         self._publish_view(force=True)
         log.info(

@@ -144,6 +144,17 @@ class SqliteStore:
         a thread waiting for another's transaction wakes as it ends."""
         return self._conn.transaction()
 
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the store file, waiting for no one
+        (SQLite's ``PASSIVE`` checkpoint; nothing on PostgreSQL)."""
+        self.db.execute(Q["wal_checkpoint_passive"]).fetchall()
+
+    def defer_checkpoints(self) -> None:
+        """Leave the WAL's checkpoints to another connection's :meth:`checkpoint`: this
+        one checkpoints at its commits only past 10,000 pages, a fallback (SQLite's
+        ``wal_autocheckpoint``; nothing on PostgreSQL)."""
+        self.db.execute(Q["wal_autocheckpoint_late"]).fetchall()
+
     def next_attempt_id(self) -> int:
         row = self.db.execute(Q["next_attempt_id"]).fetchone()
         return int(row[0]) + 1
