@@ -1,16 +1,16 @@
 """What the store's hot path costs per task, write by write, on the calling thread's CPU.
 
 Question: of the scheduler loop's CPU per task (``benchmarks/throughput.py``, ``loop us``),
-how much is the store's own work, and in which of the three grouped transactions of a
-no-op task: taking a window (``take_ready``: the ``SELECT`` and its ``queued`` update), the
-claim (the attempt's insert and ``task_running``, as ``PendingWrites``), the end
-(``end_attempt``, the result, ``task_succeeded``)?
+how much is the store's own work, and in which step of a no-op task: taking a window
+(``read_ready``: a ``SELECT``; with ``--replica``, ``take_ready``: the ``SELECT`` and its
+``queued`` update, in a transaction), the claim (the attempt's insert and ``task_running``,
+as ``PendingWrites``), the end (``end_attempt``, the result, ``task_succeeded``)?
 
 Command (a few seconds):
 
     .venv/bin/python benchmarks/store_writes.py --n 20000 100000
 
-It runs what the loop runs through the public store (``open_store``, ``take_ready``,
+It runs what the loop runs through the public store (``open_store``, ``read_ready``,
 ``PendingWrites``, ``apply``), in windows of ``--window`` tasks, in a fresh store in a
 temporary directory, and reads ``time.thread_time`` around each step (the store's Python
 and SQLite's C both count; nothing else runs). Put another checkout's ``src`` first on
@@ -36,7 +36,7 @@ from oomguard.store.writes import AttemptRow, PendingWrites
 STEPS = ("take", "claim", "end")
 
 
-def run(n: int, window: int) -> dict[str, Any]:
+def run(n: int, window: int, replica: bool = False) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="oomguard-writes-")
     try:
         store = open_store(os.path.join(tmp, "store.sqlite"))
@@ -55,12 +55,18 @@ def run(n: int, window: int) -> dict[str, Any]:
         for start in range(0, n, 1000):  # as a submission does: 1,000 at a time
             store.add_tasks(rows[start : start + 1000], job_id="j", groups=min(n, start + 1000))
         store.set_job_groups("j", n, sealed=True)
+        # A scheduler that owns its store reads its window (read_ready, no write); a
+        # replica claims it (take_ready). A checkout from before read_ready claims.
+        read = None if replica else getattr(store, "read_ready", None)
         cpu = dict.fromkeys(STEPS, 0.0)
         attempt = 0
         done = 0
         while done < n:
             c0 = time.thread_time()
-            tasks = store.take_ready("j", window, n + 1)
+            if read is not None:
+                tasks = read("j", window, n + 1)
+            else:
+                tasks = store.take_ready("j", window, n + 1)
             c1 = time.thread_time()
             now = time.time()
             claims = PendingWrites()
@@ -130,8 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--n", type=int, nargs="+", default=[20000], help="tasks (default 20000)")
     p.add_argument("--window", type=int, default=150, help="tasks a step (default 150)")
+    p.add_argument(
+        "--replica",
+        action="store_true",
+        help="take each window as a replica does (take_ready: claimed, state queued)",
+    )
     args = p.parse_args(argv)
-    results = {str(n): run(n, args.window) for n in args.n}
+    results = {str(n): run(n, args.window, args.replica) for n in args.n}
     rows = [[n, *(r[step] for step in (*STEPS, "total"))] for n, r in results.items()]
     print(table(["n", "take us", "claim us", "end us", "total us/task"], rows))
     emit("store_writes", args, results)

@@ -203,6 +203,45 @@ def test_take_ready_respects_window_and_open_groups(store: Store) -> None:
     assert store.take_ready("j1", limit=100, grp_limit=3) == []
 
 
+def test_read_ready_reads_without_claiming_and_skips_what_is_held(store: Store) -> None:
+    # A scheduler that owns the store alone reads its window (no write): the tasks stay
+    # ready; those it holds are not read again, nor those begun, nor a retry not yet due.
+    _job(store, n=10, groups_of=2)
+    first = store.read_ready("j1", limit=4, grp_limit=3)
+    assert [(t.grp, t.replicate) for t in first] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert store.queries.counts("j1")["ready"] == 20 and store.queries.counts("j1")["queued"] == 0
+    held = [t.id for t in first]
+    rest = store.read_ready("j1", limit=100, grp_limit=3, held=held)
+    assert [(t.grp, t.replicate) for t in rest] == [(2, 0), (2, 1)]
+    _claim(store, first[0], 1)  # begun: running
+    writes = PendingWrites()
+    writes.task_retry(
+        first[1].id, n=1, oom_attempts=0, memory=None, not_before=time.time() + 3600,
+        failure_class="error", error="boom", now=time.time(),
+    )  # fmt: skip
+    store.apply(writes.take())
+    again = store.read_ready("j1", limit=100, grp_limit=3, held=held[2:])
+    assert [t.id for t in again] == [t.id for t in rest]
+    assert store.read_ready("j1", limit=100, grp_limit=3, held=held + [t.id for t in rest]) == []
+
+
+def test_a_connection_that_defers_checkpoints_leaves_them_to_another(store_location: str) -> None:
+    # The scheduler loop's connection checkpoints only past 10,000 WAL pages; the sampler's
+    # checkpoint() copies what it committed into the store file (PostgreSQL: nothing to do).
+    loop, other = open_store(store_location), open_store(store_location)
+    try:
+        loop.defer_checkpoints()
+        _job(loop, n=50)
+        other.checkpoint()
+        assert len(loop.read_ready("j1", 100, 100)) == 50
+        if isinstance(loop, SqliteStore) and not is_url(store_location):
+            (pages,) = loop.db.execute("PRAGMA wal_autocheckpoint").fetchone()
+            assert pages == 10_000
+    finally:
+        loop.close()
+        other.close()
+
+
 def test_result_is_stored_exactly_once(store: Store) -> None:
     _job(store, n=1, groups_of=2, agg=True)
     t0, t1 = store.take_ready("j1", 10, 10)

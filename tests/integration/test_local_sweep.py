@@ -57,6 +57,38 @@ def test_sweep_with_replicates_and_aggregations_writes_parquet(tmp_path: Path) -
     assert len(list(markers.iterdir())) == 600  # every replicate ran exactly once
 
 
+def test_a_small_window_read_without_claims_runs_each_task_once(tmp_path: Path) -> None:
+    # A scheduler that owns its store reads its window without claiming it (the tasks stay
+    # ready in the store): with a window of 6 refilled hundreds of times, what it begun,
+    # retried (ready again, behind where it read) and released (aggregations) is read
+    # again exactly when it should be: every replicate runs once, a failing one twice.
+    markers = tmp_path / "m"
+    markers.mkdir()
+    params = ({"x": i, "marker_dir": str(markers)} for i in range(60))
+    with oomguard.Runner(
+        store=str(tmp_path / "s.sqlite"), workers=2, window=6, retries=1
+    ) as runner:
+        job = runner.sweep(
+            "fixtures.tasks:counted_failing_once",
+            params,
+            replicates=2,
+            aggregate="fixtures.tasks:total",
+        )
+        status = job.wait(timeout=180, progress=False)
+        assert status["state"] == "succeeded"
+        assert status["counts"]["succeeded"] == 180
+    runs = sorted(name.rsplit("-", 1)[0] for name in os.listdir(markers))
+    assert runs == sorted(
+        f"{x}-{rep}" for x in range(60) for rep in range(2) for _ in range(1 + x % 2)
+    )
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        attempts = dict(db.execute("SELECT task_id, COUNT(*) FROM attempts GROUP BY task_id"))
+        kinds = dict(db.execute("SELECT id, kind FROM tasks"))
+    assert len(attempts) == 180
+    assert sum(attempts.values()) == 180 + 60  # 60 odd replicates ran twice
+    assert all(n == 1 for task, n in attempts.items() if kinds[task] == "aggregate")
+
+
 def test_worker_killed_mid_task_is_replaced_and_task_retried(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     pids.mkdir()

@@ -5,6 +5,8 @@ writer; a sampler that cannot write never stops the loop."""
 from __future__ import annotations
 
 import logging
+import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -146,16 +148,27 @@ def test_a_sampler_that_cannot_write_logs_and_goes_on(
         assert [(s.running, s.job_admitted_bytes) for s in store.samples.series("j")] == [(1, 4)]
 
 
-def test_a_tick_that_cannot_read_the_scheduler_is_logged_not_raised(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    SqliteStore(tmp_path / "s.sqlite").close()
-    sampler = Sampler(str(tmp_path / "s.sqlite"), interval=0.0)
-    sampler.start()
-    try:
-        with caplog.at_level(logging.ERROR, logger="oomguard.scheduler.samples"):
-            sampler.tick(object())  # type: ignore[arg-type]  # no budget, no recorder
-        assert "could not take a sample" in caplog.text
-    finally:
+def test_the_sampler_checkpoints_what_the_loop_wrote(tmp_path: Path) -> None:
+    # The loop's connection defers the WAL's checkpoints (store.defer_checkpoints): the
+    # sampler's thread checkpoints after each of its writes. What a checkpoint copied is
+    # in the store file itself: a copy of that file alone (no WAL) shows it.
+    path = tmp_path / "s.sqlite"
+
+    def in_the_file() -> int:
+        copy = tmp_path / f"copy-{time.monotonic_ns()}.sqlite"
+        shutil.copyfile(path, copy)
+        with sqlite3.connect(copy) as db:
+            return int(db.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'k%'").fetchone()[0])
+
+    with SqliteStore(path) as loop:
+        loop.checkpoint()  # the new store's schema in the file
+        loop.defer_checkpoints()
+        for n in range(1500):  # 1,500 commits of a page or more: past SQLite's 1,000
+            with loop.transaction() as db:
+                db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"k{n}", "x" * 3000))
+        assert in_the_file() == 0  # the loop's commits checkpointed nothing
+        sampler = Sampler(str(path), interval=60.0)
+        sampler.start()
+        sampler.offer(snapshot(time.time(), 10, 4, ["j"], [("j", 4)], {}))
         sampler.stop()
-    assert sampler.written == 0
+        assert in_the_file() == 1500

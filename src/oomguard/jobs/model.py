@@ -8,7 +8,7 @@ import enum
 class TaskState(str, enum.Enum):
     PENDING = "pending"  # waiting for dependencies (aggregations)
     READY = "ready"  # may run
-    QUEUED = "queued"  # taken into the scheduler's in-memory window
+    QUEUED = "queued"  # taken into a replica's in-memory window, or handed back to one
     RUNNING = "running"  # an attempt holds a lease
     SUCCEEDED = "succeeded"
     FAILED = "failed"

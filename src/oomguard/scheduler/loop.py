@@ -66,7 +66,9 @@ class Scheduler:
         self.id = uuid.uuid4().hex
         self.store = open_store(config.store)
         self.writes = PendingWrites()
-        self.window = Window(self.store, config.window, config.batch_size, owner=self.id)
+        self.window = Window(
+            self.store, config.window, config.batch_size, owner=self.id, claim=config.replica
+        )
         #: what :meth:`start` built (scheduler/compose.py); None before it
         self.parts: Parts | None = None
         #: the dashboard's time series, written on its own thread (scheduler/samples.py)
@@ -148,6 +150,9 @@ class Scheduler:
         # Tasks another replica or process makes ready wake the loop as local ones do.
         self.wakeups = self.store.listen(self.tasks_added)
         self.sampler.start()
+        # The sampler's thread checkpoints the WAL after each of its writes (about once a
+        # second): the loop's commits no longer stall on a checkpoint's fsyncs.
+        self.store.defer_checkpoints()
         self.started = True
         self._publish_view(force=True)
         log.info(
@@ -389,6 +394,10 @@ class Scheduler:
         in_hand = bool(self.window or self.recorder.running)
         self._refresh_active(force=added or (self._had_work and not in_hand))
         self._had_work = in_hand
+        if not self.window.claim:
+            # The window reads ready tasks without claiming them: what left it (begun,
+            # refused) must no longer read as ready.
+            self.flush()
         self.window.refill(now, self._active)
 
     def flush(self) -> None:

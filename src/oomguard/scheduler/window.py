@@ -18,10 +18,22 @@ REFILL_AGAIN = 0.02
 class Window:
     """Up to :attr:`size` tasks in memory; the loop refills it when half empty."""
 
-    def __init__(self, store: Store, size: int, batch_size: int, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        size: int,
+        batch_size: int,
+        owner: str | None = None,
+        claim: bool = True,
+    ) -> None:
         self.store = store
         #: the scheduler whose window this is: the tasks it takes are claimed for it
         self.owner = owner
+        #: whether taking a task writes its claim (state ``queued``, ``owner``): a replica's
+        #: window, which other replicas take from too. A scheduler that owns the store alone
+        #: reads its tasks and leaves them ready (``Store.read_ready``): the claim cost a
+        #: row write a task, and nothing else takes them while it lives.
+        self.claim = claim
         #: the tasks, in the order they are dispatched
         self.tasks: deque[TaskRow] = deque()
         self.size = size
@@ -45,7 +57,9 @@ class Window:
         return len(self.tasks) < self.size // 2 and (added or now >= self._refill_after)
 
     def refill(self, now: float, active: Iterable[str]) -> None:
-        """Take ready tasks of the ``active`` jobs, in order, up to :attr:`size`."""
+        """Take ready tasks of the ``active`` jobs, in order, up to :attr:`size`. Without
+        :attr:`claim`, every task that left the window must have its new state committed
+        first (the loop flushes before refilling): one still ready would be read again."""
         want = self.size - len(self.tasks)
         for job_id in active:
             if want <= 0:
@@ -53,9 +67,12 @@ class Window:
             low = self.store.low_group(job_id)
             if low is None:
                 continue
-            rows = self.store.take_ready(
-                job_id, want, low + self.batch_size(job_id), owner=self.owner
-            )
+            grp_limit = low + self.batch_size(job_id)
+            if self.claim:
+                rows = self.store.take_ready(job_id, want, grp_limit, owner=self.owner)
+            else:
+                held = [t.id for t in self.tasks if t.job_id == job_id]
+                rows = self.store.read_ready(job_id, want, grp_limit, held)
             # An aggregation goes first: its inputs were just made (held on a Dask worker).
             self.tasks.extendleft(reversed([r for r in rows if r.kind == "aggregate"]))
             self.tasks.extend(r for r in rows if r.kind != "aggregate")

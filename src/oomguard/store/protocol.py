@@ -615,6 +615,23 @@ class Store(Protocol):
         ``queued``, owned by it) in one transaction; none once it was taken over."""
         ...
 
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the store file, waiting for no one
+        (SQLite; nothing on PostgreSQL)."""
+        ...
+
+    def defer_checkpoints(self) -> None:
+        """Leave the WAL's checkpoints to another connection's :meth:`checkpoint`, this
+        one checkpointing only far later, a fallback (SQLite; nothing on PostgreSQL)."""
+        ...
+
+    def read_ready(
+        self, job_id: str, limit: int, grp_limit: int, held: Iterable[int] = ()
+    ) -> list[TaskRow]:
+        """Up to ``limit`` ready tasks not among ``held``, read and left ready (a
+        scheduler that owns the store alone takes its window without a write)."""
+        ...
+
     def next_not_before(self, job_id: str) -> float | None: ...
 
     def group_inputs(self, job_id: str, grp: int) -> tuple[str | None, list[bytes]]:

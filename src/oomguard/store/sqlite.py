@@ -144,6 +144,17 @@ class SqliteStore:
         a thread waiting for another's transaction wakes as it ends."""
         return self._conn.transaction()
 
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the store file, waiting for no one
+        (SQLite's ``PASSIVE`` checkpoint; nothing on PostgreSQL)."""
+        self.db.execute(Q["wal_checkpoint_passive"]).fetchall()
+
+    def defer_checkpoints(self) -> None:
+        """Leave the WAL's checkpoints to another connection's :meth:`checkpoint`: this
+        one checkpoints at its commits only past 10,000 pages, a fallback (SQLite's
+        ``wal_autocheckpoint``; nothing on PostgreSQL)."""
+        self.db.execute(Q["wal_autocheckpoint_late"]).fetchall()
+
     def next_attempt_id(self) -> int:
         row = self.db.execute(Q["next_attempt_id"]).fetchone()
         return int(row[0]) + 1
@@ -371,7 +382,29 @@ class SqliteStore:
                     )
                 }
                 rows = [r for r in rows if r[0] in claimed]
-        tasks = [TaskRow(*r) for r in rows]
+        return self._with_params([TaskRow(*r) for r in rows])
+
+    def read_ready(
+        self, job_id: str, limit: int, grp_limit: int, held: Iterable[int] = ()
+    ) -> list[TaskRow]:
+        """:meth:`take_ready` for a scheduler that owns the store alone (not a replica):
+        up to ``limit`` ready tasks that are not among ``held`` (its window's), read and
+        left ready: nothing to write, as no other scheduler takes tasks from this store
+        while it lives, and one that dies leaves nothing queued to recover."""
+        rows = self.db.execute(
+            Q["read_ready"],
+            {
+                "job_id": job_id,
+                "now": time.time(),
+                "grp_limit": grp_limit,
+                "limit": limit,
+                "held": json.dumps(list(held)),
+            },
+        ).fetchall()
+        return self._with_params([TaskRow(*r) for r in rows])
+
+    def _with_params(self, tasks: list[TaskRow]) -> list[TaskRow]:
+        """``tasks`` with their large params read from their blobs."""
         for task in tasks:
             if task.params_ref is not None:
                 try:

@@ -28,3 +28,15 @@ WHERE job_id = :job_id AND state = 'ready' AND not_before <= :now AND grp < :grp
 ORDER BY grp, id
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
+
+-- name: read_ready
+-- read_ready with jsonb_array_elements_text for json_each (no row lock: the scheduler that
+-- reads owns the store alone).
+SELECT id, job_id, grp, kind, replicate, fn, params, params_ref, payload, payload_ref, attempts,
+       oom_attempts, retries, oom_retries, timeout, memory, memory_key, lock_key
+FROM tasks
+WHERE job_id = :job_id AND state = 'ready' AND not_before <= :now AND grp < :grp_limit
+      AND id NOT IN (SELECT CAST(value AS bigint) FROM
+          jsonb_array_elements_text(CAST(:held AS jsonb)) AS value)
+ORDER BY grp, id
+LIMIT :limit;
