@@ -153,19 +153,38 @@ def call(item: CallItem, fn: Callable[..., object]) -> object:
     raise TypeError(f"not a call item: {type(item).__name__}")
 
 
+#: the most functions a worker keeps loaded (a reference per command line is not kept)
+FUNCTIONS_KEPT = 256
+
+
+def _load(
+    ref: str, task_dir: str | None, functions: dict[str, Callable[..., object]] | None
+) -> Callable[..., object]:
+    from oomguard.jobs.command import is_command
+    from oomguard.jobs.task import load, unwrap, worker_import
+
+    with worker_import(ref):
+        fn = unwrap(load(ref, task_dir))
+    if functions is not None and len(functions) < FUNCTIONS_KEPT and not is_command(ref):
+        functions[ref] = fn
+    return fn
+
+
 def _run_one(
-    item: CallItem, task_dir: str | None = None
+    item: CallItem,
+    task_dir: str | None = None,
+    functions: dict[str, Callable[..., object]] | None = None,
 ) -> tuple[bool, object, FailureClass | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback).
 
-    On failure ``value`` is the failure's evidence (a command's exit status, signal and
-    pid: :class:`~oomguard.jobs.command.CommandFailed`), else None."""
-    from oomguard.jobs.command import CommandFailed
-    from oomguard.jobs.task import load, unwrap, worker_import
-
+    ``functions``: the functions this worker loaded, by reference (its module is imported
+    once anyway: looked up again, it costs more than a no-op task's call). On failure
+    ``value`` is the failure's evidence (a command's exit status, signal and pid:
+    :class:`~oomguard.jobs.command.CommandFailed`), else None."""
     try:
-        with worker_import(item.fn):
-            fn = unwrap(load(item.fn, task_dir))
+        fn = functions.get(item.fn) if functions is not None else None
+        if fn is None:
+            fn = _load(item.fn, task_dir, functions)
         value = call(item, fn)
     except MemoryError:
         tb = traceback.format_exc(limit=20)
@@ -173,6 +192,8 @@ def _run_one(
     except BaseException as err:  # a task may raise anything, SystemExit included
         if isinstance(err, KeyboardInterrupt):
             raise
+        from oomguard.jobs.command import CommandFailed
+
         if isinstance(err, CommandFailed):  # the program's own failure: no traceback
             return False, dict(err.data), FailureClass.ERROR, f"{type(err).__name__}: {err}", None
         tb = traceback.format_exc(limit=50)
@@ -257,6 +278,7 @@ def main(argv: list[str]) -> None:
     growth_limit = cfg.get("recycle_growth_bytes")
     max_tasks = cfg.get("max_tasks") or 0
     done = 0
+    functions: dict[str, Callable[..., object]] = {}  # loaded once each (see _run_one)
     _send(conn_out, Ready(os.getpid(), baseline))
     while True:
         batch = _next_batch(conn_in, hygiene)
@@ -297,7 +319,7 @@ def main(argv: list[str]) -> None:
             rss_before = rss
             maxrss_before = maxrss_bytes()
             t0 = time.time()
-            ok, value, fc, message, tb = _run_one(item, task_dir)
+            ok, value, fc, message, tb = _run_one(item, task_dir, functions)
             elapsed = time.time() - t0
             left = leftovers.sweep()
             peak = None
