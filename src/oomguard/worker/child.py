@@ -100,6 +100,8 @@ class _Cgroup:
         self._kills = _OpenFile(
             os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")
         )
+        self._kills_text: str | None = None
+        self._kills_value: int | None = None
 
     def start(self) -> tuple[int | None, int | None]:
         """Restart the peak; ``(oom_kill counter, usage now)``."""
@@ -115,7 +117,10 @@ class _Cgroup:
         text = self._kills.read()
         if text is None:
             return self.cg.oom_kills()
-        return parse_flat_keyed(text).get("oom_kill")
+        if text != self._kills_text:  # parsed again only when the file changed
+            self._kills_text = text
+            self._kills_value = parse_flat_keyed(text).get("oom_kill")
+        return self._kills_value
 
     def lower(self, limit: int | None, hygiene: Hygiene) -> str | None:
         """Lower the limit to ``limit``, giving memory back first if the kernel refuses;
@@ -303,12 +308,15 @@ def main(argv: list[str]) -> None:
         per_item = len(items) == 1
         oom_seen, usage_start = cgroup.start() if cgroup and not per_item else (None, None)
         rss_before = batch_rss = rss_bytes()
+        #: the last attempt's RSS as it ended, where its peak read it: this one's start
+        rss_after: int | None = None
         for index, item in enumerate(items):
             if cgroup and per_item:
                 oom_before, usage_start = cgroup.start()
             else:
                 oom_before = oom_seen
-            rss = rss_bytes()
+            rss = rss_after if rss_after is not None else rss_bytes()
+            rss_after = None
             if index and rss > rss_before + GC_GROWTH:
                 # Each attempt of a batch as clean as one alone: what the last one left in
                 # reference cycles is collected before the next one starts.
@@ -333,7 +341,11 @@ def main(argv: list[str]) -> None:
             if not per_item and oom_after is not None:
                 oom_seen = oom_after
             if peak is None:
-                peak = process_peak(maxrss_before, rss_before)
+                # process_peak, keeping the RSS it read for the next attempt's start
+                peak = maxrss_bytes()
+                if peak <= maxrss_before:
+                    rss_after = rss_bytes()
+                    peak = max(rss_before, rss_after)
                 start = rss_before
             else:
                 start = usage_start or 0
