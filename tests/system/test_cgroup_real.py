@@ -16,7 +16,7 @@ import pytest
 
 from oomguard.cgroups.cgroup import classify_counters
 from oomguard.cgroups.detect import IsolationPlan, detect_isolation
-from oomguard.cgroups.workers import WorkerCgroups
+from oomguard.cgroups.workers import CounterFiles, WorkerCgroups
 
 pytestmark = pytest.mark.system
 
@@ -83,6 +83,43 @@ def test_child_over_its_limit_is_oom_killed_in_its_cgroup(workers: WorkerCgroups
     assert worker.reset_peak() is True
     peak = worker.counters().peak_bytes
     assert peak is not None and peak < 48 * MiB
+
+
+def test_counters_read_through_kept_files_see_the_kill_and_the_reset(
+    workers: WorkerCgroups,
+) -> None:
+    """The pool and the worker read counters through files kept open (CounterFiles):
+    they give what a read by path gives, before and after a real OOM kill, and their
+    reset restarts the peak as MemoryCgroup.reset_peak does."""
+    worker = workers.new_worker("worker-0", 64 * MiB)
+    files = CounterFiles(worker)
+    before = files.counters()
+    by_path = worker.counters()
+    assert (before.oom_kill, before.limit_bytes) == (by_path.oom_kill, 64 * MiB)
+    assert before.usage_bytes is not None and before.peak_bytes is not None
+    child = subprocess.Popen([sys.executable, "-c", ALLOCATE], stdin=subprocess.PIPE)
+    status: int | None = None
+    try:
+        worker.add_process(child.pid)
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+        _, status, _ = os.wait4(child.pid, 0)
+        child.returncode = -signal.SIGKILL
+    finally:
+        if status is None:
+            child.kill()
+            child.wait()
+    after = files.counters()
+    assert after.oom_kill is not None and before.oom_kill is not None
+    assert after.oom_kill == before.oom_kill + 1 == worker.counters().oom_kill
+    assert classify_counters(before, after) == "oom_cgroup"
+    assert after.peak_bytes is not None and 48 * MiB <= after.peak_bytes <= 64 * MiB
+    assert files.reset_peak() is True
+    peak = files.counters().peak_bytes
+    assert peak is not None and peak < 48 * MiB
+    files.close()
+    assert files.counters().oom_kill == after.oom_kill  # closed: read by path
 
 
 def test_limits_grow_and_shrink_and_leftovers_go(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import FrozenInstanceError, replace
 
 import pytest
@@ -65,3 +66,24 @@ def test_the_worker_calls_each_form_as_it_says() -> None:
     assert call(agg, seen) == (({"k": 1}, [1, "two"]), {})
     with pytest.raises(RuntimeError, match="attempt 7"):
         call(AGG, seen)  # a held result not put in by its worker
+
+
+def test_the_worker_loads_a_function_once_and_keeps_no_command_or_failure() -> None:
+    """A worker keeps the functions it loaded, by reference (_run_one's ``functions``):
+    the same reference runs from it; a command's reference, one per command line, and a
+    reference that failed to load are not kept."""
+    from oomguard.jobs.command import Command
+    from oomguard.jobs.model import FailureClass
+    from oomguard.worker.child import _run_one
+
+    functions: dict[str, Callable[..., object]] = {}
+    ok, value, *_ = _run_one(JsonCall(1, "oomguard.examples:noop", '{"x": 5}'), None, functions)
+    assert (ok, value) == (True, 5)
+    assert list(functions) == ["oomguard.examples:noop"]
+    functions["oomguard.examples:noop"] = lambda x: x + 1  # what is kept is what runs
+    assert _run_one(JsonCall(2, "oomguard.examples:noop", '{"x": 5}'), None, functions)[1] == 6
+    ok, _, fc, message, _ = _run_one(JsonCall(3, "no_such_module_xyz:f", None), None, functions)
+    assert not ok and fc is FailureClass.ERROR and "no_such_module_xyz" in (message or "")
+    ref = Command(("true",), False).reference
+    assert _run_one(JsonCall(4, ref, None), None, functions)[0] is True
+    assert list(functions) == ["oomguard.examples:noop"]

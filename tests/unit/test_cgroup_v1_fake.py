@@ -22,7 +22,7 @@ from fixtures.fake_cgroup import (
 from oomguard.cgroups import cgroup, v1
 from oomguard.cgroups.cgroup import MemoryCgroup, classify_counters
 from oomguard.cgroups.detect import detect_isolation
-from oomguard.cgroups.workers import WorkerCgroups
+from oomguard.cgroups.workers import CounterFiles, WorkerCgroups
 from oomguard.errors import IsolationError
 
 MiB = 1024**2
@@ -66,6 +66,29 @@ def test_counters_and_classification(tmp_path: Path) -> None:
     assert classify_counters(before, cg.counters()) == "oom_cgroup"
     assert cg.reset_peak() is True
     assert (d / "memory.max_usage_in_bytes").read_text() == "0"
+
+
+def test_counter_files_kept_open_read_what_counters_reads(tmp_path: Path) -> None:
+    """The pool's and the worker's reads through files kept open: the same snapshot as a
+    read by path, following the files as they change; a file that cannot be opened makes
+    them read by path."""
+    d = write_files(tmp_path / "w", {**V1_FILES, "memory.limit_in_bytes": str(64 * MiB)})
+    cg = MemoryCgroup(d, 1)
+    files = CounterFiles(cg)
+    assert files.counters() == cg.counters()
+    (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (d / "memory.usage_in_bytes").write_text(str(3 * MiB))
+    (d / "memory.max_usage_in_bytes").write_text(str(5 * MiB))
+    (d / "memory.limit_in_bytes").write_text(str(V1_UNLIMITED))
+    after = files.counters()
+    assert after == cg.counters()
+    assert (after.oom_kill, after.usage_bytes, after.peak_bytes) == (2, 3 * MiB, 5 * MiB)
+    assert after.limit_bytes is None
+    files.close()
+    assert files.counters() == cg.counters()
+    (d / "memory.max_usage_in_bytes").unlink()
+    partial = CounterFiles(cg)
+    assert partial.counters() == cg.counters() and partial.counters().peak_bytes is None
 
 
 @pytest.fixture

@@ -230,3 +230,23 @@ def test_two_subtrees_in_one_process_never_share_workers(tree: tuple[Path, Path,
     assert [p.name for p in own.iterdir() if p.name.startswith("oomguard-")] == [
         "oomguard-scheduler"
     ]
+
+
+def test_counter_files_kept_open_read_what_counters_reads(tmp_path: Path) -> None:
+    """v2: events, current and max through files kept open, the peak through the file
+    its reset was written to, as MemoryCgroup.counters reads them."""
+    from oomguard.cgroups.workers import CounterFiles
+
+    d = write_files(tmp_path / "w", {**V2_FILES, "memory.max": str(64 * 1024**2)})
+    cg = MemoryCgroup(d, 2)
+    files = CounterFiles(cg)
+    assert files.counters() == cg.counters()
+    (d / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n")
+    (d / "memory.current").write_text("4096")
+    (d / "memory.peak").write_text("8192")
+    (d / "memory.max").write_text("max")
+    after = files.counters()
+    assert after == cg.counters()
+    assert (after.oom, after.oom_kill, after.usage_bytes, after.peak_bytes) == (1, 1, 4096, 8192)
+    assert after.limit_bytes is None
+    files.close()

@@ -47,6 +47,41 @@ def test_sweep_kills_what_the_cgroup_lists_besides_the_worker(tmp_path: Path) ->
     assert json.loads(out) == {"first": 2, "gone": [True, True], "again": 0}
 
 
+WATCHDOG_SWEEP = """
+import json, os, subprocess, sys, time
+from oomguard.worker.leftovers import Leftovers
+sweeper = Leftovers(None)
+quiet = sweeper.sweep()  # nothing started: nothing listed, nothing killed
+done = subprocess.Popen(["true"])
+while open(f"/proc/{done.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    time.sleep(0.01)
+exited = sweeper.sweep()  # a child that exited by itself is reaped, not counted
+zombie_left = os.path.exists(f"/proc/{done.pid}")
+running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+killed = sweeper.sweep()
+sweeper.reap()
+print(json.dumps({"quiet": quiet, "exited": exited, "zombie_left": zombie_left,
+                  "killed": killed, "gone": not os.path.exists(f"/proc/{running.pid}")}))
+"""
+
+
+def test_watchdog_sweep_kills_running_children_and_reaps_exited_ones() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", WATCHDOG_SWEEP],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert json.loads(out) == {
+        "quiet": 0,
+        "exited": 0,
+        "zombie_left": False,
+        "killed": 1,
+        "gone": True,
+    }
+
+
 class _StuckCgroup:
     """A cgroup whose processes the kernel cannot free (one in D state, say)."""
 

@@ -206,6 +206,12 @@ class MemoryCgroup:
             "oom_kill"
         )
 
+    def read_peak(self) -> int | None:
+        """The peak counter alone (v2: through the file a reset was written to)."""
+        if self.version == 2:
+            return self._read_peak_v2()
+        return read_int(self.path / "memory.max_usage_in_bytes")
+
     def _read_peak_v2(self) -> int | None:
         if self._peak_fd is not None:
             try:

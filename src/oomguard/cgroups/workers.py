@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 from oomguard.cgroups import cgroup as cgroupfs  # tests replace its _mkdir, _write
-from oomguard.cgroups import v2
-from oomguard.cgroups.cgroup import MemoryCgroup, read_pids
+from oomguard.cgroups import v1, v2
+from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup, read_pids
 from oomguard.cgroups.detect import SCHEDULER_LEAF, IsolationPlan
 from oomguard.errors import IsolationError
 from oomguard.procfs import process_start_time, read_text
@@ -41,6 +41,111 @@ def _claim_run_dir(own: Path, pid: int, start: int) -> Path:
             run_dir = own / f"oomguard-{pid}-{start}-{n:x}"
         _IN_USE.add(run_dir)
         return run_dir
+
+
+#: the files a worker cgroup's counters are read from: oom_kill (and oom), usage, peak,
+#: limit (v2's peak is read through the cgroup's own reset file, see MemoryCgroup)
+_COUNTER_FILES = {
+    1: (
+        "memory.oom_control",
+        "memory.usage_in_bytes",
+        "memory.max_usage_in_bytes",
+        "memory.limit_in_bytes",
+    ),
+    2: ("memory.events", "memory.current", None, "memory.max"),
+}
+
+
+def _int(raw: bytes) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+class CounterFiles:
+    """A worker cgroup's counter files, opened once and read with ``pread``.
+
+    Read around every batch (the pool, before it sends one) and every attempt (the
+    worker, for its peak): opening, reading and closing each file by its path cost about
+    33 us a file here (130 us a snapshot of four), one ``pread`` of a file kept open about
+    1.3 us. Where a file cannot be opened (a fake tree, an old kernel) :meth:`counters`
+    reads the cgroup's files by path as :meth:`MemoryCgroup.counters` does. Close it
+    before the cgroup is removed.
+    """
+
+    def __init__(self, cgroup: MemoryCgroup) -> None:
+        self.cgroup = cgroup
+        self._fds: list[int | None] = []
+        self._complete = True
+        for name in _COUNTER_FILES[cgroup.version]:
+            fd = None
+            if name is not None:
+                # v1's peak file is also where a reset is written (reset_peak)
+                flags = os.O_RDWR if name == "memory.max_usage_in_bytes" else os.O_RDONLY
+                try:
+                    fd = os.open(cgroup.path / name, flags | os.O_CLOEXEC)
+                except OSError:
+                    self._complete = False
+            self._fds.append(fd)
+
+    def _read(self, index: int) -> bytes | None:
+        fd = self._fds[index]
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, 4096, 0)
+        except OSError:
+            return None
+
+    def counters(self) -> CgroupCounters:
+        """The counters now, as :meth:`MemoryCgroup.counters` reads them."""
+        if not self._complete:
+            return self.cgroup.counters()
+        events, usage, peak, limit = (self._read(i) for i in range(4))
+        if self.cgroup.version == 2:
+            keyed = v2.parse_flat_keyed(events.decode() if events else "")
+            try:
+                max_bytes = v2.parse_max(limit.decode()) if limit else None
+            except ValueError:
+                max_bytes = None
+            return CgroupCounters(
+                oom=keyed.get("oom"),
+                oom_kill=keyed.get("oom_kill"),
+                usage_bytes=_int(usage) if usage else None,
+                peak_bytes=self.cgroup.read_peak(),
+                limit_bytes=max_bytes,
+            )
+        try:
+            limit_bytes = v1.parse_limit(limit.decode()) if limit else None
+        except ValueError:
+            limit_bytes = None
+        return CgroupCounters(
+            oom=None,
+            oom_kill=v1.parse_oom_control(events.decode() if events else "").get("oom_kill"),
+            usage_bytes=_int(usage) if usage else None,
+            peak_bytes=_int(peak) if peak else None,
+            limit_bytes=limit_bytes,
+        )
+
+    def reset_peak(self) -> bool:
+        """:meth:`MemoryCgroup.reset_peak`, with v1's reset written to the file kept open."""
+        fd = self._fds[2]
+        if self.cgroup.version == 1 and fd is not None:
+            try:
+                os.pwrite(fd, b"0", 0)
+            except OSError:
+                return False
+            return True
+        return self.cgroup.reset_peak()
+
+    def close(self) -> None:
+        for fd in self._fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fds = [None] * len(self._fds)
+        self._complete = False
 
 
 def _alive(pid: int, start: int, proc_root: Path) -> bool:

@@ -13,6 +13,7 @@ import gc
 import json
 import os
 import pickle
+import resource
 import signal
 import sys
 import time
@@ -89,29 +90,38 @@ class _Cgroup:
 
     def __init__(self, path: str, version: int) -> None:
         from oomguard.cgroups.cgroup import MemoryCgroup
+        from oomguard.cgroups.workers import CounterFiles
 
         self.cg = MemoryCgroup(__import__("pathlib").Path(path), version)
+        #: the counter files, kept open: read around every batch, or every attempt of a
+        #: batch of one (a snapshot by path cost about 110 us here, four preads about 5)
+        self.files = CounterFiles(self.cg)
         self.can_reset = True
         #: the file with the ``oom_kill`` counter, read after every attempt
         self._kills = _OpenFile(
             os.path.join(path, "memory.events" if version == 2 else "memory.oom_control")
         )
+        self._kills_text: str | None = None
+        self._kills_value: int | None = None
 
     def start(self) -> tuple[int | None, int | None]:
         """Restart the peak; ``(oom_kill counter, usage now)``."""
-        self.can_reset = self.cg.reset_peak()
-        c = self.cg.counters()
+        self.can_reset = self.files.reset_peak()
+        c = self.files.counters()
         return c.oom_kill, c.usage_bytes
 
     def end(self) -> tuple[int | None, int | None]:
-        c = self.cg.counters()
+        c = self.files.counters()
         return (c.peak_bytes if self.can_reset else None), c.oom_kill
 
     def oom_kills(self) -> int | None:
         text = self._kills.read()
         if text is None:
             return self.cg.oom_kills()
-        return parse_flat_keyed(text).get("oom_kill")
+        if text != self._kills_text:  # parsed again only when the file changed
+            self._kills_text = text
+            self._kills_value = parse_flat_keyed(text).get("oom_kill")
+        return self._kills_value
 
     def lower(self, limit: int | None, hygiene: Hygiene) -> str | None:
         """Lower the limit to ``limit``, giving memory back first if the kernel refuses;
@@ -149,19 +159,38 @@ def call(item: CallItem, fn: Callable[..., object]) -> object:
     raise TypeError(f"not a call item: {type(item).__name__}")
 
 
+#: the most functions a worker keeps loaded (a reference per command line is not kept)
+FUNCTIONS_KEPT = 256
+
+
+def _load(
+    ref: str, task_dir: str | None, functions: dict[str, Callable[..., object]] | None
+) -> Callable[..., object]:
+    from oomguard.jobs.command import is_command
+    from oomguard.jobs.task import load, unwrap, worker_import
+
+    with worker_import(ref):
+        fn = unwrap(load(ref, task_dir))
+    if functions is not None and len(functions) < FUNCTIONS_KEPT and not is_command(ref):
+        functions[ref] = fn
+    return fn
+
+
 def _run_one(
-    item: CallItem, task_dir: str | None = None
+    item: CallItem,
+    task_dir: str | None = None,
+    functions: dict[str, Callable[..., object]] | None = None,
 ) -> tuple[bool, object, FailureClass | None, str | None, str | None]:
     """Call the task: (ok, value, failure_class, message, traceback).
 
-    On failure ``value`` is the failure's evidence (a command's exit status, signal and
-    pid: :class:`~oomguard.jobs.command.CommandFailed`), else None."""
-    from oomguard.jobs.command import CommandFailed
-    from oomguard.jobs.task import load, unwrap, worker_import
-
+    ``functions``: the functions this worker loaded, by reference (its module is imported
+    once anyway: looked up again, it costs more than a no-op task's call). On failure
+    ``value`` is the failure's evidence (a command's exit status, signal and pid:
+    :class:`~oomguard.jobs.command.CommandFailed`), else None."""
     try:
-        with worker_import(item.fn):
-            fn = unwrap(load(item.fn, task_dir))
+        fn = functions.get(item.fn) if functions is not None else None
+        if fn is None:
+            fn = _load(item.fn, task_dir, functions)
         value = call(item, fn)
     except MemoryError:
         tb = traceback.format_exc(limit=20)
@@ -169,6 +198,8 @@ def _run_one(
     except BaseException as err:  # a task may raise anything, SystemExit included
         if isinstance(err, KeyboardInterrupt):
             raise
+        from oomguard.jobs.command import CommandFailed
+
         if isinstance(err, CommandFailed):  # the program's own failure: no traceback
             return False, dict(err.data), FailureClass.ERROR, f"{type(err).__name__}: {err}", None
         tb = traceback.format_exc(limit=50)
@@ -253,6 +284,7 @@ def main(argv: list[str]) -> None:
     growth_limit = cfg.get("recycle_growth_bytes")
     max_tasks = cfg.get("max_tasks") or 0
     done = 0
+    functions: dict[str, Callable[..., object]] = {}  # loaded once each (see _run_one)
     _send(conn_out, Ready(os.getpid(), baseline))
     while True:
         batch = _next_batch(conn_in, hygiene)
@@ -277,12 +309,15 @@ def main(argv: list[str]) -> None:
         per_item = len(items) == 1
         oom_seen, usage_start = cgroup.start() if cgroup and not per_item else (None, None)
         rss_before = batch_rss = rss_bytes()
+        #: the last attempt's RSS as it ended, where its peak read it: this one's start
+        rss_after: int | None = None
         for index, item in enumerate(items):
             if cgroup and per_item:
                 oom_before, usage_start = cgroup.start()
             else:
                 oom_before = oom_seen
-            rss = rss_bytes()
+            rss = rss_after if rss_after is not None else rss_bytes()
+            rss_after = None
             if index and rss > rss_before + GC_GROWTH:
                 # Each attempt of a batch as clean as one alone: what the last one left in
                 # reference cycles is collected before the next one starts.
@@ -293,7 +328,7 @@ def main(argv: list[str]) -> None:
             rss_before = rss
             maxrss_before = maxrss_bytes()
             t0 = time.time()
-            ok, value, fc, message, tb = _run_one(item, task_dir)
+            ok, value, fc, message, tb = _run_one(item, task_dir, functions)
             elapsed = time.time() - t0
             left = leftovers.sweep()
             peak = None
@@ -307,7 +342,11 @@ def main(argv: list[str]) -> None:
             if not per_item and oom_after is not None:
                 oom_seen = oom_after
             if peak is None:
-                peak = process_peak(maxrss_before, rss_before)
+                # process_peak, keeping the RSS it read for the next attempt's start
+                peak = maxrss_bytes()
+                if peak <= maxrss_before:
+                    rss_after = rss_bytes()
+                    peak = max(rss_before, rss_after)
                 start = rss_before
             else:
                 start = usage_start or 0
@@ -338,6 +377,7 @@ def main(argv: list[str]) -> None:
             del value
             outcome = Outcome(item.attempt_id, ok, payload, fc, message, evidence, peak, recycle)
             _send(conn_out, outcome)
+        leftovers.reap()  # children that exited by themselves (the sweeps list none)
         rss = rss_bytes()
         if len(items) > 1 and rss > batch_rss + GC_GROWTH:
             # A batch of short tasks that grew the heap: collected before the next batch,
@@ -366,8 +406,6 @@ def _send(conn_out: Connection, message: Message) -> None:
 
 
 def maxrss_bytes() -> int:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -93,6 +93,18 @@ class Leftovers:
         if self._procs_path is not None:
             # Kept open: the sweep after each attempt is one pread.
             self._procs_fd = os.open(self._procs_path, os.O_RDONLY | os.O_CLOEXEC)
+        # Without one: the main thread's children file, kept open, read when the worker
+        # has no other thread (a thread a task started may have children of its own).
+        self._tasks = os.path.join(proc_root, str(self._me), "task")
+        self._main_children: int | None = None
+        if self._procs_fd is None:
+            try:
+                self._main_children = os.open(
+                    os.path.join(self._tasks, str(self._me), "children"),
+                    os.O_RDONLY | os.O_CLOEXEC,
+                )
+            except OSError:
+                self._main_children = None
         # Orphans come to the worker: it finds them without a cgroup, and reaps what it
         # killed itself (init may take its time, and a zombie still answers kill -0).
         become_subreaper()
@@ -104,7 +116,19 @@ class Leftovers:
             if len(data) == _READ and self._procs_path is not None:  # a long list
                 data = Path(self._procs_path).read_bytes()
             return [pid for pid in _pids(data.decode("ascii", "replace")) if pid != self._me]
+        if self._main_children is not None:
+            try:
+                alone = os.listdir(self._tasks) == [str(self._me)]
+                data = os.pread(self._main_children, _READ, 0) if alone else b""
+            except OSError:
+                alone = False
+            if alone and len(data) < _READ:
+                return _pids(data.decode("ascii", "replace"))
         return children(self._me, self._proc_root)
+
+    def reap(self) -> None:
+        """Reap the worker's children that exited (zombies); never blocks."""
+        reap_children()
 
     def _gone(self, pid: int) -> bool:
         state = process_state(pid, self._proc_root)
@@ -113,10 +137,17 @@ class Leftovers:
     def sweep(self) -> int:
         """Kill and reap what the last attempt left; the number of processes killed.
 
+        An attempt that left nothing (almost every one) costs one read: the list itself
+        (with a cgroup, one ``pread``). Children that exited by themselves are not in it
+        with a cgroup; they are reaped by :meth:`reap`, once a batch, or by the next sweep
+        that finds something.
+
         Killing a process in the middle of a tree hands its children to the worker (a
         subreaper) or leaves them in the cgroup: the next round gets them, until nothing
         is left or :data:`SWEEP_WAIT` seconds passed.
         """
+        if not self._listed():
+            return 0
         reap_children()
         killed: set[int] = set()
         deadline = 0.0

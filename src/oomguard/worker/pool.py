@@ -47,7 +47,7 @@ from oomguard.worker.messages import Batch, Idle, Message, Outcome, Ready, Refus
 if TYPE_CHECKING:
     from oomguard.cgroups.cgroup import CgroupCounters, MemoryCgroup
     from oomguard.cgroups.detect import IsolationPlan
-    from oomguard.cgroups.workers import WorkerCgroups
+    from oomguard.cgroups.workers import CounterFiles, WorkerCgroups
     from oomguard.worker.calls import CallItem
 
 log = logging.getLogger("oomguard.pool")
@@ -105,6 +105,8 @@ class Worker:
     #: a pidfd, readable once the worker exited (None where the kernel has none): its
     #: pipe may outlive it, held open by a process a task forked
     exit_fd: int | None = None
+    #: its cgroup's counter files, kept open: read before every batch (``counters_before``)
+    counter_files: CounterFiles | None = None
 
 
 @dataclass
@@ -257,6 +259,10 @@ class WorkerPool:
             ) from err
         assert isinstance(ready, Ready), ready
         worker.baseline_rss = ready.baseline_rss
+        if cgroup is not None:
+            from oomguard.cgroups.workers import CounterFiles
+
+            worker.counter_files = CounterFiles(cgroup)
         worker.reader = FrameReader(conn_in.fileno())
         self._poller.register(conn_in.fileno(), select.POLLIN)
         self._fds[conn_in.fileno()] = worker
@@ -289,7 +295,9 @@ class WorkerPool:
     def send(self, worker: Worker, items: list[CallItem], clean: bool = False) -> None:
         """Send ``items`` to run in order; ``clean``: the first must measure a clean peak
         (an attempt at the cap: worker/hygiene.py)."""
-        if worker.cgroup is not None:
+        if worker.counter_files is not None:
+            worker.counters_before = worker.counter_files.counters()
+        elif worker.cgroup is not None:
             worker.counters_before = worker.cgroup.counters()
         worker.inflight.extend(item.attempt_id for item in items)
         worker.busy = True
@@ -389,6 +397,8 @@ class WorkerPool:
         counted, never raised: one task never stops the scheduler.
         """
         self.workers.pop(worker.name, None)
+        if worker.counter_files is not None:
+            worker.counter_files.close()
         if worker.cgroup is not None:
             try:
                 worker.cgroup.kill_all()
