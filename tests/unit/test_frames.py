@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from oomguard.worker.frames import CHUNK, DIRECT, FrameReader, write_frame
@@ -24,6 +25,18 @@ def test_many_messages_come_back_whole_and_in_order() -> None:
     os.close(r)
 
 
+def _read_while(reader: FrameReader, write: Callable[[], None], n: int) -> list[bytes | bytearray]:
+    """The first ``n`` messages ``reader`` reads while ``write`` runs on a thread (it may
+    write more than the pipe holds)."""
+    writer = threading.Thread(target=write)
+    writer.start()
+    got: list[bytes | bytearray] = []
+    while len(got) < n:
+        got += reader.read()
+    writer.join()
+    return got
+
+
 def test_a_message_larger_than_a_read_and_than_the_pipe_is_assembled() -> None:
     r, w = os.pipe()
     reader = FrameReader(r)
@@ -34,12 +47,7 @@ def test_a_message_larger_than_a_read_and_than_the_pipe_is_assembled() -> None:
         out.send_bytes(big)
         out.send_bytes(b"after")
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    got: list[bytes | bytearray] = []
-    while len(got) < 2:
-        got += reader.read()
-    writer.join()
+    got = _read_while(reader, write, 2)
     assert got == [big, b"after"]
     out.close()
     os.close(r)
@@ -66,12 +74,7 @@ def test_a_frame_in_parts_is_one_message_and_a_large_one_is_read_into_its_own_bu
         write_frame(w, (head, tail))
         write_frame(w, (b"small",))
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    got: list[bytes | bytearray] = []
-    while len(got) < 2:
-        got += reader.read()
-    writer.join()
+    got = _read_while(reader, write, 2)
     assert got == [head + tail, b"small"]
     # Read straight into a buffer of the frame's size, handed over as it is.
     assert type(got[0]) is bytearray and type(got[1]) is bytes
