@@ -169,5 +169,19 @@ class BackpressureError(OomguardError):
     """A submission was refused; ``code`` says why and ``retry_after`` when to retry."""
 
 
+def too_many_namespaces(
+    active: int, most: int, namespace: str, retry_after: float
+) -> BackpressureError:
+    """The refusal of a submission in ``namespace`` while ``active`` other namespaces
+    have pending tasks, ``most`` (``--max-namespaces``) being allowed."""
+    return BackpressureError(
+        f"{active} namespaces have pending tasks, the most "
+        f"--max-namespaces ({most}) allows: retry {namespace!r} once one of them has none",
+        code="too_many_namespaces",
+        retry_after=retry_after,
+        limit=most,
+    )
+
+
 class ServerConnectionError(OomguardError):
     """An oomguard server could not be reached (refused, unresolvable, timed out)."""

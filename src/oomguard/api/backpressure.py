@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from oomguard.errors import BackpressureError
+from oomguard.errors import BackpressureError, too_many_namespaces
 from oomguard.units import format_size
 
 #: Retry-After (seconds) proposed to clients for each refusal code
@@ -227,13 +227,11 @@ class Backpressure:
             if quota is None and self.max_namespaces is not None:
                 others = counter.active() - set(self.namespace_quotas)
                 if namespace not in others and len(others) >= self.max_namespaces:
-                    raise BackpressureError(
-                        f"{len(others)} namespaces have pending tasks, the most "
-                        f"--max-namespaces ({self.max_namespaces}) allows: retry {namespace!r} "
-                        "once one of them has none",
-                        code="too_many_namespaces",
-                        retry_after=RETRY_AFTER["too_many_namespaces"],
-                        limit=self.max_namespaces,
+                    raise too_many_namespaces(
+                        len(others),
+                        self.max_namespaces,
+                        namespace,
+                        RETRY_AFTER["too_many_namespaces"],
                     )
             counter.hold(job, namespace, n)
         try:

@@ -26,6 +26,7 @@ from oomguard.errors import (
     JobNotFoundError,
     StoreError,
     TakenOverError,
+    too_many_namespaces,
 )
 from oomguard.store import estimates as key_estimates
 from oomguard.store.admin import Admin, Retention
@@ -243,14 +244,7 @@ class SqliteStore:
                 )
             }
             if namespace not in active and len(active) >= quota.max_namespaces:
-                raise BackpressureError(
-                    f"{len(active)} namespaces have pending tasks, the most "
-                    f"--max-namespaces ({quota.max_namespaces}) allows: retry {namespace!r} "
-                    "once one of them has none",
-                    code="too_many_namespaces",
-                    retry_after=RETRY_LATER,
-                    limit=quota.max_namespaces,
-                )
+                raise too_many_namespaces(len(active), quota.max_namespaces, namespace, RETRY_LATER)
 
     def find_job(self, fingerprint: str) -> str | None:
         row = self.db.execute(Q["find_job"], (fingerprint,)).fetchone()
