@@ -359,6 +359,40 @@ def test_retry_failed_and_cancel(store: Store) -> None:
     assert store.queries.counts("j1")["cancelled"] == 3
 
 
+def test_a_task_cancelled_while_its_attempt_runs_stays_cancelled(store: Store) -> None:
+    # The scheduler records what its attempts did after a cancel or a job's stop reached
+    # the store (an attempt that failed on its own just before it was killed, a claim
+    # committed late): none of those late writes makes a cancelled task run again.
+    _job(store, n=4)
+    rows = store.take_ready("j1", 10, 10)
+    for i, row in enumerate(rows[:3]):
+        _claim(store, row, i + 1)
+    assert store.admin.stop_job("j1", "stopped: cannot load its task") == 4
+    def late_writes() -> None:
+        now = time.time()
+        writes = PendingWrites()
+        writes.task_retry(
+            rows[0].id, n=2, oom_attempts=0, memory=None, not_before=now,
+            failure_class="error", error="MainGuardError: late", now=now,
+        )  # fmt: skip
+        writes.task_failed(
+            rows[1].id, n=1, oom_attempts=0, failure_class="error", error="x", now=now
+        )
+        writes.task_requeued(rows[2].id, n=0, now=now)
+        writes.task_running(rows[3].id, 1, now, 9)
+        store.apply(writes.take())
+
+    late_writes()
+    counts = store.queries.counts("j1")
+    assert counts["cancelled"] == 4 and counts["ready"] == 0, counts
+    assert store.read_ready("j1", limit=10, grp_limit=10) == []
+    # The same writes on open tasks (the job reopened: all ready) each take effect.
+    assert store.admin.reopen_stopped("j1") == 4
+    late_writes()
+    states = {k: v for k, v in store.queries.counts("j1").items() if v}
+    assert states == {"ready": 1, "failed": 1, "queued": 1, "running": 1}, states
+
+
 def test_large_results_go_to_blob_files(store: Store) -> None:
     store = sql_store(store)
     _job(store, n=1)

@@ -48,8 +48,10 @@ UPDATE attempts SET state = :state, ended_at = :ended_at, failure_class = :failu
 WHERE id = :id;
 
 -- name: task_running
--- A task's attempt :n started.
-UPDATE tasks SET state = 'running', attempts = :n, updated_at = :now WHERE id = :task_id;
+-- A task's attempt :n started (a task cancelled meanwhile stays cancelled: its attempt is
+-- stopped by the cancel check).
+UPDATE tasks SET state = 'running', attempts = :n, updated_at = :now
+WHERE id = :task_id AND (state = 'running' OR state = 'queued' OR state = 'ready');
 
 -- name: task_succeeded
 -- A task succeeded with attempt :n (its result stored in the same transaction). The states
@@ -71,17 +73,18 @@ UPDATE tasks SET deps = deps - 1,
 WHERE job_id = :job_id AND grp = :grp AND kind = 'aggregate';
 
 -- name: task_retry
--- A failed attempt is retried: the task is ready again after :not_before.
+-- A failed attempt is retried: the task is ready again after :not_before (unless it ended
+-- meanwhile: a task cancelled, or its job stopped, while its attempt ran stays so).
 UPDATE tasks SET state = 'ready', attempts = :n, oom_attempts = :oom_attempts,
                  memory = :memory, not_before = :not_before, failure_class = :failure_class,
                  error = :error, updated_at = :now
-WHERE id = :task_id;
+WHERE id = :task_id AND (state = 'running' OR state = 'queued' OR state = 'ready');
 
 -- name: task_failed
--- A task failed for good with attempt :n.
+-- A task failed for good with attempt :n (a task cancelled meanwhile stays cancelled).
 UPDATE tasks SET state = 'failed', attempts = :n, oom_attempts = :oom_attempts,
                  failure_class = :failure_class, error = :error, updated_at = :now
-WHERE id = :task_id;
+WHERE id = :task_id AND (state = 'running' OR state = 'queued' OR state = 'ready');
 
 -- name: fail_dependent
 -- The aggregation of group :grp fails: a replicate it waited for failed for good.
@@ -107,7 +110,8 @@ INSERT INTO locks (key, attempt_id, task_id) VALUES (:key, :attempt_id, :task_id
 
 -- name: task_requeued
 -- A task handed back before its attempt started: ready again, its attempt count restored.
-UPDATE tasks SET state = 'queued', attempts = :n, updated_at = :now WHERE id = :task_id;
+UPDATE tasks SET state = 'queued', attempts = :n, updated_at = :now
+WHERE id = :task_id AND (state = 'running' OR state = 'queued' OR state = 'ready');
 
 -- name: insert_task
 -- A new task (every column of a submission's row; state 'pending' or 'ready').

@@ -35,7 +35,7 @@ SELECT * FROM unnest(CAST(:id AS bigint[]), CAST(:task_id AS bigint[]), CAST(:n 
 UPDATE tasks AS t SET state = 'running', attempts = v.n, updated_at = v.now
 FROM unnest(CAST(:n AS bigint[]), CAST(:now AS double precision[]),
             CAST(:task_id AS bigint[])) AS v(n, now, task_id)
-WHERE t.id = v.task_id;
+WHERE t.id = v.task_id AND t.state IN ('running', 'queued', 'ready');
 
 -- name: task_succeeded
 -- key: task_id
