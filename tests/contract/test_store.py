@@ -368,6 +368,7 @@ def test_a_task_cancelled_while_its_attempt_runs_stays_cancelled(store: Store) -
     for i, row in enumerate(rows[:3]):
         _claim(store, row, i + 1)
     assert store.admin.stop_job("j1", "stopped: cannot load its task") == 4
+
     def late_writes() -> None:
         now = time.time()
         writes = PendingWrites()
@@ -869,10 +870,13 @@ def test_a_task_lost_too_often_in_takeovers_fails_as_lost(store_location: str) -
 
 
 def test_one_replica_at_a_time_holds_a_receivers_cursor(store_location: str) -> None:
+    # Leases long enough that a loaded machine (CI, PostgreSQL) never lets one lapse
+    # between two statements; b's lapses only where the test waits for it.
+    ttl = 1.5
     a, b = open_store(store_location), open_store(store_location)
     try:
-        a.leases.register("a", lease_ttl=0.2, replica=True)
-        b.leases.register("b", lease_ttl=0.2, replica=True)
+        a.leases.register("a", lease_ttl=ttl, replica=True)
+        b.leases.register("b", lease_ttl=ttl, replica=True)
         a.outbox.add(1.0, "job", "{}")
         assert a.outbox.hold("r", "a", 30) == 1  # a new receiver starts after what is there
         assert b.outbox.hold("r", "b", 30) is None  # a delivers to it; b does not
@@ -884,11 +888,11 @@ def test_one_replica_at_a_time_holds_a_receivers_cursor(store_location: str) -> 
         assert b.outbox.hold("r2", "b", 30) is not None
         c = open_store(store_location)
         try:
-            c.leases.register("c", lease_ttl=0.2, replica=True)
+            c.leases.register("c", lease_ttl=ttl, replica=True)
             assert c.outbox.hold("r2", "c", 30) is None  # b lives and holds it
-            time.sleep(0.3)  # b's lease lapses
+            time.sleep(ttl + 0.2)  # b's lease lapses
             c.leases.heartbeat("c")
-            assert [t.scheduler_id for t in c.leases.take_over_dead("c", 0.2)] == ["b"]
+            assert [t.scheduler_id for t in c.leases.take_over_dead("c", ttl)] == ["b"]
             assert c.outbox.hold("r2", "c", 30) is not None
         finally:
             c.close()
