@@ -285,3 +285,29 @@ def test_notices_wait_for_their_commit_and_skip_what_was_not_stored(
     assert [(n.task_id, n.outcome) for n in cast(list[AttemptNotice], notifier.notices)] == [
         (a.task.id, "succeeded")
     ]
+
+
+def test_an_attempt_that_fails_after_its_task_was_cancelled_leaves_it_cancelled(
+    recorder: AttemptRecorder, store: SqliteStore
+) -> None:
+    # The loop found the task cancelled (or its job stopped) and is killing the attempt,
+    # but the attempt's own failure came first: it is not retried, nor its task failed.
+    from oomguard.notify import MemoryNotifier
+
+    notifier = MemoryNotifier()
+    recorder.notices.notify = notifier.notify
+    (run,) = _begin(recorder, store)
+    run.task.retries = 3
+    _commit(recorder, store)
+    store.admin.cancel("j1")
+    run.cancelled = True  # as the loop's cancel check marks it before the kill
+    recorder.handle(
+        AttemptEnded(run.attempt_id, False, None, FailureClass.ERROR, "MainGuardError: x", {})
+    )
+    _commit(recorder, store)
+    assert store.task_state(run.task.id) == "cancelled"
+    assert not recorder.running and recorder.admission.total == 0
+    (notice,) = cast(list[AttemptNotice], notifier.notices)
+    assert (notice.outcome, notice.failure_class, notice.retry_at) == ("cancelled", "error", None)
+    (attempt,) = store.queries.attempts(run.task.id)
+    assert attempt.state == "failed" and attempt.failure_class == "error"

@@ -471,6 +471,7 @@ class Scheduler:
             self.admission.forget(task_id)
         for run in list(running.values()):
             if run.task.id in cancelled:
+                run.cancelled = True
                 self.executor.kill(run, KillReason.CANCEL, {})
 
     # -- results ----------------------------------------------------------------------

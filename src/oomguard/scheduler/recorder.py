@@ -226,6 +226,13 @@ class AttemptRecorder:
                 self._succeeded(run, event.payload, event.peak_bytes, kept, learn=not bound)
             elif run.yielded:
                 self._requeued(Requeued(run.attempt_id, YIELDED))
+            elif run.cancelled:
+                # It failed on its own before the kill for its cancel landed: the attempt
+                # keeps its class; its task stays cancelled (no retry to resurrect it).
+                fc = FailureClass(event.failure_class or FailureClass.ERROR)
+                evidence = dict(evidence, message=event.message) if event.message else evidence
+                self.end(run, "failed", fc, evidence, event.peak_bytes)
+                self.notices.tell(run, "cancelled", fc, evidence, event.peak_bytes)
             else:
                 # A class's value (as a Dask answer may carry it) is taken for its class.
                 fc = FailureClass(event.failure_class or FailureClass.ERROR)
@@ -528,13 +535,14 @@ class AttemptRecorder:
         if explained is None:
             return False
         fc, evidence, peak = explained
-        if (
+        if pending.running.cancelled or (
             fc == FailureClass.KILLED
             and worker.killed_by
             and worker.killed_by[0] == KillReason.CANCEL
         ):
-            self.end(pending.running, "failed", FailureClass.KILLED, evidence, peak)
-            self.notices.tell(pending.running, "cancelled", FailureClass.KILLED, evidence, peak)
+            # Killed for its cancel (or by the kernel first, its task cancelled meanwhile).
+            self.end(pending.running, "failed", fc, evidence, peak)
+            self.notices.tell(pending.running, "cancelled", fc, evidence, peak)
         else:
             self.failed(pending.running, fc, None, evidence, peak)
         self.executor.release(worker)

@@ -35,6 +35,9 @@ class Running:
     #: stopped because its key was OOM-killed below the cap meanwhile: it goes back to the
     #: queue uncounted however it ends, unless it succeeded
     yielded: bool = False
+    #: its task was cancelled (or its job stopped) while it ran: it is being killed, and
+    #: however it ends, its task stays cancelled (no retry, no failure of the task)
+    cancelled: bool = False
 
     @property
     def probe(self) -> bool:
