@@ -87,11 +87,11 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, budget: str, timeou
     kills_by_key: dict[str, int] = {}
     classes: dict[str, int] = {}
     for a in attempts:
-        fc = a["failure_class"]
+        fc = a.failure_class
         if fc:
             classes[fc] = classes.get(fc, 0) + 1
         if fc and fc.startswith(("oom_", "memory")):
-            key = str(a["memory_key"]).split("|")[-1]
+            key = str(a.memory_key).split("|")[-1]
             kills_by_key[key] = kills_by_key.get(key, 0) + 1
     counts = status["counts"]
     return {
