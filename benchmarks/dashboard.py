@@ -20,31 +20,38 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from _common import emit, fmt_bytes, table
 
 import oomguard
 from oomguard.scheduler.samples import Sampler
+from oomguard.scheduler.view import SchedulerView
+from oomguard.store.records import NewTask
 from oomguard.store.samples import Sample
 from oomguard.store.sqlite import SqliteStore
 from oomguard.ui import pages, search, task_page, work
 from oomguard.ui.web import _environment
 
 
-def _fake_scheduler(running: int, jobs: int) -> Any:
-    runs = {
-        i: SimpleNamespace(task=SimpleNamespace(job_id=f"job{i % jobs}"), limit=64 << 20)
-        for i in range(running)
-    }
-    return SimpleNamespace(
-        executor=SimpleNamespace(worker_pids=lambda: {f"w{i}": os.getpid() for i in range(8)}),
-        recorder=SimpleNamespace(running=runs),
+def _view(running: int, jobs: int) -> SchedulerView:
+    """What the loop publishes with ``running`` attempts of 64 MiB in flight over ``jobs``
+    jobs and 8 workers (this process's pid: their RSS is read for real)."""
+    limit = 64 << 20
+    in_flight: dict[str, tuple[int, int]] = {}
+    for i in range(running):
+        n, total = in_flight.get(f"job{i % jobs}", (0, 0))
+        in_flight[f"job{i % jobs}"] = (n + 1, total + limit)
+    return SchedulerView(
+        started=True,
         budget=16 << 30,
-        admission=SimpleNamespace(total=running * (64 << 20)),
-        _active=[f"job{j}" for j in range(jobs)],
+        admitted=running * limit,
+        running=running,
+        workers={f"w{i}": os.getpid() for i in range(8)},
+        active_jobs=tuple(f"job{j}" for j in range(jobs)),
+        in_flight=in_flight,
     )
 
 
@@ -52,20 +59,22 @@ def loop_cost(path: str, running: int, repeat: int = 2000) -> dict[str, float]:
     SqliteStore(path).close()
     sampler = Sampler(path, interval=0.0)
     sampler.start()
-    scheduler = _fake_scheduler(running, jobs=4)
+    view = _view(running, jobs=4)
     taking = []
     for _ in range(repeat):
         t = time.perf_counter()
-        sampler.tick(scheduler)
+        sampler.tick(view)
         taking.append(time.perf_counter() - t)
     sampler.interval = 3600.0
     idle = []
     for _ in range(repeat):
         t = time.perf_counter()
-        sampler.tick(scheduler)
+        sampler.tick(view)
         idle.append(time.perf_counter() - t)
     t = time.perf_counter()
     sampler.stop(timeout=120)
+    if not sampler.written:  # a tick that fails is logged, never raised: say so here
+        raise SystemExit("dashboard: the sampler wrote no rows (see the log above)")
     return {
         "tick_snapshot_us": statistics.median(taking) * 1e6,
         "tick_idle_us": statistics.median(idle) * 1e6,
@@ -105,10 +114,11 @@ def page_cost(path: str, tasks: int, samples: int) -> dict[str, Any]:
     env = _environment()
     out: dict[str, Any] = {"run_s": run_s}
     with SqliteStore(path, readonly=True) as store:
-        for name, build, template in (
+        views: list[tuple[str, Callable[[], pages.Context], str]] = [
             ("jobs_page", lambda: pages.jobs_page(store), "jobs.html"),
             ("job_page", lambda: pages.job_page(store, job.id), "job.html"),
-        ):
+        ]
+        for name, build, template in views:
             times = []
             for _ in range(5):
                 t = time.perf_counter()
@@ -125,15 +135,15 @@ def big_store_cost(path: str, jobs: int, tasks: int) -> dict[str, Any]:
     states = ["succeeded"] * 95 + ["failed"] * 4 + ["ready"]
     t = time.perf_counter()
     with SqliteStore(path) as store:
-        rows: list[dict[str, Any]] = []
+        rows: list[NewTask] = []
         for j in range(jobs):
             job_id = f"j{j:06d}"
             store.create_job(job_id, name=f"sweep-{j}", fn=f"bench.tasks:f{j % 50}", agg=None,
                              namespace=f"ns{j % 10}")
             for i in range(per_job):
-                rows.append({"job_id": job_id, "grp": i, "kind": "task", "replicate": None,
-                             "fn": f"bench.tasks:f{j % 50}", "params": f'{{"x": {i}}}',
-                             "state": states[(i * 7 + j) % 100]})
+                rows.append(NewTask(job_id=job_id, grp=i, kind="task",
+                                    fn=f"bench.tasks:f{j % 50}", params=f'{{"x": {i}}}',
+                                    state=states[(i * 7 + j) % 100]))
             if len(rows) >= 20_000:
                 store.add_tasks(rows)
                 rows = []
