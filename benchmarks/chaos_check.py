@@ -330,7 +330,7 @@ def _parquet_ids(directory: Path) -> tuple[Counter[int], list[str]]:
     import pyarrow.parquet as pq
 
     ids: Counter[int] = Counter()
-    temporary = []
+    temporary: list[str] = []
     if not directory.is_dir():
         return ids, temporary
     for path in sorted(directory.iterdir()):

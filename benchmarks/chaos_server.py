@@ -105,7 +105,8 @@ def alive(pid: int, start: str) -> bool:
 
 
 def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
+    found: list[int] = []
+    todo = [pid]
     while todo:
         p = todo.pop()
         with contextlib.suppress(OSError):

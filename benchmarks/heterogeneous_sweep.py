@@ -78,9 +78,10 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, budget: str, timeou
             status = job.status()
             attempts = list(r.store.queries.all_attempts(job.id))
             sched = r.scheduler
+            assert sched is not None  # the sweep started it
             high_water = sched.admission.high_water
             budget_bytes = sched.admission.budget
-            isolation = getattr(getattr(sched, "isolation", None), "mode", None)
+            isolation = sched.isolation.mode if sched.isolation is not None else None
             failures = job.failures()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -93,7 +94,7 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, budget: str, timeou
         if fc and fc.startswith(("oom_", "memory")):
             key = str(a.memory_key).split("|")[-1]
             kills_by_key[key] = kills_by_key.get(key, 0) + 1
-    counts = status["counts"]
+    counts = status.counts
     return {
         "tasks": len(params),
         "succeeded": counts["succeeded"],
@@ -109,8 +110,8 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, budget: str, timeou
         "admitted_high_water": high_water,
         "budget_bytes": budget_bytes,
         "isolation": str(isolation) if isolation is not None else None,
-        "failed_tasks": [{"params": f["params"], "class": f["failure_class"],
-                          "error": f["error"]} for f in failures],
+        "failed_tasks": [{"params": f.params, "class": f.failure_class, "error": f.error}
+                         for f in failures],
     }
 
 
@@ -135,9 +136,10 @@ def run_dask(params: list[dict[str, Any]], workers: int, memory_limit: str,
     stop = threading.Event()
 
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      memory_limit=memory_limit, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            dashboard_address=None) as cluster, \
+            Client(cluster) as client:  # type: ignore[no-untyped-call]
         plugin = Transitions()
         cluster.scheduler.add_plugin(plugin, name="bench-transitions")
 

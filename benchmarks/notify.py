@@ -180,6 +180,7 @@ def dead_receiver_memory(n: int, queue: int) -> dict[str, Any]:
     sampler = RssSampler()
     rss0 = sampler.rss()
     notifier = WebhookNotifier([url], on=["failed"], queue_size=queue)
+    (receiver,) = notifier.receivers
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i in range(n):
@@ -187,7 +188,7 @@ def dead_receiver_memory(n: int, queue: int) -> dict[str, Any]:
     held = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     rss1 = sampler.rss()
-    stats = notifier.stats()[url]
+    stats = receiver.outbox.stats()  # notifier.stats() names a receiver, never its URL
     notifier.close(0.2)
     return {
         "notifications": n,
@@ -216,14 +217,15 @@ def sweep(tasks: int, channels: bool) -> dict[str, Any]:
             "sentry_dsn": f"http://key@127.0.0.1:{relay_port}/1",
         }
     stderr = sys.stderr
-    sys.stderr = io.StringIO() if channels else stderr  # the JSON lines, kept out of sight
+    captured = io.StringIO()
+    sys.stderr = captured if channels else stderr  # the JSON lines, kept out of sight
     try:
         with oomguard.Runner(store=os.path.join(tmp, "s.sqlite"), workers=2, **options) as r:
             t0 = time.perf_counter()
             job = r.sweep("oomguard.examples:noop", ({"x": i} for i in range(tasks)))
             job.wait(progress=False)
             elapsed = time.perf_counter() - t0
-        lines = sys.stderr.getvalue().count("\n") if channels else 0  # type: ignore[attr-defined]
+        lines = captured.getvalue().count("\n") if channels else 0
     finally:
         sys.stderr = stderr
         for proc in procs:

@@ -118,20 +118,22 @@ def run(isolation: str, kills: int, mib: float, worker_memory: str, workers: int
             failed = job.failures()
             rows = []
             for task in failed:
-                for a in task["attempts"]:
-                    ev = a["evidence"] or {}
-                    kernel = ev.get("kernel") or {}
+                for a in task.attempts:
+                    ev = a.evidence if isinstance(a.evidence, dict) else {}
+                    kernel = ev.get("kernel")
+                    lines = ev.get("kernel_lines")
                     rows.append({
-                        "attempt_id": a["attempt_id"],
-                        "task_failure_class": task["failure_class"],
-                        "failure_class": a["failure_class"],
-                        "started_at": a["started_at"],
-                        "ended_at": a["ended_at"],
-                        "visible_at": w.seen.get(int(a["attempt_id"])),
-                        "kernel_timestamp": kernel.get("timestamp"),
-                        "kernel_lines": len(ev.get("kernel_lines") or []),
+                        "attempt_id": a.attempt_id,
+                        "task_failure_class": task.failure_class,
+                        "failure_class": a.failure_class,
+                        "started_at": a.started_at,
+                        "ended_at": a.ended_at,
+                        "visible_at": w.seen.get(a.attempt_id),
+                        "kernel_timestamp": (kernel.get("timestamp")
+                                             if isinstance(kernel, dict) else None),
+                        "kernel_lines": len(lines) if isinstance(lines, list) else 0,
                     })
-            succeeded = job.status()["counts"]["succeeded"]
+            succeeded = job.status().counts.get("succeeded", 0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if succeeded:
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["cgroup"] = cg
 
-    wd = None
+    wd: dict[str, Any] | None = None
     if args.watchdog_kills:
         print(f"... watchdog: {args.watchdog_kills} kills", file=sys.stderr, flush=True)
         wrows = run("watchdog", args.watchdog_kills, args.mib, args.worker_memory, args.workers)

@@ -49,7 +49,7 @@ class Agent:
 
 
 def simulate(
-    n_agents: int = 1000, steps: int = 10, work: int = 100, seed: int = 0, **_: Any
+    n_agents: int = 1000, steps: int = 10, work: int = 100, seed: int = 0, **_other: Any
 ) -> dict[str, Any]:
     """Run the model ``steps`` times, ``work`` numpy updates a step; statistics back."""
     model = Model(n_agents, seed)

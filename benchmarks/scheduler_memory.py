@@ -56,8 +56,8 @@ def run_oomguard(n: int, run_seconds: float) -> dict[str, Any]:
             after_submit = s.rss()
             time.sleep(run_seconds)
             counts = job.status()["counts"]
-            sched = r.scheduler
-            high_water = getattr(getattr(sched, "admission", None), "high_water", None)
+            assert r.scheduler is not None  # started above
+            high_water = r.scheduler.admission.high_water
         r.close()
         store_bytes = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
     finally:
@@ -95,15 +95,15 @@ def run_dask(n: int, run_seconds: float) -> dict[str, Any]:
     bindir = os.path.dirname(sys.executable)
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     sched = subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1",
-                              "--port", str(port), "--no-dashboard"], **quiet)
+                              "--port", str(port), "--no-dashboard"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     try:
         worker = subprocess.Popen([os.path.join(bindir, "dask"), "worker", address,
                                    "--nthreads", "1", "--nworkers", "1", "--no-dashboard"],
-                                  **quiet)
-        with Client(address, timeout=60) as client:
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with Client(address, timeout=60) as client:  # type: ignore[no-untyped-call]
             client.wait_for_workers(1, timeout=60)
             time.sleep(1.0)
             with RssSampler(sched.pid) as s:
