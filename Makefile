@@ -25,7 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --n 10000 100000
