@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -102,7 +103,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
     proc.wait(10)
 
 
-def wait_until(predicate: Any, timeout: float) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

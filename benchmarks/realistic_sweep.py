@@ -131,7 +131,7 @@ def run_oomguard(params: list[dict[str, Any]], workers: int, name: str) -> dict[
     kills = [a for a in attempts if (a.failure_class or "").startswith(("oom_", "memory"))]
     return {
         "wall_s": wall,
-        "succeeded": status["counts"]["succeeded"],
+        "succeeded": status.counts.get("succeeded", 0),
         "attempts": len(attempts),
         "oom_kills": len(kills),
         "scheduler_cpu_s": sched_cpu,

@@ -55,7 +55,7 @@ def run_oomguard(n: int, run_seconds: float) -> dict[str, Any]:
             t_sub = time.perf_counter() - t0
             after_submit = s.rss()
             time.sleep(run_seconds)
-            counts = job.status()["counts"]
+            counts = job.status().counts
             assert r.scheduler is not None  # started above
             high_water = r.scheduler.admission.high_water
         r.close()

@@ -47,10 +47,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 from _common import MIB, emit, table
+
+if TYPE_CHECKING:
+    from oomguard.cgroups.cgroup import MemoryCgroup
 
 HERE = Path(__file__).resolve().parent
 #: n_agents of the ``fits`` plan: about 0.5 to 4 s and 100 to 650 MiB each
@@ -247,7 +250,7 @@ def run_side(side: str, plan: dict[str, Any], cgroup_limit: int | None) -> dict[
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _cgroup(limit: int) -> Any:
+def _cgroup(limit: int) -> MemoryCgroup:
     """A memory cgroup below this process's own, limited to ``limit`` bytes."""
     from oomguard.cgroups.cgroup import MemoryCgroup
     from oomguard.cgroups.detect import detect_isolation
