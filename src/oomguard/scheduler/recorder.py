@@ -115,6 +115,8 @@ class AttemptRecorder:
         #: locks are taken in the store before an attempt starts (replicas share them),
         #: not queued with its claim
         self.shared_locks = config.replica
+        #: attempts begun since the queued writes were last taken (their claims in them)
+        self._claimed: list[Running] = []
         #: told of every attempt's end (notifications: Sentry, webhooks, JSON logs)
         #: notices of endings, sent once the commit that records them is done
         self.notices = HeldNotices(notify, keep, writes)
@@ -173,6 +175,7 @@ class AttemptRecorder:
             limit_bytes=limit,
         )
         self.writes.insert_attempt(run.claim)
+        self._claimed.append(run)
         self.writes.task_running(task.id, n, now, attempt_id)
         if task.lock_key and not self.shared_locks:
             self.writes.acquire_lock(task.lock_key, attempt_id, task.id)
@@ -189,8 +192,9 @@ class AttemptRecorder:
     def writes_taken(self) -> None:
         """The queued writes were taken to be committed (claims included): later changes
         to attempts are updates, not edits of a claim still in the queue."""
-        for run in self.running.values():
+        for run in self._claimed:
             run.claim = None
+        self._claimed.clear()
 
     # -- events from the executor ---------------------------------------------------------
 
