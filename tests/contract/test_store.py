@@ -368,7 +368,6 @@ def test_a_task_cancelled_while_its_attempt_runs_stays_cancelled(store: Store) -
     for i, row in enumerate(rows[:3]):
         _claim(store, row, i + 1)
     assert store.admin.stop_job("j1", "stopped: cannot load its task") == 4
-
     def late_writes() -> None:
         now = time.time()
         writes = PendingWrites()
@@ -430,36 +429,6 @@ def test_large_params_go_to_blob_files_and_come_back(store: Store) -> None:
     assert task.params is not None and json.loads(task.params) == big
     first_input = store.group_inputs("j2", 0)[0]
     assert first_input is not None and json.loads(first_input) == big
-
-
-def test_a_batch_of_blobs_is_named_and_kept_as_each_alone(store: Store) -> None:
-    a, b = b"a" * (2 * 1024 * 1024), b"b" * (1024 * 1024 + 1)
-    names = store.blobs.put_many([a, b, a], ahead=True)
-    assert names == [store.blobs.put(a), store.blobs.put(b), store.blobs.put(a)]
-    assert names[0] == names[2] != names[1]
-    assert store.blobs.get(names[0]) == a
-    assert store.blobs.get(names[1]) == b
-    assert store.blobs.put_many([]) == []
-
-
-def test_a_batch_of_blob_files_that_fails_leaves_no_file_behind(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sqlite_only(store)
-    blob_dir = Path(store.location + ".blobs")
-    synced: list[int] = []
-
-    def fsync(fd: int) -> None:  # the disk fails on the batch's second file
-        if synced:
-            raise OSError(5, "Input/output error")
-        synced.append(fd)
-
-    monkeypatch.setattr("oomguard.store.blobs.os.fsync", fsync)
-    with pytest.raises(OSError, match="Input/output"):
-        store.blobs.put_many([b"1" * 100, b"2" * 100, b"3" * 100])
-    # The first file was made durable and renamed: it stays (named by its hash, as
-    # garbage would be); the others' temporary files are gone.
-    assert [p.name for p in blob_dir.iterdir()] == [store.blobs.put(b"1" * 100)]
 
 
 def test_estimates_persist(store: Store) -> None:

@@ -29,10 +29,10 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from oomguard.errors import BlobMissingError
 from oomguard.store.db import Db
@@ -131,50 +131,28 @@ class BlobFiles:
         ``ahead``: written before the row that will refer to it (a fetch thread of the
         Dask executor): its name is remembered for the row's own ``put`` of the same
         object, which then neither hashes nor writes it again."""
-        return self.put_many((data,), ahead=ahead)[0]
-
-    def put_many(self, datas: Sequence[bytes], *, ahead: bool = False) -> list[str]:
-        """:meth:`put` each of ``datas``; their names, in order. Every file is written
-        first, then each is fsync'd and renamed into place (a batch of 32 files of 1 MiB
-        cost about a quarter less CPU than each written and fsync'd in turn); every file
-        is durable before any name is returned."""
-        names: list[str] = []
-        for data in datas:
-            name = self._named_of(data)
-            names.append(hashlib.sha256(data).hexdigest() if name is None else name)
+        name = self._named_of(data)
+        if name is None:
+            name = hashlib.sha256(data).hexdigest()
         self._ready()
-        # name -> its temporary file, written and still open, not yet fsync'd
-        pending: dict[str, tuple[str, BinaryIO]] = {}
+        final = self.blob_dir / name
         try:
-            for data, name in zip(datas, names, strict=True):
-                if name in pending:
-                    continue  # the same bytes twice in the batch: one file
-                try:
-                    os.utime(self.blob_dir / name)  # reused: young again, so GC spares it
-                    continue
-                except FileNotFoundError:
-                    pass
-                fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=_TMP_PREFIX)
-                fh: BinaryIO = os.fdopen(fd, "wb")
-                pending[name] = (tmp, fh)
+            os.utime(final)  # reused: young again, so garbage collection leaves it alone
+            return self._remember(data, name) if ahead else name
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=_TMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-            for name, (tmp, fh) in list(pending.items()):
                 os.fsync(fh.fileno())
-                fh.close()
-                os.replace(tmp, self.blob_dir / name)
-                del pending[name]
+            os.replace(tmp, final)
         except BaseException:
-            for tmp, fh in pending.values():
-                with contextlib.suppress(OSError):
-                    fh.close()
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
-        if ahead:
-            for data, name in zip(datas, names, strict=True):
-                self._remember(data, name)
-        return names
+        return self._remember(data, name) if ahead else name
 
     def _remember(self, data: bytes, name: str) -> str:
         with self._named_lock:

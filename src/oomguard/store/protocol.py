@@ -69,10 +69,6 @@ class BlobsFacet(Protocol):
         """Write ``data`` to a file beside the store, named by its hash; return the name."""
         ...
 
-    def put_many(self, datas: Sequence[bytes], *, ahead: bool = False) -> list[str]:
-        """:meth:`put` each of ``datas`` as one batch; their names, in order."""
-        ...
-
     def get(self, name: str) -> bytes:
         """A blob's bytes; :class:`BlobMissingError` when its file is gone."""
         ...

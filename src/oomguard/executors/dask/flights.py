@@ -32,10 +32,6 @@ class BlobWriter(Protocol):
         """Write ``data`` (atomic, named by its hash); ``ahead``: before the store's row."""
         ...
 
-    def put_many(self, datas: Sequence[bytes], *, ahead: bool = False) -> list[str]:
-        """:meth:`put` each of ``datas`` (one batch: written, then each made durable)."""
-        ...
-
 
 @dataclass
 class DaskWorkerRef:
@@ -165,8 +161,7 @@ def fetch_answer(
 ) -> GroupAnswer | BaseException:
     """A finished group's answer (or the exception fetching it raised), fetched on the
     calling thread; with ``blobs``, each result larger than ``blob_threshold`` is written
-    there (one batch a group), so that the store finds it and the loop neither writes nor
-    fsyncs it.
+    there, so that the store finds it and the loop neither writes nor fsyncs it.
 
     Once the answer is here ``fetched`` is called (the executor releases the future): the
     next Dask task runs while the results are written (none is reported before)."""
@@ -180,16 +175,13 @@ def fetch_answer(
     if not isinstance(value, GroupAnswer):
         return TypeError(f"a Dask task of oomguard answered {type(value).__name__}")
     if blobs is not None:
-        large = [
-            outcome.payload
-            for outcome in value.outcomes
-            if outcome.ok and outcome.payload is not None and len(outcome.payload) > blob_threshold
-        ]
-        if large:
-            try:
-                blobs.put_many(large, ahead=True)
-            except Exception as err:  # the store's own put says it, for each task
-                log.info("cannot write result blobs ahead of the loop: %s", err)
+        for outcome in value.outcomes:
+            payload = outcome.payload
+            if outcome.ok and payload is not None and len(payload) > blob_threshold:
+                try:
+                    blobs.put(payload, ahead=True)
+                except Exception as err:  # the store's own put says it, for that task
+                    log.info("cannot write a result blob ahead of the loop: %s", err)
     return value
 
 

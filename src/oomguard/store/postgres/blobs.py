@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from oomguard.errors import BlobMissingError
 from oomguard.store.blobs import PARAMS_INLINE_MAX, GarbageReport
@@ -38,10 +38,6 @@ class BlobTable:
         name = hashlib.sha256(data).hexdigest()
         self._conn.db.execute(OWN["pg_blob_put"], {"name": name, "data": data, "now": time.time()})
         return name
-
-    def put_many(self, datas: Sequence[bytes], *, ahead: bool = False) -> list[str]:
-        """:meth:`put` each of ``datas``; their names, in order."""
-        return [self.put(data, ahead=ahead) for data in datas]
 
     def get(self, name: str) -> bytes:
         """A blob's bytes; :class:`BlobMissingError` when it is gone."""
