@@ -368,6 +368,7 @@ def test_a_task_cancelled_while_its_attempt_runs_stays_cancelled(store: Store) -
     for i, row in enumerate(rows[:3]):
         _claim(store, row, i + 1)
     assert store.admin.stop_job("j1", "stopped: cannot load its task") == 4
+
     def late_writes() -> None:
         now = time.time()
         writes = PendingWrites()
