@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 
 from oomguard.results.parquet import (
     LARGE_VALUE_BYTES,
+    WriteOptions,
     _write_atomic,
     result_row,
     rows_to_table,
@@ -21,7 +23,7 @@ from oomguard.results.parquet import (
 MIB = 1024 * 1024
 
 
-def _part(tmp_path: Path, values: list[object]) -> Path:
+def _part(tmp_path: Path, values: Sequence[object]) -> Path:
     rows = [
         result_row(i, 0, None, f'{{"i": {i}}}', 1, pickle.dumps(v, protocol=5), False)
         for i, v in enumerate(values)
@@ -72,14 +74,12 @@ def test_a_result_that_is_not_a_dict_is_its_stored_pickle(tmp_path: Path) -> Non
     assert stored[0] == pickle.dumps(values[0], protocol=5)  # as stored, not pickled again
 
 
-def test_small_binary_and_text_columns_are_one_array_with_a_dictionary() -> None:
+def test_a_part_without_large_values_is_written_with_pyarrows_defaults() -> None:
     rows: list[dict[str, object]] = [{"b": b"ab", "s": "x" * 10}, {"b": None, "s": None}]
     table = rows_to_table(rows)
     assert table.column("b").num_chunks == 1
     assert table.column("b").to_pylist() == [b"ab", None]
-    options = write_options(table)
-    assert options.use_dictionary == ["b", "s"]
-    assert options.compression == {"b": "snappy", "s": "snappy"}
+    assert write_options(table) == WriteOptions(True, True, "snappy")
 
 
 def test_a_column_of_large_text_gets_no_dictionary() -> None:
@@ -87,4 +87,22 @@ def test_a_column_of_large_text_gets_no_dictionary() -> None:
     options = write_options(table)
     assert options.use_dictionary == ["n"]
     assert options.write_statistics == ["n"]
-    assert options.compression["s"] == "snappy"  # it compresses
+    assert options.compression == {"n": "snappy", "s": "snappy"}  # it compresses
+
+
+def test_nested_columns_beside_large_values_keep_pyarrows_defaults(tmp_path: Path) -> None:
+    values = [
+        {"blob": os.urandom(MIB), "xs": [i, i + 1], "point": {"x": i, "y": "a"}, "t": "k"}
+        for i in range(3)
+    ]
+    path = _part(tmp_path, values)
+    table = pq.read_table(path)
+    assert table.column("xs").to_pylist() == [[0, 1], [1, 2], [2, 3]]
+    assert table.column("point").to_pylist() == [{"x": i, "y": "a"} for i in range(3)]
+    columns = _columns(path)
+    for leaf in ("xs.list.element", "point.x", "point.y", "t", "i"):
+        assert columns[leaf].compression == "SNAPPY", leaf
+        assert columns[leaf].is_stats_set, leaf
+        assert "RLE_DICTIONARY" in columns[leaf].encodings, leaf
+    assert columns["blob"].compression == "UNCOMPRESSED"
+    assert not columns["blob"].is_stats_set

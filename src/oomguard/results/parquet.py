@@ -11,7 +11,8 @@ Row columns: ``task_id``, ``group``, the task's parameters, ``replicate`` (tasks
 with replicates), ``attempts``, then the result: a ``dict`` result becomes one column per
 key (``result.KEY`` where a key collides with a parameter); a scalar (``int``, ``float``,
 ``str``, ``bool``, ``None``) is a ``result`` column; any other value is stored pickled
-(``pickle.dumps``) in a ``result_pickle`` binary column.
+(the pickle the store keeps) in a ``result_pickle`` binary column. A column of large
+values is written as they are (:func:`write_options`).
 """
 
 from __future__ import annotations
@@ -208,33 +209,48 @@ CODEC = "snappy"
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How a part's columns are encoded: the arguments of ``pyarrow.parquet.write_table``."""
+    """How a part's columns are encoded: the arguments of ``pyarrow.parquet.write_table``
+    (a list: those leaf columns only; a dict: each leaf column's codec)."""
 
-    use_dictionary: list[str]
-    write_statistics: list[str]
-    compression: dict[str, str]
+    use_dictionary: bool | list[str] = True
+    write_statistics: bool | list[str] = True
+    compression: str | dict[str, str] = CODEC
 
 
 def write_options(table: pa.Table) -> WriteOptions:
-    """Dictionary, statistics and compression for each column of ``table``: as pyarrow's
+    """Dictionary, statistics and compression for each column of ``table``: pyarrow's
     defaults, except for a column of large values (:data:`LARGE_VALUE_BYTES`), which gets
     no dictionary or statistics, and no compression unless a sample of it compresses (a
     pickled array of random numbers does not: compressing it only allocates and copies)."""
     import pyarrow as pa
 
-    small: list[str] = []
-    compression: dict[str, str] = {}
+    large: dict[str, str] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         kind = column.type
         binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
         text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
         count = len(column) - column.null_count
         if (binary or text) and count and column.nbytes >= LARGE_VALUE_BYTES * count:
-            compression[name] = CODEC if _compresses(column) else "none"
-        else:
-            small.append(name)
-            compression[name] = CODEC
-    return WriteOptions(small, small, compression)
+            large[name] = CODEC if _compresses(column) else "none"
+    if not large:
+        return WriteOptions()
+    # pyarrow takes these per leaf column: a nested column's leaves are named by their path.
+    small = [path for path in _leaf_paths(table) if path not in large]
+    return WriteOptions(small, small, {**dict.fromkeys(small, CODEC), **large})
+
+
+def _leaf_paths(table: pa.Table) -> list[str]:
+    """The Parquet leaf columns of ``table``, by path (``name``; ``name.list.element`` for
+    a list, and so on), as pyarrow writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not any(pa.types.is_nested(field.type) for field in table.schema):
+        return list(table.column_names)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.schema.empty_table(), sink)
+    schema = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+    return [schema.column(i).path for i in range(len(schema))]
 
 
 def _compresses(column: pa.ChunkedArray) -> bool:
