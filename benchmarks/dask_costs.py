@@ -15,10 +15,19 @@ process):
   in this process, which stands for the Dask worker), ``--groups`` times: the CPU seconds
   of this process and of the child per result, beyond making the result (the child
   pickles ``bytes(n)``). Run it on two versions to compare them
-  (``PYTHONPATH=<other checkout>/src``).
+  (``PYTHONPATH=<other checkout>/src``);
+* **the way down** (``--only down``, no Dask): what the executor's process does to make
+  each result durable, ``--groups`` groups of ``--outcomes`` results (a dict holding
+  ``--result-mib`` MiB of random bytes, pickled as a child pickles it), the ways
+  interleaved: its digest (SHA-256, the blob's name, beside BLAKE2b), its blob file
+  (``BlobFiles.put``: the digest, the file written and fsync'd), and the group as a
+  Parquet part written with pyarrow's defaults (``pa.array`` of each column,
+  ``write_table``: as before) or as oomguard writes it (``rows_to_table``, ``write_options``):
+  CPU milliseconds per result (this process: user + system).
 
     .venv/bin/python benchmarks/dask_costs.py --checks 300 --gathers 20
     .venv/bin/python benchmarks/dask_costs.py --only up --groups 40
+    .venv/bin/python benchmarks/dask_costs.py --only down --groups 20
 
 Prints a table and one final ``JSON: {...}`` line.
 """
@@ -31,6 +40,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -125,6 +135,66 @@ def way_up(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     }
 
 
+def way_down(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """CPU per result of making it durable in the executor's process, each way in turn."""
+    import hashlib
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from oomguard.results.parquet import _write_atomic, result_row, rows_to_table
+    from oomguard.store.factory import open_store
+
+    n = int(args.result_mib * MIB)
+
+    def group() -> list[bytes]:
+        return [
+            pickle.dumps({"i": i, "blob": os.urandom(n)}, protocol=pickle.HIGHEST_PROTOCOL)
+            for i in range(args.outcomes)
+        ]
+
+    def rows(payloads: list[bytes]) -> list[dict[str, object]]:
+        return [result_row(i, 0, None, '{"i": 1}', 1, p, False) for i, p in enumerate(payloads)]
+
+    def part_defaults(payloads: list[bytes], path: Path) -> None:
+        columns: dict[str, list[object]] = {}
+        for row in rows(payloads):
+            for key, value in row.items():
+                columns.setdefault(key, []).append(value)
+        table = pa.table({key: pa.array(col) for key, col in columns.items()})
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    with tempfile.TemporaryDirectory(prefix="oomguard-dask-costs-") as tmp:
+        store = open_store(str(Path(tmp, "s.sqlite")))
+        blobs = store.blobs
+        part = Path(tmp, "part.parquet")
+        ways: dict[str, Callable[[list[bytes]], object]] = {
+            "digest_sha256": lambda g: [hashlib.sha256(p).hexdigest() for p in g],
+            "digest_blake2b": lambda g: [hashlib.blake2b(p).hexdigest() for p in g],
+            "blob_files": lambda g: [blobs.put(p) for p in g],
+            "part_pyarrow_defaults": lambda g: part_defaults(g, part),
+            "part_oomguard": lambda g: _write_atomic(rows_to_table(rows(g)), part),
+        }
+        spent: dict[str, float] = dict.fromkeys(ways, 0.0)
+        order = list(ways)
+        for k in range(args.groups):
+            for way in order[k % len(order) :] + order[: k % len(order)]:
+                payloads = group()  # fresh bytes for every way: none is written twice
+                t0 = time.process_time()
+                ways[way](payloads)
+                spent[way] += time.process_time() - t0
+        store.close()
+    per = 1e3 / (args.outcomes * args.groups)
+    return {"down": {way: round(total * per, 3) for way, total in spent.items()}}
+
+
 def cpu(proc: psutil.Process) -> float:
     times = proc.cpu_times()
     return float(times.user + times.system)
@@ -137,13 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outcomes", type=int, default=32)
     ap.add_argument("--result-mib", type=float, default=1.0)
     ap.add_argument("--groups", type=int, default=40, help="groups run up from a child")
-    ap.add_argument("--only", choices=("up",), default=None, help="only the way up")
+    ap.add_argument("--only", choices=("up", "down"), default=None, help="only the way up, or down")
     args = ap.parse_args(argv)
     quiet_dask_logs()
-    if args.only == "up":
+    if args.only in ("up", "down"):
         load = os.getloadavg()
-        up = way_up(args)
-        print(table(["", *up["up"]], [["up", *up["up"].values()]]))
+        up = way_up(args) if args.only == "up" else way_down(args)
+        ((name, row),) = up.items()
+        print(table(["", *row], [[name, *row.values()]]))
         print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         emit("dask_costs", args, up, notes=[f"load average at the start: {load}"])
         return 0

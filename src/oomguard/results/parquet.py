@@ -11,7 +11,8 @@ Row columns: ``task_id``, ``group``, the task's parameters, ``replicate`` (tasks
 with replicates), ``attempts``, then the result: a ``dict`` result becomes one column per
 key (``result.KEY`` where a key collides with a parameter); a scalar (``int``, ``float``,
 ``str``, ``bool``, ``None``) is a ``result`` column; any other value is stored pickled
-(``pickle.dumps``) in a ``result_pickle`` binary column.
+(the pickle the store keeps) in a ``result_pickle`` binary column. A column of large
+values is written as they are (:func:`write_options`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import logging
 import os
 import pickle
+import struct
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -106,7 +108,8 @@ def result_row(
     elif isinstance(result, _SCALARS):
         row["result"] = _utf8(result)
     else:
-        row["result_pickle"] = pickle.dumps(result)
+        # The stored pickle itself (it unpickles to this value): not pickled again.
+        row["result_pickle"] = value
     return row
 
 
@@ -128,8 +131,12 @@ def rows_to_table(rows: Sequence[Mapping[str, object]]) -> pa.Table:
         for col in columns.values():
             if len(col) < i + 1:
                 col.append(None)
-    arrays = {}
+    arrays: dict[str, pa.Array | pa.ChunkedArray] = {}
     for key, col in columns.items():
+        large = _large_bytes(col)
+        if large is not None:
+            arrays[key] = large
+            continue
         try:
             arrays[key] = pa.array(col)
         except (
@@ -145,6 +152,36 @@ def rows_to_table(rows: Sequence[Mapping[str, object]]) -> pa.Table:
     return pa.table(arrays) if arrays else pa.table({})
 
 
+def _large_bytes(col: Sequence[object]) -> pa.ChunkedArray | None:
+    """``col`` as a binary column that refers to its ``bytes`` values instead of copying
+    them (a chunk of one row each: ``pa.array`` would copy them all into one buffer,
+    grown by doubling, each time into fresh pages); None unless every value is ``bytes``
+    or None and they average :data:`LARGE_VALUE_BYTES` or more."""
+    import pyarrow as pa
+
+    values: list[bytes | None] = []
+    total = count = 0
+    for value in col:
+        if value is not None:
+            if type(value) is not bytes or len(value) > _BINARY_MAX:
+                return None
+            total += len(value)
+            count += 1
+        values.append(value)
+    if not count or total < LARGE_VALUE_BYTES * count:
+        return None
+    binary = pa.binary()
+    chunks = [
+        pa.nulls(1, binary)
+        if value is None
+        else pa.Array.from_buffers(
+            binary, 1, [None, pa.py_buffer(_OFFSETS.pack(0, len(value))), pa.py_buffer(value)]
+        )
+        for value in values
+    ]
+    return pa.chunked_array(chunks, type=binary)
+
+
 def table_for(store: Store, job_id: str, kind: str, part: int | None = None) -> pa.Table:
     # Replicate indices belong to task rows; an aggregation row stands for all of them.
     with_rep = kind == "task" and store.parts.has_replicates(job_id)
@@ -155,14 +192,101 @@ def table_for(store: Store, job_id: str, kind: str, part: int | None = None) -> 
     return rows_to_table(rows)
 
 
+#: a binary or string column whose values average this many bytes or more (pickled
+#: results, large blobs) is written without a dictionary and without statistics: neither
+#: helps a column of large distinct values (Parquet drops min/max that long anyway), and
+#: building them reads every byte once more
+LARGE_VALUE_BYTES = 64 * 1024
+#: the longest value a ``binary`` column holds (its offsets are 32-bit)
+_BINARY_MAX = 2**31 - 1
+#: a one-row binary array's offsets
+_OFFSETS = struct.Struct("<ii")
+#: such a column is compressed only if this much of it, compressed, shrinks by 10 % or more
+COMPRESS_SAMPLE_BYTES = 64 * 1024
+#: the codec of every other column (pyarrow's default)
+CODEC = "snappy"
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a part's columns are encoded: the arguments of ``pyarrow.parquet.write_table``
+    (a list: those leaf columns only; a dict: each leaf column's codec)."""
+
+    use_dictionary: bool | list[str] = True
+    write_statistics: bool | list[str] = True
+    compression: str | dict[str, str] = CODEC
+
+
+def write_options(table: pa.Table) -> WriteOptions:
+    """Dictionary, statistics and compression for each column of ``table``: pyarrow's
+    defaults, except for a column of large values (:data:`LARGE_VALUE_BYTES`), which gets
+    no dictionary or statistics, and no compression unless a sample of it compresses (a
+    pickled array of random numbers does not: compressing it only allocates and copies)."""
+    import pyarrow as pa
+
+    large: dict[str, str] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        kind = column.type
+        binary = pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        count = len(column) - column.null_count
+        if (binary or text) and count and column.nbytes >= LARGE_VALUE_BYTES * count:
+            large[name] = CODEC if _compresses(column) else "none"
+    if not large:
+        return WriteOptions()
+    # pyarrow takes these per leaf column: a nested column's leaves are named by their path.
+    small = [path for path in _leaf_paths(table) if path not in large]
+    return WriteOptions(small, small, {**dict.fromkeys(small, CODEC), **large})
+
+
+def _leaf_paths(table: pa.Table) -> list[str]:
+    """The Parquet leaf columns of ``table``, by path (``name``; ``name.list.element`` for
+    a list, and so on), as pyarrow writes them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not any(pa.types.is_nested(field.type) for field in table.schema):
+        return list(table.column_names)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.schema.empty_table(), sink)
+    schema = pq.ParquetFile(pa.BufferReader(sink.getvalue())).schema
+    return [schema.column(i).path for i in range(len(schema))]
+
+
+def _compresses(column: pa.ChunkedArray) -> bool:
+    """Whether the first :data:`COMPRESS_SAMPLE_BYTES` of ``column``'s values shrink by at
+    least 10 % with :data:`CODEC`."""
+    import pyarrow as pa
+
+    sample = bytearray()
+    for chunk in column.chunks:
+        for value in chunk:
+            if value.is_valid:
+                buffer = value.as_buffer()
+                sample += buffer.slice(0, min(buffer.size, COMPRESS_SAMPLE_BYTES - len(sample)))
+            if len(sample) >= COMPRESS_SAMPLE_BYTES:
+                break
+        if len(sample) >= COMPRESS_SAMPLE_BYTES:
+            break
+    packed = pa.Codec(CODEC).compress(bytes(sample), asbytes=True)
+    return len(packed) <= 0.9 * len(sample)
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-", suffix=".tmp")
     os.close(fd)
+    options = write_options(table)
     try:
-        pq.write_table(table, tmp)
+        pq.write_table(
+            table,
+            tmp,
+            use_dictionary=options.use_dictionary,
+            write_statistics=options.write_statistics,
+            compression=options.compression,
+        )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
