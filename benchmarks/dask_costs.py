@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     from oomguard.executors.dask.remote.answers import OUT_OF_BAND_BYTES
 
     load = os.getloadavg()
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+    cluster = LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
     )
     client = Client(cluster, set_as_default=False)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 del got
     finally:
         client.close()
-        cluster.close()  # type: ignore[no-untyped-call]
+        cluster.close()
 
     results: dict[str, dict[str, float]] = {}
     for mode, values in checks.items():

@@ -266,6 +266,7 @@ def run_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import oomguard
+    from oomguard.executors.dask.executor import DaskExecutor
 
     with Trial(args, work / "og-markers") as trial:
         params = (trial.param(i) for i in range(args.params))
@@ -281,7 +282,9 @@ def run_oomguard(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 sim, params, replicates=args.replicates, aggregate=agg, out=str(work / "out")
             )
             status = job.wait(progress=False)
+            assert runner.scheduler is not None
             ex = runner.scheduler.executor
+            assert isinstance(ex, DaskExecutor), ex
             failures = job.failures()
             finals = Counter(f["failure_class"] for f in failures)
             errors = [f["error"] for f in failures if f["failure_class"] == "error"]
