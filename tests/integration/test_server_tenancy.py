@@ -219,7 +219,8 @@ def test_each_change_leaves_an_audit_line_naming_the_label(
 ) -> None:
     r = submit(server.url, "team-b-ci", "team-b", "audited")
     job_id = r.json()["job_id"]
-    httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=auth("team-a-ci"), json={})
+    other = httpx.post(f"{server.url}/v1/jobs/{job_id}/cancel", headers=auth("team-a-ci"), json={})
+    assert other.status_code == 404, other.text
 
     def lines() -> list[dict[str, Any]]:
         found = []
@@ -236,10 +237,15 @@ def test_each_change_leaves_an_audit_line_naming_the_label(
     assert entry["label"] == "team-b-ci"
     assert entry["method"] == "POST" and entry["path"] == "/v1/jobs"
     assert entry["status"] == 201 and entry["namespace"] == "team-b"
-    refused = [
-        x for x in lines() if x["path"] == f"/v1/jobs/{job_id}/cancel" and x["status"] == 404
-    ]
-    assert refused and refused[0]["label"] == "team-a-ci"
+    # Each request's line is written as it ends: the refusal's may follow the submission's.
+    refused = wait_for(
+        lambda: [
+            x for x in lines() if x["path"] == f"/v1/jobs/{job_id}/cancel" and x["status"] == 404
+        ],
+        timeout=10,
+        what="the refused cancel's audit line",
+    )
+    assert refused[0]["label"] == "team-a-ci"
     output = server.output()
     for token, _, _ in TOKENS.values():
         assert token not in output
