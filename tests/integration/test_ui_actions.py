@@ -292,8 +292,14 @@ def test_refused_without_the_token_from_elsewhere_and_for_readers(server: Served
     r = _post(url, f"/ui/actions/jobs/{job_id}/cancel", foreign, {"csrf": "x"}, url)
     assert r.status_code == 403  # its token is not this form's: refused before the job
     assert _tasks(server, job_id) == before
-    refused = [x for x in _audit(server) if x.get("refused") == "csrf"]
-    assert refused and all(x["status"] == 403 for x in refused)
+
+    # A request's audit line is written once its answer is sent: wait for the last one's.
+    def refusals() -> list[dict[str, Any]] | None:
+        lines = [x for x in _audit(server) if x.get("refused") == "csrf"]
+        return lines if any(x["label"] == "team-b-ci" for x in lines) else None
+
+    refused = wait_for(refusals, timeout=10, what="the foreign cancel's audit line")
+    assert all(x["status"] == 403 for x in refused)
     assert any(x["label"] == "team-a-viewer" and x["status"] == 403 for x in refused)
 
 
