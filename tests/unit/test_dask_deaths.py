@@ -260,3 +260,55 @@ def test_a_sigkill_with_oom_evidence_gets_the_class_local_workers_get(
         pid=4242, address=ADDRESS, record=_typed(rec), nanny_restart=None, memory_limit=LIMIT
     )
     assert dask is local, row
+
+
+def _death(unconfirmed: bool, runs: int = 3) -> Any:
+    from types import SimpleNamespace
+
+    from oomguard.executors.dask.deaths import PendingDeath
+    from oomguard.executors.dask.flights import Flight
+
+    attempts = [SimpleNamespace(attempt_id=i + 1) for i in range(runs)]
+    future = SimpleNamespace(key="oomguard-abc-1")
+    flight = Flight(attempts, future, LIMIT, 0.0)  # type: ignore[arg-type]
+    return PendingDeath(flight, ADDRESS, 4242, 0.0, LIMIT, unconfirmed)
+
+
+@pytest.mark.parametrize("unconfirmed", [False, True])
+def test_a_group_its_worker_noted_as_begun_counts_its_attempts_whatever_the_scheduler_heard(
+    unconfirmed: bool,
+) -> None:
+    # The worker names a group's start to the scheduler with no wait: a SIGKILL can lose
+    # that note after the group began (its first attempt ran its side effects). The
+    # worker's own progress note, in the nanny's record, still says it began: its
+    # attempts count (the one it was at gets the death's class), as when the scheduler
+    # heard it, and nothing that ran runs again uncounted.
+    from oomguard.executors.dask.deaths import group_death_events
+    from oomguard.executors.dask.flights import Counters
+    from oomguard.executors.events import AttemptEnded, Requeued
+
+    death = _death(unconfirmed)
+    rec = _typed(record(progress={"key": "oomguard-abc-1", "index": 1}))
+    counters_ = Counters()
+    events = group_death_events(death, rec, FailureClass.KILLED, {}, None, counters_)
+    assert [type(e) for e in events] == [AttemptEnded, AttemptEnded, Requeued]
+    assert [e.failure_class for e in events[:2]] == ["killed", "killed"]  # type: ignore[union-attr]
+    assert counters_.requeued == 1
+
+
+@pytest.mark.parametrize("progress", [None, {"key": "oomguard-other-7", "index": 0}])
+def test_a_group_neither_the_scheduler_nor_its_worker_saw_begin_is_requeued(
+    progress: dict[str, Any] | None,
+) -> None:
+    # Only waiting in the dead worker's queue: not an attempt of its tasks.
+    from oomguard.executors.dask.deaths import group_death_events
+    from oomguard.executors.dask.flights import Counters
+    from oomguard.executors.events import Requeued
+
+    rec = _typed(record(progress=progress))
+    counters_ = Counters()
+    events = group_death_events(_death(True), rec, FailureClass.KILLED, {}, None, counters_)
+    assert [type(e) for e in events] == [Requeued] * 3 and counters_.requeued == 3
+    # Heard to start, the same death counts every attempt (no note: each may have run).
+    events = group_death_events(_death(False), rec, FailureClass.KILLED, {}, None, Counters())
+    assert not [e for e in events if isinstance(e, Requeued)]

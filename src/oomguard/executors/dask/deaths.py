@@ -33,6 +33,10 @@ class PendingDeath:
     pid: int | None
     deadline: float
     limit: int
+    #: the Dask scheduler never heard the group start: the worker names a key as started
+    #: on its stream with no wait, so a SIGKILL can lose that note after the group began;
+    #: only the worker's own progress note (in the nanny's record) then says it began
+    unconfirmed: bool = False
 
 
 def classify_dask_death(
@@ -131,8 +135,15 @@ def group_death_events(
     """
     runs = death.flight.runs
     progress = record.progress if record is not None else None
+    began = progress is not None and progress.key == death.flight.key
+    if death.unconfirmed and not began:
+        # Neither the scheduler nor the worker's note says it began: it was only waiting
+        # in the dead worker's queue (not an attempt of its tasks).
+        live = [run for run in runs if run.attempt_id not in death.flight.dropped]
+        counters.requeued += len(live)
+        return [Requeued(run.attempt_id) for run in live]
     index: int | None = None
-    if progress is not None and progress.key == death.flight.key and len(runs) > 1:
+    if began and progress is not None and len(runs) > 1:
         index = min(progress.index, len(runs) - 1)
     elif len(runs) == 1:
         index = 0

@@ -457,10 +457,10 @@ class DaskExecutor:
             self.counters.worker_deaths += 1
             if self.recycler.took(flight.key, address):
                 return self._requeued(flight, RECYCLED)
-            if not started_on_worker(self.client, flight.key):
-                # It was only waiting in the dead worker's queue: not the tasks' fault,
-                # and not an attempt of them.
-                return self._requeued(flight)
+            # Not started as the scheduler heard it: only waiting in the dead worker's
+            # queue, unless the worker's own note (the nanny's record) says it began
+            # (its start is named to the scheduler with no wait: a SIGKILL can lose it).
+            unconfirmed = not started_on_worker(self.client, flight.key)
             self.deaths.append(
                 PendingDeath(
                     flight,
@@ -468,6 +468,7 @@ class DaskExecutor:
                     pid,
                     time.monotonic() + EVIDENCE_WAIT_S + self.config.kernel_log_wait,
                     flight.limit,
+                    unconfirmed,
                 )
             )
             return []
