@@ -230,13 +230,6 @@ class AttemptRecorder:
                 self._succeeded(run, event.payload, event.peak_bytes, kept, learn=not bound)
             elif run.yielded:
                 self._requeued(Requeued(run.attempt_id, YIELDED))
-            elif run.cancelled:
-                # It failed on its own before the kill for its cancel landed: the attempt
-                # keeps its class; its task stays cancelled (no retry to resurrect it).
-                fc = FailureClass(event.failure_class or FailureClass.ERROR)
-                evidence = dict(evidence, message=event.message) if event.message else evidence
-                self.end(run, "failed", fc, evidence, event.peak_bytes)
-                self.notices.tell(run, "cancelled", fc, evidence, event.peak_bytes)
             else:
                 # A class's value (as a Dask answer may carry it) is taken for its class.
                 fc = FailureClass(event.failure_class or FailureClass.ERROR)
@@ -375,9 +368,16 @@ class AttemptRecorder:
         peak: int | None,
     ) -> None:
         """End ``run`` as failed with ``fc``; retry its task or fail it for good."""
-        self.stats.failed_attempts[fc.value] = self.stats.failed_attempts.get(fc.value, 0) + 1
         if message:
             evidence = dict(evidence, message=message)
+        if run.cancelled:
+            # Its task was cancelled (or its job stopped) while it ran, and it ended before
+            # the kill for that (on its own, or by the kernel): the attempt keeps its
+            # class; its task stays cancelled (no retry to resurrect it).
+            self.end(run, "failed", fc, evidence, peak)
+            self.notices.tell(run, "cancelled", fc, evidence, peak)
+            return
+        self.stats.failed_attempts[fc.value] = self.stats.failed_attempts.get(fc.value, 0) + 1
         evidence.setdefault("limit_bytes", run.limit)
         if peak is not None:
             evidence.setdefault("peak_bytes", peak)
@@ -539,14 +539,13 @@ class AttemptRecorder:
         if explained is None:
             return False
         fc, evidence, peak = explained
-        if pending.running.cancelled or (
+        if (
             fc == FailureClass.KILLED
             and worker.killed_by
             and worker.killed_by[0] == KillReason.CANCEL
         ):
-            # Killed for its cancel (or by the kernel first, its task cancelled meanwhile).
-            self.end(pending.running, "failed", fc, evidence, peak)
-            self.notices.tell(pending.running, "cancelled", fc, evidence, peak)
+            self.end(pending.running, "failed", FailureClass.KILLED, evidence, peak)
+            self.notices.tell(pending.running, "cancelled", FailureClass.KILLED, evidence, peak)
         else:
             self.failed(pending.running, fc, None, evidence, peak)
         self.executor.release(worker)
